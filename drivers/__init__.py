@@ -1,0 +1,1 @@
+"""Kernel modules (pluggy plugins), one package per kernel driver. Import kernel only."""

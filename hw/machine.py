@@ -1,0 +1,437 @@
+"""A machine: RAM + IOMMU units + PCI functions + firmware tables.
+
+Built from a declarative :class:`MachineSpec` (what a TOML/JSON machine file or a
+preset says). The :class:`Machine` is the :class:`hw.bus.Platform` the kernel runs
+on; it routes MMIO by address, config cycles by PCI address, DMA from a requester
+through the IOMMU unit whose firmware scope covers it (or straight to RAM), MSI
+writes to the interrupt sink, and the CPU's MOVDIR64B/ENQCMD(S) to device portals.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from attrs import define, field, frozen
+
+from hw.bus import (
+    DMA_FAULT_BUS,
+    DmaFault,
+    DmaResult,
+    FirmwareTables,
+    IommuUnitInfo,
+    MasterAbort,
+    MsiSink,
+    PciAddr,
+)
+from hw.clock import Clock
+from hw.memory import Memory
+from hw.pci import PciFunction
+
+MMIO_WINDOW_BASE = 0xC000_0000
+MMIO_WINDOW_END = 0xFE00_0000
+IOMMU_WINDOW_BASE = 0xFED9_0000
+
+
+class IommuModel(Protocol):
+    """What the machine needs from an IOMMU unit model."""
+
+    table: str
+    register_size: int
+
+    def attach(self, machine: Machine, base: int) -> None: ...
+    def mmio_read(self, offset: int, size: int) -> int: ...
+    def mmio_write(self, offset: int, size: int, value: int) -> None: ...
+    def translate(
+        self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
+    ) -> DmaResult: ...
+
+
+DeviceFactory = Callable[[PciAddr, Mapping[str, Any]], PciFunction]
+IommuFactory = Callable[[str, Mapping[str, Any]], IommuModel]
+
+DEVICE_KINDS: dict[str, str] = {
+    "edu": "hw.edu:EduDevice",
+    "dsa": "hw.dsa:DsaDevice",
+}
+IOMMU_KINDS: dict[str, str] = {
+    "vtd": "hw.vtd:VtdUnit",
+    "smmuv3": "hw.smmuv3:Smmuv3Unit",
+}
+
+
+def _load(kind: str, table: Mapping[str, str], what: str) -> Any:
+    target = table.get(kind)
+    if target is None:
+        raise ValueError(f"{what}.kind: unknown kind {kind!r} (known: {', '.join(sorted(table))})")
+    mod, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{what}.kind: model {kind!r} is not available ({exc})") from exc
+
+
+# --------------------------------------------------------------------------- description
+
+
+def _size(value: object, where: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected a size, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        text = value.strip().upper().removesuffix("B").removesuffix("I")
+        try:
+            if text and text[-1] in units:
+                return int(text[:-1], 0) * units[text[-1]]
+            return int(text, 0)
+        except ValueError:
+            pass
+    raise ValueError(f"{where}: expected a size like 512M or an integer, got {value!r}")
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected a table/object, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(d) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+
+
+@frozen
+class DeviceSpec:
+    kind: str
+    bdf: PciAddr
+    config: Mapping[str, Any] = field(factory=dict)
+
+
+@frozen
+class IommuSpec:
+    kind: str
+    name: str
+    scope: tuple[PciAddr, ...] | None
+    """PCI functions behind the unit; ``None`` means INCLUDE_PCI_ALL."""
+    base: int | None = None
+    config: Mapping[str, Any] = field(factory=dict)
+
+
+@frozen
+class MachineSpec:
+    name: str
+    ram_size: int
+    devices: tuple[DeviceSpec, ...] = ()
+    iommus: tuple[IommuSpec, ...] = ()
+    doc: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MachineSpec:
+        """Validate a machine description; errors name the offending field."""
+        d = _mapping(data, "machine")
+        _check_keys(d, {"name", "ram", "devices", "iommus", "doc"}, "machine")
+        if "ram" not in d:
+            raise ValueError('machine.ram: missing (e.g. ram = "256M")')
+        ram = _size(d["ram"], "machine.ram")
+        if ram <= 0 or ram % 4096 or ram > MMIO_WINDOW_BASE:
+            raise ValueError(
+                f"machine.ram: {ram:#x} must be a multiple of 4 KiB below {MMIO_WINDOW_BASE:#x}"
+            )
+        devices: list[DeviceSpec] = []
+        seen: set[PciAddr] = set()
+        for i, raw in enumerate(d.get("devices", ())):
+            where = f"machine.devices[{i}]"
+            dd = _mapping(raw, where)
+            _check_keys(dd, {"kind", "bdf", "config"}, where)
+            for key in ("kind", "bdf"):
+                if not isinstance(dd.get(key), str):
+                    raise ValueError(f"{where}.{key}: missing or not a string")
+            try:
+                bdf = PciAddr.parse(dd["bdf"])
+            except ValueError as exc:
+                raise ValueError(f"{where}.bdf: {exc}") from exc
+            if bdf in seen:
+                raise ValueError(f"{where}.bdf: {bdf} used twice")
+            seen.add(bdf)
+            if dd["kind"] not in DEVICE_KINDS:
+                raise ValueError(f"{where}.kind: unknown device kind {dd['kind']!r}")
+            devices.append(
+                DeviceSpec(dd["kind"], bdf, dict(_mapping(dd.get("config", {}), f"{where}.config")))
+            )
+        iommus: list[IommuSpec] = []
+        for i, raw in enumerate(d.get("iommus", ())):
+            where = f"machine.iommus[{i}]"
+            dd = _mapping(raw, where)
+            _check_keys(dd, {"kind", "name", "scope", "base", "config"}, where)
+            kind = dd.get("kind")
+            if kind not in IOMMU_KINDS:
+                raise ValueError(f"{where}.kind: unknown IOMMU kind {kind!r}")
+            scope_raw = dd.get("scope", "all")
+            scope: tuple[PciAddr, ...] | None
+            if scope_raw == "all":
+                scope = None
+            elif isinstance(scope_raw, list | tuple):
+                try:
+                    scope = tuple(PciAddr.parse(s) for s in scope_raw)
+                except (ValueError, AttributeError) as exc:
+                    raise ValueError(f"{where}.scope: {exc}") from exc
+            else:
+                raise ValueError(f'{where}.scope: expected "all" or a list of BDFs')
+            base = dd.get("base")
+            if base is not None and not isinstance(base, int):
+                raise ValueError(f"{where}.base: expected an integer address")
+            name = dd.get("name", f"{kind}{i}")
+            if not isinstance(name, str):
+                raise ValueError(f"{where}.name: expected a string")
+            iommus.append(
+                IommuSpec(
+                    kind, name, scope, base, dict(_mapping(dd.get("config", {}), f"{where}.config"))
+                )
+            )
+        if sum(1 for u in iommus if u.scope is None) > 1:
+            raise ValueError('machine.iommus: only one unit may have scope "all"')
+        name = d.get("name", "custom")
+        if not isinstance(name, str):
+            raise ValueError("machine.name: expected a string")
+        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")))
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+@define(slots=True, eq=False)
+class _Region:
+    base: int
+    end: int
+    read: Callable[[int, int], int]
+    write: Callable[[int, int, int], None]
+    owner: object
+    bar: int = -1
+
+
+class Machine:
+    """A built machine; satisfies :class:`hw.bus.Platform`."""
+
+    def __init__(self, spec: MachineSpec) -> None:
+        self.spec = spec
+        self.memory = Memory(spec.ram_size)
+        self.clock = Clock()
+        self._master_aborts: list[MasterAbort] = []
+        self._msi_sink: MsiSink | None = None
+        self.lost_msis: list[tuple[int, int]] = []
+        self.functions: dict[PciAddr, PciFunction] = {}
+        self.iommus: dict[str, IommuModel] = {}
+        self._iommu_info: list[tuple[IommuUnitInfo, IommuModel]] = []
+        self._static: list[_Region] = []
+        self._regions: list[_Region] = []
+        self._starts: list[int] = []
+        self._iommu_for: dict[PciAddr, IommuModel | None] = {}
+
+        for dspec in spec.devices:
+            factory: DeviceFactory = _load(dspec.kind, DEVICE_KINDS, "device")
+            fn = factory(dspec.bdf, dspec.config)
+            fn.machine = self
+            self.functions[dspec.bdf] = fn
+        self._assign_bars()
+
+        infos: list[IommuUnitInfo] = []
+        next_base = IOMMU_WINDOW_BASE
+        for ispec in spec.iommus:
+            ifactory: IommuFactory = _load(ispec.kind, IOMMU_KINDS, "iommu")
+            unit = ifactory(ispec.name, ispec.config)
+            base = ispec.base if ispec.base is not None else next_base
+            next_base = max(next_base, base + max(unit.register_size, 0x1000))
+            unit.attach(self, base)
+            self.iommus[ispec.name] = unit
+            info = IommuUnitInfo(
+                table=unit.table,
+                name=ispec.name,
+                register_base=base,
+                register_size=unit.register_size,
+                include_pci_all=ispec.scope is None,
+                device_scope=ispec.scope or (),
+            )
+            infos.append(info)
+            self._iommu_info.append((info, unit))
+            self._static.append(
+                _Region(base, base + unit.register_size, unit.mmio_read, unit.mmio_write, unit)
+            )
+        # Units with explicit scope are matched before the INCLUDE_PCI_ALL unit (as DMAR).
+        self._iommu_info.sort(key=lambda iu: iu[0].include_pci_all)
+        buses = sorted({(a.segment, a.bus) for a in self.functions} | {(0, 0)})
+        self.firmware = FirmwareTables(
+            ram_size=spec.ram_size,
+            pci_buses=tuple(buses),
+            iommus=tuple(infos),
+            tables=tuple(sorted({i.table for i in infos})),
+        )
+        self.remap_bars()
+
+    # -- layout ---------------------------------------------------------------
+    def _assign_bars(self) -> None:
+        """What firmware does at boot: give every BAR an address in the MMIO window."""
+        cursor = MMIO_WINDOW_BASE
+        for addr in sorted(self.functions):
+            fn = self.functions[addr]
+            for bar in sorted(fn.bars.values(), key=lambda b: -b.size):
+                cursor = (cursor + bar.size - 1) & ~(bar.size - 1)
+                if cursor + bar.size > MMIO_WINDOW_END:
+                    raise ValueError(f"machine.devices: BARs of {addr} do not fit the MMIO window")
+                off = 0x10 + 4 * bar.index
+                fn.config[off : off + 4] = (
+                    (cursor & 0xFFFF_FFF0)
+                    | (int.from_bytes(fn.config[off : off + 4], "little") & 0xF)
+                ).to_bytes(4, "little")
+                if bar.is64:
+                    fn.config[off + 4 : off + 8] = (cursor >> 32).to_bytes(4, "little")
+                cursor += bar.size
+
+    def remap_bars(self) -> None:
+        """Rebuild the address decoder after a BAR or command-register change."""
+        regions = list(self._static)
+        for fn in self.functions.values():
+            if not fn.memory_enabled:
+                continue
+            for bar in fn.bars.values():
+                base = fn.bar_base(bar.index)
+                if base == 0:
+                    continue
+                regions.append(
+                    _Region(
+                        base,
+                        base + bar.size,
+                        _bar_reader(fn, bar.index, base),
+                        _bar_writer(fn, bar.index, base),
+                        fn,
+                        bar.index,
+                    )
+                )
+        regions.sort(key=lambda r: r.base)
+        self._regions = regions
+        self._starts = [r.base for r in regions]
+
+    def _find(self, addr: int) -> _Region | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            r = self._regions[i]
+            if addr < r.end:
+                return r
+        return None
+
+    # -- Platform: MMIO -------------------------------------------------------
+    @property
+    def master_aborts(self) -> Sequence[MasterAbort]:
+        return self._master_aborts
+
+    def mmio_read(self, addr: int, size: int) -> int:
+        r = self._find(addr)
+        if r is None or addr + size > r.end:
+            self._master_aborts.append(MasterAbort(addr, size, False, 0))
+            return (1 << (8 * size)) - 1
+        return r.read(addr - r.base, size)
+
+    def mmio_write(self, addr: int, size: int, value: int) -> None:
+        r = self._find(addr)
+        if r is None or addr + size > r.end:
+            self._master_aborts.append(MasterAbort(addr, size, True, value))
+            return
+        r.write(addr - r.base, size, value & ((1 << (8 * size)) - 1))
+
+    # -- Platform: config space -------------------------------------------------
+    def pci_config_read(self, addr: PciAddr, offset: int, size: int) -> int:
+        fn = self.functions.get(addr)
+        if fn is None:
+            return (1 << (8 * size)) - 1
+        return fn.config_read(offset, size)
+
+    def pci_config_write(self, addr: PciAddr, offset: int, size: int, value: int) -> None:
+        fn = self.functions.get(addr)
+        if fn is not None:
+            fn.config_write(offset, size, value)
+
+    # -- Platform: interrupts ----------------------------------------------------
+    def set_msi_sink(self, sink: MsiSink) -> None:
+        self._msi_sink = sink
+
+    def msi(self, address: int, data: int) -> None:
+        """A device (or IOMMU) wrote an MSI message."""
+        if self._msi_sink is None:
+            self.lost_msis.append((address, data))
+            return
+        self._msi_sink(address, data)
+
+    # -- Platform: CPU instructions --------------------------------------------------
+    def _portal(self, addr: int, data: bytes) -> tuple[PciFunction, int, int] | None:
+        r = self._find(addr)
+        if len(data) != 64 or addr % 64 or r is None or not isinstance(r.owner, PciFunction):
+            self._master_aborts.append(MasterAbort(addr, len(data), True, 0))
+            return None
+        return r.owner, r.bar, addr - r.base
+
+    def movdir64b(self, addr: int, data: bytes) -> None:
+        target = self._portal(addr, data)
+        if target is not None:
+            fn, bar, off = target
+            fn.portal_write(bar, off, bytes(data), False)
+
+    def enqcmds(self, addr: int, data: bytes) -> bool:
+        target = self._portal(addr, data)
+        if target is None:
+            return False
+        fn, bar, off = target
+        return fn.portal_write(bar, off, bytes(data), True)
+
+    def enqcmd(self, addr: int, data: bytes, pasid: int) -> bool:
+        if len(data) != 64:
+            return self.enqcmds(addr, data)
+        dw0 = int.from_bytes(data[0:4], "little")
+        dw0 = (dw0 & 0x7FF0_0000 & ~(1 << 31)) | (pasid & 0xFFFFF)
+        return self.enqcmds(addr, dw0.to_bytes(4, "little") + bytes(data[4:]))
+
+    # -- device-side DMA --------------------------------------------------------------
+    def iommu_for(self, addr: PciAddr) -> IommuModel | None:
+        try:
+            return self._iommu_for[addr]
+        except KeyError:
+            unit = next((u for info, u in self._iommu_info if info.covers(addr)), None)
+            self._iommu_for[addr] = unit
+            return unit
+
+    def dma_translate(
+        self, addr: PciAddr, pasid: int | None, priv: bool, iova: int, size: int, write: bool
+    ) -> DmaResult:
+        unit = self.iommu_for(addr)
+        if unit is not None:
+            return unit.translate(addr.rid, pasid, priv, iova, size, write)
+        ram = self.memory.size
+        if 0 <= iova and iova + size <= ram:
+            return DmaResult(((iova, size),))
+        good = max(0, min(size, ram - iova)) if iova >= 0 else 0
+        runs = ((iova, good),) if good else ()
+        return DmaResult(runs, DmaFault(iova + good, DMA_FAULT_BUS, write, "outside RAM"))
+
+
+def _bar_reader(fn: PciFunction, bar: int, base: int) -> Callable[[int, int], int]:
+    def read(offset: int, size: int) -> int:
+        return fn.mmio_read(bar, offset, size)
+
+    return read
+
+
+def _bar_writer(fn: PciFunction, bar: int, base: int) -> Callable[[int, int, int], None]:
+    def write(offset: int, size: int, value: int) -> None:
+        fn.mmio_write(bar, offset, size, value)
+
+    return write
+
+
+def build_machine(description: MachineSpec | Mapping[str, Any]) -> Machine:
+    spec = (
+        description if isinstance(description, MachineSpec) else MachineSpec.from_dict(description)
+    )
+    return Machine(spec)

@@ -1,0 +1,147 @@
+"""Physical RAM: one bytearray, bounds-checked, little-endian accessors.
+
+Out-of-range accesses raise :class:`BusError` (a model-level bus error), never a
+Python ``IndexError``. Devices and the IOMMU turn a ``BusError`` into their own
+status code; the CPU side (the kernel) treats it as a machine check.
+
+Pages can be *watched*: a write that touches a watched page frame calls the
+watchers with the frame number. IOMMU models use this to learn cheaply that a
+table page they cached changed, so the shadow walk that detects stale cached
+translations only runs when something could be stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import frozen
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+WatchCallback = Callable[[int], None]
+
+
+@frozen
+class BusError(Exception):
+    """A physical access outside RAM (master abort on the memory bus)."""
+
+    addr: int
+    size: int
+    write: bool
+
+    def __str__(self) -> str:
+        kind = "write" if self.write else "read"
+        return f"bus error: {kind} of {self.size} bytes at {self.addr:#x} is outside RAM"
+
+
+class Memory:
+    """Physical RAM of ``size`` bytes starting at physical address 0."""
+
+    __slots__ = ("_watch", "data", "size", "view")
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"ram size must be a positive multiple of {PAGE_SIZE}, got {size}")
+        self.size = size
+        self.data = bytearray(size)
+        self.view = memoryview(self.data)
+        self._watch: dict[int, list[WatchCallback]] = {}
+
+    # -- bounds -------------------------------------------------------------
+    def contains(self, addr: int, size: int) -> bool:
+        return 0 <= addr and size >= 0 and addr + size <= self.size
+
+    def _check(self, addr: int, size: int, write: bool) -> None:
+        if addr < 0 or size < 0 or addr + size > self.size:
+            raise BusError(addr, size, write)
+
+    # -- bulk ---------------------------------------------------------------
+    def read(self, addr: int, size: int) -> bytes:
+        self._check(addr, size, False)
+        return bytes(self.view[addr : addr + size])
+
+    def slice(self, addr: int, size: int) -> memoryview:
+        """A zero-copy view for the device data path (read side)."""
+        self._check(addr, size, False)
+        return self.view[addr : addr + size]
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        size = len(data)
+        self._check(addr, size, True)
+        self.view[addr : addr + size] = data
+        if self._watch:
+            self._notify(addr, size)
+
+    def fill(self, addr: int, size: int, byte: int = 0) -> None:
+        self._check(addr, size, True)
+        self.view[addr : addr + size] = bytes([byte]) * size if byte else bytes(size)
+        if self._watch:
+            self._notify(addr, size)
+
+    def copy(self, dst: int, src: int, size: int) -> None:
+        """memmove within RAM (overlap-safe, like ``memmove``)."""
+        self._check(src, size, False)
+        self._check(dst, size, True)
+        self.view[dst : dst + size] = bytes(self.view[src : src + size])
+        if self._watch:
+            self._notify(dst, size)
+
+    # -- scalar (little-endian) --------------------------------------------
+    def read_u8(self, addr: int) -> int:
+        self._check(addr, 1, False)
+        return self.data[addr]
+
+    def read_u16(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 2), "little")
+
+    def read_u32(self, addr: int) -> int:
+        self._check(addr, 4, False)
+        return int.from_bytes(self.view[addr : addr + 4], "little")
+
+    def read_u64(self, addr: int) -> int:
+        self._check(addr, 8, False)
+        return int.from_bytes(self.view[addr : addr + 8], "little")
+
+    def write_u8(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFF).to_bytes(1, "little"))
+
+    def write_u16(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFFFF).to_bytes(2, "little"))
+
+    def write_u32(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFFFF_FFFF).to_bytes(4, "little"))
+
+    def write_u64(self, addr: int, value: int) -> None:
+        self.write(addr, (value & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "little"))
+
+    # -- watches ------------------------------------------------------------
+    def watch(self, pfn: int, callback: WatchCallback) -> None:
+        """Call ``callback(pfn)`` after any write touching page frame ``pfn``."""
+        cbs = self._watch.setdefault(pfn, [])
+        if callback not in cbs:
+            cbs.append(callback)
+
+    def unwatch(self, pfn: int, callback: WatchCallback) -> None:
+        cbs = self._watch.get(pfn)
+        if cbs and callback in cbs:
+            cbs.remove(callback)
+            if not cbs:
+                del self._watch[pfn]
+
+    def watched(self, pfn: int) -> bool:
+        return pfn in self._watch
+
+    def _notify(self, addr: int, size: int) -> None:
+        if size <= 0:
+            return
+        first = addr >> PAGE_SHIFT
+        last = (addr + size - 1) >> PAGE_SHIFT
+        watch = self._watch
+        if last - first + 1 <= len(watch):
+            pfns = [p for p in range(first, last + 1) if p in watch]
+        else:
+            pfns = sorted(p for p in watch if first <= p <= last)
+        for pfn in pfns:
+            for cb in list(watch.get(pfn, ())):
+                cb(pfn)

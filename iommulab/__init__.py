@@ -1,0 +1,1 @@
+"""The front door: CLI, machine presets, scenarios and the pytest plugin."""
