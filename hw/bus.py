@@ -132,6 +132,9 @@ class VirtualClock(Protocol):
     def cancel(self, event: TimerHandle) -> None: ...
 
 
+HwTraceSink = Callable[[str, int, dict[str, object]], None]
+"""``sink(name, timestamp_ns, fields)``: a hardware event such as ``hw_vtd:fault``."""
+
 MsiSink = Callable[[int, int], None]
 """``sink(address, data)``: a message-signalled interrupt written by a device."""
 
@@ -165,6 +168,7 @@ class Platform(Protocol):
     def pci_config_write(self, addr: PciAddr, offset: int, size: int, value: int) -> None: ...
 
     def set_msi_sink(self, sink: MsiSink) -> None: ...
+    def set_hw_trace_sink(self, sink: HwTraceSink | None) -> None: ...
 
     def movdir64b(self, addr: int, data: bytes) -> None:
         """MOVDIR64B: posted 64-byte store; no status comes back."""

@@ -21,6 +21,7 @@ from hw.bus import (
     DmaFault,
     DmaResult,
     FirmwareTables,
+    HwTraceSink,
     IommuUnitInfo,
     MasterAbort,
     MsiSink,
@@ -223,6 +224,8 @@ class Machine:
         self.clock = Clock()
         self._master_aborts: list[MasterAbort] = []
         self._msi_sink: MsiSink | None = None
+        self.hw_trace: HwTraceSink | None = None
+        """Set by the kernel's tracing; models test it for None before building fields."""
         self.lost_msis: list[tuple[int, int]] = []
         self.functions: dict[PciAddr, PciFunction] = {}
         self.iommus: dict[str, IommuModel] = {}
@@ -357,6 +360,15 @@ class Machine:
     # -- Platform: interrupts ----------------------------------------------------
     def set_msi_sink(self, sink: MsiSink) -> None:
         self._msi_sink = sink
+
+    def set_hw_trace_sink(self, sink: HwTraceSink | None) -> None:
+        self.hw_trace = sink
+
+    def emit(self, name: str, **fields: object) -> None:
+        """Report a hardware event (``hw_vtd:fault`` ...). Callers on hot paths
+        should check ``machine.hw_trace is not None`` first."""
+        if self.hw_trace is not None:
+            self.hw_trace(name, self.clock.now, fields)
 
     def msi(self, address: int, data: int) -> None:
         """A device (or IOMMU) wrote an MSI message."""
