@@ -1,0 +1,198 @@
+"""Bring a kernel up on a platform: ``boot(machine, cmdline=..., modules=...)``.
+
+Order, as Linux's start_kernel and initcalls: command line, memory, interrupts,
+plugin (module) discovery, then init levels 1..8 — at each level the generic
+kernel's initcalls (PCI enumeration at SUBSYS, IOMMU unit binding at ROOTFS ...)
+followed by the module inits of that level. Unknown command-line parameters are
+reported the way Linux reports them and boot continues. :meth:`Kernel.shutdown`
+undoes it all in reverse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from attrs import define, field
+
+from hw.bus import Platform
+from kernel import bug, io, irq, mm, platform, printk, trace
+from kernel.errno import KernelError
+from kernel.init import initcalls
+from kernel.module import InitLevel, IommuDriverInfo, KernelModule
+from kernel.params import CommandLine, Param, parse_int, parse_str
+from kernel.plugin import BUILTIN_MODULES, PluginManager, make_plugin_manager
+
+SUBSYSTEM_PACKAGES = ("kernel.pci_init", "kernel.iommu", "kernel.dma")
+UTS_RELEASE = "6.6.0-iommulab"
+
+
+@define(eq=False)
+class Kernel:
+    """One booted kernel. Module-level kernel APIs act on the current one."""
+
+    machine: Platform
+    cmdline: CommandLine
+    log: printk.LogBuffer
+    tracer: trace.Tracer
+    warn: bug.WarnState
+    mm: mm.MemoryManager
+    irq: irq.IrqController
+    plugins: PluginManager
+    modules: list[KernelModule] = field(factory=list)
+    iommu_drivers: list[IommuDriverInfo] = field(factory=list)
+    loaded: list[KernelModule] = field(factory=list)
+    """Modules whose init succeeded, in init order."""
+    failed_modules: dict[str, str] = field(factory=dict)
+    subsys: dict[str, Any] = field(factory=dict)
+    """Per-subsystem state (``iommu``, ``dma`` ...), set by their initcalls."""
+    ran_initcalls: list[Any] = field(factory=list)
+    up: bool = False
+
+    def param(self, name: str) -> Any:
+        return self.cmdline.get(name)
+
+    def dmesg(self, max_level: int = printk.KERN_DEBUG) -> str:
+        return self.log.render(max_level)
+
+    def warnings(self) -> list[bug.KernelWarning]:
+        return list(self.warn.warnings)
+
+    def activate(self) -> None:
+        """Make this kernel the current one (module-level APIs act on it)."""
+        platform.set_platform(self.machine)
+        printk.set_log_buffer(self.log)
+        trace.set_tracer(self.tracer)
+        bug.set_warn_state(self.warn)
+        mm.set_mm(self.mm)
+        irq.set_irq_controller(self.irq)
+        global _current
+        _current = self
+
+    def shutdown(self) -> None:
+        """Module exits and subsystem teardowns in reverse order."""
+        if not self.up:
+            return
+        self.activate()
+        for mod in reversed(self.loaded):
+            if mod.exit is not None:
+                mod.exit()
+        self.loaded.clear()
+        for ic in reversed(self.ran_initcalls):
+            if ic.teardown is not None:
+                ic.teardown(self)
+        self.ran_initcalls.clear()
+        self.machine.set_hw_trace_sink(None)
+        self.up = False
+        printk.pr_info("reboot: Power down")
+
+
+_current: Kernel | None = None
+
+
+def current_kernel() -> Kernel:
+    if _current is None:
+        raise RuntimeError("no kernel is booted (kernel.boot.boot() first)")
+    return _current
+
+
+def _register_core_params(cl: CommandLine) -> None:
+    cl.register(Param("module_blacklist", "", parse_str, "comma-separated modules not to load"))
+    cl.register(Param("loglevel", printk.KERN_DEBUG, parse_int, "console log level"))
+    cl.register(Param("trace_event", "", parse_str, "tracepoints to enable at boot"))
+
+
+def boot(
+    machine: Platform,
+    cmdline: str = "",
+    modules: Sequence[str] | None = None,
+    *,
+    builtins: Iterable[str] = BUILTIN_MODULES,
+    entry_points: bool | Iterable[md.EntryPoint] = True,
+    extra_plugins: Iterable[tuple[str, object]] = (),
+    console: printk.LogBuffer | None = None,
+) -> Kernel:
+    """Boot a kernel on ``machine``.
+
+    ``modules`` restricts which kernel modules are initialised (by module name;
+    ``None`` = every discovered one). ``module_blacklist=a,b`` on the command line
+    blocks plugins and modules by name, as Linux's parameter does.
+    """
+    if _current is not None and _current.up and _current.machine is machine:
+        raise KernelError("a kernel is already running on this machine")
+    for pkg in SUBSYSTEM_PACKAGES:
+        importlib.import_module(pkg)
+    cl = CommandLine.parse(cmdline)
+    _register_core_params(cl)
+    log = console or printk.LogBuffer()
+    log.clock = machine.clock
+    tracer = trace.Tracer(now=lambda: machine.clock.now)
+    for pat in filter(None, str(cl.get("trace_event")).split(",")):
+        tracer.enabled_patterns.add(pat)
+    memmgr = mm.MemoryManager(machine.memory)
+    blocked = [b for b in str(cl.get("module_blacklist")).split(",") if b]
+    k = Kernel(
+        machine=machine,
+        cmdline=cl,
+        log=log,
+        tracer=tracer,
+        warn=bug.WarnState(),
+        mm=memmgr,
+        irq=irq.IrqController(),
+        plugins=make_plugin_manager(blocked, builtins, entry_points, extra_plugins),
+    )
+    k.activate()
+    io.reset_mappings()
+    machine.set_msi_sink(irq.deliver_msi)
+    machine.set_hw_trace_sink(tracer.hw_event)
+    stack = memmgr.vmalloc(mm.THREAD_SIZE, 0, "init_task stack")
+    assert stack is not None, "no memory for the init task's stack"
+    mm.set_task_stack(mm.TaskStack(stack, stack + mm.THREAD_SIZE))
+
+    printk.pr_notice(f"Linux version {UTS_RELEASE} (iommulab) #1 SMP")
+    printk.pr_notice(f"Command line: {cmdline}")
+    total_k = memmgr.total_pages * 4
+    printk.pr_info(f"Memory: {memmgr.free_page_count * 4}K/{total_k}K available")
+    for name, err in k.plugins.report.failed:
+        printk.pr_warn(f"iommulab: module {name} failed to load: {err}")
+    for name in k.plugins.report.blocked:
+        printk.pr_info(f"iommulab: module {name} blacklisted")
+
+    all_modules = k.plugins.hooks.modules()
+    k.iommu_drivers = k.plugins.hooks.iommu_drivers()
+    k.modules = [
+        m for m in all_modules if (modules is None or m.name in modules) and m.name not in blocked
+    ]
+    for m in k.modules:
+        for p in m.params:
+            cl.register(p)
+    calls = initcalls()
+    for level in InitLevel:
+        for ic in calls:
+            if ic.level == level:
+                ic.fn(k)
+                k.ran_initcalls.append(ic)
+        for m in k.modules:
+            if m.level != level:
+                continue
+            try:
+                m.init()
+            except KernelError as err:
+                k.failed_modules[m.name] = str(err)
+                printk.pr_warn(f"{m.name}: module init failed with error -{err.errno} ({err})")
+                continue
+            k.loaded.append(m)
+    for problem in cl.errors:
+        printk.pr_warn(f"Malformed early option {problem}")
+    unknown = cl.unclaimed()
+    if unknown:
+        printk.pr_notice(
+            'Unknown kernel command line parameters "'
+            + " ".join(unknown)
+            + '", will be passed to user space.'
+        )
+    k.up = True
+    printk.pr_info(f"iommulab: boot complete at {machine.clock.now} ns")
+    return k

@@ -1,0 +1,84 @@
+"""WARN_ON and friends (include/asm-generic/bug.h).
+
+A WARN records a :class:`Warning` (message, call site, Python stack) in the booted
+kernel's list and prints the kernel's ``WARNING: CPU: 0 PID: 1 at file:line func``
+banner to dmesg. Tests fail on unexpected WARNs (the pytest plugin checks
+:func:`warnings`). ``WARN_ON_ONCE`` warns once per call site.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from attrs import define, field, frozen
+
+from kernel.printk import KERN_WARNING, printk
+
+
+@frozen
+class KernelWarning:
+    message: str
+    site: str
+    stack: str
+
+
+@define
+class WarnState:
+    warnings: list[KernelWarning] = field(factory=list)
+    once: set[str] = field(factory=set)
+
+
+_state = WarnState()
+
+
+def warn_state() -> WarnState:
+    return _state
+
+
+def set_warn_state(state: WarnState) -> None:
+    global _state
+    _state = state
+
+
+def _site(depth: int) -> tuple[str, str]:
+    frames = traceback.extract_stack(limit=depth + 2)
+    f = frames[0]
+    site = (
+        f"{f.filename.rsplit('/', 2)[-2:][0]}/{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+    )
+    stack = "".join(traceback.format_list(traceback.extract_stack(limit=12)[:-depth]))
+    return site, stack
+
+
+def _warn(message: str, depth: int) -> None:
+    site, stack = _site(depth + 1)
+    _state.warnings.append(KernelWarning(message, site, stack))
+    printk(KERN_WARNING, f"WARNING: CPU: 0 PID: 1 at {site}")
+    if message:
+        printk(KERN_WARNING, message)
+
+
+def WARN(condition: object, message: str) -> bool:
+    """``WARN(cond, fmt)``: warn with ``message`` when ``condition`` is true."""
+    if condition:
+        _warn(message, 2)
+    return bool(condition)
+
+
+def WARN_ON(condition: object, message: str = "") -> bool:
+    if condition:
+        _warn(message, 2)
+    return bool(condition)
+
+
+def WARN_ON_ONCE(condition: object, message: str = "") -> bool:
+    if condition:
+        site, _ = _site(1)
+        if site not in _state.once:
+            _state.once.add(site)
+            _warn(message, 2)
+    return bool(condition)
+
+
+def warnings() -> list[KernelWarning]:
+    return list(_state.warnings)

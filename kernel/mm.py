@@ -1,0 +1,488 @@
+"""Page allocator, kmalloc, vmalloc and the direct map (mm/page_alloc.c, mm/slab_common.c,
+mm/vmalloc.c, arch/x86 ``__pa``/``__va``), with leak accounting.
+
+Kernel virtual addresses are ints. RAM is direct-mapped at :data:`PAGE_OFFSET`
+(``virt_to_phys``/``phys_to_virt``); ``vmalloc`` areas live at
+:data:`VMALLOC_START` and are not physically contiguous; task stacks are vmalloc'd
+(``CONFIG_VMAP_STACK``), which is what DMA-API debug's stack check relies on.
+Allocation functions return ``None`` on failure, as C returns ``NULL``, and each
+is a fault-injection site. Every live allocation records its call site so leaks
+can be listed by who made them.
+
+Differences from Linux: the page allocator is first-fit over free extents rather
+than a buddy allocator (orders are honoured as alignment); kmalloc size classes
+are carved from pages that stay with their class (as slab caches keep slabs).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+from attrs import define, field, frozen
+from sortedcontainers import SortedDict
+
+from hw.bus import PhysMemory
+from kernel.errno import EFAULT, EINVAL
+from kernel.fault_inject import should_fail
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+PAGE_OFFSET = 0xFFFF_8880_0000_0000
+VMALLOC_START = 0xFFFF_C900_0000_0000
+VMALLOC_SIZE = 1 << 45
+THREAD_SIZE = 4 * PAGE_SIZE
+RESERVED_LOW = 1 << 20
+MAX_PAGE_ORDER = 10
+KMALLOC_MAX_CACHE_SIZE = 8192
+KMALLOC_SIZES = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+
+GFP_KERNEL = 0x1
+GFP_ATOMIC = 0x2
+GFP_NOWAIT = 0x4
+GFP_DMA32 = 0x8
+__GFP_ZERO = 0x100
+__GFP_NOWARN = 0x200
+_ZERO = __GFP_ZERO  # usable inside classes (no name mangling)
+
+
+def PAGE_ALIGN(x: int) -> int:
+    return (x + PAGE_SIZE - 1) & PAGE_MASK
+
+
+def get_order(size: int) -> int:
+    order = 0
+    while (PAGE_SIZE << order) < size:
+        order += 1
+    return order
+
+
+@frozen(order=True)
+class Page:
+    """``struct page``, identified by its page frame number."""
+
+    pfn: int
+
+    @property
+    def phys(self) -> int:
+        return self.pfn << PAGE_SHIFT
+
+
+@frozen
+class Allocation:
+    kind: str
+    addr: int
+    size: int
+    site: str
+
+
+@define
+class VmArea:
+    addr: int
+    size: int
+    pages: list[Page]
+    site: str
+
+
+def _caller(depth: int = 3) -> str:
+    f = sys._getframe(depth)
+    return f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}"
+
+
+@define(eq=False)
+class MemoryManager:
+    mem: PhysMemory
+    free: SortedDict[int, int] = field(factory=SortedDict)
+    """Free extents: start pfn -> number of pages."""
+    pages: dict[int, tuple[int, str]] = field(factory=dict)
+    """Allocated blocks: first pfn -> (number of pages, call site)."""
+    slab_free: dict[int, list[int]] = field(factory=dict)
+    slab_pages: int = 0
+    objects: dict[int, tuple[int, int, str]] = field(factory=dict)
+    """Live kmalloc objects: vaddr -> (requested size, size class, site)."""
+    vmalloc_areas: dict[int, VmArea] = field(factory=dict)
+    vmalloc_next: int = VMALLOC_START
+    vmalloc_pfn: dict[int, int] = field(factory=dict)
+    """vmalloc virtual page -> physical pfn."""
+    total_pages: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        first = RESERVED_LOW >> PAGE_SHIFT
+        self.total_pages = (self.mem.size >> PAGE_SHIFT) - first
+        if self.total_pages > 0:
+            self.free[first] = self.total_pages
+
+    # -- page allocator --------------------------------------------------------
+    def _take(self, npages: int, align: int) -> int | None:
+        for start, n in self.free.items():
+            aligned = (start + align - 1) & ~(align - 1)
+            if aligned + npages <= start + n:
+                del self.free[start]
+                if aligned > start:
+                    self.free[start] = aligned - start
+                end = aligned + npages
+                if end < start + n:
+                    self.free[end] = start + n - end
+                return aligned
+        return None
+
+    def _give(self, pfn: int, npages: int) -> None:
+        end = pfn + npages
+        idx = self.free.bisect_left(pfn)
+        if idx < len(self.free):
+            nxt = self.free.keys()[idx]
+            if nxt == end:
+                npages += self.free.pop(nxt)
+        if idx > 0:
+            prev = self.free.keys()[idx - 1]
+            if prev + self.free[prev] == pfn:
+                self.free[prev] += npages
+                return
+        self.free[pfn] = npages
+
+    def alloc_pages_n(self, npages: int, align: int, gfp: int, site: str) -> Page | None:
+        if npages <= 0:
+            return None
+        if should_fail("alloc_pages"):
+            return None
+        pfn = self._take(npages, align)
+        if pfn is None:
+            return None
+        self.pages[pfn] = (npages, site)
+        if gfp & _ZERO:
+            self.mem.fill(pfn << PAGE_SHIFT, npages << PAGE_SHIFT, 0)
+        return Page(pfn)
+
+    def free_pages_n(self, page: Page, npages: int) -> None:
+        got = self.pages.get(page.pfn)
+        if got is None or got[0] != npages:
+            raise EINVAL(f"freeing pfn {page.pfn:#x} x{npages} that was not allocated as such")
+        del self.pages[page.pfn]
+        self._give(page.pfn, npages)
+
+    @property
+    def free_page_count(self) -> int:
+        return sum(self.free.values())
+
+    # -- kmalloc -------------------------------------------------------------
+    def kmalloc(self, size: int, gfp: int, site: str) -> int | None:
+        if size <= 0:
+            return None
+        if size > KMALLOC_MAX_CACHE_SIZE:
+            if should_fail("kmalloc"):
+                return None
+            order = get_order(size)
+            page = self.alloc_pages_n(1 << order, 1 << order, gfp, site)
+            if page is None:
+                return None
+            vaddr = PAGE_OFFSET + page.phys
+            self.objects[vaddr] = (size, -(1 << order), site)
+            return vaddr
+        cls = next(c for c in KMALLOC_SIZES if c >= size)
+        if should_fail("kmalloc"):
+            return None
+        free = self.slab_free.setdefault(cls, [])
+        if not free:
+            slab = max(PAGE_SIZE, cls)
+            pfn = self._take(slab >> PAGE_SHIFT, 1)
+            if pfn is None:
+                return None
+            self.pages[pfn] = (slab >> PAGE_SHIFT, "slab")
+            self.slab_pages += slab >> PAGE_SHIFT
+            base = PAGE_OFFSET + (pfn << PAGE_SHIFT)
+            free.extend(range(base + slab - cls, base - 1, -cls))
+        vaddr = free.pop()
+        self.objects[vaddr] = (size, cls, site)
+        if gfp & _ZERO:
+            self.mem.fill(vaddr - PAGE_OFFSET, cls, 0)
+        return vaddr
+
+    def kfree(self, vaddr: int) -> None:
+        obj = self.objects.pop(vaddr, None)
+        if obj is None:
+            raise EINVAL(f"kfree of {vaddr:#x}: not a live kmalloc object (double free?)")
+        _, cls, _ = obj
+        if cls < 0:
+            self.free_pages_n(Page((vaddr - PAGE_OFFSET) >> PAGE_SHIFT), -cls)
+        else:
+            self.slab_free[cls].append(vaddr)
+
+    # -- vmalloc ---------------------------------------------------------------
+    def vmalloc(self, size: int, gfp: int, site: str) -> int | None:
+        if size <= 0 or should_fail("vmalloc"):
+            return None
+        npages = PAGE_ALIGN(size) >> PAGE_SHIFT
+        pages: list[Page] = []
+        for _ in range(npages):
+            pg = self.alloc_pages_n(1, 1, gfp, site)
+            if pg is None:
+                for p in pages:
+                    self.free_pages_n(p, 1)
+                return None
+            pages.append(pg)
+        addr = self.vmalloc_next
+        self.vmalloc_next += (npages + 1) << PAGE_SHIFT  # one guard page between areas
+        for i, p in enumerate(pages):
+            self.vmalloc_pfn[(addr >> PAGE_SHIFT) + i] = p.pfn
+        self.vmalloc_areas[addr] = VmArea(addr, npages << PAGE_SHIFT, pages, site)
+        return addr
+
+    def vfree(self, addr: int) -> None:
+        area = self.vmalloc_areas.pop(addr, None)
+        if area is None:
+            raise EINVAL(f"vfree of {addr:#x}: not a vmalloc area")
+        for i, p in enumerate(area.pages):
+            del self.vmalloc_pfn[(addr >> PAGE_SHIFT) + i]
+            self.free_pages_n(p, 1)
+
+    # -- address translation -------------------------------------------------------
+    def virt_to_phys(self, vaddr: int) -> int:
+        """``__pa`` for the direct map, page walk for vmalloc space."""
+        off = vaddr - PAGE_OFFSET
+        if 0 <= off < self.mem.size:
+            return off
+        pfn = self.vmalloc_pfn.get(vaddr >> PAGE_SHIFT)
+        if pfn is not None:
+            return (pfn << PAGE_SHIFT) | (vaddr & (PAGE_SIZE - 1))
+        raise EFAULT(f"BUG: unable to handle page fault for address: {vaddr:#018x}")
+
+    def chunks(self, vaddr: int, size: int) -> Iterator[tuple[int, int]]:
+        """Physically contiguous (phys, len) pieces of a virtual range."""
+        off = vaddr - PAGE_OFFSET
+        if 0 <= off and off + size <= self.mem.size:
+            yield off, size
+            return
+        while size > 0:
+            n = min(size, PAGE_SIZE - (vaddr & (PAGE_SIZE - 1)))
+            yield self.virt_to_phys(vaddr), n
+            vaddr += n
+            size -= n
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        return b"".join(self.mem.read(pa, n) for pa, n in self.chunks(vaddr, size))
+
+    def write(self, vaddr: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        done = 0
+        for pa, n in self.chunks(vaddr, len(view)):
+            self.mem.write(pa, view[done : done + n])
+            done += n
+
+    def live(self) -> list[Allocation]:
+        out = [Allocation("kmalloc", v, s, site) for v, (s, _, site) in self.objects.items()]
+        out += [Allocation("vmalloc", a.addr, a.size, a.site) for a in self.vmalloc_areas.values()]
+        kmalloc_pages = {
+            (v - PAGE_OFFSET) >> PAGE_SHIFT for v, (_, c, _) in self.objects.items() if c < 0
+        }
+        vm_pages = {p.pfn for a in self.vmalloc_areas.values() for p in a.pages}
+        out += [
+            Allocation("pages", PAGE_OFFSET + (pfn << PAGE_SHIFT), n << PAGE_SHIFT, site)
+            for pfn, (n, site) in self.pages.items()
+            if site != "slab" and pfn not in kmalloc_pages and pfn not in vm_pages
+        ]
+        return out
+
+
+# --------------------------------------------------------------------------- C-named API
+
+_mm: MemoryManager | None = None
+
+
+def set_mm(mm: MemoryManager | None) -> None:
+    global _mm
+    _mm = mm
+
+
+def current_mm() -> MemoryManager:
+    if _mm is None:
+        raise RuntimeError("no kernel is booted (kernel.boot.boot() first)")
+    return _mm
+
+
+def alloc_pages(gfp: int, order: int) -> Page | None:
+    if not 0 <= order <= MAX_PAGE_ORDER:
+        return None
+    return current_mm().alloc_pages_n(1 << order, 1 << order, gfp, _caller(2))
+
+
+def __free_pages(page: Page, order: int) -> None:
+    current_mm().free_pages_n(page, 1 << order)
+
+
+def __get_free_pages(gfp: int, order: int) -> int | None:
+    if not 0 <= order <= MAX_PAGE_ORDER:
+        return None
+    page = current_mm().alloc_pages_n(1 << order, 1 << order, gfp, _caller(2))
+    return None if page is None else PAGE_OFFSET + page.phys
+
+
+def get_zeroed_page(gfp: int) -> int | None:
+    page = current_mm().alloc_pages_n(1, 1, gfp | __GFP_ZERO, _caller(2))
+    return None if page is None else PAGE_OFFSET + page.phys
+
+
+def free_pages(addr: int, order: int) -> None:
+    current_mm().free_pages_n(virt_to_page(addr), 1 << order)
+
+
+def free_page(addr: int) -> None:
+    current_mm().free_pages_n(virt_to_page(addr), 1)
+
+
+def alloc_pages_exact(size: int, gfp: int) -> int | None:
+    """Physically contiguous, page-aligned ``size`` bytes (beyond MAX_PAGE_ORDER too)."""
+    npages = PAGE_ALIGN(size) >> PAGE_SHIFT
+    page = current_mm().alloc_pages_n(npages, 1, gfp, _caller(2))
+    return None if page is None else PAGE_OFFSET + page.phys
+
+
+def free_pages_exact(addr: int, size: int) -> None:
+    current_mm().free_pages_n(virt_to_page(addr), PAGE_ALIGN(size) >> PAGE_SHIFT)
+
+
+def kmalloc(size: int, gfp: int = GFP_KERNEL) -> int | None:
+    return current_mm().kmalloc(size, gfp, _caller(2))
+
+
+def kzalloc(size: int, gfp: int = GFP_KERNEL) -> int | None:
+    return current_mm().kmalloc(size, gfp | __GFP_ZERO, _caller(2))
+
+
+def kcalloc(n: int, size: int, gfp: int = GFP_KERNEL) -> int | None:
+    if n < 0 or size < 0:
+        return None
+    return current_mm().kmalloc(n * size, gfp | __GFP_ZERO, _caller(2))
+
+
+def kfree(vaddr: int | None) -> None:
+    """``kfree(NULL)`` is a no-op, as in C."""
+    if vaddr:
+        current_mm().kfree(vaddr)
+
+
+def ksize(vaddr: int) -> int:
+    _, cls, _ = current_mm().objects[vaddr]
+    return cls if cls > 0 else (-cls) << PAGE_SHIFT
+
+
+def vmalloc(size: int) -> int | None:
+    return current_mm().vmalloc(size, GFP_KERNEL, _caller(2))
+
+
+def vzalloc(size: int) -> int | None:
+    return current_mm().vmalloc(size, GFP_KERNEL | __GFP_ZERO, _caller(2))
+
+
+def vfree(addr: int | None) -> None:
+    if addr:
+        current_mm().vfree(addr)
+
+
+def is_vmalloc_addr(addr: int) -> bool:
+    return VMALLOC_START <= addr < VMALLOC_START + VMALLOC_SIZE
+
+
+def virt_addr_valid(addr: int) -> bool:
+    """True for direct-map addresses backed by RAM (not vmalloc, not stack)."""
+    return 0 <= addr - PAGE_OFFSET < current_mm().mem.size
+
+
+def virt_to_phys(vaddr: int) -> int:
+    return current_mm().virt_to_phys(vaddr)
+
+
+def phys_to_virt(paddr: int) -> int:
+    return PAGE_OFFSET + paddr
+
+
+def virt_to_page(vaddr: int) -> Page:
+    return Page(current_mm().virt_to_phys(vaddr) >> PAGE_SHIFT)
+
+
+def page_to_phys(page: Page) -> int:
+    return page.phys
+
+
+def page_address(page: Page) -> int:
+    return PAGE_OFFSET + page.phys
+
+
+def offset_in_page(addr: int) -> int:
+    return addr & (PAGE_SIZE - 1)
+
+
+def memset(vaddr: int, byte: int, size: int) -> None:
+    mm = current_mm()
+    for pa, n in mm.chunks(vaddr, size):
+        mm.mem.fill(pa, n, byte)
+
+
+def memcpy(dst: int, src: int, size: int) -> None:
+    mm = current_mm()
+    mm.write(dst, mm.read(src, size))
+
+
+def memory_read(vaddr: int, size: int) -> bytes:
+    """Read kernel memory (what dereferencing a pointer does in C)."""
+    return current_mm().read(vaddr, size)
+
+
+def memory_write(vaddr: int, data: bytes | bytearray | memoryview) -> None:
+    current_mm().write(vaddr, data)
+
+
+def read32(vaddr: int) -> int:
+    mm = current_mm()
+    return mm.mem.read_u32(mm.virt_to_phys(vaddr))
+
+
+def read64(vaddr: int) -> int:
+    mm = current_mm()
+    return mm.mem.read_u64(mm.virt_to_phys(vaddr))
+
+
+def write32(vaddr: int, value: int) -> None:
+    mm = current_mm()
+    mm.mem.write_u32(mm.virt_to_phys(vaddr), value)
+
+
+def write64(vaddr: int, value: int) -> None:
+    """A 64-bit store to kernel memory (``WRITE_ONCE(*p, v)`` on a u64)."""
+    mm = current_mm()
+    mm.mem.write_u64(mm.virt_to_phys(vaddr), value)
+
+
+@define
+class TaskStack:
+    """The current task's vmalloc'd stack; :meth:`alloca` hands out on-stack buffers."""
+
+    base: int
+    top: int
+
+    def alloca(self, size: int) -> int:
+        """A buffer on the stack (what ``char buf[N]`` is in a C function)."""
+        new_top = (self.top - size) & ~0xF
+        if new_top < self.base:
+            raise EINVAL("kernel stack overflow")
+        self.top = new_top
+        return new_top
+
+
+_stack: TaskStack | None = None
+
+
+def set_task_stack(stack: TaskStack | None) -> None:
+    global _stack
+    _stack = stack
+
+
+def current_stack() -> TaskStack:
+    if _stack is None:
+        raise RuntimeError("no kernel is booted")
+    return _stack
+
+
+def object_is_on_stack(addr: int) -> bool:
+    st = _stack
+    return st is not None and st.base <= addr < st.base + THREAD_SIZE

@@ -1,0 +1,158 @@
+"""The plugin manager (pluggy): built-in kernel modules, third-party modules from the
+``iommulab.modules`` entry-point group, blocking by name, and a typed facade.
+
+A plugin is a kernel module package (``drivers.idxd``). Loading is forgiving the
+way conda's is: an entry point that fails to import is reported and skipped, not
+fatal. ``check_pending`` runs after loading so a misspelled hook implementation
+is an error. Set ``IOMMULAB_TRACE_HOOKS=1`` to print every hook call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata as md
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from attrs import define, field
+
+from kernel.hookspecs import PROJECT, KernelSpecs
+from kernel.module import IommuDriverInfo, KernelModule
+
+ENTRY_POINT_GROUP = "iommulab.modules"
+BUILTIN_MODULES: tuple[str, ...] = ("drivers.intel_iommu", "drivers.idxd")
+
+
+@define
+class LoadedPlugin:
+    name: str
+    origin: str
+    """``builtin``, ``entry-point``, or ``explicit``."""
+    distribution: str = ""
+    version: str = ""
+
+
+@define
+class LoadReport:
+    loaded: list[LoadedPlugin] = field(factory=list)
+    failed: list[tuple[str, str]] = field(factory=list)
+    blocked: list[str] = field(factory=list)
+
+
+class PluginManager(pluggy.PluginManager):
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self.add_hookspecs(KernelSpecs)
+        self.report = LoadReport()
+        self.hooks = Hooks(self)
+        if os.environ.get("IOMMULAB_TRACE_HOOKS"):
+            self.trace.root.setwriter(lambda s: print(s, end="", file=sys.stderr))
+            self.enable_tracing()
+
+    def load_builtin(self, names: Iterable[str] = BUILTIN_MODULES) -> None:
+        for modname in names:
+            short = modname.rsplit(".", 1)[-1]
+            if self.is_blocked(short):
+                self.report.blocked.append(short)
+                continue
+            try:
+                mod = importlib.import_module(modname)
+            except Exception as exc:  # a broken built-in is reported like any module
+                self.report.failed.append((short, f"{type(exc).__name__}: {exc}"))
+                continue
+            self.register(mod, name=short)
+            self.report.loaded.append(LoadedPlugin(short, "builtin", "iommulab"))
+
+    def load_entry_points(self, eps: Iterable[md.EntryPoint] | None = None) -> None:
+        """Load ``iommulab.modules`` entry points; a failing one is reported and skipped."""
+        if eps is None:
+            eps = md.entry_points(group=ENTRY_POINT_GROUP)
+        for ep in eps:
+            if self.is_blocked(ep.name):
+                self.report.blocked.append(ep.name)
+                continue
+            if self.get_plugin(ep.name) is not None:
+                continue
+            dist = ep.dist.name if ep.dist is not None else ""
+            version = ep.dist.version if ep.dist is not None else ""
+            try:
+                plugin = ep.load()
+                self.register(plugin, name=ep.name)
+            except Exception as exc:  # third-party code: report, never crash the boot
+                self.report.failed.append((ep.name, f"{type(exc).__name__}: {exc}"))
+                continue
+            self.report.loaded.append(LoadedPlugin(ep.name, "entry-point", dist, version))
+
+    def load_explicit(self, plugin: ModuleType | object, name: str) -> None:
+        if self.is_blocked(name):
+            self.report.blocked.append(name)
+            return
+        self.register(plugin, name=name)
+        self.report.loaded.append(LoadedPlugin(name, "explicit"))
+
+
+class Hooks:
+    """Typed facade over ``pm.hook`` (tox style): mypy --strict holds at call sites."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self._pm = pm
+
+    def modules(self) -> list[KernelModule]:
+        out: list[KernelModule] = []
+        for batch in self._pm.hook.iommulab_modules():
+            out.extend(_checked(batch, KernelModule, "iommulab_modules"))
+        names = [m.name for m in out]
+        dups = {n for n in names if names.count(n) > 1}
+        if dups:
+            raise ValueError(f"kernel module name(s) provided twice: {', '.join(sorted(dups))}")
+        return out
+
+    def iommu_drivers(self) -> list[IommuDriverInfo]:
+        out: list[IommuDriverInfo] = []
+        for batch in self._pm.hook.iommulab_iommu_drivers():
+            out.extend(_checked(batch, IommuDriverInfo, "iommulab_iommu_drivers"))
+        names = [d.name for d in out]
+        dups = {n for n in names if names.count(n) > 1}
+        if dups:
+            raise ValueError(f"IOMMU driver name(s) provided twice: {', '.join(sorted(dups))}")
+        return out
+
+    def add_subcommands(
+        self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+    ) -> None:
+        self._pm.hook.iommulab_add_subcommands(subparsers=subparsers)
+
+
+def _checked(batch: Any, kind: type[Any], hook: str) -> Sequence[Any]:
+    if not isinstance(batch, list | tuple):
+        raise TypeError(f"{hook} must return a list of {kind.__name__}, got {type(batch).__name__}")
+    for item in batch:
+        if not isinstance(item, kind):
+            raise TypeError(f"{hook} returned {item!r}, not a {kind.__name__}")
+    return batch
+
+
+def make_plugin_manager(
+    blocked: Iterable[str] = (),
+    builtins: Iterable[str] = BUILTIN_MODULES,
+    entry_points: bool | Iterable[md.EntryPoint] = True,
+    extra: Iterable[tuple[str, object]] = (),
+) -> PluginManager:
+    """Build a fresh manager: block, built-ins, explicit extras, entry points, check."""
+    pm = PluginManager()
+    for name in blocked:
+        pm.set_blocked(name)
+    pm.load_builtin(builtins)
+    for name, plugin in extra:
+        pm.load_explicit(plugin, name)
+    if entry_points is True:
+        pm.load_entry_points()
+    elif entry_points is not False:
+        pm.load_entry_points(entry_points)
+    pm.check_pending()
+    return pm

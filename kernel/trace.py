@@ -1,0 +1,241 @@
+"""Tracepoints (include/linux/tracepoint.h, kernel/trace/), ftrace text and Perfetto JSON.
+
+A :class:`Tracepoint` is defined once per ``system:event`` with its field names and
+a ``TP_printk``-like format. Callers test ``tp.enabled`` before building the event
+(the static-key idea), so a disabled tracepoint costs one attribute read. Enabled
+events are :class:`TraceEvent` records appended to the tracer's ring and handed to
+sinks. Hardware models' events (``hw_vtd:*``, ``hw_dsa:*``) arrive through the
+platform's hardware trace sink and are recorded the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from attrs import define, field, frozen
+
+RING_EVENTS = 1 << 16
+
+
+@frozen
+class TraceEvent:
+    ts_ns: int
+    name: str
+    fields: Mapping[str, Any]
+    text: str
+
+    @property
+    def system(self) -> str:
+        return self.name.partition(":")[0]
+
+    @property
+    def event(self) -> str:
+        return self.name.partition(":")[2]
+
+    def ftrace(self) -> str:
+        sec, ns = divmod(self.ts_ns, 1_000_000_000)
+        stamp = f"{sec:5d}.{ns // 1000:06d}"
+        return f"          kernel-1     [000] .....  {stamp}: {self.event}: {self.text}"
+
+    def chrome(self) -> dict[str, Any]:
+        return {
+            "name": self.event,
+            "cat": self.system,
+            "ph": "i",
+            "s": "g",
+            "ts": self.ts_ns / 1000.0,
+            "pid": 1,
+            "tid": 1,
+            "args": {k: _jsonable(v) for k, v in self.fields.items()},
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bool | int | float | str) or v is None:
+        return v
+    return str(v)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+Sink = Callable[[TraceEvent], None]
+
+
+@define(eq=False)
+class Tracer:
+    """The trace buffer of one booted kernel: enable flags, ring, sinks."""
+
+    now: Callable[[], int] = lambda: 0
+    ring: deque[TraceEvent] = field(factory=lambda: deque(maxlen=RING_EVENTS))
+    sinks: list[Sink] = field(factory=list)
+    enabled_patterns: set[str] = field(factory=set)
+
+    def record(self, name: str, fields: Mapping[str, Any], text: str) -> None:
+        ev = TraceEvent(self.now(), name, dict(fields), text)
+        self.ring.append(ev)
+        for sink in self.sinks:
+            sink(ev)
+
+    def hw_event(self, name: str, ts: int, fields: dict[str, object]) -> None:
+        """Platform hardware trace sink: records ``hw_*`` events that are enabled."""
+        if _matches(name, self.enabled_patterns):
+            text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+            ev = TraceEvent(ts, name, dict(fields), text)
+            self.ring.append(ev)
+            for sink in self.sinks:
+                sink(ev)
+
+    def events(self, pattern: str = "*") -> list[TraceEvent]:
+        return [e for e in self.ring if _matches(e.name, {pattern})]
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    system = name.partition(":")[0]
+    return any(p in ("*", "*:*", name, f"{system}:*", system) for p in patterns)
+
+
+_REGISTRY: dict[str, Tracepoint] = {}
+_tracer = Tracer()
+
+
+def tracer() -> Tracer:
+    return _tracer
+
+
+def set_tracer(t: Tracer) -> None:
+    global _tracer
+    _tracer = t
+    for tp in _REGISTRY.values():
+        tp.enabled = _matches(tp.name, t.enabled_patterns)
+
+
+class Tracepoint:
+    """``TRACE_EVENT(system, event, fields, fmt)``; call with keyword fields."""
+
+    __slots__ = ("derive", "enabled", "fields", "fmt", "name")
+
+    def __init__(
+        self,
+        name: str,
+        fields: tuple[str, ...],
+        fmt: str,
+        derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.name = name
+        self.fields = fields
+        self.fmt = fmt
+        self.derive = derive
+        self.enabled = False
+
+    def __call__(self, **values: Any) -> None:
+        if not self.enabled:
+            return
+        shown = dict(values)
+        if self.derive is not None:
+            shown.update(self.derive(values))
+        text = self.fmt.format(**{k: _fmt(v) for k, v in shown.items()})
+        _tracer.record(self.name, values, text)
+
+
+def define_tracepoint(
+    name: str,
+    fields: tuple[str, ...],
+    fmt: str,
+    derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Tracepoint:
+    """``TRACE_EVENT``: ``derive`` computes display-only values (``TP_printk`` arithmetic)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    tp = Tracepoint(name, fields, fmt, derive)
+    tp.enabled = _matches(name, _tracer.enabled_patterns)
+    _REGISTRY[name] = tp
+    return tp
+
+
+def tracepoints() -> dict[str, Tracepoint]:
+    return dict(_REGISTRY)
+
+
+def enable(pattern: str = "*") -> None:
+    """Enable events matching ``system:event``, ``system:*``, ``system`` or ``*``."""
+    _tracer.enabled_patterns.add(pattern)
+    for tp in _REGISTRY.values():
+        tp.enabled = _matches(tp.name, _tracer.enabled_patterns)
+
+
+def disable_all() -> None:
+    _tracer.enabled_patterns.clear()
+    for tp in _REGISTRY.values():
+        tp.enabled = False
+
+
+@contextmanager
+def capture(pattern: str = "*") -> Iterator[list[TraceEvent]]:
+    """Enable ``pattern`` and collect the events raised inside the block."""
+    got: list[TraceEvent] = []
+    before = set(_tracer.enabled_patterns)
+    enable(pattern)
+    _tracer.sinks.append(got.append)
+    try:
+        yield got
+    finally:
+        _tracer.sinks.remove(got.append)
+        _tracer.enabled_patterns.clear()
+        _tracer.enabled_patterns.update(before)
+        for tp in _REGISTRY.values():
+            tp.enabled = _matches(tp.name, before)
+
+
+def to_ftrace(events: Iterable[TraceEvent]) -> str:
+    header = "# tracer: nop\n#\n#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION\n"
+    return header + "\n".join(e.ftrace() for e in events) + "\n"
+
+
+def to_chrome_json(events: Iterable[TraceEvent]) -> str:
+    """The Chrome/Perfetto trace-event JSON object format (``traceEvents`` list)."""
+    return json.dumps(
+        {"traceEvents": [e.chrome() for e in events], "displayTimeUnit": "ns"}, indent=None
+    )
+
+
+# -- the kernel's own tracepoints (include/trace/events/iommu.h) --------------------------
+trace_add_device_to_group = define_tracepoint(
+    "iommu:add_device_to_group", ("group_id", "device"), "IOMMU: groupID={group_id} device={device}"
+)
+trace_remove_device_from_group = define_tracepoint(
+    "iommu:remove_device_from_group",
+    ("group_id", "device"),
+    "IOMMU: groupID={group_id} device={device}",
+)
+trace_attach_device_to_domain = define_tracepoint(
+    "iommu:attach_device_to_domain", ("device",), "IOMMU: device={device}"
+)
+
+
+def _iova_end(v: dict[str, Any]) -> dict[str, Any]:
+    return {"iova_end": v["iova"] + v["size"]}
+
+
+trace_map = define_tracepoint(
+    "iommu:map",
+    ("iova", "paddr", "size"),
+    "IOMMU: iova={iova} - {iova_end} paddr={paddr} size={size}",
+    _iova_end,
+)
+trace_unmap = define_tracepoint(
+    "iommu:unmap",
+    ("iova", "size", "unmapped_size"),
+    "IOMMU: iova={iova} - {iova_end} size={size} unmapped_size={unmapped_size}",
+    _iova_end,
+)
+trace_io_page_fault = define_tracepoint(
+    "iommu:io_page_fault",
+    ("device", "driver", "iova", "flags"),
+    "IOMMU:{driver} {device} iova={iova} flags={flags}",
+)
