@@ -75,14 +75,20 @@ class Dsa:
         return sts
 
     def config_wq(
-        self, wq: int, size: int = 16, dedicated: bool = True, thresh: int = 0, **mode: int
+        self,
+        wq: int,
+        size: int = 16,
+        dedicated: bool = True,
+        thresh: int = 0,
+        shifts: int = 31 | 10 << 5,
+        **mode: int,
     ) -> None:
         base = self.wqcfg + wq * self.dev.cfg.wqcfg_size
         self.w32(base, size)
         self.w32(base + 4, thresh)
         fields = {"mode": int(dedicated), "priority": 1, **mode}
         self.w32(base + 8, regs_.WQCFG_MODE.encode(**fields))
-        self.w32(base + 12, 31 | 10 << 5 if "shifts" not in mode else mode["shifts"])
+        self.w32(base + 12, shifts)
 
     def config_group(self, g: int, wqs: int, engines: int) -> None:
         base = self.grpcfg + 64 * g
