@@ -1,0 +1,205 @@
+"""Queued invalidation (VT-d spec 6.5.2, 10.4.22-10.4.25; facts A8, A9).
+
+The queue is a ring of 128-bit (IQA.DW=0) or 256-bit (DW=1) descriptors at IQA.
+Writing IQT schedules a clock event that executes descriptors from IQH up to IQT in
+order and advances IQH, like QEMU ``vtd_fetch_inv_desc`` (which runs synchronously).
+On an error FSTS.IQE is set, IQERCD.IQEI says why, IQH stays on the offending
+descriptor and nothing more is fetched until software clears IQE.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hw.memory import BusError
+from hw.vtd import entries as ent
+from hw.vtd import registers as vr
+
+if TYPE_CHECKING:
+    from hw.vtd.unit import VtdUnit
+
+QI_DELAY_NS = 200
+"""Time from an IQT write (or IQE clear) to the queue being processed."""
+
+IQEI_NONE = 0
+IQEI_TAIL = 1
+IQEI_FETCH = 2
+IQEI_TYPE = 3
+IQEI_RSVD = 4
+IQEI_WIDTH = 5
+IQEI_TAIL_ALIGN = 6
+
+
+class _DescError(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class InvalidationQueue:
+    """The invalidation-queue engine of one unit."""
+
+    def __init__(self, unit: VtdUnit) -> None:
+        self.unit = unit
+        self.enabled = False
+        self.base = 0
+        self.dw = 0
+        self.size = 0
+        self._scheduled = False
+
+    # -- enable/disable (GCMD.QIE) -----------------------------------------------------
+    def enable(self, on: bool) -> None:
+        """QIE change took effect: latch IQA on enable and reset IQH (spec 10.4.23)."""
+        u = self.unit
+        regs = u.regs
+        if on:
+            iqa = regs["IQA"]
+            self.base = iqa & ~0xFFF
+            self.dw = vr.IQA.DW.get(iqa)
+            self.size = 4096 << vr.IQA.QS.get(iqa)
+            regs["IQH"] = 0
+        self.enabled = on
+        regs.field("GSTS", vr.GSTS.QIES, int(on))
+        if on:
+            self.kick()
+
+    # -- tail and scheduling -------------------------------------------------------------
+    def tail_written(self) -> None:
+        if self.enabled:
+            self.kick()
+
+    def kick(self) -> None:
+        if self.enabled and not self._scheduled:
+            self._scheduled = True
+            self.unit.m.clock.schedule(QI_DELAY_NS, self.process, f"{self.unit.name}:qi")
+
+    def process(self) -> None:
+        """Execute descriptors from IQH to IQT (stops at the first error)."""
+        self._scheduled = False
+        u = self.unit
+        regs = u.regs
+        if not self.enabled or regs.field("FSTS", vr.FSTS.IQE):
+            return
+        stride = 16 << self.dw
+        tail = regs["IQT"] & vr.IQT.QT.mask
+        if self.dw and tail & 0x10:
+            u.set_iqe(IQEI_TAIL_ALIGN)
+            return
+        if tail >= self.size:
+            u.set_iqe(IQEI_TAIL)
+            return
+        head = regs["IQH"] & vr.IQH.QH.mask
+        while head != tail:
+            try:
+                self._execute(self.base + head)
+            except _DescError as err:
+                u.set_iqe(err.code)
+                break
+            head = (head + stride) % self.size
+            regs["IQH"] = head
+
+    # -- descriptors ---------------------------------------------------------------------
+    def _execute(self, addr: int) -> None:
+        u = self.unit
+        try:
+            raw = u.m.memory.read(addr, 16 << self.dw)
+        except BusError:
+            raise _DescError(IQEI_FETCH) from None
+        q = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
+        dtype = (q[0] & 0xF) | (((q[0] >> 9) & 0x7) << 4)
+        layout = ent.QI_LAYOUTS.get(dtype)
+        if layout is None:
+            raise _DescError(IQEI_TYPE)
+        lo, hi = layout
+        if q[0] & lo.RSVDZ_MASK or q[1] & hi.RSVDZ_MASK or any(q[2:]):
+            raise _DescError(IQEI_RSVD)
+        u.stats.qi_descriptors += 1
+        u.emit("hw_vtd:qi_descriptor", type=dtype, qw=tuple(q))
+        handler = _HANDLERS[dtype]
+        handler(self, q[0], q[1])
+
+    def _cc(self, qw0: int, qw1: int) -> None:
+        g = ent.QiCcQw0.G.get(qw0)
+        if g == 0:
+            raise _DescError(IQEI_RSVD)
+        f = ent.QiCcQw0
+        self.unit.context_invalidate(g, f.DID.get(qw0), f.SID.get(qw0), f.FM.get(qw0))
+
+    def _addr(self, qw1: int) -> tuple[int, int]:
+        am = ent.QiAddrQw1.AM.get(qw1)
+        if am > self.unit.cfg.mamv:
+            raise _DescError(IQEI_RSVD)
+        return qw1 & ~0xFFF, am
+
+    def _iotlb(self, qw0: int, qw1: int) -> None:
+        g = ent.QiIotlbQw0.G.get(qw0)
+        if g == 0:
+            raise _DescError(IQEI_RSVD)
+        addr, am = self._addr(qw1) if g == 3 else (0, 0)
+        if g == 3 and not self.unit.cfg.psi:
+            g = 2
+        self.unit.iotlb_invalidate(g, ent.QiIotlbQw0.DID.get(qw0), addr, am)
+
+    def _piotlb(self, qw0: int, qw1: int) -> None:
+        """P_IOTLB: G=2 all mappings of the PASID in the domain, G=3 page-selective.
+        G=0/1 are treated as reserved (facts part E)."""
+        f = ent.QiPiotlbQw0
+        g = f.G.get(qw0)
+        if g < 2:
+            raise _DescError(IQEI_RSVD)
+        did, pasid = f.DID.get(qw0), f.PASID.get(qw0)
+        u = self.unit
+        u.stats.invalidations += 1
+        if g == 2:
+            u.caches.flush_tlb(did=did, tag=pasid)
+        else:
+            addr, am = self._addr(qw1)
+            u.caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am)
+
+    def _pc(self, qw0: int, qw1: int) -> None:
+        """PASID cache: G=0 all PASIDs of DID, G=1 one PASID of DID, G=3 global."""
+        f = ent.QiPcQw0
+        g = f.G.get(qw0)
+        u = self.unit
+        if g == 2:
+            raise _DescError(IQEI_RSVD)
+        u.stats.invalidations += 1
+        if g == 3:
+            u.caches.flush_pasid()
+        elif g == 0:
+            u.caches.flush_pasid(did=f.DID.get(qw0))
+        else:
+            u.caches.flush_pasid(did=f.DID.get(qw0), pasid=f.PASID.get(qw0))
+
+    def _devtlb(self, qw0: int, qw1: int) -> None:
+        """Device-TLB invalidations complete at once: no device-TLB is modelled."""
+        self.unit.stats.invalidations += 1
+
+    def _iec(self, qw0: int, qw1: int) -> None:
+        """Interrupt-entry cache: interrupt remapping is not modelled (ECAP.IR=0)."""
+        self.unit.stats.invalidations += 1
+
+    def _wait(self, qw0: int, qw1: int) -> None:
+        """Invalidation wait: status write (SW) and/or completion interrupt (IF)."""
+        u = self.unit
+        f = ent.QiWaitQw0
+        if f.SW.get(qw0):
+            try:
+                u.m.memory.write_u32(qw1 & ~0x3, f.STDATA.get(qw0))
+            except BusError:
+                raise _DescError(IQEI_NONE) from None
+        if f.IF.get(qw0) and not u.regs.field("ICS", vr.ICS.IWC):
+            u.regs.field("ICS", vr.ICS.IWC, 1)
+            u.iwc_event()
+
+
+_HANDLERS = {
+    ent.QI_CC: InvalidationQueue._cc,
+    ent.QI_IOTLB: InvalidationQueue._iotlb,
+    ent.QI_DEVTLB: InvalidationQueue._devtlb,
+    ent.QI_IEC: InvalidationQueue._iec,
+    ent.QI_WAIT: InvalidationQueue._wait,
+    ent.QI_PIOTLB: InvalidationQueue._piotlb,
+    ent.QI_PC: InvalidationQueue._pc,
+    ent.QI_PDEVTLB: InvalidationQueue._devtlb,
+}
