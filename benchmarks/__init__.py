@@ -1,1 +1,1 @@
-"""Benchmarks run by ``make bench``; each ``bench_*.py`` module has ``bench() -> list[BenchResult]``."""
+"""Benchmarks for ``make bench``: each ``bench_*.py`` has ``bench() -> list[BenchResult]``."""

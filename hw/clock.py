@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from attrs import define, field
 
+from hw.bus import TimerHandle
+
 
 @define(slots=True, eq=False)
 class Event:
@@ -43,8 +45,10 @@ class Clock:
         heapq.heappush(self._queue, ev)
         return ev
 
-    def cancel(self, event: Event) -> None:
-        event.cancelled = True
+    def cancel(self, event: TimerHandle) -> None:
+        """Cancel a scheduled event (a handle from another clock is ignored)."""
+        if isinstance(event, Event):
+            event.cancelled = True
 
     @property
     def pending(self) -> int:

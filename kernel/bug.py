@@ -8,6 +8,7 @@ banner to dmesg. Tests fail on unexpected WARNs (the pytest plugin checks
 
 from __future__ import annotations
 
+import sys
 import traceback
 
 from attrs import define, field, frozen
@@ -41,12 +42,11 @@ def set_warn_state(state: WarnState) -> None:
 
 
 def _site(depth: int) -> tuple[str, str]:
-    frames = traceback.extract_stack(limit=depth + 2)
-    f = frames[0]
-    site = (
-        f"{f.filename.rsplit('/', 2)[-2:][0]}/{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
-    )
-    stack = "".join(traceback.format_list(traceback.extract_stack(limit=12)[:-depth]))
+    """``file:line function`` of the frame ``depth`` levels above this one, and a stack."""
+    frame = sys._getframe(depth)
+    parts = frame.f_code.co_filename.rsplit("/", 2)
+    site = f"{'/'.join(parts[-2:])}:{frame.f_lineno} {frame.f_code.co_name}"
+    stack = "".join(traceback.format_stack(frame, limit=12))
     return site, stack
 
 
@@ -73,7 +73,7 @@ def WARN_ON(condition: object, message: str = "") -> bool:
 
 def WARN_ON_ONCE(condition: object, message: str = "") -> bool:
     if condition:
-        site, _ = _site(1)
+        site, _ = _site(2)
         if site not in _state.once:
             _state.once.add(site)
             _warn(message, 2)

@@ -1,0 +1,5 @@
+"""``python -m iommulab``."""
+
+from iommulab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""RAM bounds and watches; virtual time ordering."""
+
+from __future__ import annotations
+
+import pytest
+
+from hw.clock import Clock
+from hw.memory import BusError, Memory
+
+
+def test_out_of_range_access_is_a_bus_error_not_index_error() -> None:
+    mem = Memory(8192)
+    with pytest.raises(BusError) as info:
+        mem.read(8190, 4)
+    assert info.value.addr == 8190 and not info.value.write
+    with pytest.raises(BusError):
+        mem.write_u64(8192, 1)
+    with pytest.raises(BusError):
+        mem.read(-1, 1)
+    assert "outside RAM" in str(info.value)
+
+
+def test_little_endian_scalars() -> None:
+    mem = Memory(4096)
+    mem.write_u64(8, 0x1122334455667788)
+    assert mem.read(8, 2) == b"\x88\x77"
+    assert mem.read_u32(12) == 0x11223344
+    mem.write_u16(0, 0xABCD)
+    mem.write_u8(2, 0xEF)
+    assert mem.read_u16(0) == 0xABCD and mem.read_u8(2) == 0xEF
+
+
+def test_copy_is_overlap_safe() -> None:
+    mem = Memory(4096)
+    mem.write(0, bytes(range(16)))
+    mem.copy(4, 0, 8)
+    assert mem.read(0, 12) == bytes([0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7])
+
+
+def test_watch_fires_for_writes_touching_the_page_only() -> None:
+    mem = Memory(4 * 4096)
+    hits: list[int] = []
+    mem.watch(2, hits.append)
+    mem.write(4096, b"x")
+    mem.write(2 * 4096 + 100, b"y")
+    mem.fill(0, 4 * 4096)
+    mem.copy(2 * 4096, 0, 8)
+    assert hits == [2, 2, 2]
+    mem.unwatch(2, hits.append)
+    mem.write(2 * 4096, b"z")
+    assert hits == [2, 2, 2] and not mem.watched(2)
+
+
+def test_bad_ram_size_rejected() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        Memory(1000)
+
+
+def test_events_run_in_time_then_schedule_order() -> None:
+    clock = Clock()
+    order: list[str] = []
+    clock.schedule(50, lambda: order.append("b"))
+    clock.schedule(10, lambda: order.append("a1"))
+    clock.schedule(10, lambda: order.append("a2"))
+    ev = clock.schedule(20, lambda: order.append("cancelled"))
+    clock.cancel(ev)
+    clock.advance(30)
+    assert order == ["a1", "a2"] and clock.now == 30
+    clock.run_all()
+    assert order == ["a1", "a2", "b"] and clock.now == 50
+    assert clock.pending == 0 and clock.next_event_time() is None
+
+
+def test_events_scheduled_by_events_run_when_due() -> None:
+    clock = Clock()
+    order: list[int] = []
+    clock.schedule(5, lambda: clock.schedule(0, lambda: order.append(clock.now)))
+    clock.advance(5)
+    assert order == [5]
+
+
+def test_time_never_runs_backwards() -> None:
+    clock = Clock()
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+    with pytest.raises(ValueError):
+        clock.schedule(-1, lambda: None)
