@@ -595,18 +595,16 @@ class VtdUnit:
                 fault = self._fault(rid, pasid, priv, exe, a, write, reason, sel.fpd)
                 break
             if phys + chunk > ram:
-                good = max(0, ram - phys)
-                if good:
-                    runs.append((phys, good))
-                fault = DmaFault(a + good, DMA_FAULT_BUS, write, "outside RAM")
-                run_start = -1
-                break
+                chunk = max(0, ram - phys)
+                fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
             if phys == run_end:
                 run_end += chunk
             else:
                 if run_start >= 0:
                     runs.append((run_start, run_end - run_start))
                 run_start, run_end = phys, phys + chunk
+            if fault is not None:
+                break
             a += chunk
         if run_start >= 0:
             runs.append((run_start, run_end - run_start))
@@ -677,8 +675,9 @@ class VtdUnit:
         fault: DmaFault | None = None
         if reason is not None:
             fault = self._fault(rid, pasid, priv, exe, addr + good, write, reason, sel.fpd)
-        if addr + good > ram:
-            good = max(0, ram - addr)
+        in_ram = max(0, min(good, ram - addr))
+        if in_ram < good:
+            good = in_ram
             fault = DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM")
         return DmaResult(((addr, good),) if good else (), fault)
 
