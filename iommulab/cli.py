@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list kernel modules and where they come from")
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("demo", help="run the founding scenario")
-    _add_machine_args(p, default="no-iommu")
+    _add_machine_args(p)
     p.set_defaults(func=cmd_demo)
     make_plugin_manager().hooks.add_subcommands(sub)
     return parser

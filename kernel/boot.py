@@ -155,6 +155,9 @@ def boot(
     printk.pr_notice(f"Command line: {cmdline}")
     total_k = memmgr.total_pages * 4
     printk.pr_info(f"Memory: {memmgr.free_page_count * 4}K/{total_k}K available")
+    for sig in machine.firmware.tables:
+        units = [u for u in machine.firmware.iommus if u.table == sig]
+        printk.pr_info(f"ACPI: {sig} table: {len(units)} IOMMU unit(s)")
     for name, err in k.plugins.report.failed:
         printk.pr_warn(f"iommulab: module {name} failed to load: {err}")
     for name in k.plugins.report.blocked:

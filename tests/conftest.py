@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import Phase, settings
 
 from hw.machine import Machine, build_machine
 from kernel.boot import Kernel, boot
+
+# Hypothesis' explain phase installs its own tracer, which would cut coverage
+# measurement for every later test in the same worker; it is not needed here.
+settings.register_profile(
+    "iommulab", phases=[p for p in Phase if p is not Phase.explain], deadline=None
+)
+settings.load_profile("iommulab")
 
 TOY = {"name": "toy", "ram": "64M", "devices": [{"kind": "edu", "bdf": "00:03.0"}]}
 
