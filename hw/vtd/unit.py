@@ -597,7 +597,7 @@ class VtdUnit:
             if phys + chunk > ram:
                 chunk = max(0, ram - phys)
                 fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
-            if phys == run_end:
+            if phys == run_end or not chunk:
                 run_end += chunk
             else:
                 if run_start >= 0:
@@ -616,6 +616,7 @@ class VtdUnit:
     ) -> tuple[TlbEntry, bool]:
         """IOTLB miss (walk and fill) or a hit on an entry that needs re-checking."""
         if e is not None:
+            self.stats.iotlb_hits += 1
             if e.stage != sel.stage:
                 return e, True
             try:

@@ -11,7 +11,7 @@ from hw.vtd import VtdUnit
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
 
-RAM = 64 << 20
+RAM = 32 << 20
 BASE = 0xFED9_0000
 RID = 0x0010  # 00:02.0
 RID2 = 0x0018  # 00:03.0
