@@ -12,9 +12,9 @@ from tests.hw.vtd.helpers import (
     RID2,
     PageTable,
     enable_te,
+    gcmd,
     make,
     reg_write,
-    gcmd,
     set_root,
     sm_setup,
 )
