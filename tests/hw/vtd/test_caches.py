@@ -38,7 +38,7 @@ def fl_two_pasids() -> tuple:  # type: ignore[type-arg]
 
 
 def test_second_translation_hits_the_iotlb() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, _t, pt = legacy_setup()
     pt.map(0x1000, 0x200000)
     unit.translate(RID, None, False, 0x1000, 4, False)
     unit.translate(RID, None, False, 0x1000, 4, False)
@@ -46,7 +46,7 @@ def test_second_translation_hits_the_iotlb() -> None:
 
 
 def test_changed_pte_without_invalidation_keeps_old_translation_and_is_stale() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, _t, pt = legacy_setup()
     pt.map(0x1000, 0x200000)
     unit.translate(RID, None, False, 0x1000, 4, False)
     pt.map(0x1000, 0x300000)
@@ -56,7 +56,7 @@ def test_changed_pte_without_invalidation_keeps_old_translation_and_is_stale() -
 
 
 def test_stale_use_emits_hw_trace_event() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, pt = legacy_setup()
     events: list[tuple[str, dict[str, object]]] = []
     m.set_hw_trace_sink(lambda name, ts, fields: events.append((name, fields)))
     pt.map(0x1000, 0x200000)
@@ -77,7 +77,7 @@ def test_stale_use_emits_hw_trace_event() -> None:
 
 
 def test_strict_stale_raises() -> None:
-    m, unit, pages, t, pt = legacy_setup({"strict_stale": True})
+    _m, unit, _pages, _t, pt = legacy_setup({"strict_stale": True})
     pt.map(0x1000, 0x200000)
     unit.translate(RID, None, False, 0x1000, 4, False)
     pt.unmap(0x1000)
@@ -86,7 +86,7 @@ def test_strict_stale_raises() -> None:
 
 
 def test_unrelated_write_to_table_page_is_not_stale() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, _t, pt = legacy_setup()
     pt.map(0x1000, 0x200000)
     unit.translate(RID, None, False, 0x1000, 4, False)
     pt.map(0x2000, 0x300000)
@@ -148,25 +148,25 @@ def test_dsi_flush_drops_only_that_domain() -> None:
 
 
 def test_global_iotlb_flush_drops_everything() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(iotlb_global())
     assert unit.caches.iotlb_size == 0
 
 
 def test_dsi_iotlb_flush_leaves_first_stage_entries() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(iotlb_dsi(5))
     assert unit.caches.iotlb_size == 2
 
 
 def test_pasid_selective_piotlb_of_a_leaves_b() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(piotlb(5, 1))
     assert list(unit.caches.iotlb) == [(5, 2)]
 
 
 def test_page_selective_piotlb_drops_one_page_of_one_pasid() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, pa, _pb = fl_two_pasids()
     pa.map(0x2000, 0xC000)
     unit.translate(RID, 1, False, 0x2000, 4, False)
     q.submit(piotlb(5, 1, 0x2000))
@@ -175,7 +175,7 @@ def test_page_selective_piotlb_drops_one_page_of_one_pasid() -> None:
 
 
 def test_stale_pasid_entry_is_reported_until_pasid_cache_flush() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    m, unit, pages, t, q, _pa, _pb = fl_two_pasids()
     pc = PageTable(m, pages, 4, fl=True)
     pc.map(0x1000, 0xD000)
     t.pasid_entry(RID, 1, ent.PGTT_FL, did=5, pt=pc)
@@ -187,25 +187,25 @@ def test_stale_pasid_entry_is_reported_until_pasid_cache_flush() -> None:
 
 
 def test_pasid_cache_flush_pasid_selective_leaves_other_pasid() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(pc_inval(1, did=5, pasid=1))
     assert list(unit.caches.pasid) == [(RID, 2)]
 
 
 def test_pasid_cache_flush_domain_selective_drops_all_pasids_of_did() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(pc_inval(0, did=5))
     assert unit.caches.pasid == {}
 
 
 def test_pasid_cache_flush_of_other_domain_keeps_entries() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(pc_inval(0, did=6))
     assert len(unit.caches.pasid) == 2
 
 
 def test_pasid_cache_global_flush() -> None:
-    m, unit, pages, t, q, pa, pb = fl_two_pasids()
+    _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(pc_inval(3))
     assert unit.caches.pasid == {}
 
@@ -244,7 +244,7 @@ def test_context_cache_global_flush() -> None:
 
 
 def test_cleared_context_entry_without_flush_is_stale() -> None:
-    m, unit, pages, t = sm_setup()
+    m, unit, _pages, t = sm_setup()
     t.pasid_entry(RID, 0, ent.PGTT_PT, did=1)
     unit.translate(RID, None, False, 0x1000, 4, False)
     m.memory.write_u64(t.ctx_addr(RID), 0)
@@ -255,7 +255,7 @@ def test_cleared_context_entry_without_flush_is_stale() -> None:
 def test_new_root_table_without_flush_is_stale() -> None:
     from tests.hw.vtd.helpers import Tables, set_root
 
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, pages, _t, pt = legacy_setup()
     pt.map(0x1000, 0x200000)
     unit.translate(RID, None, False, 0x1000, 4, False)
     t2 = Tables(m, pages, scalable=False)
@@ -279,7 +279,7 @@ def test_shared_did_with_different_tables_is_stale() -> None:
 
 
 def test_permission_upgrade_without_flush_faults_and_is_stale() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, _t, pt = legacy_setup()
     pt.map(0x1000, 0x200000, w=False)
     unit.translate(RID, None, False, 0x1000, 4, False)
     pt.map(0x1000, 0x200000)
@@ -288,7 +288,7 @@ def test_permission_upgrade_without_flush_faults_and_is_stale() -> None:
 
 
 def test_not_present_result_is_not_cached() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, _t, pt = legacy_setup()
     unit.translate(RID, None, False, 0x1000, 4, False)
     pt.map(0x1000, 0x200000)
     r = unit.translate(RID, None, False, 0x1000, 4, False)

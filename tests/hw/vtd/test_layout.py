@@ -104,7 +104,7 @@ def test_reserved_masks_of_entries_match_facts() -> None:
 
 
 def test_cap_and_ecap_registers_read_back_config() -> None:
-    m, unit = make()
+    m, _unit = make()
     cap = reg_read(m, vr.CAP_OFF, 8)
     ecap = reg_read(m, vr.ECAP_OFF, 8)
     c = vr.CAP.decode(cap)
@@ -154,5 +154,5 @@ def test_bad_config_values_raise(cfg: dict[str, object], text: str) -> None:
 
 
 def test_legacy_config_reports_version_1() -> None:
-    m, unit = make({"smts": False, "pasid": False})
+    m, _unit = make({"smts": False, "pasid": False})
     assert reg_read(m, vr.VER_OFF) == 0x10

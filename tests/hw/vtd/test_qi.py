@@ -17,12 +17,12 @@ from tests.hw.vtd.helpers import (
 
 
 def qsetup(dw: int = 1) -> tuple:  # type: ignore[type-arg]
-    m, unit, pages, t = sm_setup()
+    m, unit, pages, _t = sm_setup()
     return m, unit, pages, Queue(m, unit, pages, dw=dw)
 
 
 def test_qie_sets_qies_after_a_clock_event() -> None:
-    m, unit = make()
+    m, _unit = make()
     pages = Pages(m)
     reg_write(m, vr.IQA_OFF, pages.alloc() | (1 << 11), 8)
     reg_write(m, vr.GCMD_OFF, vr.GCMD.QIE.mask)
@@ -32,13 +32,13 @@ def test_qie_sets_qies_after_a_clock_event() -> None:
 
 
 def test_wait_descriptor_writes_status() -> None:
-    m, unit, pages, q = qsetup()
+    _m, unit, _pages, q = qsetup()
     q.submit()
     assert q.done() and unit.stats.qi_descriptors == 1
 
 
 def test_descriptors_run_only_when_the_clock_advances() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(*q.wait_desc())
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     assert not q.done()
@@ -47,13 +47,13 @@ def test_descriptors_run_only_when_the_clock_advances() -> None:
 
 
 def test_head_follows_tail_after_processing() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.submit(iotlb_global(), cc_inval(1))
     assert reg_read(m, vr.IQH_OFF, 8) == reg_read(m, vr.IQT_OFF, 8) == 3 * 32
 
 
 def test_tail_wraps_around_the_ring() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     for _ in range(70):  # 128 slots of 256 bits: two submissions per round wrap twice
         q.submit(iotlb_global())
         assert q.done()
@@ -61,13 +61,13 @@ def test_tail_wraps_around_the_ring() -> None:
 
 
 def test_128_bit_descriptors_work() -> None:
-    m, unit, pages, q = qsetup(dw=0)
+    m, _unit, _pages, q = qsetup(dw=0)
     q.submit(iotlb_global())
     assert q.done() and reg_read(m, vr.IQH_OFF, 8) == 2 * 16
 
 
 def test_wait_with_if_sets_iwc_and_interrupts() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     reg_write(m, vr.IEADDR_OFF, 0xFEE0_0000)
     reg_write(m, vr.IEDATA_OFF, 0x41)
     reg_write(m, vr.IECTL_OFF, 0)
@@ -79,7 +79,7 @@ def test_wait_with_if_sets_iwc_and_interrupts() -> None:
 
 
 def test_masked_iwc_interrupt_is_pending_until_unmasked() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     reg_write(m, vr.IEADDR_OFF, 0xFEE0_0000)
     q.put(*q.wait_desc(iflag=True))
     reg_write(m, vr.IQT_OFF, q.tail, 8)
@@ -90,7 +90,7 @@ def test_masked_iwc_interrupt_is_pending_until_unmasked() -> None:
 
 
 def test_clearing_iwc_clears_pending_interrupt() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(*q.wait_desc(iflag=True))
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     m.clock.advance(10_000)
@@ -100,7 +100,7 @@ def test_clearing_iwc_clears_pending_interrupt() -> None:
 
 
 def test_invalid_descriptor_type_sets_iqe_with_head_on_it() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(*iotlb_global())
     bad = q.put(0xF)
     q.put(*q.wait_desc())
@@ -113,7 +113,7 @@ def test_invalid_descriptor_type_sets_iqe_with_head_on_it() -> None:
 
 
 def test_processing_resumes_after_software_fixes_and_clears_iqe() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     bad = q.put(0xF)
     q.put(*q.wait_desc())
     reg_write(m, vr.IQT_OFF, q.tail, 8)
@@ -125,7 +125,7 @@ def test_processing_resumes_after_software_fixes_and_clears_iqe() -> None:
 
 
 def test_reserved_bits_in_descriptor_set_iqe_code_4() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(iotlb_global()[0] | (1 << 40))
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     m.clock.advance(10_000)
@@ -133,7 +133,7 @@ def test_reserved_bits_in_descriptor_set_iqe_code_4() -> None:
 
 
 def test_nonzero_upper_half_of_256_bit_descriptor_is_reserved() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(iotlb_global()[0], 0, 1)
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     m.clock.advance(10_000)
@@ -141,7 +141,7 @@ def test_nonzero_upper_half_of_256_bit_descriptor_is_reserved() -> None:
 
 
 def test_iqe_raises_fault_event() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     reg_write(m, vr.FEADDR_OFF, 0xFEE0_1000)
     reg_write(m, vr.FECTL_OFF, 0)
     q.put(0xF)
@@ -151,21 +151,21 @@ def test_iqe_raises_fault_event() -> None:
 
 
 def test_misaligned_tail_in_256_bit_mode_sets_iqe_code_6() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, _q = qsetup()
     reg_write(m, vr.IQT_OFF, 0x10, 8)
     m.clock.advance(10_000)
     assert vr.IQERCD.IQEI.get(reg_read(m, vr.IQERCD_OFF, 8)) == 6
 
 
 def test_tail_beyond_queue_sets_iqe_code_1() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, _q = qsetup()
     reg_write(m, vr.IQT_OFF, 0x2000, 8)
     m.clock.advance(10_000)
     assert vr.IQERCD.IQEI.get(reg_read(m, vr.IQERCD_OFF, 8)) == 1
 
 
 def test_queue_outside_ram_sets_iqe_code_2() -> None:
-    m, unit, pages, t = sm_setup()
+    m, _unit, _pages, _t = sm_setup()
     reg_write(m, vr.IQA_OFF, 0x1_0000_0000 | (1 << 11), 8)
     reg_write(m, vr.GCMD_OFF, vr.GSTS.TES.mask | vr.GCMD.QIE.mask)
     m.clock.advance(1000)
@@ -175,7 +175,7 @@ def test_queue_outside_ram_sets_iqe_code_2() -> None:
 
 
 def test_piotlb_reserved_granularity_sets_iqe() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(ent.QiPiotlbQw0.encode(TYPE=ent.QI_PIOTLB, G=1))
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     m.clock.advance(10_000)
@@ -183,7 +183,7 @@ def test_piotlb_reserved_granularity_sets_iqe() -> None:
 
 
 def test_iotlb_am_above_mamv_sets_iqe() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(ent.QiIotlbQw0.encode(TYPE=ent.QI_IOTLB, G=3, DID=1), ent.QiAddrQw1.encode(AM=40))
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     m.clock.advance(10_000)
@@ -191,7 +191,7 @@ def test_iotlb_am_above_mamv_sets_iqe() -> None:
 
 
 def test_context_cache_granularity_zero_sets_iqe() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(*cc_inval(0))
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     m.clock.advance(10_000)
@@ -199,7 +199,7 @@ def test_context_cache_granularity_zero_sets_iqe() -> None:
 
 
 def test_pasid_cache_granularity_two_sets_iqe() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     q.put(ent.QiPcQw0.encode(TYPE=ent.QI_PC, G=2))
     reg_write(m, vr.IQT_OFF, q.tail, 8)
     m.clock.advance(10_000)
@@ -207,7 +207,7 @@ def test_pasid_cache_granularity_two_sets_iqe() -> None:
 
 
 def test_device_tlb_and_iec_descriptors_complete() -> None:
-    m, unit, pages, q = qsetup()
+    _m, unit, _pages, q = qsetup()
     q.submit(
         (ent.QiDevTlbQw0.encode(TYPE=ent.QI_DEVTLB, SID=0x10), ent.QiDevTlbQw1.encode(S=1)),
         (ent.QiPdevTlbQw0.encode(TYPE=ent.QI_PDEVTLB, SID=0x10, PASID=3), 0),
@@ -217,7 +217,7 @@ def test_device_tlb_and_iec_descriptors_complete() -> None:
 
 
 def test_qi_descriptor_trace_event_when_tracing() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, q = qsetup()
     names: list[str] = []
     m.set_hw_trace_sink(lambda name, ts, fields: names.append(name))
     q.submit()
@@ -225,7 +225,7 @@ def test_qi_descriptor_trace_event_when_tracing() -> None:
 
 
 def test_disabling_qie_clears_qies() -> None:
-    m, unit, pages, q = qsetup()
+    m, _unit, _pages, _q = qsetup()
     reg_write(m, vr.GCMD_OFF, vr.GSTS.TES.mask)
     m.clock.advance(1000)
     assert not reg_read(m, vr.GSTS_OFF) & vr.GSTS.QIES.mask

@@ -21,7 +21,7 @@ from tests.hw.vtd.helpers import (
 
 
 def test_gcmd_reads_zero() -> None:
-    m, unit = make()
+    m, _unit = make()
     reg_write(m, vr.GCMD_OFF, vr.GCMD.WBF.mask)
     assert reg_read(m, vr.GCMD_OFF) == 0
 
@@ -45,14 +45,14 @@ def test_te_status_follows_after_an_event() -> None:
 
 
 def test_writing_gcmd_without_te_turns_translation_off() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, _pt = legacy_setup()
     reg_write(m, vr.GCMD_OFF, 0)
     m.clock.advance(1000)
     assert not unit.te
 
 
 def test_wbf_completes() -> None:
-    m, unit = make({"rwbf": True})
+    m, _unit = make({"rwbf": True})
     reg_write(m, vr.GCMD_OFF, vr.GCMD.WBF.mask)
     assert reg_read(m, vr.GSTS_OFF) & vr.GSTS.WBFS.mask
     m.clock.advance(1000)
@@ -84,14 +84,14 @@ def test_qie_without_qi_capability_is_ignored() -> None:
 
 
 def test_register_writes_to_read_only_cap_are_ignored() -> None:
-    m, unit = make()
+    m, _unit = make()
     cap = reg_read(m, vr.CAP_OFF, 8)
     reg_write(m, vr.CAP_OFF, 0, 8)
     assert reg_read(m, vr.CAP_OFF, 8) == cap
 
 
 def test_ccmd_global_invalidation_completes_with_actual_granularity() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, _pt = legacy_setup()
     unit.translate(RID, None, False, 0, 4, False)
     reg_write(m, vr.CCMD_OFF, vr.CCMD.encode(ICC=1, CIRG=1), 8)
     assert reg_read(m, vr.CCMD_OFF, 8) >> 63
@@ -102,7 +102,7 @@ def test_ccmd_global_invalidation_completes_with_actual_granularity() -> None:
 
 
 def test_ccmd_domain_selective_drops_that_domain() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, _pt = legacy_setup()
     unit.translate(RID, None, False, 0, 4, False)
     reg_write(m, vr.CCMD_OFF, vr.CCMD.encode(ICC=1, CIRG=2, DID=2), 8)
     m.clock.advance(1000)
@@ -113,7 +113,7 @@ def test_ccmd_domain_selective_drops_that_domain() -> None:
 
 
 def test_iotlb_register_page_selective_invalidation() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, pt = legacy_setup()
     pt.map(0x1000, 0x200000)
     pt.map(0x2000, 0x201000)
     unit.translate(RID, None, False, 0x1000, 0x2000, False)
@@ -127,7 +127,7 @@ def test_iotlb_register_page_selective_invalidation() -> None:
 
 
 def test_iotlb_register_global_invalidation() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, pt = legacy_setup()
     pt.map(0x1000, 0x200000)
     unit.translate(RID, None, False, 0x1000, 4, False)
     iro = vr.ECAP.IRO.get(reg_read(m, vr.ECAP_OFF, 8)) * 16
@@ -137,7 +137,7 @@ def test_iotlb_register_global_invalidation() -> None:
 
 
 def test_iotlb_register_domain_selective_invalidation() -> None:
-    m, unit, pages, t, pt = legacy_setup({"psi": False})
+    m, unit, _pages, _t, pt = legacy_setup({"psi": False})
     pt.map(0x1000, 0x200000)
     unit.translate(RID, None, False, 0x1000, 4, False)
     iro = vr.ECAP.IRO.get(reg_read(m, vr.ECAP_OFF, 8)) * 16
@@ -148,14 +148,14 @@ def test_iotlb_register_domain_selective_invalidation() -> None:
 
 
 def test_register_invalidation_is_rejected_in_scalable_mode() -> None:
-    m, unit, pages, t = sm_setup()
+    m, unit, _pages, _t = sm_setup()
     reg_write(m, vr.CCMD_OFF, vr.CCMD.encode(ICC=1, CIRG=1), 8)
     m.clock.advance(1000)
     assert vr.CCMD.CAIG.get(reg_read(m, vr.CCMD_OFF, 8)) == 0 and unit.errors
 
 
 def test_register_invalidation_is_rejected_while_qi_enabled() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, pages, _t, _pt = legacy_setup()
     Queue(m, unit, pages, dw=0)
     reg_write(m, vr.CCMD_OFF, vr.CCMD.encode(ICC=1, CIRG=1), 8)
     m.clock.advance(1000)
@@ -163,7 +163,7 @@ def test_register_invalidation_is_rejected_while_qi_enabled() -> None:
 
 
 def test_ccmd_write_without_icc_does_nothing() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, _unit, _pages, _t, _pt = legacy_setup()
     reg_write(m, vr.CCMD_OFF, 1, 4)
     m.clock.advance(1000)
     assert reg_read(m, vr.CCMD_OFF, 8) == 1
@@ -178,7 +178,7 @@ def frcd(m: object, unit: object, i: int) -> tuple[int, int]:
 
 
 def test_fault_is_recorded_with_source_reason_and_address() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, _pt = legacy_setup()
     unit.translate(RID, None, False, 0x5123, 4, True)
     lo, hi = frcd(m, unit, 0)
     d = vr.FRCD_HI.decode(hi)
@@ -198,7 +198,7 @@ def test_pasid_fault_records_pasid_and_privilege() -> None:
 
 
 def test_faults_fill_records_round_robin_then_overflow() -> None:
-    m, unit, pages, t, pt = legacy_setup({"nfr": 2})
+    m, unit, _pages, _t, _pt = legacy_setup({"nfr": 2})
     for _ in range(3):
         unit.translate(RID, None, False, 0x5000, 4, False)
     assert unit.stats.faults_recorded == 2 and unit.stats.faults_overflow == 1
@@ -206,7 +206,7 @@ def test_faults_fill_records_round_robin_then_overflow() -> None:
 
 
 def test_clearing_records_moves_fri_and_clears_ppf() -> None:
-    m, unit, pages, t, pt = legacy_setup({"nfr": 2})
+    m, unit, _pages, _t, _pt = legacy_setup({"nfr": 2})
     unit.translate(RID, None, False, 0x5000, 4, False)
     unit.translate(RID, None, False, 0x6000, 4, False)
     fro = vr.CAP.FRO.get(reg_read(m, vr.CAP_OFF, 8)) * 16
@@ -217,7 +217,7 @@ def test_clearing_records_moves_fri_and_clears_ppf() -> None:
 
 
 def test_fault_event_msi_uses_feaddr_and_fedata() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, _pt = legacy_setup()
     reg_write(m, vr.FEADDR_OFF, 0xFEE0_2000)
     reg_write(m, vr.FEDATA_OFF, 0x33)
     reg_write(m, vr.FECTL_OFF, 0)
@@ -227,7 +227,7 @@ def test_fault_event_msi_uses_feaddr_and_fedata() -> None:
 
 
 def test_masked_fault_event_sets_ip_and_fires_on_unmask() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, _pt = legacy_setup()
     unit.translate(RID, None, False, 0x5000, 4, False)
     assert reg_read(m, vr.FECTL_OFF) & vr.EventControl.IP.mask and m.lost_msis == []
     reg_write(m, vr.FECTL_OFF, 0)
@@ -235,7 +235,7 @@ def test_masked_fault_event_sets_ip_and_fires_on_unmask() -> None:
 
 
 def test_clearing_fault_status_clears_ip() -> None:
-    m, unit, pages, t, pt = legacy_setup({"nfr": 1})
+    m, unit, _pages, _t, _pt = legacy_setup({"nfr": 1})
     unit.translate(RID, None, False, 0x5000, 4, False)
     unit.translate(RID, None, False, 0x5000, 4, False)
     fro = vr.CAP.FRO.get(reg_read(m, vr.CAP_OFF, 8)) * 16
@@ -246,14 +246,14 @@ def test_clearing_fault_status_clears_ip() -> None:
 
 
 def test_fpd_suppresses_qualified_faults() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, t, pt = legacy_setup()
     t.legacy_ctx(RID, pt.root, fpd=True)
     unit.translate(RID, None, False, 0x5000, 4, False)
     assert unit.stats.faults_suppressed == 1 and unit.stats.faults_recorded == 0
 
 
 def test_fpd_does_not_suppress_root_entry_faults() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, t, pt = legacy_setup()
     t.legacy_ctx(RID, pt.root, fpd=True)
     unit.translate(0x0300, None, False, 0x5000, 4, False)
     assert unit.stats.faults_recorded == 1
@@ -267,7 +267,7 @@ def test_pasid_entry_fpd_suppresses_first_stage_faults() -> None:
 
 
 def test_fault_trace_event_when_tracing() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, _t, _pt = legacy_setup()
     events: list[str] = []
     m.set_hw_trace_sink(lambda name, ts, fields: events.append(name))
     unit.translate(RID, None, False, 0x5000, 4, False)
@@ -307,7 +307,7 @@ def test_dump_renders_scalable_tables() -> None:
 
 
 def test_dump_shows_unreadable_tables() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    m, unit, _pages, t, pt = legacy_setup()
     m.memory.write_u64(pt.root, 0x1_0000_0000 | 3)
     t.legacy_ctx(0x0020, 0, tt=3)
     text = unit.dump()
@@ -322,14 +322,14 @@ def test_dump_of_invalid_ttm() -> None:
 
 
 def test_dump_lists_many_leaves_with_a_cut() -> None:
-    m, unit, pages, t, pt = legacy_setup()
+    _m, unit, _pages, _t, pt = legacy_setup()
     for i in range(80):
         pt.map(0x1000 * i, 0x200000)
     assert "more" in unit.dump() or unit.dump().count("->") >= 64
 
 
 def test_pages_helper_and_tables_round_trip() -> None:
-    m, unit = make()
+    m, _unit = make()
     pages = Pages(m)
     t = Tables(m, pages, scalable=True)
     assert t.ctx_addr(0x0180) != t.ctx_addr(0x0100)

@@ -46,7 +46,7 @@ def test_first_stage_translation_with_pasid() -> None:
 
 
 def test_first_stage_write_sets_accessed_and_dirty() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    m, unit, _pages, _t, pt = fl_setup()
     addr = pt.map(0x4000, 0xA000)
     unit.translate(RID, None, False, 0x4000, 8, True)
     pte = m.memory.read_u64(addr)
@@ -54,7 +54,7 @@ def test_first_stage_write_sets_accessed_and_dirty() -> None:
 
 
 def test_first_stage_read_sets_accessed_only() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    m, unit, _pages, _t, pt = fl_setup()
     addr = pt.map(0x4000, 0xA000)
     unit.translate(RID, None, False, 0x4000, 8, False)
     pte = m.memory.read_u64(addr)
@@ -62,14 +62,14 @@ def test_first_stage_read_sets_accessed_only() -> None:
 
 
 def test_first_stage_2m_page() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, _t, pt = fl_setup()
     pt.map(0x20_0000, 0x40_0000, level=2)
     r = unit.translate(RID, None, False, 0x21_0000, 4, False)
     assert r.runs == ((0x41_0000, 4),)
 
 
 def test_first_stage_1g_page() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, _t, pt = fl_setup()
     pt.map(0x4000_0000, 0, level=3)
     r = unit.translate(RID, None, False, 0x4012_3000, 4, False)
     assert r.runs == ((0x12_3000, 4),)
@@ -92,14 +92,14 @@ def test_first_stage_1g_page_without_fl1gp_is_reserved() -> None:
 
 
 def test_first_stage_write_to_read_only_faults_0x85() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, _t, pt = fl_setup()
     pt.map(0x4000, 0xA000, w=False)
     r = unit.translate(RID, None, False, 0x4000, 4, True)
     assert r.fault is not None and r.fault.reason == FR.SM_WRITE == 0x85
 
 
 def test_first_stage_user_access_to_supervisor_page_faults_0x81() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, _t, pt = fl_setup()
     pt.map(0x4000, 0xA000, u=False)
     r = unit.translate(RID, None, False, 0x4000, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_US == 0x81
@@ -132,14 +132,14 @@ def test_supervisor_write_to_read_only_page_faults_with_wpe() -> None:
 
 
 def test_supervisor_request_without_sre_faults_0x5d() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, t, pt = fl_setup()
     t.pasid_entry(RID, 9, ent.PGTT_FL, did=3, pt=pt)
     r = unit.translate(RID, 9, True, 0x4000, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_SRE
 
 
 def test_execute_request_without_ere_faults_0x5c() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, t, pt = fl_setup()
     t.pasid_entry(RID, 9, ent.PGTT_FL, did=3, pt=pt)
     r = unit.translate_ex(RID, 9, False, 0x4000, 4, False, True)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_ERE
@@ -155,19 +155,19 @@ def test_execute_of_xd_page_faults_0x82() -> None:
 
 
 def test_first_stage_not_present_faults_0x71() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, _t, _pt = fl_setup()
     r = unit.translate(RID, None, False, 0x4000, 4, False)
     assert r.fault is not None and r.fault.reason == FR.FS_NOT_PRESENT
 
 
 def test_first_stage_non_canonical_address_faults_0x80() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    _m, unit, _pages, _t, _pt = fl_setup()
     r = unit.translate(RID, None, False, 1 << 50, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_NON_CANONICAL
 
 
 def test_first_stage_reserved_bits_fault_0x72() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    m, unit, _pages, _t, pt = fl_setup()
     addr = pt.map(0x4000, 0xA000)
     m.memory.write_u64(addr, m.memory.read_u64(addr) | (1 << 50))
     r = unit.translate(RID, None, False, 0x4000, 4, False)
@@ -184,7 +184,7 @@ def test_first_stage_root_outside_ram_faults_0x73() -> None:
 
 
 def test_first_stage_lower_table_outside_ram_faults_0x70() -> None:
-    m, unit, pages, t, pt = fl_setup()
+    m, unit, _pages, _t, pt = fl_setup()
     m.memory.write_u64(pt.root, 0x1_0000_0000 | 7)
     r = unit.translate(RID, None, False, 0x4000, 4, False)
     assert r.fault is not None and r.fault.reason == FR.FS_ACCESS
@@ -244,14 +244,14 @@ def test_second_stage_ssade_sets_accessed_and_dirty() -> None:
 
 
 def test_pass_through_pasid_entry_is_identity() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     t.pasid_entry(RID, 0, ent.PGTT_PT, did=1)
     r = unit.translate(RID, None, False, 0x5000, 0x3000, True)
     assert r.runs == ((0x5000, 0x3000),)
 
 
 def test_pass_through_to_interrupt_range_faults_0x87() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     t.pasid_entry(RID, 0, ent.PGTT_PT, did=1)
     r = unit.translate(RID, None, False, 0xFEE0_1000, 4, True)
     assert r.fault is not None and r.fault.reason == FR.SM_INTERRUPT_ADDR
@@ -259,7 +259,7 @@ def test_pass_through_to_interrupt_range_faults_0x87() -> None:
 
 @pytest.mark.parametrize("pgtt", [0, 3, 5, 6, 7])
 def test_unsupported_pgtt_faults_0x5b(pgtt: int) -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     t.pasid_entry(RID, 0, pgtt, did=1)
     r = unit.translate(RID, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_INVALID
@@ -273,7 +273,7 @@ def test_second_stage_aw_not_in_sagaw_faults_0x5b() -> None:
 
 
 def test_five_level_first_stage_without_fl5lp_faults_0x5b() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     t.pasid_entry(RID, 0, ent.PGTT_FL, did=1, extra=(0, 0, 1 << 2, 0, 0, 0, 0, 0))
     r = unit.translate(RID, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_INVALID
@@ -289,7 +289,7 @@ def test_five_level_first_stage_translates_with_fl5lp() -> None:
 
 
 def test_did_beyond_nd_faults_0x5b() -> None:
-    m, unit, pages, t = sm_setup({"nd": 0})
+    _m, unit, _pages, t = sm_setup({"nd": 0})
     t.pasid_entry(RID, 0, ent.PGTT_PT, did=16)
     r = unit.translate(RID, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_INVALID
@@ -297,7 +297,7 @@ def test_did_beyond_nd_faults_0x5b() -> None:
 
 @pytest.mark.parametrize("word", [0, 1, 2, 3, 7])
 def test_pasid_entry_reserved_bits_fault_0x5a(word: int) -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     bits = {0: 1 << 10, 1: 1 << 16, 2: 1 << 8, 3: 1, 7: 1 << 63}[word]
     extra = tuple(bits if i == word else 0 for i in range(8))
     t.pasid_entry(RID, 0, ent.PGTT_PT, did=1, extra=extra)
@@ -306,20 +306,20 @@ def test_pasid_entry_reserved_bits_fault_0x5a(word: int) -> None:
 
 
 def test_pasid_entry_not_present_faults_0x59() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     t.pasid_addr(RID, 0)
     r = unit.translate(RID, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_NOT_PRESENT
 
 
 def test_pasid_directory_entry_not_present_faults_0x51() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, _t = sm_setup()
     r = unit.translate(RID, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_DIR_NOT_PRESENT
 
 
 def test_pasid_directory_reserved_bits_fault_0x52() -> None:
-    m, unit, pages, t = sm_setup()
+    m, unit, _pages, t = sm_setup()
     t.pasid_addr(RID, 0)
     d = t.pasid_dirs[RID]
     m.memory.write_u64(d, m.memory.read_u64(d) | 0x4)
@@ -328,14 +328,14 @@ def test_pasid_directory_reserved_bits_fault_0x52() -> None:
 
 
 def test_pasid_table_pointer_outside_ram_faults_0x58() -> None:
-    m, unit, pages, t = sm_setup()
+    m, unit, _pages, t = sm_setup()
     m.memory.write_u64(t.pasid_dirs[RID], 0x1_0000_0000 | 1)
     r = unit.translate(RID, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_ACCESS
 
 
 def test_pasid_directory_outside_ram_faults_0x50() -> None:
-    m, unit, pages, t = sm_setup()
+    m, unit, _pages, t = sm_setup()
     addr = t.ctx_addr(RID)
     m.memory.write_u64(addr, ent.SmCtxLo.encode(P=1, PASIDE=1, PASIDDIRPTR=0x1_0000_0000 >> 12))
     r = unit.translate(RID, None, False, 0, 4, False)
@@ -343,20 +343,20 @@ def test_pasid_directory_outside_ram_faults_0x50() -> None:
 
 
 def test_pasid_beyond_pdts_faults_0x46() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, _t = sm_setup()
     r = unit.translate(RID, 1 << 13, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_PASID_TOO_LARGE
 
 
 def test_pasid_request_without_paside_faults_0x45() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     t.sm_ctx(RID2, paside=False)
     r = unit.translate(RID2, 3, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_CTX_PASIDE
 
 
 def test_sm_context_not_present_faults_0x41() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, t = sm_setup()
     t.ctx_addr(RID2)
     r = unit.translate(RID2, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_CTX_NOT_PRESENT
@@ -364,7 +364,7 @@ def test_sm_context_not_present_faults_0x41() -> None:
 
 @pytest.mark.parametrize("word", [0, 1, 2, 3])
 def test_sm_context_reserved_bits_fault_0x42(word: int) -> None:
-    m, unit, pages, t = sm_setup({"dt": False})
+    m, unit, _pages, t = sm_setup({"dt": False})
     addr = t.sm_ctx(RID2)
     bits = {0: 1 << 5, 1: 1 << 21, 2: 1, 3: 1 << 63}[word]
     m.memory.write_u64(addr + 8 * word, m.memory.read_u64(addr + 8 * word) | bits)
@@ -373,13 +373,13 @@ def test_sm_context_reserved_bits_fault_0x42(word: int) -> None:
 
 
 def test_sm_root_lower_not_present_faults_0x39() -> None:
-    m, unit, pages, t = sm_setup()
+    _m, unit, _pages, _t = sm_setup()
     r = unit.translate(0x0200, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_ROOT_NOT_PRESENT
 
 
 def test_sm_root_upper_half_serves_devfn_0x80_and_up() -> None:
-    m, unit, pages, t = sm_setup()
+    m, unit, _pages, t = sm_setup()
     t.sm_ctx(0x0080)
     t.pasid_entry(0x0080, 0, ent.PGTT_PT, did=1)
     assert unit.translate(0x0080, None, False, 0x1000, 4, False).fault is None
@@ -402,7 +402,7 @@ def test_sm_root_table_outside_ram_faults_0x38() -> None:
 
 
 def test_sm_context_table_outside_ram_faults_0x40() -> None:
-    m, unit, pages, t = sm_setup()
+    m, unit, _pages, t = sm_setup()
     m.memory.write_u64(t.root + 16, 0x1_0000_0000 | 1)
     r = unit.translate(0x0100, None, False, 0, 4, False)
     assert r.fault is not None and r.fault.reason == FR.SM_CTX_ACCESS
