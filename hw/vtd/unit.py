@@ -558,12 +558,41 @@ class VtdUnit:
         hits = 0
         ram = self.m.memory.size
         fault: DmaFault | None = None
+        no_dirty = not write
         while a < end:
             e: TlbEntry | None = None
             if sizes is not None:
                 e = sizes[0].get(a >> 12) or sizes[1].get(a >> 21) or sizes[2].get(a >> 30)
+                # Hot path: a clean hit that needs no check, inside RAM (RAM always ends
+                # below the interrupt range, so one comparison covers both).
+                if (
+                    e is not None
+                    and not e.suspect
+                    and e.stage is stage
+                    and not upper_stale
+                    and e.perms & need == need
+                    and (no_dirty or e.dirty)
+                ):
+                    shift = e.shift
+                    off = a & ((1 << shift) - 1)
+                    chunk = (1 << shift) - off
+                    if a + chunk > end:
+                        chunk = end - a
+                    phys = e.phys | off
+                    if phys + chunk <= ram:
+                        hits += 1
+                        if phys == run_end:
+                            run_end += chunk
+                        else:
+                            if run_start >= 0:
+                                runs.append((run_start, run_end - run_start))
+                            run_start, run_end = phys, phys + chunk
+                        a += chunk
+                        continue
             check = upper_stale
-            if e is None or e.suspect or e.stage != stage:
+            if e is not None and e.stage is not stage and e.stage == stage:
+                e.stage = stage
+            if e is None or e.suspect or e.stage is not stage:
                 try:
                     e, check = self._slow_page(sel, e, a, write, check)
                 except TranslationFault as f:
