@@ -4,12 +4,11 @@ lookup measured in the same run."""
 
 from __future__ import annotations
 
+from benchmarks._harness import BenchResult, best_of
 from hw.machine import Machine, build_machine
 from hw.vtd import VtdUnit
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
-
-from benchmarks._harness import BenchResult, best_of
 
 RID = 0x0010
 BASE = 0xFED9_0000
@@ -62,7 +61,7 @@ def _dict_lookup_ns() -> float:
 
 
 def bench() -> list[BenchResult]:
-    m, unit = _machine()
+    _m, unit = _machine()
     dict_ns = _dict_lookup_ns()
     r = unit.translate(RID, None, False, IOVA, RUN, True)
     assert r.fault is None and r.runs == ((16 << 20, RUN),), r
