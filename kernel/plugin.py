@@ -14,15 +14,17 @@ import importlib
 import importlib.metadata as md
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 from attrs import define, field
 
 from kernel.hookspecs import PROJECT, KernelSpecs
 from kernel.module import IommuDriverInfo, KernelModule
+
+T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "iommulab.modules"
 BUILTIN_MODULES: tuple[str, ...] = ("drivers.intel_iommu", "drivers.idxd")
@@ -103,24 +105,12 @@ class Hooks:
         self._pm = pm
 
     def modules(self) -> list[KernelModule]:
-        out: list[KernelModule] = []
-        for batch in self._pm.hook.iommulab_modules():
-            out.extend(_checked(batch, KernelModule, "iommulab_modules"))
-        names = [m.name for m in out]
-        dups = {n for n in names if names.count(n) > 1}
-        if dups:
-            raise ValueError(f"kernel module name(s) provided twice: {', '.join(sorted(dups))}")
-        return out
+        return _collect(self._pm.hook.iommulab_modules(), KernelModule, "iommulab_modules")
 
     def iommu_drivers(self) -> list[IommuDriverInfo]:
-        out: list[IommuDriverInfo] = []
-        for batch in self._pm.hook.iommulab_iommu_drivers():
-            out.extend(_checked(batch, IommuDriverInfo, "iommulab_iommu_drivers"))
-        names = [d.name for d in out]
-        dups = {n for n in names if names.count(n) > 1}
-        if dups:
-            raise ValueError(f"IOMMU driver name(s) provided twice: {', '.join(sorted(dups))}")
-        return out
+        return _collect(
+            self._pm.hook.iommulab_iommu_drivers(), IommuDriverInfo, "iommulab_iommu_drivers"
+        )
 
     def add_subcommands(
         self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
@@ -128,13 +118,23 @@ class Hooks:
         self._pm.hook.iommulab_add_subcommands(subparsers=subparsers)
 
 
-def _checked(batch: Any, kind: type[Any], hook: str) -> Sequence[Any]:
-    if not isinstance(batch, list | tuple):
-        raise TypeError(f"{hook} must return a list of {kind.__name__}, got {type(batch).__name__}")
-    for item in batch:
-        if not isinstance(item, kind):
-            raise TypeError(f"{hook} returned {item!r}, not a {kind.__name__}")
-    return batch
+def _collect(batches: Any, kind: type[T], hook: str) -> list[T]:
+    """Flatten a list-returning hook's results, checking types and unique ``name``s."""
+    out: list[T] = []
+    for batch in batches:
+        if not isinstance(batch, list | tuple):
+            raise TypeError(
+                f"{hook} must return a list of {kind.__name__}, got {type(batch).__name__}"
+            )
+        for item in batch:
+            if not isinstance(item, kind):
+                raise TypeError(f"{hook} returned {item!r}, not a {kind.__name__}")
+            out.append(item)
+    names = [getattr(item, "name", None) for item in out]
+    dups = {str(n) for n in names if names.count(n) > 1}
+    if dups:
+        raise ValueError(f"{hook}: name(s) provided twice: {', '.join(sorted(dups))}")
+    return out
 
 
 def make_plugin_manager(
