@@ -1,0 +1,578 @@
+"""DMA-API debugging (kernel/dma/debug.c, CONFIG_DMA_API_DEBUG).
+
+Every successful mapping records a :class:`DmaDebugEntry` (device, device address,
+size, type, direction, physical address, sg counts, whether ``dma_mapping_error``
+was checked, and the mapping's call site: up to five frames outside the DMA and
+IOMMU layers). Unmap, free and sync calls are checked against it, and a bus
+notifier reports mappings still held when a driver unbinds. Each finding goes
+through :func:`err_printk`: ``error_count`` always grows, and a ``WARN`` with the
+kernel's text (``DMA-API: <driver> <device>: ...``) plus ``Mapped at:`` and the
+saved frames is printed for the first error only, or for every one with
+``all_errors`` (debugfs ``dma-api/all_errors``).
+
+Boot parameters: ``dma_debug=off``, ``dma_debug_driver=<name>`` (report only for
+that driver). Differences from Linux: entries are matched by (device, address)
+with the best-fit score among those, instead of a 16384-bucket hash; the model
+has no kernel text/rodata, so that check cannot fire; there is no entry pool (no
+"pool grown" or "out of memory" self-disabling).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+
+from kernel.bug import WARN
+from kernel.device import (
+    BUS_NOTIFY_UNBOUND_DRIVER,
+    Device,
+    bus_register_notifier,
+    bus_unregister_notifier,
+)
+from kernel.dma.direction import (
+    DIR2NAME,
+    DMA_ATTR_SKIP_CPU_SYNC,
+    DMA_BIDIRECTIONAL,
+    DMA_FROM_DEVICE,
+    DMA_MAPPING_ERROR,
+    DMA_TO_DEVICE,
+)
+from kernel.dma.scatterlist import Scatterlist
+from kernel.init import initcall
+from kernel.mm import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    current_mm,
+    current_stack,
+    is_vmalloc_addr,
+    virt_addr_valid,
+)
+from kernel.module import InitLevel
+from kernel.params import Param, parse_str
+from kernel.pci import pci_bus_type
+from kernel.printk import pr_info, pr_warn
+
+if TYPE_CHECKING:
+    from kernel.boot import Kernel
+
+TYPE_SINGLE = "single"
+TYPE_SG = "scather-gather"  # sic: debug.c's type2name spelling
+TYPE_COHERENT = "coherent"
+TYPE_RESOURCE = "resource"
+
+MAP_ERR_CHECK_NOT_APPLICABLE = 0
+MAP_ERR_NOT_CHECKED = 1
+MAP_ERR_CHECKED = 2
+
+L1_CACHE_SHIFT = 6
+ACTIVE_CACHELINE_MAX_OVERLAP = 7
+STACKTRACE_ENTRIES = 5
+_SKIP = ("/kernel/dma/", "/kernel/iommu/")
+
+
+@define(eq=False)
+class DmaDebugEntry:
+    """``struct dma_debug_entry``."""
+
+    dev: Device
+    type: str
+    dev_addr: int
+    size: int
+    direction: int
+    paddr: int = 0
+    sg_call_ents: int = 0
+    sg_mapped_ents: int = 0
+    map_err_type: int = MAP_ERR_CHECK_NOT_APPLICABLE
+    stack: tuple[str, ...] = ()
+
+
+@define(eq=False)
+class DmaDebugState:
+    disabled: bool = False
+    all_errors: bool = False
+    show_num_errors: int = 1
+    error_count: int = 0
+    driver_filter: str = ""
+    entries: dict[tuple[Device, int], list[DmaDebugEntry]] = field(factory=dict)
+    cachelines: dict[int, int] = field(factory=dict)
+    overflow_warned: set[int] = field(factory=set)
+    errors: list[str] = field(factory=list)
+
+
+_off = DmaDebugState(disabled=True)
+
+
+def dma_debug_state() -> DmaDebugState:
+    from kernel.boot import _current
+
+    if _current is None:
+        return _off
+    st = _current.subsys.get("dma_debug")
+    return st if isinstance(st, DmaDebugState) else _off
+
+
+def _call_site() -> tuple[str, ...]:
+    frames: list[str] = []
+    f = sys._getframe(2)
+    while f is not None and len(frames) < STACKTRACE_ENTRIES:
+        name = f.f_code.co_filename
+        if not any(s in name for s in _SKIP):
+            frames.append(f"{name.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}")
+        f = f.f_back  # type: ignore[assignment]
+    return tuple(frames)
+
+
+def _names(dev: Device | None) -> tuple[str, str]:
+    if dev is None:
+        return "NULL", "NULL"
+    drv = dev.driver.name if dev.driver is not None else (dev.bus.name if dev.bus else "")
+    return drv, dev.init_name
+
+
+def err_printk(dev: Device | None, entry: DmaDebugEntry | None, msg: str) -> None:
+    """``err_printk``: count, and WARN for the first error (or all with all_errors)."""
+    st = dma_debug_state()
+    st.error_count += 1
+    st.errors.append(msg)
+    drv, name = _names(dev)
+    if st.driver_filter and drv != st.driver_filter:
+        return
+    if st.all_errors or st.show_num_errors > 0:
+        WARN(True, f"DMA-API: {drv} {name}: {msg}")
+        if st.show_num_errors > 0:
+            st.show_num_errors -= 1
+        if entry is not None and entry.stack:
+            pr_warn("DMA-API: Mapped at:")
+            for line in entry.stack:
+                pr_warn(f"  {line}")
+
+
+def _active(st: DmaDebugState) -> bool:
+    return not st.disabled
+
+
+# --------------------------------------------------------------------------- entries
+
+
+def _add(st: DmaDebugState, entry: DmaDebugEntry, attrs: int) -> None:
+    st.entries.setdefault((entry.dev, entry.dev_addr), []).append(entry)
+    if entry.direction == DMA_TO_DEVICE:
+        return
+    cln = entry.paddr >> L1_CACHE_SHIFT
+    n = st.cachelines.get(cln, 0)
+    st.cachelines[cln] = n + 1
+    if n >= 1 and not attrs & DMA_ATTR_SKIP_CPU_SYNC:
+        err_printk(
+            entry.dev, entry, "cacheline tracking EEXIST, overlapping mappings aren't supported"
+        )
+    if n + 1 > ACTIVE_CACHELINE_MAX_OVERLAP and cln not in st.overflow_warned:
+        st.overflow_warned.add(cln)
+        WARN(True, f"DMA-API: exceeded 7 overlapping mappings of cacheline {cln << 6:#x}")
+
+
+def _remove(st: DmaDebugState, entry: DmaDebugEntry) -> None:
+    key = (entry.dev, entry.dev_addr)
+    lst = st.entries[key]
+    lst.remove(entry)
+    if not lst:
+        del st.entries[key]
+    if entry.direction != DMA_TO_DEVICE:
+        cln = entry.paddr >> L1_CACHE_SHIFT
+        n = st.cachelines.get(cln, 0) - 1
+        if n > 0:
+            st.cachelines[cln] = n
+        else:
+            st.cachelines.pop(cln, None)
+
+
+def _find(st: DmaDebugState, ref: DmaDebugEntry) -> DmaDebugEntry | None:
+    """``bucket_find_exact``: a perfect match, else the single candidate."""
+    cands = st.entries.get((ref.dev, ref.dev_addr), [])
+    for e in cands:
+        if (
+            e.size == ref.size
+            and e.type == ref.type
+            and e.direction == ref.direction
+            and (not ref.sg_call_ents or e.sg_call_ents == ref.sg_call_ents)
+        ):
+            return e
+    return cands[0] if len(cands) == 1 else None
+
+
+def _find_contain(st: DmaDebugState, ref: DmaDebugEntry) -> DmaDebugEntry | None:
+    """``bucket_find_contain``: the mapping a sync's range starts in."""
+    exact = st.entries.get((ref.dev, ref.dev_addr))
+    if exact:
+        return exact[0]
+    for (dev, addr), lst in st.entries.items():
+        if dev is ref.dev and addr <= ref.dev_addr < addr + lst[0].size:
+            return lst[0]
+    return None
+
+
+def _dir(d: int) -> str:
+    return DIR2NAME[d] if 0 <= d < len(DIR2NAME) else str(d)
+
+
+def check_unmap(ref: DmaDebugEntry, cpu_addr: int | None = None) -> None:
+    """``check_unmap``: the unmap/free checks in debug.c's order."""
+    st = dma_debug_state()
+    entry = _find(st, ref)
+    if entry is None:
+        if ref.dev_addr == DMA_MAPPING_ERROR:
+            err_printk(ref.dev, None, "device driver tries to free an invalid DMA memory address")
+        else:
+            err_printk(
+                ref.dev,
+                None,
+                "device driver tries to free DMA memory it has not allocated "
+                f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes]",
+            )
+        return
+    if ref.size != entry.size:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver frees DMA memory with different size "
+            f"[device address=0x{ref.dev_addr:016x}] [map size={entry.size} bytes] "
+            f"[unmap size={ref.size} bytes]",
+        )
+    if ref.type != entry.type:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver frees DMA memory with wrong function "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[mapped as {entry.type}] [unmapped as {ref.type}]",
+        )
+    elif entry.type == TYPE_COHERENT and ref.paddr != entry.paddr:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver frees DMA memory with different CPU address "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[cpu alloc address=0x{entry.paddr:x}] [cpu free address=0x{ref.paddr:x}]",
+        )
+    if ref.sg_call_ents and ref.type == TYPE_SG and ref.sg_call_ents != entry.sg_call_ents:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver frees DMA sg list with different entry count "
+            f"[map count={entry.sg_call_ents}] [unmap count={ref.sg_call_ents}]",
+        )
+    if ref.direction != entry.direction:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver frees DMA memory with different direction "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[mapped with {_dir(entry.direction)}] [unmapped with {_dir(ref.direction)}]",
+        )
+    if entry.map_err_type == MAP_ERR_NOT_CHECKED:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver failed to check map error "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[mapped as {entry.type}]",
+        )
+    _remove(st, entry)
+
+
+def check_sync(ref: DmaDebugEntry, to_cpu: bool) -> None:
+    """``check_sync``."""
+    st = dma_debug_state()
+    entry = _find_contain(st, ref)
+    if entry is None:
+        err_printk(
+            ref.dev,
+            None,
+            "device driver tries to sync DMA memory it has not allocated "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes]",
+        )
+        return
+    end = ref.dev_addr - entry.dev_addr + ref.size
+    if end > entry.size:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver syncs DMA memory outside allocated range "
+            f"[device address=0x{entry.dev_addr:016x}] [allocation size={entry.size} bytes] "
+            f"[sync offset+size={end}]",
+        )
+    if entry.direction == DMA_BIDIRECTIONAL:
+        return
+    tail = (
+        f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+        f"[mapped with {_dir(entry.direction)}] [synced with {_dir(ref.direction)}]"
+    )
+    if ref.direction != entry.direction:
+        err_printk(
+            ref.dev, entry, f"device driver syncs DMA memory with different direction {tail}"
+        )
+    if to_cpu and entry.direction != DMA_FROM_DEVICE and ref.direction != DMA_TO_DEVICE:
+        err_printk(
+            ref.dev, entry, f"device driver syncs device read-only DMA memory for cpu {tail}"
+        )
+    if not to_cpu and entry.direction != DMA_TO_DEVICE and ref.direction != DMA_FROM_DEVICE:
+        err_printk(
+            ref.dev, entry, f"device driver syncs device write-only DMA memory to device {tail}"
+        )
+    if ref.sg_call_ents and ref.type == TYPE_SG and ref.sg_call_ents != entry.sg_call_ents:
+        err_printk(
+            ref.dev,
+            entry,
+            "device driver syncs DMA sg list with different entry count "
+            f"[map count={entry.sg_call_ents}] [sync count={ref.sg_call_ents}]",
+        )
+
+
+# --------------------------------------------------------------------------- map-side checks
+
+
+def _check_for_stack(dev: Device, paddr: int) -> None:
+    """``check_for_stack`` with CONFIG_VMAP_STACK: compare the page with the stack's."""
+    stack = current_stack()
+    area = current_mm().vmalloc_areas.get(stack.base)
+    if area is None:
+        return
+    pfn = paddr >> PAGE_SHIFT
+    for i, page in enumerate(area.pages):
+        if page.pfn == pfn:
+            addr = stack.base + i * PAGE_SIZE + (paddr & (PAGE_SIZE - 1))
+            err_printk(dev, None, f"device driver maps memory from stack [probable addr={addr:#x}]")
+            return
+
+
+def debug_dma_map_single(dev: Device, addr: int, length: int) -> None:
+    """``debug_dma_map_single``: invalid and vmalloc areas."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    if not virt_addr_valid(addr):
+        err_printk(
+            dev,
+            None,
+            f"device driver maps memory from invalid area [addr={addr:#x}] [len={length}]",
+        )
+    if is_vmalloc_addr(addr):
+        err_printk(
+            dev,
+            None,
+            f"device driver maps memory from vmalloc area [addr={addr:#x}] [len={length}]",
+        )
+
+
+def debug_dma_map_phys(
+    dev: Device, phys: int, size: int, direction: int, dma_addr: int, attrs: int
+) -> None:
+    """``debug_dma_map_page``/``debug_dma_map_phys``."""
+    st = dma_debug_state()
+    if not _active(st) or dma_addr == DMA_MAPPING_ERROR:
+        return
+    entry = DmaDebugEntry(
+        dev,
+        TYPE_SINGLE,
+        dma_addr,
+        size,
+        direction,
+        paddr=phys,
+        map_err_type=MAP_ERR_NOT_CHECKED,
+        stack=_call_site(),
+    )
+    _check_for_stack(dev, phys)
+    _add(st, entry, attrs)
+
+
+def debug_dma_mapping_error(dev: Device, dma_addr: int) -> None:
+    """``debug_dma_mapping_error``: mark the entry's error as checked."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    for e in st.entries.get((dev, dma_addr), []):
+        if e.map_err_type == MAP_ERR_NOT_CHECKED:
+            e.map_err_type = MAP_ERR_CHECKED
+            return
+
+
+def debug_dma_unmap_phys(dev: Device, dma_addr: int, size: int, direction: int) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    check_unmap(DmaDebugEntry(dev, TYPE_SINGLE, dma_addr, size, direction))
+
+
+def _check_sg_segment(dev: Device, sg: Scatterlist) -> None:
+    from kernel.dma.mapping import dma_get_max_seg_size, dma_get_seg_boundary
+
+    max_seg = dma_get_max_seg_size(dev)
+    if sg.length > max_seg:
+        err_printk(
+            dev,
+            None,
+            f"mapping sg segment longer than device claims to support [len={sg.length}] "
+            f"[max={max_seg}]",
+        )
+    boundary = dma_get_seg_boundary(dev)
+    start = sg.dma_address
+    end = start + sg.length - 1
+    if (start ^ end) & ~boundary:
+        err_printk(
+            dev,
+            None,
+            f"mapping sg segment across boundary [start=0x{start:016x}] [end=0x{end:016x}] "
+            f"[boundary=0x{boundary:016x}]",
+        )
+
+
+def debug_dma_map_sg(
+    dev: Device, sgl: list[Scatterlist], nents: int, mapped_ents: int, direction: int, attrs: int
+) -> None:
+    st = dma_debug_state()
+    if not _active(st) or mapped_ents <= 0:
+        return
+    stack = _call_site()
+    for sg in sgl[:nents]:
+        _check_for_stack(dev, sg.phys)
+    for sg in sgl[:mapped_ents]:
+        _check_sg_segment(dev, sg)
+        entry = DmaDebugEntry(
+            dev,
+            TYPE_SG,
+            sg.dma_address,
+            sg.dma_length,
+            direction,
+            paddr=sg.phys,
+            sg_call_ents=nents,
+            sg_mapped_ents=mapped_ents,
+            stack=stack,
+        )
+        _add(st, entry, attrs)
+
+
+def debug_dma_unmap_sg(dev: Device, sgl: list[Scatterlist], nelems: int, direction: int) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    mapped = 0
+    for i, sg in enumerate(sgl[:nelems]):
+        ref = DmaDebugEntry(
+            dev, TYPE_SG, sg.dma_address, sg.dma_length, direction, sg_call_ents=nelems
+        )
+        if i == 0:
+            found = _find(st, ref)
+            mapped = found.sg_mapped_ents if found is not None else 1
+        if i >= mapped:
+            break
+        check_unmap(ref)
+
+
+def debug_dma_alloc_coherent(dev: Device, size: int, dma_addr: int, paddr: int) -> None:
+    st = dma_debug_state()
+    if not _active(st) or dma_addr == DMA_MAPPING_ERROR:
+        return
+    entry = DmaDebugEntry(
+        dev, TYPE_COHERENT, dma_addr, size, DMA_BIDIRECTIONAL, paddr=paddr, stack=_call_site()
+    )
+    _add(st, entry, 0)
+
+
+def debug_dma_free_coherent(dev: Device, size: int, paddr: int, dma_addr: int) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    check_unmap(DmaDebugEntry(dev, TYPE_COHERENT, dma_addr, size, DMA_BIDIRECTIONAL, paddr=paddr))
+
+
+def debug_dma_sync_single(
+    dev: Device, dma_handle: int, size: int, direction: int, to_cpu: bool
+) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    check_sync(DmaDebugEntry(dev, TYPE_SINGLE, dma_handle, size, direction), to_cpu)
+
+
+def debug_dma_sync_sg(
+    dev: Device, sgl: list[Scatterlist], nelems: int, direction: int, to_cpu: bool
+) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    for sg in sgl[:nelems]:
+        if not sg.dma_length:
+            break
+        ref = DmaDebugEntry(
+            dev, TYPE_SG, sg.dma_address, sg.dma_length, direction, sg_call_ents=nelems
+        )
+        check_sync(ref, to_cpu)
+
+
+def device_dma_allocations(dev: Device) -> list[DmaDebugEntry]:
+    st = dma_debug_state()
+    return [e for (d, _), lst in st.entries.items() if d is dev for e in lst]
+
+
+def debug_dma_dump_mappings(dev: Device | None) -> list[str]:
+    """``debug_dma_dump_mappings``: one line per live mapping (all devices if None)."""
+    st = dma_debug_state()
+    out = []
+    for (d, _), lst in st.entries.items():
+        if dev is not None and d is not dev:
+            continue
+        for e in lst:
+            drv, name = _names(d)
+            out.append(
+                f"{drv} {name} {e.type} idx 0 P=0x{e.paddr:x} D=0x{e.dev_addr:x} L=0x{e.size:x} "
+                f"cln=0x{e.paddr >> L1_CACHE_SHIFT:x} {_dir(e.direction)}"
+            )
+    for line in out:
+        pr_info(f"DMA-API: {line}")
+    return out
+
+
+def dma_debug_device_change(event: int, dev: Device) -> None:
+    """The bus notifier: pending mappings when a driver unbinds."""
+    st = dma_debug_state()
+    if not _active(st) or event != BUS_NOTIFY_UNBOUND_DRIVER:
+        return
+    leaked = device_dma_allocations(dev)
+    if not leaked:
+        return
+    e = leaked[0]
+    err_printk(
+        dev,
+        e,
+        "device driver has pending DMA allocations while released from device "
+        f"[count={len(leaked)}]\nOne of leaked entries details: "
+        f"[device address=0x{e.dev_addr:016x}] [size={e.size} bytes] "
+        f"[mapped with {_dir(e.direction)}] [mapped as {e.type}]",
+    )
+
+
+# --------------------------------------------------------------------------- boot
+
+
+def _parse_dma_debug(text: str | None) -> bool:
+    return parse_str(text).strip() != "off"
+
+
+def _dma_debug_teardown(k: Kernel) -> None:
+    bus_unregister_notifier(pci_bus_type, dma_debug_device_change)
+    k.subsys.pop("dma_debug", None)
+
+
+@initcall(InitLevel.FS, "dma_debug_init", _dma_debug_teardown)
+def dma_debug_init(k: Kernel) -> None:
+    """``dma_debug_init``: on unless ``dma_debug=off``; watch the PCI bus."""
+    on = k.cmdline.register(Param("dma_debug", True, _parse_dma_debug, "DMA-API debugging"))
+    flt = k.cmdline.register(Param("dma_debug_driver", "", parse_str, "only this driver"))
+    st = DmaDebugState(disabled=not on.value, driver_filter=str(flt.value))
+    k.subsys["dma_debug"] = st
+    if st.disabled:
+        pr_info("DMA-API: debugging disabled on kernel command line")
+        return
+    bus_register_notifier(pci_bus_type, dma_debug_device_change)
+    pr_info("DMA-API: debugging enabled by kernel config")

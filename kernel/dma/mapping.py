@@ -1,0 +1,368 @@
+"""The DMA mapping API (kernel/dma/mapping.c, include/linux/dma-mapping.h).
+
+Each call dispatches to dma-direct (no IOMMU, or an identity default domain:
+``dev.dma_iommu`` is False) or to dma-iommu, and reports to DMA-API debug.
+``dma_map_*`` return ``DMA_MAPPING_ERROR`` on failure and drivers must call
+:func:`dma_mapping_error`, as in C. An invalid direction is ``BUG_ON`` in C; here
+it prints the BUG line and raises EINVAL, before any state changes.
+
+Differences from Linux: memory is coherent (x86), so ``dma_sync_*`` only feed
+DMA-API debug; ``dma_alloc_coherent`` returns ``(cpu_addr, dma_handle)`` (C's out
+parameter) with ``cpu_addr`` None on failure; a size of 0 (which C passes down
+unchecked) is refused with a WARN_ON_ONCE and ``DMA_MAPPING_ERROR``; an address
+that is neither direct-mapped nor vmalloc cannot be resolved to a page, so after
+DMA-API debug reports it the map fails.
+"""
+
+from __future__ import annotations
+
+from attrs import define
+
+from kernel.bug import WARN_ON_ONCE
+from kernel.device import Device
+from kernel.dma import debug
+from kernel.dma.direct import (
+    dma_direct_alloc,
+    dma_direct_free,
+    dma_direct_map_phys,
+    dma_direct_supported,
+)
+from kernel.dma.direction import (
+    DIR2NAME,
+    DMA_BIDIRECTIONAL,
+    DMA_BIT_MASK,
+    DMA_FROM_DEVICE,
+    DMA_MAPPING_ERROR,
+    DMA_NONE,
+    DMA_TO_DEVICE,
+    valid_dma_direction,
+)
+from kernel.dma.scatterlist import Scatterlist, SgTable
+from kernel.errno import EINVAL, EIO, ENOMEM
+from kernel.iommu.dma_iommu import (
+    __iommu_dma_map,
+    __iommu_dma_unmap,
+    dma_info_to_prot,
+    iommu_dma_map_phys,
+    iommu_dma_map_sg_runs,
+    iommu_dma_unmap_phys,
+    iommu_dma_unmap_sg_runs,
+)
+from kernel.mm import (
+    __GFP_ZERO,
+    PAGE_OFFSET,
+    Page,
+    alloc_pages_exact,
+    free_pages_exact,
+    is_vmalloc_addr,
+    offset_in_page,
+    virt_addr_valid,
+    virt_to_page,
+)
+from kernel.printk import pr_emerg
+
+__all__ = [
+    "DMA_BIDIRECTIONAL",
+    "DMA_BIT_MASK",
+    "DMA_FROM_DEVICE",
+    "DMA_MAPPING_ERROR",
+    "DMA_NONE",
+    "DMA_TO_DEVICE",
+]
+
+SZ_64K = 1 << 16
+ULONG_MAX = (1 << 64) - 1
+
+
+@define(eq=False)
+class DeviceDmaParameters:
+    """``struct device_dma_parameters``."""
+
+    max_segment_size: int = SZ_64K
+    segment_boundary_mask: int = ULONG_MAX
+
+
+def _bug_on_dir(dir: int) -> None:
+    if not valid_dma_direction(dir):
+        pr_emerg(f"kernel BUG at kernel/dma/mapping.c: !valid_dma_direction({dir})")
+        raise EINVAL(f"invalid DMA direction {dir}")
+
+
+def dma_map_direct(dev: Device) -> bool:
+    """``dma_map_direct``: True unless ``dev->dma_iommu``."""
+    return not dev.dma_iommu
+
+
+def _size_ok(size: int) -> bool:
+    return not WARN_ON_ONCE(size <= 0, "DMA-API: mapping of size 0")
+
+
+# --------------------------------------------------------------------------- single/page
+
+
+def dma_map_page_attrs(
+    dev: Device, page: Page, offset: int, size: int, dir: int, attrs: int = 0
+) -> int:
+    """``dma_map_page_attrs``."""
+    _bug_on_dir(dir)
+    if WARN_ON_ONCE(not dev.dma_mask) or not _size_ok(size):
+        return DMA_MAPPING_ERROR
+    phys = page.phys + offset
+    if dma_map_direct(dev):
+        addr = dma_direct_map_phys(dev, phys, size, dir, attrs)
+    else:
+        addr = iommu_dma_map_phys(dev, phys, size, dir, attrs)
+    debug.debug_dma_map_phys(dev, phys, size, dir, addr, attrs)
+    return addr
+
+
+def dma_map_page(dev: Device, page: Page, offset: int, size: int, dir: int) -> int:
+    return dma_map_page_attrs(dev, page, offset, size, dir, 0)
+
+
+def dma_unmap_page_attrs(dev: Device, addr: int, size: int, dir: int, attrs: int = 0) -> None:
+    """``dma_unmap_page_attrs``."""
+    _bug_on_dir(dir)
+    if not dma_map_direct(dev) and addr != DMA_MAPPING_ERROR:
+        iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
+    debug.debug_dma_unmap_phys(dev, addr, size, dir)
+
+
+def dma_unmap_page(dev: Device, addr: int, size: int, dir: int) -> None:
+    dma_unmap_page_attrs(dev, addr, size, dir, 0)
+
+
+def dma_map_single_attrs(dev: Device, ptr: int, size: int, dir: int, attrs: int = 0) -> int:
+    """``dma_map_single_attrs``: DMA-API debug checks the address, then map its page."""
+    _bug_on_dir(dir)
+    debug.debug_dma_map_single(dev, ptr, size)
+    if not virt_addr_valid(ptr) and not is_vmalloc_addr(ptr):
+        return DMA_MAPPING_ERROR
+    return dma_map_page_attrs(dev, virt_to_page(ptr), offset_in_page(ptr), size, dir, attrs)
+
+
+def dma_map_single(dev: Device, ptr: int, size: int, dir: int) -> int:
+    return dma_map_single_attrs(dev, ptr, size, dir, 0)
+
+
+def dma_unmap_single_attrs(dev: Device, addr: int, size: int, dir: int, attrs: int = 0) -> None:
+    dma_unmap_page_attrs(dev, addr, size, dir, attrs)
+
+
+def dma_unmap_single(dev: Device, addr: int, size: int, dir: int) -> None:
+    dma_unmap_page_attrs(dev, addr, size, dir, 0)
+
+
+def dma_mapping_error(dev: Device, dma_addr: int) -> int:
+    """``dma_mapping_error``: -ENOMEM for the error cookie, else 0 (marks the
+    DMA-API debug entry as checked)."""
+    debug.debug_dma_mapping_error(dev, dma_addr)
+    return -ENOMEM.errno if dma_addr == DMA_MAPPING_ERROR else 0
+
+
+# --------------------------------------------------------------------------- scatterlists
+
+
+def dma_map_sg_attrs(
+    dev: Device, sgl: list[Scatterlist], nents: int, dir: int, attrs: int = 0
+) -> int:
+    """``dma_map_sg_attrs``: the number of DMA segments, 0 on failure."""
+    _bug_on_dir(dir)
+    if WARN_ON_ONCE(not dev.dma_mask) or nents <= 0 or nents > len(sgl):
+        return 0
+    segs = sgl[:nents]
+    if any(not _size_ok(sg.length) for sg in segs):
+        return 0
+    if dma_map_direct(dev):
+        for i, sg in enumerate(segs):
+            addr = dma_direct_map_phys(dev, sg.phys, sg.length, dir, attrs)
+            if addr == DMA_MAPPING_ERROR:
+                for done in segs[:i]:
+                    done.dma_address = done.dma_length = 0
+                return 0
+            sg.dma_address, sg.dma_length = addr, sg.length
+    else:
+        addrs = iommu_dma_map_sg_runs(dev, [(sg.phys, sg.length) for sg in segs], dir, attrs)
+        if addrs is None:
+            return 0
+        for sg, addr in zip(segs, addrs, strict=True):
+            sg.dma_address, sg.dma_length = addr, sg.length
+    debug.debug_dma_map_sg(dev, sgl, nents, nents, dir, attrs)
+    return nents
+
+
+def dma_map_sg(dev: Device, sgl: list[Scatterlist], nents: int, dir: int) -> int:
+    return dma_map_sg_attrs(dev, sgl, nents, dir, 0)
+
+
+def dma_unmap_sg_attrs(
+    dev: Device, sgl: list[Scatterlist], nents: int, dir: int, attrs: int = 0
+) -> None:
+    """``dma_unmap_sg_attrs``: ``nents`` as passed to dma_map_sg."""
+    _bug_on_dir(dir)
+    debug.debug_dma_unmap_sg(dev, sgl, nents, dir)
+    mapped = [sg for sg in sgl[:nents] if sg.dma_length]
+    if not dma_map_direct(dev) and mapped:
+        last = mapped[-1]
+        iommu_dma_unmap_sg_runs(dev, mapped[0].dma_address, last.dma_address + last.dma_length)
+    for sg in mapped:
+        sg.dma_address = sg.dma_length = 0
+
+
+def dma_unmap_sg(dev: Device, sgl: list[Scatterlist], nents: int, dir: int) -> None:
+    dma_unmap_sg_attrs(dev, sgl, nents, dir, 0)
+
+
+def dma_map_sgtable(dev: Device, sgt: SgTable, dir: int, attrs: int = 0) -> None:
+    """``dma_map_sgtable``: raises (C returns -EINVAL/-ENOMEM) and sets ``sgt.nents``."""
+    n = dma_map_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs)
+    if n <= 0:
+        raise ENOMEM("dma_map_sgtable")
+    sgt.nents = n
+
+
+def dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: int, attrs: int = 0) -> None:
+    dma_unmap_sg_attrs(dev, sgt.sgl, sgt.orig_nents, dir, attrs)
+
+
+# --------------------------------------------------------------------------- syncs
+
+
+def dma_sync_single_for_cpu(dev: Device, addr: int, size: int, dir: int) -> None:
+    _bug_on_dir(dir)
+    debug.debug_dma_sync_single(dev, addr, size, dir, True)
+
+
+def dma_sync_single_for_device(dev: Device, addr: int, size: int, dir: int) -> None:
+    _bug_on_dir(dir)
+    debug.debug_dma_sync_single(dev, addr, size, dir, False)
+
+
+def dma_sync_single_range_for_cpu(dev: Device, addr: int, offset: int, size: int, dir: int) -> None:
+    dma_sync_single_for_cpu(dev, addr + offset, size, dir)
+
+
+def dma_sync_single_range_for_device(
+    dev: Device, addr: int, offset: int, size: int, dir: int
+) -> None:
+    dma_sync_single_for_device(dev, addr + offset, size, dir)
+
+
+def dma_sync_sg_for_cpu(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
+    _bug_on_dir(dir)
+    debug.debug_dma_sync_sg(dev, sgl, nelems, dir, True)
+
+
+def dma_sync_sg_for_device(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
+    _bug_on_dir(dir)
+    debug.debug_dma_sync_sg(dev, sgl, nelems, dir, False)
+
+
+# --------------------------------------------------------------------------- coherent
+
+
+def dma_alloc_attrs(dev: Device, size: int, gfp: int, attrs: int = 0) -> tuple[int | None, int]:
+    """``dma_alloc_attrs``: ``(cpu_addr, dma_handle)``; ``(None, DMA_MAPPING_ERROR)``
+    on failure."""
+    if WARN_ON_ONCE(not dev.coherent_dma_mask) or not _size_ok(size):
+        return None, DMA_MAPPING_ERROR
+    if dma_map_direct(dev):
+        vaddr, handle = dma_direct_alloc(dev, size, gfp)
+    else:
+        vaddr = alloc_pages_exact(size, gfp | __GFP_ZERO)
+        handle = DMA_MAPPING_ERROR
+        if vaddr is not None:
+            prot = dma_info_to_prot(DMA_BIDIRECTIONAL, True, attrs)
+            handle = __iommu_dma_map(dev, vaddr - PAGE_OFFSET, size, prot, dev.coherent_dma_mask)
+            if handle == DMA_MAPPING_ERROR:
+                free_pages_exact(vaddr, size)
+                vaddr = None
+    if vaddr is None:
+        return None, DMA_MAPPING_ERROR
+    debug.debug_dma_alloc_coherent(dev, size, handle, vaddr - PAGE_OFFSET)
+    return vaddr, handle
+
+
+def dma_alloc_coherent(dev: Device, size: int, gfp: int) -> tuple[int | None, int]:
+    return dma_alloc_attrs(dev, size, gfp, 0)
+
+
+def dma_free_attrs(
+    dev: Device, size: int, cpu_addr: int | None, dma_handle: int, attrs: int = 0
+) -> None:
+    """``dma_free_attrs``."""
+    debug.debug_dma_free_coherent(
+        dev, size, (cpu_addr - PAGE_OFFSET) if cpu_addr else 0, dma_handle
+    )
+    if not cpu_addr:
+        return
+    if dma_map_direct(dev):
+        dma_direct_free(dev, size, cpu_addr, dma_handle)
+    else:
+        __iommu_dma_unmap(dev, dma_handle, size)
+        free_pages_exact(cpu_addr, size)
+
+
+def dma_free_coherent(dev: Device, size: int, cpu_addr: int | None, dma_handle: int) -> None:
+    dma_free_attrs(dev, size, cpu_addr, dma_handle, 0)
+
+
+# --------------------------------------------------------------------------- masks, parms
+
+
+def dma_supported(dev: Device, mask: int) -> bool:
+    """``dma_supported``: any mask through an IOMMU; dma-direct needs ZONE_DMA."""
+    if dev.dma_iommu:
+        return True
+    return dma_direct_supported(dev, mask)
+
+
+def dma_set_mask(dev: Device, mask: int) -> None:
+    """``dma_set_mask``: EIO when unsupported (the mask is left unchanged)."""
+    mask &= ULONG_MAX
+    if not dev.dma_mask or not dma_supported(dev, mask):
+        raise EIO(f"{dev.init_name}: DMA mask {mask:#x} not supported")
+    dev.dma_mask = mask
+
+
+def dma_set_coherent_mask(dev: Device, mask: int) -> None:
+    mask &= ULONG_MAX
+    if not dma_supported(dev, mask):
+        raise EIO(f"{dev.init_name}: coherent DMA mask {mask:#x} not supported")
+    dev.coherent_dma_mask = mask
+
+
+def dma_set_mask_and_coherent(dev: Device, mask: int) -> None:
+    """``dma_set_mask_and_coherent``."""
+    dma_set_mask(dev, mask)
+    dma_set_coherent_mask(dev, mask)
+
+
+def dma_get_mask(dev: Device) -> int:
+    return dev.dma_mask if dev.dma_mask else DMA_BIT_MASK(32)
+
+
+def _parms(dev: Device) -> DeviceDmaParameters:
+    if not isinstance(dev.dma_parms, DeviceDmaParameters):
+        dev.dma_parms = DeviceDmaParameters()
+    return dev.dma_parms
+
+
+def dma_get_max_seg_size(dev: Device) -> int:
+    return _parms(dev).max_segment_size
+
+
+def dma_set_max_seg_size(dev: Device, size: int) -> None:
+    _parms(dev).max_segment_size = size
+
+
+def dma_get_seg_boundary(dev: Device) -> int:
+    return _parms(dev).segment_boundary_mask
+
+
+def dma_set_seg_boundary(dev: Device, mask: int) -> None:
+    _parms(dev).segment_boundary_mask = mask
+
+
+def dma_dir_name(dir: int) -> str:
+    return DIR2NAME[dir]

@@ -1,0 +1,98 @@
+"""Fixtures for the IOMMU core and DMA API tests: machines with the mock IOMMU
+model, booted kernels with the mock vendor plugin, and the no-unexpected-WARN rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from hw import machine as hw_machine
+from hw.machine import build_machine
+from kernel.boot import Kernel, boot
+from kernel.pci import PciDev, pci_enable_device, pci_get_devices, pci_set_master
+from tests.kernel.iommu import mock_iommu
+
+EDU_BDF = "0000:00:03.0"
+PASID_BDF = "0000:00:04.0"
+
+
+@pytest.fixture(autouse=True)
+def _mock_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(hw_machine.IOMMU_KINDS, "mock", "tests.kernel.iommu.mock_hw:MockIommuUnit")
+    monkeypatch.setitem(hw_machine.DEVICE_KINDS, "pasid_edu", "tests.kernel.iommu.mock_hw:PasidEdu")
+
+
+def machine_spec(
+    iommu: bool = True,
+    pasid_width: int = 20,
+    devices: list[dict[str, Any]] | None = None,
+    ram: str = "64M",
+) -> dict[str, Any]:
+    devs = (
+        devices
+        if devices is not None
+        else [
+            {"kind": "edu", "bdf": EDU_BDF},
+            {"kind": "pasid_edu", "bdf": PASID_BDF, "config": {"pasid_width": 8}},
+        ]
+    )
+    spec: dict[str, Any] = {"name": "test", "ram": ram, "devices": devs}
+    if iommu:
+        spec["iommus"] = [
+            {
+                "kind": "mock",
+                "name": "mock0",
+                "scope": "all",
+                "config": {"pasid_width": pasid_width},
+            }
+        ]
+    return spec
+
+
+def boot_kernel(cmdline: str = "", **kw: Any) -> Kernel:
+    mock_iommu._OPS.units.clear()
+    m = build_machine(machine_spec(**kw))
+    return boot(
+        m,
+        cmdline,
+        builtins=(),
+        entry_points=False,
+        extra_plugins=[("mock_iommu", mock_iommu)],
+    )
+
+
+def pdev_at(bdf: str) -> PciDev:
+    dev = next(d for d in pci_get_devices() if str(d.addr) == bdf)
+    pci_enable_device(dev)
+    pci_set_master(dev)
+    return dev
+
+
+KernelFactory = Callable[..., Kernel]
+
+
+@pytest.fixture
+def make_kernel() -> Iterator[KernelFactory]:
+    """Boot kernels; at teardown each must have no WARN the test did not clear."""
+    kernels: list[Kernel] = []
+
+    def make(cmdline: str = "", **kw: Any) -> Kernel:
+        k = boot_kernel(cmdline, **kw)
+        kernels.append(k)
+        return k
+
+    yield make
+    for k in kernels:
+        k.activate()
+        unexpected = [w.message for w in k.warnings()]
+        k.shutdown()
+        assert not unexpected, f"unexpected WARN: {unexpected}"
+
+
+def take_warnings(k: Kernel) -> list[str]:
+    """The WARN messages so far, clearing them (they were expected)."""
+    msgs = [w.message for w in k.warn.warnings]
+    k.warn.warnings.clear()
+    return msgs

@@ -1,0 +1,191 @@
+"""IOMMU core contract tests, run against every registered vendor plugin.
+
+To add a vendor (VT-d, SMMUv3), append a ``pytest.param`` to :data:`VENDORS` whose
+value boots a kernel with that plugin and returns a :class:`VendorSetup`: the
+kernel, a PCI device with PASID support and one without.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from attrs import frozen
+
+from kernel.boot import Kernel
+from kernel.errno import ENOMEM, KernelError
+from kernel.fault_inject import injector
+from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
+from kernel.iommu.iommu import (
+    IOMMU_DOMAIN_DMA,
+    IOMMU_READ,
+    IOMMU_WRITE,
+    iommu_attach_device,
+    iommu_detach_device,
+    iommu_domain_free,
+    iommu_get_domain_for_dev,
+    iommu_iova_to_phys,
+    iommu_map,
+    iommu_paging_domain_alloc,
+    iommu_state,
+    iommu_unmap,
+)
+from kernel.iommu.pasid import (
+    iommu_alloc_global_pasid,
+    iommu_attach_device_pasid,
+    iommu_detach_device_pasid,
+    iommu_free_global_pasid,
+)
+from kernel.mm import GFP_KERNEL, PAGE_OFFSET, alloc_pages_exact, free_pages_exact, memory_write
+from kernel.pci import PciDev
+from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
+from tests.kernel.iommu.helpers import device_read
+
+SZ_4K = 1 << 12
+SZ_2M = 1 << 21
+RW = IOMMU_READ | IOMMU_WRITE
+
+
+@frozen
+class VendorSetup:
+    kernel: Kernel
+    pasid_dev: PciDev
+    plain_dev: PciDev
+
+
+def _mock(make_kernel: KernelFactory, cmdline: str) -> VendorSetup:
+    k = make_kernel(cmdline)
+    return VendorSetup(k, pdev_at(PASID_BDF), pdev_at(EDU_BDF))
+
+
+VENDORS = [pytest.param(_mock, id="mock")]
+
+
+@pytest.fixture(params=VENDORS)
+def vendor(
+    request: pytest.FixtureRequest, make_kernel: KernelFactory
+) -> Callable[[str], VendorSetup]:
+    boot_vendor: Callable[[KernelFactory, str], VendorSetup] = request.param
+    return lambda cmdline="": boot_vendor(make_kernel, cmdline)
+
+
+def _buf(size: int) -> int:
+    vaddr = alloc_pages_exact(size, GFP_KERNEL)
+    assert vaddr is not None
+    return vaddr
+
+
+def test_default_domain_is_a_dma_domain(vendor: Callable[[str], VendorSetup]) -> None:
+    v = vendor("")
+    dom = iommu_get_domain_for_dev(v.plain_dev)
+    assert dom is not None and dom.type == IOMMU_DOMAIN_DMA
+    assert v.plain_dev.dma_iommu
+
+
+def test_map_translates_and_unmap_removes(vendor: Callable[[str], VendorSetup]) -> None:
+    v = vendor("")
+    dom = iommu_paging_domain_alloc(v.plain_dev)
+    buf = _buf(SZ_4K * 3)
+    phys = buf - PAGE_OFFSET
+    iommu_map(dom, 0x10000, phys, SZ_4K * 3, RW, GFP_KERNEL)
+    assert iommu_iova_to_phys(dom, 0x10000 + 0x1234) == phys + 0x1234
+    assert iommu_unmap(dom, 0x10000, SZ_4K * 3) == SZ_4K * 3
+    assert iommu_iova_to_phys(dom, 0x10000) == 0
+    iommu_domain_free(dom)
+    free_pages_exact(buf, SZ_4K * 3)
+
+
+def test_map_uses_large_pages_when_aligned(vendor: Callable[[str], VendorSetup]) -> None:
+    v = vendor("")
+    dom = iommu_paging_domain_alloc(v.plain_dev)
+    iommu_map(dom, SZ_2M - SZ_4K, 0x40_0000 - SZ_4K, SZ_2M + SZ_4K * 2, RW, GFP_KERNEL)
+    assert iommu_iova_to_phys(dom, SZ_2M + 5) == 0x40_0000 + 5
+    assert iommu_unmap(dom, SZ_2M - SZ_4K, SZ_2M + SZ_4K * 2) == SZ_2M + SZ_4K * 2
+    iommu_domain_free(dom)
+
+
+def test_attach_then_device_dma_uses_the_domain(vendor: Callable[[str], VendorSetup]) -> None:
+    v = vendor("")
+    dev = v.plain_dev
+    default = iommu_get_domain_for_dev(dev)
+    dom = iommu_paging_domain_alloc(dev)
+    buf = _buf(SZ_4K)
+    memory_write(buf, b"\xab" * 64)
+    iommu_map(dom, 0x20000, buf - PAGE_OFFSET, SZ_4K, RW, GFP_KERNEL)
+    iommu_attach_device(dom, dev)
+    assert iommu_get_domain_for_dev(dev) is dom
+    assert device_read(dev, 0x20000, 64) == 0
+    iommu_detach_device(dom, dev)
+    assert iommu_get_domain_for_dev(dev) is default
+    assert device_read(dev, 0x20000, 64) != 0
+    iommu_unmap(dom, 0x20000, SZ_4K)
+    iommu_domain_free(dom)
+
+
+def test_pasid_attach_upstream(vendor: Callable[[str], VendorSetup]) -> None:
+    v = vendor("")
+    dev = v.pasid_dev
+    dom = iommu_get_domain_for_dev(dev)
+    assert dom is not None
+    pasid = iommu_alloc_global_pasid(dev)
+    iommu_attach_device_pasid(dom, dev, pasid)
+    assert dev.iommu_group.pasid_array[pasid] is dom
+    iommu_detach_device_pasid(dom, dev, pasid)
+    assert pasid not in dev.iommu_group.pasid_array
+    iommu_free_global_pasid(pasid)
+
+
+def test_pasid_attach_seed_v3(vendor: Callable[[str], VendorSetup]) -> None:
+    v = vendor("iommu.pasid_api=seed-v3")
+    dev = v.pasid_dev
+    pasid = iommu_attach_dma_pasid(dev)
+    dom = iommu_get_domain_for_dev(dev)
+    assert dom is not None and dom.pasid == pasid and dom.pasid_users == 1
+    iommu_detach_dma_pasid(dev)
+    assert dom.pasid == 0
+    assert not iommu_state().global_pasid_ida.ids
+
+
+STEPS = ["domain_alloc", "map", "attach", "pasid"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_injected_failure_unwinds(vendor: Callable[[str], VendorSetup], step: str) -> None:
+    """Each step fails on its first allocation; the state is what it was before."""
+    v = vendor("")
+    dev = v.pasid_dev
+    before = {(a.kind, a.addr) for a in v.kernel.mm.live()}
+    default = iommu_get_domain_for_dev(dev)
+    assert default is not None
+    inj = injector()
+    if step == "domain_alloc":
+        inj.arm(1)
+        with pytest.raises(ENOMEM):
+            iommu_paging_domain_alloc(dev)
+    elif step == "map":
+        dom = iommu_paging_domain_alloc(dev)
+        iommu_map(dom, 0, 0x100000, SZ_4K, RW, GFP_KERNEL)
+        inj.arm(2)
+        with pytest.raises(KernelError):
+            iommu_map(dom, 0x10000, 0x200000, SZ_4K * 4, RW, GFP_KERNEL)
+        assert iommu_iova_to_phys(dom, 0x10000) == 0
+        assert iommu_iova_to_phys(dom, 0) == 0x100000
+        iommu_unmap(dom, 0, SZ_4K)
+        iommu_domain_free(dom)
+    elif step == "attach":
+        dom = iommu_paging_domain_alloc(v.plain_dev)
+        inj.arm(1)
+        with pytest.raises(ENOMEM):
+            iommu_attach_device(dom, dev)
+        iommu_domain_free(dom)
+    else:
+        pasid = iommu_alloc_global_pasid(dev)
+        inj.arm(1)
+        with pytest.raises(ENOMEM):
+            iommu_attach_device_pasid(default, dev, pasid)
+        assert pasid not in dev.iommu_group.pasid_array
+        iommu_free_global_pasid(pasid)
+    inj.disarm()
+    assert iommu_get_domain_for_dev(dev) is default
+    assert {(a.kind, a.addr) for a in v.kernel.mm.live()} == before
+    take_warnings(v.kernel)
