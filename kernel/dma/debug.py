@@ -464,9 +464,9 @@ def debug_dma_unmap_sg(dev: Device, sgl: list[Scatterlist], nelems: int, directi
         if i == 0:
             found = _find(st, ref)
             mapped = found.sg_mapped_ents if found is not None else 1
-        if i >= mapped:
-            break
         check_unmap(ref)
+        if i + 1 >= mapped:
+            break
 
 
 def debug_dma_alloc_coherent(dev: Device, size: int, dma_addr: int, paddr: int) -> None:

@@ -1,0 +1,264 @@
+"""DMA-API debug: one test per check, each asserting the kernel's message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from kernel.boot import Kernel
+from kernel.dma.debug import dma_debug_state
+from kernel.dma.direction import (
+    DMA_BIDIRECTIONAL,
+    DMA_FROM_DEVICE,
+    DMA_MAPPING_ERROR,
+    DMA_TO_DEVICE,
+)
+from kernel.dma.mapping import (
+    dma_alloc_coherent,
+    dma_free_coherent,
+    dma_map_sg,
+    dma_map_single,
+    dma_mapping_error,
+    dma_set_max_seg_size,
+    dma_sync_sg_for_cpu,
+    dma_sync_single_for_cpu,
+    dma_sync_single_for_device,
+    dma_unmap_sg,
+    dma_unmap_single,
+)
+from kernel.dma.scatterlist import sg_init_table, sg_set_buf
+from kernel.mm import GFP_KERNEL, current_stack, kfree, kmalloc, vfree, vmalloc
+from kernel.pci import PciDev, PciDeviceId, PciDriver, pci_register_driver, pci_unregister_driver
+from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at, take_warnings
+
+
+@pytest.fixture(params=[False, True], ids=["direct", "iommu"])
+def booted(
+    request: pytest.FixtureRequest, make_kernel: KernelFactory
+) -> tuple[Kernel, PciDev]:
+    k = make_kernel(iommu=request.param)
+    dma_debug_state().all_errors = True
+    return k, pdev_at(EDU_BDF)
+
+
+def _msgs(k: Kernel) -> str:
+    return "\n".join(take_warnings(k))
+
+
+def _map(dev: PciDev, size: int = 256, dir: int = DMA_TO_DEVICE) -> tuple[int, int]:
+    buf = kmalloc(size, GFP_KERNEL)
+    assert buf is not None
+    h = dma_map_single(dev, buf, size, dir)
+    assert not dma_mapping_error(dev, h)
+    return buf, h
+
+
+CHECKS: dict[str, tuple[Callable[[PciDev], None], str]] = {}
+
+
+def check(name: str, text: str) -> Callable[[Callable[[PciDev], None]], Callable[[PciDev], None]]:
+    def reg(fn: Callable[[PciDev], None]) -> Callable[[PciDev], None]:
+        CHECKS[name] = (fn, text)
+        return fn
+
+    return reg
+
+
+@check("free_invalid", "device driver tries to free an invalid DMA memory address")
+def _free_invalid(dev: PciDev) -> None:
+    dma_unmap_single(dev, DMA_MAPPING_ERROR, 64, DMA_TO_DEVICE)
+
+
+@check("not_allocated", "device driver tries to free DMA memory it has not allocated")
+def _not_allocated(dev: PciDev) -> None:
+    dma_unmap_single(dev, 0x123000, 64, DMA_TO_DEVICE)
+
+
+@check("size", "device driver frees DMA memory with different size")
+def _size(dev: PciDev) -> None:
+    buf, h = _map(dev, 256)
+    dma_unmap_single(dev, h, 128, DMA_TO_DEVICE)
+
+
+@check("function", "device driver frees DMA memory with wrong function")
+def _function(dev: PciDev) -> None:
+    buf, h = _map(dev, 256)
+    sgl = sg_init_table(1)
+    sg_set_buf(sgl[0], buf, 256)
+    sgl[0].dma_address, sgl[0].dma_length = h, 256
+    dma_unmap_sg(dev, sgl, 1, DMA_TO_DEVICE)
+
+
+@check("cpu_address", "device driver frees DMA memory with different CPU address")
+def _cpu_address(dev: PciDev) -> None:
+    a, ha = dma_alloc_coherent(dev, 4096, GFP_KERNEL)
+    b, hb = dma_alloc_coherent(dev, 4096, GFP_KERNEL)
+    assert a is not None and b is not None
+    dma_free_coherent(dev, 4096, b, ha)
+
+
+@check("sg_count", "device driver frees DMA sg list with different entry count")
+def _sg_count(dev: PciDev) -> None:
+    bufs = [kmalloc(4096, GFP_KERNEL) for _ in range(2)]
+    sgl = sg_init_table(2)
+    for sg, b in zip(sgl, bufs, strict=True):
+        assert b is not None
+        sg_set_buf(sg, b, 4096)
+    assert dma_map_sg(dev, sgl, 2, DMA_TO_DEVICE) == 2
+    dma_unmap_sg(dev, sgl, 1, DMA_TO_DEVICE)
+
+
+@check("direction", "device driver frees DMA memory with different direction")
+def _direction(dev: PciDev) -> None:
+    buf, h = _map(dev, 256, DMA_TO_DEVICE)
+    dma_unmap_single(dev, h, 256, DMA_FROM_DEVICE)
+
+
+@check("map_error", "device driver failed to check map error")
+def _map_error(dev: PciDev) -> None:
+    buf = kmalloc(256, GFP_KERNEL)
+    assert buf is not None
+    h = dma_map_single(dev, buf, 256, DMA_TO_DEVICE)
+    dma_unmap_single(dev, h, 256, DMA_TO_DEVICE)
+
+
+@check("invalid_area", "device driver maps memory from invalid area")
+def _invalid_area(dev: PciDev) -> None:
+    assert dma_map_single(dev, 0x1000, 64, DMA_TO_DEVICE) == DMA_MAPPING_ERROR
+
+
+@check("vmalloc", "device driver maps memory from vmalloc area")
+def _vmalloc(dev: PciDev) -> None:
+    buf = vmalloc(4096)
+    assert buf is not None
+    h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
+    dma_mapping_error(dev, h)
+    dma_unmap_single(dev, h, 64, DMA_TO_DEVICE)
+    vfree(buf)
+
+
+@check("stack", "device driver maps memory from stack [probable addr=")
+def _stack(dev: PciDev) -> None:
+    buf = current_stack().alloca(64)
+    h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
+    dma_mapping_error(dev, h)
+    dma_unmap_single(dev, h, 64, DMA_TO_DEVICE)
+
+
+@check("overlap", "cacheline tracking EEXIST, overlapping mappings aren't supported")
+def _overlap(dev: PciDev) -> None:
+    buf, h1 = _map(dev, 64, DMA_FROM_DEVICE)
+    h2 = dma_map_single(dev, buf, 64, DMA_FROM_DEVICE)
+    dma_mapping_error(dev, h2)
+
+
+@check("sg_segment", "mapping sg segment longer than device claims to support")
+def _sg_segment(dev: PciDev) -> None:
+    dma_set_max_seg_size(dev, 1024)
+    buf = kmalloc(4096, GFP_KERNEL)
+    assert buf is not None
+    sgl = sg_init_table(1)
+    sg_set_buf(sgl[0], buf, 4096)
+    dma_map_sg(dev, sgl, 1, DMA_TO_DEVICE)
+
+
+@check("sync_not_allocated", "device driver tries to sync DMA memory it has not allocated")
+def _sync_not_allocated(dev: PciDev) -> None:
+    dma_sync_single_for_cpu(dev, 0x777000, 64, DMA_FROM_DEVICE)
+
+
+@check("sync_range", "device driver syncs DMA memory outside allocated range")
+def _sync_range(dev: PciDev) -> None:
+    buf, h = _map(dev, 256, DMA_BIDIRECTIONAL)
+    dma_sync_single_for_cpu(dev, h, 512, DMA_BIDIRECTIONAL)
+
+
+@check("sync_direction", "device driver syncs DMA memory with different direction")
+def _sync_direction(dev: PciDev) -> None:
+    buf, h = _map(dev, 256, DMA_FROM_DEVICE)
+    dma_sync_single_for_cpu(dev, h, 256, DMA_TO_DEVICE)
+
+
+@check("sync_read_only", "device driver syncs device read-only DMA memory for cpu")
+def _sync_read_only(dev: PciDev) -> None:
+    buf, h = _map(dev, 256, DMA_TO_DEVICE)
+    dma_sync_single_for_cpu(dev, h, 256, DMA_BIDIRECTIONAL)
+
+
+@check("sync_write_only", "device driver syncs device write-only DMA memory to device")
+def _sync_write_only(dev: PciDev) -> None:
+    buf, h = _map(dev, 256, DMA_FROM_DEVICE)
+    dma_sync_single_for_device(dev, h, 256, DMA_BIDIRECTIONAL)
+
+
+@check("sync_sg_count", "device driver syncs DMA sg list with different entry count")
+def _sync_sg_count(dev: PciDev) -> None:
+    bufs = [kmalloc(4096, GFP_KERNEL) for _ in range(2)]
+    sgl = sg_init_table(2)
+    for sg, b in zip(sgl, bufs, strict=True):
+        assert b is not None
+        sg_set_buf(sg, b, 4096)
+    dma_map_sg(dev, sgl, 2, DMA_FROM_DEVICE)
+    dma_sync_sg_for_cpu(dev, sgl, 1, DMA_FROM_DEVICE)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_check_reports_kernel_message(booted: tuple[Kernel, PciDev], name: str) -> None:
+    k, dev = booted
+    fn, text = CHECKS[name]
+    fn(dev)
+    msgs = _msgs(k)
+    assert text in msgs
+    assert "DMA-API: pci 0000:00:03.0: " in msgs
+
+
+def test_leak_at_driver_unbind_is_reported_with_call_site(make_kernel: KernelFactory) -> None:
+    k = make_kernel(iommu=False)
+    dev = pdev_at(EDU_BDF)
+
+    def probe(pdev: PciDev, _id: PciDeviceId) -> None:
+        buf = kmalloc(128, GFP_KERNEL)
+        assert buf is not None
+        h = dma_map_single(pdev, buf, 128, DMA_TO_DEVICE)
+        dma_mapping_error(pdev, h)
+
+    drv = PciDriver("leaky", [PciDeviceId(0x1234, 0x11E8)], probe)
+    pci_register_driver(drv)
+    pci_unregister_driver(drv)
+    msgs = _msgs(k)
+    assert (
+        "DMA-API: pci 0000:00:03.0: device driver has pending DMA allocations while "
+        "released from device [count=" in msgs
+    )
+    assert "mapped as single" in msgs
+    assert "test_debug.py" in k.dmesg() and "Mapped at:" in k.dmesg()
+    del dev
+
+
+def test_clean_driver_produces_no_report(booted: tuple[Kernel, PciDev]) -> None:
+    k, dev = booted
+    for dir in (DMA_TO_DEVICE, DMA_FROM_DEVICE, DMA_BIDIRECTIONAL):
+        buf, h = _map(dev, 512, dir)
+        dma_sync_single_for_cpu(dev, h, 512, dir if dir != DMA_TO_DEVICE else DMA_TO_DEVICE)
+        dma_unmap_single(dev, h, 512, dir)
+        kfree(buf)
+    cpu, handle = dma_alloc_coherent(dev, 8192, GFP_KERNEL)
+    dma_free_coherent(dev, 8192, cpu, handle)
+    assert dma_debug_state().error_count == 0
+    assert not k.warnings()
+
+
+def test_only_first_error_warns_by_default(make_kernel: KernelFactory) -> None:
+    k = make_kernel(iommu=False)
+    dev = pdev_at(EDU_BDF)
+    dma_unmap_single(dev, 0x1000, 64, DMA_TO_DEVICE)
+    dma_unmap_single(dev, 0x2000, 64, DMA_TO_DEVICE)
+    assert dma_debug_state().error_count == 2
+    assert len(take_warnings(k)) == 1
+
+
+def test_dma_debug_off(make_kernel: KernelFactory) -> None:
+    k = make_kernel("dma_debug=off", iommu=False)
+    dma_unmap_single(pdev_at(EDU_BDF), 0x1000, 64, DMA_TO_DEVICE)
+    assert not k.warnings()
