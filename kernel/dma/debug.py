@@ -19,6 +19,7 @@ has no kernel text/rodata, so that check cannot fire; there is no entry pool (no
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,8 @@ MAP_ERR_CHECKED = 2
 L1_CACHE_SHIFT = 6
 ACTIVE_CACHELINE_MAX_OVERLAP = 7
 STACKTRACE_ENTRIES = 5
-_SKIP = ("/kernel/dma/", "/kernel/iommu/")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SKIP = (_HERE + os.sep, os.path.join(os.path.dirname(_HERE), "iommu") + os.sep)
 
 
 @define(eq=False)
@@ -118,7 +120,7 @@ def _call_site() -> tuple[str, ...]:
     f = sys._getframe(2)
     while f is not None and len(frames) < STACKTRACE_ENTRIES:
         name = f.f_code.co_filename
-        if not any(s in name for s in _SKIP):
+        if not name.startswith(_SKIP):
             frames.append(f"{name.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}")
         f = f.f_back  # type: ignore[assignment]
     return tuple(frames)
