@@ -1232,7 +1232,7 @@ def iommu_bind_units(k: Kernel) -> None:
             )
             continue
         if len(claim) > 1:
-            names = " and ".join(d.name for d in claim)
+            names = " and ".join(sorted(d.name for d in claim))
             msg = f"iommu: {unit.table} unit {unit.name} claimed by both {names}; not binding"
             pr_err(msg)
             st.bind_errors.append(msg)

@@ -34,9 +34,7 @@ from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at, take_warnings
 
 
 @pytest.fixture(params=[False, True], ids=["direct", "iommu"])
-def booted(
-    request: pytest.FixtureRequest, make_kernel: KernelFactory
-) -> tuple[Kernel, PciDev]:
+def booted(request: pytest.FixtureRequest, make_kernel: KernelFactory) -> tuple[Kernel, PciDev]:
     k = make_kernel(iommu=request.param)
     dma_debug_state().all_errors = True
     return k, pdev_at(EDU_BDF)
@@ -77,7 +75,7 @@ def _not_allocated(dev: PciDev) -> None:
 
 @check("size", "device driver frees DMA memory with different size")
 def _size(dev: PciDev) -> None:
-    buf, h = _map(dev, 256)
+    _buf, h = _map(dev, 256)
     dma_unmap_single(dev, h, 128, DMA_TO_DEVICE)
 
 
@@ -93,7 +91,7 @@ def _function(dev: PciDev) -> None:
 @check("cpu_address", "device driver frees DMA memory with different CPU address")
 def _cpu_address(dev: PciDev) -> None:
     a, ha = dma_alloc_coherent(dev, 4096, GFP_KERNEL)
-    b, hb = dma_alloc_coherent(dev, 4096, GFP_KERNEL)
+    b, _hb = dma_alloc_coherent(dev, 4096, GFP_KERNEL)
     assert a is not None and b is not None
     dma_free_coherent(dev, 4096, b, ha)
 
@@ -111,7 +109,7 @@ def _sg_count(dev: PciDev) -> None:
 
 @check("direction", "device driver frees DMA memory with different direction")
 def _direction(dev: PciDev) -> None:
-    buf, h = _map(dev, 256, DMA_TO_DEVICE)
+    _buf, h = _map(dev, 256, DMA_TO_DEVICE)
     dma_unmap_single(dev, h, 256, DMA_FROM_DEVICE)
 
 
@@ -148,7 +146,7 @@ def _stack(dev: PciDev) -> None:
 
 @check("overlap", "cacheline tracking EEXIST, overlapping mappings aren't supported")
 def _overlap(dev: PciDev) -> None:
-    buf, h1 = _map(dev, 64, DMA_FROM_DEVICE)
+    buf, _h1 = _map(dev, 64, DMA_FROM_DEVICE)
     h2 = dma_map_single(dev, buf, 64, DMA_FROM_DEVICE)
     dma_mapping_error(dev, h2)
 
@@ -170,25 +168,25 @@ def _sync_not_allocated(dev: PciDev) -> None:
 
 @check("sync_range", "device driver syncs DMA memory outside allocated range")
 def _sync_range(dev: PciDev) -> None:
-    buf, h = _map(dev, 256, DMA_BIDIRECTIONAL)
+    _buf, h = _map(dev, 256, DMA_BIDIRECTIONAL)
     dma_sync_single_for_cpu(dev, h, 512, DMA_BIDIRECTIONAL)
 
 
 @check("sync_direction", "device driver syncs DMA memory with different direction")
 def _sync_direction(dev: PciDev) -> None:
-    buf, h = _map(dev, 256, DMA_FROM_DEVICE)
+    _buf, h = _map(dev, 256, DMA_FROM_DEVICE)
     dma_sync_single_for_cpu(dev, h, 256, DMA_TO_DEVICE)
 
 
 @check("sync_read_only", "device driver syncs device read-only DMA memory for cpu")
 def _sync_read_only(dev: PciDev) -> None:
-    buf, h = _map(dev, 256, DMA_TO_DEVICE)
+    _buf, h = _map(dev, 256, DMA_TO_DEVICE)
     dma_sync_single_for_cpu(dev, h, 256, DMA_BIDIRECTIONAL)
 
 
 @check("sync_write_only", "device driver syncs device write-only DMA memory to device")
 def _sync_write_only(dev: PciDev) -> None:
-    buf, h = _map(dev, 256, DMA_FROM_DEVICE)
+    _buf, h = _map(dev, 256, DMA_FROM_DEVICE)
     dma_sync_single_for_device(dev, h, 256, DMA_BIDIRECTIONAL)
 
 

@@ -6,7 +6,8 @@ the hardware by reference — see mock_hw's docstring) with iommufd-style invari
 checks, all WARN: map over an existing mapping, unmap that would split a leaf
 (partial unmap), a domain freed with mappings left. Page sizes 4 KiB and 2 MiB.
 Fault-injection sites: ``kmalloc`` for domain/device/PASID bookkeeping and
-``iommu_pgtable`` in ``map_pages``, ``iommu_attach`` in a paging domain's ``attach_dev`` (as iommufd's own ``fail_iommufd`` point).
+``iommu_pgtable`` in ``map_pages``,
+``iommu_attach`` in a paging domain's ``attach_dev`` (as iommufd's own ``fail_iommufd`` point).
 Implements both PASID generations: ``set_dev_pasid`` (upstream) on every domain
 type and the blocked domain, and ``attach_dev_pasid``/``detach_dev_pasid`` (seed-v3,
 one PASID per device as VT-d's v3 patch did).
