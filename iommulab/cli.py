@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from hw.machine import Machine, MachineSpec
+from iommulab import demo
 from iommulab.presets import PRESETS, load_machine_file, preset
 from kernel.boot import Kernel, boot
 from kernel.plugin import make_plugin_manager
@@ -57,14 +58,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Until the idxd driver lands: boot the machine and show what the kernel found."""
-    k = boot_from_args(args)
-    print(k.dmesg())
-    k.shutdown()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iommulab",
@@ -78,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("demo", help="run the founding scenario")
     _add_machine_args(p)
-    p.set_defaults(func=cmd_demo)
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.run)
     make_plugin_manager().hooks.add_subcommands(sub)
     return parser
 

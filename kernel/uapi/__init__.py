@@ -1,0 +1,2 @@
+"""User-space ABI headers (include/uapi/linux/): byte layouts shared by the kernel,
+user space and the hardware that implements them."""
