@@ -18,6 +18,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 if TYPE_CHECKING:
+    from kernel.debugfs import DumpTarget
     from kernel.module import IommuDriverInfo, KernelModule
 
 
@@ -44,3 +45,9 @@ class KernelSpecs:
     ) -> None:
         """Add ``iommulab`` CLI subcommands (``subparsers.add_parser(...)``); each parser
         sets ``func`` to a callable taking the parsed namespace and returning an exit code."""
+
+    @hookspec
+    def iommulab_dump_targets(self) -> Sequence[DumpTarget]:
+        """Return debug views (``iommulab dump NAME``) this plugin provides, each
+        rendering kernel or driver state like the debugfs file it mirrors."""
+        return ()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pluggy
 from attrs import define, field
 
+from kernel.debugfs import DumpTarget
 from kernel.hookspecs import PROJECT, KernelSpecs
 from kernel.module import IommuDriverInfo, KernelModule
 
@@ -111,6 +112,9 @@ class Hooks:
         return _collect(
             self._pm.hook.iommulab_iommu_drivers(), IommuDriverInfo, "iommulab_iommu_drivers"
         )
+
+    def dump_targets(self) -> list[DumpTarget]:
+        return _collect(self._pm.hook.iommulab_dump_targets(), DumpTarget, "iommulab_dump_targets")
 
     def add_subcommands(
         self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
