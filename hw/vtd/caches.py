@@ -1,8 +1,8 @@
 """Translation caches: context cache, PASID cache and IOTLB, with page-write tracking.
 
 Entries stay until invalidated (DESIGN §6). Every entry remembers the table pages it
-was derived from; :class:`DepTracker` watches those pages in RAM and marks the
-entries *suspect* when one is written, so the unit re-walks only entries that may
+was derived from; :class:`hw.pagewatch.DepTracker` watches those pages in RAM and marks
+the entries *suspect* when one is written, so the unit re-walks only entries that may
 have gone stale (VT-d spec 6.5 says hardware may keep using them; the model keeps
 using them too, and reports when that use differs from the tables).
 
@@ -17,20 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hw.memory import Memory
+from hw.pagewatch import Cached, DepTracker
 from hw.vtd.walk import CtxInfo, PasidInfo, Stage
 
 SHIFTS = (12, 21, 30)
 SL_TAG = -1
-
-
-class Cached:
-    """Base of cache entries: the table pages read to build it and a suspect flag."""
-
-    __slots__ = ("pages", "suspect")
-
-    def __init__(self, pages: Iterable[int]) -> None:
-        self.pages = frozenset(pages)
-        self.suspect = False
 
 
 class CtxEntry(Cached):
@@ -77,47 +68,6 @@ class TlbEntry(Cached):
         self.stage = stage
         self.pte_addr = pte_addr
         self.dirty = False
-
-
-class DepTracker:
-    """Page frame -> cache entries derived from it, kept in sync with Memory watches."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.mem = memory
-        self.by_pfn: dict[int, set[Cached]] = {}
-
-    def on_write(self, pfn: int) -> None:
-        for entry in self.by_pfn.get(pfn, ()):
-            entry.suspect = True
-
-    def add(self, entry: Cached) -> None:
-        for pfn in entry.pages:
-            deps = self.by_pfn.get(pfn)
-            if deps is None:
-                deps = self.by_pfn[pfn] = set()
-                self.mem.watch(pfn, self.on_write)
-            deps.add(entry)
-
-    def drop(self, entry: Cached) -> None:
-        for pfn in entry.pages:
-            deps = self.by_pfn.get(pfn)
-            if deps is None:
-                continue
-            deps.discard(entry)
-            if not deps:
-                del self.by_pfn[pfn]
-                self.mem.unwatch(pfn, self.on_write)
-
-    def rebase(self, entry: Cached, pages: Iterable[int]) -> None:
-        """Entry re-verified against fresh tables: depend on the pages just read."""
-        self.drop(entry)
-        entry.pages = frozenset(pages)
-        entry.suspect = False
-        self.add(entry)
-
-    def mark_all(self, entries: Iterable[Cached]) -> None:
-        for entry in entries:
-            entry.suspect = True
 
 
 class Caches:
