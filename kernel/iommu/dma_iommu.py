@@ -116,12 +116,11 @@ def iommu_get_dma_cookie(domain: IommuDomain) -> None:
 def iommu_put_dma_cookie(domain: IommuDomain) -> None:
     """``iommu_put_dma_cookie``: drain the flush queue, drop the IOVA domain."""
     cookie = domain.iova_cookie
-    if not isinstance(cookie, IommuDmaCookie):
-        return
+    assert isinstance(cookie, IommuDmaCookie)  # iommu_domain_free calls this only with one
     if cookie.fq is not None:
         _fq_destroy(cookie)
-    if cookie.iovad is not None:
-        put_iova_domain(cookie.iovad)
+    assert cookie.iovad is not None  # iommu_dma_init_domain cannot fail after the cookie
+    put_iova_domain(cookie.iovad)
     kfree(cookie.kmem)
     domain.iova_cookie = None
 
@@ -156,8 +155,8 @@ def iommu_dma_init_fq(domain: IommuDomain) -> None:
 
 
 def _fq_destroy(cookie: IommuDmaCookie) -> None:
-    if cookie.fq_timer is not None:
-        del_timer(cookie.fq_timer)
+    assert cookie.fq_timer is not None  # set up together with the ring
+    del_timer(cookie.fq_timer)
     if cookie.fq:
         _fq_flush_iotlb(cookie)
         _fq_ring_free(cookie)
@@ -187,8 +186,7 @@ def _fq_ring_free(cookie: IommuDmaCookie) -> None:
 
 
 def _fq_timeout(cookie: IommuDmaCookie) -> None:
-    if cookie.fq is None:
-        return
+    """``fq_flush_timeout`` (the timer is deleted before the ring is destroyed)."""
     _fq_flush_iotlb(cookie)
     _fq_ring_free(cookie)
 
@@ -274,8 +272,7 @@ def iommu_dma_free_iova(
 def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int) -> int:
     """``__iommu_dma_map``: returns the DMA address or DMA_MAPPING_ERROR."""
     domain = iommu_get_dma_domain(dev)
-    if domain is None or domain.iova_cookie is None:
-        return DMA_MAPPING_ERROR
+    assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     iovad = _cookie(domain).iovad
     assert iovad is not None
     off = iova_offset(iovad, phys)
@@ -294,8 +291,7 @@ def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int)
 def __iommu_dma_unmap(dev: Device, dma_addr: int, size: int) -> None:
     """``__iommu_dma_unmap``: strict → sync then free; lazy → queue."""
     domain = iommu_get_dma_domain(dev)
-    if domain is None:
-        return
+    assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     cookie = _cookie(domain)
     iovad = cookie.iovad
     assert iovad is not None
@@ -332,8 +328,7 @@ def iommu_dma_map_sg_runs(
     granule-aligned offset keeping its page offset. Returns each segment's DMA
     address, or None on failure (nothing left mapped)."""
     domain = iommu_get_dma_domain(dev)
-    if domain is None:
-        return None
+    assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     iovad = _cookie(domain).iovad
     assert iovad is not None
     prot = dma_info_to_prot(dir, True, attrs)
@@ -366,8 +361,7 @@ def iommu_dma_unmap_sg_runs(dev: Device, start: int, end: int) -> None:
     """``iommu_dma_unmap_sg``: the whole IOVA span from the first segment's start to
     the last segment's end."""
     domain = iommu_get_dma_domain(dev)
-    if domain is None:
-        return
+    assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     iovad = _cookie(domain).iovad
     assert iovad is not None
     base = start - iova_offset(iovad, start)

@@ -86,7 +86,6 @@ from kernel.pci import (
     PCI_ACS_SV,
     PCI_ACS_UF,
     PciDev,
-    dev_is_pci,
     pci_acs_enabled,
     pci_bus_type,
     pci_get_devices,
@@ -425,9 +424,7 @@ _fallback = IommuState()
 def iommu_state() -> IommuState:
     from kernel.boot import _current
 
-    if _current is None:
-        return _fallback
-    st = _current.subsys.get("iommu")
+    st = _current.subsys.get("iommu") if _current is not None else None
     return st if isinstance(st, IommuState) else _fallback
 
 
@@ -664,8 +661,7 @@ def __iommu_device_set_domain(
 ) -> None:
     if new.owner is not None and new.owner is not dev_iommu_ops(dev):
         raise EINVAL(f"{dev_name(dev)}: domain belongs to another IOMMU driver")
-    if new.ops is None:
-        raise EINVAL("domain has no ops")
+    assert new.ops is not None  # every allocator sets the domain's ops
     new.ops.attach_dev(new, dev, old)
     if trace_attach_device_to_domain.enabled:
         trace_attach_device_to_domain(device=dev_name(dev))
@@ -681,8 +677,9 @@ def __iommu_group_set_domain(group: IommuGroup, new: IommuDomain) -> None:
         try:
             __iommu_device_set_domain(group, dev, new, old)
         except KernelError:
-            for d in reversed(done):
-                if old is not None:
+            # old is None only for the first device's default domain at probe.
+            if old is not None:
+                for d in reversed(done):
                     try:
                         __iommu_device_set_domain(group, d, old, new)
                     except KernelError:
@@ -711,11 +708,15 @@ def iommu_attach_device(domain: IommuDomain, dev: Device) -> None:
 
 
 def __iommu_group_set_core_domain(group: IommuGroup) -> None:
+    """Back to the blocking domain while a user owns the group, else the default
+    domain. Detach and ownership release cannot fail: a driver that refuses is
+    WARNed about (the group stays where the unwind left it), as in Linux."""
     target = group.blocking_domain if group.owner is not None else group.default_domain
-    if target is None:
-        target = group.default_domain
-    if target is not None:
+    assert target is not None  # probe set the default domain; a claim, the blocking one
+    try:
         __iommu_group_set_domain(group, target)
+    except KernelError:
+        WARN(True, "iommu driver failed to attach the default/blocking domain")
 
 
 def iommu_detach_device(domain: IommuDomain, dev: Device) -> None:
@@ -867,12 +868,9 @@ def dev_iommu_get_max_pasids(dev: Device) -> int:
     unit_max = param.iommu_dev.max_pasids
     if not unit_max:
         return 0
-    if dev_is_pci(dev) and isinstance(dev, PciDev):
-        n = pci_max_pasids(dev)
-        if n > 0:
-            return min(n, unit_max)
-        return 0
-    return unit_max
+    assert isinstance(dev, PciDev)  # only PCI devices are matched to a unit (_fwnode_for)
+    n = pci_max_pasids(dev)
+    return min(n, unit_max) if n > 0 else 0
 
 
 def iommu_probe_device(dev: Device) -> None:
@@ -938,28 +936,31 @@ def iommu_probe_device(dev: Device) -> None:
 
 
 def _dev_iommu_free(dev: Device) -> None:
-    param: DevIommu | None = dev.iommu
-    if param is not None:
-        kfree(param.kmem)
+    param: DevIommu = dev.iommu
+    kfree(param.kmem)
     dev.iommu = None
 
 
 def iommu_release_device(dev: Device) -> None:
     """``iommu_release_device``: block the device, let the driver release it, leave
     the group (freeing it and its domains when it empties)."""
+    from kernel.iommu.pasid import iommu_detach_device_pasid, iommu_remove_dev_pasid
+
     group: IommuGroup | None = dev.iommu_group
-    if group is None or dev.iommu is None:
+    if group is None:
         return
     ops = dev_iommu_ops(dev)
     with group.mutex:
-        for pasid in list(group.pasid_array):
+        for pasid, domain in list(group.pasid_array.items()):
             if len(group.devices) == 1:
                 WARN(True, f"iommu: {dev_name(dev)} released with PASID {pasid} attached")
-                from kernel.iommu.pasid import iommu_detach_device_pasid
-
-                iommu_detach_device_pasid(group.pasid_array[pasid], dev, pasid)
+                iommu_detach_device_pasid(domain, dev, pasid)
+            elif dev.iommu.max_pasids:
+                # The rest of the group keeps the PASID; this device stops using it.
+                iommu_remove_dev_pasid(dev, pasid, domain)
         blocked = ops.blocked_domain
-        if blocked is not None and group.domain is not blocked and blocked.ops is not None:
+        if blocked is not None and group.domain is not blocked:
+            assert blocked.ops is not None
             try:
                 blocked.ops.attach_dev(blocked, dev, group.domain)
             except KernelError as err:
@@ -1009,12 +1010,14 @@ def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple
 
 
 def _check_paging(domain: IommuDomain) -> IommuDomainOps:
+    """Linux's order: a non-paging domain is EINVAL (no WARN), then a paging domain
+    without map support is a driver bug (WARN, ENODEV)."""
     ops = domain.ops
+    if not domain.type & __IOMMU_DOMAIN_PAGING:
+        raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
     if WARN_ON(ops is None or domain.pgsize_bitmap == 0):
         raise ENODEV("domain cannot map")
     assert ops is not None
-    if not domain.type & __IOMMU_DOMAIN_PAGING:
-        raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
     return ops
 
 
@@ -1066,11 +1069,11 @@ def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, 
 
 def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
     ops = domain.ops
+    if not domain.type & __IOMMU_DOMAIN_PAGING:
+        return 0
     if WARN_ON(ops is None or domain.pgsize_bitmap == 0):
         return 0
     assert ops is not None
-    if not domain.type & __IOMMU_DOMAIN_PAGING:
-        return 0
     min_pagesz = 1 << _ffs(domain.pgsize_bitmap)
     if iova + size - 1 > ULONG_MAX:
         return 0

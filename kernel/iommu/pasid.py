@@ -56,7 +56,8 @@ def iommu_free_global_pasid(pasid: int) -> None:
     ida_free(iommu_state().global_pasid_ida, pasid)
 
 
-def _blocked_set(dev: Device, pasid: int, old: IommuDomain) -> None:
+def iommu_remove_dev_pasid(dev: Device, pasid: int, old: IommuDomain) -> None:
+    """``iommu_remove_dev_pasid``: the driver's blocked domain on ``dev``'s ``pasid``."""
     blocked = dev_iommu_ops(dev).blocked_domain
     assert blocked is not None
     bops = pasid_ops(blocked)
@@ -64,25 +65,20 @@ def _blocked_set(dev: Device, pasid: int, old: IommuDomain) -> None:
     bops.set_dev_pasid(blocked, dev, pasid, old)
 
 
-def __iommu_set_group_pasid(
-    domain: IommuDomain, group: IommuGroup, pasid: int, old: IommuDomain | None
-) -> None:
+def __iommu_set_group_pasid(domain: IommuDomain, group: IommuGroup, pasid: int) -> None:
     """Set ``domain`` on ``pasid`` for every group device with PASIDs; on failure
-    restore ``old`` (or block) on the devices already done."""
+    block the PASID again on the devices already done (Linux's ``old == NULL`` case:
+    there is no replace API here, so there is never an old domain to restore)."""
     dops = pasid_ops(domain)
     assert dops is not None
     done: list[Device] = []
     for dev in _group_devices_with_pasid(group):
         try:
-            dops.set_dev_pasid(domain, dev, pasid, old)
+            dops.set_dev_pasid(domain, dev, pasid, None)
         except KernelError:
             for d in reversed(done):
                 try:
-                    oops = pasid_ops(old) if old is not None else None
-                    if old is not None and oops is not None:
-                        oops.set_dev_pasid(old, d, pasid, domain)
-                    else:
-                        _blocked_set(d, pasid, domain)
+                    iommu_remove_dev_pasid(d, pasid, domain)
                 except KernelError:
                     WARN_ON(True, f"iommu: PASID {pasid} rollback failed on {dev_name(d)}")
             raise
@@ -106,14 +102,14 @@ def iommu_attach_device_pasid(
         raise EINVAL("attach handles are not modelled")
     with group.mutex:
         for d in group.devices:
-            mp = d.iommu.max_pasids if d.iommu is not None else 0
+            mp = d.iommu.max_pasids
             if mp > 0 and pasid >= mp:
                 raise EINVAL(f"{dev_name(d)}: PASID {pasid} >= max_pasids {mp}")
         if pasid in group.pasid_array:
             raise EBUSY(f"PASID {pasid} already attached in group {group.id}")
         group.pasid_array[pasid] = _RESERVED
         try:
-            __iommu_set_group_pasid(domain, group, pasid, None)
+            __iommu_set_group_pasid(domain, group, pasid)
         except KernelError:
             del group.pasid_array[pasid]
             raise
@@ -129,7 +125,7 @@ def iommu_detach_device_pasid(domain: IommuDomain, dev: Device, pasid: int) -> N
     with group.mutex:
         for d in _group_devices_with_pasid(group):
             try:
-                _blocked_set(d, pasid, domain)
+                iommu_remove_dev_pasid(d, pasid, domain)
             except KernelError:
                 WARN_ON(True, f"iommu: blocking PASID {pasid} of {dev_name(d)} failed")
         group.pasid_array.pop(pasid, None)
