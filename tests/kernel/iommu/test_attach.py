@@ -335,12 +335,13 @@ def test_iotlb_sync_map_is_called_after_map_and_its_failure_unmaps(
     dom = iommu_paging_domain_alloc(pdev_at(EDU_BDF))
     synced: list[tuple[int, int]] = []
 
-    def sync_map(self: object, domain: IommuDomain, iova: int, size: int) -> None:
+    def sync_map(domain: IommuDomain, iova: int, size: int) -> None:
         synced.append((iova, size))
         if iova == 0x8000:
             raise ENOMEM("sync_map")
 
-    monkeypatch.setattr(mock_iommu.MockDomainOps, "iotlb_sync_map", sync_map, raising=False)
+    # On the ops object, not the class: Protocol isinstance checks are cached per class.
+    monkeypatch.setattr(dom.ops, "iotlb_sync_map", sync_map, raising=False)
     iommu_map(dom, 0x1000, 0x10000, SZ_4K, IOMMU_READ, GFP_KERNEL)
     with pytest.raises(ENOMEM):
         iommu_map(dom, 0x8000, 0x20000, SZ_4K, IOMMU_READ, GFP_KERNEL)

@@ -1,0 +1,224 @@
+"""Shared Virtual Addressing: the process ``mm`` page tables, binding devices to an
+mm at its global PASID, sharing the SVA domain, and the failure paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW
+from kernel.fault_inject import injector
+from kernel.iommu.iommu import iommu_state
+from kernel.iommu.iommu_sva import (
+    PTE_PRESENT,
+    PTE_RW,
+    PTE_USER,
+    TASK_SIZE,
+    Mm,
+    follow_pte,
+    iommu_sva_bind_device,
+    iommu_sva_get_pasid,
+    iommu_sva_invalidate_range,
+    iommu_sva_unbind_device,
+    mm_alloc,
+    mm_map,
+    mmput,
+)
+from kernel.iommu.pasid import iommu_alloc_global_pasid, iommu_free_global_pasid
+from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
+from tests.kernel.iommu.mock_hw import MOCK_UNITS
+
+SZ_4K = 1 << 12
+SECOND = "0000:00:05.0"
+
+
+def _devices(width2: int = 8) -> list[dict[str, Any]]:
+    return [
+        {"kind": "edu", "bdf": EDU_BDF},
+        {"kind": "pasid_edu", "bdf": PASID_BDF, "config": {"pasid_width": 8}},
+        {"kind": "pasid_edu", "bdf": SECOND, "config": {"pasid_width": width2}},
+    ]
+
+
+def _mm() -> Mm:
+    mm = mm_alloc()
+    assert mm is not None
+    return mm
+
+
+def test_mm_map_builds_x86_page_tables_that_follow_pte_walks(make_kernel: KernelFactory) -> None:
+    make_kernel()
+    mm = _mm()
+    mm_map(mm, 0x7000_0000, 0x20_0000, 2 * SZ_4K)
+    mm_map(mm, 0x7000_2000, 0x30_0000, SZ_4K, write=False)
+    assert follow_pte(mm, 0x7000_1000) == 0x20_1000 | PTE_PRESENT | PTE_USER | PTE_RW
+    assert follow_pte(mm, 0x7000_2000) == 0x30_0000 | PTE_PRESENT | PTE_USER
+    assert follow_pte(mm, 0x7000_3000) is None  # same page table, PTE not present
+    assert follow_pte(mm, 0x1_0000_0000) is None  # no page directory there
+    assert len(mm.tables) == 4  # PML4, PDPT, PD, PT
+    mmput(mm)
+    assert not mm.tables
+
+
+def test_mm_map_rejects_unaligned_empty_and_kernel_ranges(make_kernel: KernelFactory) -> None:
+    make_kernel()
+    mm = _mm()
+    for va, phys, size in ((0x1001, 0, SZ_4K), (0x1000, 0x10, SZ_4K), (0x1000, 0, 0)):
+        with pytest.raises(EINVAL):
+            mm_map(mm, va, phys, size)
+    with pytest.raises(EINVAL):
+        mm_map(mm, TASK_SIZE - SZ_4K, 0, 2 * SZ_4K)
+    mmput(mm)
+
+
+def test_mm_alloc_and_mm_map_out_of_memory(make_kernel: KernelFactory) -> None:
+    make_kernel()
+    injector().arm(1, frozenset({"alloc_pages"}))
+    try:
+        assert mm_alloc() is None
+    finally:
+        injector().disarm()
+    mm = _mm()
+    injector().arm(1, frozenset({"alloc_pages"}))
+    try:
+        with pytest.raises(ENOMEM):
+            mm_map(mm, 0x1000, 0x10000, SZ_4K)
+    finally:
+        injector().disarm()
+    mmput(mm)
+
+
+def test_two_devices_bound_to_one_mm_share_its_pasid_and_sva_domain(
+    make_kernel: KernelFactory,
+) -> None:
+    make_kernel(devices=_devices())
+    a, b = pdev_at(PASID_BDF), pdev_at(SECOND)
+    mm = _mm()
+    ha = iommu_sva_bind_device(a, mm)
+    hb = iommu_sva_bind_device(b, mm)
+    pasid = iommu_sva_get_pasid(ha)
+    assert iommu_sva_get_pasid(hb) == pasid
+    assert hb.domain is ha.domain and ha.domain.users == 2 and mm.sva_domains == [ha.domain]
+    hw = MOCK_UNITS["mock0"]
+    assert hw.contexts[(a.rid, pasid)] == hw.contexts[(b.rid, pasid)]
+    iommu_sva_unbind_device(ha)
+    assert (a.rid, pasid) not in hw.contexts and (b.rid, pasid) in hw.contexts
+    assert mm.sva_domains == [hb.domain]
+    iommu_sva_unbind_device(hb)
+    assert not mm.sva_domains and not mm.sva_handles
+    mmput(mm)
+    assert not iommu_state().global_pasid_ida.ids
+
+
+def test_bind_refused_for_a_device_without_iommu_or_pasids(make_kernel: KernelFactory) -> None:
+    make_kernel()
+    mm = _mm()
+    with pytest.raises(ENOSPC):
+        iommu_sva_bind_device(pdev_at(EDU_BDF), mm)  # no PASID capability
+    mmput(mm)
+
+
+def test_bind_of_an_untranslated_device_is_enodev(make_kernel: KernelFactory) -> None:
+    make_kernel(iommu=False)
+    mm = _mm()
+    with pytest.raises(ENODEV):
+        iommu_sva_bind_device(pdev_at(PASID_BDF), mm)
+    mmput(mm)
+
+
+def test_mm_pasid_beyond_a_devices_pasid_range_is_eoverflow(make_kernel: KernelFactory) -> None:
+    make_kernel(devices=_devices(width2=1))
+    a, b = pdev_at(PASID_BDF), pdev_at(SECOND)
+    assert b.iommu.max_pasids == 2
+    taken = iommu_alloc_global_pasid(a)  # PASID 1: the mm gets 2, beyond b's range
+    mm = _mm()
+    h = iommu_sva_bind_device(a, mm)
+    assert iommu_sva_get_pasid(h) == 2
+    with pytest.raises(EOVERFLOW):
+        iommu_sva_bind_device(b, mm)
+    iommu_sva_unbind_device(h)
+    mmput(mm)
+    iommu_free_global_pasid(taken)
+
+
+def test_bind_needs_a_driver_with_sva_domains(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_kernel()
+    dev = pdev_at(PASID_BDF)
+
+    class OpsWithoutSva:  # a driver's iommu_ops with a NULL domain_alloc_sva
+        pass
+
+    mm = _mm()
+    # Protocol isinstance checks are cached per class: swap the unit's ops object
+    # rather than deleting a method from the mock's class.
+    monkeypatch.setattr(dev.iommu.iommu_dev, "ops", OpsWithoutSva())
+    with pytest.raises(EOPNOTSUPP):
+        iommu_sva_bind_device(dev, mm)
+    monkeypatch.undo()
+    assert not mm.sva_domains and not mm.sva_handles
+    mmput(mm)
+
+
+def test_bind_out_of_memory_leaves_nothing_behind(make_kernel: KernelFactory) -> None:
+    k = make_kernel()
+    dev = pdev_at(PASID_BDF)
+    mm = _mm()
+    before = {(x.kind, x.addr) for x in k.mm.live()}
+    for nth in (1, 2, 3):  # the bond, the SVA domain, the driver's PASID state
+        injector().arm(nth, frozenset({"kmalloc"}))
+        try:
+            with pytest.raises(ENOMEM):
+                iommu_sva_bind_device(dev, mm)
+        finally:
+            injector().disarm()
+        assert not mm.sva_domains and not mm.sva_handles
+        assert {(x.kind, x.addr) for x in k.mm.live()} == before
+    mmput(mm)
+    assert not iommu_state().global_pasid_ida.ids
+
+
+def test_existing_sva_domain_that_cannot_attach_is_skipped_for_a_new_one(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_kernel(devices=_devices())
+    a, b = pdev_at(PASID_BDF), pdev_at(SECOND)
+    mm = _mm()
+    ha = iommu_sva_bind_device(a, mm)
+    # The first domain is incompatible with b (as a domain of another IOMMU would be).
+    monkeypatch.setattr(ha.domain, "owner", object())
+    hb = iommu_sva_bind_device(b, mm)
+    assert hb.domain is not ha.domain and len(mm.sva_domains) == 2
+    monkeypatch.undo()
+    iommu_sva_unbind_device(hb)
+    iommu_sva_unbind_device(ha)
+    mmput(mm)
+
+
+def test_invalidate_range_flushes_every_sva_domain_that_can_flush(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_kernel()
+    dev = pdev_at(PASID_BDF)
+    mm = _mm()
+    h = iommu_sva_bind_device(dev, mm)
+    iommu_sva_invalidate_range(mm)  # the mock SVA domain has no flush op: nothing to do
+    flushed: list[object] = []
+    monkeypatch.setattr(h.domain.ops, "flush_iotlb_all", flushed.append, raising=False)
+    iommu_sva_invalidate_range(mm)
+    assert flushed == [h.domain]
+    monkeypatch.undo()
+    iommu_sva_unbind_device(h)
+    mmput(mm)
+
+
+def test_mmput_with_bonds_still_held_warns(make_kernel: KernelFactory) -> None:
+    k = make_kernel()
+    dev = pdev_at(PASID_BDF)
+    mm = _mm()
+    h = iommu_sva_bind_device(dev, mm)
+    mmput(mm)
+    assert take_warnings(k) == ["mmput with SVA bonds still held"]
+    iommu_sva_unbind_device(h)
