@@ -109,9 +109,7 @@ _off = DmaDebugState(disabled=True)
 def dma_debug_state() -> DmaDebugState:
     from kernel.boot import _current
 
-    if _current is None:
-        return _off
-    st = _current.subsys.get("dma_debug")
+    st = _current.subsys.get("dma_debug") if _current is not None else None
     return st if isinstance(st, DmaDebugState) else _off
 
 

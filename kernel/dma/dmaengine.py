@@ -103,18 +103,12 @@ class _Registry:
     next_id: int = 0
 
 
-_registry = _Registry()
-
-
 def _reg() -> _Registry:
-    from kernel.boot import _current
+    """The running kernel's dmaengine registry (created on first use)."""
+    from kernel.boot import current_kernel
 
-    if _current is None:
-        return _registry
-    reg = _current.subsys.get("dmaengine")
-    if not isinstance(reg, _Registry):
-        reg = _Registry()
-        _current.subsys["dmaengine"] = reg
+    reg = current_kernel().subsys.setdefault("dmaengine", _Registry())
+    assert isinstance(reg, _Registry)
     return reg
 
 
