@@ -1,0 +1,168 @@
+"""Debug decoder: registers, queues, caches and the structures reachable from
+STRTAB_BASE, as text.
+
+Like Linux's SMMUv3 debugfs proposals and QEMU's ``smmuv3`` trace of decoded STEs/CDs,
+but over every valid STE: STE -> CD table -> CD -> stage-1 leaves, listed as
+``iova -> phys size perms``. Invalid entries and fetch errors are shown inline instead
+of stopping the dump; listings are cut at fixed lengths.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hw.memory import BusError, Memory
+from hw.smmuv3 import entries as ent
+from hw.smmuv3 import registers as sr
+from hw.smmuv3.walk import PERM_U, PERM_W, CdInfo, SmmuFault, StreamInfo, start_level
+
+if TYPE_CHECKING:
+    from hw.smmuv3.unit import Smmuv3Unit
+
+MAX_LEAVES = 64
+"""Leaf mappings printed per address space before the listing is cut short."""
+MAX_STREAMS = 256
+"""Valid STEs printed before the listing is cut short."""
+MAX_CDS = 64
+"""Valid CDs printed per STE."""
+
+_CONFIG = {0: "abort", 4: "bypass", 5: "stage-1"}
+_DSS = {0: "terminate", 1: "bypass", 2: "substream-0"}
+
+
+def _q(mem: Memory, addr: int) -> int | None:
+    try:
+        return mem.read_u64(addr)
+    except BusError:
+        return None
+
+
+def dump_unit(unit: Smmuv3Unit) -> str:
+    r = unit.regs
+    c = unit.caches
+    active = (r["GERROR"] ^ r["GERRORN"]) & sr.GERROR_ACTIVE_MASK
+    base, cfg = unit._strtab()
+    fmt = "2-level" if sr.STRTAB_BASE_CFG.FMT.get(cfg) == sr.STRTAB_FMT_2LVL else "linear"
+    out = [
+        f"{unit.name}: CR0ACK={r['CR0ACK']:#x} SMMUEN={int(unit.smmuen)} "
+        f"GBPA.ABORT={int(unit.gbpa_abort)} GERROR active={active:#x}",
+        f"  strtab {base:#x} {fmt} log2size={sr.STRTAB_BASE_CFG.LOG2SIZE.get(cfg)} "
+        f"split={sr.STRTAB_BASE_CFG.SPLIT.get(cfg)}",
+        f"  cmdq base={unit.cmdq.geometry()[0]:#x} log2size={unit.cmdq.geometry()[1]} "
+        f"prod={r['CMDQ_PROD']:#x} cons={r['CMDQ_CONS'] & 0xFFFFF:#x} "
+        f"err={sr.CMDQ_CONS.ERR.get(r['CMDQ_CONS'])}",
+        f"  evtq base={unit.evtq.geometry()[0]:#x} log2size={unit.evtq.geometry()[1]} "
+        f"prod={r['EVTQ_PROD']:#x} cons={r['EVTQ_CONS']:#x}",
+        f"  caches: ste={len(c.ste)} cd={len(c.cd)} tlb={c.tlb_size}",
+    ]
+    log2size = min(sr.STRTAB_BASE_CFG.LOG2SIZE.get(cfg), unit.cfg.sidsize)
+    shown = 0
+    for sid in _candidate_sids(unit, base, cfg, log2size):
+        try:
+            ste = unit.walker.ste(base, cfg, sid)
+        except SmmuFault as f:
+            if f.evt in (ent.Evt.C_BAD_STE, ent.Evt.C_BAD_STREAMID):
+                continue
+            out.append(f"  sid {sid:#x}: {f.evt.name}")
+            continue
+        shown += 1
+        if shown > MAX_STREAMS:
+            out.append("  ... more streams")
+            break
+        _dump_ste(unit, out, sid, ste)
+    return "\n".join(out)
+
+
+def _candidate_sids(unit: Smmuv3Unit, base: int, cfg: int, log2size: int) -> list[int]:
+    """StreamIDs whose STE has V=1, found without decoding every entry."""
+    mem = unit.m.memory
+    sids: list[int] = []
+    if sr.STRTAB_BASE_CFG.FMT.get(cfg) == sr.STRTAB_FMT_2LVL and unit.cfg.st_level:
+        split = sr.STRTAB_BASE_CFG.SPLIT.get(cfg)
+        split = 10 if split >= 10 else 8 if split >= 8 else 6
+        for i in range(1 << max(0, log2size - split)):
+            l1 = _q(mem, base + 8 * i)
+            if l1 is None:
+                break
+            if ent.L1Std.SPAN.get(l1):
+                sids.extend(range(i << split, (i + 1) << split))
+        return [s for s in sids if s >> log2size == 0]
+    for sid in range(1 << min(log2size, 16)):
+        dw0 = _q(mem, base + 64 * sid)
+        if dw0 is None:
+            break
+        if dw0 & 1:
+            sids.append(sid)
+    return sids
+
+
+def _dump_ste(unit: Smmuv3Unit, out: list[str], sid: int, ste: StreamInfo) -> None:
+    name = _CONFIG.get(ste.config, str(ste.config))
+    if ste.config != ent.STE_CFG_S1:
+        out.append(f"  sid {sid:#x}: {name}")
+        return
+    out.append(
+        f"  sid {sid:#x}: {name} vmid={ste.vmid} cdtable={ste.ctxptr:#x} "
+        f"s1fmt={ste.s1fmt} s1cdmax={ste.s1cdmax} s1dss={_DSS.get(ste.s1dss, ste.s1dss)}"
+    )
+    shown = 0
+    for index in range(1 << ste.s1cdmax):
+        try:
+            cd = unit.walker.cd(ste, index)
+        except SmmuFault as f:
+            if f.evt in (ent.Evt.C_BAD_CD, ent.Evt.C_BAD_SUBSTREAMID):
+                continue
+            out.append(f"    cd {index}: {f.evt.name}")
+            continue
+        shown += 1
+        if shown > MAX_CDS:
+            out.append("    ... more context descriptors")
+            return
+        out.append(
+            f"    cd {index}: asid={cd.asid} ttb0={cd.ttb0:#x} va_bits={cd.va0} "
+            f"epd0={int(cd.epd0)} epd1={int(cd.epd1)} ips={cd.ips} r={int(cd.r)} a={int(cd.a)}"
+        )
+        _dump_tables(unit.m.memory, out, cd)
+
+
+def _dump_tables(mem: Memory, out: list[str], cd: CdInfo) -> None:
+    if cd.epd0:
+        return
+    leaves: list[str] = []
+    level = start_level(cd.va0)
+    _walk_table(mem, cd.ttb0, level, cd.va0, 0, leaves)
+    out.extend(leaves[:MAX_LEAVES])
+    if len(leaves) > MAX_LEAVES:
+        out.append(f"      ... {len(leaves) - MAX_LEAVES} more")
+
+
+def _walk_table(mem: Memory, table: int, level: int, va_bits: int, va: int, out: list[str]) -> None:
+    shift = 39 - 9 * level
+    count = 1 << min(9, va_bits - shift)
+    for idx in range(count):
+        if len(out) > MAX_LEAVES:
+            return
+        pte = _q(mem, table + 8 * idx)
+        if pte is None:
+            out.append(f"      table {table:#x}: unreadable")
+            return
+        if not pte & 1:
+            continue
+        iova = va | (idx << shift)
+        if pte & 2 and level < 3:
+            _walk_table(mem, pte & ent.LpaeLeaf.OA.mask, level + 1, va_bits, iova, out)
+        elif level in (1, 2) or pte & 2:
+            phys = pte & ent.LpaeLeaf.OA.mask & ~((1 << shift) - 1)
+            out.append(f"      {iova:#x} -> {phys:#x} {1 << shift:#x} {_perms(pte)}")
+
+
+def _perms(pte: int) -> str:
+    perms = PERM_U if pte & ent.LpaeLeaf.AP1.mask else 0
+    perms |= 0 if pte & ent.LpaeLeaf.AP2.mask else PERM_W
+    return (
+        "r"
+        + ("w" if perms & PERM_W else "-")
+        + ("u" if perms & PERM_U else "p")
+        + (" af" if pte & ent.LpaeLeaf.AF.mask else " !af")
+        + (" ng" if pte & ent.LpaeLeaf.NG.mask else " g")
+    )

@@ -1,0 +1,682 @@
+"""One ARM SMMUv3 (an IORT SMMUv3 node): registers, translation, caches, queues.
+
+Behaviour follows IHI 0070 as summarised in the facts file part A, in the shape of
+QEMU ``hw/arm/smmuv3.c`` (``smmuv3_translate``, ``smmuv3_cmdq_consume``,
+``smmuv3_write_eventq``) and of what Linux ``arm-smmu-v3.c`` expects
+(``arm_smmu_device_reset``, ``arm_smmu_cmdq_issue_cmdlist``, ``arm_smmu_evtq_thread``,
+``arm_smmu_gerror_handler``). Where it differs from QEMU: substreams (CD tables,
+S1DSS), queue processing and register acknowledgements as clock events, caches that
+are never silently reset, and stale-use detection naming the missing command.
+
+Facts the facts file left unverified, settled from the IHI 0070 text (§5.2 STE, §5.3
+L1CD, §5.4 CD, §4.3 CFGI):
+
+- S1DSS=0b00 (terminate) aborts non-substream traffic with F_STREAM_DISABLED;
+  S1DSS=0b10 makes SubstreamID 0 unavailable: SSV=1/SSID=0 is aborted with
+  F_STREAM_DISABLED (neither C_BAD_SUBSTREAMID nor success). 0b11 behaves as 0b00.
+- CFGI_STE (and CFGI_STE_RANGE/CFGI_ALL) also invalidates every CD and L1CD cached
+  through that StreamID.
+- An L1CD with V=0 gives C_BAD_SUBSTREAMID (not C_BAD_CD).
+- CD bits 35-40 are AFFD, WXN, UWXN, TBI0, TBI1, PAN. AFFD=1 suppresses F_ACCESS;
+  PAN=1 makes privileged access to an EL0-accessible page an F_PERMISSION; WXN/UWXN
+  only affect instruction fetches, which DMA never is.
+- CD.A=0 (with IDR0.TERM_MODEL=0) terminates a faulting transaction RAZ/WI instead of
+  aborting it; CD.R=0 suppresses the record. Both only for translation-related faults.
+- F_ADDR_SIZE: a table or output address at or above the effective IPS
+  (min(CD.IPS, IDR5.OAS)), or descriptor bits 51:48 set with a 48-bit output; a TTBx
+  outside the effective IPS makes the CD ILLEGAL (C_BAD_CD).
+- STE.Config 0b000 (and the reserved 0b0xx) aborts without recording an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from attrs import define
+
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.regs import RegisterFile, RegSlot
+from hw.smmuv3 import entries as ent
+from hw.smmuv3 import registers as sr
+from hw.smmuv3.caches import GLOBAL, Caches, SteEntry, TlbEntry
+from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
+from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
+from hw.smmuv3.queues import CommandQueue, EventQueue
+from hw.smmuv3.walk import CdInfo, SmmuFault, StreamInfo, Walker, permission_ok
+
+if TYPE_CHECKING:
+    from hw.machine import Machine
+
+ACK_DELAY_NS = 100
+"""Time between a CR0/IRQ_CTRL/GBPA write and its acknowledgement."""
+
+
+class StaleTranslationError(Exception):
+    """A cached STE/CD/TLB entry that differs from the tables was used (strict_stale)."""
+
+
+@define(slots=True)
+class Smmuv3Stats:
+    """Counters for tests, benchmarks and the CLI."""
+
+    tlb_hits: int = 0
+    tlb_misses: int = 0
+    ste_hits: int = 0
+    ste_misses: int = 0
+    cd_hits: int = 0
+    cd_misses: int = 0
+    stale_uses: int = 0
+    faults: int = 0
+    faults_suppressed: int = 0
+    events: int = 0
+    events_lost: int = 0
+    events_dropped: int = 0
+    commands: int = 0
+    cmd_errors: int = 0
+    syncs: int = 0
+    sev: int = 0
+    invalidations: int = 0
+
+
+class Smmuv3Unit:
+    """An SMMUv3: ``Smmuv3Unit(name, config)`` then ``attach(machine, base)``.
+
+    The StreamID of a transaction is its requester ID and the SubstreamID its PASID
+    (SSV=1 when a PASID is given), as with an identity IORT ID mapping.
+    """
+
+    table = "IORT"
+    register_size = REGISTER_SIZE
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        self.name = name
+        self.cfg = Smmuv3Config.from_mapping(config)
+        self.stats = Smmuv3Stats()
+        self.errors: list[str] = []
+        """Programming errors the SMMU ignored (writes to registers of an enabled
+        queue or table, unsupported enables ...), for tests and dumps."""
+        self.wired_irqs: dict[str, int] = {"EVTQ": 0, "GERROR": 0}
+        """Pulses of the wired interrupt lines, used when MSIs are off or unprogrammed."""
+        self.machine: Machine | None = None
+        self.base = 0
+        self.smmuen = False
+        self.cmdq_enabled = False
+        self.evtq_enabled = False
+        self.gbpa_abort = False
+        self.regs = self._build_regs()
+        self._walker: Walker | None = None
+        self._caches: Caches | None = None
+        self.cmdq = CommandQueue(self)
+        self.evtq = EventQueue(self)
+
+    # -- wiring ------------------------------------------------------------------------
+    def _build_regs(self) -> RegisterFile:
+        cfg = self.cfg
+        rf = RegisterFile(self.name, REGISTER_SIZE)
+        rf.add(sr.IDR0, sr.IDR0_OFF, reset=cfg.idr0())
+        rf.add(sr.IDR1, sr.IDR1_OFF, reset=cfg.idr1())
+        rf.add(sr.ReadOnly32, sr.IDR2_OFF, name="IDR2")
+        rf.add(sr.IDR3, sr.IDR3_OFF, reset=cfg.idr3())
+        rf.add(sr.ReadOnly32, sr.IDR4_OFF, name="IDR4")
+        rf.add(sr.IDR5, sr.IDR5_OFF, reset=cfg.idr5())
+        rf.add(sr.ReadOnly32, sr.IIDR_OFF, name="IIDR", reset=cfg.iidr)
+        rf.add(sr.ReadOnly32, sr.AIDR_OFF, name="AIDR", reset=cfg.aidr)
+        rf.add(sr.CR0, sr.CR0_OFF, on_write=self._cr0_write)
+        rf.add(sr.CR0ACK, sr.CR0ACK_OFF)
+        rf.add(sr.CR1, sr.CR1_OFF)
+        rf.add(sr.CR2, sr.CR2_OFF)
+        rf.add(sr.ReadOnly32, sr.STATUSR_OFF, name="STATUSR")
+        rf.add(sr.GBPA, sr.GBPA_OFF, on_write=self._gbpa_write)
+        rf.add(sr.ReadOnly32, sr.AGBPA_OFF, name="AGBPA")
+        rf.add(sr.IRQ_CTRL, sr.IRQ_CTRL_OFF, on_write=self._irq_ctrl_write)
+        rf.add(sr.IRQ_CTRLACK, sr.IRQ_CTRLACK_OFF)
+        rf.add(sr.GERROR, sr.GERROR_OFF)
+        rf.add(sr.GERRORN, sr.GERRORN_OFF, on_write=self._gerrorn_write)
+        rf.add(sr.IrqCfg0, sr.GERROR_IRQ_CFG0_OFF, name="GERROR_IRQ_CFG0")
+        rf.add(sr.IrqCfg1, sr.GERROR_IRQ_CFG1_OFF, name="GERROR_IRQ_CFG1")
+        rf.add(sr.IrqCfg2, sr.GERROR_IRQ_CFG2_OFF, name="GERROR_IRQ_CFG2")
+        rf.add(sr.STRTAB_BASE, sr.STRTAB_BASE_OFF, on_write=self._table_write)
+        rf.add(sr.STRTAB_BASE_CFG, sr.STRTAB_BASE_CFG_OFF, on_write=self._table_write)
+        rf.add(sr.QBASE, sr.CMDQ_BASE_OFF, name="CMDQ_BASE", on_write=self._cmdq_reg_write)
+        rf.add(sr.CMDQ_PROD, sr.CMDQ_PROD_OFF, on_write=self._cmdq_prod_write)
+        rf.add(sr.CMDQ_CONS, sr.CMDQ_CONS_OFF, on_write=self._cmdq_reg_write)
+        rf.add(sr.QBASE, sr.EVTQ_BASE_OFF, name="EVTQ_BASE", on_write=self._evtq_reg_write)
+        rf.add(sr.IrqCfg0, sr.EVTQ_IRQ_CFG0_OFF, name="EVTQ_IRQ_CFG0")
+        rf.add(sr.IrqCfg1, sr.EVTQ_IRQ_CFG1_OFF, name="EVTQ_IRQ_CFG1")
+        rf.add(sr.IrqCfg2, sr.EVTQ_IRQ_CFG2_OFF, name="EVTQ_IRQ_CFG2")
+        rf.add(sr.EVTQ_PROD, sr.EVTQ_PROD_OFF, on_write=self._evtq_reg_write)
+        rf.add(sr.EVTQ_CONS, sr.EVTQ_CONS_OFF)
+        return rf
+
+    def attach(self, machine: Machine, base: int) -> None:
+        """Called once by the Machine: RAM, clock and interrupt delivery become reachable."""
+        self.machine = machine
+        self.base = base
+        self._walker = Walker(machine.memory, self.cfg)
+        self._caches = Caches(machine.memory)
+
+    @property
+    def m(self) -> Machine:
+        if self.machine is None:
+            raise RuntimeError(f"{self.name}: not attached to a machine")
+        return self.machine
+
+    @property
+    def walker(self) -> Walker:
+        if self._walker is None:
+            raise RuntimeError(f"{self.name}: not attached to a machine")
+        return self._walker
+
+    @property
+    def caches(self) -> Caches:
+        if self._caches is None:
+            raise RuntimeError(f"{self.name}: not attached to a machine")
+        return self._caches
+
+    def emit(self, event: str, **fields: object) -> None:
+        m = self.machine
+        if m is not None and m.hw_trace is not None:
+            m.emit(event, unit=self.name, **fields)
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+
+    # -- MMIO ----------------------------------------------------------------------------
+    def mmio_read(self, offset: int, size: int) -> int:
+        return self.regs.read(offset, size)
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        self.regs.write(offset, size, value)
+
+    def _schedule(self, delay: int, cb: Callable[[], None], what: str) -> None:
+        self.m.clock.schedule(delay, cb, f"{self.name}:{what}")
+
+    # -- CR0/CR0ACK, IRQ_CTRL/ACK, GBPA (IHI 0070 §6.3.9-6.3.14; facts A3) -------------------
+    def _cr0_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        value = slot.value
+        unsupported = value & (sr.CR0.PRIQEN.mask | sr.CR0.ATSCHK.mask)
+        if unsupported:
+            self.error(f"CR0 write {value:#x}: PRIQEN/ATSCHK without PRI/ATS; ignored")
+        self._schedule(ACK_DELAY_NS, lambda: self._cr0_done(value & ~unsupported), "cr0")
+
+    def _cr0_done(self, value: int) -> None:
+        """The enables take effect: queues start or stop, translation turns on or off.
+        Caches are kept across SMMUEN changes; software invalidates them (CFGI_ALL,
+        TLBI_NSNH_ALL) as Linux ``arm_smmu_device_reset`` does."""
+        self.regs["CR0ACK"] = value
+        self.smmuen = bool(value & sr.CR0.SMMUEN.mask)
+        self.evtq_enabled = bool(value & sr.CR0.EVTQEN.mask)
+        was = self.cmdq_enabled
+        self.cmdq_enabled = bool(value & sr.CR0.CMDQEN.mask)
+        if self.cmdq_enabled and not was:
+            self.cmdq.kick()
+
+    def _irq_ctrl_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        value = slot.value & (sr.IRQ_CTRL.GERROR_IRQEN.mask | sr.IRQ_CTRL.EVTQ_IRQEN.mask)
+        self._schedule(ACK_DELAY_NS, lambda: self.regs.__setitem__("IRQ_CTRLACK", value), "irq")
+
+    def _gbpa_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        """GBPA takes a new value only through Update=1; it reads 1 until applied."""
+        if not written & sr.GBPA.UPDATE.mask or old & sr.GBPA.UPDATE.mask:
+            slot.value = old
+            self.error(f"GBPA write {written:#x} without Update (or while updating); ignored")
+            return
+
+        def done() -> None:
+            slot.value &= ~sr.GBPA.UPDATE.mask
+            self.gbpa_abort = bool(slot.value & sr.GBPA.ABORT.mask)
+
+        self._schedule(ACK_DELAY_NS, done, "gbpa")
+
+    def _table_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        if self.smmuen:
+            slot.value = old
+            self.error(f"{slot.name} written while SMMUEN=1; ignored")
+
+    def _cmdq_reg_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        if self.cmdq_enabled:
+            slot.value = old
+            self.error(f"{slot.name} written while CMDQEN=1; ignored")
+
+    def _evtq_reg_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        if self.evtq_enabled:
+            slot.value = old
+            self.error(f"{slot.name} written while EVTQEN=1; ignored")
+
+    def _cmdq_prod_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        self.cmdq.kick()
+
+    # -- global errors and interrupts (IHI 0070 §6.3.15-6.3.17, §3.18) -----------------------
+    def gerror_active(self, bit: int) -> bool:
+        return bool((self.regs["GERROR"] ^ self.regs["GERRORN"]) & bit)
+
+    def raise_gerror(self, bit: int) -> None:
+        """Toggle GERROR[bit] unless that error is already active, and interrupt."""
+        if self.gerror_active(bit):
+            return
+        self.regs["GERROR"] = self.regs["GERROR"] ^ bit
+        self.emit("hw_smmuv3:gerror", gerror=self.regs["GERROR"])
+        self.irq("GERROR")
+
+    def _gerrorn_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        if not self.gerror_active(sr.GERROR.CMDQ_ERR.mask):
+            self.cmdq.kick()
+
+    def irq(self, which: str) -> None:
+        """Signal the EVTQ or GERROR interrupt if enabled (IRQ_CTRLACK): an MSI to
+        ``*_IRQ_CFG0``/``CFG1`` when IDR0.MSI and the address is set, else a wired pulse."""
+        en = sr.IRQ_CTRLACK.EVTQ_IRQEN if which == "EVTQ" else sr.IRQ_CTRLACK.GERROR_IRQEN
+        if not self.regs.field("IRQ_CTRLACK", en):
+            return
+        addr = self.regs[f"{which}_IRQ_CFG0"] & sr.IrqCfg0.ADDR.mask
+        if self.cfg.msi and addr:
+            self.m.msi(addr, self.regs[f"{which}_IRQ_CFG1"])
+        else:
+            self.wired_irqs[which] += 1
+
+    def msi_write(self, addr: int, data: int) -> None:
+        """A 32-bit MSI write: into RAM when it targets RAM (Linux's MSI-based CMD_SYNC
+        polling), otherwise delivered as an interrupt message."""
+        mem = self.m.memory
+        if mem.contains(addr, 4):
+            mem.write_u32(addr, data)
+        else:
+            self.m.msi(addr, data)
+
+    # -- invalidation commands (IHI 0070 §4.3, §4.4) -----------------------------------------
+    def invalidate(self, op: Op, dw0: int, dw1: int) -> int:
+        """Execute one configuration or TLB invalidation (prefetches do nothing)."""
+        c = self.caches
+        if op in (Op.PREFETCH_CONFIG, Op.PREFETCH_ADDR):
+            return 0
+        self.stats.invalidations += 1
+        if op == Op.CFGI_STE:
+            return c.flush_ste(ent.CmdCfgiSte0.SID.get(dw0), 1)
+        if op == Op.CFGI_STE_RANGE:
+            span = 1 << (ent.CmdCfgiRange1.RANGE.get(dw1) + 1)
+            first = ent.CmdCfgiSte0.SID.get(dw0) & ~(span - 1)
+            return c.flush_ste(first, span)
+        if op == Op.CFGI_CD:
+            return c.flush_cd(ent.CmdCfgiCd0.SID.get(dw0), ent.CmdCfgiCd0.SSID.get(dw0))
+        if op == Op.CFGI_CD_ALL:
+            return c.flush_cd(ent.CmdCfgiSte0.SID.get(dw0), None)
+        if op == Op.TLBI_NSNH_ALL:
+            return c.flush_tlb()
+        vmid = ent.CmdTlbiVmid0.VMID.get(dw0)
+        if op == Op.TLBI_NH_ALL:
+            return c.flush_tlb(vmid=vmid)
+        if op == Op.TLBI_NH_ASID:
+            return c.flush_tlb(vmid=vmid, asid=ent.CmdTlbi0.ASID.get(dw0), global_too=False)
+        addr, pages = self._tlbi_range(dw0, dw1)
+        if op == Op.TLBI_NH_VA:
+            return c.flush_tlb(vmid=vmid, asid=ent.CmdTlbi0.ASID.get(dw0), addr=addr, pages=pages)
+        return c.flush_tlb(vmid=vmid, addr=addr, pages=pages)  # TLBI_NH_VAA
+
+    def _tlbi_range(self, dw0: int, dw1: int) -> tuple[int, int]:
+        """VA and 4 KiB page count: one page, or with IDR3.RIL and TG != 0 the range
+        (NUM+1) * 2^SCALE pages of the TG granule (facts A8)."""
+        addr = dw1 & ent.CmdTlbiVa1.ADDR.mask
+        tg = ent.CmdTlbiVa1.TG.get(dw1)
+        if not self.cfg.ril or tg == 0:
+            return addr, 1
+        num, scale = ent.CmdTlbi0.NUM.get(dw0), ent.CmdTlbi0.SCALE.get(dw0)
+        granule_pages = 1 << (2 * (tg - 1))
+        return addr, ((num + 1) << scale) * granule_pages
+
+    # -- translation ---------------------------------------------------------------------
+    def _untranslated(self, addr: int, size: int, write: bool) -> DmaResult:
+        ram = self.m.memory.size
+        if 0 <= addr and addr + size <= ram:
+            return DmaResult(((addr, size),))
+        good = max(0, min(size, ram - addr)) if addr >= 0 else 0
+        runs = ((addr, good),) if good else ()
+        return DmaResult(runs, DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM"))
+
+    def _strtab(self) -> tuple[int, int]:
+        return self.regs["STRTAB_BASE"] & sr.STRTAB_BASE.ADDR.mask, self.regs["STRTAB_BASE_CFG"]
+
+    def translate(
+        self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
+    ) -> DmaResult:
+        """Translate a DMA request from StreamID ``rid`` (SubstreamID ``pasid``); returns
+        the RAM runs of the translated prefix and the fault that stopped it
+        (``reason`` = SMMU event id, :attr:`Evt.ABORT` for an abort without event)."""
+        if size <= 0:
+            return DmaResult(())
+        if not self.smmuen:
+            if self.gbpa_abort:
+                return DmaResult((), DmaFault(addr, int(Evt.ABORT), write, "GBPA.ABORT"))
+            return self._untranslated(addr, size, write)
+        stale: list[str] = []
+        ste: StreamInfo | None = None
+        cd: CdInfo | None = None
+        try:
+            ste = self._ste_cached(rid, stale)
+            cd = self._select(rid, pasid, ste, self._cd_cached_fn(rid, stale))
+        except SmmuFault as f:
+            if stale:
+                self._check_fresh(rid, pasid, priv, write, addr, (-1, int(f.evt)), stale)
+            return DmaResult((), self._fault(rid, pasid, priv, addr, write, f, None))
+        if cd is None:
+            if stale:
+                self._check_fresh(rid, pasid, priv, write, addr, (addr & ~0xFFF, 0), stale)
+            return self._untranslated(addr, size, write)
+        return self._pages(rid, pasid, priv, addr, size, write, ste.vmid, cd, stale)
+
+    def _ste_cached(self, sid: int, stale: list[str]) -> StreamInfo:
+        caches, walker = self.caches, self.walker
+        e = caches.ste.get(sid)
+        if e is None:
+            self.stats.ste_misses += 1
+            return caches.put_ste(sid, walker.ste(*self._strtab(), sid)).info
+        self.stats.ste_hits += 1
+        if e.suspect:
+            self._recheck_ste(sid, e, stale)
+        return e.info
+
+    def _recheck_ste(self, sid: int, e: SteEntry, stale: list[str]) -> None:
+        try:
+            fresh: StreamInfo | None = self.walker.ste(*self._strtab(), sid)
+        except SmmuFault:
+            fresh = None
+        if fresh is not None and fresh == e.info:
+            self.caches.deps.rebase(e, fresh.pages)
+        else:
+            stale.append("CFGI_STE")
+
+    def _cd_cached_fn(self, sid: int, stale: list[str]) -> Callable[[StreamInfo, int], CdInfo]:
+        def lookup(ste: StreamInfo, index: int) -> CdInfo:
+            caches, walker = self.caches, self.walker
+            e = caches.cd.get((sid, index))
+            if e is None:
+                self.stats.cd_misses += 1
+                return caches.put_cd(sid, index, walker.cd(ste, index)).info
+            self.stats.cd_hits += 1
+            if e.suspect:
+                try:
+                    fste = walker.ste(*self._strtab(), sid)
+                    fresh: CdInfo | None = walker.cd(fste, index)
+                except SmmuFault:
+                    fresh = None
+                if fresh is not None and fresh == e.info:
+                    caches.deps.rebase(e, fresh.pages)
+                else:
+                    stale.append("CFGI_CD")
+            return e.info
+
+        return lookup
+
+    @staticmethod
+    def _select(
+        sid: int,
+        pasid: int | None,
+        ste: StreamInfo,
+        cd_fn: Callable[[StreamInfo, int], CdInfo],
+    ) -> CdInfo | None:
+        """STE -> CD selection (IHI 0070 §5.2 Config, S1CDMax, S1DSS; facts A7.3).
+        Returns None when stage 1 is bypassed."""
+        if ste.config == ent.STE_CFG_ABORT:
+            raise SmmuFault(Evt.ABORT)
+        if ste.config == ent.STE_CFG_BYPASS:
+            if pasid is not None:
+                raise SmmuFault(Evt.C_BAD_SUBSTREAMID)
+            return None
+        if pasid is not None:
+            if not ste.s1cdmax or pasid >> ste.s1cdmax:
+                raise SmmuFault(Evt.C_BAD_SUBSTREAMID)
+            if pasid == 0 and ste.s1dss == ent.S1DSS_SSID0:
+                raise SmmuFault(Evt.F_STREAM_DISABLED)
+            return cd_fn(ste, pasid)
+        if ste.s1cdmax:
+            if ste.s1dss == ent.S1DSS_TERMINATE:
+                raise SmmuFault(Evt.F_STREAM_DISABLED)
+            if ste.s1dss == ent.S1DSS_BYPASS:
+                return None
+        return cd_fn(ste, 0)
+
+    def _pages(
+        self,
+        sid: int,
+        pasid: int | None,
+        priv: bool,
+        addr: int,
+        size: int,
+        write: bool,
+        vmid: int,
+        cd: CdInfo,
+        stale: list[str],
+    ) -> DmaResult:
+        """The per-page loop: TLB hit path, fills, permission checks, run merging."""
+        caches = self.caches
+        okp = tuple(permission_ok(p, write, priv, cd.pan) for p in range(4))
+        sizes = caches.tlb.get((vmid, cd.asid))
+        gsizes = caches.tlb.get((vmid, GLOBAL))
+        root = cd.ttb1 if (addr >> 55) & 1 else cd.ttb0
+        runs: list[tuple[int, int]] = []
+        run_start = run_end = -1
+        a, end = addr, addr + size
+        hits = 0
+        ram = self.m.memory.size
+        fault: DmaFault | None = None
+        while a < end:
+            e: TlbEntry | None = None
+            if sizes is not None:
+                e = sizes[0].get(a >> 12) or sizes[1].get(a >> 21) or sizes[2].get(a >> 30)
+                # Hot path: a clean hit that needs no check, inside RAM.
+                if (
+                    e is not None
+                    and not e.suspect
+                    and e.root == root
+                    and not stale
+                    and okp[e.perms]
+                ):
+                    shift = e.shift
+                    off = a & ((1 << shift) - 1)
+                    chunk = (1 << shift) - off
+                    if a + chunk > end:
+                        chunk = end - a
+                    phys = e.phys | off
+                    if phys + chunk <= ram:
+                        hits += 1
+                        if phys == run_end:
+                            run_end += chunk
+                        else:
+                            if run_start >= 0:
+                                runs.append((run_start, run_end - run_start))
+                            run_start, run_end = phys, phys + chunk
+                        a += chunk
+                        continue
+            if e is None and gsizes is not None:
+                e = gsizes[0].get(a >> 12) or gsizes[1].get(a >> 21) or gsizes[2].get(a >> 30)
+            missing = list(stale)
+            try:
+                e = self._slow_page(vmid, cd, e, a, missing)
+            except SmmuFault as f:
+                if missing:
+                    self._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
+                fault = self._fault(sid, pasid, priv, a, write, f, cd)
+                break
+            if sizes is None:
+                sizes = caches.tlb.get((vmid, cd.asid))
+            if gsizes is None:
+                gsizes = caches.tlb.get((vmid, GLOBAL))
+            if not okp[e.perms]:
+                perm = SmmuFault(Evt.F_PERMISSION)
+                if missing:
+                    self._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
+                fault = self._fault(sid, pasid, priv, a, write, perm, cd)
+                break
+            shift = e.shift
+            phys = e.phys | (a & ((1 << shift) - 1))
+            if missing:
+                self._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
+            chunk = min(end, ((a >> shift) + 1) << shift) - a
+            if phys + chunk > ram:
+                chunk = max(0, ram - phys)
+                fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
+            if phys == run_end or not chunk:
+                run_end += chunk
+            else:
+                if run_start >= 0:
+                    runs.append((run_start, run_end - run_start))
+                run_start, run_end = phys, phys + chunk
+            if fault is not None:
+                break
+            a += chunk
+        if run_start >= 0:
+            runs.append((run_start, run_end - run_start))
+        self.stats.tlb_hits += hits
+        return DmaResult(tuple(runs), fault)
+
+    def _slow_page(
+        self, vmid: int, cd: CdInfo, e: TlbEntry | None, a: int, missing: list[str]
+    ) -> TlbEntry:
+        """TLB miss (walk and fill), or a hit that must be re-checked: its tables were
+        written since it was filled, or it was filled from other tables under the
+        same ASID (ASID reuse without TLBI_NH_ASID)."""
+        root = cd.ttb1 if (a >> 55) & 1 else cd.ttb0
+        if e is not None:
+            self.stats.tlb_hits += 1
+            if e.root != root:
+                missing.append("TLBI_NH_ASID")
+                return e
+            if not e.suspect:
+                return e
+            try:
+                leaf = self.walker.walk(cd, a, False)
+            except SmmuFault:
+                leaf = None
+            asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
+            if leaf is not None and (leaf.phys, leaf.shift, leaf.perms, asid) == (
+                e.phys,
+                e.shift,
+                e.perms,
+                e.asid,
+            ):
+                self.caches.deps.rebase(e, leaf.pages)
+            else:
+                missing.append("TLBI_NH_VA" if e.asid != GLOBAL else "TLBI_NH_VAA")
+            return e
+        self.stats.tlb_misses += 1
+        self.emit("hw_smmuv3:tlb_miss", vmid=vmid, asid=cd.asid, addr=a)
+        leaf = self.walker.walk(cd, a, True)
+        e = TlbEntry(
+            vmid,
+            cd.asid if leaf.ng else GLOBAL,
+            a >> leaf.shift,
+            leaf.shift,
+            leaf.phys,
+            leaf.perms,
+            leaf.root,
+            leaf.pages,
+        )
+        self.caches.put_tlb(e)
+        return e
+
+    # -- stale detection (DESIGN §6) --------------------------------------------------------
+    def fresh_outcome(
+        self, sid: int, pasid: int | None, priv: bool, write: bool, addr: int
+    ) -> tuple[int, int]:
+        """What the structures in RAM say now for the 4 KiB page at ``addr``, with no
+        cache: ``(physical page, 0)`` or ``(-1, event id)``. Sets no Access flags."""
+        if not self.smmuen:
+            return (-1, int(Evt.ABORT)) if self.gbpa_abort else (addr & ~0xFFF, 0)
+        walker = self.walker
+        try:
+            ste = walker.ste(*self._strtab(), sid)
+            cd = self._select(sid, pasid, ste, walker.cd)
+            if cd is None:
+                return addr & ~0xFFF, 0
+            leaf = walker.walk(cd, addr, False)
+        except SmmuFault as f:
+            return -1, int(f.evt)
+        if not permission_ok(leaf.perms, write, priv, cd.pan):
+            return -1, int(Evt.F_PERMISSION)
+        return (leaf.phys | (addr & ((1 << leaf.shift) - 1))) & ~0xFFF, 0
+
+    def _check_fresh(
+        self,
+        sid: int,
+        pasid: int | None,
+        priv: bool,
+        write: bool,
+        addr: int,
+        cached: tuple[int, int],
+        missing: list[str],
+    ) -> None:
+        current = self.fresh_outcome(sid, pasid, priv, write, addr)
+        if current == cached:
+            return
+        self.stats.stale_uses += 1
+        name = "/".join(dict.fromkeys(missing))
+        self.emit(
+            "hw_smmuv3:stale_translation",
+            sid=sid,
+            ssid=pasid,
+            addr=addr,
+            cached=cached,
+            current=current,
+            missing=name,
+        )
+        if self.cfg.strict_stale:
+            raise StaleTranslationError(
+                f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
+                f"{cached} used, tables say {current}; missing {name}"
+            )
+
+    # -- fault events (IHI 0070 chapter 7) ------------------------------------------------------
+    def _fault(
+        self,
+        sid: int,
+        pasid: int | None,
+        priv: bool,
+        addr: int,
+        write: bool,
+        f: SmmuFault,
+        cd: CdInfo | None,
+    ) -> DmaFault:
+        """Terminate the transaction and record the event unless CD.R=0 suppresses a
+        translation-related one, the STE aborts silently, or CR2.RECINVSID is clear
+        for C_BAD_STREAMID."""
+        evt = f.evt
+        self.stats.faults += 1
+        detail = evt.name
+        record = evt != Evt.ABORT
+        if evt in TRANSLATION_FAULTS and cd is not None:
+            record = cd.r
+            if not cd.a:
+                detail += " (RAZ/WI)"
+        if evt == Evt.C_BAD_STREAMID and not self.regs.field("CR2", sr.CR2.RECINVSID):
+            record = False
+        if record:
+            self.evtq.post(self._record(sid, pasid, priv, addr, write, f))
+        else:
+            self.stats.faults_suppressed += 1
+        self.emit("hw_smmuv3:fault", sid=sid, ssid=pasid, addr=addr, evt=int(evt), write=write)
+        return DmaFault(addr, int(evt), write, detail)
+
+    @staticmethod
+    def _record(
+        sid: int, pasid: int | None, priv: bool, addr: int, write: bool, f: SmmuFault
+    ) -> tuple[int, int, int, int]:
+        dw0 = ent.EvtDw0.encode(
+            ID=int(f.evt), SSV=int(pasid is not None), SSID=pasid or 0, SID=sid & 0xFFFF_FFFF
+        )
+        cls = ent.EVT_CLASS_TT if f.evt == Evt.F_WALK_EABT else ent.EVT_CLASS_IN
+        dw1 = ent.EvtDw1.encode(
+            PNU=int(priv),
+            RNW=int(not write),
+            CLASS=cls if f.evt in TRANSLATION_FAULTS else 0,
+            TT_READ=int(f.evt == Evt.F_WALK_EABT),
+        )
+        dw3 = f.fetch & ent.EvtDw3.FETCH_ADDR.mask
+        return dw0, dw1, addr & ((1 << 64) - 1), dw3
+
+    # -- debug ---------------------------------------------------------------------------------
+    def dump(self) -> str:
+        """Render registers, queues, caches and the structures reachable from
+        STRTAB_BASE as text."""
+        from hw.smmuv3.dump import dump_unit
+
+        return dump_unit(self)
