@@ -1,46 +1,103 @@
 """The ``iommulab`` command line (argparse; plugins add subcommands through the
-``iommulab_add_subcommands`` hook)."""
+``iommulab_add_subcommands`` hook).
+
+Subcommands: ``boot``, ``demo``, ``dump NAME``, ``trace [SCENARIO]``,
+``scenario run FILE.py``, ``plugins``. Every command that boots takes
+``--machine PRESET`` / ``--machine-file FILE`` / ``--cmdline TEXT`` / ``--modules``.
+
+``dump`` offers every :class:`kernel.debugfs.DumpTarget` the plugins contribute
+through ``iommulab_dump_targets``, plus the kernel core's own targets
+(``iommu-groups``, ``pasid``, ``dma-mappings``), which live in
+:mod:`kernel.iommu.debugfs` and :mod:`kernel.dma.debugfs` and are registered here
+as explicit plugins (:data:`CORE_PLUGINS`). A target's ``render(args)`` runs with
+the booted kernel current and as ``args.kernel``, and ``args.format`` set.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hw.machine import Machine, MachineSpec
-from iommulab import demo
+from iommulab import checks, demo, hwdump
+from iommulab import trace as tracing
 from iommulab.presets import PRESETS, load_machine_file, preset
-from kernel.boot import Kernel, boot
-from kernel.plugin import make_plugin_manager
+from iommulab.scenario import Scenario, load_scenario, run_scenario
+from kernel.boot import Kernel, boot, current_kernel
+from kernel.debugfs import DumpTarget
+from kernel.dma import debugfs as dma_debugfs
+from kernel.iommu import debugfs as iommu_debugfs
+from kernel.plugin import PluginManager, make_plugin_manager
+
+CORE_PLUGINS: tuple[tuple[str, object], ...] = (
+    ("iommu-debugfs", iommu_debugfs),
+    ("dma-debugfs", dma_debugfs),
+)
+"""Kernel-core plugins the front door registers (the generic dump targets)."""
+
+DEFAULT_MACHINE = "default"
 
 
 def machine_spec(args: argparse.Namespace) -> MachineSpec:
     if getattr(args, "machine_file", None):
         return load_machine_file(args.machine_file)
-    return preset(args.machine)
+    return preset(getattr(args, "machine", None) or DEFAULT_MACHINE)
 
 
-def boot_from_args(args: argparse.Namespace) -> Kernel:
+def boot_from_args(args: argparse.Namespace, cmdline: str | None = None) -> Kernel:
+    """Boot the machine the arguments describe, with the core plugins registered."""
     modules = args.modules.split(",") if getattr(args, "modules", None) else None
-    return boot(Machine(machine_spec(args)), args.cmdline, modules)
+    text = args.cmdline if cmdline is None else cmdline
+    return boot(Machine(machine_spec(args)), text, modules, extra_plugins=CORE_PLUGINS)
 
 
-def _add_machine_args(p: argparse.ArgumentParser, default: str = "default") -> None:
-    p.add_argument("--machine", default=default, choices=sorted(PRESETS), help="machine preset")
+def _add_machine_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MACHINE) -> None:
+    p.add_argument(
+        "--machine",
+        default=default,
+        choices=sorted(PRESETS),
+        help=f"machine preset (default: {default or 'the scenario MACHINE, else default'})",
+    )
     p.add_argument("--machine-file", help="machine description (.toml or .json)")
-    p.add_argument("--cmdline", default="", help="kernel command line")
+    p.add_argument("--cmdline", default=None, help="kernel command line")
     p.add_argument("--modules", help="comma-separated kernel modules to load (default: all)")
 
 
+def _cmdline(args: argparse.Namespace, scenario: Scenario | None = None) -> str:
+    if args.cmdline is not None:
+        return str(args.cmdline)
+    return scenario.cmdline if scenario is not None and scenario.cmdline else ""
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output and output != "-":
+        Path(output).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+# --------------------------------------------------------------------------- boot / plugins
+
+
 def cmd_boot(args: argparse.Namespace) -> int:
-    k = boot_from_args(args)
+    k = boot_from_args(args, _cmdline(args))
     print(k.dmesg())
     k.shutdown()
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.cmdline = _cmdline(args)
+    return demo.run(args)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
-    pm = make_plugin_manager()
+    pm = plugin_manager()
     print(f"{'module':<20} {'origin':<12} distribution")
     for p in pm.report.loaded:
         dist = f"{p.distribution} {p.version}".strip() or "-"
@@ -49,13 +106,213 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{name:<20} {'FAILED':<12} {err}")
     for name in pm.report.blocked:
         print(f"{name:<20} {'blocked':<12} -")
-    drivers = pm.hooks.iommu_drivers()
-    for d in drivers:
+    for d in pm.hooks.iommu_drivers():
         print(f"iommu driver {d.name!r} claims firmware table {d.table}")
-    mods = pm.hooks.modules()
-    for m in mods:
+    for m in pm.hooks.modules():
         print(f"kernel module {m.name!r} (init level {m.level.name}): {m.description}")
+    for t in dump_targets(pm):
+        print(f"dump target {t.name!r} ({', '.join(t.formats)}): {t.help}")
     return 0
+
+
+def plugin_manager() -> PluginManager:
+    return make_plugin_manager(extra=CORE_PLUGINS)
+
+
+# --------------------------------------------------------------------------- dump
+
+
+def dump_targets(pm: PluginManager) -> list[DumpTarget]:
+    """Every target the plugins provide, plus hardware-model fallbacks for the
+    driver targets (``vtd``, ``dsa``) that no plugin provides yet."""
+    targets = {t.name: t for t in pm.hooks.dump_targets()}
+    for name, (fallback, _) in hwdump.FALLBACKS.items():
+        targets.setdefault(name, fallback)
+    return [targets[n] for n in sorted(targets)]
+
+
+def _output_formats(target: DumpTarget) -> list[str]:
+    fmts = list(target.formats)
+    return [*fmts, "svg"] if "dot" in fmts else fmts
+
+
+def _scenario_arg(value: str | None) -> Scenario | None:
+    if value is None:
+        return None
+    if value == "demo":
+        fn = getattr(demo, "scenario", None)
+        if not callable(fn):
+            raise ValueError(
+                "the demo does not offer scenario(kernel) yet (iommulab/demo.py); "
+                "pass a scenario file instead"
+            )
+        return Scenario("demo", fn)
+    return load_scenario(value)
+
+
+def _render_dump(target_name: str, k: Kernel, args: argparse.Namespace) -> str:
+    provided = {t.name: t for t in k.plugins.hooks.dump_targets()}
+    target = provided.get(target_name)
+    if target is None and target_name in hwdump.FALLBACKS:
+        target, note = hwdump.FALLBACKS[target_name]
+        print(note, file=sys.stderr)
+    if target is None:
+        raise ValueError(f"dump target {target_name!r} is not provided by the booted kernel")
+    args.kernel = k
+    args.format = "dot" if args.output_format == "svg" else args.output_format
+    k.activate()
+    return target.render(args)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    if args.target is None:
+        print(f"{'target':<14} {'formats':<16} description")
+        for t in dump_targets(plugin_manager()):
+            print(f"{t.name:<14} {','.join(_output_formats(t)):<16} {t.help}")
+        return 0
+    if args.output_format == "svg" and shutil.which("dot") is None:
+        raise ValueError(
+            "--format svg needs Graphviz's dot program (e.g. apt install graphviz); "
+            "use --format dot and render it elsewhere"
+        )
+    scenario = _scenario_arg(args.scenario)
+    if args.machine is None and scenario is not None:
+        args.machine = scenario.machine
+    k = boot_from_args(args, _cmdline(args, scenario))
+    try:
+        if scenario is not None:
+            run_scenario(k, scenario)
+        text = _render_dump(args.target, k, args)
+    finally:
+        k.shutdown()
+    if args.output_format == "svg":
+        done = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True)
+        if done.returncode:
+            raise ValueError(f"dot failed: {done.stderr.strip()}")
+        text = done.stdout
+    _emit(text, args.output)
+    return 0
+
+
+def _add_dump(sub: argparse._SubParsersAction[argparse.ArgumentParser], pm: PluginManager) -> None:
+    p = sub.add_parser("dump", help="show kernel or hardware state like the debugfs files")
+    p.set_defaults(func=cmd_dump, target=None)
+    targets = p.add_subparsers(dest="target", metavar="TARGET")
+    for t in dump_targets(pm):
+        tp = targets.add_parser(t.name, help=t.help, description=t.help)
+        _add_machine_args(tp, None)
+        fmts = _output_formats(t)
+        tp.add_argument("--format", dest="output_format", choices=fmts, default=fmts[0])
+        tp.add_argument("-o", "--output", help="write to this file instead of stdout")
+        tp.add_argument(
+            "--scenario", help="scenario file (.py with scenario(kernel)) to run before dumping"
+        )
+        if t.add_arguments is not None:
+            t.add_arguments(tp)
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def _run_demo_traced(args: argparse.Namespace, cmdline: str) -> Kernel:
+    """Run ``iommulab demo`` with tracing on the command line; its output goes to
+    stderr so that stdout can carry the trace."""
+    dp = argparse.ArgumentParser(add_help=False)
+    _add_machine_args(dp)
+    demo.add_arguments(dp)
+    ns = dp.parse_args([])
+    ns.machine = args.machine or DEFAULT_MACHINE
+    ns.machine_file = args.machine_file
+    ns.modules = args.modules
+    ns.cmdline = cmdline
+    with contextlib.redirect_stdout(sys.stderr):
+        rc = demo.run(ns)
+    if rc:
+        raise ValueError(f"the demo failed (exit status {rc})")
+    return current_kernel()
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    if args.scenario == "demo":
+        k = _run_demo_traced(args, tracing.traced_cmdline(_cmdline(args), args.events))
+    else:
+        scenario = load_scenario(args.scenario)
+        if args.machine is None:
+            args.machine = scenario.machine
+        k = boot_from_args(args, tracing.traced_cmdline(_cmdline(args, scenario), args.events))
+        try:
+            run_scenario(k, scenario)
+        finally:
+            k.shutdown()
+    events, overflowed = tracing.recorded(k)
+    if overflowed:
+        print("iommulab: trace ring full; the oldest events were dropped", file=sys.stderr)
+    _emit(tracing.render(events, args.format), args.output)
+    if args.output and args.output != "-":
+        print(f"iommulab: wrote {len(events)} events to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _add_trace(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "trace",
+        help="run a scenario with tracepoints on (ftrace text or Perfetto JSON)",
+        description="Run the demo (default) or a scenario file with tracepoints enabled. "
+        "JSON output is the Chrome/Perfetto trace-event format: open it in ui.perfetto.dev.",
+    )
+    p.add_argument("scenario", nargs="?", default="demo", help="'demo' or a scenario .py file")
+    _add_machine_args(p, None)
+    p.add_argument("--format", choices=tracing.FORMATS, default="text")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument(
+        "--events",
+        default="*",
+        help="tracepoints to enable: comma-separated system:event, system:* or * (default)",
+    )
+    p.set_defaults(func=cmd_trace)
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+def cmd_scenario_run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.file)
+    if args.machine is None:
+        args.machine = scenario.machine
+    k = boot_from_args(args, _cmdline(args, scenario))
+    base = checks.baseline(k)
+    try:
+        result = run_scenario(k, scenario)
+    finally:
+        k.shutdown()
+    if result is not None:
+        print(result)
+    if args.dmesg:
+        print(k.dmesg())
+    found = checks.findings(base)
+    for f in found:
+        print(f"  {f}", file=sys.stderr)
+    status = "FAILED" if found else "ok"
+    print(f"{scenario.name}: {status} ({checks.summary(found)})")
+    return 1 if found else 0
+
+
+def _add_scenario(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("scenario", help="run user scenarios")
+    ssub = p.add_subparsers(dest="scenario_command", required=True)
+    run = ssub.add_parser(
+        "run",
+        help="boot, run FILE.py's scenario(kernel), shut down and check the kernel's health",
+        description="Exit status 1 when the run WARNed, used a stale translation, made a "
+        "DMA-API error or leaked memory.",
+    )
+    run.add_argument("file", help="a .py file defining scenario(kernel)")
+    _add_machine_args(run, None)
+    run.add_argument("--dmesg", action="store_true", help="print the kernel log afterwards")
+    run.set_defaults(func=cmd_scenario_run)
+
+
+# --------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the founding scenario")
     _add_machine_args(p)
     demo.add_arguments(p)
-    p.set_defaults(func=demo.run)
-    make_plugin_manager().hooks.add_subcommands(sub)
+    p.set_defaults(func=cmd_demo)
+    pm = plugin_manager()
+    _add_dump(sub, pm)
+    _add_trace(sub)
+    _add_scenario(sub)
+    pm.hooks.add_subcommands(sub)
     return parser
 
 

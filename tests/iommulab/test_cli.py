@@ -58,3 +58,10 @@ def test_every_preset_is_a_valid_description() -> None:
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo"]) == 0
     assert "boot complete" in capsys.readouterr().out
+
+
+def test_plugins_lists_the_dump_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "iommu-debugfs        explicit" in out
+    assert "dump target 'dma-mappings' (text): live DMA mappings" in out
