@@ -124,14 +124,12 @@ def _call_site() -> tuple[str, ...]:
     return tuple(frames)
 
 
-def _names(dev: Device | None) -> tuple[str, str]:
-    if dev is None:
-        return "NULL", "NULL"
+def _names(dev: Device) -> tuple[str, str]:
     drv = dev.driver.name if dev.driver is not None else (dev.bus.name if dev.bus else "")
     return drv, dev.init_name
 
 
-def err_printk(dev: Device | None, entry: DmaDebugEntry | None, msg: str) -> None:
+def err_printk(dev: Device, entry: DmaDebugEntry | None, msg: str) -> None:
     """``err_printk``: count, and WARN for the first error (or all with all_errors)."""
     st = dma_debug_state()
     st.error_count += 1

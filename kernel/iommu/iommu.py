@@ -914,7 +914,8 @@ def iommu_probe_device(dev: Device) -> None:
         try:
             if group.default_domain is None:
                 iommu_setup_default_domain(group, dev)
-            elif group.domain is not None:
+            else:
+                assert group.domain is not None  # a group with a default domain is attached
                 __iommu_device_set_domain(group, dev, group.domain, None)
         except KernelError:
             group.devices.remove(dev)

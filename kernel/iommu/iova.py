@@ -243,9 +243,7 @@ def _rcache_insert(iovad: IovaDomain, pfn: int, size: int) -> bool:
 def free_cached_iovas(iovad: IovaDomain) -> None:
     """``free_cpu_cached_iovas`` + ``free_global_cached_iovas``: everything cached back
     into the tree."""
-    if iovad.rcaches is None:
-        return
-    for rc in iovad.rcaches:
+    for rc in iovad.rcaches or ():
         for mag in [rc.loaded, rc.prev, *rc.depot]:
             for pfn in mag:
                 free_iova(iovad, pfn)

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from kernel.boot import Kernel
-from kernel.dma.debug import dma_debug_state
+from kernel.dma.debug import debug_dma_dump_mappings, dma_debug_state
 from kernel.dma.direction import (
+    DMA_ATTR_SKIP_CPU_SYNC,
     DMA_BIDIRECTIONAL,
     DMA_FROM_DEVICE,
     DMA_MAPPING_ERROR,
@@ -19,8 +20,10 @@ from kernel.dma.mapping import (
     dma_free_coherent,
     dma_map_sg,
     dma_map_single,
+    dma_map_single_attrs,
     dma_mapping_error,
     dma_set_max_seg_size,
+    dma_set_seg_boundary,
     dma_sync_sg_for_cpu,
     dma_sync_single_for_cpu,
     dma_sync_single_for_device,
@@ -28,9 +31,9 @@ from kernel.dma.mapping import (
     dma_unmap_single,
 )
 from kernel.dma.scatterlist import sg_init_table, sg_set_buf
-from kernel.mm import GFP_KERNEL, current_stack, kfree, kmalloc, vfree, vmalloc
+from kernel.mm import GFP_KERNEL, PAGE_OFFSET, current_stack, kfree, kmalloc, vfree, vmalloc
 from kernel.pci import PciDev, PciDeviceId, PciDriver, pci_register_driver, pci_unregister_driver
-from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at, take_warnings
+from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 
 
 @pytest.fixture(params=[False, True], ids=["direct", "iommu"])
@@ -260,3 +263,88 @@ def test_dma_debug_off(make_kernel: KernelFactory) -> None:
     k = make_kernel("dma_debug=off", iommu=False)
     dma_unmap_single(pdev_at(EDU_BDF), 0x1000, 64, DMA_TO_DEVICE)
     assert not k.warnings()
+
+
+def test_dma_debug_off_records_and_checks_nothing(make_kernel: KernelFactory) -> None:
+    k = make_kernel("dma_debug=off", iommu=False)  # dma-direct tolerates the bad calls
+    dev = pdev_at(EDU_BDF)
+    buf, h = _map(dev, 256, DMA_FROM_DEVICE)
+    dma_sync_single_for_cpu(dev, h, 4096, DMA_TO_DEVICE)
+    dma_unmap_single(dev, h, 8, DMA_TO_DEVICE)
+    sgl = sg_init_table(1)
+    sg_set_buf(sgl[0], buf, 256)
+    assert dma_map_sg(dev, sgl, 1, DMA_FROM_DEVICE) == 1
+    dma_sync_sg_for_cpu(dev, sgl, 1, DMA_TO_DEVICE)
+    dma_unmap_sg(dev, sgl, 1, DMA_FROM_DEVICE)
+    cpu, handle = dma_alloc_coherent(dev, 4096, GFP_KERNEL)
+    dma_free_coherent(dev, 4096, cpu, handle + 4096)
+    assert dma_map_single(dev, 0x1000, 64, DMA_TO_DEVICE) == DMA_MAPPING_ERROR
+    st = dma_debug_state()
+    assert st.disabled and st.error_count == 0 and not st.entries and not k.warnings()
+    assert "DMA-API: debugging disabled on kernel command line" in k.dmesg()
+
+
+def test_driver_filter_counts_other_drivers_errors_without_warning(
+    make_kernel: KernelFactory,
+) -> None:
+    k = make_kernel("dma_debug_driver=nvme", iommu=False)
+    dma_unmap_single(pdev_at(EDU_BDF), 0x1000, 64, DMA_TO_DEVICE)
+    assert dma_debug_state().error_count == 1 and not k.warnings()
+
+
+def test_more_than_7_overlapping_mappings_of_a_cacheline_warn_once(
+    make_kernel: KernelFactory,
+) -> None:
+    k = make_kernel(iommu=False)
+    dev = pdev_at(EDU_BDF)
+    buf = kmalloc(64, GFP_KERNEL)
+    assert buf is not None
+    handles = []
+    for _ in range(9):
+        h = dma_map_single_attrs(dev, buf, 64, DMA_FROM_DEVICE, DMA_ATTR_SKIP_CPU_SYNC)
+        dma_mapping_error(dev, h)
+        handles.append(h)
+    cln = (buf - PAGE_OFFSET) & ~0x3F
+    assert take_warnings(k) == [f"DMA-API: exceeded 7 overlapping mappings of cacheline {cln:#x}"]
+    for h in handles:
+        dma_unmap_single(dev, h, 64, DMA_FROM_DEVICE)
+    st = dma_debug_state()
+    assert not st.entries and not st.cachelines and st.error_count == 0
+
+
+def test_sync_inside_a_mapping_finds_it_among_others(booted: tuple[Kernel, PciDev]) -> None:
+    k, dev = booted
+    _a, ha = _map(dev, 4096, DMA_FROM_DEVICE)
+    _b, hb = _map(dev, 4096, DMA_FROM_DEVICE)
+    dma_sync_single_for_cpu(dev, hb + 0x100, 0x100, DMA_FROM_DEVICE)
+    dma_sync_single_for_cpu(dev, ha + 0x100, 0x100, DMA_FROM_DEVICE)
+    assert dma_debug_state().error_count == 0 and not k.warnings()
+    dma_unmap_single(dev, ha, 4096, DMA_FROM_DEVICE)
+    dma_unmap_single(dev, hb, 4096, DMA_FROM_DEVICE)
+
+
+def test_sg_segment_across_the_devices_boundary_is_reported(booted: tuple[Kernel, PciDev]) -> None:
+    k, dev = booted
+    dma_set_seg_boundary(dev, 0xFFF)
+    buf = kmalloc(8192, GFP_KERNEL)
+    assert buf is not None
+    sgl = sg_init_table(1)
+    sg_set_buf(sgl[0], buf + 0x800, 4096)
+    assert dma_map_sg(dev, sgl, 1, DMA_TO_DEVICE) == 1
+    assert "mapping sg segment across boundary" in _msgs(k)
+    dma_unmap_sg(dev, sgl, 1, DMA_TO_DEVICE)
+
+
+def test_dump_mappings_lists_the_devices_live_mappings(make_kernel: KernelFactory) -> None:
+    k = make_kernel(iommu=False)
+    dev, other = pdev_at(EDU_BDF), pdev_at(PASID_BDF)
+    buf, h = _map(dev, 256, DMA_TO_DEVICE)
+    _map(other, 128, DMA_FROM_DEVICE)
+    phys = buf - PAGE_OFFSET
+    line = (
+        f"pci 0000:00:03.0 single idx 0 P=0x{phys:x} D=0x{h:x} L=0x100 "
+        f"cln=0x{phys >> 6:x} DMA_TO_DEVICE"
+    )
+    assert debug_dma_dump_mappings(dev) == [line]
+    assert f"DMA-API: {line}" in k.dmesg()
+    assert len(debug_dma_dump_mappings(None)) == 2

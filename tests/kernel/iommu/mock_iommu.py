@@ -327,9 +327,12 @@ class MockIommuOps:
     def probe_device(self, dev: Device) -> IommuDevice:
         if not isinstance(dev, PciDev):
             raise ENODEV("mock iommu handles PCI devices only")
-        unit = next(
-            (u for u in self.units if u.fwnode is not None and u.fwnode.covers(dev.addr)), None
+        # An explicit device scope wins over INCLUDE_PCI_ALL (as the DMAR rules).
+        units = sorted(
+            (u for u in self.units if u.fwnode is not None and u.fwnode.covers(dev.addr)),
+            key=lambda u: u.fwnode is not None and u.fwnode.include_pci_all,
         )
+        unit = units[0] if units else None
         if unit is None:
             raise ENODEV("not in scope")
         kmem = kzalloc(96)

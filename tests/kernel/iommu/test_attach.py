@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from kernel import trace
 from kernel.device import Device
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EPERM
 from kernel.fault_inject import injector
@@ -367,8 +368,11 @@ def test_fault_goes_to_the_domain_handler(make_kernel: KernelFactory) -> None:
         return 0
 
     iommu_set_fault_handler(dom, handler)
-    assert iommu_report_device_fault(dev, 0x5000, IOMMU_FAULT_WRITE) == 0
+    with trace.capture("iommu:io_page_fault") as events:
+        assert iommu_report_device_fault(dev, 0x5000, IOMMU_FAULT_WRITE) == 0
     assert got == [(0x5000, IOMMU_FAULT_WRITE)]
+    (ev,) = events
+    assert ev.fields["device"] == EDU_BDF and ev.fields["iova"] == 0x5000
     assert iommu_state().faults[-1] == (EDU_BDF, 0x5000, IOMMU_FAULT_WRITE)
     iommu_set_fault_handler(dom, None)
     assert iommu_report_device_fault(dev, 0x5000, 0) == -38  # -ENOSYS: nobody handled it

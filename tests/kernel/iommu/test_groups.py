@@ -220,3 +220,35 @@ def test_pasid_detach_warns_when_the_blocked_domain_refuses(
         f"iommu: blocking PASID 6 of {FN1} failed",
     ]
     iommu_detach_device_pasid(dom, a, 6)  # the driver's state is cleaned up now
+
+
+def test_failed_restore_during_an_unwind_is_warned_about(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claiming ownership moves both functions to the blocking domain; the second
+    refuses, and putting the first back on the default domain fails too."""
+    k = make_kernel(devices=_slot(FN0, FN1, acs=False))
+    a, b = pdev_at(FN0), pdev_at(FN1)
+    default = iommu_get_domain_for_dev(a)
+    real = mock_iommu.MockBlockedOps.attach_dev
+
+    def refuse_fn1(self: object, domain: object, dev: PciDev, old: object) -> None:
+        if dev is b:
+            raise ENOMEM("blocked attach")
+        real(self, domain, dev, old)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mock_iommu.MockBlockedOps, "attach_dev", refuse_fn1)
+    injector().arm(1, frozenset({"iommu_attach"}))
+    try:
+        with pytest.raises(ENOMEM):
+            iommu_device_claim_dma_owner(a, "vfio")
+    finally:
+        injector().disarm()
+    monkeypatch.undo()
+    assert take_warnings(k) == [f"iommu: failed to restore domain of {FN0}"]
+    group = iommu_group_get(a)
+    assert group is not None and group.owner is None and group.domain is default
+    # What the unwind could not restore, a later attach of the group's domain does.
+    iommu_device_claim_dma_owner(a, "vfio")
+    iommu_device_release_dma_owner(a)
+    assert _ctx(a, None) is _ctx(b, None) is default.pt  # type: ignore[union-attr]

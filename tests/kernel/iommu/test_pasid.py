@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.errno import EBUSY, EINVAL, EOPNOTSUPP, EPERM
+from kernel.errno import EBUSY, EINVAL, ENODEV, EOPNOTSUPP, EPERM
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import (
     IOMMU_NO_PASID,
     IOMMU_PASID_INVALID,
+    IommuDomain,
+    dev_iommu_ops,
     iommu_attach_device,
     iommu_detach_device,
     iommu_domain_free,
@@ -20,6 +22,7 @@ from kernel.iommu.pasid import (
     iommu_attach_device_pasid,
     iommu_detach_device_pasid,
     iommu_free_global_pasid,
+    iommu_get_domain_for_dev_pasid,
 )
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu.helpers import edu_copy
@@ -132,3 +135,37 @@ def test_seed_v3_rejects_unmanaged_domain_with_warn(make_kernel: KernelFactory) 
     assert len(take_warnings(k)) == 1
     iommu_detach_device(dom, dev)
     iommu_domain_free(dom)
+
+
+def test_pasid_calls_on_a_device_without_iommu(make_kernel: KernelFactory) -> None:
+    make_kernel(iommu=False)
+    dev = pdev_at(PASID_BDF)
+    with pytest.raises(ENODEV):
+        iommu_attach_device_pasid(IommuDomain(), dev, 1)
+    iommu_detach_device_pasid(IommuDomain(), dev, 1)  # nothing attached: nothing to do
+    assert iommu_get_domain_for_dev_pasid(dev, 1) is None
+    assert iommu_alloc_global_pasid(dev) == IOMMU_PASID_INVALID
+
+
+def test_domain_without_set_dev_pasid_is_eopnotsupp(make_kernel: KernelFactory) -> None:
+    make_kernel()
+    dev = pdev_at(PASID_BDF)
+    with pytest.raises(EOPNOTSUPP):
+        iommu_attach_device_pasid(IommuDomain(owner=dev_iommu_ops(dev)), dev, 1)
+    assert not dev.iommu_group.pasid_array
+
+
+def test_attach_handles_are_refused(make_kernel: KernelFactory) -> None:
+    make_kernel()
+    dev = pdev_at(PASID_BDF)
+    with pytest.raises(EINVAL):
+        iommu_attach_device_pasid(iommu_get_domain_for_dev(dev), dev, 1, handle=object())
+    assert not dev.iommu_group.pasid_array
+
+
+def test_global_pasid_space_exhaustion_gives_pasid_invalid(make_kernel: KernelFactory) -> None:
+    make_kernel(devices=[{"kind": "pasid_edu", "bdf": PASID_BDF, "config": {"pasid_width": 1}}])
+    dev = pdev_at(PASID_BDF)
+    assert iommu_alloc_global_pasid(dev) == 1  # max_pasids 2: only PASID 1 is global
+    assert iommu_alloc_global_pasid(dev) == IOMMU_PASID_INVALID
+    iommu_free_global_pasid(1)

@@ -473,3 +473,45 @@ def test_tracepoints_record_group_membership_attach_map_and_unmap(
 
     iommu_detach_device(dom, dev)
     iommu_domain_free(dom)
+
+
+def test_devices_are_probed_against_the_unit_whose_scope_covers_them(
+    monkeypatch: pytest.MonkeyPatch, make_kernel: KernelFactory
+) -> None:
+    def boot_two_units(cmdline: str = "", **kw: Any) -> Kernel:
+        mock_iommu._OPS.units.clear()
+        spec = conftest.machine_spec()
+        spec["iommus"].append({"kind": "mock", "name": "mock1", "scope": [PASID_BDF]})
+        return boot(
+            build_machine(spec),
+            cmdline,
+            builtins=(),
+            entry_points=False,
+            extra_plugins=[("mock_iommu", mock_iommu)],
+        )
+
+    with monkeypatch.context() as mp:
+        mp.setattr(conftest, "boot_kernel", boot_two_units)
+        make_kernel()
+    assert pdev_at(PASID_BDF).iommu.iommu_dev.name == "mock1"
+    assert pdev_at(EDU_BDF).iommu.iommu_dev.name == "mock0"
+    assert iommu_state().bound == {"mock0": "mock_iommu", "mock1": "mock_iommu"}
+
+
+def test_paging_domains_get_the_drivers_page_sizes_and_ops_unless_they_bring_their_own(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kernel.iommu.iommu import iommu_domain_free, iommu_paging_domain_alloc
+
+    make_kernel()
+    dev = pdev_at(EDU_BDF)
+    own_ops = mock_iommu.MockDomainOps()
+
+    def alloc(dev: Device) -> mock_iommu.MockDomain:
+        return mock_iommu.MockDomain(ops=own_ops, name="own-ops")
+
+    monkeypatch.setattr(mock_iommu._OPS, "domain_alloc_paging", alloc)
+    dom = iommu_paging_domain_alloc(dev)
+    assert dom.ops is own_ops and dom.pgsize_bitmap == mock_iommu.MOCK_PGSIZE_BITMAP
+    assert dom.type == IOMMU_DOMAIN_UNMANAGED and dom.owner is mock_iommu._OPS
+    iommu_domain_free(dom)
