@@ -45,7 +45,7 @@ class _IllegalCommand(Exception):
         self.code = code
 
 
-_LAYOUTS: dict[int, tuple[type[Register], type[Register]]] = {
+LAYOUTS: dict[int, tuple[type[Register], type[Register]]] = {
     Op.PREFETCH_CONFIG: (ent.CmdPrefetchCfg0, ent.CmdEmpty),
     Op.PREFETCH_ADDR: (ent.CmdPrefetchCfg0, ent.CmdPrefetchAddr1),
     Op.CFGI_STE: (ent.CmdCfgiSte0, ent.CmdCfgiLeaf1),
@@ -128,7 +128,7 @@ class CommandQueue:
         dw0 = int.from_bytes(raw[0:8], "little")
         dw1 = int.from_bytes(raw[8:16], "little")
         op = dw0 & 0xFF
-        layout = _LAYOUTS.get(op)
+        layout = LAYOUTS.get(op)
         if layout is None or dw0 & layout[0].RSVDZ_MASK or dw1 & layout[1].RSVDZ_MASK:
             raise _IllegalCommand(sr.CERROR_ILL)
         u.stats.commands += 1

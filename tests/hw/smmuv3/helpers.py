@@ -381,8 +381,9 @@ class Rig:
         fmt: int = 0,
         dss: int = ent.S1DSS_SSID0,
         two_level: bool = False,
+        ram: int = RAM,
     ) -> None:
-        self.m, self.unit = make(config)
+        self.m, self.unit = make(config, ram)
         self.pages = Pages(self.m)
         self.smmu = Smmu(self.m, self.unit, self.pages, two_level=two_level)
         self.cds = CdTable(self.m, self.pages, cdmax, fmt)
