@@ -1211,9 +1211,8 @@ def iommu_subsys_init(k: Kernel) -> None:
 
 def _iommu_bind_teardown(k: Kernel) -> None:
     st = iommu_state()
-    if st.notifier is not None:
-        bus_unregister_notifier(pci_bus_type, st.notifier)
-        st.notifier = None
+    bus_unregister_notifier(pci_bus_type, _bus_notifier)
+    st.notifier = None
     for pdev in reversed(pci_get_devices()):
         iommu_release_device(pdev)
     for shutdown in reversed(st.drivers_up):

@@ -348,3 +348,18 @@ def test_dump_mappings_lists_the_devices_live_mappings(make_kernel: KernelFactor
     assert debug_dma_dump_mappings(dev) == [line]
     assert f"DMA-API: {line}" in k.dmesg()
     assert len(debug_dma_dump_mappings(None)) == 2
+
+
+def test_sg_sync_stops_at_the_first_unmapped_entry(booted: tuple[Kernel, PciDev]) -> None:
+    k, dev = booted
+    sgl = sg_init_table(3)
+    for sg in sgl:
+        buf = kmalloc(4096, GFP_KERNEL)
+        assert buf is not None
+        sg_set_buf(sg, buf, 4096)
+    assert dma_map_sg(dev, sgl, 2, DMA_FROM_DEVICE) == 2
+    dma_sync_sg_for_cpu(dev, sgl, 3, DMA_FROM_DEVICE)
+    msgs = _msgs(k)
+    assert msgs.count("syncs DMA sg list with different entry count") == 2
+    assert "has not allocated" not in msgs
+    dma_unmap_sg(dev, sgl, 2, DMA_FROM_DEVICE)

@@ -265,3 +265,26 @@ def test_seed_detach_without_a_dma_pasid_warns(make_kernel: KernelFactory) -> No
     k = make_kernel("iommu.pasid_api=seed-v3")
     iommu_detach_dma_pasid(pdev_at(PASID_BDF))
     assert take_warnings(k) == [f"{PASID_BDF}: no DMA PASID to detach"]
+
+
+def test_without_a_forced_aperture_the_dma_mask_alone_limits_iovas(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = make_kernel()
+    dev = pdev_at(EDU_BDF)
+    real = mock_iommu._OPS.domain_alloc_paging
+
+    def alloc(d: PciDev) -> IommuDomain:
+        dom = real(d)
+        dom.geometry.force_aperture = False
+        return dom
+
+    monkeypatch.setattr(mock_iommu._OPS, "domain_alloc_paging", alloc)
+    iommu_release_device(dev)
+    iommu_probe_device(dev)
+    dma_set_mask_and_coherent(dev, DMA_BIT_MASK(64))
+    _fill_below(dev, 1 << 32)
+    h = dma_map_single(dev, _buf(), 64, DMA_TO_DEVICE)
+    assert not dma_mapping_error(dev, h) and h >= 1 << 48
+    assert f"pci {EDU_BDF}: Using 64-bit DMA addresses" in k.dmesg()
+    dma_unmap_single(dev, h, 64, DMA_TO_DEVICE)
