@@ -58,7 +58,7 @@ MARKERS = (
 _CALL_FAILED = pytest.StashKey[bool]()
 
 
-class IommulabHookspecs:
+class IommulabPytestHookspecs:
     """Hooks this plugin adds to pytest (registered by ``pytest_addhooks``)."""
 
     @pytest.hookspec(firstresult=True)
@@ -79,7 +79,7 @@ class IommulabHookspecs:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    pluginmanager.add_hookspecs(IommulabHookspecs)
+    pluginmanager.add_hookspecs(IommulabPytestHookspecs)
 
 
 def pytest_configure(config: pytest.Config) -> None:

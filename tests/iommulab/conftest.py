@@ -19,6 +19,7 @@ from kernel.delay import udelay
 from kernel.pci import pci_enable_device, pci_get_devices, pci_ioremap_bar
 
 MACHINE = "default"
+CMDLINE = "module_blacklist=idxd"  # this scenario is the DSA's only driver
 
 
 def scenario(kernel):

@@ -92,9 +92,11 @@ def test_trace_fixture_captures_hardware_events(pytester: pytest.Pytester) -> No
         pytester,
         """
         import json
+        import pytest
         from kernel.delay import udelay
         from kernel.pci import pci_enable_device, pci_get_devices, pci_ioremap_bar
 
+        @pytest.mark.iommulab_cmdline("module_blacklist=idxd")
         def test_it(iommulab_kernel, iommulab_trace):
             dsa = next(d for d in pci_get_devices() if d.vendor == 0x8086)
             pci_enable_device(dsa)

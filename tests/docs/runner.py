@@ -1,0 +1,85 @@
+"""Run a Markdown document's examples, in order, the way a reader would.
+
+- a ```` ```python ```` block whose first line is ``# file: PATH`` is written to PATH;
+- any other ```` ```python ```` block is executed (one namespace per document);
+- in a ```` ```console ```` block each ``$ COMMAND`` line runs: ``iommulab ...``
+  through :func:`iommulab.cli.main`, ``make demo`` as ``iommulab demo``,
+  ``pytest ...`` in-process through ``pytester``; the exit status must be 0, and a
+  ``N passed`` line in the block's output must match the run's outcome. Lines
+  that set up the shell the suite already runs in (:data:`SETUP`) are not run.
+
+Everything happens in the ``pytester`` directory, which is also on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iommulab import cli
+
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+SETUP = ("git clone", "cd ", ". .venv/bin/activate", "make test", "make bench")
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    return [(m[1], m[2]) for m in BLOCK.finditer(text)]
+
+
+def run_document(path: Path, pytester: pytest.Pytester) -> list[str]:
+    """Run every example of ``path``; returns the commands that ran."""
+    pytester.syspathinsert()
+    ns: dict[str, Any] = {"__name__": f"doc_{path.stem}"}
+    ran: list[str] = []
+    for lang, body in blocks(path.read_text()):
+        if lang == "python":
+            first = body.partition("\n")[0]
+            if first.startswith("# file: "):
+                target = pytester.path / first.removeprefix("# file: ").strip()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(body)
+            else:
+                exec(compile(body, str(path), "exec"), ns)
+        elif lang == "console":
+            ran += _run_console(body, pytester, path)
+    return ran
+
+
+def _run_console(body: str, pytester: pytest.Pytester, path: Path) -> list[str]:
+    lines = body.splitlines()
+    ran: list[str] = []
+    for i, line in enumerate(lines):
+        if not line.startswith("$ "):
+            continue
+        command = line[2:].split("  #")[0].strip()
+        if command.startswith(SETUP):
+            continue
+        argv = shlex.split(command)
+        output = "\n".join(_output_of(lines, i))
+        if argv[0] == "iommulab":
+            assert cli.main(argv[1:]) == 0, f"{path.name}: {command}"
+        elif argv[:2] == ["make", "demo"]:
+            assert cli.main(["demo"]) == 0, f"{path.name}: {command}"
+        elif argv[0] == "pytest":
+            res = pytester.runpytest_inprocess(*argv[1:])
+            assert res.ret == 0, f"{path.name}: {command}\n{res.stdout.str()}"
+            expected = re.search(r"(\d+) passed", output)
+            if expected:
+                assert res.parseoutcomes().get("passed") == int(expected[1]), command
+        else:
+            pytest.fail(f"{path.name}: the docs runner does not know how to run {command!r}")
+        ran.append(command)
+    return ran
+
+
+def _output_of(lines: list[str], i: int) -> list[str]:
+    out = []
+    for line in lines[i + 1 :]:
+        if line.startswith("$ "):
+            break
+        out.append(line)
+    return out
