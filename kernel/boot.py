@@ -49,6 +49,8 @@ class Kernel:
     subsys: dict[str, Any] = field(factory=dict)
     """Per-subsystem state (``iommu``, ``dma`` ...), set by their initcalls."""
     ran_initcalls: list[Any] = field(factory=list)
+    stack: mm.TaskStack | None = None
+    """The init task's vmalloc'd stack (what ``current`` runs on)."""
     up: bool = False
 
     def param(self, name: str) -> Any:
@@ -68,6 +70,7 @@ class Kernel:
         bug.set_warn_state(self.warn)
         mm.set_mm(self.mm)
         irq.set_irq_controller(self.irq)
+        mm.set_task_stack(self.stack)
         global _current
         _current = self
 
@@ -149,7 +152,8 @@ def boot(
     machine.set_hw_trace_sink(tracer.hw_event)
     stack = memmgr.vmalloc(mm.THREAD_SIZE, 0, "init_task stack")
     assert stack is not None, "no memory for the init task's stack"
-    mm.set_task_stack(mm.TaskStack(stack, stack + mm.THREAD_SIZE))
+    k.stack = mm.TaskStack(stack, stack + mm.THREAD_SIZE)
+    mm.set_task_stack(k.stack)
 
     printk.pr_notice(f"Linux version {UTS_RELEASE} (iommulab) #1 SMP")
     printk.pr_notice(f"Command line: {cmdline}")

@@ -147,3 +147,19 @@ def test_builtin_modules_are_listed_with_their_distribution() -> None:
 def test_broken_builtin_is_reported() -> None:
     pm = make_plugin_manager(builtins=("drivers.nonexistent",), entry_points=False)
     assert pm.report.failed[0][0] == "nonexistent"
+
+
+def test_activating_a_kernel_restores_its_task_stack(toy_machine: Machine) -> None:
+    from hw.machine import build_machine
+    from kernel.mm import current_stack, object_is_on_stack
+    from tests.conftest import TOY
+
+    first = boot(toy_machine, "", entry_points=False)
+    buf = current_stack().alloca(32)
+    second = boot(build_machine(TOY), "", entry_points=False)
+    assert current_stack() is second.stack
+    first.activate()
+    assert current_stack() is first.stack
+    assert object_is_on_stack(buf)
+    second.shutdown()
+    first.shutdown()
