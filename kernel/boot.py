@@ -21,6 +21,7 @@ from hw.bus import Platform
 from kernel import bug, io, irq, mm, platform, printk, trace
 from kernel.errno import KernelError
 from kernel.init import initcalls
+from kernel.mm import TaskStack
 from kernel.module import InitLevel, IommuDriverInfo, KernelModule
 from kernel.params import CommandLine, Param, parse_int, parse_str
 from kernel.plugin import BUILTIN_MODULES, PluginManager, make_plugin_manager
@@ -49,7 +50,7 @@ class Kernel:
     subsys: dict[str, Any] = field(factory=dict)
     """Per-subsystem state (``iommu``, ``dma`` ...), set by their initcalls."""
     ran_initcalls: list[Any] = field(factory=list)
-    stack: mm.TaskStack | None = None
+    stack: TaskStack | None = None
     """The init task's vmalloc'd stack (what ``current`` runs on)."""
     up: bool = False
 
