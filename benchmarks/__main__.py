@@ -8,19 +8,20 @@ import sys
 
 import benchmarks
 from benchmarks._harness import BenchResult
+from iommulab.progress import progress
 
 
 def main(argv: list[str]) -> int:
     wanted = set(argv)
     rows: list[tuple[str, BenchResult]] = []
-    for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name):
-        if not info.name.startswith("bench_"):
-            continue
-        short = info.name.removeprefix("bench_")
-        if wanted and short not in wanted:
-            continue
-        mod = importlib.import_module(f"benchmarks.{info.name}")
-        print(f"running {short} ...", file=sys.stderr, flush=True)
+    suites = [
+        info.name.removeprefix("bench_")
+        for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name)
+        if info.name.startswith("bench_")
+    ]
+    suites = [s for s in suites if not wanted or s in wanted]
+    for short in progress(suites, "benchmarks"):
+        mod = importlib.import_module(f"benchmarks.bench_{short}")
         rows.extend((short, r) for r in mod.bench())
     print(
         f"{'suite':<10} {'benchmark':<48} {'value':>12} {'unit':<8} {'ratio':>8}  "

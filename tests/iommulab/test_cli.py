@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,13 @@ def test_plugins_lists_the_dump_targets(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "iommu-debugfs        explicit" in out
     assert "dump target 'dma-mappings' (text): live DMA mappings" in out
+
+
+def test_python_dash_m_iommulab_is_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.argv", ["iommulab", "dump"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("iommulab", run_name="__main__")
+    assert exit_.value.code == 0
+    assert "iommu-groups" in capsys.readouterr().out

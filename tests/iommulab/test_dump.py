@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from iommulab import cli, demo
+from iommulab import cli, demo, hwdump
 from iommulab.hwdump import tree_to_dot
 from kernel.boot import Kernel
 from kernel.debugfs import DumpTarget
@@ -173,3 +173,25 @@ def test_tree_to_dot_turns_leaves_into_physical_pages() -> None:
     assert 'n0 [label="unit"];' in dot and "n0 -> n1;" in dot
     assert dot.count('[shape=ellipse, label="page 0x5000"]') == 1
     assert 'n1 -> p0 [label="0x2000 0x1000 r--"];' in dot
+
+
+def test_dsa_fallback_lists_enabled_wqs_and_groups() -> None:
+    k = cli.boot_from_args(
+        argparse.Namespace(machine="default", machine_file=None, modules=None),
+        "module_blacklist=idxd",
+    )
+    try:
+        dsa = k.machine.functions[next(a for a in k.machine.functions if str(a).endswith("02.0"))]
+        wq = dsa.wqs[0]
+        wq.enabled, wq.size, wq.group, wq.pasid_en, wq.pasid = True, 16, 0, True, 3
+        dsa.group_engines[0] = [0, 1]
+        text = hwdump.render_dsa_model(argparse.Namespace(kernel=k, format="text"))
+    finally:
+        k.shutdown()
+    assert "  wq0: shared size=16 group=0 pasid=3 priv=0 pending=0" in text
+    assert "  group0: engines [0, 1]" in text
+
+
+def test_tree_to_dot_skips_blank_lines_and_keeps_top_level_mappings() -> None:
+    dot = tree_to_dot("\n0x1000 -> 0x2000 0x1000 rw-\n", "t")
+    assert 'n1 [label="0x1000 -> 0x2000 0x1000 rw-"];' in dot
