@@ -68,13 +68,14 @@ def idxd_device_is_halted(idxd: IdxdDevice) -> bool:
 def idxd_cmd_exec(idxd: IdxdDevice, cmd_code: int, operand: int) -> int:
     """``idxd_cmd_exec``: write CMD, wait for completion, return CMDSTS.
 
-    A halted device is not sent commands (status 0x03, as Linux reports). With
+    A halted device is not sent commands (status 0x03, as Linux reports) except
+    Reset Device, the way out of a software-reset halt. With
     the misc vector up the command asks for a completion interrupt and the
     waiter sleeps on ``idxd.cmd_done``; otherwise CMDSTS.active is polled.
     Raises ETIMEDOUT if the device never finishes.
     """
     reg = _reg(idxd)
-    if idxd_device_is_halted(idxd):
+    if cmd_code != regs.IDXD_CMD_RESET_DEVICE and idxd_device_is_halted(idxd):
         dev_warn(idxd.pdev, "Device is HALTED!")
         idxd.cmd_status = regs.IDXD_CMDSTS_HW_ERR
         return regs.IDXD_CMDSTS_HW_ERR

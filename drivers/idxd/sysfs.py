@@ -164,9 +164,10 @@ def _group_apply(grp: IdxdGroup, idxd: IdxdDevice, key: str, value: object) -> N
         raise EINVAL(f"{where}: unknown attribute {key!r}")
 
 
-def _check_device(idxd: IdxdDevice, wqs: list[IdxdWq]) -> None:
+def _check_device(idxd: IdxdDevice, wqs: list[IdxdWq], sizes_only: bool = False) -> None:
     """Whole-configuration checks: total WQ size, kernel WQs in a group, shared
-    WQs only with PASID, threshold below size."""
+    WQs only with PASID, threshold below size (a single store checks only the
+    total size, as ``wq_size_store`` does: the rest may still be set later)."""
     total = 0
     for wq in wqs:
         total += wq.size
@@ -175,6 +176,8 @@ def _check_device(idxd: IdxdDevice, wqs: list[IdxdWq]) -> None:
                 f"{wq.name_dev}.size: WQ sizes add up to {total}, over the device total "
                 f"{idxd.max_wq_size}"
             )
+        if sizes_only:
+            continue
         if wq.type == IDXD_WQT_KERNEL and wq.size and wq.group_id < 0:
             raise EINVAL(f"{wq.name_dev}.group_id: kernel WQ is not in a group")
         if wq.shared and wq.size and not idxd.wq_shared_supported(wq):
@@ -191,7 +194,7 @@ def wq_store(wq: IdxdWq, **attrs: object) -> None:
     staged = evolve(wq)
     for key, value in attrs.items():
         _wq_apply(staged, key, value)
-    _check_device(wq.idxd, [staged if w is wq else w for w in wq.idxd.wqs])
+    _check_device(wq.idxd, [staged if w is wq else w for w in wq.idxd.wqs], sizes_only=True)
     for key in attrs:
         for f in _WQ_FIELDS[key]:
             setattr(wq, f, getattr(staged, f))

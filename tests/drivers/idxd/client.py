@@ -4,6 +4,8 @@ dmaengine, say NTB or a crypto driver, does)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from attrs import define, field
 
 from drivers.idxd.idxd import IdxdDesc
@@ -13,11 +15,13 @@ from kernel.dma.dmaengine import (
     DMA_PREP_INTERRUPT,
     DmaChan,
     DmaengineResult,
+    dma_submit_error,
     dma_sync_wait,
     dmaengine_prep_dma_memcpy,
     dmaengine_submit,
 )
 from kernel.dma.mapping import dma_map_single, dma_mapping_error, dma_unmap_single
+from kernel.errno import EAGAIN, ENOMEM, KernelError
 from kernel.mm import (
     alloc_pages_exact,
     free_pages_exact,
@@ -50,7 +54,8 @@ class MemcpyClient:
 
     def alloc(self, size: int, fill: int | None = None) -> int:
         addr = alloc_pages_exact(size, 0)
-        assert addr is not None
+        if addr is None:
+            raise ENOMEM(f"client buffer of {size} bytes")
         if fill is not None:
             pattern = bytes((fill + i) & 0xFF for i in range(256))
             memory_write(addr, (pattern * (size // 256 + 1))[:size])
@@ -59,25 +64,44 @@ class MemcpyClient:
     def free(self, addr: int, size: int) -> None:
         free_pages_exact(addr, size)
 
+    def _map(self, addr: int, size: int, dir: int) -> int:
+        handle = dma_map_single(self.dev, addr, size, dir)
+        if dma_mapping_error(self.dev, handle):
+            raise ENOMEM("dma_map_single")
+        return handle
+
     def start(self, size: int, interrupt: bool = True, seed: int = 1) -> Copy:
-        """Allocate and map src/dst, prepare and submit a memcpy (not waited for)."""
-        c = Copy(self.alloc(size, seed), self.alloc(size, None), size)
-        c.src_dma = dma_map_single(self.dev, c.src, size, DMA_TO_DEVICE)
-        assert dma_mapping_error(self.dev, c.src_dma) == 0
-        c.dst_dma = dma_map_single(self.dev, c.dst, size, DMA_FROM_DEVICE)
-        assert dma_mapping_error(self.dev, c.dst_dma) == 0
-        tx = dmaengine_prep_dma_memcpy(
-            self.chan, c.dst_dma, c.src_dma, size, DMA_PREP_INTERRUPT if interrupt else 0
-        )
-        assert tx is not None
+        """Allocate and map src/dst, prepare and submit a memcpy (not waited for);
+        a failure at any step undoes the earlier ones and raises."""
+        src = self.alloc(size, seed)
+        undo: list[Callable[[], None]] = [lambda: self.free(src, size)]
+        try:
+            dst = self.alloc(size, None)
+            undo.append(lambda: self.free(dst, size))
+            c = Copy(src, dst, size)
+            c.src_dma = self._map(src, size, DMA_TO_DEVICE)
+            undo.append(lambda: dma_unmap_single(self.dev, c.src_dma, size, DMA_TO_DEVICE))
+            c.dst_dma = self._map(dst, size, DMA_FROM_DEVICE)
+            undo.append(lambda: dma_unmap_single(self.dev, c.dst_dma, size, DMA_FROM_DEVICE))
+            tx = dmaengine_prep_dma_memcpy(
+                self.chan, c.dst_dma, c.src_dma, size, DMA_PREP_INTERRUPT if interrupt else 0
+            )
+            if tx is None:
+                raise EAGAIN("dmaengine_prep_dma_memcpy")
 
-        def done(param: object, result: DmaengineResult) -> None:
-            c.result = result
-            c.calls += 1
+            def done(param: object, result: DmaengineResult) -> None:
+                c.result = result
+                c.calls += 1
 
-        tx.callback_result = done
-        c.desc = tx.priv
-        c.cookie = dmaengine_submit(tx)
+            tx.callback_result = done
+            c.desc = tx.priv
+            c.cookie = dmaengine_submit(tx)
+            if dma_submit_error(c.cookie):
+                raise EAGAIN(f"dmaengine_submit: {c.cookie}")
+        except KernelError:
+            for fn in reversed(undo):
+                fn()
+            raise
         self.copies.append(c)
         return c
 
