@@ -38,6 +38,12 @@ def iommulab_modules() -> Sequence[KernelModule]:
                     "configure and enable the default kernel WQs at probe",
                 ),
                 Param("idxd.config", "", parse_str, "accel-config JSON file to load at probe"),
+                Param(
+                    "idxd.kernel_priv",
+                    False,
+                    parse_bool,
+                    "2022 behaviour: privileged kernel descriptors even with a PASID",
+                ),
             ),
         )
     ]

@@ -214,13 +214,16 @@ def idxd_set_user_intr(idxd: IdxdDevice, enable: bool) -> None:
 def idxd_wq_kernel_priv(idxd: IdxdDevice) -> int:
     """Privilege of kernel descriptors and kernel dedicated WQs.
 
-    Upstream (v6.6+) with a system PASID: user privilege (0) everywhere, because
-    VT-d kernel DMA PASIDs are non-privileged (a7050fbde36e). The seed-v3 kernels
-    kept priv=1 for kernel WQs (WQCFG.priv and ``hw->priv``). Without a PASID the
-    request carries no privilege at all; kernel WQs keep the pre-v6.6 priv=1 so
-    their completion interrupts do not depend on GENCFG.user_int_en.
+    With a system PASID: user privilege (0), in both PASID API generations,
+    because the VT-d driver sets kernel-DMA PASID entries up non-privileged
+    (SRE=0; a7050fbde36e, v6.4). The 2022 seed-era idxd kept priv=1 for kernel WQs
+    (WQCFG.priv and ``hw->priv``) and relied on the supervisor-request PASID
+    entries VT-d made then; ``idxd.kernel_priv=1`` restores that behaviour, and
+    against today's VT-d entries every descriptor then faults (the model reports
+    it). Without a PASID the request carries no privilege at all; kernel WQs keep
+    priv=1 so their completion interrupts do not depend on GENCFG.user_int_en.
     """
-    if idxd.pasid_enabled and idxd.pasid_api != PASID_API_SEED_V3:
+    if idxd.pasid_enabled and not idxd.kernel_priv:
         return 0
     return 1
 
@@ -306,7 +309,7 @@ def idxd_device_drv_probe(idxd: IdxdDevice) -> None:
     if idxd.state == IDXD_DEV_ENABLED:
         raise EBUSY(f"{idxd.name}: device already enabled")
     try:
-        if idxd.pasid_enabled and idxd.pasid_api != PASID_API_SEED_V3:
+        if idxd.pasid_enabled and not idxd.kernel_priv:
             idxd_set_user_intr(idxd, True)
         idxd_device_config(idxd)
         idxd_device_enable(idxd)

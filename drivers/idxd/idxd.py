@@ -210,6 +210,8 @@ class IdxdDevice:
     """kzalloc'ed shadows of the C structures (freed at remove; leak checks see them)."""
     reinit_timer: Any = None
     user_int_en: bool = False
+    kernel_priv: bool = False
+    """``idxd.kernel_priv``: the 2022 privileged kernel descriptors with a PASID."""
 
     @property
     def name(self) -> str:

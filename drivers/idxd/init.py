@@ -9,8 +9,10 @@ WQ/engine/group allocation, interrupts, and the system PASID.
   ``iommu_alloc_global_pasid`` (-ENOSPC), ``iommu_attach_device_pasid`` (the PASID
   freed again if that fails), then GENCFG.user_int_en because kernel descriptors
   now use user privilege;
-- ``seed-v3`` (the 2022 series, patch 3/4): ``iommu_attach_dma_pasid(dev)``;
-  kernel WQs keep priv=1 as they did then.
+- ``seed-v3`` (the 2022 series, patch 3/4): ``iommu_attach_dma_pasid(dev)``.
+
+Either way kernel descriptors then use user privilege and GENCFG.user_int_en is
+set (see ``idxd_wq_kernel_priv``; ``idxd.kernel_priv=1`` keeps 2022's priv=1).
 
 A failure leaves the device without PASID ("No in-kernel DMA with PASID"): the
 dedicated WQ still works, a shared one cannot be enabled.
@@ -131,6 +133,7 @@ def idxd_enable_system_pasid(idxd: IdxdDevice) -> None:
             dev_err(dev, f"failed to attach device pasid {pasid}, domain type {domain.type}")
             iommu_free_global_pasid(pasid)
             raise
+    if not idxd.kernel_priv:
         idxd_set_user_intr(idxd, True)
     idxd.pasid = pasid
     idxd.pasid_api = api
@@ -150,6 +153,7 @@ def idxd_disable_system_pasid(idxd: IdxdDevice) -> None:
         if domain is not None:
             iommu_detach_device_pasid(domain, dev, idxd.pasid)
             iommu_free_global_pasid(idxd.pasid)
+    if idxd.user_int_en:
         idxd_set_user_intr(idxd, False)
     dev_info(dev, f"system PASID {idxd.pasid} detached")
     idxd.pasid = IOMMU_PASID_INVALID
@@ -255,6 +259,7 @@ def _free_shadows(idxd: IdxdDevice) -> None:
 def idxd_probe(idxd: IdxdDevice) -> None:
     """``idxd_probe``: reset, system PASID, capabilities, structures, interrupts."""
     idxd_device_init_reset(idxd)
+    idxd.kernel_priv = bool(current_kernel().param("idxd.kernel_priv"))
     if current_kernel().param("idxd.sva"):
         try:
             idxd_enable_system_pasid(idxd)

@@ -70,10 +70,8 @@ def test_wqcfg_carries_pasid_per_wq_type(make_kernel: Boot, api: str) -> None:
     dwq, swq = hw.wqs[0], hw.wqs[1]
     assert (dwq.pasid_en, dwq.pasid, dwq.dedicated) == (True, idxd.pasid, True)
     assert (swq.pasid_en, swq.pasid, swq.dedicated) == (True, 0, False)
-    priv = api == "seed-v3"
-    assert dwq.priv == priv and swq.priv == priv
-    user_int = hw.regs.field("GENCFG", hwregs.GENCFG.user_int_en)
-    assert user_int == (0 if priv else 1)
+    assert not dwq.priv and not swq.priv
+    assert hw.regs.field("GENCFG", hwregs.GENCFG.user_int_en) == 1
     perm = hw.regs["MSIX_PERM1"]
     assert hwregs.MSIX_PERM.pasid_en.get(perm) == 1
     assert hwregs.MSIX_PERM.pasid.get(perm) == idxd.pasid
@@ -95,11 +93,17 @@ def test_descriptors_carry_the_system_pasid(make_kernel: Boot, api: str) -> None
         d.memcpy(4096)
         s.memcpy(4096)
     pasid = dsa0().pasid
-    priv = 1 if api == "seed-v3" else 0
     assert [(e.fields["pasid"], e.fields["priv"], e.fields["insn"]) for e in events] == [
-        (pasid, priv, "movdir64b"),
-        (pasid, priv, "enqcmds"),
+        (pasid, 0, "movdir64b"),
+        (pasid, 0, "enqcmds"),
     ]
+
+
+def test_kernel_priv_restores_privileged_2022_kernel_wqs(make_kernel: Boot) -> None:
+    k = boot_api(make_kernel, "seed-v3", "idxd.kernel_priv=1")
+    hw = dsa_hw(k)
+    assert hw.wqs[0].priv and hw.wqs[1].priv
+    assert hw.regs.field("GENCFG", hwregs.GENCFG.user_int_en) == 0
 
 
 @pytest.mark.parametrize("api", APIS)
