@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from kernel.plugin import make_plugin_manager
 from tests.docs.runner import blocks, run_document
 from tests.iommulab.schema import trace_event_schema, validate
 
@@ -20,11 +19,10 @@ EXECUTED = [
     "README.md",
     "docs/quickstart.md",
     "docs/tutorial-1-unit-test-a-driver.md",
+    "docs/tutorial-2-prototype-an-api-change.md",
     "docs/tutorial-3-iommu-vendor-plugin.md",
 ]
-WAITING = {
-    "docs/tutorial-2-prototype-an-api-change.md": "needs drivers/intel_iommu bound to VT-d",
-}
+WAITING: dict[str, str] = {}
 """Documents whose examples cannot run yet, and what they wait for."""
 
 
@@ -51,11 +49,3 @@ def test_every_document_with_examples_is_executed_or_waiting() -> None:
         if any(lang in ("python", "console") for lang, _ in blocks(p.read_text()))
     }
     assert with_code == set(EXECUTED) | set(WAITING)
-
-
-def test_tutorial_2_waits_for_the_intel_vtd_driver() -> None:
-    # Tutorial 2 reproduces the seed-v3 stale-IOTLB finding on VT-d, so it runs only once
-    # a driver claims the DMAR units. When this fails, drivers/intel_iommu has landed:
-    # move tutorial 2 from WAITING to EXECUTED.
-    claims = [d.name for d in make_plugin_manager().hooks.iommu_drivers() if d.table == "DMAR"]
-    assert claims == [], f"{claims} claim DMAR: run tutorial 2 (move it to EXECUTED)"

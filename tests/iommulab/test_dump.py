@@ -19,7 +19,8 @@ NO_INTEL = ["--cmdline", "module_blacklist=intel_iommu,idxd"]
 
 
 class VendorViews:
-    """A plugin contributing its own ``vtd`` view (as drivers/intel_iommu will)."""
+    """A plugin contributing its own ``vendor`` view, which has a hardware fallback
+    (as drivers/intel_iommu does for ``vtd``)."""
 
     @staticmethod
     def render(args: argparse.Namespace) -> str:
@@ -32,12 +33,15 @@ class VendorViews:
 
     @hookimpl
     def iommulab_dump_targets(self) -> list[DumpTarget]:
-        return [DumpTarget("vtd", "driver view", self.render, self.add_arguments, ("text", "dot"))]
+        return [
+            DumpTarget("vendor", "driver view", self.render, self.add_arguments, ("text", "dot"))
+        ]
 
 
 @pytest.fixture
 def vendor_views(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "CORE_PLUGINS", (*cli.CORE_PLUGINS, ("views", VendorViews())))
+    monkeypatch.setitem(hwdump.FALLBACKS, "vendor", hwdump.FALLBACKS["vtd"])
 
 
 def test_dump_without_a_target_lists_every_target(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,7 +88,7 @@ def test_hardware_fallbacks_say_when_the_machine_lacks_the_device(
 def test_a_plugin_target_replaces_the_fallback(
     vendor_views: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["dump", "vtd", "--depth", "3"]) == 0
+    assert cli.main(["dump", "vendor", "--depth", "3"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "driver view of dmar0 as text 3\n"
     assert captured.err == ""
@@ -111,7 +115,7 @@ def test_svg_pipes_the_dot_output_through_graphviz(
 ) -> None:
     _fake_dot(tmp_path, monkeypatch, 'echo "<svg>$(cat)</svg>"')
     out = tmp_path / "vtd.svg"
-    assert cli.main(["dump", "vtd", "--format", "svg", "-o", str(out)]) == 0
+    assert cli.main(["dump", "vendor", "--format", "svg", "-o", str(out)]) == 0
     assert out.read_text() == "<svg>driver view of dmar0 as dot 1</svg>\n"
 
 
@@ -122,7 +126,7 @@ def test_a_failing_dot_is_an_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _fake_dot(tmp_path, monkeypatch, "echo 'syntax error' >&2; exit 1")
-    assert cli.main(["dump", "vtd", "--format", "svg"]) == 2
+    assert cli.main(["dump", "vendor", "--format", "svg"]) == 2
     assert "dot failed: syntax error" in capsys.readouterr().err
 
 

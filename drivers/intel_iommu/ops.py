@@ -1,0 +1,177 @@
+"""``intel_iommu_ops`` and the domain-ops tables (the ``const struct iommu_ops`` and
+``iommu_domain_ops`` initialisers at the end of drivers/iommu/intel/iommu.c).
+
+One :class:`IntelIommuOps` per booted kernel holds the static identity and blocking
+domains. The paging domains' ops carry both PASID generations: ``set_dev_pasid``
+(upstream) and the seed-v3 ``attach_dev_pasid``/``detach_dev_pasid``, which the core
+only calls under ``iommu.pasid_api=seed-v3``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drivers.intel_iommu import iommu as vtd
+from drivers.intel_iommu.domain import dev_info_of
+from drivers.intel_iommu.svm import intel_svm_domain_alloc
+from kernel.device import Device
+from kernel.errno import EOPNOTSUPP
+from kernel.iommu.iommu import (
+    IOMMU_DOMAIN_BLOCKED,
+    IOMMU_DOMAIN_IDENTITY,
+    IommuDevice,
+    IommuDomain,
+    IommuGroup,
+    IommuIotlbGather,
+    pci_device_group,
+)
+
+
+class IntelDomainOps:
+    """``intel_iommu_ops.default_domain_ops``: DMA, DMA_FQ and UNMANAGED domains."""
+
+    def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
+        vtd.intel_iommu_attach_device(domain, dev, old)
+
+    def set_dev_pasid(
+        self, domain: IommuDomain, dev: Device, pasid: int, old: IommuDomain | None
+    ) -> None:
+        vtd.intel_iommu_set_dev_pasid(domain, dev, pasid, old)
+
+    def attach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
+        vtd.intel_iommu_attach_dev_pasid(domain, dev, pasid)
+
+    def detach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
+        vtd.intel_iommu_detach_dev_pasid(domain, dev, pasid)
+
+    def map_pages(
+        self,
+        domain: IommuDomain,
+        iova: int,
+        paddr: int,
+        pgsize: int,
+        pgcount: int,
+        prot: int,
+        gfp: int,
+    ) -> int:
+        return vtd.intel_iommu_map_pages(domain, iova, paddr, pgsize, pgcount, prot, gfp)
+
+    def unmap_pages(
+        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
+    ) -> int:
+        return vtd.intel_iommu_unmap_pages(domain, iova, pgsize, pgcount, gather)
+
+    def iotlb_sync_map(self, domain: IommuDomain, iova: int, size: int) -> None:
+        vtd.intel_iommu_iotlb_sync_map(domain, iova, size)
+
+    def flush_iotlb_all(self, domain: IommuDomain) -> None:
+        vtd.intel_flush_iotlb_all(domain)
+
+    def iotlb_sync(self, domain: IommuDomain, gather: IommuIotlbGather) -> None:
+        vtd.intel_iommu_tlb_sync(domain, gather)
+
+    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int:
+        return vtd.intel_iommu_iova_to_phys(domain, iova)
+
+    def free(self, domain: IommuDomain) -> None:
+        vtd.intel_iommu_domain_free(domain)
+
+
+class _StaticDomainOps:
+    """What the identity and blocking domains share: no page table."""
+
+    def map_pages(
+        self,
+        domain: IommuDomain,
+        iova: int,
+        paddr: int,
+        pgsize: int,
+        pgcount: int,
+        prot: int,
+        gfp: int,
+    ) -> int:
+        raise EOPNOTSUPP(f"{domain!r} has no page table")
+
+    def unmap_pages(
+        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
+    ) -> int:
+        return 0
+
+    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int:
+        return 0
+
+    def free(self, domain: IommuDomain) -> None:
+        """Static domains are never freed."""
+
+
+class IdentityDomainOps(_StaticDomainOps):
+    """The static identity domain's ops (pass-through entries)."""
+
+    def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
+        vtd.identity_domain_attach_dev(domain, dev, old)
+
+    def set_dev_pasid(
+        self, domain: IommuDomain, dev: Device, pasid: int, old: IommuDomain | None
+    ) -> None:
+        vtd.identity_domain_set_dev_pasid(domain, dev, pasid, old)
+
+    def attach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
+        vtd.intel_iommu_attach_dev_pasid(domain, dev, pasid)
+
+    def detach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
+        vtd.intel_iommu_detach_dev_pasid(domain, dev, pasid)
+
+
+class BlockingDomainOps(_StaticDomainOps):
+    """The static blocking domain's ops (also the upstream PASID detach)."""
+
+    def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
+        vtd.blocking_domain_attach_dev(domain, dev, old)
+
+    def set_dev_pasid(
+        self, domain: IommuDomain, dev: Device, pasid: int, old: IommuDomain | None
+    ) -> None:
+        vtd.blocking_domain_set_dev_pasid(domain, dev, pasid, old)
+
+
+class IntelIommuOps:
+    """``intel_iommu_ops``."""
+
+    pgsize_bitmap = vtd.SZ_4K
+
+    def __init__(self) -> None:
+        self.identity_domain: IommuDomain | None = IommuDomain(
+            type=IOMMU_DOMAIN_IDENTITY, ops=IdentityDomainOps(), owner=self, name="identity"
+        )
+        self.blocked_domain: IommuDomain | None = IommuDomain(
+            type=IOMMU_DOMAIN_BLOCKED, ops=BlockingDomainOps(), owner=self, name="blocked"
+        )
+        self.default_domain_ops = IntelDomainOps()
+
+    def probe_device(self, dev: Device) -> IommuDevice:
+        return vtd.intel_iommu_probe_device(dev)
+
+    def probe_finalize(self, dev: Device) -> None:
+        vtd.intel_iommu_probe_finalize(dev)
+
+    def release_device(self, dev: Device) -> None:
+        vtd.intel_iommu_release_device(dev)
+
+    def device_group(self, dev: Device) -> IommuGroup:
+        return pci_device_group(dev)
+
+    def domain_alloc_paging(self, dev: Device) -> IommuDomain:
+        """``intel_iommu_domain_alloc_paging_flags`` with no flags."""
+        iommu = dev_info_of(dev).iommu
+        domain = vtd.paging_domain_alloc(dev, vtd.first_level_by_default(iommu))
+        domain.ops = self.default_domain_ops
+        return domain
+
+    def domain_alloc_sva(self, dev: Device, mm: Any) -> IommuDomain:
+        return intel_svm_domain_alloc(dev, mm)
+
+    def def_domain_type(self, dev: Device) -> int:
+        return vtd.device_def_domain_type(dev)
+
+    def capable(self, dev: Device, cap: int) -> bool:
+        return vtd.intel_iommu_capable(dev, cap)

@@ -1,0 +1,278 @@
+"""DMA page tables in RAM (the ``dma_pte`` helpers of drivers/iommu/intel/iommu.c):
+``pfn_to_dma_pte``, ``__domain_mapping``, ``switch_to_super_page``,
+``dma_pte_clear_level``/``domain_unmap`` and ``iova_to_phys``.
+
+One format serves both stages, as in Linux: 512 8-byte entries per 4 KiB table,
+``agaw + 2`` levels, R/W in bits 1:0 (first-stage P is bit 0 = R) and the large-page
+bit 7. First-stage entries also get U/S and A (and D on writable leaves), so a
+first-stage domain's table is a valid x86-64 table. Leaves use 2 MiB / 1 GiB pages
+when the domain's ``iommu_superpage`` allows and both addresses are aligned.
+Tables that an unmap empties are collected on a free list and freed only after
+the IOTLB flush.
+
+Differences from Linux: every leaf written is a fault-injection point
+(``iommu_pgtable``), so sweeps can fail a mapping midway and check that the core
+unmaps the part already mapped (Linux can only fail where it allocates a table);
+``__domain_mapping`` returns how many pages it mapped; ``switch_to_super_page``
+frees the replaced tables after its flush (Linux frees them first).
+"""
+
+from __future__ import annotations
+
+from drivers.intel_iommu import iommu_regs as ir
+from drivers.intel_iommu.cache import domain_flush_range
+from drivers.intel_iommu.structs import DmarDomain
+from kernel.bug import WARN_ON
+from kernel.errno import EINVAL, ENOMEM
+from kernel.fault_inject import should_fail
+from kernel.mm import free_page, get_zeroed_page, phys_to_virt, read64, virt_to_phys, write64
+from kernel.printk import KERN_CRIT, printk
+
+LEVEL_STRIDE = ir.VTD_STRIDE_SHIFT
+PTE_ADDR = ir.DMA_PTE_ADDR_MASK
+
+
+def level_to_offset_bits(level: int) -> int:
+    return (level - 1) * LEVEL_STRIDE
+
+
+def pfn_level_offset(pfn: int, level: int) -> int:
+    return (pfn >> level_to_offset_bits(level)) & 0x1FF
+
+
+def level_size(level: int) -> int:
+    """Pages one entry at ``level`` covers (``lvl_to_nr_pages``)."""
+    return 1 << level_to_offset_bits(level)
+
+
+def first_pte_in_page(pte: int) -> bool:
+    return not pte & (ir.VTD_PAGE_SIZE - 1)
+
+
+def nr_pte_to_next_page(pte: int) -> int:
+    return (ir.VTD_PAGE_SIZE - (pte & (ir.VTD_PAGE_SIZE - 1))) >> 3
+
+
+def DOMAIN_MAX_PFN(gaw: int) -> int:
+    return (1 << (gaw - ir.VTD_PAGE_SHIFT)) - 1
+
+
+def domain_pfn_supported(domain: DmarDomain, pfn: int) -> bool:
+    """``domain_pfn_supported``: ``pfn`` is below the domain's address width."""
+    addr_width = ir.agaw_to_width(domain.agaw) - ir.VTD_PAGE_SHIFT
+    return not pfn >> addr_width
+
+
+def alloc_pgtable_page(gfp: int) -> int | None:
+    """``iommu_alloc_pages_node_sz(..., SZ_4K)``: a zeroed table page."""
+    return get_zeroed_page(gfp)
+
+
+def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) -> tuple[int, int]:
+    """``pfn_to_dma_pte``: the address of the entry for ``pfn`` at ``target_level``
+    (allocating missing tables), or with ``target_level == 0`` the first leaf,
+    superpage or non-present entry on the way down. Returns ``(pte, level)``;
+    ``pte`` is 0 beyond the domain's width or when a table cannot be allocated."""
+    if not domain_pfn_supported(domain, pfn):
+        return 0, target_level
+    level = ir.agaw_to_level(domain.agaw)
+    parent = domain.pgd
+    first = domain.use_first_level
+    while True:
+        pte = parent + (((pfn >> ((level - 1) * LEVEL_STRIDE)) & 0x1FF) << 3)
+        val = read64(pte)
+        if not target_level and (val & ir.DMA_PTE_LARGE_PAGE or not val & 3):
+            break
+        if level == target_level:
+            break
+        if not val & 3:
+            tmp = alloc_pgtable_page(gfp)
+            if tmp is None:
+                return 0, target_level
+            val = virt_to_phys(tmp) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
+            if first:
+                val |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+            write64(pte, val)
+        if level == 1:
+            break
+        parent = phys_to_virt(val & PTE_ADDR)
+        level -= 1
+    return pte, target_level or level
+
+
+def hardware_largepage_caps(domain: DmarDomain, iov_pfn: int, phy_pfn: int, pages: int) -> int:
+    """``hardware_largepage_caps``: the largest level both addresses are aligned to."""
+    support = domain.iommu_superpage
+    level = 1
+    pfnmerge = iov_pfn | phy_pfn
+    while support and not pfnmerge & ir.VTD_STRIDE_LOW:
+        pages >>= LEVEL_STRIDE
+        if not pages:
+            break
+        pfnmerge >>= LEVEL_STRIDE
+        level += 1
+        support -= 1
+    return level
+
+
+def switch_to_super_page(domain: DmarDomain, start_pfn: int, end_pfn: int, level: int) -> None:
+    """``switch_to_super_page``: tables under a range that becomes superpages are
+    unlinked and, after the flush, freed."""
+    lvl_pages = level_size(level)
+    pte = 0
+    freelist: list[int] = []
+    pfn = start_pfn
+    while pfn <= end_pfn:
+        if not pte:
+            pte, _ = pfn_to_dma_pte(domain, pfn, level, 0)
+            if not pte:
+                break
+        if read64(pte) & 3:
+            domain_unmap(domain, pfn, pfn + lvl_pages - 1, freelist)
+            domain_flush_range(
+                domain, start_pfn << ir.VTD_PAGE_SHIFT, end_pfn << ir.VTD_PAGE_SHIFT, 0
+            )
+        pte += 8
+        pfn += lvl_pages
+        if first_pte_in_page(pte):
+            pte = 0
+    for page in freelist:
+        free_page(page)
+
+
+def __domain_mapping(
+    domain: DmarDomain, iov_pfn: int, phys_pfn: int, nr_pages: int, prot: int, gfp: int
+) -> int:
+    """``__domain_mapping``: write leaves for ``nr_pages`` pages, superpages where
+    possible. Returns the pages mapped; raises when it could map none (EINVAL out
+    of range or without R/W, ENOMEM without a table page)."""
+    if not domain_pfn_supported(domain, iov_pfn + nr_pages - 1):
+        raise EINVAL(f"pfn {iov_pfn + nr_pages - 1:#x} beyond the domain's address width")
+    if not prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE):
+        raise EINVAL("mapping with neither read nor write permission")
+    attr = prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE | ir.DMA_PTE_SNP)
+    if domain.use_first_level:
+        attr |= ir.DMA_FL_PTE_PRESENT | ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+        if prot & ir.DMA_PTE_WRITE:
+            attr |= ir.DMA_FL_PTE_DIRTY
+    domain.has_mappings = True
+    pteval = (phys_pfn << ir.VTD_PAGE_SHIFT) | attr
+    done = 0
+    pte = 0
+    largepage_lvl = 1
+    lvl_pages = 1
+    while nr_pages > 0:
+        if not pte:
+            largepage_lvl = hardware_largepage_caps(domain, iov_pfn, phys_pfn, nr_pages)
+            pte, largepage_lvl = pfn_to_dma_pte(domain, iov_pfn, largepage_lvl, gfp)
+            if not pte:
+                if done:
+                    return done
+                raise ENOMEM("no memory for a page-table page")
+            lvl_pages = level_size(largepage_lvl)
+            if largepage_lvl > 1:
+                pteval |= ir.DMA_PTE_LARGE_PAGE
+                to_remove = min(nr_pages, nr_pte_to_next_page(pte) * lvl_pages)
+                switch_to_super_page(domain, iov_pfn, iov_pfn + to_remove - 1, largepage_lvl)
+            else:
+                pteval &= ~ir.DMA_PTE_LARGE_PAGE
+        if should_fail("iommu_pgtable"):
+            if done:
+                return done
+            raise ENOMEM("iommu_pgtable")
+        old = read64(pte)
+        if old:
+            printk(
+                KERN_CRIT,
+                f"DMAR: ERROR: DMA PTE for vPFN {iov_pfn:#x} already set "
+                f"(to {old:x} not {pteval:x})",
+            )
+            WARN_ON(True, f"DMA PTE for vPFN {iov_pfn:#x} already set")
+        else:
+            write64(pte, pteval)
+        nr_pages -= lvl_pages
+        iov_pfn += lvl_pages
+        phys_pfn += lvl_pages
+        pteval += lvl_pages << ir.VTD_PAGE_SHIFT
+        done += lvl_pages
+        pte += 8
+        if not nr_pages or first_pte_in_page(pte) or (largepage_lvl > 1 and nr_pages < lvl_pages):
+            pte = 0
+    return done
+
+
+def dma_pte_list_pagetables(
+    domain: DmarDomain, level: int, parent_val: int, freelist: list[int]
+) -> None:
+    """``dma_pte_list_pagetables``: the table ``parent_val`` points at and every table
+    below it go on ``freelist``."""
+    table = phys_to_virt(parent_val & PTE_ADDR)
+    freelist.append(table)
+    if level == 1:
+        return
+    for i in range(512):
+        val = read64(table + 8 * i)
+        if val & 3 and not val & ir.DMA_PTE_LARGE_PAGE:
+            dma_pte_list_pagetables(domain, level - 1, val, freelist)
+
+
+def dma_pte_clear_level(
+    domain: DmarDomain,
+    level: int,
+    table: int,
+    pfn: int,
+    start_pfn: int,
+    last_pfn: int,
+    freelist: list[int],
+) -> None:
+    """``dma_pte_clear_level``: clear entries covering ``[start_pfn, last_pfn]``; tables
+    entirely inside the range go on ``freelist``."""
+    pfn = max(start_pfn, pfn)
+    pte = table + (pfn_level_offset(pfn, level) << 3)
+    size = level_size(level)
+    while True:
+        level_pfn = pfn & ~(size - 1)
+        val = read64(pte)
+        if val & 3:
+            if start_pfn <= level_pfn and last_pfn >= level_pfn + size - 1:
+                if level > 1 and not val & ir.DMA_PTE_LARGE_PAGE:
+                    dma_pte_list_pagetables(domain, level - 1, val, freelist)
+                write64(pte, 0)
+            elif level > 1:
+                dma_pte_clear_level(
+                    domain,
+                    level - 1,
+                    phys_to_virt(val & PTE_ADDR),
+                    level_pfn,
+                    start_pfn,
+                    last_pfn,
+                    freelist,
+                )
+        pfn = level_pfn + size
+        pte += 8
+        if first_pte_in_page(pte) or pfn > last_pfn:
+            break
+
+
+def domain_unmap(domain: DmarDomain, start_pfn: int, last_pfn: int, freelist: list[int]) -> None:
+    """``domain_unmap``: clear the range; the top table itself goes too when the
+    whole address space is unmapped."""
+    if WARN_ON(not domain_pfn_supported(domain, last_pfn)) or WARN_ON(start_pfn > last_pfn):
+        return
+    dma_pte_clear_level(
+        domain, ir.agaw_to_level(domain.agaw), domain.pgd, 0, start_pfn, last_pfn, freelist
+    )
+    if start_pfn == 0 and last_pfn == DOMAIN_MAX_PFN(domain.gaw):
+        freelist.append(domain.pgd)
+        domain.pgd = 0
+
+
+def iova_to_phys(domain: DmarDomain, iova: int) -> int:
+    """``intel_iommu_iova_to_phys``: the leaf's address plus the offset in its page."""
+    pte, level = pfn_to_dma_pte(domain, iova >> ir.VTD_PAGE_SHIFT, 0, 0)
+    if not pte:
+        return 0
+    val = read64(pte)
+    if not val & 3:
+        return 0
+    return (val & PTE_ADDR) + (iova & ((1 << (level_to_offset_bits(level) + 12)) - 1))
