@@ -1,0 +1,72 @@
+"""The hardware model catches a driver that forgets an invalidation: each test
+removes one of the driver's flushes (a test-only monkeypatch) and checks that the
+SMMU model reports the use of a stale cached entry, naming the missing command."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.arm_smmu_v3 import arm_smmu_v3
+from kernel.boot import Kernel
+from kernel.dma.direction import DMA_BIDIRECTIONAL
+from kernel.dma.mapping import dma_unmap_single
+from kernel.iommu.iommu import iommu_get_domain_for_dev
+from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
+from kernel.mm import kfree
+from tests.drivers.arm_smmu_v3.conftest import (
+    DSA_BDF,
+    EDU_BDF,
+    device_dma,
+    dsa,
+    edu,
+    map_buffer,
+    unit,
+)
+
+
+def _stale_missing(k: Kernel) -> list[str]:
+    return [str(e.fields["missing"]) for e in k.tracer.events("hw_smmuv3:stale_translation")]
+
+
+def test_cd_cleared_without_cfgi_cd_is_a_stale_cd_use(
+    k: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = dsa()
+    dom = iommu_get_domain_for_dev(dev)
+    assert dom is not None
+    buf, iova = map_buffer(dev, 4096, DMA_BIDIRECTIONAL)
+    iommu_attach_device_pasid(dom, dev, 4)
+    assert device_dma(k, DSA_BDF, iova, 64, pasid=4) is None  # CD[4] now cached
+    with monkeypatch.context() as mp:
+        mp.setattr(arm_smmu_v3, "arm_smmu_sync_cd", lambda master, ssid, leaf: None)
+        iommu_detach_device_pasid(dom, dev, 4)  # CD[4] zeroed, no CFGI_CD
+    assert device_dma(k, DSA_BDF, iova, 64, pasid=4) is None  # the SMMU used the old CD
+    assert unit(k).stats.stale_uses == 1
+    assert _stale_missing(k) == ["CFGI_CD"]
+    dma_unmap_single(dev, iova, 4096, DMA_BIDIRECTIONAL)
+    kfree(buf)
+
+
+def test_pte_cleared_without_tlbi_is_a_stale_tlb_use(
+    k: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = edu()
+    buf, iova = map_buffer(dev, 4096, DMA_BIDIRECTIONAL)
+    assert device_dma(k, EDU_BDF, iova, 64) is None  # the TLB holds the page
+    with monkeypatch.context() as mp:
+        mp.setattr(arm_smmu_v3, "arm_smmu_tlb_inv_range_domain", lambda *a: None)
+        dma_unmap_single(dev, iova, 4096, DMA_BIDIRECTIONAL)  # PTE cleared, no TLBI
+    assert device_dma(k, EDU_BDF, iova, 64) is None  # translated by the stale entry
+    assert unit(k).stats.stale_uses == 1
+    assert _stale_missing(k) == ["TLBI_NH_VA"]
+    kfree(buf)
+
+
+def test_with_every_flush_in_place_nothing_is_stale(k: Kernel) -> None:
+    dev = edu()
+    buf, iova = map_buffer(dev, 4096, DMA_BIDIRECTIONAL)
+    assert device_dma(k, EDU_BDF, iova, 64) is None
+    dma_unmap_single(dev, iova, 4096, DMA_BIDIRECTIONAL)
+    assert device_dma(k, EDU_BDF, iova, 64) is not None
+    assert unit(k).stats.stale_uses == 0
+    kfree(buf)
