@@ -28,7 +28,7 @@ from kernel.module import IommuDriverInfo, KernelModule
 T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "iommulab.modules"
-BUILTIN_MODULES: tuple[str, ...] = ("drivers.intel_iommu", "drivers.idxd")
+BUILTIN_MODULES: tuple[str, ...] = ("drivers.intel_iommu", "drivers.idxd", "drivers.arm_smmu_v3")
 
 
 @define
