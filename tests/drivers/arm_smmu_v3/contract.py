@@ -34,3 +34,13 @@ def smmuv3_vendor(make_kernel: KernelFactory, cmdline: str) -> VendorSetup:
     finally:
         conftest.boot_kernel = mock_boot
     return VendorSetup(k, pdev_at(DSA_BDF), pdev_at(EDU_BDF))
+
+
+def _vendor_param() -> object:
+    import pytest
+
+    return pytest.param(smmuv3_vendor, id="smmuv3")
+
+
+VENDOR_PARAM = _vendor_param()
+"""What tests/kernel/iommu/test_contract.py appends to its ``VENDORS``."""
