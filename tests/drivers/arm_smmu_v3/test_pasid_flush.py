@@ -90,3 +90,35 @@ def test_seed_v3_api_has_no_flush_gap_on_smmuv3(smmu_boot: Boot) -> None:
     assert not k.tracer.events("hw_smmuv3:stale_translation")
     iommu_detach_dma_pasid(dev)
     assert cd(dev, pasid) == [0] * 8
+
+
+def test_same_unmap_on_vtd_sends_one_pasid_iotlb_invalidation_per_attachment() -> None:
+    """The VT-d half of the comparison, on the ``default`` (VT-d + DSA) machine: the
+    same default-domain-at-a-PASID setup and the same unmap send one PASID-based
+    IOTLB invalidation (descriptor type 6) for PASID 0 (the RID) and one for the
+    PASID, because first-stage IOTLB entries are tagged (domain id, PASID)."""
+    from hw.bus import PciAddr
+    from tests.drivers.intel_iommu.conftest import boot_vtd, pdev
+
+    k, m = boot_vtd("trace_event=hw_vtd:qi_descriptor")
+    try:
+        dev = pdev(DSA_BDF)
+        dom = iommu_get_domain_for_dev(dev)
+        assert dom is not None
+        pasid = iommu_alloc_global_pasid(dev)
+        iommu_attach_device_pasid(dom, dev, pasid)
+        buf, iova = map_buffer(dev, 4096, DMA_BIDIRECTIONAL)
+        fn = m.functions[PciAddr.parse(DSA_BDF)]
+        assert fn.dma_read(pasid, False, iova, 64)[1] is None
+        assert fn.dma_read(None, False, iova, 64)[1] is None
+        mark = len(k.tracer.events("hw_vtd:qi_descriptor"))
+        dma_unmap_single(dev, iova, 4096, DMA_BIDIRECTIONAL)
+        sent = k.tracer.events("hw_vtd:qi_descriptor")[mark:]
+        p_iotlb = [e.fields["qw"] for e in sent if e.fields["type"] == 6]
+        assert sorted((qw[0] >> 32) & 0xFFFFF for qw in p_iotlb) == [0, pasid]
+        kfree(buf)
+        iommu_detach_device_pasid(dom, dev, pasid)
+        iommu_free_global_pasid(pasid)
+        assert not k.warnings()
+    finally:
+        k.shutdown()
