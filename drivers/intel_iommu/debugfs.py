@@ -32,7 +32,6 @@ from drivers.intel_iommu.pasid import (
 )
 from drivers.intel_iommu.structs import IntelIommu
 from kernel.debugfs import DumpTarget
-from kernel.errno import EINVAL
 from kernel.mm import phys_to_virt, read64
 
 
@@ -63,7 +62,7 @@ def _parse_bdf(text: str) -> tuple[int, int]:
         dev_s, fn_s = parts[-1].split(".")
         return bus, (int(dev_s, 16) << 3) | int(fn_s, 16)
     except (ValueError, IndexError):
-        raise EINVAL(f"bad device {text!r}: expected [SSSS:]BB:DD.F") from None
+        raise ValueError(f"bad device {text!r}: expected [SSSS:]BB:DD.F") from None
 
 
 def _translation_enabled(iommu: IntelIommu) -> bool:

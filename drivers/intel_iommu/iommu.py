@@ -206,9 +206,8 @@ def init_translation_status(iommu: IntelIommu) -> None:
 def intel_iommu_init_qi(iommu: IntelIommu) -> None:
     """``intel_iommu_init_qi``: clear old faults, disable a QI left on by firmware,
     enable QI; without it, register-based invalidation."""
-    if iommu.qi is None:
-        dmar_fault(-1, iommu)
-        dmar_disable_qi(iommu)
+    dmar_fault(-1, iommu)
+    dmar_disable_qi(iommu)
     try:
         dmar_enable_qi(iommu)
     except ENOENT:
@@ -321,10 +320,7 @@ def iommu_enable_pci_ats(info: DeviceDomainInfo) -> None:
     """``iommu_enable_pci_ats``."""
     if not info.ats_supported or info.ats_enabled:
         return
-    try:
-        pci_enable_ats(info.dev, ir.VTD_PAGE_SHIFT)
-    except KernelError:
-        return
+    pci_enable_ats(info.dev, ir.VTD_PAGE_SHIFT)
     info.ats_enabled = True
 
 
@@ -842,8 +838,7 @@ def intel_iommu_probe_device(dev: Device) -> IntelIommu:
 def _free_info(dev: Device, info: DeviceDomainInfo) -> None:
     kfree(info.kmem)
     info.kmem = 0
-    if dev.iommu is not None:
-        dev.iommu.priv = None
+    dev.iommu.priv = None
 
 
 def intel_iommu_probe_finalize(dev: Device) -> None:

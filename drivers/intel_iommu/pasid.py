@@ -81,13 +81,11 @@ PASID_ENTRY_PGTT_NESTED = 3
 PASID_ENTRY_PGTT_PT = 4
 
 PASID_FLAG_FL5LP = 1 << 1
-PASID_FLAG_PAGE_SNOOP = 1 << 2
 
 # Bit positions in the 8 quadwords of a PASID entry (pasid.h setters).
 _QW0_AW_SHIFT = 2
 _QW0_PGTT_SHIFT = 6
 _QW1_PWSNP = 1 << 23
-_QW1_PGSNP = 1 << 24
 _QW2_FLPM_SHIFT = 2
 
 PasidEntry = list[int]
@@ -196,15 +194,14 @@ def pasid_clear_entry(pte: int, fpd: bool = False) -> None:
 def pasid_pte_config_first_level(
     iommu: IntelIommu, fsptptr: int, did: int, flags: int
 ) -> PasidEntry:
-    """``pasid_pte_config_first_level``: FLPTR, FLPM, PGSNP, DID, AW = unit AGAW,
-    PWSNP per ECAP.SMPWC, PGTT = first-stage only, P."""
+    """``pasid_pte_config_first_level``: FLPTR, FLPM, DID, AW = unit AGAW, PWSNP per
+    ECAP.SMPWC, PGTT = first-stage only, P. (PGSNP is for force-snooping domains,
+    which this driver does not offer.)"""
     val = [0] * 8
     val[2] = fsptptr & ir.VTD_PAGE_MASK
     if flags & PASID_FLAG_FL5LP:
         val[2] |= 1 << _QW2_FLPM_SHIFT
     val[1] = did & 0xFFFF
-    if flags & PASID_FLAG_PAGE_SNOOP:
-        val[1] |= _QW1_PGSNP
     if ir.ecap_smpwc(iommu.ecap):
         val[1] |= _QW1_PWSNP
     val[0] = (iommu.agaw << _QW0_AW_SHIFT) | (PASID_ENTRY_PGTT_FL_ONLY << _QW0_PGTT_SHIFT)

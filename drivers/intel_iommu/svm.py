@@ -57,6 +57,24 @@ def intel_svm_domain_alloc(dev: Device, mm: Any) -> IommuDomain:
     return DmarDomain(ops=SVA_DOMAIN_OPS, use_first_level=True, name="sva", kmem=kmem)
 
 
+def intel_svm_set_dev_pasid(
+    domain: IommuDomain, dev: Device, pasid: int, old: IommuDomain | None
+) -> None:
+    """``intel_svm_set_dev_pasid``: the mm's page table as a first-stage entry,
+    tagged FLPT_DEFAULT_DID."""
+    info = dev_info_of(dev)
+    dmar_domain = to_dmar_domain(domain)
+    domain_add_dev_pasid(dmar_domain, dev, pasid)
+    try:
+        __domain_setup_first_level(
+            info.iommu, dev, pasid, ir.FLPT_DEFAULT_DID, domain.mm.pgd_phys, 0, old
+        )
+    except KernelError:
+        domain_remove_dev_pasid(domain, dev, pasid)
+        raise
+    domain_remove_dev_pasid(old, dev, pasid)
+
+
 class IntelSvaDomainOps:
     """``intel_svm_domain_ops``: PASID attach only."""
 
@@ -66,18 +84,7 @@ class IntelSvaDomainOps:
     def set_dev_pasid(
         self, domain: IommuDomain, dev: Device, pasid: int, old: IommuDomain | None
     ) -> None:
-        """``intel_svm_set_dev_pasid``: the mm's page table as a first-stage entry."""
-        info = dev_info_of(dev)
-        dmar_domain = to_dmar_domain(domain)
-        domain_add_dev_pasid(dmar_domain, dev, pasid)
-        try:
-            __domain_setup_first_level(
-                info.iommu, dev, pasid, ir.FLPT_DEFAULT_DID, domain.mm.pgd_phys, 0, old
-            )
-        except KernelError:
-            domain_remove_dev_pasid(domain, dev, pasid)
-            raise
-        domain_remove_dev_pasid(old, dev, pasid)
+        intel_svm_set_dev_pasid(domain, dev, pasid, old)
 
     def flush_iotlb_all(self, domain: IommuDomain) -> None:
         """The mmu notifier's invalidation of the whole address space."""
