@@ -8,7 +8,8 @@ frames through :meth:`hw.memory.Memory.watch` and marks the entries *suspect* wh
 one of them is written, so the model re-walks only entries that may have gone stale
 and the cache-hit path stays a dict lookup plus one flag test.
 
-Shared by the VT-d and SMMUv3 models.
+Shared by the VT-d and SMMUv3 models: SMMUv3 tracks whole pages (:class:`DepTracker`),
+VT-d tracks 8-byte table-entry granules (:class:`SlotTracker`).
 """
 
 from __future__ import annotations
@@ -67,3 +68,137 @@ class DepTracker:
     def mark_all(self, entries: Iterable[Cached]) -> None:
         for entry in entries:
             entry.suspect = True
+
+
+GRANULE_SHIFT = 3
+"""Slot dependencies are tracked per 8-byte granule (one table entry word)."""
+_SLOTS_PER_PAGE_SHIFT = 12 - GRANULE_SHIFT
+_SLOT_MASK = (1 << _SLOTS_PER_PAGE_SHIFT) - 1
+
+
+class SlotCached:
+    """Base of cache entries tracked per table *entry*: ``slots`` are the 8-byte
+    granules (``address >> 3``) the entry was built from, ``suspect`` is set when one
+    of them changes."""
+
+    __slots__ = ("slots", "suspect")
+
+    def __init__(self, slots: Iterable[int]) -> None:
+        self.slots = frozenset(slots)
+        self.suspect = False
+
+
+class _WatchedPage:
+    __slots__ = ("deps", "snap")
+
+    def __init__(self, snap: bytearray) -> None:
+        self.snap = snap
+        self.deps: dict[int, set[SlotCached]] = {}
+
+
+class SlotTracker:
+    """8-byte-granule dependency tracking on top of page watches.
+
+    Same contract as :class:`DepTracker` (``add``/``drop``/``rebase``/``mark_all``),
+    finer grain: Memory reports writes per page frame, so every watched page keeps a
+    snapshot of its bytes; on a write notification the tracker diffs the page against
+    the snapshot and marks suspect only the entries that read a granule whose bytes
+    changed. Writing one PTE of a table page therefore no longer marks the entries
+    that depend on its 511 neighbours, and rewriting a value unchanged marks nothing.
+    Exact as long as every RAM write goes through :class:`Memory` (the snapshot is
+    re-synchronised on every notification).
+
+    :meth:`own_write` is for the model's own accessed/dirty-bit updates: bits that
+    no cached result depends on, so the written granule marks nothing (any other
+    granule that changed since the snapshot still does). :attr:`version` is bumped
+    whenever an entry is marked suspect, so summaries derived from many entries can
+    check in O(1) that none of them became suspect.
+    """
+
+    def __init__(self, memory: Memory) -> None:
+        self.mem = memory
+        self.by_pfn: dict[int, _WatchedPage] = {}
+        self.version = 0
+        self._own = -1
+
+    def on_write(self, pfn: int) -> None:
+        page = self.by_pfn.get(pfn)
+        if page is None:  # pragma: no cover - unwatched before Memory called back
+            return
+        base = pfn << 12
+        cur = self.mem.view[base : base + len(page.snap)]
+        snap = page.snap
+        if cur == snap:
+            return
+        diff = int.from_bytes(cur, "little") ^ int.from_bytes(snap, "little")
+        snap[:] = cur
+        own = self._own - (pfn << _SLOTS_PER_PAGE_SHIFT)
+        deps = page.deps
+        marked = False
+        while diff:
+            slot = (diff.bit_length() - 1) >> 6
+            diff &= (1 << (slot << 6)) - 1
+            if slot == own:
+                continue
+            for entry in deps.get(slot, ()):
+                entry.suspect = True
+                marked = True
+        if marked:
+            self.version += 1
+
+    def own_write(self, addr: int, bits: int) -> None:
+        """Set ``bits`` in the little-endian u64 at ``addr`` (a read-modify-write, as
+        the hardware's locked A/D update) without marking entries that depend on it.
+        The caller guarantees no cached result depends on ``bits``."""
+        old = self.mem.read_u64(addr)
+        if old & bits == bits:
+            return
+        self._own = addr >> GRANULE_SHIFT
+        try:
+            self.mem.write_u64(addr, old | bits)
+        finally:
+            self._own = -1
+
+    def add(self, entry: SlotCached) -> None:
+        by_pfn = self.by_pfn
+        for granule in entry.slots:
+            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+            page = by_pfn.get(pfn)
+            if page is None:
+                base = pfn << 12
+                page = by_pfn[pfn] = _WatchedPage(bytearray(self.mem.view[base : base + 4096]))
+                self.mem.watch(pfn, self.on_write)
+            deps = page.deps.get(granule & _SLOT_MASK)
+            if deps is None:
+                deps = page.deps[granule & _SLOT_MASK] = set()
+            deps.add(entry)
+
+    def drop(self, entry: SlotCached) -> None:
+        by_pfn = self.by_pfn
+        for granule in entry.slots:
+            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+            page = by_pfn.get(pfn)
+            if page is None:
+                continue
+            slot = granule & _SLOT_MASK
+            deps = page.deps.get(slot)
+            if deps is None:
+                continue
+            deps.discard(entry)
+            if not deps:
+                del page.deps[slot]
+                if not page.deps:
+                    del by_pfn[pfn]
+                    self.mem.unwatch(pfn, self.on_write)
+
+    def rebase(self, entry: SlotCached, slots: Iterable[int]) -> None:
+        """Entry re-verified against fresh tables: depend on the granules just read."""
+        self.drop(entry)
+        entry.slots = frozenset(slots)
+        entry.suspect = False
+        self.add(entry)
+
+    def mark_all(self, entries: Iterable[SlotCached]) -> None:
+        for entry in entries:
+            entry.suspect = True
+        self.version += 1

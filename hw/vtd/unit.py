@@ -18,7 +18,7 @@ from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
 from hw.memory import Memory
 from hw.regs import RegisterFile, RegSlot
 from hw.vtd import registers as vr
-from hw.vtd.caches import SL_TAG, Caches, CtxEntry, TlbEntry
+from hw.vtd.caches import BLOCK, BLOCK_SHIFT, SL_TAG, Caches, CtxEntry, TlbEntry
 from hw.vtd.config import VtdConfig
 from hw.vtd.faults import FR, NON_QUALIFIED, FaultLog, TranslationFault
 from hw.vtd.walk import (
@@ -161,6 +161,7 @@ class VtdUnit:
         self._mem = machine.memory
         self._walker = Walker(machine.memory, self.cfg)
         self._caches = Caches(machine.memory)
+        self._walker.set_bits = self._caches.deps.own_write
         self._qi = InvalidationQueue(self)
 
     @property
@@ -435,7 +436,7 @@ class VtdUnit:
             except TranslationFault:
                 fresh = None
             if fresh is not None and fresh == e.info:
-                caches.deps.rebase(e, fresh.pages)
+                caches.deps.rebase(e, fresh.slots)
             else:
                 stale_box[0] = True
         return e
@@ -461,7 +462,7 @@ class VtdUnit:
                 except TranslationFault:
                     fresh = None
                 if fresh is not None and fresh == e.info:
-                    caches.deps.rebase(e, fresh.pages)
+                    caches.deps.rebase(e, fresh.slots)
                 else:
                     stale_box[0] = True
             return e.info
@@ -545,11 +546,20 @@ class VtdUnit:
         sel: _Sel,
         upper_stale: bool,
     ) -> DmaResult:
-        """The per-page loop: IOTLB hit path, fills, permission checks, run merging."""
+        """Translate ``[addr, addr + size)`` into merged physical runs.
+
+        Run-oriented: a 2 MiB IOVA block with a valid :class:`~hw.vtd.caches.Block`
+        summary costs one dict lookup and appends its (few) runs; other blocks go page
+        by page (IOTLB hit path, fills, re-checks of suspect entries, permission
+        checks), and a block covered entirely that way is summarised for next time.
+        Hardware looks up the IOTLB per page; the summary gives the same answer because
+        it is dropped or outdated whenever one of its entries could answer differently.
+        """
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self._passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
         caches = self.caches
+        deps = caches.deps
         need = self._need(sel, write, priv, exe)
         sizes = caches.iotlb.get((sel.did, sel.tag))
         runs: list[tuple[int, int]] = []
@@ -560,81 +570,120 @@ class VtdUnit:
         fault: DmaFault | None = None
         no_dirty = not write
         while a < end:
-            e: TlbEntry | None = None
-            if sizes is not None:
-                e = sizes[0].get(a >> 12) or sizes[1].get(a >> 21) or sizes[2].get(a >> 30)
-                # Hot path: a clean hit that needs no check, inside RAM (RAM always ends
-                # below the interrupt range, so one comparison covers both).
+            bn = a >> BLOCK_SHIFT
+            base = bn << BLOCK_SHIFT
+            lim = base + (1 << BLOCK_SHIFT)
+            whole = a == base and lim <= end
+            if lim > end:
+                lim = end
+            if sizes is not None and not upper_stale:
+                blk = sizes[BLOCK].get(bn)
                 if (
-                    e is not None
-                    and not e.suspect
-                    and e.stage is stage
-                    and not upper_stale
-                    and e.perms & need == need
-                    and (no_dirty or e.dirty)
+                    blk is not None
+                    and blk.version == deps.version
+                    and blk.stage is stage
+                    and blk.perms & need == need
+                    and (no_dirty or blk.dirty)
                 ):
-                    shift = e.shift
-                    off = a & ((1 << shift) - 1)
-                    chunk = (1 << shift) - off
-                    if a + chunk > end:
-                        chunk = end - a
-                    phys = e.phys | off
-                    if phys + chunk <= ram:
-                        hits += 1
+                    lo, hi = a - base, lim - base
+                    for off, phys, n in blk.runs:
+                        if off + n <= lo:
+                            continue
+                        if off >= hi:
+                            break
+                        s = lo if lo > off else off
+                        k = (off + n if off + n < hi else hi) - s
+                        phys += s - off
                         if phys == run_end:
-                            run_end += chunk
+                            run_end += k
                         else:
                             if run_start >= 0:
                                 runs.append((run_start, run_end - run_start))
-                            run_start, run_end = phys, phys + chunk
-                        a += chunk
-                        continue
-            check = upper_stale
-            if e is not None and e.stage is not stage and e.stage == stage:
-                e.stage = stage
-            if e is None or e.suspect or e.stage is not stage:
-                try:
-                    e, check = self._slow_page(sel, e, a, write, check)
-                except TranslationFault as f:
+                            run_start, run_end = phys, phys + k
+                    hits += ((lim - 1) >> 12) - (a >> 12) + 1
+                    a = lim
+                    continue
+            while a < lim:
+                e: TlbEntry | None = None
+                if sizes is not None:
+                    e = sizes[0].get(a >> 12) or sizes[1].get(a >> 21) or sizes[2].get(a >> 30)
+                    # Hot path: a clean hit that needs no check, inside RAM (RAM always
+                    # ends below the interrupt range, so one comparison covers both).
+                    if (
+                        e is not None
+                        and not e.suspect
+                        and e.stage is stage
+                        and not upper_stale
+                        and e.perms & need == need
+                        and (no_dirty or e.dirty)
+                    ):
+                        shift = e.shift
+                        off = a & ((1 << shift) - 1)
+                        chunk = (1 << shift) - off
+                        if a + chunk > end:
+                            chunk = end - a
+                        phys = e.phys | off
+                        if phys + chunk <= ram:
+                            hits += 1
+                            if phys == run_end:
+                                run_end += chunk
+                            else:
+                                if run_start >= 0:
+                                    runs.append((run_start, run_end - run_start))
+                                run_start, run_end = phys, phys + chunk
+                            a += chunk
+                            continue
+                check = upper_stale
+                if e is not None and e.stage is not stage and e.stage == stage:
+                    e.stage = stage
+                    caches.entry_changed(e)
+                if e is None or e.suspect or e.stage is not stage:
+                    try:
+                        e, check = self._slow_page(sel, e, a, write, check)
+                    except TranslationFault as f:
+                        if check:
+                            self._check_fresh(rid, pasid, priv, exe, write, a, (-1, int(f.reason)))
+                        fault = self._fault(rid, pasid, priv, exe, a, write, f.reason, f.fpd)
+                        break
+                    if sizes is None:
+                        sizes = caches.iotlb.get((sel.did, sel.tag))
+                else:
+                    hits += 1
+                perms = e.perms
+                if perms & need != need:
+                    reason = self._perm_reason(sel, perms, need)
                     if check:
-                        self._check_fresh(rid, pasid, priv, exe, write, a, (-1, int(f.reason)))
-                    fault = self._fault(rid, pasid, priv, exe, a, write, f.reason, f.fpd)
+                        self._check_fresh(rid, pasid, priv, exe, write, a, (-1, int(reason)))
+                    fault = self._fault(rid, pasid, priv, exe, a, write, reason, sel.fpd)
                     break
-                if sizes is None:
-                    sizes = caches.iotlb.get((sel.did, sel.tag))
-            else:
-                hits += 1
-            perms = e.perms
-            if perms & need != need:
-                reason = self._perm_reason(sel, perms, need)
+                shift = e.shift
+                phys = e.phys | (a & ((1 << shift) - 1))
                 if check:
-                    self._check_fresh(rid, pasid, priv, exe, write, a, (-1, int(reason)))
-                fault = self._fault(rid, pasid, priv, exe, a, write, reason, sel.fpd)
-                break
-            shift = e.shift
-            phys = e.phys | (a & ((1 << shift) - 1))
-            if check:
-                self._check_fresh(rid, pasid, priv, exe, write, a, (phys & ~0xFFF, 0))
-            if write and not e.dirty:
-                e.dirty = True
-                self.walker.set_dirty(stage, e.pte_addr)
-            chunk = min(end, ((a >> shift) + 1) << shift) - a
-            if phys < INTR_HI and phys + chunk > INTR_LO:
-                reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
-                fault = self._fault(rid, pasid, priv, exe, a, write, reason, sel.fpd)
-                break
-            if phys + chunk > ram:
-                chunk = max(0, ram - phys)
-                fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
-            if phys == run_end or not chunk:
-                run_end += chunk
-            else:
-                if run_start >= 0:
-                    runs.append((run_start, run_end - run_start))
-                run_start, run_end = phys, phys + chunk
+                    self._check_fresh(rid, pasid, priv, exe, write, a, (phys & ~0xFFF, 0))
+                if write and not e.dirty:
+                    e.dirty = True
+                    self.walker.set_dirty(stage, e.pte_addr)
+                chunk = min(end, ((a >> shift) + 1) << shift) - a
+                if phys < INTR_HI and phys + chunk > INTR_LO:
+                    reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
+                    fault = self._fault(rid, pasid, priv, exe, a, write, reason, sel.fpd)
+                    break
+                if phys + chunk > ram:
+                    chunk = max(0, ram - phys)
+                    fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
+                if phys == run_end or not chunk:
+                    run_end += chunk
+                else:
+                    if run_start >= 0:
+                        runs.append((run_start, run_end - run_start))
+                    run_start, run_end = phys, phys + chunk
+                if fault is not None:
+                    break
+                a += chunk
             if fault is not None:
                 break
-            a += chunk
+            if whole and sizes is not None and not upper_stale:
+                caches.build_block(sizes, bn, stage)
         if run_start >= 0:
             runs.append((run_start, run_end - run_start))
         self.stats.iotlb_hits += hits
@@ -657,7 +706,8 @@ class VtdUnit:
                 e.shift,
                 e.perms,
             ):
-                self.caches.deps.rebase(e, leaf.pages)
+                self.caches.deps.rebase(e, leaf.slots)
+                self.caches.entry_changed(e)
                 return e, check
             return e, True
         self.stats.iotlb_misses += 1
@@ -672,7 +722,7 @@ class VtdUnit:
             leaf.perms,
             sel.stage,
             leaf.pte_addr,
-            leaf.pages,
+            leaf.slots,
         )
         e.dirty = sel.stage.kind == KIND_SL and not sel.stage.ssade
         self.caches.put_tlb(e)

@@ -11,6 +11,8 @@ Walks raise :class:`~hw.vtd.faults.TranslationFault`; they never return a partia
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from attrs import field, frozen
 
 from hw.memory import BusError, Memory
@@ -60,7 +62,8 @@ class CtxInfo:
     pdts: int = 0
     dirptr: int = 0
     rid_pasid: int = 0
-    pages: frozenset[int] = field(default=frozenset(), eq=False)
+    slots: frozenset[int] = field(default=frozenset(), eq=False)
+    """8-byte granules (``address >> 3``) of the root and context entry words read."""
 
 
 @frozen
@@ -74,35 +77,49 @@ class PasidInfo:
     sre: bool
     ere: bool
     wpe: bool
-    pages: frozenset[int] = field(default=frozenset(), eq=False)
+    slots: frozenset[int] = field(default=frozenset(), eq=False)
+    """Granules read: the context's, the PASID directory entry and the 64-byte entry."""
 
 
 class Leaf:
-    """The leaf of a page walk: page frame, size and the access rights of all levels."""
+    """The leaf of a page walk: page frame, size, the access rights of all levels and
+    the 8-byte granules of the entries read on the way (``slots``)."""
 
-    __slots__ = ("pages", "perms", "phys", "pte_addr", "shift", "table_ptes")
+    __slots__ = ("perms", "phys", "pte_addr", "shift", "slots")
 
-    def __init__(
-        self, phys: int, shift: int, perms: int, pte_addr: int, pages: list[int], ptes: list[int]
-    ) -> None:
+    def __init__(self, phys: int, shift: int, perms: int, pte_addr: int, slots: list[int]) -> None:
         self.phys = phys
         self.shift = shift
         self.perms = perms
         self.pte_addr = pte_addr
-        self.pages = pages
-        self.table_ptes = ptes
+        self.slots = slots
 
     def same(self, other: Leaf) -> bool:
         return (self.phys, self.shift, self.perms) == (other.phys, other.shift, other.perms)
 
 
+def _set_bits(mem: Memory) -> Callable[[int, int], None]:
+    def set_bits(addr: int, bits: int) -> None:
+        pte = mem.read_u64(addr)
+        if pte & bits != bits:
+            mem.write_u64(addr, pte | bits)
+
+    return set_bits
+
+
 class Walker:
-    """Reads tables from RAM for one unit; stateless apart from configuration."""
+    """Reads tables from RAM for one unit; stateless apart from configuration.
+
+    A/D updates go through :attr:`set_bits` (``set_bits(addr, bits)``, a read-modify-
+    write of one u64); the unit points it at its dependency tracker so the model's own
+    A/D writes do not make its cached entries suspect.
+    """
 
     def __init__(self, memory: Memory, cfg: VtdConfig) -> None:
         self.mem = memory
         self.cfg = cfg
         self.addr_rsvd = ent.addr_rsvd(cfg.haw)
+        self.set_bits: Callable[[int, int], None] = _set_bits(memory)
 
     def _read(self, addr: int, reason: FR, fpd: bool = False) -> int:
         try:
@@ -124,20 +141,22 @@ class Walker:
             half = raddr + (8 if devfn >= 0x80 else 0)
             rent = self._read(half, r_acc)
             rsvd = ent.RootLo.RSVDZ_MASK | self.addr_rsvd
+            slots = {half >> 3}
         else:
             rent = self._read(raddr, r_acc)
             if self._read(raddr + 8, r_acc):
                 raise TranslationFault(r_rsvd)
             rsvd = ent.RootLo.RSVDZ_MASK | self.addr_rsvd
+            slots = {raddr >> 3, (raddr >> 3) + 1}
         if not rent & 1:
             raise TranslationFault(r_np)
         if rent & rsvd:
             raise TranslationFault(r_rsvd)
         table = rent & ~0xFFF
-        pages = {root >> 12, table >> 12}
         if scalable:
-            return self._sm_context(table + (devfn & 0x7F) * ent.SM_CTX_SIZE, pages)
+            return self._sm_context(table + (devfn & 0x7F) * ent.SM_CTX_SIZE, slots)
         caddr = table + devfn * ent.LEGACY_CTX_SIZE
+        slots |= {caddr >> 3, (caddr >> 3) + 1}
         lo = self._read(caddr, FR.CTX_ACCESS)
         hi = self._read(caddr + 8, FR.CTX_ACCESS)
         fpd = bool(lo & 2)
@@ -160,9 +179,9 @@ class Walker:
             if not (cfg.sagaw >> aw) & 1:
                 raise TranslationFault(FR.CTX_INVALID, fpd)
             stage = Stage(KIND_SL, lo & ~0xFFF & ((1 << 64) - 1), aw + 2)
-        return CtxInfo(False, fpd, did=did, stage=stage, pages=frozenset(pages))
+        return CtxInfo(False, fpd, did=did, stage=stage, slots=frozenset(slots))
 
-    def _sm_context(self, caddr: int, pages: set[int]) -> CtxInfo:
+    def _sm_context(self, caddr: int, slots: set[int]) -> CtxInfo:
         cfg = self.cfg
         words = [self._read(caddr + 8 * i, FR.SM_CTX_ACCESS) for i in range(4)]
         lo, hi = words[0], words[1]
@@ -187,7 +206,7 @@ class Walker:
             pdts=ent.SmCtxLo.PDTS.get(lo),
             dirptr=lo & ~0xFFF,
             rid_pasid=0,
-            pages=frozenset(pages),
+            slots=frozenset(slots | {(caddr >> 3) + i for i in range(4)}),
         )
 
     # -- PASID ------------------------------------------------------------------
@@ -237,7 +256,7 @@ class Walker:
             sre=bool(q[2] & 1),
             ere=bool(q[2] & 2),
             wpe=bool(q[2] & 0x10),
-            pages=ctx.pages | {daddr >> 12, table >> 12},
+            slots=ctx.slots | {daddr >> 3} | {(paddr >> 3) + i for i in range(8)},
         )
 
     def _pasid_stage(self, q: list[int], pgtt: int, aw: int, fpd: bool) -> Stage:
@@ -275,15 +294,13 @@ class Walker:
             perm_fr = FR.WRITE if write else FR.READ
         table = st.root
         perms = PERM_R | PERM_W | PERM_X
-        pages: list[int] = []
-        ptes: list[int] = []
+        slots: list[int] = []
         sllps = self.cfg.sllps
         for level in range(st.levels, 0, -1):
             shift = 12 + 9 * (level - 1)
             pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-            pages.append(table >> 12)
             pte = self._read(pte_addr, acc, fpd)
-            ptes.append(pte_addr)
+            slots.append(pte_addr >> 3)
             if not pte & _SL_PRESENT:
                 raise TranslationFault(perm_fr, fpd)
             ps = pte & ent.SlPte.PS.mask
@@ -301,10 +318,10 @@ class Walker:
                 raise TranslationFault(rsvd_fr, fpd)
             perms &= (pte & 3) | (PERM_X if pte & 4 else 0)
             if update and st.ssade and not pte & ent.SlPte.A.mask:
-                self.mem.write_u64(pte_addr, pte | ent.SlPte.A.mask)
+                self.set_bits(pte_addr, ent.SlPte.A.mask)
             if leaf:
                 phys = pte & ((1 << 52) - 1) & ~((1 << shift) - 1)
-                return Leaf(phys, shift, perms, pte_addr, pages, ptes)
+                return Leaf(phys, shift, perms, pte_addr, slots)
             table = pte & ((1 << 52) - 1) & ~0xFFF
         raise AssertionError("unreachable: level 1 is always a leaf")  # pragma: no cover
 
@@ -321,16 +338,14 @@ class Walker:
             raise TranslationFault(FR.SM_NON_CANONICAL, fpd)
         table = st.root
         perms = PERM_R | PERM_W | PERM_X | PERM_U
-        pages: list[int] = []
-        ptes: list[int] = []
+        slots: list[int] = []
         acc = FR.FS_PTR_INVALID
         for level in range(st.levels, 0, -1):
             shift = 12 + 9 * (level - 1)
             pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-            pages.append(table >> 12)
             pte = self._read(pte_addr, acc, fpd)
             acc = FR.FS_ACCESS
-            ptes.append(pte_addr)
+            slots.append(pte_addr >> 3)
             if not pte & 1:
                 raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
             ps = pte & ent.FlPte.PS.mask and level > 1
@@ -349,10 +364,10 @@ class Walker:
                 | (0 if pte >> 63 else PERM_X)
             )
             if update and not pte & ent.FlPte.A.mask:
-                self.mem.write_u64(pte_addr, pte | ent.FlPte.A.mask)
+                self.set_bits(pte_addr, ent.FlPte.A.mask)
             if leaf:
                 phys = pte & ((1 << 52) - 1) & ~((1 << shift) - 1)
-                return Leaf(phys, shift, perms, pte_addr, pages, ptes)
+                return Leaf(phys, shift, perms, pte_addr, slots)
             table = pte & ((1 << 52) - 1) & ~0xFFF
         raise AssertionError("unreachable: level 1 is always a leaf")  # pragma: no cover
 
@@ -360,7 +375,4 @@ class Walker:
         """Set a leaf's D bit after a permitted write (FL always, SL with SSADE)."""
         if st.kind == KIND_SL and not st.ssade:
             return
-        bit = ent.FlPte.D.mask if st.kind == KIND_FL else ent.SlPte.D.mask
-        pte = self.mem.read_u64(pte_addr)
-        if not pte & bit:
-            self.mem.write_u64(pte_addr, pte | bit)
+        self.set_bits(pte_addr, ent.FlPte.D.mask if st.kind == KIND_FL else ent.SlPte.D.mask)

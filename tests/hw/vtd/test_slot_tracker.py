@@ -1,0 +1,76 @@
+"""hw.pagewatch.SlotTracker (the VT-d caches' dependency tracker): per-granule marking,
+own A/D writes, watch bookkeeping and the version counter."""
+
+from __future__ import annotations
+
+from hw.memory import Memory
+from hw.pagewatch import SlotCached, SlotTracker
+
+PAGE = 0x3000
+
+
+def setup() -> tuple[Memory, SlotTracker, SlotCached, SlotCached]:
+    mem = Memory(1 << 20)
+    tr = SlotTracker(mem)
+    a = SlotCached([PAGE >> 3, (PAGE >> 3) + 1])  # bytes 0..15 of the page
+    b = SlotCached([(PAGE + 0x800) >> 3])
+    tr.add(a)
+    tr.add(b)
+    return mem, tr, a, b
+
+
+def test_write_marks_only_entries_of_changed_granules() -> None:
+    mem, tr, a, b = setup()
+    mem.write_u64(PAGE + 8, 5)
+    assert a.suspect and not b.suspect and tr.version == 1
+
+
+def test_write_of_unchanged_bytes_or_other_granules_marks_nothing() -> None:
+    mem, tr, a, b = setup()
+    mem.write_u64(PAGE + 0x10, 7)
+    mem.write_u64(PAGE, 0)
+    mem.fill(PAGE, 4096)  # page changes back at 0x10 only
+    assert not a.suspect and not b.suspect and tr.version == 0
+
+
+def test_one_write_over_several_granules_marks_all_their_entries() -> None:
+    mem, tr, a, b = setup()
+    mem.fill(PAGE, 4096, 0xFF)
+    assert a.suspect and b.suspect and tr.version == 1
+
+
+def test_own_write_sets_bits_without_marking() -> None:
+    mem, tr, a, _b = setup()
+    tr.own_write(PAGE, 1 << 5)
+    assert mem.read_u64(PAGE) == 1 << 5 and not a.suspect and tr.version == 0
+    writes: list[int] = []
+    mem.watch(PAGE >> 12, writes.append)
+    tr.own_write(PAGE, 1 << 5)  # already set: no write at all
+    assert writes == []
+    mem.write_u64(PAGE, 1 << 5 | 1)  # a later software change is still seen
+    assert a.suspect
+
+
+def test_drop_unwatches_the_page_after_the_last_dependant() -> None:
+    mem, tr, a, b = setup()
+    tr.drop(a)
+    assert mem.watched(PAGE >> 12)
+    tr.drop(b)
+    assert not mem.watched(PAGE >> 12) and tr.by_pfn == {}
+    tr.drop(a)  # dropping twice is harmless
+    stray = SlotCached([(PAGE + 0x800) >> 3])
+    tr.add(b)
+    tr.drop(SlotCached([PAGE >> 3]))  # watched page, granule nobody depends on
+    tr.drop(stray)  # granule watched for another entry
+    assert mem.watched(PAGE >> 12) and not b.suspect
+
+
+def test_rebase_and_mark_all() -> None:
+    mem, tr, a, b = setup()
+    mem.write_u64(PAGE, 1)
+    tr.rebase(a, [(PAGE + 0x100) >> 3])
+    assert not a.suspect
+    mem.write_u64(PAGE, 2)
+    assert not a.suspect
+    tr.mark_all([a, b])
+    assert a.suspect and b.suspect and tr.version == 2
