@@ -43,6 +43,21 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"kind": "edu", "bdf": EDU_BDF},
         ],
     },
+    "smmuv3": {
+        "name": "smmuv3",
+        "ram": "256M",
+        "iommus": [{"kind": "smmuv3", "name": "smmu0", "scope": "all"}],
+        "devices": [
+            {"kind": "dsa", "bdf": DSA_BDF},
+            {"kind": "edu", "bdf": EDU_BDF},
+        ],
+        "doc": (
+            "One ARM SMMUv3 (IORT, StreamID = requester ID) in front of an Intel DSA and the "
+            "edu toy device. DSA behind SMMUv3 does not exist in silicon (the idxd driver is "
+            "x86-only): this is a simulation pairing for the IOMMU-vendor swap under an "
+            "unchanged idxd driver."
+        ),
+    },
 }
 
 

@@ -1,6 +1,5 @@
-"""The ``smmuv3`` machine description, kept here until it moves into
-``iommulab/presets.py`` (copy :data:`SMMUV3` as the preset), and the boot helper
-the SMMUv3 tests share.
+"""The ``smmuv3`` machine preset (defined in ``iommulab/presets.py``) and the boot
+helper the SMMUv3 tests share.
 
 StreamID = PCI requester ID (an identity IORT mapping), so the DSA at 00:02.0 is
 SID 0x10 and the edu at 00:03.0 SID 0x18.
@@ -12,23 +11,10 @@ import copy
 from typing import Any
 
 from hw.machine import Machine, build_machine
+from iommulab.presets import PRESETS
 from kernel.boot import Kernel, boot
 
-SMMUV3: dict[str, Any] = {
-    "name": "smmuv3",
-    "ram": "256M",
-    "iommus": [{"kind": "smmuv3", "name": "smmu0", "scope": "all"}],
-    "devices": [
-        {"kind": "dsa", "bdf": "0000:00:02.0"},
-        {"kind": "edu", "bdf": "0000:00:03.0"},
-    ],
-    "doc": (
-        "One ARM SMMUv3 (IORT, StreamID = requester ID) in front of an Intel DSA and the "
-        "edu toy device. DSA behind SMMUv3 does not exist in silicon (the idxd driver is "
-        "x86-only): this is a simulation pairing for the IOMMU-vendor swap under an "
-        "unchanged idxd driver."
-    ),
-}
+SMMUV3: dict[str, Any] = PRESETS["smmuv3"]
 
 DSA_BDF = "0000:00:02.0"
 EDU_BDF = "0000:00:03.0"
