@@ -109,8 +109,8 @@ class SlotTracker:
     re-synchronised on every notification).
 
     :meth:`own_write` is for the model's own accessed/dirty-bit updates: bits that
-    no cached result depends on, so the written granule marks nothing (any other
-    granule that changed since the snapshot still does). :attr:`version` is bumped
+    no cached result depends on, so the write only refreshes the snapshot of that
+    granule and marks nothing. :attr:`version` is bumped
     whenever an entry is marked suspect, so summaries derived from many entries can
     check in O(1) that none of them became suspect.
     """
@@ -126,20 +126,24 @@ class SlotTracker:
         if page is None:  # pragma: no cover - unwatched before Memory called back
             return
         base = pfn << 12
-        cur = self.mem.view[base : base + len(page.snap)]
         snap = page.snap
+        own = self._own
+        if own >> _SLOTS_PER_PAGE_SHIFT == pfn:
+            # The model's own A/D update: the snapshot matched RAM before it (every
+            # write is notified), so only this granule changed; nothing depends on it.
+            off = (own & _SLOT_MASK) << GRANULE_SHIFT
+            snap[off : off + 8] = self.mem.view[base + off : base + off + 8]
+            return
+        cur = self.mem.view[base : base + len(snap)]
         if cur == snap:
             return
         diff = int.from_bytes(cur, "little") ^ int.from_bytes(snap, "little")
         snap[:] = cur
-        own = self._own - (pfn << _SLOTS_PER_PAGE_SHIFT)
         deps = page.deps
         marked = False
         while diff:
             slot = (diff.bit_length() - 1) >> 6
             diff &= (1 << (slot << 6)) - 1
-            if slot == own:
-                continue
             for entry in deps.get(slot, ()):
                 entry.suspect = True
                 marked = True
