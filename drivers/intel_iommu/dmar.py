@@ -43,16 +43,16 @@ from kernel.mm import (
     __GFP_ZERO,
     GFP_ATOMIC,
     GFP_KERNEL,
+    PAGE_OFFSET,
     __get_free_pages,
+    current_mm,
     free_pages,
     kcalloc,
     kfree,
     kzalloc,
     memory_read,
     memory_write,
-    read32,
     virt_to_phys,
-    write32,
 )
 from kernel.printk import KERN_WARNING, RateLimit, pr_err, pr_info, printk
 from kernel.trace import define_tracepoint
@@ -332,15 +332,18 @@ def _status_addr(qi: QInval, index: int) -> int:
     return qi.desc_status + 4 * index
 
 
-def _desc_bytes(desc: QiDesc, shift: int) -> bytes:
-    n = 1 << (shift - 3)
-    return b"".join(q.to_bytes(8, "little") for q in desc[:n])
+def _desc_bytes(desc: QiDesc, size: int) -> bytes:
+    """One descriptor slot (16 or 32 bytes, little-endian quadwords)."""
+    value = desc[0] | desc[1] << 64 | desc[2] << 128 | desc[3] << 192
+    return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
 def reclaim_free_desc(qi: QInval) -> None:
     """``reclaim_free_desc``: hand back every completed slot from ``free_tail`` on."""
-    while read32(_status_addr(qi, qi.free_tail)) in (ir.QI_DONE, ir.QI_ABORT):
-        write32(_status_addr(qi, qi.free_tail), ir.QI_FREE)
+    mem = current_mm().mem
+    status = qi.desc_status - PAGE_OFFSET
+    while mem.read_u32(status + 4 * qi.free_tail) in (ir.QI_DONE, ir.QI_ABORT):
+        mem.write_u32(status + 4 * qi.free_tail, ir.QI_FREE)
         qi.free_tail = (qi.free_tail + 1) % ir.QI_LENGTH
         qi.free_cnt += 1
 
@@ -391,11 +394,15 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
         udelay(QI_POLL_US)
     index = qi.free_head
     wait_index = (index + count) % ir.QI_LENGTH
+    size = 1 << shift
+    # The ring and the status words are direct-mapped pages: write them by address.
+    mem = current_mm().mem
+    ring, status = qi.desc - PAGE_OFFSET, qi.desc_status - PAGE_OFFSET
     tracing = trace_qi_submit.enabled
     for i, d in enumerate(desc):
         slot = (index + i) % ir.QI_LENGTH
-        memory_write(qi.desc + (slot << shift), _desc_bytes(d, shift))
-        write32(_status_addr(qi, slot), ir.QI_IN_USE)
+        mem.write(ring + (slot << shift), _desc_bytes(d, size))
+        mem.write_u32(status + 4 * slot, ir.QI_IN_USE)
         if tracing:
             trace_qi_submit(
                 iommu=iommu.name,
@@ -405,27 +412,28 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
                 qw2=d[2],
                 qw3=d[3],
             )
-    write32(_status_addr(qi, wait_index), ir.QI_IN_USE)
+    mem.write_u32(status + 4 * wait_index, ir.QI_IN_USE)
     qw0 = ir.QI_IWD_STATUS_DATA(ir.QI_DONE) | ir.QI_IWD_STATUS_WRITE | ir.QI_IWD_TYPE
     if options & ir.QI_OPT_WAIT_DRAIN:
         qw0 |= ir.QI_IWD_PRQ_DRAIN
-    wait_desc = (qw0, virt_to_phys(_status_addr(qi, wait_index)), 0, 0)
-    memory_write(qi.desc + (wait_index << shift), _desc_bytes(wait_desc, shift))
+    wait_desc = (qw0, status + 4 * wait_index, 0, 0)
+    mem.write(ring + (wait_index << shift), _desc_bytes(wait_desc, size))
     qi.free_head = (qi.free_head + count + 1) % ir.QI_LENGTH
     qi.free_cnt -= count + 1
     iommu.regs.writel(qi.free_head << shift, ir.DMAR_IQT_REG)
     rc = 0
     poll = QI_POLL_US
-    while read32(_status_addr(qi, wait_index)) != ir.QI_DONE:
+    udelay(poll)  # the unit fetches the queue in virtual time; C spins meanwhile
+    while mem.read_u32(status + 4 * wait_index) != ir.QI_DONE:
         rc = qi_check_fault(iommu, index, wait_index, count)
         if rc:
             break
         if ktime_get_ns() >= deadline:
             return qi_timed_out(iommu, wait_index, "wait descriptor not completed")
-        udelay(poll)
         poll = min(2 * poll, QI_POLL_MAX_US)
+        udelay(poll)
     for i in range(count):
-        write32(_status_addr(qi, (index + i) % ir.QI_LENGTH), ir.QI_DONE)
+        mem.write_u32(status + 4 * ((index + i) % ir.QI_LENGTH), ir.QI_DONE)
     reclaim_free_desc(qi)
     return rc
 

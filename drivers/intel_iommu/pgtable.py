@@ -25,7 +25,7 @@ from drivers.intel_iommu.structs import DmarDomain
 from kernel.bug import WARN_ON
 from kernel.errno import EINVAL, ENOMEM
 from kernel.fault_inject import should_fail
-from kernel.mm import free_page, get_zeroed_page, phys_to_virt, read64, virt_to_phys, write64
+from kernel.mm import PAGE_OFFSET, current_mm, free_page, get_zeroed_page, phys_to_virt, read64
 from kernel.printk import KERN_CRIT, printk
 
 LEVEL_STRIDE = ir.VTD_STRIDE_SHIFT
@@ -78,9 +78,10 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     level = ir.agaw_to_level(domain.agaw)
     parent = domain.pgd
     first = domain.use_first_level
+    mem = current_mm().mem  # tables are direct-mapped pages: read them by address
     while True:
         pte = parent + (((pfn >> ((level - 1) * LEVEL_STRIDE)) & 0x1FF) << 3)
-        val = read64(pte)
+        val = mem.read_u64(pte - PAGE_OFFSET)
         if not target_level and (val & ir.DMA_PTE_LARGE_PAGE or not val & 3):
             break
         if level == target_level:
@@ -89,13 +90,13 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
             tmp = alloc_pgtable_page(gfp)
             if tmp is None:
                 return 0, target_level
-            val = virt_to_phys(tmp) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
+            val = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
             if first:
                 val |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
-            write64(pte, val)
+            mem.write_u64(pte - PAGE_OFFSET, val)
         if level == 1:
             break
-        parent = phys_to_virt(val & PTE_ADDR)
+        parent = (val & PTE_ADDR) + PAGE_OFFSET
         level -= 1
     return pte, target_level or level
 
@@ -156,6 +157,7 @@ def __domain_mapping(
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True
+    mem = current_mm().mem
     pteval = (phys_pfn << ir.VTD_PAGE_SHIFT) | attr
     done = 0
     pte = 0
@@ -180,7 +182,7 @@ def __domain_mapping(
             if done:
                 return done
             raise ENOMEM("iommu_pgtable")
-        old = read64(pte)
+        old = mem.read_u64(pte - PAGE_OFFSET)
         if old:
             printk(
                 KERN_CRIT,
@@ -189,7 +191,7 @@ def __domain_mapping(
             )
             WARN_ON(True, f"DMA PTE for vPFN {iov_pfn:#x} already set")
         else:
-            write64(pte, pteval)
+            mem.write_u64(pte - PAGE_OFFSET, pteval)
         nr_pages -= lvl_pages
         iov_pfn += lvl_pages
         phys_pfn += lvl_pages
@@ -230,19 +232,20 @@ def dma_pte_clear_level(
     pfn = max(start_pfn, pfn)
     pte = table + (pfn_level_offset(pfn, level) << 3)
     size = level_size(level)
+    mem = current_mm().mem
     while True:
         level_pfn = pfn & ~(size - 1)
-        val = read64(pte)
+        val = mem.read_u64(pte - PAGE_OFFSET)
         if val & 3:
             if start_pfn <= level_pfn and last_pfn >= level_pfn + size - 1:
                 if level > 1 and not val & ir.DMA_PTE_LARGE_PAGE:
                     dma_pte_list_pagetables(domain, level - 1, val, freelist)
-                write64(pte, 0)
+                mem.write_u64(pte - PAGE_OFFSET, 0)
             elif level > 1:
                 dma_pte_clear_level(
                     domain,
                     level - 1,
-                    phys_to_virt(val & PTE_ADDR),
+                    (val & PTE_ADDR) + PAGE_OFFSET,
                     level_pfn,
                     start_pfn,
                     last_pfn,
