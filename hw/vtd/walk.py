@@ -2,8 +2,9 @@
 
 Mirrors the lookup order of VT-d spec 3.4/3.6/9.x (facts A10.5) and QEMU
 ``vtd_dev_to_context_entry``/``vtd_ce_get_rid2pasid_entry``/``vtd_iova_to_slpte``/
-``vtd_iova_to_flpte``. Differences from QEMU: every walk reports the page frames it
-read (for the stale detector), first-stage walks check U/S, R/W and XD over all levels,
+``vtd_iova_to_flpte``. Differences from QEMU: every walk reports the 8-byte table
+entry words it read (``slots``, for the stale detector; its own A/D updates go through
+:attr:`Walker.set_bits`), first-stage walks check U/S, R/W and XD over all levels,
 and nested translation (PGTT=3) is rejected as invalid programming as QEMU does.
 
 Walks raise :class:`~hw.vtd.faults.TranslationFault`; they never return a partial result.
