@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from iommulab.presets import DSA_BDF, EDU_BDF
 from kernel.boot import Kernel
 from tests.drivers.intel_iommu.conftest import boot_vtd, pdev
@@ -34,3 +36,7 @@ def vtd_vendor(make_kernel: kernel_conftest.KernelFactory, cmdline: str) -> Vend
     finally:
         kernel_conftest.boot_kernel = saved
     return VendorSetup(k, pdev(DSA_BDF), pdev(EDU_BDF))
+
+
+VENDOR_PARAM = pytest.param(vtd_vendor, id="vtd")
+"""What ``test_contract.VENDORS`` appends for VT-d."""
