@@ -60,6 +60,7 @@ def _mock(make_kernel: KernelFactory, cmdline: str) -> VendorSetup:
 
 VENDORS = [pytest.param(_mock, id="mock")]
 VENDORS.append(__import__("tests.drivers.arm_smmu_v3.contract", fromlist=[""]).VENDOR_PARAM)
+VENDORS.append(__import__("tests.drivers.intel_iommu.vendor", fromlist=[""]).VENDOR_PARAM)
 
 
 @pytest.fixture(params=VENDORS)
