@@ -63,8 +63,14 @@ def cpu_relax() -> None:
     ndelay(CPU_RELAX_NS)
 
 
-def _step_until(deadline: int) -> bool:
-    """Advance to the next event or the deadline; False once the deadline passed."""
+def wait_next_event(deadline: int) -> bool:
+    """Busy-wait (``cpu_relax`` in a loop) until something can have changed: advance to
+    the next device event, or to ``deadline`` if none is due before it.
+
+    Only clock events change hardware state, so a poll loop that calls this between
+    reads observes exactly what one spinning on ``cpu_relax`` would, in far fewer
+    iterations. Returns False once the deadline has passed.
+    """
     clock = platform().clock
     if clock.now >= deadline:
         return False
@@ -134,7 +140,7 @@ def wait_for_completion_timeout(c: Completion, timeout_jiffies: int) -> int:
     clock = platform().clock
     deadline = clock.now + timeout_jiffies * NSEC_PER_MSEC
     while c.done == 0:
-        if not _step_until(deadline):
+        if not wait_next_event(deadline):
             return 0
     c.done -= 1
     c.waiters_woken += 1

@@ -21,7 +21,7 @@ from typing import Any
 
 from attrs import define, field
 
-from kernel.delay import ndelay
+from kernel.delay import wait_next_event
 from kernel.device import Device
 from kernel.errno import EBUSY, EINVAL, ENODEV
 from kernel.platform import platform
@@ -43,7 +43,6 @@ DMA_TRANS_ABORTED = 3
 
 DMA_MIN_COOKIE = 1
 SYNC_WAIT_NS = 5_000_000_000
-POLL_NS = 1_000
 
 
 @define
@@ -241,10 +240,9 @@ def dma_sync_wait(chan: DmaChan, cookie: int) -> int:
         status = dmaengine_tx_status(chan, cookie)
         if status != DMA_IN_PROGRESS:
             return status
-        if platform().clock.now >= deadline:
+        if not wait_next_event(deadline):
             pr_err("dma_sync_wait: timeout!")
             return DMA_ERROR
-        ndelay(POLL_NS)
 
 
 def dmaengine_terminate_sync(chan: DmaChan) -> None:
