@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from drivers.idxd.init import idxd_devices
 from hw.bus import DmaResult
-from hw.smmuv3 import Smmuv3Unit
 from hw.smmuv3.entries import Evt
 from kernel.io import enqcmds
 from kernel.uapi.idxd import DSA_OPCODE_MEMMOVE, IDXD_OP_FLAG_CRAV, IDXD_OP_FLAG_RCR, DsaHwDesc
