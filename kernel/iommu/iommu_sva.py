@@ -16,6 +16,8 @@ with ``iommu_sva_invalidate_range``); no IOPF.
 
 from __future__ import annotations
 
+from typing import cast
+
 from attrs import define, field
 
 from kernel.bug import WARN_ON
@@ -28,6 +30,7 @@ from kernel.iommu.iommu import (
     SupportsDomainAllocSva,
     dev_iommu_ops,
     flush_all_ops,
+    has_optional_op,
     iommu_domain_free,
 )
 from kernel.iommu.pasid import (
@@ -154,9 +157,9 @@ def iommu_sva_alloc_pasid(mm: Mm, dev: Device) -> int:
 def iommu_sva_domain_alloc(dev: Device, mm: Mm) -> IommuDomain:
     """``iommu_sva_domain_alloc``: the driver's ``domain_alloc_sva``."""
     ops = dev_iommu_ops(dev)
-    if not isinstance(ops, SupportsDomainAllocSva):
+    if not has_optional_op(ops, "domain_alloc_sva"):
         raise EOPNOTSUPP(f"{dev_name(dev)}: driver has no SVA domains")
-    dom = ops.domain_alloc_sva(dev, mm)
+    dom = cast(SupportsDomainAllocSva, ops).domain_alloc_sva(dev, mm)
     dom.type = IOMMU_DOMAIN_SVA
     dom.owner = ops
     dom.mm = mm

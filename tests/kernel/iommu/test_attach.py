@@ -16,6 +16,7 @@ from kernel.iommu.iommu import (
     IommuDomain,
     __iommu_domain_alloc,
     dev_iommu_ops,
+    has_optional_op,
     iommu_attach_device,
     iommu_detach_device,
     iommu_device_claim_dma_owner,
@@ -37,6 +38,8 @@ from kernel.iommu.iommu import (
     iommu_set_fault_handler,
     iommu_state,
     iommu_unmap,
+    pasid_ops,
+    seed_pasid_ops,
 )
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.mm import GFP_KERNEL
@@ -341,7 +344,7 @@ def test_iotlb_sync_map_is_called_after_map_and_its_failure_unmaps(
         if iova == 0x8000:
             raise ENOMEM("sync_map")
 
-    # On the ops object, not the class: Protocol isinstance checks are cached per class.
+    # On the ops object: optional ops are looked up on every call, as C reads the pointer.
     monkeypatch.setattr(dom.ops, "iotlb_sync_map", sync_map, raising=False)
     iommu_map(dom, 0x1000, 0x10000, SZ_4K, IOMMU_READ, GFP_KERNEL)
     with pytest.raises(ENOMEM):
@@ -349,6 +352,31 @@ def test_iotlb_sync_map_is_called_after_map_and_its_failure_unmaps(
     assert synced == [(0x1000, SZ_4K), (0x8000, SZ_4K)]
     assert iommu_iova_to_phys(dom, 0x8000) == 0 and iommu_iova_to_phys(dom, 0x1000) == 0x10000
     iommu_unmap(dom, 0x1000, SZ_4K)
+    iommu_domain_free(dom)
+
+
+def test_optional_domain_ops_absent_or_none_are_skipped(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NULL optional op (attribute None, or missing on the class) is not called, and
+    the check is made per call: an op set after the domain was allocated is used."""
+    make_kernel()
+    dom = iommu_paging_domain_alloc(pdev_at(EDU_BDF))
+    assert dom.ops is not None
+    monkeypatch.setattr(dom.ops, "iotlb_sync", None, raising=False)
+    monkeypatch.setattr(dom.ops, "flush_iotlb_all", None, raising=False)
+    monkeypatch.delattr(mock_iommu.MockDomainOps, "attach_dev_pasid")
+    assert has_optional_op(dom.ops, "iotlb_sync") is False
+    assert seed_pasid_ops(dom) is None and pasid_ops(dom) is dom.ops
+    iommu_map(dom, 0x1000, 0x10000, SZ_4K, IOMMU_READ, GFP_KERNEL)
+    assert iommu_unmap(dom, 0x1000, SZ_4K) == SZ_4K
+    iommu_flush_iotlb_all(dom)
+    assert isinstance(dom, mock_iommu.MockDomain)
+    assert dom.iotlb_syncs == 0 and dom.flush_alls == 0
+    flushed: list[IommuDomain] = []
+    monkeypatch.setattr(dom.ops, "flush_iotlb_all", flushed.append, raising=False)
+    iommu_flush_iotlb_all(dom)
+    assert flushed == [dom]
     iommu_domain_free(dom)
 
 
