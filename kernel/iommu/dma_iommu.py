@@ -16,6 +16,8 @@ range but segments are not merged (``dma_map_sg`` returns ``nents``).
 
 from __future__ import annotations
 
+from collections import deque
+
 from attrs import define, field
 
 from kernel.bug import WARN, WARN_ON
@@ -74,19 +76,14 @@ IOVA_DEFAULT_FQ_TIMEOUT = 10  # ms
 
 
 @define(eq=False)
-class FqEntry:
-    iova_pfn: int
-    pages: int
-    counter: int
-
-
-@define(eq=False)
 class IommuDmaCookie:
     """``struct iommu_dma_cookie``."""
 
     domain: IommuDomain
     iovad: IovaDomain | None = None
-    fq: list[FqEntry] | None = None
+    fq: deque[tuple[int, int, int]] | None = None
+    """The flush-queue ring: ``(iova_pfn, pages, counter)`` in queueing order, so
+    counters never decrease from head to tail (``struct iova_fq_entry``)."""
     fq_flush_start_cnt: int = 0
     fq_flush_finish_cnt: int = 0
     fq_timer: TimerList | None = None
@@ -150,7 +147,7 @@ def iommu_dma_init_fq(domain: IommuDomain) -> None:
     if kmem is None:
         raise ENOMEM("flush queue")
     cookie.fq_kmem = kmem
-    cookie.fq = []
+    cookie.fq = deque()
     cookie.fq_timer = timer_setup(lambda _t: _fq_timeout(cookie))
 
 
@@ -172,17 +169,15 @@ def _fq_flush_iotlb(cookie: IommuDmaCookie) -> None:
 
 
 def _fq_ring_free(cookie: IommuDmaCookie) -> None:
+    """``fq_ring_free_locked``: free entries from the head while a flush that started
+    after they were queued has finished; the first younger entry ends the walk."""
     fq = cookie.fq
     iovad = cookie.iovad
     assert fq is not None and iovad is not None
     done = cookie.fq_flush_finish_cnt
-    keep: list[FqEntry] = []
-    for e in fq:
-        if e.counter < done:
-            free_iova_fast(iovad, e.iova_pfn, e.pages)
-        else:
-            keep.append(e)
-    fq[:] = keep
+    while fq and fq[0][2] < done:
+        pfn, pages, _ = fq.popleft()
+        free_iova_fast(iovad, pfn, pages)
 
 
 def _fq_timeout(cookie: IommuDmaCookie) -> None:
@@ -199,7 +194,7 @@ def queue_iova(cookie: IommuDmaCookie, pfn: int, pages: int) -> None:
     if len(fq) >= cookie.fq_size:
         _fq_flush_iotlb(cookie)
         _fq_ring_free(cookie)
-    fq.append(FqEntry(pfn, pages, cookie.fq_flush_start_cnt))
+    fq.append((pfn, pages, cookie.fq_flush_start_cnt))
     if not timer_pending(cookie.fq_timer):
         mod_timer(cookie.fq_timer, jiffies() + IOVA_DEFAULT_FQ_TIMEOUT)
 
