@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from attrs import define
 
+from hw.ats import AtsAgent, AtsPort
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, PciAddr
 
 if TYPE_CHECKING:
@@ -96,6 +97,9 @@ class PciFunction:
         self._msix_entries: bytearray = bytearray()
         self._msix_pending: set[int] = set()
         self.msi_sent = 0
+        self.ats_port: AtsPort | None = None
+        """Set while ATS is enabled and the IOMMU in front answers Translation Requests."""
+        self._ats_ctl = 0
         self._set16(PCI_VENDOR_ID, self.vendor_id)
         self._set16(PCI_DEVICE_ID, self.device_id)
         self._set32(PCI_REVISION_ID, self.class_code << 8)
@@ -208,7 +212,9 @@ class PciFunction:
     def add_ats_cap(self, inv_queue_depth: int = 0, page_aligned: bool = True) -> int:
         cap = (inv_queue_depth & 0x1F) | (0x20 if page_aligned else 0)
         body = cap.to_bytes(2, "little") + b"\x00\x00"
-        return self.add_ext_cap(PCI_EXT_CAP_ID_ATS, 1, body, b"\x00\x00\x1f\x80")
+        off = self.add_ext_cap(PCI_EXT_CAP_ID_ATS, 1, body, b"\x00\x00\x1f\x80")
+        self._ats_ctl = off + 6
+        return off
 
     def add_pri_cap(self, outstanding: int = 512) -> int:
         body = bytearray(12)
@@ -255,6 +261,8 @@ class PciFunction:
             self.config[o] = cur
         for hook in self._cfg_write_hooks:
             hook(offset, size)
+        if self._ats_ctl and offset < self._ats_ctl + 2 and offset + size > self._ats_ctl:
+            self._ats_sync()
         if self.machine is not None and (
             offset < PCI_BASE_ADDRESS_0 + 24 and offset + size > PCI_COMMAND
         ):
@@ -343,13 +351,35 @@ class PciFunction:
         """
         return False
 
+    # -- ATS (PCIe Base spec chapter 10; hw.ats) -----------------------------------
+    def _ats_sync(self) -> None:
+        """ATS Control changed: open an :class:`~hw.ats.AtsPort` when ATS got enabled
+        and the IOMMU in front of this function answers Translation Requests; drop the
+        ATC when it got disabled (PCIe leaves ATC contents undefined then)."""
+        on = self.ats_enabled
+        port = self.ats_port
+        if on and port is None and self.machine is not None:
+            agent = self.machine.iommu_for(self.addr)
+            if agent is not None and hasattr(agent, "ats_translate"):
+                ats_agent: AtsAgent = agent  # type: ignore[assignment]
+                port = self.ats_port = AtsPort(self, ats_agent)
+                ats_agent.ats_bind(self.addr.rid, port.atc)
+        elif not on and port is not None:
+            self.ats_port = None
+            port.close()
+
     # -- DMA (device-initiated) ----------------------------------------------------
     def dma_translate(
         self, pasid: int | None, priv: bool, addr: int, size: int, write: bool
     ) -> DmaResult:
-        """Translate a DMA access of this function; no DMA without bus mastering."""
+        """Translate a DMA access of this function; no DMA without bus mastering.
+        With ATS enabled the access goes through the function's ATC as translated
+        requests (:meth:`hw.ats.AtsPort.translate`)."""
         if self.machine is None or not self.bus_master:
             return DmaResult((), DmaFault(addr, DMA_FAULT_BUS, write, "bus master disabled"))
+        port = self.ats_port
+        if port is not None:
+            return port.translate(pasid, priv, addr, size, write)
         return self.machine.dma_translate(self.addr, pasid, priv, addr, size, write)
 
     def dma_read(

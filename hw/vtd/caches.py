@@ -1,4 +1,5 @@
-"""Translation caches: context cache, PASID cache and IOTLB, with page-write tracking.
+"""Translation caches: context cache, PASID cache and IOTLB, with page-write tracking,
+plus the shadows of the translations handed to devices' ATCs (:class:`DevTlbShadow`).
 
 Entries stay until invalidated (DESIGN §6). Every entry remembers the table entries
 (8-byte granules) it was derived from; :class:`hw.pagewatch.SlotTracker` watches their
@@ -81,6 +82,36 @@ class TlbEntry(SlotCached):
         self.dirty = False
 
 
+class DevTlbShadow(SlotCached):
+    """The unit's record of one translation it handed to a device's ATC (a
+    Translation Completion): what it said and the table granules it came from
+    (context, PASID and paging entries), so a translated request that uses it after
+    those changed without a device-TLB invalidation is reported (DESIGN §6). Not a
+    cache the spec knows: the ATC is in the device (:mod:`hw.ats`)."""
+
+    __slots__ = ("pasid", "perms", "phys", "priv", "rid", "shift", "vpn")
+
+    def __init__(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        vpn: int,
+        shift: int,
+        phys: int,
+        perms: int,
+        slots: Iterable[int],
+    ) -> None:
+        super().__init__(slots)
+        self.rid = rid
+        self.pasid = pasid
+        self.priv = priv
+        self.vpn = vpn
+        self.shift = shift
+        self.phys = phys
+        self.perms = perms
+
+
 class Block:
     """Summary of one 2 MiB IOVA block whose 512 4 KiB IOTLB entries of one tag are all
     cached, clean (not suspect) and filled for ``stage``: the AND of their rights,
@@ -118,6 +149,8 @@ class Caches:
         self.pasid: dict[tuple[int, int], PasidEntry] = {}
         self.iotlb: dict[tuple[int, int], Sizes] = {}
         """(DID, tag) -> (4 KiB entries, 2 MiB entries, 1 GiB entries, block summaries)."""
+        self.devtlb: set[DevTlbShadow] = set()
+        """Shadows of the translations held in devices' ATCs."""
 
     # -- fills --------------------------------------------------------------------
     def put_ctx(self, rid: int, info: CtxInfo) -> CtxEntry:
@@ -144,12 +177,21 @@ class Caches:
             sizes[BLOCK].pop(entry.vpn >> 9, None)
         self.deps.add(entry)
 
+    def put_devtlb(self, shadow: DevTlbShadow) -> None:
+        self.devtlb.add(shadow)
+        self.deps.add(shadow)
+
+    def drop_devtlb(self, shadow: DevTlbShadow) -> None:
+        if shadow in self.devtlb:
+            self.devtlb.discard(shadow)
+            self.deps.drop(shadow)
+
     def _drop(self, entry: SlotCached | None) -> None:
         if entry is not None:
             self.deps.drop(entry)
 
     def all_entries(self) -> list[SlotCached]:
-        out: list[SlotCached] = [*self.ctx.values(), *self.pasid.values()]
+        out: list[SlotCached] = [*self.ctx.values(), *self.pasid.values(), *self.devtlb]
         for sizes in self.iotlb.values():
             for d in sizes[:BLOCK]:
                 out.extend(d.values())

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 QI_DELAY_NS = 200
 """Time from an IQT write (or IQE clear) to the queue being processed."""
+ATS_INV_NS = 500
+"""Time from a device-TLB invalidation to the device's Invalidation Completion."""
 
 IQEI_NONE = 0
 IQEI_TAIL = 1
@@ -28,6 +30,23 @@ IQEI_TYPE = 3
 IQEI_RSVD = 4
 IQEI_WIDTH = 5
 IQEI_TAIL_ALIGN = 6
+
+
+class _Stall(Exception):
+    """A wait descriptor reached while device-TLB invalidations are outstanding."""
+
+
+def devtlb_range(addr: int, s: bool) -> tuple[int, int]:
+    """Base and size of a device-TLB invalidation (facts A9; PCIe ATS invalidation
+    size encoding, QEMU ``do_invalidate_device_tlb``): S=0 is the 4 KiB page at
+    ``addr``; S=1 makes the number of 1 bits from bit 12 up give the size
+    (8 KiB << count), naturally aligned. All ones from bit 12 covers everything."""
+    if not s:
+        return addr & ~0xFFF, 4096
+    v = addr >> 12
+    ones = (v ^ (v + 1)).bit_length() - 1
+    size = 8192 << ones
+    return addr & ~(size - 1), size
 
 
 class _DescError(Exception):
@@ -46,6 +65,9 @@ class InvalidationQueue:
         self.dw = 0
         self.size = 0
         self._scheduled = False
+        self.inflight = 0
+        """Device-TLB invalidations sent whose completion has not come back."""
+        self._stalled = False
 
     # -- enable/disable (GCMD.QIE) -----------------------------------------------------
     def enable(self, on: bool) -> None:
@@ -92,6 +114,9 @@ class InvalidationQueue:
         while head != tail:
             try:
                 self._execute(self.base + head)
+            except _Stall:
+                self._stalled = True
+                break
             except _DescError as err:
                 u.set_iqe(err.code)
                 break
@@ -113,6 +138,8 @@ class InvalidationQueue:
         lo, hi = layout
         if q[0] & lo.RSVDZ_MASK or q[1] & hi.RSVDZ_MASK or any(q[2:]):
             raise _DescError(IQEI_RSVD)
+        if dtype == ent.QI_WAIT and self.inflight:
+            raise _Stall
         u.stats.qi_descriptors += 1
         u.emit("hw_vtd:qi_descriptor", type=dtype, qw=tuple(q))
         handler = _HANDLERS[dtype]
@@ -172,8 +199,36 @@ class InvalidationQueue:
             u.caches.flush_pasid(did=f.DID.get(qw0), pasid=f.PASID.get(qw0))
 
     def _devtlb(self, qw0: int, qw1: int) -> None:
-        """Device-TLB invalidations complete at once: no device-TLB is modelled."""
-        self.unit.stats.invalidations += 1
+        """Type 3 (spec 6.5.2.5; Linux ``qi_desc_dev_iotlb``): an Invalidation Request
+        without PASID to the function SID names, which drops the range for every
+        PASID (:meth:`hw.ats.AddressTranslationCache.invalidate`). MIP and PFSID are
+        decoded by nobody: the model neither throttles (ECAP.DIT=0) nor queues."""
+        sid = ent.QiDevTlbQw0.SID.get(qw0)
+        addr, size = devtlb_range(qw1, bool(ent.QiDevTlbQw1.S.get(qw1)))
+        if self.unit.devtlb_invalidate(sid, None, False, addr, size):
+            self._sent()
+
+    def _pdevtlb(self, qw0: int, qw1: int) -> None:
+        """Type 8 (spec 6.5.2.7; Linux ``qi_desc_dev_iotlb_pasid``): with PASID; G=1
+        (Global Invalidate) covers every PASID of the function, as QEMU
+        ``vtd_process_device_piotlb_desc`` does."""
+        f, f1 = ent.QiPdevTlbQw0, ent.QiPdevTlbQw1
+        sid, pasid = f.SID.get(qw0), f.PASID.get(qw0)
+        addr, size = devtlb_range(qw1, bool(f1.S.get(qw1)))
+        if self.unit.devtlb_invalidate(sid, pasid, bool(f1.G.get(qw1)), addr, size):
+            self._sent()
+
+    def _sent(self) -> None:
+        """The device answers after :data:`ATS_INV_NS`; wait descriptors hold until then
+        (spec 6.5.2.8: a wait completes after all earlier invalidations did)."""
+        self.inflight += 1
+        self.unit.m.clock.schedule(ATS_INV_NS, self._completion, f"{self.unit.name}:ats-inv")
+
+    def _completion(self) -> None:
+        self.inflight -= 1
+        if not self.inflight and self._stalled:
+            self._stalled = False
+            self.kick()
 
     def _iec(self, qw0: int, qw1: int) -> None:
         """Interrupt-entry cache: interrupt remapping is not modelled (ECAP.IR=0)."""
@@ -201,5 +256,5 @@ _HANDLERS = {
     ent.QI_WAIT: InvalidationQueue._wait,
     ent.QI_PIOTLB: InvalidationQueue._piotlb,
     ent.QI_PC: InvalidationQueue._pc,
-    ent.QI_PDEVTLB: InvalidationQueue._devtlb,
+    ent.QI_PDEVTLB: InvalidationQueue._pdevtlb,
 }

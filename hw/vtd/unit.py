@@ -9,16 +9,25 @@ events, caches that are never silently reset, and stale-use detection (DESIGN §
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
+from hw.ats import ATS_R, ATS_W, AddressTranslationCache, AtcBlock, AtcEntry, AtsResult
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
 from hw.memory import Memory
 from hw.regs import RegisterFile, RegSlot
 from hw.vtd import registers as vr
-from hw.vtd.caches import BLOCK, BLOCK_SHIFT, SL_TAG, Caches, CtxEntry, TlbEntry
+from hw.vtd.caches import (
+    BLOCK,
+    BLOCK_SHIFT,
+    SL_TAG,
+    Caches,
+    CtxEntry,
+    DevTlbShadow,
+    TlbEntry,
+)
 from hw.vtd.config import VtdConfig
 from hw.vtd.faults import FR, NON_QUALIFIED, FaultLog, TranslationFault
 from hw.vtd.walk import (
@@ -48,6 +57,22 @@ CMD_DELAY_NS = 100
 """Time a register-based invalidation (CCMD.ICC, IOTLB.IVT) stays busy."""
 
 
+ATS_NO_ACCESS = frozenset(
+    {
+        FR.READ,
+        FR.WRITE,
+        FR.FS_NOT_PRESENT,
+        FR.SS_PERM,
+        FR.SM_US,
+        FR.SM_EXEC,
+        FR.SM_WRITE,
+        FR.SM_READ,
+    }
+)
+"""Page-level conditions a Translation Request answers with R=W=0 instead of a
+recorded fault (VT-d spec 4.2.2 as read for the model; facts A12 codes)."""
+
+
 class StaleTranslationError(Exception):
     """A cached translation that differs from the tables was used (strict_stale)."""
 
@@ -71,6 +96,14 @@ class VtdStats:
     qi_errors: int = 0
     invalidations: int = 0
     gcmd_writes: int = 0
+    ats_requests: int = 0
+    """Translation Requests answered (device ATC misses)."""
+    ats_no_access: int = 0
+    """Translation Completions with R=W=0 (not present / no permission; not faults)."""
+    ats_translated: int = 0
+    """Translated-request checks (one per device DMA access through its ATC)."""
+    devtlb_invalidations: int = 0
+    """Device-TLB invalidation requests delivered to a device's ATC."""
 
 
 @define(slots=True)
@@ -111,6 +144,9 @@ class VtdUnit:
         self._walker: Walker | None = None
         self._caches: Caches | None = None
         self._qi: InvalidationQueue | None = None
+        self.atcs: dict[int, AddressTranslationCache] = {}
+        """ATS-enabled functions behind this unit, by source-id: where device-TLB
+        invalidations go (PCIe Invalidation Requests)."""
 
     # -- wiring ------------------------------------------------------------------------
     def _build_regs(self) -> RegisterFile:
@@ -401,9 +437,18 @@ class VtdUnit:
         size: int,
         write: bool,
         exe: bool,
+        ats: list[AtcEntry] | None = None,
     ) -> DmaResult:
         """Translate a DMA request; returns the RAM runs of the translated prefix and the
-        fault that stopped it (``reason`` = VT-d fault reason)."""
+        fault that stopped it (``reason`` = VT-d fault reason).
+
+        Every request of a device enters here. ``ats`` (a list) makes it a PCIe
+        Translation Request (AT = translation request): the completion entries are
+        appended to it and the result carries only the fault (:meth:`ats_translate`)."""
+        if ats is not None:
+            res = self._ats_request(rid, pasid, priv, addr, size, write)
+            ats.extend(res.entries)
+            return DmaResult((), res.fault)
         if not self.te:
             return self._untranslated(addr, size, write)
         if pasid is None:
@@ -796,6 +841,18 @@ class VtdUnit:
         current = self.fresh_outcome(rid, pasid, priv, exe, write, addr)
         if current == cached:
             return
+        self._stale(rid, pasid, addr, cached, current, "iotlb")
+
+    def _stale(
+        self,
+        rid: int,
+        pasid: int | None,
+        addr: int,
+        cached: tuple[int, ...],
+        current: tuple[int, ...],
+        cache: str,
+    ) -> None:
+        """Report the use of a cached translation the tables no longer give."""
         self.stats.stale_uses += 1
         self.emit(
             "hw_vtd:stale_translation",
@@ -804,12 +861,323 @@ class VtdUnit:
             addr=addr,
             cached=cached,
             current=current,
+            cache=cache,
         )
         if self.cfg.strict_stale:
             raise StaleTranslationError(
                 f"{self.name}: rid {rid:#06x} pasid {pasid} addr {addr:#x}: cached "
-                f"translation {cached} used, tables say {current}"
+                f"{cache} translation {cached} used, tables say {current}"
             )
+
+    # -- ATS: translation requests, translated requests, device-TLB (spec 4.2, 6.5.2.5) ------
+    def ats_bind(self, rid: int, atc: AddressTranslationCache | None) -> None:
+        """Device-TLB invalidations for source-id ``rid`` go to ``atc`` (None: none)."""
+        if atc is None:
+            self.atcs.pop(rid, None)
+        else:
+            self.atcs[rid] = atc
+
+    def ats_release(self, entries: Iterable[AtcEntry]) -> None:
+        """A device dropped ATC entries: forget their shadows."""
+        caches = self.caches
+        for e in entries:
+            if isinstance(e.shadow, DevTlbShadow):
+                caches.drop_devtlb(e.shadow)
+
+    def ats_translate(
+        self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
+    ) -> AtsResult:
+        """A PCIe Translation Request, through :meth:`translate_ex` like every request."""
+        out: list[AtcEntry] = []
+        res = self.translate_ex(rid, pasid, priv, addr, size, write, False, out)
+        return AtsResult(tuple(out), res.fault)
+
+    def _ats_request(
+        self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
+    ) -> AtsResult:
+        """A PCIe Translation Request (VT-d spec 4.2.2; QEMU ``vtd_iommu_ats_do_translate``
+        does the same walk): allowed only if the context entry says DTE (scalable) or
+        TT=01 (legacy), else fault SCT.5 / LCT.5. Pages are translated through the
+        IOTLB (a stale IOTLB entry answers stale, as hardware would, and is reported).
+        Each completion entry is one leaf (4 KiB, 2 MiB or 1 GiB) with R, and W only
+        for a write request (NW=0: D is set then), so a later write needs a new
+        request. Not-present and permission conditions complete with R=W=0 and are
+        not recorded as faults (the device reports them; there is no page-request
+        path); every other condition is a recorded fault. With remapping off the
+        completion is the identity."""
+        self.stats.ats_requests += 1
+        self.emit(
+            "hw_vtd:ats_translate",
+            rid=rid,
+            pasid=pasid,
+            priv=priv,
+            addr=addr,
+            size=size,
+            write=write,
+        )
+        if pasid is None:
+            priv = False
+        if size <= 0:
+            return AtsResult(())
+        if not self.te:
+            first, last = addr >> 12, (addr + size - 1) >> 12
+            return AtsResult(
+                tuple(
+                    AtcEntry(pasid, priv, v, 12, v << 12, ATS_R | ATS_W)
+                    for v in range(first, last + 1)
+                )
+            )
+        stale_box = [False]
+        got: list[PasidInfo] = []
+        pasid_fn = self._pasid_cached_fn(rid, stale_box)
+
+        def lookup(ctx: CtxInfo, p: int) -> PasidInfo:
+            info = pasid_fn(ctx, p)
+            got.append(info)
+            return info
+
+        try:
+            ce = self._ctx_cached(rid, stale_box)
+            if not ce.info.dte:
+                reason = FR.SM_CTX_DTE if ce.info.scalable else FR.CTX_TT_BLOCKED
+                raise TranslationFault(reason, ce.info.fpd)
+            sel = self._select(rid, pasid, priv, False, ce.info, lookup)
+        except TranslationFault as f:
+            if stale_box[0]:
+                self._check_fresh(rid, pasid, priv, False, write, addr, (-1, int(f.reason)))
+            return AtsResult((), self._fault(rid, pasid, priv, False, addr, write, f.reason, f.fpd))
+        upper = ce.info.slots | got[0].slots if got else ce.info.slots
+        if sel.stage.kind == KIND_PT:
+            return self._ats_passthrough(rid, pasid, priv, addr, size, write, sel, upper)
+        return self._ats_pages(rid, pasid, priv, addr, size, write, sel, upper, stale_box[0])
+
+    def _ats_pages(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        addr: int,
+        size: int,
+        write: bool,
+        sel: _Sel,
+        upper: frozenset[int],
+        upper_stale: bool,
+    ) -> AtsResult:
+        caches = self.caches
+        stage = sel.stage
+        need_r = self._need(sel, False, priv, False)
+        need_w = self._need(sel, True, priv, False)
+        want = ATS_W if write else ATS_R
+        sizes = caches.iotlb.get((sel.did, sel.tag))
+        out: list[AtcEntry] = []
+        fault: DmaFault | None = None
+        a, end = addr, addr + size
+        while a < end:
+            e: TlbEntry | None = None
+            if sizes is not None:
+                e = sizes[0].get(a >> 12) or sizes[1].get(a >> 21) or sizes[2].get(a >> 30)
+            check = upper_stale
+            if e is not None and e.stage is not stage and e.stage == stage:
+                e.stage = stage
+                caches.entry_changed(e)
+            if e is None or e.suspect or e.stage is not stage:
+                try:
+                    e, check = self._slow_page(sel, e, a, write, check)
+                except TranslationFault as f:
+                    if check:
+                        self._check_fresh(rid, pasid, priv, False, write, a, (-1, int(f.reason)))
+                    fault = self._ats_fault(rid, pasid, priv, a, write, f.reason, f.fpd)
+                    break
+                if sizes is None:
+                    sizes = caches.iotlb.get((sel.did, sel.tag))
+            else:
+                self.stats.iotlb_hits += 1
+            perms = e.perms
+            rw = ATS_R if perms & need_r == need_r else 0
+            if write and perms & need_w == need_w:
+                rw |= ATS_W
+            shift = e.shift
+            if not rw & want:
+                reason = self._perm_reason(sel, perms, need_w if write else need_r)
+                if check:
+                    self._check_fresh(rid, pasid, priv, False, write, a, (-1, int(reason)))
+                fault = self._ats_fault(rid, pasid, priv, a, write, reason, sel.fpd)
+                break
+            phys = e.phys
+            if check:
+                page = (phys | (a & ((1 << shift) - 1))) & ~0xFFF
+                self._check_fresh(rid, pasid, priv, False, write, a, (page, 0))
+            if phys < INTR_HI and phys + (1 << shift) > INTR_LO:
+                reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
+                fault = self._fault(rid, pasid, priv, False, a, write, reason, sel.fpd)
+                break
+            if write and not e.dirty:
+                e.dirty = True
+                self.walker.set_dirty(stage, e.pte_addr)
+            vpn = a >> shift
+            shadow = DevTlbShadow(rid, pasid, priv, vpn, shift, phys, rw, e.slots | upper)
+            caches.put_devtlb(shadow)
+            out.append(AtcEntry(pasid, priv, vpn, shift, phys, rw, shadow))
+            a = (vpn + 1) << shift
+        return AtsResult(tuple(out), fault)
+
+    def _ats_passthrough(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        addr: int,
+        size: int,
+        write: bool,
+        sel: _Sel,
+        upper: frozenset[int],
+    ) -> AtsResult:
+        """Pass-through: identity 4 KiB completions below the host address width and
+        outside the interrupt range (as :meth:`_passthrough` checks untranslated ones)."""
+        limit = 1 << self.cfg.haw
+        out: list[AtcEntry] = []
+        fault: DmaFault | None = None
+        for vpn in range(addr >> 12, ((addr + size - 1) >> 12) + 1):
+            page = vpn << 12
+            reason: FR | None = None
+            if page >= limit:
+                reason = FR.SM_ADDR_BEYOND
+            elif INTR_LO <= page < INTR_HI:
+                reason = FR.SM_INTERRUPT_ADDR
+            if reason is not None:
+                a = max(page, addr)
+                fault = self._fault(rid, pasid, priv, False, a, write, reason, sel.fpd)
+                break
+            shadow = DevTlbShadow(rid, pasid, priv, vpn, 12, page, ATS_R | ATS_W, upper)
+            self.caches.put_devtlb(shadow)
+            out.append(AtcEntry(pasid, priv, vpn, 12, page, ATS_R | ATS_W, shadow))
+        return AtsResult(tuple(out), fault)
+
+    def _ats_fault(
+        self, rid: int, pasid: int | None, priv: bool, addr: int, write: bool, reason: FR, fpd: bool
+    ) -> DmaFault:
+        if reason in ATS_NO_ACCESS:
+            self.stats.ats_no_access += 1
+            return DmaFault(addr, int(reason), write, f"ATS completion R=W=0 ({reason.name})")
+        return self._fault(rid, pasid, priv, False, addr, write, reason, fpd)
+
+    def ats_translated(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        write: bool,
+        entries: Sequence[AtcEntry],
+        blocks: Sequence[AtcBlock],
+    ) -> DmaFault | None:
+        """Translated requests of one device access (VT-d spec 4.2.3): let through when
+        the context entry allows device-TLB use (DTE / TT=01) or remapping is off,
+        else blocked with fault SCT.5 / LCT.5. Then the shadow check (DESIGN §6): an
+        ATC entry whose source table entries changed is re-walked and, if the tables
+        no longer give it, reported as a stale ``devtlb`` use. Block summaries are
+        checked in O(1) while nothing anywhere became suspect since their last check."""
+        self.stats.ats_translated += 1
+        if not self.te:
+            return None
+        first = entries[0].addr if entries else blocks[0].entries[0].addr
+        stale_box = [False]
+        try:
+            ce = self._ctx_cached(rid, stale_box)
+            info = ce.info
+            if not info.dte:
+                reason = FR.SM_CTX_DTE if info.scalable else FR.CTX_TT_BLOCKED
+                raise TranslationFault(reason, info.fpd)
+        except TranslationFault as f:
+            return self._fault(rid, pasid, priv, False, first, write, f.reason, f.fpd)
+        if stale_box[0]:
+            try:
+                fresh_dte = int(self.walker.context(self.root, self.ttm == 1, rid).dte)
+            except TranslationFault as f:
+                fresh_dte = -int(f.reason)
+            if fresh_dte != 1:
+                self._stale(rid, pasid, first, (1,), (fresh_dte,), "devtlb")
+        for e in entries:
+            sh = e.shadow
+            if sh is not None and sh.suspect:
+                self._verify_devtlb(sh, write)
+        deps = self.caches.deps
+        for blk in blocks:
+            if blk.stamp != deps.version:
+                clean = True
+                for e in blk.entries:
+                    sh = e.shadow
+                    if sh is not None and sh.suspect:
+                        clean = self._verify_devtlb(sh, write) and clean
+                if clean:
+                    blk.stamp = deps.version
+        return None
+
+    def _verify_devtlb(self, sh: object, write: bool) -> bool:
+        """Re-walk a suspect shadow: rebase it if the tables still give the same leaf
+        and rights, else report the stale use. Returns whether it still matches."""
+        if not isinstance(sh, DevTlbShadow):  # pragma: no cover - another agent's shadow
+            return True
+        addr = sh.vpn << sh.shift
+        current, slots = self._fresh_view(sh.rid, sh.pasid, sh.priv, addr)
+        cached = (sh.phys, sh.shift, sh.perms)
+        if slots is not None and current[:2] == cached[:2] and current[2] & sh.perms == sh.perms:
+            self.caches.deps.rebase(sh, slots)
+            return True
+        self._stale(sh.rid, sh.pasid, addr, cached, current, "devtlb")
+        return False
+
+    def _fresh_view(
+        self, rid: int, pasid: int | None, priv: bool, addr: int
+    ) -> tuple[tuple[int, ...], frozenset[int] | None]:
+        """What a Translation Request for the page at ``addr`` would get from the
+        tables now, with no cache and no A/D update: ``(phys, shift, R|W)`` and the
+        granules read, or ``(-1, fault reason)`` and None."""
+        got: list[PasidInfo] = []
+
+        def lookup(ctx: CtxInfo, p: int) -> PasidInfo:
+            info = self.walker.pasid_entry(ctx, p)
+            got.append(info)
+            return info
+
+        try:
+            self._check_root()
+            ctx = self.walker.context(self.root, self.ttm == 1, rid)
+            if not ctx.dte:
+                raise TranslationFault(FR.SM_CTX_DTE if ctx.scalable else FR.CTX_TT_BLOCKED)
+            sel = self._select(rid, pasid, priv, False, ctx, lookup)
+            slots = ctx.slots | got[0].slots if got else ctx.slots
+            if sel.stage.kind == KIND_PT:
+                return (addr & ~0xFFF, 12, ATS_R | ATS_W), slots
+            leaf = self._walk(sel, addr, False, False)
+        except TranslationFault as f:
+            return (-1, int(f.reason)), None
+        need_r = self._need(sel, False, priv, False)
+        need_w = self._need(sel, True, priv, False)
+        rw = (ATS_R if leaf.perms & need_r == need_r else 0) | (
+            ATS_W if leaf.perms & need_w == need_w else 0
+        )
+        return (leaf.phys, leaf.shift, rw), slots | frozenset(leaf.slots)
+
+    def devtlb_invalidate(
+        self, sid: int, pasid: int | None, all_pasids: bool, addr: int, size: int
+    ) -> bool:
+        """Send an Invalidation Request to the ATC of ``sid`` (QI types 3 and 8).
+        Returns whether a device took it (and will answer with a completion)."""
+        self.stats.invalidations += 1
+        self.emit(
+            "hw_vtd:devtlb_invalidate",
+            sid=sid,
+            pasid=pasid,
+            all_pasids=all_pasids,
+            addr=addr,
+            size=size,
+        )
+        atc = self.atcs.get(sid)
+        if atc is None:
+            return False
+        self.stats.devtlb_invalidations += 1
+        atc.invalidate(pasid, addr, size, all_pasids)
+        return True
 
     # -- fault recording -----------------------------------------------------------------------
     def _fault(

@@ -59,6 +59,8 @@ class CtxInfo:
     did: int = 0
     stage: Stage | None = None
     dte: bool = False
+    """Device-TLB allowed: scalable DTE, or legacy TT=01 (translation requests and
+    translated requests are blocked otherwise, VT-d spec 9.3/9.4)."""
     paside: bool = False
     pdts: int = 0
     dirptr: int = 0
@@ -180,7 +182,9 @@ class Walker:
             if not (cfg.sagaw >> aw) & 1:
                 raise TranslationFault(FR.CTX_INVALID, fpd)
             stage = Stage(KIND_SL, lo & ~0xFFF & ((1 << 64) - 1), aw + 2)
-        return CtxInfo(False, fpd, did=did, stage=stage, slots=frozenset(slots))
+        return CtxInfo(
+            False, fpd, did=did, stage=stage, dte=tt == ent.TT_SL_ATS, slots=frozenset(slots)
+        )
 
     def _sm_context(self, caddr: int, slots: set[int]) -> CtxInfo:
         cfg = self.cfg

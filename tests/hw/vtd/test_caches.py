@@ -72,6 +72,7 @@ def test_stale_use_emits_hw_trace_event() -> None:
             "addr": 0x1000,
             "cached": (0x200000, 0),
             "current": (-1, 6),
+            "cache": "iotlb",
         }
     ]
 
