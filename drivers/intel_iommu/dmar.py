@@ -17,8 +17,9 @@ flush helpers of iommu.c).
   is; ``dmar_set_interrupt`` gets an interrupt vector and programs its MSI
   message into FEDATA/FEADDR.
 
-Differences from Linux: ``qi_submit_sync`` polls after 1 us of virtual time, then at
-doubling intervals (C spins with ``cpu_relax``), and gives up after ``QI_TIMEOUT_US``
+Differences from Linux: ``qi_submit_sync`` spins as C does (``cpu_relax``) but each
+poll jumps to the next clock event (:func:`kernel.delay.wait_next_event`), so it sees
+the wait descriptor complete at the instant the unit writes it; it gives up after ``QI_TIMEOUT_US``
 with -ETIMEDOUT, re-initialising the queue (C waits forever: a unit that stops processing the queue
 hangs the CPU); an IQE at any descriptor of the batch is handled (C only handles
 one at the batch's first slot); invalidation time-out and completion errors
@@ -35,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.structs import DmarState, DrhdUnit, IntelIommu, QInval
-from kernel.delay import ktime_get_ns, readx_poll_timeout, udelay
+from kernel.delay import ktime_get_ns, readx_poll_timeout, wait_next_event
 from kernel.errno import EINVAL, ENODEV, ENOENT, ENOMEM, ETIMEDOUT, KernelError
 from kernel.io import ioremap, iounmap
 from kernel.irq import IRQ_HANDLED, free_irq, irq_alloc, irq_free, request_irq
@@ -62,9 +63,6 @@ DMAR_OPERATION_TIMEOUT_US = 10_000
 10 s); the model answers a register command within 100 ns."""
 QI_TIMEOUT_US = 1_000_000
 """How long ``qi_submit_sync`` waits for its wait descriptor (C: forever)."""
-QI_POLL_US = 1
-QI_POLL_MAX_US = 1024
-"""The status word is polled after 1 us, then at doubling intervals up to ~1 ms."""
 
 QiDesc = tuple[int, int, int, int]
 """``struct qi_desc``: qw0..qw3 (qw2/qw3 only exist with 256-bit descriptors)."""
@@ -389,9 +387,8 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
         reclaim_free_desc(qi)
         if qi.free_cnt >= count + 2:
             break
-        if ktime_get_ns() >= deadline:
+        if not wait_next_event(deadline):
             return qi_timed_out(iommu, qi.free_head, "no free slots")
-        udelay(QI_POLL_US)
     index = qi.free_head
     wait_index = (index + count) % ir.QI_LENGTH
     size = 1 << shift
@@ -422,16 +419,17 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     qi.free_cnt -= count + 1
     iommu.regs.writel(qi.free_head << shift, ir.DMAR_IQT_REG)
     rc = 0
-    poll = QI_POLL_US
-    udelay(poll)  # the unit fetches the queue in virtual time; C spins meanwhile
-    while mem.read_u32(status + 4 * wait_index) != ir.QI_DONE:
+    # C spins (cpu_relax) on the status word; only a clock event can change it or
+    # FSTS, so each poll jumps to the next event: exact, and one poll per event.
+    wait_status = status + 4 * wait_index
+    while True:
+        if not wait_next_event(deadline):
+            return qi_timed_out(iommu, wait_index, "wait descriptor not completed")
+        if mem.read_u32(wait_status) == ir.QI_DONE:
+            break
         rc = qi_check_fault(iommu, index, wait_index, count)
         if rc:
             break
-        if ktime_get_ns() >= deadline:
-            return qi_timed_out(iommu, wait_index, "wait descriptor not completed")
-        poll = min(2 * poll, QI_POLL_MAX_US)
-        udelay(poll)
     for i in range(count):
         mem.write_u32(status + 4 * ((index + i) % ir.QI_LENGTH), ir.QI_DONE)
     reclaim_free_desc(qi)
