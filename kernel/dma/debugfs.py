@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from kernel.debugfs import DumpTarget
-from kernel.dma.debug import L1_CACHE_SHIFT, _dir, _names, dma_debug_state
+from kernel.dma.debug import L1_CACHE_SHIFT, _dir, _names, dma_debug_state, format_stack
 from kernel.hookspecs import hookimpl
 
 
@@ -35,7 +35,7 @@ def render_dma_mappings(args: argparse.Namespace) -> str:
             f"cln=0x{e.paddr >> L1_CACHE_SHIFT:x} {_dir(e.direction)}"
         )
         if e.stack:
-            out.append(f"    mapped at {e.stack[0]}")
+            out.append(f"    mapped at {format_stack(e)[0]}")
     if not entries:
         out.append("(no live mappings)")
     if st.errors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -221,9 +222,12 @@ def test_leak_at_driver_unbind_is_reported_with_call_site(make_kernel: KernelFac
     def probe(pdev: PciDev, _id: PciDeviceId) -> None:
         buf = kmalloc(128, GFP_KERNEL)
         assert buf is not None
+        nonlocal line
+        line = sys._getframe().f_lineno + 1
         h = dma_map_single(pdev, buf, 128, DMA_TO_DEVICE)
         dma_mapping_error(pdev, h)
 
+    line = 0
     drv = PciDriver("leaky", [PciDeviceId(0x1234, 0x11E8)], probe)
     pci_register_driver(drv)
     pci_unregister_driver(drv)
@@ -233,7 +237,8 @@ def test_leak_at_driver_unbind_is_reported_with_call_site(make_kernel: KernelFac
         "released from device [count=" in msgs
     )
     assert "mapped as single" in msgs
-    assert "test_debug.py" in k.dmesg() and "Mapped at:" in k.dmesg()
+    # The call site is saved as (code, offset) and resolved to its line when printed.
+    assert f"test_debug.py:{line} probe" in k.dmesg() and "Mapped at:" in k.dmesg()
     del dev
 
 
