@@ -271,8 +271,9 @@ def free_iova_fast(iovad: IovaDomain, pfn: int, size: int) -> None:
     """``free_iova_fast``: to the range cache when it takes the size, else the tree."""
     if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
         size = roundup_pow_of_two(size)
-    found = find_iova(iovad, pfn)
-    if WARN(found is None, f"iova: free of unallocated pfn {pfn:#x}"):
+    # dma-iommu frees by pfn_lo, a tree key: a dict lookup answers; bisect otherwise.
+    allocated = (pfn in iovad.tree and pfn != IOVA_ANCHOR) or find_iova(iovad, pfn) is not None
+    if WARN(not allocated, f"iova: free of unallocated pfn {pfn:#x}"):
         return
     if _rcache_insert(iovad, pfn, size):
         return

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernel.fault_inject import injector
+from kernel.iommu import iova as iova_mod
 from kernel.iommu.iova import (
     IOVA_MAG_SIZE,
     alloc_iova,
@@ -131,6 +132,9 @@ def test_fast_free_of_an_unallocated_pfn_warns(make_kernel: KernelFactory) -> No
     iova_domain_init_rcaches(iovad)
     free_iova_fast(iovad, 42, 1)
     assert take_warnings(k) == ["iova: free of unallocated pfn 0x2a"]
+    # The anchor is a tree key but never an allocation.
+    free_iova_fast(iovad, iova_mod.IOVA_ANCHOR, 1)
+    assert take_warnings(k) == [f"iova: free of unallocated pfn {iova_mod.IOVA_ANCHOR:#x}"]
 
 
 def test_rcache_fills_loaded_then_prev_then_depot_and_drains_them_all() -> None:
