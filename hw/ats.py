@@ -329,6 +329,7 @@ class AtsPort:
         a, end = addr, addr + size
         hits = 0
         fault: DmaFault | None = None
+        refused: DmaFault | None = None
         while a < end:
             if t is not None:
                 blk = t[3].get(a >> BLOCK_SHIFT)
@@ -360,10 +361,14 @@ class AtsPort:
             else:
                 e = None
             if e is None or e.priv != priv or e.perms & need != need:
+                if refused is not None and a >= refused.addr:
+                    fault = refused  # this access already asked: no second request
+                    break
                 stats.translation_requests += 1
                 res = self.agent.ats_translate(self.rid, pasid, priv, a, end - a, write)
                 for ne in res.entries:
                     atc.insert(ne)
+                refused = res.fault
                 e = atc.lookup(pasid, a)
                 t = atc.tables.get(pasid)
                 if e is None or e.priv != priv or e.perms & need != need:

@@ -1072,9 +1072,10 @@ class VtdUnit:
     ) -> DmaFault | None:
         """Translated requests of one device access (VT-d spec 4.2.3): let through when
         the context entry allows device-TLB use (DTE / TT=01) or remapping is off,
-        else blocked with fault SCT.5 / LCT.5. Then the shadow check (DESIGN §6): an
-        ATC entry whose source table entries changed is re-walked and, if the tables
-        no longer give it, reported as a stale ``devtlb`` use. Block summaries are
+        else blocked with fault SCT.5 / LCT.5 (the cached context entry decides, as in
+        hardware). Then the shadow check (DESIGN §6): an ATC entry whose source table
+        entries (context, PASID, paging) changed is re-walked and, if the tables no
+        longer give it, reported as a stale ``devtlb`` use. Block summaries are
         checked in O(1) while nothing anywhere became suspect since their last check."""
         self.stats.ats_translated += 1
         if not self.te:
@@ -1089,13 +1090,6 @@ class VtdUnit:
                 raise TranslationFault(reason, info.fpd)
         except TranslationFault as f:
             return self._fault(rid, pasid, priv, False, first, write, f.reason, f.fpd)
-        if stale_box[0]:
-            try:
-                fresh_dte = int(self.walker.context(self.root, self.ttm == 1, rid).dte)
-            except TranslationFault as f:
-                fresh_dte = -int(f.reason)
-            if fresh_dte != 1:
-                self._stale(rid, pasid, first, (1,), (fresh_dte,), "devtlb")
         for e in entries:
             sh = e.shadow
             if sh is not None and sh.suspect:
