@@ -3,6 +3,11 @@
 Every access goes through ``PciFunction.dma_translate`` (so through the IOMMU that
 owns the requester, or straight to RAM), and data moves run by run with memoryview
 slices of RAM (DESIGN §8): no per-byte or per-page objects on the hot path.
+
+With the function's ATS capability enabled (Linux ``intel_iommu`` enables it on
+probe) and an IOMMU that answers Translation Requests, ``dma_translate`` serves the
+access from the device's ATC as translated requests (:mod:`hw.ats`); every WQ uses
+it, since WQCAP does not offer the per-WQ ATS disable (WQCFG bit 2 is reserved).
 """
 
 from __future__ import annotations
