@@ -70,3 +70,20 @@ def test_every_registered_tracepoint_is_documented_with_its_fields() -> None:
         "add a '### `system:event`' section with a 'fields: `...`' line to "
         f"docs/reference/tracepoints.md for: {undocumented}"
     )
+
+
+def test_every_hardware_event_is_documented() -> None:
+    """Every ``hw_*:*`` event name a hardware model emits has a row in the reference."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    emitted = {
+        m
+        for path in (root / "hw").rglob("*.py")
+        for m in re.findall(r'"(hw_[a-z0-9]+:[a-z_]+)"', path.read_text())
+    }
+    doc = (root / "docs" / "reference" / "tracepoints.md").read_text()
+    missing = sorted(e for e in emitted if f"`{e}`" not in doc)
+    assert emitted
+    assert not missing, f"add rows to docs/reference/tracepoints.md for {missing}"
