@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.iommu_unit import IommuUnitModel
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
@@ -79,7 +80,7 @@ class Smmuv3Stats:
     invalidations: int = 0
 
 
-class Smmuv3Unit:
+class Smmuv3Unit(IommuUnitModel):
     """An SMMUv3: ``Smmuv3Unit(name, config)`` then ``attach(machine, base)``.
 
     The StreamID of a transaction is its requester ID and the SubstreamID its PASID
@@ -90,16 +91,11 @@ class Smmuv3Unit:
     register_size = REGISTER_SIZE
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        self.name = name
+        super().__init__(name)
         self.cfg = Smmuv3Config.from_mapping(config)
         self.stats = Smmuv3Stats()
-        self.errors: list[str] = []
-        """Programming errors the SMMU ignored (writes to registers of an enabled
-        queue or table, unsupported enables ...), for tests and dumps."""
         self.wired_irqs: dict[str, int] = {"EVTQ": 0, "GERROR": 0}
         """Pulses of the wired interrupt lines, used when MSIs are off or unprogrammed."""
-        self.machine: Machine | None = None
-        self.base = 0
         self.smmuen = False
         self.cmdq_enabled = False
         self.evtq_enabled = False
@@ -157,40 +153,12 @@ class Smmuv3Unit:
         self._caches = Caches(machine.memory)
 
     @property
-    def m(self) -> Machine:
-        if self.machine is None:
-            raise RuntimeError(f"{self.name}: not attached to a machine")
-        return self.machine
-
-    @property
     def walker(self) -> Walker:
-        if self._walker is None:
-            raise RuntimeError(f"{self.name}: not attached to a machine")
-        return self._walker
+        return self.attached(self._walker)
 
     @property
     def caches(self) -> Caches:
-        if self._caches is None:
-            raise RuntimeError(f"{self.name}: not attached to a machine")
-        return self._caches
-
-    def emit(self, event: str, **fields: object) -> None:
-        m = self.machine
-        if m is not None and m.hw_trace is not None:
-            m.emit(event, unit=self.name, **fields)
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
-
-    # -- MMIO ----------------------------------------------------------------------------
-    def mmio_read(self, offset: int, size: int) -> int:
-        return self.regs.read(offset, size)
-
-    def mmio_write(self, offset: int, size: int, value: int) -> None:
-        self.regs.write(offset, size, value)
-
-    def _schedule(self, delay: int, cb: Callable[[], None], what: str) -> None:
-        self.m.clock.schedule(delay, cb, f"{self.name}:{what}")
+        return self.attached(self._caches)
 
     # -- CR0/CR0ACK, IRQ_CTRL/ACK, GBPA (IHI 0070 §6.3.9-6.3.14; facts A3) -------------------
     def _cr0_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:

@@ -16,6 +16,7 @@ from attrs import define
 
 from hw.ats import ATS_R, ATS_W, AddressTranslationCache, AtcBlock, AtcEntry, AtsResult
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.iommu_unit import IommuUnitModel
 from hw.memory import Memory
 from hw.regs import RegisterFile, RegSlot
 from hw.vtd import registers as vr
@@ -120,21 +121,16 @@ class _Sel:
     wpe: bool
 
 
-class VtdUnit:
+class VtdUnit(IommuUnitModel):
     """A DRHD unit: ``VtdUnit(name, config)`` then ``attach(machine, base)``."""
 
     table = "DMAR"
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        self.name = name
+        super().__init__(name)
         self.cfg = VtdConfig.from_mapping(config)
         self.register_size = self.cfg.register_size
         self.stats = VtdStats()
-        self.errors: list[str] = []
-        """Programming errors the hardware ignored (GCMD multi-bit writes, commands
-        while the interface is disabled ...), for tests and dumps."""
-        self.machine: Machine | None = None
-        self.base = 0
         self.root = 0
         self.ttm = 0
         self.te = False
@@ -201,46 +197,16 @@ class VtdUnit:
         self._qi = InvalidationQueue(self)
 
     @property
-    def m(self) -> Machine:
-        if self.machine is None:
-            raise RuntimeError(f"{self.name}: not attached to a machine")
-        return self.machine
-
-    @property
     def walker(self) -> Walker:
-        if self._walker is None:
-            raise RuntimeError(f"{self.name}: not attached to a machine")
-        return self._walker
+        return self.attached(self._walker)
 
     @property
     def caches(self) -> Caches:
-        if self._caches is None:
-            raise RuntimeError(f"{self.name}: not attached to a machine")
-        return self._caches
+        return self.attached(self._caches)
 
     @property
     def qi(self) -> InvalidationQueue:
-        if self._qi is None:
-            raise RuntimeError(f"{self.name}: not attached to a machine")
-        return self._qi
-
-    def emit(self, event: str, **fields: object) -> None:
-        m = self.machine
-        if m is not None and m.hw_trace is not None:
-            m.emit(event, unit=self.name, **fields)
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
-
-    # -- MMIO ----------------------------------------------------------------------------
-    def mmio_read(self, offset: int, size: int) -> int:
-        return self.regs.read(offset, size)
-
-    def mmio_write(self, offset: int, size: int, value: int) -> None:
-        self.regs.write(offset, size, value)
-
-    def _schedule(self, delay: int, cb: Callable[[], None], what: str) -> None:
-        self.m.clock.schedule(delay, cb, f"{self.name}:{what}")
+        return self.attached(self._qi)
 
     # -- GCMD/GSTS (spec 10.4.4/10.4.5; facts A4) ----------------------------------------
     def _gcmd_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:

@@ -1,0 +1,59 @@
+"""What every IOMMU unit model shares: its register window as the MMIO target, its
+attachment to a machine, the log of programming errors the hardware ignored, hardware
+trace events, and work scheduled on the machine's clock.
+
+Vendor models (``hw.vtd.VtdUnit``, ``hw.smmuv3.Smmuv3Unit``) subclass it and build
+``self.regs`` and their walkers and caches in ``attach``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from hw.machine import Machine
+    from hw.regs import RegisterFile
+
+T = TypeVar("T")
+
+
+class IommuUnitModel:
+    """Base of IOMMU unit models (see the module docstring)."""
+
+    regs: RegisterFile
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.errors: list[str] = []
+        """Programming errors the hardware ignored, for tests and dumps."""
+        self.machine: Machine | None = None
+        self.base = 0
+
+    def attached(self, part: T | None) -> T:
+        """``part`` once ``attach`` built it; RuntimeError before (a wiring bug)."""
+        if part is None:
+            raise RuntimeError(f"{self.name}: not attached to a machine")
+        return part
+
+    @property
+    def m(self) -> Machine:
+        return self.attached(self.machine)
+
+    def emit(self, event: str, **fields: object) -> None:
+        """A hardware trace event, built only when the machine's tracing is on."""
+        m = self.machine
+        if m is not None and m.hw_trace is not None:
+            m.emit(event, unit=self.name, **fields)
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        return self.regs.read(offset, size)
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        self.regs.write(offset, size, value)
+
+    def _schedule(self, delay: int, cb: Callable[[], None], what: str) -> None:
+        self.m.clock.schedule(delay, cb, f"{self.name}:{what}")
