@@ -81,9 +81,9 @@ from kernel.iommu.iommu import (
     IommuDevice,
     IommuDomain,
     IommuDomainGeometry,
-    IommuDomainOps,
     IommuGroup,
     IommuIotlbGather,
+    IommuPagingDomainOps,
     iommu_device_register,
     iommu_device_unregister,
     iommu_get_domain_for_dev,
@@ -926,35 +926,9 @@ def _pgtbl(domain: IommuDomain) -> ArmLpaeIoPgtable:
     return smmu_domain.pgtbl_ops
 
 
-class _StaticDomainOps:
-    """Map operations of the identity and blocked domains: they have no tables."""
-
-    def map_pages(
-        self,
-        domain: IommuDomain,
-        iova: int,
-        paddr: int,
-        pgsize: int,
-        pgcount: int,
-        prot: int,
-        gfp: int,
-    ) -> int:
-        raise EINVAL("not a paging domain")
-
-    def unmap_pages(
-        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
-    ) -> int:
-        return 0
-
-    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int:
-        return 0
-
-    def free(self, domain: IommuDomain) -> None:
-        return None
-
-
-class ArmSmmuIdentityOps(_StaticDomainOps):
-    """``arm_smmu_identity_ops``: no ``set_dev_pasid`` (upstream)."""
+class ArmSmmuIdentityOps:
+    """``arm_smmu_identity_ops``: ``attach_dev`` only; no ``set_dev_pasid`` (upstream),
+    no tables so no map ops, never freed."""
 
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         """``arm_smmu_attach_dev_identity``."""
@@ -964,8 +938,9 @@ class ArmSmmuIdentityOps(_StaticDomainOps):
         )
 
 
-class ArmSmmuBlockedOps(_StaticDomainOps):
-    """``arm_smmu_blocked_ops``."""
+class ArmSmmuBlockedOps:
+    """``arm_smmu_blocked_ops``: ``attach_dev`` and ``set_dev_pasid``; no map ops,
+    never freed."""
 
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         """``arm_smmu_attach_dev_blocked``."""
@@ -995,7 +970,7 @@ class ArmSmmuOps:
         self.blocked_domain: IommuDomain | None = IommuDomain(
             type=IOMMU_DOMAIN_BLOCKED, ops=ArmSmmuBlockedOps(), owner=self, name="smmu-blocked"
         )
-        self.default_domain_ops: IommuDomainOps = ArmSmmuDomainOps()
+        self.default_domain_ops: IommuPagingDomainOps = ArmSmmuDomainOps()
         self.smmus: list[ArmSmmuDevice] = []
         self.asid_ida = IDA("arm_smmu_asid")
 

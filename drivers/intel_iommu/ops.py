@@ -15,7 +15,6 @@ from drivers.intel_iommu import iommu as vtd
 from drivers.intel_iommu.domain import dev_info_of
 from drivers.intel_iommu.svm import intel_svm_domain_alloc
 from kernel.device import Device
-from kernel.errno import EOPNOTSUPP
 from kernel.iommu.iommu import (
     IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_IDENTITY,
@@ -77,35 +76,9 @@ class IntelDomainOps:
         vtd.intel_iommu_domain_free(domain)
 
 
-class _StaticDomainOps:
-    """What the identity and blocking domains share: no page table."""
-
-    def map_pages(
-        self,
-        domain: IommuDomain,
-        iova: int,
-        paddr: int,
-        pgsize: int,
-        pgcount: int,
-        prot: int,
-        gfp: int,
-    ) -> int:
-        raise EOPNOTSUPP(f"{domain!r} has no page table")
-
-    def unmap_pages(
-        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
-    ) -> int:
-        return 0
-
-    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int:
-        return 0
-
-    def free(self, domain: IommuDomain) -> None:
-        """Static domains are never freed."""
-
-
-class IdentityDomainOps(_StaticDomainOps):
-    """The static identity domain's ops (pass-through entries)."""
+class IdentityDomainOps:
+    """The static identity domain's ops (pass-through entries). No page table, so no
+    map ops and no ``free``: the core never maps or frees a static domain."""
 
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         vtd.identity_domain_attach_dev(domain, dev, old)
@@ -122,8 +95,9 @@ class IdentityDomainOps(_StaticDomainOps):
         vtd.intel_iommu_detach_dev_pasid(domain, dev, pasid)
 
 
-class BlockingDomainOps(_StaticDomainOps):
-    """The static blocking domain's ops (also the upstream PASID detach)."""
+class BlockingDomainOps:
+    """The static blocking domain's ops (also the upstream PASID detach); like the
+    identity domain's, no map ops and no ``free``."""
 
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         vtd.blocking_domain_attach_dev(domain, dev, old)

@@ -29,7 +29,7 @@ from drivers.intel_iommu.domain import (
 from drivers.intel_iommu.structs import VTD_FLAG_SVM_CAPABLE, DmarDomain, IntelIommu
 from kernel.device import Device, dev_name
 from kernel.errno import ENOMEM, EOPNOTSUPP, KernelError
-from kernel.iommu.iommu import IommuDomain, IommuIotlbGather
+from kernel.iommu.iommu import IommuDomain
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.printk import pr_err
 
@@ -76,7 +76,8 @@ def intel_svm_set_dev_pasid(
 
 
 class IntelSvaDomainOps:
-    """``intel_svm_domain_ops``: PASID attach only."""
+    """``intel_svm_domain_ops``: PASID attach, the mm notifier's flush and free; no
+    map ops (the process page table is the mapping)."""
 
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         raise EOPNOTSUPP("an SVA domain attaches at a PASID only")
@@ -89,26 +90,6 @@ class IntelSvaDomainOps:
     def flush_iotlb_all(self, domain: IommuDomain) -> None:
         """The mmu notifier's invalidation of the whole address space."""
         cache_tag_flush_all(to_dmar_domain(domain))
-
-    def map_pages(
-        self,
-        domain: IommuDomain,
-        iova: int,
-        paddr: int,
-        pgsize: int,
-        pgcount: int,
-        prot: int,
-        gfp: int,
-    ) -> int:
-        raise EOPNOTSUPP("SVA domains are mapped through the process page table")
-
-    def unmap_pages(
-        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
-    ) -> int:
-        return 0
-
-    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int:
-        return 0
 
     def free(self, domain: IommuDomain) -> None:
         """``intel_svm_domain_free``."""

@@ -19,7 +19,7 @@ core then probes every PCI device the unit's firmware scope covers.
     capable(dev, cap) -> bool                 # IOMMU_CAP_*
     identity_domain: IommuDomain | None       # static domains (type/ops filled)
     blocked_domain: IommuDomain | None
-    default_domain_ops: IommuDomainOps
+    default_domain_ops: IommuPagingDomainOps  # the ops of domain_alloc_paging's domains
     pgsize_bitmap: int
 
 Optional ``iommu_ops`` members (a NULL pointer in C; here the method is simply
@@ -29,18 +29,30 @@ attribute lookup (:func:`has_optional_op`); the ``Supports*`` protocols below do
 signatures for typing. (``isinstance`` against a runtime-checkable protocol gives the
 same answer but rebuilds the protocol's member list on every check, ~10 us.)
 
-``struct iommu_domain_ops`` → :class:`IommuDomainOps` (required)::
+``struct iommu_domain_ops`` is split by what a domain can do, as the C members
+are all optional pointers and each domain type fills only its own.  Every domain's
+ops (identity, blocked, SVA) → :class:`IommuDomainOps` (required)::
 
     attach_dev(domain, dev, old) -> None
+
+A paging domain's ops (``default_domain_ops``, UNMANAGED/DMA/DMA_FQ) →
+:class:`IommuPagingDomainOps`, which adds (required)::
+
     map_pages(domain, iova, paddr, pgsize, pgcount, prot, gfp) -> int   # bytes mapped
     unmap_pages(domain, iova, pgsize, pgcount, gather) -> int           # bytes unmapped
     iova_to_phys(domain, iova) -> int                                   # 0 if unmapped
-    free(domain) -> None
 
-Optional: ``set_dev_pasid(domain, dev, pasid, old)`` (upstream PASID attach; the
-blocked domain's one tears the PASID down), ``iotlb_sync_map(domain, iova, size)``,
-``flush_iotlb_all(domain)``, ``iotlb_sync(domain, gather)``, and the seed-v3 pair
-``attach_dev_pasid(domain, dev, pasid)`` / ``detach_dev_pasid(domain, dev, pasid)``.
+Identity and blocked domains have no page table and provide no map ops: the core
+never maps a non-paging domain (``iommu_map`` raises EINVAL, ``iommu_unmap``
+returns 0, ``iommu_iova_to_phys`` returns ``iova`` for identity and 0 for blocked,
+and 0 for any other domain whose ops lack ``iova_to_phys``, such as SVA).
+
+Optional on any domain: ``free(domain)`` (static identity/blocked domains are never
+freed; an SVA domain frees its bookkeeping here), ``set_dev_pasid(domain, dev,
+pasid, old)`` (upstream PASID attach; the blocked domain's one tears the PASID
+down), ``iotlb_sync_map(domain, iova, size)``, ``flush_iotlb_all(domain)``,
+``iotlb_sync(domain, gather)``, and the seed-v3 pair ``attach_dev_pasid(domain,
+dev, pasid)`` / ``detach_dev_pasid(domain, dev, pasid)``.
 
 Errors are raised as :class:`kernel.errno.KernelError` where C returns ``-errno``.
 ``map_pages`` returns the bytes it mapped (C's ``*mapped``); fewer than asked means
@@ -298,9 +310,17 @@ class IommuGroup:
 
 
 class IommuDomainOps(Protocol):
-    """``struct iommu_domain_ops`` (required members; see the module docstring)."""
+    """``struct iommu_domain_ops``: what every domain's ops provide (identity, blocked,
+    SVA and paging); see the module docstring."""
 
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None: ...
+
+
+class IommuPagingDomainOps(IommuDomainOps, Protocol):
+    """The paging domains' ``struct iommu_domain_ops``: :class:`IommuDomainOps` plus
+    the map operations (see the module docstring). The core calls them only on a
+    domain whose type has ``__IOMMU_DOMAIN_PAGING`` (:func:`_check_paging`)."""
+
     def map_pages(
         self,
         domain: IommuDomain,
@@ -315,6 +335,10 @@ class IommuDomainOps(Protocol):
         self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
     ) -> int: ...
     def iova_to_phys(self, domain: IommuDomain, iova: int) -> int: ...
+
+
+@runtime_checkable
+class SupportsFree(Protocol):
     def free(self, domain: IommuDomain) -> None: ...
 
 
@@ -370,6 +394,11 @@ def seed_pasid_ops(domain: IommuDomain) -> SupportsSeedPasid | None:
     return None
 
 
+def _free_ops(domain: IommuDomain) -> SupportsFree | None:
+    ops = domain.ops
+    return cast(SupportsFree, ops) if has_optional_op(ops, "free") else None
+
+
 def _sync_ops(domain: IommuDomain) -> SupportsIotlbSync | None:
     ops = domain.ops
     return cast(SupportsIotlbSync, ops) if has_optional_op(ops, "iotlb_sync") else None
@@ -391,7 +420,7 @@ class IommuOps(Protocol):
     pgsize_bitmap: int
     identity_domain: IommuDomain | None
     blocked_domain: IommuDomain | None
-    default_domain_ops: IommuDomainOps
+    default_domain_ops: IommuPagingDomainOps
 
     def probe_device(self, dev: Device) -> IommuDevice: ...
     def release_device(self, dev: Device) -> None: ...
@@ -640,8 +669,9 @@ def iommu_domain_free(domain: IommuDomain) -> None:
         from kernel.iommu.dma_iommu import iommu_put_dma_cookie
 
         iommu_put_dma_cookie(domain)
-    if domain.ops is not None:
-        domain.ops.free(domain)
+    ops = _free_ops(domain)
+    if ops is not None:
+        ops.free(domain)
 
 
 def iommu_is_dma_domain(domain: IommuDomain) -> bool:
@@ -1024,16 +1054,16 @@ def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple
     return pgsize, size >> idx
 
 
-def _check_paging(domain: IommuDomain) -> IommuDomainOps:
-    """Linux's order: a non-paging domain is EINVAL (no WARN), then a paging domain
+def _check_paging(domain: IommuDomain) -> IommuPagingDomainOps:
+    """The ops of a domain about to be mapped, narrowed to the paging protocol.
+    Linux's order: a non-paging domain is EINVAL (no WARN), then a paging domain
     without map support is a driver bug (WARN, ENODEV)."""
-    ops = domain.ops
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
-    if WARN_ON(ops is None or domain.pgsize_bitmap == 0):
+    ops = domain.ops
+    if WARN_ON(not has_optional_op(ops, "map_pages") or domain.pgsize_bitmap == 0):
         raise ENODEV("domain cannot map")
-    assert ops is not None
-    return ops
+    return cast(IommuPagingDomainOps, ops)
 
 
 def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
@@ -1083,12 +1113,12 @@ def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, 
 
 
 def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
-    ops = domain.ops
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         return 0
-    if WARN_ON(ops is None or domain.pgsize_bitmap == 0):
+    ops = domain.ops
+    if WARN_ON(not has_optional_op(ops, "unmap_pages") or domain.pgsize_bitmap == 0):
         return 0
-    assert ops is not None
+    paging = cast(IommuPagingDomainOps, ops)
     min_pagesz = 1 << _ffs(domain.pgsize_bitmap)
     if iova + size - 1 > ULONG_MAX:
         return 0
@@ -1098,7 +1128,7 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
     unmapped = 0
     while unmapped < size:
         pgsize, count = iommu_pgsize(domain, iova, iova, size - unmapped)
-        got = ops.unmap_pages(domain, iova, pgsize, count, gather)
+        got = paging.unmap_pages(domain, iova, pgsize, count, gather)
         if not got:
             break
         if trace_unmap.enabled:
@@ -1135,12 +1165,14 @@ def iommu_flush_iotlb_all(domain: IommuDomain) -> None:
 
 
 def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
-    """``iommu_iova_to_phys``: identity domains translate to themselves; 0 if unmapped."""
+    """``iommu_iova_to_phys``: identity domains translate to themselves; 0 if unmapped,
+    and 0 for a domain whose ops have no ``iova_to_phys`` (blocked, SVA)."""
     if domain.type == IOMMU_DOMAIN_IDENTITY:
         return iova
-    if domain.type == IOMMU_DOMAIN_BLOCKED or domain.ops is None:
+    ops = domain.ops
+    if domain.type == IOMMU_DOMAIN_BLOCKED or not has_optional_op(ops, "iova_to_phys"):
         return 0
-    return domain.ops.iova_to_phys(domain, iova)
+    return cast(IommuPagingDomainOps, ops).iova_to_phys(domain, iova)
 
 
 # --------------------------------------------------------------------------- faults

@@ -7,7 +7,15 @@ import pytest
 
 from drivers.intel_iommu.dmar import dmar_state
 from drivers.intel_iommu.pasid import intel_pasid_get_entry, pasid_entry_read
-from kernel.errno import EOPNOTSUPP
+from kernel.errno import EINVAL, EOPNOTSUPP
+from kernel.iommu.iommu import (
+    IOMMU_READ,
+    IOMMU_WRITE,
+    has_optional_op,
+    iommu_iova_to_phys,
+    iommu_map,
+    iommu_unmap,
+)
 from kernel.iommu.iommu_sva import (
     Mm,
     iommu_sva_bind_device,
@@ -85,9 +93,11 @@ def test_sva_domains_have_no_iova_space(vtd: Vtd) -> None:
     assert dom.ops is not None
     with pytest.raises(EOPNOTSUPP):
         dom.ops.attach_dev(dom, vtd.dsa, None)
-    with pytest.raises(EOPNOTSUPP):
-        dom.ops.map_pages(dom, 0, 0, 4096, 1, 3, GFP_KERNEL)
-    assert dom.ops.unmap_pages(dom, 0, 4096, 1, None) == 0  # type: ignore[arg-type]
-    assert dom.ops.iova_to_phys(dom, VA) == 0
+    for op in ("map_pages", "unmap_pages", "iova_to_phys"):
+        assert not has_optional_op(dom.ops, op)
+    with pytest.raises(EINVAL):
+        iommu_map(dom, 0, 0, 4096, IOMMU_READ | IOMMU_WRITE, GFP_KERNEL)
+    assert iommu_unmap(dom, 0, 4096) == 0
+    assert iommu_iova_to_phys(dom, VA) == 0
     iommu_sva_unbind_device(handle)
     _free(mm, pages)

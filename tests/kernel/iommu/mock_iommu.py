@@ -8,6 +8,8 @@ checks, all WARN: map over an existing mapping, unmap that would split a leaf
 Fault-injection sites: ``kmalloc`` for domain/device/PASID bookkeeping and
 ``iommu_pgtable`` in ``map_pages``,
 ``iommu_attach`` in a paging domain's ``attach_dev`` (as iommufd's own ``fail_iommufd`` point).
+The identity, blocked and SVA domains' ops carry no map ops (``map_pages``,
+``unmap_pages``, ``iova_to_phys``): the core handles non-paging domains itself.
 Implements both PASID generations: ``set_dev_pasid`` (upstream) on every domain
 type and the blocked domain, and ``attach_dev_pasid``/``detach_dev_pasid`` (seed-v3,
 one PASID per device as VT-d's v3 patch did).
@@ -235,34 +237,11 @@ class MockDomainOps:
         info.seed_pasid = 0
 
 
-class _StaticOps:
-    """Shared by the identity, blocked and SVA domains: no page table of their own."""
+class MockIdentityOps:
+    """The static identity domain: ``attach_dev`` and the PASID ops only; no page
+    table, so no map ops (the core never maps a non-paging domain) and no ``free``
+    (static domains are never freed)."""
 
-    def map_pages(
-        self,
-        domain: IommuDomain,
-        iova: int,
-        paddr: int,
-        pgsize: int,
-        pgcount: int,
-        prot: int,
-        gfp: int,
-    ) -> int:
-        raise EOPNOTSUPP("not a paging domain")
-
-    def unmap_pages(
-        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
-    ) -> int:
-        return 0
-
-    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int:
-        return 0
-
-    def free(self, domain: IommuDomain) -> None:
-        kfree(getattr(domain, "kmem", 0))
-
-
-class MockIdentityOps(_StaticOps):
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         _hw(dev).contexts[(_rid(dev), None)] = IDENTITY
 
@@ -280,7 +259,9 @@ class MockIdentityOps(_StaticOps):
         _info(dev).seed_pasid = 0
 
 
-class MockBlockedOps(_StaticOps):
+class MockBlockedOps:
+    """The static blocked domain: like the identity domain, no map ops and no ``free``."""
+
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         _hw(dev).contexts.pop((_rid(dev), None), None)
 
@@ -296,7 +277,10 @@ class MockSvaDomain(IommuDomain):
     kmem: int = 0
 
 
-class MockSvaOps(_StaticOps):
+class MockSvaOps:
+    """An SVA domain: PASID attach and ``free``; no map ops (the process page table
+    is the mapping), so the core's ``iommu_iova_to_phys`` reads 0."""
+
     def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
         raise EOPNOTSUPP("SVA domains attach at a PASID only")
 
@@ -304,6 +288,9 @@ class MockSvaOps(_StaticOps):
         self, domain: IommuDomain, dev: Device, pasid: int, old: IommuDomain | None
     ) -> None:
         _set_pasid(domain, dev, pasid)
+
+    def free(self, domain: IommuDomain) -> None:
+        kfree(getattr(domain, "kmem", 0))
 
 
 IDENTITY_DOMAIN = IommuDomain(type=IOMMU_DOMAIN_IDENTITY, ops=MockIdentityOps(), name="identity")

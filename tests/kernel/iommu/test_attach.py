@@ -314,6 +314,20 @@ def test_map_and_unmap_of_non_paging_domains(make_kernel: KernelFactory) -> None
     assert len(take_warnings(k)) == 2
 
 
+def test_paging_domain_whose_ops_lack_map_ops_warns_and_maps_nothing(
+    make_kernel: KernelFactory,
+) -> None:
+    """A paging-typed domain given non-paging ops is a driver bug: the core checks the
+    op before narrowing to the paging protocol (WARN, ENODEV / 0), never calls it."""
+    k = make_kernel()
+    dom = mock_iommu.MockDomain(pgsize_bitmap=SZ_4K, ops=mock_iommu.MockBlockedOps())
+    with pytest.raises(ENODEV):
+        iommu_map(dom, 0, 0x10000, SZ_4K, IOMMU_READ, GFP_KERNEL)
+    assert iommu_unmap(dom, 0, SZ_4K) == 0
+    assert iommu_iova_to_phys(dom, 0) == 0
+    assert len(take_warnings(k)) == 2
+
+
 def test_unmap_that_overflows_or_is_unaligned_unmaps_nothing(make_kernel: KernelFactory) -> None:
     k = make_kernel()
     dom = iommu_paging_domain_alloc(pdev_at(EDU_BDF))

@@ -13,13 +13,15 @@ import pytest
 from attrs import frozen
 
 from kernel.boot import Kernel
-from kernel.errno import ENOMEM, KernelError
+from kernel.errno import EINVAL, ENOMEM, KernelError
 from kernel.fault_inject import injector
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import (
     IOMMU_DOMAIN_DMA,
     IOMMU_READ,
     IOMMU_WRITE,
+    dev_iommu_ops,
+    has_optional_op,
     iommu_attach_device,
     iommu_detach_device,
     iommu_domain_free,
@@ -104,6 +106,26 @@ def test_map_uses_large_pages_when_aligned(vendor: Callable[[str], VendorSetup])
     assert iommu_iova_to_phys(dom, SZ_2M + 5) == 0x40_0000 + 5
     assert iommu_unmap(dom, SZ_2M - SZ_4K, SZ_2M + SZ_4K * 2) == SZ_2M + SZ_4K * 2
     iommu_domain_free(dom)
+
+
+def test_static_domains_have_no_map_ops_and_the_core_handles_them(
+    vendor: Callable[[str], VendorSetup],
+) -> None:
+    """Identity and blocked domains provide ``attach_dev`` (and PASID ops) only, as in
+    Linux; the core never calls map ops on them: map is EINVAL, unmap unmaps
+    nothing, identity translates to itself and blocked to 0."""
+    v = vendor("")
+    ops = dev_iommu_ops(v.plain_dev)
+    statics = [(d, t) for d, t in ((ops.identity_domain, True), (ops.blocked_domain, False)) if d]
+    assert statics
+    for dom, identity in statics:
+        for op in ("map_pages", "unmap_pages", "iova_to_phys"):
+            assert not has_optional_op(dom.ops, op), (dom, op)
+        with pytest.raises(EINVAL):
+            iommu_map(dom, 0x10000, 0x100000, SZ_4K, RW, GFP_KERNEL)
+        assert iommu_unmap(dom, 0x10000, SZ_4K) == 0
+        assert iommu_iova_to_phys(dom, 0x10234) == (0x10234 if identity else 0)
+    assert not take_warnings(v.kernel)
 
 
 def test_attach_then_device_dma_uses_the_domain(vendor: Callable[[str], VendorSetup]) -> None:

@@ -9,7 +9,14 @@ import pytest
 
 from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW
 from kernel.fault_inject import injector
-from kernel.iommu.iommu import iommu_state
+from kernel.iommu.iommu import (
+    IOMMU_READ,
+    has_optional_op,
+    iommu_iova_to_phys,
+    iommu_map,
+    iommu_state,
+    iommu_unmap,
+)
 from kernel.iommu.iommu_sva import (
     PTE_PRESENT,
     PTE_RW,
@@ -26,6 +33,7 @@ from kernel.iommu.iommu_sva import (
     mmput,
 )
 from kernel.iommu.pasid import iommu_alloc_global_pasid, iommu_free_global_pasid
+from kernel.mm import GFP_KERNEL
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu.mock_hw import MOCK_UNITS
 
@@ -140,6 +148,31 @@ def test_mm_pasid_beyond_a_devices_pasid_range_is_eoverflow(make_kernel: KernelF
     iommu_sva_unbind_device(h)
     mmput(mm)
     iommu_free_global_pasid(taken)
+
+
+def test_sva_domain_without_map_ops_has_no_iova_space_through_the_core(
+    make_kernel: KernelFactory,
+) -> None:
+    """The mock's SVA domain ops provide no map ops (the process page table is the
+    mapping): the core refuses to map it, unmaps nothing and reads 0 for any IOVA;
+    its optional ``free`` still runs when the last bond goes."""
+    k = make_kernel()
+    dev = pdev_at(PASID_BDF)
+    mm = _mm()
+    before = {(x.kind, x.addr) for x in k.mm.live()}
+    handle = iommu_sva_bind_device(dev, mm)
+    dom = handle.domain
+    for op in ("map_pages", "unmap_pages", "iova_to_phys"):
+        assert not has_optional_op(dom.ops, op)
+    assert has_optional_op(dom.ops, "free")
+    with pytest.raises(EINVAL):
+        iommu_map(dom, 0x1000, 0x10_0000, SZ_4K, IOMMU_READ, GFP_KERNEL)
+    assert iommu_unmap(dom, 0x1000, SZ_4K) == 0
+    assert iommu_iova_to_phys(dom, 0x1000) == 0
+    iommu_sva_unbind_device(handle)
+    assert {(x.kind, x.addr) for x in k.mm.live()} == before
+    mmput(mm)
+    assert not take_warnings(k)
 
 
 def test_bind_needs_a_driver_with_sva_domains(
