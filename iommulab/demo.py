@@ -6,7 +6,9 @@ attach its system PASID to the DSA's DMA domain, runs dmaengine memcpy of 4 KiB
 system PASID exists), checks the bytes, and prints a short report: the PASID,
 the PASID-table entry that points at the DMA domain (next to the RID_PASID entry
 it aliases), descriptor/completion counts, the VT-d model's IOTLB hits, misses
-and stale uses, and the dmesg lines that matter.
+and stale uses, the DSA's ATS figures (with ATS on, the device TLB serves repeat
+translations, so the IOTLB sees only Translation Requests), and the dmesg lines
+that matter.
 
 ``--pasid-api seed-v3|upstream`` picks the IOMMU core's PASID API generation;
 ``--trace out.json`` writes the run's idxd/iommu/hw_vtd/hw_dsa events in the
@@ -168,6 +170,14 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
             lines.append(
                 f"{unit.name}: IOTLB hits {s.iotlb_hits}, misses {s.iotlb_misses}, "
                 f"stale {s.stale_uses}; faults {s.faults}"
+            )
+    for fn in m.functions.values():
+        port = fn.ats_port
+        if port is not None:
+            a = port.atc.stats
+            lines.append(
+                f"{fn.addr} ATS: {a.translation_requests} translation requests, "
+                f"{a.hits} pages served from the device TLB, {a.invalidations} invalidations"
             )
     ok = ok and stale == 0
     lines += ["", "dmesg (the lines that matter):"]

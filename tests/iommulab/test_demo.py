@@ -16,6 +16,7 @@ def test_demo_copies_every_size_and_passes(capsys: pytest.CaptureFixture[str]) -
     for size in demo.SIZES:
         assert f"memcpy {size:>9} bytes on wq0.0 (dedicated): ok" in out
     assert "stale 0" in out
+    assert "0000:00:02.0 ATS:" in out and "pages served from the device TLB" in out
     assert "result: PASS" in out
 
 
