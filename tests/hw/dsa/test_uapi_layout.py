@@ -100,3 +100,22 @@ def test_struct_rejects_bad_values() -> None:
         DsaHwDesc.from_bytes(b"")
     assert DsaHwDesc() != DsaCompletionRecord()
     assert DsaHwDesc.pasid.layout == (0, 4, 0, 20)
+
+
+def test_every_constant_has_the_uapi_value(tmp_path: Path) -> None:
+    """Opcodes, completion statuses, driver command statuses and descriptor flags
+    equal the enumerators and macros of linux/idxd.h, compiled with gcc."""
+    consts = {
+        name: int(value)
+        for enum_cls in (idxd.dsa_opcode, idxd.dsa_completion_status, idxd.idxd_scmd_stat)
+        for name, value in enum_cls.__members__.items()
+    }
+    consts |= {n: getattr(idxd, n) for n in dir(idxd) if n.startswith("IDXD_OP_FLAG_")}
+    body = "\n".join(f'  printf("{n} %llu\\n", (unsigned long long)({n}));' for n in consts)
+    src = tmp_path / "consts.c"
+    src.write_text(f"#include <stdio.h>\n#include <linux/idxd.h>\nint main(void) {{\n{body}\n}}\n")
+    exe = tmp_path / "consts"
+    subprocess.run(["gcc", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    assert {n: int(v) for n, v in (line.split() for line in out.splitlines())} == consts
+    assert idxd.DSA_OPCODE_MEMMOVE is idxd.dsa_opcode.DSA_OPCODE_MEMMOVE
