@@ -12,7 +12,8 @@ translations only runs when something could be stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 
 from attrs import frozen
 
@@ -20,6 +21,12 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 
 WatchCallback = Callable[[int], None]
+
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_M64 = (1 << 64) - 1
 
 
 @frozen
@@ -68,7 +75,8 @@ class Memory:
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
-        self._check(addr, size, True)
+        if addr < 0 or addr + size > self.size:
+            raise BusError(addr, size, True)
         self.view[addr : addr + size] = data
         if self._watch:
             self._notify(addr, size)
@@ -88,32 +96,71 @@ class Memory:
             self._notify(dst, size)
 
     # -- scalar (little-endian) --------------------------------------------
+    # struct reads/writes straight from the bytearray: no slice object per access.
+    # The bounds test is written out in each (not ``_check``) because table walks and
+    # queue processing call these per entry; negative addresses must be refused
+    # before struct sees them, as it would index from the end.
     def read_u8(self, addr: int) -> int:
-        self._check(addr, 1, False)
+        if addr < 0 or addr + 1 > self.size:
+            raise BusError(addr, 1, False)
         return self.data[addr]
 
     def read_u16(self, addr: int) -> int:
-        return int.from_bytes(self.read(addr, 2), "little")
+        if addr < 0 or addr + 2 > self.size:
+            raise BusError(addr, 2, False)
+        return int(_U16.unpack_from(self.data, addr)[0])
 
     def read_u32(self, addr: int) -> int:
-        self._check(addr, 4, False)
-        return int.from_bytes(self.view[addr : addr + 4], "little")
+        if addr < 0 or addr + 4 > self.size:
+            raise BusError(addr, 4, False)
+        return int(_U32.unpack_from(self.data, addr)[0])
 
     def read_u64(self, addr: int) -> int:
-        self._check(addr, 8, False)
-        return int.from_bytes(self.view[addr : addr + 8], "little")
+        if addr < 0 or addr + 8 > self.size:
+            raise BusError(addr, 8, False)
+        return int(_U64.unpack_from(self.data, addr)[0])
+
+    def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
+        """``count`` consecutive quadwords (a descriptor, a table entry)."""
+        if addr < 0 or count < 0 or addr + 8 * count > self.size:
+            raise BusError(addr, 8 * count, False)
+        return struct.unpack_from(f"<{count}Q", self.data, addr)
 
     def write_u8(self, addr: int, value: int) -> None:
-        self.write(addr, (value & 0xFF).to_bytes(1, "little"))
+        self._write_scalar(_U8, 1, addr, value & 0xFF)
 
     def write_u16(self, addr: int, value: int) -> None:
-        self.write(addr, (value & 0xFFFF).to_bytes(2, "little"))
+        self._write_scalar(_U16, 2, addr, value & 0xFFFF)
 
     def write_u32(self, addr: int, value: int) -> None:
-        self.write(addr, (value & 0xFFFF_FFFF).to_bytes(4, "little"))
+        if addr < 0 or addr + 4 > self.size:
+            raise BusError(addr, 4, True)
+        _U32.pack_into(self.data, addr, value & 0xFFFF_FFFF)
+        if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFFC):
+            self._notify(addr, 4)
 
     def write_u64(self, addr: int, value: int) -> None:
-        self.write(addr, (value & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "little"))
+        if addr < 0 or addr + 8 > self.size:
+            raise BusError(addr, 8, True)
+        _U64.pack_into(self.data, addr, value & 0xFFFF_FFFF_FFFF_FFFF)
+        if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFF8):
+            self._notify(addr, 8)
+
+    def write_u64s(self, addr: int, values: Sequence[int]) -> None:
+        """Consecutive quadwords (a queue descriptor), each truncated to 64 bits."""
+        count = len(values)
+        if addr < 0 or addr + 8 * count > self.size:
+            raise BusError(addr, 8 * count, True)
+        struct.pack_into(f"<{count}Q", self.data, addr, *[v & _M64 for v in values])
+        if self._watch:
+            self._notify(addr, 8 * count)
+
+    def _write_scalar(self, fmt: struct.Struct, size: int, addr: int, value: int) -> None:
+        if addr < 0 or addr + size > self.size:
+            raise BusError(addr, size, True)
+        fmt.pack_into(self.data, addr, value)
+        if self._watch:
+            self._notify(addr, size)
 
     # -- watches ------------------------------------------------------------
     def watch(self, pfn: int, callback: WatchCallback) -> None:

@@ -88,6 +88,7 @@ class Kernel:
             if ic.teardown is not None:
                 ic.teardown(self)
         self.ran_initcalls.clear()
+        self.tracer.on_patterns = None
         self.machine.set_hw_trace_sink(None)
         self.up = False
         printk.pr_info("reboot: Power down")
@@ -133,8 +134,7 @@ def boot(
     log = console or printk.LogBuffer()
     log.clock = machine.clock
     tracer = trace.Tracer(now=lambda: machine.clock.now)
-    for pat in filter(None, str(cl.get("trace_event")).split(",")):
-        tracer.enabled_patterns.add(pat)
+    tracer.enabled_patterns.update(filter(None, str(cl.get("trace_event")).split(",")))
     memmgr = mm.MemoryManager(machine.memory)
     blocked = [b for b in str(cl.get("module_blacklist")).split(",") if b]
     k = Kernel(
@@ -150,7 +150,8 @@ def boot(
     k.activate()
     io.reset_mappings()
     machine.set_msi_sink(irq.deliver_msi)
-    machine.set_hw_trace_sink(tracer.hw_event)
+    tracer.on_patterns = lambda on: machine.set_hw_trace_sink(tracer.hw_event if on else None)
+    tracer.on_patterns(bool(tracer.enabled_patterns))
     stack = memmgr.vmalloc(mm.THREAD_SIZE, 0, "init_task stack")
     assert stack is not None, "no memory for the init task's stack"
     k.stack = mm.TaskStack(stack, stack + mm.THREAD_SIZE)

@@ -75,8 +75,7 @@ def wait_next_event(deadline: int) -> bool:
     if clock.now >= deadline:
         return False
     nxt = clock.next_event_time()
-    target = deadline if nxt is None or nxt > deadline else max(nxt, clock.now)
-    _advance_to(target)
+    clock.run_until(deadline if nxt is None or nxt > deadline else max(nxt, clock.now))
     return True
 
 

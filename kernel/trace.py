@@ -75,6 +75,19 @@ class Tracer:
     ring: deque[TraceEvent] = field(factory=lambda: deque(maxlen=RING_EVENTS))
     sinks: list[Sink] = field(factory=list)
     enabled_patterns: set[str] = field(factory=set)
+    on_patterns: Callable[[bool], None] | None = None
+    """Told whether any pattern is enabled after each change; the kernel uses it to
+    hook the platform's hardware trace sink in only while events can be recorded,
+    so models skip building events nobody would keep."""
+
+    def set_patterns(self, patterns: Iterable[str]) -> None:
+        """Replace the enabled patterns and re-evaluate every tracepoint's flag."""
+        self.enabled_patterns = set(patterns)
+        if self is _tracer:
+            for tp in _REGISTRY.values():
+                tp.enabled = _matches(tp.name, self.enabled_patterns)
+        if self.on_patterns is not None:
+            self.on_patterns(bool(self.enabled_patterns))
 
     def record(self, name: str, fields: Mapping[str, Any], text: str) -> None:
         ev = TraceEvent(self.now(), name, dict(fields), text)
@@ -111,8 +124,7 @@ def tracer() -> Tracer:
 def set_tracer(t: Tracer) -> None:
     global _tracer
     _tracer = t
-    for tp in _REGISTRY.values():
-        tp.enabled = _matches(tp.name, t.enabled_patterns)
+    t.set_patterns(t.enabled_patterns)
 
 
 class Tracepoint:
@@ -164,15 +176,11 @@ def tracepoints() -> dict[str, Tracepoint]:
 
 def enable(pattern: str = "*") -> None:
     """Enable events matching ``system:event``, ``system:*``, ``system`` or ``*``."""
-    _tracer.enabled_patterns.add(pattern)
-    for tp in _REGISTRY.values():
-        tp.enabled = _matches(tp.name, _tracer.enabled_patterns)
+    _tracer.set_patterns(_tracer.enabled_patterns | {pattern})
 
 
 def disable_all() -> None:
-    _tracer.enabled_patterns.clear()
-    for tp in _REGISTRY.values():
-        tp.enabled = False
+    _tracer.set_patterns(())
 
 
 @contextmanager
@@ -186,10 +194,7 @@ def capture(pattern: str = "*") -> Iterator[list[TraceEvent]]:
         yield got
     finally:
         _tracer.sinks.remove(got.append)
-        _tracer.enabled_patterns.clear()
-        _tracer.enabled_patterns.update(before)
-        for tp in _REGISTRY.values():
-            tp.enabled = _matches(tp.name, before)
+        _tracer.set_patterns(before)
 
 
 def to_ftrace(events: Iterable[TraceEvent]) -> str:

@@ -330,12 +330,6 @@ def _status_addr(qi: QInval, index: int) -> int:
     return qi.desc_status + 4 * index
 
 
-def _desc_bytes(desc: QiDesc, size: int) -> bytes:
-    """One descriptor slot (16 or 32 bytes, little-endian quadwords)."""
-    value = desc[0] | desc[1] << 64 | desc[2] << 128 | desc[3] << 192
-    return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-
-
 def reclaim_free_desc(qi: QInval) -> None:
     """``reclaim_free_desc``: hand back every completed slot from ``free_tail`` on."""
     mem = current_mm().mem
@@ -391,14 +385,14 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
             return qi_timed_out(iommu, qi.free_head, "no free slots")
     index = qi.free_head
     wait_index = (index + count) % ir.QI_LENGTH
-    size = 1 << shift
+    qwords = (1 << shift) >> 3  # a 128-bit slot holds qw0 and qw1 only
     # The ring and the status words are direct-mapped pages: write them by address.
     mem = current_mm().mem
     ring, status = qi.desc - PAGE_OFFSET, qi.desc_status - PAGE_OFFSET
     tracing = trace_qi_submit.enabled
     for i, d in enumerate(desc):
         slot = (index + i) % ir.QI_LENGTH
-        mem.write(ring + (slot << shift), _desc_bytes(d, size))
+        mem.write_u64s(ring + (slot << shift), d[:qwords])
         mem.write_u32(status + 4 * slot, ir.QI_IN_USE)
         if tracing:
             trace_qi_submit(
@@ -414,7 +408,7 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     if options & ir.QI_OPT_WAIT_DRAIN:
         qw0 |= ir.QI_IWD_PRQ_DRAIN
     wait_desc = (qw0, status + 4 * wait_index, 0, 0)
-    mem.write(ring + (wait_index << shift), _desc_bytes(wait_desc, size))
+    mem.write_u64s(ring + (wait_index << shift), wait_desc[:qwords])
     qi.free_head = (qi.free_head + count + 1) % ir.QI_LENGTH
     qi.free_cnt -= count + 1
     iommu.regs.writel(qi.free_head << shift, ir.DMAR_IQT_REG)

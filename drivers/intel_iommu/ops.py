@@ -21,7 +21,6 @@ from kernel.iommu.iommu import (
     IommuDevice,
     IommuDomain,
     IommuGroup,
-    IommuIotlbGather,
     pci_device_group,
 )
 
@@ -43,34 +42,16 @@ class IntelDomainOps:
     def detach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
         vtd.intel_iommu_detach_dev_pasid(domain, dev, pasid)
 
-    def map_pages(
-        self,
-        domain: IommuDomain,
-        iova: int,
-        paddr: int,
-        pgsize: int,
-        pgcount: int,
-        prot: int,
-        gfp: int,
-    ) -> int:
-        return vtd.intel_iommu_map_pages(domain, iova, paddr, pgsize, pgcount, prot, gfp)
-
-    def unmap_pages(
-        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
-    ) -> int:
-        return vtd.intel_iommu_unmap_pages(domain, iova, pgsize, pgcount, gather)
-
-    def iotlb_sync_map(self, domain: IommuDomain, iova: int, size: int) -> None:
-        vtd.intel_iommu_iotlb_sync_map(domain, iova, size)
+    # The per-mapping ops are the driver's functions themselves (no forwarding call):
+    # they run on every dma_map/dma_unmap.
+    map_pages = staticmethod(vtd.intel_iommu_map_pages)
+    unmap_pages = staticmethod(vtd.intel_iommu_unmap_pages)
+    iotlb_sync_map = staticmethod(vtd.intel_iommu_iotlb_sync_map)
+    iotlb_sync = staticmethod(vtd.intel_iommu_tlb_sync)
+    iova_to_phys = staticmethod(vtd.intel_iommu_iova_to_phys)
 
     def flush_iotlb_all(self, domain: IommuDomain) -> None:
         vtd.intel_flush_iotlb_all(domain)
-
-    def iotlb_sync(self, domain: IommuDomain, gather: IommuIotlbGather) -> None:
-        vtd.intel_iommu_tlb_sync(domain, gather)
-
-    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int:
-        return vtd.intel_iommu_iova_to_phys(domain, iova)
 
     def free(self, domain: IommuDomain) -> None:
         vtd.intel_iommu_domain_free(domain)

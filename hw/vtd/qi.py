@@ -68,6 +68,7 @@ class InvalidationQueue:
         self.inflight = 0
         """Device-TLB invalidations sent whose completion has not come back."""
         self._stalled = False
+        self._event_name = f"{unit.name}:qi"
 
     # -- enable/disable (GCMD.QIE) -----------------------------------------------------
     def enable(self, on: bool) -> None:
@@ -93,7 +94,7 @@ class InvalidationQueue:
     def kick(self) -> None:
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self.unit.m.clock.schedule(QI_DELAY_NS, self.process, f"{self.unit.name}:qi")
+            self.unit.m.clock.schedule(QI_DELAY_NS, self.process, self._event_name)
 
     def process(self) -> None:
         """Execute descriptors from IQH to IQT (stops at the first error)."""
@@ -127,23 +128,22 @@ class InvalidationQueue:
     def _execute(self, addr: int) -> None:
         u = self.unit
         try:
-            raw = u.m.memory.read(addr, 16 << self.dw)
+            q = u.m.memory.read_u64s(addr, 2 << self.dw)
         except BusError:
             raise _DescError(IQEI_FETCH) from None
-        q = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
-        dtype = (q[0] & 0xF) | (((q[0] >> 9) & 0x7) << 4)
+        qw0, qw1 = q[0], q[1]
+        dtype = (qw0 & 0xF) | (((qw0 >> 9) & 0x7) << 4)
         layout = ent.QI_LAYOUTS.get(dtype)
         if layout is None:
             raise _DescError(IQEI_TYPE)
         lo, hi = layout
-        if q[0] & lo.RSVDZ_MASK or q[1] & hi.RSVDZ_MASK or any(q[2:]):
+        if qw0 & lo.RSVDZ_MASK or qw1 & hi.RSVDZ_MASK or any(q[2:]):
             raise _DescError(IQEI_RSVD)
         if dtype == ent.QI_WAIT and self.inflight:
             raise _Stall
         u.stats.qi_descriptors += 1
-        u.emit("hw_vtd:qi_descriptor", type=dtype, qw=tuple(q))
-        handler = _HANDLERS[dtype]
-        handler(self, q[0], q[1])
+        u.emit("hw_vtd:qi_descriptor", type=dtype, qw=q)
+        _HANDLERS[dtype](self, qw0, qw1)
 
     def _cc(self, qw0: int, qw1: int) -> None:
         g = ent.QiCcQw0.G.get(qw0)

@@ -51,6 +51,43 @@ def test_watch_fires_for_writes_touching_the_page_only() -> None:
     assert hits == [2, 2, 2] and not mem.watched(2)
 
 
+def test_quadword_runs_round_trip_and_truncate_to_64_bits() -> None:
+    mem = Memory(8192)
+    mem.write_u64s(16, [1, (1 << 64) | 2, -1])
+    assert mem.read_u64s(16, 3) == (1, 2, (1 << 64) - 1)
+    assert mem.read_u64(32) == (1 << 64) - 1
+
+
+@pytest.mark.parametrize(
+    ("op", "addr"),
+    [
+        (lambda m, a: m.read_u64s(a, 2), 8192 - 8),
+        (lambda m, a: m.write_u64s(a, [0, 0]), 8192 - 8),
+        (lambda m, a: m.read_u32(a), -4),
+        (lambda m, a: m.write_u32(a, 0), 8190),
+        (lambda m, a: m.write_u16(a, 0), 8191),
+        (lambda m, a: m.read_u8(a), 8192),
+    ],
+)
+def test_scalar_and_run_accessors_refuse_partial_or_negative_addresses(op, addr) -> None:  # type: ignore[no-untyped-def]
+    mem = Memory(8192)
+    before = bytes(mem.data)
+    with pytest.raises(BusError):
+        op(mem, addr)
+    assert bytes(mem.data) == before
+
+
+def test_scalar_writes_straddling_a_page_notify_both_frames() -> None:
+    mem = Memory(3 * 4096)
+    hits: list[int] = []
+    mem.watch(0, hits.append)
+    mem.watch(1, hits.append)
+    mem.write_u64(4096 - 4, 0)
+    mem.write_u32(2 * 4096 - 2, 0)
+    mem.write_u64s(4096 - 8, [0, 0])
+    assert hits == [0, 1, 1, 0, 1]
+
+
 def test_bad_ram_size_rejected() -> None:
     with pytest.raises(ValueError, match="multiple"):
         Memory(1000)

@@ -48,6 +48,22 @@ def test_trace_event_cmdline_enables_at_boot(toy_machine: Machine) -> None:
     trace.disable_all()
 
 
+def test_hw_trace_sink_is_hooked_in_only_while_a_pattern_is_enabled(
+    toy_machine: Machine,
+) -> None:
+    """Models build no event objects while nothing could record them."""
+    k = boot(toy_machine, "", entry_points=False)
+    assert toy_machine.hw_trace is None
+    with trace.capture("hw_test") as got:
+        assert toy_machine.hw_trace is not None
+        toy_machine.emit("hw_test:poke", value=1)
+    assert toy_machine.hw_trace is None and [e.name for e in got] == ["hw_test:poke"]
+    k.shutdown()
+    trace.enable("hw_test")
+    assert toy_machine.hw_trace is None, "a shut-down kernel no longer owns the machine"
+    trace.disable_all()
+
+
 def test_cmdline_tokens_and_types() -> None:
     cl = CommandLine.parse('a=1 b "c=x y" flag d-e=off')
     assert cl.register(Param("a", 0, parse_int)).value == 1
