@@ -30,3 +30,16 @@ def best_of(fn: Callable[[], object], repeat: int = 5, number: int = 1) -> float
             fn()
         best = min(best, (time.perf_counter() - t0) / number)
     return best
+
+
+def dict_set_del_ns(n: int = 2000) -> float:
+    """Best time in ns of one Python dict set + del: the baseline of the DMA-API rows."""
+    d: dict[int, int] = {}
+    keys = list(range(n))
+
+    def run() -> None:
+        for k in keys:
+            d[k] = k
+            del d[k]
+
+    return best_of(run, repeat=7) / n * 1e9

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._harness import BenchResult, best_of
-from benchmarks.bench_intel_iommu import PAIRS, _dict_set_del_ns
+from benchmarks._harness import BenchResult, best_of, dict_set_del_ns
 from hw import machine as hw_machine
 from hw.machine import Machine, build_machine
 from iommulab.presets import EDU_BDF, preset
@@ -28,6 +27,8 @@ from kernel.mm import GFP_KERNEL, kmalloc
 from kernel.pci import pci_enable_device, pci_get_devices, pci_set_master
 from tests.kernel.iommu import mock_iommu
 
+PAIRS = 2000
+
 MOCK_SPEC: dict[str, Any] = {
     "name": "bench-mock",
     "ram": "64M",
@@ -36,7 +37,8 @@ MOCK_SPEC: dict[str, Any] = {
 }
 
 
-def _boot(stack: str, cmdline: str) -> Kernel:
+def boot_stack(stack: str, cmdline: str) -> Kernel:
+    """Boot the edu device behind ``stack``: "vtd" (default machine), "direct" or "mock"."""
     if stack == "vtd":
         return boot(Machine(preset("default")), cmdline, builtins=("drivers.intel_iommu",))
     if stack == "direct":
@@ -52,7 +54,8 @@ def _boot(stack: str, cmdline: str) -> Kernel:
     )
 
 
-def _pairs() -> Callable[[], None]:
+def map_unmap_pairs() -> Callable[[], None]:
+    """A loop of :data:`PAIRS` map+unmap pairs of one 4 KiB buffer by the booted edu."""
     edu = next(d for d in pci_get_devices() if str(d.addr) == EDU_BDF)
     pci_enable_device(edu)
     pci_set_master(edu)
@@ -71,15 +74,15 @@ def _pairs() -> Callable[[], None]:
 
 def per_pair_ns(stack: str, cmdline: str) -> float:
     """Best per-pair time of ``stack`` ("direct", "mock" or "vtd") booted with ``cmdline``."""
-    k = _boot(stack, cmdline)
+    k = boot_stack(stack, cmdline)
     try:
-        return best_of(_pairs(), repeat=5) / PAIRS * 1e9
+        return best_of(map_unmap_pairs(), repeat=5) / PAIRS * 1e9
     finally:
         k.shutdown()
 
 
 def bench() -> list[BenchResult]:
-    dict_ns = _dict_set_del_ns()
+    dict_ns = dict_set_del_ns()
     rows: list[BenchResult] = []
     for debug, extra in (("debug off", "dma_debug=off"), ("debug on", "")):
         direct = per_pair_ns("direct", extra)

@@ -30,7 +30,7 @@ import enum
 from collections.abc import Callable, Iterator
 from typing import ClassVar, overload
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 
 
 class Access(enum.Enum):
@@ -186,10 +186,14 @@ class RegSlot:
     reset_value: int
     on_write: WriteHook | None = None
     on_read: ReadHook | None = None
+    nbytes: int = field(init=False)
+    """Width in bytes (fixed by ``reg``; kept on the slot for the MMIO path)."""
+    mask: int = field(init=False)
+    """All ``reg.WIDTH`` bits set."""
 
-    @property
-    def nbytes(self) -> int:
-        return self.reg.WIDTH // 8
+    def __attrs_post_init__(self) -> None:
+        self.nbytes = self.reg.WIDTH // 8
+        self.mask = (1 << self.reg.WIDTH) - 1
 
 
 class RegisterFile:
@@ -250,7 +254,7 @@ class RegisterFile:
 
     def __setitem__(self, name: str, value: int) -> None:
         slot = self._by_name[name]
-        slot.value = value & genmask(slot.reg.WIDTH - 1, 0)
+        slot.value = value & slot.mask
 
     @overload
     def field(self, name: str, f: Field) -> int: ...

@@ -127,8 +127,9 @@ class InvalidationQueue:
     # -- descriptors ---------------------------------------------------------------------
     def _execute(self, addr: int) -> None:
         u = self.unit
+        m = u.m
         try:
-            q = u.m.memory.read_u64s(addr, 2 << self.dw)
+            q = m.memory.read_u64s(addr, 2 << self.dw)
         except BusError:
             raise _DescError(IQEI_FETCH) from None
         qw0, qw1 = q[0], q[1]
@@ -142,7 +143,8 @@ class InvalidationQueue:
         if dtype == ent.QI_WAIT and self.inflight:
             raise _Stall
         u.stats.qi_descriptors += 1
-        u.emit("hw_vtd:qi_descriptor", type=dtype, qw=q)
+        if m.hw_trace is not None:
+            u.emit("hw_vtd:qi_descriptor", type=dtype, qw=q)
         _HANDLERS[dtype](self, qw0, qw1)
 
     def _cc(self, qw0: int, qw1: int) -> None:
