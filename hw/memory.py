@@ -27,6 +27,12 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _M64 = (1 << 64) - 1
+_QWORDS: dict[int, struct.Struct] = {}
+
+
+def _qwords(count: int) -> struct.Struct:
+    """The packer of ``count`` little-endian quadwords, made once per count."""
+    return _QWORDS.setdefault(count, struct.Struct(f"<{count}Q"))
 
 
 @frozen
@@ -124,7 +130,8 @@ class Memory:
         """``count`` consecutive quadwords (a descriptor, a table entry)."""
         if addr < 0 or count < 0 or addr + 8 * count > self.size:
             raise BusError(addr, 8 * count, False)
-        return struct.unpack_from(f"<{count}Q", self.data, addr)
+        fmt = _QWORDS.get(count) or _qwords(count)
+        return fmt.unpack_from(self.data, addr)
 
     def write_u8(self, addr: int, value: int) -> None:
         self._write_scalar(_U8, 1, addr, value & 0xFF)
@@ -151,7 +158,11 @@ class Memory:
         count = len(values)
         if addr < 0 or addr + 8 * count > self.size:
             raise BusError(addr, 8 * count, True)
-        struct.pack_into(f"<{count}Q", self.data, addr, *[v & _M64 for v in values])
+        fmt = _QWORDS.get(count) or _qwords(count)
+        try:
+            fmt.pack_into(self.data, addr, *values)
+        except struct.error:  # a value outside 0..2**64-1: store its low 64 bits
+            fmt.pack_into(self.data, addr, *[v & _M64 for v in values])
         if self._watch:
             self._notify(addr, 8 * count)
 
