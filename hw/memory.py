@@ -149,7 +149,7 @@ class Memory:
     def write_u64(self, addr: int, value: int) -> None:
         if addr < 0 or addr + 8 > self.size:
             raise BusError(addr, 8, True)
-        _U64.pack_into(self.data, addr, value & 0xFFFF_FFFF_FFFF_FFFF)
+        _U64.pack_into(self.data, addr, value & _M64)
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFF8):
             self._notify(addr, 8)
 
