@@ -1,4 +1,9 @@
-"""Physical RAM: one bytearray, bounds-checked, little-endian accessors.
+"""Physical RAM: one anonymous memory mapping, bounds-checked, little-endian accessors.
+
+The backing store is ``mmap`` of anonymous, unreserved memory: the host hands out a
+zero page only when a byte of it is first written, so building a machine costs the
+same for 64 MiB as for 64 GiB, and untouched RAM reads as zeros exactly as a
+``bytearray`` would.
 
 Out-of-range accesses raise :class:`BusError` (a model-level bus error), never a
 Python ``IndexError``. Devices and the IOMMU turn a ``BusError`` into their own
@@ -12,6 +17,7 @@ translations only runs when something could be stale.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Callable, Sequence
 
@@ -28,6 +34,18 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _M64 = (1 << 64) - 1
 _QWORDS: dict[int, struct.Struct] = {}
+# Linux's MAP_NORESERVE: no swap reserved up front, so RAM larger than the host's
+# commit limit can still be described (only touched pages cost host memory).
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    """Zero-filled, demand-paged backing for ``size`` bytes of RAM."""
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    try:
+        return mmap.mmap(-1, size, flags=flags | _MAP_NORESERVE)
+    except OSError:  # pragma: no cover - a host that refuses MAP_NORESERVE
+        return mmap.mmap(-1, size, flags=flags)
 
 
 def _qwords(count: int) -> struct.Struct:
@@ -57,7 +75,7 @@ class Memory:
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"ram size must be a positive multiple of {PAGE_SIZE}, got {size}")
         self.size = size
-        self.data = bytearray(size)
+        self.data = _anonymous(size)
         self.view = memoryview(self.data)
         self._watch: dict[int, list[WatchCallback]] = {}
 
@@ -102,7 +120,7 @@ class Memory:
             self._notify(dst, size)
 
     # -- scalar (little-endian) --------------------------------------------
-    # struct reads/writes straight from the bytearray: no slice object per access.
+    # struct reads/writes straight from the mapping: no slice object per access.
     # The bounds test is written out in each (not ``_check``) because table walks and
     # queue processing call these per entry; negative addresses must be refused
     # before struct sees them, as it would index from the end.
