@@ -71,7 +71,9 @@ from kernel.device import Device
 from kernel.errno import EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, ERANGE, ETIMEDOUT, KernelError
 from kernel.idr import IDA, ida_alloc_range, ida_free
 from kernel.io import IoMem, ioremap, iounmap
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu import iommu_get_domain_for_dev, pci_device_group
+from kernel.iommu.iommu_device import iommu_device_register, iommu_device_unregister
+from kernel.iommu.iommu_h import (
     IOMMU_CAP_CACHE_COHERENCY,
     IOMMU_CAP_DEFERRED_FLUSH,
     IOMMU_CAP_NOEXEC,
@@ -84,11 +86,7 @@ from kernel.iommu.iommu import (
     IommuGroup,
     IommuIotlbGather,
     IommuPagingDomainOps,
-    iommu_device_register,
-    iommu_device_unregister,
-    iommu_get_domain_for_dev,
     iommu_iotlb_gather_add_page,
-    pci_device_group,
 )
 from kernel.irq import (
     IRQF_ONESHOT,

@@ -25,7 +25,8 @@ from drivers.arm_smmu_v3 import registers as r
 from drivers.arm_smmu_v3.registers import FIELD_GET, FIELD_PREP
 from kernel.delay import readx_poll_timeout
 from kernel.errno import EOVERFLOW, ETIMEDOUT
-from kernel.iommu.iommu import IOMMU_FAULT_READ, IOMMU_FAULT_WRITE, iommu_report_device_fault
+from kernel.iommu.io_pgfault import iommu_report_device_fault
+from kernel.iommu.iommu_h import IOMMU_FAULT_READ, IOMMU_FAULT_WRITE
 from kernel.irq import IRQ_HANDLED, IRQ_NONE
 from kernel.mm import read32, read64, write64
 from kernel.printk import dev_err, dev_warn

@@ -34,7 +34,7 @@ from drivers.arm_smmu_v3.registers import BIT, GENMASK
 from kernel.bug import WARN, WARN_ON
 from kernel.errno import EEXIST, EINVAL, ENOMEM, ERANGE, KernelError
 from kernel.fault_inject import should_fail
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu_h import (
     IOMMU_CACHE,
     IOMMU_MMIO,
     IOMMU_NOEXEC,

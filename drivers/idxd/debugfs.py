@@ -10,7 +10,7 @@ import argparse
 from drivers.idxd import registers as regs
 from drivers.idxd.idxd import IdxdDevice
 from kernel.debugfs import DumpTarget
-from kernel.iommu.iommu import IOMMU_PASID_INVALID
+from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 
 
 def idxd_dump(idxd: IdxdDevice) -> str:

@@ -29,7 +29,7 @@ from kernel.delay import readx_poll_timeout, wait_for_completion_timeout
 from kernel.dma.mapping import dma_alloc_coherent, dma_free_coherent
 from kernel.errno import EBUSY, EINVAL, EIO, ENOMEM, ENXIO, EOPNOTSUPP, ETIMEDOUT, KernelError
 from kernel.io import IoMem, ioremap, iounmap
-from kernel.iommu.iommu import IOMMU_PASID_INVALID
+from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.irq import free_irq, request_threaded_irq
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.pci import PCI_PASID_CAP_PRIV, pci_irq_vector, pci_resource_start

@@ -17,7 +17,7 @@ from attrs import define, field
 from kernel.delay import Completion
 from kernel.dma.dmaengine import DmaAsyncTxDescriptor, DmaChan, DmaDevice
 from kernel.io import IoMem
-from kernel.iommu.iommu import IOMMU_PASID_INVALID
+from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.pci import PciDev
 from kernel.uapi.idxd import DsaCompletionRecord, DsaHwDesc
 

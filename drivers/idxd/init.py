@@ -54,7 +54,8 @@ from kernel.errno import ENOMEM, ENOSPC, ENXIO, EPERM, KernelError
 from kernel.idr import IDA, ida_alloc, ida_free
 from kernel.io import iounmap
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
-from kernel.iommu.iommu import IOMMU_PASID_INVALID, iommu_get_domain_for_dev, iommu_state
+from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_state
+from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_attach_device_pasid,

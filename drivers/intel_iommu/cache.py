@@ -44,7 +44,7 @@ from drivers.intel_iommu.structs import (
 )
 from kernel.device import Device
 from kernel.errno import ENOMEM
-from kernel.iommu.iommu import IOMMU_DOMAIN_SVA
+from kernel.iommu.iommu_h import IOMMU_DOMAIN_SVA
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.trace import define_tracepoint
 

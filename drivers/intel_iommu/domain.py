@@ -24,7 +24,7 @@ from kernel.bug import WARN_ON
 from kernel.device import Device, dev_name
 from kernel.errno import ENODEV, ENOMEM, KernelError
 from kernel.idr import ida_alloc_range, ida_free
-from kernel.iommu.iommu import IOMMU_DOMAIN_IDENTITY, IOMMU_DOMAIN_SVA, IommuDomain
+from kernel.iommu.iommu_h import IOMMU_DOMAIN_IDENTITY, IOMMU_DOMAIN_SVA, IommuDomain
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.printk import pr_err
 

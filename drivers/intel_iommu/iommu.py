@@ -122,7 +122,9 @@ from kernel.errno import (
     EPERM,
     KernelError,
 )
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu import PASID_API_SEED_V3, iommu_state
+from kernel.iommu.iommu_device import iommu_device_register, iommu_device_unregister
+from kernel.iommu.iommu_h import (
     __IOMMU_DOMAIN_PAGING,
     IOMMU_CAP_CACHE_COHERENCY,
     IOMMU_CAP_DEFERRED_FLUSH,
@@ -132,14 +134,10 @@ from kernel.iommu.iommu import (
     IOMMU_DOMAIN_IDENTITY,
     IOMMU_READ,
     IOMMU_WRITE,
-    PASID_API_SEED_V3,
     IommuDomain,
     IommuDomainGeometry,
     IommuIotlbGather,
-    iommu_device_register,
-    iommu_device_unregister,
     iommu_iotlb_gather_add_page,
-    iommu_state,
 )
 from kernel.mm import GFP_ATOMIC, GFP_KERNEL, free_page, kfree, kzalloc, read64, virt_to_phys
 from kernel.pci import (

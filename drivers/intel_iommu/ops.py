@@ -15,13 +15,13 @@ from drivers.intel_iommu import iommu as vtd
 from drivers.intel_iommu.domain import dev_info_of
 from drivers.intel_iommu.svm import intel_svm_domain_alloc
 from kernel.device import Device
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu import pci_device_group
+from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_IDENTITY,
     IommuDevice,
     IommuDomain,
     IommuGroup,
-    pci_device_group,
 )
 
 

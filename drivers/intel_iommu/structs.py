@@ -20,7 +20,7 @@ from attrs import define, field
 from drivers.intel_iommu.iommu_regs import QI_LENGTH
 from kernel.idr import IDA
 from kernel.io import IoMem
-from kernel.iommu.iommu import IommuDevice, IommuDomain
+from kernel.iommu.iommu_h import IommuDevice, IommuDomain
 from kernel.pci import PciDev
 from kernel.printk import RateLimit
 

@@ -29,7 +29,7 @@ from drivers.intel_iommu.domain import (
 from drivers.intel_iommu.structs import VTD_FLAG_SVM_CAPABLE, DmarDomain, IntelIommu
 from kernel.device import Device, dev_name
 from kernel.errno import ENOMEM, EOPNOTSUPP, KernelError
-from kernel.iommu.iommu import IommuDomain
+from kernel.iommu.iommu_h import IommuDomain
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.printk import pr_err
 

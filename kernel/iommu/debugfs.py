@@ -16,17 +16,16 @@ import argparse
 from kernel.debugfs import DumpTarget
 from kernel.device import dev_name
 from kernel.hookspecs import hookimpl
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu import PASID_API_SEED_V3, iommu_state
+from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_DMA,
     IOMMU_DOMAIN_DMA_FQ,
     IOMMU_DOMAIN_IDENTITY,
     IOMMU_DOMAIN_SVA,
     IOMMU_DOMAIN_UNMANAGED,
-    PASID_API_SEED_V3,
     IommuDomain,
     IommuGroup,
-    iommu_state,
 )
 from kernel.iommu.pasid import iommu_get_domain_for_dev_pasid
 from kernel.pci import PciDev, pci_get_devices

@@ -34,6 +34,15 @@ from kernel.dma.direction import (
 from kernel.errno import ENODEV, ENOMEM, EOPNOTSUPP, EPERM, KernelError
 from kernel.idr import ida_alloc_range, ida_free
 from kernel.iommu.iommu import (
+    PASID_API_SEED_V3,
+    iommu_get_dma_domain,
+    iommu_get_domain_for_dev,
+    iommu_map,
+    iommu_state,
+    iommu_unmap,
+    iommu_unmap_fast,
+)
+from kernel.iommu.iommu_h import (
     IOMMU_CACHE,
     IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_DMA,
@@ -43,17 +52,10 @@ from kernel.iommu.iommu import (
     IOMMU_PRIV,
     IOMMU_READ,
     IOMMU_WRITE,
-    PASID_API_SEED_V3,
     IommuDomain,
     IommuIotlbGather,
     iommu_flush_iotlb_all,
-    iommu_get_dma_domain,
-    iommu_get_domain_for_dev,
     iommu_iotlb_sync,
-    iommu_map,
-    iommu_state,
-    iommu_unmap,
-    iommu_unmap_fast,
     seed_pasid_ops,
 )
 from kernel.iommu.iova import (

@@ -1,64 +1,12 @@
-"""The generic IOMMU core (drivers/iommu/iommu.c, include/linux/iommu.h).
+"""The generic IOMMU core (drivers/iommu/iommu.c): groups, domains, attach, DMA
+ownership, default domains, device probe/release, map/unmap, and the subsystem's
+per-kernel state and ``iommu.*`` parameters.
 
-Vendor interface
-================
-
-A vendor driver (``drivers/intel_iommu``, ``drivers/arm_smmu_v3``, the mock in
-``tests/kernel/iommu``) contributes an :class:`kernel.module.IommuDriverInfo` whose
-``probe(unit)`` brings a firmware unit up and calls :func:`iommu_device_register`
-with an :class:`IommuDevice` and an object implementing :class:`IommuOps`.  The
-core then probes every PCI device the unit's firmware scope covers.
-
-``struct iommu_ops`` → :class:`IommuOps` (required members)::
-
-    probe_device(dev) -> IommuDevice          # raise ENODEV if not ours
-    release_device(dev) -> None
-    device_group(dev) -> IommuGroup           # use pci_device_group / generic_device_group
-    domain_alloc_paging(dev) -> IommuDomain   # UNMANAGED/DMA/DMA_FQ page tables
-    def_domain_type(dev) -> int               # 0: no preference
-    capable(dev, cap) -> bool                 # IOMMU_CAP_*
-    identity_domain: IommuDomain | None       # static domains (type/ops filled)
-    blocked_domain: IommuDomain | None
-    default_domain_ops: IommuPagingDomainOps  # the ops of domain_alloc_paging's domains
-    pgsize_bitmap: int
-
-Optional ``iommu_ops`` members (a NULL pointer in C; here the method is simply
-absent or None): ``probe_finalize(dev)``, ``domain_alloc_sva(dev, mm) -> IommuDomain``.
-The core tests an optional op the way C tests the pointer, on each call, with one
-attribute lookup (:func:`has_optional_op`); the ``Supports*`` protocols below document the
-signatures for typing. (``isinstance`` against a runtime-checkable protocol gives the
-same answer but rebuilds the protocol's member list on every check, ~10 us.)
-
-``struct iommu_domain_ops`` is split by what a domain can do, as the C members
-are all optional pointers and each domain type fills only its own.  Every domain's
-ops (identity, blocked, SVA) → :class:`IommuDomainOps` (required)::
-
-    attach_dev(domain, dev, old) -> None
-
-A paging domain's ops (``default_domain_ops``, UNMANAGED/DMA/DMA_FQ) →
-:class:`IommuPagingDomainOps`, which adds (required)::
-
-    map_pages(domain, iova, paddr, pgsize, pgcount, prot, gfp) -> int   # bytes mapped
-    unmap_pages(domain, iova, pgsize, pgcount, gather) -> int           # bytes unmapped
-    iova_to_phys(domain, iova) -> int                                   # 0 if unmapped
-
-Identity and blocked domains have no page table and provide no map ops: the core
-never maps a non-paging domain (``iommu_map`` raises EINVAL, ``iommu_unmap``
-returns 0, ``iommu_iova_to_phys`` returns ``iova`` for identity and 0 for blocked,
-and 0 for any other domain whose ops lack ``iova_to_phys``, such as SVA).
-
-Optional on any domain: ``free(domain)`` (static identity/blocked domains are never
-freed; an SVA domain frees its bookkeeping here), ``set_dev_pasid(domain, dev,
-pasid, old)`` (upstream PASID attach; the blocked domain's one tears the PASID
-down), ``iotlb_sync_map(domain, iova, size)``, ``flush_iotlb_all(domain)``,
-``iotlb_sync(domain, gather)``, and the seed-v3 pair ``attach_dev_pasid(domain,
-dev, pasid)`` / ``detach_dev_pasid(domain, dev, pasid)``.
-
-Errors are raised as :class:`kernel.errno.KernelError` where C returns ``-errno``.
-``map_pages`` returns the bytes it mapped (C's ``*mapped``); fewer than asked means
-it hit an error (C's non-zero return with a partial ``*mapped``): the core then
-unmaps everything this ``iommu_map`` mapped and raises. It may also raise when
-nothing of the call was mapped.  ``unmap_pages`` returns 0 when nothing is mapped at ``iova``.
+The types, constants and vendor protocols it works on are in :mod:`kernel.iommu.iommu_h`
+(include/linux/iommu.h, with the vendor interface documented there); unit
+registration and the firmware-unit to driver binding in :mod:`kernel.iommu.iommu_device`;
+device fault reporting in :mod:`kernel.iommu.io_pgfault`; PASID attach in
+:mod:`kernel.iommu.pasid`.
 
 Differences from Linux: one thread, so ``group->mutex`` is a re-entrant lock that
 documents the serialisation rather than enforcing it; the device/fwnode match is
@@ -69,29 +17,42 @@ ACS-isolated (or a root-complex integrated endpoint)".
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, cast
 
 from attrs import define, field
 
 from hw.bus import IommuUnitInfo
 from kernel.bug import WARN, WARN_ON
-from kernel.device import (
-    BUS_NOTIFY_ADD_DEVICE,
-    BUS_NOTIFY_BIND_DRIVER,
-    BUS_NOTIFY_DRIVER_NOT_BOUND,
-    BUS_NOTIFY_REMOVED_DEVICE,
-    BUS_NOTIFY_UNBOUND_DRIVER,
-    BusType,
-    Device,
-    bus_register_notifier,
-    bus_unregister_notifier,
-    dev_name,
-)
+from kernel.device import BusType, Device, dev_name
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM, KernelError
 from kernel.idr import IDA, ida_alloc, ida_free
 from kernel.init import initcall
+from kernel.iommu.iommu_h import (
+    __IOMMU_DOMAIN_DMA_API,
+    __IOMMU_DOMAIN_PAGING,
+    DOMAIN_TYPES,
+    IOMMU_CAP_DEFERRED_FLUSH,
+    IOMMU_DOMAIN_BLOCKED,
+    IOMMU_DOMAIN_DMA,
+    IOMMU_DOMAIN_DMA_FQ,
+    IOMMU_DOMAIN_IDENTITY,
+    IOMMU_DOMAIN_SVA,
+    IOMMU_DOMAIN_UNMANAGED,
+    ULONG_MAX,
+    DevIommu,
+    IommuDevice,
+    IommuDomain,
+    IommuGroup,
+    IommuIotlbGather,
+    IommuOps,
+    IommuPagingDomainOps,
+    SupportsFree,
+    SupportsIotlbSyncMap,
+    SupportsProbeFinalize,
+    has_optional_op,
+    iommu_iotlb_sync,
+)
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.module import InitLevel
 from kernel.params import Param, parse_bool, parse_str
@@ -102,7 +63,6 @@ from kernel.pci import (
     PCI_ACS_UF,
     PciDev,
     pci_acs_enabled,
-    pci_bus_type,
     pci_get_devices,
     pci_max_pasids,
 )
@@ -110,7 +70,6 @@ from kernel.printk import dev_info, dev_warn, pr_err, pr_info
 from kernel.trace import (
     trace_add_device_to_group,
     trace_attach_device_to_domain,
-    trace_io_page_fault,
     trace_map,
     trace_remove_device_from_group,
     trace_unmap,
@@ -119,41 +78,11 @@ from kernel.trace import (
 if TYPE_CHECKING:
     from kernel.boot import Kernel
 
-ULONG_MAX = (1 << 64) - 1
-ioasid_t = int
+REQ_ACS_FLAGS = PCI_ACS_SV | PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_UF
 
-IOMMU_NO_PASID = 0
-IOMMU_FIRST_GLOBAL_PASID = 1
-IOMMU_PASID_INVALID = 0xFFFF_FFFF
+PASID_API_UPSTREAM = "upstream"
+PASID_API_SEED_V3 = "seed-v3"
 
-IOMMU_READ = 1 << 0
-IOMMU_WRITE = 1 << 1
-IOMMU_CACHE = 1 << 2
-IOMMU_NOEXEC = 1 << 3
-IOMMU_MMIO = 1 << 4
-IOMMU_PRIV = 1 << 5
-
-__IOMMU_DOMAIN_PAGING = 1 << 0
-__IOMMU_DOMAIN_DMA_API = 1 << 1
-__IOMMU_DOMAIN_PT = 1 << 2
-__IOMMU_DOMAIN_DMA_FQ = 1 << 3
-__IOMMU_DOMAIN_SVA = 1 << 4
-
-IOMMU_DOMAIN_BLOCKED = 0
-IOMMU_DOMAIN_IDENTITY = __IOMMU_DOMAIN_PT
-IOMMU_DOMAIN_UNMANAGED = __IOMMU_DOMAIN_PAGING
-IOMMU_DOMAIN_DMA = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API
-IOMMU_DOMAIN_DMA_FQ = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API | __IOMMU_DOMAIN_DMA_FQ
-IOMMU_DOMAIN_SVA = __IOMMU_DOMAIN_SVA
-
-DOMAIN_TYPES = (
-    IOMMU_DOMAIN_BLOCKED,
-    IOMMU_DOMAIN_IDENTITY,
-    IOMMU_DOMAIN_UNMANAGED,
-    IOMMU_DOMAIN_DMA,
-    IOMMU_DOMAIN_DMA_FQ,
-    IOMMU_DOMAIN_SVA,
-)
 _TYPE_NAMES = {
     IOMMU_DOMAIN_BLOCKED: "Blocked",
     IOMMU_DOMAIN_IDENTITY: "Passthrough",
@@ -163,235 +92,9 @@ _TYPE_NAMES = {
     IOMMU_DOMAIN_SVA: "SVA",
 }
 
-# enum iommu_cap
-IOMMU_CAP_CACHE_COHERENCY = 0
-IOMMU_CAP_NOEXEC = 1
-IOMMU_CAP_PRE_BOOT_PROTECTION = 2
-IOMMU_CAP_ENFORCE_CACHE_COHERENCY = 3
-IOMMU_CAP_DEFERRED_FLUSH = 4
-IOMMU_CAP_DIRTY_TRACKING = 5
-
-# iommu_report_device_fault flags (IOMMU_FAULT_*)
-IOMMU_FAULT_READ = 0x0
-IOMMU_FAULT_WRITE = 0x1
-
-REQ_ACS_FLAGS = PCI_ACS_SV | PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_UF
-
-PASID_API_UPSTREAM = "upstream"
-PASID_API_SEED_V3 = "seed-v3"
-
 
 def _type_ok(t: int) -> bool:
     return t in DOMAIN_TYPES
-
-
-# --------------------------------------------------------------------------- structures
-
-
-@define(eq=False)
-class IommuDomainGeometry:
-    """``struct iommu_domain_geometry``."""
-
-    aperture_start: int = 0
-    aperture_end: int = ULONG_MAX
-    force_aperture: bool = False
-
-
-@define(eq=False)
-class IommuDomain:
-    """``struct iommu_domain``. Vendor drivers subclass it (``dmar_domain`` embeds it).
-
-    ``pasid``/``pasid_users``/``pasid_lock`` are the seed-v3 additions (patch 2/4),
-    used only by :func:`kernel.iommu.dma_iommu.iommu_attach_dma_pasid`; the lock is
-    the mutex the v3 review asked for.
-    """
-
-    type: int = IOMMU_DOMAIN_UNMANAGED
-    ops: IommuDomainOps | None = None
-    owner: IommuOps | None = None
-    pgsize_bitmap: int = 0
-    geometry: IommuDomainGeometry = field(factory=IommuDomainGeometry)
-    iova_cookie: Any = None
-    handler: Callable[[IommuDomain, Device, int, int], int] | None = None
-    mm: Any = None
-    users: int = 0
-    pasid: int = 0
-    pasid_users: int = 0
-    pasid_lock: threading.Lock = field(factory=threading.Lock)
-    name: str = ""
-
-    def __repr__(self) -> str:
-        return f"<iommu_domain {self.name or hex(id(self))} type={self.type:#x}>"
-
-
-@define(eq=False)
-class IommuIotlbGather:
-    """``struct iommu_iotlb_gather``: the range an unmap touched, flushed by iotlb_sync."""
-
-    start: int = ULONG_MAX
-    end: int = 0
-    pgsize: int = 0
-    freelist: list[Any] = field(factory=list)
-    queued: bool = False
-
-
-def iommu_iotlb_gather_init(gather: IommuIotlbGather) -> None:
-    gather.start = ULONG_MAX
-    gather.end = 0
-    gather.pgsize = 0
-    gather.freelist = []
-    gather.queued = False
-
-
-def iommu_iotlb_gather_add_range(gather: IommuIotlbGather, iova: int, size: int) -> None:
-    end = iova + size - 1
-    gather.start = min(gather.start, iova)
-    gather.end = max(gather.end, end)
-
-
-def iommu_iotlb_gather_add_page(
-    domain: IommuDomain, gather: IommuIotlbGather, iova: int, size: int
-) -> None:
-    """Batch a page into the gather; a discontiguous page or a page-size change
-    flushes what was gathered first (``iommu_iotlb_gather_is_disjoint``)."""
-    if (gather.pgsize and gather.pgsize != size) or (
-        gather.end and (iova + size < gather.start or iova > gather.end + 1)
-    ):
-        iommu_iotlb_sync(domain, gather)
-    gather.pgsize = size
-    iommu_iotlb_gather_add_range(gather, iova, size)
-
-
-@define(eq=False)
-class IommuDevice:
-    """``struct iommu_device``: one hardware unit as the core knows it."""
-
-    ops: IommuOps | None = None
-    fwnode: IommuUnitInfo | None = None
-    name: str = ""
-    max_pasids: int = 0
-    registered: bool = False
-
-
-@define(eq=False)
-class DevIommu:
-    """``struct dev_iommu``: the core's per-device IOMMU state (``dev->iommu``)."""
-
-    iommu_dev: IommuDevice | None = None
-    max_pasids: int = 0
-    priv: Any = None
-    pci_32bit_workaround: bool = True
-    attach_deferred: bool = False
-    kmem: int = 0
-    group_kmem: int = 0
-
-
-@define(eq=False)
-class IommuGroup:
-    """``struct iommu_group``."""
-
-    id: int
-    devices: list[Device] = field(factory=list)
-    default_domain: IommuDomain | None = None
-    blocking_domain: IommuDomain | None = None
-    domain: IommuDomain | None = None
-    owner: object | None = None
-    owner_cnt: int = 0
-    pasid_array: dict[int, IommuDomain] = field(factory=dict)
-    mutex: threading.RLock = field(factory=threading.RLock)
-    kmem: int = 0
-    refs: int = 1
-
-    def __repr__(self) -> str:
-        return f"<iommu_group {self.id}>"
-
-
-# --------------------------------------------------------------------------- vendor protocols
-
-
-class IommuDomainOps(Protocol):
-    """``struct iommu_domain_ops``: what every domain's ops provide (identity, blocked,
-    SVA and paging); see the module docstring."""
-
-    def attach_dev(self, domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None: ...
-
-
-class IommuPagingDomainOps(IommuDomainOps, Protocol):
-    """The paging domains' ``struct iommu_domain_ops``: :class:`IommuDomainOps` plus
-    the map operations (see the module docstring). The core calls them only on a
-    domain whose type has ``__IOMMU_DOMAIN_PAGING`` (:func:`_check_paging`)."""
-
-    def map_pages(
-        self,
-        domain: IommuDomain,
-        iova: int,
-        paddr: int,
-        pgsize: int,
-        pgcount: int,
-        prot: int,
-        gfp: int,
-    ) -> int: ...
-    def unmap_pages(
-        self, domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
-    ) -> int: ...
-    def iova_to_phys(self, domain: IommuDomain, iova: int) -> int: ...
-
-
-@runtime_checkable
-class SupportsFree(Protocol):
-    def free(self, domain: IommuDomain) -> None: ...
-
-
-@runtime_checkable
-class SupportsSetDevPasid(Protocol):
-    def set_dev_pasid(
-        self, domain: IommuDomain, dev: Device, pasid: int, old: IommuDomain | None
-    ) -> None: ...
-
-
-@runtime_checkable
-class SupportsIotlbSync(Protocol):
-    def iotlb_sync(self, domain: IommuDomain, gather: IommuIotlbGather) -> None: ...
-
-
-@runtime_checkable
-class SupportsIotlbSyncMap(Protocol):
-    def iotlb_sync_map(self, domain: IommuDomain, iova: int, size: int) -> None: ...
-
-
-@runtime_checkable
-class SupportsFlushIotlbAll(Protocol):
-    def flush_iotlb_all(self, domain: IommuDomain) -> None: ...
-
-
-@runtime_checkable
-class SupportsSeedPasid(Protocol):
-    """The seed-v3 domain ops (patch 1/4 on Baolu's refactoring v5)."""
-
-    def attach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None: ...
-    def detach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None: ...
-
-
-def has_optional_op(ops: object, name: str) -> bool:
-    """Whether ``ops`` provides the optional op ``name`` (C: the pointer is non-NULL).
-    Same rule as ``isinstance`` against a runtime-checkable protocol: the attribute
-    exists and is not None."""
-    return getattr(ops, name, None) is not None
-
-
-def pasid_ops(domain: IommuDomain) -> SupportsSetDevPasid | None:
-    """The domain's ``set_dev_pasid`` op holder, or None (a NULL op in C)."""
-    ops = domain.ops
-    return cast(SupportsSetDevPasid, ops) if has_optional_op(ops, "set_dev_pasid") else None
-
-
-def seed_pasid_ops(domain: IommuDomain) -> SupportsSeedPasid | None:
-    """The seed-v3 op holder when the domain has both ``attach_dev_pasid`` and
-    ``detach_dev_pasid``, else None."""
-    ops = domain.ops
-    if has_optional_op(ops, "attach_dev_pasid") and has_optional_op(ops, "detach_dev_pasid"):
-        return cast(SupportsSeedPasid, ops)
-    return None
 
 
 def _free_ops(domain: IommuDomain) -> SupportsFree | None:
@@ -399,45 +102,9 @@ def _free_ops(domain: IommuDomain) -> SupportsFree | None:
     return cast(SupportsFree, ops) if has_optional_op(ops, "free") else None
 
 
-def _sync_ops(domain: IommuDomain) -> SupportsIotlbSync | None:
-    ops = domain.ops
-    return cast(SupportsIotlbSync, ops) if has_optional_op(ops, "iotlb_sync") else None
-
-
 def _sync_map_ops(domain: IommuDomain) -> SupportsIotlbSyncMap | None:
     ops = domain.ops
     return cast(SupportsIotlbSyncMap, ops) if has_optional_op(ops, "iotlb_sync_map") else None
-
-
-def flush_all_ops(domain: IommuDomain) -> SupportsFlushIotlbAll | None:
-    ops = domain.ops
-    return cast(SupportsFlushIotlbAll, ops) if has_optional_op(ops, "flush_iotlb_all") else None
-
-
-class IommuOps(Protocol):
-    """``struct iommu_ops`` (required members; see the module docstring)."""
-
-    pgsize_bitmap: int
-    identity_domain: IommuDomain | None
-    blocked_domain: IommuDomain | None
-    default_domain_ops: IommuPagingDomainOps
-
-    def probe_device(self, dev: Device) -> IommuDevice: ...
-    def release_device(self, dev: Device) -> None: ...
-    def device_group(self, dev: Device) -> IommuGroup: ...
-    def domain_alloc_paging(self, dev: Device) -> IommuDomain: ...
-    def def_domain_type(self, dev: Device) -> int: ...
-    def capable(self, dev: Device, cap: int) -> bool: ...
-
-
-@runtime_checkable
-class SupportsProbeFinalize(Protocol):
-    def probe_finalize(self, dev: Device) -> None: ...
-
-
-@runtime_checkable
-class SupportsDomainAllocSva(Protocol):
-    def domain_alloc_sva(self, dev: Device, mm: Any) -> IommuDomain: ...
 
 
 # --------------------------------------------------------------------------- per-kernel state
@@ -471,37 +138,7 @@ def iommu_state() -> IommuState:
     return st if isinstance(st, IommuState) else _fallback
 
 
-# --------------------------------------------------------------------------- registration
-
-
-def iommu_device_register(iommu: IommuDevice, ops: IommuOps, hwdev: IommuUnitInfo | None) -> None:
-    """``iommu_device_register``: add the unit and probe the devices it covers
-    (``bus_iommu_probe``)."""
-    st = iommu_state()
-    if iommu.registered:
-        raise EBUSY(f"iommu {iommu.name} already registered")
-    iommu.ops = ops
-    if hwdev is not None:
-        iommu.fwnode = hwdev
-    st.iommus.append(iommu)
-    iommu.registered = True
-    for pdev in pci_get_devices():
-        if pdev.iommu is None and _fwnode_for(pdev) is iommu.fwnode:
-            try:
-                iommu_probe_device(pdev)
-            except KernelError as err:
-                dev_warn(pdev, f"iommu probe failed: {err}")
-
-
-def iommu_device_unregister(iommu: IommuDevice) -> None:
-    """``iommu_device_unregister``: release every device probed against the unit."""
-    st = iommu_state()
-    for pdev in pci_get_devices():
-        if pdev.iommu is not None and pdev.iommu.iommu_dev is iommu:
-            iommu_release_device(pdev)
-    if iommu in st.iommus:
-        st.iommus.remove(iommu)
-    iommu.registered = False
+# --------------------------------------------------------------------------- device -> unit
 
 
 def _fwnode_for(dev: Device) -> IommuUnitInfo | None:
@@ -1151,19 +788,6 @@ def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int, gather: IommuIot
     return __iommu_unmap(domain, iova, size, gather)
 
 
-def iommu_iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
-    ops = _sync_ops(domain)
-    if ops is not None:
-        ops.iotlb_sync(domain, gather)
-    iommu_iotlb_gather_init(gather)
-
-
-def iommu_flush_iotlb_all(domain: IommuDomain) -> None:
-    ops = flush_all_ops(domain)
-    if ops is not None:
-        ops.flush_iotlb_all(domain)
-
-
 def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
     """``iommu_iova_to_phys``: identity domains translate to themselves; 0 if unmapped,
     and 0 for a domain whose ops have no ``iova_to_phys`` (blocked, SVA)."""
@@ -1175,47 +799,7 @@ def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
     return cast(IommuPagingDomainOps, ops).iova_to_phys(domain, iova)
 
 
-# --------------------------------------------------------------------------- faults
-
-
-def iommu_report_device_fault(dev: Device, iova: int, flags: int, pasid: int | None = None) -> int:
-    """``report_iommu_fault``/``iommu_report_device_fault``: trace the fault, hand it
-    to the domain's fault handler; returns the handler's result or -ENOSYS (38)."""
-    drv = dev.driver.name if dev.driver is not None else ""
-    if trace_io_page_fault.enabled:
-        trace_io_page_fault(device=dev_name(dev), driver=drv, iova=iova, flags=flags)
-    iommu_state().faults.append((dev_name(dev), iova, flags))
-    group: IommuGroup | None = dev.iommu_group
-    domain: IommuDomain | None = None
-    if group is not None:
-        domain = group.pasid_array.get(pasid) if pasid else group.domain
-    if domain is not None and domain.handler is not None:
-        return domain.handler(domain, dev, iova, flags)
-    return -38
-
-
-# --------------------------------------------------------------------------- boot
-
-
-def _bus_notifier(event: int, dev: Device) -> None:
-    if event == BUS_NOTIFY_ADD_DEVICE:
-        try:
-            iommu_probe_device(dev)
-        except ENODEV:
-            pass
-        except KernelError as err:
-            dev_warn(dev, f"iommu probe failed: {err}")
-    elif event == BUS_NOTIFY_REMOVED_DEVICE:
-        iommu_release_device(dev)
-    elif event == BUS_NOTIFY_BIND_DRIVER:
-        try:
-            iommu_device_use_default_domain(dev)
-        except KernelError as err:
-            dev_warn(dev, f"DMA ownership conflict: {err}")
-    elif event in (BUS_NOTIFY_UNBOUND_DRIVER, BUS_NOTIFY_DRIVER_NOT_BOUND):
-        group: IommuGroup | None = dev.iommu_group
-        if group is not None and group.owner is None and group.owner_cnt:
-            iommu_device_unuse_default_domain(dev)
+# --------------------------------------------------------------------------- subsystem init
 
 
 def _parse_pasid_api(text: str | None) -> str:
@@ -1253,55 +837,3 @@ def iommu_subsys_init(k: Kernel) -> None:
         pr_info(f"iommu: DMA domain TLB invalidation policy: {mode}")
     if st.pasid_api != PASID_API_UPSTREAM:
         pr_info(f"iommu: PASID API generation: {st.pasid_api}")
-
-
-def _iommu_bind_teardown(k: Kernel) -> None:
-    st = iommu_state()
-    bus_unregister_notifier(pci_bus_type, _bus_notifier)
-    st.notifier = None
-    for pdev in reversed(pci_get_devices()):
-        iommu_release_device(pdev)
-    for shutdown in reversed(st.drivers_up):
-        shutdown()
-    st.drivers_up.clear()
-    for iommu in list(st.iommus):
-        iommu_device_unregister(iommu)
-
-
-@initcall(InitLevel.ROOTFS, "iommu_bind_units", _iommu_bind_teardown)
-def iommu_bind_units(k: Kernel) -> None:
-    """Bind each firmware IOMMU unit to the vendor driver whose ``table`` matches (by
-    name), then probe every PCI device and watch the PCI bus for new ones."""
-    st = iommu_state()
-    for unit in k.machine.firmware.iommus:
-        claim = [d for d in k.iommu_drivers if d.table == unit.table]
-        if not claim:
-            pr_info(
-                f"iommu: no driver for {unit.table} unit {unit.name}; devices left untranslated"
-            )
-            continue
-        if len(claim) > 1:
-            names = " and ".join(sorted(d.name for d in claim))
-            msg = f"iommu: {unit.table} unit {unit.name} claimed by both {names}; not binding"
-            pr_err(msg)
-            st.bind_errors.append(msg)
-            continue
-        drv = claim[0]
-        try:
-            drv.probe(unit)
-        except KernelError as err:
-            pr_err(f"iommu: {drv.name} failed to bring up {unit.name}: {err}")
-            continue
-        st.bound[unit.name] = drv.name
-        if drv.shutdown is not None and drv.shutdown not in st.drivers_up:
-            st.drivers_up.append(drv.shutdown)
-        pr_info(f"iommu: {unit.table} unit {unit.name} bound to driver {drv.name}")
-    for pdev in pci_get_devices():
-        try:
-            iommu_probe_device(pdev)
-        except ENODEV:
-            pass
-        except KernelError as err:
-            dev_warn(pdev, f"iommu probe failed: {err}")
-    st.notifier = _bus_notifier
-    bus_register_notifier(pci_bus_type, _bus_notifier)

@@ -23,15 +23,14 @@ from attrs import define, field
 from kernel.bug import WARN_ON
 from kernel.device import Device, dev_name
 from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW, KernelError
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu import dev_iommu_ops, iommu_domain_free
+from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_SVA,
     IOMMU_PASID_INVALID,
     IommuDomain,
     SupportsDomainAllocSva,
-    dev_iommu_ops,
     flush_all_ops,
     has_optional_op,
-    iommu_domain_free,
 )
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,

@@ -20,15 +20,13 @@ from kernel.bug import WARN_ON
 from kernel.device import Device, dev_name
 from kernel.errno import EBUSY, EINVAL, ENODEV, EOPNOTSUPP, KernelError
 from kernel.idr import ida_alloc_range, ida_free
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu import _group_devices_with_pasid, dev_iommu_ops, iommu_state
+from kernel.iommu.iommu_h import (
     IOMMU_FIRST_GLOBAL_PASID,
     IOMMU_NO_PASID,
     IOMMU_PASID_INVALID,
     IommuDomain,
     IommuGroup,
-    _group_devices_with_pasid,
-    dev_iommu_ops,
-    iommu_state,
     pasid_ops,
 )
 

@@ -18,12 +18,14 @@ from kernel.boot import boot
 from kernel.errno import ENOMEM, KernelError
 from kernel.fault_inject import injector
 from kernel.iommu.iommu import (
-    IOMMU_CAP_CACHE_COHERENCY,
-    IOMMU_CAP_DEFERRED_FLUSH,
-    IOMMU_CAP_NOEXEC,
     iommu_domain_free,
     iommu_get_domain_for_dev,
     iommu_paging_domain_alloc,
+)
+from kernel.iommu.iommu_h import (
+    IOMMU_CAP_CACHE_COHERENCY,
+    IOMMU_CAP_DEFERRED_FLUSH,
+    IOMMU_CAP_NOEXEC,
 )
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from tests.drivers.arm_smmu_v3.conftest import Boot, commands, dsa, edu, smmu, ste, unit

@@ -10,15 +10,8 @@ from drivers.arm_smmu_v3.debugfs import _render
 from kernel.boot import Kernel
 from kernel.errno import EEXIST, EINVAL, ENOMEM, ERANGE
 from kernel.fault_inject import injector
-from kernel.iommu.iommu import (
-    IOMMU_MMIO,
-    IOMMU_NOEXEC,
-    IOMMU_READ,
-    IOMMU_WRITE,
-    IommuIotlbGather,
-    iommu_domain_free,
-    iommu_paging_domain_alloc,
-)
+from kernel.iommu.iommu import iommu_domain_free, iommu_paging_domain_alloc
+from kernel.iommu.iommu_h import IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, IommuIotlbGather
 from tests.drivers.arm_smmu_v3.conftest import Boot, edu
 from tests.kernel.conftest import take_warnings
 

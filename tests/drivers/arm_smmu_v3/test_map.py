@@ -12,16 +12,18 @@ from kernel.boot import Kernel
 from kernel.errno import EEXIST, ENOMEM
 from kernel.fault_inject import injector
 from kernel.iommu.iommu import (
-    IOMMU_CACHE,
-    IOMMU_PRIV,
-    IOMMU_READ,
-    IOMMU_WRITE,
     iommu_domain_free,
-    iommu_flush_iotlb_all,
     iommu_iova_to_phys,
     iommu_map,
     iommu_paging_domain_alloc,
     iommu_unmap,
+)
+from kernel.iommu.iommu_h import (
+    IOMMU_CACHE,
+    IOMMU_PRIV,
+    IOMMU_READ,
+    IOMMU_WRITE,
+    iommu_flush_iotlb_all,
 )
 from tests.drivers.arm_smmu_v3.conftest import commands, edu
 from tests.kernel.conftest import take_warnings

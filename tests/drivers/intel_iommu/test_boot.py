@@ -9,12 +9,8 @@ from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.dmar import dmar_state
 from hw.machine import Machine
 from kernel.boot import boot
-from kernel.iommu.iommu import (
-    IOMMU_DOMAIN_DMA,
-    IOMMU_DOMAIN_IDENTITY,
-    iommu_get_domain_for_dev,
-    iommu_state,
-)
+from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_state
+from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA, IOMMU_DOMAIN_IDENTITY
 from kernel.irq import irq_to_desc
 from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory, vtd_spec
 

@@ -13,13 +13,12 @@ from kernel.dma.mapping import DMA_TO_DEVICE, dma_map_single, dma_mapping_error,
 from kernel.errno import EINVAL, ENODEV, EOPNOTSUPP
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid
 from kernel.iommu.iommu import (
-    IOMMU_DOMAIN_DMA,
-    IOMMU_PASID_INVALID,
     iommu_attach_device,
     iommu_get_domain_for_dev,
     iommu_paging_domain_alloc,
     iommu_state,
 )
+from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA, IOMMU_PASID_INVALID
 from kernel.iommu.pasid import iommu_alloc_global_pasid, iommu_attach_device_pasid
 from kernel.mm import GFP_KERNEL, kfree, kmalloc, memory_write
 from kernel.trace import capture

@@ -14,9 +14,6 @@ from kernel.dma.mapping import DMA_TO_DEVICE, dma_map_single, dma_mapping_error,
 from kernel.errno import EFAULT, EINVAL, ENOMEM
 from kernel.fault_inject import injector
 from kernel.iommu.iommu import (
-    IOMMU_READ,
-    IOMMU_WRITE,
-    has_optional_op,
     iommu_attach_device,
     iommu_detach_device,
     iommu_domain_free,
@@ -28,6 +25,7 @@ from kernel.iommu.iommu import (
     iommu_paging_domain_alloc,
     iommu_unmap,
 )
+from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE, has_optional_op
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.mm import GFP_KERNEL, alloc_pages_exact, free_pages_exact, kfree, kmalloc, read64
 from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory

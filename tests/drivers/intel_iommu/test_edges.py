@@ -49,10 +49,6 @@ from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, ENOSPC, EPERM, ETIMEDOUT
 from kernel.fault_inject import injector
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import (
-    IOMMU_CAP_DIRTY_TRACKING,
-    IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
-    IOMMU_READ,
-    IOMMU_WRITE,
     iommu_attach_device,
     iommu_detach_device,
     iommu_domain_free,
@@ -60,6 +56,12 @@ from kernel.iommu.iommu import (
     iommu_map,
     iommu_paging_domain_alloc,
     iommu_unmap,
+)
+from kernel.iommu.iommu_h import (
+    IOMMU_CAP_DIRTY_TRACKING,
+    IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+    IOMMU_READ,
+    IOMMU_WRITE,
 )
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.mm import GFP_KERNEL, kfree, kmalloc, memory_write, read64

@@ -19,8 +19,6 @@ from kernel.errno import KernelError
 from kernel.fault_inject import injector
 from kernel.iommu.dma_iommu import iommu_dma_live_iovas
 from kernel.iommu.iommu import (
-    IOMMU_PASID_INVALID,
-    IOMMU_READ,
     iommu_attach_device,
     iommu_detach_device,
     iommu_domain_free,
@@ -32,6 +30,7 @@ from kernel.iommu.iommu import (
     iommu_state,
     iommu_unmap,
 )
+from kernel.iommu.iommu_h import IOMMU_PASID_INVALID, IOMMU_READ
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_attach_device_pasid,

@@ -29,7 +29,9 @@ from kernel.errno import EBUSY, EEXIST, ENODEV, ENOMEM, EOPNOTSUPP
 from kernel.fault_inject import should_fail
 from kernel.hookspecs import hookimpl
 from kernel.io import IoMem, ioremap, iounmap
-from kernel.iommu.iommu import (
+from kernel.iommu.iommu import pci_device_group
+from kernel.iommu.iommu_device import iommu_device_register, iommu_device_unregister
+from kernel.iommu.iommu_h import (
     IOMMU_CAP_CACHE_COHERENCY,
     IOMMU_CAP_DEFERRED_FLUSH,
     IOMMU_DOMAIN_BLOCKED,
@@ -41,10 +43,7 @@ from kernel.iommu.iommu import (
     IommuDomainGeometry,
     IommuGroup,
     IommuIotlbGather,
-    iommu_device_register,
-    iommu_device_unregister,
     iommu_iotlb_gather_add_page,
-    pci_device_group,
 )
 from kernel.mm import kfree, kzalloc
 from kernel.module import IommuDriverInfo

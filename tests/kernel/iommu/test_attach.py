@@ -9,14 +9,10 @@ from kernel import trace
 from kernel.device import Device
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EPERM
 from kernel.fault_inject import injector
+from kernel.iommu.io_pgfault import iommu_report_device_fault
 from kernel.iommu.iommu import (
-    IOMMU_DOMAIN_SVA,
-    IOMMU_FAULT_WRITE,
-    IOMMU_READ,
-    IommuDomain,
     __iommu_domain_alloc,
     dev_iommu_ops,
-    has_optional_op,
     iommu_attach_device,
     iommu_detach_device,
     iommu_device_claim_dma_owner,
@@ -25,7 +21,6 @@ from kernel.iommu.iommu import (
     iommu_device_use_default_domain,
     iommu_domain_alloc,
     iommu_domain_free,
-    iommu_flush_iotlb_all,
     iommu_get_domain_for_dev,
     iommu_group_claim_dma_owner,
     iommu_group_get,
@@ -34,10 +29,17 @@ from kernel.iommu.iommu import (
     iommu_map,
     iommu_paging_domain_alloc,
     iommu_pgsize,
-    iommu_report_device_fault,
     iommu_set_fault_handler,
     iommu_state,
     iommu_unmap,
+)
+from kernel.iommu.iommu_h import (
+    IOMMU_DOMAIN_SVA,
+    IOMMU_FAULT_WRITE,
+    IOMMU_READ,
+    IommuDomain,
+    has_optional_op,
+    iommu_flush_iotlb_all,
     pasid_ops,
     seed_pasid_ops,
 )

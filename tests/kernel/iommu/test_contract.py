@@ -17,11 +17,7 @@ from kernel.errno import EINVAL, ENOMEM, KernelError
 from kernel.fault_inject import injector
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import (
-    IOMMU_DOMAIN_DMA,
-    IOMMU_READ,
-    IOMMU_WRITE,
     dev_iommu_ops,
-    has_optional_op,
     iommu_attach_device,
     iommu_detach_device,
     iommu_domain_free,
@@ -32,6 +28,7 @@ from kernel.iommu.iommu import (
     iommu_state,
     iommu_unmap,
 )
+from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA, IOMMU_READ, IOMMU_WRITE, has_optional_op
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_attach_device_pasid,

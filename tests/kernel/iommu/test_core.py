@@ -16,9 +16,6 @@ from kernel.dma.mapping import (
 from kernel.errno import EBUSY, EINVAL, EIO, EOVERFLOW, EPERM
 from kernel.iommu.dma_iommu import iommu_dma_flush_queue_pending, iommu_dma_live_iovas
 from kernel.iommu.iommu import (
-    IOMMU_DOMAIN_DMA_FQ,
-    IOMMU_DOMAIN_IDENTITY,
-    IOMMU_READ,
     __iommu_domain_alloc,
     dev_iommu_ops,
     iommu_attach_device,
@@ -32,6 +29,7 @@ from kernel.iommu.iommu import (
     iommu_state,
     iommu_unmap,
 )
+from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA_FQ, IOMMU_DOMAIN_IDENTITY, IOMMU_READ
 from kernel.iommu.iommu_sva import (
     iommu_sva_bind_device,
     iommu_sva_get_pasid,
@@ -162,7 +160,7 @@ def test_strict_mode_syncs_on_every_unmap(make_kernel: KernelFactory) -> None:
 
 
 def test_pgsize_splits_to_large_pages() -> None:
-    from kernel.iommu.iommu import IommuDomain
+    from kernel.iommu.iommu_h import IommuDomain
 
     d = IommuDomain(pgsize_bitmap=(1 << 12) | (1 << 21))
     assert iommu_pgsize(d, 0x1FF000, 0x1FF000, 0x201000) == (1 << 12, 1)

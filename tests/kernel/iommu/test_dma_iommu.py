@@ -35,6 +35,12 @@ from kernel.iommu.dma_iommu import (
     iommu_get_dma_cookie,
 )
 from kernel.iommu.iommu import (
+    iommu_get_domain_for_dev,
+    iommu_probe_device,
+    iommu_release_device,
+    iommu_state,
+)
+from kernel.iommu.iommu_h import (
     IOMMU_CACHE,
     IOMMU_DOMAIN_DMA,
     IOMMU_MMIO,
@@ -42,10 +48,6 @@ from kernel.iommu.iommu import (
     IOMMU_READ,
     IOMMU_WRITE,
     IommuDomain,
-    iommu_get_domain_for_dev,
-    iommu_probe_device,
-    iommu_release_device,
-    iommu_state,
 )
 from kernel.iommu.iova import alloc_iova
 from kernel.mm import GFP_KERNEL, kmalloc

@@ -20,12 +20,12 @@ from kernel.errno import ENOSPC, KernelError
 from kernel.fault_inject import count_points, injector, sweep
 from kernel.iommu.dma_iommu import iommu_dma_live_iovas
 from kernel.iommu.iommu import (
-    IOMMU_PASID_INVALID,
     iommu_get_domain_for_dev,
     iommu_probe_device,
     iommu_release_device,
     iommu_state,
 )
+from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_attach_device_pasid,

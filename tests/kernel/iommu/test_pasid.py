@@ -7,9 +7,6 @@ import pytest
 from kernel.errno import EBUSY, EINVAL, ENODEV, EOPNOTSUPP, EPERM
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import (
-    IOMMU_NO_PASID,
-    IOMMU_PASID_INVALID,
-    IommuDomain,
     dev_iommu_ops,
     iommu_attach_device,
     iommu_detach_device,
@@ -17,6 +14,7 @@ from kernel.iommu.iommu import (
     iommu_get_domain_for_dev,
     iommu_paging_domain_alloc,
 )
+from kernel.iommu.iommu_h import IOMMU_NO_PASID, IOMMU_PASID_INVALID, IommuDomain
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_attach_device_pasid,

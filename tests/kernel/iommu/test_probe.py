@@ -16,23 +16,24 @@ from kernel.device import Device, device_add, device_del
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP
 from kernel.fault_inject import injector
 from kernel.iommu.iommu import (
-    IOMMU_DOMAIN_DMA,
-    IOMMU_DOMAIN_DMA_FQ,
-    IOMMU_DOMAIN_IDENTITY,
-    IOMMU_DOMAIN_UNMANAGED,
     __iommu_domain_alloc,
     dev_iommu_ops,
     device_iommu_mapped,
     generic_device_group,
     iommu_default_passthrough,
-    iommu_device_register,
-    iommu_device_unregister,
     iommu_get_domain_for_dev,
     iommu_group_get,
     iommu_probe_device,
     iommu_release_device,
     iommu_state,
     pci_device_group,
+)
+from kernel.iommu.iommu_device import iommu_device_register, iommu_device_unregister
+from kernel.iommu.iommu_h import (
+    IOMMU_DOMAIN_DMA,
+    IOMMU_DOMAIN_DMA_FQ,
+    IOMMU_DOMAIN_IDENTITY,
+    IOMMU_DOMAIN_UNMANAGED,
 )
 from kernel.iommu.pasid import iommu_attach_device_pasid
 from kernel.module import IommuDriverInfo
@@ -443,13 +444,13 @@ def test_tracepoints_record_group_membership_attach_map_and_unmap(
     make_kernel: KernelFactory,
 ) -> None:
     from kernel.iommu.iommu import (
-        IOMMU_READ,
         iommu_attach_device,
         iommu_domain_free,
         iommu_map,
         iommu_paging_domain_alloc,
         iommu_unmap,
     )
+    from kernel.iommu.iommu_h import IOMMU_READ
 
     make_kernel()
     dev = pdev_at(EDU_BDF)

@@ -9,14 +9,8 @@ import pytest
 
 from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW
 from kernel.fault_inject import injector
-from kernel.iommu.iommu import (
-    IOMMU_READ,
-    has_optional_op,
-    iommu_iova_to_phys,
-    iommu_map,
-    iommu_state,
-    iommu_unmap,
-)
+from kernel.iommu.iommu import iommu_iova_to_phys, iommu_map, iommu_state, iommu_unmap
+from kernel.iommu.iommu_h import IOMMU_READ, has_optional_op
 from kernel.iommu.iommu_sva import (
     PTE_PRESENT,
     PTE_RW,
