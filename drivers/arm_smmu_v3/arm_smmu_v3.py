@@ -64,7 +64,7 @@ from drivers.arm_smmu_v3.io_pgtable_arm import (
     alloc_io_pgtable_ops,
     free_io_pgtable_ops,
 )
-from drivers.arm_smmu_v3.registers import FIELD_GET, FIELD_PREP
+from kernel.bitfield import FIELD_GET, FIELD_PREP, U64_MAX
 from kernel.bug import WARN_ON, WARN_ON_ONCE
 from kernel.delay import readx_poll_timeout
 from kernel.device import Device
@@ -400,7 +400,7 @@ def arm_smmu_get_cd_used(ent: list[int]) -> list[int]:
     used[0] = r.CTXDESC_CD_0_V
     if not ent[0] & r.CTXDESC_CD_0_V:
         return used
-    used = [r.U64_MAX] * NUM_ENTRY_QWORDS
+    used = [U64_MAX] * NUM_ENTRY_QWORDS
     if ent[0] & r.CTXDESC_CD_0_TCR_EPD0:
         used[0] &= ~(
             r.CTXDESC_CD_0_TCR_T0SZ

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from drivers.arm_smmu_v3 import registers as r
-from drivers.arm_smmu_v3.registers import FIELD_GET, FIELD_PREP
+from kernel.bitfield import FIELD_GET, FIELD_PREP
 from kernel.delay import readx_poll_timeout
 from kernel.errno import EOVERFLOW, ETIMEDOUT
 from kernel.iommu.io_pgfault import iommu_report_device_fault

@@ -16,7 +16,7 @@ from drivers.arm_smmu_v3.arm_smmu_v3 import (
     arm_smmu_get_step_for_sid,
     arm_smmu_smmus,
 )
-from drivers.arm_smmu_v3.registers import FIELD_GET
+from kernel.bitfield import FIELD_GET
 from kernel.debugfs import DumpTarget
 from kernel.mm import read64
 

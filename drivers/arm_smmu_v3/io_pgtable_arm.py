@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from attrs import define, field
 
-from drivers.arm_smmu_v3.registers import BIT, GENMASK
+from kernel.bitfield import BIT, GENMASK
 from kernel.bug import WARN, WARN_ON
 from kernel.errno import EEXIST, EINVAL, ENOMEM, ERANGE, KernelError
 from kernel.fault_inject import should_fail

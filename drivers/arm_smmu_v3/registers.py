@@ -3,35 +3,13 @@
 The driver's own copy of the register offsets, ID/control fields, queue formats,
 stream-table entries, context descriptors, commands and events (IHI 0070; facts
 A1-A9), written with the kernel's ``GENMASK``/``FIELD_PREP``/``FIELD_GET`` idiom
-so each line reads like the header it mirrors. It never imports the hardware model.
+(:mod:`kernel.bitfield`) so each line reads like the header it mirrors. It never
+imports the hardware model.
 """
 
 from __future__ import annotations
 
-
-def BIT(n: int) -> int:
-    """``BIT_ULL(n)``."""
-    return 1 << n
-
-
-def GENMASK(h: int, l: int) -> int:  # noqa: E741 - the kernel's parameter name
-    """``GENMASK_ULL(h, l)``: bits ``h`` down to ``l`` set."""
-    return ((1 << (h - l + 1)) - 1) << l
-
-
-def FIELD_PREP(mask: int, val: int) -> int:
-    """``FIELD_PREP(mask, val)``: ``val`` shifted into ``mask`` (excess bits dropped)."""
-    shift = (mask & -mask).bit_length() - 1
-    return (val << shift) & mask
-
-
-def FIELD_GET(mask: int, reg: int) -> int:
-    """``FIELD_GET(mask, reg)``."""
-    shift = (mask & -mask).bit_length() - 1
-    return (reg & mask) >> shift
-
-
-U64_MAX = (1 << 64) - 1
+from kernel.bitfield import BIT, GENMASK
 
 # -- MMIO registers (page 0; EVTQ_PROD/CONS in page 1) ------------------------------------
 ARM_SMMU_IDR0 = 0x0

@@ -2,14 +2,16 @@
 status codes of the DSA device, as the driver knows them.
 
 The driver's own copy (it never imports the hardware model), as Linux keeps its
-own ``registers.h``. Bit fields are :class:`Bits` descriptors (``msb, lsb``)
-instead of C bitfield unions; values come from the DSA specification as recorded
-in the facts (B2-B11).
+own ``registers.h``. Bit fields are :class:`Bits` descriptors (``msb, lsb``, read
+and built with :mod:`kernel.bitfield`) instead of C bitfield unions; values come
+from the DSA specification as recorded in the facts (B2-B11).
 """
 
 from __future__ import annotations
 
 from attrs import frozen
+
+from kernel.bitfield import BIT, FIELD_GET, FIELD_PREP, GENMASK_ULL
 
 PCI_VENDOR_ID_INTEL = 0x8086
 PCI_DEVICE_ID_INTEL_DSA_SPR0 = 0x0B25
@@ -142,13 +144,18 @@ class Bits:
 
     @property
     def mask(self) -> int:
-        return ((1 << (self.msb - self.lsb + 1)) - 1) << self.lsb
+        """``GENMASK_ULL(msb, lsb)``."""
+        return GENMASK_ULL(self.msb, self.lsb)
 
     def get(self, value: int) -> int:
-        return (value & self.mask) >> self.lsb
+        """``FIELD_GET`` of this field."""
+        return FIELD_GET(self.mask, value)
 
     def put(self, value: int, field: int) -> int:
-        return (value & ~self.mask) | ((field << self.lsb) & self.mask)
+        """``value`` with this field replaced by ``FIELD_PREP(mask, field)`` (a
+        ``field`` too wide for it is truncated, as FIELD_PREP does)."""
+        mask = self.mask
+        return (value & ~mask) | FIELD_PREP(mask, field)
 
 
 # GENCAP (union gen_cap_reg)
@@ -258,4 +265,4 @@ def idxd_get_wq_portal_full_offset(wq_id: int, prot: int, irq_type: int = IDXD_I
 
 def wq_cmd_operand(wq_id: int) -> int:
     """Operand of the WQ bitmask commands: ``BIT(id % 16) | (id / 16) << 16``."""
-    return (1 << (wq_id % 16)) | ((wq_id // 16) << 16)
+    return BIT(wq_id % 16) | ((wq_id // 16) << 16)

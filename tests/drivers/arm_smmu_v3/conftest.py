@@ -21,6 +21,7 @@ from drivers.arm_smmu_v3.arm_smmu_v3 import (
 from hw.bus import DmaFault, PciAddr
 from hw.machine import Machine
 from hw.smmuv3 import Smmuv3Unit
+from kernel.bitfield import FIELD_GET
 from kernel.boot import Kernel
 from kernel.delay import udelay
 from kernel.dma.mapping import dma_map_single, dma_mapping_error
@@ -98,7 +99,7 @@ def cd(dev: PciDev, ssid: int) -> list[int]:
 
 
 def cd_asid(words: list[int]) -> int:
-    return r.FIELD_GET(r.CTXDESC_CD_0_ASID, words[0])
+    return FIELD_GET(r.CTXDESC_CD_0_ASID, words[0])
 
 
 def cd_ttb0(words: list[int]) -> int:
@@ -106,7 +107,7 @@ def cd_ttb0(words: list[int]) -> int:
 
 
 def ste_field(words: list[int], dw: int, mask: int) -> int:
-    return r.FIELD_GET(mask, words[dw])
+    return FIELD_GET(mask, words[dw])
 
 
 Command = tuple[str, int, int]

@@ -14,6 +14,7 @@ from drivers.arm_smmu_v3.cmdq import (
     arm_smmu_cmdq_issue_cmd_with_sync,
 )
 from hw.smmuv3 import Smmuv3Unit
+from kernel.bitfield import FIELD_GET, FIELD_PREP
 from kernel.boot import boot
 from kernel.errno import ENOMEM, KernelError
 from kernel.fault_inject import injector
@@ -44,7 +45,7 @@ def _boot_with(reg: str, mask: int, value: int) -> tuple[Smmuv3Unit, str]:
     m = smmuv3_machine()
     u = m.iommus["smmu0"]
     assert isinstance(u, Smmuv3Unit)
-    u.regs[reg] = (u.regs[reg] & ~mask) | r.FIELD_PREP(mask, value)
+    u.regs[reg] = (u.regs[reg] & ~mask) | FIELD_PREP(mask, value)
     k = boot(m, "", builtins=("drivers.arm_smmu_v3",), entry_points=False)
     text = k.dmesg()
     k.shutdown()
@@ -103,13 +104,13 @@ def test_attribute_override_makes_bypass_stes_use_incoming_shareability() -> Non
     k = boot(m, "iommu.passthrough=1", builtins=("drivers.arm_smmu_v3",), entry_points=False)
     try:
         words = ste(dsa())
-        assert r.FIELD_GET(r.STRTAB_STE_0_CFG, words[0]) == r.STRTAB_STE_0_CFG_BYPASS
-        assert r.FIELD_GET(r.STRTAB_STE_1_SHCFG, words[1]) == r.STRTAB_STE_1_SHCFG_INCOMING
+        assert FIELD_GET(r.STRTAB_STE_0_CFG, words[0]) == r.STRTAB_STE_0_CFG_BYPASS
+        assert FIELD_GET(r.STRTAB_STE_1_SHCFG, words[1]) == r.STRTAB_STE_1_SHCFG_INCOMING
         dom = iommu_paging_domain_alloc(dsa())
         iommu_attach_device_pasid(dom, dsa(), 2)
         words = ste(dsa())
-        assert r.FIELD_GET(r.STRTAB_STE_1_S1DSS, words[1]) == r.STRTAB_STE_1_S1DSS_BYPASS
-        assert r.FIELD_GET(r.STRTAB_STE_1_SHCFG, words[1]) == r.STRTAB_STE_1_SHCFG_INCOMING
+        assert FIELD_GET(r.STRTAB_STE_1_S1DSS, words[1]) == r.STRTAB_STE_1_S1DSS_BYPASS
+        assert FIELD_GET(r.STRTAB_STE_1_SHCFG, words[1]) == r.STRTAB_STE_1_SHCFG_INCOMING
         iommu_detach_device_pasid(dom, dsa(), 2)
         iommu_domain_free(dom)
         assert not k.warnings()

@@ -11,6 +11,7 @@ from drivers.arm_smmu_v3 import registers as r
 from drivers.arm_smmu_v3.arm_smmu_v3 import arm_smmu_device_probe
 from hw.bus import IommuUnitInfo
 from hw.smmuv3 import registers as sr
+from kernel.bitfield import FIELD_GET
 from kernel.boot import Kernel
 from kernel.errno import EINVAL
 from kernel.iommu.iommu import iommu_get_domain_for_dev
@@ -71,17 +72,17 @@ def test_interrupts_are_msis_programmed_into_the_irq_cfg_registers(k: Kernel) ->
 
 def test_two_level_stream_table_with_lazy_leaves(k: Kernel) -> None:
     cfg = reg(k, r.ARM_SMMU_STRTAB_BASE_CFG)
-    assert r.FIELD_GET(r.STRTAB_BASE_CFG_FMT, cfg) == r.STRTAB_BASE_CFG_FMT_2LVL
-    assert r.FIELD_GET(r.STRTAB_BASE_CFG_SPLIT, cfg) == 8
-    assert r.FIELD_GET(r.STRTAB_BASE_CFG_LOG2SIZE, cfg) == 16
+    assert FIELD_GET(r.STRTAB_BASE_CFG_FMT, cfg) == r.STRTAB_BASE_CFG_FMT_2LVL
+    assert FIELD_GET(r.STRTAB_BASE_CFG_SPLIT, cfg) == 8
+    assert FIELD_GET(r.STRTAB_BASE_CFG_LOG2SIZE, cfg) == 16
     assert list(smmu().strtab_cfg.l2) == [0]  # both devices are on bus 0: one leaf
 
 
 def test_linear_stream_table_when_sids_fit_one_leaf(smmu_boot: Boot) -> None:
     k = smmu_boot(smmu_config={"sidsize": 8})
     cfg = reg(k, r.ARM_SMMU_STRTAB_BASE_CFG)
-    assert r.FIELD_GET(r.STRTAB_BASE_CFG_FMT, cfg) == r.STRTAB_BASE_CFG_FMT_LINEAR
-    assert r.FIELD_GET(r.STRTAB_BASE_CFG_LOG2SIZE, cfg) == 8
+    assert FIELD_GET(r.STRTAB_BASE_CFG_FMT, cfg) == r.STRTAB_BASE_CFG_FMT_LINEAR
+    assert FIELD_GET(r.STRTAB_BASE_CFG_LOG2SIZE, cfg) == 8
     assert device_read(edu(), 0x1000, 8) != 0  # translated (and faulting), not bypassed
 
 
