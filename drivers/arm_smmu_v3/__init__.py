@@ -1,13 +1,16 @@
 """ARM SMMUv3 IOMMU driver (drivers/iommu/arm/arm-smmu-v3/ and io-pgtable-arm.c):
 the ``arm_smmu_v3`` vendor plugin.
 
-It claims the firmware's ``IORT`` SMMUv3 units. Modules mirror the kernel files:
-:mod:`registers` (arm-smmu-v3.h), :mod:`arm_smmu_v3` (arm-smmu-v3.c: bring-up,
-stream table, context descriptors, the entry writer, domains, attach and PASID),
-:mod:`cmdq` (the command/event queue and global-error parts of arm-smmu-v3.c),
+It claims the firmware's ``IORT`` SMMUv3 units. Modules mirror the kernel files,
+with arm-smmu-v3.c split by concern: :mod:`registers` (arm-smmu-v3.h's register and
+table fields), :mod:`structs` (arm-smmu-v3.h's structures), :mod:`arm_smmu_v3`
+(arm-smmu-v3.c: bring-up, ``arm_smmu_ops``, masters), :mod:`cmdq` (the command/event
+queue and global-error parts), :mod:`entry_writer` (STEs, CD tables and the hitless
+entry writer), :mod:`domain` (domains, attach, PASID, TLB invalidation),
 :mod:`io_pgtable_arm` (io-pgtable-arm.c, LPAE stage 1) and :mod:`debugfs` (the
-``smmuv3`` dump view). The driver programs the SMMU only through MMIO and tables in
-RAM; it never imports the hardware model.
+``smmuv3`` dump view). The driver has no SVA, so there is no arm-smmu-v3-sva.c
+counterpart. The driver programs the SMMU only through MMIO and tables in RAM; it
+never imports the hardware model.
 """
 
 from __future__ import annotations

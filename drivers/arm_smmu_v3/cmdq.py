@@ -33,7 +33,7 @@ from kernel.printk import dev_err, dev_warn
 from kernel.trace import define_tracepoint
 
 if TYPE_CHECKING:
-    from drivers.arm_smmu_v3.arm_smmu_v3 import ArmSmmuDevice
+    from drivers.arm_smmu_v3.structs import ArmSmmuDevice
 
 trace_arm_smmu_cmd = define_tracepoint(
     "arm_smmu_v3:cmdq_issue", ("smmu", "ops", "sync"), "smmu={smmu} ops={ops} sync={sync}"

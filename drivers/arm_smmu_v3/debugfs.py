@@ -9,13 +9,9 @@ from __future__ import annotations
 import argparse
 
 from drivers.arm_smmu_v3 import registers as r
-from drivers.arm_smmu_v3.arm_smmu_v3 import (
-    ArmSmmuDevice,
-    ArmSmmuMaster,
-    arm_smmu_get_cd_ptr,
-    arm_smmu_get_step_for_sid,
-    arm_smmu_smmus,
-)
+from drivers.arm_smmu_v3.arm_smmu_v3 import arm_smmu_smmus
+from drivers.arm_smmu_v3.entry_writer import arm_smmu_get_cd_ptr, arm_smmu_get_step_for_sid
+from drivers.arm_smmu_v3.structs import ArmSmmuDevice, ArmSmmuMaster
 from kernel.bitfield import FIELD_GET
 from kernel.debugfs import DumpTarget
 from kernel.mm import read64

@@ -10,14 +10,9 @@ from typing import Any
 import pytest
 
 from drivers.arm_smmu_v3 import registers as r
-from drivers.arm_smmu_v3.arm_smmu_v3 import (
-    ArmSmmuDevice,
-    ArmSmmuMaster,
-    arm_smmu_get_cd_ptr,
-    arm_smmu_get_step_for_sid,
-    arm_smmu_smmus,
-    dev_iommu_priv_get,
-)
+from drivers.arm_smmu_v3.arm_smmu_v3 import arm_smmu_smmus
+from drivers.arm_smmu_v3.entry_writer import arm_smmu_get_cd_ptr, arm_smmu_get_step_for_sid
+from drivers.arm_smmu_v3.structs import ArmSmmuDevice, ArmSmmuMaster, dev_iommu_priv_get
 from hw.bus import DmaFault, PciAddr
 from hw.machine import Machine
 from hw.smmuv3 import Smmuv3Unit

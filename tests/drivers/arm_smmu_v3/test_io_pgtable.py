@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from drivers.arm_smmu_v3 import io_pgtable_arm as lpae
-from drivers.arm_smmu_v3.arm_smmu_v3 import ArmSmmuDomain
 from drivers.arm_smmu_v3.debugfs import _render
+from drivers.arm_smmu_v3.domain import ArmSmmuDomain
 from kernel.boot import Kernel
 from kernel.errno import EEXIST, EINVAL, ENOMEM, ERANGE
 from kernel.fault_inject import injector

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.arm_smmu_v3 import io_pgtable_arm as lpae
-from drivers.arm_smmu_v3.arm_smmu_v3 import ArmSmmuDomain
+from drivers.arm_smmu_v3.domain import ArmSmmuDomain
 from hw.smmuv3 import entries as ent
 from kernel.boot import Kernel
 from kernel.errno import EEXIST, ENOMEM

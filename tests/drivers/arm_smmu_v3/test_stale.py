@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.arm_smmu_v3 import arm_smmu_v3
+from drivers.arm_smmu_v3 import domain, entry_writer
 from kernel.boot import Kernel
 from kernel.dma.direction import DMA_BIDIRECTIONAL
 from kernel.dma.mapping import dma_unmap_single
@@ -38,7 +38,7 @@ def test_cd_cleared_without_cfgi_cd_is_a_stale_cd_use(
     iommu_attach_device_pasid(dom, dev, 4)
     assert device_dma(k, DSA_BDF, iova, 64, pasid=4) is None  # CD[4] now cached
     with monkeypatch.context() as mp:
-        mp.setattr(arm_smmu_v3, "arm_smmu_sync_cd", lambda master, ssid, leaf: None)
+        mp.setattr(entry_writer, "arm_smmu_sync_cd", lambda master, ssid, leaf: None)
         iommu_detach_device_pasid(dom, dev, 4)  # CD[4] zeroed, no CFGI_CD
     assert device_dma(k, DSA_BDF, iova, 64, pasid=4) is None  # the SMMU used the old CD
     assert unit(k).stats.stale_uses == 1
@@ -54,7 +54,7 @@ def test_pte_cleared_without_tlbi_is_a_stale_tlb_use(
     buf, iova = map_buffer(dev, 4096, DMA_BIDIRECTIONAL)
     assert device_dma(k, EDU_BDF, iova, 64) is None  # the TLB holds the page
     with monkeypatch.context() as mp:
-        mp.setattr(arm_smmu_v3, "arm_smmu_tlb_inv_range_domain", lambda *a: None)
+        mp.setattr(domain, "arm_smmu_tlb_inv_range_domain", lambda *a: None)
         dma_unmap_single(dev, iova, 4096, DMA_BIDIRECTIONAL)  # PTE cleared, no TLBI
     assert device_dma(k, EDU_BDF, iova, 64) is None  # translated by the stale entry
     assert unit(k).stats.stale_uses == 1
