@@ -54,16 +54,8 @@ from drivers.arm_smmu_v3.cmdq import (
     arm_smmu_evtq_thread,
     arm_smmu_gerror_handler,
 )
-from drivers.arm_smmu_v3.io_pgtable_arm import (
-    ARM_64_LPAE_S1,
-    SZ_1G,
-    SZ_2M,
-    SZ_4K,
-    ArmLpaeIoPgtable,
-    IoPgtableCfg,
-    alloc_io_pgtable_ops,
-    free_io_pgtable_ops,
-)
+from drivers.arm_smmu_v3.io_pgtable_arm import SZ_1G, SZ_2M, SZ_4K, IoPgtableCfg
+from drivers.arm_smmu_v3.iommu_pt import ArmSmmuPgtbl, arm_smmu_alloc_pgtbl, arm_smmu_free_pgtbl
 from drivers.arm_smmu_v3.registers import FIELD_GET, FIELD_PREP
 from kernel.bug import WARN_ON, WARN_ON_ONCE
 from kernel.delay import readx_poll_timeout
@@ -244,7 +236,7 @@ class ArmSmmuDomain(IommuDomain):
 
     smmu: ArmSmmuDevice | None = None
     asid: int = 0
-    pgtbl_ops: ArmLpaeIoPgtable | None = None
+    pgtbl_ops: ArmSmmuPgtbl | None = None
     devices: list[ArmSmmuMasterDomain] = field(factory=list)
     kmem: int = 0
 
@@ -911,7 +903,7 @@ class ArmSmmuDomainOps:
         then the ASID."""
         smmu_domain = _to_smmu_domain(domain)
         assert smmu_domain is not None
-        free_io_pgtable_ops(smmu_domain.pgtbl_ops)
+        arm_smmu_free_pgtbl(smmu_domain.pgtbl_ops)
         smmu_domain.pgtbl_ops = None
         if smmu_domain.asid:
             ida_free(_OPS.asid_ida, smmu_domain.asid)
@@ -920,7 +912,7 @@ class ArmSmmuDomainOps:
         smmu_domain.kmem = 0
 
 
-def _pgtbl(domain: IommuDomain) -> ArmLpaeIoPgtable:
+def _pgtbl(domain: IommuDomain) -> ArmSmmuPgtbl:
     smmu_domain = _to_smmu_domain(domain)
     assert smmu_domain is not None and smmu_domain.pgtbl_ops is not None
     return smmu_domain.pgtbl_ops
@@ -1071,7 +1063,7 @@ def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) ->
         tlb=smmu_domain,
         coherent_walk=bool(smmu.features & r.ARM_SMMU_FEAT_COHERENCY),
     )
-    ops = alloc_io_pgtable_ops(ARM_64_LPAE_S1, cfg, smmu_domain)
+    ops = arm_smmu_alloc_pgtbl(cfg, smmu_domain)  # iommu.pt selects io-pgtable or generic_pt
     if ops is None:
         raise ENOMEM("io-pgtable")
     smmu_domain.smmu = smmu
@@ -1080,7 +1072,7 @@ def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) ->
     try:
         smmu_domain.asid = ida_alloc_range(_OPS.asid_ida, 1, (1 << smmu.asid_bits) - 1)
     except KernelError:
-        free_io_pgtable_ops(ops)
+        arm_smmu_free_pgtbl(ops)
         smmu_domain.smmu = None
         raise
     smmu_domain.pgtbl_ops = ops

@@ -210,6 +210,9 @@ class DmarDomain(IommuDomain):
     """Table pages an unmap with a deferred flush (flush queue) emptied."""
     seed_v3: bool = False
     kmem: int = 0
+    pt: Any = None
+    """The generic page table (``fspt``/``sspt``, a ``PtIommu``) under ``iommu.pt=generic``;
+    None for 6.12's own tables."""
 
 
 def domain_id_iommu(domain: DmarDomain, iommu: IntelIommu) -> int:
