@@ -305,7 +305,7 @@ class PtIommu:
                 raise EADDRINUSE(f"iova {va:#x} lies in a {size:#x} leaf already mapped")
             if kind == PT_ENTRY_EMPTY:
                 lower = self._table_alloc(gfp)
-                mem.write_u64(slot, fmt.table_entry(lower))
+                mem.write_u64(slot, fmt.table_entry(lower, level))
             else:
                 lower = fmt.table_pa(entry)
             span_last = (va | (size - 1)) if (va | (size - 1)) < last else last

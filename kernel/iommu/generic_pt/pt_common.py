@@ -120,8 +120,9 @@ class PtFormat:
         """``pt_install_leaf_entry``: the leaf value for ``oa`` at ``level``."""
         raise NotImplementedError
 
-    def table_entry(self, table_pa: int) -> int:
-        """``pt_install_table``: the value of an entry pointing at a lower table."""
+    def table_entry(self, table_pa: int, level: int) -> int:
+        """``pt_install_table``: the value of an entry at ``level`` pointing at a
+        lower table."""
         raise NotImplementedError
 
     def set_prot(self, prot: int) -> int:

@@ -103,7 +103,7 @@ class Armv8Format(PtFormat):
         kind = ARMV8_PT_TYPE_PAGE if level == 0 else ARMV8_PT_TYPE_BLOCK
         return (oa & ARMV8_PT_OA) | attrs | kind
 
-    def table_entry(self, table_pa: int) -> int:
+    def table_entry(self, table_pa: int, level: int) -> int:
         return table_pa | ARMV8_PT_TYPE_TABLE
 
     def set_prot(self, prot: int) -> int:

@@ -78,7 +78,7 @@ class VtdssFormat(PtFormat):
         entry = (oa & VTDSS_FMT_OA) | attrs
         return entry | VTDSS_FMT_PS if level else entry
 
-    def table_entry(self, table_pa: int) -> int:
+    def table_entry(self, table_pa: int, level: int) -> int:
         return VTDSS_FMT_R | VTDSS_FMT_W | table_pa
 
     def set_prot(self, prot: int) -> int:

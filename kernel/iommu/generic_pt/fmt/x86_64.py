@@ -76,7 +76,7 @@ class X86_64Format(PtFormat):
         entry = X86_64_FMT_P | (oa & X86_64_FMT_OA) | attrs
         return entry | X86_64_FMT_PS if level else entry
 
-    def table_entry(self, table_pa: int) -> int:
+    def table_entry(self, table_pa: int, level: int) -> int:
         return X86_64_FMT_P | X86_64_FMT_RW | X86_64_FMT_U | X86_64_FMT_A | table_pa
 
     def set_prot(self, prot: int) -> int:
