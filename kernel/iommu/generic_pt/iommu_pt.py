@@ -193,7 +193,9 @@ class PtIommu:
             entry = mem.read_u64(table + (((va >> shift) & _LAST) << 3))
             kind = fmt.entry_type(entry, level)
             if kind == PT_ENTRY_OA:
-                return fmt.entry_oa(entry, level) | (va & ((1 << shift) - 1))
+                return fmt.entry_oa(entry, level) | (
+                    va & ((1 << fmt.entry_oa_lg2sz(entry, level)) - 1)
+                )
             if kind == PT_ENTRY_EMPTY:
                 return 0
             table = fmt.table_pa(entry)

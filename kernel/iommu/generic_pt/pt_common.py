@@ -116,6 +116,11 @@ class PtFormat:
         """``pt_entry_oa``: the output address of a leaf (aligned to its size)."""
         raise NotImplementedError
 
+    def entry_oa_lg2sz(self, entry: int, level: int) -> int:
+        """``pt_entry_oa_lg2sz``: log2 of the size of the page a leaf maps (its
+        level's span unless the format encodes a larger run)."""
+        return pt_item_lg2sz(level)
+
     def leaf_entry(self, oa: int, level: int, attrs: int) -> int:
         """``pt_install_leaf_entry``: the leaf value for ``oa`` at ``level``."""
         raise NotImplementedError

@@ -86,13 +86,16 @@ class Amdv1Format(PtFormat):
     def table_pa(self, entry: int) -> int:
         return entry & AMDV1PT_FMT_OA
 
-    def entry_oa(self, entry: int, level: int) -> int:
-        oa = entry & AMDV1PT_FMT_OA
+    def entry_oa_lg2sz(self, entry: int, level: int) -> int:
+        """A NextLevel-7 run's size is coded as the trailing ones of its OA field:
+        n ones = 2^(n + 13) bytes."""
         if FIELD_GET(AMDV1PT_FMT_NEXT_LEVEL, entry) == AMDV1PT_FMT_NL_SIZE:
-            pfn = oa >> 12
-            ones = (pfn ^ (pfn + 1)).bit_length() - 1  # the size code: trailing ones
-            return (pfn & ~((1 << (ones + 1)) - 1)) << 12
-        return oa & ~((1 << (12 + 9 * level)) - 1)
+            pfn = (entry & AMDV1PT_FMT_OA) >> 12
+            return 12 + (pfn ^ (pfn + 1)).bit_length()
+        return 12 + 9 * level
+
+    def entry_oa(self, entry: int, level: int) -> int:
+        return entry & AMDV1PT_FMT_OA & ~((1 << self.entry_oa_lg2sz(entry, level)) - 1)
 
     def leaf_entry(self, oa: int, level: int, attrs: int) -> int:
         return AMDV1PT_FMT_PR | (oa & AMDV1PT_FMT_OA) | attrs
