@@ -14,18 +14,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.errno import EADDRINUSE, EEXIST, EFAULT, ERANGE
+from drivers.arm_smmu_v3.io_pgtable_arm import IoPgtableCfg
+from drivers.arm_smmu_v3.iommu_pt import ArmSmmuPtPgtable, arm_smmu_alloc_pgtbl
+from kernel.errno import EADDRINUSE, EEXIST, EFAULT, ENOMEM, ERANGE
+from kernel.fault_inject import injector
+from kernel.iommu.generic_pt import iommu_pt_generic
 from kernel.iommu.iommu import (
     IOMMU_READ,
     IOMMU_WRITE,
     IommuIotlbGather,
+    iommu_domain_free,
     iommu_iotlb_sync,
     iommu_iova_to_phys,
     iommu_map,
+    iommu_paging_domain_alloc,
     iommu_unmap,
     iommu_unmap_fast,
 )
 from kernel.mm import GFP_KERNEL
+from tests.drivers.intel_iommu.conftest import boot_vtd
 from tests.drivers.page_table_rigs import TARGETS, Rig, rig, rig_fixture
 
 __all__ = ["rig"]
@@ -173,3 +180,63 @@ def test_generic_pt_vtd_frees_emptied_tables_only_after_the_iotlb_flush(target: 
     rig.release(dom)
     with pytest.raises(StopIteration):
         next(gen)
+
+
+@pytest.mark.parametrize("target", ["vtd-first-stage", "vtd-second-stage"])
+def test_generic_pt_vtd_parks_a_queued_unmaps_tables_until_the_domain_lets_go(
+    target: str,
+) -> None:
+    """A flush-queue (lazy) unmap syncs no gather: the emptied table waits on the
+    domain's deferred list, freed by the queue's full flush or with the domain."""
+    gen = rig_fixture("generic", target)
+    rig = next(gen)
+    dom = iommu_paging_domain_alloc(rig.edu)
+    assert dom.ops is not None
+    for i in range(512):
+        iommu_map(dom, BASE + i * SZ_4K, PHYS + i * SZ_4K, SZ_4K, IOMMU_READ, GFP_KERNEL)
+    gather = IommuIotlbGather(queued=True)
+    assert dom.ops.unmap_pages(dom, BASE, SZ_2M, 1, gather) == SZ_2M  # type: ignore[attr-defined]
+    assert gather.freelist == [] and len(dom.deferred_free) == 1  # type: ignore[attr-defined]
+    free = rig.kernel.mm.free_page_count
+    iommu_domain_free(dom)
+    assert rig.kernel.mm.free_page_count > free + 1  # the parked table and the rest
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_generic_pt_vtd_domain_allocation_unwinds_without_a_top_table() -> None:
+    gen = rig_fixture("generic", "vtd-second-stage")
+    rig = next(gen)
+    injector().arm(2, frozenset({"alloc_pages"}))  # the 6.12 pgd, then the library's
+    try:
+        with pytest.raises(ENOMEM):
+            iommu_paging_domain_alloc(rig.edu)
+    finally:
+        injector().disarm()
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_generic_pt_smmuv3_table_is_walked_like_io_pgtable_arm() -> None:
+    gen = rig_fixture("generic", "smmuv3-stage1")
+    rig = next(gen)
+    dom = rig.domain()
+    ops = dom.pgtbl_ops  # type: ignore[attr-defined]
+    assert isinstance(ops, ArmSmmuPtPgtable) and ops.tables == 1
+    iommu_map(dom, BASE, PHYS, SZ_4K, RW, GFP_KERNEL)
+    assert [lvl for lvl, _, _ in ops.walk(BASE)] == [0, 1, 2, 3] and ops.tables == 4
+    iommu_unmap(dom, BASE, SZ_4K)
+    bad = IoPgtableCfg(pgsize_bitmap=SZ_4K, ias=48, oas=47, tlb=dom)
+    assert arm_smmu_alloc_pgtbl(bad, dom) is None  # no IPS encoding for 47 bits
+    rig.release(dom)
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_iommu_pt_takes_driver_or_generic_only() -> None:
+    k, _ = boot_vtd("iommu.pt=bogus")
+    try:
+        assert "Malformed early option iommu.pt: " in k.dmesg()
+        assert not iommu_pt_generic()
+    finally:
+        k.shutdown()

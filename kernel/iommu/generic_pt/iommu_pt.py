@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
 
 from kernel.bug import WARN_ON
 from kernel.errno import EADDRINUSE, EINVAL, ENOMEM, ENXIO, ERANGE, KernelError
@@ -450,10 +449,3 @@ def pt_iommu_init(
     domain.geometry = IommuDomainGeometry(0, (1 << end_bits) - 1, True)
     return table
 
-
-def pt_iommu_of(domain: IommuDomain) -> PtIommu:
-    """The table a generic-pt domain carries (``container_of(domain, struct
-    pt_iommu, domain)``)."""
-    table: Any = getattr(domain, "pt", None)
-    assert isinstance(table, PtIommu), f"{domain!r} has no generic page table"
-    return table
