@@ -7,7 +7,7 @@ under ``iommu.pt=generic`` it builds a generic armv8 table and wraps it in
 makes (``map_pages``/``unmap_pages``/``iova_to_phys`` and ``cfg`` with TTB0,
 TCR and MAIR for the CD), so the rest of the driver is unchanged.
 
-Upstream has no generic-pt SMMUv3 yet (6.18 converts VT-d and AMD; the ARM format
+Upstream has no generic-pt SMMUv3 yet (VT-d and AMD were converted; the ARM format
 was posted but not merged), so this follows what the converted drivers do:
 tables an unmap empties go through a gather free list and are freed after the
 walk-cache invalidation (``tlb_flush_walk``, as io-pgtable-arm flushes before

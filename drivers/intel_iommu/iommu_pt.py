@@ -1,5 +1,5 @@
 """VT-d paging domains on the generic page table (``iommu.pt=generic``): what
-"iommu/vt-d: Use the generic iommu page table" (Linux 6.18) made of the driver's
+"iommu/vt-d: Use the generic iommu page table" (merged after 6.12) made of the driver's
 domain code - first-stage domains get an x86_64 table, second-stage domains a
 vtdss table, and the domain ops' map/unmap/iova_to_phys are the library's.
 
@@ -10,7 +10,7 @@ unchanged 6.12 code. Flushing is the 6.12 driver's: ``iotlb_sync`` flushes the
 gathered range and then frees the gather's table pages; a deferred (flush-queue)
 unmap parks them on ``deferred_free`` until the queue's full flush.
 
-Behaviour that differs from the default (6.12) generation, as in Linux 6.18:
+Behaviour that differs from the default (6.12) generation, as upstream after the conversion:
 mapping over a live entry fails with EADDRINUSE and changes nothing (6.12 prints
 "DMAR: ERROR: DMA PTE for vPFN ... already set" and WARNs, keeping the old entry);
 a range beyond the domain's width is ERANGE (6.12: EFAULT from ``intel_iommu_map``);

@@ -60,7 +60,7 @@ class IntelDomainOps:
 
 
 class IntelPtDomainOps(IntelDomainOps):
-    """The paging-domain ops under ``iommu.pt=generic`` (Linux 6.18's
+    """The paging-domain ops under ``iommu.pt=generic`` (upstream's post-conversion
     ``intel_fs_paging_domain_ops``/``intel_ss_paging_domain_ops``): map, unmap,
     iova_to_phys and free are the generic page table's, the rest is 6.12's."""
 

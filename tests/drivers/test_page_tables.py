@@ -1,6 +1,6 @@
 """One set of page-table tests for both generations: 6.12's driver-private tables
 (``iommu.pt=driver``, the default) and the generic page table (``iommu.pt=generic``,
-Linux 6.18), on VT-d first stage (x86_64 format), VT-d second stage (vtdss) and
+merged after 6.12), on VT-d first stage (x86_64 format), VT-d second stage (vtdss) and
 SMMUv3 stage 1 (ARM LPAE). The reference is a dict of what the test mapped; the
 hardware model's own walk is checked by device DMA through the attached domain.
 
@@ -98,7 +98,7 @@ def generic_rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
 def test_generic_pt_mapping_over_a_live_page_is_eaddrinuse_and_changes_nothing(
     generic_rig: Rig,
 ) -> None:
-    """Linux 6.18 (generic_pt): ``map_pages`` refuses; ``iommu_map`` unmaps what the
+    """After 6.12 (generic_pt): ``map_pages`` refuses; ``iommu_map`` unmaps what the
     call had mapped, so the pages before the overlap stay unmapped."""
     rig = generic_rig
     dom = rig.domain()

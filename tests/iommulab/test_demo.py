@@ -67,7 +67,7 @@ def test_demo_fails_when_no_copy_can_run(capsys: pytest.CaptureFixture[str]) -> 
 
 @pytest.mark.parametrize("machine", ["default", "smmuv3"])
 def test_demo_runs_on_the_generic_page_table(machine: str) -> None:
-    """``iommu.pt=generic`` (Linux 6.18's generic_pt under both vendors' DMA domains):
+    """``iommu.pt=generic`` (upstream's generic_pt under both vendors' DMA domains):
     the founding scenario copies every size correctly with no stale translation."""
     m = Machine(preset(machine))
     k = boot(m, "iommu.pt=generic")

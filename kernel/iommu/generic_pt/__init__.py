@@ -3,7 +3,7 @@
 ``iommu.pt=driver`` (default) keeps 6.12: every IOMMU driver builds its paging
 domains with its own page-table code. ``iommu.pt=generic`` makes the drivers that
 support it (intel_iommu first and second stage, arm_smmu_v3 stage 1) build them on
-this library instead - the design upstream merged for 6.18 ("iommu/vt-d: Use the
+this library instead - the design upstream merged after 6.12 ("iommu/vt-d: Use the
 generic iommu page table", "iommu/amd: Use the generic iommu page table").
 
 :mod:`.pt_common` (what a format supplies), :mod:`.iommu_pt` (the one algorithm),

@@ -2,8 +2,9 @@
 pt_iter.h): ``map_pages``, ``unmap_pages``, ``iova_to_phys`` and ``deinit`` over a
 radix table whose shape and entry encoding come from a :class:`PtFormat`.
 
-Newer than the 6.12 baseline: the library was merged for Linux 6.18 (AMD v1 and
-VT-d first/second stage converted in the same cycle); 6.12's drivers each carry
+Newer than the 6.12 baseline: the library was merged after 6.12 (in the 6.19 cycle,
+late 2025, as far as this was checked: from memory, not against a release tag),
+with AMD v1 and VT-d first/second stage converted to it; 6.12's drivers each carry
 their own page-table code, which stays the default here (``iommu.pt=driver``).
 ``iommu.pt=generic`` boots the intel_iommu and arm_smmu_v3 drivers on this code.
 
@@ -448,4 +449,3 @@ def pt_iommu_init(
     end_bits = vasz - 1 if table.sign_extend else vasz
     domain.geometry = IommuDomainGeometry(0, (1 << end_bits) - 1, True)
     return table
-

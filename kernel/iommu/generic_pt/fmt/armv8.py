@@ -2,7 +2,7 @@
 Virtual Memory System Architecture"), as SMMUv3 context descriptors use it.
 
 Upstream's generic_pt has no ARMv8 format yet (one was posted with the library's
-first series; SMMUv3 still uses io-pgtable-arm in 6.18): this is the project's, in
+first series; upstream SMMUv3 still uses io-pgtable-arm): this is the project's, in
 the same shape as the merged formats. Levels: generic level 0 = ARM level 3 (4 KiB
 pages, type 0b11), 1 = ARM level 2 (2 MiB blocks, 0b01), 2 = ARM level 1 (1 GiB
 blocks), 3 = ARM level 0 (tables only). Table descriptors are 0b11.
