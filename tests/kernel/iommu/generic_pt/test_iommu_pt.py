@@ -8,13 +8,21 @@ import pytest
 from kernel.boot import Kernel
 from kernel.errno import EADDRINUSE, EINVAL, ENOMEM, ENXIO, EOPNOTSUPP, ERANGE, KernelError
 from kernel.fault_inject import injector
+from kernel.iommu.generic_pt.iommu_pt import PtIommu
 from kernel.iommu.generic_pt.pt_common import (
     BIT,
+    PT_ENTRY_OA,
     PT_FEAT_FLUSH_RANGE,
     PT_FEAT_FLUSH_RANGE_NO_GAPS,
     PT_FEAT_SIGN_EXTEND,
 )
-from kernel.iommu.iommu import IOMMU_READ, IOMMU_WRITE, IommuIotlbGather
+from kernel.iommu.iommu import (
+    IOMMU_READ,
+    IOMMU_WRITE,
+    IommuDomain,
+    IommuIotlbGather,
+    iommu_pgsize,
+)
 from tests.kernel.conftest import take_warnings
 from tests.kernel.iommu.generic_pt.tables import FORMATS, SZ_1G, SZ_2M, SZ_4K, make_table
 
@@ -220,4 +228,60 @@ def test_no_gaps_flushes_what_was_gathered_before_a_disjoint_range(k: Kernel) ->
     t.unmap_pages(SZ_1G, SZ_4K, 1, gather)
     assert fl.log == [(0, SZ_4K - 1, 0)]
     assert (gather.start, gather.end) == (SZ_1G, SZ_1G + SZ_4K - 1)
+    t.deinit()
+
+
+def _iommu_map(t: PtIommu, dom: IommuDomain, va: int, pa: int, length: int) -> None:
+    """What ``iommu_map`` does with the table: page-size runs, one map_pages each."""
+    while length:
+        pgsize, count = iommu_pgsize(dom, va, pa, length)
+        assert t.map_pages(va, pa, pgsize, count, RW, 0) == pgsize * count
+        va, pa, length = va + pgsize * count, pa + pgsize * count, length - pgsize * count
+
+
+def _leaves(t: PtIommu, va: int, end: int) -> list[int]:
+    """The size of each leaf from ``va`` to ``end`` (the range must be mapped)."""
+    sizes = []
+    while va < end:
+        level, _, entry = t.walk(va)[-1]
+        assert t.fmt.entry_type(entry, level) == PT_ENTRY_OA
+        sizes.append(1 << (12 + 9 * level))
+        va += sizes[-1]
+    return sizes
+
+
+@fmts
+def test_a_mixed_range_gets_2m_1g_2m_leaves(k: Kernel, fmt: str) -> None:
+    """kunit ``test_mixed`` (an Amazon report, 2025-08-26): 14 x 2 MiB, 3 x 1 GiB, 3 x 2 MiB."""
+    t, dom, _ = make_table(fmt)
+    start, end = 0x3FE400 << 12, 0x4C0600 << 12
+    _iommu_map(t, dom, start, start, end - start)
+    assert _leaves(t, start, end) == [SZ_2M] * 14 + [SZ_1G] * 3 + [SZ_2M] * 3
+    assert t.iova_to_phys(end - 1) == end - 1 and t.iova_to_phys(start) == start
+    t.deinit()
+
+
+@fmts
+def test_a_small_range_at_an_odd_physical_address_maps_4k_pages(k: Kernel, fmt: str) -> None:
+    """kunit ``test_pgsize_boundary`` (an AMD report)."""
+    t, dom, _ = make_table(fmt)
+    va, pa, length = 0xFEF80000, 0x208B95D000 & ((1 << t.max_oasz_lg2) - 1), 0x20000
+    _iommu_map(t, dom, va, pa, length)
+    assert _leaves(t, va, va + length) == [SZ_4K] * 32
+    assert all(t.iova_to_phys(va + off) == pa + off for off in range(0, length, SZ_4K))
+    t.deinit()
+
+
+@fmts
+def test_unmapping_the_start_of_a_large_leaf_takes_it_whole_and_stops(k: Kernel, fmt: str) -> None:
+    """kunit ``test_unmap_split``."""
+    t, _, fl = make_table(fmt)
+    for small, big in ((SZ_4K, SZ_2M), (SZ_4K, SZ_1G), (SZ_2M, SZ_1G)):
+        t.map_pages(0, 0, big, 1, RW, 0)
+        t.map_pages(big, 0, big, 1, RW, 0)
+        gather = IommuIotlbGather()
+        assert t.unmap_pages(0, small, 1, gather) == big
+        assert t.iova_to_phys(big) == 0 and t.iova_to_phys(0) == 0
+        assert t.unmap_pages(big, big, 1, gather) == big
+        fl.sync(gather)
     t.deinit()
