@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from attrs import astuple
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,10 @@ from kernel.errno import EADDRINUSE, EEXIST, EFAULT, ENOMEM, ERANGE
 from kernel.fault_inject import injector
 from kernel.iommu.generic_pt import iommu_pt_generic
 from kernel.iommu.iommu import (
+    IOMMU_CACHE,
+    IOMMU_MMIO,
+    IOMMU_NOEXEC,
+    IOMMU_PRIV,
     IOMMU_READ,
     IOMMU_WRITE,
     IommuIotlbGather,
@@ -31,7 +36,7 @@ from kernel.iommu.iommu import (
     iommu_unmap,
     iommu_unmap_fast,
 )
-from kernel.mm import GFP_KERNEL
+from kernel.mm import GFP_KERNEL, PAGE_OFFSET
 from tests.drivers.intel_iommu.conftest import boot_vtd
 from tests.drivers.page_table_rigs import TARGETS, Rig, rig, rig_fixture
 
@@ -240,3 +245,70 @@ def test_iommu_pt_takes_driver_or_generic_only() -> None:
         assert not iommu_pt_generic()
     finally:
         k.shutdown()
+
+
+def _vtd_walk(rig: Rig, dom: object, iova: int) -> list[int]:
+    """The entries on ``iova``'s path from the domain's root, read from RAM as the
+    VT-d unit reads them (9 bits a level, address in bits 51:12)."""
+    pgd = dom.pgd - PAGE_OFFSET  # type: ignore[attr-defined]
+    levels = dom.agaw + 2  # type: ignore[attr-defined]
+    out = []
+    for level in range(levels, 0, -1):
+        entry = int.from_bytes(rig.ram(pgd + ((iova >> (3 + 9 * level)) & 0x1FF) * 8, 8), "little")
+        out.append(entry)
+        if level == 1 or entry & 0x80:
+            break
+        pgd = entry & ((1 << 52) - 1) & ~0xFFF
+    return out
+
+
+@pytest.mark.parametrize("target", ["vtd-first-stage", "vtd-second-stage"])
+@pytest.mark.parametrize("prot", [RW, IOMMU_READ, IOMMU_WRITE])
+def test_vtd_entries_are_bit_identical_in_both_generations(target: str, prot: int) -> None:
+    """The generic formats write what 6.12's driver writes: same flags in every table
+    entry, the same leaf for a 4 KiB page and for a 2 MiB page."""
+    seen = []
+    for generation in ("driver", "generic"):
+        gen = rig_fixture(generation, target)
+        rig = next(gen)
+        dom = rig.domain()
+        iommu_map(dom, BASE, PHYS, SZ_4K, prot, GFP_KERNEL)
+        iommu_map(dom, BASE + SZ_2M, PHYS, SZ_2M, prot, GFP_KERNEL)
+        small, big = _vtd_walk(rig, dom, BASE), _vtd_walk(rig, dom, BASE + SZ_2M)
+        seen.append(([e & 0xFFF for e in small[:-1]], small[-1], len(small), big[-1], len(big)))
+        iommu_unmap(dom, BASE, SZ_4K)
+        iommu_unmap(dom, BASE + SZ_2M, SZ_2M)
+        rig.release(dom)
+        with pytest.raises(StopIteration):
+            next(gen)
+    assert seen[0] == seen[1]
+    assert seen[0][1] & ~0xFFF == PHYS and seen[0][3] & 0x80
+
+
+@pytest.mark.parametrize(
+    "prot", [RW, IOMMU_READ, RW | IOMMU_CACHE, RW | IOMMU_MMIO | IOMMU_NOEXEC, RW | IOMMU_PRIV]
+)
+def test_smmuv3_descriptors_are_bit_identical_in_both_generations(prot: int) -> None:
+    """The generic armv8 format writes what io-pgtable-arm writes for stage 1."""
+    seen = []
+    for generation in ("driver", "generic"):
+        gen = rig_fixture(generation, "smmuv3-stage1")
+        rig = next(gen)
+        dom = rig.domain()
+        iommu_map(dom, BASE, PHYS, SZ_4K, prot, GFP_KERNEL)
+        iommu_map(dom, BASE + SZ_2M, PHYS, SZ_2M, prot, GFP_KERNEL)
+        ops = dom.pgtbl_ops  # type: ignore[attr-defined]
+        small, big = ops.walk(BASE), ops.walk(BASE + SZ_2M)
+        seen.append(
+            (
+                [(lvl, e & 0xFFF) for lvl, _, e in small[:-1]],
+                [(lvl, e) for lvl, _, e in small[-1:] + big[-1:]],
+                (astuple(ops.cfg.tcr), ops.cfg.mair),
+            )
+        )
+        iommu_unmap(dom, BASE, SZ_4K)
+        iommu_unmap(dom, BASE + SZ_2M, SZ_2M)
+        rig.release(dom)
+        with pytest.raises(StopIteration):
+            next(gen)
+    assert seen[0] == seen[1]
