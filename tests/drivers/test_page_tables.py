@@ -52,7 +52,7 @@ UNMAP = st.tuples(st.just("unmap"), st.integers(0, 30), st.just(0), st.just(0))
 
 
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=st.lists(st.one_of(MAP, UNMAP), min_size=1, max_size=10))
 def test_map_unmap_and_iova_to_phys_match_the_mappings_asked_for(
