@@ -30,7 +30,9 @@ from tests.drivers.intel_iommu.conftest import boot_vtd, pdev
 GENERATIONS = {"driver": "", "generic": "iommu.pt=generic"}
 """The kernel parameter each page-table generation boots with."""
 
-TARGETS = ("vtd-first-stage", "vtd-second-stage", "smmuv3-stage1")
+TARGETS = ("vtd-first-stage", "vtd-second-stage", "vtd-legacy", "smmuv3-stage1")
+"""VT-d scalable mode first stage (x86_64 format) and second stage (vtdss), VT-d legacy
+mode (vtdss under a context entry), SMMUv3 stage 1 (ARM LPAE)."""
 
 
 @define(eq=False)
@@ -83,7 +85,8 @@ def boot_rig(generation: str, target: str) -> Rig:
         m = k.machine
     else:
         config = {"flts": False} if target == "vtd-second-stage" else {}
-        k, m = boot_vtd(cmdline, config)
+        legacy = " intel_iommu=sm_off" if target == "vtd-legacy" else ""
+        k, m = boot_vtd(cmdline + legacy, config)
     assert isinstance(m, Machine)
     return Rig(k, m, generation, target)
 

@@ -262,7 +262,7 @@ def _vtd_walk(rig: Rig, dom: object, iova: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("target", ["vtd-first-stage", "vtd-second-stage"])
+@pytest.mark.parametrize("target", ["vtd-first-stage", "vtd-second-stage", "vtd-legacy"])
 @pytest.mark.parametrize("prot", [RW, IOMMU_READ, IOMMU_WRITE])
 def test_vtd_entries_are_bit_identical_in_both_generations(target: str, prot: int) -> None:
     """The generic formats write what 6.12's driver writes: same flags in every table
