@@ -48,6 +48,7 @@ ENOSPC = _errno("ENOSPC", 28, "No space left on device")
 ERANGE = _errno("ERANGE", 34, "Math result not representable")
 EOVERFLOW = _errno("EOVERFLOW", 75, "Value too large for defined data type")
 EOPNOTSUPP = _errno("EOPNOTSUPP", 95, "Operation not supported")
+EADDRINUSE = _errno("EADDRINUSE", 98, "Address already in use")
 ETIMEDOUT = _errno("ETIMEDOUT", 110, "Connection timed out")
 EINPROGRESS = _errno("EINPROGRESS", 115, "Operation now in progress")
 ENOTSUPP = _errno("ENOTSUPP", 524, "Operation is not supported (kernel-internal)")
@@ -71,6 +72,7 @@ BY_ERRNO: dict[int, type[KernelError]] = {
         ERANGE,
         EOVERFLOW,
         EOPNOTSUPP,
+        EADDRINUSE,
         ETIMEDOUT,
         EINPROGRESS,
         ENOTSUPP,

@@ -44,14 +44,12 @@ from drivers.arm_smmu_v3.entry_writer import (
     arm_smmu_make_abort_ste,
 )
 from drivers.arm_smmu_v3.io_pgtable_arm import (
-    ARM_64_LPAE_S1,
     SZ_1G,
     SZ_2M,
     SZ_4K,
     IoPgtableCfg,
-    alloc_io_pgtable_ops,
-    free_io_pgtable_ops,
 )
+from drivers.arm_smmu_v3.iommu_pt import arm_smmu_alloc_pgtbl, arm_smmu_free_pgtbl
 from drivers.arm_smmu_v3.structs import (
     ArmSmmuDevice,
     ArmSmmuMaster,
@@ -219,7 +217,7 @@ def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) ->
         tlb=smmu_domain,
         coherent_walk=bool(smmu.features & r.ARM_SMMU_FEAT_COHERENCY),
     )
-    ops = alloc_io_pgtable_ops(ARM_64_LPAE_S1, cfg, smmu_domain)
+    ops = arm_smmu_alloc_pgtbl(cfg, smmu_domain)  # iommu.pt selects io-pgtable or generic_pt
     if ops is None:
         raise ENOMEM("io-pgtable")
     smmu_domain.smmu = smmu
@@ -228,7 +226,7 @@ def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) ->
     try:
         smmu_domain.asid = ida_alloc_range(_OPS.asid_ida, 1, (1 << smmu.asid_bits) - 1)
     except KernelError:
-        free_io_pgtable_ops(ops)
+        arm_smmu_free_pgtbl(ops)
         smmu_domain.smmu = None
         raise
     smmu_domain.pgtbl_ops = ops

@@ -45,7 +45,7 @@ from drivers.arm_smmu_v3.entry_writer import (
     arm_smmu_ssids_in_use,
     arm_smmu_write_cd_entry,
 )
-from drivers.arm_smmu_v3.io_pgtable_arm import ArmLpaeIoPgtable, free_io_pgtable_ops
+from drivers.arm_smmu_v3.iommu_pt import ArmSmmuPgtbl, arm_smmu_free_pgtbl
 from drivers.arm_smmu_v3.structs import ArmSmmuDevice, ArmSmmuMaster, dev_iommu_priv_get
 from kernel.bitfield import FIELD_PREP
 from kernel.bug import WARN_ON
@@ -125,7 +125,7 @@ class ArmSmmuDomain(IommuDomain):
 
     smmu: ArmSmmuDevice | None = None
     asid: int = 0
-    pgtbl_ops: ArmLpaeIoPgtable | None = None
+    pgtbl_ops: ArmSmmuPgtbl | None = None
     devices: list[ArmSmmuMasterDomain] = field(factory=list)
     kmem: int = 0
 
@@ -353,7 +353,7 @@ class ArmSmmuDomainOps:
         then the ASID."""
         smmu_domain = _to_smmu_domain(domain)
         assert smmu_domain is not None
-        free_io_pgtable_ops(smmu_domain.pgtbl_ops)
+        arm_smmu_free_pgtbl(smmu_domain.pgtbl_ops)
         smmu_domain.pgtbl_ops = None
         if smmu_domain.asid:
             ida_free(self.smmu_ops.asid_ida, smmu_domain.asid)
@@ -362,7 +362,7 @@ class ArmSmmuDomainOps:
         smmu_domain.kmem = 0
 
 
-def _pgtbl(domain: IommuDomain) -> ArmLpaeIoPgtable:
+def _pgtbl(domain: IommuDomain) -> ArmSmmuPgtbl:
     smmu_domain = _to_smmu_domain(domain)
     assert smmu_domain is not None and smmu_domain.pgtbl_ops is not None
     return smmu_domain.pgtbl_ops

@@ -268,16 +268,17 @@ class ArmLpaeIoPgtable:
         self, iova: int, paddr: int, prot_pte: int, lvl: int, num: int, ptep: int, table: int
     ) -> tuple[int, KernelError | None]:
         """``arm_lpae_init_pte``: ``num`` leaves; a table in the way is unmapped first
-        (a block replacing tables), an existing leaf is EEXIST."""
+        (a block replacing tables), an existing leaf is EEXIST. The checks run before
+        any leaf is written, so a refusal maps none of the ``num``."""
         sz = ARM_LPAE_BLOCK_SIZE(lvl)
         for i in range(num):
             old = read64(ptep + 8 * i)
             if old and iopte_leaf(old, lvl):
                 WARN(True, f"io-pgtable-arm: iova {iova + i * sz:#x} already mapped")
-                return i, EEXIST(f"iova {iova + i * sz:#x} already mapped")
+                return 0, EEXIST(f"iova {iova + i * sz:#x} already mapped")
             if old and self._unmap(None, iova + i * sz, sz, 1, lvl, table) != sz:
                 WARN(True, "io-pgtable-arm: could not replace a table by a block")
-                return i, EINVAL("table replacement failed")
+                return 0, EINVAL("table replacement failed")
         kind = ARM_LPAE_PTE_TYPE_PAGE if lvl == ARM_LPAE_MAX_LEVELS - 1 else ARM_LPAE_PTE_TYPE_BLOCK
         for i in range(num):
             if should_fail("iommu_pgtable"):

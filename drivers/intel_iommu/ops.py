@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.intel_iommu import iommu as vtd
+from drivers.intel_iommu import iommu_pt
 from drivers.intel_iommu.domain import dev_info_of
 from drivers.intel_iommu.svm import intel_svm_domain_alloc
 from kernel.device import Device
+from kernel.iommu.generic_pt import iommu_pt_generic
 from kernel.iommu.iommu import pci_device_group
 from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_BLOCKED,
@@ -55,6 +57,19 @@ class IntelDomainOps:
 
     def free(self, domain: IommuDomain) -> None:
         vtd.intel_iommu_domain_free(domain)
+
+
+class IntelPtDomainOps(IntelDomainOps):
+    """The paging-domain ops under ``iommu.pt=generic`` (upstream's post-conversion
+    ``intel_fs_paging_domain_ops``/``intel_ss_paging_domain_ops``): map, unmap,
+    iova_to_phys and free are the generic page table's, the rest is 6.12's."""
+
+    map_pages = staticmethod(iommu_pt.intel_pt_map_pages)
+    unmap_pages = staticmethod(iommu_pt.intel_pt_unmap_pages)
+    iova_to_phys = staticmethod(iommu_pt.intel_pt_iova_to_phys)
+
+    def free(self, domain: IommuDomain) -> None:
+        iommu_pt.intel_pt_domain_free(domain)
 
 
 class IdentityDomainOps:
@@ -102,6 +117,7 @@ class IntelIommuOps:
             type=IOMMU_DOMAIN_BLOCKED, ops=BlockingDomainOps(), owner=self, name="blocked"
         )
         self.default_domain_ops = IntelDomainOps()
+        self.pt_domain_ops = IntelPtDomainOps()
 
     def probe_device(self, dev: Device) -> IommuDevice:
         return vtd.intel_iommu_probe_device(dev)
@@ -118,7 +134,12 @@ class IntelIommuOps:
     def domain_alloc_paging(self, dev: Device) -> IommuDomain:
         """``intel_iommu_domain_alloc_paging_flags`` with no flags."""
         iommu = dev_info_of(dev).iommu
-        domain = vtd.paging_domain_alloc(dev, vtd.first_level_by_default(iommu))
+        first_stage = vtd.first_level_by_default(iommu)
+        if iommu_pt_generic():  # iommu.pt=generic: the table is generic_pt's
+            domain = iommu_pt.intel_pt_domain_alloc(dev, first_stage)
+            domain.ops = self.pt_domain_ops
+            return domain
+        domain = vtd.paging_domain_alloc(dev, first_stage)
         domain.ops = self.default_domain_ops
         return domain
 

@@ -20,6 +20,7 @@ from attrs import define, field
 from drivers.intel_iommu.iommu_regs import QI_LENGTH
 from kernel.idr import IDA
 from kernel.io import IoMem
+from kernel.iommu.generic_pt.iommu_pt import PtIommu
 from kernel.iommu.iommu_h import IommuDevice, IommuDomain
 from kernel.pci import PciDev
 from kernel.printk import RateLimit
@@ -210,6 +211,9 @@ class DmarDomain(IommuDomain):
     """Table pages an unmap with a deferred flush (flush queue) emptied."""
     seed_v3: bool = False
     kmem: int = 0
+    pt: PtIommu | None = None
+    """The generic page table (``fspt``/``sspt``) under ``iommu.pt=generic``; None for
+    6.12's own tables."""
 
 
 def domain_id_iommu(domain: DmarDomain, iommu: IntelIommu) -> int:

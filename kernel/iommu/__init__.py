@@ -1,7 +1,8 @@
 """The IOMMU subsystem: types and vendor protocols (iommu_h.py, include/linux/iommu.h),
 core (iommu.py, iommu.c), unit registration and binding (iommu_device.py), device
 fault reporting (io_pgfault.py), PASID attach (pasid.py), SVA (iommu_sva.py), IOVA
-allocator (iova.py) and dma-iommu (dma_iommu.py).
+allocator (iova.py), dma-iommu (dma_iommu.py) and the generic page table
+(generic_pt/, selected with ``iommu.pt=generic``).
 
 Importing the package registers the core's initcalls (``iommu_subsys_init`` at
 SUBSYS, ``iommu_bind_units`` at ROOTFS).
@@ -9,6 +10,7 @@ SUBSYS, ``iommu_bind_units`` at ROOTFS).
 
 from kernel.iommu import (
     dma_iommu,
+    generic_pt,
     io_pgfault,
     iommu,
     iommu_device,
@@ -20,6 +22,7 @@ from kernel.iommu import (
 
 __all__ = [
     "dma_iommu",
+    "generic_pt",
     "io_pgfault",
     "iommu",
     "iommu_device",

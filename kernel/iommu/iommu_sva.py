@@ -23,6 +23,12 @@ from attrs import define, field
 from kernel.bug import WARN_ON
 from kernel.device import Device, dev_name
 from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW, KernelError
+from kernel.iommu.generic_pt.fmt.x86_64 import (
+    X86_64_FMT_OA,
+    X86_64_FMT_P,
+    X86_64_FMT_RW,
+    X86_64_FMT_U,
+)
 from kernel.iommu.iommu import dev_iommu_ops, iommu_domain_free
 from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_SVA,
@@ -50,10 +56,12 @@ from kernel.mm import (
     kzalloc,
 )
 
-PTE_PRESENT = 1 << 0
-PTE_RW = 1 << 1
-PTE_USER = 1 << 2
-PTE_ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
+# A process's page tables are x86-64 paging structures: the bits are the x86_64
+# format's (kernel/iommu/generic_pt/fmt/x86_64.py, their one home).
+PTE_PRESENT = X86_64_FMT_P
+PTE_RW = X86_64_FMT_RW
+PTE_USER = X86_64_FMT_U
+PTE_ADDR_MASK = X86_64_FMT_OA
 TASK_SIZE = 1 << 47
 
 

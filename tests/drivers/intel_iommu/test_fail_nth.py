@@ -156,8 +156,17 @@ def _device_life(k: Kernel, nth: int) -> None:
         iommu_probe_device(dsa)
 
 
-def _device_points() -> int:
-    k = boot(Machine(vtd_spec()), "", builtins=("drivers.intel_iommu",), entry_points=False)
+PT_GENERATIONS = {"driver": "", "generic": "iommu.pt=generic"}
+"""6.12's own page tables (default) and the generic page table (iommu.pt=generic)."""
+
+
+def _boot_vtd(generation: str) -> Kernel:
+    cmdline = PT_GENERATIONS[generation]
+    return boot(Machine(vtd_spec()), cmdline, builtins=("drivers.intel_iommu",), entry_points=False)
+
+
+def _device_points(generation: str) -> int:
+    k = _boot_vtd(generation)
     inj = injector()
     _device_life(k, 0)
     calls = inj.calls
@@ -165,12 +174,12 @@ def _device_points() -> int:
     return calls
 
 
-DEVICE_POINTS = _device_points()
+DEVICE_POINTS = [(g, n) for g in PT_GENERATIONS for n in range(1, _device_points(g) + 1)]
 
 
-@pytest.mark.parametrize("nth", range(1, DEVICE_POINTS + 1))
-def test_device_life_unwinds_from_each_failed_allocation(nth: int) -> None:
-    k = boot(Machine(vtd_spec()), "", builtins=("drivers.intel_iommu",), entry_points=False)
+@pytest.mark.parametrize(("generation", "nth"), DEVICE_POINTS)
+def test_device_life_unwinds_from_each_failed_allocation(generation: str, nth: int) -> None:
+    k = _boot_vtd(generation)
     _device_life(k, nth)
     assert injector().injected_at is not None
     assert not iommu_state().global_pasid_ida.ids
