@@ -77,6 +77,7 @@ from attrs import define, field
 
 from hw.bus import IommuUnitInfo
 from kernel.bug import WARN, WARN_ON
+from kernel.context import current
 from kernel.device import (
     BUS_NOTIFY_ADD_DEVICE,
     BUS_NOTIFY_BIND_DRIVER,
@@ -465,9 +466,8 @@ _fallback = IommuState()
 
 
 def iommu_state() -> IommuState:
-    from kernel.boot import _current
-
-    st = _current.subsys.get("iommu") if _current is not None else None
+    """The current kernel's IOMMU core state (``_fallback`` before ``iommu_init``)."""
+    st = current.kernel.subsys.get("iommu")
     return st if isinstance(st, IommuState) else _fallback
 
 
