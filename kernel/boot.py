@@ -101,6 +101,7 @@ class Kernel:
                 ic.teardown(self)
         self.ran_initcalls.clear()
         self.tracer.on_patterns = None
+        self.tracer.retire()
         self.machine.set_hw_trace_sink(None)
         self.up = False
         _running.pop(id(self.machine), None)

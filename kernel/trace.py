@@ -96,10 +96,15 @@ class Tracer:
         self.enabled_patterns = set(patterns)
         self.wanted.clear()
         _TRACERS.add(self)
-        for tp in _REGISTRY.values():
-            tp.enabled = any(t.wants(tp.name) for t in _TRACERS)
+        _update_keys()
         if self.on_patterns is not None:
             self.on_patterns(bool(self.enabled_patterns))
+
+    def retire(self) -> None:
+        """The kernel is down: this tracer no longer holds any tracepoint key on
+        (its ring stays readable)."""
+        _TRACERS.discard(self)
+        _update_keys()
 
     def wants(self, name: str) -> bool:
         """Whether this tracer records the tracepoint ``name``."""
@@ -137,6 +142,13 @@ _REGISTRY: dict[str, Tracepoint] = {}
 """Every tracepoint defined (code, like the kernel's ``__tracepoints`` section)."""
 _TRACERS: weakref.WeakSet[Tracer] = weakref.WeakSet()
 """The tracers that ever enabled patterns and are still alive: they decide the keys."""
+
+
+def _update_keys() -> None:
+    """Each tracepoint's static key: on while some live tracer records it."""
+    tracers = list(_TRACERS)
+    for tp in _REGISTRY.values():
+        tp.enabled = any(t.wants(tp.name) for t in tracers)
 
 
 def tracer() -> Tracer:

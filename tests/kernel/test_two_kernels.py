@@ -50,6 +50,7 @@ from kernel.irq import irq_controller
 from kernel.mm import alloc_pages_exact, free_pages_exact, memory_write, virt_to_phys
 from kernel.pci import pci_get_devices
 from kernel.printk import pr_info
+from kernel.trace import capture
 
 SIZE = 64 << 10
 SHARED_WQ_CHAN = "dma1chan0"
@@ -414,3 +415,39 @@ def test_no_kernel_current_is_reported_by_name() -> None:
             current_kernel()
     finally:
         current.kernel = saved
+
+
+def test_trace_events_of_machine_a_land_in_kernel_a_while_b_is_current() -> None:
+    """Both kernels enable the same events; machine A's IOMMU model (hardware trace
+    sink) and A's idxd completion (tracepoint in the interrupt thread) record into
+    A's tracer, though B is current when A's clock runs the work."""
+    events = "trace_event=hw_vtd:iotlb_miss,idxd:complete"
+    vtd = _boot("default", events)
+    smmu = _boot("smmuv3", events)
+    try:
+        a = Run(vtd, seed=12)
+        for step in (step_request, step_buffers, step_map, step_submit):
+            step(a)
+        vtd.tracer.ring.clear()
+        smmu.tracer.ring.clear()
+        with smmu:
+            vtd.machine.clock.advance(10_000_000)
+        names = {e.name for e in vtd.tracer.ring}
+        assert names == {"hw_vtd:iotlb_miss", "idxd:complete"}
+        assert not smmu.tracer.ring
+        step_unmap_and_free(a)
+    finally:
+        smmu.shutdown()
+        vtd.shutdown()
+
+
+def test_a_tracepoint_enabled_in_one_kernel_records_nothing_in_the_other(
+    pair: tuple[Kernel, Kernel],
+) -> None:
+    vtd, smmu = pair
+    with vtd, capture("idxd:submit") as got:
+        with smmu:
+            run_interleaved(Run(smmu, seed=13))
+        assert got == [] and not smmu.tracer.ring
+        run_interleaved(Run(vtd, seed=14))
+    assert [e.name for e in got] == ["idxd:submit"]
