@@ -1,5 +1,9 @@
 """Bring a kernel up on a platform: ``boot(machine, cmdline=..., modules=...)``.
 
+The returned :class:`Kernel` is the explicit kernel context: it owns the dmesg ring,
+tracer, WARN record, allocators, IRQ table and every per-kernel slot
+(:mod:`kernel.context`); ``with kernel:`` makes it the one the C-named APIs act on.
+
 Order, as Linux's start_kernel and initcalls: command line, memory, interrupts,
 plugin (module) discovery, then init levels 1..8 — at each level the generic
 kernel's initcalls (PCI enumeration at SUBSYS, IOMMU unit binding at ROOTFS ...)
@@ -134,7 +138,10 @@ def boot(
 
     ``modules`` restricts which kernel modules are initialised (by module name;
     ``None`` = every discovered one). ``module_blacklist=a,b`` on the command line
-    blocks plugins and modules by name, as Linux's parameter does.
+    blocks plugins and modules by name, as Linux's parameter does. The new kernel is
+    left current. Any number of machines may each run a kernel in one process; a
+    second kernel on a machine whose kernel is up is refused. The machine's MSIs are
+    delivered to this kernel whichever kernel is current when they fire.
     """
     running = _running.get(id(machine))
     if running is not None and running.up and running.machine is machine:
