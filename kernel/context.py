@@ -124,7 +124,3 @@ class KernelSlot(Generic[T]):
     def peek(self) -> T | None:
         """The current kernel's instance, or None when it has none (nothing created)."""
         return cast("T | None", current.kernel.subsys.get(self.key))
-
-    def set(self, value: T) -> None:
-        """Install ``value`` as the current kernel's instance (a subsystem's initcall)."""
-        current.kernel.subsys[self.key] = value
