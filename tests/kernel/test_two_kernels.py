@@ -26,7 +26,7 @@ from iommulab import checks
 from iommulab.cli import CORE_PLUGINS
 from iommulab.presets import preset
 from kernel.boot import Kernel, boot
-from kernel.context import current, current_kernel, has_kernel, kernel_callback
+from kernel.context import KernelSlot, current, current_kernel, has_kernel, kernel_callback
 from kernel.delay import TimerList, jiffies, mod_timer, timer_setup
 from kernel.dma.direction import DMA_FROM_DEVICE, DMA_TO_DEVICE
 from kernel.dma.dmaengine import (
@@ -451,3 +451,17 @@ def test_a_tracepoint_enabled_in_one_kernel_records_nothing_in_the_other(
         assert got == [] and not smmu.tracer.ring
         run_interleaved(Run(vtd, seed=14))
     assert [e.name for e in got] == ["idxd:submit"]
+
+
+def test_a_kernel_slot_holds_one_instance_per_kernel(pair: tuple[Kernel, Kernel]) -> None:
+    vtd, smmu = pair
+    slot: KernelSlot[list[str]] = KernelSlot(object(), list)
+    with vtd:
+        assert slot.peek() is None
+        slot.get().append("vtd")
+        assert slot.get() == ["vtd"]
+    with smmu:
+        assert slot.peek() is None
+        assert slot.get() == []
+    with vtd:
+        assert slot.peek() == ["vtd"]
