@@ -121,8 +121,10 @@ class Tracer:
             sink(ev)
 
     def hw_event(self, name: str, ts: int, fields: dict[str, object]) -> None:
-        """Platform hardware trace sink: records ``hw_*`` events that are enabled."""
-        if _matches(name, self.enabled_patterns):
+        """Platform hardware trace sink: records ``hw_*`` events that are enabled.
+        Bound to this tracer at boot, so a machine's events land in its own kernel's
+        ring whichever kernel is current."""
+        if self.wants(name):
             text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
             ev = TraceEvent(ts, name, dict(fields), text)
             self.ring.append(ev)
