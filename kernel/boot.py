@@ -1,5 +1,9 @@
 """Bring a kernel up on a platform: ``boot(machine, cmdline=..., modules=...)``.
 
+The returned :class:`Kernel` is the explicit kernel context: it owns the dmesg ring,
+tracer, WARN record, allocators, IRQ table and every per-kernel slot
+(:mod:`kernel.context`); ``with kernel:`` makes it the one the C-named APIs act on.
+
 Order, as Linux's start_kernel and initcalls: command line, memory, interrupts,
 plugin (module) discovery, then init levels 1..8 — at each level the generic
 kernel's initcalls (PCI enumeration at SUBSYS, IOMMU unit binding at ROOTFS ...)
@@ -12,13 +16,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from attrs import define, field
 
 from hw.bus import Platform
-from kernel import bug, io, irq, mm, platform, printk, trace
+from kernel import bug, irq, mm, printk, trace
+from kernel.context import current, current_kernel, kernel_callback
 from kernel.errno import KernelError
 from kernel.init import initcalls
 from kernel.mm import TaskStack
@@ -32,7 +38,10 @@ UTS_RELEASE = "6.6.0-iommulab"
 
 @define(eq=False)
 class Kernel:
-    """One booted kernel. Module-level kernel APIs act on the current one."""
+    """One booted kernel: the context object owning everything the kernel's globals
+    would hold in C. Module-level kernel APIs act on the current one
+    (:data:`kernel.context.current`); ``with kernel:`` enters it for a block and
+    restores the previous one, :meth:`activate` makes it current for good."""
 
     machine: Platform
     cmdline: CommandLine
@@ -47,12 +56,15 @@ class Kernel:
     loaded: list[KernelModule] = field(factory=list)
     """Modules whose init succeeded, in init order."""
     failed_modules: dict[str, str] = field(factory=dict)
-    subsys: dict[str, Any] = field(factory=dict)
-    """Per-subsystem state (``iommu``, ``dma`` ...), set by their initcalls."""
+    subsys: dict[Hashable, Any] = field(factory=dict)
+    """Per-kernel slots (:class:`kernel.context.KernelSlot`): subsystem state
+    (``iommu``, ``dma_debug`` ...) and drivers' ``static`` state."""
     ran_initcalls: list[Any] = field(factory=list)
     stack: TaskStack | None = None
     """The init task's vmalloc'd stack (what ``current`` runs on)."""
     up: bool = False
+    _entered: list[Kernel] = field(factory=list)
+    """The kernels that were current when ``with self:`` blocks began (innermost last)."""
 
     def param(self, name: str) -> Any:
         return self.cmdline.get(name)
@@ -64,22 +76,26 @@ class Kernel:
         return list(self.warn.warnings)
 
     def activate(self) -> None:
-        """Make this kernel the current one (module-level APIs act on it)."""
-        platform.set_platform(self.machine)
-        printk.set_log_buffer(self.log)
-        trace.set_tracer(self.tracer)
-        bug.set_warn_state(self.warn)
-        mm.set_mm(self.mm)
-        irq.set_irq_controller(self.irq)
-        mm.set_task_stack(self.stack)
-        global _current
-        _current = self
+        """Make this kernel the current one (module-level APIs act on it): one store."""
+        current.kernel = self
+
+    def __enter__(self) -> Kernel:
+        self._entered.append(current.kernel)
+        current.kernel = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        current.kernel = self._entered.pop()
 
     def shutdown(self) -> None:
-        """Module exits and subsystem teardowns in reverse order."""
+        """Module exits and subsystem teardowns in reverse order, run under this
+        kernel; whichever kernel was current before stays current afterwards."""
         if not self.up:
             return
-        self.activate()
+        with self:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         for mod in reversed(self.loaded):
             if mod.exit is not None:
                 mod.exit()
@@ -89,18 +105,17 @@ class Kernel:
                 ic.teardown(self)
         self.ran_initcalls.clear()
         self.tracer.on_patterns = None
+        self.tracer.retire()
         self.machine.set_hw_trace_sink(None)
         self.up = False
+        _running.pop(id(self.machine), None)
         printk.pr_info("reboot: Power down")
 
 
-_current: Kernel | None = None
+_running: weakref.WeakValueDictionary[int, Kernel] = weakref.WeakValueDictionary()
+"""id(machine) -> the kernel up on it (one kernel per machine, any number of machines)."""
 
-
-def current_kernel() -> Kernel:
-    if _current is None:
-        raise RuntimeError("no kernel is booted (kernel.boot.boot() first)")
-    return _current
+__all__ = ["Kernel", "boot", "current_kernel"]
 
 
 def _register_core_params(cl: CommandLine) -> None:
@@ -123,9 +138,13 @@ def boot(
 
     ``modules`` restricts which kernel modules are initialised (by module name;
     ``None`` = every discovered one). ``module_blacklist=a,b`` on the command line
-    blocks plugins and modules by name, as Linux's parameter does.
+    blocks plugins and modules by name, as Linux's parameter does. The new kernel is
+    left current. Any number of machines may each run a kernel in one process; a
+    second kernel on a machine whose kernel is up is refused. The machine's MSIs are
+    delivered to this kernel whichever kernel is current when they fire.
     """
-    if _current is not None and _current.up and _current.machine is machine:
+    running = _running.get(id(machine))
+    if running is not None and running.up and running.machine is machine:
         raise KernelError("a kernel is already running on this machine")
     for pkg in SUBSYSTEM_PACKAGES:
         importlib.import_module(pkg)
@@ -148,14 +167,13 @@ def boot(
         plugins=make_plugin_manager(blocked, builtins, entry_points, extra_plugins),
     )
     k.activate()
-    io.reset_mappings()
-    machine.set_msi_sink(irq.deliver_msi)
+    _running[id(machine)] = k
+    machine.set_msi_sink(kernel_callback(irq.deliver_msi))
     tracer.on_patterns = lambda on: machine.set_hw_trace_sink(tracer.hw_event if on else None)
-    tracer.on_patterns(bool(tracer.enabled_patterns))
+    tracer.set_patterns(tracer.enabled_patterns)
     stack = memmgr.vmalloc(mm.THREAD_SIZE, 0, "init_task stack")
     assert stack is not None, "no memory for the init task's stack"
     k.stack = mm.TaskStack(stack, stack + mm.THREAD_SIZE)
-    mm.set_task_stack(k.stack)
 
     printk.pr_notice(f"Linux version {UTS_RELEASE} (iommulab) #1 SMP")
     printk.pr_notice(f"Command line: {cmdline}")

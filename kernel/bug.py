@@ -13,6 +13,7 @@ import traceback
 
 from attrs import define, field, frozen
 
+from kernel.context import current
 from kernel.printk import KERN_WARNING, printk
 
 
@@ -29,16 +30,9 @@ class WarnState:
     once: set[str] = field(factory=set)
 
 
-_state = WarnState()
-
-
 def warn_state() -> WarnState:
-    return _state
-
-
-def set_warn_state(state: WarnState) -> None:
-    global _state
-    _state = state
+    """The current kernel's WARN record."""
+    return current.kernel.warn
 
 
 def _site(depth: int) -> tuple[str, str]:
@@ -52,7 +46,7 @@ def _site(depth: int) -> tuple[str, str]:
 
 def _warn(message: str, depth: int) -> None:
     site, stack = _site(depth + 1)
-    _state.warnings.append(KernelWarning(message, site, stack))
+    current.kernel.warn.warnings.append(KernelWarning(message, site, stack))
     printk(KERN_WARNING, f"WARNING: CPU: 0 PID: 1 at {site}")
     if message:
         printk(KERN_WARNING, message)
@@ -74,11 +68,12 @@ def WARN_ON(condition: object, message: str = "") -> bool:
 def WARN_ON_ONCE(condition: object, message: str = "") -> bool:
     if condition:
         site, _ = _site(2)
-        if site not in _state.once:
-            _state.once.add(site)
+        once = current.kernel.warn.once
+        if site not in once:
+            once.add(site)
             _warn(message, 2)
     return bool(condition)
 
 
 def warnings() -> list[KernelWarning]:
-    return list(_state.warnings)
+    return list(current.kernel.warn.warnings)

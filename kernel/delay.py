@@ -5,6 +5,8 @@ completion.h, timer.h).
 Every wait advances the machine's clock, which runs device events that fall due,
 so a driver polling a status register sees the hardware finish, and a wait with
 no event to end it times out in virtual time. HZ is 1000: one jiffy is 1 ms.
+A timer's function runs in the kernel that armed it, even when the machine's clock
+is advanced while another kernel is current.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from attrs import define, field
 
 from hw.bus import TimerHandle
+from kernel.context import kernel_callback
 from kernel.errno import ETIMEDOUT
 from kernel.platform import platform
 
@@ -172,11 +175,13 @@ def timer_pending(t: TimerList) -> bool:
 
 
 def mod_timer(t: TimerList, expires: int) -> bool:
-    """(Re)arm at ``expires`` jiffies; returns whether it was pending."""
+    """(Re)arm at ``expires`` jiffies, to fire in the current kernel; returns whether
+    it was pending."""
     was = del_timer(t)
     clock = platform().clock
     delay = max(0, expires * NSEC_PER_MSEC - clock.now)
 
+    @kernel_callback
     def fire() -> None:
         t.handle = None
         t.function(t)

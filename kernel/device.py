@@ -6,6 +6,11 @@ and bus notifiers.
 raises a :class:`KernelError` leaves the device unbound, releases its devres, and
 prints ``<driver> <dev>: probe with driver <drv> failed with error -N`` as
 ``call_driver_probe`` does. Notifiers see BUS_NOTIFY_* events in Linux's order.
+
+A :class:`BusType` is static description (name, match, probe, remove), as the C
+``const struct bus_type`` is since 6.4; its device list, driver list and notifier
+chain live in the current kernel's :class:`SubsysPrivate` (``bus_to_subsys``), so
+each booted kernel has its own buses' contents.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from attrs import define, field
 
+from kernel.context import KernelSlot
 from kernel.errno import EBUSY, EINVAL, KernelError
 from kernel.printk import KERN_WARNING, dev_printk, pr_err
 
@@ -94,20 +100,48 @@ class DeviceDriver:
 
 
 @define(eq=False)
+class SubsysPrivate:
+    """``struct subsys_private``: one kernel's view of a bus (``klist_devices``,
+    ``klist_drivers``, the ``bus_notifier`` chain)."""
+
+    devices: list[Device] = field(factory=list)
+    drivers: list[DeviceDriver] = field(factory=list)
+    notifiers: list[Notifier] = field(factory=list)
+
+
+@define(eq=False)
 class BusType:
-    """``struct bus_type`` with its device and driver lists and notifier chain."""
+    """``struct bus_type``; its lists are the current kernel's (:class:`SubsysPrivate`)."""
 
     name: str
     match: Callable[[Device, DeviceDriver], bool] = lambda d, drv: False
     probe: Callable[[Device], None] | None = None
     """Bus-level probe wrapper (``pci_device_probe``); defaults to ``drv.probe``."""
     remove: Callable[[Device], None] | None = None
-    devices: list[Device] = field(factory=list)
-    drivers: list[DeviceDriver] = field(factory=list)
-    notifiers: list[Notifier] = field(factory=list)
+    _private: KernelSlot[SubsysPrivate] = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._private = KernelSlot(self, SubsysPrivate)
+
+    @property
+    def p(self) -> SubsysPrivate:
+        """``bus_to_subsys(bus)`` in the current kernel."""
+        return self._private.get()
+
+    @property
+    def devices(self) -> list[Device]:
+        return self._private.get().devices
+
+    @property
+    def drivers(self) -> list[DeviceDriver]:
+        return self._private.get().drivers
+
+    @property
+    def notifiers(self) -> list[Notifier]:
+        return self._private.get().notifiers
 
     def notify(self, event: int, dev: Device) -> None:
-        for nb in list(self.notifiers):
+        for nb in list(self._private.get().notifiers):
             nb(event, dev)
 
 

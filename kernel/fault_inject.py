@@ -7,6 +7,10 @@ as writing ``n`` to ``/proc/self/task/<tid>/fail-nth`` does. Armed with 0 it onl
 counts. Sites can be filtered. :func:`sweep` runs a scenario with n = 1, 2, ...
 until a run completes without reaching the armed point, returning every injected
 outcome: this is how iommufd's ``fail_nth`` selftest walks every error path.
+
+The injector is the only kernel-side state that is not per kernel: ``fail-nth`` is
+armed per task, and the task here is the test driving the sweep, which boots a
+fresh kernel for every point; its count runs across whichever kernels it enters.
 """
 
 from __future__ import annotations

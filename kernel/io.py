@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
+from kernel.context import KernelSlot
 from kernel.errno import EAGAIN, EINVAL
 from kernel.platform import platform
 
@@ -58,27 +59,25 @@ class IoMem:
         return self.readl(off) | (self.readl(off + 4) << 32)
 
 
-_mappings: dict[int, IoMem] = {}
+_MAPPINGS: KernelSlot[dict[int, IoMem]] = KernelSlot("ioremap", dict)
+"""The current kernel's live ``ioremap`` regions by physical base (vmap_area list)."""
 
 
 def ioremap(phys: int, size: int) -> IoMem:
     if size <= 0 or phys < 0:
         raise EINVAL(f"ioremap({phys:#x}, {size:#x})")
     m = IoMem(phys, size)
-    _mappings[phys] = m
+    _MAPPINGS.get()[phys] = m
     return m
 
 
 def iounmap(addr: IoMem) -> None:
-    _mappings.pop(addr.phys, None)
+    _MAPPINGS.get().pop(addr.phys, None)
 
 
 def live_mappings() -> list[IoMem]:
-    return list(_mappings.values())
-
-
-def reset_mappings() -> None:
-    _mappings.clear()
+    """The current kernel's live ``ioremap`` regions."""
+    return list(_MAPPINGS.get().values())
 
 
 def readb(addr: IoMem) -> int:

@@ -3,9 +3,11 @@
 
 MSI messages use the x86 layout: address ``0xFEE00000 | dest_apic << 12``, data
 = vector. The platform delivers every device MSI write to :func:`deliver_msi`,
-which runs the handler registered for that vector synchronously (interrupt
-context is the device event that raised it). A handler returning
-``IRQ_WAKE_THREAD`` has its thread function run right after, deterministically.
+bound at boot to the kernel that owns the machine (so it lands there whichever
+kernel is current), which runs the handler registered for that vector
+synchronously (interrupt context is the device event that raised it). A handler
+returning ``IRQ_WAKE_THREAD`` has its thread function run right after,
+deterministically.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from attrs import define, field
 
 from kernel.bug import WARN
+from kernel.context import current
 from kernel.errno import EBUSY, EINVAL, ENOSPC
 from kernel.printk import pr_err
 
@@ -79,8 +82,6 @@ class IrqController:
         if desc is None:
             raise EINVAL(f"irq {irq} not allocated")
         if desc.actions:
-            from kernel.bug import WARN
-
             WARN(True, f"irq {irq} freed with {len(desc.actions)} handler(s) still installed")
         del self.by_vector[desc.vector]
 
@@ -105,38 +106,31 @@ class IrqController:
             desc.unhandled += 1
 
 
-_ctl = IrqController()
-
-
-def set_irq_controller(ctl: IrqController) -> None:
-    global _ctl
-    _ctl = ctl
-
-
 def irq_controller() -> IrqController:
-    return _ctl
+    """The current kernel's interrupt table."""
+    return current.kernel.irq
 
 
 def deliver_msi(address: int, data: int) -> None:
-    _ctl.deliver(address, data)
+    current.kernel.irq.deliver(address, data)
 
 
 def irq_alloc(owner: str) -> IrqDesc:
-    return _ctl.alloc(owner)
+    return current.kernel.irq.alloc(owner)
 
 
 def irq_free(irq: int) -> None:
-    _ctl.free(irq)
+    current.kernel.irq.free(irq)
 
 
 def irq_to_desc(irq: int) -> IrqDesc | None:
-    return _ctl.descs.get(irq)
+    return current.kernel.irq.descs.get(irq)
 
 
 def request_threaded_irq(
     irq: int, handler: Handler | None, thread_fn: Handler | None, flags: int, name: str, dev_id: Any
 ) -> None:
-    desc = _ctl.descs.get(irq)
+    desc = current.kernel.irq.descs.get(irq)
     if desc is None:
         raise EINVAL(f"request_irq: irq {irq} does not exist")
     if handler is None and thread_fn is None:
@@ -153,7 +147,7 @@ def request_irq(irq: int, handler: Handler, flags: int, name: str, dev_id: Any) 
 
 
 def free_irq(irq: int, dev_id: Any) -> None:
-    desc = _ctl.descs.get(irq)
+    desc = current.kernel.irq.descs.get(irq)
     action = None if desc is None else next((a for a in desc.actions if a.dev_id is dev_id), None)
     if desc is None or action is None:
         WARN(True, f"Trying to free already-free IRQ {irq}")
@@ -162,4 +156,4 @@ def free_irq(irq: int, dev_id: Any) -> None:
 
 
 def in_interrupt() -> bool:
-    return _ctl.in_irq > 0
+    return current.kernel.irq.in_irq > 0

@@ -23,6 +23,7 @@ from attrs import define, field, frozen
 from sortedcontainers import SortedDict
 
 from hw.bus import PhysMemory
+from kernel.context import current
 from kernel.errno import EFAULT, EINVAL
 from kernel.fault_inject import should_fail
 
@@ -286,97 +287,89 @@ class MemoryManager:
 
 # --------------------------------------------------------------------------- C-named API
 
-_mm: MemoryManager | None = None
-
-
-def set_mm(mm: MemoryManager | None) -> None:
-    global _mm
-    _mm = mm
-
 
 def current_mm() -> MemoryManager:
-    if _mm is None:
-        raise RuntimeError("no kernel is booted (kernel.boot.boot() first)")
-    return _mm
+    """The current kernel's page allocator and slab (``RuntimeError`` when none is booted)."""
+    return current.kernel.mm
 
 
 def alloc_pages(gfp: int, order: int) -> Page | None:
     if not 0 <= order <= MAX_PAGE_ORDER:
         return None
-    return current_mm().alloc_pages_n(1 << order, 1 << order, gfp, _caller(2))
+    return current.kernel.mm.alloc_pages_n(1 << order, 1 << order, gfp, _caller(2))
 
 
 def __free_pages(page: Page, order: int) -> None:
-    current_mm().free_pages_n(page, 1 << order)
+    current.kernel.mm.free_pages_n(page, 1 << order)
 
 
 def __get_free_pages(gfp: int, order: int) -> int | None:
     if not 0 <= order <= MAX_PAGE_ORDER:
         return None
-    page = current_mm().alloc_pages_n(1 << order, 1 << order, gfp, _caller(2))
+    page = current.kernel.mm.alloc_pages_n(1 << order, 1 << order, gfp, _caller(2))
     return None if page is None else PAGE_OFFSET + page.phys
 
 
 def get_zeroed_page(gfp: int) -> int | None:
-    page = current_mm().alloc_pages_n(1, 1, gfp | __GFP_ZERO, _caller(2))
+    page = current.kernel.mm.alloc_pages_n(1, 1, gfp | __GFP_ZERO, _caller(2))
     return None if page is None else PAGE_OFFSET + page.phys
 
 
 def free_pages(addr: int, order: int) -> None:
-    current_mm().free_pages_n(virt_to_page(addr), 1 << order)
+    current.kernel.mm.free_pages_n(virt_to_page(addr), 1 << order)
 
 
 def free_page(addr: int) -> None:
-    current_mm().free_pages_n(virt_to_page(addr), 1)
+    current.kernel.mm.free_pages_n(virt_to_page(addr), 1)
 
 
 def alloc_pages_exact(size: int, gfp: int) -> int | None:
     """Physically contiguous, page-aligned ``size`` bytes (beyond MAX_PAGE_ORDER too)."""
     npages = PAGE_ALIGN(size) >> PAGE_SHIFT
-    page = current_mm().alloc_pages_n(npages, 1, gfp, _caller(2))
+    page = current.kernel.mm.alloc_pages_n(npages, 1, gfp, _caller(2))
     return None if page is None else PAGE_OFFSET + page.phys
 
 
 def free_pages_exact(addr: int, size: int) -> None:
-    current_mm().free_pages_n(virt_to_page(addr), PAGE_ALIGN(size) >> PAGE_SHIFT)
+    current.kernel.mm.free_pages_n(virt_to_page(addr), PAGE_ALIGN(size) >> PAGE_SHIFT)
 
 
 def kmalloc(size: int, gfp: int = GFP_KERNEL) -> int | None:
-    return current_mm().kmalloc(size, gfp, _caller(2))
+    return current.kernel.mm.kmalloc(size, gfp, _caller(2))
 
 
 def kzalloc(size: int, gfp: int = GFP_KERNEL) -> int | None:
-    return current_mm().kmalloc(size, gfp | __GFP_ZERO, _caller(2))
+    return current.kernel.mm.kmalloc(size, gfp | __GFP_ZERO, _caller(2))
 
 
 def kcalloc(n: int, size: int, gfp: int = GFP_KERNEL) -> int | None:
     if n < 0 or size < 0:
         return None
-    return current_mm().kmalloc(n * size, gfp | __GFP_ZERO, _caller(2))
+    return current.kernel.mm.kmalloc(n * size, gfp | __GFP_ZERO, _caller(2))
 
 
 def kfree(vaddr: int | None) -> None:
     """``kfree(NULL)`` is a no-op, as in C."""
     if vaddr:
-        current_mm().kfree(vaddr)
+        current.kernel.mm.kfree(vaddr)
 
 
 def ksize(vaddr: int) -> int:
-    _, cls, _ = current_mm().objects[vaddr]
+    _, cls, _ = current.kernel.mm.objects[vaddr]
     return cls if cls > 0 else (-cls) << PAGE_SHIFT
 
 
 def vmalloc(size: int) -> int | None:
-    return current_mm().vmalloc(size, GFP_KERNEL, _caller(2))
+    return current.kernel.mm.vmalloc(size, GFP_KERNEL, _caller(2))
 
 
 def vzalloc(size: int) -> int | None:
-    return current_mm().vmalloc(size, GFP_KERNEL | __GFP_ZERO, _caller(2))
+    return current.kernel.mm.vmalloc(size, GFP_KERNEL | __GFP_ZERO, _caller(2))
 
 
 def vfree(addr: int | None) -> None:
     if addr:
-        current_mm().vfree(addr)
+        current.kernel.mm.vfree(addr)
 
 
 def is_vmalloc_addr(addr: int) -> bool:
@@ -385,11 +378,11 @@ def is_vmalloc_addr(addr: int) -> bool:
 
 def virt_addr_valid(addr: int) -> bool:
     """True for direct-map addresses backed by RAM (not vmalloc, not stack)."""
-    return 0 <= addr - PAGE_OFFSET < current_mm().mem.size
+    return 0 <= addr - PAGE_OFFSET < current.kernel.mm.mem.size
 
 
 def virt_to_phys(vaddr: int) -> int:
-    return current_mm().virt_to_phys(vaddr)
+    return current.kernel.mm.virt_to_phys(vaddr)
 
 
 def phys_to_virt(paddr: int) -> int:
@@ -397,7 +390,7 @@ def phys_to_virt(paddr: int) -> int:
 
 
 def virt_to_page(vaddr: int) -> Page:
-    return Page(current_mm().virt_to_phys(vaddr) >> PAGE_SHIFT)
+    return Page(current.kernel.mm.virt_to_phys(vaddr) >> PAGE_SHIFT)
 
 
 def page_to_phys(page: Page) -> int:
@@ -413,43 +406,43 @@ def offset_in_page(addr: int) -> int:
 
 
 def memset(vaddr: int, byte: int, size: int) -> None:
-    mm = current_mm()
+    mm = current.kernel.mm
     for pa, n in mm.chunks(vaddr, size):
         mm.mem.fill(pa, n, byte)
 
 
 def memcpy(dst: int, src: int, size: int) -> None:
-    mm = current_mm()
+    mm = current.kernel.mm
     mm.write(dst, mm.read(src, size))
 
 
 def memory_read(vaddr: int, size: int) -> bytes:
     """Read kernel memory (what dereferencing a pointer does in C)."""
-    return current_mm().read(vaddr, size)
+    return current.kernel.mm.read(vaddr, size)
 
 
 def memory_write(vaddr: int, data: bytes | bytearray | memoryview) -> None:
-    current_mm().write(vaddr, data)
+    current.kernel.mm.write(vaddr, data)
 
 
 def read32(vaddr: int) -> int:
-    mm = current_mm()
+    mm = current.kernel.mm
     return mm.mem.read_u32(mm.virt_to_phys(vaddr))
 
 
 def read64(vaddr: int) -> int:
-    mm = current_mm()
+    mm = current.kernel.mm
     return mm.mem.read_u64(mm.virt_to_phys(vaddr))
 
 
 def write32(vaddr: int, value: int) -> None:
-    mm = current_mm()
+    mm = current.kernel.mm
     mm.mem.write_u32(mm.virt_to_phys(vaddr), value)
 
 
 def write64(vaddr: int, value: int) -> None:
     """A 64-bit store to kernel memory (``WRITE_ONCE(*p, v)`` on a u64)."""
-    mm = current_mm()
+    mm = current.kernel.mm
     mm.mem.write_u64(mm.virt_to_phys(vaddr), value)
 
 
@@ -469,20 +462,14 @@ class TaskStack:
         return new_top
 
 
-_stack: TaskStack | None = None
-
-
-def set_task_stack(stack: TaskStack | None) -> None:
-    global _stack
-    _stack = stack
-
-
 def current_stack() -> TaskStack:
-    if _stack is None:
+    """The current kernel's init task stack."""
+    stack = current.kernel.stack
+    if stack is None:
         raise RuntimeError("no kernel is booted")
-    return _stack
+    return stack
 
 
 def object_is_on_stack(addr: int) -> bool:
-    st = _stack
+    st = current.kernel.stack
     return st is not None and st.base <= addr < st.base + THREAD_SIZE

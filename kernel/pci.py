@@ -368,10 +368,12 @@ pci_bus_type = BusType("pci", match=_pci_match, probe=_pci_probe, remove=_pci_re
 
 
 def reset_pci_bus() -> None:
-    pci_bus_type.devices.clear()
-    pci_bus_type.drivers.clear()
-    pci_bus_type.notifiers.clear()
-    _pci_drivers.clear()
+    """Empty the current kernel's PCI bus lists (what is left after every device is
+    deleted at shutdown)."""
+    p = pci_bus_type.p
+    p.devices.clear()
+    p.drivers.clear()
+    p.notifiers.clear()
 
 
 def pci_register_driver(drv: PciDriver) -> None:

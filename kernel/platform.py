@@ -1,21 +1,15 @@
 """The booted kernel's handle on the machine (the only module holding a Platform).
 
-Subsystems reach the hardware through :func:`platform`; it is set by ``boot``.
+Subsystems reach the hardware through :func:`platform`: the current kernel's
+machine (:data:`kernel.context.current`).
 """
 
 from __future__ import annotations
 
 from hw.bus import Platform
-
-_platform: Platform | None = None
-
-
-def set_platform(p: Platform | None) -> None:
-    global _platform
-    _platform = p
+from kernel.context import current
 
 
 def platform() -> Platform:
-    if _platform is None:
-        raise RuntimeError("no kernel is booted (kernel.boot.boot() first)")
-    return _platform
+    """The machine the current kernel runs on; ``RuntimeError`` when none is booted."""
+    return current.kernel.machine

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from attrs import define, field, frozen
 
-if TYPE_CHECKING:
-    pass
+from kernel.context import current
 
 KERN_EMERG, KERN_ALERT, KERN_CRIT, KERN_ERR, KERN_WARNING, KERN_NOTICE, KERN_INFO, KERN_DEBUG = (
     range(8)
@@ -92,52 +91,46 @@ class LogBuffer:
         self.records.clear()
 
 
-_log = LogBuffer()
-
-
 def log_buffer() -> LogBuffer:
-    return _log
-
-
-def set_log_buffer(buf: LogBuffer) -> None:
-    global _log
-    _log = buf
+    """The current kernel's dmesg ring."""
+    return current.kernel.log
 
 
 def printk(level: int, text: str) -> None:
-    _log.emit(level, text)
+    current.kernel.log.emit(level, text)
 
 
 def pr_emerg(text: str) -> None:
-    _log.emit(KERN_EMERG, text)
+    current.kernel.log.emit(KERN_EMERG, text)
 
 
 def pr_err(text: str) -> None:
-    _log.emit(KERN_ERR, text)
+    current.kernel.log.emit(KERN_ERR, text)
 
 
 def pr_warn(text: str) -> None:
-    _log.emit(KERN_WARNING, text)
+    current.kernel.log.emit(KERN_WARNING, text)
 
 
 def pr_notice(text: str) -> None:
-    _log.emit(KERN_NOTICE, text)
+    current.kernel.log.emit(KERN_NOTICE, text)
 
 
 def pr_info(text: str) -> None:
-    _log.emit(KERN_INFO, text)
+    current.kernel.log.emit(KERN_INFO, text)
 
 
 def pr_debug(text: str) -> None:
-    _log.emit(KERN_DEBUG, text)
+    current.kernel.log.emit(KERN_DEBUG, text)
 
 
 def printk_ratelimited(key: str, level: int, text: str) -> bool:
     """Print unless the per-call-site ``key`` exceeded its burst; returns whether printed."""
-    rl = _log.ratelimits.setdefault(key, RateLimit())
-    now = _log.clock.now if _log.clock is not None else 0
+    log = current.kernel.log
+    rl = log.ratelimits.setdefault(key, RateLimit())
+    now = log.clock.now if log.clock is not None else 0
     if rl.allow(now):
-        _log.emit(level, text)
+        log.emit(level, text)
         return True
     return False
 
@@ -152,7 +145,7 @@ class _Named(Protocol):
 
 def dev_printk(level: int, dev: _Named | None, text: str) -> None:
     prefix = dev.dev_prefix() if dev is not None else "(NULL device *)"
-    _log.emit(level, f"{prefix}: {text}")
+    current.kernel.log.emit(level, f"{prefix}: {text}")
 
 
 def dev_err(dev: _Named | None, text: str) -> None:

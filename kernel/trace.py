@@ -2,7 +2,11 @@
 
 A :class:`Tracepoint` is defined once per ``system:event`` with its field names and
 a ``TP_printk``-like format. Callers test ``tp.enabled`` before building the event
-(the static-key idea), so a disabled tracepoint costs one attribute read. Enabled
+(the static-key idea), so a disabled tracepoint costs one attribute read. Each
+booted kernel has its own :class:`Tracer` (enabled patterns, ring, sinks); a
+tracepoint's ``enabled`` key is on while any live kernel's tracer enables it, and
+an event is recorded by the current kernel's tracer only if that tracer enables
+it, so two kernels in one process trace independently. Enabled
 events are :class:`TraceEvent` records appended to the tracer's ring and handed to
 sinks. Hardware models' events (``hw_vtd:*``, ``hw_dsa:*``) arrive through the
 platform's hardware trace sink and are recorded the same way.
@@ -11,12 +15,15 @@ platform's hardware trace sink and are recorded the same way.
 from __future__ import annotations
 
 import json
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from attrs import define, field, frozen
+
+from kernel.context import current
 
 RING_EVENTS = 1 << 16
 
@@ -80,14 +87,32 @@ class Tracer:
     hook the platform's hardware trace sink in only while events can be recorded,
     so models skip building events nobody would keep."""
 
+    wanted: dict[str, bool] = field(factory=dict)
+    """Tracepoint name -> whether ``enabled_patterns`` select it (filled on demand)."""
+
     def set_patterns(self, patterns: Iterable[str]) -> None:
-        """Replace the enabled patterns and re-evaluate every tracepoint's flag."""
+        """Replace the enabled patterns and re-evaluate every tracepoint's static key
+        (on while any live tracer enables it)."""
         self.enabled_patterns = set(patterns)
-        if self is _tracer:
-            for tp in _REGISTRY.values():
-                tp.enabled = _matches(tp.name, self.enabled_patterns)
+        self.wanted.clear()
+        _TRACERS.add(self)
+        _update_keys()
         if self.on_patterns is not None:
             self.on_patterns(bool(self.enabled_patterns))
+
+    def retire(self) -> None:
+        """The kernel is down: this tracer no longer holds any tracepoint key on
+        (its ring stays readable)."""
+        _TRACERS.discard(self)
+        _update_keys()
+
+    def wants(self, name: str) -> bool:
+        """Whether this tracer records the tracepoint ``name``."""
+        try:
+            return self.wanted[name]
+        except KeyError:
+            on = self.wanted[name] = _matches(name, self.enabled_patterns)
+            return on
 
     def record(self, name: str, fields: Mapping[str, Any], text: str) -> None:
         ev = TraceEvent(self.now(), name, dict(fields), text)
@@ -96,8 +121,10 @@ class Tracer:
             sink(ev)
 
     def hw_event(self, name: str, ts: int, fields: dict[str, object]) -> None:
-        """Platform hardware trace sink: records ``hw_*`` events that are enabled."""
-        if _matches(name, self.enabled_patterns):
+        """Platform hardware trace sink: records ``hw_*`` events that are enabled.
+        Bound to this tracer at boot, so a machine's events land in its own kernel's
+        ring whichever kernel is current."""
+        if self.wants(name):
             text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
             ev = TraceEvent(ts, name, dict(fields), text)
             self.ring.append(ev)
@@ -114,17 +141,21 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 
 
 _REGISTRY: dict[str, Tracepoint] = {}
-_tracer = Tracer()
+"""Every tracepoint defined (code, like the kernel's ``__tracepoints`` section)."""
+_TRACERS: weakref.WeakSet[Tracer] = weakref.WeakSet()
+"""The tracers that ever enabled patterns and are still alive: they decide the keys."""
+
+
+def _update_keys() -> None:
+    """Each tracepoint's static key: on while some live tracer records it."""
+    tracers = list(_TRACERS)
+    for tp in _REGISTRY.values():
+        tp.enabled = any(t.wants(tp.name) for t in tracers)
 
 
 def tracer() -> Tracer:
-    return _tracer
-
-
-def set_tracer(t: Tracer) -> None:
-    global _tracer
-    _tracer = t
-    t.set_patterns(t.enabled_patterns)
+    """The current kernel's tracer."""
+    return current.kernel.tracer
 
 
 class Tracepoint:
@@ -148,11 +179,14 @@ class Tracepoint:
     def __call__(self, **values: Any) -> None:
         if not self.enabled:
             return
+        t = current.kernel.tracer
+        if not t.wants(self.name):
+            return
         shown = dict(values)
         if self.derive is not None:
             shown.update(self.derive(values))
         text = self.fmt.format(**{k: _fmt(v) for k, v in shown.items()})
-        _tracer.record(self.name, values, text)
+        t.record(self.name, values, text)
 
 
 def define_tracepoint(
@@ -165,7 +199,7 @@ def define_tracepoint(
     if name in _REGISTRY:
         return _REGISTRY[name]
     tp = Tracepoint(name, fields, fmt, derive)
-    tp.enabled = _matches(name, _tracer.enabled_patterns)
+    tp.enabled = any(t.wants(name) for t in _TRACERS)
     _REGISTRY[name] = tp
     return tp
 
@@ -176,25 +210,27 @@ def tracepoints() -> dict[str, Tracepoint]:
 
 def enable(pattern: str = "*") -> None:
     """Enable events matching ``system:event``, ``system:*``, ``system`` or ``*``."""
-    _tracer.set_patterns(_tracer.enabled_patterns | {pattern})
+    t = current.kernel.tracer
+    t.set_patterns(t.enabled_patterns | {pattern})
 
 
 def disable_all() -> None:
-    _tracer.set_patterns(())
+    current.kernel.tracer.set_patterns(())
 
 
 @contextmanager
 def capture(pattern: str = "*") -> Iterator[list[TraceEvent]]:
     """Enable ``pattern`` and collect the events raised inside the block."""
     got: list[TraceEvent] = []
-    before = set(_tracer.enabled_patterns)
-    enable(pattern)
-    _tracer.sinks.append(got.append)
+    t = current.kernel.tracer
+    before = set(t.enabled_patterns)
+    t.set_patterns(before | {pattern})
+    t.sinks.append(got.append)
     try:
         yield got
     finally:
-        _tracer.sinks.remove(got.append)
-        _tracer.set_patterns(before)
+        t.sinks.remove(got.append)
+        t.set_patterns(before)
 
 
 def to_ftrace(events: Iterable[TraceEvent]) -> str:

@@ -59,6 +59,7 @@ from drivers.arm_smmu_v3.structs import (
     dev_iommu_priv_get,
 )
 from kernel.bitfield import FIELD_GET, FIELD_PREP
+from kernel.context import KernelSlot
 from kernel.delay import readx_poll_timeout
 from kernel.device import Device
 from kernel.errno import EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, ERANGE, ETIMEDOUT, KernelError
@@ -105,8 +106,9 @@ STRTAB_L1_SZ_SHIFT = 20
 
 
 class ArmSmmuOps:
-    """``arm_smmu_ops``. One instance per driver; the ASID allocator is system-wide
-    (``arm_smmu_asid_xa``) and restarted when the last SMMU goes away."""
+    """``arm_smmu_ops``. One instance per booted kernel (the C statics are per boot);
+    the ASID allocator is kernel-wide (``arm_smmu_asid_xa``) and restarted when the
+    last SMMU goes away."""
 
     def __init__(self) -> None:
         self.pgsize_bitmap = 0
@@ -199,11 +201,11 @@ class ArmSmmuOps:
         return cap in (IOMMU_CAP_NOEXEC, IOMMU_CAP_DEFERRED_FLUSH)
 
 
-_OPS = ArmSmmuOps()
+_OPS: KernelSlot[ArmSmmuOps] = KernelSlot("arm_smmu_v3", ArmSmmuOps)
 
 
 def arm_smmu_ops() -> ArmSmmuOps:
-    return _OPS
+    return _OPS.get()
 
 
 def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) -> None:
@@ -224,7 +226,7 @@ def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) ->
     smmu_domain.pgsize_bitmap = cfg.pgsize_bitmap
     smmu_domain.geometry = IommuDomainGeometry(0, (1 << cfg.ias) - 1, True)
     try:
-        smmu_domain.asid = ida_alloc_range(_OPS.asid_ida, 1, (1 << smmu.asid_bits) - 1)
+        smmu_domain.asid = ida_alloc_range(_OPS.get().asid_ida, 1, (1 << smmu.asid_bits) - 1)
     except KernelError:
         arm_smmu_free_pgtbl(ops)
         smmu_domain.smmu = None
@@ -438,7 +440,7 @@ def arm_smmu_device_hw_probe(smmu: ArmSmmuDevice) -> None:
         oas = 5
     smmu.oas = r.OAS_BITS[oas]
     smmu.ias = max(smmu.ias, smmu.oas)
-    _OPS.pgsize_bitmap |= smmu.pgsize_bitmap
+    _OPS.get().pgsize_bitmap |= smmu.pgsize_bitmap
     dev_info(smmu, f"ias {smmu.ias}-bit, oas {smmu.oas}-bit (features 0x{smmu.features:08x})")
 
 
@@ -616,9 +618,9 @@ def arm_smmu_device_probe(unit: IortSmmuNode) -> None:
     kmem = kzalloc(1024, GFP_KERNEL)
     if kmem is None:
         raise ENOMEM("arm_smmu_device")
-    if not _OPS.smmus:
-        _OPS.asid_ida = IDA("arm_smmu_asid")
-        _OPS.pgsize_bitmap = 0
+    if not _OPS.get().smmus:
+        _OPS.get().asid_ida = IDA("arm_smmu_asid")
+        _OPS.get().pgsize_bitmap = 0
     smmu = ArmSmmuDevice(
         name=unit.name,
         base=ioremap(unit.register_base, unit.register_size),
@@ -635,19 +637,19 @@ def arm_smmu_device_probe(unit: IortSmmuNode) -> None:
                 arm_smmu_device_disable(smmu)
         _free_smmu(smmu)
         raise
-    _OPS.smmus.append(smmu)
-    iommu_device_register(smmu, _OPS, cast(Any, unit))
+    _OPS.get().smmus.append(smmu)
+    iommu_device_register(smmu, _OPS.get(), cast(Any, unit))
 
 
 def arm_smmu_device_shutdown() -> None:
     """``arm_smmu_device_remove`` for every SMMU: unregister, disable, free."""
-    for smmu in list(_OPS.smmus):
+    for smmu in list(_OPS.get().smmus):
         iommu_device_unregister(smmu)
         arm_smmu_device_disable(smmu)
         _free_smmu(smmu)
-        _OPS.smmus.remove(smmu)
+        _OPS.get().smmus.remove(smmu)
 
 
 def arm_smmu_smmus() -> list[ArmSmmuDevice]:
     """The SMMUs this driver brought up (for dumps and tests)."""
-    return list(_OPS.smmus)
+    return list(_OPS.get().smmus)

@@ -45,7 +45,7 @@ from drivers.idxd.sysfs import (
     idxd_load_config,
     idxd_load_config_file,
 )
-from kernel.boot import current_kernel
+from kernel.context import KernelSlot, current_kernel
 from kernel.delay import del_timer
 from kernel.device import dev_get_drvdata, dev_set_drvdata
 from kernel.dma.direction import DMA_BIT_MASK
@@ -93,16 +93,18 @@ class IdxdState:
         self.ida = IDA()
 
 
+_STATE: KernelSlot[IdxdState] = KernelSlot("idxd", IdxdState)
+
+
 def idxd_state() -> IdxdState:
-    st = current_kernel().subsys.setdefault("idxd", IdxdState())
-    assert isinstance(st, IdxdState)
-    return st
+    """This kernel's driver state (created on first use)."""
+    return _STATE.get()
 
 
 def idxd_devices() -> list[IdxdDevice]:
     """Every bound idxd device of the running kernel (``/sys/bus/dsa/devices``)."""
-    st = current_kernel().subsys.get("idxd")
-    return list(st.devices) if isinstance(st, IdxdState) else []
+    st = _STATE.peek()
+    return list(st.devices) if st is not None else []
 
 
 def idxd_find(name: str = "dsa0") -> IdxdDevice:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 
 from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.structs import DmarState, DrhdUnit, IntelIommu, QInval
+from kernel.context import KernelSlot
 from kernel.delay import ktime_get_ns, readx_poll_timeout, wait_next_event
 from kernel.errno import EINVAL, ENODEV, ENOENT, ENOMEM, ETIMEDOUT, KernelError
 from kernel.io import ioremap, iounmap
@@ -74,15 +75,12 @@ trace_qi_submit = define_tracepoint(
 )
 
 
+_STATE: KernelSlot[DmarState] = KernelSlot("intel_iommu", DmarState)
+
+
 def dmar_state() -> DmarState:
     """The driver's globals for the running kernel (created on first use)."""
-    from kernel.boot import current_kernel
-
-    subsys = current_kernel().subsys
-    st = subsys.get("intel_iommu")
-    if not isinstance(st, DmarState):
-        st = subsys["intel_iommu"] = DmarState()
-    return st
+    return _STATE.get()
 
 
 # --------------------------------------------------------------------------- capabilities

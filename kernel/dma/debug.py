@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from kernel.bug import WARN
+from kernel.context import current
 from kernel.device import (
     BUS_NOTIFY_UNBOUND_DRIVER,
     Device,
@@ -107,16 +108,16 @@ class DmaDebugState:
 
 
 _off = DmaDebugState(disabled=True)
+"""What a kernel whose ``dma_debug_init`` has not run sees (never modified: disabled)."""
+DMA_DEBUG_KEY = "dma_debug"
+"""Its slot in :attr:`Kernel.subsys`, filled by ``dma_debug_init``."""
 
 
 def dma_debug_state() -> DmaDebugState:
-    """The booted kernel's DMA-API debug state (``_off`` when none is booted).
-    kernel.boot is read through ``sys.modules``: an import statement here (boot
-    imports this package) cost ~0.5 us on every DMA API call."""
-    boot = sys.modules.get("kernel.boot")
-    cur = boot._current if boot is not None else None
-    st = cur.subsys.get("dma_debug") if cur is not None else None
-    return st if isinstance(st, DmaDebugState) else _off
+    """The current kernel's DMA-API debug state (``_off`` before ``dma_debug_init``);
+    runs on every DMA API call, so it is one dict read off the current kernel."""
+    st = current.kernel.subsys.get(DMA_DEBUG_KEY)
+    return _off if st is None else st
 
 
 def _call_site() -> tuple[tuple[CodeType, int], ...]:
@@ -585,7 +586,7 @@ def _parse_dma_debug(text: str | None) -> bool:
 
 def _dma_debug_teardown(k: Kernel) -> None:
     bus_unregister_notifier(pci_bus_type, dma_debug_device_change)
-    k.subsys.pop("dma_debug", None)
+    k.subsys.pop(DMA_DEBUG_KEY, None)
 
 
 @initcall(InitLevel.FS, "dma_debug_init", _dma_debug_teardown)
@@ -594,7 +595,7 @@ def dma_debug_init(k: Kernel) -> None:
     on = k.cmdline.register(Param("dma_debug", True, _parse_dma_debug, "DMA-API debugging"))
     flt = k.cmdline.register(Param("dma_debug_driver", "", parse_str, "only this driver"))
     st = DmaDebugState(disabled=not on.value, driver_filter=str(flt.value))
-    k.subsys["dma_debug"] = st
+    k.subsys[DMA_DEBUG_KEY] = st
     if st.disabled:
         pr_info("DMA-API: debugging disabled on kernel command line")
         return

@@ -21,6 +21,7 @@ from typing import Any
 
 from attrs import define, field
 
+from kernel.context import KernelSlot
 from kernel.delay import wait_next_event
 from kernel.device import Device
 from kernel.errno import EBUSY, EINVAL, ENODEV
@@ -102,13 +103,12 @@ class _Registry:
     next_id: int = 0
 
 
+_REGISTRY: KernelSlot[_Registry] = KernelSlot("dmaengine", _Registry)
+
+
 def _reg() -> _Registry:
     """The running kernel's dmaengine registry (created on first use)."""
-    from kernel.boot import current_kernel
-
-    reg = current_kernel().subsys.setdefault("dmaengine", _Registry())
-    assert isinstance(reg, _Registry)
-    return reg
+    return _REGISTRY.get()
 
 
 # -- cookie helpers (drivers/dma/dmaengine.h) ---------------------------------------

@@ -24,6 +24,7 @@ from attrs import define, field
 
 from hw.bus import IommuUnitInfo
 from kernel.bug import WARN, WARN_ON
+from kernel.context import current
 from kernel.device import BusType, Device, dev_name
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM, KernelError
 from kernel.idr import IDA, ida_alloc, ida_free
@@ -132,9 +133,8 @@ _fallback = IommuState()
 
 
 def iommu_state() -> IommuState:
-    from kernel.boot import _current
-
-    st = _current.subsys.get("iommu") if _current is not None else None
+    """The current kernel's IOMMU core state (``_fallback`` before ``iommu_init``)."""
+    st = current.kernel.subsys.get("iommu")
     return st if isinstance(st, IommuState) else _fallback
 
 

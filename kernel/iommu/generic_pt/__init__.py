@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kernel.context import current
 from kernel.errno import EINVAL
 from kernel.init import initcall
 from kernel.module import InitLevel
@@ -52,6 +53,4 @@ def iommu_pt_init(k: Kernel) -> None:
 
 def iommu_pt_generic() -> bool:
     """Whether the running kernel booted with ``iommu.pt=generic``."""
-    from kernel.boot import _current
-
-    return _current is not None and _current.subsys.get(_SUBSYS_KEY) == IOMMU_PT_GENERIC
+    return current.kernel.subsys.get(_SUBSYS_KEY) == IOMMU_PT_GENERIC
