@@ -83,10 +83,10 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     read_u64 = mem.read_u64
     while True:
         pte = parent + (((pfn >> ((level - 1) * LEVEL_STRIDE)) & 0x1FF) << 3)
+        if level == target_level:  # C reads the entry here only for target_level 0
+            break
         val = read_u64(pte - PAGE_OFFSET)
         if not target_level and (val & ir.DMA_PTE_LARGE_PAGE or not val & 3):
-            break
-        if level == target_level:
             break
         if not val & 3:
             tmp = alloc_pgtable_page(gfp)
