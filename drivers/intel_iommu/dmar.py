@@ -71,6 +71,8 @@ QiDesc = tuple[int, int, int, int]
 _QI_IWD_DONE = ir.QI_IWD_STATUS_DATA(ir.QI_DONE) | ir.QI_IWD_STATUS_WRITE | ir.QI_IWD_TYPE
 """qw0 of the Invalidation Wait descriptor ``qi_submit_sync`` appends (status write of
 QI_DONE)."""
+_PIOTLB_PSI = ir.QI_EIOTLB_GRAN(ir.QI_GRAN_PSI_PASID) | ir.QI_EIOTLB_TYPE
+"""The granularity and type bits of a page-selective-within-PASID P_IOTLB descriptor."""
 _QI_FREE_WORD = struct.pack("<I", ir.QI_FREE)
 _QI_IN_USE_WORD = struct.pack("<I", ir.QI_IN_USE)
 _QI_DONE_WORD = struct.pack("<I", ir.QI_DONE)
@@ -529,8 +531,7 @@ def qi_desc_piotlb(did: int, pasid: int, addr: int, npages: int, ih: int) -> QiD
     mask = (npages - 1).bit_length()
     align = 1 << (ir.VTD_PAGE_SHIFT + mask)
     addr &= ~(align - 1)
-    qw0 = ir.QI_EIOTLB_PASID(pasid) | ir.QI_EIOTLB_DID(did)
-    qw0 |= ir.QI_EIOTLB_GRAN(ir.QI_GRAN_PSI_PASID) | ir.QI_EIOTLB_TYPE
+    qw0 = ir.QI_EIOTLB_PASID(pasid) | ir.QI_EIOTLB_DID(did) | _PIOTLB_PSI
     qw1 = ir.QI_EIOTLB_ADDR(addr) | ir.QI_EIOTLB_IH(ih) | ir.QI_EIOTLB_AM(mask)
     return (qw0, qw1, 0, 0)
 

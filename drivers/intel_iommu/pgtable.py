@@ -73,11 +73,12 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     (allocating missing tables), or with ``target_level == 0`` the first leaf,
     superpage or non-present entry on the way down. Returns ``(pte, level)``;
     ``pte`` is 0 beyond the domain's width or when a table cannot be allocated.
-    (Runs on every map and unmap: ``agaw_to_level`` and ``pfn_level_offset`` are
-    written out.)"""
-    if not domain_pfn_supported(domain, pfn):
+    (Runs on every map and unmap: ``domain_pfn_supported``, ``agaw_to_level`` and
+    ``pfn_level_offset`` are written out.)"""
+    agaw = domain.agaw
+    if pfn >> (ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT):  # !domain_pfn_supported()
         return 0, target_level
-    level = domain.agaw + 2  # agaw_to_level()
+    level = agaw + 2  # agaw_to_level()
     parent = domain.pgd
     mem = current_mm().mem  # tables are direct-mapped pages: read them by address
     read_u64 = mem.read_u64
