@@ -47,7 +47,6 @@ def scenario_file(tmp_path: Path) -> ScenarioFile:
 @pytest.fixture
 def mock_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Kernel]]:
     """Boot kernels on a machine with the mock IOMMU, an edu and a PASID-capable edu."""
-    monkeypatch.setitem(hw_machine.IOMMU_KINDS, "mock", "tests.kernel.iommu.mock_hw:MockIommuUnit")
     monkeypatch.setitem(hw_machine.DEVICE_KINDS, "pasid_edu", "tests.kernel.iommu.mock_hw:PasidEdu")
     kernels: list[Kernel] = []
 

@@ -20,7 +20,6 @@ PASID_BDF = "0000:00:04.0"
 
 @pytest.fixture(autouse=True)
 def _mock_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(hw_machine.IOMMU_KINDS, "mock", "tests.kernel.iommu.mock_hw:MockIommuUnit")
     monkeypatch.setitem(hw_machine.DEVICE_KINDS, "pasid_edu", "tests.kernel.iommu.mock_hw:PasidEdu")
 
 

@@ -13,7 +13,6 @@ import pytest
 import drivers.idxd as idxd_plugin
 from drivers.idxd.idxd import IdxdDevice
 from drivers.idxd.init import idxd_find
-from hw import machine as hw_machine
 from hw.dsa.device import DsaDevice
 from hw.machine import Machine, build_machine
 from iommulab.presets import DSA_BDF, PRESETS
@@ -66,9 +65,6 @@ def boot_idxd(spec: dict[str, Any], cmdline: str = "", with_intel: bool = False)
     plugins: list[tuple[str, object]] = [("idxd", idxd_plugin)]
     builtins: tuple[str, ...] = ()
     if any(u.get("kind") == "mock" for u in spec.get("iommus", [])):
-        # the kernel tests register this kind per test; here machines are also
-        # built at collection time (fail_nth counts its points), so once for all
-        hw_machine.IOMMU_KINDS.setdefault("mock", "tests.kernel.iommu.mock_hw:MockIommuUnit")
         mock_iommu._OPS.units.clear()
         plugins += [("mock_iommu", mock_iommu), ("mock_pasid_enable", MockPasidEnable)]
     if with_intel:

@@ -26,7 +26,8 @@ from kernel.iommu.pasid import (
 )
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu.helpers import edu_copy
-from tests.kernel.iommu.mock_hw import MOCK_UNITS
+from tests.kernel.iommu.mock_hw import hw_entry
+from tests.kernel.iommu.mock_iommu import domain_entry
 
 
 def test_pasid_0_is_rejected(make_kernel: KernelFactory) -> None:
@@ -63,9 +64,9 @@ def test_detach_returns_the_pasid_to_blocked(make_kernel: KernelFactory) -> None
     dev = pdev_at(PASID_BDF)
     dom = iommu_get_domain_for_dev(dev)
     iommu_attach_device_pasid(dom, dev, 7)
-    assert (dev.rid, 7) in MOCK_UNITS["mock0"].contexts
+    assert hw_entry(dev, 7) == domain_entry(dom)
     iommu_detach_device_pasid(dom, dev, 7)
-    assert (dev.rid, 7) not in MOCK_UNITS["mock0"].contexts
+    assert hw_entry(dev, 7) == 0
     assert edu_copy(dev, 0x1000, 0x40000, 8, False) == 1  # unmapped IOVA: the device faults
 
 
