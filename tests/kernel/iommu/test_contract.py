@@ -8,6 +8,7 @@ kernel, a PCI device with PASID support and one without.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 from attrs import frozen
@@ -55,6 +56,9 @@ from tests.kernel.iommu.mock_hw import mock_unit
 SZ_4K = 1 << 12
 SZ_2M = 1 << 21
 RW = IOMMU_READ | IOMMU_WRITE
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 @frozen
@@ -153,6 +157,7 @@ def test_attach_then_device_dma_uses_the_domain(vendor: Callable[[str], VendorSe
     assert device_read(dev, 0x20000, 64) != 0
     iommu_unmap(dom, 0x20000, SZ_4K)
     iommu_domain_free(dom)
+    free_pages_exact(buf, SZ_4K)
 
 
 def remap_outcome(v: VendorSetup) -> tuple[bytes, bytes]:
@@ -188,13 +193,14 @@ def test_unmap_then_remap_reaches_the_new_page(vendor: Callable[[str], VendorSet
 
 
 def test_a_core_that_skips_iotlb_sync_fails_the_contract_on_the_mock(
-    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch, iommulab_expect: Expectations
 ) -> None:
     """The mock vendor catches a missing flush in the core: with the core's
     ``iommu_iotlb_sync`` patched out (what ``iommu_unmap`` and the gather call), the
     mock's IOTLB keeps IOVA -> A, the device's write lands in A instead of B — what
     :func:`test_unmap_then_remap_reaches_the_new_page` forbids — and the model counts
     the use of the stale translation."""
+    iommulab_expect.stale()
     v = _mock(make_kernel, "")
     monkeypatch.setattr(iommu_core, "iommu_iotlb_sync", lambda domain, gather: None)
     assert remap_outcome(v) == (bytes(64), b"\xaa" * 64)

@@ -22,6 +22,7 @@ from kernel.iommu.iommu import (
     __iommu_domain_alloc,
     dev_iommu_ops,
     iommu_attach_device,
+    iommu_detach_device,
     iommu_device_claim_dma_owner,
     iommu_device_release_dma_owner,
     iommu_domain_free,
@@ -41,8 +42,15 @@ from kernel.iommu.iommu_sva import (
     mm_map,
     mmput,
 )
-from kernel.mm import GFP_KERNEL, PAGE_OFFSET, kmalloc, memory_read, memory_write
-from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
+from kernel.mm import GFP_KERNEL, PAGE_OFFSET, memory_read, memory_write
+from tests.kernel.conftest import (
+    EDU_BDF,
+    PASID_BDF,
+    KernelFactory,
+    pdev_at,
+    scratch_buffer,
+    take_warnings,
+)
 from tests.kernel.iommu import mock_iommu
 from tests.kernel.iommu.helpers import device_read, device_write
 from tests.kernel.iommu.mock_hw import mock_unit
@@ -98,7 +106,7 @@ def test_passthrough_gives_identity_and_dma_direct(make_kernel: KernelFactory) -
     dev = pdev_at(EDU_BDF)
     assert iommu_get_domain_for_dev(dev).type == IOMMU_DOMAIN_IDENTITY
     assert not dev.dma_iommu
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
     assert h == buf - PAGE_OFFSET and not dma_mapping_error(dev, h)
@@ -111,7 +119,7 @@ def test_device_dma_through_dma_api_reaches_bytes_then_faults_after_unmap(
 ) -> None:
     make_kernel()
     dev = pdev_at(EDU_BDF)
-    buf = kmalloc(256, GFP_KERNEL)
+    buf = scratch_buffer(256)
     assert buf is not None
     memory_write(buf, bytes(range(256)))
     h = dma_map_single(dev, buf, 256, DMA_BIDIRECTIONAL)
@@ -130,7 +138,7 @@ def test_lazy_mode_reuses_iova_only_after_the_flush(make_kernel: KernelFactory) 
     dev = pdev_at(EDU_BDF)
     dom = iommu_get_domain_for_dev(dev)
     assert dom.type == IOMMU_DOMAIN_DMA_FQ
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
     dma_mapping_error(dev, h)
@@ -153,7 +161,7 @@ def test_strict_mode_syncs_on_every_unmap(make_kernel: KernelFactory) -> None:
     make_kernel()
     dev = pdev_at(EDU_BDF)
     dom = iommu_get_domain_for_dev(dev)
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     for _ in range(3):
         h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
@@ -176,7 +184,7 @@ def test_pgsize_splits_to_large_pages() -> None:
 def test_invalid_direction_is_rejected(make_kernel: KernelFactory) -> None:
     make_kernel()
     dev = pdev_at(EDU_BDF)
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     with pytest.raises(EINVAL):
         dma_map_single(dev, buf, 64, 7)
@@ -186,7 +194,7 @@ def test_invalid_direction_is_rejected(make_kernel: KernelFactory) -> None:
 def test_size_zero_warns_and_maps_nothing(make_kernel: KernelFactory) -> None:
     k = make_kernel()
     dev = pdev_at(EDU_BDF)
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     assert dma_mapping_error(dev, dma_map_single(dev, buf, 0, DMA_TO_DEVICE))
     assert take_warnings(k) == ["DMA-API: mapping of size 0"]
@@ -254,8 +262,13 @@ def test_dma_owner_claim_blocks_and_excludes(make_kernel: KernelFactory) -> None
     assert iommu_get_domain_for_dev(dev) is default
     other = iommu_paging_domain_alloc(dev)
     iommu_attach_device(other, dev)
+    third = iommu_paging_domain_alloc(dev)
     with pytest.raises(EBUSY):
-        iommu_attach_device(iommu_paging_domain_alloc(dev), dev)
+        iommu_attach_device(third, dev)
+    assert iommu_get_domain_for_dev(dev) is other
+    iommu_detach_device(other, dev)
+    iommu_domain_free(third)
+    iommu_domain_free(other)
 
 
 def test_sva_bind_translates_through_process_page_tables(make_kernel: KernelFactory) -> None:
@@ -263,7 +276,7 @@ def test_sva_bind_translates_through_process_page_tables(make_kernel: KernelFact
     dev = pdev_at(PASID_BDF)
     mm = mm_alloc()
     assert mm is not None
-    buf = kmalloc(4096, GFP_KERNEL)
+    buf = scratch_buffer(4096)
     assert buf is not None
     memory_write(buf, b"sva!" * 16)
     mm_map(mm, 0x7000_0000, (buf - PAGE_OFFSET) & ~0xFFF, SZ_4K)

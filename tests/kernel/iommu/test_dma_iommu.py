@@ -48,18 +48,22 @@ from kernel.iommu.iommu import (
     iommu_state,
 )
 from kernel.iommu.iova import alloc_iova
-from kernel.mm import GFP_KERNEL, kmalloc
 from kernel.pci import PciDev
-from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
+from tests.kernel.conftest import (
+    EDU_BDF,
+    PASID_BDF,
+    KernelFactory,
+    pdev_at,
+    scratch_buffer,
+    take_warnings,
+)
 from tests.kernel.iommu import mock_iommu
 
 SZ_4K = 1 << 12
 
 
 def _buf(size: int = 64) -> int:
-    buf = kmalloc(size, GFP_KERNEL)
-    assert buf is not None
-    return buf
+    return scratch_buffer(size)
 
 
 def _fill_below(dev: PciDev, limit: int) -> None:

@@ -34,7 +34,7 @@ from kernel.iommu.iommu import (
     iommu_state,
     pci_device_group,
 )
-from kernel.iommu.pasid import iommu_attach_device_pasid
+from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.module import IommuDriverInfo
 from kernel.pci import PciDev
 from tests.kernel import conftest
@@ -299,6 +299,7 @@ def test_release_of_one_group_device_stops_its_pasids_and_keeps_the_others(
     assert _ctx(b, 5) is None and _ctx(a, 5) == domain_entry(dom)
     group = iommu_group_get(a)
     assert group is not None and group.pasid_array == {5: dom}
+    iommu_detach_device_pasid(dom, a, 5)
 
 
 def test_release_of_a_group_device_without_pasids_leaves_the_pasid_alone(

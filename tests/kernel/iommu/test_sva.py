@@ -32,10 +32,14 @@ from kernel.iommu.iommu_sva import (
     mm_map,
     mmput,
 )
-from kernel.iommu.pasid import iommu_alloc_global_pasid, iommu_free_global_pasid
+from kernel.iommu.pasid import (
+    iommu_alloc_global_pasid,
+    iommu_free_global_pasid,
+    iommu_get_domain_for_dev_pasid,
+)
 from kernel.mm import GFP_KERNEL
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
-from tests.kernel.iommu.mock_hw import mock_unit
+from tests.kernel.iommu.mock_hw import hw_entry, mock_unit
 
 SZ_4K = 1 << 12
 SECOND = "0000:00:05.0"
@@ -252,6 +256,10 @@ def test_mmput_with_bonds_still_held_warns(make_kernel: KernelFactory) -> None:
     dev = pdev_at(PASID_BDF)
     mm = _mm()
     h = iommu_sva_bind_device(dev, mm)
+    pasid = iommu_sva_get_pasid(h)
     mmput(mm)
     assert take_warnings(k) == ["mmput with SVA bonds still held"]
+    assert mm.pasid == pasid  # every bond holds mmgrab: the PASID outlives mmput
     iommu_sva_unbind_device(h)
+    assert hw_entry(dev, pasid) == 0 and iommu_get_domain_for_dev_pasid(dev, pasid) is None
+    assert not iommu_state().global_pasid_ida.ids
