@@ -311,16 +311,17 @@ def _pte(domain: MockDomain, iova: int, level: int, alloc: bool) -> tuple[int, i
 
 def _lookup(domain: MockDomain, iova: int) -> tuple[int, int, int, int] | None:
     """(leaf iova, phys, size, entry address) of the leaf mapping ``iova``."""
-    for level in (1, 2):
-        slot, pte = _pte(domain, iova, level, False)
+    table = domain.pgd
+    for level in (4, 3, 2, 1):
+        slot = table + 8 * ((iova >> _shift(level)) & 0x1FF)
+        pte = read64(slot)
         if not pte & (PTE_R | PTE_W):
-            continue
-        if slot == 0 and level == 1:  # a 2 MiB leaf above level 1
-            continue
+            return None
         if level == 1 or pte & PTE_LEAF:
             size = 1 << _shift(level)
             return iova & ~(size - 1), pte & ADDR_MASK, size, slot
-    return None
+        table = phys_to_virt(pte & ADDR_MASK)
+    return None  # pragma: no cover - level 1 always returns
 
 
 class MockDomainOps:
@@ -353,18 +354,18 @@ class MockDomainOps:
         for i in range(pgcount):
             va = iova + i * pgsize
             fail = should_fail("iommu_pgtable")
-            clash = _lookup(domain, va) is not None or _lookup(domain, va + pgsize - 1) is not None
-            if not clash and level == 2:
-                slot, pte = _pte(domain, va, 2, False)
-                clash = bool(pte & (PTE_R | PTE_W)) and any(
-                    _leaves(phys_to_virt(pte & ADDR_MASK), 1, va)
-                )
+            slot, pte = _pte(domain, va, level, False)
+            clash = bool(pte & (PTE_R | PTE_W)) and (
+                not slot  # a leaf above: a 2 MiB page holds this 4 KiB one
+                or level == 1
+                or bool(pte & PTE_LEAF)
+                or any(_leaves(phys_to_virt(pte & ADDR_MASK), 1, va))
+            )
             if WARN(clash, f"mock: double map at iova {va:#x}"):
                 if done:
                     return done
                 raise EEXIST(f"iova {va:#x} already mapped")
-            slot = 0
-            if not fail:
+            if not fail and not slot:
                 try:
                     slot, _ = _pte(domain, va, level, True)
                 except ENOMEM:
