@@ -43,7 +43,6 @@ def boot_stack(stack: str, cmdline: str) -> Kernel:
         return boot(Machine(preset("default")), cmdline, builtins=("drivers.intel_iommu",))
     if stack == "direct":
         return boot(Machine(preset("no-iommu")), cmdline, builtins=())
-    mock_iommu._OPS.units.clear()
     return boot(
         build_machine(MOCK_SPEC),
         cmdline,

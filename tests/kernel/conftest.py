@@ -57,7 +57,6 @@ def machine_spec(
 
 
 def boot_kernel(cmdline: str = "", **kw: Any) -> Kernel:
-    mock_iommu._OPS.units.clear()
     m = build_machine(machine_spec(**kw))
     return boot(
         m,

@@ -68,7 +68,6 @@ def boot_idxd(spec: dict[str, Any], cmdline: str = "", with_intel: bool = False)
     plugins: list[tuple[str, object]] = [("idxd", idxd_plugin)]
     builtins: tuple[str, ...] = ()
     if any(u.get("kind") == "mock" for u in spec.get("iommus", [])):
-        mock_iommu._OPS.units.clear()
         plugins += [("mock_iommu", mock_iommu), ("mock_pasid_enable", MockPasidEnable)]
     if with_intel:
         builtins = ("drivers.intel_iommu",)

@@ -53,6 +53,7 @@ from kernel.iommu.iommu import (
     iommu_device_register,
     iommu_device_unregister,
     iommu_iotlb_gather_add_page,
+    iommu_state,
     pci_device_group,
 )
 from kernel.mm import (
@@ -523,10 +524,14 @@ class MockIommuOps:
         self.blocked_domain: IommuDomain | None = BLOCKED_DOMAIN
         self.default_domain_ops = MockDomainOps()
         self.def_type = 0
-        self.units: list[MockIommuDevice] = []
         self.dids = IDA("mock_did")
         IDENTITY_DOMAIN.owner = self
         BLOCKED_DOMAIN.owner = self
+
+    @property
+    def units(self) -> list[MockIommuDevice]:
+        """The running kernel's registered mock units (the core's list, not ours)."""
+        return [u for u in iommu_state().iommus if isinstance(u, MockIommuDevice) and u.ops is self]
 
     def probe_device(self, dev: Device) -> IommuDevice:
         if not isinstance(dev, PciDev):
@@ -614,7 +619,8 @@ def mock_probe(unit: Any) -> None:
     iommu = MockIommuDevice(
         name=unit.name, max_pasids=(1 << width) if width else 0, io=io, root=root
     )
-    _OPS.units.append(iommu)
+    if not _OPS.units:  # the first unit of a kernel: no domain of an earlier one counts
+        _OPS.dids = IDA("mock_did")
     iommu_device_register(iommu, _OPS, unit)
 
 
@@ -627,7 +633,6 @@ def mock_shutdown() -> None:
         for table in iommu.ctx_tables.values():
             free_page(table)
         free_page(iommu.root)
-        _OPS.units.remove(iommu)
 
 
 INFO = IommuDriverInfo("mock_iommu", "MOCK", mock_probe, mock_shutdown, "test IOMMU vendor")

@@ -85,7 +85,6 @@ def test_two_drivers_claiming_one_table_is_an_error_naming_both(
         from hw.machine import build_machine
         from kernel.boot import boot
 
-        mock_iommu._OPS.units.clear()
         return boot(
             build_machine(conftest.machine_spec()),
             cmdline,

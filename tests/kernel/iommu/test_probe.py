@@ -69,7 +69,6 @@ def _boot_with(
     """Boot through ``make_kernel`` (so teardown checks WARNs) with other plugins."""
 
     def boot_plugins(cmdline: str = "", **kw: Any) -> Kernel:
-        mock_iommu._OPS.units.clear()
         m = build_machine(conftest.machine_spec(**kw))
         return boot(m, cmdline, builtins=(), entry_points=False, extra_plugins=plugins)
 
@@ -482,7 +481,6 @@ def test_devices_are_probed_against_the_unit_whose_scope_covers_them(
     monkeypatch: pytest.MonkeyPatch, make_kernel: KernelFactory
 ) -> None:
     def boot_two_units(cmdline: str = "", **kw: Any) -> Kernel:
-        mock_iommu._OPS.units.clear()
         spec = conftest.machine_spec()
         spec["iommus"].append({"kind": "mock", "name": "mock1", "scope": [PASID_BDF]})
         return boot(
