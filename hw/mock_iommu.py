@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
-from hw.bus import DmaFault, DmaResult, Run
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Run
 from hw.iommu_unit import IommuUnitModel
 from hw.memory import BusError
 from hw.pagewatch import Cached, DepTracker
@@ -369,7 +369,7 @@ class MockIommuUnit(IommuUnitModel):
     ) -> DmaResult:
         self.stats.translations += 1
         if not self.regs["MockCtrl"] & 1:
-            return DmaResult(((addr, size),))
+            return self._in_ram(addr, [(addr, size)], None, write)
         runs: list[Run] = []
         cur, end = addr, addr + size
         try:
@@ -377,7 +377,7 @@ class MockIommuUnit(IommuUnitModel):
             if not tte & 1:
                 raise _Fault(FAULT_BLOCKED)
             if Tte.TT.get(tte) == TT_PASS:
-                return DmaResult(((addr, size),))
+                return self._in_ram(addr, [(addr, size)], None, write)
             if Tte.TT.get(tte) not in (TT_PAGING, TT_X86):
                 raise _Fault(FAULT_BLOCKED)
             while cur < end:
@@ -389,8 +389,24 @@ class MockIommuUnit(IommuUnitModel):
                     runs.append((phys, n))
                 cur += n
         except _Fault as f:
-            return DmaResult(tuple(runs), self._fault(rid, pasid, cur, f.reason, write))
-        return DmaResult(tuple(runs))
+            fault = self._fault(rid, pasid, cur, f.reason, write)
+            return self._in_ram(addr, runs, fault, write)
+        return self._in_ram(addr, runs, None, write)
+
+    def _in_ram(self, addr: int, runs: list[Run], fault: DmaFault | None, write: bool) -> DmaResult:
+        """The translated runs reach RAM directly: cut at the first byte outside it
+        (a bus error, :data:`hw.bus.DMA_FAULT_BUS`, as the machine reports untranslated
+        DMA outside RAM)."""
+        ram = self.m.memory.size
+        done = 0
+        for i, (pa, n) in enumerate(runs):
+            if pa < 0 or pa + n > ram:
+                good = max(0, min(n, ram - pa)) if pa >= 0 else 0
+                kept = runs[:i] + ([(pa, good)] if good else [])
+                bus = DmaFault(addr + done + good, DMA_FAULT_BUS, write, "outside RAM")
+                return DmaResult(tuple(kept), bus)
+            done += n
+        return DmaResult(tuple(runs), fault)
 
     def _fault(self, rid: int, pasid: int | None, addr: int, reason: int, write: bool) -> DmaFault:
         self.stats.faults += 1

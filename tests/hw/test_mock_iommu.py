@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hw import mock_iommu as mi
+from hw.bus import DMA_FAULT_BUS
 from hw.machine import Machine, build_machine
 
 BASE = 0xFED9_0000
@@ -290,3 +291,29 @@ def test_a_stale_entry_whose_page_was_unmapped_is_still_used_and_counted() -> No
     t.unmap(0x1000)
     assert unit.translate(RID, None, False, 0x1000, 8, False).runs == ((0x50_0000, 8),)
     assert unit.stats.stale_uses == 1
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_dma_beyond_ram_is_a_bus_fault_not_an_exception(enabled: bool) -> None:
+    m, unit = make()
+    t = Tables(m)
+    t.map(0x1000, 0xFF_F000)  # the last page of the 16 MiB of RAM
+    t.map(0x2000, 0x100_0000)  # just past it
+    if not enabled:
+        wq(m, 0x10, 0)
+        res = unit.translate(RID, None, False, 0xFF_FF00, 0x200, True)
+        assert res.runs == ((0xFF_FF00, 0x100),)
+        assert res.fault is not None and res.fault.addr == 0x100_0000
+    else:
+        res = unit.translate(RID, None, False, 0x1F00, 0x200, True)
+        assert res.runs == ((0xFF_FF00, 0x100),)
+        assert res.fault is not None and res.fault.addr == 0x2000
+    assert res.fault.reason == DMA_FAULT_BUS
+
+
+def test_pass_through_beyond_ram_is_a_bus_fault() -> None:
+    m, unit = make()
+    Tables(m)
+    m.memory.write_u64(CTX + 16 * (RID & 0xFF), tte(mi.TT_PASS))
+    res = unit.translate(RID, None, False, 1 << 40, 8, False)
+    assert res.runs == () and res.fault is not None and res.fault.reason == DMA_FAULT_BUS
