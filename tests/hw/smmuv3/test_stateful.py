@@ -15,12 +15,13 @@ model's TLB invalidation made a no-op the run fails.
 from __future__ import annotations
 
 import pytest
-from hypothesis import Phase, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from hw.smmuv3.caches import Caches
 from hw.smmuv3.entries import Evt
+from tests.hw.fuzz import BREAK_SETTINGS
 from tests.hw.smmuv3.helpers import (
     RID,
     Rig,
@@ -159,15 +160,6 @@ SmmuCacheMachine.TestCase.settings = settings(
     max_examples=25, stateful_step_count=30, deadline=None
 )
 TestSmmuCaches = SmmuCacheMachine.TestCase
-BREAK_SETTINGS = settings(
-    max_examples=200,
-    stateful_step_count=30,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    phases=[Phase.generate],
-    report_multiple_bugs=False,
-)
 
 
 def test_fuzz_fails_without_tlb_invalidation(monkeypatch: pytest.MonkeyPatch) -> None:

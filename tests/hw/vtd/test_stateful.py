@@ -14,13 +14,14 @@ bites: with the model's IOTLB invalidation made a no-op the run fails.
 from __future__ import annotations
 
 import pytest
-from hypothesis import Phase, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from hw.vtd import entries as ent
 from hw.vtd.caches import Caches
 from hw.vtd.faults import FR
+from tests.hw.fuzz import BREAK_SETTINGS
 from tests.hw.vtd.helpers import (
     RID,
     PageTable,
@@ -160,15 +161,6 @@ class VtdCacheMachine(RuleBasedStateMachine):
 
 VtdCacheMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
 TestVtdCaches = VtdCacheMachine.TestCase
-BREAK_SETTINGS = settings(
-    max_examples=200,
-    stateful_step_count=30,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    phases=[Phase.generate],
-    report_multiple_bugs=False,
-)
 
 
 def test_fuzz_fails_without_iotlb_invalidation(monkeypatch: pytest.MonkeyPatch) -> None:
