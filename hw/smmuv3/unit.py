@@ -49,6 +49,10 @@ from hw.smmuv3.walk import CdInfo, SmmuFault, StreamInfo, Walker, permission_ok
 if TYPE_CHECKING:
     from hw.machine import Machine
 
+SSID_MASK = (1 << 20) - 1
+"""An event record's SSID field is 20 bits (the widest SubstreamID, IDR1.SSIDSIZE);
+a transaction tagged wider (only a model can make one) is recorded with its low bits."""
+
 ACK_DELAY_NS = 100
 """Time between a CR0/IRQ_CTRL/GBPA write and its acknowledgement."""
 
@@ -629,7 +633,10 @@ class Smmuv3Unit(IommuUnitModel):
         sid: int, pasid: int | None, priv: bool, addr: int, write: bool, f: SmmuFault
     ) -> tuple[int, int, int, int]:
         dw0 = ent.EvtDw0.encode(
-            ID=int(f.evt), SSV=int(pasid is not None), SSID=pasid or 0, SID=sid & 0xFFFF_FFFF
+            ID=int(f.evt),
+            SSV=int(pasid is not None),
+            SSID=(pasid or 0) & SSID_MASK,
+            SID=sid & 0xFFFF_FFFF,
         )
         cls = ent.EVT_CLASS_TT if f.evt == Evt.F_WALK_EABT else ent.EVT_CLASS_IN
         dw1 = ent.EvtDw1.encode(

@@ -16,6 +16,10 @@ from collections.abc import Callable
 from hw.regs import RegisterFile
 from hw.vtd import registers as vr
 
+PASID_MASK = (1 << 20) - 1
+"""A PASID is 20 bits on the wire (PCIe PASID TLP prefix) and in FRCD.PV."""
+PV_SID_MASK = 0xFFFF
+
 
 class FR(enum.IntEnum):
     """Fault reason codes (facts A12.1 legacy, A12.3 scalable mode)."""
@@ -143,14 +147,16 @@ class FaultLog:
                 self.event()
             return False
         had_pending = bool(regs.field("FSTS", vr.FSTS.PPF))
+        # The record holds what a PASID TLP prefix can carry: 20 bits. A request
+        # tagged wider (only a model can make one) keeps its low bits, as SID does.
         regs[f"FRCD{i}_LO"] = addr & ~0xFFF
         regs[f"FRCD{i}_HI"] = vr.FRCD_HI.encode(
-            SID=sid,
+            SID=sid & PV_SID_MASK,
             PRIV=int(priv),
             EXE=int(exe),
             PP=int(pasid is not None),
             FR=reason,
-            PV=pasid or 0,
+            PV=(pasid or 0) & PASID_MASK,
             T=int(not write),
             F=1,
         )
