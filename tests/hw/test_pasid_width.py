@@ -19,6 +19,7 @@ from hw.vtd import entries as vent
 from hw.vtd import registers as vr
 from hw.vtd.faults import FR
 from tests.hw.smmuv3.helpers import CdTable, Smmu, cd_words
+from tests.hw.smmuv3.helpers import Pages as SmmuPages
 from tests.hw.smmuv3.helpers import PageTable as LpaeTable
 from tests.hw.vtd.helpers import Pages, PageTable, Tables, enable_te, set_root
 
@@ -99,7 +100,7 @@ def _smmu(cdmax: int = 16) -> tuple[Machine, DsaDevice, Smmuv3Unit, Smmu]:
     m, fn = _machine("smmuv3", {"ssidsize": 20})
     unit = m.iommus["iommu0"]
     assert isinstance(unit, Smmuv3Unit)
-    pages = Pages(m)
+    pages = SmmuPages(m)
     smmu = Smmu(m, unit, pages)
     cds = CdTable(m, pages, cdmax=cdmax, fmt=sent.S1FMT_64K_L2 if cdmax > 10 else 0)
     pt = LpaeTable(m, pages)
