@@ -79,7 +79,7 @@ def test_vtd_scalable_pasid_beyond_the_directory_faults_0x46(pasid: int, ats: bo
     m, fn, unit = _vtd(scalable=True, ats=ats)
     m.memory.write(PHYS, b"\xaa" * 64)
     done, fault = fn.dma_write(pasid, False, IOVA, b"\x55" * 64)
-    assert done == 0 and fault is not None and fault.reason == FR.SM_PASID_TOO_LARGE == 0x46
+    assert done == 0 and fault is not None and fault.reason == 0x46 == int(FR.SM_PASID_TOO_LARGE)
     assert m.memory.read(PHYS, 64) == b"\xaa" * 64
     assert _fault_record(unit) == (0x46, 1, pasid & 0xFFFFF)
     assert unit.stats.faults_recorded == 1
