@@ -3,13 +3,12 @@
 An IOMMU model keeps cached translations and configuration entries until software
 invalidates them, as hardware does. To report the *use* of a cached entry whose
 source tables changed without the invalidation the spec requires, every entry
-remembers the RAM page frames it was built from. :class:`DepTracker` watches those
-frames through :meth:`hw.memory.Memory.watch` and marks the entries *suspect* when
-one of them is written, so the model re-walks only entries that may have gone stale
-and the cache-hit path stays a dict lookup plus one flag test.
-
-Shared by the VT-d and SMMUv3 models: SMMUv3 tracks whole pages (:class:`DepTracker`),
-VT-d tracks 8-byte table-entry granules (:class:`SlotTracker`).
+remembers the 8-byte table-entry granules it was built from.
+:class:`SlotTracker` watches their pages through :meth:`hw.memory.Memory.watch` and
+marks the entries *suspect* when one of *their* granules changes, so the model
+re-walks only entries that may have gone stale and the cache-hit path stays a dict
+lookup plus one flag test. The one tracker of every IOMMU model (VT-d, SMMUv3) and
+of the translations they hand to devices' ATCs.
 """
 
 from __future__ import annotations
@@ -17,58 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hw.memory import Memory
-
-
-class Cached:
-    """Base of cache entries: the table pages read to build it and a suspect flag."""
-
-    __slots__ = ("pages", "suspect")
-
-    def __init__(self, pages: Iterable[int]) -> None:
-        self.pages = frozenset(pages)
-        self.suspect = False
-
-
-class DepTracker:
-    """Page frame -> cache entries derived from it, kept in sync with Memory watches."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.mem = memory
-        self.by_pfn: dict[int, set[Cached]] = {}
-
-    def on_write(self, pfn: int) -> None:
-        for entry in self.by_pfn.get(pfn, ()):
-            entry.suspect = True
-
-    def add(self, entry: Cached) -> None:
-        for pfn in entry.pages:
-            deps = self.by_pfn.get(pfn)
-            if deps is None:
-                deps = self.by_pfn[pfn] = set()
-                self.mem.watch(pfn, self.on_write)
-            deps.add(entry)
-
-    def drop(self, entry: Cached) -> None:
-        for pfn in entry.pages:
-            deps = self.by_pfn.get(pfn)
-            if deps is None:
-                continue
-            deps.discard(entry)
-            if not deps:
-                del self.by_pfn[pfn]
-                self.mem.unwatch(pfn, self.on_write)
-
-    def rebase(self, entry: Cached, pages: Iterable[int]) -> None:
-        """Entry re-verified against fresh tables: depend on the pages just read."""
-        self.drop(entry)
-        entry.pages = frozenset(pages)
-        entry.suspect = False
-        self.add(entry)
-
-    def mark_all(self, entries: Iterable[Cached]) -> None:
-        for entry in entries:
-            entry.suspect = True
-
 
 GRANULE_SHIFT = 3
 """Slot dependencies are tracked per 8-byte granule (one table entry word)."""
@@ -99,20 +46,21 @@ class _WatchedPage:
 class SlotTracker:
     """8-byte-granule dependency tracking on top of page watches.
 
-    Same contract as :class:`DepTracker` (``add``/``drop``/``rebase``/``mark_all``),
-    finer grain: Memory reports writes per page frame, so every watched page keeps a
-    snapshot of its bytes; on a write notification the tracker diffs the page against
-    the snapshot and marks suspect only the entries that read a granule whose bytes
-    changed. Writing one PTE of a table page therefore no longer marks the entries
-    that depend on its 511 neighbours, and rewriting a value unchanged marks nothing.
-    Exact as long as every RAM write goes through :class:`Memory` (the snapshot is
-    re-synchronised on every notification).
+    ``add``/``drop`` register an entry's granules, ``rebase`` re-registers a
+    re-verified entry, ``mark_all`` makes everything suspect. Memory reports writes
+    per page frame, so every watched page keeps a snapshot of its bytes; on a write
+    notification the tracker diffs the page against the snapshot and marks suspect
+    only the entries that read a granule whose bytes changed. Writing one PTE of a
+    table page therefore does not mark the entries that depend on its 511
+    neighbours, and rewriting a value unchanged marks nothing. Exact as long as every
+    RAM write goes through :class:`Memory` (the snapshot is re-synchronised on every
+    notification).
 
     :meth:`own_write` is for the model's own accessed/dirty-bit updates: bits that
     no cached result depends on, so the write only refreshes the snapshot of that
-    granule and marks nothing. :attr:`version` is bumped
-    whenever an entry is marked suspect, so summaries derived from many entries can
-    check in O(1) that none of them became suspect.
+    granule and marks nothing. :attr:`version` is bumped whenever an entry is marked
+    suspect, so summaries derived from many entries can check in O(1) that none of
+    them became suspect.
     """
 
     def __init__(self, memory: Memory) -> None:
