@@ -33,7 +33,7 @@ function on untranslated requests). What is modelled and where it differs:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from attrs import define, frozen
@@ -71,7 +71,7 @@ class AtcEntry(TlbEntry):
         shift: int,
         phys: int,
         perms: int,
-        slots: Iterable[int] = (),
+        slots: Collection[int] = (),
     ) -> None:
         super().__init__(pasid, vpn, shift, phys, perms, bool(priv), slots=slots)
 

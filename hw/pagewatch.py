@@ -13,7 +13,7 @@ of the translations they hand to devices' ATCs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from hw.memory import Memory
 
@@ -30,17 +30,9 @@ class SlotCached:
 
     __slots__ = ("slots", "suspect")
 
-    def __init__(self, slots: Iterable[int]) -> None:
-        self.slots = frozenset(slots)
+    def __init__(self, slots: Collection[int]) -> None:
+        self.slots = slots
         self.suspect = False
-
-
-class _WatchedPage:
-    __slots__ = ("deps", "snap")
-
-    def __init__(self, snap: bytearray) -> None:
-        self.snap = snap
-        self.deps: dict[int, set[SlotCached]] = {}
 
 
 class SlotTracker:
@@ -56,6 +48,10 @@ class SlotTracker:
     RAM write goes through :class:`Memory` (the snapshot is re-synchronised on every
     notification).
 
+    Watches are dropped lazily: a page whose last dependent entry went is unwatched
+    at its next write, so entries dropped and refilled before software touches their
+    tables (an IOTLB flush and refill) cost no new snapshot.
+
     :meth:`own_write` is for the model's own accessed/dirty-bit updates: bits that
     no cached result depends on, so the write only refreshes the snapshot of that
     granule and marks nothing. :attr:`version` is bumped whenever an entry is marked
@@ -65,16 +61,27 @@ class SlotTracker:
 
     def __init__(self, memory: Memory) -> None:
         self.mem = memory
-        self.by_pfn: dict[int, _WatchedPage] = {}
+        self.deps: dict[int, set[SlotCached]] = {}
+        """Granule -> the entries built from it."""
+        self.snaps: dict[int, bytearray] = {}
+        """Watched page frame -> its bytes as last seen."""
+        self.live: dict[int, int] = {}
+        """Watched page frame -> how many of its granules have entries."""
         self.version = 0
         self._own = -1
 
     def on_write(self, pfn: int) -> None:
-        page = self.by_pfn.get(pfn)
-        if page is None:  # pragma: no cover - unwatched before Memory called back
+        snap = self.snaps.get(pfn)
+        if snap is None:  # pragma: no cover - unwatched before Memory called back
+            return
+        if not self.live.get(pfn):
+            # Nothing depends on this page any more: stop watching it now (watches
+            # are dropped lazily, so a refill before any write costs no snapshot).
+            del self.snaps[pfn]
+            self.live.pop(pfn, None)
+            self.mem.unwatch(pfn, self.on_write)
             return
         base = pfn << 12
-        snap = page.snap
         own = self._own
         if own >> _SLOTS_PER_PAGE_SHIFT == pfn:
             # The model's own A/D update: the snapshot matched RAM before it (every
@@ -82,17 +89,18 @@ class SlotTracker:
             off = (own & _SLOT_MASK) << GRANULE_SHIFT
             snap[off : off + 8] = self.mem.view[base + off : base + off + 8]
             return
-        cur = self.mem.view[base : base + len(snap)]
+        cur = self.mem.view[base : base + 4096]
         if cur == snap:
             return
         diff = int.from_bytes(cur, "little") ^ int.from_bytes(snap, "little")
         snap[:] = cur
-        deps = page.deps
+        deps = self.deps
+        first = pfn << _SLOTS_PER_PAGE_SHIFT
         marked = False
         while diff:
             slot = (diff.bit_length() - 1) >> 6
             diff &= (1 << (slot << 6)) - 1
-            for entry in deps.get(slot, ()):
+            for entry in deps.get(first | slot, ()):
                 entry.suspect = True
                 marked = True
         if marked:
@@ -111,42 +119,47 @@ class SlotTracker:
         finally:
             self._own = -1
 
-    def add(self, entry: SlotCached) -> None:
-        by_pfn = self.by_pfn
-        for granule in entry.slots:
-            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-            page = by_pfn.get(pfn)
-            if page is None:
+    def _first(self, granule: int) -> None:
+        """``granule`` got its first entry: count it for its page, watching the page."""
+        pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+        n = self.live.get(pfn)
+        if n is None:
+            if pfn not in self.snaps:
                 base = pfn << 12
-                page = by_pfn[pfn] = _WatchedPage(bytearray(self.mem.view[base : base + 4096]))
+                self.snaps[pfn] = bytearray(self.mem.view[base : base + 4096])
                 self.mem.watch(pfn, self.on_write)
-            deps = page.deps.get(granule & _SLOT_MASK)
-            if deps is None:
-                deps = page.deps[granule & _SLOT_MASK] = set()
-            deps.add(entry)
+            n = 0
+        self.live[pfn] = n + 1
+
+    def add(self, entry: SlotCached) -> None:
+        deps = self.deps
+        for granule in entry.slots:
+            s = deps.get(granule)
+            if s is None:
+                deps[granule] = {entry}
+                self._first(granule)
+            else:
+                s.add(entry)
 
     def drop(self, entry: SlotCached) -> None:
-        by_pfn = self.by_pfn
+        deps = self.deps
+        live = self.live
         for granule in entry.slots:
-            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-            page = by_pfn.get(pfn)
-            if page is None:
+            s = deps.get(granule)
+            if s is None:
                 continue
-            slot = granule & _SLOT_MASK
-            deps = page.deps.get(slot)
-            if deps is None:
-                continue
-            deps.discard(entry)
-            if not deps:
-                del page.deps[slot]
-                if not page.deps:
-                    del by_pfn[pfn]
-                    self.mem.unwatch(pfn, self.on_write)
+            s.discard(entry)
+            if not s:
+                del deps[granule]
+                pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+                live[pfn] -= 1
+                if not live[pfn]:
+                    del live[pfn]
 
-    def rebase(self, entry: SlotCached, slots: Iterable[int]) -> None:
+    def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""
         self.drop(entry)
-        entry.slots = frozenset(slots)
+        entry.slots = slots
         entry.suspect = False
         self.add(entry)
 

@@ -38,7 +38,7 @@ page (what the models inlined before, four times).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable
 from typing import Final, Protocol, cast
 
 from attrs import define
@@ -78,7 +78,7 @@ class TlbEntry(SlotCached):
         perms: int,
         src: object,
         pte_addr: int = -1,
-        slots: Iterable[int] = (),
+        slots: Collection[int] = (),
         dirty: bool = True,
     ) -> None:
         super().__init__(slots)
@@ -161,10 +161,14 @@ class TagCache:
         t = self.tables.get(entry.tag)
         if t is None:
             t = self.tables[entry.tag] = ({}, {}, {}, {})
-        d: dict[int, TlbEntry] = t[:BLOCK][SHIFTS.index(entry.shift)]
-        old = d.get(entry.vpn)
-        d[entry.vpn] = entry
-        t[BLOCK].pop((entry.vpn << entry.shift) >> BLOCK_SHIFT, None)
+        shift = entry.shift
+        vpn = entry.vpn
+        d = t[0] if shift == 12 else t[1] if shift == 21 else t[2]
+        old = d.get(vpn)
+        d[vpn] = entry
+        blocks = t[3]
+        if blocks:
+            blocks.pop((vpn << shift) >> BLOCK_SHIFT, None)
         if self.tracker is not None:
             self.tracker.add(entry)
         if old is not None:
@@ -225,6 +229,14 @@ class TagCache:
         """Drop the entries of every tag ``match`` accepts (None: all) that overlap
         the byte range ``[first, last]`` (``last`` -1: everything). Returns how many."""
         dropped: list[TlbEntry] = []
+        if match is None and last < 0:
+            for t in self.tables.values():
+                for d in t[:BLOCK]:
+                    dropped.extend(d.values())
+            self.tables.clear()
+            if dropped:
+                self.dropped(dropped)
+            return len(dropped)
         for key in list(self.tables):
             if match is not None and not match(key):
                 continue
@@ -424,7 +436,7 @@ class Pipeline:
         self.stats = stats
         self.strict = strict
 
-    def revalidate(self, e: SlotCached, same: bool, slots: Iterable[int]) -> bool:
+    def revalidate(self, e: SlotCached, same: bool, slots: Collection[int]) -> bool:
         """A suspect entry was re-walked: if the tables still give ``same`` answer,
         depend on the granules just read (``slots``) and drop its block summary."""
         if not same:

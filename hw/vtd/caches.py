@@ -138,6 +138,8 @@ class Caches:
             k_did, k_tag = cast(tuple[int, int], key)
             return (did is None or k_did == did) and (tag is None or k_tag == tag)
 
+        if did is None and tag is None and addr is None:
+            return self.iotlb.flush(None)
         if addr is None:
             return self.iotlb.flush(match)
         span = 12 + am

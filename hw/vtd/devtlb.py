@@ -12,7 +12,7 @@ invalidation is reported as a stale ``devtlb`` use (DESIGN §6).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from hw.ats import ATS_R, ATS_W, AddressTranslationCache, AtcEntry, AtsResult
@@ -150,7 +150,7 @@ class DeviceTlb:
             rw = ATS_R if perms & need_r == need_r else 0
             if write and perms & need_w == need_w:
                 rw |= ATS_W
-            out.append(self._issue(pasid, priv, e.vpn, e.shift, e.phys, rw, e.slots | upper))
+            out.append(self._issue(pasid, priv, e.vpn, e.shift, e.phys, rw, upper.union(e.slots)))
         return AtsResult(tuple(out), stop)
 
     def _issue(
@@ -161,7 +161,7 @@ class DeviceTlb:
         shift: int,
         phys: int,
         rw: int,
-        slots: Iterable[int],
+        slots: Collection[int],
     ) -> AtcEntry:
         entry = AtcEntry(pasid, priv, vpn, shift, phys, rw, slots)
         self.unit.pipeline.put_devtlb(entry)

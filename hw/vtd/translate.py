@@ -91,6 +91,15 @@ class Translation:
 
     def __init__(self, unit: VtdUnit) -> None:
         self.unit = unit
+        self.stats = unit.stats
+
+    def attach(self) -> None:
+        """The unit was attached: bind its RAM-side parts (no lookups per request)."""
+        unit = self.unit
+        self.walker = unit.walker
+        self.caches = unit.caches
+        self.pipeline = unit.pipeline
+        self.iotlb = unit.pipeline.iotlb
 
     # -- table selection ------------------------------------------------------------
     def check_root(self) -> None:
@@ -100,13 +109,14 @@ class Translation:
 
     def ctx_cached(self, rid: int, stale_box: list[bool]) -> CtxEntry:
         unit = self.unit
-        caches, walker = unit.caches, unit.walker
-        self.check_root()
+        caches, walker = self.caches, self.walker
+        if unit.ttm > 1 or (unit.ttm == 1 and not unit.cfg.smts):
+            raise TranslationFault(FR.SM_RTADDR_INVALID)
         e = caches.ctx.get(rid)
         if e is None:
-            unit.stats.ctx_misses += 1
+            self.stats.ctx_misses += 1
             return caches.put_ctx(rid, walker.context(unit.root, unit.ttm == 1, rid))
-        unit.stats.ctx_hits += 1
+        self.stats.ctx_hits += 1
         if e.suspect:
             try:
                 fresh: CtxInfo | None = walker.context(unit.root, unit.ttm == 1, rid)
@@ -119,13 +129,14 @@ class Translation:
     def pasid_cached_fn(self, rid: int, stale_box: list[bool]) -> PasidLookup:
         unit = self.unit
 
+        caches, walker, stats = self.caches, self.walker, self.stats
+
         def lookup(ctx: CtxInfo, pasid: int) -> PasidInfo:
-            caches, walker = unit.caches, unit.walker
             e = caches.pasid.get((rid, pasid))
             if e is None:
-                unit.stats.pasid_misses += 1
+                stats.pasid_misses += 1
                 return caches.put_pasid(rid, pasid, walker.pasid_entry(ctx, pasid)).info
-            unit.stats.pasid_hits += 1
+            stats.pasid_hits += 1
             if e.suspect:
                 try:
                     fctx = walker.context(unit.root, unit.ttm == 1, rid)
@@ -164,7 +175,7 @@ class Translation:
 
     def walk(self, sel: Sel, addr: int, write: bool, update: bool) -> Leaf:
         st = sel.stage
-        walker = self.unit.walker
+        walker = self.walker
         if st.kind == KIND_FL:
             return walker.walk_fl(st, addr, sel.fpd, update)
         return walker.walk_sl(st, addr, write, sel.scalable, sel.fpd, update)
@@ -200,7 +211,7 @@ class Translation:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
         slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
         runs, fault, hits = translate_run(
-            unit.pipeline.iotlb,
+            self.iotlb,
             (sel.did, sel.tag),
             NEVER if upper_stale else stage,
             slow.need,
@@ -210,35 +221,25 @@ class Translation:
             write,
             slow,
         )
-        unit.stats.iotlb_hits += hits
+        self.stats.iotlb_hits += hits
         return DmaResult(tuple(runs), fault)
 
-    def slow_page(
-        self, sel: Sel, e: TlbEntry | None, a: int, write: bool, check: bool
-    ) -> tuple[TlbEntry, bool]:
-        """IOTLB miss (walk and fill) or a hit on an entry that needs re-checking."""
+    def fill(self, sel: Sel, a: int, write: bool) -> TlbEntry:
+        """IOTLB miss: walk (setting A flags) and fill."""
         unit = self.unit
-        if e is not None:
-            unit.stats.iotlb_hits += 1
-            if e.src != sel.stage:
-                return e, True
-            try:
-                leaf: Leaf | None = self.walk(sel, a, write, False)
-            except TranslationFault:
-                leaf = None
-            if leaf is not None and unit.pipeline.revalidate(
-                e, e.same(leaf.phys, leaf.shift, leaf.perms), leaf.slots
-            ):
-                return e, check
-            return e, True
-        unit.stats.iotlb_misses += 1
-        unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
-        leaf = self.walk(sel, a, write, True)
+        self.stats.iotlb_misses += 1
+        if unit.machine is not None and unit.machine.hw_trace is not None:
+            unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
         st = sel.stage
+        if st.kind == KIND_FL:
+            leaf = self.walker.walk_fl(st, a, sel.fpd, True)
+        else:
+            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True)
+        shift = leaf.shift
         e = TlbEntry(
             (sel.did, sel.tag),
-            a >> leaf.shift,
-            leaf.shift,
+            a >> shift,
+            shift,
             leaf.phys,
             leaf.perms,
             st,
@@ -246,8 +247,24 @@ class Translation:
             leaf.slots,
             st.kind == KIND_SL and not st.ssade,
         )
-        unit.pipeline.iotlb.put(e)
-        return e, check
+        self.iotlb.put(e)
+        return e
+
+    def recheck(self, sel: Sel, e: TlbEntry, a: int, write: bool, check: bool) -> bool:
+        """A hit on an entry that needs re-checking (suspect, or filled from another
+        stage): whether its use must be compared with the tables."""
+        self.stats.iotlb_hits += 1
+        if e.src != sel.stage:
+            return True
+        try:
+            leaf: Leaf | None = self.walk(sel, a, write, False)
+        except TranslationFault:
+            leaf = None
+        if leaf is not None and self.pipeline.revalidate(
+            e, e.same(leaf.phys, leaf.shift, leaf.perms), leaf.slots
+        ):
+            return check
+        return True
 
     def passthrough(
         self,
@@ -397,10 +414,13 @@ class PageSlowPath:
         write = self.write
         check = self.upper_stale
         if e is not None and e.src is not stage and e.src == stage:
-            unit.pipeline.rebind(e, stage)
+            x.pipeline.rebind(e, stage)
         if e is None or e.suspect or e.src is not stage:
             try:
-                e, check = x.slow_page(sel, e, a, write, check)
+                if e is None:
+                    e = x.fill(sel, a, write)
+                else:
+                    check = x.recheck(sel, e, a, write, check)
             except TranslationFault as f:
                 if check:
                     x.check_fresh(
@@ -408,7 +428,7 @@ class PageSlowPath:
                     )
                 return self._fault(a, f.reason, f.fpd)
         else:
-            unit.stats.iotlb_hits += 1
+            x.stats.iotlb_hits += 1
         perms = e.perms
         need = self.need
         if perms & need != need:
@@ -424,7 +444,7 @@ class PageSlowPath:
             x.check_fresh(self.rid, self.pasid, self.priv, self.exe, write, a, (phys & ~0xFFF, 0))
         if write and not e.dirty:
             e.dirty = True
-            unit.walker.set_dirty(stage, e.pte_addr)
+            x.walker.set_dirty(stage, e.pte_addr)
         chunk = min(end, ((a >> shift) + 1) << shift) - a
         if phys < INTR_HI and phys + chunk > INTR_LO:
             reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR

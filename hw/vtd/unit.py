@@ -154,6 +154,7 @@ class VtdUnit(IommuUnitModel):
         self._caches = Caches(self._pipeline)
         self._walker.set_bits = self._pipeline.deps.own_write
         self._qi = InvalidationQueue(self)
+        self.xlate.attach()
 
     @property
     def pipeline(self) -> Pipeline:

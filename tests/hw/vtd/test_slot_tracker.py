@@ -51,12 +51,17 @@ def test_own_write_sets_bits_without_marking() -> None:
     assert a.suspect
 
 
-def test_drop_unwatches_the_page_after_the_last_dependant() -> None:
+def test_drop_unwatches_the_page_at_its_next_write_after_the_last_dependant() -> None:
     mem, tr, a, b = setup()
     tr.drop(a)
-    assert mem.watched(PAGE >> 12)
     tr.drop(b)
-    assert not mem.watched(PAGE >> 12) and tr.by_pfn == {}
+    assert mem.watched(PAGE >> 12) and tr.deps == {}  # kept until the page is written
+    tr.add(a)  # a refill before any write reuses the snapshot
+    mem.write_u64(PAGE, 9)
+    assert a.suspect
+    tr.drop(a)
+    mem.write_u64(PAGE, 10)
+    assert not mem.watched(PAGE >> 12) and tr.snaps == {} and tr.live == {}
     tr.drop(a)  # dropping twice is harmless
     stray = SlotCached([(PAGE + 0x800) >> 3])
     tr.add(b)
