@@ -36,6 +36,7 @@ from hw.vtd.walk import (
     Leaf,
     PasidInfo,
     Stage,
+    WalkMemo,
 )
 
 if TYPE_CHECKING:
@@ -224,17 +225,18 @@ class Translation:
         self.stats.iotlb_hits += hits
         return DmaResult(tuple(runs), fault)
 
-    def fill(self, sel: Sel, a: int, write: bool) -> TlbEntry:
-        """IOTLB miss: walk (setting A flags) and fill."""
+    def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None = None) -> TlbEntry:
+        """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
+        sets the leaf's A flag, with D when the write is permitted, in one update."""
         unit = self.unit
         self.stats.iotlb_misses += 1
         if unit.machine is not None and unit.machine.hw_trace is not None:
             unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
         st = sel.stage
         if st.kind == KIND_FL:
-            leaf = self.walker.walk_fl(st, a, sel.fpd, True)
+            leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
         else:
-            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True)
+            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
         shift = leaf.shift
         e = TlbEntry(
             (sel.did, sel.tag),
@@ -373,7 +375,19 @@ class PageSlowPath:
     ``ats`` the request is a Translation Request: not-present and permission
     conditions end it with an R=W=0 completion instead of a recorded fault."""
 
-    __slots__ = ("ats", "exe", "need", "pasid", "priv", "rid", "sel", "upper_stale", "write", "x")
+    __slots__ = (
+        "ats",
+        "exe",
+        "memo",
+        "need",
+        "pasid",
+        "priv",
+        "rid",
+        "sel",
+        "upper_stale",
+        "write",
+        "x",
+    )
 
     def __init__(
         self,
@@ -397,6 +411,7 @@ class PageSlowPath:
         self.upper_stale = upper_stale
         self.ats = ats
         self.need = need_bits(sel, write, priv, exe)
+        self.memo: WalkMemo | None = None
 
     def _fault(self, a: int, reason: FR, fpd: bool) -> DmaFault:
         unit = self.x.unit
@@ -413,12 +428,17 @@ class PageSlowPath:
         stage = sel.stage
         write = self.write
         check = self.upper_stale
+        filled = False
         if e is not None and e.src is not stage and e.src == stage:
             x.pipeline.rebind(e, stage)
         if e is None or e.suspect or e.src is not stage:
             try:
                 if e is None:
-                    e = x.fill(sel, a, write)
+                    memo = self.memo
+                    if memo is None:
+                        memo = self.memo = WalkMemo()
+                    e = x.fill(sel, a, write, memo)
+                    filled = True
                 else:
                     check = x.recheck(sel, e, a, write, check)
             except TranslationFault as f:
@@ -432,6 +452,8 @@ class PageSlowPath:
         perms = e.perms
         need = self.need
         if perms & need != need:
+            if filled:
+                x.walker.set_accessed(stage, e.pte_addr, False)
             reason = perm_reason(sel, perms, need)
             if check:
                 x.check_fresh(
@@ -442,7 +464,13 @@ class PageSlowPath:
         phys = e.phys | (a & ((1 << shift) - 1))
         if check:
             x.check_fresh(self.rid, self.pasid, self.priv, self.exe, write, a, (phys & ~0xFFF, 0))
-        if write and not e.dirty:
+        if filled:
+            if write and not e.dirty:
+                e.dirty = True
+                x.walker.set_accessed(stage, e.pte_addr, True)
+            else:
+                x.walker.set_accessed(stage, e.pte_addr, False)
+        elif write and not e.dirty:
             e.dirty = True
             x.walker.set_dirty(stage, e.pte_addr)
         chunk = min(end, ((a >> shift) + 1) << shift) - a

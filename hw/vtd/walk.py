@@ -111,6 +111,22 @@ class Leaf:
         return (self.phys, self.shift, self.perms) == (other.phys, other.shift, other.perms)
 
 
+class WalkMemo:
+    """The upper levels of the last walk that reached a last-level table, for the
+    next page of the same 2 MiB region in the same request: the table, the rights
+    of the levels above and their granules. Valid within one request only (nothing
+    but the walk's own A/D updates writes RAM during one), where it gives exactly
+    what re-reading those levels would."""
+
+    __slots__ = ("perms", "region", "slots", "table")
+
+    def __init__(self) -> None:
+        self.region = -1
+        self.table = 0
+        self.perms = 0
+        self.slots: tuple[int, ...] = ()
+
+
 def _set_bits(mem: Memory) -> Callable[[int, int], None]:
     def set_bits(addr: int, bits: int) -> None:
         pte = mem.read_u64(addr)
@@ -291,7 +307,15 @@ class Walker:
 
     # -- paging structures ------------------------------------------------------------
     def walk_sl(
-        self, st: Stage, addr: int, write: bool, scalable: bool, fpd: bool, update: bool
+        self,
+        st: Stage,
+        addr: int,
+        write: bool,
+        scalable: bool,
+        fpd: bool,
+        update: bool,
+        memo: WalkMemo | None = None,
+        leaf_a: bool = True,
     ) -> Leaf:
         """Second-stage walk (facts A11.2); QEMU ``vtd_iova_to_slpte``.
 
@@ -313,6 +337,8 @@ class Walker:
         slots: list[int] = []
         level = levels
         shift = 12 + 9 * levels
+        if memo is not None and memo.region == addr >> 21:
+            table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
         try:
             while True:
                 shift -= 9
@@ -332,11 +358,14 @@ class Walker:
                         self.set_bits(pte_addr, _SL_A)
                     table = pte & _ADDR_4K
                     level -= 1
+                    if level == 1 and memo is not None:
+                        memo.region, memo.table, memo.perms = addr >> 21, table, perms
+                        memo.slots = (*slots,)
                     continue
                 if pte & (leaf_rsvd | (((1 << shift) - 1) & ~0xFFF)):
                     raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
                 perms &= pte & 7
-                if ad and not pte & _SL_A:
+                if ad and leaf_a and not pte & _SL_A:
                     self.set_bits(pte_addr, _SL_A)
                 return Leaf(pte & _ADDR & ~((1 << shift) - 1), shift, perms, pte_addr, slots)
         except BusError:
@@ -344,7 +373,15 @@ class Walker:
                 FR.SS_ACCESS if scalable else FR.PAGING_ENTRY_ACCESS, fpd
             ) from None
 
-    def walk_fl(self, st: Stage, addr: int, fpd: bool, update: bool) -> Leaf:
+    def walk_fl(
+        self,
+        st: Stage,
+        addr: int,
+        fpd: bool,
+        update: bool,
+        memo: WalkMemo | None = None,
+        leaf_a: bool = True,
+    ) -> Leaf:
         """First-stage (x86-64) walk (facts A11.1); QEMU ``vtd_iova_to_flpte``.
 
         XD is honoured whatever PASID-entry NXE says (Linux stopped setting NXE).
@@ -365,6 +402,8 @@ class Walker:
         slots: list[int] = []
         level = levels
         shift = 12 + 9 * levels
+        if memo is not None and memo.region == addr >> 21:
+            table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
         try:
             while True:
                 shift -= 9
@@ -383,12 +422,15 @@ class Walker:
                 elif pte & rsvd:
                     raise TranslationFault(FR.FS_RSVD, fpd)
                 perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
-                if update and not pte & _FL_A:
+                if update and not pte & _FL_A and (leaf_a or not leaf):
                     self.set_bits(pte_addr, _FL_A)
                 if leaf:
                     return Leaf(pte & _ADDR & ~((1 << shift) - 1), shift, perms, pte_addr, slots)
                 table = pte & _ADDR_4K
                 level -= 1
+                if level == 1 and memo is not None:
+                    memo.region, memo.table, memo.perms = addr >> 21, table, perms
+                    memo.slots = (*slots,)
         except BusError:
             raise TranslationFault(
                 FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
@@ -399,3 +441,11 @@ class Walker:
         if st.kind == KIND_SL and not st.ssade:
             return
         self.set_bits(pte_addr, ent.FlPte.D.mask if st.kind == KIND_FL else ent.SlPte.D.mask)
+
+    def set_accessed(self, st: Stage, pte_addr: int, dirty: bool) -> None:
+        """Set a leaf's A bit, and D with ``dirty``, in one update (after a walk made
+        with ``leaf_a=False``; FL always, SL with SSADE)."""
+        if st.kind == KIND_FL:
+            self.set_bits(pte_addr, _FL_A | (ent.FlPte.D.mask if dirty else 0))
+        elif st.ssade:
+            self.set_bits(pte_addr, _SL_A | (ent.SlPte.D.mask if dirty else 0))
