@@ -122,6 +122,8 @@ class Caches:
                 return global_too
             return asid is None or ka == asid
 
+        if vmid is None and asid is None and addr is None and global_too:
+            return self.tlb.flush(None)
         if addr is None:
             return self.tlb.flush(match)
         return self.tlb.flush(match, addr, addr + (pages << 12) - 1)

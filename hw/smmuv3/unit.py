@@ -104,6 +104,10 @@ class Smmuv3Unit(IommuUnitModel):
 
     table = "IORT"
     register_size = REGISTER_SIZE
+    _w: Walker
+    _c: Caches
+    _p: Pipeline
+    """Bound at attach for the translation path (the public properties check)."""
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name)
@@ -169,6 +173,7 @@ class Smmuv3Unit(IommuUnitModel):
         self._walker = Walker(machine.memory, self.cfg)
         self._walker.set_bits = self._pipeline.deps.own_write
         self._caches = Caches(self._pipeline)
+        self._w, self._c, self._p = self._walker, self._caches, self._pipeline
 
     @property
     def pipeline(self) -> Pipeline:
@@ -355,7 +360,7 @@ class Smmuv3Unit(IommuUnitModel):
         return self._pages(rid, pasid, priv, addr, size, write, ste.vmid, cd, stale)
 
     def _ste_cached(self, sid: int, stale: list[str]) -> StreamInfo:
-        caches, walker = self.caches, self.walker
+        caches, walker = self._c, self._w
         e = caches.ste.get(sid)
         if e is None:
             self.stats.ste_misses += 1
@@ -367,15 +372,15 @@ class Smmuv3Unit(IommuUnitModel):
 
     def _recheck_ste(self, sid: int, e: SteEntry, stale: list[str]) -> None:
         try:
-            fresh: StreamInfo | None = self.walker.ste(*self._strtab(), sid)
+            fresh: StreamInfo | None = self._w.ste(*self._strtab(), sid)
         except SmmuFault:
             fresh = None
-        if fresh is None or not self.pipeline.revalidate(e, fresh == e.info, fresh.slots):
+        if fresh is None or not self._p.revalidate(e, fresh == e.info, fresh.slots):
             stale.append("CFGI_STE")
 
     def _cd_cached_fn(self, sid: int, stale: list[str]) -> Callable[[StreamInfo, int], CdInfo]:
         def lookup(ste: StreamInfo, index: int) -> CdInfo:
-            caches, walker = self.caches, self.walker
+            caches, walker = self._c, self._w
             e = caches.cd.get((sid, index))
             if e is None:
                 self.stats.cd_misses += 1
@@ -387,7 +392,7 @@ class Smmuv3Unit(IommuUnitModel):
                     fresh: CdInfo | None = walker.cd(fste, index)
                 except SmmuFault:
                     fresh = None
-                if fresh is None or not self.pipeline.revalidate(e, fresh == e.info, fresh.slots):
+                if fresh is None or not self._p.revalidate(e, fresh == e.info, fresh.slots):
                     stale.append("CFGI_CD")
             return e.info
 
@@ -439,7 +444,7 @@ class Smmuv3Unit(IommuUnitModel):
         root = cd.ttb1 if (addr >> 55) & 1 else cd.ttb0
         slow = _TlbSlowPath(self, sid, pasid, priv, write, vmid, cd, stale)
         runs, fault, hits = translate_run(
-            self.pipeline.iotlb,
+            self._p.iotlb,
             (vmid, cd.asid),
             NEVER if stale else root,
             slow.need,
@@ -459,7 +464,7 @@ class Smmuv3Unit(IommuUnitModel):
         written since it was filled, or it was filled from other tables under the
         same ASID (ASID reuse without TLBI_NH_ASID)."""
         root = cd.ttb1 if (a >> 55) & 1 else cd.ttb0
-        pipeline = self.pipeline
+        pipeline = self._p
         if e is not None:
             self.stats.iotlb_hits += 1
             if e.src != root:
@@ -470,7 +475,7 @@ class Smmuv3Unit(IommuUnitModel):
             if not e.suspect:
                 return e
             try:
-                leaf = self.walker.walk(cd, a, False)
+                leaf = self._w.walk(cd, a, False)
             except SmmuFault:
                 leaf = None
             asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
@@ -483,7 +488,7 @@ class Smmuv3Unit(IommuUnitModel):
             return e
         self.stats.iotlb_misses += 1
         self.emit("hw_smmuv3:tlb_miss", vmid=vmid, asid=cd.asid, addr=a)
-        leaf = self.walker.walk(cd, a, True)
+        leaf = self._w.walk(cd, a, True)
         e = TlbEntry(
             (vmid, cd.asid if leaf.ng else GLOBAL),
             a >> leaf.shift,
@@ -505,7 +510,7 @@ class Smmuv3Unit(IommuUnitModel):
         cache: ``(physical page, 0)`` or ``(-1, event id)``. Sets no Access flags."""
         if not self.smmuen:
             return (-1, int(Evt.ABORT)) if self.gbpa_abort else (addr & ~0xFFF, 0)
-        walker = self.walker
+        walker = self._w
         try:
             ste = walker.ste(*self._strtab(), sid)
             cd = self._select(sid, pasid, ste, walker.cd)
@@ -532,7 +537,7 @@ class Smmuv3Unit(IommuUnitModel):
         if current == cached:
             return
         name = "/".join(dict.fromkeys(missing))
-        self.pipeline.stale(
+        self._p.stale(
             f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
             f"{cached} used, tables say {current}; missing {name}",
             lambda: self.emit(
@@ -637,7 +642,7 @@ class _TlbSlowPath:
         unit, cd = self.unit, self.cd
         sid, pasid, priv, write = self.sid, self.pasid, self.priv, self.write
         if e is None:
-            e = unit.pipeline.iotlb.lookup((self.vmid, GLOBAL), a)
+            e = unit._p.iotlb.lookup((self.vmid, GLOBAL), a)
         missing = list(self.stale)
         try:
             e = unit._slow_page(self.vmid, cd, e, a, missing)

@@ -346,46 +346,56 @@ class Walker:
         perms = PERM_W | PERM_U
         slots: list[int] = []
         ips = cd.ips
-        while True:
-            shift = 39 - 9 * level
-            width = min(9, va_bits - shift)
-            pte_addr = table + ((va >> shift) & ((1 << width) - 1)) * 8
-            slots.append(pte_addr >> 3)
-            pte = self._q(pte_addr, Evt.F_WALK_EABT)
-            if not pte & 1:
-                raise SmmuFault(Evt.F_TRANSLATION)
-            is_table = bool(pte & 2)
-            if (level == 3 and not is_table) or (level == 0 and not is_table):
-                raise SmmuFault(Evt.F_TRANSLATION)
-            if pte & _OA_HIGH:
-                raise SmmuFault(Evt.F_ADDR_SIZE)
-            if is_table and level < 3:
-                table = pte & _OA_MASK
-                if table >> ips:
+        read = self.mem.read_u64
+        shift = 39 - 9 * level
+        mask = (1 << min(9, va_bits - shift)) - 1
+        pte_addr = table
+        try:
+            while True:
+                pte_addr = table + ((va >> shift) & mask) * 8
+                slots.append(pte_addr >> 3)
+                pte = read(pte_addr)
+                if not pte & 1:
+                    raise SmmuFault(Evt.F_TRANSLATION)
+                if pte & 2:
+                    if level < 3:
+                        if pte & _OA_HIGH:
+                            raise SmmuFault(Evt.F_ADDR_SIZE)
+                        table = pte & _OA_MASK
+                        if table >> ips:
+                            raise SmmuFault(Evt.F_ADDR_SIZE)
+                        if not had:
+                            if pte & _APT_RO:
+                                perms &= ~PERM_W
+                            if pte & _APT_NO_EL0:
+                                perms &= ~PERM_U
+                        level += 1
+                        shift -= 9
+                        mask = 0x1FF
+                        continue
+                elif level == 3 or level == 0:
+                    raise SmmuFault(Evt.F_TRANSLATION)
+                if pte & _OA_HIGH:
                     raise SmmuFault(Evt.F_ADDR_SIZE)
-                if not had:
-                    if pte & _APT_RO:
-                        perms &= ~PERM_W
-                    if pte & _APT_NO_EL0:
-                        perms &= ~PERM_U
-                level += 1
-                continue
-            phys = pte & _OA_MASK & ~((1 << shift) - 1)
-            if phys >> ips:
-                raise SmmuFault(Evt.F_ADDR_SIZE)
-            if not pte & _AF:
-                if cd.ha:
-                    if update:
-                        self.set_bits(pte_addr, _AF)
-                elif not cd.affd:
-                    raise SmmuFault(Evt.F_ACCESS)
-            if pte & _AP2:
-                perms &= ~PERM_W
-            if not pte & _AP1:
-                perms &= ~PERM_U
-            if not perms & PERM_U:
-                perms |= PERM_NU
-            return Leaf(phys, shift, perms, bool(pte & _NG), root, pte_addr, slots)
+                break
+        except BusError:
+            raise SmmuFault(Evt.F_WALK_EABT, pte_addr) from None
+        phys = pte & _OA_MASK & ~((1 << shift) - 1)
+        if phys >> ips:
+            raise SmmuFault(Evt.F_ADDR_SIZE)
+        if not pte & _AF:
+            if cd.ha:
+                if update:
+                    self.set_bits(pte_addr, _AF)
+            elif not cd.affd:
+                raise SmmuFault(Evt.F_ACCESS)
+        if pte & _AP2:
+            perms &= ~PERM_W
+        if not pte & _AP1:
+            perms &= ~PERM_U
+        if not perms & PERM_U:
+            perms |= PERM_NU
+        return Leaf(phys, shift, perms, bool(pte & _NG), root, pte_addr, slots)
 
 
 def _table_base(ttb: int, va_bits: int) -> int:
