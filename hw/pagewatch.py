@@ -133,13 +133,19 @@ class SlotTracker:
 
     def add(self, entry: SlotCached) -> None:
         deps = self.deps
+        live = self.live
         for granule in entry.slots:
             s = deps.get(granule)
-            if s is None:
-                deps[granule] = {entry}
+            if s is not None:
+                s.add(entry)
+                continue
+            deps[granule] = {entry}
+            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+            n = live.get(pfn)
+            if n is None:
                 self._first(granule)
             else:
-                s.add(entry)
+                live[pfn] = n + 1
 
     def drop(self, entry: SlotCached) -> None:
         deps = self.deps

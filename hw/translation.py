@@ -81,7 +81,8 @@ class TlbEntry(SlotCached):
         slots: Collection[int] = (),
         dirty: bool = True,
     ) -> None:
-        super().__init__(slots)
+        self.slots = slots
+        self.suspect = False
         self.tag = tag
         self.vpn = vpn
         self.shift = shift
@@ -386,11 +387,11 @@ def translate_run(
             if type(got) is DmaFault:
                 fault = got
                 break
-            e = cast(TlbEntry, got)
+            use: TlbEntry = got  # type: ignore[assignment]
             if t is None:
                 t = tables.get(tag)
-            shift = e.shift
-            phys = e.phys | (a & ((1 << shift) - 1))
+            shift = use.shift
+            phys = use.phys | (a & ((1 << shift) - 1))
             chunk = min(end, ((a >> shift) + 1) << shift) - a
             if phys + chunk > ram:
                 chunk = max(0, ram - phys)
@@ -402,7 +403,7 @@ def translate_run(
                     runs.append((run_start, run_end - run_start))
                 run_start, run_end = phys, phys + chunk
             if out is not None:
-                out.append(e)
+                out.append(use)
             if fault is not None:
                 break
             a += chunk

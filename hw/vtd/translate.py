@@ -87,6 +87,11 @@ def perm_reason(sel: Sel, perms: int, need: int) -> FR:
     return FR.SM_WRITE if missing & PERM_W else FR.SM_READ
 
 
+def _no_pasid_table(ctx: CtxInfo, pasid: int) -> PasidInfo:  # pragma: no cover - never called
+    """The PASID lookup of a legacy-mode context entry (legacy selection never asks)."""
+    raise TranslationFault(FR.SM_TTM_LEGACY_PASID)
+
+
 class Translation:
     """The translation side of one unit (the unit's ``translate`` lands here)."""
 
@@ -200,8 +205,9 @@ class Translation:
             return DmaResult(())
         stale_box = [False]
         try:
-            ce = self.ctx_cached(rid, stale_box)
-            sel = self.select(pasid, priv, exe, ce.info, self.pasid_cached_fn(rid, stale_box))
+            ctx = self.ctx_cached(rid, stale_box).info
+            lookup = self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
+            sel = self.select(pasid, priv, exe, ctx, lookup)
         except TranslationFault as f:
             if stale_box[0]:
                 self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
