@@ -68,7 +68,8 @@ class SlotTracker:
         self.live: dict[int, int] = {}
         """Watched page frame -> how many of its granules have entries."""
         self.version = 0
-        self._own = -1
+        self._own = (-1, 0, 0)
+        """(page, first byte, end byte) of the model's own write in progress."""
 
     def on_write(self, pfn: int) -> None:
         snap = self.snaps.get(pfn)
@@ -82,12 +83,11 @@ class SlotTracker:
             self.mem.unwatch(pfn, self.on_write)
             return
         base = pfn << 12
-        own = self._own
-        if own >> _SLOTS_PER_PAGE_SHIFT == pfn:
+        own_pfn, lo, hi = self._own
+        if own_pfn == pfn:
             # The model's own A/D update: the snapshot matched RAM before it (every
-            # write is notified), so only this granule changed; nothing depends on it.
-            off = (own & _SLOT_MASK) << GRANULE_SHIFT
-            snap[off : off + 8] = self.mem.view[base + off : base + off + 8]
+            # write is notified), so only these bytes changed; nothing depends on them.
+            snap[lo:hi] = self.mem.view[base + lo : base + hi]
             return
         cur = self.mem.view[base : base + 4096]
         if cur == snap:
@@ -113,11 +113,36 @@ class SlotTracker:
         old = self.mem.read_u64(addr)
         if old & bits == bits:
             return
-        self._own = addr >> GRANULE_SHIFT
+        off = addr & 0xFFF
+        self._own = (addr >> 12, off, off + 8)
         try:
             self.mem.write_u64(addr, old | bits)
         finally:
-            self._own = -1
+            self._own = (-1, 0, 0)
+
+    def own_write_many(self, updates: dict[int, int]) -> None:
+        """:meth:`own_write` for many u64s (address -> bits), one read and one write
+        per page they share: the A/D updates of one request's leaves, applied when the
+        request ends (nothing reads them in between; the walks that follow compare
+        addresses and rights, never A/D)."""
+        by_page: dict[int, list[int]] = {}
+        for addr in updates:
+            by_page.setdefault(addr >> 12, []).append(addr)
+        mem = self.mem
+        for pfn, addrs in by_page.items():
+            lo, hi = min(addrs), max(addrs) + 8
+            count = (hi - lo) >> 3
+            old = mem.read_u64s(lo, count)
+            new = list(old)
+            for addr in addrs:
+                new[(addr - lo) >> 3] |= updates[addr]
+            if new == list(old):
+                continue
+            self._own = (pfn, lo & 0xFFF, (lo & 0xFFF) + (hi - lo))
+            try:
+                mem.write_u64s(lo, new)
+            finally:
+                self._own = (-1, 0, 0)
 
     def _first(self, granule: int) -> None:
         """``granule`` got its first entry: count it for its page, watching the page."""

@@ -127,18 +127,21 @@ class DeviceTlb:
             return self._passthrough(rid, pasid, priv, addr, size, write, sel, upper)
         slow = PageSlowPath(x, rid, pasid, priv, False, write, sel, stale_box[0], True)
         used: list[TlbEntry] = []
-        _runs, stop, hits = translate_run(
-            unit.pipeline.iotlb,
-            (sel.did, sel.tag),
-            NEVER if stale_box[0] else sel.stage,
-            slow.need,
-            not write,
-            addr,
-            addr + size,
-            write,
-            slow,
-            used,
-        )
+        try:
+            _runs, stop, hits = translate_run(
+                unit.pipeline.iotlb,
+                (sel.did, sel.tag),
+                NEVER if stale_box[0] else sel.stage,
+                slow.need,
+                not write,
+                addr,
+                addr + size,
+                write,
+                slow,
+                used,
+            )
+        finally:
+            slow.finish()
         unit.stats.iotlb_hits += hits
         if stop is not None and stop.reason == DMA_FAULT_BUS:
             stop = None  # a translation beyond RAM is a valid completion

@@ -217,17 +217,20 @@ class Translation:
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
         slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
-        runs, fault, hits = translate_run(
-            self.iotlb,
-            (sel.did, sel.tag),
-            NEVER if upper_stale else stage,
-            slow.need,
-            not write,
-            addr,
-            addr + size,
-            write,
-            slow,
-        )
+        try:
+            runs, fault, hits = translate_run(
+                self.iotlb,
+                (sel.did, sel.tag),
+                NEVER if upper_stale else stage,
+                slow.need,
+                not write,
+                addr,
+                addr + size,
+                write,
+                slow,
+            )
+        finally:
+            slow.finish()
         self.stats.iotlb_hits += hits
         return DmaResult(tuple(runs), fault)
 
@@ -382,6 +385,7 @@ class PageSlowPath:
     conditions end it with an R=W=0 completion instead of a recorded fault."""
 
     __slots__ = (
+        "ad",
         "ats",
         "exe",
         "memo",
@@ -418,6 +422,7 @@ class PageSlowPath:
         self.ats = ats
         self.need = need_bits(sel, write, priv, exe)
         self.memo: WalkMemo | None = None
+        self.ad: dict[int, int] | None = None
 
     def _fault(self, a: int, reason: FR, fpd: bool) -> DmaFault:
         unit = self.x.unit
@@ -426,6 +431,22 @@ class PageSlowPath:
                 self.rid, self.pasid, self.priv, a, self.write, reason, fpd
             )
         return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, self.write, reason, fpd)
+
+    def _accessed(self, stage: Stage, pte_addr: int, dirty: bool) -> None:
+        """A filled leaf's A (and D) update, applied when the request ends
+        (:meth:`finish`) in one write per table page."""
+        bits = self.x.walker.accessed_bits(stage, dirty)
+        if bits:
+            ad = self.ad
+            if ad is None:
+                ad = self.ad = {}
+            ad[pte_addr] = bits
+
+    def finish(self) -> None:
+        """Apply the deferred A/D updates of the request."""
+        if self.ad:
+            self.x.walker.set_bits_many(self.ad)
+            self.ad = None
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         x = self.x
@@ -459,7 +480,7 @@ class PageSlowPath:
         need = self.need
         if perms & need != need:
             if filled:
-                x.walker.set_accessed(stage, e.pte_addr, False)
+                self._accessed(stage, e.pte_addr, False)
             reason = perm_reason(sel, perms, need)
             if check:
                 x.check_fresh(
@@ -473,9 +494,9 @@ class PageSlowPath:
         if filled:
             if write and not e.dirty:
                 e.dirty = True
-                x.walker.set_accessed(stage, e.pte_addr, True)
+                self._accessed(stage, e.pte_addr, True)
             else:
-                x.walker.set_accessed(stage, e.pte_addr, False)
+                self._accessed(stage, e.pte_addr, False)
         elif write and not e.dirty:
             e.dirty = True
             x.walker.set_dirty(stage, e.pte_addr)

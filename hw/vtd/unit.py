@@ -153,6 +153,7 @@ class VtdUnit(IommuUnitModel):
         self._walker = Walker(machine.memory, self.cfg)
         self._caches = Caches(self._pipeline)
         self._walker.set_bits = self._pipeline.deps.own_write
+        self._walker.set_bits_many = self._pipeline.deps.own_write_many
         self._qi = InvalidationQueue(self)
         self.xlate.attach()
 

@@ -149,6 +149,11 @@ class Walker:
         self.cfg = cfg
         self.addr_rsvd = ent.addr_rsvd(cfg.haw)
         self.set_bits: Callable[[int, int], None] = _set_bits(memory)
+        self.set_bits_many: Callable[[dict[int, int]], None] = self._set_bits_many
+
+    def _set_bits_many(self, updates: dict[int, int]) -> None:
+        for addr, bits in updates.items():
+            self.set_bits(addr, bits)
 
     def _read(self, addr: int, reason: FR, fpd: bool = False) -> int:
         try:
@@ -442,10 +447,11 @@ class Walker:
             return
         self.set_bits(pte_addr, ent.FlPte.D.mask if st.kind == KIND_FL else ent.SlPte.D.mask)
 
-    def set_accessed(self, st: Stage, pte_addr: int, dirty: bool) -> None:
-        """Set a leaf's A bit, and D with ``dirty``, in one update (after a walk made
-        with ``leaf_a=False``; FL always, SL with SSADE)."""
+    def accessed_bits(self, st: Stage, dirty: bool) -> int:
+        """The leaf bits a permitted access sets: A, and D with ``dirty`` (FL always,
+        SL with SSADE; 0 when the stage keeps no A/D)."""
         if st.kind == KIND_FL:
-            self.set_bits(pte_addr, _FL_A | (ent.FlPte.D.mask if dirty else 0))
-        elif st.ssade:
-            self.set_bits(pte_addr, _SL_A | (ent.SlPte.D.mask if dirty else 0))
+            return _FL_A | (ent.FlPte.D.mask if dirty else 0)
+        if st.ssade:
+            return _SL_A | (ent.SlPte.D.mask if dirty else 0)
+        return 0
