@@ -78,9 +78,7 @@ class SlotTracker:
         if not self.live.get(pfn):
             # Nothing depends on this page any more: stop watching it now (watches
             # are dropped lazily, so a refill before any write costs no snapshot).
-            del self.snaps[pfn]
-            self.live.pop(pfn, None)
-            self.mem.unwatch(pfn, self.on_write)
+            self._forget(pfn)
             return
         base = pfn << 12
         own_pfn, lo, hi = self._own
@@ -144,48 +142,55 @@ class SlotTracker:
             finally:
                 self._own = (-1, 0, 0)
 
+    def _forget(self, pfn: int) -> None:
+        """Stop watching page ``pfn``: its snapshot and its granules' (empty) sets go."""
+        del self.snaps[pfn]
+        self.live.pop(pfn, None)
+        self.mem.unwatch(pfn, self.on_write)
+        deps = self.deps
+        first = pfn << _SLOTS_PER_PAGE_SHIFT
+        for granule in range(first, first + (1 << _SLOTS_PER_PAGE_SHIFT)):
+            deps.pop(granule, None)
+
     def _first(self, granule: int) -> None:
-        """``granule`` got its first entry: count it for its page, watching the page."""
+        """``granule`` got an entry while it had none: count it for its page, and
+        watch the page unless it still is."""
         pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-        n = self.live.get(pfn)
-        if n is None:
-            if pfn not in self.snaps:
-                base = pfn << 12
-                self.snaps[pfn] = bytearray(self.mem.view[base : base + 4096])
-                self.mem.watch(pfn, self.on_write)
-            n = 0
-        self.live[pfn] = n + 1
+        if pfn not in self.snaps:
+            base = pfn << 12
+            self.snaps[pfn] = bytearray(self.mem.view[base : base + 4096])
+            self.mem.watch(pfn, self.on_write)
+        self.live[pfn] = self.live.get(pfn, 0) + 1
 
     def add(self, entry: SlotCached) -> None:
-        deps = self.deps
-        live = self.live
+        deps, snaps, live = self.deps, self.snaps, self.live
         for granule in entry.slots:
             s = deps.get(granule)
-            if s is not None:
+            if s:
                 s.add(entry)
                 continue
-            deps[granule] = {entry}
-            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-            n = live.get(pfn)
-            if n is None:
-                self._first(granule)
+            if s is None:
+                deps[granule] = {entry}
             else:
-                live[pfn] = n + 1
+                s.add(entry)
+            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+            if pfn in snaps:  # watched: counted in live (maybe at 0)
+                live[pfn] += 1
+            else:
+                self._first(granule)
 
     def drop(self, entry: SlotCached) -> None:
+        """Forget ``entry``'s dependencies. A granule's set stays when it empties (a
+        refill reuses it); the page is unwatched at its next write (:meth:`on_write`)."""
         deps = self.deps
         live = self.live
         for granule in entry.slots:
             s = deps.get(granule)
-            if s is None:
+            if not s or entry not in s:
                 continue
             s.discard(entry)
             if not s:
-                del deps[granule]
-                pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-                live[pfn] -= 1
-                if not live[pfn]:
-                    del live[pfn]
+                live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
 
     def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""

@@ -462,7 +462,7 @@ class PageSlowPath:
             try:
                 if e is None:
                     memo = self.memo
-                    if memo is None:
+                    if memo is None and end - a > 0x1000:  # more pages may follow
                         memo = self.memo = WalkMemo()
                     e = x.fill(sel, a, write, memo)
                     filled = True
