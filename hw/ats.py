@@ -405,11 +405,15 @@ class AtsPort:
     ) -> DmaResult:
         """Translated requests reach RAM directly: cut at the first byte outside it."""
         m = self.fn.machine
-        ram = m.memory.size if m is not None else 0
+        mem = m.memory if m is not None else None
+        top = mem.size if mem is not None and not mem.holes else -1
         done = 0
         for i, (pa, n) in enumerate(runs):
-            if pa + n > ram:
-                good = max(0, ram - pa)
+            if pa + n <= top:
+                done += n
+                continue
+            good = mem.ram_run(pa, n) if mem is not None else 0
+            if good < n:
                 kept = runs[:i] + ([(pa, good)] if good else [])
                 bus = DmaFault(addr + done + good, DMA_FAULT_BUS, write, "outside RAM")
                 return DmaResult(tuple(kept), bus)

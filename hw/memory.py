@@ -5,9 +5,15 @@ zero page only when a byte of it is first written, so building a machine costs t
 same for 64 MiB as for 64 GiB, and untouched RAM reads as zeros exactly as a
 ``bytearray`` would.
 
-Out-of-range accesses raise :class:`BusError` (a model-level bus error), never a
-Python ``IndexError``. Devices and the IOMMU turn a ``BusError`` into their own
-status code; the CPU side (the kernel) treats it as a machine check.
+RAM is a list of ranges, as firmware's e820 map describes it: a server has low RAM up
+to the top of low usable DRAM (TOLUD), the PCI/MMIO hole up to 4 GiB, and the rest of
+its RAM from 4 GiB up. One mapping spans ``[0, size)`` (the hole costs nothing, it is
+never touched); accesses to a hole are refused like accesses above ``size``.
+
+Out-of-range accesses (above the top of RAM, or in a hole) raise :class:`BusError` (a
+model-level bus error), never a Python ``IndexError``. Devices and the IOMMU turn a
+``BusError`` into their own status code; the CPU side (the kernel) treats it as a
+machine check.
 
 Pages can be *watched*: a write that touches a watched page frame calls the
 watchers with the frame number. IOMMU models use this to learn cheaply that a
@@ -17,6 +23,7 @@ translations only runs when something could be stale.
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import struct
 from collections.abc import Callable, Sequence
@@ -66,25 +73,107 @@ class BusError(Exception):
         return f"bus error: {kind} of {self.size} bytes at {self.addr:#x} is outside RAM"
 
 
+RamRanges = tuple[tuple[int, int], ...]
+"""(base, size) of each RAM range, ascending and disjoint: the usable e820 entries."""
+
+
+def ram_ranges(layout: int | Sequence[tuple[int, int]]) -> RamRanges:
+    """Validate a RAM layout: one size from address 0, or (base, size) ranges.
+
+    Raises ``ValueError`` naming the problem (unaligned, empty, overlapping,
+    out of order); adjacent ranges are merged.
+    """
+    raw = [(0, layout)] if isinstance(layout, int) else list(layout)
+    if not raw:
+        raise ValueError("ram: no RAM ranges")
+    out: list[tuple[int, int]] = []
+    for base, size in raw:
+        if size <= 0 or size % PAGE_SIZE or base < 0 or base % PAGE_SIZE:
+            raise ValueError(
+                f"ram range base {base:#x} size {size:#x}: base and size must be "
+                f"multiples of {PAGE_SIZE} and the size positive"
+            )
+        if out and base < out[-1][0] + out[-1][1]:
+            raise ValueError(f"ram range at {base:#x} overlaps or precedes the one before it")
+        if out and base == out[-1][0] + out[-1][1]:
+            out[-1] = (out[-1][0], out[-1][1] + size)
+        else:
+            out.append((base, size))
+    return tuple(out)
+
+
 class Memory:
-    """Physical RAM of ``size`` bytes starting at physical address 0."""
+    """Physical RAM: ``Memory(size)`` from address 0, or ``Memory([(base, size), ...])``.
 
-    __slots__ = ("_watch", "data", "size", "view")
+    ``size`` is the top of RAM (one past its highest byte); ``total`` the bytes of
+    RAM; ``ranges`` the (base, size) ranges. Hole checks cost the scalar accessors
+    two comparisons: only an access between the first hole's start and the last
+    hole's end (``_hole_lo``..``_hole_hi``; both 0 without holes) looks further.
+    """
 
-    def __init__(self, size: int) -> None:
-        if size <= 0 or size % PAGE_SIZE:
-            raise ValueError(f"ram size must be a positive multiple of {PAGE_SIZE}, got {size}")
-        self.size = size
-        self.data = _anonymous(size)
+    __slots__ = (
+        "_hole_hi",
+        "_hole_lo",
+        "_starts",
+        "_watch",
+        "data",
+        "holes",
+        "ranges",
+        "size",
+        "view",
+    )
+
+    def __init__(self, layout: int | Sequence[tuple[int, int]]) -> None:
+        if isinstance(layout, int) and (layout <= 0 or layout % PAGE_SIZE):
+            raise ValueError(f"ram size must be a positive multiple of {PAGE_SIZE}, got {layout}")
+        self.ranges = ram_ranges(layout)
+        base, size = self.ranges[-1]
+        self.size = base + size
+        self._starts = [b for b, _ in self.ranges]
+        self._hole_lo = self._hole_hi = 0
+        if self.ranges[0][0] != 0 or len(self.ranges) > 1:
+            self._hole_lo = 0 if self.ranges[0][0] else self.ranges[0][1]
+            self._hole_hi = base
+        self.holes = self._hole_hi != 0
+        """Whether some address below ``size`` is not RAM."""
+        self.data = _anonymous(self.size)
         self.view = memoryview(self.data)
         self._watch: dict[int, list[WatchCallback]] = {}
 
+    @property
+    def total(self) -> int:
+        """Bytes of RAM (the sum of the ranges; holes excluded)."""
+        return sum(n for _, n in self.ranges)
+
     # -- bounds -------------------------------------------------------------
+    def ram_run(self, addr: int, size: int) -> int:
+        """How many bytes from ``addr`` (at most ``size``) are RAM, without a hole."""
+        if addr < 0 or size <= 0 or addr >= self.size:
+            return 0
+        if not self._hole_hi:
+            return min(size, self.size - addr)
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i < 0:
+            return 0
+        base, n = self.ranges[i]
+        return max(0, min(size, base + n - addr))
+
     def contains(self, addr: int, size: int) -> bool:
-        return 0 <= addr and size >= 0 and addr + size <= self.size
+        if addr < 0 or size < 0 or addr + size > self.size:
+            return False
+        return size == 0 or self.ram_run(addr, size) == size
+
+    def _in_hole(self, addr: int, size: int) -> bool:
+        """Slow half of the bounds test: ``[addr, addr+size)`` meets the hole span."""
+        return self.ram_run(addr, size) != size
 
     def _check(self, addr: int, size: int, write: bool) -> None:
-        if addr < 0 or size < 0 or addr + size > self.size:
+        if (
+            addr < 0
+            or size < 0
+            or addr + size > self.size
+            or (addr < self._hole_hi and addr + size > self._hole_lo and self._in_hole(addr, size))
+        ):
             raise BusError(addr, size, write)
 
     # -- bulk ---------------------------------------------------------------
@@ -99,8 +188,7 @@ class Memory:
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
-        if addr < 0 or addr + size > self.size:
-            raise BusError(addr, size, True)
+        self._check(addr, size, True)
         self.view[addr : addr + size] = data
         if self._watch:
             self._notify(addr, size)
@@ -123,30 +211,43 @@ class Memory:
     # struct reads/writes straight from the mapping: no slice object per access.
     # The bounds test is written out in each (not ``_check``) because table walks and
     # queue processing call these per entry; negative addresses must be refused
-    # before struct sees them, as it would index from the end.
+    # before struct sees them, as it would index from the end. The hole clause is
+    # false at its first comparison on a machine without holes and decides at its
+    # second for an address in low or high RAM of a machine with one.
     def read_u8(self, addr: int) -> int:
-        if addr < 0 or addr + 1 > self.size:
+        if (addr < 0 or addr + 1 > self.size) or (
+            addr < self._hole_hi and addr + 1 > self._hole_lo and self._in_hole(addr, 1)
+        ):
             raise BusError(addr, 1, False)
         return self.data[addr]
 
     def read_u16(self, addr: int) -> int:
-        if addr < 0 or addr + 2 > self.size:
+        if (addr < 0 or addr + 2 > self.size) or (
+            addr < self._hole_hi and addr + 2 > self._hole_lo and self._in_hole(addr, 2)
+        ):
             raise BusError(addr, 2, False)
         return int(_U16.unpack_from(self.data, addr)[0])
 
     def read_u32(self, addr: int) -> int:
-        if addr < 0 or addr + 4 > self.size:
+        if (addr < 0 or addr + 4 > self.size) or (
+            addr < self._hole_hi and addr + 4 > self._hole_lo and self._in_hole(addr, 4)
+        ):
             raise BusError(addr, 4, False)
         return int(_U32.unpack_from(self.data, addr)[0])
 
     def read_u64(self, addr: int) -> int:
-        if addr < 0 or addr + 8 > self.size:
+        if (addr < 0 or addr + 8 > self.size) or (
+            addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8)
+        ):
             raise BusError(addr, 8, False)
         return int(_U64.unpack_from(self.data, addr)[0])
 
     def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
         """``count`` consecutive quadwords (a descriptor, a table entry)."""
-        if addr < 0 or count < 0 or addr + 8 * count > self.size:
+        end = addr + 8 * count
+        if (addr < 0 or count < 0 or end > self.size) or (
+            addr < self._hole_hi and end > self._hole_lo and self._in_hole(addr, 8 * count)
+        ):
             raise BusError(addr, 8 * count, False)
         fmt = _QWORDS.get(count) or _qwords(count)
         return fmt.unpack_from(self.data, addr)
@@ -158,14 +259,18 @@ class Memory:
         self._write_scalar(_U16, 2, addr, value & 0xFFFF)
 
     def write_u32(self, addr: int, value: int) -> None:
-        if addr < 0 or addr + 4 > self.size:
+        if (addr < 0 or addr + 4 > self.size) or (
+            addr < self._hole_hi and addr + 4 > self._hole_lo and self._in_hole(addr, 4)
+        ):
             raise BusError(addr, 4, True)
         _U32.pack_into(self.data, addr, value & 0xFFFF_FFFF)
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFFC):
             self._notify(addr, 4)
 
     def write_u64(self, addr: int, value: int) -> None:
-        if addr < 0 or addr + 8 > self.size:
+        if (addr < 0 or addr + 8 > self.size) or (
+            addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8)
+        ):
             raise BusError(addr, 8, True)
         _U64.pack_into(self.data, addr, value & _M64)
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFF8):
@@ -174,7 +279,10 @@ class Memory:
     def write_u64s(self, addr: int, values: Sequence[int]) -> None:
         """Consecutive quadwords (a queue descriptor), each truncated to 64 bits."""
         count = len(values)
-        if addr < 0 or addr + 8 * count > self.size:
+        end = addr + 8 * count
+        if (addr < 0 or end > self.size) or (
+            addr < self._hole_hi and end > self._hole_lo and self._in_hole(addr, 8 * count)
+        ):
             raise BusError(addr, 8 * count, True)
         fmt = _QWORDS.get(count) or _qwords(count)
         try:
@@ -185,8 +293,7 @@ class Memory:
             self._notify(addr, 8 * count)
 
     def _write_scalar(self, fmt: struct.Struct, size: int, addr: int, value: int) -> None:
-        if addr < 0 or addr + size > self.size:
-            raise BusError(addr, size, True)
+        self._check(addr, size, True)
         fmt.pack_into(self.data, addr, value)
         if self._watch:
             self._notify(addr, size)

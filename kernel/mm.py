@@ -106,12 +106,21 @@ class MemoryManager:
     vmalloc_pfn: dict[int, int] = field(factory=dict)
     """vmalloc virtual page -> physical pfn."""
     total_pages: int = 0
+    ram: tuple[tuple[int, int], ...] = ()
+    """Usable RAM (base, size) from firmware's e820 map; empty = ``[0, mem.size)``."""
 
     def __attrs_post_init__(self) -> None:
+        """``memblock`` from e820 (``e820__memblock_setup``), then the free lists:
+        every usable page except the first megabyte; nothing in a hole."""
+        if not self.ram:
+            self.ram = ((0, self.mem.size),)
         first = RESERVED_LOW >> PAGE_SHIFT
-        self.total_pages = (self.mem.size >> PAGE_SHIFT) - first
-        if self.total_pages > 0:
-            self.free[first] = self.total_pages
+        for base, size in self.ram:
+            lo = max(base >> PAGE_SHIFT, first)
+            hi = (base + size) >> PAGE_SHIFT
+            if hi > lo:
+                self.free[lo] = hi - lo
+                self.total_pages += hi - lo
 
     # -- page allocator --------------------------------------------------------
     def _take(self, npages: int, align: int) -> int | None:
