@@ -93,12 +93,17 @@ def _sizes(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _copy(chan: DmaChan, size: int, seed: int) -> bool:
-    """One dmaengine memcpy the way a kernel client does it; True if the bytes match."""
+def memcpy_checked(chan: DmaChan, size: int, seed: int) -> bool:
+    """One dmaengine memcpy the way a kernel client does it; True if the bytes match.
+    Raises ``KernelError`` when the buffers cannot be allocated (after freeing the one
+    that was)."""
     dev = chan.device.dev
     src = alloc_pages_exact(size, 0)
     dst = alloc_pages_exact(size, 0)
     if src is None or dst is None:
+        for buf in (src, dst):
+            if buf is not None:
+                free_pages_exact(buf, size)
         raise KernelError("demo: out of memory for buffers")
     pattern = bytes((seed * 7 + i) & 0xFF for i in range(256))
     memory_write(src, (pattern * (size // 256))[:size])
@@ -113,7 +118,10 @@ def _copy(chan: DmaChan, size: int, seed: int) -> bool:
             cookie = dmaengine_submit(tx)
             if cookie > 0 and dma_sync_wait(chan, cookie) == DMA_COMPLETE:
                 ok = bool(results) and results[0].result == 0
+    # unmap whichever mapping succeeded (one may have failed while the other did not)
+    if not dma_mapping_error(dev, s):
         dma_unmap_single(dev, s, size, DMA_TO_DEVICE)
+    if not dma_mapping_error(dev, d):
         dma_unmap_single(dev, d, size, DMA_FROM_DEVICE)
     ok = ok and memory_read(src, size) == memory_read(dst, size)
     free_pages_exact(src, size)
@@ -132,7 +140,7 @@ def scenario(k: Kernel, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             try:
                 mode = "dedicated" if wq.dedicated else "shared"
                 for i, size in enumerate(sizes):
-                    copies.append((wq.name_dev, mode, size, _copy(chan, size, i)))
+                    copies.append((wq.name_dev, mode, size, memcpy_checked(chan, size, i)))
             finally:
                 dma_release_channel(chan)
     return {"copies": copies}
