@@ -106,9 +106,9 @@ class Memory:
     """Physical RAM: ``Memory(size)`` from address 0, or ``Memory([(base, size), ...])``.
 
     ``size`` is the top of RAM (one past its highest byte); ``total`` the bytes of
-    RAM; ``ranges`` the (base, size) ranges. Hole checks cost the scalar accessors
-    two comparisons: only an access between the first hole's start and the last
-    hole's end (``_hole_lo``..``_hole_hi``; both 0 without holes) looks further.
+    RAM; ``ranges`` the (base, size) ranges. A layout with a hole builds a
+    :class:`HoledMemory`, whose scalar accessors also refuse the holes; RAM in one
+    piece from 0 keeps the plain accessors, which test only ``0 <= addr`` and the top.
     """
 
     __slots__ = (
@@ -122,6 +122,13 @@ class Memory:
         "size",
         "view",
     )
+
+    def __new__(cls, layout: int | Sequence[tuple[int, int]]) -> Memory:
+        if cls is Memory and not isinstance(layout, int):
+            ranges = ram_ranges(layout)
+            if len(ranges) > 1 or ranges[0][0] != 0:
+                cls = HoledMemory
+        return object.__new__(cls)
 
     def __init__(self, layout: int | Sequence[tuple[int, int]]) -> None:
         if isinstance(layout, int) and (layout <= 0 or layout % PAGE_SIZE):
@@ -164,7 +171,8 @@ class Memory:
         return size == 0 or self.ram_run(addr, size) == size
 
     def _in_hole(self, addr: int, size: int) -> bool:
-        """Slow half of the bounds test: ``[addr, addr+size)`` meets the hole span."""
+        """Slow half of the hole test, for an access that meets the span from the first
+        hole's start to the last hole's end (``_hole_lo``..``_hole_hi``)."""
         return self.ram_run(addr, size) != size
 
     def _check(self, addr: int, size: int, write: bool) -> None:
@@ -188,8 +196,12 @@ class Memory:
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
-        self._check(addr, size, True)
-        self.view[addr : addr + size] = data
+        end = addr + size
+        if (addr < 0 or end > self.size) or (
+            addr < self._hole_hi and end > self._hole_lo and self._in_hole(addr, size)
+        ):
+            raise BusError(addr, size, True)
+        self.view[addr:end] = data
         if self._watch:
             self._notify(addr, size)
 
@@ -211,43 +223,30 @@ class Memory:
     # struct reads/writes straight from the mapping: no slice object per access.
     # The bounds test is written out in each (not ``_check``) because table walks and
     # queue processing call these per entry; negative addresses must be refused
-    # before struct sees them, as it would index from the end. The hole clause is
-    # false at its first comparison on a machine without holes and decides at its
-    # second for an address in low or high RAM of a machine with one.
+    # before struct sees them, as it would index from the end.
     def read_u8(self, addr: int) -> int:
-        if (addr < 0 or addr + 1 > self.size) or (
-            addr < self._hole_hi and addr + 1 > self._hole_lo and self._in_hole(addr, 1)
-        ):
+        if addr < 0 or addr + 1 > self.size:
             raise BusError(addr, 1, False)
         return self.data[addr]
 
     def read_u16(self, addr: int) -> int:
-        if (addr < 0 or addr + 2 > self.size) or (
-            addr < self._hole_hi and addr + 2 > self._hole_lo and self._in_hole(addr, 2)
-        ):
+        if addr < 0 or addr + 2 > self.size:
             raise BusError(addr, 2, False)
         return int(_U16.unpack_from(self.data, addr)[0])
 
     def read_u32(self, addr: int) -> int:
-        if (addr < 0 or addr + 4 > self.size) or (
-            addr < self._hole_hi and addr + 4 > self._hole_lo and self._in_hole(addr, 4)
-        ):
+        if addr < 0 or addr + 4 > self.size:
             raise BusError(addr, 4, False)
         return int(_U32.unpack_from(self.data, addr)[0])
 
     def read_u64(self, addr: int) -> int:
-        if (addr < 0 or addr + 8 > self.size) or (
-            addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8)
-        ):
+        if addr < 0 or addr + 8 > self.size:
             raise BusError(addr, 8, False)
         return int(_U64.unpack_from(self.data, addr)[0])
 
     def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
         """``count`` consecutive quadwords (a descriptor, a table entry)."""
-        end = addr + 8 * count
-        if (addr < 0 or count < 0 or end > self.size) or (
-            addr < self._hole_hi and end > self._hole_lo and self._in_hole(addr, 8 * count)
-        ):
+        if addr < 0 or count < 0 or addr + 8 * count > self.size:
             raise BusError(addr, 8 * count, False)
         fmt = _QWORDS.get(count) or _qwords(count)
         return fmt.unpack_from(self.data, addr)
@@ -259,18 +258,14 @@ class Memory:
         self._write_scalar(_U16, 2, addr, value & 0xFFFF)
 
     def write_u32(self, addr: int, value: int) -> None:
-        if (addr < 0 or addr + 4 > self.size) or (
-            addr < self._hole_hi and addr + 4 > self._hole_lo and self._in_hole(addr, 4)
-        ):
+        if addr < 0 or addr + 4 > self.size:
             raise BusError(addr, 4, True)
         _U32.pack_into(self.data, addr, value & 0xFFFF_FFFF)
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFFC):
             self._notify(addr, 4)
 
     def write_u64(self, addr: int, value: int) -> None:
-        if (addr < 0 or addr + 8 > self.size) or (
-            addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8)
-        ):
+        if addr < 0 or addr + 8 > self.size:
             raise BusError(addr, 8, True)
         _U64.pack_into(self.data, addr, value & _M64)
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFF8):
@@ -279,10 +274,7 @@ class Memory:
     def write_u64s(self, addr: int, values: Sequence[int]) -> None:
         """Consecutive quadwords (a queue descriptor), each truncated to 64 bits."""
         count = len(values)
-        end = addr + 8 * count
-        if (addr < 0 or end > self.size) or (
-            addr < self._hole_hi and end > self._hole_lo and self._in_hole(addr, 8 * count)
-        ):
+        if addr < 0 or addr + 8 * count > self.size:
             raise BusError(addr, 8 * count, True)
         fmt = _QWORDS.get(count) or _qwords(count)
         try:
@@ -293,7 +285,8 @@ class Memory:
             self._notify(addr, 8 * count)
 
     def _write_scalar(self, fmt: struct.Struct, size: int, addr: int, value: int) -> None:
-        self._check(addr, size, True)
+        if addr < 0 or addr + size > self.size:
+            raise BusError(addr, size, True)
         fmt.pack_into(self.data, addr, value)
         if self._watch:
             self._notify(addr, size)
@@ -328,3 +321,57 @@ class Memory:
         for pfn in pfns:
             for cb in list(watch.get(pfn, ())):
                 cb(pfn)
+
+
+class HoledMemory(Memory):
+    """RAM with holes (``Memory(ranges)`` builds it when the ranges leave one).
+
+    Each scalar accessor first refuses an access that touches a hole, then does what
+    :class:`Memory`'s does. The test costs two comparisons for an access in low RAM
+    or above the last hole, and a range lookup only between the first hole's start
+    and the last hole's end.
+    """
+
+    __slots__ = ()
+
+    def _hole(self, addr: int, size: int, write: bool) -> None:
+        if addr < self._hole_hi and addr + size > self._hole_lo and self._in_hole(addr, size):
+            raise BusError(addr, size, write)
+
+    def read_u8(self, addr: int) -> int:
+        self._hole(addr, 1, False)
+        return Memory.read_u8(self, addr)
+
+    def read_u16(self, addr: int) -> int:
+        self._hole(addr, 2, False)
+        return Memory.read_u16(self, addr)
+
+    def read_u32(self, addr: int) -> int:
+        self._hole(addr, 4, False)
+        return Memory.read_u32(self, addr)
+
+    def read_u64(self, addr: int) -> int:
+        if addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8):
+            raise BusError(addr, 8, False)
+        return Memory.read_u64(self, addr)
+
+    def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
+        self._hole(addr, 8 * count, False)
+        return Memory.read_u64s(self, addr, count)
+
+    def write_u32(self, addr: int, value: int) -> None:
+        self._hole(addr, 4, True)
+        Memory.write_u32(self, addr, value)
+
+    def write_u64(self, addr: int, value: int) -> None:
+        if addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8):
+            raise BusError(addr, 8, True)
+        Memory.write_u64(self, addr, value)
+
+    def write_u64s(self, addr: int, values: Sequence[int]) -> None:
+        self._hole(addr, 8 * len(values), True)
+        Memory.write_u64s(self, addr, values)
+
+    def _write_scalar(self, fmt: struct.Struct, size: int, addr: int, value: int) -> None:
+        self._hole(addr, size, True)
+        Memory._write_scalar(self, fmt, size, addr, value)
