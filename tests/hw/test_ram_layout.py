@@ -225,3 +225,20 @@ def test_device_dma_into_the_hole_is_a_bus_fault_at_its_first_byte() -> None:
     assert res.runs == ((FOUR_GIB, 16),) and res.fault is None
     res = m.dma_translate(EDU, None, False, MMIO_WINDOW_BASE + 64, 8, False)
     assert res.runs == () and res.fault is not None and res.fault.addr == MMIO_WINDOW_BASE + 64
+
+
+def test_a_translated_access_into_the_hole_is_cut_at_the_hole() -> None:
+    """Whatever the IOMMU returns (here a unit with translation still off passes the
+    address through), the memory controller refuses the hole."""
+    m = build_machine(
+        {
+            "ram": "4G",
+            "iommus": [{"kind": "vtd", "name": "dmar0", "scope": "all"}],
+            "devices": [{"kind": "edu", "bdf": "00:03.0"}],
+        }
+    )
+    res = m.dma_translate(EDU, None, False, 3 * G - 8, 16, True)
+    assert res.runs == ((3 * G - 8, 8),)
+    assert res.fault is not None and res.fault.reason == DMA_FAULT_BUS
+    assert res.fault.addr == 3 * G
+    assert m.dma_translate(EDU, None, False, FOUR_GIB, 16, False).runs == ((FOUR_GIB, 16),)
