@@ -393,8 +393,14 @@ def is_vmalloc_addr(addr: int) -> bool:
 
 
 def virt_addr_valid(addr: int) -> bool:
-    """True for direct-map addresses backed by RAM (not vmalloc, not stack)."""
-    return 0 <= addr - PAGE_OFFSET < current_mm().mem.size
+    """True for direct-map addresses backed by RAM (not vmalloc, not stack, not a
+    hole between e820 RAM ranges)."""
+    mm = current_mm()
+    off = addr - PAGE_OFFSET
+    if not 0 <= off < mm.mem.size:
+        return False
+    ram = mm.ram
+    return len(ram) == 1 or any(b <= off < b + n for b, n in ram)
 
 
 def virt_to_phys(vaddr: int) -> int:

@@ -9,7 +9,7 @@ import re
 from hw.machine import build_machine
 from hw.memory import Memory
 from kernel.boot import boot
-from kernel.mm import PAGE_SHIFT, RESERVED_LOW, MemoryManager
+from kernel.mm import PAGE_OFFSET, PAGE_SHIFT, RESERVED_LOW, MemoryManager, virt_addr_valid
 
 M = 1 << 20
 G = 1 << 30
@@ -67,5 +67,18 @@ def test_boot_takes_the_map_from_firmware_and_prints_it() -> None:
         ]
         avail = (64 * G - RESERVED_LOW) >> 10
         assert any("Memory: " in ln and f"/{avail}K available" in ln for ln in lines)
+    finally:
+        k.shutdown()
+
+
+def test_direct_map_addresses_in_the_hole_are_not_valid() -> None:
+    m = build_machine({"name": "holey", "ram": "4G"})
+    k = boot(m, "", modules=[], builtins=(), entry_points=False)
+    try:
+        assert virt_addr_valid(PAGE_OFFSET + 3 * G - 8)
+        assert not virt_addr_valid(PAGE_OFFSET + 3 * G)
+        assert not virt_addr_valid(PAGE_OFFSET + FOUR_G - 8)
+        assert virt_addr_valid(PAGE_OFFSET + FOUR_G)
+        assert not virt_addr_valid(PAGE_OFFSET + FOUR_G + G)
     finally:
         k.shutdown()
