@@ -4,7 +4,7 @@ vendor x PASID API generation.
 
 Each item boots its own machine, fails one allocation and checks a clean unwind, so
 it runs alone from its id (``...::test_injected_failure_unwinds_cleanly[strict-vtd-
-upstream-017-iommu_pgtable]``) on any host: pytest-xdist or pytest-split may put it
+upstream-019-iommu_pgtable]``) on any host: pytest-xdist or pytest-split may put it
 anywhere. The founding cell (strict, VT-d, upstream) runs in ``make test``; the rest
 of the matrix is marked ``sweep`` (``make sweep``).
 """
