@@ -350,23 +350,38 @@ class HoledMemory(Memory):
         self._hole(addr, 4, False)
         return Memory.read_u32(self, addr)
 
+    # The quadword accessors (table walks, queue entries) test in line, without the
+    # extra call to Memory's: that call cost them ~40% on a machine with holes.
     def read_u64(self, addr: int) -> int:
-        if addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8):
+        end = addr + 8
+        if (addr < 0 or end > self.size) or (
+            end > self._hole_lo and addr < self._hole_hi and self._in_hole(addr, 8)
+        ):
             raise BusError(addr, 8, False)
-        return Memory.read_u64(self, addr)
+        return int(_U64.unpack_from(self.data, addr)[0])
 
     def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
-        self._hole(addr, 8 * count, False)
-        return Memory.read_u64s(self, addr, count)
+        end = addr + 8 * count
+        if (addr < 0 or count < 0 or end > self.size) or (
+            end > self._hole_lo and addr < self._hole_hi and self._in_hole(addr, 8 * count)
+        ):
+            raise BusError(addr, 8 * count, False)
+        fmt = _QWORDS.get(count) or _qwords(count)
+        return fmt.unpack_from(self.data, addr)
 
     def write_u32(self, addr: int, value: int) -> None:
         self._hole(addr, 4, True)
         Memory.write_u32(self, addr, value)
 
     def write_u64(self, addr: int, value: int) -> None:
-        if addr < self._hole_hi and addr + 8 > self._hole_lo and self._in_hole(addr, 8):
+        end = addr + 8
+        if (addr < 0 or end > self.size) or (
+            end > self._hole_lo and addr < self._hole_hi and self._in_hole(addr, 8)
+        ):
             raise BusError(addr, 8, True)
-        Memory.write_u64(self, addr, value)
+        _U64.pack_into(self.data, addr, value & _M64)
+        if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFF8):
+            self._notify(addr, 8)
 
     def write_u64s(self, addr: int, values: Sequence[int]) -> None:
         self._hole(addr, 8 * len(values), True)
