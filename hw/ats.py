@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Protocol
 from attrs import define, frozen
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
-from hw.translation import Block, TagCache, TlbEntry, Versioned, translate_run
+from hw.translation import (
+    Block,
+    RamRun,
+    TagCache,
+    TlbEntry,
+    Versioned,
+    ram_limits,
+    translate_run,
+)
 
 if TYPE_CHECKING:
     from hw.pagewatch import SlotTracker
@@ -163,8 +171,9 @@ class AddressTranslationCache(TagCache):
         on_drop: Callable[[Iterable[AtcEntry]], None] | None = None,
         deps: Versioned | None = None,
         ram: int = 1 << 64,
+        ram_run: RamRun | None = None,
     ) -> None:
-        super().__init__(deps if deps is not None else _Unversioned(), ram)
+        super().__init__(deps if deps is not None else _Unversioned(), ram, None, ram_run)
         self.stats = AtcStats()
         self.on_drop = on_drop
 
@@ -214,8 +223,8 @@ class AtsPort:
         self.agent = agent
         self.rid = fn.addr.rid
         m = fn.machine
-        ram = m.memory.size if m is not None else 0
-        self.atc = AddressTranslationCache(agent.ats_release, agent.ats_tracker, ram)
+        ram, ram_run = ram_limits(m.memory) if m is not None else (0, None)
+        self.atc = AddressTranslationCache(agent.ats_release, agent.ats_tracker, ram, ram_run)
 
     def close(self) -> None:
         self.atc.clear()

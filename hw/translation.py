@@ -133,15 +133,45 @@ class Versioned(Protocol):
     version: int
 
 
+RamRun = Callable[[int, int], int]
+
+
+def ram_limits(memory: Memory) -> tuple[int, RamRun | None]:
+    """(top of the RAM that starts at 0 with no hole, the run function for the rest):
+    RAM in one piece is one comparison; above a hole :meth:`Memory.ram_run` decides."""
+    if not memory.holes:
+        return memory.size, None
+    base, size = memory.ranges[0]
+    return (size if base == 0 else 0), memory.ram_run
+
+
+def _ram_bytes(cache: TagCache, phys: int, n: int) -> int:
+    """How many of ``n`` bytes from ``phys`` are RAM (the slow half of the RAM test)."""
+    if phys + n <= cache.ram:
+        return n
+    if cache.ram_run is not None:
+        return cache.ram_run(phys, n)
+    return max(0, min(n, cache.ram - phys))
+
+
 class TagCache:
     """A translation cache: tag -> :data:`TagTable`. ``deps`` dates its block
     summaries (the tracker its entries are registered with); with ``tracker`` the
     cache registers and drops its entries there itself (an IOTLB), without it the
     owner does (an ATC, whose entries the translation agent registered)."""
 
-    def __init__(self, deps: Versioned, ram: int, tracker: SlotTracker | None = None) -> None:
+    def __init__(
+        self,
+        deps: Versioned,
+        ram: int,
+        tracker: SlotTracker | None = None,
+        ram_run: RamRun | None = None,
+    ) -> None:
         self.deps = deps
         self.ram = ram
+        """Every address below this is RAM (the hit path's one comparison)."""
+        self.ram_run = ram_run
+        """For RAM with holes: how many bytes from an address above :attr:`ram` are RAM."""
         self.tracker = tracker
         self.tables: dict[Hashable, TagTable] = {}
 
@@ -218,7 +248,7 @@ class TagCache:
             off += 4096
         runs.append((off - (end - start), start, end - start))
         for _, phys, n in runs:
-            if phys + n > self.ram or (phys < INTR_HI and phys + n > INTR_LO):
+            if _ram_bytes(self, phys, n) < n or (phys < INTR_HI and phys + n > INTR_LO):
                 return None
         blk = Block(src, perms, dirty, tuple(runs), self.deps.version)
         t[BLOCK][bn] = blk
@@ -314,6 +344,7 @@ def translate_run(
     t = tables.get(tag)
     deps = cache.deps
     ram = cache.ram
+    ram_run = cache.ram_run
     runs: list[tuple[int, int]] = []
     run_start = run_end = -1
     hits = 0
@@ -371,7 +402,9 @@ def translate_run(
                     if a + chunk > end:
                         chunk = end - a
                     phys = e.phys | off
-                    if phys + chunk <= ram:
+                    if phys + chunk <= ram or (
+                        ram_run is not None and ram_run(phys, chunk) == chunk
+                    ):
                         hits += 1
                         if phys == run_end:
                             run_end += chunk
@@ -394,8 +427,10 @@ def translate_run(
             phys = use.phys | (a & ((1 << shift) - 1))
             chunk = min(end, ((a >> shift) + 1) << shift) - a
             if phys + chunk > ram:
-                chunk = max(0, ram - phys)
-                fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
+                good = _ram_bytes(cache, phys, chunk)
+                if good < chunk:
+                    chunk = good
+                    fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
             if phys == run_end or not chunk:
                 run_end += chunk
             else:
@@ -431,7 +466,8 @@ class Pipeline:
 
     def __init__(self, memory: Memory, stats: PipelineStats, strict: bool) -> None:
         self.deps = SlotTracker(memory)
-        self.iotlb = TagCache(self.deps, memory.size, self.deps)
+        ram, ram_run = ram_limits(memory)
+        self.iotlb = TagCache(self.deps, ram, self.deps, ram_run)
         self.devtlb: set[TlbEntry] = set()
         """Translations held in devices' ATCs (the ATC entries themselves)."""
         self.stats = stats
