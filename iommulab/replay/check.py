@@ -221,6 +221,11 @@ def _dma_ranges(e: Event) -> list[tuple[int, int]] | None:
     return None
 
 
+ATTRIBUTION_MISSES = 8
+"""How many other ``dma:*`` calls on a CPU may come between an ``iommu:map``/``unmap``
+and its own call (interrupts nest on a CPU) before it is left unattributed."""
+
+
 def attribute(events: Sequence[Event]) -> dict[int, str]:
     """Line of each ``iommu:map``/``unmap`` -> the device of the ``dma:*`` call on the same
     CPU that follows it and overlaps its range (``dma_unmap_sg`` prints no DMA address:
@@ -228,34 +233,32 @@ def attribute(events: Sequence[Event]) -> dict[int, str]:
     is unmapped (``dma_free_attrs``), so an unmap right after a free of its range on the
     same CPU is that free's."""
     out: dict[int, str] = {}
-    pending: dict[int, list[tuple[int, int, int]]] = {}
+    pending: dict[int, list[list[int]]] = {}
     freeing: dict[int, DmaFree] = {}
     for e in events:
         if isinstance(e, IommuUnmap):
-            free = freeing.get(e.cpu)
+            free = freeing.pop(e.cpu, None)
             if free is not None and free.dma_addr < e.end and e.iova < free.dma_addr + free.size:
                 out[e.line] = free.device
                 continue
-        if isinstance(e, DmaFree):
-            freeing[e.cpu] = e
         if isinstance(e, IommuMap | IommuUnmap):
-            lst = pending.setdefault(e.cpu, [])
-            lst.append((e.line, e.iova, e.end))
-            if len(lst) > 256:
-                del lst[:128]
-            continue
-        lst = pending.get(e.cpu, [])
-        if not lst:
+            pending.setdefault(e.cpu, []).append([e.line, e.iova, e.end, 0])
             continue
         ranges = _dma_ranges(e)
         if ranges is None:
+            continue
+        if isinstance(e, DmaFree):
+            freeing[e.cpu] = e
+        lst = pending.get(e.cpu)
+        if not lst:
             continue
         dev = e.device  # type: ignore[attr-defined]
         keep = []
         for item in lst:
             if not ranges or any(s < item[2] and item[1] < r_end for s, r_end in ranges):
                 out[item[0]] = dev
-            else:
+            elif item[3] < ATTRIBUTION_MISSES:
+                item[3] += 1
                 keep.append(item)
         pending[e.cpu] = keep
     return out
@@ -616,7 +619,12 @@ class _Walker:
             self.last_lost = lost.line
             self.lost_text = f"{lost.count} events lost at line {lost.line}"
 
-    def finish(self, end: Event | None) -> None:
+    def finish(self, end: Event | None, at_end: bool) -> None:
+        """Report what the end of the trace decides (not at an ``--until`` cut, where
+        the trace goes on): unmaps never invalidated, mappings never unmapped."""
+        self.res.live = sorted((m for lst in self.dma.values() for m in lst), key=lambda m: m.line)
+        if not at_end:
+            return
         line = end.line if end is not None else 0
         ts = end.ts_ns if end is not None else 0
         tail = Event(line, ts, 0, "")
@@ -628,9 +636,7 @@ class _Walker:
                     "covered by an IOTLB invalidation before the trace ended",
                     p.device, (p.map_line, p.line) if p.map_line else (p.line,), tail, True,
                 )  # fmt: skip
-        live = sorted((m for lst in self.dma.values() for m in lst), key=lambda m: m.line)
-        self.res.live = live
-        for m in live:
+        for m in self.res.live:
             self.find(
                 LIVE_AT_END,
                 "DMA mapping still live at the end of the trace "
@@ -641,13 +647,14 @@ class _Walker:
 
 
 def check(events: Sequence[Event], until: int | None = None) -> Result:
-    """Run every check over ``events`` (up to and including line ``until``)."""
+    """Run every check over ``events`` (up to and including line ``until``; the checks
+    that need the end of the trace are not made at such a cut)."""
     if until is not None:
         events = [e for e in events if e.line <= until]
     w = _Walker(attribute(events))
     step = w.step
     for e in events:
         step(e)
-    w.finish(events[-1] if events else None)
+    w.finish(events[-1] if events else None, until is None)
     w.res.until_line = events[-1].line if events else 0
     return w.res
