@@ -421,6 +421,7 @@ class _Walker:
         for m in call:
             if m in self.dma.get((m.device, m.dev_addr), ()):
                 self.remove_dma(m, e)
+        self.freed[(e.device, first)] = (head.line, e.line)
 
     def dma_sync(self, e: DmaSync) -> None:
         by = self.dma_by_dev.get(e.device)
