@@ -73,7 +73,7 @@ _FLUSH = re.compile(
 _PRQ = re.compile(r"(\S+)/(\S+) seq# (\d+): (.*)$")
 _MARK = re.compile(r"(?:tracing_mark_write: |0x[0-9a-f]+: |[\w.]+: )?(.*)$")
 
-_OURS = re.compile(r"(dma_|iommu|io_page|qi_|prq_|cache_tag|dmar|intel_iommu)")
+_OURS = re.compile(r"(dma_|iommu_|cache_tag_|prq_|intel_iommu)")
 
 
 class LayoutError(Exception):
@@ -304,13 +304,13 @@ def parse_lines(lines: Iterable[str]) -> Trace:
     events, problems = out.events, out.problems
     header = _HEADER.match
     readers = READERS
+    scale = [10 ** (9 - k) if k <= 9 else 0 for k in range(16)]
     last_ts = 0
     n = 0
     for n, raw in enumerate(lines, 1):
-        line = raw.rstrip("\n")
-        m = header(line)
+        m = header(raw)
         if m is None:
-            s = line.strip()
+            s = raw.strip()
             if not s or s[0] == "#" or _PREAMBLE.match(s):
                 continue
             lost = _LOST.match(s)
@@ -320,8 +320,9 @@ def parse_lines(lines: Iterable[str]) -> Trace:
                 continue
             problems.append(Problem(n, f"not an ftrace event line (truncated?): {s[:60]!r}"))
             continue
-        sec, frac, name, body = m.group("sec", "frac", "name", "body")
-        last_ts = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        task, _, cpu, sec, frac, name, body = m.groups()
+        k = len(frac)
+        last_ts = int(sec) * 1_000_000_000 + (int(frac) * scale[k] if k <= 9 else int(frac[:9]))
         read = readers.get(name)
         if read is None:
             if _OURS.match(name):
@@ -329,11 +330,12 @@ def parse_lines(lines: Iterable[str]) -> Trace:
             else:
                 out.unrelated += 1
             continue
-        head = (n, last_ts, int(m.group("cpu")), m.group("task"))
         try:
-            events.append(read(head, name, body))
+            events.append(read((n, last_ts, int(cpu), task), name, body.rstrip()))
         except (LayoutError, ValueError) as exc:
-            problems.append(Problem(n, f"{name}: fields do not have the Linux 6.12 layout ({exc})"))
+            problems.append(
+                Problem(n, f"{name}: fields do not have the Linux 6.12 layout ({exc})")
+            )
     out.lines = n
     return out
 
