@@ -333,9 +333,7 @@ def parse_lines(lines: Iterable[str]) -> Trace:
         try:
             events.append(read((n, last_ts, int(cpu), task), name, body.rstrip()))
         except (LayoutError, ValueError) as exc:
-            problems.append(
-                Problem(n, f"{name}: fields do not have the Linux 6.12 layout ({exc})")
-            )
+            problems.append(Problem(n, f"{name}: fields do not have the Linux 6.12 layout ({exc})"))
     out.lines = n
     return out
 
