@@ -140,8 +140,8 @@ def cache_tag_unassign(domain: DmarDomain, did: int, dev: Device, pasid: int, ty
     info = _info(dev)
     for tag in domain.cache_tags:
         if _tag_match(tag, did, info.iommu, dev, pasid, type):
+            _trace_tag("unassign", tag)  # before the decrement, as Linux traces it
             tag.users -= 1
-            _trace_tag("unassign", tag)
             if tag.users == 0:
                 domain.cache_tags.remove(tag)
                 kfree(tag.kmem)

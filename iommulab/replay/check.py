@@ -9,8 +9,9 @@
   A second unmap of an address already unmapped is told apart as a double unmap.
 - **IOMMU** (``iommu:*`` and ``intel_iommu:*``): the live IOVA ranges of each domain, the
   strict-mode unmaps not yet covered by an IOTLB invalidation (``cache_tag_flush_range``,
-  ``cache_tag_flush_all`` or a decoded ``qi_submit``), and what was unmapped, for device
-  page faults.
+  ``cache_tag_flush_all`` or a decoded ``qi_submit``) — and, for each (device, PASID) whose
+  ``devtlb`` cache tag the domain holds, by a device-TLB invalidation — and what was
+  unmapped, for device page faults.
 
 ``iommu:map``/``unmap`` name no device or domain. A first pass
 (:func:`attribute`) gives each the device of the ``dma:*`` call that follows it on the
@@ -96,8 +97,8 @@ UNDECIDABLE = (
     "CPU access to a buffer the device owns (between map and unmap, or without a sync): "
     "CPU loads and stores are not traced",
     "mapping from the stack, vmalloc or invalid memory: the trace prints physical addresses only",
-    "a device-TLB (ATS) invalidation missing: which devices use ATS is not traced "
-    "(cache_tag_assign type devtlb shows it only when the tag is assigned in the trace)",
+    "a device-TLB (ATS) invalidation missing for a device whose devtlb cache tag was "
+    "assigned before tracing began: only cache_tag_assign shows which devices use ATS",
     "lazy (flush-queue) mode: an unmap is invalidated later in a batch; only the "
     "'mapped again before any invalidation' half of the flush check applies",
     "which IOVA a device actually used: only faulting DMA is traced (io_page_fault)",
@@ -158,6 +159,28 @@ class _Range:
     line: int
     device: str
     map_line: int = 0
+
+
+IOTLB = "iotlb"
+
+
+@define
+class _Pending:
+    """An unmapped IOVA range still waiting for invalidations: the IOTLB, and the
+    device-TLB of every (device, PASID) with a ``devtlb`` cache tag in its domain."""
+
+    start: int
+    end: int
+    line: int
+    device: str
+    map_line: int
+    need: set[object]
+
+    def missing(self) -> str:
+        if IOTLB in self.need:
+            return "an IOTLB invalidation"
+        tags = sorted(t for t in self.need if isinstance(t, tuple))
+        return f"a device-TLB invalidation for {tags[0][0]} PASID {tags[0][1]}"
 
 
 @define
@@ -292,7 +315,8 @@ class _Walker:
     tag_did: dict[int, int] = field(factory=dict)
     live_iova: dict[object, SortedDict[int, _Range]] = field(factory=dict)
     unmapped: dict[object, SortedDict[int, _Range]] = field(factory=dict)
-    uncovered: dict[object, list[_Range]] = field(factory=dict)
+    uncovered: dict[object, list[_Pending]] = field(factory=dict)
+    devtlb: dict[int, set[tuple[str, int]]] = field(factory=dict)
     last_lost: int = 0
     lost_text: str = ""
 
@@ -471,7 +495,7 @@ class _Walker:
             self.find(
                 NO_INVALIDATION,
                 f"IOVA [{p.start:#x}-{p.end:#x}) unmapped at line {p.line} was mapped again "
-                "before any IOTLB invalidation covered it",
+                f"before {p.missing()} covered it",
                 p.device, (p.map_line, p.line, e.line), e, True,
             )  # fmt: skip
         live = self._space(self.live_iova, key)
@@ -486,8 +510,8 @@ class _Walker:
         live[e.iova] = _Range(e.iova, e.end, e.line, shown)
         self._iova_use(key, e.end - e.iova, e.iova, e.end)
 
-    def _uncovered_in(self, key: object, start: int, end: int) -> list[_Range]:
-        out: list[_Range] = []
+    def _uncovered_in(self, key: object, start: int, end: int) -> list[_Pending]:
+        out: list[_Pending] = []
         for k in (key,) if key != UNATTRIBUTED else tuple(self.uncovered):
             lst = self.uncovered.get(k)
             if not lst:
@@ -526,27 +550,55 @@ class _Walker:
                 shown, (map_line, e.line) if map_line else (e.line,), e, False,
             )  # fmt: skip
         self._space(self.unmapped, key)[e.iova] = _Range(e.iova, e.end, e.line, shown, map_line)
-        self.uncovered.setdefault(key, []).append(_Range(e.iova, e.end, e.line, shown, map_line))
+        need: set[object] = {IOTLB}
+        if isinstance(key, int):
+            need.update(self.devtlb.get(key, ()))
+        self.uncovered.setdefault(key, []).append(
+            _Pending(e.iova, e.end, e.line, shown, map_line, need)
+        )
 
-    def invalidate(self, did: int | None, start: int, end: int, whole: bool) -> None:
-        """An IOTLB invalidation of ``[start, end)`` (or the whole domain) for ``did``
-        (``None``: every domain)."""
+    def invalidate(
+        self, did: int | None, start: int, end: int, whole: bool, what: object = IOTLB
+    ) -> None:
+        """An invalidation of ``[start, end)`` (or the whole domain) for ``did`` (``None``:
+        every domain) of ``what``: the IOTLB, or one (device, PASID)'s device-TLB."""
         self.res.stats.invalidations += 1
         for k, lst in self.uncovered.items():
             if not lst or (did is not None and isinstance(k, int) and k != did):
                 continue
-            self.uncovered[k] = [
-                p for p in lst if not (whole or (start <= p.start and p.end <= end))
-            ]
+            for p in lst:
+                if what in p.need and (whole or (start <= p.start and p.end <= end)):
+                    p.need.discard(what)
+            self.uncovered[k] = [p for p in lst if p.need]
 
     def qi(self, e: QiSubmit) -> None:
         inv = decode(e)
-        if inv.cache != "iotlb":
+        if inv.cache == "devtlb" and inv.sid is not None:
+            sid = inv.sid
+            dev = f"0000:{sid >> 8:02x}:{(sid >> 3) & 0x1F:02x}.{sid & 7}"
+            what = (dev, inv.pasid or 0)
+            whole = inv.granularity != "page"
+            self.invalidate(None, inv.start, inv.start + inv.size, whole, what)
+        elif inv.cache != "iotlb":
             return
-        if inv.granularity == "page":
+        elif inv.granularity == "page":
             self.invalidate(inv.did, inv.start, inv.start + inv.size, False)
         else:
             self.invalidate(None if inv.granularity == "global" else inv.did, 0, 0, True)
+
+    def cache_tag(self, tag: CacheTag) -> None:
+        if tag.type == "devtlb":
+            tags = self.devtlb.setdefault(tag.did, set())
+            if tag.event == "cache_tag_assign":
+                tags.add((tag.dev, tag.pasid))
+            elif tag.event == "cache_tag_unassign" and tag.ref <= 1:
+                tags.discard((tag.dev, tag.pasid))  # Linux traces before the decrement
+            elif tag.event == "cache_tag_flush_all":
+                self.invalidate(tag.did, 0, 0, True, (tag.dev, tag.pasid))
+        elif tag.event == "cache_tag_assign" and tag.type == "iotlb":
+            self.tag_did[tag.cpu] = tag.did
+        elif tag.event == "cache_tag_flush_all" and tag.type == "iotlb":
+            self.invalidate(tag.did, 0, 0, True)
 
     def fault(self, e: IoPageFault) -> None:
         key = self.key(e.device)
@@ -591,14 +643,12 @@ class _Walker:
             f: CacheTagFlush = e  # type: ignore[assignment]
             if f.type in ("iotlb", "nesting_iotlb"):
                 self.invalidate(f.did, f.start, f.end + 1, False)
+            elif f.type in ("devtlb", "nesting_devtlb"):
+                self.invalidate(f.did, f.start, f.end + 1, False, (f.dev, f.pasid))
         elif t is QiSubmit:
             self.qi(e)  # type: ignore[arg-type]
         elif t is CacheTag:
-            tag: CacheTag = e  # type: ignore[assignment]
-            if tag.event == "cache_tag_assign" and tag.type == "iotlb":
-                self.tag_did[tag.cpu] = tag.did
-            elif tag.event == "cache_tag_flush_all" and tag.type == "iotlb":
-                self.invalidate(tag.did, 0, 0, True)
+            self.cache_tag(e)  # type: ignore[arg-type]
         elif t is IommuAttach:
             a: IommuAttach = e  # type: ignore[assignment]
             did = self.tag_did.pop(a.cpu, None)
@@ -634,7 +684,7 @@ class _Walker:
                 self.find(
                     NO_INVALIDATION,
                     f"IOVA [{p.start:#x}-{p.end:#x}) unmapped at line {p.line} was never "
-                    "covered by an IOTLB invalidation before the trace ended",
+                    f"covered by {p.missing()} before the trace ended",
                     p.device, (p.map_line, p.line) if p.map_line else (p.line,), tail, True,
                 )  # fmt: skip
         for m in self.res.live:

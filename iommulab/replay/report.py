@@ -44,7 +44,7 @@ def text(trace: Trace, res: Result) -> str:
         f"replay: DMA API: {st.dma_maps} maps, {st.dma_unmaps} unmaps/frees, "
         f"{st.dma_reconciled} map/unmap pairs reconciled; IOMMU: {st.iommu_maps} map, "
         f"{st.iommu_unmaps} unmap, {st.iommu_reconciled} reconciled, "
-        f"{st.invalidations} IOTLB invalidations"
+        f"{st.invalidations} invalidations"
     )
     for lost in res.lost:
         out.append(f"replay: CPU {lost.cpu} lost {lost.count} events at line {lost.line}")

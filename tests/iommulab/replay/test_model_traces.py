@@ -104,3 +104,23 @@ def test_a_skipped_flush_in_the_model_is_named_by_the_replay(
         (C.NO_INVALIDATION, "0000:00:03.0", (mapped, unmap))
     ]
     assert f"IOVA [{handle & ~0xFFF:#x}-" in found[0].message
+
+
+def test_a_missing_device_tlb_invalidation_is_named(tmp_path: Path) -> None:
+    """With ATS the DSA's domain holds devtlb cache tags: an unmap needs the device-TLB
+    invalidated too. Removing one unmap's devtlb invalidations (the PASID 0 tag's flush
+    and its dev_tlb_inv descriptor) is named, and nothing else."""
+    out = tmp_path / "demo.txt"
+    assert cli.main(["trace", "demo", "-o", str(out), "--events", "iommu,intel_iommu,dma"]) == 0
+    lines = out.read_text().splitlines()
+    unmap = next(i for i, s in enumerate(lines) if ": unmap: " in s)
+    iova = lines[unmap].split("iova=")[1].split(" ")[0]
+    flush = next(i for i in range(unmap, len(lines)) if "[0] type devtlb" in lines[i])
+    desc = next(i for i in range(unmap, len(lines)) if "qi_submit: dev_tlb_inv dmar0" in lines[i])
+    assert f"[{iova.replace('0x00000000', '0x')}-" in lines[flush]
+    for i in sorted((flush, desc), reverse=True):
+        del lines[i]
+    found = C.check(parse_text("\n".join(lines)).events).findings
+    assert [(f.check, f.device) for f in found] == [(C.NO_INVALIDATION, "0000:00:02.0")]
+    assert unmap + 1 in found[0].lines
+    assert "a device-TLB invalidation for 0000:00:02.0 PASID 0" in found[0].message
