@@ -414,6 +414,13 @@ class _Walker:
         prev = self.freed.get((dev, addr))
         if prev is not None:
             self.find(DOUBLE_UNMAP, f"{msg} (double unmap)", dev, (*prev, e.line), e, False)
+            return
+        other = next(
+            (m for (d, a), lst in self.dma.items() if a == addr and d != dev for m in lst), None
+        )
+        if other is not None:
+            msg = f"{msg} (mapped for {other.device} at line {other.line})"
+            self.find(NOT_MAPPED, msg, dev, (other.line, e.line), e, False)
         else:
             self.find(NOT_MAPPED, msg, dev, (e.line,), e, True)
 

@@ -104,6 +104,9 @@ def as_dict(trace: Trace, res: Result) -> dict[str, Any]:
         ],
         "live": {d: n for d, n in st.live.items()},
         "peak_live": st.peak_live,
+        "live_series": {
+            d: [[ts / 1e9, n] for ts, n in series] for d, series in st.live_series.items()
+        },
         "iova_peak_bytes": st.peak_iova_bytes,
         "rates_per_s": {"map": st.rate(st.dma_maps), "unmap": st.rate(st.dma_unmaps)},
         "undecidable": list(UNDECIDABLE),

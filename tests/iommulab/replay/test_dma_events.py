@@ -132,3 +132,44 @@ def test_other_descriptor_types_decode() -> None:
     assert decode(qi(0xF)).cache == "unknown" and type_name(qi(0xF)) == "0xf"
     assert type_name(qi(0x9)) == "page_grp_resp"
     assert "did=0x4" in psi.describe()
+
+
+def test_two_cpus_interleaved_attribute_each_iommu_event_to_its_own_device() -> None:
+    """CPU 0 maps for one NIC while CPU 1 maps the same IOVA in the other NIC's domain:
+    each iommu:map belongs to the dma:* call that follows it on its own CPU."""
+    a, b = "0000:00:03.0", "0000:00:04.0"
+    iova = "iova=0x00000000fffff000 - 0x0000000100000000"
+    rows = [
+        (0, "cache_tag_assign: dmar0/dmar0 type iotlb did 3 pasid 0 ref 1"),
+        (0, f"attach_device_to_domain: IOMMU: device={a}"),
+        (1, "cache_tag_assign: dmar0/dmar0 type iotlb did 4 pasid 0 ref 1"),
+        (1, f"attach_device_to_domain: IOMMU: device={b}"),
+        (0, f"map: IOMMU: {iova} paddr=0x0000000000001000 size=4096"),
+        (1, f"map: IOMMU: {iova} paddr=0x0000000000002000 size=4096"),
+        (1, f"dma_map_page: {b} dir=TO_DEVICE dma_addr=fffff000 size=64 phys_addr=2000 attrs="),
+        (0, f"dma_map_page: {a} dir=TO_DEVICE dma_addr=fffff000 size=64 phys_addr=1000 attrs="),
+        (1, f"unmap: IOMMU: {iova} size=4096 unmapped_size=4096"),
+        (1, "cache_tag_flush_range: dmar0 dmar0[0] type iotlb did 4 [0xfffff000-0xffffffff] addr 0xfffff000 pages 0x1 mask 0x0"),
+        (1, f"dma_unmap_page: {b} dir=TO_DEVICE dma_addr=fffff000 size=64 attrs="),
+        (0, f"dma_unmap_page: {a} dir=TO_DEVICE dma_addr=fffff000 size=64 attrs="),
+    ]  # fmt: skip
+    lines = [
+        f"            t-{cpu}     [00{cpu}] .....     1.{i:06d}: {body}"
+        for i, (cpu, body) in enumerate(rows)
+    ]
+    res = C.check(parse_lines(lines).events)
+    # Had CPU 1's unmap been given to CPU 0's device (did 3), it would find nothing live
+    # there and its flush for did 4 would not cover it: two findings. Attributed by CPU,
+    # both DMA API pairs and the one IOMMU unmap reconcile.
+    assert res.findings == []
+    assert res.stats.iommu_reconciled == 1 and res.stats.dma_reconciled == 2
+    assert res.stats.peak_iova_bytes == {"did 3": 4096, "did 4": 4096}
+
+
+def test_an_unmap_by_the_wrong_device_names_the_owner() -> None:
+    got = run(
+        f"dma_map_page: {DEV} dir=TO_DEVICE dma_addr=a000 size=64 phys_addr=3000 attrs=",
+        "dma_unmap_page: 0000:00:06.0 dir=TO_DEVICE dma_addr=a000 size=64 attrs=",
+    )
+    assert [(c, lines) for c, lines, _ in got] == [(C.NOT_MAPPED, (1, 2)), (C.LIVE_AT_END, (1,))]
+    assert got[0][2].endswith(f"(mapped for {DEV} at line 1)")
