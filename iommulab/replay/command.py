@@ -45,7 +45,7 @@ def until_line(trace: Trace, until: str) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     try:
-        trace = read_trace(args.trace)
+        trace = read_trace(args.trace, sys.stdin.buffer)
     except UnreadableTrace as exc:
         print(f"iommulab: replay: {exc}", file=sys.stderr)
         return 2
@@ -96,7 +96,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "DMA-API misuse, missing IOTLB invalidations, overlapping maps and device faults at "
         "unmapped IOVAs. Exit 1 on a finding, 2 on unreadable input.",
     )
-    p.add_argument("trace", help="ftrace text file")
+    p.add_argument("trace", help="ftrace text file, or - for standard input (trace_pipe)")
     p.add_argument("--format", choices=FORMATS, default="text")
     p.add_argument("--until", help="stop at LINE, TIMESTAMP (seconds) or MARKER text")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")

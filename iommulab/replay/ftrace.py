@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from attrs import define, field
 
@@ -346,11 +347,12 @@ class UnreadableTrace(Exception):
     """The file is not ftrace text at all (binary trace.dat, unreadable file)."""
 
 
-def read_trace(path: str | Path) -> Trace:
-    """Read and parse a trace file; :class:`UnreadableTrace` when it is not ftrace text."""
+def read_trace(path: str | Path, stdin: BinaryIO | None = None) -> Trace:
+    """Read and parse a trace file (``-``: ``stdin``, e.g. piped from ``trace_pipe``);
+    :class:`UnreadableTrace` when it is not ftrace text."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = stdin.read() if str(path) == "-" and stdin is not None else p.read_bytes()
     except OSError as exc:
         raise UnreadableTrace(f"{p}: {exc.strerror or exc}") from None
     if data.startswith(TRACE_DAT_MAGIC):

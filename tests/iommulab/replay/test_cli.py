@@ -6,6 +6,7 @@ bad line naming it — while the readable rest is still checked and reported.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable
@@ -175,3 +176,11 @@ def test_qi_submit_descriptors_decode_as_the_spec_lays_them_out() -> None:
     assert (glob.cache, glob.granularity) == ("iotlb", "global")
     assert decode(next(e for e in qi if e.qw0 == 0x11)).cache == "context"
     assert decode(next(e for e in qi if e.qw0 == 0x37)).granularity == "global"
+
+
+def test_trace_pipe_text_on_standard_input(capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cat trace_pipe | iommulab replay -``: no header, read from stdin."""
+    body = "\n".join(s for s in real_lines() if not s.startswith("#")).encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(body)))
+    rc, out, _ = run(capsys, "-")
+    assert rc == 0 and "521 map/unmap pairs reconciled" in out
