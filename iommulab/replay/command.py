@@ -55,7 +55,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.rebuild or args.dump:
         sys.stdout.write(_rebuild(args, trace, until))
         return 2 if trace.problems else 0
-    res = check(trace.events, until)
+    res = check(trace.events, until, args.lazy)
     if args.format == "json":
         out = report.json_text(trace, res)
     elif args.format == "perfetto":
@@ -100,6 +100,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--format", choices=FORMATS, default="text")
     p.add_argument("--until", help="stop at LINE, TIMESTAMP (seconds) or MARKER text")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument(
+        "--lazy",
+        action="store_true",
+        help="the kernel ran iommu.strict=0: unmaps still in the flush queue at the end are "
+        "no finding",
+    )
     p.add_argument(
         "--rebuild",
         action="store_true",
