@@ -121,7 +121,15 @@ def _array(v: str) -> tuple[int, ...]:
     return tuple(int(x, 0) for x in inner.split(",")) if inner else ()
 
 
+_DMA_MAP = re.compile(rf"(\S+) dir=(\w+) dma_addr={_H} size=(\d+) phys_addr={_H} attrs=(\S*)$")
+_DMA_UNMAP = re.compile(rf"(\S+) dir=(\w+) dma_addr={_H} size=(\d+) attrs=(\S*)$")
+
+
 def _dma_map(h: Head, name: str, body: str) -> Event:
+    m = _DMA_MAP.match(body)  # the 6.12 layout; other orders through _kv
+    if m is not None:
+        g = m.groups()
+        return DmaMap(*h, name, g[0], g[1], int(g[2], 16), int(g[3]), int(g[4], 16), g[5])
     dev, f = _kv(body, ("dir", "dma_addr", "size", "phys_addr", "attrs"))
     return DmaMap(
         *h, name, dev, f["dir"], _hex(f["dma_addr"]), _dec(f["size"]), _hex(f["phys_addr"]),
@@ -130,6 +138,10 @@ def _dma_map(h: Head, name: str, body: str) -> Event:
 
 
 def _dma_unmap(h: Head, name: str, body: str) -> Event:
+    m = _DMA_UNMAP.match(body)
+    if m is not None:
+        g = m.groups()
+        return DmaUnmap(*h, name, g[0], g[1], int(g[2], 16), int(g[3]), g[4])
     dev, f = _kv(body, ("dir", "dma_addr", "size", "attrs"))
     return DmaUnmap(*h, name, dev, f["dir"], _hex(f["dma_addr"]), _dec(f["size"]), f["attrs"])
 

@@ -172,3 +172,14 @@ def test_an_unmap_by_the_wrong_device_names_the_owner() -> None:
     )
     assert [(c, lines) for c, lines, _ in got] == [(C.NOT_MAPPED, (1, 2)), (C.LIVE_AT_END, (1,))]
     assert got[0][2].endswith(f"(mapped for {DEV} at line 1)")
+
+
+def test_fields_in_another_order_or_with_extras_are_still_read() -> None:
+    """A later kernel may add or move ``key=value`` fields: read them by name."""
+    assert (
+        run(
+            f"dma_map_page: {DEV} size=64 dir=TO_DEVICE dma_addr=a000 phys_addr=3000 attrs= extra=1",
+            f"dma_unmap_page: {DEV} dir=TO_DEVICE attrs=NO_WARN dma_addr=a000 size=64",
+        )
+        == []
+    )
