@@ -21,9 +21,11 @@ precedes its ``attach_device_to_domain``. Events it cannot attribute (the boot-t
 identity maps) go to one "unattributed" space, where no overlap or not-mapped finding is
 made.
 
-A ``[LOST n EVENTS]`` line makes every later finding that rests on an event's absence
-(not mapped, never invalidated, still live, page fault at an unmapped IOVA) uncertain:
-the lost events may have held it. Uncertain findings are reported but do not fail.
+A ``[LOST n EVENTS]`` line makes a finding that rests on an event's absence uncertain
+when the loss falls where that event would have been: after the mapping for one still
+live at the end, after the unmap for a missing invalidation or a fault after unmap,
+anywhere before for an unmap of something never mapped. Uncertain findings are reported
+but do not fail.
 """
 
 from __future__ import annotations
@@ -317,17 +319,25 @@ class _Walker:
     unmapped: dict[object, SortedDict[int, _Range]] = field(factory=dict)
     uncovered: dict[object, list[_Pending]] = field(factory=dict)
     devtlb: dict[int, set[tuple[str, int]]] = field(factory=dict)
-    last_lost: int = 0
-    lost_text: str = ""
+    lost: list[Lost] = field(factory=list)
 
     # -- helpers -----------------------------------------------------------------------------
 
     def find(
-        self, check: str, msg: str, dev: str, lines: Sequence[int], e: Event, absence: bool
+        self, check: str, msg: str, dev: str, lines: Sequence[int], e: Event, since: int | None
     ) -> None:
-        unsure = self.lost_text if absence and self.last_lost else ""
+        """Record a finding. ``since``: for a finding that rests on an event's absence, the
+        line after which lost events could have held it (0: anywhere before); ``None`` for
+        one the trace shows outright."""
+        unsure = ""
+        if since is not None:
+            gap = [x for x in self.lost if since < x.line <= e.line]
+            if gap:
+                unsure = f"{gap[-1].count} events lost at line {gap[-1].line}"
         self.res.findings.append(
-            Finding(check, msg, dev, tuple(sorted(set(lines))), e.line, e.ts_ns, unsure)
+            Finding(
+                check, msg, dev, tuple(sorted({n for n in lines if n})), e.line, e.ts_ns, unsure
+            )
         )
 
     def key(self, dev: str | None) -> object:
@@ -406,23 +416,23 @@ class _Walker:
         if entry.type == TYPE_COHERENT:
             ref = _entry(e, e.device, typ, e.dma_addr, e.size, e.dir, entry.paddr)
         for _, msg in unmap_mismatches(entry, ref):
-            self.find(MISMATCH, msg, e.device, (entry.line, e.line), e, False)
+            self.find(MISMATCH, msg, e.device, (entry.line, e.line), e, None)
         self.remove_dma(entry, e)
 
     def _not_mapped(self, e: Event, dev: str, addr: int, size: int) -> None:
         msg = not_allocated_message(addr, size)
         prev = self.freed.get((dev, addr))
         if prev is not None:
-            self.find(DOUBLE_UNMAP, f"{msg} (double unmap)", dev, (*prev, e.line), e, False)
+            self.find(DOUBLE_UNMAP, f"{msg} (double unmap)", dev, (*prev, e.line), e, None)
             return
         other = next(
             (m for (d, a), lst in self.dma.items() if a == addr and d != dev for m in lst), None
         )
         if other is not None:
             msg = f"{msg} (mapped for {other.device} at line {other.line})"
-            self.find(NOT_MAPPED, msg, dev, (other.line, e.line), e, False)
+            self.find(NOT_MAPPED, msg, dev, (other.line, e.line), e, None)
         else:
-            self.find(NOT_MAPPED, msg, dev, (e.line,), e, True)
+            self.find(NOT_MAPPED, msg, dev, (e.line,), e, 0)
 
     def dma_map_sg(self, e: DmaMapSg) -> None:
         if e.err or not e.dma_addrs:
@@ -448,7 +458,7 @@ class _Walker:
         nents = len(e.phys_addrs)
         ref = _entry(e, e.device, TYPE_SG, head.dev_addr, head.size, e.dir, first, nents)
         for _, msg in unmap_mismatches(head, ref):
-            self.find(MISMATCH, msg, e.device, (head.line, e.line), e, False)
+            self.find(MISMATCH, msg, e.device, (head.line, e.line), e, None)
         for m in call:
             if m in self.dma.get((m.device, m.dev_addr), ()):
                 self.remove_dma(m, e)
@@ -466,12 +476,12 @@ class _Walker:
                         entry = cand
             if entry is None:
                 msg = sync_not_allocated_message(addr, size)
-                self.find(SYNC, msg, e.device, (e.line,), e, True)
+                self.find(SYNC, msg, e.device, (e.line,), e, 0)
                 continue
             typ = TYPE_SG if "_sg_" in e.event else entry.type
             ref = _entry(e, e.device, typ, addr, size, e.dir, 0, entry.sg_call_ents)
             for msg in sync_mismatches(entry, ref, e.for_cpu):
-                self.find(SYNC, msg, e.device, (entry.line, e.line), e, False)
+                self.find(SYNC, msg, e.device, (entry.line, e.line), e, None)
 
     # -- IOMMU -------------------------------------------------------------------------------
 
@@ -503,7 +513,7 @@ class _Walker:
                 NO_INVALIDATION,
                 f"IOVA [{p.start:#x}-{p.end:#x}) unmapped at line {p.line} was mapped again "
                 f"before {p.missing()} covered it",
-                p.device, (p.map_line, p.line, e.line), e, True,
+                p.device, (p.map_line, p.line, e.line), e, p.line,
             )  # fmt: skip
         live = self._space(self.live_iova, key)
         if key != UNATTRIBUTED:
@@ -512,7 +522,7 @@ class _Walker:
                     OVERLAP,
                     f"iommu map [{e.iova:#x}-{e.end:#x}) overlaps the live mapping "
                     f"[{r.start:#x}-{r.end:#x}) made at line {r.line}",
-                    shown, (r.line, e.line), e, False,
+                    shown, (r.line, e.line), e, None,
                 )  # fmt: skip
         live[e.iova] = _Range(e.iova, e.end, e.line, shown)
         self._iova_use(key, e.end - e.iova, e.iova, e.end)
@@ -547,14 +557,14 @@ class _Walker:
             self.find(
                 NOT_MAPPED,
                 f"iommu unmap of IOVA [{e.iova:#x}-{e.end:#x}) that is not mapped",
-                shown, (e.line,), e, True,
+                shown, (e.line,), e, 0,
             )  # fmt: skip
         if e.unmapped_size != e.size:
             self.find(
                 UNMAPPED_SIZE,
                 f"iommu unmap of IOVA [{e.iova:#x}-{e.end:#x}) unmapped {e.unmapped_size} "
                 f"bytes of the {e.size} requested",
-                shown, (map_line, e.line) if map_line else (e.line,), e, False,
+                shown, (map_line, e.line) if map_line else (e.line,), e, None,
             )  # fmt: skip
         self._space(self.unmapped, key)[e.iova] = _Range(e.iova, e.end, e.line, shown, map_line)
         need: set[object] = {IOTLB}
@@ -621,13 +631,13 @@ class _Walker:
                 FAULT_UNMAPPED,
                 f"device DMA at IOVA {e.iova:#x} after it was unmapped at line {r.line} "
                 f"(use after unmap; mapped at line {r.map_line})",
-                e.device, (r.map_line, r.line, e.line) if r.map_line else (r.line, e.line), e, True,
+                e.device, (r.map_line, r.line, e.line), e, r.line,
             )  # fmt: skip
         else:
             self.find(
                 FAULT_NEVER_MAPPED,
                 f"device DMA at IOVA {e.iova:#x} that was never mapped for it",
-                e.device, (e.line,), e, True,
+                e.device, (e.line,), e, 0,
             )  # fmt: skip
 
     # -- the walk ----------------------------------------------------------------------------
@@ -674,8 +684,7 @@ class _Walker:
         elif t is Lost:
             lost: Lost = e  # type: ignore[assignment]
             self.res.lost.append(lost)
-            self.last_lost = lost.line
-            self.lost_text = f"{lost.count} events lost at line {lost.line}"
+            self.lost.append(lost)
 
     def finish(self, end: Event | None, at_end: bool, lazy: bool) -> None:
         """Report what the end of the trace decides (not at an ``--until`` cut, where
@@ -692,7 +701,7 @@ class _Walker:
                     NO_INVALIDATION,
                     f"IOVA [{p.start:#x}-{p.end:#x}) unmapped at line {p.line} was never "
                     f"covered by {p.missing()} before the trace ended",
-                    p.device, (p.map_line, p.line) if p.map_line else (p.line,), tail, True,
+                    p.device, (p.map_line, p.line) if p.map_line else (p.line,), tail, p.line,
                 )  # fmt: skip
         for m in self.res.live:
             self.find(
@@ -700,7 +709,7 @@ class _Walker:
                 "DMA mapping still live at the end of the trace "
                 f"[device address=0x{m.dev_addr:016x}] [size={m.size} bytes] "
                 f"[mapped as {m.type}]",
-                m.device, (m.line,), tail, True,
+                m.device, (m.line,), tail, m.line,
             )  # fmt: skip
 
 

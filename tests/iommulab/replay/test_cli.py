@@ -184,3 +184,16 @@ def test_trace_pipe_text_on_standard_input(capsys: Capsys, monkeypatch: pytest.M
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(body)))
     rc, out, _ = run(capsys, "-")
     assert rc == 0 and "521 map/unmap pairs reconciled" in out
+
+
+def test_events_lost_before_a_mapping_leave_its_leak_certain(
+    capsys: Capsys, write_trace: Write
+) -> None:
+    """Only a loss after the map could have held its unmap: one before it changes nothing."""
+    lines = real_lines()
+    gone = line_of(lines, "dma_unmap_page:", "0000:00:04.0", "dma_addr=ffffd8c0", after=1133)
+    del lines[gone - 1]
+    lines.insert(13, "CPU:0 [LOST 3 EVENTS]")
+    rc, out, _ = run(capsys, str(write_trace(lines)))
+    assert rc == 1 and "uncertain" not in out.splitlines()[0]
+    assert "CPU 0 lost 3 events at line 14" in out
