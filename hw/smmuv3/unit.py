@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.bus import DmaFault, DmaResult
 from hw.iommu_unit import IommuUnitModel
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
@@ -320,14 +320,6 @@ class Smmuv3Unit(IommuUnitModel):
         return addr, ((num + 1) << scale) * granule_pages
 
     # -- translation ---------------------------------------------------------------------
-    def _untranslated(self, addr: int, size: int, write: bool) -> DmaResult:
-        ram = self.m.memory.size
-        if 0 <= addr and addr + size <= ram:
-            return DmaResult(((addr, size),))
-        good = max(0, min(size, ram - addr)) if addr >= 0 else 0
-        runs = ((addr, good),) if good else ()
-        return DmaResult(runs, DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM"))
-
     def _strtab(self) -> tuple[int, int]:
         return self.regs["STRTAB_BASE"] & sr.STRTAB_BASE.ADDR.mask, self.regs["STRTAB_BASE_CFG"]
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define
 
 from hw.ats import AddressTranslationCache, AtcEntry, AtsResult
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.bus import DmaFault, DmaResult
 from hw.iommu_unit import IommuUnitModel
 from hw.pagewatch import SlotTracker
 from hw.regs import RegisterFile, RegSlot
@@ -272,14 +272,6 @@ class VtdUnit(IommuUnitModel):
         if not self.te:
             return self._untranslated(addr, size, write)
         return self.xlate.translate(rid, pasid, priv, addr, size, write, False)
-
-    def _untranslated(self, addr: int, size: int, write: bool) -> DmaResult:
-        ram = self.m.memory.size
-        if 0 <= addr and addr + size <= ram:
-            return DmaResult(((addr, size),))
-        good = max(0, min(size, ram - addr)) if addr >= 0 else 0
-        runs = ((addr, good),) if good else ()
-        return DmaResult(runs, DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM"))
 
     def translate_ex(
         self,
