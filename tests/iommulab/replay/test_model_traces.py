@@ -87,7 +87,7 @@ def test_a_skipped_flush_in_the_model_is_named_by_the_replay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     k, m = boot_vtd()
-    v = Vtd(k, m, False)
+    v = Vtd(k, m)
     with trace.capture("iommu"), trace.capture("intel_iommu"), trace.capture("dma") as got:
         buf = kmalloc(4096, GFP_KERNEL)
         assert buf is not None
