@@ -88,12 +88,20 @@ class FirmwareTables:
     """What the kernel learns from firmware: RAM, PCI host bridges, IOMMU units."""
 
     ram_size: int
+    """Bytes of RAM (holes excluded)."""
     pci_buses: tuple[tuple[int, int], ...] = ((0, 0),)
     """(segment, bus) pairs the host bridges decode; the kernel scans these."""
     iommus: tuple[IommuUnitInfo, ...] = ()
     host_address_width: int = 46
     tables: tuple[str, ...] = field(default=())
     """Firmware table signatures present (``DMAR`` when VT-d units exist ...)."""
+    ram_ranges: tuple[tuple[int, int], ...] = ()
+    """The e820 map's usable entries, (base, size) ascending; empty = ``[0, ram_size)``."""
+
+    @property
+    def e820_ram(self) -> tuple[tuple[int, int], ...]:
+        """Usable RAM ranges, whichever way firmware described them."""
+        return self.ram_ranges or ((0, self.ram_size),)
 
 
 # --------------------------------------------------------------------------- what the CPU sees
