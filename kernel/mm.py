@@ -442,23 +442,31 @@ def memory_write(vaddr: int, data: bytes | bytearray | memoryview) -> None:
 
 def read32(vaddr: int) -> int:
     mm = current.kernel.mm
-    return mm.mem.read_u32(mm.virt_to_phys(vaddr))
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    return mem.read_u32(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr))
 
 
 def read64(vaddr: int) -> int:
     mm = current.kernel.mm
-    return mm.mem.read_u64(mm.virt_to_phys(vaddr))
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    return mem.read_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr))
 
 
 def write32(vaddr: int, value: int) -> None:
     mm = current.kernel.mm
-    mm.mem.write_u32(mm.virt_to_phys(vaddr), value)
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    mem.write_u32(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
 
 
 def write64(vaddr: int, value: int) -> None:
     """A 64-bit store to kernel memory (``WRITE_ONCE(*p, v)`` on a u64)."""
     mm = current.kernel.mm
-    mm.mem.write_u64(mm.virt_to_phys(vaddr), value)
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    mem.write_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
 
 
 @define

@@ -66,7 +66,6 @@ from kernel.iommu.iova import (
     iova_align,
     iova_domain_init_rcaches,
     iova_offset,
-    iova_shift,
     put_iova_domain,
 )
 from kernel.mm import GFP_ATOMIC, GFP_KERNEL, kfree, kzalloc
@@ -97,7 +96,7 @@ class IommuDmaCookie:
 
 def _cookie(domain: IommuDomain) -> IommuDmaCookie:
     cookie = domain.iova_cookie
-    if not isinstance(cookie, IommuDmaCookie) or cookie.iovad is None:
+    if cookie.__class__ is not IommuDmaCookie or cookie.iovad is None:
         raise ENODEV(f"{domain!r} has no DMA cookie")
     return cookie
 
@@ -230,23 +229,23 @@ def dma_info_to_prot(dir: int, coherent: bool, attrs: int) -> int:
 
 def iommu_dma_alloc_iova(domain: IommuDomain, size: int, dma_limit: int, dev: Device) -> int:
     """``iommu_dma_alloc_iova``: PCI devices try below 4 GiB first; 0 on failure."""
-    cookie = _cookie(domain)
-    iovad = cookie.iovad
+    iovad = _cookie(domain).iovad
     assert iovad is not None
-    shift = iova_shift(iovad)
+    shift = iovad.shift
     iova_len = size >> shift
     if domain.geometry.force_aperture:
         dma_limit = min(dma_limit, domain.geometry.aperture_end)
+    param = dev.iommu
     if (
-        dev_is_pci(dev)
-        and dev.iommu is not None
-        and dev.iommu.pci_32bit_workaround
+        param is not None
+        and param.pci_32bit_workaround
         and dma_limit > 0xFFFF_FFFF
+        and dev_is_pci(dev)
     ):
         pfn = alloc_iova_fast(iovad, iova_len, 0xFFFF_FFFF >> shift, False)
         if pfn:
             return pfn << shift
-        dev.iommu.pci_32bit_workaround = False
+        param.pci_32bit_workaround = False
         dev_notice(dev, f"Using {dma_limit.bit_length()}-bit DMA addresses")
     pfn = alloc_iova_fast(iovad, iova_len, dma_limit >> shift, True)
     return pfn << shift
@@ -259,7 +258,7 @@ def iommu_dma_free_iova(
     cookie = _cookie(domain)
     iovad = cookie.iovad
     assert iovad is not None
-    shift = iova_shift(iovad)
+    shift = iovad.shift
     if gather is not None and gather.queued:
         queue_iova(cookie, iova >> shift, size >> shift)
     else:
@@ -267,13 +266,15 @@ def iommu_dma_free_iova(
 
 
 def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int) -> int:
-    """``__iommu_dma_map``: returns the DMA address or DMA_MAPPING_ERROR."""
+    """``__iommu_dma_map``: returns the DMA address or DMA_MAPPING_ERROR.
+    (``iova_offset``/``iova_align`` are written out: this runs per dma_map.)"""
     domain = iommu_get_dma_domain(dev)
     assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     iovad = _cookie(domain).iovad
     assert iovad is not None
-    off = iova_offset(iovad, phys)
-    size = iova_align(iovad, size + off)
+    mask = iovad.granule - 1
+    off = phys & mask  # iova_offset()
+    size = (size + off + mask) & ~mask  # iova_align()
     iova = iommu_dma_alloc_iova(domain, size, dma_mask, dev)
     if not iova:
         return DMA_MAPPING_ERROR
@@ -286,19 +287,22 @@ def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int)
 
 
 def __iommu_dma_unmap(dev: Device, dma_addr: int, size: int) -> None:
-    """``__iommu_dma_unmap``: strict → sync then free; lazy → queue."""
+    """``__iommu_dma_unmap``: strict → sync then free; lazy → queue.
+    (``iova_offset``/``iova_align`` are written out: this runs per dma_unmap.)"""
     domain = iommu_get_dma_domain(dev)
     assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     cookie = _cookie(domain)
     iovad = cookie.iovad
     assert iovad is not None
-    off = iova_offset(iovad, dma_addr)
+    mask = iovad.granule - 1
+    off = dma_addr & mask  # iova_offset()
     dma_addr -= off
-    size = iova_align(iovad, size + off)
+    size = (size + off + mask) & ~mask  # iova_align()
     gather = IommuIotlbGather()
     gather.queued = cookie.fq is not None and domain.type == IOMMU_DOMAIN_DMA_FQ
     unmapped = iommu_unmap_fast(domain, dma_addr, size, gather)
-    if WARN_ON(unmapped != size, f"iommu_dma_unmap: unmapped {unmapped:#x} of {size:#x}"):
+    if unmapped != size:
+        WARN_ON(True, f"iommu_dma_unmap: unmapped {unmapped:#x} of {size:#x}")
         return
     if not gather.queued:
         iommu_iotlb_sync(domain, gather)

@@ -49,7 +49,6 @@ from kernel.iommu.iommu_h import (
     IommuOps,
     IommuPagingDomainOps,
     SupportsFree,
-    SupportsIotlbSyncMap,
     SupportsProbeFinalize,
     has_optional_op,
     iommu_iotlb_sync,
@@ -101,11 +100,6 @@ def _type_ok(t: int) -> bool:
 def _free_ops(domain: IommuDomain) -> SupportsFree | None:
     ops = domain.ops
     return cast(SupportsFree, ops) if has_optional_op(ops, "free") else None
-
-
-def _sync_map_ops(domain: IommuDomain) -> SupportsIotlbSyncMap | None:
-    ops = domain.ops
-    return cast(SupportsIotlbSyncMap, ops) if has_optional_op(ops, "iotlb_sync_map") else None
 
 
 # --------------------------------------------------------------------------- per-kernel state
@@ -662,29 +656,23 @@ def iommu_release_device(dev: Device) -> None:
 # --------------------------------------------------------------------------- map / unmap
 
 
-def _ffs(x: int) -> int:
-    return (x & -x).bit_length() - 1
-
-
-def _fls(x: int) -> int:
-    return x.bit_length() - 1
-
-
 def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple[int, int]:
     """``iommu_pgsize``: the biggest page size that fits alignment and size, and how
-    many of them to map before a bigger page size becomes possible."""
+    many of them to map before a bigger page size becomes possible. (``__fls``/``__ffs``
+    and ``GENMASK`` are written out with ``int.bit_length``: this runs per map and unmap.)"""
     bitmap = domain.pgsize_bitmap
     addr_merge = paddr | iova
-    pgsizes = bitmap & ((1 << (_fls(size) + 1)) - 1)
+    pgsizes = bitmap & ((1 << size.bit_length()) - 1)  # GENMASK(__fls(size), 0)
     if addr_merge:
-        pgsizes &= (1 << (_ffs(addr_merge) + 1)) - 1
-    if WARN_ON(not pgsizes):
+        pgsizes &= (1 << (addr_merge & -addr_merge).bit_length()) - 1  # GENMASK(__ffs(), 0)
+    if not pgsizes:
+        WARN_ON(True)
         return 0, 0
-    idx = _fls(pgsizes)
+    idx = pgsizes.bit_length() - 1
     pgsize = 1 << idx
-    bigger = bitmap & ~((1 << (idx + 1)) - 1)
+    bigger = bitmap & -(pgsize << 1)  # bitmap & ~GENMASK(idx, 0)
     if bigger:
-        nxt = 1 << _ffs(bigger)
+        nxt = bigger & -bigger  # BIT(__ffs(bigger))
         offset = nxt - (addr_merge & (nxt - 1))
         if offset + nxt <= size:
             size = offset
@@ -697,15 +685,17 @@ def _check_paging(domain: IommuDomain) -> IommuPagingDomainOps:
     without map support is a driver bug (WARN, ENODEV)."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
-    ops = domain.ops
-    if WARN_ON(not has_optional_op(ops, "map_pages") or domain.pgsize_bitmap == 0):
+    ops: IommuPagingDomainOps = domain.ops  # type: ignore[assignment]
+    if getattr(ops, "map_pages", None) is None or domain.pgsize_bitmap == 0:
+        WARN_ON(True)
         raise ENODEV("domain cannot map")
-    return cast(IommuPagingDomainOps, ops)
+    return ops
 
 
 def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
     ops = _check_paging(domain)
-    min_pagesz = 1 << _ffs(domain.pgsize_bitmap)
+    bitmap = domain.pgsize_bitmap
+    min_pagesz = bitmap & -bitmap
     if (iova | paddr | size) & (min_pagesz - 1):
         pr_err(
             f"unaligned: iova {iova:#x} pa {paddr:#018x} size {size:#x} min_pagesz {min_pagesz:#x}"
@@ -715,12 +705,17 @@ def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int
         raise EINVAL("iommu_map of size 0")
     if iova + size - 1 > ULONG_MAX or paddr + size - 1 > ULONG_MAX:
         raise EOVERFLOW(f"iommu_map: iova {iova:#x} + size {size:#x} overflows")
-    orig_iova, orig_size = iova, size
+    orig_iova = iova
     mapped_total = 0
+    map_pages = ops.map_pages
     try:
         while size:
-            pgsize, count = iommu_pgsize(domain, iova, paddr, size)
-            mapped = ops.map_pages(domain, iova, paddr, pgsize, count, prot, gfp)
+            if size == min_pagesz and not (iova | paddr) & (min_pagesz - 1):
+                # iommu_pgsize's answer for one smallest page: (min_pagesz, 1)
+                pgsize, count = min_pagesz, 1
+            else:
+                pgsize, count = iommu_pgsize(domain, iova, paddr, size)
+            mapped = map_pages(domain, iova, paddr, pgsize, count, prot, gfp)
             mapped_total += mapped
             if mapped < pgsize * count:
                 raise ENOMEM(f"map_pages stopped after {mapped:#x} of {pgsize * count:#x}")
@@ -733,17 +728,16 @@ def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int
         if mapped_total:
             iommu_unmap(domain, orig_iova, mapped_total)
         raise
-    del orig_size
 
 
 def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
     """``iommu_map``: split into page-size runs (``pgsize_bitmap``), map them, then
     ``iotlb_sync_map``; a failure unmaps everything this call mapped."""
     __iommu_map(domain, iova, paddr, size, prot, gfp)
-    ops = _sync_map_ops(domain)
-    if ops is not None:
+    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
+    if sync_map is not None:
         try:
-            ops.iotlb_sync_map(domain, iova, size)
+            sync_map(domain, iova, size)
         except KernelError:
             iommu_unmap(domain, iova, size)
             raise
@@ -752,11 +746,12 @@ def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, 
 def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         return 0
-    ops = domain.ops
-    if WARN_ON(not has_optional_op(ops, "unmap_pages") or domain.pgsize_bitmap == 0):
+    unmap_pages = getattr(domain.ops, "unmap_pages", None)
+    bitmap = domain.pgsize_bitmap
+    if unmap_pages is None or bitmap == 0:
+        WARN_ON(True)
         return 0
-    paging = cast(IommuPagingDomainOps, ops)
-    min_pagesz = 1 << _ffs(domain.pgsize_bitmap)
+    min_pagesz = bitmap & -bitmap
     if iova + size - 1 > ULONG_MAX:
         return 0
     if (iova | size) & (min_pagesz - 1):
@@ -764,8 +759,12 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
         return 0
     unmapped = 0
     while unmapped < size:
-        pgsize, count = iommu_pgsize(domain, iova, iova, size - unmapped)
-        got = paging.unmap_pages(domain, iova, pgsize, count, gather)
+        left = size - unmapped
+        if left == min_pagesz and not iova & (min_pagesz - 1):
+            pgsize, count = min_pagesz, 1  # iommu_pgsize's answer for one smallest page
+        else:
+            pgsize, count = iommu_pgsize(domain, iova, iova, left)
+        got = unmap_pages(domain, iova, pgsize, count, gather)
         if not got:
             break
         if trace_unmap.enabled:
