@@ -64,6 +64,7 @@ TYPE_SINGLE = "single"
 TYPE_SG = "scather-gather"  # sic: debug.c's type2name spelling
 TYPE_COHERENT = "coherent"
 TYPE_RESOURCE = "resource"
+TYPE_NONCOHERENT = "noncoherent"
 
 MAP_ERR_CHECK_NOT_APPLICABLE = 0
 MAP_ERR_NOT_CHECKED = 1
@@ -272,7 +273,7 @@ def check_unmap(ref: DmaDebugEntry, cpu_addr: int | None = None) -> None:
             f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
             f"[mapped as {entry.type}] [unmapped as {ref.type}]",
         )
-    elif entry.type == TYPE_COHERENT and ref.paddr != entry.paddr:
+    elif entry.type in (TYPE_COHERENT, TYPE_NONCOHERENT) and ref.paddr != entry.paddr:
         err_printk(
             ref.dev,
             entry,
@@ -442,7 +443,7 @@ def _check_sg_segment(dev: Device, sg: Scatterlist) -> None:
         )
     boundary = dma_get_seg_boundary(dev)
     start = sg.dma_address
-    end = start + sg.length - 1
+    end = start + sg.dma_length - 1
     if (start ^ end) & ~boundary:
         err_printk(
             dev,
@@ -509,6 +510,54 @@ def debug_dma_free_coherent(dev: Device, size: int, paddr: int, dma_addr: int) -
     if not _active(st):
         return
     check_unmap(DmaDebugEntry(dev, TYPE_COHERENT, dma_addr, size, DMA_BIDIRECTIONAL, paddr=paddr))
+
+
+def debug_dma_map_resource(
+    dev: Device, addr: int, size: int, direction: int, dma_addr: int, attrs: int
+) -> None:
+    """``debug_dma_map_resource``: a "resource" entry whose error must be checked."""
+    st = dma_debug_state()
+    if not _active(st) or dma_addr == DMA_MAPPING_ERROR:
+        return
+    entry = DmaDebugEntry(
+        dev,
+        TYPE_RESOURCE,
+        dma_addr,
+        size,
+        direction,
+        paddr=addr,
+        map_err_type=MAP_ERR_NOT_CHECKED,
+        stack=_call_site(),
+    )
+    _add(st, entry, attrs)
+
+
+def debug_dma_unmap_resource(dev: Device, dma_addr: int, size: int, direction: int) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    check_unmap(DmaDebugEntry(dev, TYPE_RESOURCE, dma_addr, size, direction))
+
+
+def debug_dma_alloc_pages(
+    dev: Device, paddr: int, size: int, direction: int, dma_addr: int, attrs: int
+) -> None:
+    """``debug_dma_alloc_pages``: ``dma_alloc_pages``/``dma_alloc_noncoherent`` are
+    recorded as "noncoherent" entries (``page`` given as its physical address)."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    entry = DmaDebugEntry(
+        dev, TYPE_NONCOHERENT, dma_addr, size, direction, paddr=paddr, stack=_call_site()
+    )
+    _add(st, entry, attrs)
+
+
+def debug_dma_free_pages(dev: Device, paddr: int, size: int, direction: int, dma_addr: int) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    check_unmap(DmaDebugEntry(dev, TYPE_NONCOHERENT, dma_addr, size, direction, paddr=paddr))
 
 
 def debug_dma_sync_single(

@@ -39,6 +39,19 @@ def dma_direct_map_phys(dev: Device, phys: int, size: int, dir: int, attrs: int)
     return phys
 
 
+def dma_direct_map_resource(dev: Device, paddr: int, size: int, dir: int, attrs: int) -> int:
+    """``dma_direct_map_resource``: the bus address is the physical address, if the
+    device's mask reaches it."""
+    if not dma_capable(dev, paddr, size):
+        WARN_ON_ONCE(
+            True,
+            f"{dev.dev_prefix()}: DMA addr 0x{paddr:016x}+{size} overflow "
+            f"(mask {dev.dma_mask:x}, bus limit 0).",
+        )
+        return DMA_MAPPING_ERROR
+    return paddr
+
+
 def dma_direct_supported(dev: Device, mask: int) -> bool:
     """``dma_direct_supported``: the mask must reach ZONE_DMA (or all of RAM)."""
     ram_end = current_mm().mem.size

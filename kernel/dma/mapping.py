@@ -25,10 +25,12 @@ from kernel.dma.direct import (
     dma_direct_alloc,
     dma_direct_free,
     dma_direct_map_phys,
+    dma_direct_map_resource,
     dma_direct_supported,
 )
 from kernel.dma.direction import (
     DIR2NAME,
+    DMA_ATTR_SKIP_CPU_SYNC,
     DMA_BIDIRECTIONAL,
     DMA_BIT_MASK,
     DMA_FROM_DEVICE,
@@ -37,25 +39,31 @@ from kernel.dma.direction import (
     DMA_TO_DEVICE,
     valid_dma_direction,
 )
-from kernel.dma.scatterlist import Scatterlist, SgTable
-from kernel.errno import EINVAL, EIO, ENOMEM
+from kernel.dma.scatterlist import Scatterlist, SgTable, sg_alloc_table, sg_set_page
+from kernel.errno import EINVAL, EIO, ENOMEM, ENXIO
 from kernel.iommu.dma_iommu import (
     __iommu_dma_map,
     __iommu_dma_unmap,
     dma_info_to_prot,
     iommu_dma_map_phys,
-    iommu_dma_map_sg_runs,
+    iommu_dma_map_resource,
+    iommu_dma_map_sg,
+    iommu_dma_opt_mapping_size,
     iommu_dma_unmap_phys,
+    iommu_dma_unmap_resource,
     iommu_dma_unmap_sg_runs,
 )
 from kernel.mm import (
     __GFP_ZERO,
+    PAGE_ALIGN,
     PAGE_OFFSET,
     Page,
     alloc_pages_exact,
+    current_mm,
     free_pages_exact,
     is_vmalloc_addr,
     offset_in_page,
+    page_address,
     virt_addr_valid,
     virt_to_page,
 )
@@ -166,7 +174,9 @@ def dma_mapping_error(dev: Device, dma_addr: int) -> int:
 def dma_map_sg_attrs(
     dev: Device, sgl: list[Scatterlist], nents: int, dir: int, attrs: int = 0
 ) -> int:
-    """``dma_map_sg_attrs``: the number of DMA segments, 0 on failure."""
+    """``dma_map_sg_attrs``: the number of DMA segments, 0 on failure. Through
+    dma-iommu the entries are merged into IOVA-contiguous segments (fewer than
+    ``nents``); dma-direct maps each entry on its own."""
     _bug_on_dir(dir)
     if WARN_ON_ONCE(not dev.dma_mask) or nents <= 0 or nents > len(sgl):
         return 0
@@ -182,11 +192,11 @@ def dma_map_sg_attrs(
                 return 0
             sg.dma_address, sg.dma_length = addr, sg.length
     else:
-        addrs = iommu_dma_map_sg_runs(dev, [(sg.phys, sg.length) for sg in segs], dir, attrs)
-        if addrs is None:
+        ents = iommu_dma_map_sg(dev, segs, nents, dir, attrs)
+        if ents <= 0:
             return 0
-        for sg, addr in zip(segs, addrs, strict=True):
-            sg.dma_address, sg.dma_length = addr, sg.length
+        debug.debug_dma_map_sg(dev, sgl, nents, ents, dir, attrs)
+        return ents
     debug.debug_dma_map_sg(dev, sgl, nents, nents, dir, attrs)
     return nents
 
@@ -305,6 +315,121 @@ def dma_free_attrs(
 
 def dma_free_coherent(dev: Device, size: int, cpu_addr: int | None, dma_handle: int) -> None:
     dma_free_attrs(dev, size, cpu_addr, dma_handle, 0)
+
+
+# --------------------------------------------------------------------------- pages, resources
+
+
+def __dma_alloc_pages(dev: Device, size: int, dir: int, gfp: int) -> tuple[Page | None, int]:
+    if WARN_ON_ONCE(not dev.coherent_dma_mask) or not _size_ok(size):
+        return None, DMA_MAPPING_ERROR
+    size = PAGE_ALIGN(size)
+    if dma_map_direct(dev):
+        vaddr, handle = dma_direct_alloc(dev, size, gfp)
+        if vaddr is None:
+            return None, DMA_MAPPING_ERROR
+        return virt_to_page(vaddr), handle
+    # dma_common_alloc_pages: pages from the allocator, mapped as one streaming page.
+    vaddr = alloc_pages_exact(size, gfp | __GFP_ZERO)
+    if vaddr is None:
+        return None, DMA_MAPPING_ERROR
+    page = virt_to_page(vaddr)
+    handle = iommu_dma_map_phys(dev, page.phys, size, dir, DMA_ATTR_SKIP_CPU_SYNC)
+    if handle == DMA_MAPPING_ERROR:
+        free_pages_exact(vaddr, size)
+        return None, DMA_MAPPING_ERROR
+    return page, handle
+
+
+def dma_alloc_pages(dev: Device, size: int, dir: int, gfp: int) -> tuple[Page | None, int]:
+    """``dma_alloc_pages``: zeroed, physically contiguous pages mapped for streaming
+    DMA in ``dir``; ``(page, dma_handle)`` (C's out parameter), ``(None,
+    DMA_MAPPING_ERROR)`` on failure. The caller owns the syncs, as for a streaming
+    mapping. DMA-API debug records a "noncoherent" entry."""
+    _bug_on_dir(dir)
+    page, handle = __dma_alloc_pages(dev, size, dir, gfp)
+    if page is not None:
+        debug.debug_dma_alloc_pages(dev, page.phys, PAGE_ALIGN(size), dir, handle, 0)
+    return page, handle
+
+
+def dma_free_pages(dev: Device, size: int, page: Page, dma_handle: int, dir: int) -> None:
+    """``dma_free_pages``."""
+    size = PAGE_ALIGN(size)
+    debug.debug_dma_free_pages(dev, page.phys, size, dir, dma_handle)
+    if not dma_map_direct(dev):
+        iommu_dma_unmap_phys(dev, dma_handle, size, dir, DMA_ATTR_SKIP_CPU_SYNC)
+    free_pages_exact(page_address(page), size)
+
+
+def dma_alloc_noncoherent(dev: Device, size: int, dir: int, gfp: int) -> tuple[int | None, int]:
+    """``dma_alloc_noncoherent``: :func:`dma_alloc_pages` returning the kernel virtual
+    address (x86 has no separate non-coherent allocator)."""
+    page, handle = dma_alloc_pages(dev, size, dir, gfp)
+    return (None, handle) if page is None else (page_address(page), handle)
+
+
+def dma_free_noncoherent(dev: Device, size: int, vaddr: int, dma_handle: int, dir: int) -> None:
+    """``dma_free_noncoherent``."""
+    dma_free_pages(dev, size, virt_to_page(vaddr), dma_handle, dir)
+
+
+def dma_map_resource(dev: Device, phys_addr: int, size: int, dir: int, attrs: int = 0) -> int:
+    """``dma_map_resource``: a physical MMIO range (a peer device's BAR) for this
+    device's DMA. RAM is refused with a WARN, as ``pfn_valid`` makes Linux do."""
+    _bug_on_dir(dir)
+    if WARN_ON_ONCE(not dev.dma_mask) or not _size_ok(size):
+        return DMA_MAPPING_ERROR
+    if WARN_ON_ONCE(0 <= phys_addr < current_mm().mem.size, "dma_map_resource of RAM"):
+        return DMA_MAPPING_ERROR
+    if dma_map_direct(dev):
+        addr = dma_direct_map_resource(dev, phys_addr, size, dir, attrs)
+    else:
+        addr = iommu_dma_map_resource(dev, phys_addr, size, dir, attrs)
+    debug.debug_dma_map_resource(dev, phys_addr, size, dir, addr, attrs)
+    return addr
+
+
+def dma_unmap_resource(dev: Device, addr: int, size: int, dir: int, attrs: int = 0) -> None:
+    """``dma_unmap_resource``."""
+    _bug_on_dir(dir)
+    if not dma_map_direct(dev) and addr != DMA_MAPPING_ERROR:
+        iommu_dma_unmap_resource(dev, addr, size, dir, attrs)
+    debug.debug_dma_unmap_resource(dev, addr, size, dir)
+
+
+def dma_need_sync(dev: Device, dma_addr: int) -> bool:
+    """``dma_need_sync``: whether ``dma_sync_*`` must be called for this mapping.
+    x86 is cache-coherent and this kernel does not bounce, so never."""
+    return False
+
+
+def dma_get_sgtable(
+    dev: Device, cpu_addr: int, dma_addr: int, size: int, attrs: int = 0
+) -> SgTable:
+    """``dma_get_sgtable_attrs`` (``dma_common_get_sgtable``): a one-entry table
+    describing a coherent buffer's pages. Raises ENXIO for an address that is not
+    in the direct map (C returns it)."""
+    if not virt_addr_valid(cpu_addr):
+        raise ENXIO(f"dma_get_sgtable: {cpu_addr:#x} is not a direct-mapped buffer")
+    sgt = sg_alloc_table(1)
+    sg_set_page(sgt.sgl[0], virt_to_page(cpu_addr), PAGE_ALIGN(size), 0)
+    return sgt
+
+
+SIZE_MAX = ULONG_MAX
+
+
+def dma_max_mapping_size(dev: Device) -> int:
+    """``dma_max_mapping_size``: SIZE_MAX (nothing here bounces)."""
+    return SIZE_MAX
+
+
+def dma_opt_mapping_size(dev: Device) -> int:
+    """``dma_opt_mapping_size``: dma-iommu's IOVA range-cache limit, capped by
+    :func:`dma_max_mapping_size`."""
+    size = SIZE_MAX if dma_map_direct(dev) else iommu_dma_opt_mapping_size()
+    return min(dma_max_mapping_size(dev), size)
 
 
 # --------------------------------------------------------------------------- masks, parms
