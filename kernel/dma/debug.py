@@ -65,6 +65,7 @@ TYPE_SG = "scather-gather"  # sic: debug.c's type2name spelling
 TYPE_COHERENT = "coherent"
 TYPE_RESOURCE = "resource"
 TYPE_NONCOHERENT = "noncoherent"
+TYPE_IOVA = "iova"
 
 MAP_ERR_CHECK_NOT_APPLICABLE = 0
 MAP_ERR_NOT_CHECKED = 1
@@ -558,6 +559,76 @@ def debug_dma_free_pages(dev: Device, paddr: int, size: int, direction: int, dma
     if not _active(st):
         return
     check_unmap(DmaDebugEntry(dev, TYPE_NONCOHERENT, dma_addr, size, direction, paddr=paddr))
+
+
+def debug_dma_iova_link(
+    dev: Device, dma_addr: int, phys: int, size: int, direction: int, attrs: int
+) -> None:
+    """One "iova" entry per ``dma_iova_link`` (this model's hook: upstream debug.c
+    does not track the two-step IOVA API)."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    entry = DmaDebugEntry(dev, TYPE_IOVA, dma_addr, size, direction, paddr=phys, stack=_call_site())
+    _add(st, entry, attrs)
+
+
+def debug_dma_iova_unlink(dev: Device, dma_addr: int, size: int, direction: int) -> None:
+    """Drop the "iova" entries linked in ``[dma_addr, dma_addr + size)``; report an
+    unlink of nothing linked, or of a range that ends inside a link."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    end = dma_addr + size
+    found = [
+        e
+        for (d, addr), lst in st.entries.items()
+        if d is dev and dma_addr <= addr < end
+        for e in lst
+        if e.type == TYPE_IOVA
+    ]
+    if not found:
+        err_printk(
+            dev,
+            None,
+            "device driver tries to unlink IOVA it has not linked "
+            f"[device address=0x{dma_addr:016x}] [size={size} bytes]",
+        )
+        return
+    for e in found:
+        if e.dev_addr + e.size > end:
+            err_printk(
+                dev,
+                e,
+                "device driver unlinks part of a linked IOVA range "
+                f"[device address=0x{e.dev_addr:016x}] [link size={e.size} bytes] "
+                f"[unlink end=0x{end:016x}]",
+            )
+        if e.direction != direction:
+            err_printk(
+                dev,
+                e,
+                "device driver unlinks IOVA with different direction "
+                f"[device address=0x{e.dev_addr:016x}] [size={e.size} bytes] "
+                f"[linked with {_dir(e.direction)}] [unlinked with {_dir(direction)}]",
+            )
+        _remove(st, e)
+
+
+def debug_dma_iova_overflow(
+    dev: Device, dma_addr: int, alloc_size: int, offset: int, size: int
+) -> None:
+    """A link past the range ``dma_iova_try_alloc`` reserved."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    err_printk(
+        dev,
+        None,
+        "device driver links beyond the allocated IOVA range "
+        f"[device address=0x{dma_addr:016x}] [allocation size={alloc_size} bytes] "
+        f"[link offset+size={offset + size}]",
+    )
 
 
 def debug_dma_sync_single(
