@@ -20,7 +20,9 @@ upstream debug.c has no hooks for this interface, so the report texts for it are
 this model's; linking past the allocated size is refused with -EINVAL and reported
 (upstream maps past its allocation unchecked); calling link/sync/unlink on a state
 that does not use an IOVA returns -EINVAL with a WARN (upstream dereferences a
-NULL domain).
+NULL domain); an untrusted device (one that bounces through swiotlb) gets False
+from ``dma_iova_try_alloc`` and uses the streaming API, which bounces, instead
+of upstream's ``iommu_dma_iova_link_swiotlb``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kernel.dma import debug
 from kernel.errno import EINVAL, EIO, KernelError
 from kernel.iommu.dma_iommu import (
     IommuDmaCookie,
+    dev_use_swiotlb,
     dma_info_to_prot,
     iommu_dma_alloc_iova,
     iommu_dma_free_iova,
@@ -87,7 +90,7 @@ def dma_iova_try_alloc(dev: Device, state: DmaIovaState, phys: int, size: int) -
     reserved top bit, or when no IOVA space is left."""
     state.addr = state.size_ = 0
     iovad = _iovad(dev)
-    if iovad is None:
+    if iovad is None or dev_use_swiotlb(dev):
         return False
     domain = iommu_get_dma_domain(dev)
     assert domain is not None

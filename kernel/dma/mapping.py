@@ -27,6 +27,9 @@ from kernel.dma.direct import (
     dma_direct_map_phys,
     dma_direct_map_resource,
     dma_direct_supported,
+    dma_direct_sync_single_for_cpu,
+    dma_direct_sync_single_for_device,
+    dma_direct_unmap_phys,
 )
 from kernel.dma.direction import (
     DIR2NAME,
@@ -40,15 +43,23 @@ from kernel.dma.direction import (
     valid_dma_direction,
 )
 from kernel.dma.scatterlist import Scatterlist, SgTable, sg_alloc_table, sg_set_page
+from kernel.dma.swiotlb import (
+    is_swiotlb_active,
+    is_swiotlb_buffer,
+    is_swiotlb_force_bounce,
+    swiotlb_max_mapping_size,
+)
 from kernel.errno import EINVAL, EIO, ENOMEM, ENXIO
 from kernel.iommu.dma_iommu import (
     __iommu_dma_map,
     __iommu_dma_unmap,
+    dev_use_swiotlb,
     dma_info_to_prot,
     iommu_dma_map_phys,
     iommu_dma_map_resource,
     iommu_dma_map_sg,
     iommu_dma_opt_mapping_size,
+    iommu_dma_sync_single,
     iommu_dma_unmap_phys,
     iommu_dma_unmap_resource,
     iommu_dma_unmap_sg_runs,
@@ -133,6 +144,8 @@ def dma_unmap_page_attrs(dev: Device, addr: int, size: int, dir: int, attrs: int
     _bug_on_dir(dir)
     if not dma_map_direct(dev) and addr != DMA_MAPPING_ERROR:
         iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
+    elif dev.dma_uses_io_tlb:
+        dma_direct_unmap_phys(dev, addr, size, dir, attrs)
     debug.debug_dma_unmap_phys(dev, addr, size, dir)
 
 
@@ -215,6 +228,9 @@ def dma_unmap_sg_attrs(
     if not dma_map_direct(dev) and mapped:
         last = mapped[-1]
         iommu_dma_unmap_sg_runs(dev, mapped[0].dma_address, last.dma_address + last.dma_length)
+    elif dev.dma_uses_io_tlb:
+        for sg in mapped:
+            dma_direct_unmap_phys(dev, sg.dma_address, sg.dma_length, dir, attrs)
     for sg in mapped:
         sg.dma_address = sg.dma_length = 0
 
@@ -238,13 +254,29 @@ def dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: int, attrs: int = 0) -> No
 # --------------------------------------------------------------------------- syncs
 
 
+def _sync_single(dev: Device, addr: int, size: int, dir: int, to_cpu: bool) -> None:
+    """The bounce-buffer copies of a sync (nothing else to do on coherent x86)."""
+    if not dev.dma_uses_io_tlb:
+        return
+    if not dma_map_direct(dev):
+        iommu_dma_sync_single(dev, addr, size, dir, to_cpu)
+    elif to_cpu:
+        dma_direct_sync_single_for_cpu(dev, addr, size, dir)
+    else:
+        dma_direct_sync_single_for_device(dev, addr, size, dir)
+
+
 def dma_sync_single_for_cpu(dev: Device, addr: int, size: int, dir: int) -> None:
+    """``dma_sync_single_for_cpu``: a bounced buffer is copied back here."""
     _bug_on_dir(dir)
+    _sync_single(dev, addr, size, dir, True)
     debug.debug_dma_sync_single(dev, addr, size, dir, True)
 
 
 def dma_sync_single_for_device(dev: Device, addr: int, size: int, dir: int) -> None:
+    """``dma_sync_single_for_device``: the CPU's writes go to the bounce buffer."""
     _bug_on_dir(dir)
+    _sync_single(dev, addr, size, dir, False)
     debug.debug_dma_sync_single(dev, addr, size, dir, False)
 
 
@@ -260,11 +292,17 @@ def dma_sync_single_range_for_device(
 
 def dma_sync_sg_for_cpu(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if dev.dma_uses_io_tlb and dma_map_direct(dev):
+        for sg in sgl[:nelems]:
+            dma_direct_sync_single_for_cpu(dev, sg.dma_address, sg.dma_length, dir)
     debug.debug_dma_sync_sg(dev, sgl, nelems, dir, True)
 
 
 def dma_sync_sg_for_device(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if dev.dma_uses_io_tlb and dma_map_direct(dev):
+        for sg in sgl[:nelems]:
+            dma_direct_sync_single_for_device(dev, sg.dma_address, sg.dma_length, dir)
     debug.debug_dma_sync_sg(dev, sgl, nelems, dir, False)
 
 
@@ -400,8 +438,10 @@ def dma_unmap_resource(dev: Device, addr: int, size: int, dir: int, attrs: int =
 
 def dma_need_sync(dev: Device, dma_addr: int) -> bool:
     """``dma_need_sync``: whether ``dma_sync_*`` must be called for this mapping.
-    x86 is cache-coherent and this kernel does not bounce, so never."""
-    return False
+    x86 is cache-coherent, so only a swiotlb bounce buffer needs them."""
+    if dma_map_direct(dev):
+        return is_swiotlb_buffer(dev, dma_addr)
+    return dev_use_swiotlb(dev)
 
 
 def dma_get_sgtable(
@@ -421,8 +461,16 @@ SIZE_MAX = ULONG_MAX
 
 
 def dma_max_mapping_size(dev: Device) -> int:
-    """``dma_max_mapping_size``: SIZE_MAX (nothing here bounces)."""
-    return SIZE_MAX
+    """``dma_max_mapping_size``: one swiotlb segment where mappings may bounce
+    (dma-direct with a mask below the end of RAM or forced bouncing; dma-iommu for
+    untrusted devices), SIZE_MAX otherwise."""
+    if dma_map_direct(dev):
+        if is_swiotlb_active(dev) and (
+            dev.dma_mask < current_mm().mem.size - 1 or is_swiotlb_force_bounce(dev)
+        ):
+            return swiotlb_max_mapping_size(dev)
+        return SIZE_MAX
+    return swiotlb_max_mapping_size(dev) if dev_use_swiotlb(dev) else SIZE_MAX
 
 
 def dma_opt_mapping_size(dev: Device) -> int:

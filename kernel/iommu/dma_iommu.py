@@ -24,18 +24,28 @@ from kernel.device import Device, dev_name
 from kernel.dma.direction import (
     DMA_ATTR_MMIO,
     DMA_ATTR_PRIVILEGED,
+    DMA_ATTR_SKIP_CPU_SYNC,
     DMA_BIDIRECTIONAL,
     DMA_FROM_DEVICE,
     DMA_MAPPING_ERROR,
     DMA_TO_DEVICE,
 )
 from kernel.dma.scatterlist import Scatterlist
+from kernel.dma.swiotlb import (
+    is_swiotlb_active,
+    is_swiotlb_buffer,
+    swiotlb_sync_single_for_cpu,
+    swiotlb_sync_single_for_device,
+    swiotlb_tbl_map_single,
+    swiotlb_tbl_unmap_single,
+)
 from kernel.errno import ENODEV, ENOMEM, EOPNOTSUPP, EPERM, KernelError
 from kernel.idr import ida_alloc_range, ida_free
 from kernel.iommu.iommu import (
     PASID_API_SEED_V3,
     iommu_get_dma_domain,
     iommu_get_domain_for_dev,
+    iommu_iova_to_phys,
     iommu_map,
     iommu_state,
     iommu_unmap,
@@ -69,8 +79,8 @@ from kernel.iommu.iova import (
     iova_shift,
     put_iova_domain,
 )
-from kernel.mm import GFP_ATOMIC, GFP_KERNEL, PAGE_SIZE, kfree, kzalloc
-from kernel.pci import dev_is_pci
+from kernel.mm import GFP_ATOMIC, GFP_KERNEL, PAGE_OFFSET, PAGE_SIZE, kfree, kzalloc, memset
+from kernel.pci import PciDev, dev_is_pci
 from kernel.printk import dev_notice, dev_warn, pr_warn
 
 IOVA_DEFAULT_FQ_SIZE = 256
@@ -308,14 +318,72 @@ def __iommu_dma_unmap(dev: Device, dma_addr: int, size: int) -> None:
 def iommu_dma_map_phys(
     dev: Device, phys: int, size: int, dir: int, attrs: int, coherent: bool = True
 ) -> int:
-    """``iommu_dma_map_page``/``iommu_dma_map_phys``."""
+    """``iommu_dma_map_page``/``iommu_dma_map_phys``. An untrusted device's buffer
+    that does not fill whole granules is bounced through swiotlb first, into slots
+    aligned to the granule with the padding zeroed, so the device's mapping holds
+    nothing but its own bytes."""
     prot = dma_info_to_prot(dir, coherent, attrs)
+    if isinstance(dev, PciDev) and dev.untrusted:
+        return _iommu_dma_map_untrusted(dev, phys, size, dir, attrs, prot)
     return __iommu_dma_map(dev, phys, size, prot, dev.dma_mask)
 
 
+def _iommu_dma_map_untrusted(
+    dev: Device, phys: int, size: int, dir: int, attrs: int, prot: int
+) -> int:
+    """The ``dev_use_swiotlb`` branch of ``iommu_dma_map_phys``."""
+    domain = iommu_get_dma_domain(dev)
+    assert domain is not None
+    iovad = _cookie(domain).iovad
+    assert iovad is not None
+    if iova_offset(iovad, phys | size):
+        if not is_swiotlb_active(dev):
+            dev_warn(dev, "DMA bounce buffers are inactive, unable to map unaligned transaction.")
+            return DMA_MAPPING_ERROR
+        aligned = iova_align(iovad, size)
+        phys = swiotlb_tbl_map_single(dev, phys, size, aligned, iovad.granule - 1, dir, attrs)
+        if phys == DMA_MAPPING_ERROR:
+            return DMA_MAPPING_ERROR
+        pad_start, pad_size = phys, aligned
+        if not attrs & DMA_ATTR_SKIP_CPU_SYNC and dir in (DMA_TO_DEVICE, DMA_BIDIRECTIONAL):
+            pad_start, pad_size = phys + size, aligned - size
+        memset(PAGE_OFFSET + pad_start, 0, pad_size)
+    iova = __iommu_dma_map(dev, phys, size, prot, dev.dma_mask)
+    if iova == DMA_MAPPING_ERROR and is_swiotlb_buffer(dev, phys):
+        swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs)
+    return iova
+
+
 def iommu_dma_unmap_phys(dev: Device, dma_handle: int, size: int, dir: int, attrs: int) -> None:
-    """``iommu_dma_unmap_page``/``iommu_dma_unmap_phys``."""
+    """``iommu_dma_unmap_page``/``iommu_dma_unmap_phys``: a bounced buffer is copied
+    back and its slots released after the IOVA is unmapped."""
+    if not dev.dma_uses_io_tlb:
+        __iommu_dma_unmap(dev, dma_handle, size)
+        return
+    domain = iommu_get_dma_domain(dev)
+    assert domain is not None
+    phys = iommu_iova_to_phys(domain, dma_handle)
     __iommu_dma_unmap(dev, dma_handle, size)
+    if is_swiotlb_buffer(dev, phys):
+        swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs)
+
+
+def iommu_dma_sync_single(dev: Device, dma_handle: int, size: int, dir: int, to_cpu: bool) -> None:
+    """``iommu_dma_sync_single_for_cpu``/``_for_device``: coherent, so only a bounce
+    buffer has anything to copy."""
+    domain = iommu_get_dma_domain(dev)
+    assert domain is not None
+    phys = iommu_iova_to_phys(domain, dma_handle)
+    if is_swiotlb_buffer(dev, phys):
+        if to_cpu:
+            swiotlb_sync_single_for_cpu(dev, phys, size, dir)
+        else:
+            swiotlb_sync_single_for_device(dev, phys, size, dir)
+
+
+def dev_use_swiotlb(dev: Device) -> bool:
+    """``dev_use_swiotlb``: untrusted devices bounce (x86 needs no kmalloc bounce)."""
+    return isinstance(dev, PciDev) and dev.untrusted and is_swiotlb_active(dev)
 
 
 def iommu_dma_map_sg(dev: Device, sgl: list[Scatterlist], nents: int, dir: int, attrs: int) -> int:
