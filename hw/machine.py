@@ -60,6 +60,7 @@ DEVICE_KINDS: dict[str, str] = {
 IOMMU_KINDS: dict[str, str] = {
     "vtd": "hw.vtd:VtdUnit",
     "smmuv3": "hw.smmuv3:Smmuv3Unit",
+    "mock": "hw.mock_iommu:MockIommuUnit",
 }
 
 

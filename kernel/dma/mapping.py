@@ -338,12 +338,11 @@ def dma_alloc_coherent(dev: Device, size: int, gfp: int) -> tuple[int | None, in
 def dma_free_attrs(
     dev: Device, size: int, cpu_addr: int | None, dma_handle: int, attrs: int = 0
 ) -> None:
-    """``dma_free_attrs``."""
-    debug.debug_dma_free_coherent(
-        dev, size, (cpu_addr - PAGE_OFFSET) if cpu_addr else 0, dma_handle
-    )
+    """``dma_free_attrs``: a NULL ``cpu_addr`` (a failed allocation) returns before
+    DMA-API debugging sees the call, as in Linux."""
     if not cpu_addr:
         return
+    debug.debug_dma_free_coherent(dev, size, cpu_addr - PAGE_OFFSET, dma_handle)
     if dma_map_direct(dev):
         dma_direct_free(dev, size, cpu_addr, dma_handle)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +13,9 @@ from kernel.boot import Kernel, boot
 from kernel.bug import WARN, WARN_ON, WARN_ON_ONCE
 from kernel.errno import EINVAL, ENOSPC, errno_name
 from kernel.params import CommandLine, Param, parse_bool, parse_int
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 def test_disabled_tracepoint_records_nothing(toy_kernel: Kernel) -> None:
@@ -86,7 +90,11 @@ def test_errno_errors_carry_their_number() -> None:
     assert errno_name(-28) == "ENOSPC" and errno_name(999) == "E999"
 
 
-def test_warn_records_site_and_prints_banner(toy_kernel: Kernel) -> None:
+def test_warn_records_site_and_prints_banner(
+    toy_kernel: Kernel, iommulab_expect: Expectations
+) -> None:
+    for text in ("arithmetic works", "explicit", "once"):
+        iommulab_expect.warn(text)
     assert WARN_ON(1 + 1 == 2, "arithmetic works")
     assert not WARN_ON(False)
     assert WARN(True, "explicit")
