@@ -96,6 +96,7 @@ def test_without_an_iommu_try_alloc_says_use_the_streaming_api(
     assert (state.addr, state.size_) == (0, 0) and not dma_use_iova(state)
 
 
+@pytest.mark.iommulab_allow("dma-debug")
 def test_linking_past_the_allocation_is_refused_and_reported(dev: PciDev) -> None:
     (page,) = _pages(1)
     state = DmaIovaState()
@@ -121,6 +122,7 @@ def test_unaligned_link_after_the_first_is_eio(dev: PciDev) -> None:
     _free([page])
 
 
+@pytest.mark.iommulab_allow("dma-debug", "warn")
 def test_unlinking_what_was_not_linked_is_reported(dev: PciDev) -> None:
     pages = _pages(2)
     state = DmaIovaState()
