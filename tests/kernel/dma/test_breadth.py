@@ -1,7 +1,7 @@
 """DMA API breadth: scatter-gather merging through dma-iommu (count, lengths,
 max segment size, segment boundary), dma_alloc_pages / dma_alloc_noncoherent,
 dma_map_resource, dma_need_sync, dma_get_sgtable, the mapping-size queries, and a
-fail_nth sweep over all of them."""
+fail_nth sweep over all of them plus dma_pool and the two-step IOVA API."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ from kernel.dma.direction import (
     DMA_FROM_DEVICE,
     DMA_MAPPING_ERROR,
     DMA_TO_DEVICE,
+)
+from kernel.dma.iova_api import (
+    DmaIovaState,
+    dma_iova_destroy,
+    dma_iova_link,
+    dma_iova_sync,
+    dma_iova_try_alloc,
 )
 from kernel.dma.mapping import (
     SIZE_MAX,
@@ -305,6 +312,16 @@ def _body(dev: PciDev, pages: list[Page]) -> None:
     h = dma_map_resource(dev, pci_resource_start(dev, 0), 64, DMA_FROM_DEVICE)
     if not dma_mapping_error(dev, h):
         dma_unmap_resource(dev, h, 64, DMA_FROM_DEVICE)
+    state = DmaIovaState()
+    if dma_iova_try_alloc(dev, state, pages[0].phys, len(pages) * PAGE_SIZE):
+        linked = 0
+        for i, p in enumerate(pages):
+            if dma_iova_link(dev, state, p.phys, i * PAGE_SIZE, PAGE_SIZE, DMA_TO_DEVICE):
+                break
+            linked += PAGE_SIZE
+        if linked == len(pages) * PAGE_SIZE:
+            dma_iova_sync(dev, state, 0, linked)
+        dma_iova_destroy(dev, state, linked, DMA_TO_DEVICE)
     pool = dma_pool_create("t", dev, 64, 64, 0)
     assert pool is not None
     blocks = [dma_pool_alloc(pool, GFP_KERNEL) for _ in range(100)]
