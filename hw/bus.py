@@ -88,6 +88,7 @@ class FirmwareTables:
     """What the kernel learns from firmware: RAM, PCI host bridges, IOMMU units."""
 
     ram_size: int
+    """Bytes of RAM (holes excluded)."""
     pci_buses: tuple[tuple[int, int], ...] = ((0, 0),)
     """(segment, bus) pairs the host bridges decode; the kernel scans these."""
     iommus: tuple[IommuUnitInfo, ...] = ()
@@ -97,6 +98,13 @@ class FirmwareTables:
     external_facing: tuple[PciAddr, ...] = ()
     """PCI functions behind a port firmware marks external-facing (ACPI
     ``ExternalFacingPort``): the kernel treats them as untrusted."""
+    ram_ranges: tuple[tuple[int, int], ...] = ()
+    """The e820 map's usable entries, (base, size) ascending; empty = ``[0, ram_size)``."""
+
+    @property
+    def e820_ram(self) -> tuple[tuple[int, int], ...]:
+        """Usable RAM ranges, whichever way firmware described them."""
+        return self.ram_ranges or ((0, self.ram_size),)
 
 
 # --------------------------------------------------------------------------- what the CPU sees

@@ -35,13 +35,18 @@ Tables in RAM (all little-endian u64 entries):
 - mock page table: 4 levels of 512 entries, ``R`` (0), ``W`` (1), ``LEAF`` (7, a
   2 MiB page at level 2), address (51:12); a non-leaf entry is present when R or W.
 
-The IOTLB caches mock-page-table translations per 4 KiB page, tagged by ``DID``.
-Translation entries and first-stage (TT 2) translations are not cached. Each cached
-entry depends on the table pages it was read from (:class:`hw.pagewatch.DepTracker`);
-when one of them was written, a hit re-walks the tables, and if they now say
-otherwise the cached translation is still what the request gets — as hardware would —
-and the use is counted in ``stats.stale_uses`` with a ``hw_mock:stale_translation``
-event.
+The IOTLB is the shared pipeline's (:mod:`hw.translation`): a
+:class:`~hw.translation.TagCache` tagged by ``DID`` holding mock-page-table
+translations per 4 KiB page, each remembering the page-table root it was walked from
+and the 8-byte table entries it was read from (:class:`hw.pagewatch.SlotTracker`).
+Requests go through :func:`hw.translation.translate_run`; this model supplies only
+the slow path (:class:`_SlowPath`): the walk and fill, the permission faults, and the
+re-check of an entry whose table entries were written or that was walked from another
+root under the same ``DID``. If the tables now say otherwise, the cached translation
+is still what the request gets — as hardware would — and the use is counted in
+``stats.stale_uses`` with a ``hw_mock:stale_translation`` event. Translation entries
+and first-stage (TT 2) translations are not cached: a first-stage page is walked on
+every use.
 
 Fault reasons: :data:`FAULT_NOT_PRESENT`, :data:`FAULT_WRITE`, :data:`FAULT_BLOCKED`,
 :data:`FAULT_PASID`, :data:`FAULT_TABLE`, :data:`FAULT_READ`.
@@ -50,15 +55,15 @@ Fault reasons: :data:`FAULT_NOT_PRESENT`, :data:`FAULT_WRITE`, :data:`FAULT_BLOC
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Run
+from hw.bus import DmaFault, DmaResult
 from hw.iommu_unit import IommuUnitModel
 from hw.memory import BusError
-from hw.pagewatch import Cached, DepTracker
 from hw.regs import Access, Field, Register, RegisterFile, RegSlot
+from hw.translation import NEVER, Pipeline, PipelineStats, TagCache, TlbEntry, translate_run
 
 if TYPE_CHECKING:
     from hw.machine import Machine
@@ -168,25 +173,16 @@ class _Fault(Exception):
         self.reason = reason
 
 
-class TlbEntry(Cached):
-    """One cached 4 KiB translation: physical page and the leaf's R/W bits."""
-
-    __slots__ = ("perm", "phys")
-
-    def __init__(self, phys: int, perm: int, pages: frozenset[int]) -> None:
-        super().__init__(pages)
-        self.phys = phys
-        self.perm = perm
-        """``Pte.R``/``Pte.W`` bits of the leaf."""
+X86_TAG: Final = object()
+"""The tag of first-stage requests: no entry is ever cached under it."""
 
 
-@define
-class MockStats:
+@define(slots=True)
+class MockStats(PipelineStats):
+    """Counters for tests (IOTLB hits/misses and stale uses are the pipeline's)."""
+
     translations: int = 0
-    iotlb_hits: int = 0
-    iotlb_misses: int = 0
     invalidations: int = 0
-    stale_uses: int = 0
     faults: int = 0
 
 
@@ -206,17 +202,27 @@ class MockIommuUnit(IommuUnitModel):
         for reg, off in REGS:
             self.regs.add(reg, off, on_write=self._inv_written if reg is MockInv else None)
         self.regs["MockCap"] = MockCap.PW.put(0, width)
-        self.iotlb: dict[int, dict[int, TlbEntry]] = {}
-        """DID -> IOVA page frame -> entry."""
         self.stats = MockStats()
         self.faults: list[tuple[int, int | None, int, int]] = []
         """Every fault: (requester ID, PASID, address, reason)."""
-        self._deps: DepTracker | None = None
+        self._pipeline: Pipeline | None = None
+        self._roots: dict[int, int] = {}
+        """Page-table root -> one int object for it: an entry's source is compared by
+        identity on the hit path, and a translation entry is re-read on every request."""
 
     def attach(self, machine: Machine, base: int) -> None:
         self.machine = machine
         self.base = base
-        self._deps = DepTracker(machine.memory)
+        self._pipeline = Pipeline(machine.memory, self.stats, strict=False)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.attached(self._pipeline)
+
+    @property
+    def iotlb(self) -> TagCache:
+        """The IOTLB: a :class:`~hw.translation.TagCache` tagged by DID."""
+        return self.pipeline.iotlb
 
     # -- invalidation ---------------------------------------------------------------------
     def _inv_written(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
@@ -236,28 +242,14 @@ class MockIommuUnit(IommuUnitModel):
         """Drop IOTLB entries: all (``did`` None), of ``did``, or of ``did`` in the
         ``4 KiB << order`` range holding ``addr``. Returns how many were dropped."""
         self.stats.invalidations += 1
-        deps = self.attached(self._deps)
-        dids = list(self.iotlb) if did is None else [did]
-        n = 0
-        for d in dids:
-            tlb = self.iotlb.get(d)
-            if tlb is None:
-                continue
-            if addr is None:
-                victims = list(tlb)
-            else:
-                first = (addr >> 12) & ~((1 << order) - 1)
-                last = first + (1 << order)
-                if 1 << order <= len(tlb):
-                    victims = [p for p in range(first, last) if p in tlb]
-                else:
-                    victims = [p for p in tlb if first <= p < last]
-            for pfn in victims:
-                deps.drop(tlb.pop(pfn))
-            n += len(victims)
-            if not tlb:
-                del self.iotlb[d]
-        return n
+        iotlb = self.iotlb
+        if did is None:
+            return iotlb.flush(None)
+        if addr is None:
+            return iotlb.flush(lambda tag: tag == did)
+        size = 0x1000 << order
+        first = addr & ~(size - 1)
+        return iotlb.flush(lambda tag: tag == did, first, first + size - 1)
 
     # -- table walks ----------------------------------------------------------------------
     def _read(self, addr: int) -> int:
@@ -292,23 +284,24 @@ class MockIommuUnit(IommuUnitModel):
         except _Fault:
             return 0
 
-    def walk(self, root: int, iova: int) -> tuple[int, int, frozenset[int]]:
-        """Walk a mock page table: (physical 4 KiB page, R/W bits, table pages read)."""
+    def walk(self, root: int, iova: int) -> tuple[int, int, tuple[int, ...]]:
+        """Walk a mock page table: (physical 4 KiB page, R/W bits, the 8-byte table
+        entries read as ``address >> 3``)."""
         if iova >> 48:
             raise _Fault(FAULT_NOT_PRESENT)
         table = root
-        pages: set[int] = set()
+        slots: list[int] = []
         for level in (4, 3, 2, 1):
             shift = 12 + 9 * (level - 1)
             addr = table + ((iova >> shift) & 0x1FF) * 8
             pte = self._read(addr)
-            pages.add(addr >> 12)
+            slots.append(addr >> 3)
             if not pte & 3:
                 raise _Fault(FAULT_NOT_PRESENT)
             if level == 1 or (level == 2 and pte & Pte.LEAF.mask):
                 base = pte & ADDR_MASK & ~((1 << shift) - 1)
                 phys = base | (iova & ((1 << shift) - 1) & ~0xFFF)
-                return phys, pte & 3, frozenset(pages)
+                return phys, pte & 3, tuple(slots)
             table = pte & ADDR_MASK
         raise AssertionError("unreachable: level 1 is always a leaf")  # pragma: no cover
 
@@ -323,44 +316,39 @@ class MockIommuUnit(IommuUnitModel):
             table = ent & ADDR_MASK
         return table
 
-    def _page(self, tte: int, iova: int, write: bool) -> int:
-        """Physical page for ``iova`` under translation entry ``tte`` (IOTLB first)."""
-        root = tte & ADDR_MASK
-        if Tte.TT.get(tte) == TT_X86:
-            return self._walk_x86(root, iova, write)
-        did = Tte.DID.get(tte)
-        tlb = self.iotlb.setdefault(did, {})
-        entry = tlb.get(iova >> 12)
-        if entry is None:
-            self.stats.iotlb_misses += 1
-            phys, perm, pages = self.walk(root, iova)
-            entry = tlb[iova >> 12] = TlbEntry(phys, perm, pages)
-            self.attached(self._deps).add(entry)
-        else:
-            self.stats.iotlb_hits += 1
-            if entry.suspect:
-                self._check_fresh(did, root, iova, entry)
-        if not entry.perm & (Pte.W.mask if write else Pte.R.mask):
-            raise _Fault(FAULT_WRITE if write else FAULT_READ)
-        return entry.phys
+    def _fill(self, did: int, root: int, iova: int) -> TlbEntry:
+        """IOTLB miss: walk and cache the 4 KiB page at ``iova``."""
+        self.stats.iotlb_misses += 1
+        phys, perm, slots = self.walk(root, iova)
+        e = TlbEntry(did, iova >> 12, 12, phys, perm, root, slots=slots)
+        self.iotlb.put(e)
+        return e
 
-    def _check_fresh(self, did: int, root: int, iova: int, entry: TlbEntry) -> None:
+    def _recheck(self, did: int, root: int, iova: int, e: TlbEntry) -> None:
+        """A hit on an entry whose table entries were written, or that was walked from
+        another root under this DID: re-walk; if the tables give another answer, the
+        cached one is still used, and the use is counted."""
+        pipeline = self.pipeline
         try:
-            phys, perm, pages = self.walk(root, iova)
+            phys, perm, slots = self.walk(root, iova)
         except _Fault:
-            fresh: tuple[int, int] | None = None
+            fresh = -1
+            same = False
+            slots = ()
         else:
-            fresh = (phys, perm)
-        if fresh == (entry.phys, entry.perm):
-            self.attached(self._deps).rebase(entry, pages)
+            fresh = phys
+            same = e.same(phys, 12, perm)
+        if same and e.src is not root:
+            pipeline.rebind(e, root)
+        if pipeline.revalidate(e, same, slots):
             return
-        self.stats.stale_uses += 1
-        self.emit(
-            "hw_mock:stale_translation",
-            did=did,
-            addr=iova & ~0xFFF,
-            cached=entry.phys,
-            current=-1 if fresh is None else fresh[0],
+        addr = iova & ~0xFFF
+        pipeline.stale(
+            f"{self.name}: did {did} addr {addr:#x}: cached translation to {e.phys:#x} "
+            f"used, tables say {fresh:#x}",
+            lambda: self.emit(
+                "hw_mock:stale_translation", did=did, addr=addr, cached=e.phys, current=fresh
+            ),
         )
 
     # -- translation ----------------------------------------------------------------------
@@ -369,43 +357,33 @@ class MockIommuUnit(IommuUnitModel):
     ) -> DmaResult:
         self.stats.translations += 1
         if not self.regs["MockCtrl"] & 1:
-            return self._in_ram(addr, [(addr, size)], None, write)
-        runs: list[Run] = []
-        cur, end = addr, addr + size
+            return self._untranslated(addr, size, write)
         try:
             tte = self._entry(rid, pasid)
             if not tte & 1:
                 raise _Fault(FAULT_BLOCKED)
-            if Tte.TT.get(tte) == TT_PASS:
-                return self._in_ram(addr, [(addr, size)], None, write)
-            if Tte.TT.get(tte) not in (TT_PAGING, TT_X86):
+            tt = Tte.TT.get(tte)
+            if tt == TT_PASS:
+                return self._untranslated(addr, size, write)
+            if tt not in (TT_PAGING, TT_X86):
                 raise _Fault(FAULT_BLOCKED)
-            while cur < end:
-                n = min(end - cur, 0x1000 - (cur & 0xFFF))
-                phys = self._page(tte, cur, write) | (cur & 0xFFF)
-                if runs and runs[-1][0] + runs[-1][1] == phys:
-                    runs[-1] = (runs[-1][0], runs[-1][1] + n)
-                else:
-                    runs.append((phys, n))
-                cur += n
         except _Fault as f:
-            fault = self._fault(rid, pasid, cur, f.reason, write)
-            return self._in_ram(addr, runs, fault, write)
-        return self._in_ram(addr, runs, None, write)
-
-    def _in_ram(self, addr: int, runs: list[Run], fault: DmaFault | None, write: bool) -> DmaResult:
-        """The translated runs reach RAM directly: cut at the first byte outside it
-        (a bus error, :data:`hw.bus.DMA_FAULT_BUS`, as the machine reports untranslated
-        DMA outside RAM)."""
-        ram = self.m.memory.size
-        done = 0
-        for i, (pa, n) in enumerate(runs):
-            if pa < 0 or pa + n > ram:
-                good = max(0, min(n, ram - pa)) if pa >= 0 else 0
-                kept = runs[:i] + ([(pa, good)] if good else [])
-                bus = DmaFault(addr + done + good, DMA_FAULT_BUS, write, "outside RAM")
-                return DmaResult(tuple(kept), bus)
-            done += n
+            return DmaResult((), self._fault(rid, pasid, addr, f.reason, write))
+        root = tte & ADDR_MASK
+        root = self._roots.setdefault(root, root)
+        slow = _SlowPath(self, rid, pasid, write, Tte.DID.get(tte), root, tt == TT_X86)
+        runs, fault, hits = translate_run(
+            self.iotlb,
+            X86_TAG if slow.x86 else slow.did,
+            NEVER if slow.x86 else root,
+            slow.need,
+            True,
+            addr,
+            addr + size,
+            write,
+            slow,
+        )
+        self.stats.iotlb_hits += hits
         return DmaResult(tuple(runs), fault)
 
     def _fault(self, rid: int, pasid: int | None, addr: int, reason: int, write: bool) -> DmaFault:
@@ -426,3 +404,48 @@ class MockIommuUnit(IommuUnitModel):
             regs["MockFaddr"] = addr
         self.emit("hw_mock:fault", rid=rid, pasid=pasid, addr=addr, reason=reason, write=write)
         return DmaFault(addr, reason, write, f"mock iommu {self.name}: fault reason {reason}")
+
+
+class _SlowPath:
+    """The mock's slow path of one request (:class:`hw.translation.SlowPath`): fill,
+    re-check, permission faults; a first-stage (``x86``) page is walked each time and
+    handed back uncached."""
+
+    __slots__ = ("did", "need", "pasid", "rid", "root", "unit", "write", "x86")
+
+    def __init__(
+        self,
+        unit: MockIommuUnit,
+        rid: int,
+        pasid: int | None,
+        write: bool,
+        did: int,
+        root: int,
+        x86: bool,
+    ) -> None:
+        self.unit = unit
+        self.rid = rid
+        self.pasid = pasid
+        self.write = write
+        self.did = did
+        self.root = root
+        self.x86 = x86
+        self.need = Pte.W.mask if write else Pte.R.mask
+
+    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        unit = self.unit
+        try:
+            if self.x86:
+                phys = unit._walk_x86(self.root, a, self.write)
+                return TlbEntry(X86_TAG, a >> 12, 12, phys, self.need, NEVER)
+            if e is None:
+                e = unit._fill(self.did, self.root, a)
+            else:
+                unit.stats.iotlb_hits += 1
+                if e.suspect or e.src is not self.root:
+                    unit._recheck(self.did, self.root, a, e)
+            if e.perms & self.need != self.need:
+                raise _Fault(FAULT_WRITE if self.write else FAULT_READ)
+        except _Fault as f:
+            return unit._fault(self.rid, self.pasid, a, f.reason, self.write)
+        return e

@@ -162,7 +162,7 @@ def test_invalidation_drops_what_its_type_selects(cmd: int, kept: dict[int, bool
     unit.translate(RID, None, False, 0x1000, 8, False)
     wq(m, 0x20, 0x0)
     wq(m, 0x18, cmd)
-    assert {did: bool(unit.iotlb.get(did)) for did in (3, 4)} == kept
+    assert {did: unit.iotlb.lookup(did, 0x1000) is not None for did in (3, 4)} == kept
 
 
 def test_a_reserved_invalidation_type_is_ignored_and_logged() -> None:
@@ -172,7 +172,8 @@ def test_a_reserved_invalidation_type_is_ignored_and_logged() -> None:
     unit.translate(RID, None, False, 0x1000, 8, False)
     wq(m, 0x18, 0)
     wq(m, 0x18, mi.INV_DOMAIN | 9 << 16)  # a domain with nothing cached
-    assert unit.iotlb[3] and unit.errors == ["INV: reserved type 0 ignored"]
+    assert unit.iotlb.lookup(3, 0x1000) is not None
+    assert unit.errors == ["INV: reserved type 0 ignored"]
 
 
 def test_faults_are_recorded_once_then_overflow_and_clear_by_writing_one() -> None:
@@ -230,9 +231,9 @@ def test_pasid_requests_use_the_pasid_table_entry() -> None:
     assert unit.translate(RID, 6, False, 0x1234, 8, False).runs == ((0x1234, 8),)
 
 
-def test_first_stage_entries_walk_x86_tables_uncached() -> None:
-    m, unit = make()
-    Tables(m)
+def first_stage(m: Machine) -> int:
+    """Point RID's context entry at an x86 4-level table at FL_ROOT whose first
+    entries lead to one leaf table; returns the leaf table's address."""
     mem = m.memory
     mem.write_u64(CTX + 16 * (RID & 0xFF), tte(mi.TT_X86, FL_ROOT))
     table = FL_ROOT
@@ -240,13 +241,21 @@ def test_first_stage_entries_walk_x86_tables_uncached() -> None:
         nxt = FL_ROOT + 0x1000 * (i + 1)
         mem.write_u64(table, nxt | 7)
         table = nxt
+    return table
+
+
+def test_first_stage_entries_walk_x86_tables_uncached() -> None:
+    m, unit = make()
+    Tables(m)
+    mem = m.memory
+    table = first_stage(m)
     mem.write_u64(table + 8, 0x70_0000 | 5)  # va 0x1000, read-only
     assert unit.translate(RID, None, False, 0x1010, 8, False).runs == ((0x70_0010, 8),)
     fault = unit.translate(RID, None, False, 0x1010, 8, True).fault
     assert fault is not None and fault.reason == mi.FAULT_WRITE
     miss = unit.translate(RID, None, False, 0x2000, 8, False).fault
     assert miss is not None and miss.reason == mi.FAULT_NOT_PRESENT
-    assert not unit.iotlb
+    assert len(unit.iotlb) == 0
 
 
 @pytest.mark.parametrize(
@@ -317,3 +326,72 @@ def test_pass_through_beyond_ram_is_a_bus_fault() -> None:
     m.memory.write_u64(CTX + 16 * (RID & 0xFF), tte(mi.TT_PASS))
     res = unit.translate(RID, None, False, 1 << 40, 8, False)
     assert res.runs == () and res.fault is not None and res.fault.reason == DMA_FAULT_BUS
+
+
+def test_a_did_reused_with_other_tables_uses_its_cached_entry_and_counts_it() -> None:
+    """The IOTLB is tagged by DID only: a context entry pointing the same DID at other
+    tables without an invalidation still gets the cached translation; the use is
+    stale when the new tables say otherwise, and not when they agree."""
+    m, unit = make()
+    t = Tables(m, did=3)
+    t.map(0x1000, 0x50_0000)
+    t.map(0x2000, 0x51_0000)
+    unit.translate(RID, None, False, 0x1000, 0x2000, False)
+    other = 0x60_0000  # a second table: same answer for 0x2000, none for 0x1000
+    m.memory.write_u64(CTX + 16 * (RID & 0xFF), tte(mi.TT_PAGING, other, 3))
+    for level in (4, 3, 2):
+        m.memory.write_u64(other + 0x1000 * (4 - level), (other + 0x1000 * (5 - level)) | 3)
+    m.memory.write_u64(other + 0x3000 + 8 * 2, 0x51_0000 | 3)
+    res = unit.translate(RID, None, False, 0x1000, 0x2000, False)
+    assert res.runs == ((0x50_0000, 0x1000), (0x51_0000, 0x1000))
+    assert unit.stats.stale_uses == 1  # 0x1000 only
+    assert unit.translate(RID, None, False, 0x2000, 8, False).runs == ((0x51_0000, 8),)
+    assert unit.stats.stale_uses == 1
+    wq(m, 0x18, mi.INV_DOMAIN | 3 << 16)
+    res = unit.translate(RID, None, False, 0x1000, 8, False)
+    assert res.fault is not None and res.fault.reason == mi.FAULT_NOT_PRESENT
+
+
+def test_a_2mib_request_is_one_run_and_a_changed_page_inside_still_counts() -> None:
+    m, unit = make()
+    t = Tables(m)
+    base, phys = 0x20_0000, 0x80_0000
+    for i in range(512):
+        t.map(base + i * 0x1000, phys + i * 0x1000)
+    for _ in range(2):  # fill, then a whole-block hit
+        assert unit.translate(RID, None, True, base, 0x20_0000, True).runs == ((phys, 0x20_0000),)
+    assert (unit.stats.iotlb_misses, unit.stats.iotlb_hits) == (512, 512)
+    t.map(base + 7 * 0x1000, 0x70_0000)  # no invalidation
+    res = unit.translate(RID, None, True, base, 0x20_0000, True)
+    assert res.runs == ((phys, 0x20_0000),) and unit.stats.stale_uses == 1
+    wq(m, 0x20, base + 7 * 0x1000)
+    wq(m, 0x18, mi.INV_RANGE | 3 << 16)
+    res = unit.translate(RID, None, True, base + 6 * 0x1000, 0x3000, True)
+    assert res.runs == ((phys + 6 * 0x1000, 0x1000), (0x70_0000, 0x1000), (phys + 0x8000, 0x1000))
+    assert unit.stats.stale_uses == 1
+
+
+def test_a_stale_use_is_traced_with_the_cached_and_current_pages() -> None:
+    m, unit = make()
+    events: list[tuple[str, dict[str, object]]] = []
+    m.set_hw_trace_sink(lambda name, now, fields: events.append((name, dict(fields))))
+    t = Tables(m, did=3)
+    t.map(0x1000, 0x50_0000)
+    unit.translate(RID, None, False, 0x1234, 8, False)
+    t.unmap(0x1000)
+    unit.translate(RID, None, False, 0x1234, 8, False)
+    stale = [f for name, f in events if name == "hw_mock:stale_translation"]
+    assert stale == [
+        {"unit": "mock0", "did": 3, "addr": 0x1000, "cached": 0x50_0000, "current": -1}
+    ]
+
+
+def test_contiguous_first_stage_pages_merge_into_one_run() -> None:
+    m, unit = make()
+    Tables(m)
+    mem = m.memory
+    table = first_stage(m)
+    mem.write_u64(table + 8, 0x70_0000 | 7)
+    mem.write_u64(table + 16, 0x70_1000 | 7)
+    assert unit.translate(RID, None, False, 0x1800, 0x1000, True).runs == ((0x70_0800, 0x1000),)
+    assert len(unit.iotlb) == 0

@@ -28,8 +28,11 @@ def test_enabled_tracepoint_formats_like_tp_printk(toy_kernel: Kernel) -> None:
         trace.trace_map(iova=0x1000, paddr=0x2000, size=0x1000)
         trace.trace_unmap(iova=0x1000, size=0x1000, unmapped_size=0x1000)
     assert len(got) == 1
-    assert got[0].text == "IOMMU: iova=0x1000 - 0x2000 paddr=0x2000 size=0x1000"
-    assert "map: IOMMU: iova=0x1000" in trace.to_ftrace(got)
+    # include/trace/events/iommu.h: "IOMMU: iova=0x%016llx - 0x%016llx paddr=0x%016llx size=%zu"
+    assert got[0].text == (
+        "IOMMU: iova=0x0000000000001000 - 0x0000000000002000 paddr=0x0000000000002000 size=4096"
+    )
+    assert "map: IOMMU: iova=0x0000000000001000" in trace.to_ftrace(got)
 
 
 def test_chrome_json_is_a_trace_event_document(toy_kernel: Kernel) -> None:
