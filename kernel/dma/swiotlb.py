@@ -23,7 +23,7 @@ Boot: ``swiotlb=<nslabs>[,<nareas>][,force|noforce]``. The pool is set up at
 ``core_initcall`` time from the lowest free pages when ``swiotlb=`` asks for it,
 when RAM ends above 4 GiB, or when firmware marks a PCI port external-facing
 (its devices are untrusted). Differences from Linux: the default size is 64 MiB
-capped at a quarter of RAM (small test machines); one pool, no dynamic pools, no
+capped at a quarter of usable RAM (small test machines); one pool, no dynamic pools, no
 areas (one CPU); ``min_align_mask`` is not modelled (0).
 """
 
@@ -126,9 +126,9 @@ def swiotlb_init(k: Kernel) -> None:
     assert isinstance(param, SwiotlbParam)
     fw = k.machine.firmware
     external = bool(fw.external_facing)
-    if not (param.force is True or param.nslabs > 0 or fw.ram_size > _4G or external):
+    if not (param.force is True or param.nslabs > 0 or k.mm.mem.size > _4G or external):
         return
-    ram = k.mm.mem.size
+    ram = sum(size for _, size in fw.e820_ram)
     size = param.nslabs << IO_TLB_SHIFT or min(IO_TLB_DEFAULT_SIZE, ram // 4)
     size -= size % (IO_TLB_SEGSIZE << IO_TLB_SHIFT)
     vaddr = alloc_pages_exact(size, 0) if size > 0 else None

@@ -298,3 +298,30 @@ def test_untrusted_map_failure_releases_the_bounce_slots(make_kernel: KernelFact
     assert h == DMA_MAPPING_ERROR and swiotlb_used(dev) == 0
     assert iommu_dma_live_iovas(dev) == 0 and not dma_debug_state().entries
     free_pages_exact(buf, PAGE_SIZE)
+
+
+def test_32bit_device_on_a_machine_with_ram_above_4g_bounces(make_kernel: KernelFactory) -> None:
+    k = make_kernel(iommu=False, ram=[{"base": 0, "size": "64M"}, {"base": "4G", "size": "64M"}])
+    mem = io_tlb_default_mem()  # set up because RAM ends above 4 GiB
+    assert mem is not None and mem.end <= 1 << 32
+    dev, edu = _edu(k, 32)
+    fillers, buf = [], None
+    while buf is None:
+        v = alloc_pages_exact(1 << 20, 0)
+        assert v is not None
+        if virt_to_phys(v) >= 1 << 32:
+            buf = v
+        else:
+            fillers.append(v)
+    memory_write(buf, bytes(256))
+    h = dma_map_single(dev, buf, 256, DMA_FROM_DEVICE)
+    assert not dma_mapping_error(dev, h) and mem.start <= h < mem.end
+    memory_write(PAGE_OFFSET + h, PATTERN)  # the device writes below 4 GiB
+    assert memory_read(buf, 256) == bytes(256)  # forgot the sync: stale
+    dma_sync_single_for_cpu(dev, h, 256, DMA_FROM_DEVICE)
+    assert memory_read(buf, 256) == PATTERN
+    dma_unmap_single(dev, h, 256, DMA_FROM_DEVICE)
+    for v in [*fillers, buf]:
+        free_pages_exact(v, 1 << 20)
+    del edu
+    pci_unregister_driver(edu_driver)
