@@ -95,6 +95,9 @@ class FirmwareTables:
     host_address_width: int = 46
     tables: tuple[str, ...] = field(default=())
     """Firmware table signatures present (``DMAR`` when VT-d units exist ...)."""
+    external_facing: tuple[PciAddr, ...] = ()
+    """PCI functions behind a port firmware marks external-facing (ACPI
+    ``ExternalFacingPort``): the kernel treats them as untrusted."""
     ram_ranges: tuple[tuple[int, int], ...] = ()
     """The e820 map's usable entries, (base, size) ascending; empty = ``[0, ram_size)``."""
 

@@ -126,6 +126,8 @@ class DeviceSpec:
     kind: str
     bdf: PciAddr
     config: Mapping[str, Any] = field(factory=dict)
+    external: bool = False
+    """Behind an external-facing port (Thunderbolt): firmware says so."""
 
 
 @frozen
@@ -250,7 +252,7 @@ class MachineSpec:
         for i, raw in enumerate(d.get("devices", ())):
             where = f"machine.devices[{i}]"
             dd = _mapping(raw, where)
-            _check_keys(dd, {"kind", "bdf", "config"}, where)
+            _check_keys(dd, {"kind", "bdf", "config", "external"}, where)
             for key in ("kind", "bdf"):
                 if not isinstance(dd.get(key), str):
                     raise ValueError(f"{where}.{key}: missing or not a string")
@@ -263,8 +265,15 @@ class MachineSpec:
             seen.add(bdf)
             if dd["kind"] not in DEVICE_KINDS:
                 raise ValueError(f"{where}.kind: unknown device kind {dd['kind']!r}")
+            if not isinstance(dd.get("external", False), bool):
+                raise ValueError(f"{where}.external: expected true or false")
             devices.append(
-                DeviceSpec(dd["kind"], bdf, dict(_mapping(dd.get("config", {}), f"{where}.config")))
+                DeviceSpec(
+                    dd["kind"],
+                    bdf,
+                    dict(_mapping(dd.get("config", {}), f"{where}.config")),
+                    bool(dd.get("external", False)),
+                )
             )
         iommus: list[IommuSpec] = []
         for i, raw in enumerate(d.get("iommus", ())):
@@ -383,6 +392,7 @@ class Machine:
             iommus=tuple(infos),
             host_address_width=HOST_ADDRESS_WIDTH,
             tables=tuple(sorted({i.table for i in infos})),
+            external_facing=tuple(d.bdf for d in spec.devices if d.external),
             ram_ranges=self.memory.ranges,
         )
         self.remap_bars()

@@ -743,6 +743,18 @@ def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, 
             raise
 
 
+iommu_map_nosync = __iommu_map
+"""``iommu_map_nosync`` (newer than 6.12, for the two-step IOVA API): map without
+``iotlb_sync_map``; the caller syncs with :func:`iommu_sync_map`."""
+
+
+def iommu_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
+    """``iommu_sync_map`` (newer than 6.12): the domain's ``iotlb_sync_map``."""
+    ops = _sync_map_ops(domain)
+    if ops is not None:
+        ops.iotlb_sync_map(domain, iova, size)
+
+
 def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         return 0
