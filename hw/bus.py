@@ -94,6 +94,9 @@ class FirmwareTables:
     host_address_width: int = 46
     tables: tuple[str, ...] = field(default=())
     """Firmware table signatures present (``DMAR`` when VT-d units exist ...)."""
+    pci_windows: tuple[tuple[int, int, int], ...] = ()
+    """(segment, first, last): the memory windows the PCI host bridges decode (the
+    ACPI ``_CRS`` of each root bridge); CPU addresses equal bus addresses."""
 
 
 # --------------------------------------------------------------------------- what the CPU sees

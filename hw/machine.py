@@ -272,6 +272,9 @@ class Machine:
             pci_buses=tuple(buses),
             iommus=tuple(infos),
             tables=tuple(sorted({i.table for i in infos})),
+            pci_windows=tuple(
+                (s, MMIO_WINDOW_BASE, MMIO_WINDOW_END - 1) for s in {s for s, _ in buses}
+            ),
         )
         self.remap_bars()
 

@@ -139,6 +139,7 @@ from kernel.iommu.iommu_h import (
     IommuIotlbGather,
     iommu_iotlb_gather_add_page,
 )
+from kernel.iommu.iommu_resv import IOMMU_RESV_MSI, IommuResvRegion, iommu_alloc_resv_region
 from kernel.mm import GFP_ATOMIC, GFP_KERNEL, free_page, kfree, kzalloc, read64, virt_to_phys
 from kernel.pci import (
     PCI_ATS_CAP,
@@ -890,3 +891,20 @@ def intel_iommu_capable(dev: Device, cap: int) -> bool:
     if cap == IOMMU_CAP_ENFORCE_CACHE_COHERENCY:
         return bool(ir.ecap_sc_support(dev_info_of(dev).iommu.ecap))
     return False
+
+
+# --------------------------------------------------------------------------- reserved regions
+
+IOAPIC_RANGE_START = 0xFEE0_0000
+IOAPIC_RANGE_END = 0xFEEF_FFFF
+
+
+def intel_iommu_get_resv_regions(dev: Device, head: list[IommuResvRegion]) -> None:
+    """``intel_iommu_get_resv_regions``: the interrupt window, which the unit never
+    translates (an untranslated write there is an interrupt request), as
+    ``IOMMU_RESV_MSI`` with no access rights."""
+    head.append(
+        iommu_alloc_resv_region(
+            IOAPIC_RANGE_START, IOAPIC_RANGE_END - IOAPIC_RANGE_START + 1, 0, IOMMU_RESV_MSI
+        )
+    )
