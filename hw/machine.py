@@ -28,6 +28,7 @@ from hw.bus import (
     PciAddr,
 )
 from hw.clock import Clock
+from hw.dmar_tables import DmarSpec, parse_dmar
 from hw.memory import Memory
 from hw.pci import PciFunction
 
@@ -130,12 +131,13 @@ class MachineSpec:
     devices: tuple[DeviceSpec, ...] = ()
     iommus: tuple[IommuSpec, ...] = ()
     doc: str = ""
+    dmar: DmarSpec = field(factory=DmarSpec)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MachineSpec:
         """Validate a machine description; errors name the offending field."""
         d = _mapping(data, "machine")
-        _check_keys(d, {"name", "ram", "devices", "iommus", "doc"}, "machine")
+        _check_keys(d, {"name", "ram", "devices", "iommus", "doc", "dmar"}, "machine")
         if "ram" not in d:
             raise ValueError('machine.ram: missing (e.g. ram = "256M")')
         ram = _size(d["ram"], "machine.ram")
@@ -199,7 +201,8 @@ class MachineSpec:
         name = d.get("name", "custom")
         if not isinstance(name, str):
             raise ValueError("machine.name: expected a string")
-        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")))
+        dmar = parse_dmar(d.get("dmar"))
+        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")), dmar)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -273,8 +276,13 @@ class Machine:
             iommus=tuple(infos),
             tables=tuple(sorted({i.table for i in infos})),
             pci_windows=tuple(
-                (s, MMIO_WINDOW_BASE, MMIO_WINDOW_END - 1) for s in {s for s, _ in buses}
+                (seg, MMIO_WINDOW_BASE, MMIO_WINDOW_END - 1)
+                for seg in sorted({s for s, _ in buses})
             ),
+            rmrrs=spec.dmar.rmrrs,
+            atsrs=spec.dmar.atsrs,
+            satcs=spec.dmar.satcs,
+            reserved_memory=spec.dmar.reserved_memory(spec.ram_size),
         )
         self.remap_bars()
 

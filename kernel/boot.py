@@ -155,6 +155,8 @@ def boot(
     tracer = trace.Tracer(now=lambda: machine.clock.now)
     tracer.enabled_patterns.update(filter(None, str(cl.get("trace_event")).split(",")))
     memmgr = mm.MemoryManager(machine.memory)
+    for first, last in machine.firmware.reserved_memory:
+        memmgr.e820_reserve(first, last)
     blocked = [b for b in str(cl.get("module_blacklist")).split(",") if b]
     k = Kernel(
         machine=machine,
