@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PKGS   := kernel drivers hw iommulab
 
-.PHONY: venv demo test lint typecheck contracts unit bench clean
+.PHONY: venv demo test lint typecheck contracts unit bench sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: lint typecheck contracts unit
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The whole sweep matrix on this host (docs/sweeps.md splits it across hosts).
+SWEEP_WORKERS ?= auto
+sweep: $(STAMP)
+	$(BIN)/python -m pytest -n $(SWEEP_WORKERS) -p no:cacheprovider -q \
+		-m "sweep or not sweep" tests/sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache

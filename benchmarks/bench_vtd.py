@@ -8,7 +8,10 @@
   leave its entries suspect, so it costs what a warm run costs);
 - a cold 4-level second-stage walk (per walk, vs a dict lookup);
 - a 64 MiB DSA MEMMOVE through the VT-d unit with first-stage PASID tables in 4 KiB
-  pages and a warm IOTLB, as a ratio to an in-process bytearray copy (target >= 0.5).
+  pages and a warm IOTLB, as a ratio to an in-process bytearray copy (target >= 0.9).
+
+Targets from issue 20: cold second-stage walk <= 100x a dict lookup, first-stage +
+PASID cold fill <= 150x per page.
 """
 
 from __future__ import annotations
@@ -110,9 +113,17 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def _per_page(name: str, seconds: float, size: int, dict_ns: float) -> BenchResult:
+def _per_page(
+    name: str, seconds: float, size: int, dict_ns: float, limit: float | None = None
+) -> BenchResult:
+    """Per 4 KiB page, as a ratio to a dict lookup; ``limit`` is the issue-20 target."""
     ns = seconds / (size >> 12) * 1e9
-    return BenchResult(name, ns, "ns", ns / dict_ns, f"dict lookup {dict_ns:.1f} ns")
+    ratio = ns / dict_ns
+    if limit is None:
+        return BenchResult(name, ns, "ns", ratio, f"dict lookup {dict_ns:.1f} ns")
+    return BenchResult(
+        name, ns, "ns", ratio, f"dict lookup {dict_ns:.1f} ns", f"<= {limit:g}x", ratio <= limit
+    )
 
 
 def bench_first_stage(dict_ns: float) -> list[BenchResult]:
@@ -140,7 +151,7 @@ def bench_first_stage(dict_ns: float) -> list[BenchResult]:
         _per_page("fl+PASID iotlb hit, 64 MiB in 4 KiB pages (per page)", hit64, BIG, dict_ns),
         _per_page("fl+PASID first warm run after cold fill, 64 MiB", first_warm, BIG, dict_ns),
         _per_page("fl+PASID iotlb hit, 511 pages, page by page", paged, part, dict_ns),
-        _per_page("fl+PASID cold fill, 64 MiB (per page)", cold, BIG, dict_ns),
+        _per_page("fl+PASID cold fill, 64 MiB (per page)", cold, BIG, dict_ns, 150),
     ]
 
 
@@ -219,8 +230,8 @@ def bench_dsa_memmove() -> list[BenchResult]:
             "GB/s",
             ratio,
             "bytearray copy",
-            ">= 0.5",
-            ratio >= 0.5,
+            ">= 0.9",
+            ratio >= 0.9,
         ),
         BenchResult("DSA memmove 64MiB: IOTLB hits per run", per_run, "hits"),
     ]
@@ -261,6 +272,8 @@ def bench() -> list[BenchResult]:
             "ns",
             walk / dict_ns,
             f"dict lookup {dict_ns:.1f} ns",
+            "<= 100x",
+            walk / dict_ns <= 100,
         ),
         *bench_dsa_memmove(),
     ]

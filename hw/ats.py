@@ -22,24 +22,35 @@ function on untranslated requests). What is modelled and where it differs:
   every PASID-tagged entry in the range (QEMU ``vtd_process_device_piotlb_desc``).
 - The Smallest Translation Unit field (ATS Control 4:0) is ignored: completions
   are never smaller than 4 KiB anyway. The invalidate queue depth is not enforced.
-- Each entry holds an opaque ``shadow`` the agent attached (its record of which
-  table entries the translation came from) so the agent can report a translated
-  request that used an entry no longer matching the tables (DESIGN §6). Whole
-  2 MiB blocks of 4 KiB entries are summarised as merged physical runs (a derived
-  view, dropped whenever one of its entries changes) so a long request costs one
-  lookup per 2 MiB, as the VT-d IOTLB does (``hw.vtd.caches.Block``).
+- The ATC is a :class:`hw.translation.TagCache` tagged by PASID and its entries are
+  :class:`hw.translation.TlbEntry` objects the agent made (source: the Priv bit), so
+  a device access runs through the same hit path as an IOMMU's IOTLB
+  (:func:`hw.translation.translate_run`), 2 MiB block summaries included. The agent
+  registers the entries it hands out with its dependency tracker: an entry whose
+  source tables changed is *suspect*, which the device cannot see; it still uses
+  the entry, and the agent checks every suspect entry an access used (DESIGN §6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from attrs import define, frozen
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.translation import (
+    Block,
+    RamRun,
+    TagCache,
+    TlbEntry,
+    Versioned,
+    ram_limits,
+    translate_run,
+)
 
 if TYPE_CHECKING:
+    from hw.pagewatch import SlotTracker
     from hw.pci import PciFunction
 
 ATS_R = 1
@@ -47,24 +58,18 @@ ATS_R = 1
 ATS_W = 2
 """Translation Completion W bit: writes allowed."""
 
-SHIFTS = (12, 21, 30)
-BLOCK_SHIFT = 21
 PasidKey = int | None
+AtcBlock = Block
+"""A 2 MiB block summary of an ATC (source: the Priv bit of its entries)."""
 
 
-class Shadow(Protocol):
-    """What an agent attaches to an entry: at least a flag that says the table entries
-    the translation came from may have changed (``hw.pagewatch.SlotCached`` is one)."""
-
-    suspect: bool
-
-
-class AtcEntry:
+class AtcEntry(TlbEntry):
     """One translation: ``vpn`` = untranslated address >> ``shift``, ``phys`` the
-    translated page base, ``perms`` ATS_R/ATS_W, ``priv`` the Priv bit requested,
-    ``shadow`` the agent's private record (None if it keeps none)."""
+    translated page base, ``perms`` ATS_R/ATS_W, ``priv`` the Priv bit requested
+    (the entry's source), ``pasid`` its tag; ``slots`` are the table granules the
+    agent built it from (empty for an agent that tracks none)."""
 
-    __slots__ = ("pasid", "perms", "phys", "priv", "shadow", "shift", "vpn")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -74,47 +79,23 @@ class AtcEntry:
         shift: int,
         phys: int,
         perms: int,
-        shadow: Shadow | None = None,
+        slots: Collection[int] = (),
     ) -> None:
-        self.pasid = pasid
-        self.priv = priv
-        self.vpn = vpn
-        self.shift = shift
-        self.phys = phys
-        self.perms = perms
-        self.shadow = shadow
+        super().__init__(pasid, vpn, shift, phys, perms, bool(priv), slots=slots)
 
     @property
-    def addr(self) -> int:
-        return self.vpn << self.shift
+    def pasid(self) -> PasidKey:
+        return self.tag  # type: ignore[return-value]
+
+    @property
+    def priv(self) -> bool:
+        return self.src is True
 
     def __repr__(self) -> str:
         return (
             f"AtcEntry(pasid={self.pasid}, priv={self.priv}, addr={self.addr:#x}, "
             f"size={1 << self.shift:#x}, phys={self.phys:#x}, perms={self.perms})"
         )
-
-
-class AtcBlock:
-    """A 2 MiB block whose 512 4 KiB entries of one PASID are all cached with the same
-    Priv bit: the AND of their rights and the merged ``runs`` as ``(offset in block,
-    physical address, length)``. ``stamp`` belongs to the agent (it records when it
-    last found none of the block's shadows suspect)."""
-
-    __slots__ = ("entries", "perms", "priv", "runs", "stamp")
-
-    def __init__(
-        self,
-        entries: tuple[AtcEntry, ...],
-        priv: bool,
-        perms: int,
-        runs: tuple[tuple[int, int, int], ...],
-    ) -> None:
-        self.entries = entries
-        self.priv = priv
-        self.perms = perms
-        self.runs = runs
-        self.stamp = -1
 
 
 @frozen
@@ -131,6 +112,11 @@ class AtsResult:
 class AtsAgent(Protocol):
     """The optional IOMMU-model side of ATS (``hw.vtd.VtdUnit`` implements it)."""
 
+    @property
+    def ats_tracker(self) -> SlotTracker | None:
+        """The tracker the agent registers its ATC entries with (None: it tracks none)."""
+        ...
+
     def ats_translate(
         self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
     ) -> AtsResult:
@@ -143,11 +129,12 @@ class AtsAgent(Protocol):
         pasid: int | None,
         priv: bool,
         write: bool,
-        entries: Sequence[AtcEntry],
-        blocks: Sequence[AtcBlock],
+        addr: int,
+        suspects: Sequence[AtcEntry],
     ) -> DmaFault | None:
-        """Translated requests that used ``entries`` and ``blocks``: the root complex
-        checks the requester may send them; a fault blocks them all."""
+        """Translated requests of one access starting at ``addr``: the root complex
+        checks the requester may send them (a fault blocks them all); ``suspects`` are
+        the entries used whose source tables changed since they were handed out."""
         ...
 
     def ats_bind(self, rid: int, atc: AddressTranslationCache | None) -> None:
@@ -171,77 +158,40 @@ class AtcStats:
     """Entries dropped by invalidation."""
 
 
-_Tables = tuple[dict[int, AtcEntry], dict[int, AtcEntry], dict[int, AtcEntry], dict[int, AtcBlock]]
+class _Unversioned:
+    version = 0
 
 
-class AddressTranslationCache:
+class AddressTranslationCache(TagCache):
     """The ATC of one function: per PASID key (None = requests without PASID), one dict
     per page size keyed by page number, and the 2 MiB block summaries."""
 
-    def __init__(self, on_drop: Callable[[Iterable[AtcEntry]], None] | None = None) -> None:
-        self.tables: dict[PasidKey, _Tables] = {}
+    def __init__(
+        self,
+        on_drop: Callable[[Iterable[AtcEntry]], None] | None = None,
+        deps: Versioned | None = None,
+        ram: int = 1 << 64,
+        ram_run: RamRun | None = None,
+    ) -> None:
+        super().__init__(deps if deps is not None else _Unversioned(), ram, None, ram_run)
         self.stats = AtcStats()
         self.on_drop = on_drop
 
-    def __len__(self) -> int:
-        return sum(len(d) for t in self.tables.values() for d in t[:3])
-
-    def entries(self) -> list[AtcEntry]:
-        return [e for t in self.tables.values() for d in t[:3] for e in d.values()]
-
-    def lookup(self, pasid: PasidKey, addr: int) -> AtcEntry | None:
-        t = self.tables.get(pasid)
-        if t is None:
-            return None
-        return t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+    def dropped(self, entries: list[TlbEntry]) -> None:
+        if self.on_drop is not None:
+            self.on_drop(entries)  # type: ignore[arg-type]
 
     def insert(self, entry: AtcEntry) -> None:
-        t = self.tables.get(entry.pasid)
-        if t is None:
-            t = self.tables[entry.pasid] = ({}, {}, {}, {})
-        d = t[:3][SHIFTS.index(entry.shift)]
-        old = d.get(entry.vpn)
-        d[entry.vpn] = entry
-        t[3].pop((entry.vpn << entry.shift) >> BLOCK_SHIFT, None)
-        if old is not None and self.on_drop is not None:
-            self.on_drop((old,))
+        self.put(entry)
 
     def build_block(self, pasid: PasidKey, bn: int) -> AtcBlock | None:
         """Summarise 2 MiB block ``bn`` if its 512 4 KiB entries are all cached with
         one Priv bit."""
         t = self.tables.get(pasid)
-        if t is None:
+        first = None if t is None else t[0].get(bn << 9)
+        if t is None or first is None:
             return None
-        d = t[0]
-        first = bn << 9
-        if first not in d or first + 511 not in d:
-            return None
-        got = [d.get(v) for v in range(first, first + 512)]
-        entries: list[AtcEntry] = []
-        for e in got:
-            if e is None:
-                return None
-            entries.append(e)
-        priv = entries[0].priv
-        perms = ATS_R | ATS_W
-        runs: list[tuple[int, int, int]] = []
-        start = end = -1
-        off = 0
-        for e in entries:
-            if e.priv != priv:
-                return None
-            perms &= e.perms
-            if e.phys == end:
-                end += 4096
-            else:
-                if start >= 0:
-                    runs.append((off - (end - start), start, end - start))
-                start, end = e.phys, e.phys + 4096
-            off += 4096
-        runs.append((off - (end - start), start, end - start))
-        blk = AtcBlock(tuple(entries), priv, perms, tuple(runs))
-        t[3][bn] = blk
-        return blk
+        return self.summarise(t, bn, first.src)
 
     def invalidate(self, pasid: PasidKey, addr: int, size: int, all_pasids: bool = False) -> int:
         """An Invalidation Request (PCIe 10.3.8) for ``[addr, addr + size)``: without
@@ -250,47 +200,17 @@ class AddressTranslationCache:
         Returns the number of entries dropped."""
         self.stats.invalidations += 1
         if pasid is None:
-            keys = list(self.tables)
+            n = self.flush(None, addr, addr + size - 1)
         elif all_pasids:
-            keys = [k for k in self.tables if k is not None]
+            n = self.flush(lambda k: k is not None, addr, addr + size - 1)
         else:
-            keys = [pasid] if pasid in self.tables else []
-        end = addr + size
-        dropped: list[AtcEntry] = []
-        for key in keys:
-            t = self.tables[key]
-            for shift, d in zip(SHIFTS, t[:3], strict=True):
-                first = addr >> shift
-                last = (end - 1) >> shift
-                if last - first + 1 <= len(d):
-                    victims = [v for v in range(first, last + 1) if v in d]
-                else:
-                    victims = [v for v in d if first <= v <= last]
-                for vpn in victims:
-                    dropped.append(d.pop(vpn))
-            blocks = t[3]
-            if blocks:
-                b0, b1 = addr >> BLOCK_SHIFT, (end - 1) >> BLOCK_SHIFT
-                if b1 - b0 + 1 <= len(blocks):
-                    for bn in range(b0, b1 + 1):
-                        blocks.pop(bn, None)
-                else:
-                    for bn in [b for b in blocks if b0 <= b <= b1]:
-                        del blocks[bn]
-            if not any(t[:3]):
-                del self.tables[key]
-        self.stats.dropped += len(dropped)
-        if dropped and self.on_drop is not None:
-            self.on_drop(dropped)
-        return len(dropped)
+            n = self.flush(lambda k: k == pasid, addr, addr + size - 1)
+        self.stats.dropped += n
+        return n
 
     def clear(self) -> int:
         """Drop everything (ATS disabled, function reset)."""
-        dropped = self.entries()
-        self.tables.clear()
-        if dropped and self.on_drop is not None:
-            self.on_drop(dropped)
-        return len(dropped)
+        return self.flush(None)
 
 
 class AtsPort:
@@ -302,7 +222,9 @@ class AtsPort:
         self.fn = fn
         self.agent = agent
         self.rid = fn.addr.rid
-        self.atc = AddressTranslationCache(agent.ats_release)
+        m = fn.machine
+        ram, ram_run = ram_limits(m.memory) if m is not None else (0, None)
+        self.atc = AddressTranslationCache(agent.ats_release, agent.ats_tracker, ram, ram_run)
 
     def close(self) -> None:
         self.atc.clear()
@@ -312,106 +234,64 @@ class AtsPort:
         self, pasid: int | None, priv: bool, addr: int, size: int, write: bool
     ) -> DmaResult:
         """A DMA access as translated requests: ATC hits, Translation Requests on
-        misses (and when a write needs W the cached entry lacks), then one check by
-        the root complex for all the translated requests of the access."""
+        misses (and when a write needs W the cached entry lacks, or the Priv bit
+        differs), then one check by the root complex for all the translated requests
+        of the access. The result is cut at the end of RAM."""
         if size <= 0:
             return DmaResult(())
-        if pasid is None:
-            priv = False
-        atc = self.atc
-        stats = atc.stats
-        need = ATS_W if write else ATS_R
-        t = atc.tables.get(pasid)
-        runs: list[tuple[int, int]] = []
-        run_start = run_end = -1
-        used: list[AtcEntry] = []
-        blocks: list[AtcBlock] = []
-        a, end = addr, addr + size
-        hits = 0
-        fault: DmaFault | None = None
-        refused: DmaFault | None = None
-        while a < end:
-            if t is not None:
-                blk = t[3].get(a >> BLOCK_SHIFT)
-                if blk is not None and blk.priv == priv and blk.perms & need == need:
-                    base = (a >> BLOCK_SHIFT) << BLOCK_SHIFT
-                    lim = base + (1 << BLOCK_SHIFT)
-                    if lim > end:
-                        lim = end
-                    lo, hi = a - base, lim - base
-                    for off, phys, n in blk.runs:
-                        if off + n <= lo:
-                            continue
-                        if off >= hi:
-                            break
-                        s = lo if lo > off else off
-                        k = (off + n if off + n < hi else hi) - s
-                        phys += s - off
-                        if phys == run_end:
-                            run_end += k
-                        else:
-                            if run_start >= 0:
-                                runs.append((run_start, run_end - run_start))
-                            run_start, run_end = phys, phys + k
-                    hits += ((lim - 1) >> 12) - (a >> 12) + 1
-                    blocks.append(blk)
-                    a = lim
-                    continue
-                e = t[0].get(a >> 12) or t[1].get(a >> 21) or t[2].get(a >> 30)
-            else:
-                e = None
-            if e is None or e.priv != priv or e.perms & need != need:
-                if refused is not None and a >= refused.addr:
-                    fault = refused  # this access already asked: no second request
-                    break
-                stats.translation_requests += 1
-                res = self.agent.ats_translate(self.rid, pasid, priv, a, end - a, write)
-                for ne in res.entries:
-                    atc.insert(ne)
-                refused = res.fault
-                e = atc.lookup(pasid, a)
-                t = atc.tables.get(pasid)
-                if e is None or e.priv != priv or e.perms & need != need:
-                    fault = res.fault or DmaFault(a, DMA_FAULT_BUS, write, "ATS: no translation")
-                    break
-            else:
-                hits += 1
-            used.append(e)
-            shift = e.shift
-            chunk = (((a >> shift) + 1) << shift) - a
-            if a + chunk > end:
-                chunk = end - a
-            phys = e.phys | (a & ((1 << shift) - 1))
-            if phys == run_end:
-                run_end += chunk
-            else:
-                if run_start >= 0:
-                    runs.append((run_start, run_end - run_start))
-                run_start, run_end = phys, phys + chunk
-            if shift == 12 and not (a + chunk) & ((1 << BLOCK_SHIFT) - 1):
-                atc.build_block(pasid, a >> BLOCK_SHIFT)
-            a += chunk
-        if run_start >= 0:
-            runs.append((run_start, run_end - run_start))
-        stats.hits += hits
-        if used or blocks:
-            blocked = self.agent.ats_translated(self.rid, pasid, priv, write, used, blocks)
+        priv = pasid is not None and bool(priv)
+        slow = _AtcSlowPath(self, pasid, priv, write)
+        runs, fault, hits = translate_run(
+            self.atc, pasid, priv, slow.need, True, addr, addr + size, write, slow
+        )
+        self.atc.stats.hits += hits + slow.hits
+        if hits or slow.used:
+            blocked = self.agent.ats_translated(self.rid, pasid, priv, write, addr, slow.suspects)
             if blocked is not None:
                 return DmaResult((), blocked)
-        return self._in_ram(addr, runs, fault, write)
-
-    def _in_ram(
-        self, addr: int, runs: list[tuple[int, int]], fault: DmaFault | None, write: bool
-    ) -> DmaResult:
-        """Translated requests reach RAM directly: cut at the first byte outside it."""
-        m = self.fn.machine
-        ram = m.memory.size if m is not None else 0
-        done = 0
-        for i, (pa, n) in enumerate(runs):
-            if pa + n > ram:
-                good = max(0, ram - pa)
-                kept = runs[:i] + ([(pa, good)] if good else [])
-                bus = DmaFault(addr + done + good, DMA_FAULT_BUS, write, "outside RAM")
-                return DmaResult(tuple(kept), bus)
-            done += n
         return DmaResult(tuple(runs), fault)
+
+
+class _AtcSlowPath:
+    """Pages the ATC hit path could not answer: a suspect entry is used (and handed
+    to the agent's check), an entry for the other Priv value or without the right
+    asks again, and a miss sends a Translation Request for the rest of the access
+    (once: a page it did not answer ends the access)."""
+
+    __slots__ = ("hits", "need", "pasid", "port", "priv", "refused", "suspects", "used", "write")
+
+    def __init__(self, port: AtsPort, pasid: PasidKey, priv: bool, write: bool) -> None:
+        self.port = port
+        self.pasid = pasid
+        self.priv = priv
+        self.write = write
+        self.need = ATS_W if write else ATS_R
+        self.hits = 0
+        self.used = False
+        self.refused: DmaFault | None = None
+        self.suspects: list[AtcEntry] = []
+
+    def _usable(self, e: TlbEntry | None) -> bool:
+        return e is not None and e.src is self.priv and e.perms & self.need == self.need
+
+    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        if e is not None and self._usable(e):
+            self.hits += 1
+        else:
+            refused = self.refused
+            if refused is not None and a >= refused.addr:
+                return refused  # this access already asked: no second request
+            port = self.port
+            atc = port.atc
+            atc.stats.translation_requests += 1
+            res = port.agent.ats_translate(port.rid, self.pasid, self.priv, a, end - a, self.write)
+            for ne in res.entries:
+                atc.insert(ne)
+            self.refused = res.fault
+            e = atc.lookup(self.pasid, a)
+            if e is None or not self._usable(e):
+                return res.fault or DmaFault(a, DMA_FAULT_BUS, self.write, "ATS: no translation")
+        self.used = True
+        if e.suspect:
+            self.suspects.append(e)  # type: ignore[arg-type]
+        return e

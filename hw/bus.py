@@ -119,6 +119,7 @@ class FirmwareTables:
     """What the kernel learns from firmware: RAM, PCI host bridges, IOMMU units."""
 
     ram_size: int
+    """Bytes of RAM (holes excluded)."""
     pci_buses: tuple[tuple[int, int], ...] = ((0, 0),)
     """(segment, bus) pairs the host bridges decode; the kernel scans these."""
     iommus: tuple[IommuUnitInfo, ...] = ()
@@ -134,6 +135,13 @@ class FirmwareTables:
     reserved_memory: tuple[tuple[int, int], ...] = ()
     """(first, last): RAM the firmware keeps for itself (E820 reserved); the kernel's
     page allocator never hands it out."""
+    ram_ranges: tuple[tuple[int, int], ...] = ()
+    """The e820 map's usable entries, (base, size) ascending; empty = ``[0, ram_size)``."""
+
+    @property
+    def e820_ram(self) -> tuple[tuple[int, int], ...]:
+        """Usable RAM ranges, whichever way firmware described them."""
+        return self.ram_ranges or ((0, self.ram_size),)
 
 
 # --------------------------------------------------------------------------- what the CPU sees

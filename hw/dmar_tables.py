@@ -29,13 +29,15 @@ class DmarSpec:
     atsrs: tuple[DmarAtsr, ...] = ()
     satcs: tuple[DmarSatc, ...] = ()
 
-    def reserved_memory(self, ram_size: int) -> tuple[tuple[int, int], ...]:
-        """The RMRRs (their parts) inside RAM: what firmware marks reserved."""
+    def reserved_memory(self, ram: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        """The parts of the RMRRs inside RAM (``ram``: (base, size) ranges): what
+        firmware marks reserved in its E820 map."""
         out = []
         for r in self.rmrrs:
-            first, last = r.base, min(r.end, ram_size - 1)
-            if first <= last and first < ram_size:
-                out.append((first, last))
+            for base, size in ram:
+                first, last = max(r.base, base), min(r.end, base + size - 1)
+                if first <= last:
+                    out.append((first, last))
         return tuple(sorted(out))
 
 

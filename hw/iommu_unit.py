@@ -1,15 +1,19 @@
 """What every IOMMU unit model shares: its register window as the MMIO target, its
 attachment to a machine, the log of programming errors the hardware ignored, hardware
-trace events, and work scheduled on the machine's clock.
+trace events, work scheduled on the machine's clock, and DMA that reaches RAM
+untranslated.
 
-Vendor models (``hw.vtd.VtdUnit``, ``hw.smmuv3.Smmuv3Unit``) subclass it and build
-``self.regs`` and their walkers and caches in ``attach``.
+Vendor models (``hw.vtd.VtdUnit``, ``hw.smmuv3.Smmuv3Unit``,
+``hw.mock_iommu.MockIommuUnit``) subclass it and build ``self.regs`` and their walkers
+and caches in ``attach``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
+
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
 
 if TYPE_CHECKING:
     from hw.machine import Machine
@@ -48,6 +52,17 @@ class IommuUnitModel:
 
     def error(self, text: str) -> None:
         self.errors.append(text)
+
+    def _untranslated(self, addr: int, size: int, write: bool) -> DmaResult:
+        """DMA that reaches RAM untranslated (translation off, pass-through): cut at
+        the first byte outside RAM with a bus fault (:data:`hw.bus.DMA_FAULT_BUS`),
+        as the machine cuts DMA no IOMMU translates."""
+        ram = self.m.memory.size
+        if 0 <= addr and addr + size <= ram:
+            return DmaResult(((addr, size),))
+        good = max(0, min(size, ram - addr)) if addr >= 0 else 0
+        runs = ((addr, good),) if good else ()
+        return DmaResult(runs, DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM"))
 
     def mmio_read(self, offset: int, size: int) -> int:
         return self.regs.read(offset, size)

@@ -29,12 +29,26 @@ from hw.bus import (
 )
 from hw.clock import Clock
 from hw.dmar_tables import DmarSpec, parse_dmar
-from hw.memory import Memory
+from hw.memory import PAGE_SIZE, Memory, RamRanges, ram_ranges
 from hw.pci import PciFunction
 
 MMIO_WINDOW_BASE = 0xC000_0000
 MMIO_WINDOW_END = 0xFE00_0000
 IOMMU_WINDOW_BASE = 0xFED9_0000
+INTERRUPT_WINDOW_BASE = 0xFEE0_0000
+INTERRUPT_WINDOW_END = 0xFEF0_0000
+FOUR_GIB = 1 << 32
+HOST_ADDRESS_WIDTH = 46
+"""Physical address bits of the modelled host (DMAR's HAW field, minus one)."""
+
+PCI_HOLE: tuple[tuple[int, int, str], ...] = (
+    (MMIO_WINDOW_BASE, MMIO_WINDOW_END, "the device BAR window"),
+    (MMIO_WINDOW_END, IOMMU_WINDOW_BASE, "the PCI hole below 4 GiB"),
+    (IOMMU_WINDOW_BASE, INTERRUPT_WINDOW_BASE, "the IOMMU register window"),
+    (INTERRUPT_WINDOW_BASE, INTERRUPT_WINDOW_END, "the interrupt window 0xfee00000"),
+    (INTERRUPT_WINDOW_END, FOUR_GIB, "the PCI hole below 4 GiB"),
+)
+"""What lives between the top of low RAM and 4 GiB; RAM may not overlap any of it."""
 
 
 class IommuModel(Protocol):
@@ -61,6 +75,7 @@ DEVICE_KINDS: dict[str, str] = {
 IOMMU_KINDS: dict[str, str] = {
     "vtd": "hw.vtd:VtdUnit",
     "smmuv3": "hw.smmuv3:Smmuv3Unit",
+    "mock": "hw.mock_iommu:MockIommuUnit",
 }
 
 
@@ -124,27 +139,114 @@ class IommuSpec:
     config: Mapping[str, Any] = field(factory=dict)
 
 
+def host_address_limit() -> tuple[int, str]:
+    """The highest top of RAM this host can model, and what sets it.
+
+    RAM is one host mapping as large as the top of RAM, so it is bounded by the
+    modelled physical address width and by the process's address-space limit.
+    """
+    limit, why = 1 << HOST_ADDRESS_WIDTH, f"the {HOST_ADDRESS_WIDTH}-bit physical address width"
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError):  # pragma: no cover - a host without RLIMIT_AS
+        soft = -1
+    if 0 <= soft < limit:
+        limit, why = soft, f"this process's address-space limit (RLIMIT_AS {soft:#x})"
+    return limit, why
+
+
+def _ram_layout(d: Mapping[str, Any]) -> RamRanges:
+    """``ram`` (+ ``tolud``) -> RAM ranges, checked against the PCI hole and the host.
+
+    ``ram = "64G"`` is laid out as firmware does: low RAM up to ``tolud`` (top of
+    low usable DRAM, default the start of the BAR window), the rest from 4 GiB.
+    ``ram = [{base = 0, size = "2G"}, {base = "4G", size = "14G"}]`` gives the
+    ranges explicitly.
+    """
+    if "ram" not in d:
+        raise ValueError('machine.ram: missing (e.g. ram = "256M")')
+    raw = d["ram"]
+    where = "machine.ram"
+    tolud = _size(d.get("tolud", MMIO_WINDOW_BASE), "machine.tolud")
+    if tolud <= 0 or tolud % PAGE_SIZE:
+        raise ValueError(f"machine.tolud: {tolud:#x} is not a positive multiple of 4 KiB")
+    if tolud > MMIO_WINDOW_BASE:
+        raise ValueError(
+            f"machine.tolud: {tolud:#x} overlaps the device BAR window at {MMIO_WINDOW_BASE:#x}"
+        )
+    pairs: list[tuple[int, int]] = []
+    if isinstance(raw, list | tuple):
+        if "tolud" in d:
+            raise ValueError("machine.tolud: only with ram given as one size")
+        if not raw:
+            raise ValueError(f"{where}: an empty list of RAM ranges")
+        for i, item in enumerate(raw):
+            w = f"{where}[{i}]"
+            r = _mapping(item, w)
+            _check_keys(r, {"base", "size"}, w)
+            base = _size(r.get("base", 0), f"{w}.base")
+            if "size" not in r:
+                raise ValueError(f"{w}.size: missing")
+            size = _size(r["size"], f"{w}.size")
+            if base < 0 or base % PAGE_SIZE:
+                raise ValueError(f"{w}.base: {base:#x} is not a multiple of 4 KiB")
+            if size <= 0 or size % PAGE_SIZE:
+                raise ValueError(f"{w}.size: {size:#x} is not a positive multiple of 4 KiB")
+            if pairs and base < sum(pairs[-1]):
+                raise ValueError(f"{w}.base: {base:#x} overlaps or precedes {where}[{i - 1}]")
+            pairs.append((base, size))
+    else:
+        total = _size(raw, where)
+        if total <= 0 or total % PAGE_SIZE:
+            raise ValueError(f"{where}: {total:#x} is not a positive multiple of 4 KiB")
+        low = min(total, tolud)
+        pairs.append((0, low))
+        if total > low:
+            pairs.append((FOUR_GIB, total - low))
+    for i, (base, size) in enumerate(pairs):
+        w = f"{where}[{i}]" if isinstance(raw, list | tuple) else where
+        for lo, hi, what in PCI_HOLE:
+            if base < hi and lo < base + size:
+                raise ValueError(
+                    f"{w}: RAM [{base:#x}, {base + size:#x}) overlaps {what} [{lo:#x}, {hi:#x})"
+                )
+    top = sum(pairs[-1])
+    limit, why = host_address_limit()
+    if top > limit:
+        raise ValueError(
+            f"{where}: top of RAM {top:#x} is beyond what this host can address ({limit:#x}, {why})"
+        )
+    return ram_ranges(pairs)
+
+
 @frozen
 class MachineSpec:
     name: str
     ram_size: int
+    """Bytes of RAM (the sum of ``ram_ranges``)."""
     devices: tuple[DeviceSpec, ...] = ()
     iommus: tuple[IommuSpec, ...] = ()
     doc: str = ""
+    ram_ranges: RamRanges = ()
+    """(base, size) of each RAM range; empty = one range ``[0, ram_size)``."""
     dmar: DmarSpec = field(factory=DmarSpec)
+
+    @property
+    def ram_layout(self) -> RamRanges:
+        return self.ram_ranges or ((0, self.ram_size),)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MachineSpec:
-        """Validate a machine description; errors name the offending field."""
+        """Validate a machine description; errors name the offending field.
+
+        Everything is checked here, before any RAM is mapped or model built.
+        """
         d = _mapping(data, "machine")
-        _check_keys(d, {"name", "ram", "devices", "iommus", "doc", "dmar"}, "machine")
-        if "ram" not in d:
-            raise ValueError('machine.ram: missing (e.g. ram = "256M")')
-        ram = _size(d["ram"], "machine.ram")
-        if ram <= 0 or ram % 4096 or ram > MMIO_WINDOW_BASE:
-            raise ValueError(
-                f"machine.ram: {ram:#x} must be a multiple of 4 KiB below {MMIO_WINDOW_BASE:#x}"
-            )
+        _check_keys(d, {"name", "ram", "tolud", "devices", "iommus", "doc", "dmar"}, "machine")
+        ranges = _ram_layout(d)
+        ram = sum(n for _, n in ranges)
         devices: list[DeviceSpec] = []
         seen: set[PciAddr] = set()
         for i, raw in enumerate(d.get("devices", ())):
@@ -188,6 +290,13 @@ class MachineSpec:
             base = dd.get("base")
             if base is not None and not isinstance(base, int):
                 raise ValueError(f"{where}.base: expected an integer address")
+            if base is not None:
+                for r_base, r_size in ranges:
+                    if base < r_base + r_size and r_base < base + PAGE_SIZE:
+                        raise ValueError(
+                            f"{where}.base: registers at {base:#x} overlap RAM "
+                            f"[{r_base:#x}, {r_base + r_size:#x})"
+                        )
             name = dd.get("name", f"{kind}{i}")
             if not isinstance(name, str):
                 raise ValueError(f"{where}.name: expected a string")
@@ -202,7 +311,7 @@ class MachineSpec:
         if not isinstance(name, str):
             raise ValueError("machine.name: expected a string")
         dmar = parse_dmar(d.get("dmar"))
-        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")), dmar)
+        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")), ranges, dmar)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -223,7 +332,8 @@ class Machine:
 
     def __init__(self, spec: MachineSpec) -> None:
         self.spec = spec
-        self.memory = Memory(spec.ram_size)
+        self.memory = Memory(spec.ram_layout)
+        self._holes = self.memory.holes
         self.clock = Clock()
         self._master_aborts: list[MasterAbort] = []
         self._msi_sink: MsiSink | None = None
@@ -274,6 +384,7 @@ class Machine:
             ram_size=spec.ram_size,
             pci_buses=tuple(buses),
             iommus=tuple(infos),
+            host_address_width=HOST_ADDRESS_WIDTH,
             tables=tuple(sorted({i.table for i in infos})),
             pci_windows=tuple(
                 (seg, MMIO_WINDOW_BASE, MMIO_WINDOW_END - 1)
@@ -282,7 +393,8 @@ class Machine:
             rmrrs=spec.dmar.rmrrs,
             atsrs=spec.dmar.atsrs,
             satcs=spec.dmar.satcs,
-            reserved_memory=spec.dmar.reserved_memory(spec.ram_size),
+            reserved_memory=spec.dmar.reserved_memory(spec.ram_layout),
+            ram_ranges=self.memory.ranges,
         )
         self.remap_bars()
 
@@ -430,13 +542,31 @@ class Machine:
     ) -> DmaResult:
         unit = self.iommu_for(addr)
         if unit is not None:
-            return unit.translate(addr.rid, pasid, priv, iova, size, write)
+            res = unit.translate(addr.rid, pasid, priv, iova, size, write)
+            return clip_to_ram(self.memory, iova, res, write) if self._holes else res
         ram = self.memory.size
-        if 0 <= iova and iova + size <= ram:
+        if 0 <= iova and iova + size <= ram and not self._holes:
             return DmaResult(((iova, size),))
-        good = max(0, min(size, ram - iova)) if iova >= 0 else 0
+        good = self.memory.ram_run(iova, size)
+        if good == size:
+            return DmaResult(((iova, size),))
         runs = ((iova, good),) if good else ()
         return DmaResult(runs, DmaFault(iova + good, DMA_FAULT_BUS, write, "outside RAM"))
+
+
+def clip_to_ram(memory: Memory, addr: int, res: DmaResult, write: bool) -> DmaResult:
+    """Cut a translated access at its first byte that is not RAM (a hole, or above
+    the top): the master abort the memory controller gives an access there."""
+    done = 0
+    for i, (pa, n) in enumerate(res.runs):
+        good = memory.ram_run(pa, n)
+        if good < n:
+            kept = res.runs[:i] + (((pa, good),) if good else ())
+            return DmaResult(
+                kept, DmaFault(addr + done + good, DMA_FAULT_BUS, write, "outside RAM")
+            )
+        done += n
+    return res
 
 
 def _bar_reader(fn: PciFunction, bar: int, base: int) -> Callable[[int, int], int]:

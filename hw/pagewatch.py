@@ -3,72 +3,19 @@
 An IOMMU model keeps cached translations and configuration entries until software
 invalidates them, as hardware does. To report the *use* of a cached entry whose
 source tables changed without the invalidation the spec requires, every entry
-remembers the RAM page frames it was built from. :class:`DepTracker` watches those
-frames through :meth:`hw.memory.Memory.watch` and marks the entries *suspect* when
-one of them is written, so the model re-walks only entries that may have gone stale
-and the cache-hit path stays a dict lookup plus one flag test.
-
-Shared by the VT-d and SMMUv3 models: SMMUv3 tracks whole pages (:class:`DepTracker`),
-VT-d tracks 8-byte table-entry granules (:class:`SlotTracker`).
+remembers the 8-byte table-entry granules it was built from.
+:class:`SlotTracker` watches their pages through :meth:`hw.memory.Memory.watch` and
+marks the entries *suspect* when one of *their* granules changes, so the model
+re-walks only entries that may have gone stale and the cache-hit path stays a dict
+lookup plus one flag test. The one tracker of every IOMMU model (VT-d, SMMUv3) and
+of the translations they hand to devices' ATCs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from hw.memory import Memory
-
-
-class Cached:
-    """Base of cache entries: the table pages read to build it and a suspect flag."""
-
-    __slots__ = ("pages", "suspect")
-
-    def __init__(self, pages: Iterable[int]) -> None:
-        self.pages = frozenset(pages)
-        self.suspect = False
-
-
-class DepTracker:
-    """Page frame -> cache entries derived from it, kept in sync with Memory watches."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.mem = memory
-        self.by_pfn: dict[int, set[Cached]] = {}
-
-    def on_write(self, pfn: int) -> None:
-        for entry in self.by_pfn.get(pfn, ()):
-            entry.suspect = True
-
-    def add(self, entry: Cached) -> None:
-        for pfn in entry.pages:
-            deps = self.by_pfn.get(pfn)
-            if deps is None:
-                deps = self.by_pfn[pfn] = set()
-                self.mem.watch(pfn, self.on_write)
-            deps.add(entry)
-
-    def drop(self, entry: Cached) -> None:
-        for pfn in entry.pages:
-            deps = self.by_pfn.get(pfn)
-            if deps is None:
-                continue
-            deps.discard(entry)
-            if not deps:
-                del self.by_pfn[pfn]
-                self.mem.unwatch(pfn, self.on_write)
-
-    def rebase(self, entry: Cached, pages: Iterable[int]) -> None:
-        """Entry re-verified against fresh tables: depend on the pages just read."""
-        self.drop(entry)
-        entry.pages = frozenset(pages)
-        entry.suspect = False
-        self.add(entry)
-
-    def mark_all(self, entries: Iterable[Cached]) -> None:
-        for entry in entries:
-            entry.suspect = True
-
 
 GRANULE_SHIFT = 3
 """Slot dependencies are tracked per 8-byte granule (one table entry word)."""
@@ -83,68 +30,75 @@ class SlotCached:
 
     __slots__ = ("slots", "suspect")
 
-    def __init__(self, slots: Iterable[int]) -> None:
-        self.slots = frozenset(slots)
+    def __init__(self, slots: Collection[int]) -> None:
+        self.slots = slots
         self.suspect = False
-
-
-class _WatchedPage:
-    __slots__ = ("deps", "snap")
-
-    def __init__(self, snap: bytearray) -> None:
-        self.snap = snap
-        self.deps: dict[int, set[SlotCached]] = {}
 
 
 class SlotTracker:
     """8-byte-granule dependency tracking on top of page watches.
 
-    Same contract as :class:`DepTracker` (``add``/``drop``/``rebase``/``mark_all``),
-    finer grain: Memory reports writes per page frame, so every watched page keeps a
-    snapshot of its bytes; on a write notification the tracker diffs the page against
-    the snapshot and marks suspect only the entries that read a granule whose bytes
-    changed. Writing one PTE of a table page therefore no longer marks the entries
-    that depend on its 511 neighbours, and rewriting a value unchanged marks nothing.
-    Exact as long as every RAM write goes through :class:`Memory` (the snapshot is
-    re-synchronised on every notification).
+    ``add``/``drop`` register an entry's granules, ``rebase`` re-registers a
+    re-verified entry, ``mark_all`` makes everything suspect. Memory reports writes
+    per page frame, so every watched page keeps a snapshot of its bytes; on a write
+    notification the tracker diffs the page against the snapshot and marks suspect
+    only the entries that read a granule whose bytes changed. Writing one PTE of a
+    table page therefore does not mark the entries that depend on its 511
+    neighbours, and rewriting a value unchanged marks nothing. Exact as long as every
+    RAM write goes through :class:`Memory` (the snapshot is re-synchronised on every
+    notification).
+
+    Watches are dropped lazily: a page whose last dependent entry went is unwatched
+    at its next write, so entries dropped and refilled before software touches their
+    tables (an IOTLB flush and refill) cost no new snapshot.
 
     :meth:`own_write` is for the model's own accessed/dirty-bit updates: bits that
     no cached result depends on, so the write only refreshes the snapshot of that
-    granule and marks nothing. :attr:`version` is bumped
-    whenever an entry is marked suspect, so summaries derived from many entries can
-    check in O(1) that none of them became suspect.
+    granule and marks nothing. :attr:`version` is bumped whenever an entry is marked
+    suspect, so summaries derived from many entries can check in O(1) that none of
+    them became suspect.
     """
 
     def __init__(self, memory: Memory) -> None:
         self.mem = memory
-        self.by_pfn: dict[int, _WatchedPage] = {}
+        self.deps: dict[int, set[SlotCached]] = {}
+        """Granule -> the entries built from it."""
+        self.snaps: dict[int, bytearray] = {}
+        """Watched page frame -> its bytes as last seen."""
+        self.live: dict[int, int] = {}
+        """Watched page frame -> how many of its granules have entries."""
         self.version = 0
-        self._own = -1
+        self._own = (-1, 0, 0)
+        """(page, first byte, end byte) of the model's own write in progress."""
 
     def on_write(self, pfn: int) -> None:
-        page = self.by_pfn.get(pfn)
-        if page is None:  # pragma: no cover - unwatched before Memory called back
+        snap = self.snaps.get(pfn)
+        if snap is None:  # pragma: no cover - unwatched before Memory called back
+            return
+        if not self.live.get(pfn):
+            # Nothing depends on this page any more: stop watching it now (watches
+            # are dropped lazily, so a refill before any write costs no snapshot).
+            self._forget(pfn)
             return
         base = pfn << 12
-        snap = page.snap
-        own = self._own
-        if own >> _SLOTS_PER_PAGE_SHIFT == pfn:
+        own_pfn, lo, hi = self._own
+        if own_pfn == pfn:
             # The model's own A/D update: the snapshot matched RAM before it (every
-            # write is notified), so only this granule changed; nothing depends on it.
-            off = (own & _SLOT_MASK) << GRANULE_SHIFT
-            snap[off : off + 8] = self.mem.view[base + off : base + off + 8]
+            # write is notified), so only these bytes changed; nothing depends on them.
+            snap[lo:hi] = self.mem.view[base + lo : base + hi]
             return
-        cur = self.mem.view[base : base + len(snap)]
+        cur = self.mem.view[base : base + 4096]
         if cur == snap:
             return
         diff = int.from_bytes(cur, "little") ^ int.from_bytes(snap, "little")
         snap[:] = cur
-        deps = page.deps
+        deps = self.deps
+        first = pfn << _SLOTS_PER_PAGE_SHIFT
         marked = False
         while diff:
             slot = (diff.bit_length() - 1) >> 6
             diff &= (1 << (slot << 6)) - 1
-            for entry in deps.get(slot, ()):
+            for entry in deps.get(first | slot, ()):
                 entry.suspect = True
                 marked = True
         if marked:
@@ -157,48 +111,91 @@ class SlotTracker:
         old = self.mem.read_u64(addr)
         if old & bits == bits:
             return
-        self._own = addr >> GRANULE_SHIFT
+        off = addr & 0xFFF
+        self._own = (addr >> 12, off, off + 8)
         try:
             self.mem.write_u64(addr, old | bits)
         finally:
-            self._own = -1
+            self._own = (-1, 0, 0)
+
+    def own_write_many(self, updates: dict[int, int]) -> None:
+        """:meth:`own_write` for many u64s (address -> bits), one read and one write
+        per page they share: the A/D updates of one request's leaves, applied when the
+        request ends (nothing reads them in between; the walks that follow compare
+        addresses and rights, never A/D)."""
+        by_page: dict[int, list[int]] = {}
+        for addr in updates:
+            by_page.setdefault(addr >> 12, []).append(addr)
+        mem = self.mem
+        for pfn, addrs in by_page.items():
+            lo, hi = min(addrs), max(addrs) + 8
+            count = (hi - lo) >> 3
+            old = mem.read_u64s(lo, count)
+            new = list(old)
+            for addr in addrs:
+                new[(addr - lo) >> 3] |= updates[addr]
+            if new == list(old):
+                continue
+            self._own = (pfn, lo & 0xFFF, (lo & 0xFFF) + (hi - lo))
+            try:
+                mem.write_u64s(lo, new)
+            finally:
+                self._own = (-1, 0, 0)
+
+    def _forget(self, pfn: int) -> None:
+        """Stop watching page ``pfn``: its snapshot and its granules' (empty) sets go."""
+        del self.snaps[pfn]
+        self.live.pop(pfn, None)
+        self.mem.unwatch(pfn, self.on_write)
+        deps = self.deps
+        first = pfn << _SLOTS_PER_PAGE_SHIFT
+        for granule in range(first, first + (1 << _SLOTS_PER_PAGE_SHIFT)):
+            deps.pop(granule, None)
+
+    def _first(self, granule: int) -> None:
+        """``granule`` got an entry while it had none: count it for its page, and
+        watch the page unless it still is."""
+        pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+        if pfn not in self.snaps:
+            base = pfn << 12
+            self.snaps[pfn] = bytearray(self.mem.view[base : base + 4096])
+            self.mem.watch(pfn, self.on_write)
+        self.live[pfn] = self.live.get(pfn, 0) + 1
 
     def add(self, entry: SlotCached) -> None:
-        by_pfn = self.by_pfn
+        deps, snaps, live = self.deps, self.snaps, self.live
         for granule in entry.slots:
+            s = deps.get(granule)
+            if s:
+                s.add(entry)
+                continue
+            if s is None:
+                deps[granule] = {entry}
+            else:
+                s.add(entry)
             pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-            page = by_pfn.get(pfn)
-            if page is None:
-                base = pfn << 12
-                page = by_pfn[pfn] = _WatchedPage(bytearray(self.mem.view[base : base + 4096]))
-                self.mem.watch(pfn, self.on_write)
-            deps = page.deps.get(granule & _SLOT_MASK)
-            if deps is None:
-                deps = page.deps[granule & _SLOT_MASK] = set()
-            deps.add(entry)
+            if pfn in snaps:  # watched: counted in live (maybe at 0)
+                live[pfn] += 1
+            else:
+                self._first(granule)
 
     def drop(self, entry: SlotCached) -> None:
-        by_pfn = self.by_pfn
+        """Forget ``entry``'s dependencies. A granule's set stays when it empties (a
+        refill reuses it); the page is unwatched at its next write (:meth:`on_write`)."""
+        deps = self.deps
+        live = self.live
         for granule in entry.slots:
-            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-            page = by_pfn.get(pfn)
-            if page is None:
+            s = deps.get(granule)
+            if not s or entry not in s:
                 continue
-            slot = granule & _SLOT_MASK
-            deps = page.deps.get(slot)
-            if deps is None:
-                continue
-            deps.discard(entry)
-            if not deps:
-                del page.deps[slot]
-                if not page.deps:
-                    del by_pfn[pfn]
-                    self.mem.unwatch(pfn, self.on_write)
+            s.discard(entry)
+            if not s:
+                live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
 
-    def rebase(self, entry: SlotCached, slots: Iterable[int]) -> None:
+    def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""
         self.drop(entry)
-        entry.slots = frozenset(slots)
+        entry.slots = slots
         entry.suspect = False
         self.add(entry)
 

@@ -1,8 +1,8 @@
 """The health checks a finished run must pass (pytest plugin teardown, ``scenario run``).
 
 A booted kernel is healthy at the end of a run when it raised no WARN, no IOMMU
-unit of the machine used a stale cached translation (the VT-d model's
-``stats.stale_uses``), DMA-API debugging reported no error, and after
+unit of the machine used a stale cached translation (the unit model's
+``stats.stale_uses``: VT-d, SMMUv3, the mock IOMMU), DMA-API debugging reported no error, and after
 :meth:`~kernel.boot.Kernel.shutdown` no kmalloc/page/vmalloc allocation is live
 that was not live right after boot (:meth:`kernel.mm.MemoryManager.live`).
 

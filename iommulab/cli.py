@@ -2,7 +2,7 @@
 ``iommulab_add_subcommands`` hook).
 
 Subcommands: ``boot``, ``demo``, ``dump NAME``, ``trace [SCENARIO]``,
-``scenario run FILE.py``, ``plugins``. Every command that boots takes
+``scenario run FILE.py``, ``replay TRACE``, ``plugins``. Every command that boots takes
 ``--machine PRESET`` / ``--machine-file FILE`` / ``--cmdline TEXT`` / ``--modules``.
 
 ``dump`` offers every :class:`kernel.debugfs.DumpTarget` the plugins contribute
@@ -27,6 +27,7 @@ from hw.machine import Machine, MachineSpec
 from iommulab import checks, demo, hwdump
 from iommulab import trace as tracing
 from iommulab.presets import PRESETS, load_machine_file, preset
+from iommulab.replay import command as replay
 from iommulab.scenario import Scenario, load_scenario, run_scenario
 from kernel.boot import Kernel, boot, current_kernel
 from kernel.debugfs import DumpTarget
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dump(sub, pm)
     _add_trace(sub)
     _add_scenario(sub)
+    replay.add_parser(sub)
     pm.hooks.add_subcommands(sub)
     return parser
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.idxd.init import idxd_devices
+from hw.bus import PciAddr
 from hw.machine import Machine
 from hw.vtd.unit import VtdUnit
 from hw.vtd.walk import Stage
@@ -59,14 +60,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="IOMMU core PASID API generation (kernel parameter iommu.pasid_api)",
     )
     p.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace")
+    p.add_argument(
+        "--every-wq",
+        action="store_true",
+        help="configure every WQ of every DSA (idxd.default_wqs=0) and copy on each",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        metavar="4K,64K,...",
+        help=f"copy sizes (default {','.join(_human(s) for s in SIZES)})",
+    )
 
 
-def _copy(chan: DmaChan, size: int, seed: int) -> bool:
-    """One dmaengine memcpy the way a kernel client does it; True if the bytes match."""
+def _human(size: int) -> str:
+    return f"{size >> 20}M" if size >= 1 << 20 else f"{size >> 10}K"
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """``--sizes``: comma-separated sizes, each a positive multiple of 256 bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20}
+    out: list[int] = []
+    for item in text.split(","):
+        item = item.strip().upper()
+        try:
+            size = int(item[:-1]) * units[item[-1]] if item[-1:] in units else int(item, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--sizes: {item!r} is not a size") from None
+        if size <= 0 or size % 256:
+            raise argparse.ArgumentTypeError(f"--sizes: {item!r} is not a multiple of 256 bytes")
+        out.append(size)
+    return tuple(out)
+
+
+def memcpy_checked(chan: DmaChan, size: int, seed: int) -> bool:
+    """One dmaengine memcpy the way a kernel client does it; True if the bytes match.
+    Raises ``KernelError`` when the buffers cannot be allocated (after freeing the one
+    that was)."""
     dev = chan.device.dev
     src = alloc_pages_exact(size, 0)
     dst = alloc_pages_exact(size, 0)
     if src is None or dst is None:
+        for buf in (src, dst):
+            if buf is not None:
+                free_pages_exact(buf, size)
         raise KernelError("demo: out of memory for buffers")
     pattern = bytes((seed * 7 + i) & 0xFF for i in range(256))
     memory_write(src, (pattern * (size // 256))[:size])
@@ -81,7 +118,10 @@ def _copy(chan: DmaChan, size: int, seed: int) -> bool:
             cookie = dmaengine_submit(tx)
             if cookie > 0 and dma_sync_wait(chan, cookie) == DMA_COMPLETE:
                 ok = bool(results) and results[0].result == 0
+    # unmap whichever mapping succeeded (one may have failed while the other did not)
+    if not dma_mapping_error(dev, s):
         dma_unmap_single(dev, s, size, DMA_TO_DEVICE)
+    if not dma_mapping_error(dev, d):
         dma_unmap_single(dev, d, size, DMA_FROM_DEVICE)
     ok = ok and memory_read(src, size) == memory_read(dst, size)
     free_pages_exact(src, size)
@@ -89,7 +129,7 @@ def _copy(chan: DmaChan, size: int, seed: int) -> bool:
     return ok
 
 
-def scenario(k: Kernel) -> dict[str, Any]:
+def scenario(k: Kernel, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     """The memcpy part: every size on every idxd channel; returns what happened."""
     copies: list[tuple[str, str, int, bool]] = []
     for idxd in idxd_devices():
@@ -99,8 +139,8 @@ def scenario(k: Kernel) -> dict[str, Any]:
             chan = dma_request_chan(None, wq.dma_chan.name)
             try:
                 mode = "dedicated" if wq.dedicated else "shared"
-                for i, size in enumerate(SIZES):
-                    copies.append((wq.name_dev, mode, size, _copy(chan, size, i)))
+                for i, size in enumerate(sizes):
+                    copies.append((wq.name_dev, mode, size, memcpy_checked(chan, size, i)))
             finally:
                 dma_release_channel(chan)
     return {"copies": copies}
@@ -113,10 +153,14 @@ def _stage(st: Stage) -> str:
     return f"{kind} root={st.root:#x} levels={st.levels}"
 
 
-def _pasid_entries(m: Machine, rid: int, pasid: int) -> list[str]:
+def _pasid_entries(m: Machine, addr: PciAddr, pasid: int) -> list[str]:
+    """The PASID entry of ``pasid`` next to RID_PASID's, in the unit that owns ``addr``."""
+    rid = addr.rid
     out: list[str] = []
     for unit in m.iommus.values():
         if not isinstance(unit, VtdUnit) or not unit.te or unit.ttm != 1:
+            continue
+        if unit is not m.iommu_for(addr):
             continue
         try:
             ctx = unit.walker.context(unit.root, True, rid)
@@ -148,7 +192,7 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
             + (f" ({idxd.pasid_api} API)" if idxd.pasid_enabled else "")
         )
         if idxd.pasid_enabled:
-            lines += _pasid_entries(m, idxd.pdev.rid, idxd.pasid)
+            lines += _pasid_entries(m, idxd.pdev.addr, idxd.pasid)
         for wq in idxd.wqs:
             if wq.submitted or wq.dma_chan is not None:
                 lines.append(
@@ -193,14 +237,15 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
 def run(args: argparse.Namespace) -> int:
     spec = load_machine_file(args.machine_file) if args.machine_file else preset(args.machine)
     api = getattr(args, "pasid_api", "upstream") or "upstream"
-    cmdline = " ".join(x for x in (args.cmdline, f"iommu.pasid_api={api}") if x)
+    every = "idxd.default_wqs=0" if getattr(args, "every_wq", False) else ""
+    cmdline = " ".join(x for x in (args.cmdline, f"iommu.pasid_api={api}", every) if x)
     trace_out = getattr(args, "trace", None)
     if trace_out:
         cmdline += f" trace_event={TRACE_EVENTS}"
     modules = args.modules.split(",") if getattr(args, "modules", None) else None
     k = boot(Machine(spec), cmdline, modules)
     try:
-        result = scenario(k)
+        result = scenario(k, getattr(args, "sizes", None) or SIZES)
     except KernelError as err:
         result = {"copies": [], "error": str(err)}
     text, ok = report(k, result)

@@ -17,6 +17,40 @@ from hw.machine import MachineSpec
 DSA_BDF = "0000:00:02.0"
 EDU_BDF = "0000:00:03.0"
 
+SERVER_DSA_BDFS = tuple(
+    f"0000:{bus:02x}:01.0" for bus in (0x6A, 0x6F, 0x74, 0x79, 0xE7, 0xEC, 0xF1, 0xF6)
+)
+"""Where a two-socket Sapphire Rapids server has its eight DSAs (one per accelerator stack)."""
+SERVER_DSAS_PER_UNIT = 2
+SERVER_CMDLINE = "idxd.default_wqs=0"
+"""Boot the ``server`` preset with every WQ of every DSA configured (the demo's ``--every-wq``)."""
+
+
+def _server() -> dict[str, Any]:
+    """Two sockets' worth: a DRHD per pair of accelerator stacks (each scoping two DSAs),
+    a catch-all DRHD (INCLUDE_PCI_ALL) for the rest, and 256 GiB of RAM, most of it
+    above the PCI hole."""
+    per = SERVER_DSAS_PER_UNIT
+    groups = [SERVER_DSA_BDFS[i : i + per] for i in range(0, len(SERVER_DSA_BDFS), per)]
+    iommus: list[dict[str, Any]] = [
+        {"kind": "vtd", "name": f"dmar{i}", "scope": list(bdfs)} for i, bdfs in enumerate(groups)
+    ]
+    iommus.append({"kind": "vtd", "name": f"dmar{len(groups)}", "scope": "all"})
+    return {
+        "name": "server",
+        "doc": (
+            "256 GiB RAM (3 GiB below the PCI hole, the rest from 4 GiB), eight DSAs with "
+            f"8 WQs each on their own buses, {len(groups)} VT-d units scoping two DSAs each "
+            "plus an INCLUDE_PCI_ALL unit for the edu device; boot it with "
+            f"'{SERVER_CMDLINE}' to configure every WQ"
+        ),
+        "ram": "256G",
+        "iommus": iommus,
+        "devices": [{"kind": "dsa", "bdf": b} for b in SERVER_DSA_BDFS]
+        + [{"kind": "edu", "bdf": EDU_BDF}],
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "name": "default",
@@ -58,6 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "unchanged idxd driver."
         ),
     },
+    "server": _server(),
 }
 
 

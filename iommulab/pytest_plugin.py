@@ -23,6 +23,14 @@ Fixtures (all prefixed ``iommulab_``):
 ``iommulab_expect``
     Declare expected findings: ``.warn(regex)``, ``.dma_debug_error(regex)``,
     ``.stale()``, ``.leak(regex)``. An expectation that is not met fails too.
+    ``@pytest.mark.iommulab_allow("dma-debug", "warn:regex", ...)`` (on a test, a
+    class or a module's ``pytestmark``) *allows* findings without requiring them,
+    for suites whose purpose is to provoke them.
+``iommulab_checks``
+    The one teardown checker, for kernels a test or a conftest boots itself:
+    ``iommulab_checks.track(kernel)`` right after boot; at teardown every tracked
+    kernel is shut down and checked as ``iommulab_kernel`` is (and
+    ``iommulab_kernel`` is tracked by it). The project's own conftests boot through it.
 ``iommulab_trace``
     Every trace event (tracepoints and ``hw_*`` model events) from fixture setup
     on: ``.events``, ``.names()``, ``.of(pattern)``, ``.ftrace()``, ``.chrome_json()``.
@@ -47,13 +55,15 @@ from attrs import define, field
 
 if TYPE_CHECKING:
     from hw.machine import Machine
-    from iommulab.checks import Finding
+    from iommulab.checks import Baseline, Finding
     from kernel.boot import Kernel
     from kernel.trace import TraceEvent
 
 MARKERS = (
     "iommulab_machine(name): machine preset (or description dict) for iommulab_kernel",
     "iommulab_cmdline(text): kernel command line for iommulab_kernel",
+    "iommulab_allow(*checks): teardown findings allowed (not required): a check name "
+    "(warn, stale, dma-debug, leak) or 'check:regex'",
 )
 _CALL_FAILED = pytest.StashKey[bool]()
 
@@ -130,6 +140,8 @@ class Expectations:
     """What a test expects to go wrong (each regex is searched in the finding)."""
 
     expected: list[tuple[str, str]] = field(factory=list)
+    allowed: list[tuple[str, str]] = field(factory=list)
+    """Findings that may happen (the ``iommulab_allow`` marker); none is required."""
 
     def warn(self, pattern: str = "") -> None:
         """A WARN whose message matches ``pattern`` is expected."""
@@ -157,7 +169,7 @@ class Expectations:
         problems = [
             str(f) + (f"\n      {f.detail.splitlines()[-1]}" if f.detail else "")
             for f in found
-            if not any(self._covers(c, p, f) for c, p in self.expected)
+            if not any(self._covers(c, p, f) for c, p in (*self.expected, *self.allowed))
         ]
         for check, pattern in self.expected:
             if not any(self._covers(check, pattern, f) for f in found):
@@ -179,28 +191,68 @@ def iommulab_machine(request: pytest.FixtureRequest) -> Machine:
     return machine
 
 
-@pytest.fixture
-def iommulab_kernel(
-    request: pytest.FixtureRequest, iommulab_machine: Machine, iommulab_expect: Expectations
-) -> Iterator[Kernel]:
-    """A kernel booted for this test; unhealthy at teardown means the test errors."""
-    from iommulab.checks import baseline, findings
+@define
+class KernelChecks:
+    """The kernels a test booted, each with what was live right after its boot."""
 
-    cmdline = str(_marker_arg(request, "iommulab_cmdline", ""))
-    k: Kernel = request.config.hook.pytest_iommulab_boot(
-        request=request, machine=iommulab_machine, cmdline=cmdline
-    )
-    base = baseline(k)
-    yield k
-    k.shutdown()
+    booted: list[tuple[Kernel, Baseline]] = field(factory=list)
+
+    def track(self, kernel: Kernel) -> Kernel:
+        """Check ``kernel`` at this test's teardown (call right after booting it)."""
+        from iommulab.checks import baseline
+
+        self.booted.append((kernel, baseline(kernel)))
+        return kernel
+
+    def finish(self) -> list[Finding]:
+        """Shut every kernel down (the last booted first) and collect the findings."""
+        from iommulab.checks import findings
+
+        found: list[Finding] = []
+        for k, base in reversed(self.booted):
+            k.activate()
+            k.shutdown()
+            found.extend(findings(base))
+        self.booted.clear()
+        return found
+
+
+@pytest.fixture
+def iommulab_checks(
+    request: pytest.FixtureRequest, iommulab_expect: Expectations
+) -> Iterator[KernelChecks]:
+    """The one teardown checker: every kernel given to ``.track(kernel)`` is shut down
+    at teardown, and the test errors on an unexpected WARN, stale translation use,
+    DMA-API error or leaked allocation, or an expectation that was not met."""
+    for marker in request.node.iter_markers("iommulab_allow"):
+        for arg in marker.args:
+            check, _, pattern = str(arg).partition(":")
+            if check not in ("warn", "stale", "dma-debug", "leak"):
+                raise pytest.UsageError(f"@pytest.mark.iommulab_allow: unknown check {check!r}")
+            iommulab_expect.allowed.append((check, pattern))
+    checks = KernelChecks()
+    yield checks
+    found = checks.finish()
     if request.node.stash.get(_CALL_FAILED, False):
         return
-    problems = iommulab_expect.unexplained(findings(base))
+    problems = iommulab_expect.unexplained(found)
     if problems:
         pytest.fail(
             "iommulab: the kernel was not healthy at teardown:\n  " + "\n  ".join(problems),
             pytrace=False,
         )
+
+
+@pytest.fixture
+def iommulab_kernel(
+    request: pytest.FixtureRequest, iommulab_machine: Machine, iommulab_checks: KernelChecks
+) -> Kernel:
+    """A kernel booted for this test; unhealthy at teardown means the test errors."""
+    cmdline = str(_marker_arg(request, "iommulab_cmdline", ""))
+    k: Kernel = request.config.hook.pytest_iommulab_boot(
+        request=request, machine=iommulab_machine, cmdline=cmdline
+    )
+    return iommulab_checks.track(k)
 
 
 @define

@@ -155,7 +155,7 @@ def boot(
     log.clock = machine.clock
     tracer = trace.Tracer(now=lambda: machine.clock.now)
     tracer.enabled_patterns.update(filter(None, str(cl.get("trace_event")).split(",")))
-    memmgr = mm.MemoryManager(machine.memory)
+    memmgr = mm.MemoryManager(machine.memory, ram=machine.firmware.e820_ram)
     for first, last in machine.firmware.reserved_memory:
         memmgr.e820_reserve(first, last)
     blocked = [b for b in str(cl.get("module_blacklist")).split(",") if b]
@@ -180,6 +180,9 @@ def boot(
 
     printk.pr_notice(f"Linux version {UTS_RELEASE} (iommulab) #1 SMP")
     printk.pr_notice(f"Command line: {cmdline}")
+    printk.pr_info("BIOS-provided physical RAM map:")
+    for base, size in memmgr.ram:
+        printk.pr_info(f"BIOS-e820: [mem {base:#018x}-{base + size - 1:#018x}] usable")
     total_k = memmgr.total_pages * 4
     printk.pr_info(f"Memory: {memmgr.free_page_count * 4}K/{total_k}K available")
     for sig in machine.firmware.tables:

@@ -107,12 +107,21 @@ class MemoryManager:
     vmalloc_pfn: dict[int, int] = field(factory=dict)
     """vmalloc virtual page -> physical pfn."""
     total_pages: int = 0
+    ram: tuple[tuple[int, int], ...] = ()
+    """Usable RAM (base, size) from firmware's e820 map; empty = ``[0, mem.size)``."""
 
     def __attrs_post_init__(self) -> None:
+        """``memblock`` from e820 (``e820__memblock_setup``), then the free lists:
+        every usable page except the first megabyte; nothing in a hole."""
+        if not self.ram:
+            self.ram = ((0, self.mem.size),)
         first = RESERVED_LOW >> PAGE_SHIFT
-        self.total_pages = (self.mem.size >> PAGE_SHIFT) - first
-        if self.total_pages > 0:
-            self.free[first] = self.total_pages
+        for base, size in self.ram:
+            lo = max(base >> PAGE_SHIFT, first)
+            hi = (base + size) >> PAGE_SHIFT
+            if hi > lo:
+                self.free[lo] = hi - lo
+                self.total_pages += hi - lo
 
     def e820_reserve(self, first: int, last: int) -> None:
         """Keep the pages of ``[first, last]`` (E820 reserved: firmware's, such as
@@ -392,8 +401,14 @@ def is_vmalloc_addr(addr: int) -> bool:
 
 
 def virt_addr_valid(addr: int) -> bool:
-    """True for direct-map addresses backed by RAM (not vmalloc, not stack)."""
-    return 0 <= addr - PAGE_OFFSET < current.kernel.mm.mem.size
+    """True for direct-map addresses backed by RAM (not vmalloc, not stack, not a
+    hole between e820 RAM ranges)."""
+    mm = current.kernel.mm
+    off = addr - PAGE_OFFSET
+    if not 0 <= off < mm.mem.size:
+        return False
+    ram = mm.ram
+    return len(ram) == 1 or any(b <= off < b + n for b, n in ram)
 
 
 def virt_to_phys(vaddr: int) -> int:

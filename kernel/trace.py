@@ -246,13 +246,21 @@ def to_chrome_json(events: Iterable[TraceEvent]) -> str:
 
 
 # -- the kernel's own tracepoints (include/trace/events/iommu.h) --------------------------
+def _group_id(v: dict[str, Any]) -> dict[str, Any]:
+    return {"group_id": str(v["group_id"])}  # %d
+
+
 trace_add_device_to_group = define_tracepoint(
-    "iommu:add_device_to_group", ("group_id", "device"), "IOMMU: groupID={group_id} device={device}"
+    "iommu:add_device_to_group",
+    ("group_id", "device"),
+    "IOMMU: groupID={group_id} device={device}",
+    _group_id,
 )
 trace_remove_device_from_group = define_tracepoint(
     "iommu:remove_device_from_group",
     ("group_id", "device"),
     "IOMMU: groupID={group_id} device={device}",
+    _group_id,
 )
 trace_attach_device_to_domain = define_tracepoint(
     "iommu:attach_device_to_domain", ("device",), "IOMMU: device={device}"
@@ -260,7 +268,21 @@ trace_attach_device_to_domain = define_tracepoint(
 
 
 def _iova_end(v: dict[str, Any]) -> dict[str, Any]:
-    return {"iova_end": v["iova"] + v["size"]}
+    """iommu.h's ``0x%016llx`` addresses and ``%zu`` sizes."""
+    out = {
+        "iova": f"0x{v['iova']:016x}",
+        "iova_end": f"0x{v['iova'] + v['size']:016x}",
+        "size": str(v["size"]),
+    }
+    if "paddr" in v:
+        out["paddr"] = f"0x{v['paddr']:016x}"
+    if "unmapped_size" in v:
+        out["unmapped_size"] = str(v["unmapped_size"])
+    return out
+
+
+def _fault(v: dict[str, Any]) -> dict[str, Any]:
+    return {"iova": f"0x{v['iova']:016x}", "flags": f"0x{v['flags']:04x}"}
 
 
 trace_map = define_tracepoint(
@@ -279,4 +301,5 @@ trace_io_page_fault = define_tracepoint(
     "iommu:io_page_fault",
     ("device", "driver", "iova", "flags"),
     "IOMMU:{driver} {device} iova={iova} flags={flags}",
+    _fault,
 )

@@ -1,14 +1,21 @@
-"""Shared fixtures: a toy machine and a kernel booted on it."""
+"""Shared fixtures: a toy machine and a kernel booted on it. Every suite checks its
+kernels at teardown with the pytest plugin's one checker (``iommulab_checks``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import Phase, settings
 
 from hw.machine import Machine, build_machine
 from kernel.boot import Kernel, boot
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import KernelChecks
+
+
+pytest_plugins = ["iommulab.pytest_plugin"]
 
 # Hypothesis' explain phase installs its own tracer, which would cut coverage
 # measurement for every later test in the same worker; it is not needed here.
@@ -26,7 +33,5 @@ def toy_machine() -> Machine:
 
 
 @pytest.fixture
-def toy_kernel(toy_machine: Machine) -> Iterator[Kernel]:
-    k = boot(toy_machine, "", entry_points=False)
-    yield k
-    k.shutdown()
+def toy_kernel(toy_machine: Machine, iommulab_checks: KernelChecks) -> Kernel:
+    return iommulab_checks.track(boot(toy_machine, "", entry_points=False))

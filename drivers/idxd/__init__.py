@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from kernel.debugfs import DumpTarget
 from kernel.hookspecs import hookimpl
 from kernel.module import InitLevel, KernelModule
-from kernel.params import Param, parse_bool, parse_str
+from kernel.params import Param, parse_bool, parse_int, parse_str
 
 
 @hookimpl
@@ -36,6 +36,12 @@ def iommulab_modules() -> Sequence[KernelModule]:
                     True,
                     parse_bool,
                     "configure and enable the default kernel WQs at probe",
+                ),
+                Param(
+                    "idxd.default_wqs",
+                    2,
+                    parse_int,
+                    "kernel WQs in the default configuration (0 = every WQ)",
                 ),
                 Param("idxd.config", "", parse_str, "accel-config JSON file to load at probe"),
                 Param(

@@ -19,7 +19,8 @@ dedicated WQ still works, a shared one cannot be enabled.
 
 Module parameters: ``idxd.sva`` (default on: try the system PASID),
 ``idxd.default_config`` (default on: configure and enable the default kernel WQs
-at probe), ``idxd.config`` (an accel-config JSON file to load instead).
+at probe), ``idxd.default_wqs`` (how many: default 2, 0 = every WQ), ``idxd.config``
+(an accel-config JSON file to load instead).
 """
 
 from __future__ import annotations
@@ -283,7 +284,8 @@ def _apply_boot_config(idxd: IdxdDevice) -> None:
     if path:
         idxd_load_config_file(idxd, path)
     elif current_kernel().param("idxd.default_config"):
-        idxd_load_config(idxd, idxd_default_config(idxd))
+        count = int(current_kernel().param("idxd.default_wqs"))
+        idxd_load_config(idxd, idxd_default_config(idxd, max(0, count)))
     else:
         return
     idxd_enable(idxd)

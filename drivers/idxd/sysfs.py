@@ -366,17 +366,28 @@ def idxd_save_config(idxd: IdxdDevice) -> list[dict[str, Any]]:
     return [{"dev": idxd.name, "read_buffer_limit": idxd.rdbuf_limit, "groups": groups}]
 
 
-def idxd_default_config(idxd: IdxdDevice) -> dict[str, Any]:
+def idxd_default_config(idxd: IdxdDevice, count: int = 2) -> dict[str, Any]:
     """The kernel's default configuration (used at probe with ``idxd.default_config``):
-    a dedicated kernel WQ ``dma-dwq`` and, when the system PASID makes shared WQs
-    possible, a shared kernel WQ ``dma-swq``; both bound to dmaengine, each with
-    its own group and half of the engines when there are enough of them."""
+    ``count`` kernel WQs bound to dmaengine (0 = every WQ the device has), even ones
+    dedicated and odd ones shared. Shared WQs need the system PASID; without it they
+    are left out. The default ``count`` of 2 gives a dedicated ``dma-dwq`` and, with
+    the PASID, a shared ``dma-swq``. WQs are dealt round-robin over as many groups as
+    there are engines to give each one (one group when a single WQ or engine), the
+    engines split into contiguous blocks."""
     shared_ok = idxd.pasid_enabled and idxd.max_wqs > 1
-    split = shared_ok and idxd.max_groups > 1 and idxd.max_engines > 1
-    size = min(16, idxd.max_wq_size // (2 if shared_ok else 1))
-    half = idxd.max_engines // 2 if split else idxd.max_engines
+    count = min(count or idxd.max_wqs, idxd.max_wqs)
+    modes = ["shared" if i % 2 else "dedicated" for i in range(count)]
+    if not shared_ok:
+        modes = [m for m in modes if m == "dedicated"]
+    ngroups = min(idxd.max_groups, idxd.max_engines, len(modes))
+    size = min(16, idxd.max_wq_size // len(modes))
 
-    def wq(i: int, gid: int, mode: str, name: str) -> dict[str, Any]:
+    def name(i: int, mode: str) -> str:
+        base = "dma-swq" if mode == "shared" else "dma-dwq"
+        first = i == (1 if mode == "shared" else 0)
+        return base if first else f"{base}{i}"
+
+    def wq(i: int, mode: str) -> dict[str, Any]:
         d: dict[str, Any] = {
             "dev": f"wq{idxd.id}.{i}",
             "mode": mode,
@@ -384,34 +395,25 @@ def idxd_default_config(idxd: IdxdDevice) -> dict[str, Any]:
             "priority": 10,
             "max_transfer_size": min(idxd.max_xfer_bytes, DEFAULT_MAX_TRANSFER),
             "type": "kernel",
-            "name": name,
+            "name": name(i, mode),
             "driver_name": "dmaengine",
         }
         if mode == "shared":
             d["threshold"] = max(1, size - 1)
         return d
 
-    def engines(lo: int, hi: int) -> list[dict[str, Any]]:
-        return [{"dev": f"engine{idxd.id}.{e}"} for e in range(lo, hi)]
-
-    g0: dict[str, Any] = {
-        "dev": f"group{idxd.id}.0",
-        "grouped_workqueues": [wq(0, 0, "dedicated", "dma-dwq")],
-        "grouped_engines": engines(0, half),
-    }
-    groups = [g0]
-    if shared_ok:
-        swq = wq(1, 1 if split else 0, "shared", "dma-swq")
-        if split:
-            groups.append(
-                {
-                    "dev": f"group{idxd.id}.1",
-                    "grouped_workqueues": [swq],
-                    "grouped_engines": engines(half, idxd.max_engines),
-                }
-            )
-        else:
-            g0["grouped_workqueues"].append(swq)
+    groups: list[dict[str, Any]] = []
+    for g in range(ngroups):
+        lo, hi = g * idxd.max_engines // ngroups, (g + 1) * idxd.max_engines // ngroups
+        groups.append(
+            {
+                "dev": f"group{idxd.id}.{g}",
+                "grouped_workqueues": [
+                    wq(i, mode) for i, mode in enumerate(modes) if i % ngroups == g
+                ],
+                "grouped_engines": [{"dev": f"engine{idxd.id}.{e}"} for e in range(lo, hi)],
+            }
+        )
     return {"dev": idxd.name, "groups": groups}
 
 

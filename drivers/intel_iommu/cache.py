@@ -19,6 +19,8 @@ what leaves a PASID attached any other way stale (the reviewers' objection).
 
 from __future__ import annotations
 
+from typing import Any
+
 from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.dmar import (
     QiDesc,
@@ -50,27 +52,35 @@ from kernel.trace import define_tracepoint
 
 _TAG_NAMES = {CACHE_TAG_IOTLB: "iotlb", CACHE_TAG_DEVTLB: "devtlb"}
 
+
+def _decimal(v: dict[str, Any]) -> dict[str, Any]:
+    """trace.h prints DID, PASID and the reference count with ``%d``."""
+    return {k: str(v[k]) for k in ("domain_id", "pasid", "users") if k in v}
+
+
+_TAG_FIELDS = ("iommu", "dev", "type", "domain_id", "pasid", "users")
+_TAG_FMT = "{iommu}/{dev} type {type} did {domain_id} pasid {pasid} ref {users}"
 trace_cache_tag_assign = define_tracepoint(
-    "intel_iommu:cache_tag_assign",
-    ("iommu", "dev", "type", "domain_id", "pasid", "users"),
-    "{iommu}/{dev} type {type} did {domain_id} pasid {pasid} ref {users}",
+    "intel_iommu:cache_tag_assign", _TAG_FIELDS, _TAG_FMT, _decimal
 )
 trace_cache_tag_unassign = define_tracepoint(
-    "intel_iommu:cache_tag_unassign",
-    ("iommu", "dev", "type", "domain_id", "pasid", "users"),
-    "{iommu}/{dev} type {type} did {domain_id} pasid {pasid} ref {users}",
+    "intel_iommu:cache_tag_unassign", _TAG_FIELDS, _TAG_FMT, _decimal
 )
 trace_cache_tag_flush_range = define_tracepoint(
     "intel_iommu:cache_tag_flush_range",
-    ("iommu", "type", "domain_id", "pasid", "start", "end", "addr", "pages", "mask"),
-    "{iommu} type {type} did {domain_id} pasid {pasid} [{start}-{end}] addr {addr} "
+    ("iommu", "dev", "pasid", "type", "domain_id", "start", "end", "addr", "pages", "mask"),
+    "{iommu} {dev}[{pasid}] type {type} did {domain_id} [{start}-{end}] addr {addr} "
     "pages {pages} mask {mask}",
+    _decimal,
 )
 trace_cache_tag_flush_all = define_tracepoint(
-    "intel_iommu:cache_tag_flush_all",
-    ("iommu", "type", "domain_id", "pasid"),
-    "{iommu} type {type} did {domain_id} pasid {pasid}",
+    "intel_iommu:cache_tag_flush_all", _TAG_FIELDS, _TAG_FMT, _decimal
 )
+
+
+def _tag_dev(tag: CacheTag) -> str:
+    """``dev_name(tag->dev)``: the device, or for an IOTLB tag the unit itself."""
+    return tag.dev.init_name if tag.dev is not None else tag.iommu.name
 
 
 def _info(dev: Device) -> DeviceDomainInfo:
@@ -84,7 +94,7 @@ def _trace_tag(tp_name: str, tag: CacheTag) -> None:
     if tp.enabled:
         tp(
             iommu=tag.iommu.name,
-            dev=tag.dev.init_name if tag.dev is not None else tag.iommu.name,
+            dev=_tag_dev(tag),
             type=_TAG_NAMES[tag.type],
             domain_id=tag.domain_id,
             pasid=tag.pasid,
@@ -130,8 +140,8 @@ def cache_tag_unassign(domain: DmarDomain, did: int, dev: Device, pasid: int, ty
     info = _info(dev)
     for tag in domain.cache_tags:
         if _tag_match(tag, did, info.iommu, dev, pasid, type):
+            _trace_tag("unassign", tag)  # before the decrement, as Linux traces it
             tag.users -= 1
-            _trace_tag("unassign", tag)
             if tag.users == 0:
                 domain.cache_tags.remove(tag)
                 kfree(tag.kmem)
@@ -266,6 +276,7 @@ def cache_tag_flush_range(domain: DmarDomain, start: int, end: int, ih: int) -> 
         if tracing:
             trace_cache_tag_flush_range(
                 iommu=tag.iommu.name,
+                dev=_tag_dev(tag),
                 type=_TAG_NAMES[tag.type],
                 domain_id=tag.domain_id,
                 pasid=tag.pasid,
@@ -292,9 +303,11 @@ def cache_tag_flush_all(domain: DmarDomain) -> None:
         if trace_cache_tag_flush_all.enabled:
             trace_cache_tag_flush_all(
                 iommu=tag.iommu.name,
+                dev=_tag_dev(tag),
                 type=_TAG_NAMES[tag.type],
                 domain_id=tag.domain_id,
                 pasid=tag.pasid,
+                users=tag.users,
             )
     batch.flush()
 

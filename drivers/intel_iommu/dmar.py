@@ -71,7 +71,7 @@ QiDesc = tuple[int, int, int, int]
 trace_qi_submit = define_tracepoint(
     "intel_iommu:qi_submit",
     ("iommu", "type", "qw0", "qw1", "qw2", "qw3"),
-    "{iommu} {type}: {qw0} {qw1} {qw2} {qw3}",
+    "{type} {iommu}: {qw0} {qw1} {qw2} {qw3}",
 )
 
 
@@ -395,7 +395,7 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
         if tracing:
             trace_qi_submit(
                 iommu=iommu.name,
-                type=ir.QI_DESC_TYPE_NAMES.get(d[0] & 0xF, "unknown"),
+                type=ir.QI_DESC_TYPE_NAMES.get(d[0] & 0xF, f"{d[0] & 0xF:#x}"),
                 qw0=d[0],
                 qw1=d[1],
                 qw2=d[2],

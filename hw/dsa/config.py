@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import fields, frozen
+from attrs import frozen
 
+from hw.devconfig import check_range, from_mapping
 from hw.uapi import idxd
 
 # PCI identity (facts B1; 0x0B25 = Sapphire Rapids DSA, confirmed against Linux
@@ -70,19 +71,7 @@ class DsaConfig:
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any] | None) -> DsaConfig:
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in (config or {}).items():
-            if key not in known:
-                raise ValueError(f"dsa config: unknown key {key!r}")
-            default = known[key].default
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError(f"dsa config: {key} must be true/false, got {value!r}")
-            elif not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"dsa config: {key} must be an integer, got {value!r}")
-            values[key] = value
-        cfg = cls(**values)
+        cfg = from_mapping(cls, config, "dsa config")
         cfg._validate()
         return cfg
 
@@ -103,9 +92,7 @@ class DsaConfig:
             "bytes_per_ns": (1, 10**6),
         }
         for key, (lo, hi) in limits.items():
-            v = getattr(self, key)
-            if not lo <= v <= hi:
-                raise ValueError(f"dsa config: {key}={v:#x} outside {lo:#x}..{hi:#x}")
+            check_range("dsa config", key, getattr(self, key), lo, hi)
         if not (self.shared_wq or self.dedicated_wq):
             raise ValueError("dsa config: shared_wq and dedicated_wq cannot both be false")
         if not self.config_en and not self.dedicated_wq:

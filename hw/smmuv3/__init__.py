@@ -2,6 +2,7 @@
 
 from hw.smmuv3.config import Smmuv3Config
 from hw.smmuv3.entries import Evt, Op
-from hw.smmuv3.unit import Smmuv3Stats, Smmuv3Unit, StaleTranslationError
+from hw.smmuv3.unit import Smmuv3Stats, Smmuv3Unit
+from hw.translation import StaleTranslationError
 
 __all__ = ["Evt", "Op", "Smmuv3Config", "Smmuv3Stats", "Smmuv3Unit", "StaleTranslationError"]

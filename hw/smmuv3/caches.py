@@ -3,83 +3,57 @@
 Entries stay until invalidated (DESIGN §6, IHI 0070 §16.2): the model keeps using a
 cached entry after its source changed, as hardware may, and the unit reports that
 use when it differs from a fresh walk. Each entry depends on the RAM pages it was
-built from through :class:`hw.pagewatch.DepTracker`, and knows the command that
-would have removed it, so a stale use names the missing CFGI/TLBI.
+built from (8-byte granules, :class:`hw.pagewatch.SlotTracker`); the unit names the
+command that would have removed a stale one (CFGI/TLBI). The TLB is the shared
+pipeline's :class:`hw.translation.TagCache`; an entry's source is the TTBx root it
+was walked from.
 
 Tags follow facts A11: the SubstreamID is *not* a TLB tag. A TLB entry is tagged by
 (VMID, ASID) when the leaf has nG=1, and by (VMID, :data:`GLOBAL`) when nG=0 (it then
-matches every ASID). Per tag there is one dict per page size, keyed by page number.
+matches every ASID).
 Only valid structures are cached (faults are not), and L1STD/L1CD descriptors are
 part of the STE/CD entry built through them rather than cached on their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable
+from typing import cast
 
-from hw.memory import Memory
-from hw.pagewatch import Cached, DepTracker
+from hw.pagewatch import SlotCached
 from hw.smmuv3.walk import CdInfo, StreamInfo
+from hw.translation import Pipeline, TagCache
 
-SHIFTS = (12, 21, 30)
 GLOBAL = -1
 
 
-class SteEntry(Cached):
+class SteEntry(SlotCached):
     __slots__ = ("info",)
 
     def __init__(self, info: StreamInfo) -> None:
-        super().__init__(info.pages)
+        super().__init__(info.slots)
         self.info = info
 
 
-class CdEntry(Cached):
+class CdEntry(SlotCached):
     __slots__ = ("info",)
 
     def __init__(self, info: CdInfo) -> None:
-        super().__init__(info.pages)
+        super().__init__(info.slots)
         self.info = info
-
-
-class TlbEntry(Cached):
-    """One TLB entry: ``phys`` is the frame base, ``shift`` the page size, ``root`` the
-    table root it was walked from (to spot one ASID used with two sets of tables)."""
-
-    __slots__ = ("asid", "perms", "phys", "root", "shift", "vmid", "vpn")
-
-    def __init__(
-        self,
-        vmid: int,
-        asid: int,
-        vpn: int,
-        shift: int,
-        phys: int,
-        perms: int,
-        root: int,
-        pages: Iterable[int],
-    ) -> None:
-        super().__init__(pages)
-        self.vmid = vmid
-        self.asid = asid
-        self.vpn = vpn
-        self.shift = shift
-        self.phys = phys
-        self.perms = perms
-        self.root = root
-
-
-TlbSizes = tuple[dict[int, TlbEntry], dict[int, TlbEntry], dict[int, TlbEntry]]
 
 
 class Caches:
     """All caches of one SMMU and the invalidation operations on them (IHI 0070 §4.3,
     §4.4)."""
 
-    def __init__(self, memory: Memory) -> None:
-        self.deps = DepTracker(memory)
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.deps = pipeline.deps
         self.ste: dict[int, SteEntry] = {}
         self.cd: dict[tuple[int, int], CdEntry] = {}
-        self.tlb: dict[tuple[int, int], TlbSizes] = {}
+        self.tlb: TagCache = pipeline.iotlb
+        """(VMID, ASID or GLOBAL) -> entries per page size and block summaries."""
 
     # -- fills ----------------------------------------------------------------------------
     def put_ste(self, sid: int, info: StreamInfo) -> SteEntry:
@@ -94,22 +68,13 @@ class Caches:
         self.deps.add(entry)
         return entry
 
-    def put_tlb(self, entry: TlbEntry) -> None:
-        sizes = self.tlb.get((entry.vmid, entry.asid))
-        if sizes is None:
-            sizes = self.tlb[entry.vmid, entry.asid] = ({}, {}, {})
-        d = sizes[SHIFTS.index(entry.shift)]
-        self._drop(d.get(entry.vpn))
-        d[entry.vpn] = entry
-        self.deps.add(entry)
-
-    def _drop(self, entry: Cached | None) -> None:
+    def _drop(self, entry: SlotCached | None) -> None:
         if entry is not None:
             self.deps.drop(entry)
 
     @property
     def tlb_size(self) -> int:
-        return sum(len(d) for sizes in self.tlb.values() for d in sizes)
+        return len(self.tlb)
 
     # -- configuration invalidation (IHI 0070 §4.3) ---------------------------------------
     def flush_ste(self, first: int, count: int) -> int:
@@ -148,33 +113,17 @@ class Caches:
         """Drop TLB entries of ``vmid`` (None: any) and ``asid`` (None: any ASID), and
         with ``addr`` only those overlapping ``[addr, addr + pages * 4 KiB)``. Global
         (nG=0) entries match any ASID unless ``global_too`` is False (TLBI_NH_ASID)."""
-        n = 0
-        for key in list(self.tlb):
-            kv, ka = key
-            if vmid is not None and kv != vmid:
-                continue
-            if ka == GLOBAL:
-                if not global_too:
-                    continue
-            elif asid is not None and ka != asid:
-                continue
-            sizes = self.tlb[key]
-            for shift, d in zip(SHIFTS, sizes, strict=True):
-                n += self._flush_range(d, shift, addr, pages)
-            if not any(sizes):
-                del self.tlb[key]
-        return n
 
-    def _flush_range(self, d: dict[int, TlbEntry], shift: int, addr: int | None, n: int) -> int:
+        def match(key: Hashable) -> bool:
+            kv, ka = cast(tuple[int, int], key)
+            if vmid is not None and kv != vmid:
+                return False
+            if ka == GLOBAL:
+                return global_too
+            return asid is None or ka == asid
+
+        if vmid is None and asid is None and addr is None and global_too:
+            return self.tlb.flush(None)
         if addr is None:
-            victims = list(d)
-        else:
-            first = addr >> shift
-            last = (addr + (n << 12) - 1) >> shift
-            if last - first + 1 <= len(d):
-                victims = [v for v in range(first, last + 1) if v in d]
-            else:
-                victims = [v for v in d if first <= v <= last]
-        for vpn in victims:
-            self._drop(d.pop(vpn))
-        return len(victims)
+            return self.tlb.flush(match)
+        return self.tlb.flush(match, addr, addr + (pages << 12) - 1)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 from attrs import frozen
 
+from hw.devconfig import check_range, from_mapping
 from hw.smmuv3 import registers as sr
 
 OAS_BITS = (32, 36, 40, 42, 44, 48, 52)
@@ -25,11 +25,11 @@ REGISTER_SIZE = 0x20000
 """Page 0 and page 1, 64 KiB each (facts A1)."""
 
 
+WHAT = "smmuv3 config"
+
+
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(
-            f"smmuv3 config {name}: expected an integer in [{lo}, {hi}], got {value!r}"
-        )
+    check_range(WHAT, name, value, lo, hi)
 
 
 @frozen
@@ -69,18 +69,7 @@ class Smmuv3Config:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> Smmuv3Config:
         """Build from a machine file's table; unknown keys and bad values raise ValueError."""
-        names = {f.name for f in attrs.fields(cls)}
-        for key in config:
-            if key not in names:
-                raise ValueError(f"smmuv3 config: unknown key {key!r}")
-        for f in attrs.fields(cls):
-            if (
-                f.name in config
-                and f.type in ("bool", bool)
-                and not isinstance(config[f.name], bool)
-            ):
-                raise ValueError(f"smmuv3 config {f.name}: expected true/false")
-        cfg = cls(**dict(config))
+        cfg = from_mapping(cls, config, WHAT)
         cfg.validate()
         return cfg
 

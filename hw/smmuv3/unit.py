@@ -35,34 +35,41 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.bus import DmaFault, DmaResult
 from hw.iommu_unit import IommuUnitModel
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
-from hw.smmuv3.caches import GLOBAL, Caches, SteEntry, TlbEntry
+from hw.smmuv3.caches import GLOBAL, Caches, SteEntry
 from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
 from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
 from hw.smmuv3.queues import CommandQueue, EventQueue
-from hw.smmuv3.walk import CdInfo, SmmuFault, StreamInfo, Walker, permission_ok
+from hw.smmuv3.walk import CdInfo, SmmuFault, StreamInfo, Walker, need_bits, permission_ok
+from hw.translation import (
+    NEVER,
+    Pipeline,
+    PipelineStats,
+    TlbEntry,
+    translate_run,
+)
 
 if TYPE_CHECKING:
     from hw.machine import Machine
+
+SSID_MASK = (1 << 20) - 1
+"""An event record's SSID field is 20 bits (the widest SubstreamID, IDR1.SSIDSIZE);
+a transaction tagged wider (only a model can make one) is recorded with its low bits."""
 
 ACK_DELAY_NS = 100
 """Time between a CR0/IRQ_CTRL/GBPA write and its acknowledgement."""
 
 
-class StaleTranslationError(Exception):
-    """A cached STE/CD/TLB entry that differs from the tables was used (strict_stale)."""
-
-
 @define(slots=True)
-class Smmuv3Stats:
-    """Counters for tests, benchmarks and the CLI."""
+class Smmuv3Stats(PipelineStats):
+    """Counters for tests, benchmarks and the CLI (TLB hits/misses and stale uses are
+    the shared pipeline's; :attr:`tlb_hits`/:attr:`tlb_misses` name them as the SMMU
+    does)."""
 
-    tlb_hits: int = 0
-    tlb_misses: int = 0
     ste_hits: int = 0
     ste_misses: int = 0
     cd_hits: int = 0
@@ -79,6 +86,14 @@ class Smmuv3Stats:
     sev: int = 0
     invalidations: int = 0
 
+    @property
+    def tlb_hits(self) -> int:
+        return self.iotlb_hits
+
+    @property
+    def tlb_misses(self) -> int:
+        return self.iotlb_misses
+
 
 class Smmuv3Unit(IommuUnitModel):
     """An SMMUv3: ``Smmuv3Unit(name, config)`` then ``attach(machine, base)``.
@@ -89,6 +104,10 @@ class Smmuv3Unit(IommuUnitModel):
 
     table = "IORT"
     register_size = REGISTER_SIZE
+    _w: Walker
+    _c: Caches
+    _p: Pipeline
+    """Bound at attach for the translation path (the public properties check)."""
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name)
@@ -101,6 +120,7 @@ class Smmuv3Unit(IommuUnitModel):
         self.evtq_enabled = False
         self.gbpa_abort = False
         self.regs = self._build_regs()
+        self._pipeline: Pipeline | None = None
         self._walker: Walker | None = None
         self._caches: Caches | None = None
         self.cmdq = CommandQueue(self)
@@ -149,8 +169,15 @@ class Smmuv3Unit(IommuUnitModel):
         """Called once by the Machine: RAM, clock and interrupt delivery become reachable."""
         self.machine = machine
         self.base = base
+        self._pipeline = Pipeline(machine.memory, self.stats, self.cfg.strict_stale)
         self._walker = Walker(machine.memory, self.cfg)
-        self._caches = Caches(machine.memory)
+        self._walker.set_bits = self._pipeline.deps.own_write
+        self._caches = Caches(self._pipeline)
+        self._w, self._c, self._p = self._walker, self._caches, self._pipeline
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.attached(self._pipeline)
 
     @property
     def walker(self) -> Walker:
@@ -293,14 +320,6 @@ class Smmuv3Unit(IommuUnitModel):
         return addr, ((num + 1) << scale) * granule_pages
 
     # -- translation ---------------------------------------------------------------------
-    def _untranslated(self, addr: int, size: int, write: bool) -> DmaResult:
-        ram = self.m.memory.size
-        if 0 <= addr and addr + size <= ram:
-            return DmaResult(((addr, size),))
-        good = max(0, min(size, ram - addr)) if addr >= 0 else 0
-        runs = ((addr, good),) if good else ()
-        return DmaResult(runs, DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM"))
-
     def _strtab(self) -> tuple[int, int]:
         return self.regs["STRTAB_BASE"] & sr.STRTAB_BASE.ADDR.mask, self.regs["STRTAB_BASE_CFG"]
 
@@ -333,7 +352,7 @@ class Smmuv3Unit(IommuUnitModel):
         return self._pages(rid, pasid, priv, addr, size, write, ste.vmid, cd, stale)
 
     def _ste_cached(self, sid: int, stale: list[str]) -> StreamInfo:
-        caches, walker = self.caches, self.walker
+        caches, walker = self._c, self._w
         e = caches.ste.get(sid)
         if e is None:
             self.stats.ste_misses += 1
@@ -345,17 +364,15 @@ class Smmuv3Unit(IommuUnitModel):
 
     def _recheck_ste(self, sid: int, e: SteEntry, stale: list[str]) -> None:
         try:
-            fresh: StreamInfo | None = self.walker.ste(*self._strtab(), sid)
+            fresh: StreamInfo | None = self._w.ste(*self._strtab(), sid)
         except SmmuFault:
             fresh = None
-        if fresh is not None and fresh == e.info:
-            self.caches.deps.rebase(e, fresh.pages)
-        else:
+        if fresh is None or not self._p.revalidate(e, fresh == e.info, fresh.slots):
             stale.append("CFGI_STE")
 
     def _cd_cached_fn(self, sid: int, stale: list[str]) -> Callable[[StreamInfo, int], CdInfo]:
         def lookup(ste: StreamInfo, index: int) -> CdInfo:
-            caches, walker = self.caches, self.walker
+            caches, walker = self._c, self._w
             e = caches.cd.get((sid, index))
             if e is None:
                 self.stats.cd_misses += 1
@@ -367,9 +384,7 @@ class Smmuv3Unit(IommuUnitModel):
                     fresh: CdInfo | None = walker.cd(fste, index)
                 except SmmuFault:
                     fresh = None
-                if fresh is not None and fresh == e.info:
-                    caches.deps.rebase(e, fresh.pages)
-                else:
+                if fresh is None or not self._p.revalidate(e, fresh == e.info, fresh.slots):
                     stale.append("CFGI_CD")
             return e.info
 
@@ -415,86 +430,23 @@ class Smmuv3Unit(IommuUnitModel):
         cd: CdInfo,
         stale: list[str],
     ) -> DmaResult:
-        """The per-page loop: TLB hit path, fills, permission checks, run merging."""
-        caches = self.caches
-        okp = tuple(permission_ok(p, write, priv, cd.pan) for p in range(4))
-        sizes = caches.tlb.get((vmid, cd.asid))
-        gsizes = caches.tlb.get((vmid, GLOBAL))
+        """The pages through the shared pipeline, tagged (VMID, ASID), sourced from the
+        TTBx root the address selects; global (nG=0) entries are found by the slow
+        path (:class:`_TlbSlowPath`)."""
         root = cd.ttb1 if (addr >> 55) & 1 else cd.ttb0
-        runs: list[tuple[int, int]] = []
-        run_start = run_end = -1
-        a, end = addr, addr + size
-        hits = 0
-        ram = self.m.memory.size
-        fault: DmaFault | None = None
-        while a < end:
-            e: TlbEntry | None = None
-            if sizes is not None:
-                e = sizes[0].get(a >> 12) or sizes[1].get(a >> 21) or sizes[2].get(a >> 30)
-                # Hot path: a clean hit that needs no check, inside RAM.
-                if (
-                    e is not None
-                    and not e.suspect
-                    and e.root == root
-                    and not stale
-                    and okp[e.perms]
-                ):
-                    shift = e.shift
-                    off = a & ((1 << shift) - 1)
-                    chunk = (1 << shift) - off
-                    if a + chunk > end:
-                        chunk = end - a
-                    phys = e.phys | off
-                    if phys + chunk <= ram:
-                        hits += 1
-                        if phys == run_end:
-                            run_end += chunk
-                        else:
-                            if run_start >= 0:
-                                runs.append((run_start, run_end - run_start))
-                            run_start, run_end = phys, phys + chunk
-                        a += chunk
-                        continue
-            if e is None and gsizes is not None:
-                e = gsizes[0].get(a >> 12) or gsizes[1].get(a >> 21) or gsizes[2].get(a >> 30)
-            missing = list(stale)
-            try:
-                e = self._slow_page(vmid, cd, e, a, missing)
-            except SmmuFault as f:
-                if missing:
-                    self._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
-                fault = self._fault(sid, pasid, priv, a, write, f, cd)
-                break
-            if sizes is None:
-                sizes = caches.tlb.get((vmid, cd.asid))
-            if gsizes is None:
-                gsizes = caches.tlb.get((vmid, GLOBAL))
-            if not okp[e.perms]:
-                perm = SmmuFault(Evt.F_PERMISSION)
-                if missing:
-                    self._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
-                fault = self._fault(sid, pasid, priv, a, write, perm, cd)
-                break
-            shift = e.shift
-            phys = e.phys | (a & ((1 << shift) - 1))
-            if missing:
-                self._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
-            chunk = min(end, ((a >> shift) + 1) << shift) - a
-            if phys + chunk > ram:
-                chunk = max(0, ram - phys)
-                fault = DmaFault(a + chunk, DMA_FAULT_BUS, write, "outside RAM")
-            if phys == run_end or not chunk:
-                run_end += chunk
-            else:
-                if run_start >= 0:
-                    runs.append((run_start, run_end - run_start))
-                run_start, run_end = phys, phys + chunk
-            if fault is not None:
-                break
-            a += chunk
-        if run_start >= 0:
-            runs.append((run_start, run_end - run_start))
-        self.stats.tlb_hits += hits
+        slow = _TlbSlowPath(self, sid, pasid, priv, write, vmid, cd, stale)
+        runs, fault, hits = translate_run(
+            self._p.iotlb,
+            (vmid, cd.asid),
+            NEVER if stale else root,
+            slow.need,
+            True,
+            addr,
+            addr + size,
+            write,
+            slow,
+        )
+        self.stats.iotlb_hits += hits
         return DmaResult(tuple(runs), fault)
 
     def _slow_page(
@@ -504,42 +456,42 @@ class Smmuv3Unit(IommuUnitModel):
         written since it was filled, or it was filled from other tables under the
         same ASID (ASID reuse without TLBI_NH_ASID)."""
         root = cd.ttb1 if (a >> 55) & 1 else cd.ttb0
+        pipeline = self._p
         if e is not None:
-            self.stats.tlb_hits += 1
-            if e.root != root:
+            self.stats.iotlb_hits += 1
+            if e.src != root:
                 missing.append("TLBI_NH_ASID")
                 return e
+            if e.src is not root:
+                pipeline.rebind(e, root)
             if not e.suspect:
                 return e
             try:
-                leaf = self.walker.walk(cd, a, False)
+                leaf = self._w.walk(cd, a, False)
             except SmmuFault:
                 leaf = None
             asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
-            if leaf is not None and (leaf.phys, leaf.shift, leaf.perms, asid) == (
-                e.phys,
-                e.shift,
-                e.perms,
-                e.asid,
+            if leaf is None or not pipeline.revalidate(
+                e,
+                e.same(leaf.phys, leaf.shift, leaf.perms) and e.tag == (vmid, asid),
+                leaf.slots,
             ):
-                self.caches.deps.rebase(e, leaf.pages)
-            else:
-                missing.append("TLBI_NH_VA" if e.asid != GLOBAL else "TLBI_NH_VAA")
+                missing.append("TLBI_NH_VA" if e.tag[1] != GLOBAL else "TLBI_NH_VAA")  # type: ignore[index]
             return e
-        self.stats.tlb_misses += 1
+        self.stats.iotlb_misses += 1
         self.emit("hw_smmuv3:tlb_miss", vmid=vmid, asid=cd.asid, addr=a)
-        leaf = self.walker.walk(cd, a, True)
+        leaf = self._w.walk(cd, a, True)
         e = TlbEntry(
-            vmid,
-            cd.asid if leaf.ng else GLOBAL,
+            (vmid, cd.asid if leaf.ng else GLOBAL),
             a >> leaf.shift,
             leaf.shift,
             leaf.phys,
             leaf.perms,
             leaf.root,
-            leaf.pages,
+            leaf.pte_addr,
+            leaf.slots,
         )
-        self.caches.put_tlb(e)
+        pipeline.iotlb.put(e)
         return e
 
     # -- stale detection (DESIGN §6) --------------------------------------------------------
@@ -550,7 +502,7 @@ class Smmuv3Unit(IommuUnitModel):
         cache: ``(physical page, 0)`` or ``(-1, event id)``. Sets no Access flags."""
         if not self.smmuen:
             return (-1, int(Evt.ABORT)) if self.gbpa_abort else (addr & ~0xFFF, 0)
-        walker = self.walker
+        walker = self._w
         try:
             ste = walker.ste(*self._strtab(), sid)
             cd = self._select(sid, pasid, ste, walker.cd)
@@ -576,22 +528,20 @@ class Smmuv3Unit(IommuUnitModel):
         current = self.fresh_outcome(sid, pasid, priv, write, addr)
         if current == cached:
             return
-        self.stats.stale_uses += 1
         name = "/".join(dict.fromkeys(missing))
-        self.emit(
-            "hw_smmuv3:stale_translation",
-            sid=sid,
-            ssid=pasid,
-            addr=addr,
-            cached=cached,
-            current=current,
-            missing=name,
+        self._p.stale(
+            f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
+            f"{cached} used, tables say {current}; missing {name}",
+            lambda: self.emit(
+                "hw_smmuv3:stale_translation",
+                sid=sid,
+                ssid=pasid,
+                addr=addr,
+                cached=cached,
+                current=current,
+                missing=name,
+            ),
         )
-        if self.cfg.strict_stale:
-            raise StaleTranslationError(
-                f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
-                f"{cached} used, tables say {current}; missing {name}"
-            )
 
     # -- fault events (IHI 0070 chapter 7) ------------------------------------------------------
     def _fault(
@@ -629,7 +579,10 @@ class Smmuv3Unit(IommuUnitModel):
         sid: int, pasid: int | None, priv: bool, addr: int, write: bool, f: SmmuFault
     ) -> tuple[int, int, int, int]:
         dw0 = ent.EvtDw0.encode(
-            ID=int(f.evt), SSV=int(pasid is not None), SSID=pasid or 0, SID=sid & 0xFFFF_FFFF
+            ID=int(f.evt),
+            SSV=int(pasid is not None),
+            SSID=(pasid or 0) & SSID_MASK,
+            SID=sid & 0xFFFF_FFFF,
         )
         cls = ent.EVT_CLASS_TT if f.evt == Evt.F_WALK_EABT else ent.EVT_CLASS_IN
         dw1 = ent.EvtDw1.encode(
@@ -648,3 +601,53 @@ class Smmuv3Unit(IommuUnitModel):
         from hw.smmuv3.dump import dump_unit
 
         return dump_unit(self)
+
+
+class _TlbSlowPath:
+    """The SMMUv3 slow path of one request (:class:`hw.translation.SlowPath`): global
+    entries, fills, re-checks naming the missing command, F_PERMISSION."""
+
+    __slots__ = ("cd", "need", "pasid", "priv", "sid", "stale", "unit", "vmid", "write")
+
+    def __init__(
+        self,
+        unit: Smmuv3Unit,
+        sid: int,
+        pasid: int | None,
+        priv: bool,
+        write: bool,
+        vmid: int,
+        cd: CdInfo,
+        stale: list[str],
+    ) -> None:
+        self.unit = unit
+        self.sid = sid
+        self.pasid = pasid
+        self.priv = priv
+        self.write = write
+        self.vmid = vmid
+        self.cd = cd
+        self.stale = stale
+        self.need = need_bits(write, priv, cd.pan)
+
+    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        unit, cd = self.unit, self.cd
+        sid, pasid, priv, write = self.sid, self.pasid, self.priv, self.write
+        if e is None:
+            e = unit._p.iotlb.lookup((self.vmid, GLOBAL), a)
+        missing = list(self.stale)
+        try:
+            e = unit._slow_page(self.vmid, cd, e, a, missing)
+        except SmmuFault as f:
+            if missing:
+                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
+            return unit._fault(sid, pasid, priv, a, write, f, cd)
+        if e.perms & self.need != self.need:
+            perm = SmmuFault(Evt.F_PERMISSION)
+            if missing:
+                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
+            return unit._fault(sid, pasid, priv, a, write, perm, cd)
+        if missing:
+            phys = e.phys | (a & ((1 << e.shift) - 1))
+            unit._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
+        return e

@@ -8,10 +8,14 @@ the VMSAv8-64 4 KiB-granule walk that Linux ``io-pgtable-arm.c`` builds tables f
 EPD0/1, TBI, IPS, AFFD, HA, HAD, PAN) applied.
 
 Walks raise :class:`SmmuFault` carrying the event id; they never return a partial
-result. Every walk reports the page frames it read, for the stale-use detector.
+result. Every walk reports the 8-byte granules (``address >> 3``) it read, for the
+stale-use detector; the Access-flag update goes through :attr:`Walker.set_bits` so the
+model's own write does not make its cached entries suspect.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from attrs import field, frozen
 
@@ -23,6 +27,9 @@ from hw.smmuv3.entries import Evt
 
 PERM_W = 1
 PERM_U = 2
+PERM_NU = 4
+"""Not EL0-accessible (AP[1]=0): set exactly when PERM_U is not, so a privileged
+access under CD.PAN can be checked like every right, as a bit that must be set."""
 
 _OA_MASK = ent.LpaeLeaf.OA.mask
 _OA_HIGH = 0xF << 48  # descriptor bits 51:48: nonzero is an Address Size fault (48-bit OA)
@@ -57,7 +64,8 @@ class StreamInfo:
     vmid: int = 0
     l1: int = -1
     """The L1STD the STE was found through (-1: linear stream table)."""
-    pages: frozenset[int] = field(default=frozenset(), eq=False)
+    slots: frozenset[int] = field(default=frozenset(), eq=False)
+    """8-byte granules read (L1STD and the STE words used)."""
 
 
 @frozen
@@ -83,13 +91,14 @@ class CdInfo:
     a: bool
     l1: int = -1
     """The L1CD the CD was found through (-1: linear CD table or single CD)."""
-    pages: frozenset[int] = field(default=frozenset(), eq=False)
+    slots: frozenset[int] = field(default=frozenset(), eq=False)
+    """8-byte granules read (L1CD and the CD words used)."""
 
 
 class Leaf:
     """A stage-1 walk result: output frame, page size, rights and what was read."""
 
-    __slots__ = ("ng", "pages", "perms", "phys", "pte_addr", "root", "shift")
+    __slots__ = ("ng", "perms", "phys", "pte_addr", "root", "shift", "slots")
 
     def __init__(
         self,
@@ -99,7 +108,7 @@ class Leaf:
         ng: bool,
         root: int,
         pte_addr: int,
-        pages: list[int],
+        slots: list[int],
     ) -> None:
         self.phys = phys
         self.shift = shift
@@ -107,7 +116,7 @@ class Leaf:
         self.ng = ng
         self.root = root
         self.pte_addr = pte_addr
-        self.pages = pages
+        self.slots = slots
 
 
 def start_level(va_bits: int) -> int:
@@ -122,6 +131,10 @@ class Walker:
         self.mem = memory
         self.cfg = cfg
         self.oas_bits = cfg.oas_bits
+        self.set_bits: Callable[[int, int], None] = self._set_bits
+
+    def _set_bits(self, addr: int, bits: int) -> None:
+        self.mem.write_u64(addr, self.mem.read_u64(addr) | bits)
 
     def _q(self, addr: int, evt: Evt) -> int:
         try:
@@ -142,7 +155,7 @@ class Walker:
         if sid >> log2size:
             raise SmmuFault(Evt.C_BAD_STREAMID)
         fmt = sr.STRTAB_BASE_CFG.FMT.get(cfg_reg)
-        pages: set[int] = set()
+        slots: set[int] = set()
         l1 = -1
         if fmt == sr.STRTAB_FMT_2LVL and cfg.st_level:
             split = sr.STRTAB_BASE_CFG.SPLIT.get(cfg_reg)
@@ -150,7 +163,7 @@ class Walker:
             l1_bytes = 8 << max(0, log2size - split)
             table = base & ~(max(64, l1_bytes) - 1)
             l1_addr = table + (sid >> split) * ent.L1_DESC_SIZE
-            pages.add(l1_addr >> 12)
+            slots.add(l1_addr >> 3)
             l1 = self._q(l1_addr, Evt.F_STE_FETCH)
             span = ent.L1Std.SPAN.get(l1)
             if span == 0 or span > 12:
@@ -168,14 +181,15 @@ class Walker:
             raw = self.mem.read(addr, 32)
         except BusError:
             raise SmmuFault(Evt.F_STE_FETCH, addr) from None
-        pages.add(addr >> 12)
+        g = addr >> 3
+        slots.update((g, g + 1, g + 2, g + 3))
         dw0 = int.from_bytes(raw[0:8], "little")
         dw1 = int.from_bytes(raw[8:16], "little")
         dw2 = int.from_bytes(raw[16:24], "little")
-        return self._decode_ste(dw0, dw1, dw2, l1, frozenset(pages))
+        return self._decode_ste(dw0, dw1, dw2, l1, frozenset(slots))
 
     def _decode_ste(
-        self, dw0: int, dw1: int, dw2: int, l1: int, pages: frozenset[int]
+        self, dw0: int, dw1: int, dw2: int, l1: int, slots: frozenset[int]
     ) -> StreamInfo:
         f0, f1 = ent.SteDw0, ent.SteDw1
         cfg = self.cfg
@@ -183,14 +197,14 @@ class Walker:
             raise SmmuFault(Evt.C_BAD_STE)
         config = f0.CONFIG.get(dw0)
         if not config & 0b100:
-            return StreamInfo(ent.STE_CFG_ABORT, l1=l1, pages=pages)
+            return StreamInfo(ent.STE_CFG_ABORT, l1=l1, slots=slots)
         if config & 0b010:
             raise SmmuFault(Evt.C_BAD_STE)  # stage 2 is not implemented (IDR0.S2P=0)
         vmid = ent.SteDw2.S2VMID.get(dw2)
         if not cfg.vmid16 and vmid >> 8:
             raise SmmuFault(Evt.C_BAD_STE)
         if config == ent.STE_CFG_BYPASS:
-            return StreamInfo(ent.STE_CFG_BYPASS, vmid=vmid, l1=l1, pages=pages)
+            return StreamInfo(ent.STE_CFG_BYPASS, vmid=vmid, l1=l1, slots=slots)
         cdmax = f0.S1CDMAX.get(dw0)
         fmt = f0.S1FMT.get(dw0)
         if fmt == 3:
@@ -217,13 +231,13 @@ class Walker:
             s1dss=dss if cdmax else 0,
             vmid=vmid,
             l1=l1,
-            pages=pages,
+            slots=slots,
         )
 
     # -- context descriptors (IHI 0070 §5.3, §5.4) ----------------------------------------
     def cd(self, ste: StreamInfo, index: int) -> CdInfo:
         """CD ``index`` of the STE's CD table (``index`` already checked < 2^S1CDMax)."""
-        pages: set[int] = set()
+        slots: set[int] = set()
         l1 = -1
         if ste.s1fmt == ent.S1FMT_LINEAR:
             table = ste.ctxptr & ~((64 << ste.s1cdmax) - 1)
@@ -233,7 +247,7 @@ class Walker:
             l1_bytes = 8 << max(0, ste.s1cdmax - leaf_bits)
             table = ste.ctxptr & ~(max(64, l1_bytes) - 1)
             l1_addr = table + (index >> leaf_bits) * ent.L1_DESC_SIZE
-            pages.add(l1_addr >> 12)
+            slots.add(l1_addr >> 3)
             l1 = self._q(l1_addr, Evt.F_CD_FETCH)
             if not l1 & 1:
                 raise SmmuFault(Evt.C_BAD_SUBSTREAMID)
@@ -243,11 +257,12 @@ class Walker:
             raw = self.mem.read(addr, 24)
         except BusError:
             raise SmmuFault(Evt.F_CD_FETCH, addr) from None
-        pages.add(addr >> 12)
+        g = addr >> 3
+        slots.update((g, g + 1, g + 2))
         q = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, 24, 8)]
-        return self._decode_cd(q[0], q[1], q[2], l1, frozenset(pages))
+        return self._decode_cd(q[0], q[1], q[2], l1, frozenset(slots))
 
-    def _decode_cd(self, d0: int, d1: int, d2: int, l1: int, pages: frozenset[int]) -> CdInfo:
+    def _decode_cd(self, d0: int, d1: int, d2: int, l1: int, slots: frozenset[int]) -> CdInfo:
         """Validity checks of IHI 0070 §5.4 (ILLEGAL -> C_BAD_CD)."""
         f = ent.CdDw0
         cfg = self.cfg
@@ -296,7 +311,7 @@ class Walker:
             r=bool(f.R.get(d0)),
             a=bool(f.A.get(d0)),
             l1=l1,
-            pages=pages,
+            slots=slots,
         )
 
     @staticmethod
@@ -329,46 +344,58 @@ class Walker:
         level = start_level(va_bits)
         table = root
         perms = PERM_W | PERM_U
-        pages: list[int] = []
+        slots: list[int] = []
         ips = cd.ips
-        while True:
-            shift = 39 - 9 * level
-            width = min(9, va_bits - shift)
-            pte_addr = table + ((va >> shift) & ((1 << width) - 1)) * 8
-            pages.append(pte_addr >> 12)
-            pte = self._q(pte_addr, Evt.F_WALK_EABT)
-            if not pte & 1:
-                raise SmmuFault(Evt.F_TRANSLATION)
-            is_table = bool(pte & 2)
-            if (level == 3 and not is_table) or (level == 0 and not is_table):
-                raise SmmuFault(Evt.F_TRANSLATION)
-            if pte & _OA_HIGH:
-                raise SmmuFault(Evt.F_ADDR_SIZE)
-            if is_table and level < 3:
-                table = pte & _OA_MASK
-                if table >> ips:
+        read = self.mem.read_u64
+        shift = 39 - 9 * level
+        mask = (1 << min(9, va_bits - shift)) - 1
+        pte_addr = table
+        try:
+            while True:
+                pte_addr = table + ((va >> shift) & mask) * 8
+                slots.append(pte_addr >> 3)
+                pte = read(pte_addr)
+                if not pte & 1:
+                    raise SmmuFault(Evt.F_TRANSLATION)
+                if pte & 2:
+                    if level < 3:
+                        if pte & _OA_HIGH:
+                            raise SmmuFault(Evt.F_ADDR_SIZE)
+                        table = pte & _OA_MASK
+                        if table >> ips:
+                            raise SmmuFault(Evt.F_ADDR_SIZE)
+                        if not had:
+                            if pte & _APT_RO:
+                                perms &= ~PERM_W
+                            if pte & _APT_NO_EL0:
+                                perms &= ~PERM_U
+                        level += 1
+                        shift -= 9
+                        mask = 0x1FF
+                        continue
+                elif level == 3 or level == 0:
+                    raise SmmuFault(Evt.F_TRANSLATION)
+                if pte & _OA_HIGH:
                     raise SmmuFault(Evt.F_ADDR_SIZE)
-                if not had:
-                    if pte & _APT_RO:
-                        perms &= ~PERM_W
-                    if pte & _APT_NO_EL0:
-                        perms &= ~PERM_U
-                level += 1
-                continue
-            phys = pte & _OA_MASK & ~((1 << shift) - 1)
-            if phys >> ips:
-                raise SmmuFault(Evt.F_ADDR_SIZE)
-            if not pte & _AF:
-                if cd.ha:
-                    if update:
-                        self.mem.write_u64(pte_addr, pte | _AF)
-                elif not cd.affd:
-                    raise SmmuFault(Evt.F_ACCESS)
-            if pte & _AP2:
-                perms &= ~PERM_W
-            if not pte & _AP1:
-                perms &= ~PERM_U
-            return Leaf(phys, shift, perms, bool(pte & _NG), root, pte_addr, pages)
+                break
+        except BusError:
+            raise SmmuFault(Evt.F_WALK_EABT, pte_addr) from None
+        phys = pte & _OA_MASK & ~((1 << shift) - 1)
+        if phys >> ips:
+            raise SmmuFault(Evt.F_ADDR_SIZE)
+        if not pte & _AF:
+            if cd.ha:
+                if update:
+                    self.set_bits(pte_addr, _AF)
+            elif not cd.affd:
+                raise SmmuFault(Evt.F_ACCESS)
+        if pte & _AP2:
+            perms &= ~PERM_W
+        if not pte & _AP1:
+            perms &= ~PERM_U
+        if not perms & PERM_U:
+            perms |= PERM_NU
+        return Leaf(phys, shift, perms, bool(pte & _NG), root, pte_addr, slots)
 
 
 def _table_base(ttb: int, va_bits: int) -> int:
@@ -377,10 +404,16 @@ def _table_base(ttb: int, va_bits: int) -> int:
     return ttb & ~(max(64, entries * 8) - 1)
 
 
+def need_bits(write: bool, priv: bool, pan: bool) -> int:
+    """The rights a transaction needs (AP[2:1] against RnW and PnU, with CD.PAN; facts
+    A10): W to write; EL0 access unprivileged; under PAN a privileged access must not
+    touch an EL0-accessible page."""
+    need = PERM_W if write else 0
+    if not priv:
+        return need | PERM_U
+    return need | PERM_NU if pan else need
+
+
 def permission_ok(perms: int, write: bool, priv: bool, pan: bool) -> bool:
-    """AP[2:1] against the transaction's RnW and PnU, with CD.PAN (facts A10)."""
-    if write and not perms & PERM_W:
-        return False
-    if priv:
-        return not (pan and perms & PERM_U)
-    return bool(perms & PERM_U)
+    need = need_bits(write, priv, pan)
+    return perms & need == need

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 from attrs import frozen
 
+from hw.devconfig import check_range, from_mapping
 from hw.vtd import registers as vr
 
 PAGE = 4096
@@ -24,9 +24,11 @@ FRCD_OFFSET = 0x200
 """First fault recording register; records follow at 16-byte strides."""
 
 
+WHAT = "vtd config"
+
+
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"vtd config {name}: expected an integer in [{lo}, {hi}], got {value!r}")
+    check_range(WHAT, name, value, lo, hi)
 
 
 @frozen
@@ -70,18 +72,7 @@ class VtdConfig:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> VtdConfig:
         """Build from a machine file's table; unknown keys and bad values raise ValueError."""
-        names = {f.name for f in attrs.fields(cls)}
-        for key in config:
-            if key not in names:
-                raise ValueError(f"vtd config: unknown key {key!r}")
-        for f in attrs.fields(cls):
-            if (
-                f.name in config
-                and f.type in ("bool", bool)
-                and not isinstance(config[f.name], bool)
-            ):
-                raise ValueError(f"vtd config {f.name}: expected true/false")
-        cfg = cls(**dict(config))
+        cfg = from_mapping(cls, config, WHAT)
         cfg.validate()
         return cfg
 

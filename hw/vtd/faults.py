@@ -1,20 +1,33 @@
-"""VT-d fault reasons and the primary fault log (VT-d spec 7.2/10.4.14; facts A7, A12).
+"""VT-d fault reasons, the primary fault log and the unit's fault reporting
+(VT-d spec 7.2/7.3, 10.4.9-10.4.14; facts A7, A12).
 
 :class:`FR` names every fault reason the model can report. :class:`FaultLog` owns the
 fault recording registers: records fill round-robin from the record after the last
 one written, a record whose F bit is still set is never overwritten (PFO is set
 instead), FSTS.PPF is the OR of the F bits and FSTS.FRI points at the oldest pending
 record. QEMU ``vtd_report_frcd_fault``/``vtd_try_collapse_fault`` behave alike, with
-one record; this log has CAP.NFR+1.
+one record; this log has CAP.NFR+1. :class:`FaultReporting` is the unit's side:
+recording a translation fault (honouring FPD), the fault and invalidation-completion
+event interrupts (FECTL/IECTL masking and pending bits) and the status registers'
+write side effects (QEMU ``vtd_report_dmar_fault``, ``vtd_generate_fault_event``).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from hw.regs import RegisterFile
+from hw.bus import DmaFault
+from hw.regs import RegisterFile, RegSlot
 from hw.vtd import registers as vr
+
+if TYPE_CHECKING:
+    from hw.vtd.unit import VtdUnit
+
+PASID_MASK = (1 << 20) - 1
+"""A PASID is 20 bits on the wire (PCIe PASID TLP prefix) and in FRCD.PV."""
+PV_SID_MASK = 0xFFFF
 
 
 class FR(enum.IntEnum):
@@ -143,14 +156,16 @@ class FaultLog:
                 self.event()
             return False
         had_pending = bool(regs.field("FSTS", vr.FSTS.PPF))
+        # The record holds what a PASID TLP prefix can carry: 20 bits. A request
+        # tagged wider (only a model can make one) keeps its low bits, as SID does.
         regs[f"FRCD{i}_LO"] = addr & ~0xFFF
         regs[f"FRCD{i}_HI"] = vr.FRCD_HI.encode(
-            SID=sid,
+            SID=sid & PV_SID_MASK,
             PRIV=int(priv),
             EXE=int(exe),
             PP=int(pasid is not None),
             FR=reason,
-            PV=pasid or 0,
+            PV=(pasid or 0) & PASID_MASK,
             T=int(not write),
             F=1,
         )
@@ -173,3 +188,92 @@ class FaultLog:
                 regs.field("FSTS", vr.FSTS.PPF, 1)
                 return
         regs.field("FSTS", vr.FSTS.PPF, 0)
+
+
+class FaultReporting:
+    """Fault recording and event interrupts of one unit (spec 7.2, 7.3, 10.4.9-10.4.12).
+
+    The register file's write hooks for FSTS, FECTL, IECTL, ICS and the FRCD high
+    words point here; :meth:`fault` is what every translation path calls."""
+
+    def __init__(self, unit: VtdUnit) -> None:
+        self.unit = unit
+
+    def fault(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        exe: bool,
+        addr: int,
+        write: bool,
+        reason: FR,
+        fpd: bool,
+    ) -> DmaFault:
+        """Record a translation fault (spec 7.2) unless FPD suppresses a qualified one."""
+        unit = self.unit
+        stats = unit.stats
+        stats.faults += 1
+        if fpd and reason not in NON_QUALIFIED:
+            stats.faults_suppressed += 1
+        elif unit.faults.record(rid, addr, int(reason), write, pasid, priv, exe):
+            stats.faults_recorded += 1
+        else:
+            stats.faults_overflow += 1
+        unit.emit("hw_vtd:fault", rid=rid, pasid=pasid, addr=addr, reason=int(reason), write=write)
+        return DmaFault(addr, int(reason), write, reason.name)
+
+    # -- event interrupts ------------------------------------------------------------
+    def fault_event(self) -> None:
+        self._event("FECTL", "FEADDR", "FEUADDR", "FEDATA")
+
+    def iwc_event(self) -> None:
+        self._event("IECTL", "IEADDR", "IEUADDR", "IEDATA")
+
+    def _event(self, ctl: str, addr: str, uaddr: str, data: str) -> None:
+        regs = self.unit.regs
+        if regs.field(ctl, vr.EventControl.IM):
+            regs.field(ctl, vr.EventControl.IP, 1)
+            return
+        regs.field(ctl, vr.EventControl.IP, 0)
+        self.unit.m.msi(regs[addr] | (regs[uaddr] << 32), regs[data])
+
+    def _unmask(self, ctl: str) -> None:
+        regs = self.unit.regs
+        if not regs.field(ctl, vr.EventControl.IM) and regs.field(ctl, vr.EventControl.IP):
+            if ctl == "FECTL":
+                self.fault_event()
+            else:
+                self.iwc_event()
+
+    def set_iqe(self, code: int) -> None:
+        """Report an invalidation queue error (FSTS.IQE + IQERCD.IQEI) and signal it."""
+        regs = self.unit.regs
+        self.unit.stats.qi_errors += 1
+        regs.field("IQERCD", vr.IQERCD.IQEI, code)
+        if not regs.field("FSTS", vr.FSTS.IQE):
+            regs.field("FSTS", vr.FSTS.IQE, 1)
+            self.fault_event()
+
+    # -- register write hooks ----------------------------------------------------------
+    def fectl_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        self._unmask("FECTL")
+
+    def iectl_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        self._unmask("IECTL")
+
+    def fsts_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        regs = self.unit.regs
+        status = vr.FSTS.PFO.mask | vr.FSTS.PPF.mask | vr.FSTS.IQE.mask
+        status |= vr.FSTS.ICE.mask | vr.FSTS.ITE.mask
+        if not regs["FSTS"] & status:
+            regs.field("FECTL", vr.EventControl.IP, 0)
+        if old & vr.FSTS.IQE.mask and not slot.value & vr.FSTS.IQE.mask:
+            self.unit.qi.kick()
+
+    def ics_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        if not slot.value & 1:
+            self.unit.regs.field("IECTL", vr.EventControl.IP, 0)
+
+    def frcd_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        self.unit.faults.update()

@@ -34,6 +34,16 @@ INTR_LO = 0xFEE0_0000
 INTR_HI = 0xFEF0_0000
 
 _SL_PRESENT = ent.SlPte.R.mask | ent.SlPte.W.mask
+_SL_A = ent.SlPte.A.mask
+_SL_SNP = ent.SlPte.SNP.mask
+_FL_A = ent.FlPte.A.mask
+_PS = ent.SlPte.PS.mask
+assert _PS == ent.FlPte.PS.mask
+_ADDR = (1 << 52) - 1
+_ADDR_4K = _ADDR & ~0xFFF
+_SL_PERM_FR = ((FR.READ, FR.WRITE), (FR.SM_READ, FR.SM_WRITE))
+"""Non-present second-stage entry: [scalable][write]."""
+_SL_RSVD_FR = (FR.PAGING_ENTRY_RSVD, FR.SS_RSVD)
 
 
 @frozen
@@ -101,6 +111,22 @@ class Leaf:
         return (self.phys, self.shift, self.perms) == (other.phys, other.shift, other.perms)
 
 
+class WalkMemo:
+    """The upper levels of the last walk that reached a last-level table, for the
+    next page of the same 2 MiB region in the same request: the table, the rights
+    of the levels above and their granules. Valid within one request only (nothing
+    but the walk's own A/D updates writes RAM during one), where it gives exactly
+    what re-reading those levels would."""
+
+    __slots__ = ("perms", "region", "slots", "table")
+
+    def __init__(self) -> None:
+        self.region = -1
+        self.table = 0
+        self.perms = 0
+        self.slots: tuple[int, ...] = ()
+
+
 def _set_bits(mem: Memory) -> Callable[[int, int], None]:
     def set_bits(addr: int, bits: int) -> None:
         pte = mem.read_u64(addr)
@@ -123,6 +149,11 @@ class Walker:
         self.cfg = cfg
         self.addr_rsvd = ent.addr_rsvd(cfg.haw)
         self.set_bits: Callable[[int, int], None] = _set_bits(memory)
+        self.set_bits_many: Callable[[dict[int, int]], None] = self._set_bits_many
+
+    def _set_bits_many(self, updates: dict[int, int]) -> None:
+        for addr, bits in updates.items():
+            self.set_bits(addr, bits)
 
     def _read(self, addr: int, reason: FR, fpd: bool = False) -> int:
         try:
@@ -281,103 +312,146 @@ class Walker:
 
     # -- paging structures ------------------------------------------------------------
     def walk_sl(
-        self, st: Stage, addr: int, write: bool, scalable: bool, fpd: bool, update: bool
+        self,
+        st: Stage,
+        addr: int,
+        write: bool,
+        scalable: bool,
+        fpd: bool,
+        update: bool,
+        memo: WalkMemo | None = None,
+        leaf_a: bool = True,
     ) -> Leaf:
         """Second-stage walk (facts A11.2); QEMU ``vtd_iova_to_slpte``.
 
         A non-present entry (R=W=0) faults as a read/write permission fault, the way
-        the spec and QEMU report it (0x05/0x06 legacy, 0x85/0x86 scalable).
+        the spec and QEMU report it (0x05/0x06 legacy, 0x85/0x86 scalable). One loop
+        with the entry decoded in place (no objects per level); the access rights of
+        a level are its bits 2:0 (R, W, X), ANDed over the levels.
         """
-        width = 30 + 9 * (st.levels - 2)
-        if addr >> min(width, self.cfg.mgaw):
+        levels = st.levels
+        if addr >> min(30 + 9 * (levels - 2), self.cfg.mgaw):
             raise TranslationFault(FR.SM_ADDR_BEYOND if scalable else FR.ADDR_BEYOND_MGAW, fpd)
-        if scalable:
-            acc, rsvd_fr = FR.SS_ACCESS, FR.SS_RSVD
-            perm_fr = FR.SM_WRITE if write else FR.SM_READ
-        else:
-            acc, rsvd_fr = FR.PAGING_ENTRY_ACCESS, FR.PAGING_ENTRY_RSVD
-            perm_fr = FR.WRITE if write else FR.READ
+        read = self.mem.read_u64
+        rsvd = self.addr_rsvd
+        leaf_rsvd = rsvd if scalable else rsvd | _SL_SNP
+        sllps = self.cfg.sllps
+        ad = update and st.ssade
         table = st.root
         perms = PERM_R | PERM_W | PERM_X
         slots: list[int] = []
-        sllps = self.cfg.sllps
-        for level in range(st.levels, 0, -1):
-            shift = 12 + 9 * (level - 1)
-            pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-            pte = self._read(pte_addr, acc, fpd)
-            slots.append(pte_addr >> 3)
-            if not pte & _SL_PRESENT:
-                raise TranslationFault(perm_fr, fpd)
-            ps = pte & ent.SlPte.PS.mask
-            rsvd = self.addr_rsvd
-            if ps and (level == 1 or level > 3 or level == st.levels):
-                raise TranslationFault(rsvd_fr, fpd)
-            if ps and not (sllps >> (level - 2)) & 1:
-                raise TranslationFault(rsvd_fr, fpd)
-            leaf = level == 1 or bool(ps)
-            if leaf:
-                rsvd |= ((1 << shift) - 1) & ~0xFFF
-                if not scalable:
-                    rsvd |= ent.SlPte.SNP.mask
-            if pte & rsvd:
-                raise TranslationFault(rsvd_fr, fpd)
-            perms &= (pte & 3) | (PERM_X if pte & 4 else 0)
-            if update and st.ssade and not pte & ent.SlPte.A.mask:
-                self.set_bits(pte_addr, ent.SlPte.A.mask)
-            if leaf:
-                phys = pte & ((1 << 52) - 1) & ~((1 << shift) - 1)
-                return Leaf(phys, shift, perms, pte_addr, slots)
-            table = pte & ((1 << 52) - 1) & ~0xFFF
-        raise AssertionError("unreachable: level 1 is always a leaf")  # pragma: no cover
+        level = levels
+        shift = 12 + 9 * levels
+        if memo is not None and memo.region == addr >> 21:
+            table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
+        try:
+            while True:
+                shift -= 9
+                pte_addr = table + ((addr >> shift) & 0x1FF) * 8
+                pte = read(pte_addr)
+                slots.append(pte_addr >> 3)
+                if not pte & _SL_PRESENT:
+                    raise TranslationFault(_SL_PERM_FR[scalable][write], fpd)
+                if pte & _PS:
+                    if level == 1 or level > 3 or level == levels or not (sllps >> (level - 2)) & 1:
+                        raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+                elif level != 1:
+                    if pte & rsvd:
+                        raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+                    perms &= pte & 7
+                    if ad and not pte & _SL_A:
+                        self.set_bits(pte_addr, _SL_A)
+                    table = pte & _ADDR_4K
+                    level -= 1
+                    if level == 1 and memo is not None:
+                        memo.region, memo.table, memo.perms = addr >> 21, table, perms
+                        memo.slots = (*slots,)
+                    continue
+                if pte & (leaf_rsvd | (((1 << shift) - 1) & ~0xFFF)):
+                    raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+                perms &= pte & 7
+                if ad and leaf_a and not pte & _SL_A:
+                    self.set_bits(pte_addr, _SL_A)
+                return Leaf(pte & _ADDR & ~((1 << shift) - 1), shift, perms, pte_addr, slots)
+        except BusError:
+            raise TranslationFault(
+                FR.SS_ACCESS if scalable else FR.PAGING_ENTRY_ACCESS, fpd
+            ) from None
 
-    def walk_fl(self, st: Stage, addr: int, fpd: bool, update: bool) -> Leaf:
+    def walk_fl(
+        self,
+        st: Stage,
+        addr: int,
+        fpd: bool,
+        update: bool,
+        memo: WalkMemo | None = None,
+        leaf_a: bool = True,
+    ) -> Leaf:
         """First-stage (x86-64) walk (facts A11.1); QEMU ``vtd_iova_to_flpte``.
 
         XD is honoured whatever PASID-entry NXE says (Linux stopped setting NXE).
         Accessed flags are set on the way down when ``update``; D is set by the caller
-        once the write passed its permission check.
+        once the write passed its permission check. One loop, entries decoded in
+        place: R always, W from bit 1, U from bit 2, X unless bit 63.
         """
-        sign = 47 if st.levels == 4 else 56
+        levels = st.levels
+        sign = 47 if levels == 4 else 56
         top = addr >> sign
         if top not in (0, (1 << (64 - sign)) - 1):
             raise TranslationFault(FR.SM_NON_CANONICAL, fpd)
+        read = self.mem.read_u64
+        rsvd = self.addr_rsvd
+        fl1gp = self.cfg.fl1gp
         table = st.root
         perms = PERM_R | PERM_W | PERM_X | PERM_U
         slots: list[int] = []
-        acc = FR.FS_PTR_INVALID
-        for level in range(st.levels, 0, -1):
-            shift = 12 + 9 * (level - 1)
-            pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-            pte = self._read(pte_addr, acc, fpd)
-            acc = FR.FS_ACCESS
-            slots.append(pte_addr >> 3)
-            if not pte & 1:
-                raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
-            ps = pte & ent.FlPte.PS.mask and level > 1
-            rsvd = self.addr_rsvd
-            if ps and (level > 3 or (level == 3 and not self.cfg.fl1gp)):
-                raise TranslationFault(FR.FS_RSVD, fpd)
-            leaf = level == 1 or bool(ps)
-            if leaf and level > 1:
-                rsvd |= ((1 << shift) - 1) & ~0x1FFF
-            if pte & rsvd:
-                raise TranslationFault(FR.FS_RSVD, fpd)
-            perms &= (
-                PERM_R
-                | (PERM_W if pte & 2 else 0)
-                | (PERM_U if pte & 4 else 0)
-                | (0 if pte >> 63 else PERM_X)
-            )
-            if update and not pte & ent.FlPte.A.mask:
-                self.set_bits(pte_addr, ent.FlPte.A.mask)
-            if leaf:
-                phys = pte & ((1 << 52) - 1) & ~((1 << shift) - 1)
-                return Leaf(phys, shift, perms, pte_addr, slots)
-            table = pte & ((1 << 52) - 1) & ~0xFFF
-        raise AssertionError("unreachable: level 1 is always a leaf")  # pragma: no cover
+        level = levels
+        shift = 12 + 9 * levels
+        if memo is not None and memo.region == addr >> 21:
+            table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
+        try:
+            while True:
+                shift -= 9
+                pte_addr = table + ((addr >> shift) & 0x1FF) * 8
+                pte = read(pte_addr)
+                slots.append(pte_addr >> 3)
+                if not pte & 1:
+                    raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
+                leaf = level == 1
+                if pte & _PS and not leaf:
+                    if level > 3 or (level == 3 and not fl1gp):
+                        raise TranslationFault(FR.FS_RSVD, fpd)
+                    leaf = True
+                    if pte & (rsvd | (((1 << shift) - 1) & ~0x1FFF)):
+                        raise TranslationFault(FR.FS_RSVD, fpd)
+                elif pte & rsvd:
+                    raise TranslationFault(FR.FS_RSVD, fpd)
+                perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
+                if update and not pte & _FL_A and (leaf_a or not leaf):
+                    self.set_bits(pte_addr, _FL_A)
+                if leaf:
+                    return Leaf(pte & _ADDR & ~((1 << shift) - 1), shift, perms, pte_addr, slots)
+                table = pte & _ADDR_4K
+                level -= 1
+                if level == 1 and memo is not None:
+                    memo.region, memo.table, memo.perms = addr >> 21, table, perms
+                    memo.slots = (*slots,)
+        except BusError:
+            raise TranslationFault(
+                FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
+            ) from None
 
     def set_dirty(self, st: Stage, pte_addr: int) -> None:
         """Set a leaf's D bit after a permitted write (FL always, SL with SSADE)."""
         if st.kind == KIND_SL and not st.ssade:
             return
         self.set_bits(pte_addr, ent.FlPte.D.mask if st.kind == KIND_FL else ent.SlPte.D.mask)
+
+    def accessed_bits(self, st: Stage, dirty: bool) -> int:
+        """The leaf bits a permitted access sets: A, and D with ``dirty`` (FL always,
+        SL with SSADE; 0 when the stage keeps no A/D)."""
+        if st.kind == KIND_FL:
+            return _FL_A | (ent.FlPte.D.mask if dirty else 0)
+        if st.ssade:
+            return _SL_A | (ent.SlPte.D.mask if dirty else 0)
+        return 0

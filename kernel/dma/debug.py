@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from attrs import define, field
 
@@ -241,69 +241,140 @@ def _dir(d: int) -> str:
     return DIR2NAME[d] if 0 <= d < len(DIR2NAME) else str(d)
 
 
+class EntryFields(Protocol):
+    """What the unmap/sync comparisons read from an entry: a :class:`DmaDebugEntry`,
+    or a mapping rebuilt from a recorded trace (``iommulab replay``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def dev_addr(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def direction(self) -> int: ...
+    @property
+    def paddr(self) -> int: ...
+    @property
+    def sg_call_ents(self) -> int: ...
+    @property
+    def map_err_type(self) -> int: ...
+
+
+UNMAP_SIZE = "size"
+UNMAP_FUNCTION = "function"
+UNMAP_CPU_ADDRESS = "cpu-address"
+UNMAP_SG_COUNT = "sg-count"
+UNMAP_DIRECTION = "direction"
+UNMAP_MAP_ERROR = "map-error"
+
+
+def not_allocated_message(dev_addr: int, size: int) -> str:
+    """``check_unmap``'s text when no entry matches the freed address."""
+    if dev_addr == DMA_MAPPING_ERROR:
+        return "device driver tries to free an invalid DMA memory address"
+    return (
+        "device driver tries to free DMA memory it has not allocated "
+        f"[device address=0x{dev_addr:016x}] [size={size} bytes]"
+    )
+
+
+def unmap_mismatches(entry: EntryFields, ref: EntryFields) -> list[tuple[str, str]]:
+    """``check_unmap``'s comparisons of the found ``entry`` with the unmap ``ref``, in
+    debug.c's order: (kind, message) for each that fails (kinds ``UNMAP_*``)."""
+    out: list[tuple[str, str]] = []
+    if ref.size != entry.size:
+        out.append((
+            UNMAP_SIZE,
+            "device driver frees DMA memory with different size "
+            f"[device address=0x{ref.dev_addr:016x}] [map size={entry.size} bytes] "
+            f"[unmap size={ref.size} bytes]",
+        ))  # fmt: skip
+    if ref.type != entry.type:
+        out.append((
+            UNMAP_FUNCTION,
+            "device driver frees DMA memory with wrong function "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[mapped as {entry.type}] [unmapped as {ref.type}]",
+        ))  # fmt: skip
+    elif entry.type == TYPE_COHERENT and ref.paddr != entry.paddr:
+        out.append((
+            UNMAP_CPU_ADDRESS,
+            "device driver frees DMA memory with different CPU address "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[cpu alloc address=0x{entry.paddr:x}] [cpu free address=0x{ref.paddr:x}]",
+        ))  # fmt: skip
+    if ref.sg_call_ents and ref.type == TYPE_SG and ref.sg_call_ents != entry.sg_call_ents:
+        out.append((
+            UNMAP_SG_COUNT,
+            "device driver frees DMA sg list with different entry count "
+            f"[map count={entry.sg_call_ents}] [unmap count={ref.sg_call_ents}]",
+        ))  # fmt: skip
+    if ref.direction != entry.direction:
+        out.append((
+            UNMAP_DIRECTION,
+            "device driver frees DMA memory with different direction "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[mapped with {_dir(entry.direction)}] [unmapped with {_dir(ref.direction)}]",
+        ))  # fmt: skip
+    if entry.map_err_type == MAP_ERR_NOT_CHECKED:
+        out.append((
+            UNMAP_MAP_ERROR,
+            "device driver failed to check map error "
+            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+            f"[mapped as {entry.type}]",
+        ))  # fmt: skip
+    return out
+
+
 def check_unmap(ref: DmaDebugEntry, cpu_addr: int | None = None) -> None:
     """``check_unmap``: the unmap/free checks in debug.c's order."""
     st = dma_debug_state()
     entry = _find(st, ref)
     if entry is None:
-        if ref.dev_addr == DMA_MAPPING_ERROR:
-            err_printk(ref.dev, None, "device driver tries to free an invalid DMA memory address")
-        else:
-            err_printk(
-                ref.dev,
-                None,
-                "device driver tries to free DMA memory it has not allocated "
-                f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes]",
-            )
+        err_printk(ref.dev, None, not_allocated_message(ref.dev_addr, ref.size))
         return
-    if ref.size != entry.size:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver frees DMA memory with different size "
-            f"[device address=0x{ref.dev_addr:016x}] [map size={entry.size} bytes] "
-            f"[unmap size={ref.size} bytes]",
-        )
-    if ref.type != entry.type:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver frees DMA memory with wrong function "
-            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
-            f"[mapped as {entry.type}] [unmapped as {ref.type}]",
-        )
-    elif entry.type == TYPE_COHERENT and ref.paddr != entry.paddr:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver frees DMA memory with different CPU address "
-            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
-            f"[cpu alloc address=0x{entry.paddr:x}] [cpu free address=0x{ref.paddr:x}]",
-        )
-    if ref.sg_call_ents and ref.type == TYPE_SG and ref.sg_call_ents != entry.sg_call_ents:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver frees DMA sg list with different entry count "
-            f"[map count={entry.sg_call_ents}] [unmap count={ref.sg_call_ents}]",
-        )
-    if ref.direction != entry.direction:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver frees DMA memory with different direction "
-            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
-            f"[mapped with {_dir(entry.direction)}] [unmapped with {_dir(ref.direction)}]",
-        )
-    if entry.map_err_type == MAP_ERR_NOT_CHECKED:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver failed to check map error "
-            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
-            f"[mapped as {entry.type}]",
-        )
+    for _, msg in unmap_mismatches(entry, ref):
+        err_printk(ref.dev, entry, msg)
     _remove(st, entry)
+
+
+def sync_not_allocated_message(dev_addr: int, size: int) -> str:
+    """``check_sync``'s text when no mapping contains the synced address."""
+    return (
+        "device driver tries to sync DMA memory it has not allocated "
+        f"[device address=0x{dev_addr:016x}] [size={size} bytes]"
+    )
+
+
+def sync_mismatches(entry: EntryFields, ref: EntryFields, to_cpu: bool) -> list[str]:
+    """``check_sync``'s comparisons of the mapping ``entry`` the sync ``ref`` falls in."""
+    out: list[str] = []
+    end = ref.dev_addr - entry.dev_addr + ref.size
+    if end > entry.size:
+        out.append(
+            "device driver syncs DMA memory outside allocated range "
+            f"[device address=0x{entry.dev_addr:016x}] [allocation size={entry.size} bytes] "
+            f"[sync offset+size={end}]"
+        )
+    if entry.direction == DMA_BIDIRECTIONAL:
+        return out
+    tail = (
+        f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
+        f"[mapped with {_dir(entry.direction)}] [synced with {_dir(ref.direction)}]"
+    )
+    if ref.direction != entry.direction:
+        out.append(f"device driver syncs DMA memory with different direction {tail}")
+    if to_cpu and entry.direction != DMA_FROM_DEVICE and ref.direction != DMA_TO_DEVICE:
+        out.append(f"device driver syncs device read-only DMA memory for cpu {tail}")
+    if not to_cpu and entry.direction != DMA_TO_DEVICE and ref.direction != DMA_FROM_DEVICE:
+        out.append(f"device driver syncs device write-only DMA memory to device {tail}")
+    if ref.sg_call_ents and ref.type == TYPE_SG and ref.sg_call_ents != entry.sg_call_ents:
+        out.append(
+            "device driver syncs DMA sg list with different entry count "
+            f"[map count={entry.sg_call_ents}] [sync count={ref.sg_call_ents}]"
+        )
+    return out
 
 
 def check_sync(ref: DmaDebugEntry, to_cpu: bool) -> None:
@@ -311,47 +382,10 @@ def check_sync(ref: DmaDebugEntry, to_cpu: bool) -> None:
     st = dma_debug_state()
     entry = _find_contain(st, ref)
     if entry is None:
-        err_printk(
-            ref.dev,
-            None,
-            "device driver tries to sync DMA memory it has not allocated "
-            f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes]",
-        )
+        err_printk(ref.dev, None, sync_not_allocated_message(ref.dev_addr, ref.size))
         return
-    end = ref.dev_addr - entry.dev_addr + ref.size
-    if end > entry.size:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver syncs DMA memory outside allocated range "
-            f"[device address=0x{entry.dev_addr:016x}] [allocation size={entry.size} bytes] "
-            f"[sync offset+size={end}]",
-        )
-    if entry.direction == DMA_BIDIRECTIONAL:
-        return
-    tail = (
-        f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
-        f"[mapped with {_dir(entry.direction)}] [synced with {_dir(ref.direction)}]"
-    )
-    if ref.direction != entry.direction:
-        err_printk(
-            ref.dev, entry, f"device driver syncs DMA memory with different direction {tail}"
-        )
-    if to_cpu and entry.direction != DMA_FROM_DEVICE and ref.direction != DMA_TO_DEVICE:
-        err_printk(
-            ref.dev, entry, f"device driver syncs device read-only DMA memory for cpu {tail}"
-        )
-    if not to_cpu and entry.direction != DMA_TO_DEVICE and ref.direction != DMA_FROM_DEVICE:
-        err_printk(
-            ref.dev, entry, f"device driver syncs device write-only DMA memory to device {tail}"
-        )
-    if ref.sg_call_ents and ref.type == TYPE_SG and ref.sg_call_ents != entry.sg_call_ents:
-        err_printk(
-            ref.dev,
-            entry,
-            "device driver syncs DMA sg list with different entry count "
-            f"[map count={entry.sg_call_ents}] [sync count={ref.sg_call_ents}]",
-        )
+    for msg in sync_mismatches(entry, ref, to_cpu):
+        err_printk(ref.dev, entry, msg)
 
 
 # --------------------------------------------------------------------------- map-side checks

@@ -19,7 +19,7 @@ from __future__ import annotations
 from attrs import define
 
 from kernel.bug import WARN_ON_ONCE
-from kernel.device import Device
+from kernel.device import Device, dev_name
 from kernel.dma import debug
 from kernel.dma.direct import (
     dma_direct_alloc,
@@ -38,6 +38,18 @@ from kernel.dma.direction import (
     valid_dma_direction,
 )
 from kernel.dma.scatterlist import Scatterlist, SgTable
+from kernel.dma.trace import (
+    trace_dma_alloc,
+    trace_dma_free,
+    trace_dma_map_page,
+    trace_dma_map_sg,
+    trace_dma_sync_sg_for_cpu,
+    trace_dma_sync_sg_for_device,
+    trace_dma_sync_single_for_cpu,
+    trace_dma_sync_single_for_device,
+    trace_dma_unmap_page,
+    trace_dma_unmap_sg,
+)
 from kernel.errno import EINVAL, EIO, ENOMEM
 from kernel.iommu.dma_iommu import (
     __iommu_dma_map,
@@ -112,6 +124,10 @@ def dma_map_page_attrs(
         addr = dma_direct_map_phys(dev, phys, size, dir, attrs)
     else:
         addr = iommu_dma_map_phys(dev, phys, size, dir, attrs)
+    if trace_dma_map_page.enabled:
+        trace_dma_map_page(
+            device=dev_name(dev), dir=dir, dma_addr=addr, size=size, phys_addr=phys, attrs=attrs
+        )
     debug.debug_dma_map_phys(dev, phys, size, dir, addr, attrs)
     return addr
 
@@ -125,6 +141,8 @@ def dma_unmap_page_attrs(dev: Device, addr: int, size: int, dir: int, attrs: int
     _bug_on_dir(dir)
     if not dma_map_direct(dev) and addr != DMA_MAPPING_ERROR:
         iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
+    if trace_dma_unmap_page.enabled:
+        trace_dma_unmap_page(device=dev_name(dev), dir=dir, dma_addr=addr, size=size, attrs=attrs)
     debug.debug_dma_unmap_phys(dev, addr, size, dir)
 
 
@@ -187,6 +205,15 @@ def dma_map_sg_attrs(
             return 0
         for sg, addr in zip(segs, addrs, strict=True):
             sg.dma_address, sg.dma_length = addr, sg.length
+    if trace_dma_map_sg.enabled:
+        trace_dma_map_sg(
+            device=dev_name(dev),
+            dir=dir,
+            dma_addrs=tuple(sg.dma_address for sg in segs),
+            sizes=tuple(sg.dma_length for sg in segs),
+            phys_addrs=tuple(sg.phys for sg in segs),
+            attrs=attrs,
+        )
     debug.debug_dma_map_sg(dev, sgl, nents, nents, dir, attrs)
     return nents
 
@@ -200,6 +227,9 @@ def dma_unmap_sg_attrs(
 ) -> None:
     """``dma_unmap_sg_attrs``: ``nents`` as passed to dma_map_sg."""
     _bug_on_dir(dir)
+    if trace_dma_unmap_sg.enabled:
+        phys = tuple(sg.phys for sg in sgl[:nents])
+        trace_dma_unmap_sg(device=dev_name(dev), dir=dir, phys_addrs=phys, attrs=attrs)
     debug.debug_dma_unmap_sg(dev, sgl, nents, dir)
     mapped = [sg for sg in sgl[:nents] if sg.dma_length]
     if not dma_map_direct(dev) and mapped:
@@ -230,11 +260,15 @@ def dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: int, attrs: int = 0) -> No
 
 def dma_sync_single_for_cpu(dev: Device, addr: int, size: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if trace_dma_sync_single_for_cpu.enabled:
+        trace_dma_sync_single_for_cpu(device=dev_name(dev), dir=dir, dma_addr=addr, size=size)
     debug.debug_dma_sync_single(dev, addr, size, dir, True)
 
 
 def dma_sync_single_for_device(dev: Device, addr: int, size: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if trace_dma_sync_single_for_device.enabled:
+        trace_dma_sync_single_for_device(device=dev_name(dev), dir=dir, dma_addr=addr, size=size)
     debug.debug_dma_sync_single(dev, addr, size, dir, False)
 
 
@@ -248,13 +282,26 @@ def dma_sync_single_range_for_device(
     dma_sync_single_for_device(dev, addr + offset, size, dir)
 
 
+def _sync_sg_fields(dev: Device, sgl: list[Scatterlist], nelems: int) -> dict[str, object]:
+    segs = sgl[:nelems]
+    return {
+        "device": dev_name(dev),
+        "dma_addrs": tuple(sg.dma_address for sg in segs),
+        "sizes": tuple(sg.dma_length for sg in segs),
+    }
+
+
 def dma_sync_sg_for_cpu(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if trace_dma_sync_sg_for_cpu.enabled:
+        trace_dma_sync_sg_for_cpu(dir=dir, **_sync_sg_fields(dev, sgl, nelems))
     debug.debug_dma_sync_sg(dev, sgl, nelems, dir, True)
 
 
 def dma_sync_sg_for_device(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if trace_dma_sync_sg_for_device.enabled:
+        trace_dma_sync_sg_for_device(dir=dir, **_sync_sg_fields(dev, sgl, nelems))
     debug.debug_dma_sync_sg(dev, sgl, nelems, dir, False)
 
 
@@ -277,6 +324,16 @@ def dma_alloc_attrs(dev: Device, size: int, gfp: int, attrs: int = 0) -> tuple[i
             if handle == DMA_MAPPING_ERROR:
                 free_pages_exact(vaddr, size)
                 vaddr = None
+    if trace_dma_alloc.enabled:
+        trace_dma_alloc(
+            device=dev_name(dev),
+            dir=DMA_BIDIRECTIONAL,
+            dma_addr=handle if vaddr is not None else 0,
+            size=size,
+            virt_addr=vaddr or 0,
+            flags=gfp,
+            attrs=attrs,
+        )
     if vaddr is None:
         return None, DMA_MAPPING_ERROR
     debug.debug_dma_alloc_coherent(dev, size, handle, vaddr - PAGE_OFFSET)
@@ -290,12 +347,20 @@ def dma_alloc_coherent(dev: Device, size: int, gfp: int) -> tuple[int | None, in
 def dma_free_attrs(
     dev: Device, size: int, cpu_addr: int | None, dma_handle: int, attrs: int = 0
 ) -> None:
-    """``dma_free_attrs``."""
-    debug.debug_dma_free_coherent(
-        dev, size, (cpu_addr - PAGE_OFFSET) if cpu_addr else 0, dma_handle
-    )
+    """``dma_free_attrs``: traced first (a NULL ``cpu_addr`` too), then a NULL ``cpu_addr``
+    (a failed allocation) returns before DMA-API debugging sees the call, as in Linux."""
+    if trace_dma_free.enabled:
+        trace_dma_free(
+            device=dev_name(dev),
+            dir=DMA_BIDIRECTIONAL,
+            dma_addr=dma_handle,
+            size=size,
+            virt_addr=cpu_addr or 0,
+            attrs=attrs,
+        )
     if not cpu_addr:
         return
+    debug.debug_dma_free_coherent(dev, size, cpu_addr - PAGE_OFFSET, dma_handle)
     if dma_map_direct(dev):
         dma_direct_free(dev, size, cpu_addr, dma_handle)
     else:

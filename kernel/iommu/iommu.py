@@ -24,7 +24,7 @@ from attrs import define, field
 
 from hw.bus import IommuUnitInfo
 from kernel.bug import WARN, WARN_ON
-from kernel.context import current
+from kernel.context import KernelSlot
 from kernel.device import BusType, Device, dev_name
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM, KernelError
 from kernel.idr import IDA, ida_alloc, ida_free
@@ -133,13 +133,13 @@ class IommuState:
     faults: list[tuple[str, int, int]] = field(factory=list)
 
 
-_fallback = IommuState()
+_STATE: KernelSlot[IommuState] = KernelSlot("iommu", IommuState)
 
 
 def iommu_state() -> IommuState:
-    """The current kernel's IOMMU core state (``_fallback`` before ``iommu_init``)."""
-    st = current.kernel.subsys.get("iommu")
-    return st if isinstance(st, IommuState) else _fallback
+    """The current kernel's IOMMU core state (``iommu_subsys_init`` makes it; a call
+    before that gets the kernel's own empty state, never one shared between kernels)."""
+    return _STATE.get()
 
 
 # --------------------------------------------------------------------------- device -> unit

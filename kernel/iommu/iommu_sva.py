@@ -84,6 +84,8 @@ class Mm:
     pasid: int = IOMMU_PASID_INVALID
     sva_domains: list[IommuDomain] = field(factory=list)
     sva_handles: list[IommuSva] = field(factory=list)
+    put: bool = False
+    """``mmput`` ran while SVA bonds were held: the PASID goes with the last unbind."""
 
     @property
     def pgd_phys(self) -> int:
@@ -136,12 +138,19 @@ def follow_pte(mm: Mm, va: int) -> int | None:
     return None  # pragma: no cover - the loop always returns
 
 
-def mmput(mm: Mm) -> None:
-    """``mmput`` of the last reference: drop the PASID and free the page tables."""
-    WARN_ON(bool(mm.sva_handles), "mmput with SVA bonds still held")
+def _mm_pasid_drop(mm: Mm) -> None:
+    """``mm_pasid_drop`` (run from ``__mmdrop`` once no ``mmgrab`` is left)."""
     if mm.pasid != IOMMU_PASID_INVALID:
         iommu_free_global_pasid(mm.pasid)
         mm.pasid = IOMMU_PASID_INVALID
+
+
+def mmput(mm: Mm) -> None:
+    """``mmput`` of the last reference: drop the PASID and free the page tables."""
+    if WARN_ON(bool(mm.sva_handles), "mmput with SVA bonds still held"):
+        mm.put = True  # each bond holds mmgrab: the PASID outlives them (mm_pasid_drop)
+    else:
+        _mm_pasid_drop(mm)
     for page in mm.tables:
         __free_pages(page, 0)
     mm.tables.clear()
@@ -227,6 +236,8 @@ def iommu_sva_unbind_device(handle: IommuSva) -> None:
     if dom.users == 0:
         mm.sva_domains.remove(dom)
         iommu_domain_free(dom)
+    if mm.put and not mm.sva_handles:
+        _mm_pasid_drop(mm)
 
 
 def iommu_sva_get_pasid(handle: IommuSva) -> int:

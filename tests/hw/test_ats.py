@@ -5,17 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from hw.ats import (
-    ATS_R,
-    ATS_W,
-    AddressTranslationCache,
-    AtcBlock,
-    AtcEntry,
-    AtsResult,
-)
+from hw.ats import ATS_R, ATS_W, AddressTranslationCache, AtcEntry, AtsResult
 from hw.bus import DmaFault, PciAddr
 from hw.dsa.device import DsaDevice
 from hw.machine import build_machine
+from hw.pagewatch import SlotTracker
 from hw.pci import PCI_EXT_CAP_ID_ATS
 
 RW = ATS_R | ATS_W
@@ -112,7 +106,7 @@ def block_atc(priv_odd: bool = False, gap: int | None = None) -> AddressTranslat
 def test_block_summary_merges_runs() -> None:
     atc = block_atc()
     blk = atc.build_block(3, 1)
-    assert blk is not None and blk.perms == RW and not blk.priv and len(blk.entries) == 512
+    assert blk is not None and blk.perms == RW and blk.src is False
     assert blk.runs == (
         (0, 0x40_0000, 100 * 4096),
         (100 * 4096, 0x80_0000 + 100 * 4096, 412 * 4096),
@@ -147,6 +141,8 @@ class Agent:
         self.block = block
         self.requests: list[tuple[int, int, bool]] = []
         self.translated: list[tuple[int, int]] = []
+        """(address, suspect entries) of each access the root complex checked."""
+        self.ats_tracker: SlotTracker | None = None
         self.bound: dict[int, AddressTranslationCache | None] = {}
         self.released: list[AtcEntry] = []
 
@@ -167,10 +163,10 @@ class Agent:
         pasid: int | None,
         priv: bool,
         write: bool,
-        entries: Sequence[AtcEntry],
-        blocks: Sequence[AtcBlock],
+        addr: int,
+        suspects: Sequence[AtcEntry],
     ) -> DmaFault | None:
-        self.translated.append((len(entries), len(blocks)))
+        self.translated.append((addr, len(suspects)))
         return self.block
 
     def ats_bind(self, rid: int, atc: AddressTranslationCache | None) -> None:
@@ -207,7 +203,7 @@ def test_port_requests_once_then_hits_and_builds_blocks() -> None:
     assert set(port.atc.tables[None][3]) == {1, 2}
     res = fn.dma_translate(None, False, 0x20_0800, 0x40_0000, False)
     assert res.runs == ((0x30_0800, 0x40_0000),)
-    assert len(agent.requests) == 1 and agent.translated[-1] == (1, 2)
+    assert len(agent.requests) == 1 and agent.translated[-1] == (0x20_0800, 0)
     assert fn.dma_translate(None, False, 0, 0, False).runs == ()
 
 
@@ -222,7 +218,7 @@ def test_port_block_summary_with_several_runs() -> None:
     assert port.atc.build_block(4, 1) is not None
     res = fn.dma_translate(4, False, 0x20_1000, 0x3000, True)
     assert res.runs == ((0x100_1000, 0x1000), (0x200_2000, 0x1000), (0x100_3000, 0x1000))
-    assert agent.requests == [] and agent.translated == [(0, 1)]
+    assert agent.requests == [] and agent.translated == [(0x20_1000, 0)]
 
 
 def test_port_fault_from_the_agent_stops_the_access_after_one_request() -> None:

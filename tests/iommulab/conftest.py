@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from hw import machine as hw_machine
 from kernel.boot import Kernel
 from tests.kernel.conftest import boot_kernel
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import KernelChecks
+
 
 ScenarioFile = Callable[[str], Path]
 
@@ -45,17 +50,14 @@ def scenario_file(tmp_path: Path) -> ScenarioFile:
 
 
 @pytest.fixture
-def mock_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Kernel]]:
-    """Boot kernels on a machine with the mock IOMMU, an edu and a PASID-capable edu."""
-    monkeypatch.setitem(hw_machine.IOMMU_KINDS, "mock", "tests.kernel.iommu.mock_hw:MockIommuUnit")
+def mock_kernel(
+    monkeypatch: pytest.MonkeyPatch, iommulab_checks: KernelChecks
+) -> Callable[[str], Kernel]:
+    """Boot kernels on a machine with the mock IOMMU, an edu and a PASID-capable edu,
+    checked at teardown by the pytest plugin's checker."""
     monkeypatch.setitem(hw_machine.DEVICE_KINDS, "pasid_edu", "tests.kernel.iommu.mock_hw:PasidEdu")
-    kernels: list[Kernel] = []
 
     def make(cmdline: str = "") -> Kernel:
-        k = boot_kernel(cmdline)
-        kernels.append(k)
-        return k
+        return iommulab_checks.track(boot_kernel(cmdline))
 
-    yield make
-    for k in kernels:
-        k.shutdown()
+    return make

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hw.machine import build_machine
 from kernel.boot import Kernel, boot
@@ -20,6 +21,9 @@ from tests.conftest import TOY
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, pdev_at
 
 MockKernel = Callable[[str], Kernel]
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 def _args(k: Kernel) -> argparse.Namespace:
@@ -89,7 +93,10 @@ def test_dma_mappings_lists_live_mappings_with_their_call_site(toy_kernel: Kerne
     assert "    mapped at " in text and "test_debugfs_core.py" in text
 
 
-def test_dma_mappings_lists_the_errors_dma_debug_reported(toy_kernel: Kernel) -> None:
+def test_dma_mappings_lists_the_errors_dma_debug_reported(
+    toy_kernel: Kernel, iommulab_expect: Expectations
+) -> None:
+    iommulab_expect.dma_debug_error("different size")
     dev = pci_get_devices()[0]
     buf = kzalloc(256)
     assert buf is not None

@@ -85,3 +85,28 @@ def test_demo_runs_on_the_generic_page_table(machine: str) -> None:
     assert all(good for *_, good in result["copies"])
     assert "iommu: page tables: generic_pt" in text
     assert [u.stats.stale_uses for u in m.iommus.values()] == [0]
+
+
+def test_demo_runs_on_every_wq_of_every_dsa_of_the_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["demo", "--machine", "server", "--every-wq", "--sizes", "4K,64K"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    for dev in range(8):
+        for wq in range(8):
+            mode = "shared" if wq % 2 else "dedicated"
+            for size in (4096, 65536):
+                assert f"memcpy {size:>9} bytes on wq{dev}.{wq} ({mode}): ok" in out
+    # two DSAs behind each scoped DRHD: the PASID entries come from the owning unit
+    for dev in range(8):
+        assert f"dmar{dev // 2}: PASID {dev + 1}: did=" in out
+    assert "dmar4: PASID" not in out
+    assert out.count("stale 0; faults 0") == 5
+    assert "result: PASS" in out
+
+
+@pytest.mark.parametrize("bad", ["0", "4K,lots", "100"])
+def test_demo_sizes_must_be_multiples_of_256(bad: str) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--sizes", bad])

@@ -194,6 +194,59 @@ def test_unexpected_warn_errors_at_teardown(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_checks_fixture_checks_kernels_the_test_boots_itself(pytester: pytest.Pytester) -> None:
+    res = run(
+        pytester,
+        """
+        from hw.machine import Machine
+        from iommulab.presets import preset
+        from kernel.boot import boot
+        from kernel.bug import WARN_ON
+        kernels = []
+        def test_it(iommulab_checks):
+            k = iommulab_checks.track(boot(Machine(preset("no-iommu")), "", builtins=()))
+            kernels.append(k)
+            WARN_ON(True, "second kernel warned")
+        def test_shut_down_after(iommulab_checks):
+            assert not kernels[0].up
+        """,
+    )
+    res.assert_outcomes(passed=2, errors=1)
+    res.stdout.fnmatch_lines(["*not healthy at teardown*", "*warn: second kernel warned*"])
+
+
+def test_allow_marker_allows_findings_without_requiring_them(pytester: pytest.Pytester) -> None:
+    res = run(
+        pytester,
+        """
+        import pytest
+        from kernel.bug import WARN_ON
+        pytestmark = pytest.mark.iommulab_allow("warn:forgot")
+        def test_warns(iommulab_kernel):
+            WARN_ON(True, "driver forgot to unmap")
+        def test_quiet(iommulab_kernel):
+            pass
+        def test_other_warn_still_errors(iommulab_kernel):
+            WARN_ON(True, "something else")
+        """,
+    )
+    res.assert_outcomes(passed=3, errors=1)
+    res.stdout.fnmatch_lines(["*ERROR at teardown of test_other_warn_still_errors*"])
+
+
+def test_allow_marker_refuses_an_unknown_check(pytester: pytest.Pytester) -> None:
+    res = run(
+        pytester,
+        """
+        import pytest
+        @pytest.mark.iommulab_allow("typo")
+        def test_it(iommulab_kernel):
+            pass
+        """,
+    )
+    res.stdout.fnmatch_lines(["*unknown check 'typo'*"])
+
+
 def test_expected_warn_passes(pytester: pytest.Pytester) -> None:
     res = run(
         pytester,

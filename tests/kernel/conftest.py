@@ -1,18 +1,24 @@
 """Fixtures for the IOMMU core and DMA API tests: machines with the mock IOMMU
-model, booted kernels with the mock vendor plugin, and the no-unexpected-WARN rule."""
+model, and booted kernels with the mock vendor plugin, checked at teardown by the
+pytest plugin's checker (``iommulab_checks``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hw import machine as hw_machine
 from hw.machine import build_machine
-from kernel.boot import Kernel, boot
+from kernel.boot import Kernel, boot, current_kernel
+from kernel.mm import GFP_KERNEL, kfree, kmalloc
 from kernel.pci import PciDev, pci_enable_device, pci_get_devices, pci_set_master
 from tests.kernel.iommu import mock_iommu
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import KernelChecks
+
 
 EDU_BDF = "0000:00:03.0"
 PASID_BDF = "0000:00:04.0"
@@ -20,7 +26,6 @@ PASID_BDF = "0000:00:04.0"
 
 @pytest.fixture(autouse=True)
 def _mock_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(hw_machine.IOMMU_KINDS, "mock", "tests.kernel.iommu.mock_hw:MockIommuUnit")
     monkeypatch.setitem(hw_machine.DEVICE_KINDS, "pasid_edu", "tests.kernel.iommu.mock_hw:PasidEdu")
 
 
@@ -52,7 +57,6 @@ def machine_spec(
 
 
 def boot_kernel(cmdline: str = "", **kw: Any) -> Kernel:
-    mock_iommu._OPS.units.clear()
     m = build_machine(machine_spec(**kw))
     return boot(
         m,
@@ -74,21 +78,36 @@ KernelFactory = Callable[..., Kernel]
 
 
 @pytest.fixture
-def make_kernel() -> Iterator[KernelFactory]:
-    """Boot kernels; at teardown each must have no WARN the test did not clear."""
-    kernels: list[Kernel] = []
+def make_kernel(iommulab_checks: KernelChecks) -> KernelFactory:
+    """Boot kernels, checked at teardown by the pytest plugin's checker."""
 
     def make(cmdline: str = "", **kw: Any) -> Kernel:
-        k = boot_kernel(cmdline, **kw)
-        kernels.append(k)
-        return k
+        return iommulab_checks.track(boot_kernel(cmdline, **kw))
 
-    yield make
-    for k in kernels:
-        k.activate()
-        unexpected = [w.message for w in k.warnings()]
-        k.shutdown()
-        assert not unexpected, f"unexpected WARN: {unexpected}"
+    return make
+
+
+_scratch_buffers: list[tuple[Kernel, int]] = []
+
+
+def scratch_buffer(size: int) -> int:
+    """A kmalloc'd buffer the test uses as a driver would (to map, to DMA into). It
+    is the test's, not the kernel's: freed when the test ends, before the teardown
+    check looks for leaks, so tests need not free it on every path."""
+    buf = kmalloc(size, GFP_KERNEL)
+    assert buf is not None
+    _scratch_buffers.append((current_kernel(), buf))
+    return buf
+
+
+@pytest.fixture(autouse=True)
+def _free_scratch_buffers(iommulab_checks: KernelChecks) -> Iterator[None]:
+    yield
+    for k, buf in reversed(_scratch_buffers):
+        if k.up:
+            k.activate()
+            kfree(buf)
+    _scratch_buffers.clear()
 
 
 def take_warnings(k: Kernel) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from kernel import fault_inject
@@ -40,6 +42,9 @@ from kernel.mm import (
     vzalloc,
     write64,
 )
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 def test_live_allocations_are_listed_with_their_call_site(toy_kernel: Kernel) -> None:
@@ -187,7 +192,10 @@ def test_ida_allocates_lowest_free_id_in_range() -> None:
         ida_alloc_range(ida, 5, 4)
 
 
-def test_ida_free_of_unallocated_id_warns(toy_kernel: Kernel) -> None:
+def test_ida_free_of_unallocated_id_warns(
+    toy_kernel: Kernel, iommulab_expect: Expectations
+) -> None:
+    iommulab_expect.warn("ida_free called for id=7")
     with pytest.raises(EINVAL):
         ida_free(IDA("t"), 7)
     assert "ida_free called for id=7 which is not allocated." in toy_kernel.warnings()[-1].message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +13,9 @@ from kernel.boot import Kernel, boot
 from kernel.bug import WARN, WARN_ON, WARN_ON_ONCE
 from kernel.errno import EINVAL, ENOSPC, errno_name
 from kernel.params import CommandLine, Param, parse_bool, parse_int
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 def test_disabled_tracepoint_records_nothing(toy_kernel: Kernel) -> None:
@@ -24,8 +28,11 @@ def test_enabled_tracepoint_formats_like_tp_printk(toy_kernel: Kernel) -> None:
         trace.trace_map(iova=0x1000, paddr=0x2000, size=0x1000)
         trace.trace_unmap(iova=0x1000, size=0x1000, unmapped_size=0x1000)
     assert len(got) == 1
-    assert got[0].text == "IOMMU: iova=0x1000 - 0x2000 paddr=0x2000 size=0x1000"
-    assert "map: IOMMU: iova=0x1000" in trace.to_ftrace(got)
+    # include/trace/events/iommu.h: "IOMMU: iova=0x%016llx - 0x%016llx paddr=0x%016llx size=%zu"
+    assert got[0].text == (
+        "IOMMU: iova=0x0000000000001000 - 0x0000000000002000 paddr=0x0000000000002000 size=4096"
+    )
+    assert "map: IOMMU: iova=0x0000000000001000" in trace.to_ftrace(got)
 
 
 def test_chrome_json_is_a_trace_event_document(toy_kernel: Kernel) -> None:
@@ -86,7 +93,11 @@ def test_errno_errors_carry_their_number() -> None:
     assert errno_name(-28) == "ENOSPC" and errno_name(999) == "E999"
 
 
-def test_warn_records_site_and_prints_banner(toy_kernel: Kernel) -> None:
+def test_warn_records_site_and_prints_banner(
+    toy_kernel: Kernel, iommulab_expect: Expectations
+) -> None:
+    for text in ("arithmetic works", "explicit", "once"):
+        iommulab_expect.warn(text)
     assert WARN_ON(1 + 1 == 2, "arithmetic works")
     assert not WARN_ON(False)
     assert WARN(True, "explicit")

@@ -1,11 +1,11 @@
 """Fixtures for the arm_smmu_v3 driver tests: kernels booted on the ``smmuv3``
-machine (no unexpected WARN allowed at teardown), and helpers that look at what the
+machine (checked at teardown by the pytest plugin's checker), and helpers that look at what the
 hardware did: commands the SMMU executed, STEs and CDs in RAM, device-side DMA."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,25 +25,21 @@ from kernel.pci import PciDev
 from tests.drivers.arm_smmu_v3.machines import DSA_BDF, EDU_BDF, boot_smmuv3
 from tests.kernel.conftest import pdev_at
 
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import KernelChecks
+
+
 Boot = Callable[..., Kernel]
 
 
 @pytest.fixture
-def smmu_boot() -> Iterator[Boot]:
-    """Boot SMMUv3 kernels; at teardown each must have no WARN the test did not clear."""
-    kernels: list[Kernel] = []
+def smmu_boot(iommulab_checks: KernelChecks) -> Boot:
+    """Boot SMMUv3 kernels, checked at teardown by the pytest plugin's checker."""
 
     def make(cmdline: str = "", smmu_config: dict[str, Any] | None = None, **kw: Any) -> Kernel:
-        k = boot_smmuv3(cmdline, smmu_config, **kw)
-        kernels.append(k)
-        return k
+        return iommulab_checks.track(boot_smmuv3(cmdline, smmu_config, **kw))
 
-    yield make
-    for k in kernels:
-        k.activate()
-        unexpected = [w.message for w in k.warnings()]
-        k.shutdown()
-        assert not unexpected, f"unexpected WARN: {unexpected}"
+    return make
 
 
 @pytest.fixture

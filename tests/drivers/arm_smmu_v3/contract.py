@@ -1,10 +1,11 @@
 """The SMMUv3 entry of the IOMMU core contract tests (tests/kernel/iommu/test_contract.py).
 
 ``make_kernel`` (tests/kernel/conftest.py) boots through that module's
-``boot_kernel`` and owns the teardown every contract kernel needs (unexpected-WARN
-check, shutdown). :func:`smmuv3_vendor` routes that one boot to the ``smmuv3``
-machine, so the SMMUv3 kernel gets exactly the same teardown as the mock's. The PASID
-device is the DSA (20 PASID bits), the plain one the edu toy device.
+``boot_kernel`` and hands the kernel to the pytest plugin's teardown checker
+(``iommulab_checks``: WARN, stale use, DMA-API errors, leaks; shutdown).
+:func:`smmuv3_vendor` routes that one boot to the ``smmuv3`` machine, so the SMMUv3
+kernel gets exactly the same teardown as the mock's. The PASID device is the DSA (20
+PASID bits), the plain one the edu toy device.
 """
 
 from __future__ import annotations

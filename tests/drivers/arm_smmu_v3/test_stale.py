@@ -4,6 +4,8 @@ SMMU model reports the use of a stale cached entry, naming the missing command."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from drivers.arm_smmu_v3 import domain, entry_writer
@@ -23,14 +25,18 @@ from tests.drivers.arm_smmu_v3.conftest import (
     unit,
 )
 
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
+
 
 def _stale_missing(k: Kernel) -> list[str]:
     return [str(e.fields["missing"]) for e in k.tracer.events("hw_smmuv3:stale_translation")]
 
 
 def test_cd_cleared_without_cfgi_cd_is_a_stale_cd_use(
-    k: Kernel, monkeypatch: pytest.MonkeyPatch
+    k: Kernel, monkeypatch: pytest.MonkeyPatch, iommulab_expect: Expectations
 ) -> None:
+    iommulab_expect.stale()
     dev = dsa()
     dom = iommu_get_domain_for_dev(dev)
     assert dom is not None
@@ -48,8 +54,9 @@ def test_cd_cleared_without_cfgi_cd_is_a_stale_cd_use(
 
 
 def test_pte_cleared_without_tlbi_is_a_stale_tlb_use(
-    k: Kernel, monkeypatch: pytest.MonkeyPatch
+    k: Kernel, monkeypatch: pytest.MonkeyPatch, iommulab_expect: Expectations
 ) -> None:
+    iommulab_expect.stale()
     dev = edu()
     buf, iova = map_buffer(dev, 4096, DMA_BIDIRECTIONAL)
     assert device_dma(k, EDU_BDF, iova, 64) is None  # the TLB holds the page

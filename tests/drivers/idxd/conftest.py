@@ -1,19 +1,18 @@
 """Fixtures for the idxd driver tests: machines (dma-direct, the mock IOMMU, and
-VT-d presets), a booted kernel with the idxd module, and the rules every test
-ends with: no unexpected WARN, and after shutdown nothing the driver allocated
-is left (memory, IRQs, MMIO mappings, PASIDs)."""
+VT-d presets), and booted kernels with the idxd module, checked at teardown by the
+pytest plugin's checker (``iommulab_checks``): no unexpected WARN or stale
+translation use, and after shutdown no allocation left that boot did not leave."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import drivers.idxd as idxd_plugin
 from drivers.idxd.idxd import IdxdDevice
 from drivers.idxd.init import idxd_find
-from hw import machine as hw_machine
 from hw.dsa.device import DsaDevice
 from hw.machine import Machine, build_machine
 from iommulab.presets import DSA_BDF, PRESETS
@@ -22,6 +21,9 @@ from kernel.hookspecs import hookimpl
 from kernel.module import InitLevel, KernelModule
 from kernel.pci import pci_enable_pasid, pci_get_devices, pci_pasid_features
 from tests.kernel.iommu import mock_iommu
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import KernelChecks
 
 
 class MockPasidEnable:
@@ -66,10 +68,6 @@ def boot_idxd(spec: dict[str, Any], cmdline: str = "", with_intel: bool = False)
     plugins: list[tuple[str, object]] = [("idxd", idxd_plugin)]
     builtins: tuple[str, ...] = ()
     if any(u.get("kind") == "mock" for u in spec.get("iommus", [])):
-        # the kernel tests register this kind per test; here machines are also
-        # built at collection time (fail_nth counts its points), so once for all
-        hw_machine.IOMMU_KINDS.setdefault("mock", "tests.kernel.iommu.mock_hw:MockIommuUnit")
-        mock_iommu._OPS.units.clear()
         plugins += [("mock_iommu", mock_iommu), ("mock_pasid_enable", MockPasidEnable)]
     if with_intel:
         builtins = ("drivers.intel_iommu",)
@@ -88,22 +86,14 @@ Boot = Callable[..., Kernel]
 
 
 @pytest.fixture
-def make_kernel() -> Iterator[Boot]:
-    """Boot kernels; each must end without unexpected WARNs, and its shutdown must
-    leave no memory the driver allocated."""
-    kernels: list[Kernel] = []
+def make_kernel(iommulab_checks: KernelChecks) -> Boot:
+    """Boot kernels, checked at teardown by the pytest plugin's checker."""
 
     def make(spec: dict[str, Any] | None = None, cmdline: str = "", **kw: Any) -> Kernel:
         k = boot_idxd(spec if spec is not None else direct_spec(), cmdline, **kw)
-        kernels.append(k)
-        return k
+        return iommulab_checks.track(k)
 
-    yield make
-    for k in kernels:
-        k.activate()
-        unexpected = [w.message for w in k.warnings()]
-        k.shutdown()
-        assert not unexpected, f"unexpected WARN: {unexpected}"
+    return make
 
 
 def take_warnings(k: Kernel) -> list[str]:

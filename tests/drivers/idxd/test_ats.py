@@ -6,6 +6,8 @@ skips them is caught as a stale ``devtlb`` use."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 import drivers.intel_iommu.cache as intel_cache
@@ -27,6 +29,9 @@ from kernel.dma.mapping import dma_unmap_single
 from tests.drivers.idxd.client import Copy, MemcpyClient
 from tests.drivers.idxd.conftest import Boot, dsa0, dsa_hw
 from tests.drivers.idxd.test_vtd import clients, vtd
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 def boot(make_kernel: Boot, cmdline: str = "") -> Kernel:
@@ -115,8 +120,9 @@ def test_unmap_invalidates_the_device_tlb_and_a_later_dma_faults(make_kernel: Bo
 
 
 def test_driver_that_skips_the_devtlb_flush_is_caught(
-    make_kernel: Boot, monkeypatch: pytest.MonkeyPatch
+    make_kernel: Boot, monkeypatch: pytest.MonkeyPatch, iommulab_expect: Expectations
 ) -> None:
+    iommulab_expect.stale()
     k = boot(make_kernel, "trace_event=hw_vtd:stale_translation")
     unit = vtd(k)
     c = clients()[0]

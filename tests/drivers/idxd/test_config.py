@@ -139,6 +139,34 @@ def test_default_config_without_pasid_has_only_the_dedicated_wq(idle: None) -> N
     assert [w["mode"] for w in wqs] == ["dedicated"]
 
 
+def test_default_config_for_every_wq_without_pasid_keeps_the_dedicated_half(idle: None) -> None:
+    cfg = idxd_default_config(dsa0(), 0)
+    wqs = [w for g in cfg["groups"] for w in g["grouped_workqueues"]]
+    assert sorted(w["mode"] for w in wqs) == ["dedicated"] * 4
+    assert len(cfg["groups"]) == 4
+    engines = [e["dev"] for g in cfg["groups"] for e in g["grouped_engines"]]
+    assert sorted(engines) == [f"engine0.{e}" for e in range(4)]
+
+
+def test_every_wq_with_a_system_pasid_boots_enabled_alternating_modes(make_kernel: Boot) -> None:
+    make_kernel(mock_spec(), "idxd.default_wqs=0")
+    idxd = dsa0()
+    assert [wq.dedicated for wq in idxd.wqs] == [True, False] * 4
+    assert all(wq.dma_chan is not None for wq in idxd.wqs)
+    assert [wq.name for wq in idxd.wqs][:3] == ["dma-dwq", "dma-swq", "dma-dwq2"]
+    assert {wq.size for wq in idxd.wqs} == {16}
+    per_group = sorted(sum(1 for wq in idxd.wqs if wq.group_id == g) for g in range(4))
+    assert per_group == [2, 2, 2, 2]
+
+
+def test_three_default_wqs_on_a_pasid_device(make_kernel: Boot) -> None:
+    make_kernel(mock_spec(), "idxd.default_wqs=3")
+    idxd = dsa0()
+    enabled = [wq for wq in idxd.wqs if wq.dma_chan is not None]
+    assert [wq.dedicated for wq in enabled] == [True, False, True]
+    assert {wq.size for wq in enabled} == {min(16, idxd.max_wq_size // 3)}
+
+
 BAD: list[tuple[str, Any, type[Exception], str]] = [
     ("wq size over total", one_wq(size=129), EINVAL, r"wq0\.0\.size: 129 outside 0\.\.128"),
     (

@@ -4,6 +4,8 @@ shared WQ with ENQCMDS, and the driver bugs the stack must catch."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from drivers.idxd.init import idxd_devices
@@ -35,6 +37,9 @@ from tests.drivers.idxd.client import MemcpyClient
 from tests.drivers.idxd.conftest import Boot, dsa0, dsa_hw, mock_spec, take_warnings
 
 APIS = ["upstream", "seed-v3"]
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 def boot_api(make_kernel: Boot, api: str, extra: str = "") -> Kernel:
@@ -171,7 +176,11 @@ def test_buffer_unmapped_early_completes_with_a_page_fault(make_kernel: Boot) ->
     d.free(c.dst, c.size)
 
 
-def test_forgotten_unmap_is_reported_by_dma_debug_at_unbind(make_kernel: Boot) -> None:
+def test_forgotten_unmap_is_reported_by_dma_debug_at_unbind(
+    make_kernel: Boot, iommulab_expect: Expectations
+) -> None:
+    iommulab_expect.dma_debug_error("pending DMA allocations")
+    iommulab_expect.leak()  # the buffer the forgotten mapping still covers
     k = boot_api(make_kernel, "upstream")
     d, _ = chans()
     c = d.start(4096)

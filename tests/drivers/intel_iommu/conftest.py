@@ -2,19 +2,20 @@
 DSA at 00:02.0 and an edu device at 00:03.0), with unit capabilities overridable,
 booted with the ``intel_iommu`` plugin only.
 
-Every kernel is checked at teardown: no WARN the test did not take, no leaked
-allocation after shutdown, and no use of a stale translation (the model runs with
+Every kernel is checked at teardown by the pytest plugin's checker
+(``iommulab_checks``): no WARN the test did not take, no leaked allocation after
+shutdown, and no use of a stale translation (the model also runs with
 ``strict_stale`` unless a test asks for the event instead of the exception).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from attrs import define, field
+from attrs import define
 
 from hw.bus import DmaFault, PciAddr
 from hw.machine import Machine, MachineSpec
@@ -22,6 +23,9 @@ from hw.vtd import VtdUnit
 from iommulab.presets import DSA_BDF, EDU_BDF, PRESETS
 from kernel.boot import Kernel, boot
 from kernel.pci import PciDev, pci_enable_device, pci_get_devices, pci_set_master
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations, KernelChecks
 
 
 def vtd_spec(config: dict[str, Any] | None = None, scope: Any = "all") -> MachineSpec:
@@ -57,8 +61,6 @@ class Vtd:
 
     kernel: Kernel
     machine: Machine
-    allow_stale: bool = False
-    expected_leaks: list[str] = field(factory=list)
 
     @property
     def unit(self) -> VtdUnit:
@@ -99,8 +101,9 @@ VtdFactory = Callable[..., Vtd]
 
 
 @pytest.fixture
-def make_vtd() -> Iterator[VtdFactory]:
-    booted: list[Vtd] = []
+def make_vtd(iommulab_checks: KernelChecks, iommulab_expect: Expectations) -> VtdFactory:
+    """Boot VT-d kernels, checked at teardown by the pytest plugin's checker;
+    ``allow_stale`` declares the stale translation use the test provokes."""
 
     def make(
         cmdline: str = "",
@@ -109,20 +112,12 @@ def make_vtd() -> Iterator[VtdFactory]:
         allow_stale: bool = False,
     ) -> Vtd:
         k, m = boot_vtd(cmdline, config, scope)
-        v = Vtd(k, m, allow_stale)
-        booted.append(v)
-        return v
+        iommulab_checks.track(k)
+        if allow_stale:
+            iommulab_expect.stale()
+        return Vtd(k, m)
 
-    yield make
-    for v in booted:
-        v.kernel.activate()
-        unexpected = [w.message for w in v.kernel.warnings()]
-        v.kernel.shutdown()
-        leaks = [a.site for a in v.kernel.mm.live() if a.site != "init_task stack"]
-        assert not unexpected, f"unexpected WARN: {unexpected}"
-        assert not leaks, f"leaked at shutdown: {leaks}"
-        if not v.allow_stale:
-            assert v.unit.stats.stale_uses == 0
+    return make
 
 
 @pytest.fixture

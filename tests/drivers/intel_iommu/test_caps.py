@@ -19,7 +19,12 @@ from kernel.iommu.iommu import (
     iommu_state,
 )
 from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA, IOMMU_PASID_INVALID
-from kernel.iommu.pasid import iommu_alloc_global_pasid, iommu_attach_device_pasid
+from kernel.iommu.pasid import (
+    iommu_alloc_global_pasid,
+    iommu_attach_device_pasid,
+    iommu_detach_device_pasid,
+    iommu_free_global_pasid,
+)
 from kernel.mm import GFP_KERNEL, kfree, kmalloc, memory_write
 from kernel.trace import capture
 from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory, pdev
@@ -119,6 +124,8 @@ def test_caching_mode_with_second_stage_forces_strict_and_flushes_new_entries(
     assert types[:4] == [7, 5, 6, 5] and 2 in types[4:]
     dma_unmap_single(dsa, handle, 4096, DMA_TO_DEVICE)
     kfree(buf)
+    iommu_detach_device_pasid(ddom, dsa, pasid)
+    iommu_free_global_pasid(pasid)
 
 
 def test_caching_mode_with_first_stage_keeps_lazy_invalidation(make_vtd: VtdFactory) -> None:

@@ -1,7 +1,7 @@
 """The VT-d vendor for the IOMMU core contract tests (``tests/kernel/iommu/test_contract.py``).
 
-The contract's ``make_kernel`` fixture boots mock machines and, at teardown, checks
-each kernel for unexpected WARNs and shuts it down. :func:`vtd_vendor` lets that
+The contract's ``make_kernel`` fixture boots mock machines and hands each kernel to
+the pytest plugin's teardown checker (``iommulab_checks``). :func:`vtd_vendor` lets that
 fixture boot the ``default`` VT-d machine instead (by standing in for the boot
 function it calls), so VT-d kernels get the same teardown checks.
 """

@@ -120,7 +120,7 @@ def test_tlbi_of_another_asid_leaves_the_entry() -> None:
     r.translate(IOVA, pasid=1)
     r.translate(IOVA, pasid=3)
     r.smmu.submit(cmd_tlbi_nh_asid(6), cmd_tlbi_nh_va(6, IOVA), cmd_tlbi_nh_asid(5, vmid=1))
-    assert list(r.unit.caches.tlb) == [(0, 5)]
+    assert list(r.unit.caches.tlb.tables) == [(0, 5)]
 
 
 def test_tlbi_nh_va_drops_only_the_page_named() -> None:

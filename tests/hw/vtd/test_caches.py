@@ -145,7 +145,7 @@ def test_dsi_flush_drops_only_that_domain() -> None:
     unit.translate(RID, None, False, 0x1000, 4, False)
     unit.translate(RID2, None, False, 0x1000, 4, False)
     q.submit(iotlb_dsi(2))
-    assert list(unit.caches.iotlb) == [(3, -1)]
+    assert list(unit.caches.iotlb.tables) == [(3, -1)]
 
 
 def test_global_iotlb_flush_drops_everything() -> None:
@@ -163,7 +163,7 @@ def test_dsi_iotlb_flush_leaves_first_stage_entries() -> None:
 def test_pasid_selective_piotlb_of_a_leaves_b() -> None:
     _m, unit, _pages, _t, q, _pa, _pb = fl_two_pasids()
     q.submit(piotlb(5, 1))
-    assert list(unit.caches.iotlb) == [(5, 2)]
+    assert list(unit.caches.iotlb.tables) == [(5, 2)]
 
 
 def test_page_selective_piotlb_drops_one_page_of_one_pasid() -> None:
@@ -171,8 +171,8 @@ def test_page_selective_piotlb_drops_one_page_of_one_pasid() -> None:
     pa.map(0x2000, 0xC000)
     unit.translate(RID, 1, False, 0x2000, 4, False)
     q.submit(piotlb(5, 1, 0x2000))
-    assert sorted(unit.caches.iotlb[5, 1][0]) == [1]
-    assert sorted(unit.caches.iotlb[5, 2][0]) == [1]
+    assert sorted(unit.caches.iotlb.tables[5, 1][0]) == [1]
+    assert sorted(unit.caches.iotlb.tables[5, 2][0]) == [1]
 
 
 def test_stale_pasid_entry_is_reported_until_pasid_cache_flush() -> None:
@@ -305,4 +305,6 @@ def test_flushed_entries_stop_watching_table_pages() -> None:
     unit.translate(RID, None, False, 0x1000, 4, False)
     assert m.memory.watched(pt.root >> 12)
     q.submit(iotlb_global(), pc_inval(3), cc_inval(1))
+    assert not any(unit.caches.deps.deps.values())  # nothing depends on any table entry
+    m.memory.write_u64(pt.root + 8, 0)  # unwatched at the page's next write
     assert not m.memory.watched(pt.root >> 12)

@@ -440,13 +440,17 @@ def test_block_summaries_and_stale_use_inside_a_block() -> None:
     assert 1 in t[3]
     hits = r.atc.stats.hits
     assert r.read(0x20_1000, 0x2000).runs == ((0x40_1000, 0x2000),)
-    assert r.atc.stats.hits == hits + 2 and t[3][1].stamp == r.unit.caches.deps.version
+    assert r.atc.stats.hits == hits + 2 and t[3][1].version == r.unit.caches.deps.version
     unmap_without_devtlb_flush(r, pt, 0x20_5000, q)
-    r.read(0x20_0000, 0x1000)
-    assert r.unit.stats.stale_uses == 1  # one stale entry in the block, found via the block
+    r.read(0x20_0000, 0x1000)  # a page of the block whose entry is still right
+    assert r.unit.stats.stale_uses == 0
+    r.read(0x20_0000, 0x20_0000)  # the whole block: the outdated summary is not used,
+    assert r.unit.stats.stale_uses == 1  # and the one stale entry in it is found
     pt.map(0x20_5000, 0x40_5000)  # back as it was: nothing stale any more
-    r.read(0x20_0000, 0x1000)
-    assert r.unit.stats.stale_uses == 1 and t[3][1].stamp == r.unit.caches.deps.version
+    r.read(0x20_0000, 0x20_0000)
+    assert r.unit.stats.stale_uses == 1
+    assert r.read(0x20_0000, 0x20_0000).runs == ((0x40_0000, 0x20_0000),)
+    assert t[3][1].version == r.unit.caches.deps.version  # summarised again
 
 
 def test_pasid_entry_change_without_invalidation_is_stale_for_the_atc() -> None:

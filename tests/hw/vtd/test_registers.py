@@ -123,7 +123,7 @@ def test_iotlb_register_page_selective_invalidation() -> None:
     m.clock.advance(1000)
     value = reg_read(m, iro + 8, 8)
     assert not value >> 63 and vr.IOTLB.IAIG.get(value) == 3
-    assert list(unit.caches.iotlb[1, -1][0]) == [2]
+    assert list(unit.caches.iotlb.tables[1, -1][0]) == [2]
 
 
 def test_iotlb_register_global_invalidation() -> None:

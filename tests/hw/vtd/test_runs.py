@@ -50,11 +50,11 @@ def fl_setup(config: dict[str, object] | None = None, npages: int = 1024) -> Set
 
 
 def tlb(unit: VtdUnit, iova: int) -> TlbEntry:
-    return unit.caches.iotlb[DID, PASID][0][iova >> 12]
+    return unit.caches.iotlb.tables[DID, PASID][0][iova >> 12]
 
 
 def blocks(unit: VtdUnit) -> dict[int, Block]:
-    return unit.caches.iotlb[DID, PASID][BLOCK]
+    return unit.caches.iotlb.tables[DID, PASID][BLOCK]
 
 
 def pte(m: Machine, pt: PageTable, iova: int, level: int = 1) -> int:
@@ -208,7 +208,7 @@ def test_global_invalidation_drops_the_summaries() -> None:
     _m, unit, _pages, _t, _pt, q = fl_setup()
     tr(unit, IOVA, BLK)
     q.submit(iotlb_global())
-    assert (DID, PASID) not in unit.caches.iotlb
+    assert (DID, PASID) not in unit.caches.iotlb.tables
     assert tr(unit, IOVA, BLK) == ((PHYS, BLK),)
 
 
@@ -229,7 +229,7 @@ def test_pasid_cache_flush_rebinds_the_stage_without_stale_use() -> None:
     q.submit(pc_inval(2, did=DID, pasid=PASID))
     assert tr(unit, IOVA, BLK) == ((PHYS, BLK),)
     stage = unit.caches.pasid[RID, PASID].info.stage
-    assert blocks(unit)[IOVA >> 21].stage is stage
+    assert blocks(unit)[IOVA >> 21].src is stage
     assert unit.stats.stale_uses == 0 and unit.stats.iotlb_misses == 512
 
 
@@ -332,13 +332,13 @@ def test_block_with_an_unmapped_page_builds_no_summary() -> None:
 def test_summary_needs_every_entry_clean_and_of_the_stage() -> None:
     _m, unit, _pages, _t, _pt, _q = fl_setup()
     tr(unit, IOVA, BLK)
-    sizes = unit.caches.iotlb[DID, PASID]
+    sizes = unit.caches.iotlb.tables[DID, PASID]
     sizes[BLOCK].clear()
     stage = unit.caches.pasid[RID, PASID].info.stage
     sizes[0][(IOVA >> 12) + 3].suspect = True
     assert unit.caches.build_block(sizes, IOVA >> 21, stage) is None
     sizes[0][(IOVA >> 12) + 3].suspect = False
-    sizes[0][(IOVA >> 12) + 4].stage = evolve(stage)
+    sizes[0][(IOVA >> 12) + 4].src = evolve(stage)
     assert unit.caches.build_block(sizes, IOVA >> 21, stage) is None
     del sizes[0][(IOVA >> 12) + 200]
     assert unit.caches.build_block(sizes, IOVA >> 21, stage) is None
@@ -353,7 +353,7 @@ def test_summary_refuses_runs_outside_ram_or_in_the_interrupt_range() -> None:
     t.pasid_entry(RID, PASID, ent.PGTT_FL, did=DID, pt=pt)
     r = unit.translate(RID, PASID, False, IOVA, BLK, False)
     assert r.fault is not None and r.runs == ((ram - BLK + 4096, BLK - 4096),)
-    sizes = unit.caches.iotlb[DID, PASID]
+    sizes = unit.caches.iotlb.tables[DID, PASID]
     stage = unit.caches.pasid[RID, PASID].info.stage
     assert unit.caches.build_block(sizes, IOVA >> 21, stage) is None
     for i in range(512):
@@ -368,9 +368,9 @@ def test_large_page_entry_is_reverified_after_an_ignored_bit_changes() -> None:
     t.pasid_entry(RID, PASID, ent.PGTT_FL, did=DID, pt=pt)
     tr(unit, IOVA, BLK)
     m.memory.write_u64(addr, m.memory.read_u64(addr) | 1 << 9)
-    assert unit.caches.iotlb[DID, PASID][1][IOVA >> 21].suspect
+    assert unit.caches.iotlb.tables[DID, PASID][1][IOVA >> 21].suspect
     assert tr(unit, IOVA, BLK) == ((PHYS, BLK),)
-    assert not unit.caches.iotlb[DID, PASID][1][IOVA >> 21].suspect
+    assert not unit.caches.iotlb.tables[DID, PASID][1][IOVA >> 21].suspect
     assert unit.stats.stale_uses == 0
 
 

@@ -51,12 +51,17 @@ def test_own_write_sets_bits_without_marking() -> None:
     assert a.suspect
 
 
-def test_drop_unwatches_the_page_after_the_last_dependant() -> None:
+def test_drop_unwatches_the_page_at_its_next_write_after_the_last_dependant() -> None:
     mem, tr, a, b = setup()
     tr.drop(a)
-    assert mem.watched(PAGE >> 12)
     tr.drop(b)
-    assert not mem.watched(PAGE >> 12) and tr.by_pfn == {}
+    assert mem.watched(PAGE >> 12) and not any(tr.deps.values())  # kept until written
+    tr.add(a)  # a refill before any write reuses the snapshot
+    mem.write_u64(PAGE, 9)
+    assert a.suspect
+    tr.drop(a)
+    mem.write_u64(PAGE, 10)
+    assert not mem.watched(PAGE >> 12) and tr.snaps == {} and tr.live == {} and tr.deps == {}
     tr.drop(a)  # dropping twice is harmless
     stray = SlotCached([(PAGE + 0x800) >> 3])
     tr.add(b)
@@ -74,3 +79,20 @@ def test_rebase_and_mark_all() -> None:
     assert not a.suspect
     tr.mark_all([a, b])
     assert a.suspect and b.suspect and tr.version == 2
+
+
+def test_own_write_many_sets_bits_across_a_page_without_marking() -> None:
+    mem, tr, a, b = setup()
+    mem.write_u64(PAGE + 0x808, 1 << 5)  # already set there: left as it is
+    a.suspect = b.suspect = False
+    tr.version = 0
+    tr.own_write_many({PAGE: 1 << 5, PAGE + 0x800: 1 << 6, PAGE + 0x808: 1 << 5})
+    assert mem.read_u64(PAGE) == 1 << 5 and mem.read_u64(PAGE + 0x800) == 1 << 6
+    assert mem.read_u64(PAGE + 0x808) == 1 << 5
+    assert not a.suspect and not b.suspect and tr.version == 0
+    writes: list[int] = []
+    mem.watch(PAGE >> 12, writes.append)
+    tr.own_write_many({PAGE: 1 << 5})  # nothing to change: no write
+    assert writes == []
+    mem.write_u64(PAGE + 0x800, 7)  # a later software change is still seen
+    assert b.suspect and not a.suspect

@@ -36,10 +36,10 @@ from kernel.dma.dmaengine import (
 )
 from kernel.dma.mapping import dma_map_single, dma_mapping_error, dma_unmap_single
 from kernel.errno import EBUSY, EINVAL, ENODEV
-from kernel.mm import GFP_KERNEL, kmalloc, memory_read, memory_write
+from kernel.mm import memory_read, memory_write
 from kernel.pci import PciDev
 from kernel.platform import platform
-from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at
+from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at, scratch_buffer
 from tests.kernel.iommu.helpers import EDU_BUF, edu_copy
 
 
@@ -74,7 +74,7 @@ def test_memcpy_through_dmaengine(make_kernel: KernelFactory) -> None:
     provider = _provider(pdev)
     dma_async_device_register(provider)
     chan = dma_request_chan(None, "memcpy")
-    src, dst = kmalloc(1024, GFP_KERNEL), kmalloc(1024, GFP_KERNEL)
+    src, dst = scratch_buffer(1024), scratch_buffer(1024)
     assert src is not None and dst is not None
     memory_write(src, bytes(range(256)) * 4)
     s = dma_map_single(pdev, src, 1024, DMA_TO_DEVICE)

@@ -50,9 +50,9 @@ from kernel.dma.scatterlist import (
 from kernel.errno import EIO, ENOMEM
 from kernel.fault_inject import injector
 from kernel.iommu.dma_iommu import iommu_dma_live_iovas
-from kernel.mm import GFP_KERNEL, PAGE_OFFSET, Page, kmalloc, virt_to_page
+from kernel.mm import GFP_KERNEL, PAGE_OFFSET, Page, virt_to_page
 from kernel.pci import PciDev
-from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at, take_warnings
+from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at, scratch_buffer, take_warnings
 
 SZ_4K = 1 << 12
 
@@ -64,9 +64,7 @@ def booted(request: pytest.FixtureRequest, make_kernel: KernelFactory) -> tuple[
 
 
 def _buf(size: int = 256) -> int:
-    buf = kmalloc(size, GFP_KERNEL)
-    assert buf is not None
-    return buf
+    return scratch_buffer(size)
 
 
 def test_page_mapping_round_trip_is_clean(booted: tuple[Kernel, PciDev]) -> None:
@@ -150,11 +148,11 @@ def test_coherent_allocation_out_of_memory_fails(booted: tuple[Kernel, PciDev]) 
 
 
 def test_free_of_a_failed_coherent_allocation_is_a_no_op(booted: tuple[Kernel, PciDev]) -> None:
+    """Linux ``dma_free_attrs`` returns on a NULL ``cpu_addr`` before DMA-API debugging
+    sees the call: no WARN, no DMA-API error (the teardown check would report one)."""
     k, dev = booted
     dma_free_coherent(dev, SZ_4K, None, DMA_MAPPING_ERROR)
-    assert take_warnings(k) == [
-        "DMA-API: pci 0000:00:03.0: device driver tries to free an invalid DMA memory address"
-    ]
+    assert take_warnings(k) == []
 
 
 def test_seg_parameters_default_to_64k_and_no_boundary(booted: tuple[Kernel, PciDev]) -> None:

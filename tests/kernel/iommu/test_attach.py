@@ -34,6 +34,7 @@ from kernel.iommu.iommu import (
     iommu_unmap,
 )
 from kernel.iommu.iommu_h import (
+    IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_SVA,
     IOMMU_FAULT_WRITE,
     IOMMU_READ,
@@ -55,6 +56,7 @@ from kernel.pci import (
 )
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu import mock_iommu
+from tests.kernel.iommu.mock_hw import hw_entry
 
 SZ_4K = 1 << 12
 EDU_ID = PciDeviceId(0x1234, 0x11E8)
@@ -148,11 +150,28 @@ def test_sva_domains_come_only_from_the_sva_allocator(make_kernel: KernelFactory
         __iommu_domain_alloc(dev_iommu_ops(dev), dev, IOMMU_DOMAIN_SVA)
 
 
-def test_static_domains_are_never_freed(make_kernel: KernelFactory) -> None:
+def test_static_domains_are_never_freed(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``iommu_domain_free`` of the driver's static identity or blocked domain returns
+    without calling a ``free`` op, even when the ops have one; the same ops on a
+    domain that is not the driver's static one are freed. A domain with no owner and
+    no ops has nothing to release."""
     make_kernel()
+    freed: list[IommuDomain] = []
+    for ops in (mock_iommu.MockBlockedOps, mock_iommu.MockIdentityOps):
+        monkeypatch.setattr(ops, "free", lambda self, d: freed.append(d), raising=False)
     iommu_domain_free(mock_iommu.BLOCKED_DOMAIN)
-    iommu_domain_free(IommuDomain())  # no owner, no ops: nothing to release
-    assert mock_iommu.BLOCKED_DOMAIN.ops is not None
+    iommu_domain_free(mock_iommu.IDENTITY_DOMAIN)
+    assert freed == []
+    dev = pdev_at(EDU_BDF)
+    iommu_device_claim_dma_owner(dev, "vfio")  # the blocked domain still works
+    assert iommu_get_domain_for_dev(dev) is mock_iommu.BLOCKED_DOMAIN and hw_entry(dev) == 0
+    iommu_device_release_dma_owner(dev)
+    iommu_domain_free(IommuDomain())
+    other = IommuDomain(type=IOMMU_DOMAIN_BLOCKED, ops=mock_iommu.MockBlockedOps())
+    iommu_domain_free(other)
+    assert freed == [other]
 
 
 # --------------------------------------------------------------------------- ownership
@@ -296,7 +315,7 @@ def test_unaligned_map_is_einval_and_maps_nothing(make_kernel: KernelFactory) ->
     dom = iommu_paging_domain_alloc(pdev_at(EDU_BDF))
     with pytest.raises(EINVAL):
         iommu_map(dom, 0x1800, 0x10000, SZ_4K, IOMMU_READ, GFP_KERNEL)
-    assert not dom.pt.leaves  # type: ignore[attr-defined]
+    assert not dom.mappings()  # type: ignore[attr-defined]
     assert "unaligned: iova 0x1800 pa 0x0000000000010000 size 0x1000" in k.dmesg()
     iommu_domain_free(dom)
 

@@ -8,6 +8,7 @@ kernel, a PCI device with PASID support and one without.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 from attrs import frozen
@@ -15,6 +16,7 @@ from attrs import frozen
 from kernel.boot import Kernel
 from kernel.errno import EINVAL, ENOMEM, KernelError
 from kernel.fault_inject import injector
+from kernel.iommu import iommu as iommu_core
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import (
     dev_iommu_ops,
@@ -35,14 +37,25 @@ from kernel.iommu.pasid import (
     iommu_detach_device_pasid,
     iommu_free_global_pasid,
 )
-from kernel.mm import GFP_KERNEL, PAGE_OFFSET, alloc_pages_exact, free_pages_exact, memory_write
+from kernel.mm import (
+    GFP_KERNEL,
+    PAGE_OFFSET,
+    alloc_pages_exact,
+    free_pages_exact,
+    memory_read,
+    memory_write,
+)
 from kernel.pci import PciDev
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
-from tests.kernel.iommu.helpers import device_read
+from tests.kernel.iommu.helpers import device_read, device_write
+from tests.kernel.iommu.mock_hw import mock_unit
 
 SZ_4K = 1 << 12
 SZ_2M = 1 << 21
 RW = IOMMU_READ | IOMMU_WRITE
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import Expectations
 
 
 @frozen
@@ -141,6 +154,54 @@ def test_attach_then_device_dma_uses_the_domain(vendor: Callable[[str], VendorSe
     assert device_read(dev, 0x20000, 64) != 0
     iommu_unmap(dom, 0x20000, SZ_4K)
     iommu_domain_free(dom)
+    free_pages_exact(buf, SZ_4K)
+
+
+def remap_outcome(v: VendorSetup) -> tuple[bytes, bytes]:
+    """The device reads page A through IOVA (its IOMMU may cache the translation), the
+    IOVA is unmapped and mapped again to page B, and the device writes what it read
+    back to IOVA. Returns (B, A) as they are afterwards; with every flush the core and
+    driver owe, the bytes land in B and A keeps what the CPU left there."""
+    dev = v.plain_dev
+    dom = iommu_paging_domain_alloc(dev)
+    a, b = _buf(SZ_4K), _buf(SZ_4K)
+    memory_write(a, b"\xaa" * 64)
+    memory_write(b, bytes(64))
+    iommu_attach_device(dom, dev)
+    iommu_map(dom, 0x30000, a - PAGE_OFFSET, SZ_4K, RW, GFP_KERNEL)
+    assert device_read(dev, 0x30000, 64) == 0
+    memory_write(a, bytes(64))
+    assert iommu_unmap(dom, 0x30000, SZ_4K) == SZ_4K
+    iommu_map(dom, 0x30000, b - PAGE_OFFSET, SZ_4K, RW, GFP_KERNEL)
+    device_write(dev, 0x30000, 64)
+    out = memory_read(b, 64), memory_read(a, 64)
+    iommu_detach_device(dom, dev)
+    iommu_unmap(dom, 0x30000, SZ_4K)
+    iommu_domain_free(dom)
+    free_pages_exact(a, SZ_4K)
+    free_pages_exact(b, SZ_4K)
+    return out
+
+
+def test_unmap_then_remap_reaches_the_new_page(vendor: Callable[[str], VendorSetup]) -> None:
+    """``iommu_unmap`` syncs the IOTLB before it returns (strict mode): a cached
+    translation of the old page is never used after the IOVA is mapped again."""
+    assert remap_outcome(vendor("")) == (b"\xaa" * 64, bytes(64))
+
+
+def test_a_core_that_skips_iotlb_sync_fails_the_contract_on_the_mock(
+    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch, iommulab_expect: Expectations
+) -> None:
+    """The mock vendor catches a missing flush in the core: with the core's
+    ``iommu_iotlb_sync`` patched out (what ``iommu_unmap`` and the gather call), the
+    mock's IOTLB keeps IOVA -> A, the device's write lands in A instead of B — what
+    :func:`test_unmap_then_remap_reaches_the_new_page` forbids — and the model counts
+    the use of the stale translation."""
+    iommulab_expect.stale()
+    v = _mock(make_kernel, "")
+    monkeypatch.setattr(iommu_core, "iommu_iotlb_sync", lambda domain, gather: None)
+    assert remap_outcome(v) == (bytes(64), b"\xaa" * 64)
+    assert mock_unit().stats.stale_uses >= 1
 
 
 def test_pasid_attach_upstream(vendor: Callable[[str], VendorSetup]) -> None:

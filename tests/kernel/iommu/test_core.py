@@ -19,10 +19,12 @@ from kernel.iommu.iommu import (
     __iommu_domain_alloc,
     dev_iommu_ops,
     iommu_attach_device,
+    iommu_detach_device,
     iommu_device_claim_dma_owner,
     iommu_device_release_dma_owner,
     iommu_domain_free,
     iommu_get_domain_for_dev,
+    iommu_iova_to_phys,
     iommu_map,
     iommu_paging_domain_alloc,
     iommu_pgsize,
@@ -38,11 +40,18 @@ from kernel.iommu.iommu_sva import (
     mm_map,
     mmput,
 )
-from kernel.mm import GFP_KERNEL, PAGE_OFFSET, kmalloc, memory_read, memory_write
-from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
+from kernel.mm import GFP_KERNEL, PAGE_OFFSET, memory_read, memory_write
+from tests.kernel.conftest import (
+    EDU_BDF,
+    PASID_BDF,
+    KernelFactory,
+    pdev_at,
+    scratch_buffer,
+    take_warnings,
+)
 from tests.kernel.iommu import mock_iommu
 from tests.kernel.iommu.helpers import device_read, device_write
-from tests.kernel.iommu.mock_hw import MOCK_UNITS
+from tests.kernel.iommu.mock_hw import mock_unit
 
 SZ_4K = 1 << 12
 
@@ -74,7 +83,6 @@ def test_two_drivers_claiming_one_table_is_an_error_naming_both(
         from hw.machine import build_machine
         from kernel.boot import boot
 
-        mock_iommu._OPS.units.clear()
         return boot(
             build_machine(conftest.machine_spec()),
             cmdline,
@@ -95,7 +103,7 @@ def test_passthrough_gives_identity_and_dma_direct(make_kernel: KernelFactory) -
     dev = pdev_at(EDU_BDF)
     assert iommu_get_domain_for_dev(dev).type == IOMMU_DOMAIN_IDENTITY
     assert not dev.dma_iommu
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
     assert h == buf - PAGE_OFFSET and not dma_mapping_error(dev, h)
@@ -108,7 +116,7 @@ def test_device_dma_through_dma_api_reaches_bytes_then_faults_after_unmap(
 ) -> None:
     make_kernel()
     dev = pdev_at(EDU_BDF)
-    buf = kmalloc(256, GFP_KERNEL)
+    buf = scratch_buffer(256)
     assert buf is not None
     memory_write(buf, bytes(range(256)))
     h = dma_map_single(dev, buf, 256, DMA_BIDIRECTIONAL)
@@ -119,7 +127,7 @@ def test_device_dma_through_dma_api_reaches_bytes_then_faults_after_unmap(
     assert memory_read(buf, 256) == bytes(range(256))
     dma_unmap_single(dev, h, 256, DMA_BIDIRECTIONAL)
     assert device_read(dev, h, 256) == 1
-    assert MOCK_UNITS["mock0"].faults
+    assert mock_unit().faults
 
 
 def test_lazy_mode_reuses_iova_only_after_the_flush(make_kernel: KernelFactory) -> None:
@@ -127,7 +135,7 @@ def test_lazy_mode_reuses_iova_only_after_the_flush(make_kernel: KernelFactory) 
     dev = pdev_at(EDU_BDF)
     dom = iommu_get_domain_for_dev(dev)
     assert dom.type == IOMMU_DOMAIN_DMA_FQ
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
     dma_mapping_error(dev, h)
@@ -150,7 +158,7 @@ def test_strict_mode_syncs_on_every_unmap(make_kernel: KernelFactory) -> None:
     make_kernel()
     dev = pdev_at(EDU_BDF)
     dom = iommu_get_domain_for_dev(dev)
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     for _ in range(3):
         h = dma_map_single(dev, buf, 64, DMA_TO_DEVICE)
@@ -173,7 +181,7 @@ def test_pgsize_splits_to_large_pages() -> None:
 def test_invalid_direction_is_rejected(make_kernel: KernelFactory) -> None:
     make_kernel()
     dev = pdev_at(EDU_BDF)
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     with pytest.raises(EINVAL):
         dma_map_single(dev, buf, 64, 7)
@@ -183,7 +191,7 @@ def test_invalid_direction_is_rejected(make_kernel: KernelFactory) -> None:
 def test_size_zero_warns_and_maps_nothing(make_kernel: KernelFactory) -> None:
     k = make_kernel()
     dev = pdev_at(EDU_BDF)
-    buf = kmalloc(64, GFP_KERNEL)
+    buf = scratch_buffer(64)
     assert buf is not None
     assert dma_mapping_error(dev, dma_map_single(dev, buf, 0, DMA_TO_DEVICE))
     assert take_warnings(k) == ["DMA-API: mapping of size 0"]
@@ -198,7 +206,7 @@ def test_iova_overflow_is_eoverflow(make_kernel: KernelFactory) -> None:
     dom = iommu_paging_domain_alloc(pdev_at(EDU_BDF))
     with pytest.raises(EOVERFLOW):
         iommu_map(dom, (1 << 64) - SZ_4K, 0, 2 * SZ_4K, IOMMU_READ, GFP_KERNEL)
-    assert not dom.pt.leaves
+    assert not dom.mappings()
     iommu_domain_free(dom)
 
 
@@ -223,7 +231,7 @@ def test_unmap_of_range_not_mapped_returns_zero(make_kernel: KernelFactory) -> N
     iommu_map(dom, 0x1000, 0x100000, SZ_4K, IOMMU_READ, GFP_KERNEL)
     assert iommu_unmap(dom, 0x8000, SZ_4K) == 0
     assert iommu_unmap(dom, 0x1001, SZ_4K) == 0
-    assert dom.pt.lookup(0x1000) is not None
+    assert iommu_iova_to_phys(dom, 0x1000) == 0x100000
     iommu_unmap(dom, 0x1000, SZ_4K)
     iommu_domain_free(dom)
 
@@ -251,8 +259,13 @@ def test_dma_owner_claim_blocks_and_excludes(make_kernel: KernelFactory) -> None
     assert iommu_get_domain_for_dev(dev) is default
     other = iommu_paging_domain_alloc(dev)
     iommu_attach_device(other, dev)
+    third = iommu_paging_domain_alloc(dev)
     with pytest.raises(EBUSY):
-        iommu_attach_device(iommu_paging_domain_alloc(dev), dev)
+        iommu_attach_device(third, dev)
+    assert iommu_get_domain_for_dev(dev) is other
+    iommu_detach_device(other, dev)
+    iommu_domain_free(third)
+    iommu_domain_free(other)
 
 
 def test_sva_bind_translates_through_process_page_tables(make_kernel: KernelFactory) -> None:
@@ -260,14 +273,14 @@ def test_sva_bind_translates_through_process_page_tables(make_kernel: KernelFact
     dev = pdev_at(PASID_BDF)
     mm = mm_alloc()
     assert mm is not None
-    buf = kmalloc(4096, GFP_KERNEL)
+    buf = scratch_buffer(4096)
     assert buf is not None
     memory_write(buf, b"sva!" * 16)
     mm_map(mm, 0x7000_0000, (buf - PAGE_OFFSET) & ~0xFFF, SZ_4K)
     handle = iommu_sva_bind_device(dev, mm)
     pasid = iommu_sva_get_pasid(handle)
     assert pasid == 1 and iommu_sva_bind_device(dev, mm) is handle
-    hw = MOCK_UNITS["mock0"]
+    hw = mock_unit()
     va = 0x7000_0000 + ((buf - PAGE_OFFSET) & 0xFFF)
     res = hw.translate(dev.rid, pasid, False, va, 64, False)
     assert res.fault is None and res.runs[0][0] == buf - PAGE_OFFSET

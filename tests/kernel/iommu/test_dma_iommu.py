@@ -50,18 +50,22 @@ from kernel.iommu.iommu_h import (
     IommuDomain,
 )
 from kernel.iommu.iova import alloc_iova
-from kernel.mm import GFP_KERNEL, kmalloc
 from kernel.pci import PciDev
-from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
+from tests.kernel.conftest import (
+    EDU_BDF,
+    PASID_BDF,
+    KernelFactory,
+    pdev_at,
+    scratch_buffer,
+    take_warnings,
+)
 from tests.kernel.iommu import mock_iommu
 
 SZ_4K = 1 << 12
 
 
 def _buf(size: int = 64) -> int:
-    buf = kmalloc(size, GFP_KERNEL)
-    assert buf is not None
-    return buf
+    return scratch_buffer(size)
 
 
 def _fill_below(dev: PciDev, limit: int) -> None:
@@ -156,7 +160,7 @@ def test_sg_map_failing_midway_unmaps_and_frees_everything(make_kernel: KernelFa
     finally:
         injector().disarm()
     assert iommu_dma_live_iovas(dev) == 0
-    assert not dom.pt.leaves  # type: ignore[union-attr]
+    assert not dom.mappings()  # type: ignore[union-attr]
     assert all(sg.dma_length == 0 for sg in sgl)
 
 

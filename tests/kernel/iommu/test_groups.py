@@ -29,7 +29,8 @@ from kernel.iommu.pasid import (
 from kernel.pci import PciDev
 from tests.kernel.conftest import KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu import mock_iommu
-from tests.kernel.iommu.mock_hw import MOCK_UNITS
+from tests.kernel.iommu.mock_hw import hw_entry
+from tests.kernel.iommu.mock_iommu import domain_entry
 
 FN0, FN1 = "0000:00:05.0", "0000:00:05.1"
 ACS0, ACS1 = "0000:00:06.0", "0000:00:06.1"
@@ -56,8 +57,9 @@ def _shared(make_kernel: KernelFactory, width1: int = 8) -> tuple[PciDev, PciDev
     return pdev_at(FN0), pdev_at(FN1)
 
 
-def _ctx(dev: PciDev, pasid: int | None) -> object:
-    return MOCK_UNITS["mock0"].contexts.get((dev.rid, pasid))
+def _ctx(dev: PciDev, pasid: int | None) -> int | None:
+    """The translation entry the hardware reads for ``dev`` (at ``pasid``); None: blocked."""
+    return hw_entry(dev, pasid) or None
 
 
 def test_functions_of_a_slot_without_acs_share_one_group(make_kernel: KernelFactory) -> None:
@@ -80,7 +82,7 @@ def test_device_joining_a_group_is_attached_to_the_groups_domain(
     a, b = _shared(make_kernel)
     dom = iommu_get_domain_for_dev(a)
     assert iommu_get_domain_for_dev(b) is dom
-    assert _ctx(a, None) is _ctx(b, None) is dom.pt  # type: ignore[union-attr]
+    assert _ctx(a, None) == _ctx(b, None) == domain_entry(dom)
 
 
 def test_attach_device_refuses_a_group_with_several_devices(make_kernel: KernelFactory) -> None:
@@ -134,7 +136,7 @@ def test_pasid_attach_sets_every_group_device_with_pasids(make_kernel: KernelFac
     dom = iommu_get_domain_for_dev(a)
     assert dom is not None
     iommu_attach_device_pasid(dom, b, 9)
-    assert _ctx(a, 9) is _ctx(b, 9) is dom.pt  # type: ignore[attr-defined]
+    assert _ctx(a, 9) == _ctx(b, 9) == domain_entry(dom)
     assert iommu_get_domain_for_dev_pasid(a, 9) is dom
     iommu_detach_device_pasid(dom, a, 9)
     assert _ctx(a, 9) is None and _ctx(b, 9) is None
@@ -251,4 +253,4 @@ def test_failed_restore_during_an_unwind_is_warned_about(
     # What the unwind could not restore, a later attach of the group's domain does.
     iommu_device_claim_dma_owner(a, "vfio")
     iommu_device_release_dma_owner(a)
-    assert _ctx(a, None) is _ctx(b, None) is default.pt  # type: ignore[union-attr]
+    assert _ctx(a, None) == _ctx(b, None) == domain_entry(default)

@@ -24,7 +24,8 @@ from kernel.iommu.pasid import (
 )
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu.helpers import edu_copy
-from tests.kernel.iommu.mock_hw import MOCK_UNITS
+from tests.kernel.iommu.mock_hw import hw_entry
+from tests.kernel.iommu.mock_iommu import domain_entry
 
 
 def test_pasid_0_is_rejected(make_kernel: KernelFactory) -> None:
@@ -61,9 +62,9 @@ def test_detach_returns_the_pasid_to_blocked(make_kernel: KernelFactory) -> None
     dev = pdev_at(PASID_BDF)
     dom = iommu_get_domain_for_dev(dev)
     iommu_attach_device_pasid(dom, dev, 7)
-    assert (dev.rid, 7) in MOCK_UNITS["mock0"].contexts
+    assert hw_entry(dev, 7) == domain_entry(dom)
     iommu_detach_device_pasid(dom, dev, 7)
-    assert (dev.rid, 7) not in MOCK_UNITS["mock0"].contexts
+    assert hw_entry(dev, 7) == 0
     assert edu_copy(dev, 0x1000, 0x40000, 8, False) == 1  # unmapped IOVA: the device faults
 
 
@@ -88,15 +89,26 @@ def test_free_of_invalid_pasid_warns(make_kernel: KernelFactory) -> None:
     assert len(take_warnings(k)) == 1
 
 
-def test_dma_ownership_refused_while_pasid_attached(make_kernel: KernelFactory) -> None:
+def test_rid_domain_change_leaves_attached_pasids_in_place(make_kernel: KernelFactory) -> None:
+    """Linux 6.12 ``__iommu_attach_group`` does not look at ``pasid_array``: a new
+    RID domain can be attached while a PASID is attached (only DMA *ownership* is
+    refused then — see test_attach's ``test_claim_is_ebusy_while_a_pasid_is_attached``),
+    and the PASID keeps its domain, in the core and in the hardware's tables."""
     make_kernel()
     dev = pdev_at(PASID_BDF)
     dom = iommu_get_domain_for_dev(dev)
+    assert dom is not None
     iommu_attach_device_pasid(dom, dev, 3)
     other = iommu_paging_domain_alloc(dev)
     iommu_attach_device(other, dev)
+    assert iommu_get_domain_for_dev(dev) is other
+    assert iommu_get_domain_for_dev_pasid(dev, 3) is dom
+    assert hw_entry(dev) == domain_entry(other) and hw_entry(dev, 3) == domain_entry(dom)
     iommu_detach_device(other, dev)
+    assert iommu_get_domain_for_dev(dev) is dom and hw_entry(dev) == domain_entry(dom)
+    assert hw_entry(dev, 3) == domain_entry(dom)
     iommu_detach_device_pasid(dom, dev, 3)
+    assert hw_entry(dev, 3) == 0
     iommu_domain_free(other)
 
 

@@ -35,13 +35,14 @@ from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_IDENTITY,
     IOMMU_DOMAIN_UNMANAGED,
 )
-from kernel.iommu.pasid import iommu_attach_device_pasid
+from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.module import IommuDriverInfo
 from kernel.pci import PciDev
 from tests.kernel import conftest
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu import mock_iommu
-from tests.kernel.iommu.mock_hw import MOCK_UNITS
+from tests.kernel.iommu.mock_hw import hw_entry
+from tests.kernel.iommu.mock_iommu import domain_entry
 
 FN0, FN1 = "0000:00:05.0", "0000:00:05.1"
 SLOT = [
@@ -54,8 +55,9 @@ SLOT = [
 ]
 
 
-def _ctx(dev: PciDev, pasid: int | None = None) -> object:
-    return MOCK_UNITS["mock0"].contexts.get((dev.rid, pasid))
+def _ctx(dev: PciDev, pasid: int | None = None) -> int | None:
+    """The translation entry the hardware reads for ``dev`` (at ``pasid``); None: blocked."""
+    return hw_entry(dev, pasid) or None
 
 
 def _boot_with(
@@ -68,7 +70,6 @@ def _boot_with(
     """Boot through ``make_kernel`` (so teardown checks WARNs) with other plugins."""
 
     def boot_plugins(cmdline: str = "", **kw: Any) -> Kernel:
-        mock_iommu._OPS.units.clear()
         m = build_machine(conftest.machine_spec(**kw))
         return boot(m, cmdline, builtins=(), entry_points=False, extra_plugins=plugins)
 
@@ -295,9 +296,10 @@ def test_release_of_one_group_device_stops_its_pasids_and_keeps_the_others(
     assert dom is not None
     iommu_attach_device_pasid(dom, a, 5)
     iommu_release_device(b)
-    assert _ctx(b, 5) is None and _ctx(a, 5) is dom.pt  # type: ignore[attr-defined]
+    assert _ctx(b, 5) is None and _ctx(a, 5) == domain_entry(dom)
     group = iommu_group_get(a)
     assert group is not None and group.pasid_array == {5: dom}
+    iommu_detach_device_pasid(dom, a, 5)
 
 
 def test_release_of_a_group_device_without_pasids_leaves_the_pasid_alone(
@@ -310,7 +312,7 @@ def test_release_of_a_group_device_without_pasids_leaves_the_pasid_alone(
     assert dom is not None
     iommu_attach_device_pasid(dom, a, 5)
     iommu_release_device(b)
-    assert _ctx(a, 5) is dom.pt  # type: ignore[attr-defined]
+    assert _ctx(a, 5) == domain_entry(dom)
     group = iommu_group_get(a)
     assert group is not None and group.pasid_array == {5: dom}
     iommu_release_device(a)
@@ -434,7 +436,7 @@ def test_blocking_domain_is_a_paging_domain_when_the_driver_has_none(
     assert group is not None and group.blocking_domain is not None
     blocking = group.blocking_domain
     assert blocking.type == IOMMU_DOMAIN_UNMANAGED and group.domain is blocking
-    assert not blocking.pt.leaves  # type: ignore[attr-defined]
+    assert not blocking.mappings()  # type: ignore[attr-defined]
     iommu_device_release_dma_owner(dev)
     iommu_release_device(dev)  # no blocked domain to park the device on
     assert dev.iommu is None
@@ -480,7 +482,6 @@ def test_devices_are_probed_against_the_unit_whose_scope_covers_them(
     monkeypatch: pytest.MonkeyPatch, make_kernel: KernelFactory
 ) -> None:
     def boot_two_units(cmdline: str = "", **kw: Any) -> Kernel:
-        mock_iommu._OPS.units.clear()
         spec = conftest.machine_spec()
         spec["iommus"].append({"kind": "mock", "name": "mock1", "scope": [PASID_BDF]})
         return boot(

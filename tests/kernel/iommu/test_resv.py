@@ -185,7 +185,8 @@ def test_relaxable_regions_alone_do_not_require_direct(
     make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def get_resv_regions(dev: Device, head: list[IommuResvRegion]) -> None:
-        head.append(iommu_alloc_resv_region(*RELAX, IOMMU_READ, IOMMU_RESV_DIRECT_RELAXABLE))
+        if isinstance(dev, PciDev) and str(dev.addr) == EDU_BDF:
+            head.append(iommu_alloc_resv_region(*RELAX, IOMMU_READ, IOMMU_RESV_DIRECT_RELAXABLE))
 
     monkeypatch.setattr(mock_iommu._OPS, "get_resv_regions", get_resv_regions, raising=False)
     make_kernel()

@@ -26,10 +26,14 @@ from kernel.iommu.iommu_sva import (
     mm_map,
     mmput,
 )
-from kernel.iommu.pasid import iommu_alloc_global_pasid, iommu_free_global_pasid
+from kernel.iommu.pasid import (
+    iommu_alloc_global_pasid,
+    iommu_free_global_pasid,
+    iommu_get_domain_for_dev_pasid,
+)
 from kernel.mm import GFP_KERNEL
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
-from tests.kernel.iommu.mock_hw import MOCK_UNITS
+from tests.kernel.iommu.mock_hw import hw_entry, mock_unit
 
 SZ_4K = 1 << 12
 SECOND = "0000:00:05.0"
@@ -102,10 +106,10 @@ def test_two_devices_bound_to_one_mm_share_its_pasid_and_sva_domain(
     pasid = iommu_sva_get_pasid(ha)
     assert iommu_sva_get_pasid(hb) == pasid
     assert hb.domain is ha.domain and ha.domain.users == 2 and mm.sva_domains == [ha.domain]
-    hw = MOCK_UNITS["mock0"]
-    assert hw.contexts[(a.rid, pasid)] == hw.contexts[(b.rid, pasid)]
+    hw = mock_unit()
+    assert hw.entry(a.rid, pasid) == hw.entry(b.rid, pasid) != 0
     iommu_sva_unbind_device(ha)
-    assert (a.rid, pasid) not in hw.contexts and (b.rid, pasid) in hw.contexts
+    assert hw.entry(a.rid, pasid) == 0 and hw.entry(b.rid, pasid) != 0
     assert mm.sva_domains == [hb.domain]
     iommu_sva_unbind_device(hb)
     assert not mm.sva_domains and not mm.sva_handles
@@ -246,6 +250,10 @@ def test_mmput_with_bonds_still_held_warns(make_kernel: KernelFactory) -> None:
     dev = pdev_at(PASID_BDF)
     mm = _mm()
     h = iommu_sva_bind_device(dev, mm)
+    pasid = iommu_sva_get_pasid(h)
     mmput(mm)
     assert take_warnings(k) == ["mmput with SVA bonds still held"]
+    assert mm.pasid == pasid  # every bond holds mmgrab: the PASID outlives mmput
     iommu_sva_unbind_device(h)
+    assert hw_entry(dev, pasid) == 0 and iommu_get_domain_for_dev_pasid(dev, pasid) is None
+    assert not iommu_state().global_pasid_ida.ids

@@ -1,0 +1,507 @@
+"""VT-d request translation: how a request selects its tables, and the vendor half of
+the shared pipeline (:mod:`hw.translation`).
+
+A request (requester ID, PASID, Priv, Exe) selects a context entry, then in scalable
+mode a PASID entry, and from it a :class:`~hw.vtd.walk.Stage` (facts A10.5; QEMU
+``vtd_do_iommu_translate``). Context and PASID entries come from the unit's caches
+and are re-checked against the tables when a write touched what they were read
+from. The pages then go through :func:`hw.translation.translate_run` with the IOTLB
+tag ``(DID, PASID or -1)`` and the stage as source; :class:`PageSlowPath` is what a
+page the hit path cannot answer gets: a walk and fill, the re-check of a suspect
+entry, permission and interrupt-range faults, the D-bit update after a permitted
+write, and the stale-use check (DESIGN §6) when a cached answer may differ from the
+tables. Pass-through stages never reach the IOTLB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from attrs import define
+
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.translation import INTR_HI, INTR_LO, NEVER, TlbEntry, translate_run
+from hw.vtd.caches import SL_TAG, CtxEntry
+from hw.vtd.faults import FR, TranslationFault
+from hw.vtd.walk import (
+    KIND_FL,
+    KIND_PT,
+    KIND_SL,
+    PERM_R,
+    PERM_U,
+    PERM_W,
+    PERM_X,
+    CtxInfo,
+    Leaf,
+    PasidInfo,
+    Stage,
+    WalkMemo,
+)
+
+if TYPE_CHECKING:
+    from hw.vtd.unit import VtdUnit
+
+PasidLookup = Callable[[CtxInfo, int], PasidInfo]
+
+
+@define(slots=True)
+class Sel:
+    """What a request resolved to before the page walk."""
+
+    scalable: bool
+    stage: Stage
+    did: int
+    tag: int
+    fpd: bool
+    pasid: int | None
+    """PASID used for the lookup (RID_PASID for requests without PASID in scalable mode)."""
+    wpe: bool
+
+
+def need_bits(sel: Sel, write: bool, priv: bool, exe: bool) -> int:
+    """The rights a request needs from the leaf (first stage: U/S, WPE, XD rules)."""
+    kind = sel.stage.kind
+    if kind == KIND_PT:
+        return 0
+    if kind == KIND_SL:
+        return PERM_W if write else PERM_R
+    need = PERM_R
+    if write and (not priv or sel.wpe):
+        need |= PERM_W
+    if not priv:
+        need |= PERM_U
+    if exe:
+        need |= PERM_X
+    return need
+
+
+def perm_reason(sel: Sel, perms: int, need: int) -> FR:
+    missing = need & ~perms
+    if not sel.scalable:
+        return FR.WRITE if missing & PERM_W else FR.READ
+    if missing & PERM_U:
+        return FR.SM_US
+    if missing & PERM_X:
+        return FR.SM_EXEC
+    return FR.SM_WRITE if missing & PERM_W else FR.SM_READ
+
+
+def _no_pasid_table(ctx: CtxInfo, pasid: int) -> PasidInfo:  # pragma: no cover - never called
+    """The PASID lookup of a legacy-mode context entry (legacy selection never asks)."""
+    raise TranslationFault(FR.SM_TTM_LEGACY_PASID)
+
+
+class Translation:
+    """The translation side of one unit (the unit's ``translate`` lands here)."""
+
+    def __init__(self, unit: VtdUnit) -> None:
+        self.unit = unit
+        self.stats = unit.stats
+
+    def attach(self) -> None:
+        """The unit was attached: bind its RAM-side parts (no lookups per request)."""
+        unit = self.unit
+        self.walker = unit.walker
+        self.caches = unit.caches
+        self.pipeline = unit.pipeline
+        self.iotlb = unit.pipeline.iotlb
+
+    # -- table selection ------------------------------------------------------------
+    def check_root(self) -> None:
+        unit = self.unit
+        if unit.ttm == 0b10 or unit.ttm == 0b11 or (unit.ttm == 1 and not unit.cfg.smts):
+            raise TranslationFault(FR.SM_RTADDR_INVALID)
+
+    def ctx_cached(self, rid: int, stale_box: list[bool]) -> CtxEntry:
+        unit = self.unit
+        caches, walker = self.caches, self.walker
+        if unit.ttm > 1 or (unit.ttm == 1 and not unit.cfg.smts):
+            raise TranslationFault(FR.SM_RTADDR_INVALID)
+        e = caches.ctx.get(rid)
+        if e is None:
+            self.stats.ctx_misses += 1
+            return caches.put_ctx(rid, walker.context(unit.root, unit.ttm == 1, rid))
+        self.stats.ctx_hits += 1
+        if e.suspect:
+            try:
+                fresh: CtxInfo | None = walker.context(unit.root, unit.ttm == 1, rid)
+            except TranslationFault:
+                fresh = None
+            if fresh is None or not unit.pipeline.revalidate(e, fresh == e.info, fresh.slots):
+                stale_box[0] = True
+        return e
+
+    def pasid_cached_fn(self, rid: int, stale_box: list[bool]) -> PasidLookup:
+        unit = self.unit
+
+        caches, walker, stats = self.caches, self.walker, self.stats
+
+        def lookup(ctx: CtxInfo, pasid: int) -> PasidInfo:
+            e = caches.pasid.get((rid, pasid))
+            if e is None:
+                stats.pasid_misses += 1
+                return caches.put_pasid(rid, pasid, walker.pasid_entry(ctx, pasid)).info
+            stats.pasid_hits += 1
+            if e.suspect:
+                try:
+                    fctx = walker.context(unit.root, unit.ttm == 1, rid)
+                    fresh: PasidInfo | None = walker.pasid_entry(fctx, pasid)
+                except TranslationFault:
+                    fresh = None
+                if fresh is None or not unit.pipeline.revalidate(e, fresh == e.info, fresh.slots):
+                    stale_box[0] = True
+            return e.info
+
+        return lookup
+
+    @staticmethod
+    def select(
+        pasid: int | None, priv: bool, exe: bool, ctx: CtxInfo, pasid_fn: PasidLookup
+    ) -> Sel:
+        """Context entry -> stage selection (facts A10.5 steps 2-5)."""
+        if not ctx.scalable:
+            if pasid is not None:
+                raise TranslationFault(FR.SM_TTM_LEGACY_PASID)
+            assert ctx.stage is not None
+            return Sel(False, ctx.stage, ctx.did, SL_TAG, ctx.fpd, None, False)
+        if pasid is None:
+            eff = ctx.rid_pasid
+        elif not ctx.paside:
+            raise TranslationFault(FR.SM_CTX_PASIDE, ctx.fpd)
+        else:
+            eff = pasid
+        pe = pasid_fn(ctx, eff)
+        if priv and not pe.sre:
+            raise TranslationFault(FR.SM_PASID_SRE, pe.fpd)
+        if exe and not pe.ere:
+            raise TranslationFault(FR.SM_PASID_ERE, pe.fpd)
+        tag = eff if pe.stage.kind == KIND_FL else SL_TAG
+        return Sel(True, pe.stage, pe.did, tag, pe.fpd, eff, pe.wpe)
+
+    def walk(self, sel: Sel, addr: int, write: bool, update: bool) -> Leaf:
+        st = sel.stage
+        walker = self.walker
+        if st.kind == KIND_FL:
+            return walker.walk_fl(st, addr, sel.fpd, update)
+        return walker.walk_sl(st, addr, write, sel.scalable, sel.fpd, update)
+
+    # -- requests ------------------------------------------------------------------------
+    def translate(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        addr: int,
+        size: int,
+        write: bool,
+        exe: bool,
+    ) -> DmaResult:
+        """An untranslated request with remapping on: select, then the pipeline."""
+        unit = self.unit
+        if pasid is None:
+            priv = exe = False
+        if size <= 0:
+            return DmaResult(())
+        stale_box = [False]
+        try:
+            ctx = self.ctx_cached(rid, stale_box).info
+            lookup = self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
+            sel = self.select(pasid, priv, exe, ctx, lookup)
+        except TranslationFault as f:
+            if stale_box[0]:
+                self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
+            return DmaResult((), unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd))
+        upper_stale = stale_box[0]
+        stage = sel.stage
+        if stage.kind == KIND_PT:
+            return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
+        slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
+        try:
+            runs, fault, hits = translate_run(
+                self.iotlb,
+                (sel.did, sel.tag),
+                NEVER if upper_stale else stage,
+                slow.need,
+                not write,
+                addr,
+                addr + size,
+                write,
+                slow,
+            )
+        finally:
+            slow.finish()
+        self.stats.iotlb_hits += hits
+        return DmaResult(tuple(runs), fault)
+
+    def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None = None) -> TlbEntry:
+        """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
+        sets the leaf's A flag, with D when the write is permitted, in one update."""
+        unit = self.unit
+        self.stats.iotlb_misses += 1
+        if unit.machine is not None and unit.machine.hw_trace is not None:
+            unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
+        st = sel.stage
+        if st.kind == KIND_FL:
+            leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
+        else:
+            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
+        shift = leaf.shift
+        e = TlbEntry(
+            (sel.did, sel.tag),
+            a >> shift,
+            shift,
+            leaf.phys,
+            leaf.perms,
+            st,
+            leaf.pte_addr,
+            leaf.slots,
+            st.kind == KIND_SL and not st.ssade,
+        )
+        self.iotlb.put(e)
+        return e
+
+    def recheck(self, sel: Sel, e: TlbEntry, a: int, write: bool, check: bool) -> bool:
+        """A hit on an entry that needs re-checking (suspect, or filled from another
+        stage): whether its use must be compared with the tables."""
+        self.stats.iotlb_hits += 1
+        if e.src != sel.stage:
+            return True
+        try:
+            leaf: Leaf | None = self.walk(sel, a, write, False)
+        except TranslationFault:
+            leaf = None
+        if leaf is not None and self.pipeline.revalidate(
+            e, e.same(leaf.phys, leaf.shift, leaf.perms), leaf.slots
+        ):
+            return check
+        return True
+
+    def passthrough(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        exe: bool,
+        addr: int,
+        size: int,
+        write: bool,
+        sel: Sel,
+        upper_stale: bool,
+    ) -> DmaResult:
+        """Pass-through: the identity below the host address width, outside the
+        interrupt range; nothing is cached beyond the context/PASID entries."""
+        unit = self.unit
+        if upper_stale:
+            self.check_fresh(rid, pasid, priv, exe, write, addr, (addr & ~0xFFF, 0))
+        limit = 1 << unit.cfg.haw
+        reason: FR | None = None
+        good = size
+        if addr + size > limit:
+            good = max(0, limit - addr)
+            reason = FR.SM_ADDR_BEYOND if sel.scalable else FR.ADDR_BEYOND_MGAW
+        if addr < INTR_HI and addr + good > INTR_LO:
+            good = max(0, INTR_LO - addr)
+            reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
+        ram = unit.m.memory.size
+        fault: DmaFault | None = None
+        if reason is not None:
+            fault = unit.fault(rid, pasid, priv, exe, addr + good, write, reason, sel.fpd)
+        in_ram = max(0, min(good, ram - addr))
+        if in_ram < good:
+            good = in_ram
+            fault = DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM")
+        return DmaResult(((addr, good),) if good else (), fault)
+
+    # -- stale detection (DESIGN §6) ------------------------------------------------------
+    def fresh_outcome(
+        self, rid: int, pasid: int | None, priv: bool, exe: bool, write: bool, addr: int
+    ) -> tuple[int, int]:
+        """What the tables in RAM say now for the 4 KiB page at ``addr``, with no cache:
+        ``(physical page, 0)`` or ``(-1, fault reason)``. Sets no A/D bits."""
+        unit = self.unit
+        if pasid is None:
+            priv = exe = False
+        try:
+            self.check_root()
+            ctx = unit.walker.context(unit.root, unit.ttm == 1, rid)
+            sel = self.select(pasid, priv, exe, ctx, unit.walker.pasid_entry)
+            if sel.stage.kind == KIND_PT:
+                return addr & ~0xFFF, 0
+            leaf = self.walk(sel, addr, write, False)
+        except TranslationFault as f:
+            return -1, int(f.reason)
+        need = need_bits(sel, write, priv, exe)
+        if leaf.perms & need != need:
+            return -1, int(perm_reason(sel, leaf.perms, need))
+        return (leaf.phys | (addr & ((1 << leaf.shift) - 1))) & ~0xFFF, 0
+
+    def check_fresh(
+        self,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        exe: bool,
+        write: bool,
+        addr: int,
+        cached: tuple[int, int],
+    ) -> None:
+        current = self.unit.fresh_outcome(rid, pasid, priv, exe, write, addr)
+        if current != cached:
+            self.stale(rid, pasid, addr, cached, current, "iotlb")
+
+    def stale(
+        self,
+        rid: int,
+        pasid: int | None,
+        addr: int,
+        cached: tuple[int, ...],
+        current: tuple[int, ...],
+        cache: str,
+    ) -> None:
+        """Report the use of a cached translation the tables no longer give."""
+        unit = self.unit
+        what = (
+            f"{unit.name}: rid {rid:#06x} pasid {pasid} addr {addr:#x}: cached "
+            f"{cache} translation {cached} used, tables say {current}"
+        )
+        unit.pipeline.stale(
+            what,
+            lambda: unit.emit(
+                "hw_vtd:stale_translation",
+                rid=rid,
+                pasid=pasid,
+                addr=addr,
+                cached=cached,
+                current=current,
+                cache=cache,
+            ),
+        )
+
+
+class PageSlowPath:
+    """The VT-d slow path of one request (:class:`hw.translation.SlowPath`). With
+    ``ats`` the request is a Translation Request: not-present and permission
+    conditions end it with an R=W=0 completion instead of a recorded fault."""
+
+    __slots__ = (
+        "ad",
+        "ats",
+        "exe",
+        "memo",
+        "need",
+        "pasid",
+        "priv",
+        "rid",
+        "sel",
+        "upper_stale",
+        "write",
+        "x",
+    )
+
+    def __init__(
+        self,
+        x: Translation,
+        rid: int,
+        pasid: int | None,
+        priv: bool,
+        exe: bool,
+        write: bool,
+        sel: Sel,
+        upper_stale: bool,
+        ats: bool,
+    ) -> None:
+        self.x = x
+        self.rid = rid
+        self.pasid = pasid
+        self.priv = priv
+        self.exe = exe
+        self.write = write
+        self.sel = sel
+        self.upper_stale = upper_stale
+        self.ats = ats
+        self.need = need_bits(sel, write, priv, exe)
+        self.memo: WalkMemo | None = None
+        self.ad: dict[int, int] | None = None
+
+    def _fault(self, a: int, reason: FR, fpd: bool) -> DmaFault:
+        unit = self.x.unit
+        if self.ats:
+            return unit.devtlb.ats_fault(
+                self.rid, self.pasid, self.priv, a, self.write, reason, fpd
+            )
+        return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, self.write, reason, fpd)
+
+    def _accessed(self, stage: Stage, pte_addr: int, dirty: bool) -> None:
+        """A filled leaf's A (and D) update, applied when the request ends
+        (:meth:`finish`) in one write per table page."""
+        bits = self.x.walker.accessed_bits(stage, dirty)
+        if bits:
+            ad = self.ad
+            if ad is None:
+                ad = self.ad = {}
+            ad[pte_addr] = bits
+
+    def finish(self) -> None:
+        """Apply the deferred A/D updates of the request."""
+        if self.ad:
+            self.x.walker.set_bits_many(self.ad)
+            self.ad = None
+
+    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        x = self.x
+        unit = x.unit
+        sel = self.sel
+        stage = sel.stage
+        write = self.write
+        check = self.upper_stale
+        filled = False
+        if e is not None and e.src is not stage and e.src == stage:
+            x.pipeline.rebind(e, stage)
+        if e is None or e.suspect or e.src is not stage:
+            try:
+                if e is None:
+                    memo = self.memo
+                    if memo is None and end - a > 0x1000:  # more pages may follow
+                        memo = self.memo = WalkMemo()
+                    e = x.fill(sel, a, write, memo)
+                    filled = True
+                else:
+                    check = x.recheck(sel, e, a, write, check)
+            except TranslationFault as f:
+                if check:
+                    x.check_fresh(
+                        self.rid, self.pasid, self.priv, self.exe, write, a, (-1, int(f.reason))
+                    )
+                return self._fault(a, f.reason, f.fpd)
+        else:
+            x.stats.iotlb_hits += 1
+        perms = e.perms
+        need = self.need
+        if perms & need != need:
+            if filled:
+                self._accessed(stage, e.pte_addr, False)
+            reason = perm_reason(sel, perms, need)
+            if check:
+                x.check_fresh(
+                    self.rid, self.pasid, self.priv, self.exe, write, a, (-1, int(reason))
+                )
+            return self._fault(a, reason, sel.fpd)
+        shift = e.shift
+        phys = e.phys | (a & ((1 << shift) - 1))
+        if check:
+            x.check_fresh(self.rid, self.pasid, self.priv, self.exe, write, a, (phys & ~0xFFF, 0))
+        if filled:
+            if write and not e.dirty:
+                e.dirty = True
+                self._accessed(stage, e.pte_addr, True)
+            else:
+                self._accessed(stage, e.pte_addr, False)
+        elif write and not e.dirty:
+            e.dirty = True
+            x.walker.set_dirty(stage, e.pte_addr)
+        chunk = min(end, ((a >> shift) + 1) << shift) - a
+        if phys < INTR_HI and phys + chunk > INTR_LO:
+            reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
+            return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, write, reason, sel.fpd)
+        return e
