@@ -28,6 +28,7 @@ from hw.bus import (
     PciAddr,
 )
 from hw.clock import Clock
+from hw.dmar_tables import DmarSpec, parse_dmar
 from hw.memory import PAGE_SIZE, Memory, RamRanges, ram_ranges
 from hw.pci import PciFunction
 
@@ -232,6 +233,7 @@ class MachineSpec:
     doc: str = ""
     ram_ranges: RamRanges = ()
     """(base, size) of each RAM range; empty = one range ``[0, ram_size)``."""
+    dmar: DmarSpec = field(factory=DmarSpec)
 
     @property
     def ram_layout(self) -> RamRanges:
@@ -244,7 +246,7 @@ class MachineSpec:
         Everything is checked here, before any RAM is mapped or model built.
         """
         d = _mapping(data, "machine")
-        _check_keys(d, {"name", "ram", "tolud", "devices", "iommus", "doc"}, "machine")
+        _check_keys(d, {"name", "ram", "tolud", "devices", "iommus", "doc", "dmar"}, "machine")
         ranges = _ram_layout(d)
         ram = sum(n for _, n in ranges)
         devices: list[DeviceSpec] = []
@@ -317,7 +319,8 @@ class MachineSpec:
         name = d.get("name", "custom")
         if not isinstance(name, str):
             raise ValueError("machine.name: expected a string")
-        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")), ranges)
+        dmar = parse_dmar(d.get("dmar"))
+        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")), ranges, dmar)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -393,6 +396,14 @@ class Machine:
             host_address_width=HOST_ADDRESS_WIDTH,
             tables=tuple(sorted({i.table for i in infos})),
             external_facing=tuple(d.bdf for d in spec.devices if d.external),
+            pci_windows=tuple(
+                (seg, MMIO_WINDOW_BASE, MMIO_WINDOW_END - 1)
+                for seg in sorted({s for s, _ in buses})
+            ),
+            rmrrs=spec.dmar.rmrrs,
+            atsrs=spec.dmar.atsrs,
+            satcs=spec.dmar.satcs,
+            reserved_memory=spec.dmar.reserved_memory(spec.ram_layout),
             ram_ranges=self.memory.ranges,
         )
         self.remap_bars()

@@ -123,6 +123,21 @@ class MemoryManager:
                 self.free[lo] = hi - lo
                 self.total_pages += hi - lo
 
+    def e820_reserve(self, first: int, last: int) -> None:
+        """Keep the pages of ``[first, last]`` (E820 reserved: firmware's, such as
+        RMRR memory) out of the page allocator, as memblock does at boot."""
+        lo, hi = first >> PAGE_SHIFT, (last >> PAGE_SHIFT) + 1
+        for start, n in list(self.free.items()):
+            end = start + n
+            if end <= lo or start >= hi:
+                continue
+            del self.free[start]
+            if start < lo:
+                self.free[start] = lo - start
+            if end > hi:
+                self.free[hi] = end - hi
+            self.total_pages -= min(end, hi) - max(start, lo)
+
     # -- page allocator --------------------------------------------------------
     def _take(self, npages: int, align: int) -> int | None:
         for start, n in self.free.items():

@@ -157,8 +157,13 @@ def __domain_mapping(
     if not prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE):
         raise EINVAL("mapping with neither read nor write permission")
     attr = prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE | ir.DMA_PTE_SNP)
+    # Linux 6.12 (since eea53c581688, v6.7) sets bit 0 in every leaf: Present for a
+    # first-stage entry, Read for a second-stage one, so a write-only second-stage
+    # mapping is readable too. A 2025 patch restored write-only second-stage entries;
+    # the model mirrors 6.12 here.
+    attr |= ir.DMA_FL_PTE_PRESENT
     if domain.use_first_level:
-        attr |= ir.DMA_FL_PTE_PRESENT | ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+        attr |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True

@@ -67,6 +67,12 @@ from kernel.iommu.iommu_h import (
     iommu_iotlb_sync,
     seed_pasid_ops,
 )
+from kernel.iommu.iommu_resv import (
+    IOMMU_RESV_SW_MSI,
+    IommuResvRegion,
+    iommu_get_resv_regions,
+    iommu_put_resv_regions,
+)
 from kernel.iommu.iova import (
     IOVA_RANGE_CACHE_MAX_SIZE,
     IovaDomain,
@@ -76,7 +82,9 @@ from kernel.iommu.iova import (
     iova_align,
     iova_domain_init_rcaches,
     iova_offset,
+    iova_pfn,
     put_iova_domain,
+    reserve_iova,
 )
 from kernel.mm import GFP_ATOMIC, GFP_KERNEL, PAGE_OFFSET, PAGE_SIZE, kfree, kzalloc, memset
 from kernel.pci import PciDev, dev_is_pci
@@ -149,6 +157,40 @@ def iommu_dma_init_domain(domain: IommuDomain, dev: Device) -> None:
         except KernelError:
             pr_warn("iommu: iova flush queue initialization failed")
             domain.type = IOMMU_DOMAIN_DMA
+    iova_reserve_iommu_regions(dev, domain)
+
+
+def iova_reserve_pci_windows(dev: Device, iovad: IovaDomain) -> None:
+    """``iova_reserve_pci_windows``: the host bridge's memory windows are peer
+    addresses, never IOVAs. The machine declares no ``dma-ranges`` (an x86 host
+    bridge has none), so the gap reservation between DMA ranges has nothing to do."""
+    from kernel.platform import platform
+
+    assert isinstance(dev, PciDev)  # callers check dev_is_pci
+    for seg, first, last in platform().firmware.pci_windows:
+        if seg == dev.addr.segment:
+            reserve_iova(iovad, iova_pfn(iovad, first), iova_pfn(iovad, last))
+
+
+def iova_reserve_iommu_regions(dev: Device, domain: IommuDomain) -> None:
+    """``iova_reserve_iommu_regions``: the PCI windows, then every reserved region the
+    driver reports for ``dev``, kept out of the IOVA allocator. SW_MSI regions are
+    skipped as in Linux (dma-iommu is the software that maps MSI doorbells there).
+    Linux also records the HW MSI region in the cookie's MSI page list; nothing here
+    maps MSI doorbells through a DMA domain, so that list is not kept."""
+    iovad = _cookie(domain).iovad
+    assert iovad is not None
+    if dev_is_pci(dev):
+        iova_reserve_pci_windows(dev, iovad)
+    regions: list[IommuResvRegion] = []
+    iommu_get_resv_regions(dev, regions)
+    for region in regions:
+        if region.type == IOMMU_RESV_SW_MSI:
+            continue
+        lo = iova_pfn(iovad, region.start)
+        hi = iova_pfn(iovad, region.start + region.length - 1)
+        reserve_iova(iovad, lo, hi)
+    iommu_put_resv_regions(dev, regions)
 
 
 def iommu_dma_init_fq(domain: IommuDomain) -> None:

@@ -53,6 +53,10 @@ from kernel.iommu.iommu_h import (
     has_optional_op,
     iommu_iotlb_sync,
 )
+from kernel.iommu.iommu_resv import (
+    iommu_check_require_direct,
+    iommu_create_device_direct_mappings,
+)
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.module import InitLevel
 from kernel.params import Param, parse_bool, parse_str
@@ -334,6 +338,7 @@ def iommu_get_dma_domain(dev: Device) -> IommuDomain | None:
 def __iommu_device_set_domain(
     group: IommuGroup, dev: Device, new: IommuDomain, old: IommuDomain | None
 ) -> None:
+    iommu_check_require_direct(group, dev, new)
     if new.owner is not None and new.owner is not dev_iommu_ops(dev):
         raise EINVAL(f"{dev_name(dev)}: domain belongs to another IOMMU driver")
     assert new.ops is not None  # every allocator sets the domain's ops
@@ -517,15 +522,30 @@ def _default_domain_type(group: IommuGroup, dev: Device) -> int:
 
 
 def iommu_setup_default_domain(group: IommuGroup, dev: Device) -> None:
-    """Allocate the group's default domain and attach the group to it."""
+    """Allocate the group's default domain, install every device's direct (RMRR)
+    mappings in it, and attach the group to it. As in 6.12, a direct mapping that
+    fails before the attach is retried once after it; unlike 6.12 a second failure
+    is only warned about (the group stays attached: nothing to restore at probe)."""
     ops = dev_iommu_ops(dev)
     t = _default_domain_type(group, dev)
     dom = __iommu_domain_alloc(ops, dev, t)
+    failed: list[Device] = []
+    for gdev in group.devices:
+        try:
+            iommu_create_device_direct_mappings(dom, gdev)
+        except KernelError:
+            failed.append(gdev)
+            dev_warn(gdev, "IOMMU driver was not able to establish FW requested direct mapping.")
     try:
         __iommu_group_set_domain(group, dom)
     except KernelError:
         iommu_domain_free(dom)
         raise
+    for gdev in failed:
+        try:
+            iommu_create_device_direct_mappings(dom, gdev)
+        except KernelError as err:
+            dev_warn(gdev, f"direct mapping failed again after attach: {err}")
     group.default_domain = dom
 
 
@@ -591,6 +611,7 @@ def iommu_probe_device(dev: Device) -> None:
                 iommu_setup_default_domain(group, dev)
             else:
                 assert group.domain is not None  # a group with a default domain is attached
+                iommu_create_device_direct_mappings(group.default_domain, dev)
                 __iommu_device_set_domain(group, dev, group.domain, None)
         except KernelError:
             group.devices.remove(dev)
@@ -750,9 +771,9 @@ iommu_map_nosync = __iommu_map
 
 def iommu_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
     """``iommu_sync_map`` (newer than 6.12): the domain's ``iotlb_sync_map``."""
-    ops = _sync_map_ops(domain)
-    if ops is not None:
-        ops.iotlb_sync_map(domain, iova, size)
+    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
+    if sync_map is not None:
+        sync_map(domain, iova, size)
 
 
 def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:

@@ -219,6 +219,8 @@ class DevIommu:
     priv: Any = None
     pci_32bit_workaround: bool = True
     attach_deferred: bool = False
+    require_direct: bool = False
+    """A reserved region of type DIRECT covers the device (no blocking domain for it)."""
     kmem: int = 0
     group_kmem: int = 0
 

@@ -62,10 +62,13 @@ class IovaDomain:
     rcaches: list[IovaRcache] | None = None
     shift: int = 0
     """``iova_shift()``: ``__ffs(granule)``, computed once by :func:`init_iova_domain`."""
+    reserved: set[int] = field(factory=set)
+    """pfn_lo of the ranges :func:`reserve_iova` inserted (never handed out, not leaks)."""
 
     def live_ranges(self) -> int:
-        """Allocated ranges not parked in a range cache (the leak count)."""
-        cached = 0
+        """Allocated ranges not parked in a range cache (the leak count); reserved
+        ranges are not counted."""
+        cached = len(self.reserved)
         if self.rcaches is not None:
             for rc in self.rcaches:
                 cached += len(rc.loaded) + len(rc.prev) + sum(len(m) for m in rc.depot)
@@ -110,6 +113,7 @@ def iova_domain_init_rcaches(iovad: IovaDomain) -> None:
 def put_iova_domain(iovad: IovaDomain) -> None:
     """``put_iova_domain``: drop every range and cache."""
     iovad.rcaches = None
+    iovad.reserved.clear()
     iovad.tree.clear()
     iovad.tree[IOVA_ANCHOR] = IOVA_ANCHOR
     iovad.cached_node = iovad.cached32_node = IOVA_ANCHOR
@@ -290,3 +294,36 @@ def free_iova_fast(iovad: IovaDomain, pfn: int, size: int) -> None:
     if _rcache_insert(iovad, pfn, size):
         return
     free_iova(iovad, pfn)
+
+
+def reserve_iova(iovad: IovaDomain, pfn_lo: int, pfn_hi: int) -> bool:
+    """``reserve_iova``: keep ``[pfn_lo, pfn_hi]`` out of allocation. A reservation
+    that overlaps existing ranges extends the first of them downwards and inserts
+    what sticks out above (``__adjust_overlap_range``), so reserving twice or
+    reserving overlapping windows is harmless. False (with a WARN) for pfns beyond
+    the address space, as C returns NULL."""
+    shift = iova_shift(iovad)
+    if WARN((pfn_lo | pfn_hi) > ((1 << 64) - 1) >> shift, "reserve_iova: pfn beyond 64 bits"):
+        return False
+    tree = iovad.tree
+    overlap = False
+    for lo in list(tree.irange(maximum=pfn_hi)):
+        hi = tree[lo]
+        if lo == IOVA_ANCHOR or hi < pfn_lo:
+            if overlap:
+                break
+            continue
+        if pfn_lo < lo:  # grow the existing range down to the reservation's start
+            del tree[lo]
+            tree[pfn_lo] = hi
+            if lo in iovad.reserved:
+                iovad.reserved.discard(lo)
+                iovad.reserved.add(pfn_lo)
+            lo = pfn_lo
+        if pfn_hi <= hi:
+            return True
+        pfn_lo = hi + 1
+        overlap = True
+    tree[pfn_lo] = pfn_hi
+    iovad.reserved.add(pfn_lo)
+    return True
