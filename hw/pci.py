@@ -47,6 +47,17 @@ PCI_STATUS_CAP_LIST = 0x10
 PCI_CAP_ID_MSI = 0x05
 PCI_CAP_ID_EXP = 0x10
 PCI_CAP_ID_MSIX = 0x11
+
+
+def _msix_access_ok(offset: int, size: int, table_len: int) -> bool:
+    """PCIe (6.1.4.2, MSI-X table and PBA): software must use naturally aligned DWORD
+    or QWORD accesses; anything else is undefined. The model completes such a read
+    with all ones and drops such a write (as an Unsupported Request would), and never
+    lets an access reach past the table's last entry, so a write can never change
+    the table's size."""
+    return size in (4, 8) and offset % size == 0 and offset + size <= table_len
+
+
 PCI_EXT_CAP_ID_ACS = 0x0D
 PCI_EXT_CAP_ID_ATS = 0x0F
 PCI_EXT_CAP_ID_PRI = 0x13
@@ -316,6 +327,8 @@ class PciFunction:
         if bar == self.msix_bar:
             if self.msix_table <= offset < self.msix_table + 16 * self.msix_vectors:
                 o = offset - self.msix_table
+                if not _msix_access_ok(o, size, len(self._msix_entries)):
+                    return (1 << (8 * size)) - 1
                 return int.from_bytes(self._msix_entries[o : o + size], "little")
             pba_len = 8 * ((self.msix_vectors + 63) // 64)
             if self.msix_pba <= offset < self.msix_pba + pba_len:
@@ -328,7 +341,11 @@ class PciFunction:
             self.msix_table <= offset < self.msix_table + 16 * self.msix_vectors
         ):
             o = offset - self.msix_table
-            self._msix_entries[o : o + size] = value.to_bytes(size, "little")
+            if not _msix_access_ok(o, size, len(self._msix_entries)):
+                return
+            self._msix_entries[o : o + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(
+                size, "little"
+            )
             vec = o // 16
             if vec in self._msix_pending and not self._msix_masked(vec):
                 self._msix_pending.discard(vec)

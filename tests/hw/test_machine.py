@@ -216,3 +216,37 @@ def test_edu_factorial_and_liveness() -> None:
     m.clock.advance(1000)
     assert m.mmio_read(base + 0x08, 4) == 120
     assert m.mmio_read(base + 0x20, 4) & 1 == 0
+
+
+def test_msix_table_write_past_its_end_is_dropped_and_never_grows_the_table() -> None:
+    m = edu_machine()
+    base = enable(m)
+    fn = m.functions[EDU]
+    size = 16 * fn.msix_vectors
+    last = base + 0x1000 + size - 4  # the last entry's Vector Control dword
+    m.mmio_write(last, 8, 0xFFFF_FFFF_FFFF_FFFF)  # a QWORD reaching 4 bytes past the table
+    assert len(fn._msix_entries) == size
+    assert m.mmio_read(last, 4) == 1  # still masked, as reset left it
+
+
+def test_misaligned_msix_table_accesses_are_dropped_or_read_all_ones() -> None:
+    m = edu_machine()
+    base = enable(m)
+    fn = m.functions[EDU]
+    m.mmio_write(base + 0x1000, 4, 0xFEE0_0000)
+    m.mmio_write(base + 0x1002, 4, 0x1234_5678)  # spans Message Address and its neighbour
+    m.mmio_write(base + 0x1008, 2, 0x41)  # a WORD write to Message Data
+    assert m.mmio_read(base + 0x1000, 4) == 0xFEE0_0000
+    assert m.mmio_read(base + 0x1004, 4) == 0
+    assert m.mmio_read(base + 0x1008, 4) == 0
+    assert m.mmio_read(base + 0x1002, 4) == 0xFFFF_FFFF
+    assert m.mmio_read(base + 0x1004, 8) == 0xFFFF_FFFF_FFFF_FFFF  # QWORD not 8-aligned
+    assert len(fn._msix_entries) == 16 * fn.msix_vectors
+
+
+def test_an_aligned_qword_write_sets_both_msix_address_dwords() -> None:
+    m = edu_machine()
+    base = enable(m)
+    m.mmio_write(base + 0x1000, 8, 0x1_FEE0_1000)
+    assert m.mmio_read(base + 0x1000, 4) == 0xFEE0_1000
+    assert m.mmio_read(base + 0x1004, 4) == 1
