@@ -262,7 +262,10 @@ class MachineSpec:
                 raise ValueError(f"{where}.bdf: {bdf} used twice")
             seen.add(bdf)
             if dd["kind"] not in DEVICE_KINDS:
-                raise ValueError(f"{where}.kind: unknown device kind {dd['kind']!r}")
+                raise ValueError(
+                    f"{where}.kind: unknown device kind {dd['kind']!r} "
+                    f"(known: {', '.join(sorted(DEVICE_KINDS))})"
+                )
             devices.append(
                 DeviceSpec(dd["kind"], bdf, dict(_mapping(dd.get("config", {}), f"{where}.config")))
             )
@@ -273,7 +276,10 @@ class MachineSpec:
             _check_keys(dd, {"kind", "name", "scope", "base", "config"}, where)
             kind = dd.get("kind")
             if kind not in IOMMU_KINDS:
-                raise ValueError(f"{where}.kind: unknown IOMMU kind {kind!r}")
+                raise ValueError(
+                    f"{where}.kind: unknown IOMMU kind {kind!r} "
+                    f"(known: {', '.join(sorted(IOMMU_KINDS))})"
+                )
             scope_raw = dd.get("scope", "all")
             scope: tuple[PciAddr, ...] | None
             if scope_raw == "all":
