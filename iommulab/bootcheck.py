@@ -1,5 +1,6 @@
 """What the command line checks around a boot: ``--modules`` names that exist, and
-the kernel's complaints about its command line repeated on stderr.
+on stderr the kernel's complaints about its command line and the hardware kinds
+the machine skipped.
 
 Linux only logs an unknown parameter or a tracepoint pattern that matched nothing;
 a user at a terminal reading the demo's report would miss it, so every command
@@ -35,6 +36,8 @@ def modules_arg(text: str | None) -> list[str] | None:
 
 
 def warn_cmdline(k: Kernel) -> None:
-    """Repeat what boot said about the command line on stderr."""
-    for problem in k.cmdline_problems:
+    """Repeat what boot said about the command line on stderr, after the hardware
+    kinds the machine had to skip (broken ``iommulab.hw`` entry points)."""
+    problems: tuple[str, ...] = getattr(k.machine, "hw_problems", ())
+    for problem in (*problems, *k.cmdline_problems):
         print(f"iommulab: warning: {problem}", file=sys.stderr)

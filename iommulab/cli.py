@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from hw.kinds import discover as discover_kinds
 from hw.machine import Machine, MachineSpec
 from iommulab import bootcheck, checks, demo, hwdump
 from iommulab import trace as tracing
@@ -120,6 +121,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"kernel module {m.name!r} (init level {m.level.name}): {m.description}")
     for t in dump_targets(pm):
         print(f"dump target {t.name!r} ({', '.join(t.formats)}): {t.help}")
+    kinds = discover_kinds()
+    for what, table in (("IOMMU", kinds.iommus), ("device", kinds.devices)):
+        for kind in sorted(table):
+            print(f"{what} kind {kind!r}: {kinds.origins.get(kind, 'built-in')}")
+    for problem in kinds.problems:
+        print(f"FAILED {problem}")
     return 0
 
 
