@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hw.kinds import ENTRY_POINT_GROUP, discover
-from hw.machine import build_machine
+from hw.kinds import ENTRY_POINT_GROUP, IOMMU_KINDS, discover
+from hw.machine import Machine, MachineSpec, build_machine
 from hw.mock_iommu import MockIommuUnit
 from iommulab import cli
 from tests.kernel.iommu.mock_hw import PasidEdu
@@ -125,3 +125,23 @@ def test_broken_entry_points_are_warned_at_the_command_line(
     assert err.startswith("iommulab: warning: iommulab.hw entry point 'gone' of broken-hw 1.0: ")
     assert cli.main(["plugins"]) == 0
     assert "FAILED iommulab.hw entry point 'gone' of broken-hw 1.0" in capsys.readouterr().out
+
+
+def test_a_class_of_neither_shape_and_unloadable_builtins_are_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = make_dist(tmp_path, "odd-hw", {"clock": "hw.clock:Clock"})
+    kinds = discover(dist.entry_points)
+    assert "odd-hw 1.0: hw.clock:Clock is <class 'hw.clock.Clock'>, neither" in kinds.problems[0]
+    monkeypatch.setitem(IOMMU_KINDS, "gone", "hw.vendor_nosuch:Unit")
+    desc = {"ram": "32M", "iommus": [{"kind": "gone", "name": "g0"}]}
+    with pytest.raises(ValueError, match=r"iommu\.kind: model .gone. is not available"):
+        build_machine(desc)
+
+
+def test_a_spec_validated_with_other_kinds_names_what_this_machine_lacks(tmp_path: Path) -> None:
+    spec = MachineSpec.from_dict(MACHINE, discover(make_dist(tmp_path, "v", GOOD).entry_points))
+    with pytest.raises(
+        ValueError, match=r"device.kind: unknown kind 'vendor_edu' \(known: dsa, edu\)"
+    ):
+        Machine(spec, discover(()))

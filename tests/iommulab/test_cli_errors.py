@@ -275,3 +275,33 @@ def test_the_quickstart_lists_every_preset() -> None:
     assert sentence, "quickstart.md no longer lists the presets"
     listed = set(re.findall(r"`([^`]+)`", sentence[1]))
     assert listed == set(PRESETS)
+
+
+def test_an_os_error_names_the_file_and_debug_shows_value_errors_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unreadable(_args: object) -> int:
+        raise PermissionError(13, "Permission denied", "/dev/iommu0")
+
+    monkeypatch.setattr(cli, "cmd_boot", unreadable)
+    rc, _, err = _run(["boot"], capsys)
+    assert rc == 2
+    assert _one_error_line(err) == "iommulab: error: /dev/iommu0: Permission denied"
+    rc, _, err = _run(["--debug", "demo", "--machine-file", str(tmp_path / "none.toml")], capsys)
+    assert rc == 2 and "Traceback (most recent call last):" in err
+    assert err.rstrip().endswith("cannot read the machine file (No such file or directory)")
+
+
+def test_dumping_a_device_outside_every_units_scope_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "m.toml"
+    f.write_text(
+        'ram = "64M"\n[[iommus]]\nkind = "vtd"\nname = "dmar0"\nscope = ["00:02.0"]\n'
+        '[[devices]]\nkind = "dsa"\nbdf = "00:02.0"\n[[devices]]\nkind = "edu"\nbdf = "00:03.0"\n'
+    )
+    rc, out, err = _run(["dump", "vtd", "--machine-file", str(f), "--device", "00:03.0"], capsys)
+    assert rc == 2 and out == ""
+    assert _one_error_line(err) == (
+        "iommulab: error: --device 00:03.0: no context entry (not translated by VT-d)"
+    )
