@@ -84,6 +84,37 @@ class IommuUnitInfo:
 
 
 @frozen
+class DmarRmrr:
+    """A DMAR Reserved Memory Region Reporting structure: memory ``[base, end]`` the
+    listed devices keep using across the OS hand-over (their identity mapping)."""
+
+    base: int
+    end: int
+    device_scope: tuple[PciAddr, ...] = ()
+    segment: int = 0
+
+
+@frozen
+class DmarAtsr:
+    """A DMAR Root Port ATS Capability Reporting structure (``ALL_PORTS`` flag or the
+    listed root ports support ATS)."""
+
+    all_ports: bool = False
+    device_scope: tuple[PciAddr, ...] = ()
+    segment: int = 0
+
+
+@frozen
+class DmarSatc:
+    """A DMAR SoC Integrated Address Translation Cache structure (``ATC_REQUIRED``
+    flag: the listed devices must use their ATC)."""
+
+    atc_required: bool = False
+    device_scope: tuple[PciAddr, ...] = ()
+    segment: int = 0
+
+
+@frozen
 class FirmwareTables:
     """What the kernel learns from firmware: RAM, PCI host bridges, IOMMU units."""
 
@@ -95,6 +126,18 @@ class FirmwareTables:
     host_address_width: int = 46
     tables: tuple[str, ...] = field(default=())
     """Firmware table signatures present (``DMAR`` when VT-d units exist ...)."""
+    external_facing: tuple[PciAddr, ...] = ()
+    """PCI functions behind a port firmware marks external-facing (ACPI
+    ``ExternalFacingPort``): the kernel treats them as untrusted."""
+    pci_windows: tuple[tuple[int, int, int], ...] = ()
+    """(segment, first, last): the memory windows the PCI host bridges decode (the
+    ACPI ``_CRS`` of each root bridge); CPU addresses equal bus addresses."""
+    rmrrs: tuple[DmarRmrr, ...] = ()
+    atsrs: tuple[DmarAtsr, ...] = ()
+    satcs: tuple[DmarSatc, ...] = ()
+    reserved_memory: tuple[tuple[int, int], ...] = ()
+    """(first, last): RAM the firmware keeps for itself (E820 reserved); the kernel's
+    page allocator never hands it out."""
     ram_ranges: tuple[tuple[int, int], ...] = ()
     """The e820 map's usable entries, (base, size) ascending; empty = ``[0, ram_size)``."""
 

@@ -27,6 +27,7 @@ from hw.bus import (
     PciAddr,
 )
 from hw.clock import Clock
+from hw.dmar_tables import DmarSpec, parse_dmar
 from hw.kinds import DEVICE_KINDS as DEVICE_KINDS
 from hw.kinds import IOMMU_KINDS as IOMMU_KINDS
 from hw.kinds import HwKinds, discover
@@ -106,6 +107,8 @@ class DeviceSpec:
     kind: str
     bdf: PciAddr
     config: Mapping[str, Any] = field(factory=dict)
+    external: bool = False
+    """Behind an external-facing port (Thunderbolt): firmware says so."""
 
 
 @frozen
@@ -210,6 +213,7 @@ class MachineSpec:
     doc: str = ""
     ram_ranges: RamRanges = ()
     """(base, size) of each RAM range; empty = one range ``[0, ram_size)``."""
+    dmar: DmarSpec = field(factory=DmarSpec)
 
     @property
     def ram_layout(self) -> RamRanges:
@@ -225,7 +229,7 @@ class MachineSpec:
         """
         known = discover() if kinds is None else kinds
         d = _mapping(data, "machine")
-        _check_keys(d, {"name", "ram", "tolud", "devices", "iommus", "doc"}, "machine")
+        _check_keys(d, {"name", "ram", "tolud", "devices", "iommus", "doc", "dmar"}, "machine")
         ranges = _ram_layout(d)
         ram = sum(n for _, n in ranges)
         devices: list[DeviceSpec] = []
@@ -233,7 +237,7 @@ class MachineSpec:
         for i, raw in enumerate(d.get("devices", ())):
             where = f"machine.devices[{i}]"
             dd = _mapping(raw, where)
-            _check_keys(dd, {"kind", "bdf", "config"}, where)
+            _check_keys(dd, {"kind", "bdf", "config", "external"}, where)
             for key in ("kind", "bdf"):
                 if not isinstance(dd.get(key), str):
                     raise ValueError(f"{where}.{key}: missing or not a string")
@@ -249,8 +253,15 @@ class MachineSpec:
                     f"{where}.kind: unknown device kind {dd['kind']!r} "
                     f"(known: {', '.join(sorted(known.devices))})"
                 )
+            if not isinstance(dd.get("external", False), bool):
+                raise ValueError(f"{where}.external: expected true or false")
             devices.append(
-                DeviceSpec(dd["kind"], bdf, dict(_mapping(dd.get("config", {}), f"{where}.config")))
+                DeviceSpec(
+                    dd["kind"],
+                    bdf,
+                    dict(_mapping(dd.get("config", {}), f"{where}.config")),
+                    bool(dd.get("external", False)),
+                )
             )
         iommus: list[IommuSpec] = []
         for i, raw in enumerate(d.get("iommus", ())):
@@ -297,7 +308,8 @@ class MachineSpec:
         name = d.get("name", "custom")
         if not isinstance(name, str):
             raise ValueError("machine.name: expected a string")
-        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")), ranges)
+        dmar = parse_dmar(d.get("dmar"))
+        return cls(name, ram, tuple(devices), tuple(iommus), str(d.get("doc", "")), ranges, dmar)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -376,6 +388,15 @@ class Machine:
             iommus=tuple(infos),
             host_address_width=HOST_ADDRESS_WIDTH,
             tables=tuple(sorted({i.table for i in infos})),
+            external_facing=tuple(d.bdf for d in spec.devices if d.external),
+            pci_windows=tuple(
+                (seg, MMIO_WINDOW_BASE, MMIO_WINDOW_END - 1)
+                for seg in sorted({s for s, _ in buses})
+            ),
+            rmrrs=spec.dmar.rmrrs,
+            atsrs=spec.dmar.atsrs,
+            satcs=spec.dmar.satcs,
+            reserved_memory=spec.dmar.reserved_memory(spec.ram_layout),
             ram_ranges=self.memory.ranges,
         )
         self.remap_bars()

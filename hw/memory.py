@@ -232,17 +232,20 @@ class Memory:
     def read_u16(self, addr: int) -> int:
         if addr < 0 or addr + 2 > self.size:
             raise BusError(addr, 2, False)
-        return int(_U16.unpack_from(self.data, addr)[0])
+        v: int = _U16.unpack_from(self.data, addr)[0]
+        return v
 
     def read_u32(self, addr: int) -> int:
         if addr < 0 or addr + 4 > self.size:
             raise BusError(addr, 4, False)
-        return int(_U32.unpack_from(self.data, addr)[0])
+        v: int = _U32.unpack_from(self.data, addr)[0]
+        return v
 
     def read_u64(self, addr: int) -> int:
         if addr < 0 or addr + 8 > self.size:
             raise BusError(addr, 8, False)
-        return int(_U64.unpack_from(self.data, addr)[0])
+        v: int = _U64.unpack_from(self.data, addr)[0]
+        return v
 
     def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
         """``count`` consecutive quadwords (a descriptor, a table entry)."""
@@ -358,7 +361,8 @@ class HoledMemory(Memory):
             end > self._hole_lo and addr < self._hole_hi and self._in_hole(addr, 8)
         ):
             raise BusError(addr, 8, False)
-        return int(_U64.unpack_from(self.data, addr)[0])
+        v: int = _U64.unpack_from(self.data, addr)[0]
+        return v
 
     def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
         end = addr + 8 * count

@@ -33,7 +33,8 @@ from kernel.params import CommandLine, Param, parse_int, parse_str
 from kernel.plugin import BUILTIN_MODULES, PluginManager, make_plugin_manager
 
 SUBSYSTEM_PACKAGES = ("kernel.pci_init", "kernel.iommu", "kernel.dma")
-UTS_RELEASE = "6.6.0-iommulab"
+UTS_RELEASE = "6.12.0-iommulab"
+"""The kernel baseline the model mirrors: Linux 6.12 (LTS)."""
 
 
 @define(eq=False)
@@ -164,6 +165,8 @@ def boot(
     tracer = trace.Tracer(now=lambda: machine.clock.now)
     tracer.enabled_patterns.update(filter(None, str(cl.get("trace_event")).split(",")))
     memmgr = mm.MemoryManager(machine.memory, ram=machine.firmware.e820_ram)
+    for first, last in machine.firmware.reserved_memory:
+        memmgr.e820_reserve(first, last)
     blocked = [b for b in str(cl.get("module_blacklist")).split(",") if b]
     k = Kernel(
         machine=machine,

@@ -53,6 +53,8 @@ class Device:
     dma_ops_bypass: bool = False
     dma_iommu: bool = False
     """``dev->dma_iommu``: DMA API calls go through dma-iommu."""
+    dma_uses_io_tlb: bool = False
+    """``dev->dma_uses_io_tlb``: set when the device first bounces through swiotlb."""
     dma_parms: Any = None
     """``dev->dma_parms`` (max segment size, segment boundary), set by the DMA API."""
     devres: list[tuple[str, Callable[[], None]]] = field(factory=list)

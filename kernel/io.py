@@ -4,14 +4,16 @@ x86 device-store instructions ``movdir64b``/``enqcmds`` (arch/x86/include/asm/sp
 An :class:`IoMem` is a ``void __iomem *``: ``base + off`` is pointer arithmetic and
 ``readl(base + off)`` or ``base.readl(off)`` both read 32 bits there. Accesses go
 to the platform, which routes them to the device that decodes the address; an
-address nobody decodes reads all-ones (master abort), as on PCI.
+address nobody decodes reads all-ones (master abort), as on PCI. The accessors read
+the current kernel's machine straight off :data:`kernel.context.current` (what
+:func:`kernel.platform.platform` returns): they run on every register access.
 """
 
 from __future__ import annotations
 
 from attrs import frozen
 
-from kernel.context import KernelSlot
+from kernel.context import KernelSlot, current
 from kernel.errno import EAGAIN, EINVAL
 from kernel.platform import platform
 
@@ -27,28 +29,28 @@ class IoMem:
         return IoMem(self.phys + off, self.size - off)
 
     def readb(self, off: int = 0) -> int:
-        return platform().mmio_read(self.phys + off, 1)
+        return current.kernel.machine.mmio_read(self.phys + off, 1)
 
     def readw(self, off: int = 0) -> int:
-        return platform().mmio_read(self.phys + off, 2)
+        return current.kernel.machine.mmio_read(self.phys + off, 2)
 
     def readl(self, off: int = 0) -> int:
-        return platform().mmio_read(self.phys + off, 4)
+        return current.kernel.machine.mmio_read(self.phys + off, 4)
 
     def readq(self, off: int = 0) -> int:
-        return platform().mmio_read(self.phys + off, 8)
+        return current.kernel.machine.mmio_read(self.phys + off, 8)
 
     def writeb(self, value: int, off: int = 0) -> None:
-        platform().mmio_write(self.phys + off, 1, value & 0xFF)
+        current.kernel.machine.mmio_write(self.phys + off, 1, value & 0xFF)
 
     def writew(self, value: int, off: int = 0) -> None:
-        platform().mmio_write(self.phys + off, 2, value & 0xFFFF)
+        current.kernel.machine.mmio_write(self.phys + off, 2, value & 0xFFFF)
 
     def writel(self, value: int, off: int = 0) -> None:
-        platform().mmio_write(self.phys + off, 4, value & 0xFFFF_FFFF)
+        current.kernel.machine.mmio_write(self.phys + off, 4, value & 0xFFFF_FFFF)
 
     def writeq(self, value: int, off: int = 0) -> None:
-        platform().mmio_write(self.phys + off, 8, value & 0xFFFF_FFFF_FFFF_FFFF)
+        current.kernel.machine.mmio_write(self.phys + off, 8, value & 0xFFFF_FFFF_FFFF_FFFF)
 
     def lo_hi_writeq(self, value: int, off: int = 0) -> None:
         """``lo_hi_writeq``: low dword first, then high (include/linux/io-64-nonatomic-lo-hi.h)."""

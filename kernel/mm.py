@@ -123,6 +123,21 @@ class MemoryManager:
                 self.free[lo] = hi - lo
                 self.total_pages += hi - lo
 
+    def e820_reserve(self, first: int, last: int) -> None:
+        """Keep the pages of ``[first, last]`` (E820 reserved: firmware's, such as
+        RMRR memory) out of the page allocator, as memblock does at boot."""
+        lo, hi = first >> PAGE_SHIFT, (last >> PAGE_SHIFT) + 1
+        for start, n in list(self.free.items()):
+            end = start + n
+            if end <= lo or start >= hi:
+                continue
+            del self.free[start]
+            if start < lo:
+                self.free[start] = lo - start
+            if end > hi:
+                self.free[hi] = end - hi
+            self.total_pages -= min(end, hi) - max(start, lo)
+
     # -- page allocator --------------------------------------------------------
     def _take(self, npages: int, align: int) -> int | None:
         for start, n in self.free.items():
@@ -442,23 +457,31 @@ def memory_write(vaddr: int, data: bytes | bytearray | memoryview) -> None:
 
 def read32(vaddr: int) -> int:
     mm = current.kernel.mm
-    return mm.mem.read_u32(mm.virt_to_phys(vaddr))
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    return mem.read_u32(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr))
 
 
 def read64(vaddr: int) -> int:
     mm = current.kernel.mm
-    return mm.mem.read_u64(mm.virt_to_phys(vaddr))
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    return mem.read_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr))
 
 
 def write32(vaddr: int, value: int) -> None:
     mm = current.kernel.mm
-    mm.mem.write_u32(mm.virt_to_phys(vaddr), value)
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    mem.write_u32(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
 
 
 def write64(vaddr: int, value: int) -> None:
     """A 64-bit store to kernel memory (``WRITE_ONCE(*p, v)`` on a u64)."""
     mm = current.kernel.mm
-    mm.mem.write_u64(mm.virt_to_phys(vaddr), value)
+    mem = mm.mem
+    off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
+    mem.write_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
 
 
 @define

@@ -129,6 +129,8 @@ class PciDev(Device):
     ats_enabled: bool = field(kw_only=True, default=False)
     ats_stu: int = field(kw_only=True, default=0)
     pri_enabled: bool = field(kw_only=True, default=False)
+    untrusted: bool = field(kw_only=True, default=False)
+    """``pdev->untrusted``: behind a port firmware marks external-facing."""
 
     @property
     def devfn(self) -> int:
@@ -270,6 +272,7 @@ def pci_scan_device(addr: PciAddr) -> PciDev | None:
         revision=class_rev & 0xFF,
         multifunction=bool(_cfg(addr, PCI_HEADER_TYPE, 1) & 0x80),
     )
+    pdev.untrusted = addr in platform().firmware.external_facing
     _read_bars(pdev)
     pdev.msix_cap = _find_cap(addr, PCI_CAP_ID_MSIX)
     exp = _find_cap(addr, PCI_CAP_ID_EXP)

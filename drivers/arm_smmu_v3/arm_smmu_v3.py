@@ -73,12 +73,16 @@ from kernel.iommu.iommu_h import (
     IOMMU_CAP_NOEXEC,
     IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_IDENTITY,
+    IOMMU_MMIO,
+    IOMMU_NOEXEC,
+    IOMMU_WRITE,
     IommuDevice,
     IommuDomain,
     IommuDomainGeometry,
     IommuGroup,
     IommuPagingDomainOps,
 )
+from kernel.iommu.iommu_resv import IOMMU_RESV_SW_MSI, IommuResvRegion, iommu_alloc_resv_region
 from kernel.irq import (
     IRQF_ONESHOT,
     free_irq,
@@ -200,6 +204,22 @@ class ArmSmmuOps:
             return bool(master.smmu.features & r.ARM_SMMU_FEAT_COHERENCY)
         return cap in (IOMMU_CAP_NOEXEC, IOMMU_CAP_DEFERRED_FLUSH)
 
+    def get_resv_regions(self, dev: Device, head: list[IommuResvRegion]) -> None:
+        """``arm_smmu_get_resv_regions``: the software MSI window (MSI_IOVA_BASE, 1 MiB)
+        dma-iommu maps MSI doorbells into. Linux then adds the firmware's IORT RMR
+        regions (``iommu_dma_get_resv_regions``); the machine declares none."""
+        head.append(
+            iommu_alloc_resv_region(
+                MSI_IOVA_BASE,
+                MSI_IOVA_LENGTH,
+                IOMMU_WRITE | IOMMU_NOEXEC | IOMMU_MMIO,
+                IOMMU_RESV_SW_MSI,
+            )
+        )
+
+
+MSI_IOVA_BASE = 0x800_0000
+MSI_IOVA_LENGTH = 0x10_0000
 
 _OPS: KernelSlot[ArmSmmuOps] = KernelSlot("arm_smmu_v3", ArmSmmuOps)
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from drivers.intel_iommu.debugfs import DUMP_TARGET
 from drivers.intel_iommu.dmar import dmar_state
+from drivers.intel_iommu.dmar_units import dmar_table_parse_units
 from drivers.intel_iommu.iommu import intel_iommu_init_unit, intel_iommu_shutdown_unit
 from drivers.intel_iommu.ops import IntelIommuOps
 from drivers.intel_iommu.structs import DmarState, DrhdUnit
@@ -80,6 +81,7 @@ def intel_iommu_module_init(param: Param[object]) -> None:
     for u in units:
         flags = DMAR_INCLUDE_PCI_ALL if u.include_pci_all else 0
         pr_info(f"DMAR: DRHD base: {u.register_base:#016x} flags: {flags:#x}")
+    dmar_table_parse_units()
 
 
 def intel_iommu_probe(unit: DrhdUnit) -> None:

@@ -214,7 +214,8 @@ class _Batch:
 
     def add(self, iommu: IntelIommu, desc: QiDesc) -> None:
         if self.iommu is not iommu:
-            self.flush()
+            if self.descs:
+                self.flush()
             self.iommu = iommu
         self.descs.append(desc)
         if len(self.descs) == ir.QI_MAX_BATCHED_DESC_COUNT:

@@ -32,6 +32,7 @@ an allocating path.
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Callable, Sequence
 
 from drivers.intel_iommu import iommu_regs as ir
@@ -67,6 +68,14 @@ QI_TIMEOUT_US = 1_000_000
 
 QiDesc = tuple[int, int, int, int]
 """``struct qi_desc``: qw0..qw3 (qw2/qw3 only exist with 256-bit descriptors)."""
+_QI_IWD_DONE = ir.QI_IWD_STATUS_DATA(ir.QI_DONE) | ir.QI_IWD_STATUS_WRITE | ir.QI_IWD_TYPE
+"""qw0 of the Invalidation Wait descriptor ``qi_submit_sync`` appends (status write of
+QI_DONE)."""
+_PIOTLB_PSI = ir.QI_EIOTLB_GRAN(ir.QI_GRAN_PSI_PASID) | ir.QI_EIOTLB_TYPE
+"""The granularity and type bits of a page-selective-within-PASID P_IOTLB descriptor."""
+_QI_FREE_WORD = struct.pack("<I", ir.QI_FREE)
+_QI_IN_USE_WORD = struct.pack("<I", ir.QI_IN_USE)
+_QI_DONE_WORD = struct.pack("<I", ir.QI_DONE)
 
 trace_qi_submit = define_tracepoint(
     "intel_iommu:qi_submit",
@@ -329,13 +338,28 @@ def _status_addr(qi: QInval, index: int) -> int:
 
 
 def reclaim_free_desc(qi: QInval) -> None:
-    """``reclaim_free_desc``: hand back every completed slot from ``free_tail`` on."""
+    """``reclaim_free_desc``: hand back every completed slot from ``free_tail`` on.
+    The slots in use are read with one load (two when they wrap) and the completed
+    ones freed with one store; slots outside the in-use run are always QI_FREE, so
+    this stops where C's slot-by-slot loop stops."""
     mem = current_mm().mem
     status = qi.desc_status - PAGE_OFFSET
-    while mem.read_u32(status + 4 * qi.free_tail) in (ir.QI_DONE, ir.QI_ABORT):
-        mem.write_u32(status + 4 * qi.free_tail, ir.QI_FREE)
-        qi.free_tail = (qi.free_tail + 1) % ir.QI_LENGTH
-        qi.free_cnt += 1
+    while True:
+        tail = qi.free_tail
+        n = min(ir.QI_LENGTH - qi.free_cnt, ir.QI_LENGTH - tail)
+        if not n:
+            return
+        done = 0
+        for word in struct.unpack(f"<{n}I", mem.read(status + 4 * tail, 4 * n)):
+            if word != ir.QI_DONE and word != ir.QI_ABORT:
+                break
+            done += 1
+        if done:
+            mem.write(status + 4 * tail, _QI_FREE_WORD * done)
+            qi.free_tail = (tail + done) % ir.QI_LENGTH
+            qi.free_cnt += done
+        if done < n:
+            return
 
 
 def qi_check_fault(iommu: IntelIommu, index: int, wait_index: int, count: int) -> int:
@@ -373,7 +397,7 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     if count + 2 > ir.QI_LENGTH:
         pr_err(f"DMAR: {iommu.name}: {count} descriptors do not fit the invalidation queue")
         return -EINVAL.errno
-    shift = qi_shift(iommu)
+    shift = ir.DMAR_IQ_SHIFT + ir.ecap_smts(iommu.ecap)  # qi_shift()
     deadline = ktime_get_ns() + QI_TIMEOUT_US * 1000
     while qi.free_cnt < count + 2:
         reclaim_free_desc(qi)
@@ -387,12 +411,23 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     # The ring and the status words are direct-mapped pages: write them by address.
     mem = current_mm().mem
     ring, status = qi.desc - PAGE_OFFSET, qi.desc_status - PAGE_OFFSET
-    tracing = trace_qi_submit.enabled
-    for i, d in enumerate(desc):
-        slot = (index + i) % ir.QI_LENGTH
-        mem.write_u64s(ring + (slot << shift), d[:qwords])
-        mem.write_u32(status + 4 * slot, ir.QI_IN_USE)
-        if tracing:
+    qw0 = _QI_IWD_DONE
+    if options & ir.QI_OPT_WAIT_DRAIN:
+        qw0 |= ir.QI_IWD_PRQ_DRAIN
+    qws: list[int] = []
+    for d in desc:
+        qws += d[:qwords]
+    qws += (qw0, status + 4 * wait_index, 0, 0)[:qwords]
+    if index + count < ir.QI_LENGTH:  # no wrap: one store for the slots, one for their status
+        mem.write_u64s(ring + (index << shift), qws)
+        mem.write(status + 4 * index, _QI_IN_USE_WORD * (count + 1))
+    else:
+        for i in range(count + 1):
+            slot = (index + i) % ir.QI_LENGTH
+            mem.write_u64s(ring + (slot << shift), qws[i * qwords : (i + 1) * qwords])
+            mem.write_u32(status + 4 * slot, ir.QI_IN_USE)
+    if trace_qi_submit.enabled:
+        for d in desc:
             trace_qi_submit(
                 iommu=iommu.name,
                 type=ir.QI_DESC_TYPE_NAMES.get(d[0] & 0xF, f"{d[0] & 0xF:#x}"),
@@ -401,12 +436,6 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
                 qw2=d[2],
                 qw3=d[3],
             )
-    mem.write_u32(status + 4 * wait_index, ir.QI_IN_USE)
-    qw0 = ir.QI_IWD_STATUS_DATA(ir.QI_DONE) | ir.QI_IWD_STATUS_WRITE | ir.QI_IWD_TYPE
-    if options & ir.QI_OPT_WAIT_DRAIN:
-        qw0 |= ir.QI_IWD_PRQ_DRAIN
-    wait_desc = (qw0, status + 4 * wait_index, 0, 0)
-    mem.write_u64s(ring + (wait_index << shift), wait_desc[:qwords])
     qi.free_head = (qi.free_head + count + 1) % ir.QI_LENGTH
     qi.free_cnt -= count + 1
     iommu.regs.writel(qi.free_head << shift, ir.DMAR_IQT_REG)
@@ -422,8 +451,11 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
         rc = qi_check_fault(iommu, index, wait_index, count)
         if rc:
             break
-    for i in range(count):
-        mem.write_u32(status + 4 * ((index + i) % ir.QI_LENGTH), ir.QI_DONE)
+    if index + count <= ir.QI_LENGTH:
+        mem.write(status + 4 * index, _QI_DONE_WORD * count)
+    else:
+        for i in range(count):
+            mem.write_u32(status + 4 * ((index + i) % ir.QI_LENGTH), ir.QI_DONE)
     reclaim_free_desc(qi)
     return rc
 
@@ -499,8 +531,7 @@ def qi_desc_piotlb(did: int, pasid: int, addr: int, npages: int, ih: int) -> QiD
     mask = (npages - 1).bit_length()
     align = 1 << (ir.VTD_PAGE_SHIFT + mask)
     addr &= ~(align - 1)
-    qw0 = ir.QI_EIOTLB_PASID(pasid) | ir.QI_EIOTLB_DID(did)
-    qw0 |= ir.QI_EIOTLB_GRAN(ir.QI_GRAN_PSI_PASID) | ir.QI_EIOTLB_TYPE
+    qw0 = ir.QI_EIOTLB_PASID(pasid) | ir.QI_EIOTLB_DID(did) | _PIOTLB_PSI
     qw1 = ir.QI_EIOTLB_ADDR(addr) | ir.QI_EIOTLB_IH(ih) | ir.QI_EIOTLB_AM(mask)
     return (qw0, qw1, 0, 0)
 

@@ -19,7 +19,8 @@ domain's one to detach) with ``dev_pasids`` and cache tags; seed-v3
 ``attach_dev_pasid``/``detach_dev_pasid`` exactly as patch 1/4 of the series: one
 DMA PASID per device (``info.pasid``), EBUSY (with a WARN) for a second one.
 
-Differences from Linux: no RMRRs, ATSR/SATC or DMA aliases; no IOPF/PRI; a failed
+Differences from Linux: ATSR/SATC are parsed but not used (no ATS policy from them),
+no DMA aliases; no IOPF/PRI; a failed
 ``attach_dev`` restores the device's previous domain itself (Linux leaves the
 device blocked and relies on the core's revert, which reverts the failing device
 too; this core reverts only the devices already moved); unmapping a range with
@@ -67,6 +68,7 @@ from drivers.intel_iommu.dmar import (
     qi_flush_iotlb,
     qi_flush_pasid_cache,
 )
+from drivers.intel_iommu.dmar_units import dmar_print_missing_units, intel_rmrr_resv_regions
 from drivers.intel_iommu.domain import (
     __domain_setup_first_level,
     dev_info_of,
@@ -139,6 +141,7 @@ from kernel.iommu.iommu_h import (
     IommuIotlbGather,
     iommu_iotlb_gather_add_page,
 )
+from kernel.iommu.iommu_resv import IOMMU_RESV_MSI, IommuResvRegion, iommu_alloc_resv_region
 from kernel.mm import GFP_ATOMIC, GFP_KERNEL, free_page, kfree, kzalloc, read64, virt_to_phys
 from kernel.pci import (
     PCI_ATS_CAP,
@@ -245,9 +248,7 @@ def intel_iommu_init_unit(drhd: DrhdUnit) -> IntelIommu:
     if st.dmar_disabled:
         raise ENODEV("intel_iommu=off")
     if not st.units:
-        pr_info("DMAR: No RMRR found")
-        pr_info("DMAR: No ATSR found")
-        pr_info("DMAR: No SATC found")
+        dmar_print_missing_units()
     iommu = alloc_iommu(drhd)
     try:
         if pasid_supported(iommu):
@@ -890,3 +891,22 @@ def intel_iommu_capable(dev: Device, cap: int) -> bool:
     if cap == IOMMU_CAP_ENFORCE_CACHE_COHERENCY:
         return bool(ir.ecap_sc_support(dev_info_of(dev).iommu.ecap))
     return False
+
+
+# --------------------------------------------------------------------------- reserved regions
+
+IOAPIC_RANGE_START = 0xFEE0_0000
+IOAPIC_RANGE_END = 0xFEEF_FFFF
+
+
+def intel_iommu_get_resv_regions(dev: Device, head: list[IommuResvRegion]) -> None:
+    """``intel_iommu_get_resv_regions``: the device's RMRRs, then the interrupt
+    window, which the unit never translates (an untranslated write there is an
+    interrupt request), as ``IOMMU_RESV_MSI`` with no access rights. (Linux's
+    floppy/ISA-bridge workaround region is not modelled: no ISA bridges.)"""
+    intel_rmrr_resv_regions(dev, head)
+    head.append(
+        iommu_alloc_resv_region(
+            IOAPIC_RANGE_START, IOAPIC_RANGE_END - IOAPIC_RANGE_START + 1, 0, IOMMU_RESV_MSI
+        )
+    )

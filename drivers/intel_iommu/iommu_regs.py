@@ -391,7 +391,8 @@ def agaw_to_level(agaw: int) -> int:
 
 
 def agaw_to_width(agaw: int) -> int:
-    return min(30 + agaw * 9, MAX_AGAW_WIDTH)
+    width = 30 + agaw * 9  # min_t(int, ..., MAX_AGAW_WIDTH) without the min() call
+    return width if width < MAX_AGAW_WIDTH else MAX_AGAW_WIDTH
 
 
 def width_to_agaw(width: int) -> int:

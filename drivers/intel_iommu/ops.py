@@ -25,6 +25,7 @@ from kernel.iommu.iommu_h import (
     IommuDomain,
     IommuGroup,
 )
+from kernel.iommu.iommu_resv import IommuResvRegion
 
 
 class IntelDomainOps:
@@ -151,3 +152,6 @@ class IntelIommuOps:
 
     def capable(self, dev: Device, cap: int) -> bool:
         return vtd.intel_iommu_capable(dev, cap)
+
+    def get_resv_regions(self, dev: Device, head: list[IommuResvRegion]) -> None:
+        vtd.intel_iommu_get_resv_regions(dev, head)

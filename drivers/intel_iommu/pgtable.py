@@ -72,26 +72,29 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     """``pfn_to_dma_pte``: the address of the entry for ``pfn`` at ``target_level``
     (allocating missing tables), or with ``target_level == 0`` the first leaf,
     superpage or non-present entry on the way down. Returns ``(pte, level)``;
-    ``pte`` is 0 beyond the domain's width or when a table cannot be allocated."""
-    if not domain_pfn_supported(domain, pfn):
+    ``pte`` is 0 beyond the domain's width or when a table cannot be allocated.
+    (Runs on every map and unmap: ``domain_pfn_supported``, ``agaw_to_level`` and
+    ``pfn_level_offset`` are written out.)"""
+    agaw = domain.agaw
+    if pfn >> (ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT):  # !domain_pfn_supported()
         return 0, target_level
-    level = ir.agaw_to_level(domain.agaw)
+    level = agaw + 2  # agaw_to_level()
     parent = domain.pgd
-    first = domain.use_first_level
     mem = current_mm().mem  # tables are direct-mapped pages: read them by address
+    read_u64 = mem.read_u64
     while True:
         pte = parent + (((pfn >> ((level - 1) * LEVEL_STRIDE)) & 0x1FF) << 3)
-        val = mem.read_u64(pte - PAGE_OFFSET)
-        if not target_level and (val & ir.DMA_PTE_LARGE_PAGE or not val & 3):
+        if level == target_level:  # C reads the entry here only for target_level 0
             break
-        if level == target_level:
+        val = read_u64(pte - PAGE_OFFSET)
+        if not target_level and (val & ir.DMA_PTE_LARGE_PAGE or not val & 3):
             break
         if not val & 3:
             tmp = alloc_pgtable_page(gfp)
             if tmp is None:
                 return 0, target_level
             val = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
-            if first:
+            if domain.use_first_level:
                 val |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
             mem.write_u64(pte - PAGE_OFFSET, val)
         if level == 1:
@@ -146,14 +149,21 @@ def __domain_mapping(
 ) -> int:
     """``__domain_mapping``: write leaves for ``nr_pages`` pages, superpages where
     possible. Returns the pages mapped; raises when it could map none (EINVAL out
-    of range or without R/W, ENOMEM without a table page)."""
+    of range or without R/W, ENOMEM without a table page). (Runs on every map:
+    ``lvl_to_nr_pages`` and ``first_pte_in_page`` are written out, and
+    ``hardware_largepage_caps`` is not called when the domain has no superpages.)"""
     if not domain_pfn_supported(domain, iov_pfn + nr_pages - 1):
         raise EINVAL(f"pfn {iov_pfn + nr_pages - 1:#x} beyond the domain's address width")
     if not prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE):
         raise EINVAL("mapping with neither read nor write permission")
     attr = prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE | ir.DMA_PTE_SNP)
+    # Linux 6.12 (since eea53c581688, v6.7) sets bit 0 in every leaf: Present for a
+    # first-stage entry, Read for a second-stage one, so a write-only second-stage
+    # mapping is readable too. A 2025 patch restored write-only second-stage entries;
+    # the model mirrors 6.12 here.
+    attr |= ir.DMA_FL_PTE_PRESENT
     if domain.use_first_level:
-        attr |= ir.DMA_FL_PTE_PRESENT | ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+        attr |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True
@@ -165,13 +175,17 @@ def __domain_mapping(
     lvl_pages = 1
     while nr_pages > 0:
         if not pte:
-            largepage_lvl = hardware_largepage_caps(domain, iov_pfn, phys_pfn, nr_pages)
+            largepage_lvl = (
+                hardware_largepage_caps(domain, iov_pfn, phys_pfn, nr_pages)
+                if domain.iommu_superpage
+                else 1
+            )
             pte, largepage_lvl = pfn_to_dma_pte(domain, iov_pfn, largepage_lvl, gfp)
             if not pte:
                 if done:
                     return done
                 raise ENOMEM("no memory for a page-table page")
-            lvl_pages = level_size(largepage_lvl)
+            lvl_pages = 1 << ((largepage_lvl - 1) * LEVEL_STRIDE)  # lvl_to_nr_pages()
             if largepage_lvl > 1:
                 pteval |= ir.DMA_PTE_LARGE_PAGE
                 to_remove = min(nr_pages, nr_pte_to_next_page(pte) * lvl_pages)
@@ -198,7 +212,11 @@ def __domain_mapping(
         pteval += lvl_pages << ir.VTD_PAGE_SHIFT
         done += lvl_pages
         pte += 8
-        if not nr_pages or first_pte_in_page(pte) or (largepage_lvl > 1 and nr_pages < lvl_pages):
+        if (
+            not nr_pages
+            or not pte & (ir.VTD_PAGE_SIZE - 1)
+            or (largepage_lvl > 1 and nr_pages < lvl_pages)
+        ):
             pte = 0
     return done
 
@@ -228,10 +246,13 @@ def dma_pte_clear_level(
     freelist: list[int],
 ) -> None:
     """``dma_pte_clear_level``: clear entries covering ``[start_pfn, last_pfn]``; tables
-    entirely inside the range go on ``freelist``."""
-    pfn = max(start_pfn, pfn)
-    pte = table + (pfn_level_offset(pfn, level) << 3)
-    size = level_size(level)
+    entirely inside the range go on ``freelist``. (Runs per level on every unmap:
+    ``pfn_level_offset``, ``level_size`` and ``first_pte_in_page`` are written out.)"""
+    if start_pfn > pfn:
+        pfn = start_pfn
+    shift = (level - 1) * LEVEL_STRIDE
+    pte = table + (((pfn >> shift) & 0x1FF) << 3)
+    size = 1 << shift
     mem = current_mm().mem
     while True:
         level_pfn = pfn & ~(size - 1)
@@ -253,7 +274,7 @@ def dma_pte_clear_level(
                 )
         pfn = level_pfn + size
         pte += 8
-        if first_pte_in_page(pte) or pfn > last_pfn:
+        if not pte & (ir.VTD_PAGE_SIZE - 1) or pfn > last_pfn:
             break
 
 

@@ -237,3 +237,5 @@ class DmarState:
     """The ``intel_iommu_ops`` instance of this kernel (:class:`IntelIommuOps`)."""
     announced: bool = False
     strict_forced: bool = False
+    dmar_units: Any = None
+    """RMRR/ATSR/SATC units (:class:`drivers.intel_iommu.dmar_units.DmarUnits`)."""

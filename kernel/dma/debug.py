@@ -64,6 +64,8 @@ TYPE_SINGLE = "single"
 TYPE_SG = "scather-gather"  # sic: debug.c's type2name spelling
 TYPE_COHERENT = "coherent"
 TYPE_RESOURCE = "resource"
+TYPE_NONCOHERENT = "noncoherent"
+TYPE_IOVA = "iova"
 
 MAP_ERR_CHECK_NOT_APPLICABLE = 0
 MAP_ERR_NOT_CHECKED = 1
@@ -297,7 +299,7 @@ def unmap_mismatches(entry: EntryFields, ref: EntryFields) -> list[tuple[str, st
             f"[device address=0x{ref.dev_addr:016x}] [size={ref.size} bytes] "
             f"[mapped as {entry.type}] [unmapped as {ref.type}]",
         ))  # fmt: skip
-    elif entry.type == TYPE_COHERENT and ref.paddr != entry.paddr:
+    elif entry.type in (TYPE_COHERENT, TYPE_NONCOHERENT) and ref.paddr != entry.paddr:
         out.append((
             UNMAP_CPU_ADDRESS,
             "device driver frees DMA memory with different CPU address "
@@ -476,7 +478,7 @@ def _check_sg_segment(dev: Device, sg: Scatterlist) -> None:
         )
     boundary = dma_get_seg_boundary(dev)
     start = sg.dma_address
-    end = start + sg.length - 1
+    end = start + sg.dma_length - 1
     if (start ^ end) & ~boundary:
         err_printk(
             dev,
@@ -543,6 +545,124 @@ def debug_dma_free_coherent(dev: Device, size: int, paddr: int, dma_addr: int) -
     if not _active(st):
         return
     check_unmap(DmaDebugEntry(dev, TYPE_COHERENT, dma_addr, size, DMA_BIDIRECTIONAL, paddr=paddr))
+
+
+def debug_dma_map_resource(
+    dev: Device, addr: int, size: int, direction: int, dma_addr: int, attrs: int
+) -> None:
+    """``debug_dma_map_resource``: a "resource" entry whose error must be checked."""
+    st = dma_debug_state()
+    if not _active(st) or dma_addr == DMA_MAPPING_ERROR:
+        return
+    entry = DmaDebugEntry(
+        dev,
+        TYPE_RESOURCE,
+        dma_addr,
+        size,
+        direction,
+        paddr=addr,
+        map_err_type=MAP_ERR_NOT_CHECKED,
+        stack=_call_site(),
+    )
+    _add(st, entry, attrs)
+
+
+def debug_dma_unmap_resource(dev: Device, dma_addr: int, size: int, direction: int) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    check_unmap(DmaDebugEntry(dev, TYPE_RESOURCE, dma_addr, size, direction))
+
+
+def debug_dma_alloc_pages(
+    dev: Device, paddr: int, size: int, direction: int, dma_addr: int, attrs: int
+) -> None:
+    """``debug_dma_alloc_pages``: ``dma_alloc_pages``/``dma_alloc_noncoherent`` are
+    recorded as "noncoherent" entries (``page`` given as its physical address)."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    entry = DmaDebugEntry(
+        dev, TYPE_NONCOHERENT, dma_addr, size, direction, paddr=paddr, stack=_call_site()
+    )
+    _add(st, entry, attrs)
+
+
+def debug_dma_free_pages(dev: Device, paddr: int, size: int, direction: int, dma_addr: int) -> None:
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    check_unmap(DmaDebugEntry(dev, TYPE_NONCOHERENT, dma_addr, size, direction, paddr=paddr))
+
+
+def debug_dma_iova_link(
+    dev: Device, dma_addr: int, phys: int, size: int, direction: int, attrs: int
+) -> None:
+    """One "iova" entry per ``dma_iova_link`` (this model's hook: upstream debug.c
+    does not track the two-step IOVA API)."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    entry = DmaDebugEntry(dev, TYPE_IOVA, dma_addr, size, direction, paddr=phys, stack=_call_site())
+    _add(st, entry, attrs)
+
+
+def debug_dma_iova_unlink(dev: Device, dma_addr: int, size: int, direction: int) -> None:
+    """Drop the "iova" entries linked in ``[dma_addr, dma_addr + size)``; report an
+    unlink of nothing linked, or of a range that ends inside a link."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    end = dma_addr + size
+    found = [
+        e
+        for (d, addr), lst in st.entries.items()
+        if d is dev and dma_addr <= addr < end
+        for e in lst
+        if e.type == TYPE_IOVA
+    ]
+    if not found:
+        err_printk(
+            dev,
+            None,
+            "device driver tries to unlink IOVA it has not linked "
+            f"[device address=0x{dma_addr:016x}] [size={size} bytes]",
+        )
+        return
+    for e in found:
+        if e.dev_addr + e.size > end:
+            err_printk(
+                dev,
+                e,
+                "device driver unlinks part of a linked IOVA range "
+                f"[device address=0x{e.dev_addr:016x}] [link size={e.size} bytes] "
+                f"[unlink end=0x{end:016x}]",
+            )
+        if e.direction != direction:
+            err_printk(
+                dev,
+                e,
+                "device driver unlinks IOVA with different direction "
+                f"[device address=0x{e.dev_addr:016x}] [size={e.size} bytes] "
+                f"[linked with {_dir(e.direction)}] [unlinked with {_dir(direction)}]",
+            )
+        _remove(st, e)
+
+
+def debug_dma_iova_overflow(
+    dev: Device, dma_addr: int, alloc_size: int, offset: int, size: int
+) -> None:
+    """A link past the range ``dma_iova_try_alloc`` reserved."""
+    st = dma_debug_state()
+    if not _active(st):
+        return
+    err_printk(
+        dev,
+        None,
+        "device driver links beyond the allocated IOVA range "
+        f"[device address=0x{dma_addr:016x}] [allocation size={alloc_size} bytes] "
+        f"[link offset+size={offset + size}]",
+    )
 
 
 def debug_dma_sync_single(

@@ -25,10 +25,15 @@ from kernel.dma.direct import (
     dma_direct_alloc,
     dma_direct_free,
     dma_direct_map_phys,
+    dma_direct_map_resource,
     dma_direct_supported,
+    dma_direct_sync_single_for_cpu,
+    dma_direct_sync_single_for_device,
+    dma_direct_unmap_phys,
 )
 from kernel.dma.direction import (
     DIR2NAME,
+    DMA_ATTR_SKIP_CPU_SYNC,
     DMA_BIDIRECTIONAL,
     DMA_BIT_MASK,
     DMA_FROM_DEVICE,
@@ -37,7 +42,13 @@ from kernel.dma.direction import (
     DMA_TO_DEVICE,
     valid_dma_direction,
 )
-from kernel.dma.scatterlist import Scatterlist, SgTable
+from kernel.dma.scatterlist import Scatterlist, SgTable, sg_alloc_table, sg_set_page
+from kernel.dma.swiotlb import (
+    is_swiotlb_active,
+    is_swiotlb_buffer,
+    is_swiotlb_force_bounce,
+    swiotlb_max_mapping_size,
+)
 from kernel.dma.trace import (
     trace_dma_alloc,
     trace_dma_free,
@@ -50,24 +61,32 @@ from kernel.dma.trace import (
     trace_dma_unmap_page,
     trace_dma_unmap_sg,
 )
-from kernel.errno import EINVAL, EIO, ENOMEM
+from kernel.errno import EINVAL, EIO, ENOMEM, ENXIO
 from kernel.iommu.dma_iommu import (
     __iommu_dma_map,
     __iommu_dma_unmap,
+    dev_use_swiotlb,
     dma_info_to_prot,
     iommu_dma_map_phys,
-    iommu_dma_map_sg_runs,
+    iommu_dma_map_resource,
+    iommu_dma_map_sg,
+    iommu_dma_opt_mapping_size,
+    iommu_dma_sync_single,
     iommu_dma_unmap_phys,
+    iommu_dma_unmap_resource,
     iommu_dma_unmap_sg_runs,
 )
 from kernel.mm import (
     __GFP_ZERO,
+    PAGE_ALIGN,
     PAGE_OFFSET,
     Page,
     alloc_pages_exact,
+    current_mm,
     free_pages_exact,
     is_vmalloc_addr,
     offset_in_page,
+    page_address,
     virt_addr_valid,
     virt_to_page,
 )
@@ -141,6 +160,8 @@ def dma_unmap_page_attrs(dev: Device, addr: int, size: int, dir: int, attrs: int
     _bug_on_dir(dir)
     if not dma_map_direct(dev) and addr != DMA_MAPPING_ERROR:
         iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
+    elif dev.dma_uses_io_tlb:
+        dma_direct_unmap_phys(dev, addr, size, dir, attrs)
     if trace_dma_unmap_page.enabled:
         trace_dma_unmap_page(device=dev_name(dev), dir=dir, dma_addr=addr, size=size, attrs=attrs)
     debug.debug_dma_unmap_phys(dev, addr, size, dir)
@@ -184,7 +205,9 @@ def dma_mapping_error(dev: Device, dma_addr: int) -> int:
 def dma_map_sg_attrs(
     dev: Device, sgl: list[Scatterlist], nents: int, dir: int, attrs: int = 0
 ) -> int:
-    """``dma_map_sg_attrs``: the number of DMA segments, 0 on failure."""
+    """``dma_map_sg_attrs``: the number of DMA segments, 0 on failure. Through
+    dma-iommu the entries are merged into IOVA-contiguous segments (fewer than
+    ``nents``); dma-direct maps each entry on its own."""
     _bug_on_dir(dir)
     if WARN_ON_ONCE(not dev.dma_mask) or nents <= 0 or nents > len(sgl):
         return 0
@@ -200,11 +223,20 @@ def dma_map_sg_attrs(
                 return 0
             sg.dma_address, sg.dma_length = addr, sg.length
     else:
-        addrs = iommu_dma_map_sg_runs(dev, [(sg.phys, sg.length) for sg in segs], dir, attrs)
-        if addrs is None:
+        ents = iommu_dma_map_sg(dev, segs, nents, dir, attrs)
+        if ents <= 0:
             return 0
-        for sg, addr in zip(segs, addrs, strict=True):
-            sg.dma_address, sg.dma_length = addr, sg.length
+        if trace_dma_map_sg.enabled:
+            trace_dma_map_sg(
+                device=dev_name(dev),
+                dir=dir,
+                dma_addrs=tuple(sg.dma_address for sg in segs[:ents]),
+                sizes=tuple(sg.dma_length for sg in segs[:ents]),
+                phys_addrs=tuple(sg.phys for sg in segs[:ents]),
+                attrs=attrs,
+            )
+        debug.debug_dma_map_sg(dev, sgl, nents, ents, dir, attrs)
+        return ents
     if trace_dma_map_sg.enabled:
         trace_dma_map_sg(
             device=dev_name(dev),
@@ -235,6 +267,9 @@ def dma_unmap_sg_attrs(
     if not dma_map_direct(dev) and mapped:
         last = mapped[-1]
         iommu_dma_unmap_sg_runs(dev, mapped[0].dma_address, last.dma_address + last.dma_length)
+    elif dev.dma_uses_io_tlb:
+        for sg in mapped:
+            dma_direct_unmap_phys(dev, sg.dma_address, sg.dma_length, dir, attrs)
     for sg in mapped:
         sg.dma_address = sg.dma_length = 0
 
@@ -258,15 +293,31 @@ def dma_unmap_sgtable(dev: Device, sgt: SgTable, dir: int, attrs: int = 0) -> No
 # --------------------------------------------------------------------------- syncs
 
 
+def _sync_single(dev: Device, addr: int, size: int, dir: int, to_cpu: bool) -> None:
+    """The bounce-buffer copies of a sync (nothing else to do on coherent x86)."""
+    if not dev.dma_uses_io_tlb:
+        return
+    if not dma_map_direct(dev):
+        iommu_dma_sync_single(dev, addr, size, dir, to_cpu)
+    elif to_cpu:
+        dma_direct_sync_single_for_cpu(dev, addr, size, dir)
+    else:
+        dma_direct_sync_single_for_device(dev, addr, size, dir)
+
+
 def dma_sync_single_for_cpu(dev: Device, addr: int, size: int, dir: int) -> None:
+    """``dma_sync_single_for_cpu``: a bounced buffer is copied back here."""
     _bug_on_dir(dir)
+    _sync_single(dev, addr, size, dir, True)
     if trace_dma_sync_single_for_cpu.enabled:
         trace_dma_sync_single_for_cpu(device=dev_name(dev), dir=dir, dma_addr=addr, size=size)
     debug.debug_dma_sync_single(dev, addr, size, dir, True)
 
 
 def dma_sync_single_for_device(dev: Device, addr: int, size: int, dir: int) -> None:
+    """``dma_sync_single_for_device``: the CPU's writes go to the bounce buffer."""
     _bug_on_dir(dir)
+    _sync_single(dev, addr, size, dir, False)
     if trace_dma_sync_single_for_device.enabled:
         trace_dma_sync_single_for_device(device=dev_name(dev), dir=dir, dma_addr=addr, size=size)
     debug.debug_dma_sync_single(dev, addr, size, dir, False)
@@ -293,6 +344,9 @@ def _sync_sg_fields(dev: Device, sgl: list[Scatterlist], nelems: int) -> dict[st
 
 def dma_sync_sg_for_cpu(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if dev.dma_uses_io_tlb and dma_map_direct(dev):
+        for sg in sgl[:nelems]:
+            dma_direct_sync_single_for_cpu(dev, sg.dma_address, sg.dma_length, dir)
     if trace_dma_sync_sg_for_cpu.enabled:
         trace_dma_sync_sg_for_cpu(dir=dir, **_sync_sg_fields(dev, sgl, nelems))
     debug.debug_dma_sync_sg(dev, sgl, nelems, dir, True)
@@ -300,6 +354,9 @@ def dma_sync_sg_for_cpu(dev: Device, sgl: list[Scatterlist], nelems: int, dir: i
 
 def dma_sync_sg_for_device(dev: Device, sgl: list[Scatterlist], nelems: int, dir: int) -> None:
     _bug_on_dir(dir)
+    if dev.dma_uses_io_tlb and dma_map_direct(dev):
+        for sg in sgl[:nelems]:
+            dma_direct_sync_single_for_device(dev, sg.dma_address, sg.dma_length, dir)
     if trace_dma_sync_sg_for_device.enabled:
         trace_dma_sync_sg_for_device(dir=dir, **_sync_sg_fields(dev, sgl, nelems))
     debug.debug_dma_sync_sg(dev, sgl, nelems, dir, False)
@@ -370,6 +427,131 @@ def dma_free_attrs(
 
 def dma_free_coherent(dev: Device, size: int, cpu_addr: int | None, dma_handle: int) -> None:
     dma_free_attrs(dev, size, cpu_addr, dma_handle, 0)
+
+
+# --------------------------------------------------------------------------- pages, resources
+
+
+def __dma_alloc_pages(dev: Device, size: int, dir: int, gfp: int) -> tuple[Page | None, int]:
+    if WARN_ON_ONCE(not dev.coherent_dma_mask) or not _size_ok(size):
+        return None, DMA_MAPPING_ERROR
+    size = PAGE_ALIGN(size)
+    if dma_map_direct(dev):
+        vaddr, handle = dma_direct_alloc(dev, size, gfp)
+        if vaddr is None:
+            return None, DMA_MAPPING_ERROR
+        return virt_to_page(vaddr), handle
+    # dma_common_alloc_pages: pages from the allocator, mapped as one streaming page.
+    vaddr = alloc_pages_exact(size, gfp | __GFP_ZERO)
+    if vaddr is None:
+        return None, DMA_MAPPING_ERROR
+    page = virt_to_page(vaddr)
+    handle = iommu_dma_map_phys(dev, page.phys, size, dir, DMA_ATTR_SKIP_CPU_SYNC)
+    if handle == DMA_MAPPING_ERROR:
+        free_pages_exact(vaddr, size)
+        return None, DMA_MAPPING_ERROR
+    return page, handle
+
+
+def dma_alloc_pages(dev: Device, size: int, dir: int, gfp: int) -> tuple[Page | None, int]:
+    """``dma_alloc_pages``: zeroed, physically contiguous pages mapped for streaming
+    DMA in ``dir``; ``(page, dma_handle)`` (C's out parameter), ``(None,
+    DMA_MAPPING_ERROR)`` on failure. The caller owns the syncs, as for a streaming
+    mapping. DMA-API debug records a "noncoherent" entry."""
+    _bug_on_dir(dir)
+    page, handle = __dma_alloc_pages(dev, size, dir, gfp)
+    if page is not None:
+        debug.debug_dma_alloc_pages(dev, page.phys, PAGE_ALIGN(size), dir, handle, 0)
+    return page, handle
+
+
+def dma_free_pages(dev: Device, size: int, page: Page, dma_handle: int, dir: int) -> None:
+    """``dma_free_pages``."""
+    size = PAGE_ALIGN(size)
+    debug.debug_dma_free_pages(dev, page.phys, size, dir, dma_handle)
+    if not dma_map_direct(dev):
+        iommu_dma_unmap_phys(dev, dma_handle, size, dir, DMA_ATTR_SKIP_CPU_SYNC)
+    free_pages_exact(page_address(page), size)
+
+
+def dma_alloc_noncoherent(dev: Device, size: int, dir: int, gfp: int) -> tuple[int | None, int]:
+    """``dma_alloc_noncoherent``: :func:`dma_alloc_pages` returning the kernel virtual
+    address (x86 has no separate non-coherent allocator)."""
+    page, handle = dma_alloc_pages(dev, size, dir, gfp)
+    return (None, handle) if page is None else (page_address(page), handle)
+
+
+def dma_free_noncoherent(dev: Device, size: int, vaddr: int, dma_handle: int, dir: int) -> None:
+    """``dma_free_noncoherent``."""
+    dma_free_pages(dev, size, virt_to_page(vaddr), dma_handle, dir)
+
+
+def dma_map_resource(dev: Device, phys_addr: int, size: int, dir: int, attrs: int = 0) -> int:
+    """``dma_map_resource``: a physical MMIO range (a peer device's BAR) for this
+    device's DMA. RAM is refused with a WARN, as ``pfn_valid`` makes Linux do."""
+    _bug_on_dir(dir)
+    if WARN_ON_ONCE(not dev.dma_mask) or not _size_ok(size):
+        return DMA_MAPPING_ERROR
+    if WARN_ON_ONCE(0 <= phys_addr < current_mm().mem.size, "dma_map_resource of RAM"):
+        return DMA_MAPPING_ERROR
+    if dma_map_direct(dev):
+        addr = dma_direct_map_resource(dev, phys_addr, size, dir, attrs)
+    else:
+        addr = iommu_dma_map_resource(dev, phys_addr, size, dir, attrs)
+    debug.debug_dma_map_resource(dev, phys_addr, size, dir, addr, attrs)
+    return addr
+
+
+def dma_unmap_resource(dev: Device, addr: int, size: int, dir: int, attrs: int = 0) -> None:
+    """``dma_unmap_resource``."""
+    _bug_on_dir(dir)
+    if not dma_map_direct(dev) and addr != DMA_MAPPING_ERROR:
+        iommu_dma_unmap_resource(dev, addr, size, dir, attrs)
+    debug.debug_dma_unmap_resource(dev, addr, size, dir)
+
+
+def dma_need_sync(dev: Device, dma_addr: int) -> bool:
+    """``dma_need_sync``: whether ``dma_sync_*`` must be called for this mapping.
+    x86 is cache-coherent, so only a swiotlb bounce buffer needs them."""
+    if dma_map_direct(dev):
+        return is_swiotlb_buffer(dev, dma_addr)
+    return dev_use_swiotlb(dev)
+
+
+def dma_get_sgtable(
+    dev: Device, cpu_addr: int, dma_addr: int, size: int, attrs: int = 0
+) -> SgTable:
+    """``dma_get_sgtable_attrs`` (``dma_common_get_sgtable``): a one-entry table
+    describing a coherent buffer's pages. Raises ENXIO for an address that is not
+    in the direct map (C returns it)."""
+    if not virt_addr_valid(cpu_addr):
+        raise ENXIO(f"dma_get_sgtable: {cpu_addr:#x} is not a direct-mapped buffer")
+    sgt = sg_alloc_table(1)
+    sg_set_page(sgt.sgl[0], virt_to_page(cpu_addr), PAGE_ALIGN(size), 0)
+    return sgt
+
+
+SIZE_MAX = ULONG_MAX
+
+
+def dma_max_mapping_size(dev: Device) -> int:
+    """``dma_max_mapping_size``: one swiotlb segment where mappings may bounce
+    (dma-direct with a mask below the end of RAM or forced bouncing; dma-iommu for
+    untrusted devices), SIZE_MAX otherwise."""
+    if dma_map_direct(dev):
+        if is_swiotlb_active(dev) and (
+            dev.dma_mask < current_mm().mem.size - 1 or is_swiotlb_force_bounce(dev)
+        ):
+            return swiotlb_max_mapping_size(dev)
+        return SIZE_MAX
+    return swiotlb_max_mapping_size(dev) if dev_use_swiotlb(dev) else SIZE_MAX
+
+
+def dma_opt_mapping_size(dev: Device) -> int:
+    """``dma_opt_mapping_size``: dma-iommu's IOVA range-cache limit, capped by
+    :func:`dma_max_mapping_size`."""
+    size = SIZE_MAX if dma_map_direct(dev) else iommu_dma_opt_mapping_size()
+    return min(dma_max_mapping_size(dev), size)
 
 
 # --------------------------------------------------------------------------- masks, parms

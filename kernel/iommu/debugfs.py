@@ -1,7 +1,7 @@
 """Debug views of the IOMMU core: ``iommulab dump iommu-groups`` and ``dump pasid``.
 
-``iommu-groups`` is what ``/sys/kernel/iommu_groups/*/{type,devices}`` show, one
-group per block; ``pasid`` lists the PASIDs attached to each device through the
+``iommu-groups`` is what ``/sys/kernel/iommu_groups/*/{type,reserved_regions,devices}``
+show, one group per block; ``pasid`` lists the PASIDs attached to each device through the
 IOMMU core, for the PASID API generation the kernel booted with (upstream:
 ``group->pasid_array``; seed-v3: the DMA domain's one PASID and its user count).
 Both render the current kernel (:func:`kernel.boot.current_kernel`). Contributed
@@ -27,6 +27,7 @@ from kernel.iommu.iommu_h import (
     IommuDomain,
     IommuGroup,
 )
+from kernel.iommu.iommu_resv import iommu_group_show_resv_regions
 from kernel.iommu.pasid import iommu_get_domain_for_dev_pasid
 from kernel.pci import PciDev, pci_get_devices
 
@@ -72,6 +73,8 @@ def render_iommu_groups(args: argparse.Namespace) -> str:
         out.append(f"/sys/kernel/iommu_groups/{g.id}/type: {kind}")
         owner = " (claimed for user DMA)" if g.owner is not None else ""
         out.append(f"  domain: {domain_label(g.domain)}{owner}")
+        out.append(f"/sys/kernel/iommu_groups/{g.id}/reserved_regions:")
+        out.extend(f"  {line}" for line in iommu_group_show_resv_regions(g).splitlines())
         for dev in g.devices:
             drv = dev.driver.name if dev.driver is not None else "-"
             unit = dev.iommu.iommu_dev.name if dev.iommu and dev.iommu.iommu_dev else "-"

@@ -9,9 +9,7 @@ queued at; it is released only after a full flush (``flush_iotlb_all``) that
 *started* after it was queued — the queue fills (256 entries) or the 10 ms timer
 on the virtual clock fires.
 
-Differences from Linux: one CPU, so one flush-queue ring per domain; no swiotlb
-bounce buffering for untrusted devices; scatterlists are mapped into one IOVA
-range but segments are not merged (``dma_map_sg`` returns ``nents``).
+Differences from Linux: one CPU, so one flush-queue ring per domain.
 """
 
 from __future__ import annotations
@@ -26,10 +24,20 @@ from kernel.device import Device, dev_name
 from kernel.dma.direction import (
     DMA_ATTR_MMIO,
     DMA_ATTR_PRIVILEGED,
+    DMA_ATTR_SKIP_CPU_SYNC,
     DMA_BIDIRECTIONAL,
     DMA_FROM_DEVICE,
     DMA_MAPPING_ERROR,
     DMA_TO_DEVICE,
+)
+from kernel.dma.scatterlist import Scatterlist
+from kernel.dma.swiotlb import (
+    is_swiotlb_active,
+    is_swiotlb_buffer,
+    swiotlb_sync_single_for_cpu,
+    swiotlb_sync_single_for_device,
+    swiotlb_tbl_map_single,
+    swiotlb_tbl_unmap_single,
 )
 from kernel.errno import ENODEV, ENOMEM, EOPNOTSUPP, EPERM, KernelError
 from kernel.idr import ida_alloc_range, ida_free
@@ -37,6 +45,7 @@ from kernel.iommu.iommu import (
     PASID_API_SEED_V3,
     iommu_get_dma_domain,
     iommu_get_domain_for_dev,
+    iommu_iova_to_phys,
     iommu_map,
     iommu_state,
     iommu_unmap,
@@ -58,7 +67,14 @@ from kernel.iommu.iommu_h import (
     iommu_iotlb_sync,
     seed_pasid_ops,
 )
+from kernel.iommu.iommu_resv import (
+    IOMMU_RESV_SW_MSI,
+    IommuResvRegion,
+    iommu_get_resv_regions,
+    iommu_put_resv_regions,
+)
 from kernel.iommu.iova import (
+    IOVA_RANGE_CACHE_MAX_SIZE,
     IovaDomain,
     alloc_iova_fast,
     free_iova_fast,
@@ -66,11 +82,12 @@ from kernel.iommu.iova import (
     iova_align,
     iova_domain_init_rcaches,
     iova_offset,
-    iova_shift,
+    iova_pfn,
     put_iova_domain,
+    reserve_iova,
 )
-from kernel.mm import GFP_ATOMIC, GFP_KERNEL, kfree, kzalloc
-from kernel.pci import dev_is_pci
+from kernel.mm import GFP_ATOMIC, GFP_KERNEL, PAGE_OFFSET, PAGE_SIZE, kfree, kzalloc, memset
+from kernel.pci import PciDev, dev_is_pci
 from kernel.printk import dev_notice, dev_warn, pr_warn
 
 IOVA_DEFAULT_FQ_SIZE = 256
@@ -97,7 +114,7 @@ class IommuDmaCookie:
 
 def _cookie(domain: IommuDomain) -> IommuDmaCookie:
     cookie = domain.iova_cookie
-    if not isinstance(cookie, IommuDmaCookie) or cookie.iovad is None:
+    if cookie.__class__ is not IommuDmaCookie or cookie.iovad is None:
         raise ENODEV(f"{domain!r} has no DMA cookie")
     return cookie
 
@@ -140,6 +157,40 @@ def iommu_dma_init_domain(domain: IommuDomain, dev: Device) -> None:
         except KernelError:
             pr_warn("iommu: iova flush queue initialization failed")
             domain.type = IOMMU_DOMAIN_DMA
+    iova_reserve_iommu_regions(dev, domain)
+
+
+def iova_reserve_pci_windows(dev: Device, iovad: IovaDomain) -> None:
+    """``iova_reserve_pci_windows``: the host bridge's memory windows are peer
+    addresses, never IOVAs. The machine declares no ``dma-ranges`` (an x86 host
+    bridge has none), so the gap reservation between DMA ranges has nothing to do."""
+    from kernel.platform import platform
+
+    assert isinstance(dev, PciDev)  # callers check dev_is_pci
+    for seg, first, last in platform().firmware.pci_windows:
+        if seg == dev.addr.segment:
+            reserve_iova(iovad, iova_pfn(iovad, first), iova_pfn(iovad, last))
+
+
+def iova_reserve_iommu_regions(dev: Device, domain: IommuDomain) -> None:
+    """``iova_reserve_iommu_regions``: the PCI windows, then every reserved region the
+    driver reports for ``dev``, kept out of the IOVA allocator. SW_MSI regions are
+    skipped as in Linux (dma-iommu is the software that maps MSI doorbells there).
+    Linux also records the HW MSI region in the cookie's MSI page list; nothing here
+    maps MSI doorbells through a DMA domain, so that list is not kept."""
+    iovad = _cookie(domain).iovad
+    assert iovad is not None
+    if dev_is_pci(dev):
+        iova_reserve_pci_windows(dev, iovad)
+    regions: list[IommuResvRegion] = []
+    iommu_get_resv_regions(dev, regions)
+    for region in regions:
+        if region.type == IOMMU_RESV_SW_MSI:
+            continue
+        lo = iova_pfn(iovad, region.start)
+        hi = iova_pfn(iovad, region.start + region.length - 1)
+        reserve_iova(iovad, lo, hi)
+    iommu_put_resv_regions(dev, regions)
 
 
 def iommu_dma_init_fq(domain: IommuDomain) -> None:
@@ -230,23 +281,23 @@ def dma_info_to_prot(dir: int, coherent: bool, attrs: int) -> int:
 
 def iommu_dma_alloc_iova(domain: IommuDomain, size: int, dma_limit: int, dev: Device) -> int:
     """``iommu_dma_alloc_iova``: PCI devices try below 4 GiB first; 0 on failure."""
-    cookie = _cookie(domain)
-    iovad = cookie.iovad
+    iovad = _cookie(domain).iovad
     assert iovad is not None
-    shift = iova_shift(iovad)
+    shift = iovad.shift
     iova_len = size >> shift
     if domain.geometry.force_aperture:
         dma_limit = min(dma_limit, domain.geometry.aperture_end)
+    param = dev.iommu
     if (
-        dev_is_pci(dev)
-        and dev.iommu is not None
-        and dev.iommu.pci_32bit_workaround
+        param is not None
+        and param.pci_32bit_workaround
         and dma_limit > 0xFFFF_FFFF
+        and dev_is_pci(dev)
     ):
         pfn = alloc_iova_fast(iovad, iova_len, 0xFFFF_FFFF >> shift, False)
         if pfn:
             return pfn << shift
-        dev.iommu.pci_32bit_workaround = False
+        param.pci_32bit_workaround = False
         dev_notice(dev, f"Using {dma_limit.bit_length()}-bit DMA addresses")
     pfn = alloc_iova_fast(iovad, iova_len, dma_limit >> shift, True)
     return pfn << shift
@@ -259,7 +310,7 @@ def iommu_dma_free_iova(
     cookie = _cookie(domain)
     iovad = cookie.iovad
     assert iovad is not None
-    shift = iova_shift(iovad)
+    shift = iovad.shift
     if gather is not None and gather.queued:
         queue_iova(cookie, iova >> shift, size >> shift)
     else:
@@ -267,13 +318,15 @@ def iommu_dma_free_iova(
 
 
 def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int) -> int:
-    """``__iommu_dma_map``: returns the DMA address or DMA_MAPPING_ERROR."""
+    """``__iommu_dma_map``: returns the DMA address or DMA_MAPPING_ERROR.
+    (``iova_offset``/``iova_align`` are written out: this runs per dma_map.)"""
     domain = iommu_get_dma_domain(dev)
     assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     iovad = _cookie(domain).iovad
     assert iovad is not None
-    off = iova_offset(iovad, phys)
-    size = iova_align(iovad, size + off)
+    mask = iovad.granule - 1
+    off = phys & mask  # iova_offset()
+    size = (size + off + mask) & ~mask  # iova_align()
     iova = iommu_dma_alloc_iova(domain, size, dma_mask, dev)
     if not iova:
         return DMA_MAPPING_ERROR
@@ -286,19 +339,22 @@ def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int)
 
 
 def __iommu_dma_unmap(dev: Device, dma_addr: int, size: int) -> None:
-    """``__iommu_dma_unmap``: strict → sync then free; lazy → queue."""
+    """``__iommu_dma_unmap``: strict → sync then free; lazy → queue.
+    (``iova_offset``/``iova_align`` are written out: this runs per dma_unmap.)"""
     domain = iommu_get_dma_domain(dev)
     assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     cookie = _cookie(domain)
     iovad = cookie.iovad
     assert iovad is not None
-    off = iova_offset(iovad, dma_addr)
+    mask = iovad.granule - 1
+    off = dma_addr & mask  # iova_offset()
     dma_addr -= off
-    size = iova_align(iovad, size + off)
+    size = (size + off + mask) & ~mask  # iova_align()
     gather = IommuIotlbGather()
     gather.queued = cookie.fq is not None and domain.type == IOMMU_DOMAIN_DMA_FQ
     unmapped = iommu_unmap_fast(domain, dma_addr, size, gather)
-    if WARN_ON(unmapped != size, f"iommu_dma_unmap: unmapped {unmapped:#x} of {size:#x}"):
+    if unmapped != size:
+        WARN_ON(True, f"iommu_dma_unmap: unmapped {unmapped:#x} of {size:#x}")
         return
     if not gather.queued:
         iommu_iotlb_sync(domain, gather)
@@ -308,50 +364,189 @@ def __iommu_dma_unmap(dev: Device, dma_addr: int, size: int) -> None:
 def iommu_dma_map_phys(
     dev: Device, phys: int, size: int, dir: int, attrs: int, coherent: bool = True
 ) -> int:
-    """``iommu_dma_map_page``/``iommu_dma_map_phys``."""
+    """``iommu_dma_map_page``/``iommu_dma_map_phys``. An untrusted device's buffer
+    that does not fill whole granules is bounced through swiotlb first, into slots
+    aligned to the granule with the padding zeroed, so the device's mapping holds
+    nothing but its own bytes."""
     prot = dma_info_to_prot(dir, coherent, attrs)
+    if isinstance(dev, PciDev) and dev.untrusted:
+        return _iommu_dma_map_untrusted(dev, phys, size, dir, attrs, prot)
     return __iommu_dma_map(dev, phys, size, prot, dev.dma_mask)
 
 
+def _iommu_dma_map_untrusted(
+    dev: Device, phys: int, size: int, dir: int, attrs: int, prot: int
+) -> int:
+    """The ``dev_use_swiotlb`` branch of ``iommu_dma_map_phys``."""
+    domain = iommu_get_dma_domain(dev)
+    assert domain is not None
+    iovad = _cookie(domain).iovad
+    assert iovad is not None
+    if iova_offset(iovad, phys | size):
+        if not is_swiotlb_active(dev):
+            dev_warn(dev, "DMA bounce buffers are inactive, unable to map unaligned transaction.")
+            return DMA_MAPPING_ERROR
+        aligned = iova_align(iovad, size)
+        phys = swiotlb_tbl_map_single(dev, phys, size, aligned, iovad.granule - 1, dir, attrs)
+        if phys == DMA_MAPPING_ERROR:
+            return DMA_MAPPING_ERROR
+        pad_start, pad_size = phys, aligned
+        if not attrs & DMA_ATTR_SKIP_CPU_SYNC and dir in (DMA_TO_DEVICE, DMA_BIDIRECTIONAL):
+            pad_start, pad_size = phys + size, aligned - size
+        memset(PAGE_OFFSET + pad_start, 0, pad_size)
+    iova = __iommu_dma_map(dev, phys, size, prot, dev.dma_mask)
+    if iova == DMA_MAPPING_ERROR and is_swiotlb_buffer(dev, phys):
+        swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs)
+    return iova
+
+
 def iommu_dma_unmap_phys(dev: Device, dma_handle: int, size: int, dir: int, attrs: int) -> None:
-    """``iommu_dma_unmap_page``/``iommu_dma_unmap_phys``."""
+    """``iommu_dma_unmap_page``/``iommu_dma_unmap_phys``: a bounced buffer is copied
+    back and its slots released after the IOVA is unmapped."""
+    if not dev.dma_uses_io_tlb:
+        __iommu_dma_unmap(dev, dma_handle, size)
+        return
+    domain = iommu_get_dma_domain(dev)
+    assert domain is not None
+    phys = iommu_iova_to_phys(domain, dma_handle)
     __iommu_dma_unmap(dev, dma_handle, size)
+    if is_swiotlb_buffer(dev, phys):
+        swiotlb_tbl_unmap_single(dev, phys, size, dir, attrs)
 
 
-def iommu_dma_map_sg_runs(
-    dev: Device, runs: list[tuple[int, int]], dir: int, attrs: int
-) -> list[int] | None:
-    """``iommu_dma_map_sg``: one IOVA range for all segments, each segment at a
-    granule-aligned offset keeping its page offset. Returns each segment's DMA
-    address, or None on failure (nothing left mapped)."""
+def iommu_dma_sync_single(dev: Device, dma_handle: int, size: int, dir: int, to_cpu: bool) -> None:
+    """``iommu_dma_sync_single_for_cpu``/``_for_device``: coherent, so only a bounce
+    buffer has anything to copy."""
+    domain = iommu_get_dma_domain(dev)
+    assert domain is not None
+    phys = iommu_iova_to_phys(domain, dma_handle)
+    if is_swiotlb_buffer(dev, phys):
+        if to_cpu:
+            swiotlb_sync_single_for_cpu(dev, phys, size, dir)
+        else:
+            swiotlb_sync_single_for_device(dev, phys, size, dir)
+
+
+def dev_use_swiotlb(dev: Device) -> bool:
+    """``dev_use_swiotlb``: untrusted devices bounce (x86 needs no kmalloc bounce)."""
+    return isinstance(dev, PciDev) and dev.untrusted and is_swiotlb_active(dev)
+
+
+def iommu_dma_map_sg(dev: Device, sgl: list[Scatterlist], nents: int, dir: int, attrs: int) -> int:
+    """``iommu_dma_map_sg``: one IOVA allocation for the whole list, then
+    :func:`__finalise_sg` merges the entries into IOVA-contiguous DMA segments.
+
+    Each entry is first widened to whole granules (its offset into the granule is
+    stashed in ``dma_address``, its length in ``dma_length``, as C does); where an
+    entry would cross the segment boundary, the previous entry's span is padded up
+    to it (mapping more of that entry's physical pages, as Linux does). Physically
+    contiguous neighbours go to the IOMMU in one ``iommu_map`` (``iommu_map_sg``).
+    Returns the number of DMA segments, or -ENOMEM/-EINVAL with every entry
+    restored (:func:`__invalidate_sg`) and nothing left mapped.
+    """
     domain = iommu_get_dma_domain(dev)
     assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
     iovad = _cookie(domain).iovad
     assert iovad is not None
     prot = dma_info_to_prot(dir, True, attrs)
-    spans = []
-    total = 0
-    for phys, length in runs:
-        off = iova_offset(iovad, phys)
-        span = iova_align(iovad, length + off)
-        spans.append((phys - off, off, span))
-        total += span
-    iova = iommu_dma_alloc_iova(domain, total, dev.dma_mask, dev)
+    mask = _seg_boundary(dev)
+    segs = sgl[:nents]
+    iova_len = 0
+    prev: Scatterlist | None = None
+    for s in segs:
+        s_iova_off = iova_offset(iovad, s.offset)
+        s_length = s.length
+        s.dma_address, s.dma_length = s_iova_off, s_length
+        s.offset -= s_iova_off
+        s_length = iova_align(iovad, s_length + s_iova_off)
+        s.length = s_length
+        pad_len = (mask - iova_len + 1) & mask
+        if pad_len and pad_len < s_length - 1 and prev is not None:
+            prev.length += pad_len
+            iova_len += pad_len
+        iova_len += s_length
+        prev = s
+    if not iova_len:
+        return __finalise_sg(dev, segs, 0)
+    iova = iommu_dma_alloc_iova(domain, iova_len, dev.dma_mask, dev)
     if not iova:
-        return None
-    out: list[int] = []
+        __invalidate_sg(segs)
+        return -ENOMEM.errno
     cur = iova
+    run_iova, run_phys, run_len = iova, -1, 0
     try:
-        for base, off, span in spans:
-            iommu_map(domain, cur, base, span, prot, GFP_ATOMIC)
-            out.append(cur + off)
-            cur += span
+        for s in segs:
+            phys = s.phys
+            if run_len and run_phys + run_len == phys:
+                run_len += s.length
+            else:
+                if run_len:
+                    iommu_map(domain, run_iova, run_phys, run_len, prot, GFP_ATOMIC)
+                run_iova, run_phys, run_len = cur, phys, s.length
+            cur += s.length
+        iommu_map(domain, run_iova, run_phys, run_len, prot, GFP_ATOMIC)
     except KernelError:
-        if cur > iova:
-            iommu_unmap(domain, iova, cur - iova)
-        iommu_dma_free_iova(domain, iova, total, None)
-        return None
-    return out
+        if run_iova > iova:
+            iommu_unmap(domain, iova, run_iova - iova)
+        iommu_dma_free_iova(domain, iova, iova_len, None)
+        __invalidate_sg(segs)
+        return -ENOMEM.errno
+    return __finalise_sg(dev, segs, iova)
+
+
+def _seg_boundary(dev: Device) -> int:
+    parms = dev.dma_parms
+    mask = getattr(parms, "segment_boundary_mask", None)
+    return (1 << 64) - 1 if mask is None else int(mask)
+
+
+def _max_seg(dev: Device) -> int:
+    parms = dev.dma_parms
+    size = getattr(parms, "max_segment_size", None)
+    return 1 << 16 if size is None else int(size)
+
+
+def __finalise_sg(dev: Device, segs: list[Scatterlist], dma_addr: int) -> int:
+    """``__finalise_sg``: restore each entry's own offset and length, and give it
+    its DMA address — appended to the current output segment when it starts on a
+    granule, the running address is not on a segment boundary, and the merged
+    length stays within ``dma_get_max_seg_size``. Entries left over get
+    DMA_MAPPING_ERROR and length 0. Returns the number of output segments."""
+    seg_mask = _seg_boundary(dev)
+    max_len = _max_seg(dev)
+    cur = 0
+    cur_len = 0
+    count = 0
+    for i, s in enumerate(segs):
+        s_iova_off = s.dma_address
+        s_length = s.dma_length
+        s_iova_len = s.length
+        s.dma_address, s.dma_length = DMA_MAPPING_ERROR, 0
+        s.offset += s_iova_off
+        s.length = s_length
+        if cur_len and not s_iova_off and (dma_addr & seg_mask) and max_len - cur_len >= s_length:
+            cur_len += s_length
+        else:
+            if i > 0:
+                cur += 1
+            cur_len = s_length
+            count += 1
+            segs[cur].dma_address = dma_addr + s_iova_off
+        segs[cur].dma_length = cur_len
+        dma_addr += s_iova_len
+        if s_length + s_iova_off < s_iova_len:
+            cur_len = 0
+    return count
+
+
+def __invalidate_sg(segs: list[Scatterlist]) -> None:
+    """``__invalidate_sg``: undo the granule widening after a failed map."""
+    for s in segs:
+        if s.dma_address != DMA_MAPPING_ERROR:
+            s.offset += s.dma_address
+        if s.dma_length:
+            s.length = s.dma_length
+        s.dma_address, s.dma_length = DMA_MAPPING_ERROR, 0
 
 
 def iommu_dma_unmap_sg_runs(dev: Device, start: int, end: int) -> None:
@@ -363,6 +558,23 @@ def iommu_dma_unmap_sg_runs(dev: Device, start: int, end: int) -> None:
     assert iovad is not None
     base = start - iova_offset(iovad, start)
     __iommu_dma_unmap(dev, base, end - base)
+
+
+def iommu_dma_map_resource(dev: Device, phys: int, size: int, dir: int, attrs: int) -> int:
+    """``iommu_dma_map_resource``: a peer's MMIO range, mapped uncached (IOMMU_MMIO)."""
+    prot = dma_info_to_prot(dir, False, attrs) | IOMMU_MMIO
+    return __iommu_dma_map(dev, phys, size, prot, dev.dma_mask)
+
+
+def iommu_dma_unmap_resource(dev: Device, handle: int, size: int, dir: int, attrs: int) -> None:
+    """``iommu_dma_unmap_resource``."""
+    __iommu_dma_unmap(dev, handle, size)
+
+
+def iommu_dma_opt_mapping_size() -> int:
+    """``iommu_dma_opt_mapping_size``: ``iova_rcache_range()``, the largest size the
+    IOVA range caches serve (larger allocations search the tree)."""
+    return PAGE_SIZE << (IOVA_RANGE_CACHE_MAX_SIZE - 1)
 
 
 def iommu_dma_live_iovas(dev: Device) -> int:

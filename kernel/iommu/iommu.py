@@ -49,10 +49,13 @@ from kernel.iommu.iommu_h import (
     IommuOps,
     IommuPagingDomainOps,
     SupportsFree,
-    SupportsIotlbSyncMap,
     SupportsProbeFinalize,
     has_optional_op,
     iommu_iotlb_sync,
+)
+from kernel.iommu.iommu_resv import (
+    iommu_check_require_direct,
+    iommu_create_device_direct_mappings,
 )
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.module import InitLevel
@@ -101,11 +104,6 @@ def _type_ok(t: int) -> bool:
 def _free_ops(domain: IommuDomain) -> SupportsFree | None:
     ops = domain.ops
     return cast(SupportsFree, ops) if has_optional_op(ops, "free") else None
-
-
-def _sync_map_ops(domain: IommuDomain) -> SupportsIotlbSyncMap | None:
-    ops = domain.ops
-    return cast(SupportsIotlbSyncMap, ops) if has_optional_op(ops, "iotlb_sync_map") else None
 
 
 # --------------------------------------------------------------------------- per-kernel state
@@ -340,6 +338,7 @@ def iommu_get_dma_domain(dev: Device) -> IommuDomain | None:
 def __iommu_device_set_domain(
     group: IommuGroup, dev: Device, new: IommuDomain, old: IommuDomain | None
 ) -> None:
+    iommu_check_require_direct(group, dev, new)
     if new.owner is not None and new.owner is not dev_iommu_ops(dev):
         raise EINVAL(f"{dev_name(dev)}: domain belongs to another IOMMU driver")
     assert new.ops is not None  # every allocator sets the domain's ops
@@ -523,15 +522,30 @@ def _default_domain_type(group: IommuGroup, dev: Device) -> int:
 
 
 def iommu_setup_default_domain(group: IommuGroup, dev: Device) -> None:
-    """Allocate the group's default domain and attach the group to it."""
+    """Allocate the group's default domain, install every device's direct (RMRR)
+    mappings in it, and attach the group to it. As in 6.12, a direct mapping that
+    fails before the attach is retried once after it; unlike 6.12 a second failure
+    is only warned about (the group stays attached: nothing to restore at probe)."""
     ops = dev_iommu_ops(dev)
     t = _default_domain_type(group, dev)
     dom = __iommu_domain_alloc(ops, dev, t)
+    failed: list[Device] = []
+    for gdev in group.devices:
+        try:
+            iommu_create_device_direct_mappings(dom, gdev)
+        except KernelError:
+            failed.append(gdev)
+            dev_warn(gdev, "IOMMU driver was not able to establish FW requested direct mapping.")
     try:
         __iommu_group_set_domain(group, dom)
     except KernelError:
         iommu_domain_free(dom)
         raise
+    for gdev in failed:
+        try:
+            iommu_create_device_direct_mappings(dom, gdev)
+        except KernelError as err:
+            dev_warn(gdev, f"direct mapping failed again after attach: {err}")
     group.default_domain = dom
 
 
@@ -597,6 +611,7 @@ def iommu_probe_device(dev: Device) -> None:
                 iommu_setup_default_domain(group, dev)
             else:
                 assert group.domain is not None  # a group with a default domain is attached
+                iommu_create_device_direct_mappings(group.default_domain, dev)
                 __iommu_device_set_domain(group, dev, group.domain, None)
         except KernelError:
             group.devices.remove(dev)
@@ -662,29 +677,23 @@ def iommu_release_device(dev: Device) -> None:
 # --------------------------------------------------------------------------- map / unmap
 
 
-def _ffs(x: int) -> int:
-    return (x & -x).bit_length() - 1
-
-
-def _fls(x: int) -> int:
-    return x.bit_length() - 1
-
-
 def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple[int, int]:
     """``iommu_pgsize``: the biggest page size that fits alignment and size, and how
-    many of them to map before a bigger page size becomes possible."""
+    many of them to map before a bigger page size becomes possible. (``__fls``/``__ffs``
+    and ``GENMASK`` are written out with ``int.bit_length``: this runs per map and unmap.)"""
     bitmap = domain.pgsize_bitmap
     addr_merge = paddr | iova
-    pgsizes = bitmap & ((1 << (_fls(size) + 1)) - 1)
+    pgsizes = bitmap & ((1 << size.bit_length()) - 1)  # GENMASK(__fls(size), 0)
     if addr_merge:
-        pgsizes &= (1 << (_ffs(addr_merge) + 1)) - 1
-    if WARN_ON(not pgsizes):
+        pgsizes &= (1 << (addr_merge & -addr_merge).bit_length()) - 1  # GENMASK(__ffs(), 0)
+    if not pgsizes:
+        WARN_ON(True)
         return 0, 0
-    idx = _fls(pgsizes)
+    idx = pgsizes.bit_length() - 1
     pgsize = 1 << idx
-    bigger = bitmap & ~((1 << (idx + 1)) - 1)
+    bigger = bitmap & -(pgsize << 1)  # bitmap & ~GENMASK(idx, 0)
     if bigger:
-        nxt = 1 << _ffs(bigger)
+        nxt = bigger & -bigger  # BIT(__ffs(bigger))
         offset = nxt - (addr_merge & (nxt - 1))
         if offset + nxt <= size:
             size = offset
@@ -697,15 +706,17 @@ def _check_paging(domain: IommuDomain) -> IommuPagingDomainOps:
     without map support is a driver bug (WARN, ENODEV)."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
-    ops = domain.ops
-    if WARN_ON(not has_optional_op(ops, "map_pages") or domain.pgsize_bitmap == 0):
+    ops: IommuPagingDomainOps = domain.ops  # type: ignore[assignment]
+    if getattr(ops, "map_pages", None) is None or domain.pgsize_bitmap == 0:
+        WARN_ON(True)
         raise ENODEV("domain cannot map")
-    return cast(IommuPagingDomainOps, ops)
+    return ops
 
 
 def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
     ops = _check_paging(domain)
-    min_pagesz = 1 << _ffs(domain.pgsize_bitmap)
+    bitmap = domain.pgsize_bitmap
+    min_pagesz = bitmap & -bitmap
     if (iova | paddr | size) & (min_pagesz - 1):
         pr_err(
             f"unaligned: iova {iova:#x} pa {paddr:#018x} size {size:#x} min_pagesz {min_pagesz:#x}"
@@ -715,12 +726,17 @@ def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int
         raise EINVAL("iommu_map of size 0")
     if iova + size - 1 > ULONG_MAX or paddr + size - 1 > ULONG_MAX:
         raise EOVERFLOW(f"iommu_map: iova {iova:#x} + size {size:#x} overflows")
-    orig_iova, orig_size = iova, size
+    orig_iova = iova
     mapped_total = 0
+    map_pages = ops.map_pages
     try:
         while size:
-            pgsize, count = iommu_pgsize(domain, iova, paddr, size)
-            mapped = ops.map_pages(domain, iova, paddr, pgsize, count, prot, gfp)
+            if size == min_pagesz and not (iova | paddr) & (min_pagesz - 1):
+                # iommu_pgsize's answer for one smallest page: (min_pagesz, 1)
+                pgsize, count = min_pagesz, 1
+            else:
+                pgsize, count = iommu_pgsize(domain, iova, paddr, size)
+            mapped = map_pages(domain, iova, paddr, pgsize, count, prot, gfp)
             mapped_total += mapped
             if mapped < pgsize * count:
                 raise ENOMEM(f"map_pages stopped after {mapped:#x} of {pgsize * count:#x}")
@@ -733,30 +749,42 @@ def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int
         if mapped_total:
             iommu_unmap(domain, orig_iova, mapped_total)
         raise
-    del orig_size
 
 
 def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
     """``iommu_map``: split into page-size runs (``pgsize_bitmap``), map them, then
     ``iotlb_sync_map``; a failure unmaps everything this call mapped."""
     __iommu_map(domain, iova, paddr, size, prot, gfp)
-    ops = _sync_map_ops(domain)
-    if ops is not None:
+    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
+    if sync_map is not None:
         try:
-            ops.iotlb_sync_map(domain, iova, size)
+            sync_map(domain, iova, size)
         except KernelError:
             iommu_unmap(domain, iova, size)
             raise
 
 
+iommu_map_nosync = __iommu_map
+"""``iommu_map_nosync`` (newer than 6.12, for the two-step IOVA API): map without
+``iotlb_sync_map``; the caller syncs with :func:`iommu_sync_map`."""
+
+
+def iommu_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
+    """``iommu_sync_map`` (newer than 6.12): the domain's ``iotlb_sync_map``."""
+    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
+    if sync_map is not None:
+        sync_map(domain, iova, size)
+
+
 def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         return 0
-    ops = domain.ops
-    if WARN_ON(not has_optional_op(ops, "unmap_pages") or domain.pgsize_bitmap == 0):
+    unmap_pages = getattr(domain.ops, "unmap_pages", None)
+    bitmap = domain.pgsize_bitmap
+    if unmap_pages is None or bitmap == 0:
+        WARN_ON(True)
         return 0
-    paging = cast(IommuPagingDomainOps, ops)
-    min_pagesz = 1 << _ffs(domain.pgsize_bitmap)
+    min_pagesz = bitmap & -bitmap
     if iova + size - 1 > ULONG_MAX:
         return 0
     if (iova | size) & (min_pagesz - 1):
@@ -764,8 +792,12 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
         return 0
     unmapped = 0
     while unmapped < size:
-        pgsize, count = iommu_pgsize(domain, iova, iova, size - unmapped)
-        got = paging.unmap_pages(domain, iova, pgsize, count, gather)
+        left = size - unmapped
+        if left == min_pagesz and not iova & (min_pagesz - 1):
+            pgsize, count = min_pagesz, 1  # iommu_pgsize's answer for one smallest page
+        else:
+            pgsize, count = iommu_pgsize(domain, iova, iova, left)
+        got = unmap_pages(domain, iova, pgsize, count, gather)
         if not got:
             break
         if trace_unmap.enabled:

@@ -219,6 +219,8 @@ class DevIommu:
     priv: Any = None
     pci_32bit_workaround: bool = True
     attach_deferred: bool = False
+    require_direct: bool = False
+    """A reserved region of type DIRECT covers the device (no blocking domain for it)."""
     kmem: int = 0
     group_kmem: int = 0
 
@@ -331,11 +333,6 @@ def seed_pasid_ops(domain: IommuDomain) -> SupportsSeedPasid | None:
     return None
 
 
-def _sync_ops(domain: IommuDomain) -> SupportsIotlbSync | None:
-    ops = domain.ops
-    return cast(SupportsIotlbSync, ops) if has_optional_op(ops, "iotlb_sync") else None
-
-
 def flush_all_ops(domain: IommuDomain) -> SupportsFlushIotlbAll | None:
     ops = domain.ops
     return cast(SupportsFlushIotlbAll, ops) if has_optional_op(ops, "flush_iotlb_all") else None
@@ -373,9 +370,9 @@ class SupportsDomainAllocSva(Protocol):
 
 def iommu_iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
     """``iommu_iotlb_sync``: the domain's ``iotlb_sync`` op on the gather, then reset it."""
-    ops = _sync_ops(domain)
-    if ops is not None:
-        ops.iotlb_sync(domain, gather)
+    iotlb_sync = getattr(domain.ops, "iotlb_sync", None)  # has_optional_op, per unmap
+    if iotlb_sync is not None:
+        iotlb_sync(domain, gather)
     iommu_iotlb_gather_init(gather)
 
 

@@ -60,10 +60,15 @@ class IovaDomain:
     cached32_node: int = IOVA_ANCHOR
     max32_alloc_size: int = 0
     rcaches: list[IovaRcache] | None = None
+    shift: int = 0
+    """``iova_shift()``: ``__ffs(granule)``, computed once by :func:`init_iova_domain`."""
+    reserved: set[int] = field(factory=set)
+    """pfn_lo of the ranges :func:`reserve_iova` inserted (never handed out, not leaks)."""
 
     def live_ranges(self) -> int:
-        """Allocated ranges not parked in a range cache (the leak count)."""
-        cached = 0
+        """Allocated ranges not parked in a range cache (the leak count); reserved
+        ranges are not counted."""
+        cached = len(self.reserved)
         if self.rcaches is not None:
             for rc in self.rcaches:
                 cached += len(rc.loaded) + len(rc.prev) + sum(len(m) for m in rc.depot)
@@ -71,7 +76,7 @@ class IovaDomain:
 
 
 def iova_shift(iovad: IovaDomain) -> int:
-    return (iovad.granule & -iovad.granule).bit_length() - 1
+    return iovad.shift
 
 
 def iova_mask(iovad: IovaDomain) -> int:
@@ -95,7 +100,7 @@ def init_iova_domain(granule: int, start_pfn: int) -> IovaDomain:
     if granule <= 0 or granule & (granule - 1):
         raise ValueError(f"IOVA granule {granule:#x} is not a power of two")
     shift = (granule & -granule).bit_length() - 1
-    iovad = IovaDomain(granule, start_pfn, (1 << 32) >> shift)
+    iovad = IovaDomain(granule, start_pfn, (1 << 32) >> shift, shift=shift)
     iovad.max32_alloc_size = iovad.dma_32bit_pfn
     iovad.tree[IOVA_ANCHOR] = IOVA_ANCHOR
     return iovad
@@ -108,6 +113,7 @@ def iova_domain_init_rcaches(iovad: IovaDomain) -> None:
 def put_iova_domain(iovad: IovaDomain) -> None:
     """``put_iova_domain``: drop every range and cache."""
     iovad.rcaches = None
+    iovad.reserved.clear()
     iovad.tree.clear()
     iovad.tree[IOVA_ANCHOR] = IOVA_ANCHOR
     iovad.cached_node = iovad.cached32_node = IOVA_ANCHOR
@@ -202,10 +208,14 @@ def free_iova(iovad: IovaDomain, pfn: int) -> None:
 
 
 def _rcache_get(iovad: IovaDomain, size: int, limit_pfn: int) -> int:
-    order = order_base_2(size)
-    if iovad.rcaches is None or order >= IOVA_RANGE_CACHE_MAX_SIZE:
+    """``iova_rcache_get``/``__iova_rcache_get``/``iova_magazine_pop``: a cached pfn of
+    ``size``'s order at or below ``limit_pfn``, or 0. The magazine is scanned from the
+    top as C does; ``size`` is already a power of two (``alloc_iova_fast``)."""
+    order = (size - 1).bit_length()  # order_base_2(size)
+    rcaches = iovad.rcaches
+    if rcaches is None or order >= IOVA_RANGE_CACHE_MAX_SIZE:
         return 0
-    rc = iovad.rcaches[order]
+    rc = rcaches[order]
     if not rc.loaded:
         if rc.prev:
             rc.loaded, rc.prev = rc.prev, rc.loaded
@@ -214,7 +224,9 @@ def _rcache_get(iovad: IovaDomain, size: int, limit_pfn: int) -> int:
         else:
             return 0
     mag = rc.loaded
-    for i in range(len(mag) - 1, -1, -1):
+    if mag[-1] <= limit_pfn:  # the scan's first step, and the common case
+        return mag.pop()
+    for i in range(len(mag) - 2, -1, -1):
         if mag[i] <= limit_pfn:
             pfn = mag[i]
             mag[i] = mag[-1]
@@ -224,10 +236,13 @@ def _rcache_get(iovad: IovaDomain, size: int, limit_pfn: int) -> int:
 
 
 def _rcache_insert(iovad: IovaDomain, pfn: int, size: int) -> bool:
-    order = order_base_2(size)
-    if iovad.rcaches is None or order >= IOVA_RANGE_CACHE_MAX_SIZE:
+    """``iova_rcache_insert``/``__iova_rcache_insert``: park ``pfn`` in its order's
+    loaded magazine (swapping in ``prev`` or moving a full one to the depot)."""
+    order = (size - 1).bit_length()  # order_base_2(size), size a power of two
+    rcaches = iovad.rcaches
+    if rcaches is None or order >= IOVA_RANGE_CACHE_MAX_SIZE:
         return False
-    rc = iovad.rcaches[order]
+    rc = rcaches[order]
     if len(rc.loaded) >= IOVA_MAG_SIZE:
         if len(rc.prev) < IOVA_MAG_SIZE:
             rc.loaded, rc.prev = rc.prev, rc.loaded
@@ -256,7 +271,7 @@ def alloc_iova_fast(iovad: IovaDomain, size: int, limit_pfn: int, flush_rcache: 
     if size <= 0:
         return 0
     if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
-        size = roundup_pow_of_two(size)
+        size = 1 << (size - 1).bit_length()  # roundup_pow_of_two(size)
     pfn = _rcache_get(iovad, size, limit_pfn - size + 1)
     if pfn:
         return pfn
@@ -270,11 +285,45 @@ def alloc_iova_fast(iovad: IovaDomain, size: int, limit_pfn: int, flush_rcache: 
 def free_iova_fast(iovad: IovaDomain, pfn: int, size: int) -> None:
     """``free_iova_fast``: to the range cache when it takes the size, else the tree."""
     if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
-        size = roundup_pow_of_two(size)
+        size = 1 << (size - 1).bit_length() if size > 1 else 1  # roundup_pow_of_two(size)
     # dma-iommu frees by pfn_lo, a tree key: a dict lookup answers; bisect otherwise.
     allocated = (pfn in iovad.tree and pfn != IOVA_ANCHOR) or find_iova(iovad, pfn) is not None
-    if WARN(not allocated, f"iova: free of unallocated pfn {pfn:#x}"):
+    if not allocated:
+        WARN(True, f"iova: free of unallocated pfn {pfn:#x}")
         return
     if _rcache_insert(iovad, pfn, size):
         return
     free_iova(iovad, pfn)
+
+
+def reserve_iova(iovad: IovaDomain, pfn_lo: int, pfn_hi: int) -> bool:
+    """``reserve_iova``: keep ``[pfn_lo, pfn_hi]`` out of allocation. A reservation
+    that overlaps existing ranges extends the first of them downwards and inserts
+    what sticks out above (``__adjust_overlap_range``), so reserving twice or
+    reserving overlapping windows is harmless. False (with a WARN) for pfns beyond
+    the address space, as C returns NULL."""
+    shift = iova_shift(iovad)
+    if WARN((pfn_lo | pfn_hi) > ((1 << 64) - 1) >> shift, "reserve_iova: pfn beyond 64 bits"):
+        return False
+    tree = iovad.tree
+    overlap = False
+    for lo in list(tree.irange(maximum=pfn_hi)):
+        hi = tree[lo]
+        if lo == IOVA_ANCHOR or hi < pfn_lo:
+            if overlap:
+                break
+            continue
+        if pfn_lo < lo:  # grow the existing range down to the reservation's start
+            del tree[lo]
+            tree[pfn_lo] = hi
+            if lo in iovad.reserved:
+                iovad.reserved.discard(lo)
+                iovad.reserved.add(pfn_lo)
+            lo = pfn_lo
+        if pfn_hi <= hi:
+            return True
+        pfn_lo = hi + 1
+        overlap = True
+    tree[pfn_lo] = pfn_hi
+    iovad.reserved.add(pfn_lo)
+    return True

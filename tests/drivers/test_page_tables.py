@@ -268,7 +268,9 @@ def _vtd_walk(rig: Rig, dom: object, iova: int) -> list[int]:
 @pytest.mark.parametrize("prot", [RW, IOMMU_READ, IOMMU_WRITE])
 def test_vtd_entries_are_bit_identical_in_both_generations(target: str, prot: int) -> None:
     """The generic formats write what 6.12's driver writes: same flags in every table
-    entry, the same leaf for a 4 KiB page and for a 2 MiB page."""
+    entry, the same leaf for a 4 KiB page and for a 2 MiB page. One known difference:
+    6.12's ``__domain_mapping`` sets R in every second-stage leaf (eea53c581688), the
+    generic vtdss format keeps a write-only leaf write-only (as upstream since 2025)."""
     seen = []
     for generation in ("driver", "generic"):
         gen = rig_fixture(generation, target)
@@ -283,6 +285,10 @@ def test_vtd_entries_are_bit_identical_in_both_generations(target: str, prot: in
         rig.release(dom)
         with pytest.raises(StopIteration):
             next(gen)
+    if prot == IOMMU_WRITE and target != "vtd-first-stage":
+        drv, gen_ = seen
+        assert drv[1] & 1 and drv[3] & 1 and not gen_[1] & 1 and not gen_[3] & 1
+        seen[0] = (drv[0], drv[1] & ~1, drv[2], drv[3] & ~1, drv[4])
     assert seen[0] == seen[1]
     assert seen[0][1] & ~0xFFF == PHYS and seen[0][3] & 0x80
 

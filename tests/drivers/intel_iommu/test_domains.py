@@ -273,3 +273,14 @@ def test_identity_domain_has_no_page_table(vtd: Vtd) -> None:
         iommu_map(identity, 0, 0, SZ_4K, RW, GFP_KERNEL)
     assert iommu_unmap(identity, 0, SZ_4K) == 0
     assert iommu_iova_to_phys(identity, 0x1000) == 0x1000
+
+
+def test_second_stage_write_only_leaves_are_readable_as_in_6_12(make_vtd: VtdFactory) -> None:
+    """6.12's ``__domain_mapping`` sets bit 0 (R) in every second-stage leaf
+    (eea53c581688): a write-only mapping is readable by the device too."""
+    v = make_vtd(config={"flts": False})
+    dom = _domain(v)
+    iommu_map(dom, 0x10000, 0x300000, SZ_4K, IOMMU_WRITE, GFP_KERNEL)
+    assert _leaf(dom, 0x10000) == (0x300003, 1)
+    iommu_unmap(dom, 0x10000, SZ_4K)
+    iommu_domain_free(dom)

@@ -8,6 +8,7 @@ from drivers.intel_iommu.dmar import (
     __iommu_flush_context,
     __iommu_flush_iotlb,
     dmar_state,
+    qi_desc_iotlb,
     qi_desc_piotlb,
     qi_submit_sync,
 )
@@ -155,3 +156,19 @@ def test_register_invalidation_types(make_vtd: VtdFactory) -> None:
     log = v.kernel.dmesg()
     assert "DMAR: dmar0: Unexpected context-cache invalidation type 0x0" in log
     assert "DMAR: dmar0: Unexpected iotlb invalidation type 0x0" in log
+
+
+QEMU_72_CAP = 0xD2008C222F0606  # QEMU 7.2 x-scalable-mode=on,aw-bits=48: DRD and DWD set
+
+
+def test_iotlb_descriptors_carry_dr_dw_as_the_real_6_12_trace_shows() -> None:
+    """Words from ``linux-6.12-trace/trace.txt`` on QEMU 7.2 (CAP 0xd2008c222f0606):
+    ``iotlb_inv dmar0: 0xd2 0x0`` (global) and ``0x400f2 0xfffff040`` (DID 4, page
+    0xfffff000 with the invalidation hint), DR (bit 7) and DW (bit 6) set; with a
+    CAP without DRD/DWD both stay clear (``0x...32``)."""
+    qemu = IntelIommu(cap=QEMU_72_CAP)
+    assert qi_desc_iotlb(qemu, 0, 0, 0, ir.DMA_TLB_GLOBAL_FLUSH) == (0xD2, 0, 0, 0)
+    psi = qi_desc_iotlb(qemu, 4, 0xFFFFF000, 0, ir.DMA_TLB_PSI_FLUSH, ih=1)
+    assert psi == (0x400F2, 0xFFFFF040, 0, 0)
+    plain = IntelIommu(cap=QEMU_72_CAP & ~(3 << 54))
+    assert qi_desc_iotlb(plain, 4, 0xFFFFF000, 0, ir.DMA_TLB_PSI_FLUSH)[0] == 0x40032

@@ -123,7 +123,8 @@ def _sg_count(dev: PciDev) -> None:
     for sg, b in zip(sgl, bufs, strict=True):
         assert b is not None
         sg_set_buf(sg, b, 4096)
-    assert dma_map_sg(dev, sgl, 2, DMA_TO_DEVICE) == 2
+    # two whole pages merge into one IOVA segment through dma-iommu
+    assert dma_map_sg(dev, sgl, 2, DMA_TO_DEVICE) == (1 if dev.dma_iommu else 2)
     dma_unmap_sg(dev, sgl, 1, DMA_TO_DEVICE)
 
 
@@ -379,7 +380,7 @@ def test_sg_sync_stops_at_the_first_unmapped_entry(booted: tuple[Kernel, PciDev]
     for sg in sgl:
         buf = scratch_buffer(4096)
         assert buf is not None
-        sg_set_buf(sg, buf, 4096)
+        sg_set_buf(sg, buf, 2048)  # partial pages: dma-iommu cannot merge them
     assert dma_map_sg(dev, sgl, 2, DMA_FROM_DEVICE) == 2
     dma_sync_sg_for_cpu(dev, sgl, 3, DMA_FROM_DEVICE)
     msgs = _msgs(k)

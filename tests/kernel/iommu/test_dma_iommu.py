@@ -69,13 +69,24 @@ def _buf(size: int = 64) -> int:
 
 
 def _fill_below(dev: PciDev, limit: int) -> None:
-    """Allocate every IOVA page frame of ``dev``'s default domain up to ``limit``."""
+    """Allocate every free IOVA page frame of ``dev``'s default domain below ``limit``
+    (the gaps around the reserved PCI window), highest gap first."""
     dom = iommu_get_domain_for_dev(dev)
     assert dom is not None
     iovad = _cookie(dom).iovad
     assert iovad is not None
     top = limit >> 12
-    assert alloc_iova(iovad, top, top, False) == 1
+    gaps, nxt = [], 1
+    for lo, hi in iovad.tree.items():
+        if lo >= top:
+            break
+        if lo > nxt:
+            gaps.append((nxt, lo - 1))
+        nxt = hi + 1
+    if nxt < top:
+        gaps.append((nxt, top - 1))
+    for lo, hi in reversed(gaps):
+        assert alloc_iova(iovad, hi - lo + 1, hi, False) == lo
 
 
 def test_prot_follows_direction_coherence_and_attributes() -> None:
