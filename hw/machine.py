@@ -10,7 +10,6 @@ writes to the interrupt sink, and the CPU's MOVDIR64B/ENQCMD(S) to device portal
 from __future__ import annotations
 
 import bisect
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -29,6 +28,9 @@ from hw.bus import (
 )
 from hw.clock import Clock
 from hw.dmar_tables import DmarSpec, parse_dmar
+from hw.kinds import DEVICE_KINDS as DEVICE_KINDS
+from hw.kinds import IOMMU_KINDS as IOMMU_KINDS
+from hw.kinds import HwKinds, discover
 from hw.memory import PAGE_SIZE, Memory, RamRanges, ram_ranges
 from hw.pci import PciFunction
 
@@ -67,28 +69,6 @@ class IommuModel(Protocol):
 
 DeviceFactory = Callable[[PciAddr, Mapping[str, Any]], PciFunction]
 IommuFactory = Callable[[str, Mapping[str, Any]], IommuModel]
-
-DEVICE_KINDS: dict[str, str] = {
-    "edu": "hw.edu:EduDevice",
-    "dsa": "hw.dsa:DsaDevice",
-}
-IOMMU_KINDS: dict[str, str] = {
-    "vtd": "hw.vtd:VtdUnit",
-    "smmuv3": "hw.smmuv3:Smmuv3Unit",
-    "mock": "hw.mock_iommu:MockIommuUnit",
-}
-
-
-def _load(kind: str, table: Mapping[str, str], what: str) -> Any:
-    target = table.get(kind)
-    if target is None:
-        raise ValueError(f"{what}.kind: unknown kind {kind!r} (known: {', '.join(sorted(table))})")
-    mod, _, name = target.partition(":")
-    try:
-        return getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{what}.kind: model {kind!r} is not available ({exc})") from exc
-
 
 # --------------------------------------------------------------------------- description
 
@@ -240,11 +220,14 @@ class MachineSpec:
         return self.ram_ranges or ((0, self.ram_size),)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MachineSpec:
+    def from_dict(cls, data: Mapping[str, Any], kinds: HwKinds | None = None) -> MachineSpec:
         """Validate a machine description; errors name the offending field.
 
-        Everything is checked here, before any RAM is mapped or model built.
+        Everything is checked here, before any RAM is mapped or model built. The
+        kinds are ``kinds`` (default: :func:`hw.kinds.discover`, the built-ins plus
+        the installed ``iommulab.hw`` entry points).
         """
+        known = discover() if kinds is None else kinds
         d = _mapping(data, "machine")
         _check_keys(d, {"name", "ram", "tolud", "devices", "iommus", "doc", "dmar"}, "machine")
         ranges = _ram_layout(d)
@@ -265,8 +248,11 @@ class MachineSpec:
             if bdf in seen:
                 raise ValueError(f"{where}.bdf: {bdf} used twice")
             seen.add(bdf)
-            if dd["kind"] not in DEVICE_KINDS:
-                raise ValueError(f"{where}.kind: unknown device kind {dd['kind']!r}")
+            if dd["kind"] not in known.devices:
+                raise ValueError(
+                    f"{where}.kind: unknown device kind {dd['kind']!r} "
+                    f"(known: {', '.join(sorted(known.devices))})"
+                )
             if not isinstance(dd.get("external", False), bool):
                 raise ValueError(f"{where}.external: expected true or false")
             devices.append(
@@ -283,8 +269,11 @@ class MachineSpec:
             dd = _mapping(raw, where)
             _check_keys(dd, {"kind", "name", "scope", "base", "config"}, where)
             kind = dd.get("kind")
-            if kind not in IOMMU_KINDS:
-                raise ValueError(f"{where}.kind: unknown IOMMU kind {kind!r}")
+            if not isinstance(kind, str) or kind not in known.iommus:
+                raise ValueError(
+                    f"{where}.kind: unknown IOMMU kind {kind!r} "
+                    f"(known: {', '.join(sorted(known.iommus))})"
+                )
             scope_raw = dd.get("scope", "all")
             scope: tuple[PciAddr, ...] | None
             if scope_raw == "all":
@@ -339,8 +328,12 @@ class _Region:
 class Machine:
     """A built machine; satisfies :class:`hw.bus.Platform`."""
 
-    def __init__(self, spec: MachineSpec) -> None:
+    def __init__(self, spec: MachineSpec, kinds: HwKinds | None = None) -> None:
         self.spec = spec
+        self.kinds = discover() if kinds is None else kinds
+        """The hardware kinds this machine was built from (:func:`hw.kinds.discover`)."""
+        self.hw_problems: tuple[str, ...] = self.kinds.problems
+        """Broken ``iommulab.hw`` entry points skipped while building (for the front door)."""
         self.memory = Memory(spec.ram_layout)
         self._holes = self.memory.holes
         self.clock = Clock()
@@ -358,7 +351,7 @@ class Machine:
         self._iommu_for: dict[PciAddr, IommuModel | None] = {}
 
         for dspec in spec.devices:
-            factory: DeviceFactory = _load(dspec.kind, DEVICE_KINDS, "device")
+            factory: DeviceFactory = self.kinds.device_factory(dspec.kind)
             fn = factory(dspec.bdf, dspec.config)
             fn.machine = self
             self.functions[dspec.bdf] = fn
@@ -367,7 +360,7 @@ class Machine:
         infos: list[IommuUnitInfo] = []
         next_base = IOMMU_WINDOW_BASE
         for ispec in spec.iommus:
-            ifactory: IommuFactory = _load(ispec.kind, IOMMU_KINDS, "iommu")
+            ifactory: IommuFactory = self.kinds.iommu_factory(ispec.kind)
             unit = ifactory(ispec.name, ispec.config)
             base = ispec.base if ispec.base is not None else next_base
             next_base = max(next_base, base + max(unit.register_size, 0x1000))
@@ -593,8 +586,14 @@ def _bar_writer(fn: PciFunction, bar: int, base: int) -> Callable[[int, int, int
     return write
 
 
-def build_machine(description: MachineSpec | Mapping[str, Any]) -> Machine:
+def build_machine(
+    description: MachineSpec | Mapping[str, Any], kinds: HwKinds | None = None
+) -> Machine:
+    """A machine from a spec or a description dict, with ``kinds`` (default: discovered)."""
+    known = discover() if kinds is None else kinds
     spec = (
-        description if isinstance(description, MachineSpec) else MachineSpec.from_dict(description)
+        description
+        if isinstance(description, MachineSpec)
+        else MachineSpec.from_dict(description, known)
     )
-    return Machine(spec)
+    return Machine(spec, known)

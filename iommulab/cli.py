@@ -20,15 +20,17 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from hw.kinds import discover as discover_kinds
 from hw.machine import Machine, MachineSpec
-from iommulab import checks, demo, hwdump
+from iommulab import bootcheck, checks, demo, hwdump
 from iommulab import trace as tracing
 from iommulab.presets import PRESETS, load_machine_file, preset
 from iommulab.replay import command as replay
-from iommulab.scenario import Scenario, load_scenario, run_scenario
+from iommulab.scenario import Scenario, ScenarioError, load_scenario, run_scenario
 from kernel.boot import Kernel, boot, current_kernel
 from kernel.debugfs import DumpTarget
 from kernel.dma import debugfs as dma_debugfs
@@ -52,12 +54,18 @@ def machine_spec(args: argparse.Namespace) -> MachineSpec:
 
 def boot_from_args(args: argparse.Namespace, cmdline: str | None = None) -> Kernel:
     """Boot the machine the arguments describe, with the core plugins registered."""
-    modules = args.modules.split(",") if getattr(args, "modules", None) else None
+    modules = bootcheck.modules_arg(getattr(args, "modules", None))
     text = args.cmdline if cmdline is None else cmdline
-    return boot(Machine(machine_spec(args)), text, modules, extra_plugins=CORE_PLUGINS)
+    k = boot(Machine(machine_spec(args)), text, modules, extra_plugins=CORE_PLUGINS)
+    bootcheck.warn_cmdline(k)
+    return k
 
 
 def _add_machine_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MACHINE) -> None:
+    # also accepted after the subcommand; SUPPRESS keeps a top-level --debug
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     p.add_argument(
         "--machine",
         default=default,
@@ -113,6 +121,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"kernel module {m.name!r} (init level {m.level.name}): {m.description}")
     for t in dump_targets(pm):
         print(f"dump target {t.name!r} ({', '.join(t.formats)}): {t.help}")
+    kinds = discover_kinds()
+    for what, table in (("IOMMU", kinds.iommus), ("device", kinds.devices)):
+        for kind in sorted(table):
+            print(f"{what} kind {kind!r}: {kinds.origins.get(kind, 'built-in')}")
+    for problem in kinds.problems:
+        print(f"FAILED {problem}")
     return 0
 
 
@@ -215,9 +229,10 @@ def _add_dump(sub: argparse._SubParsersAction[argparse.ArgumentParser], pm: Plug
 # --------------------------------------------------------------------------- trace
 
 
-def _run_demo_traced(args: argparse.Namespace, cmdline: str) -> Kernel:
+def _run_demo_traced(args: argparse.Namespace, cmdline: str) -> tuple[Kernel, int]:
     """Run ``iommulab demo`` with tracing on the command line; its output goes to
-    stderr so that stdout can carry the trace."""
+    stderr so that stdout can carry the trace. Returns the kernel and the demo's
+    exit status."""
     dp = argparse.ArgumentParser(add_help=False)
     _add_machine_args(dp)
     demo.add_arguments(dp)
@@ -228,30 +243,54 @@ def _run_demo_traced(args: argparse.Namespace, cmdline: str) -> Kernel:
     ns.cmdline = cmdline
     with contextlib.redirect_stdout(sys.stderr):
         rc = demo.run(ns)
-    if rc:
-        raise ValueError(f"the demo failed (exit status {rc})")
-    return current_kernel()
+    return current_kernel(), rc
 
 
-def cmd_trace(args: argparse.Namespace) -> int:
-    if args.scenario == "demo":
-        k = _run_demo_traced(args, tracing.traced_cmdline(_cmdline(args), args.events))
-    else:
-        scenario = load_scenario(args.scenario)
-        if args.machine is None:
-            args.machine = scenario.machine
-        k = boot_from_args(args, tracing.traced_cmdline(_cmdline(args, scenario), args.events))
-        try:
-            run_scenario(k, scenario)
-        finally:
-            k.shutdown()
+def _run_scenario_traced(args: argparse.Namespace) -> tuple[Kernel, int]:
+    """Boot with tracing on, run the scenario file and shut down; the status is the
+    one ``scenario run`` would give (1 when the run left findings). A scenario that
+    raises still has its trace written before the error is reported."""
+    scenario = load_scenario(args.scenario)
+    if args.machine is None:
+        args.machine = scenario.machine
+    k = boot_from_args(args, tracing.traced_cmdline(_cmdline(args, scenario), args.events))
+    base = checks.baseline(k)
+    failure: ScenarioError | None = None
+    try:
+        run_scenario(k, scenario)
+    except ScenarioError as err:
+        failure = err
+    finally:
+        k.shutdown()
+    if failure is not None:
+        _write_trace(k, args)
+        raise failure
+    found = checks.findings(base)
+    for f in found:
+        print(f"  {f}", file=sys.stderr)
+    return k, 1 if found else 0
+
+
+def _write_trace(k: Kernel, args: argparse.Namespace) -> None:
     events, overflowed = tracing.recorded(k)
     if overflowed:
         print("iommulab: trace ring full; the oldest events were dropped", file=sys.stderr)
     _emit(tracing.render(events, args.format), args.output)
     if args.output and args.output != "-":
         print(f"iommulab: wrote {len(events)} events to {args.output}", file=sys.stderr)
-    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Write the trace, then exit with the run's status (the demo's, or 1 when a
+    scenario file left findings)."""
+    if args.scenario == "demo":
+        k, rc = _run_demo_traced(args, tracing.traced_cmdline(_cmdline(args), args.events))
+    else:
+        k, rc = _run_scenario_traced(args)
+    _write_trace(k, args)
+    if rc:
+        print(f"iommulab: the traced run failed (exit status {rc})", file=sys.stderr)
+    return rc
 
 
 def _add_trace(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -321,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="iommulab",
         description="Linux IOMMU/DMA layering over register-accurate VT-d and DSA models",
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the full traceback when a command fails"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("boot", help="boot a machine and print the kernel log")
     _add_machine_args(p)
@@ -340,13 +382,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(exc: Exception) -> str:
+    """One line for an error that is not a ``ValueError`` (those are written for
+    the user already)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Errors are one line on stderr (a scenario's also names the
+    user's frame) with exit status 2 for bad input and 1 for a failed scenario; the
+    traceback is printed only with ``--debug``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         rc: int = args.func(args)
+    except ScenarioError as exc:
+        print(f"iommulab: error: scenario {exc}", file=sys.stderr)
+        print(exc.where, file=sys.stderr)
+        if debug:
+            traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+        else:
+            print("(run with --debug for the full traceback)", file=sys.stderr)
+        return 1
     except ValueError as exc:
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"iommulab: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"iommulab: error: {_describe(exc)}", file=sys.stderr)
+        if not debug:
+            print("(run with --debug for the full traceback)", file=sys.stderr)
         return 2
     return rc
 

@@ -5,8 +5,9 @@ attach its system PASID to the DSA's DMA domain, runs dmaengine memcpy of 4 KiB
 … 16 MiB on every idxd channel (the dedicated WQ, and the shared WQ when the
 system PASID exists), checks the bytes, and prints a short report: the PASID,
 the PASID-table entry that points at the DMA domain (next to the RID_PASID entry
-it aliases), descriptor/completion counts, the VT-d model's IOTLB hits, misses
-and stale uses, the DSA's ATS figures (with ATS on, the device TLB serves repeat
+it aliases) — on SMMUv3 the STE and the CD of the PASID next to CD 0 —,
+descriptor/completion counts, the IOMMU model's TLB hits, misses, stale uses and
+faults, the DSA's ATS figures (with ATS on, the device TLB serves repeat
 translations, so the IOTLB sees only Translation Requests), and the dmesg lines
 that matter.
 
@@ -25,8 +26,13 @@ from typing import Any
 from drivers.idxd.init import idxd_devices
 from hw.bus import PciAddr
 from hw.machine import Machine
+from hw.smmuv3 import entries as ent
+from hw.smmuv3 import registers as sr
+from hw.smmuv3.unit import Smmuv3Unit
+from hw.smmuv3.walk import CdInfo, SmmuFault
 from hw.vtd.unit import VtdUnit
 from hw.vtd.walk import Stage
+from iommulab import bootcheck
 from iommulab.presets import load_machine_file, preset
 from kernel.boot import Kernel, boot
 from kernel.dma.direction import DMA_FROM_DEVICE, DMA_TO_DEVICE
@@ -180,6 +186,68 @@ def _pasid_entries(m: Machine, addr: PciAddr, pasid: int) -> list[str]:
     return out
 
 
+_STE_CONFIG = {
+    ent.STE_CFG_ABORT: "abort",
+    ent.STE_CFG_BYPASS: "bypass",
+    ent.STE_CFG_S1: "stage-1",
+    ent.STE_CFG_S2: "stage-2",
+    ent.STE_CFG_NESTED: "nested",
+}
+_S1DSS = {
+    ent.S1DSS_TERMINATE: "terminate",
+    ent.S1DSS_BYPASS: "bypass",
+    ent.S1DSS_SSID0: "CD 0",
+}
+
+
+def _cd(cd: CdInfo) -> str:
+    return f"asid={cd.asid} ttb0={cd.ttb0:#x} va_bits={cd.va0} ips={cd.ips}"
+
+
+def _smmu_entries(m: Machine, addr: PciAddr, pasid: int) -> list[str]:
+    """The STE of ``addr``'s StreamID and the CD of ``pasid`` next to the one
+    no-SSID DMA uses (CD 0), in the SMMU that owns ``addr`` (the SMMUv3 counterpart
+    of :func:`_pasid_entries`)."""
+    unit = m.iommu_for(addr)
+    if not isinstance(unit, Smmuv3Unit):
+        return []
+    sid = addr.rid
+    strtab = unit.regs["STRTAB_BASE"] & sr.STRTAB_BASE.ADDR.mask, unit.regs["STRTAB_BASE_CFG"]
+    try:
+        ste = unit.walker.ste(*strtab, sid)
+        mine = unit.walker.cd(ste, pasid)
+        cd0 = unit.walker.cd(ste, 0)
+    except SmmuFault as fault:
+        return [f"  {unit.name}: no STE/CD for StreamID {sid:#x} ({fault.evt.name})"]
+    same = "same tables as" if (mine.asid, mine.ttb0) == (cd0.asid, cd0.ttb0) else "DIFFERENT from"
+    return [
+        f"  {unit.name}: STE {sid:#x}: config={_STE_CONFIG.get(ste.config, ste.config)} "
+        f"s1cdmax={ste.s1cdmax} s1dss={_S1DSS.get(ste.s1dss, ste.s1dss)} "
+        f"cd_table={ste.ctxptr:#x}",
+        f"  {unit.name}: CD {pasid} (SSID {pasid}): {_cd(mine)}",
+        f"  {unit.name}: CD 0 (no SSID): {_cd(cd0)} ({same} the system PASID: the DMA domain)",
+    ]
+
+
+def _unit_line(unit: object) -> str | None:
+    """One IOMMU unit's translation cache counters, in its vendor's words."""
+    if isinstance(unit, VtdUnit):
+        s = unit.stats
+        return (
+            f"{unit.name}: IOTLB hits {s.iotlb_hits}, misses {s.iotlb_misses}, "
+            f"stale {s.stale_uses}; faults {s.faults}"
+        )
+    if isinstance(unit, Smmuv3Unit):
+        t = unit.stats
+        return (
+            f"{unit.name}: TLB hits {t.tlb_hits}, misses {t.tlb_misses}, stale {t.stale_uses}; "
+            f"STE cache hits {t.ste_hits}, misses {t.ste_misses}; "
+            f"CD cache hits {t.cd_hits}, misses {t.cd_misses}; "
+            f"faults {t.faults} ({t.faults_suppressed} suppressed)"
+        )
+    return None
+
+
 def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
     m = k.machine
     assert isinstance(m, Machine)
@@ -193,6 +261,7 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
         )
         if idxd.pasid_enabled:
             lines += _pasid_entries(m, idxd.pdev.addr, idxd.pasid)
+            lines += _smmu_entries(m, idxd.pdev.addr, idxd.pasid)
         for wq in idxd.wqs:
             if wq.submitted or wq.dma_chan is not None:
                 lines.append(
@@ -208,13 +277,10 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
         )
     stale = 0
     for unit in m.iommus.values():
-        if isinstance(unit, VtdUnit):
-            s = unit.stats
-            stale += s.stale_uses
-            lines.append(
-                f"{unit.name}: IOTLB hits {s.iotlb_hits}, misses {s.iotlb_misses}, "
-                f"stale {s.stale_uses}; faults {s.faults}"
-            )
+        line = _unit_line(unit)
+        if line is not None and isinstance(unit, VtdUnit | Smmuv3Unit):
+            stale += unit.stats.stale_uses
+            lines.append(line)
     for fn in m.functions.values():
         port = fn.ats_port
         if port is not None:
@@ -242,8 +308,9 @@ def run(args: argparse.Namespace) -> int:
     trace_out = getattr(args, "trace", None)
     if trace_out:
         cmdline += f" trace_event={TRACE_EVENTS}"
-    modules = args.modules.split(",") if getattr(args, "modules", None) else None
+    modules = bootcheck.modules_arg(getattr(args, "modules", None))
     k = boot(Machine(spec), cmdline, modules)
+    bootcheck.warn_cmdline(k)
     try:
         result = scenario(k, getattr(args, "sizes", None) or SIZES)
     except KernelError as err:

@@ -7,6 +7,7 @@ Each preset is a plain description dict validated by ``hw.machine.MachineSpec``;
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,15 +105,32 @@ def preset(name: str) -> MachineSpec:
         raise ValueError(f"unknown machine preset {name!r} (known: {known})") from None
 
 
+_TOML_AT = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
 def load_machine_file(path: str | Path) -> MachineSpec:
-    """A machine description from ``.toml`` or ``.json`` (top-level table = machine)."""
+    """A machine description from ``.toml`` or ``.json`` (top-level table = machine).
+
+    Every problem is a ``ValueError`` whose message starts with the file's name: a
+    file that cannot be read, a syntax error (``FILE:LINE:COLUMN: ...``), or a field
+    the description does not accept."""
     p = Path(path)
-    text = p.read_text()
-    data: Mapping[str, Any]
-    if p.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif p.suffix == ".json":
-        data = json.loads(text)
-    else:
+    if p.suffix not in (".toml", ".json"):
         raise ValueError(f"{p}: machine files are .toml or .json")
-    return MachineSpec.from_dict(data)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read the machine file ({exc.strerror})") from None
+    data: Mapping[str, Any]
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        at = _TOML_AT.match(str(exc))
+        where = f"{p}:{at['line']}:{at['col']}" if at else str(p)
+        raise ValueError(f"{where}: TOML syntax error: {at['msg'] if at else exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}:{exc.lineno}:{exc.colno}: JSON syntax error: {exc.msg}") from None
+    try:
+        return MachineSpec.from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"{p}: {exc}") from None

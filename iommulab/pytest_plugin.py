@@ -11,10 +11,14 @@ Fixtures (all prefixed ``iommulab_``):
     The :class:`hw.machine.Machine` for this test: the preset named by
     ``@pytest.mark.iommulab_machine(NAME)`` (``default`` when unmarked), or a
     description dict given to the marker, built by the
-    ``pytest_iommulab_make_machine`` hook.
+    ``pytest_iommulab_make_machine`` hook. Its kinds include installed
+    distributions' hardware models (``iommulab.hw`` entry points, :mod:`hw.kinds`);
+    a broken one is skipped with a warning.
 ``iommulab_kernel``
     A :class:`kernel.boot.Kernel` booted on that machine with the command line of
-    ``@pytest.mark.iommulab_cmdline(TEXT)``, by the ``pytest_iommulab_boot`` hook.
+    ``@pytest.mark.iommulab_cmdline(TEXT)``, by the ``pytest_iommulab_boot`` hook;
+    the default boot also registers the driver modules named by
+    ``@pytest.mark.iommulab_modules("my_driver", ...)`` (imported by name).
     At teardown it is shut down and the test **errors** if the kernel WARNed, an
     IOMMU unit used a stale cached translation, DMA-API debugging reported an
     error, or an allocation live after shutdown was not live after boot — unless
@@ -46,7 +50,9 @@ conftest to swap the machine or boot with another vendor plugin.
 
 from __future__ import annotations
 
+import importlib
 import re
+import warnings
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +68,8 @@ if TYPE_CHECKING:
 MARKERS = (
     "iommulab_machine(name): machine preset (or description dict) for iommulab_kernel",
     "iommulab_cmdline(text): kernel command line for iommulab_kernel",
+    "iommulab_modules(*names): Python modules to import and register as kernel plugins "
+    "(driver modules) when iommulab_kernel boots",
     "iommulab_allow(*checks): teardown findings allowed (not required): a check name "
     "(warn, stale, dma-debug, leak) or 'check:regex'",
 )
@@ -108,12 +116,35 @@ def pytest_iommulab_make_machine(
     return Machine(spec)
 
 
+def marked_modules(request: pytest.FixtureRequest) -> list[tuple[str, object]]:
+    """The modules ``@pytest.mark.iommulab_modules(...)`` names (closest marker
+    first, each once), imported, as ``(name, module)`` plugins for
+    :func:`kernel.boot.boot`. A module that cannot be imported fails the test's
+    setup with the import error."""
+    names: list[str] = []
+    for marker in request.node.iter_markers("iommulab_modules"):
+        for arg in marker.args:
+            if not isinstance(arg, str):
+                raise pytest.UsageError(
+                    f"@pytest.mark.iommulab_modules takes module names, got {arg!r}"
+                )
+            if arg not in names:
+                names.append(arg)
+    plugins: list[tuple[str, object]] = []
+    for name in names:
+        try:
+            plugins.append((name, importlib.import_module(name)))
+        except ImportError as exc:
+            pytest.fail(f"@pytest.mark.iommulab_modules: cannot import {name!r} ({exc})")
+    return plugins
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_iommulab_boot(request: pytest.FixtureRequest, machine: Machine, cmdline: str) -> Kernel:
     from iommulab.cli import CORE_PLUGINS
     from kernel.boot import boot
 
-    return boot(machine, cmdline, extra_plugins=CORE_PLUGINS)
+    return boot(machine, cmdline, extra_plugins=[*marked_modules(request), *CORE_PLUGINS])
 
 
 @pytest.hookimpl(wrapper=True)
@@ -188,6 +219,8 @@ def iommulab_machine(request: pytest.FixtureRequest) -> Machine:
     """The machine of the ``iommulab_machine`` marker (default preset ``default``)."""
     name = _marker_arg(request, "iommulab_machine", "default")
     machine: Machine = request.config.hook.pytest_iommulab_make_machine(request=request, name=name)
+    for problem in getattr(machine, "hw_problems", ()):
+        warnings.warn(pytest.PytestWarning(f"iommulab: {problem}"), stacklevel=1)
     return machine
 
 

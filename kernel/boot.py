@@ -64,6 +64,9 @@ class Kernel:
     stack: TaskStack | None = None
     """The init task's vmalloc'd stack (what ``current`` runs on)."""
     up: bool = False
+    cmdline_problems: list[str] = field(factory=list)
+    """What boot said about the command line (malformed options, unknown parameters,
+    trace events that could not be enabled), word for word as dmesg has it."""
     _entered: list[Kernel] = field(factory=list)
     """The kernels that were current when ``with self:`` blocks began (innermost last)."""
 
@@ -123,6 +126,12 @@ def _register_core_params(cl: CommandLine) -> None:
     cl.register(Param("module_blacklist", "", parse_str, "comma-separated modules not to load"))
     cl.register(Param("loglevel", printk.KERN_DEBUG, parse_int, "console log level"))
     cl.register(Param("trace_event", "", parse_str, "tracepoints to enable at boot"))
+
+
+def _cmdline_problem(k: Kernel, log: Any, text: str) -> None:
+    """Log one command-line complaint and keep it in ``k.cmdline_problems``."""
+    log(text)
+    k.cmdline_problems.append(text)
 
 
 def boot(
@@ -218,13 +227,17 @@ def boot(
                 continue
             k.loaded.append(m)
     for problem in cl.errors:
-        printk.pr_warn(f"Malformed early option {problem}")
+        _cmdline_problem(k, printk.pr_warn, f"Malformed early option {problem}")
+    for pattern in sorted(tracer.enabled_patterns):
+        if not trace.pattern_known(pattern):
+            _cmdline_problem(k, printk.pr_warn, f"Failed to enable trace event: {pattern}")
     unknown = cl.unclaimed()
     if unknown:
-        printk.pr_notice(
-            'Unknown kernel command line parameters "'
-            + " ".join(unknown)
-            + '", will be passed to user space.'
+        _cmdline_problem(
+            k,
+            printk.pr_notice,
+            f'Unknown kernel command line parameters "{" ".join(unknown)}", '
+            "will be passed to user space.",
         )
     k.up = True
     printk.pr_info(f"iommulab: boot complete at {machine.clock.now} ns")

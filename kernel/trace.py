@@ -204,6 +204,17 @@ def define_tracepoint(
     return tp
 
 
+def pattern_known(pattern: str) -> bool:
+    """Whether ``trace_event=pattern`` selects anything: a defined tracepoint, or a
+    hardware model's system (``hw_*``; models emit their events without defining
+    them first, so only the ``hw_`` prefix is checked). Mirrors the check behind
+    early_enable_events()'s "Failed to enable trace event" (ftrace_set_clr_event
+    returning -EINVAL when nothing matched)."""
+    if pattern.partition(":")[0].startswith("hw_"):
+        return True
+    return any(_matches(name, {pattern}) for name in _REGISTRY)
+
+
 def tracepoints() -> dict[str, Tracepoint]:
     return dict(_REGISTRY)
 

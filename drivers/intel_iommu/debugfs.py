@@ -33,6 +33,7 @@ from drivers.intel_iommu.pasid import (
 from drivers.intel_iommu.structs import IntelIommu
 from kernel.debugfs import DumpTarget
 from kernel.mm import phys_to_virt, read64
+from kernel.pci import pci_get_domain_bus_and_slot
 
 
 @frozen
@@ -242,9 +243,29 @@ def dmar_translation_dot(device: str | None = None, pasid: int | None = None) ->
     return "\n".join(lines) + "\n"
 
 
+def _check_selection(device: str | None, pasid: int | None) -> None:
+    """A ``--device``/``--pasid`` that selects nothing is an error, as opening the
+    per-device debugfs file of a device that does not exist fails with -ENOENT
+    (Linux creates ``<bdf>/domain_translation_struct`` only for probed devices)."""
+    if device is None and pasid is None:
+        return
+    for iommu in dmar_state().units:
+        if _translation_enabled(iommu) and _rows(iommu, device, pasid):
+            return
+    if device is not None:
+        bus, devfn = _parse_bdf(device)
+        if pci_get_domain_bus_and_slot(0, bus, devfn) is None:
+            raise ValueError(f"--device {device}: no such PCI device")
+        if pasid is None:
+            raise ValueError(f"--device {device}: no context entry (not translated by VT-d)")
+    on = f" of device {device}" if device is not None else ""
+    raise ValueError(f"--pasid {pasid}: no PASID table entry{on}")
+
+
 def render(args: argparse.Namespace) -> str:
     device = getattr(args, "device", None)
     pasid = getattr(args, "pasid", None)
+    _check_selection(device, pasid)
     if getattr(args, "format", "text") == "dot":
         return dmar_translation_dot(device, pasid)
     return dmar_translation_struct(device, pasid)

@@ -1,10 +1,12 @@
 """Run a Markdown document's examples, in order, the way a reader would.
 
-- a ```` ```python ```` block whose first line is ``# file: PATH`` is written to PATH;
+- a ```` ```python ```` or ```` ```toml ```` block whose first line is
+  ``# file: PATH`` is written to PATH;
 - any other ```` ```python ```` block is executed (one namespace per document);
 - in a ```` ```console ```` block each ``$ COMMAND`` line runs: ``iommulab ...``
   through :func:`iommulab.cli.main`, ``make demo`` as ``iommulab demo``,
-  ``pytest ...`` in-process through ``pytester``; the exit status must be 0, and a
+  ``pytest ...`` in-process through ``pytester``, ``pip install -e DIR`` as
+  :func:`editable_install`; the exit status must be 0, and a
   ``N passed`` line in the block's output must match the run's outcome. Lines
   that set up the shell the suite already runs in (:data:`SETUP`) are not run.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +39,13 @@ def run_document(path: Path, pytester: pytest.Pytester) -> list[str]:
     ns: dict[str, Any] = {"__name__": f"doc_{path.stem}"}
     ran: list[str] = []
     for lang, body in blocks(path.read_text()):
-        if lang == "python":
-            first = body.partition("\n")[0]
-            if first.startswith("# file: "):
-                target = pytester.path / first.removeprefix("# file: ").strip()
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(body)
-            else:
-                exec(compile(body, str(path), "exec"), ns)
+        first = body.partition("\n")[0]
+        if lang in ("python", "toml") and first.startswith("# file: "):
+            target = pytester.path / first.removeprefix("# file: ").strip()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(body)
+        elif lang == "python":
+            exec(compile(body, str(path), "exec"), ns)
         elif lang == "console":
             ran += _run_console(body, pytester, path)
     return ran
@@ -64,6 +66,8 @@ def _run_console(body: str, pytester: pytest.Pytester, path: Path) -> list[str]:
             assert cli.main(argv[1:]) == 0, f"{path.name}: {command}"
         elif argv[:2] == ["make", "demo"]:
             assert cli.main(["demo"]) == 0, f"{path.name}: {command}"
+        elif argv[:3] == ["pip", "install", "-e"] and len(argv) == 4:
+            editable_install(pytester.path / argv[3], pytester.path)
         elif argv[0] == "pytest":
             res = pytester.runpytest_inprocess(*argv[1:])
             assert res.ret == 0, f"{path.name}: {command}\n{res.stdout.str()}"
@@ -74,6 +78,25 @@ def _run_console(body: str, pytester: pytest.Pytester, path: Path) -> list[str]:
             pytest.fail(f"{path.name}: the docs runner does not know how to run {command!r}")
         ran.append(command)
     return ran
+
+
+def editable_install(project: Path, site: Path) -> None:
+    """What ``pip install -e PROJECT`` leaves for ``importlib.metadata``: a
+    ``NAME-VERSION.dist-info`` in ``site`` (a directory on ``sys.path``) with the
+    project's name, version and entry points from its ``pyproject.toml``. The
+    project's modules are importable already (``site`` is the project directory);
+    the suite does not run pip (no network, no new environment per document)."""
+    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    name, version = meta["name"], meta["version"]
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    groups = meta.get("entry-points", {})
+    text = "".join(
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
+        for group, eps in groups.items()
+    )
+    (info / "entry_points.txt").write_text(text)
 
 
 def _output_of(lines: list[str], i: int) -> list[str]:

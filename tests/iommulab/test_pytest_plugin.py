@@ -385,3 +385,46 @@ def test_markers_are_registered_for_strict_markers(pytester: pytest.Pytester) ->
         ["@pytest.mark.iommulab_machine(name)*", "@pytest.mark.iommulab_cmdline*"]
     )
     assert res.ret == pytest.ExitCode.OK
+
+
+# --------------------------------------------------------------------------- iommulab_modules
+
+
+DRIVER = """
+from kernel.hookspecs import hookimpl
+from kernel.module import InitLevel, KernelModule
+from kernel.printk import pr_info
+
+
+@hookimpl
+def iommulab_modules():
+    return [KernelModule("my_driver", init=lambda: pr_info("my_driver: loaded"),
+                         level=InitLevel.DEVICE, description="a user's driver")]
+"""
+
+
+def test_modules_marker_loads_driver_modules_by_name(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(my_driver=DRIVER)
+    pytester.syspathinsert()
+    res = run(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.iommulab_modules("my_driver")
+        def test_loaded(iommulab_kernel, iommulab_dmesg):
+            assert "my_driver: loaded" in iommulab_dmesg
+            assert "my_driver" in [m.name for m in iommulab_kernel.loaded]
+
+        def test_not_without_the_marker(iommulab_kernel, iommulab_dmesg):
+            assert "my_driver: loaded" not in iommulab_dmesg
+
+        @pytest.mark.iommulab_modules("my_driver_nosuch")
+        def test_missing(iommulab_kernel):
+            pass
+        """,
+    )
+    res.assert_outcomes(passed=2, errors=1)
+    res.stdout.fnmatch_lines(
+        ["*@pytest.mark.iommulab_modules: cannot import 'my_driver_nosuch' (No module named*"]
+    )

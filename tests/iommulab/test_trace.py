@@ -79,15 +79,15 @@ def test_a_full_ring_is_reported(
     assert "trace ring full" in capsys.readouterr().err
 
 
-def test_a_failing_demo_is_an_error(
+def test_a_failing_demo_gives_the_trace_its_status(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def failing(args: argparse.Namespace) -> int:
         return 3
 
     monkeypatch.setattr(demo, "run", failing)
-    assert cli.main(["trace"]) == 2
-    assert "the demo failed (exit status 3)" in capsys.readouterr().err
+    assert cli.main(["trace"]) == 3
+    assert "the traced run failed (exit status 3)" in capsys.readouterr().err
 
 
 def test_unknown_trace_format_is_refused() -> None:
