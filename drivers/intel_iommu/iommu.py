@@ -1,5 +1,5 @@
 """The VT-d driver proper (drivers/iommu/intel/iommu.c, ~v6.15): unit bring-up, device
-probe and release, domains, attach, PASID attach in both API generations, map/unmap.
+probe and release, domains, attach, upstream PASID attach, map/unmap.
 
 Bring-up of one unit follows ``init_dmars``/``intel_iommu_init``: queued invalidation
 (``intel_iommu_init_qi``, falling back to register-based invalidation without QI),
@@ -15,9 +15,8 @@ identity and blocked domains are static. Each unit gives a domain a DID (from 2;
 attachments. In scalable mode a device's RID is its PASID 0 entry.
 
 PASID attach: upstream ``set_dev_pasid(domain, dev, pasid, old)`` (and the blocked
-domain's one to detach) with ``dev_pasids`` and cache tags; seed-v3
-``attach_dev_pasid``/``detach_dev_pasid`` exactly as patch 1/4 of the series: one
-DMA PASID per device (``info.pasid``), EBUSY (with a WARN) for a second one.
+domain's one to detach) with ``dev_pasids`` and cache tags; the series' seed-v3
+``attach_dev_pasid``/``detach_dev_pasid`` live in :mod:`drivers.intel_iommu.seed_v3`.
 
 Differences from Linux: ATSR/SATC are parsed but not used (no ATS policy from them),
 no DMA aliases; no IOPF/PRI; a failed
@@ -114,7 +113,6 @@ from drivers.intel_iommu.svm import intel_svm_check
 from kernel.bug import WARN, WARN_ON
 from kernel.device import Device, dev_name
 from kernel.errno import (
-    EBUSY,
     EFAULT,
     EINVAL,
     ENODEV,
@@ -133,7 +131,6 @@ from kernel.iommu.iommu_h import (
     IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
     IOMMU_DOMAIN_DMA,
     IOMMU_DOMAIN_DMA_FQ,
-    IOMMU_DOMAIN_IDENTITY,
     IOMMU_READ,
     IOMMU_WRITE,
     IommuDomain,
@@ -742,41 +739,6 @@ def blocking_domain_set_dev_pasid(
     info = dev_info_of(dev)
     intel_pasid_tear_down_entry(info.iommu, dev, pasid, False)
     domain_remove_dev_pasid(old, dev, pasid)
-
-
-# --------------------------------------------------------------------------- seed-v3
-
-
-def intel_iommu_attach_dev_pasid(domain: IommuDomain, dev: Device, pasid: int) -> None:
-    """Seed-v3 ``intel_iommu_attach_dev_pasid`` (patch 1/4): ENODEV outside scalable
-    mode; one DMA PASID per device (the same one again is a no-op, another one
-    WARNs and is EBUSY); the entry points at the same tables as RID2PASID."""
-    info = dev_info_of(dev)
-    iommu = info.iommu
-    if not iommu.sm:
-        raise ENODEV(f"{iommu.name}: not in scalable mode")
-    if pasid != IOMMU_NO_PASID and info.pasid:
-        if info.pasid == pasid:
-            return
-        WARN(True, f"DMAR: {dev_name(dev)} already has DMA PASID {info.pasid}")
-        raise EBUSY(f"{dev_name(dev)}: one DMA PASID per device")
-    if domain.type == IOMMU_DOMAIN_IDENTITY:
-        intel_pasid_setup_pass_through(iommu, dev, pasid)
-    else:
-        dmar_domain = to_dmar_domain(domain)
-        if dmar_domain.use_first_level:
-            domain_setup_first_level(iommu, dmar_domain, dev, pasid, None)
-        else:
-            intel_pasid_setup_second_level(iommu, dmar_domain, dev, pasid)
-    info.pasid = pasid
-
-
-def intel_iommu_detach_dev_pasid(domain: IommuDomain, dev: Device, pasid: int) -> None:
-    """Seed-v3 ``intel_iommu_detach_dev_pasid``."""
-    info = dev_info_of(dev)
-    WARN_ON(info.pasid != pasid, f"DMAR: {dev_name(dev)} has DMA PASID {info.pasid}, not {pasid}")
-    intel_pasid_tear_down_entry(info.iommu, dev, pasid, False)
-    info.pasid = 0
 
 
 # --------------------------------------------------------------------------- probe / release

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.intel_iommu import iommu as vtd
-from drivers.intel_iommu import iommu_pt
+from drivers.intel_iommu import iommu_pt, seed_v3
 from drivers.intel_iommu.domain import dev_info_of
 from drivers.intel_iommu.svm import intel_svm_domain_alloc
 from kernel.device import Device
@@ -40,10 +40,10 @@ class IntelDomainOps:
         vtd.intel_iommu_set_dev_pasid(domain, dev, pasid, old)
 
     def attach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
-        vtd.intel_iommu_attach_dev_pasid(domain, dev, pasid)
+        seed_v3.intel_iommu_attach_dev_pasid(domain, dev, pasid)
 
     def detach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
-        vtd.intel_iommu_detach_dev_pasid(domain, dev, pasid)
+        seed_v3.intel_iommu_detach_dev_pasid(domain, dev, pasid)
 
     # The per-mapping ops are the driver's functions themselves (no forwarding call):
     # they run on every dma_map/dma_unmap.
@@ -86,10 +86,10 @@ class IdentityDomainOps:
         vtd.identity_domain_set_dev_pasid(domain, dev, pasid, old)
 
     def attach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
-        vtd.intel_iommu_attach_dev_pasid(domain, dev, pasid)
+        seed_v3.intel_iommu_attach_dev_pasid(domain, dev, pasid)
 
     def detach_dev_pasid(self, domain: IommuDomain, dev: Device, pasid: int) -> None:
-        vtd.intel_iommu_detach_dev_pasid(domain, dev, pasid)
+        seed_v3.intel_iommu_detach_dev_pasid(domain, dev, pasid)
 
 
 class BlockingDomainOps:
