@@ -68,7 +68,13 @@ def _jsonable(v: Any) -> Any:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+    """A field as the kernel prints it: integers in hex, arrays as ``__print_array``
+    does (``{0x11,0x0}``), an absent value (a request without PASID) as ``none``."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:#x}"
+    if isinstance(v, tuple | list):
+        return "{" + ",".join(_fmt(x) for x in v) + "}"
+    return "none" if v is None else str(v)
 
 
 Sink = Callable[[TraceEvent], None]

@@ -107,3 +107,14 @@ def test_warn_records_site_and_prints_banner(
     assert msgs == ["arithmetic works", "explicit", "once"]
     assert "test_trace_params_errno.py" in toy_kernel.warnings()[0].site
     assert "WARNING: CPU: 0 PID: 1 at" in toy_kernel.dmesg()
+
+
+def test_hardware_event_fields_print_in_hex_with_arrays_and_absent_values() -> None:
+    """Issue 17: hw events printed Python tuples in decimal and ``None``."""
+    from kernel.trace import Tracer
+
+    t = Tracer()
+    t.enabled_patterns.add("hw_vtd:*")
+    t.hw_event("hw_vtd:qi_descriptor", 7, {"unit": "dmar0", "qw": (17, 0), "pasid": None})
+    (ev,) = t.ring
+    assert ev.text == "unit=dmar0 qw={0x11,0x0} pasid=none"
