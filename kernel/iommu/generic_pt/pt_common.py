@@ -14,6 +14,8 @@ the hardware's table pointer names.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from attrs import define
 
 from kernel.bitfield import BIT
@@ -56,7 +58,7 @@ def pt_item_lg2sz(level: int) -> int:
     return PT_GRANULE_LG2SZ + PT_BITS_PER_LEVEL * level
 
 
-class PtFormat:
+class PtFormat(ABC):
     """One page-table format (the per-format ``pt_*`` inline functions of
     generic_pt/fmt/<fmt>.h). Subclasses set the class constants and override the
     entry functions; an instance belongs to one table, so a format may keep
@@ -80,42 +82,48 @@ class PtFormat:
         """``pt_can_have_leaf``: 4 KiB, 2 MiB and 1 GiB leaves (levels 0..2)."""
         return level <= 2
 
+    @abstractmethod
     def fmt_init(self, cfg: PtIommuCfg) -> int:
         """``pt_iommu_fmt_init``: the top level for ``cfg``'s VA width; raises
         EINVAL/EOPNOTSUPP for a width the format cannot walk."""
-        raise NotImplementedError
 
     # -- entries -----------------------------------------------------------------------
+    @abstractmethod
     def entry_type(self, entry: int, level: int) -> int:
         """``pt_load_entry_raw``: PT_ENTRY_EMPTY / PT_ENTRY_TABLE / PT_ENTRY_OA."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def table_pa(self, entry: int) -> int:
         """``pt_table_pa``: the physical address of the lower table."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def entry_oa(self, entry: int, level: int) -> int:
         """``pt_entry_oa``: the output address of a leaf (aligned to its size)."""
-        raise NotImplementedError
+        ...
 
     def entry_oa_lg2sz(self, entry: int, level: int) -> int:
         """``pt_entry_oa_lg2sz``: log2 of the size of the page a leaf maps (its
         level's span unless the format encodes a larger run)."""
         return pt_item_lg2sz(level)
 
+    @abstractmethod
     def leaf_entry(self, oa: int, level: int, attrs: int) -> int:
         """``pt_install_leaf_entry``: the leaf value for ``oa`` at ``level``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def table_entry(self, table_pa: int, level: int) -> int:
         """``pt_install_table``: the value of an entry at ``level`` pointing at a
         lower table."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def set_prot(self, prot: int) -> int:
         """``pt_iommu_set_prot``: descriptor bits for ``IOMMU_*`` flags; EINVAL for a
         combination the format cannot express."""
-        raise NotImplementedError
+        ...
 
     def check_features(self, features: int) -> None:
         """``pt_init`` refuses feature bits the format does not implement."""
