@@ -52,6 +52,49 @@ def _server() -> dict[str, Any]:
     }
 
 
+QEMU_72_SM_CAP = "0xd2008c222f0606"
+QEMU_72_SM_ECAP_AS_QEMU = "0x480080f00f4a"
+QEMU_72_SM_ECAP = "0x480080000f42"
+"""QEMU 7.2's ECAP with IR (bit 3) and MHMV (bits 23:20, IR's handle mask) cleared:
+interrupt remapping is not modelled, and it cannot be kept as "present but unused"
+because Linux 6.12 with its defaults (intremap on) does use IR whenever ECAP.IR is set
+(``intel_irq_remap_supported``), so a unit advertising it would boot differently
+from real Linux. Every other bit is QEMU's."""
+QEMU_72_SM_VER = "0x10"
+
+
+def _qemu_72_sm() -> dict[str, Any]:
+    """QEMU 7.2's ``-device intel-iommu,x-scalable-mode=on,aw-bits=48`` (``vtd_cap_init``):
+    scalable mode with second-stage tables only (no first stage, no PASID, no ATS),
+    one fault record at FRO 0x220, IOTLB registers at IRO 0xF0, DRD/DWD set, page
+    walks not coherent (ECAP.C=0, so the driver flushes table updates)."""
+    return {
+        "name": "qemu-7.2-sm",
+        "doc": (
+            "256 MiB RAM, one VT-d unit with QEMU 7.2's scalable-mode registers "
+            f"(cap {QEMU_72_SM_CAP}, ecap {QEMU_72_SM_ECAP_AS_QEMU} less IR/MHMV, ver "
+            f"{QEMU_72_SM_VER}), one DSA and one edu device"
+        ),
+        "ram": "256M",
+        "iommus": [
+            {
+                "kind": "vtd",
+                "name": "dmar0",
+                "scope": "all",
+                "config": {
+                    "cap": QEMU_72_SM_CAP,
+                    "ecap": QEMU_72_SM_ECAP,
+                    "ver": QEMU_72_SM_VER,
+                },
+            }
+        ],
+        "devices": [
+            {"kind": "dsa", "bdf": DSA_BDF},
+            {"kind": "edu", "bdf": EDU_BDF},
+        ],
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "name": "default",
@@ -94,6 +137,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
     },
     "server": _server(),
+    "qemu-7.2-sm": _qemu_72_sm(),
 }
 
 

@@ -4,6 +4,12 @@ A :class:`VtdConfig` is what a machine file's ``config`` table for a ``vtd`` uni
 (VT-d spec 10.4.2 CAP_REG, 10.4.3 ECAP_REG; facts A2/A3). The register layout (where
 the IOTLB registers and fault recording registers sit) is derived here once, as real
 silicon fixes it at design time; the unit reads FRO/IRO back from CAP/ECAP.
+
+A machine file may instead give ``cap``, ``ecap`` (and optionally ``ver``) verbatim as
+hex strings, the way ``dmesg`` and ``/sys/class/iommu/dmar*/intel-iommu/`` print them;
+:func:`knobs_from_registers` then derives every knob from the register values, refuses a
+set bit whose feature the model does not implement (naming the bit), and the unit
+reads those exact values back. Knobs and raw registers are exclusive.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from hw.devconfig import check_range, from_mapping
+from hw.regs import Register
 from hw.vtd import registers as vr
 
 PAGE = 4096
@@ -25,6 +33,109 @@ FRCD_OFFSET = 0x200
 
 
 WHAT = "vtd config"
+
+REGISTER_KEYS = ("cap", "ecap", "ver")
+"""Machine-file keys that give the ID registers verbatim (hex strings)."""
+
+CAP_KNOBS = ("nd", "rwbf", "cm", "sagaw", "mgaw", "sllps", "psi", "nfr", "mamv", "fl1gp", "fl5lp")
+ECAP_KNOBS = (
+    "coherent", "qi", "dt", "pt", "prs", "ers", "srs", "nwfs", "pss", "pasid", "smts", "slts",
+    "flts",
+)  # fmt: skip
+
+FIXED_REGS_END = vr.IQERCD_OFF + 8
+"""End of the fixed registers the model implements; IOTLB and fault records go above it."""
+
+# Set bits the model does not implement: (register, field) -> what it is.
+_UNMODELLED: dict[tuple[str, str], str] = {
+    ("cap", "AFL"): "advanced fault logging",
+    ("cap", "PLMR"): "protected low-memory region",
+    ("cap", "PHMR"): "protected high-memory region",
+    ("cap", "ZLR"): "zero-length reads",
+    ("cap", "PI"): "posted interrupts",
+    ("cap", "ECMDS"): "enhanced command interface",
+    ("cap", "ESIRTPS"): "enhanced SIRTP, interrupt remapping",
+    ("cap", "ESRTPS"): "enhanced SRTP cache invalidation",
+    ("ecap", "IR"): "interrupt remapping",
+    ("ecap", "EIM"): "extended interrupt mode",
+    ("ecap", "SC"): "snoop control",
+    ("ecap", "MHMV"): "interrupt-entry-cache handle mask, interrupt remapping",
+    ("ecap", "MTS"): "memory type support",
+    ("ecap", "NEST"): "nested translation",
+    ("ecap", "EAFS"): "extended accessed flag",
+    ("ecap", "DIT"): "device-TLB invalidation throttling",
+    ("ecap", "PDS"): "page-request drain",
+    ("ecap", "VCS"): "virtual command",
+    ("ecap", "SLADS"): "second-stage accessed/dirty",
+    ("ecap", "RPS"): "RID_PASID field",
+    ("ecap", "PMS"): "performance monitoring",
+    ("ecap", "ADMS"): "abort-DMA mode",
+    ("ecap", "RPRIVS"): "RID_PRIV field",
+}
+
+
+def _parse_hex(key: str, value: object, bits: int) -> int:
+    if not isinstance(value, str):
+        raise ValueError(f"vtd.{key}: expected a hex string such as '0x10', got {value!r}")
+    try:
+        n = int(value, 16)
+    except ValueError:
+        raise ValueError(f"vtd.{key}: {value!r} is not a hex number") from None
+    if not 0 <= n < 1 << bits:
+        raise ValueError(f"vtd.{key}: {value!r} does not fit in {bits} bits")
+    return n
+
+
+def _check_bits(key: str, reg: type[Register], value: int) -> None:
+    """Error naming the first set bit the model does not model (or that is reserved)."""
+    declared = 0
+    for f in reg.FIELDS:
+        declared |= f.mask
+        name = f.name
+        what = _UNMODELLED.get((key, name))
+        if what is not None and f.get(value):
+            where = f"bit {f.lsb}" if f.msb == f.lsb else f"bits {f.msb}:{f.lsb}"
+            raise ValueError(f"vtd.{key} {where} ({name}, {what}) is not modelled")
+    extra = value & ~declared
+    if extra:
+        bit = (extra & -extra).bit_length() - 1
+        raise ValueError(f"vtd.{key} bit {bit} is reserved")
+
+
+def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
+    """Every register-backed knob as CAP/ECAP say (VT-d 10.4.2/10.4.3; facts A2/A3).
+
+    Mirrors what Linux's ``cap_*``/``ecap_*`` accessors read; DWD/DRD need no knob (the
+    model drains synchronously, so descriptors carrying DR/DW are accepted as they are)."""
+    _check_bits("cap", vr.CAP, cap)
+    _check_bits("ecap", vr.ECAP, ecap)
+    c, e = vr.CAP.decode(cap), vr.ECAP.decode(ecap)
+    return {
+        "nd": c["ND"],
+        "rwbf": bool(c["RWBF"]),
+        "cm": bool(c["CM"]),
+        "sagaw": c["SAGAW"],
+        "mgaw": c["MGAW"] + 1,
+        "sllps": c["SLLPS"],
+        "psi": bool(c["PSI"]),
+        "nfr": c["NFR"] + 1,
+        "mamv": c["MAMV"],
+        "fl1gp": bool(c["FL1GP"]),
+        "fl5lp": bool(c["FL5LP"]),
+        "coherent": bool(e["C"]),
+        "qi": bool(e["QI"]),
+        "dt": bool(e["DT"]),
+        "pt": bool(e["PT"]),
+        "prs": bool(e["PRS"]),
+        "ers": bool(e["ERS"]),
+        "srs": bool(e["SRS"]),
+        "nwfs": bool(e["NWFS"]),
+        "pss": e["PSS"],
+        "pasid": bool(e["PASID"]),
+        "smts": bool(e["SMTS"]),
+        "slts": bool(e["SLTS"]),
+        "flts": bool(e["FLTS"]),
+    }
 
 
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:
@@ -68,11 +179,34 @@ class VtdConfig:
     rwbf: bool = False
     coherent: bool = True
     strict_stale: bool = False
+    raw: tuple[int, int, int] | None = None
+    """(CAP, ECAP, VER) given verbatim by the machine file, read back exactly."""
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> VtdConfig:
         """Build from a machine file's table; unknown keys and bad values raise ValueError."""
+        config = dict(config or {})
+        if "raw" in config:
+            raise ValueError(f"{WHAT}: unknown key 'raw'")
+        given = {k: config.pop(k) for k in REGISTER_KEYS if k in config}
+        if not given:
+            cfg = from_mapping(cls, config, WHAT)
+            cfg.validate()
+            return cfg
+        missing = [k for k in ("cap", "ecap") if k not in given]
+        if missing:
+            raise ValueError(f"vtd: {' and '.join(missing)} must be given with {', '.join(given)}")
+        both = sorted(k for k in config if k in CAP_KNOBS + ECAP_KNOBS)
+        if both:
+            raise ValueError(
+                f"vtd: {', '.join(both)} cannot be given with cap/ecap (the registers fix them)"
+            )
+        cap = _parse_hex("cap", given["cap"], 64)
+        ecap = _parse_hex("ecap", given["ecap"], 64)
+        default_ver = 0x30 if vr.ECAP.SMTS.get(ecap) else 0x10
+        ver = _parse_hex("ver", given["ver"], 8) if "ver" in given else default_ver
         cfg = from_mapping(cls, config, WHAT)
+        cfg = attrs.evolve(cfg, raw=(cap, ecap, ver), **knobs_from_registers(cap, ecap))
         cfg.validate()
         return cfg
 
@@ -95,6 +229,18 @@ class VtdConfig:
             raise ValueError("vtd config pasid: PASID support needs smts")
         if self.mgaw < 57 and self.sagaw & 0b1000:
             raise ValueError("vtd config sagaw: 5-level tables need mgaw 57")
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """The IVA/IOTLB pair and the fault records must sit above the fixed registers
+        and not overlap each other (they can only be misplaced by raw CAP/ECAP)."""
+        iotlb = (self.iro * 16, self.iro * 16 + 16)
+        frcd = (self.fro * 16, self.fro * 16 + 16 * self.nfr)
+        for name, (lo, _end) in (("ecap IRO", iotlb), ("cap FRO", frcd)):
+            if lo < FIXED_REGS_END:
+                raise ValueError(f"vtd.{name} {lo:#x} overlaps the fixed registers")
+        if iotlb[0] < frcd[1] and frcd[0] < iotlb[1]:
+            raise ValueError("vtd: the IOTLB registers (IRO) overlap the fault records (FRO/NFR)")
 
     # -- derived values -----------------------------------------------------
     @property
@@ -103,19 +249,32 @@ class VtdConfig:
 
     @property
     def fro(self) -> int:
+        if self.raw is not None:
+            return vr.CAP.FRO.get(self.raw[0])
         return FRCD_OFFSET // 16
 
     @property
     def iro(self) -> int:
+        if self.raw is not None:
+            return vr.ECAP.IRO.get(self.raw[1])
         return IOTLB_REGS_OFFSET // 16
 
     @property
     def register_size(self) -> int:
-        end = FRCD_OFFSET + 16 * self.nfr
+        end = max(self.fro * 16 + 16 * self.nfr, self.iro * 16 + 16)
         return (end + PAGE - 1) // PAGE * PAGE
+
+    @property
+    def ver(self) -> int:
+        """VER_REG value: as given, else 3.0 for a scalable-mode unit and 1.0 otherwise."""
+        if self.raw is not None:
+            return self.raw[2]
+        return 0x30 if self.smts else 0x10
 
     def cap(self) -> int:
         """CAP_REG value (VT-d 10.4.2)."""
+        if self.raw is not None:
+            return self.raw[0]
         c = vr.CAP
         return c.encode(
             ND=self.nd,
@@ -134,6 +293,8 @@ class VtdConfig:
 
     def ecap(self) -> int:
         """ECAP_REG value (VT-d 10.4.3)."""
+        if self.raw is not None:
+            return self.raw[1]
         return vr.ECAP.encode(
             C=int(self.coherent),
             QI=int(self.qi),

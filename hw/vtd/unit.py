@@ -107,7 +107,7 @@ class VtdUnit(IommuUnitModel):
         cfg = self.cfg
         rep, inv = self.reporting, self.reginv
         rf = RegisterFile(self.name, self.register_size)
-        rf.add(vr.VER, vr.VER_OFF, reset=0x30 if cfg.smts else 0x10)
+        rf.add(vr.VER, vr.VER_OFF, reset=cfg.ver)
         rf.add(vr.CAP, vr.CAP_OFF, reset=cfg.cap())
         rf.add(vr.ECAP, vr.ECAP_OFF, reset=cfg.ecap())
         rf.add(vr.GCMD, vr.GCMD_OFF, on_write=self._gcmd_write)
@@ -134,11 +134,11 @@ class VtdUnit(IommuUnitModel):
         rf.add(vr.EventAddr, vr.IEADDR_OFF, name="IEADDR")
         rf.add(vr.EventUAddr, vr.IEUADDR_OFF, name="IEUADDR")
         rf.add(vr.IQERCD, vr.IQERCD_OFF)
-        iro = vr.ECAP.IRO.get(cfg.ecap()) * 16
+        iro = cfg.iro * 16
         rf.add(vr.IVA, iro, name="IVA")
         rf.add(vr.IOTLB, iro + 8, name="IOTLB", on_write=inv.iotlb_write)
-        fro = vr.CAP.FRO.get(cfg.cap()) * 16
-        for i in range(vr.CAP.NFR.get(cfg.cap()) + 1):
+        fro = cfg.fro * 16
+        for i in range(cfg.nfr):
             rf.add(vr.FRCD_LO, fro + 16 * i, name=f"FRCD{i}_LO")
             rf.add(vr.FRCD_HI, fro + 16 * i + 8, name=f"FRCD{i}_HI", on_write=rep.frcd_write)
         return rf
