@@ -22,11 +22,15 @@ if TYPE_CHECKING:
 
 EDU_BDF = "0000:00:03.0"
 PASID_BDF = "0000:00:04.0"
+PASID_EDU_KIND = {"pasid_edu": "tests.kernel.iommu.mock_hw:PasidEdu"}
+"""The test-only PASID-capable edu device kind (also registered while a fail_nth
+sweep module counts its points at collection time, with ``mock.patch.dict``)."""
 
 
 @pytest.fixture(autouse=True)
 def _mock_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(hw_machine.DEVICE_KINDS, "pasid_edu", "tests.kernel.iommu.mock_hw:PasidEdu")
+    for kind, where in PASID_EDU_KIND.items():
+        monkeypatch.setitem(hw_machine.DEVICE_KINDS, kind, where)
 
 
 def machine_spec(

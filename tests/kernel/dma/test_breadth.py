@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import itertools
 from contextlib import suppress
+from unittest.mock import patch
 
 import pytest
 
+from hw import machine as hw_machine
 from kernel.boot import Kernel
 from kernel.dma.debug import TYPE_NONCOHERENT, TYPE_RESOURCE, dma_debug_state
 from kernel.dma.direction import (
@@ -66,7 +68,14 @@ from kernel.mm import (
     virt_to_phys,
 )
 from kernel.pci import PciDev, pci_resource_start
-from tests.kernel.conftest import EDU_BDF, KernelFactory, boot_kernel, pdev_at, take_warnings
+from tests.kernel.conftest import (
+    EDU_BDF,
+    PASID_EDU_KIND,
+    KernelFactory,
+    boot_kernel,
+    pdev_at,
+    take_warnings,
+)
 
 
 @pytest.fixture(params=[False, True], ids=["direct", "iommu"])
@@ -332,15 +341,8 @@ def _body(dev: PciDev, pages: list[Page]) -> None:
 
 
 def _count() -> int:
-    from hw import machine as hw_machine
-
-    saved = dict(hw_machine.DEVICE_KINDS)
-    hw_machine.DEVICE_KINDS["pasid_edu"] = "tests.kernel.iommu.mock_hw:PasidEdu"
-    try:
+    with patch.dict(hw_machine.DEVICE_KINDS, PASID_EDU_KIND):
         return len(count_points(_scenario))
-    finally:
-        hw_machine.DEVICE_KINDS.clear()
-        hw_machine.DEVICE_KINDS.update(saved)
 
 
 POINTS = _count()

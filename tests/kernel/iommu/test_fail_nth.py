@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from unittest.mock import patch
 
 import pytest
 
@@ -33,7 +34,7 @@ from kernel.iommu.pasid import (
     iommu_free_global_pasid,
 )
 from kernel.mm import GFP_KERNEL, kfree, kmalloc
-from tests.kernel.conftest import PASID_BDF, boot_kernel, pdev_at
+from tests.kernel.conftest import PASID_BDF, PASID_EDU_KIND, boot_kernel, pdev_at
 
 NBUF = 100
 
@@ -113,13 +114,8 @@ def _body(dev: object, bufs: list[int | None]) -> None:
 
 
 def _count() -> int:
-    saved = dict(hw_machine.DEVICE_KINDS)
-    hw_machine.DEVICE_KINDS["pasid_edu"] = "tests.kernel.iommu.mock_hw:PasidEdu"
-    try:
+    with patch.dict(hw_machine.DEVICE_KINDS, PASID_EDU_KIND):
         return len(count_points(_scenario))
-    finally:
-        hw_machine.DEVICE_KINDS.clear()
-        hw_machine.DEVICE_KINDS.update(saved)
 
 
 POINTS = _count()
