@@ -127,11 +127,7 @@ IOMMU_PGFAULT_PERM_PRIV = 1 << 3
 IOMMUFD_PAGE_RESP_SUCCESS = 0
 IOMMUFD_PAGE_RESP_INVALID = 1
 
-CONSTANTS_6_12: tuple[str, ...] = tuple(
-    n
-    for n in dir()
-    if n.startswith("IOMMU")
-)
+CONSTANTS_6_12: tuple[str, ...] = tuple(n for n in dir() if n.startswith("IOMMU"))
 """Every constant above, each of which the 6.12 header defines (layout test)."""
 
 # --------------------------------------------------------------------------- structs

@@ -58,9 +58,7 @@ def test_every_struct_has_the_6_12_size_and_member_offsets(tmp_path: Path) -> No
     got: dict[str, dict[str, tuple[int, int]]] = {}
     for name, member, a, b in _run_c(tmp_path, "\n".join(lines)):
         got.setdefault(name, {})[member] = (int(a), int(b))
-    want = {
-        cls.C_NAME: {"sizeof": (cls.SIZE, 0)} | cls.c_layout() for cls in uapi.STRUCTS_6_12
-    }
+    want = {cls.C_NAME: {"sizeof": (cls.SIZE, 0)} | cls.c_layout() for cls in uapi.STRUCTS_6_12}
     assert got == want
 
 
