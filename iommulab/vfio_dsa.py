@@ -57,15 +57,19 @@ class VfioDsa:
             udelay(1)
         raise ETIMEDOUT(f"DSA command {cmd}")
 
-    def enable(self) -> None:
+    def enable(self, pasid: int | None = None) -> None:
         """Configure WQ 0 (dedicated, 16 entries) in group 0 with all engines, enable
-        the device and the WQ."""
+        the device and the WQ. With ``pasid`` the WQ tags every request with it (the
+        device then translates through that PASID's attachment)."""
         table = self.bar0.readq(regs.TABLE_OFFSETS_OFFSET)
         grpcfg = (table & 0xFFFF) * regs.TABLE_OFFSET_MULT
         wqcfg = ((table >> 16) & 0xFFFF) * regs.TABLE_OFFSET_MULT
         engines = self.bar0.readq(regs.ENGCAP_OFFSET) & 0xFF
         self.bar0.writel(WQ_SIZE, wqcfg)
-        self.bar0.writel(regs.WQCFG_MODE.encode(mode=1, priority=1), wqcfg + 8)
+        mode = regs.WQCFG_MODE.encode(
+            mode=1, priority=1, pasid_en=int(pasid is not None), pasid=pasid or 0
+        )
+        self.bar0.writel(mode, wqcfg + 8)
         self.bar0.writel(
             regs.WQCFG_SHIFTS.encode(max_xfer_shift=31, max_batch_shift=10), wqcfg + 12
         )
