@@ -62,6 +62,13 @@ def _attached(vmm: Vmm, st: State) -> None:
     st["hwpt"] = vmm.vfio.attach_pt(st["ioas"])
 
 
+def _attached_small_pages(vmm: Vmm, st: State) -> None:
+    _bound(vmm, st)
+    st["buf"] = vmm.buffer(8 * PAGE_SIZE, 1)
+    vmm.fd.option(uapi.IOMMU_OPTION_HUGE_PAGES, uapi.IOMMU_OPTION_OP_SET, 0, st["ioas"])
+    st["hwpt"] = vmm.vfio.attach_pt(st["ioas"])
+
+
 def _two_ioas(vmm: Vmm, st: State) -> None:
     _attached(vmm, st)
     st["ioas2"] = vmm.fd.ioas_alloc()
@@ -91,6 +98,10 @@ SCENARIOS: dict[str, tuple[Callable[[Vmm, State], None], Op]] = {
     "ioas_alloc": (_bound, lambda v, s: v.fd.ioas_alloc()),
     "ioas_map": (
         _attached,
+        lambda v, s: v.fd.ioas_map(s["ioas"], s["buf"], 8 * PAGE_SIZE, iova=BASE + SZ_2M - SZ_16K),
+    ),
+    "ioas_map_small_pages": (
+        _attached_small_pages,
         lambda v, s: v.fd.ioas_map(s["ioas"], s["buf"], 8 * PAGE_SIZE, iova=BASE + SZ_2M - SZ_16K),
     ),
     "ioas_map_auto": (_attached, lambda v, s: v.fd.ioas_map(s["ioas"], s["buf"], 8 * PAGE_SIZE)),
