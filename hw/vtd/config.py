@@ -40,7 +40,7 @@ REGISTER_KEYS = ("cap", "ecap", "ver")
 CAP_KNOBS = ("nd", "rwbf", "cm", "sagaw", "mgaw", "sllps", "psi", "nfr", "mamv", "fl1gp", "fl5lp")
 ECAP_KNOBS = (
     "coherent", "qi", "dt", "pt", "prs", "ers", "srs", "nwfs", "pss", "pasid", "smts", "slts",
-    "flts",
+    "flts", "slads",
 )  # fmt: skip
 
 FIXED_REGS_END = vr.IQERCD_OFF + 8
@@ -66,7 +66,6 @@ _UNMODELLED: dict[tuple[str, str], str] = {
     ("ecap", "DIT"): "device-TLB invalidation throttling",
     ("ecap", "PDS"): "page-request drain",
     ("ecap", "VCS"): "virtual command",
-    ("ecap", "SLADS"): "second-stage accessed/dirty",
     ("ecap", "RPS"): "RID_PASID field",
     ("ecap", "PMS"): "performance monitoring",
     ("ecap", "ADMS"): "abort-DMA mode",
@@ -135,6 +134,7 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
         "smts": bool(e["SMTS"]),
         "slts": bool(e["SLTS"]),
         "flts": bool(e["FLTS"]),
+        "slads": bool(e["SLADS"]),
     }
 
 
@@ -167,6 +167,10 @@ class VtdConfig:
     smts: bool = True
     flts: bool = True
     slts: bool = True
+    slads: bool = False
+    """Second-stage accessed/dirty bits (ECAP.SLADS): the walk sets A/D in second-stage
+    leaves of a PASID entry with SSADE (the model honours SSADE either way; this knob
+    is what the unit advertises)."""
     pt: bool = True
     dt: bool = True
     pasid: bool = True
@@ -311,4 +315,5 @@ class VtdConfig:
             SLTS=int(self.slts and self.smts),
             FLTS=int(self.flts and self.smts),
             SMPWC=int(self.smts and self.coherent),
+            SLADS=int(self.slads and self.smts),
         )

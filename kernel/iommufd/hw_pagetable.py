@@ -13,6 +13,12 @@ driver without ``domain_alloc_user`` gets a plain paging domain, and any
 allocation flag is then EOPNOTSUPP, as upstream. (6.13 renamed the paging half
 ``domain_alloc_paging_flags``.)
 
+Dirty tracking: a HWPT allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING gets the
+vendor's dirty ops; IOMMU_HWPT_SET_DIRTY_TRACKING turns tracking on (after clearing
+stale dirty bits) or off, IOMMU_HWPT_GET_DIRTY_BITMAP reports (and clears, unless
+NO_CLEAR) the dirty pages of a range into the user's bitmap. A HWPT without dirty
+ops is EOPNOTSUPP.
+
 Nested HWPTs (a HWPT_PAGING ``pt_id``) follow upstream's checks up to the vendor
 call; no vendor here offers nesting yet, so they end in EOPNOTSUPP.
 """
@@ -28,7 +34,13 @@ from kernel.errno import EINVAL, ENOENT, EOPNOTSUPP, KernelError
 from kernel.iommu.iommu import dev_iommu_ops, iommu_domain_free, iommu_paging_domain_alloc
 from kernel.iommu.iommu_h import IOMMU_CAP_DIRTY_TRACKING, IommuDomain, has_optional_op
 from kernel.iommufd import user
-from kernel.iommufd.io_pagetable import iopt_table_add_domain, iopt_table_remove_domain
+from kernel.iommufd.io_pagetable import (
+    iopt_read_and_clear_dirty_data,
+    iopt_set_dirty_tracking,
+    iopt_table_add_domain,
+    iopt_table_remove_domain,
+)
+from kernel.iommufd.iova_bitmap import IOMMU_DIRTY_NO_CLEAR, IovaBitmap
 from kernel.iommufd.main import (
     IOMMUFD_OBJ_ANY,
     IOMMUFD_OBJ_HWPT_PAGING,
@@ -268,3 +280,39 @@ def iommufd_get_hw_info(ucmd: IommufdUcmd) -> None:
         iommufd_ucmd_respond(ucmd, uapi.iommu_hw_info.SIZE)
     finally:
         iommufd_put_object(ucmd.ictx, idev)
+
+
+def iommufd_get_hwpt_paging(ictx: IommufdCtx, oid: int) -> IommufdHwptPaging:
+    """``iommufd_get_hwpt_paging``: a reference to paging HWPT ``oid`` or ENOENT."""
+    obj = iommufd_get_object(ictx, oid, IOMMUFD_OBJ_HWPT_PAGING)
+    assert isinstance(obj, IommufdHwptPaging)
+    return obj
+
+
+def iommufd_hwpt_set_dirty_tracking(ucmd: IommufdUcmd) -> None:
+    """``iommufd_hwpt_set_dirty_tracking`` (IOMMU_HWPT_SET_DIRTY_TRACKING)."""
+    cmd: uapi.iommu_hwpt_set_dirty_tracking = ucmd.cmd
+    if cmd.flags & ~uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE or cmd.reserved:
+        raise EOPNOTSUPP(f"set_dirty_tracking flags {cmd.flags:#x}")
+    hwpt = iommufd_get_hwpt_paging(ucmd.ictx, cmd.hwpt_id)
+    try:
+        assert hwpt.ioas is not None and hwpt.domain is not None
+        enable = bool(cmd.flags & uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE)
+        iopt_set_dirty_tracking(hwpt.ioas.iopt, hwpt.domain, enable)
+    finally:
+        iommufd_put_object(ucmd.ictx, hwpt)
+
+
+def iommufd_hwpt_get_dirty_bitmap(ucmd: IommufdUcmd) -> None:
+    """``iommufd_hwpt_get_dirty_bitmap`` (IOMMU_HWPT_GET_DIRTY_BITMAP)."""
+    cmd: uapi.iommu_hwpt_get_dirty_bitmap = ucmd.cmd
+    if cmd.flags & ~uapi.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or cmd.reserved:
+        raise EOPNOTSUPP(f"get_dirty_bitmap flags {cmd.flags:#x}")
+    hwpt = iommufd_get_hwpt_paging(ucmd.ictx, cmd.hwpt_id)
+    try:
+        assert hwpt.ioas is not None and hwpt.domain is not None
+        bitmap = IovaBitmap(cmd.iova, cmd.length, cmd.page_size, cmd.data)
+        flags = IOMMU_DIRTY_NO_CLEAR if cmd.flags & uapi.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR else 0
+        iopt_read_and_clear_dirty_data(hwpt.ioas.iopt, hwpt.domain, flags, bitmap)
+    finally:
+        iommufd_put_object(ucmd.ictx, hwpt)

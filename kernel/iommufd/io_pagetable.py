@@ -27,15 +27,32 @@ from sortedcontainers import SortedDict
 
 from kernel.bug import WARN_ON
 from kernel.device import Device
-from kernel.errno import EADDRINUSE, EEXIST, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW, KernelError
+from kernel.errno import (
+    EADDRINUSE,
+    EEXIST,
+    EINVAL,
+    ENOENT,
+    ENOMEM,
+    ENOSPC,
+    EOPNOTSUPP,
+    EOVERFLOW,
+    KernelError,
+)
 from kernel.fault_inject import should_fail
 from kernel.iommu.iommu import iommu_map, iommu_unmap
-from kernel.iommu.iommu_h import ULONG_MAX, IommuDomain
+from kernel.iommu.iommu_h import ULONG_MAX, IommuDomain, IommuIotlbGather, iommu_iotlb_sync
 from kernel.iommu.iommu_resv import (
     IOMMU_RESV_DIRECT_RELAXABLE,
     IOMMU_RESV_SW_MSI,
     IommuResvRegion,
     iommu_get_resv_regions,
+)
+from kernel.iommufd.iova_bitmap import (
+    IOMMU_DIRTY_NO_CLEAR,
+    IommuDirtyBitmap,
+    IommuDirtyOps,
+    IovaBitmap,
+    iova_bitmap_flush,
 )
 from kernel.iommufd.pages import IoptPages, iopt_pages_phys_runs, iopt_pages_pin, iopt_pages_unpin
 from kernel.mm import GFP_KERNEL, PAGE_SIZE
@@ -503,3 +520,69 @@ def iopt_disable_large_pages(iopt: IoPagetable) -> None:
 def iopt_enable_large_pages(iopt: IoPagetable) -> None:
     """``iopt_enable_large_pages``."""
     iopt.disable_large_pages = False
+
+
+# --------------------------------------------------------------------------- dirty tracking
+
+
+def _dirty_ops(domain: IommuDomain) -> IommuDirtyOps:
+    ops: IommuDirtyOps | None = domain.dirty_ops
+    if ops is None:
+        raise EOPNOTSUPP("the domain does not track dirty pages")
+    return ops
+
+
+def iopt_clear_dirty_data(iopt: IoPagetable, domain: IommuDomain) -> None:
+    """``iopt_clear_dirty_data``: clear every dirty bit the domain's tables hold for
+    the areas (no bitmap), then flush what was cleared."""
+    ops = _dirty_ops(domain)
+    gather = IommuIotlbGather()
+    dirty = IommuDirtyBitmap(None, gather)
+    for a in iopt.areas.values():
+        ops.read_and_clear_dirty(domain, a.iova, a.length, 0, dirty)
+    iommu_iotlb_sync(domain, gather)
+
+
+def iopt_set_dirty_tracking(iopt: IoPagetable, domain: IommuDomain, enable: bool) -> None:
+    """``iopt_set_dirty_tracking``: EOPNOTSUPP for a domain without dirty ops; enabling
+    first clears stale dirty bits so the first report starts clean."""
+    ops = _dirty_ops(domain)
+    if enable:
+        iopt_clear_dirty_data(iopt, domain)
+    ops.set_dirty_tracking(domain, enable)
+
+
+def iommufd_check_iova_range(iopt: IoPagetable, iova: int, length: int, page_size: int) -> None:
+    """``iommufd_check_iova_range``: the bitmap's range must not wrap (EOVERFLOW) and
+    must be aligned to the IOVA alignment and to its page size (EINVAL)."""
+    last = iova + length - 1
+    if length == 0 or last > ULONG_MAX:
+        raise EOVERFLOW(f"dirty range {iova:#x} + {length:#x}")
+    align = iopt.iova_alignment
+    if iova & (align - 1) or (last + 1) & (align - 1):
+        raise EINVAL(f"dirty range {iova:#x}-{last:#x} not aligned to {align:#x}")
+    if not page_size:
+        raise EINVAL("bitmap page size 0")
+    if iova & (page_size - 1) or (last + 1) & (page_size - 1):
+        raise EINVAL(f"dirty range {iova:#x}-{last:#x} not aligned to page size {page_size:#x}")
+
+
+def iopt_read_and_clear_dirty_data(
+    iopt: IoPagetable, domain: IommuDomain, flags: int, bitmap: IovaBitmap
+) -> None:
+    """``iopt_read_and_clear_dirty_data``: the domain's dirty pages inside the areas of
+    the bitmap's range set in the user bitmap, and (unless NO_CLEAR) cleared in the
+    tables with their IOTLB entries flushed."""
+    iommufd_check_iova_range(iopt, bitmap.iova, bitmap.length, bitmap.page_size)
+    ops = _dirty_ops(domain)
+    if should_fail("kmalloc"):
+        raise ENOMEM("iova_bitmap (injected)")
+    gather = IommuIotlbGather()
+    dirty = IommuDirtyBitmap(bitmap, gather)
+    last = bitmap.iova + bitmap.length - 1
+    for a in iopt_area_iter(iopt, bitmap.iova, last):
+        start = max(a.iova, bitmap.iova)
+        ops.read_and_clear_dirty(domain, start, min(a.last, last) - start + 1, flags, dirty)
+    if not flags & IOMMU_DIRTY_NO_CLEAR:
+        iommu_iotlb_sync(domain, gather)
+    iova_bitmap_flush(bitmap)

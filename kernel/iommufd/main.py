@@ -20,9 +20,9 @@ Fault injection: object allocation is a ``kmalloc`` point and the id reservation
 ``xa_alloc`` point, as in C.
 
 Departures: one thread, so the object table needs no lock and ``users`` is a plain
-count (no ``shortterm_users`` wait); IOMMU_VFIO_IOAS, dirty tracking, HWPT
-invalidation and the fault queue are recognised and size-checked but answer
-EOPNOTSUPP (not modelled yet).
+count (no ``shortterm_users`` wait); IOMMU_VFIO_IOAS, HWPT invalidation and the
+fault queue are recognised and size-checked but answer EOPNOTSUPP (not modelled
+yet).
 """
 
 from __future__ import annotations
@@ -320,13 +320,13 @@ def _ops() -> dict[int, IommufdIoctlOp]:
         uapi.IOMMU_HWPT_GET_DIRTY_BITMAP,
         uapi.iommu_hwpt_get_dirty_bitmap,
         "data",
-        _not_modelled,
+        hwpt.iommufd_hwpt_get_dirty_bitmap,
     )
     op(
         uapi.IOMMU_HWPT_SET_DIRTY_TRACKING,
         uapi.iommu_hwpt_set_dirty_tracking,
         "__reserved",
-        _not_modelled,
+        hwpt.iommufd_hwpt_set_dirty_tracking,
     )
     op(uapi.IOMMU_IOAS_ALLOC, uapi.iommu_ioas_alloc, "out_ioas_id", ioas.iommufd_ioas_alloc_ioctl)
     op(

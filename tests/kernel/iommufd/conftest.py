@@ -5,6 +5,7 @@ the test on a WARN, a stale translation use or a leaked allocation."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -25,9 +26,14 @@ if TYPE_CHECKING:
 VENDORS = {"vtd": ("default", "drivers.intel_iommu"), "smmuv3": ("smmuv3", "drivers.arm_smmu_v3")}
 
 
-def boot_vendor(vendor: str) -> Kernel:
+def boot_vendor(vendor: str, config: dict[str, object] | None = None) -> Kernel:
+    """Boot the vendor's preset with only its IOMMU driver; ``config`` replaces the
+    IOMMU unit's configuration (``{"slads": True}`` for VT-d dirty tracking)."""
     preset, driver = VENDORS[vendor]
-    return boot(build_machine(PRESETS[preset]), "", builtins=(driver,), entry_points=False)
+    spec = copy.deepcopy(PRESETS[preset])
+    if config is not None:
+        spec["iommus"][0]["config"] = config
+    return boot(build_machine(spec), "", builtins=(driver,), entry_points=False)
 
 
 def pdev(bdf: str = DSA_BDF) -> PciDev:

@@ -28,7 +28,7 @@ from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_iova_to_phys
 from kernel.iommu.pasid import iommu_get_domain_for_dev_pasid
 from kernel.iommufd.hw_pagetable import IommufdHwptPaging
 from kernel.iommufd.ioas import IommufdIoas
-from kernel.iommufd.uapi_helpers import Iommufd
+from kernel.iommufd.uapi_helpers import Iommufd, do_ioctl
 from kernel.mm import PAGE_SIZE, memory_write
 from kernel.uapi import iommufd as uapi
 from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
@@ -81,14 +81,10 @@ def _allow(vmm: Vmm, st: State) -> object:
     cmd = uapi.iommu_ioas_allow_iovas(
         size=uapi.iommu_ioas_allow_iovas.SIZE, ioas_id=st["ioas"], num_iovas=1, allowed_iovas=arr
     )
-    from kernel.iommufd.uapi_helpers import do_ioctl
-
     return do_ioctl(vmm.fd.ctx, uapi.IOMMU_IOAS_ALLOW_IOVAS, cmd)
 
 
 def _hw_info(vmm: Vmm, st: State) -> object:
-    from kernel.iommufd.uapi_helpers import do_ioctl
-
     cmd = uapi.iommu_hw_info(dev_id=st["dev"], data_len=64, data_uptr=st["user"])
     return do_ioctl(vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, cmd)
 
@@ -158,7 +154,61 @@ def test_every_injected_failure_returns_an_errno_and_leaves_nothing(
     scenario: str, vendor: str
 ) -> None:
     setup, op = SCENARIOS[scenario]
-    k = boot_vendor(vendor)
+    points = sweep(boot_vendor(vendor), setup, op)
+    # unmap allocates nothing; SMMUv3 in 6.12 has no hw_info op to allocate
+    assert bool(points) != (
+        scenario == "ioas_unmap" or f"{vendor}-{scenario}" == "smmuv3-get_hw_info"
+    )
+
+
+def _dirty_hwpt(vmm: Vmm, st: State) -> None:
+    _bound(vmm, st)
+    st["buf"] = vmm.buffer(8 * PAGE_SIZE, 1)
+    vmm.fd.ioas_map(st["ioas"], st["buf"], 8 * PAGE_SIZE, iova=BASE)
+    st["hwpt"] = vmm.fd.hwpt_alloc(st["dev"], st["ioas"], flags=DIRTY)
+    vmm.vfio.attach_pt(st["hwpt"])
+
+
+def _tracking(vmm: Vmm, st: State) -> None:
+    _dirty_hwpt(vmm, st)
+    _set_tracking(vmm, st, True)
+
+
+def _set_tracking(vmm: Vmm, st: State, on: bool) -> object:
+    cmd = uapi.iommu_hwpt_set_dirty_tracking(
+        flags=uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE if on else 0, hwpt_id=st["hwpt"]
+    )
+    return do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, cmd)
+
+
+def _get_bitmap(vmm: Vmm, st: State) -> object:
+    cmd = uapi.iommu_hwpt_get_dirty_bitmap(
+        hwpt_id=st["hwpt"], iova=BASE, length=8 * PAGE_SIZE, page_size=PAGE_SIZE, data=st["user"]
+    )
+    return do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, cmd)
+
+
+DIRTY = uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+DIRTY_SCENARIOS: dict[str, tuple[Callable[[Vmm, State], None], Op]] = {
+    "hwpt_alloc_dirty": (_attached, lambda v, s: v.fd.hwpt_alloc(s["dev"], s["ioas"], DIRTY)),
+    "set_dirty_tracking": (_dirty_hwpt, lambda v, s: _set_tracking(v, s, True)),
+    "get_dirty_bitmap": (_tracking, _get_bitmap),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(DIRTY_SCENARIOS))
+def test_dirty_tracking_failures_unwind(scenario: str) -> None:
+    """The same over the dirty-tracking ioctls, on a VT-d unit with ECAP.SLADS."""
+    setup, op = DIRTY_SCENARIOS[scenario]
+    points = sweep(boot_vendor("vtd", {"slads": True}), setup, op)
+    # switching tracking on allocates nothing (it edits PASID entries and queues
+    # invalidations), so only its clean run is checked
+    assert bool(points) != (scenario == "set_dirty_tracking")
+
+
+def sweep(k: Kernel, setup: Callable[[Vmm, State], None], op: Op) -> int:
+    """Run ``op`` after ``setup`` failing its n-th allocation for n = 1, 2, ... until
+    a run passes none; check each run; shut ``k`` down. Returns the points failed."""
     inj = injector()
     points = 0
     try:
@@ -189,11 +239,8 @@ def test_every_injected_failure_returns_an_errno_and_leaves_nothing(
                 assert not left, f"point {n} ({site}): leaked {sorted(left.elements())}"
                 assert not k.warnings(), f"point {n} ({site}): {k.warnings()}"
                 if site is None:
-                    break
-            # unmap allocates nothing; SMMUv3 in 6.12 has no hw_info op to allocate
-            assert bool(points) != (
-                scenario == "ioas_unmap" or f"{vendor}-{scenario}" == ("smmuv3-get_hw_info")
-            )
+                    return points
+            raise AssertionError("the sweep did not end")
     finally:
         inj.disarm()
         k.activate()
