@@ -5,9 +5,13 @@ rules, and a PASID attachment of a HWPT carrying the DSA's PASID-tagged DMA."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
+from hw.machine import build_machine
 from iommulab.vfio_dsa import VfioDsa
+from kernel.boot import boot
 from kernel.errno import EBUSY, EINVAL, ENOENT, EOPNOTSUPP, EPERM
 from kernel.iommu.iommu import iommu_get_domain_for_dev
 from kernel.iommu.pasid import iommu_get_domain_for_dev_pasid
@@ -23,6 +27,9 @@ from kernel.uapi.idxd import DSA_COMP_SUCCESS
 from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
 from tests.kernel.iommufd.conftest import Vmm, pdev
 from tests.kernel.iommufd.helpers import domain_of, maps_to, raw
+
+if TYPE_CHECKING:
+    from iommulab.pytest_plugin import KernelChecks
 
 
 def test_hwpt_alloc_copies_the_ioas_and_attaches(vmm: Vmm) -> None:
@@ -212,3 +219,39 @@ def test_pasid_attach_of_a_hwpt_carries_pasid_tagged_dma(vmm: Vmm) -> None:
     with pytest.raises(EINVAL):
         vmm.vfio.detach_pt(pasid=PASID)
     fd.destroy(hwpt)
+
+
+TWO_SMMUS = {
+    "name": "two-smmus",
+    "ram": "256M",
+    "iommus": [
+        {"kind": "smmuv3", "name": "smmu0", "scope": ["0000:00:02.0"]},
+        {"kind": "smmuv3", "name": "smmu1", "scope": ["0000:00:04.0"]},
+    ],
+    "devices": [{"kind": "dsa", "bdf": "0000:00:02.0"}, {"kind": "dsa", "bdf": "0000:00:04.0"}],
+}
+
+
+def test_a_hwpt_of_another_iommu_instance_is_refused(iommulab_checks: KernelChecks) -> None:
+    """Two DSAs behind two SMMUv3 instances: a HWPT made for the first cannot be
+    attached to the second (EINVAL, from the driver), and attaching the second to the
+    same IOAS skips the incompatible auto domain and makes one of its own."""
+    k = iommulab_checks.track(
+        boot(build_machine(TWO_SMMUS), "", builtins=("drivers.arm_smmu_v3",), entry_points=False)
+    )
+    with k:
+        fd = Iommufd.open()
+        a = vfio_device_fops_cdev_open(pdev("0000:00:02.0"))
+        b = vfio_device_fops_cdev_open(pdev("0000:00:04.0"))
+        dev_a, dev_b = a.bind_iommufd(fd.ctx), b.bind_iommufd(fd.ctx)
+        ioas = fd.ioas_alloc()
+        hwpt_a = a.attach_pt(ioas)
+        with pytest.raises(EINVAL):
+            b.attach_pt(hwpt_a)
+        assert not b.attached and fd.ctx.objects[hwpt_a].users == 2  # type: ignore[union-attr]
+        hwpt_b = b.attach_pt(ioas)
+        assert hwpt_b not in (hwpt_a, dev_a, dev_b)
+        assert iommu_get_domain_for_dev(pdev("0000:00:04.0")) is domain_of(fd.ctx, hwpt_b)
+        a.close()
+        b.close()
+        fd.close()
