@@ -39,11 +39,11 @@ REGISTER_KEYS = ("cap", "ecap", "ver")
 
 CAP_KNOBS = ("nd", "rwbf", "cm", "sagaw", "mgaw", "sllps", "psi", "nfr", "mamv", "fl1gp", "fl5lp")
 ECAP_KNOBS = (
-    "coherent", "qi", "dt", "pt", "prs", "ers", "srs", "nwfs", "pss", "pasid", "smts", "slts",
-    "flts",
+    "coherent", "qi", "dt", "ir", "eim", "mhmv", "pt", "prs", "ers", "srs", "nwfs", "pss",
+    "pasid", "smts", "slts", "flts",
 )  # fmt: skip
 
-FIXED_REGS_END = vr.IQERCD_OFF + 8
+FIXED_REGS_END = vr.IRTA_OFF + 8
 """End of the fixed registers the model implements; IOTLB and fault records go above it."""
 
 # Set bits the model does not implement: (register, field) -> what it is.
@@ -56,10 +56,7 @@ _UNMODELLED: dict[tuple[str, str], str] = {
     ("cap", "ECMDS"): "enhanced command interface",
     ("cap", "ESIRTPS"): "enhanced SIRTP, interrupt remapping",
     ("cap", "ESRTPS"): "enhanced SRTP cache invalidation",
-    ("ecap", "IR"): "interrupt remapping",
-    ("ecap", "EIM"): "extended interrupt mode",
     ("ecap", "SC"): "snoop control",
-    ("ecap", "MHMV"): "interrupt-entry-cache handle mask, interrupt remapping",
     ("ecap", "MTS"): "memory type support",
     ("ecap", "NEST"): "nested translation",
     ("ecap", "EAFS"): "extended accessed flag",
@@ -125,6 +122,9 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
         "coherent": bool(e["C"]),
         "qi": bool(e["QI"]),
         "dt": bool(e["DT"]),
+        "ir": bool(e["IR"]),
+        "eim": bool(e["EIM"]),
+        "mhmv": e["MHMV"],
         "pt": bool(e["PT"]),
         "prs": bool(e["PRS"]),
         "ers": bool(e["ERS"]),
@@ -175,6 +175,12 @@ class VtdConfig:
     ers: bool = False
     nwfs: bool = False
     qi: bool = True
+    ir: bool = True
+    """ECAP.IR: interrupt remapping (:mod:`hw.vtd.irq_remap`)."""
+    eim: bool = False
+    """ECAP.EIM: IRTA.EIME may select x2APIC (32-bit) destinations."""
+    mhmv: int = 15
+    """ECAP.MHMV: largest IM an index-selective IEC invalidation may carry."""
     nfr: int = 8
     rwbf: bool = False
     coherent: bool = True
@@ -190,6 +196,8 @@ class VtdConfig:
             raise ValueError(f"{WHAT}: unknown key 'raw'")
         given = {k: config.pop(k) for k in REGISTER_KEYS if k in config}
         if not given:
+            if config.get("qi") is False and "ir" not in config:
+                config["ir"] = False  # IR needs QI: a unit without QI has no IR either
             cfg = from_mapping(cls, config, WHAT)
             cfg.validate()
             return cfg
@@ -221,6 +229,11 @@ class VtdConfig:
         _check_range("sllps", self.sllps, 0, 3)
         _check_range("pss", self.pss, 0, 19)
         _check_range("nfr", self.nfr, 1, 256)
+        _check_range("mhmv", self.mhmv, 0, 15)
+        if self.ir and not self.qi:
+            raise ValueError("vtd config ir: interrupt remapping needs qi (IEC invalidation)")
+        if self.eim and not self.ir:
+            raise ValueError("vtd config eim: extended interrupt mode needs ir")
         if self.sagaw == 0 and not (self.smts and not self.slts):
             raise ValueError("vtd config sagaw: 0 is only valid with smts and without slts")
         if self.smts and not self.qi:
@@ -299,6 +312,9 @@ class VtdConfig:
             C=int(self.coherent),
             QI=int(self.qi),
             DT=int(self.dt),
+            IR=int(self.ir),
+            EIM=int(self.eim),
+            MHMV=self.mhmv if self.ir else 0,
             PT=int(self.pt),
             IRO=self.iro,
             PRS=int(self.prs),

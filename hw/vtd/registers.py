@@ -38,6 +38,7 @@ IEDATA_OFF = 0x0A4
 IEADDR_OFF = 0x0A8
 IEUADDR_OFF = 0x0AC
 IQERCD_OFF = 0x0B0
+IRTA_OFF = 0x0B8
 
 
 class VER(Register):
@@ -223,6 +224,16 @@ class IQERCD(Register):
     IQEI = Field(3, 0, RO)
     ITESID = Field(47, 32, RO)
     ICESID = Field(63, 48, RO)
+
+
+class IRTA(Register):
+    """IRTA_REG: table base, EIME, size S (entries = 2**(S+1)); facts A1."""
+
+    WIDTH = 64
+    S = Field(3, 0, RW)
+    RSVD = Field(10, 4, Access.RsvdZ)
+    EIME = Field(11, 11, RW)
+    IRTA = Field(63, 12, RW)
 
 
 class IVA(Register):
