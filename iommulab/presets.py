@@ -53,13 +53,10 @@ def _server() -> dict[str, Any]:
 
 
 QEMU_72_SM_CAP = "0xd2008c222f0606"
-QEMU_72_SM_ECAP_AS_QEMU = "0x480080f00f4a"
-QEMU_72_SM_ECAP = "0x480080000f42"
-"""QEMU 7.2's ECAP with IR (bit 3) and MHMV (bits 23:20, IR's handle mask) cleared:
-interrupt remapping is not modelled, and it cannot be kept as "present but unused"
-because Linux 6.12 with its defaults (intremap on) does use IR whenever ECAP.IR is set
-(``intel_irq_remap_supported``), so a unit advertising it would boot differently
-from real Linux. Every other bit is QEMU's."""
+QEMU_72_SM_ECAP = "0x480080f00f4a"
+"""QEMU 7.2's ECAP as its dmesg prints it: IR (bit 3) and MHMV 0xF (bits 23:20) set,
+EIM clear (``intremap=on`` without ``eim=on``), so Linux enables interrupt remapping
+in xAPIC mode."""
 QEMU_72_SM_VER = "0x10"
 
 
@@ -67,12 +64,14 @@ def _qemu_72_sm() -> dict[str, Any]:
     """QEMU 7.2's ``-device intel-iommu,x-scalable-mode=on,aw-bits=48`` (``vtd_cap_init``):
     scalable mode with second-stage tables only (no first stage, no PASID, no ATS),
     one fault record at FRO 0x220, IOTLB registers at IRO 0xF0, DRD/DWD set, page
-    walks not coherent (ECAP.C=0, so the driver flushes table updates)."""
+    walks not coherent (ECAP.C=0, so the driver flushes table updates), interrupt
+    remapping with a 15-bit IEC handle mask and no x2APIC mode (ECAP.IR, MHMV 0xF,
+    EIM 0)."""
     return {
         "name": "qemu-7.2-sm",
         "doc": (
             "256 MiB RAM, one VT-d unit with QEMU 7.2's scalable-mode registers "
-            f"(cap {QEMU_72_SM_CAP}, ecap {QEMU_72_SM_ECAP_AS_QEMU} less IR/MHMV, ver "
+            f"(cap {QEMU_72_SM_CAP}, ecap {QEMU_72_SM_ECAP}, ver "
             f"{QEMU_72_SM_VER}), one DSA and one edu device"
         ),
         "ram": "256M",

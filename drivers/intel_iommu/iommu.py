@@ -78,6 +78,10 @@ from drivers.intel_iommu.domain import (
     iommu_domain_did,
     to_dmar_domain,
 )
+from drivers.intel_iommu.irq_remapping import (
+    intel_irq_remapping_init_unit,
+    intel_irq_remapping_shutdown_unit,
+)
 from drivers.intel_iommu.pasid import (
     PASID_FLAG_FL5LP,
     intel_context_flush_no_pasid,
@@ -203,9 +207,11 @@ def init_translation_status(iommu: IntelIommu) -> None:
 
 def intel_iommu_init_qi(iommu: IntelIommu) -> None:
     """``intel_iommu_init_qi``: clear old faults, disable a QI left on by firmware,
-    enable QI; without it, register-based invalidation."""
-    dmar_fault(-1, iommu)
-    dmar_disable_qi(iommu)
+    enable QI; without it, register-based invalidation. A queue interrupt remapping
+    already enabled is kept (``dmar_enable_qi`` returns at once)."""
+    if iommu.qi is None:
+        dmar_fault(-1, iommu)
+        dmar_disable_qi(iommu)
     try:
         dmar_enable_qi(iommu)
     except ENOENT:
@@ -250,6 +256,7 @@ def intel_iommu_init_unit(drhd: DrhdUnit) -> IntelIommu:
     try:
         if pasid_supported(iommu):
             st.pasid_max_id = min(st.pasid_max_id, 2 << ir.ecap_pss(iommu.ecap))
+        intel_irq_remapping_init_unit(iommu)
         intel_iommu_init_qi(iommu)
         init_translation_status(iommu)
         if iommu.flags & VTD_FLAG_TRANS_PRE_ENABLED:
@@ -286,6 +293,7 @@ def _unwind_unit(iommu: IntelIommu) -> None:
         iommu_device_unregister(iommu)
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
+    intel_irq_remapping_shutdown_unit(iommu)
     free_context_table(iommu)
     free_iommu(iommu)
 
@@ -298,6 +306,7 @@ def intel_iommu_shutdown_unit(iommu: IntelIommu) -> None:
     WARN_ON(len(iommu.domain_ida) != 0, f"{iommu.name}: domain IDs still in use at shutdown")
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
+    intel_irq_remapping_shutdown_unit(iommu)
     dmar_disable_qi(iommu)
     free_context_table(iommu)
     free_iommu(iommu)

@@ -113,7 +113,10 @@ class VtdUnit(IommuUnitModel):
         self.irq = IrqRemapping(self)
         self.regs = self._build_regs()
         self._traced = {
-            slot.offset: slot.name for slot in self.regs.slots() if slot.name in TRACED_REGS
+            dw: slot.name
+            for slot in self.regs.slots()
+            if slot.name in TRACED_REGS
+            for dw in range(slot.offset, slot.offset + slot.nbytes, 4)
         }
         self.faults = FaultLog(self.regs, self.cfg.nfr, self.reporting.fault_event)
         self._pipeline: Pipeline | None = None
@@ -270,9 +273,9 @@ class VtdUnit(IommuUnitModel):
         self.regs.write(offset, size, value)
         m = self.machine
         if m is not None and m.hw_trace is not None:
-            name = self._traced.get(offset & ~7) or self._traced.get(offset & ~3)
+            name = self._traced.get(offset & ~3)
             if name is not None:
-                self.emit("hw_vtd:reg_write", reg=name, value=self.regs[name])
+                self.emit("hw_vtd:reg_write", reg=name, offset=offset, value=value)
 
     # -- interrupt requests (hw.vtd.irq_remap) -------------------------------------------
     def interrupt_request(self, rid: int, addr: int, data: int) -> DmaFault | None:
