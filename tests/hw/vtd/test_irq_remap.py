@@ -172,7 +172,7 @@ def test_reserved_irta_bits_and_eime_without_eim_are_reported() -> None:
     reg_write(m, vr.IRTA_OFF, 0x20_0000 | 1 << 11 | 1 << 4, 8)
     reg_write(m, vr.GCMD_OFF, QIE | SIRTP)
     m.clock.advance(1000)
-    assert any(v.reg == "IRTA" for v in unit.regs.violations)
+    assert any(v.register == "IRTA" for v in unit.regs.violations)
     assert any("EIME" in e for e in unit.errors) and not unit.irq.eime
 
 
