@@ -369,7 +369,7 @@ class IrqRemapping:
         """A read of the interrupt window or a write that is not an aligned DWORD."""
         self.blocked += 1
         return self.unit.reporting.fault(
-            rid, None, False, False, addr, write, FR.IR_INVALID_REQUEST, False, fi=0
+            rid, None, False, False, addr, write, FR.IR_INVALID_REQUEST, False
         )
 
     # -- debug -------------------------------------------------------------------------
