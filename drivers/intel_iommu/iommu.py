@@ -200,6 +200,16 @@ def iommu_disable_translation(iommu: IntelIommu) -> None:
     IOMMU_WAIT_OP(iommu, ir.DMAR_GSTS_REG, reg.readl, lambda v: not v & ir.DMA_GSTS_TES)
 
 
+def iommu_disable_protect_mem_regions(iommu: IntelIommu) -> None:
+    """``iommu_disable_protect_mem_regions``: with CAP.PLMR/PHMR, clear PMEN.EPM and
+    wait for PRS to clear (Linux does this right after enabling translation)."""
+    if not ir.cap_plmr(iommu.cap) and not ir.cap_phmr(iommu.cap):
+        return
+    reg = iommu.regs
+    reg.writel(reg.readl(ir.DMAR_PMEN_REG) & ~ir.DMA_PMEN_EPM, ir.DMAR_PMEN_REG)
+    IOMMU_WAIT_OP(iommu, ir.DMAR_PMEN_REG, reg.readl, lambda v: not v & ir.DMA_PMEN_PRS)
+
+
 def init_translation_status(iommu: IntelIommu) -> None:
     if iommu.regs.readl(ir.DMAR_GSTS_REG) & ir.DMA_GSTS_TES:
         iommu.flags |= VTD_FLAG_TRANS_PRE_ENABLED
@@ -279,6 +289,7 @@ def intel_iommu_init_unit(drhd: DrhdUnit) -> IntelIommu:
         # The firmware unit is the kernel's IommuUnitInfo, which drivers cannot name.
         iommu_device_register(iommu, st.ops, cast(Any, drhd))
         iommu_enable_translation(iommu)
+        iommu_disable_protect_mem_regions(iommu)
     except KernelError:
         _unwind_unit(iommu)
         raise

@@ -226,6 +226,18 @@ def ecap_max_handle_mask(e: int) -> int:
     return (e >> 20) & 0xF
 
 
+def cap_plmr(c: int) -> int:
+    return (c >> 5) & 1
+
+
+def cap_phmr(c: int) -> int:
+    return (c >> 6) & 1
+
+
+DMA_PMEN_EPM = 1 << 31
+DMA_PMEN_PRS = 1 << 0
+
+
 def cap_esirtps(c: int) -> int:
     return (c >> 62) & 1
 

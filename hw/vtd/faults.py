@@ -56,6 +56,8 @@ class FR(enum.IntEnum):
     IR_IRTE_RSVD = 0x24
     IR_REQ_COMPAT = 0x25
     IR_SID_ERR = 0x26
+    IR_PDA_INVAL = 0x27
+    IR_PID_RSVD = 0x28
     IR_INVALID_REQUEST = 0x29
     # scalable mode
     SM_RTADDR_INVALID = 0x30

@@ -31,8 +31,10 @@ are :class:`hw.pagewatch.SlotCached` on the unit's tracker: using a cached IRTE 
 table bytes changed without an invalidation is a stale use, counted with the other
 caches' (:meth:`hw.translation.Pipeline.stale`) and emitted as
 ``hw_vtd:stale_translation`` with ``cache=iec``; the cached entry is what gets
-delivered, as hardware would. Posted-format IRTEs (IM=1) are refused as reserved:
-CAP.PI is not modelled. QEMU ``vtd_interrupt_remap_msi``/``vtd_irte_get`` behave
+delivered, as hardware would. Posted-format IRTEs (IM=1) are reserved without CAP.PI;
+with it the vector is posted into the descriptor at the IRTE's PDA (PIR, ON/SN, the
+notification event; 0x27 when the descriptor cannot be read, 0x28 for its reserved
+bits). QEMU ``vtd_interrupt_remap_msi``/``vtd_irte_get`` behave
 alike; QEMU has no entry cache and does not check reserved bits beyond the IRTE's.
 """
 
@@ -119,13 +121,21 @@ class Irte:
         dst = IRTE_LO.DST.get(self.lo)
         return dst if eime else (dst >> 8) & 0xFF
 
+    @property
+    def posted(self) -> bool:
+        return bool(IRTE_LO.IM.get(self.lo))
+
     def reserved(self, eime: bool, posted: bool) -> str:
         """Why the entry's programming is invalid (fault 0x24), or ''."""
         lo, hi = self.lo, self.hi
+        if IRTE_LO.IM.get(lo):
+            if not posted:
+                return "posted format without CAP.PI"
+            if lo & POSTED_LO_RSVD or hi & POSTED_HI_RSVD:
+                return "reserved bits (posted format)"
+            return "SVT 3" if IRTE_HI.SVT.get(hi) == SVT_RSVD else ""
         if lo & IRTE_LO.RSVDZ_MASK or hi & IRTE_HI.RSVDZ_MASK:
             return "reserved bits"
-        if IRTE_LO.IM.get(lo) and not posted:
-            return "posted format without CAP.PI"
         if IRTE_LO.DLM.get(lo) in _DLM_RSVD:
             return "reserved delivery mode"
         if not eime and IRTE_LO.DST.get(lo) & _XAPIC_DST_RSVD:
@@ -146,6 +156,16 @@ class Irte:
             return (rid & mask) == (sid & mask)
         bus = rid >> 8
         return sid >> 8 <= bus <= sid & 0xFF
+
+
+POSTED_LO_RSVD = 0xFC | 0x3000 | ((1 << 38) - (1 << 24))
+"""Posted-format IRTE low qword: bits 7:2, 13:12 and 37:24 are reserved (spec 9.11)."""
+POSTED_HI_RSVD = 0xFFF << 20
+PID_SIZE = 64
+PID_ON = 1 << 256
+PID_SN = 1 << 257
+PID_RSVD = ((1 << 272) - (1 << 258)) | ((1 << 288) - (1 << 280)) | ((1 << 512) - (1 << 320))
+"""Posted-interrupt descriptor bits 271:258, 287:280 and 511:320 (spec 9.12)."""
 
 
 class IecEntry(SlotCached):
@@ -273,6 +293,8 @@ class IrqRemapping:
                 raise _IrFault(FR.IR_SID_ERR, irte.fpd)
         except _IrFault as f:
             return self._fault(rid, index, addr, f)
+        if irte.posted:
+            return self._post(rid, index, irte, addr)
         vector = IRTE_LO.V.get(irte.lo)
         dest = irte.dest(self.eime)
         if unit.machine is not None and unit.machine.hw_trace is not None:
@@ -297,6 +319,34 @@ class IrqRemapping:
         self._deliver(msg_addr, msg_data)
         return None
 
+    def _post(self, rid: int, index: int, irte: Irte, addr: int) -> DmaFault | None:
+        """Posted format (CAP.PI; spec 5.2.3): set the vector's bit in the descriptor's
+        PIR and, unless ON is already set or SN suppresses a non-urgent one, set ON
+        and send the notification event (NV to NDST)."""
+        lo, hi = irte.lo, irte.hi
+        pda = ((lo >> 38) << 6) | ((hi >> 32) << 32)
+        mem = self.unit.m.memory
+        try:
+            pid = int.from_bytes(mem.read(pda, PID_SIZE), "little")
+        except BusError:
+            return self._fault(rid, index, addr, _IrFault(FR.IR_PDA_INVAL))
+        if pid & PID_RSVD:
+            return self._fault(rid, index, addr, _IrFault(FR.IR_PID_RSVD))
+        vector = IRTE_LO.V.get(lo)
+        urgent = bool(lo >> 14 & 1)
+        pid |= 1 << vector
+        notify = not pid & PID_ON and (urgent or not pid & PID_SN)
+        if notify:
+            pid |= PID_ON
+        mem.write(pda, pid.to_bytes(PID_SIZE, "little"))
+        self.unit.emit("hw_vtd:irte", sid=rid, index=index, vector=vector, dest=-1, posted=True)
+        if notify:
+            nv = (pid >> 272) & 0xFF
+            ndst = (pid >> 288) & 0xFFFF_FFFF
+            dest = ndst if self.eime else (ndst >> 8) & 0xFF
+            self._deliver(INTR_LO | (dest & 0xFF) << 12 | ((dest >> 8) & 0x7F) << 5, nv)
+        return None
+
     def _deliver(self, addr: int, data: int) -> None:
         self.delivered += 1
         self.unit.m.msi(addr, data)
@@ -313,7 +363,7 @@ class IrqRemapping:
     def _check(self, irte: Irte) -> None:
         if not irte.present:
             raise _IrFault(FR.IR_ENTRY_P, irte.fpd)
-        why = irte.reserved(self.eime, False)
+        why = irte.reserved(self.eime, self.unit.cfg.pi)
         if why:
             raise _IrFault(FR.IR_IRTE_RSVD, irte.fpd, why)
 

@@ -2,7 +2,8 @@
 
 Offsets are the spec's; the IOTLB register pair and the fault recording registers
 sit where CAP.FRO / ECAP.IRO say, which :mod:`hw.vtd.config` derives. PMEN/PLM*/PHM*
-read as zero (CAP.PLMR/PHMR are 0); AFLOG reads zero (CAP.AFL is 0).
+read as zero unless CAP.PLMR/PHMR (then :mod:`hw.vtd.pmr` defines them); AFLOG reads
+zero (CAP.AFL is 0).
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from hw.vtd.devtlb import DeviceTlb
 from hw.vtd.faults import FR, FaultLog, FaultReporting
 from hw.vtd.invalidation import RegisterInvalidation
 from hw.vtd.irq_remap import IrqRemapping
+from hw.vtd.pmr import PHM, PLM, PMEN, ProtectedMemory
 from hw.vtd.translate import Translation
 from hw.vtd.walk import Walker
 
@@ -59,7 +60,8 @@ GCMD_DELAY_NS = 100
 TRACED_REGS = frozenset(
     {
         "GCMD", "RTADDR", "CCMD", "IVA", "IOTLB", "IQA", "IRTA", "FECTL", "FEDATA", "FEADDR",
-        "FEUADDR", "IECTL", "IEDATA", "IEADDR", "IEUADDR",
+        "FEUADDR", "IECTL", "IEDATA", "IEADDR", "IEUADDR", "PMEN", "PLMBASE", "PLMLIMIT",
+        "PHMBASE", "PHMLIMIT",
     }
 )  # fmt: skip
 """Registers whose writes configure the unit (``hw_vtd:reg_write``); the queue tail,
@@ -111,6 +113,7 @@ class VtdUnit(IommuUnitModel):
         self.xlate = Translation(self)
         self.devtlb = DeviceTlb(self)
         self.irq = IrqRemapping(self)
+        self.pmr = ProtectedMemory(self)
         self.regs = self._build_regs()
         self._traced = {
             dw: slot.name
@@ -142,11 +145,12 @@ class VtdUnit(IommuUnitModel):
         rf.add(vr.EventAddr, vr.FEADDR_OFF, name="FEADDR")
         rf.add(vr.EventUAddr, vr.FEUADDR_OFF, name="FEUADDR")
         rf.add(vr.RO64, vr.AFLOG_OFF, name="AFLOG")
-        rf.add(vr.RO32, vr.PMEN_OFF, name="PMEN")
-        rf.add(vr.RO32, vr.PLMBASE_OFF, name="PLMBASE")
-        rf.add(vr.RO32, vr.PLMLIMIT_OFF, name="PLMLIMIT")
-        rf.add(vr.RO64, vr.PHMBASE_OFF, name="PHMBASE")
-        rf.add(vr.RO64, vr.PHMLIMIT_OFF, name="PHMLIMIT")
+        pmr = cfg.plmr or cfg.phmr
+        rf.add(PMEN if pmr else vr.RO32, vr.PMEN_OFF, name="PMEN", on_write=self.pmr.pmen_write)
+        rf.add(PLM if cfg.plmr else vr.RO32, vr.PLMBASE_OFF, name="PLMBASE")
+        rf.add(PLM if cfg.plmr else vr.RO32, vr.PLMLIMIT_OFF, name="PLMLIMIT")
+        rf.add(PHM if cfg.phmr else vr.RO64, vr.PHMBASE_OFF, name="PHMBASE")
+        rf.add(PHM if cfg.phmr else vr.RO64, vr.PHMLIMIT_OFF, name="PHMLIMIT")
         rf.add(vr.IQH, vr.IQH_OFF)
         rf.add(vr.IQT, vr.IQT_OFF, on_write=self._iqt_write)
         rf.add(vr.IQA, vr.IQA_OFF)
@@ -328,8 +332,10 @@ class VtdUnit(IommuUnitModel):
         self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
     ) -> DmaResult:
         if not self.te:
-            return self._untranslated(addr, size, write)
-        return self.xlate.translate(rid, pasid, priv, addr, size, write, False)
+            res = self._untranslated(addr, size, write)
+        else:
+            res = self.xlate.translate(rid, pasid, priv, addr, size, write, False)
+        return self.pmr.clip(addr, res, write) if self.pmr.active else res
 
     def translate_ex(
         self,
@@ -349,12 +355,14 @@ class VtdUnit(IommuUnitModel):
         Translation Request (AT = translation request): the completion entries are
         appended to it and the result carries only the fault (:meth:`ats_translate`)."""
         if ats is not None:
-            res = self.devtlb.request(rid, pasid, priv, addr, size, write)
-            ats.extend(res.entries)
-            return DmaResult((), res.fault)
+            answer = self.devtlb.request(rid, pasid, priv, addr, size, write)
+            ats.extend(answer.entries)
+            return DmaResult((), answer.fault)
         if not self.te:
-            return self._untranslated(addr, size, write)
-        return self.xlate.translate(rid, pasid, priv, addr, size, write, exe)
+            res = self._untranslated(addr, size, write)
+        else:
+            res = self.xlate.translate(rid, pasid, priv, addr, size, write, exe)
+        return self.pmr.clip(addr, res, write) if self.pmr.active else res
 
     def fresh_outcome(
         self, rid: int, pasid: int | None, priv: bool, exe: bool, write: bool, addr: int
