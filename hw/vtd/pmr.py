@@ -4,7 +4,8 @@
 With CAP.PLMR (low region, below 4 GiB) or CAP.PHMR (high region) the base/limit
 registers are read-write with 2 MiB granularity (bits 20:0 read as zero); PMEN.EPM
 enables both regions and PMEN.PRS follows it after the command delay. While PRS is
-set, a DMA request whose result lands in a region is blocked at the first protected
+set, a DMA request whose result lands in a region (base to limit + 2 MiB - 1; empty
+when base is above limit) is blocked at the first protected
 byte, translated or not; such a request ends as an unsupported request (a bus fault
 for the device), and no fault record is written. Linux 6.12 never enables the regions;
 it turns EPM off after enabling translation (``iommu_disable_protect_mem_regions``),

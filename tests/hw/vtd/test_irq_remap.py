@@ -266,3 +266,38 @@ def test_window_reads_and_other_sizes_fault_and_reach_no_memory() -> None:
     n, fault = fn.dma_write(None, False, MSI + 2, b"\x45\x00\x00\x00")  # unaligned DWORD
     assert n == 0 and fault is not None and fault.reason == 0x29
     assert got == [] and unit.stats.faults_recorded == 3
+
+
+def _posted(vector: int, pda: int, urgent: int = 0) -> bytes:
+    low = 1 | urgent << 14 | 1 << 15 | vector << 16 | ((pda >> 6) & ((1 << 26) - 1)) << 38
+    high = RID | 1 << 18 | (pda >> 32) << 32
+    return low.to_bytes(8, "little") + high.to_bytes(8, "little")
+
+
+def test_posted_irte_sets_pir_and_on_and_sends_one_notification() -> None:
+    ir = Ir({"pi": True})
+    pid = ir.pages.alloc()
+    ir.m.memory.write(pid + 34, (0xF2).to_bytes(1, "little"))  # NV
+    ir.m.memory.write(pid + 36, (0x300).to_bytes(4, "little"))  # NDST: APIC id 3 (xAPIC)
+    ir.put(0, _posted(0x55, pid))
+    assert ir.send(remappable(0)) is None
+    assert ir.send(remappable(0)) is None  # ON already set: no second notification
+    raw = int.from_bytes(ir.m.memory.read(pid, 64), "little")
+    assert raw >> 0x55 & 1 and raw >> 256 & 1
+    assert ir.got == [(MSI | 3 << 12, 0xF2)]
+
+
+def test_posted_irte_faults_without_pi_or_with_a_bad_descriptor() -> None:
+    ir = Ir()
+    ir.put(0, _posted(0x55, 0x20_0000))
+    fault = ir.send(remappable(0))
+    assert fault is not None and fault.reason == 0x24
+    ir = Ir({"pi": True})
+    ir.put(0, _posted(0x55, ir.m.memory.size + 0x1000))
+    fault = ir.send(remappable(0))
+    assert fault is not None and fault.reason == 0x27
+    pid = ir.pages.alloc()
+    ir.m.memory.write(pid + 60, b"\x01")  # bit 480: reserved
+    ir.put(1, _posted(0x55, pid))
+    fault = ir.send(remappable(1))
+    assert fault is not None and fault.reason == 0x28 and ir.got == []
