@@ -1,12 +1,14 @@
 """The VT-d driver proper (drivers/iommu/intel/iommu.c, ~v6.15): unit bring-up, device
 probe and release, domains, attach, upstream PASID attach, map/unmap.
 
-Bring-up of one unit follows ``init_dmars``/``intel_iommu_init``: queued invalidation
+Bring-up of one unit follows ``init_dmars``/``intel_iommu_init``, after interrupt
+remapping (:mod:`.irq_remapping`: QIE, SIRTP, global IEC flush, IRE, as the x86 APIC
+setup does before any DMA remapping): queued invalidation
 (``intel_iommu_init_qi``, falling back to register-based invalidation without QI),
 the root table, SRTP through GCMD/GSTS, the global context/PASID-cache/IOTLB
 invalidations (skipped with CAP.ESRTPS), the fault interrupt, registration with
 the IOMMU core (which probes the devices in scope and attaches their default
-domains), and last TE.
+domains), and last TE, then the protected memory regions are turned off.
 
 Domains: DMA/UNMANAGED paging domains are first-stage when the unit is in
 scalable mode with FLTS (``first_level_by_default``), second-stage otherwise; the
