@@ -214,14 +214,16 @@ def idxd_set_user_intr(idxd: IdxdDevice, enable: bool) -> None:
 def idxd_wq_kernel_priv(idxd: IdxdDevice) -> int:
     """Privilege of kernel descriptors and kernel dedicated WQs.
 
-    With a system PASID: user privilege (0), in both PASID API generations,
+    With a system PASID: user privilege (0) under ``upstream`` and ``seed-v3``,
     because the VT-d driver sets kernel-DMA PASID entries up non-privileged
     (SRE=0; a7050fbde36e, v6.4). The 2022 seed-era idxd kept priv=1 for kernel WQs
     (WQCFG.priv and ``hw->priv``) and relied on the supervisor-request PASID
     entries VT-d made then; ``idxd.kernel_priv=1`` restores that behaviour, and
     against today's VT-d entries every descriptor then faults (the model reports
-    it). Without a PASID the request carries no privilege at all; kernel WQs keep
-    priv=1 so their completion interrupts do not depend on GENCFG.user_int_en.
+    it). ``kernel-sva`` forces ``kernel_priv``: its PASID entry is a supervisor
+    one (SRE=1) over ``init_mm``. Without a PASID the request carries no privilege
+    at all; kernel WQs keep priv=1 so their completion interrupts do not depend on
+    GENCFG.user_int_en.
     """
     if idxd.pasid_enabled and not idxd.kernel_priv:
         return 0
