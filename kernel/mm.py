@@ -470,6 +470,13 @@ def phys_to_virt(paddr: int) -> int:
     return PAGE_OFFSET + paddr
 
 
+def vmalloc_to_page(vaddr: int) -> Page:
+    """``vmalloc_to_page``: the page backing a vmalloc address (EFAULT if none)."""
+    if not is_vmalloc_addr(vaddr):
+        raise EINVAL(f"vmalloc_to_page of {vaddr:#x}: not a vmalloc address")
+    return Page(current.kernel.mm.virt_to_phys(vaddr) >> PAGE_SHIFT)
+
+
 def virt_to_page(vaddr: int) -> Page:
     return Page(current.kernel.mm.virt_to_phys(vaddr) >> PAGE_SHIFT)
 

@@ -401,7 +401,12 @@ def idxd_wq_free_irq(wq: IdxdWq) -> None:
 
 def idxd_wq_alloc_resources(wq: IdxdWq) -> None:
     """``idxd_wq_alloc_resources``: ``num_descs`` descriptor slots, completion
-    records in one DMA-coherent array (32-byte stride for DSA)."""
+    records in one DMA-coherent array (32-byte stride for DSA).
+
+    With a supervisor SVA bond (``iommu.pasid_api=kernel-sva``) the device reaches
+    them through ``init_mm``, so descriptors carry their kernel virtual address.
+    5.15 put the DMA address there, which is one reason its sysfs refused a
+    dmaengine WQ while the system PASID was on."""
     idxd = wq.idxd
     wq.num_descs = wq.size if wq.dedicated else wq.threshold
     shadow = kzalloc(64 * wq.num_descs, GFP_KERNEL)
@@ -414,12 +419,13 @@ def idxd_wq_alloc_resources(wq: IdxdWq) -> None:
         raise ENOMEM(f"{wq.name_dev}: completion records")
     idxd.allocs.append(shadow)
     wq.compls_vaddr, wq.compls_dma, wq.compls_size = vaddr, dma, size
+    seen = vaddr if idxd.sva is not None else dma
     wq.descs = [
         IdxdDesc(
             i,
             wq,
             vaddr + i * DSA_COMP_RECORD_SIZE,
-            dma + i * DSA_COMP_RECORD_SIZE,
+            seen + i * DSA_COMP_RECORD_SIZE,
         )
         for i in range(wq.num_descs)
     ]

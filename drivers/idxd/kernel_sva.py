@@ -19,7 +19,7 @@ addresses, which is what an in-kernel SVA user did.
 from __future__ import annotations
 
 from drivers.idxd.idxd import IdxdDevice
-from kernel.errno import ENODEV
+from kernel.errno import ENODEV, KernelError
 from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.iommu.kernel_sva import (
     SVM_FLAG_SUPERVISOR_MODE,
@@ -27,7 +27,6 @@ from kernel.iommu.kernel_sva import (
     iommu_sva_get_pasid,
     iommu_sva_unbind_device,
 )
-from kernel.errno import KernelError
 from kernel.printk import dev_dbg, dev_warn
 
 
