@@ -36,7 +36,7 @@ from hw.smmuv3.walk import CdInfo, SmmuFault
 from hw.vtd.unit import VtdUnit
 from hw.vtd.walk import Stage
 from iommulab import bootcheck
-from iommulab.flaw import FlawResult, copy_to, describe, vfree_sequence
+from iommulab.flaw import FlawResult, copy_to, describe, kernel_sva_bound, vfree_sequence
 from iommulab.presets import load_machine_file, preset
 from kernel.boot import Kernel, boot
 from kernel.dma.direction import DMA_FROM_DEVICE, DMA_TO_DEVICE
@@ -53,7 +53,7 @@ from kernel.dma.dmaengine import (
 )
 from kernel.dma.mapping import dma_map_single, dma_mapping_error, dma_unmap_single
 from kernel.errno import KernelError
-from kernel.iommu.iommu import PASID_API_KERNEL_SVA, PASID_APIS, iommu_state
+from kernel.iommu.iommu import PASID_API_KERNEL_SVA, PASID_APIS
 from kernel.mm import alloc_pages_exact, free_pages_exact, memory_read, memory_write
 from kernel.trace import to_chrome_json
 
@@ -118,7 +118,7 @@ def memcpy_checked(chan: DmaChan, size: int, seed: int) -> bool:
         raise KernelError("demo: out of memory for buffers")
     pattern = bytes((seed * 7 + i) & 0xFF for i in range(256))
     memory_write(src, (pattern * (size // 256))[:size])
-    if iommu_state().pasid_api == PASID_API_KERNEL_SVA:  # 5.15: kernel addresses, no mapping
+    if kernel_sva_bound(chan):  # 5.15's supervisor SVA: kernel addresses, no mapping
         ok = copy_to(chan, dst, src, size) and memory_read(src, size) == memory_read(dst, size)
         free_pages_exact(src, size)
         free_pages_exact(dst, size)

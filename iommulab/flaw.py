@@ -39,12 +39,13 @@ from kernel.dma.mapping import (
     dma_unmap_single,
 )
 from kernel.errno import ENODEV, ENOMEM
-from kernel.iommu.iommu import PASID_API_KERNEL_SVA, iommu_state
+from kernel.iommu.iommu import iommu_state
 from kernel.mm import (
     GFP_KERNEL,
     PAGE_SIZE,
     free_page,
     get_zeroed_page,
+    is_vmalloc_addr,
     memory_read,
     memory_write,
     offset_in_page,
@@ -65,6 +66,8 @@ class FlawResult:
     """What the sequence saw."""
 
     api: str
+    kva: bool
+    """Descriptors carried kernel virtual addresses (a supervisor SVA bond)."""
     first_copy_ok: bool
     same_address: bool
     """The second vmalloc got the freed buffer's virtual address."""
@@ -90,17 +93,29 @@ def _stale(dev_units: list[object]) -> int:
     return sum(int(getattr(getattr(u, "stats", None), "stale_uses", 0)) for u in dev_units)
 
 
-def copy_to(chan: DmaChan, dst: int, src: int, size: int) -> bool:
-    """One dmaengine memcpy of ``size`` bytes from ``src`` (vmalloc) to ``dst``
-    (direct map) as a client does it in the running generation: kernel virtual
-    addresses under ``kernel-sva``, DMA API mappings otherwise. True when the
-    descriptor completed without error."""
+def kernel_sva_bound(chan: DmaChan) -> bool:
+    """Whether the channel's device holds a supervisor SVA bond (``kernel-sva`` and
+    the IOMMU accepted the bind): its descriptors then carry kernel virtual
+    addresses. A device whose bind was refused (SMMUv3) uses the DMA API."""
     dev = chan.device.dev
-    sva = iommu_state().pasid_api == PASID_API_KERNEL_SVA
+    return any(d.pdev is dev and d.sva is not None for d in idxd_devices())
+
+
+def copy_to(chan: DmaChan, dst: int, src: int, size: int) -> bool:
+    """One dmaengine memcpy of ``size`` bytes from ``src`` (vmalloc or direct map)
+    to ``dst`` (direct map) as a client does it: kernel virtual addresses with a
+    supervisor SVA bond, DMA API mappings otherwise. True when the descriptor
+    completed without error."""
+    dev = chan.device.dev
+    sva = kernel_sva_bound(chan)
     if sva:
         s, d = src, dst
     else:
-        s = dma_map_page(dev, vmalloc_to_page(src), offset_in_page(src), size, DMA_TO_DEVICE)
+        if is_vmalloc_addr(src):
+            page, off = vmalloc_to_page(src), offset_in_page(src)
+            s = dma_map_page(dev, page, off, size, DMA_TO_DEVICE)
+        else:
+            s = dma_map_single(dev, src, size, DMA_TO_DEVICE)
         d = dma_map_single(dev, dst, size, DMA_FROM_DEVICE)
     ok = False
     if sva or (not dma_mapping_error(dev, s) and not dma_mapping_error(dev, d)):
@@ -162,6 +177,7 @@ def vfree_sequence(units: list[object] | None = None) -> FlawResult:
         copy_to(chan, dst2, buf2, SIZE)
         return FlawResult(
             api=iommu_state().pasid_api,
+            kva=kernel_sva_bound(chan),
             first_copy_ok=first_ok,
             same_address=buf2 == buf,
             frame_reused=virt_to_phys(secret) == old_frame,
@@ -185,8 +201,9 @@ def describe(r: FlawResult) -> list[str]:
         if r.read == NEW
         else "something else"
     )
+    how = "kernel virtual addresses" if r.kva else "DMA API mappings"
     return [
-        f"vfree sequence ({r.api}): copy from a vmalloc buffer "
+        f"vfree sequence ({r.api}, {how}): copy from a vmalloc buffer "
         f"{'ok' if r.first_copy_ok else 'FAILED'}; vfree; its page given to another owner"
         f" ({'same frame' if r.frame_reused else 'another frame'}); vmalloc again at "
         f"{'the same' if r.same_address else 'another'} address; copy again",
@@ -194,4 +211,4 @@ def describe(r: FlawResult) -> list[str]:
     ]
 
 
-__all__ = ["FlawResult", "copy_to", "describe", "vfree_sequence"]
+__all__ = ["FlawResult", "copy_to", "describe", "kernel_sva_bound", "vfree_sequence"]

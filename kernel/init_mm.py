@@ -15,7 +15,8 @@ memory through :class:`kernel.mm.MemoryManager`'s direct map and vmalloc page li
 which these tables are kept equal to. Every other boot pays nothing. The direct map
 uses 1 GiB pages for every whole, aligned GiB of a RAM range and 2 MiB pages for the
 rest (4 KiB only for a tail that is not 2 MiB-aligned), as Linux does with
-``gbpages``; a default 256 MiB machine needs three table pages.
+``gbpages``: a 256 MiB machine's direct map takes three table pages (PML4, PDPT,
+PD), the first vmalloc region three more.
 
 Every change flushes the CPU's TLB (:func:`flush_tlb_kernel_range`, counted in
 :attr:`InitMm.tlb_flushes`) and tells no one else: ``init_mm`` has no mmu notifier.
