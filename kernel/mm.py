@@ -4,7 +4,9 @@ mm/vmalloc.c, arch/x86 ``__pa``/``__va``), with leak accounting.
 Kernel virtual addresses are ints. RAM is direct-mapped at :data:`PAGE_OFFSET`
 (``virt_to_phys``/``phys_to_virt``); ``vmalloc`` areas live at
 :data:`VMALLOC_START` and are not physically contiguous; task stacks are vmalloc'd
-(``CONFIG_VMAP_STACK``), which is what DMA-API debug's stack check relies on.
+(``CONFIG_VMAP_STACK``), which is what DMA-API debug's stack check relies on. A
+vmalloc takes the lowest free address range (a freed one is reused), and keeps
+``init_mm``'s page tables in step when they exist (kernel/init_mm.py).
 Allocation functions return ``None`` on failure, as C returns ``NULL``, and each
 is a fault-injection site. Every live allocation records its call site so leaks
 can be listed by who made them.
