@@ -19,6 +19,7 @@ from __future__ import annotations
 from attrs import define
 
 from drivers.idxd.init import idxd_devices
+from kernel.context import current
 from kernel.dma.direction import DMA_FROM_DEVICE, DMA_TO_DEVICE
 from kernel.dma.dmaengine import (
     DMA_COMPLETE,
@@ -144,8 +145,6 @@ def _page() -> int:
 def vfree_sequence(units: list[object] | None = None) -> FlawResult:
     """Run the sequence on the first idxd channel; ``units`` are the IOMMU models
     whose stale-use counters to read (every unit of the machine by default)."""
-    from kernel.context import current
-
     if units is None:
         units = list(getattr(current.kernel.machine, "iommus", {}).values())
     chans = [wq.dma_chan for d in idxd_devices() for wq in d.wqs if wq.dma_chan is not None]

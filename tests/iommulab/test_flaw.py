@@ -13,10 +13,20 @@ import pytest
 
 from drivers.idxd.init import idxd_devices
 from hw.machine import Machine
+from hw.vtd.unit import VtdUnit
 from iommulab import cli
-from iommulab.flaw import NEW, SECRET, vfree_sequence
+from iommulab.flaw import NEW, SECRET, copy_to, vfree_sequence
 from iommulab.presets import preset
 from kernel.boot import boot
+from kernel.dma.dmaengine import dma_release_channel, dma_request_chan
+from kernel.mm import (
+    GFP_KERNEL,
+    PAGE_OFFSET,
+    free_page,
+    get_zeroed_page,
+    memory_read,
+    memory_write,
+)
 
 if TYPE_CHECKING:
     from iommulab.pytest_plugin import Expectations, KernelChecks
@@ -24,6 +34,35 @@ if TYPE_CHECKING:
 
 def _boot(checks: KernelChecks, machine: str, api: str) -> None:
     checks.track(boot(Machine(preset(machine)), f"iommu.pasid_api={api}"))
+
+
+def test_kernel_sva_descriptors_carry_kernel_addresses_and_priv(
+    iommulab_checks: KernelChecks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request the DSA makes for a copy (source, destination, completion
+    record) is a supervisor request tagged with the system PASID at a kernel
+    virtual address: nothing was mapped with the DMA API."""
+    _boot(iommulab_checks, "default", "kernel-sva")
+    seen: list[tuple[int | None, bool, int]] = []
+    orig = VtdUnit.translate_ex
+
+    def spy(
+        self: VtdUnit, rid: int, pasid: int | None, priv: bool, addr: int, *a: object
+    ) -> object:
+        seen.append((pasid, priv, addr))
+        return orig(self, rid, pasid, priv, addr, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(VtdUnit, "translate_ex", spy)
+    (idxd,) = idxd_devices()
+    chan = dma_request_chan(None, idxd.wqs[0].dma_chan.name)  # type: ignore[union-attr]
+    src, dst = get_zeroed_page(GFP_KERNEL), get_zeroed_page(GFP_KERNEL)
+    assert src is not None and dst is not None
+    memory_write(src, b"kernel virtual")
+    assert copy_to(chan, dst, src, 256) and memory_read(dst, 14) == b"kernel virtual"
+    dma_release_channel(chan)
+    free_page(src)
+    free_page(dst)
+    assert seen and all(p == idxd.pasid and priv and a >= PAGE_OFFSET for p, priv, a in seen)
 
 
 def test_kernel_sva_reads_another_owners_page_through_a_stale_iotlb_entry(
