@@ -262,7 +262,8 @@ def _unit_line(unit: object) -> str | None:
 def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
     m = k.machine
     assert isinstance(m, Machine)
-    lines = ["iommulab demo: in-kernel DMA with PASID through the DMA API", ""]
+    how = "supervisor SVA of init_mm (5.15)" if "flaw" in result else "the DMA API"
+    lines = [f"iommulab demo: in-kernel DMA with PASID through {how}", ""]
     ok = bool(result["copies"])
     for idxd in idxd_devices():
         pasid = str(idxd.pasid) if idxd.pasid_enabled else "none (dma without PASID)"
