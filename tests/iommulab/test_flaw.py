@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from drivers.idxd.init import idxd_devices
+from hw.dsa import registers as hwregs
 from hw.machine import Machine
 from hw.vtd.unit import VtdUnit
 from iommulab import cli
 from iommulab.flaw import NEW, SECRET, copy_to, vfree_sequence
 from iommulab.presets import preset
-from kernel.boot import boot
+from kernel.boot import boot, current_kernel
 from kernel.dma.dmaengine import dma_release_channel, dma_request_chan
 from kernel.mm import (
     GFP_KERNEL,
@@ -27,6 +28,7 @@ from kernel.mm import (
     memory_read,
     memory_write,
 )
+from tests.drivers.idxd.conftest import dsa_hw
 
 if TYPE_CHECKING:
     from iommulab.pytest_plugin import Expectations, KernelChecks
@@ -43,6 +45,10 @@ def test_kernel_sva_descriptors_carry_kernel_addresses_and_priv(
     record) is a supervisor request tagged with the system PASID at a kernel
     virtual address: nothing was mapped with the DMA API."""
     _boot(iommulab_checks, "default", "kernel-sva")
+    hw = dsa_hw(current_kernel())
+    dwq, swq = hw.wqs[0], hw.wqs[1]
+    assert (dwq.pasid_en, dwq.priv, swq.pasid_en, swq.priv) == (True, True, True, True)
+    assert hw.regs.field("GENCFG", hwregs.GENCFG.user_int_en) == 0
     seen: list[tuple[int | None, bool, int]] = []
     orig = VtdUnit.translate_ex
 
