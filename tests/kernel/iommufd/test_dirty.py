@@ -167,3 +167,22 @@ def test_a_slads_unit_advertises_dirty_tracking(slads_vmm: Vmm) -> None:
     out = do_ioctl(slads_vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info(dev_id=dev_id))
     caps = uapi.iommu_hw_info.from_bytes(out).out_capabilities
     assert caps & uapi.IOMMU_HW_CAP_DIRTY_TRACKING
+
+
+def test_a_device_replaced_onto_a_tracking_hwpt_is_tracked(slads_vmm: Vmm) -> None:
+    """Tracking switched on before any device is attached: the PASID entry written
+    at replace time carries SSADE, so the device's writes are reported."""
+    vmm = slads_vmm
+    dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
+    ioas = vmm.fd.ioas_alloc()
+    guest = vmm.buffer(GUEST, 5)
+    vmm.fd.ioas_map(ioas, guest, GUEST, iova=0)
+    vmm.vfio.attach_pt(ioas)  # an auto domain without dirty tracking
+    hwpt = vmm.fd.hwpt_alloc(dev_id, ioas, flags=DIRTY)
+    set_tracking(vmm, hwpt, True)
+    vmm.vfio.attach_pt(hwpt)  # replace
+    dsa = VfioDsa.open(vmm.vfio)
+    dsa.enable()
+    move(dsa, guest, 0x6000, PAGE_SIZE)
+    assert dirty_pages(vmm, hwpt) == {6, 15}
+    dsa.disable()
