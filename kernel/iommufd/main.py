@@ -20,9 +20,8 @@ Fault injection: object allocation is a ``kmalloc`` point and the id reservation
 ``xa_alloc`` point, as in C.
 
 Departures: one thread, so the object table needs no lock and ``users`` is a plain
-count (no ``shortterm_users`` wait); IOMMU_VFIO_IOAS, HWPT invalidation and the
-fault queue are recognised and size-checked but answer EOPNOTSUPP (not modelled
-yet).
+count (no ``shortterm_users`` wait); HWPT invalidation and the fault queue are
+recognised and size-checked but answer EOPNOTSUPP (not modelled yet).
 """
 
 from __future__ import annotations
@@ -119,6 +118,8 @@ class IommufdCtx:
     next_id: int = 1
     account_mode: int = IOPT_PAGES_ACCOUNT_USER
     user: IommufdUser = field(factory=IommufdUser)
+    vfio_ioas: IommufdObject | None = field(default=None, repr=False)
+    """The VFIO compatibility IOAS (IOMMU_VFIO_IOAS), forgotten when destroyed."""
     closed: bool = False
 
     def ioctl(self, cmd: int, buffer: bytearray) -> int:
@@ -204,6 +205,8 @@ def iommufd_object_remove(ictx: IommufdCtx, oid: int, *, owner_ref: bool = False
         raise EBUSY(f"iommufd object {oid} is in use ({obj.users - 1} users)")
     obj.users = 0
     del ictx.objects[oid]
+    if ictx.vfio_ioas is obj:
+        ictx.vfio_ioas = None
     obj.destroy()
 
 
@@ -225,6 +228,7 @@ def iommufd_fops_release(ictx: IommufdCtx) -> None:
             o.users = 0
             del ictx.objects[o.id]
             o.destroy()
+    ictx.vfio_ioas = None
     ictx.closed = True
 
 
@@ -304,7 +308,7 @@ def _not_modelled(ucmd: IommufdUcmd) -> None:
 
 def _ops() -> dict[int, IommufdIoctlOp]:
     from kernel.iommufd import hw_pagetable as hwpt
-    from kernel.iommufd import ioas
+    from kernel.iommufd import ioas, vfio_compat
 
     def op(num: int, st: type[UapiStruct], last: str, fn: Callable[[IommufdUcmd], None]) -> None:
         table[uapi._IOC_NR(num) - uapi.IOMMUFD_CMD_BASE] = IommufdIoctlOp(
@@ -345,7 +349,7 @@ def _ops() -> dict[int, IommufdIoctlOp]:
     op(uapi.IOMMU_IOAS_MAP, uapi.iommu_ioas_map, "iova", ioas.iommufd_ioas_map)
     op(uapi.IOMMU_IOAS_UNMAP, uapi.iommu_ioas_unmap, "length", ioas.iommufd_ioas_unmap)
     op(uapi.IOMMU_OPTION, uapi.iommu_option, "val64", iommufd_option)
-    op(uapi.IOMMU_VFIO_IOAS, uapi.iommu_vfio_ioas, "__reserved", _not_modelled)
+    op(uapi.IOMMU_VFIO_IOAS, uapi.iommu_vfio_ioas, "__reserved", vfio_compat.iommufd_vfio_ioas)
     op(uapi.IOMMU_HWPT_INVALIDATE, uapi.iommu_hwpt_invalidate, "__reserved", _not_modelled)
     return table
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel.errno import E2BIG, EBUSY, EFAULT, EINVAL, ENOENT, ENOTTY, EOPNOTSUPP, EPERM
+from kernel.errno import E2BIG, EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, ENOTTY, EOPNOTSUPP, EPERM
 from kernel.iommufd.main import iommufd_ioctl_ops
 from kernel.mm import PAGE_SIZE
 from kernel.uapi import iommufd as uapi
@@ -164,3 +164,29 @@ def test_non_zero_flags_or_reserved_fields_are_eopnotsupp(vmm: Vmm, cmd: object)
     vmm.fd.ioas_alloc()
     assert raw(vmm.fd.ctx, num, cmd)[0] == -EOPNOTSUPP.errno
     assert list(vmm.fd.ctx.objects) == [1]
+
+
+def test_vfio_compat_ioas(vmm: Vmm) -> None:
+    ctx = vmm.fd.ctx
+
+    def vfio_ioas(op: int, ioas_id: int = 0, reserved: int = 0) -> tuple[int, int]:
+        cmd = uapi.iommu_vfio_ioas(op=op, ioas_id=ioas_id, reserved=reserved)
+        rc, out = raw(ctx, uapi.IOMMU_VFIO_IOAS, cmd)
+        return rc, uapi.iommu_vfio_ioas.from_bytes(out).ioas_id
+
+    get, put, clear = (
+        uapi.IOMMU_VFIO_IOAS_GET,
+        uapi.IOMMU_VFIO_IOAS_SET,
+        uapi.IOMMU_VFIO_IOAS_CLEAR,
+    )
+    assert vfio_ioas(get)[0] == -ENODEV.errno
+    assert vfio_ioas(put, 5)[0] == -ENOENT.errno
+    ioas = vmm.fd.ioas_alloc()
+    assert vfio_ioas(put, ioas) == (0, ioas)
+    assert vfio_ioas(get) == (0, ioas)
+    assert vfio_ioas(clear)[0] == 0 and vfio_ioas(get)[0] == -ENODEV.errno
+    vfio_ioas(put, ioas)
+    vmm.fd.destroy(ioas)  # a destroyed IOAS is forgotten
+    assert vfio_ioas(get)[0] == -ENODEV.errno
+    assert vfio_ioas(3)[0] == -EOPNOTSUPP.errno
+    assert vfio_ioas(get, reserved=1)[0] == -EOPNOTSUPP.errno
