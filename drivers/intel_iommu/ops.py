@@ -16,6 +16,7 @@ from drivers.intel_iommu import iommu as vtd
 from drivers.intel_iommu import iommu_pt, kernel_sva, seed_v3
 from drivers.intel_iommu import iommufd as intel_iommufd
 from drivers.intel_iommu.domain import dev_info_of
+from drivers.intel_iommu.nested import IntelNestedDomainOps
 from drivers.intel_iommu.svm import intel_svm_domain_alloc
 from kernel.device import Device
 from kernel.iommu.generic_pt import iommu_pt_generic
@@ -122,6 +123,7 @@ class IntelIommuOps:
         )
         self.default_domain_ops = IntelDomainOps()
         self.pt_domain_ops = IntelPtDomainOps()
+        self.nested_domain_ops = IntelNestedDomainOps()
 
     def probe_device(self, dev: Device) -> IommuDevice:
         return vtd.intel_iommu_probe_device(dev)

@@ -170,8 +170,9 @@ class InvalidationQueue:
         self.unit.iotlb_invalidate(g, ent.QiIotlbQw0.DID.get(qw0), addr, am)
 
     def _piotlb(self, qw0: int, qw1: int) -> None:
-        """P_IOTLB: G=2 all mappings of the PASID in the domain, G=3 page-selective.
-        G=0/1 are treated as reserved (facts part E)."""
+        """P_IOTLB: G=2 all mappings of the PASID in the domain, G=3 page-selective;
+        first-stage and nested entries alike (spec 6.5.2.4). G=0/1 are treated as
+        reserved (facts part E)."""
         f = ent.QiPiotlbQw0
         g = f.G.get(qw0)
         if g < 2:
@@ -180,10 +181,10 @@ class InvalidationQueue:
         u = self.unit
         u.stats.invalidations += 1
         if g == 2:
-            u.caches.flush_tlb(did=did, tag=pasid)
+            u.caches.flush_tlb(did=did, tag=pasid, nested=True)
         else:
             addr, am = self._addr(qw1)
-            u.caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am)
+            u.caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am, nested=True)
 
     def _pc(self, qw0: int, qw1: int) -> None:
         """PASID cache: G=0 all PASIDs of DID, G=1 one PASID of DID, G=3 global."""

@@ -11,6 +11,11 @@ page the hit path cannot answer gets: a walk and fill, the re-check of a suspect
 entry, permission and interrupt-range faults, the D-bit update after a permitted
 write, and the stale-use check (DESIGN §6) when a cached answer may differ from the
 tables. Pass-through stages never reach the IOTLB.
+
+Nested stages (PGTT=3) are a separate branch wherever the stage kind is already
+dispatched on: the walk is :meth:`~hw.vtd.walk.Walker.walk_nested`, the IOTLB entry a
+:class:`~hw.vtd.caches.NestTlbEntry` tagged ``(DID, PASID | NEST_TAG)`` that also
+remembers the second-stage leaf of its output page for the A/D updates.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from attrs import define
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
 from hw.translation import INTR_HI, INTR_LO, NEVER, TlbEntry, translate_run
-from hw.vtd.caches import SL_TAG, CtxEntry
+from hw.vtd.caches import NEST_TAG, SL_TAG, CtxEntry, NestTlbEntry
 from hw.vtd.faults import FR, TranslationFault
 from hw.vtd.walk import (
     KIND_FL,
+    KIND_NEST,
     KIND_PT,
     KIND_SL,
     PERM_R,
@@ -34,6 +40,7 @@ from hw.vtd.walk import (
     PERM_X,
     CtxInfo,
     Leaf,
+    NestLeaf,
     PasidInfo,
     Stage,
     WalkMemo,
@@ -176,7 +183,8 @@ class Translation:
             raise TranslationFault(FR.SM_PASID_SRE, pe.fpd)
         if exe and not pe.ere:
             raise TranslationFault(FR.SM_PASID_ERE, pe.fpd)
-        tag = eff if pe.stage.kind == KIND_FL else SL_TAG
+        kind = pe.stage.kind
+        tag = eff if kind == KIND_FL else SL_TAG if kind != KIND_NEST else eff | NEST_TAG
         return Sel(True, pe.stage, pe.did, tag, pe.fpd, eff, pe.wpe)
 
     def walk(self, sel: Sel, addr: int, write: bool, update: bool) -> Leaf:
@@ -184,6 +192,8 @@ class Translation:
         walker = self.walker
         if st.kind == KIND_FL:
             return walker.walk_fl(st, addr, sel.fpd, update)
+        if st.kind == KIND_NEST:
+            return walker.walk_nested(st, addr, write, sel.fpd, update)
         return walker.walk_sl(st, addr, write, sel.scalable, sel.fpd, update)
 
     # -- requests ------------------------------------------------------------------------
@@ -244,6 +254,8 @@ class Translation:
         st = sel.stage
         if st.kind == KIND_FL:
             leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
+        elif st.kind == KIND_NEST:
+            return self.fill_nested(sel, a, write)
         else:
             leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
         shift = leaf.shift
@@ -257,6 +269,28 @@ class Translation:
             leaf.pte_addr,
             leaf.slots,
             st.kind == KIND_SL and not st.ssade,
+        )
+        self.iotlb.put(e)
+        return e
+
+    def fill_nested(self, sel: Sel, a: int, write: bool) -> TlbEntry:
+        """IOTLB miss on a nested stage: the combined (first- then second-stage)
+        translation, cached under the nested tag with both stages' entries as its
+        slots; the leaves' A/D wait for the caller as in :meth:`fill`."""
+        st = sel.stage
+        leaf: NestLeaf = self.walker.walk_nested(st, a, write, sel.fpd, True, False)
+        shift = leaf.shift
+        e = NestTlbEntry(
+            (sel.did, sel.tag),
+            a >> shift,
+            shift,
+            leaf.phys,
+            leaf.perms,
+            st,
+            leaf.pte_addr,
+            leaf.slots,
+            False,
+            leaf.s2_pte,
         )
         self.iotlb.put(e)
         return e
@@ -432,15 +466,21 @@ class PageSlowPath:
             )
         return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, self.write, reason, fpd)
 
-    def _accessed(self, stage: Stage, pte_addr: int, dirty: bool) -> None:
+    def _accessed(self, stage: Stage, e: TlbEntry, dirty: bool) -> None:
         """A filled leaf's A (and D) update, applied when the request ends
-        (:meth:`finish`) in one write per table page."""
+        (:meth:`finish`) in one write per table page; a nested entry's second-stage
+        output leaf gets its own."""
         bits = self.x.walker.accessed_bits(stage, dirty)
         if bits:
             ad = self.ad
             if ad is None:
                 ad = self.ad = {}
-            ad[pte_addr] = bits
+            ad[e.pte_addr] = bits
+            if stage.kind == KIND_NEST:
+                assert isinstance(e, NestTlbEntry)
+                s2_bits = self.x.walker.s2_accessed_bits(stage, dirty)
+                if s2_bits:
+                    ad[e.s2_pte] = ad.get(e.s2_pte, 0) | s2_bits
 
     def finish(self) -> None:
         """Apply the deferred A/D updates of the request."""
@@ -480,7 +520,7 @@ class PageSlowPath:
         need = self.need
         if perms & need != need:
             if filled:
-                self._accessed(stage, e.pte_addr, False)
+                self._accessed(stage, e, False)
             reason = perm_reason(sel, perms, need)
             if check:
                 x.check_fresh(
@@ -494,12 +534,15 @@ class PageSlowPath:
         if filled:
             if write and not e.dirty:
                 e.dirty = True
-                self._accessed(stage, e.pte_addr, True)
+                self._accessed(stage, e, True)
             else:
-                self._accessed(stage, e.pte_addr, False)
+                self._accessed(stage, e, False)
         elif write and not e.dirty:
             e.dirty = True
             x.walker.set_dirty(stage, e.pte_addr)
+            if stage.kind == KIND_NEST and stage.ssade:
+                assert isinstance(e, NestTlbEntry)
+                x.walker.set_bits(e.s2_pte, x.walker.s2_accessed_bits(stage, True))
         chunk = min(end, ((a >> shift) + 1) << shift) - a
         if phys < INTR_HI and phys + chunk > INTR_LO:
             reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR

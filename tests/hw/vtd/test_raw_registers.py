@@ -51,7 +51,7 @@ def test_ver_defaults_by_mode_when_not_given() -> None:
     [
         (
             {**RAW, "ecap": hex(ECAP | 1 << 26)},
-            "vtd.ecap bit 26 (NEST, nested translation) is not modelled",
+            "vtd config nest: nested translation needs smts, flts and slts",
         ),
         ({**RAW, "ecap": hex(ECAP | 1 << 25)}, "vtd.ecap bit 25 (MTS, memory type support) is not"),
         ({**RAW, "ecap": hex(ECAP & ~(1 << 3) | 1 << 4)}, "extended interrupt mode needs ir"),
