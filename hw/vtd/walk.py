@@ -507,8 +507,10 @@ class Walker:
         R and W cut to what the second stage allows for the output page (its X is
         not consulted: SSEE is not modelled); its size is the smaller of the two
         stages' pages; ``slots`` hold every first- and second-stage entry read, so a
-        change to either stage makes a cached nested entry suspect. A first-stage A
-        update is a write through the second stage: without W there it is 0x77.
+        change to either stage makes a cached nested entry suspect. First-stage
+        entries hold guest-physical addresses: bits at or above MGAW are 0x74 (not
+        the host-width reserved-bit fault). A first-stage A update is a write
+        through the second stage: without W there it is 0x77.
         Second-stage A (SSADE) is set on every entry used; the output leaf's A/D
         go with the first-stage leaf's (``accessed_bits``/``set_dirty``).
         """
@@ -520,7 +522,7 @@ class Walker:
         if top not in (0, (1 << (64 - sign)) - 1):
             raise TranslationFault(FR.SM_NON_CANONICAL, fpd)
         read = self.mem.read_u64
-        rsvd = self.addr_rsvd
+        beyond = ent.addr_rsvd(self.cfg.mgaw)
         fl1gp = self.cfg.fl1gp
         table = st.root
         perms = PERM_R | PERM_W | PERM_X | PERM_U
@@ -546,10 +548,10 @@ class Walker:
                 if level > 3 or (level == 3 and not fl1gp):
                     raise TranslationFault(FR.FS_RSVD, fpd)
                 leaf = True
-                if pte & (rsvd | (((1 << shift) - 1) & ~0x1FFF)):
+                if pte & (((1 << shift) - 1) & ~0x1FFF):
                     raise TranslationFault(FR.FS_RSVD, fpd)
-            elif pte & rsvd:
-                raise TranslationFault(FR.FS_RSVD, fpd)
+            if pte & beyond:
+                raise TranslationFault(FR.FS_NEST_BEYOND, fpd)
             perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
             if update and not pte & _FL_A:
                 if not s2lf.perms & PERM_W:
