@@ -17,7 +17,9 @@ Dirty tracking (``intel_dirty_ops``): a DIRTY_TRACKING domain gets
 :data:`INTEL_DIRTY_OPS`. ``set_dirty_tracking`` sets or clears SSADE in the PASID
 entry of every device attached to the domain (RID_PASID, as 6.12: PASID
 attachments are not switched) and invalidates as the spec's table 25 asks (PASID
-cache, domain-selective IOTLB, device-TLB); ``read_and_clear_dirty`` walks the
+cache, domain-selective IOTLB, device-TLB); a nesting parent also switches the
+nested entries built on it (``parent_domain_set_dirty_tracking``).
+``read_and_clear_dirty`` walks the
 second-stage table and test-and-clears each present leaf's D bit (bit 9), recording
 the leaf's whole page size. The caller flushes the IOTLB for what was cleared, so
 that the next write sets D again instead of hitting a cached "already dirty" entry.
@@ -144,6 +146,20 @@ def _device_set_dirty_tracking(domain: DmarDomain, enable: bool) -> None:
         intel_pasid_setup_dirty_tracking(info.iommu, info.dev, IOMMU_NO_PASID, enable)
 
 
+def _parent_domain_set_dirty_tracking(domain: DmarDomain, enable: bool) -> None:
+    """``parent_domain_set_dirty_tracking``: the nested PASID entries built on a
+    nesting parent carry its SSADE too; on failure the ones done go back."""
+    done: list[DmarDomain] = []
+    try:
+        for s1 in domain.s1_domains:
+            _device_set_dirty_tracking(s1, enable)
+            done.append(s1)
+    except KernelError:
+        for s1 in [*done, *domain.s1_domains[len(done) : len(done) + 1]]:
+            _device_set_dirty_tracking(s1, domain.dirty_tracking)
+        raise
+
+
 class IntelDirtyOps:
     """``intel_dirty_ops``."""
 
@@ -155,6 +171,8 @@ class IntelDirtyOps:
             return
         try:
             _device_set_dirty_tracking(domain, enabled)
+            if domain.nested_parent:
+                _parent_domain_set_dirty_tracking(domain, enabled)
         except KernelError:
             _device_set_dirty_tracking(domain, domain.dirty_tracking)
             raise

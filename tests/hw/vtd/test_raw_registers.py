@@ -85,3 +85,15 @@ def test_bad_registers_fail_the_build_naming_the_problem(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         make(config)
+
+
+def test_nest_reads_back_and_needs_both_stages() -> None:
+    """ECAP.NEST (bit 26) with first- and second-stage support sets the ``nest``
+    knob; the knob puts bit 26 back into ECAP, and without first-stage support it
+    is refused naming the dependency."""
+    cfg = VtdConfig.from_mapping({**RAW, "ecap": hex(ECAP | 1 << 26 | 1 << 47)})
+    assert cfg.nest and cfg.flts
+    assert VtdConfig.from_mapping({"nest": True}).ecap() >> 26 & 1
+    assert not VtdConfig.from_mapping({}).ecap() >> 26 & 1
+    with pytest.raises(ValueError, match="nested translation needs smts, flts and slts"):
+        VtdConfig.from_mapping({"nest": True, "flts": False})

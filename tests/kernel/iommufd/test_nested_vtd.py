@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hw.vtd import registers as vr
+from hw.vtd.dump import dump_unit
 from hw.vtd.unit import VtdUnit
 from iommulab.vfio_dsa import VfioDsa
 from kernel.errno import E2BIG, EINVAL, ENOENT, EOPNOTSUPP
-from kernel.iommufd.uapi_helpers import Iommufd
+from kernel.iommufd.uapi_helpers import Iommufd, do_ioctl
 from kernel.mm import PAGE_SIZE, memory_read, memory_write, virt_to_phys
 from kernel.pci import pci_dev_id
 from kernel.uapi import iommufd as uapi
@@ -168,6 +169,9 @@ def test_a_dsa_copy_through_a_user_owned_stage_1_table_and_the_ioas(nest_vmm: Vm
     assert unit.stats.iotlb_misses >= 3 and unit.stats.stale_uses == 0
     # The first-stage leaf of the destination got A and D, the source's A.
     assert int.from_bytes(g.read(PT + 8 * 0x10, 8), "little") & 0x60 == 0x60
+    # The dump shows the entry as nested: the guest's root, over the IOAS's table.
+    dump = dump_unit(unit)
+    assert f"nested first-stage 4-level root={PML4:#x} (guest) over second-stage" in dump
     dsa.disable()
 
 
@@ -280,6 +284,67 @@ def test_faults_are_reported_at_the_stage_that_failed(
         return
     assert got == (-1, reason)
     assert reason in fault_reasons(nest_vmm)
+
+
+def test_dirty_tracking_on_the_parent_reports_the_guest_pages_a_nested_dma_wrote(
+    iommulab_checks: KernelChecks,
+) -> None:
+    """With second-stage A/D (ECAP.SLADS), tracking switched on at the parent sets
+    SSADE in the nested PASID entry too; the bitmap of the parent is then exactly
+    the guest-physical pages the DSA wrote through the guest's table (also a page
+    whose cached nested entry was filled by a read before it was written)."""
+    k = iommulab_checks.track(boot_vendor("vtd", {"nest": True, "slads": True}))
+    with k:
+        vmm = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
+        g = Guest.__new__(Guest)
+        g.vmm, g.dev_id, g.ioas = vmm, dev_id, vmm.fd.ioas_alloc()
+        g.mem = vmm.buffer(GUEST)
+        build_guest(g.mem)
+        vmm.fd.ioas_map(g.ioas, g.mem, GUEST, iova=0)
+        flags = uapi.IOMMU_HWPT_ALLOC_NEST_PARENT | uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+        g.parent = vmm.fd.hwpt_alloc(dev_id, g.ioas, flags=flags)
+        g.scratch = vmm.buffer(PAGE_SIZE)
+        dsa = g.start()
+        track = uapi.iommu_hwpt_set_dirty_tracking(
+            flags=uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE, hwpt_id=g.parent
+        )
+        do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, track)
+        assert g.move(dsa, 2 * PAGE_SIZE) == DSA_COMP_SUCCESS
+        # back again: the source's nested entries were filled by reads, now written
+        back = dsa.memmove(IOVA_DST, IOVA_SRC, PAGE_SIZE, IOVA_CR, g.mem + CR)
+        assert back.status == DSA_COMP_SUCCESS
+        bitmap = vmm.buffer(PAGE_SIZE)
+        get = uapi.iommu_hwpt_get_dirty_bitmap(
+            hwpt_id=g.parent, iova=0, length=GUEST, page_size=PAGE_SIZE, data=bitmap
+        )
+        do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, get)
+        word = int.from_bytes(memory_read(bitmap, 8), "little")
+        dirty = {n for n in range(64) if word >> n & 1}
+        pages = {SRC // PAGE_SIZE, DST // PAGE_SIZE, DST // PAGE_SIZE + 1, CR // PAGE_SIZE}
+        assert dirty == pages
+        dsa.disable()
+        vmm.close()
+
+
+def test_a_guest_2m_page_over_4k_second_stage_pages(nest_vmm: Vmm) -> None:
+    """The guest maps 2 MiB with one PD entry (PS) and leaves A clear on its way: a
+    request through it reaches the guest page the IOAS maps, and the walk sets A
+    (and D for the write) on the first-stage entries it used. A 2 MiB entry whose
+    address is not 2 MiB aligned is a first-stage reserved-bit fault (0x72)."""
+    g = Guest(nest_vmm)
+    g.hwpt = g.nested()
+    nest_vmm.vfio.attach_pt(g.hwpt)
+    big = S1 + (1 << 21)
+    write_pte(g.mem, PD, 1, 0 | 0x80 | (LEAF & ~0x60))
+    write_pte(g.mem, PDPT, 1, PD | (NONLEAF & ~0x20))
+    assert translate(nest_vmm, big + SRC + 0x10) == (g.mem_phys + SRC + 0x10, 0)
+    assert translate(nest_vmm, big + DST + 8, write=True) == (g.mem_phys + DST + 8, 0)
+    pde = int.from_bytes(g.read(PD + 8, 8), "little")
+    pdpte = int.from_bytes(g.read(PDPT + 8, 8), "little")
+    assert (pde & 0x60, pdpte & 0x20) == (0x60, 0x20)
+    write_pte(g.mem, PD, 2, 0x4000 | 0x80 | LEAF)
+    assert translate(nest_vmm, S1 + (2 << 21)) == (-1, 0x72)
 
 
 # --------------------------------------------------------------------------- bad input
