@@ -62,6 +62,7 @@ class DsaConfig:
     config_en: bool = True
     int_handles: bool = False
     wq_op_config: bool = False
+    wq_prs_disable: bool = False
     read_buffers: int = 96
     pasid_width: int = 20
     pasid_priv: bool = True
@@ -126,10 +127,10 @@ class DsaConfig:
 
     @property
     def wqcap(self) -> int:
-        """WQCAP (0x20): no ATS-disable, priority, occupancy or PRS-disable support."""
+        """WQCAP (0x20): no ATS-disable, priority or occupancy support."""
         v = self.total_wq_size | self.num_wqs << 16 | int(self.wq_op_config) << 24
         v |= int(self.shared_wq) << 48 | int(self.dedicated_wq) << 49
-        return v | int(self.wq_op_config) << 54
+        return v | int(self.wq_op_config) << 54 | int(self.wq_prs_disable) << 55
 
     @property
     def grpcap(self) -> int:

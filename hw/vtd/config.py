@@ -39,11 +39,11 @@ REGISTER_KEYS = ("cap", "ecap", "ver")
 
 CAP_KNOBS = ("nd", "rwbf", "cm", "sagaw", "mgaw", "sllps", "psi", "nfr", "mamv", "fl1gp", "fl5lp")
 ECAP_KNOBS = (
-    "coherent", "qi", "dt", "pt", "prs", "ers", "srs", "nwfs", "pss", "pasid", "smts", "slts",
-    "flts",
+    "coherent", "qi", "dt", "pt", "prs", "pds", "ers", "srs", "nwfs", "pss", "pasid", "smts",
+    "slts", "flts",
 )  # fmt: skip
 
-FIXED_REGS_END = vr.IQERCD_OFF + 8
+FIXED_REGS_END = vr.PEUADDR_OFF + 4
 """End of the fixed registers the model implements; IOTLB and fault records go above it."""
 
 # Set bits the model does not implement: (register, field) -> what it is.
@@ -64,7 +64,6 @@ _UNMODELLED: dict[tuple[str, str], str] = {
     ("ecap", "NEST"): "nested translation",
     ("ecap", "EAFS"): "extended accessed flag",
     ("ecap", "DIT"): "device-TLB invalidation throttling",
-    ("ecap", "PDS"): "page-request drain",
     ("ecap", "VCS"): "virtual command",
     ("ecap", "SLADS"): "second-stage accessed/dirty",
     ("ecap", "RPS"): "RID_PASID field",
@@ -127,6 +126,7 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
         "dt": bool(e["DT"]),
         "pt": bool(e["PT"]),
         "prs": bool(e["PRS"]),
+        "pds": bool(e["PDS"]),
         "ers": bool(e["ERS"]),
         "srs": bool(e["SRS"]),
         "nwfs": bool(e["NWFS"]),
@@ -171,6 +171,7 @@ class VtdConfig:
     dt: bool = True
     pasid: bool = True
     prs: bool = False
+    pds: bool = False
     srs: bool = True
     ers: bool = False
     nwfs: bool = False
@@ -225,6 +226,10 @@ class VtdConfig:
             raise ValueError("vtd config sagaw: 0 is only valid with smts and without slts")
         if self.smts and not self.qi:
             raise ValueError("vtd config smts: scalable mode needs qi (invalidation is QI-only)")
+        if self.pds and not self.prs:
+            raise ValueError("vtd config pds: page-request drain needs prs")
+        if self.prs and not self.smts:
+            raise ValueError("vtd config prs: the model's page requests need scalable mode (PRE)")
         if self.pasid and not self.smts:
             raise ValueError("vtd config pasid: PASID support needs smts")
         if self.mgaw < 57 and self.sagaw & 0b1000:
@@ -302,6 +307,7 @@ class VtdConfig:
             PT=int(self.pt),
             IRO=self.iro,
             PRS=int(self.prs),
+            PDS=int(self.pds),
             ERS=int(self.ers),
             SRS=int(self.srs and self.smts),
             NWFS=int(self.nwfs),

@@ -206,7 +206,9 @@ class DeviceTlb:
     ) -> DmaFault:
         if reason in ATS_NO_ACCESS:
             self.unit.stats.ats_no_access += 1
-            return DmaFault(addr, int(reason), write, f"ATS completion R=W=0 ({reason.name})")
+            return DmaFault(
+                addr, int(reason), write, f"ATS completion R=W=0 ({reason.name})", no_access=True
+            )
         return self.unit.fault(rid, pasid, priv, False, addr, write, reason, fpd)
 
     # -- translated requests ------------------------------------------------------------------

@@ -38,6 +38,14 @@ IEDATA_OFF = 0x0A4
 IEADDR_OFF = 0x0A8
 IEUADDR_OFF = 0x0AC
 IQERCD_OFF = 0x0B0
+PQH_OFF = 0x0C0
+PQT_OFF = 0x0C8
+PQA_OFF = 0x0D0
+PRS_OFF = 0x0DC
+PECTL_OFF = 0x0E0
+PEDATA_OFF = 0x0E4
+PEADDR_OFF = 0x0E8
+PEUADDR_OFF = 0x0EC
 
 
 class VER(Register):
@@ -223,6 +231,36 @@ class IQERCD(Register):
     IQEI = Field(3, 0, RO)
     ITESID = Field(47, 32, RO)
     ICESID = Field(63, 48, RO)
+
+
+class PQH(Register):
+    """Page request queue head: byte offset of the next descriptor software reads."""
+
+    WIDTH = 64
+    PQH = Field(18, 5, RW)
+
+
+class PQT(Register):
+    """Page request queue tail: byte offset of the next descriptor hardware writes
+    (software writes it only to reset the queue)."""
+
+    WIDTH = 64
+    PQT = Field(18, 5, RW)
+
+
+class PQA(Register):
+    """Page request queue address: base (4 KiB aligned) and size 2**PQS pages."""
+
+    WIDTH = 64
+    PQS = Field(2, 0, RW)
+    PQA = Field(63, 12, RW)
+
+
+class PRS(Register):
+    """Page request status: pending page request (PPR) and overflow (PRO)."""
+
+    PPR = Field(0, 0, RW1C)
+    PRO = Field(1, 1, RW1C)
 
 
 class IVA(Register):

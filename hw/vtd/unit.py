@@ -30,6 +30,7 @@ from hw.ats import AddressTranslationCache, AtcEntry, AtsResult
 from hw.bus import DmaFault, DmaResult
 from hw.iommu_unit import IommuUnitModel
 from hw.pagewatch import SlotTracker
+from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
 from hw.translation import Pipeline, PipelineStats, StaleTranslationError
 from hw.vtd import registers as vr
@@ -38,6 +39,7 @@ from hw.vtd.config import VtdConfig
 from hw.vtd.devtlb import DeviceTlb
 from hw.vtd.faults import FR, FaultLog, FaultReporting
 from hw.vtd.invalidation import RegisterInvalidation
+from hw.vtd.prq import PageRequestQueue
 from hw.vtd.translate import Translation
 from hw.vtd.walk import Walker
 
@@ -95,6 +97,7 @@ class VtdUnit(IommuUnitModel):
         self.reginv = RegisterInvalidation(self)
         self.xlate = Translation(self)
         self.devtlb = DeviceTlb(self)
+        self.prq = PageRequestQueue(self)
         self.regs = self._build_regs()
         self.faults = FaultLog(self.regs, self.cfg.nfr, self.reporting.fault_event)
         self._pipeline: Pipeline | None = None
@@ -134,6 +137,15 @@ class VtdUnit(IommuUnitModel):
         rf.add(vr.EventAddr, vr.IEADDR_OFF, name="IEADDR")
         rf.add(vr.EventUAddr, vr.IEUADDR_OFF, name="IEUADDR")
         rf.add(vr.IQERCD, vr.IQERCD_OFF)
+        prq = self.prq
+        rf.add(vr.PQH, vr.PQH_OFF)
+        rf.add(vr.PQT, vr.PQT_OFF)
+        rf.add(vr.PQA, vr.PQA_OFF)
+        rf.add(vr.PRS, vr.PRS_OFF, on_write=prq.prs_write)
+        rf.add(vr.EventControl, vr.PECTL_OFF, name="PECTL", on_write=prq.pectl_write)
+        rf.add(vr.EventData, vr.PEDATA_OFF, name="PEDATA")
+        rf.add(vr.EventAddr, vr.PEADDR_OFF, name="PEADDR")
+        rf.add(vr.EventUAddr, vr.PEUADDR_OFF, name="PEUADDR")
         iro = cfg.iro * 16
         rf.add(vr.IVA, iro, name="IVA")
         rf.add(vr.IOTLB, iro + 8, name="IOTLB", on_write=inv.iotlb_write)
@@ -342,6 +354,11 @@ class VtdUnit(IommuUnitModel):
     ) -> DmaFault | None:
         """Translated requests of one device access (VT-d spec 4.2.3)."""
         return self.devtlb.translated(rid, pasid, priv, write, addr, suspects)
+
+    # -- page requests (hw.vtd.prq; the hw.pri.PriAgent protocol) ---------------------------
+    def page_request(self, req: PageRequest) -> None:
+        """A Page Request message from a function behind this unit."""
+        self.prq.receive(req)
 
     # -- debug ---------------------------------------------------------------------------------
     def dump(self) -> str:
