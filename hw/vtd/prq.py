@@ -24,7 +24,7 @@ the function named by RID as a PRG Response message (:meth:`hw.pri.PriPort.respo
 an invalidation wait with PD=1 (ECAP.PDS) completes only after every page request
 received before it has been written to the queue (:attr:`in_transit` is 0). A unit
 without ECAP.PRS answers every page request with Response Failure (the model's
-reading of an unsupported request).
+reading of an unsupported request); the model takes page requests in scalable mode only.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class PageRequestQueue:
 
     def _accept(self, req: PageRequest) -> None:
         unit = self.unit
-        if not unit.cfg.prs:
+        if not unit.cfg.page_requests:
             self.refused += 1
             self._respond(req.rid, req.prgi, PRG_RESP_FAILURE, req.pasid)
             return
