@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from hw.pci import PciFunction
     from hw.vtd.unit import VtdUnit
 
-PR_TRANSIT_NS = 100
+PR_TRANSIT_NS = 500
 """Time from a function sending a Page Request to the unit writing it to the queue."""
 PRQ_DESC_SIZE = 32
 PRQ_DESC_TYPE = 1
