@@ -26,7 +26,7 @@ from drivers.arm_smmu_v3 import registers as r
 from kernel.bitfield import FIELD_GET, FIELD_PREP
 from kernel.delay import readx_poll_timeout
 from kernel.errno import EOVERFLOW, ETIMEDOUT
-from kernel.iommu.io_pgfault import iommu_report_device_fault
+from kernel.iommu.io_pgfault import report_iommu_fault
 from kernel.iommu.iommu_h import IOMMU_FAULT_READ, IOMMU_FAULT_WRITE
 from kernel.irq import IRQ_HANDLED, IRQ_NONE
 from kernel.mm import read32, read64, write64
@@ -440,13 +440,13 @@ def arm_smmu_dump_event(smmu: ArmSmmuDevice, evt: ArmSmmuEvent) -> None:
 
 def arm_smmu_handle_event(smmu: ArmSmmuDevice, evt: ArmSmmuEvent) -> None:
     """Hand a translation fault of a known master to the IOMMU core's fault reporting
-    (``iommu_report_device_fault``); Linux 6.14 reports only stall events there and
+    (``report_iommu_fault``); Linux 6.14 reports only stall events there and
     logs the rest, this driver does both for the four translation faults."""
     master = smmu.streams.get(evt.sid)
     if master is None or evt.id not in _TRANSLATION_EVENTS:
         return
     flags = IOMMU_FAULT_READ if evt.read else IOMMU_FAULT_WRITE
-    iommu_report_device_fault(master.dev, evt.iova, flags, evt.ssid if evt.ssv else None)
+    report_iommu_fault(master.dev, evt.iova, flags, evt.ssid if evt.ssv else None)
 
 
 def arm_smmu_evtq_thread(irq: int, smmu: ArmSmmuDevice) -> int:

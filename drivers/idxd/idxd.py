@@ -190,6 +190,8 @@ class IdxdDevice:
     """``IDXD_FLAG_PASID_ENABLED``: the system PASID is attached."""
     pasid_api: str = ""
     """The IOMMU core's PASID API generation used to attach it."""
+    user_pasid_enabled: bool = False
+    """``IDXD_FLAG_USER_PASID_ENABLED``: IOPF and SVA on (user WQs may bind mms)."""
     configurable: bool = False
     max_groups: int = 0
     max_engines: int = 0

@@ -63,6 +63,8 @@ class DsaConfig:
     int_handles: bool = False
     wq_op_config: bool = False
     wq_prs_disable: bool = False
+    pri_capacity: int = 512
+    """PRI Outstanding Page Request Capacity."""
     read_buffers: int = 96
     pasid_width: int = 20
     pasid_priv: bool = True
@@ -88,6 +90,7 @@ class DsaConfig:
             "max_batch_shift": (1, 15),
             "read_buffers": (0, 255),
             "pasid_width": (1, 20),
+            "pri_capacity": (0, 0xFFFF_FFFF),
             "cmd_latency_ns": (0, 10**9),
             "desc_latency_ns": (0, 10**9),
             "bytes_per_ns": (1, 10**6),

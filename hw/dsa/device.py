@@ -58,7 +58,7 @@ class DsaDevice(PciFunction):
         self.add_msix(cfg.msix_vectors, MMIO_BAR, self.layout.msix_table, self.layout.msix_pba)
         self.add_pasid_cap(cfg.pasid_width, priv=cfg.pasid_priv)
         self.add_ats_cap()
-        self.add_pri_cap()
+        self.add_pri_cap(cfg.pri_capacity)
         self.on_config_write(self._config_written)
         self.regs = RegisterFile("dsa-bar0", self.layout.size)
         self._build_registers()

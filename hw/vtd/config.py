@@ -170,8 +170,8 @@ class VtdConfig:
     pt: bool = True
     dt: bool = True
     pasid: bool = True
-    prs: bool = False
-    pds: bool = False
+    prs: bool = True
+    pds: bool = True
     srs: bool = True
     ers: bool = False
     nwfs: bool = False
@@ -228,8 +228,6 @@ class VtdConfig:
             raise ValueError("vtd config smts: scalable mode needs qi (invalidation is QI-only)")
         if self.pds and not self.prs:
             raise ValueError("vtd config pds: page-request drain needs prs")
-        if self.prs and not self.smts:
-            raise ValueError("vtd config prs: the model's page requests need scalable mode (PRE)")
         if self.pasid and not self.smts:
             raise ValueError("vtd config pasid: PASID support needs smts")
         if self.mgaw < 57 and self.sagaw & 0b1000:
@@ -248,6 +246,12 @@ class VtdConfig:
             raise ValueError("vtd: the IOTLB registers (IRO) overlap the fault records (FRO/NFR)")
 
     # -- derived values -----------------------------------------------------
+    @property
+    def page_requests(self) -> bool:
+        """ECAP.PRS as advertised: the model takes page requests in scalable mode only
+        (PRE lives in the scalable-mode context entry)."""
+        return self.prs and self.smts
+
     @property
     def ndoms(self) -> int:
         return 1 << (4 + 2 * self.nd)
@@ -306,8 +310,8 @@ class VtdConfig:
             DT=int(self.dt),
             PT=int(self.pt),
             IRO=self.iro,
-            PRS=int(self.prs),
-            PDS=int(self.pds),
+            PRS=int(self.page_requests),
+            PDS=int(self.pds and self.page_requests),
             ERS=int(self.ers),
             SRS=int(self.srs and self.smts),
             NWFS=int(self.nwfs),

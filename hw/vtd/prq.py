@@ -24,7 +24,7 @@ the function named by RID as a PRG Response message (:meth:`hw.pri.PriPort.respo
 an invalidation wait with PD=1 (ECAP.PDS) completes only after every page request
 received before it has been written to the queue (:attr:`in_transit` is 0). A unit
 without ECAP.PRS answers every page request with Response Failure (the model's
-reading of an unsupported request).
+reading of an unsupported request); the model takes page requests in scalable mode only.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from hw.pci import PciFunction
     from hw.vtd.unit import VtdUnit
 
-PR_TRANSIT_NS = 100
+PR_TRANSIT_NS = 500
 """Time from a function sending a Page Request to the unit writing it to the queue."""
 PRQ_DESC_SIZE = 32
 PRQ_DESC_TYPE = 1
@@ -97,7 +97,7 @@ class PageRequestQueue:
 
     def _accept(self, req: PageRequest) -> None:
         unit = self.unit
-        if not unit.cfg.prs:
+        if not unit.cfg.page_requests:
             self.refused += 1
             self._respond(req.rid, req.prgi, PRG_RESP_FAILURE, req.pasid)
             return
