@@ -58,10 +58,11 @@ ANON = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
 BOF_FLAGS = uapi.IDXD_OP_FLAG_CRAV | uapi.IDXD_OP_FLAG_RCR | uapi.IDXD_OP_FLAG_BOF
 
 
-def _spec() -> dict[str, Any]:
+def _spec(dsa: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = copy.deepcopy(PRESETS["default"])
     spec["ram"] = "64M"
     spec["iommus"][0]["config"] = {"strict_stale": True}
+    spec["devices"][0]["config"] = dsa or {}
     return spec
 
 
@@ -112,33 +113,41 @@ class Process:
         assert access_remote_vm(self.mm, addr, buf, False) == size
         return bytes(buf)
 
-    def memmove(self, src: int, dst: int, size: int, flags: int = BOF_FLAGS) -> Any:
-        """ENQCMD a MEMMOVE with the process's PASID; wait for its completion record."""
-        self.write(CR, bytes(32))
+    def submit(self, src: int, dst: int, size: int, cr: int = CR, flags: int = BOF_FLAGS) -> None:
+        """ENQCMD a MEMMOVE with the process's PASID (completion record at ``cr``)."""
+        self.write(cr, bytes(32))
         d = uapi.DsaHwDesc()
         d.opcode = uapi.DSA_OPCODE_MEMMOVE
         d.flags = flags
-        d.completion_addr = CR
+        d.completion_addr = cr
         d.src_addr = src
         d.dst_addr = dst
         d.xfer_size = size
         wq = idxd_find("dsa0").wqs[0]
         assert wq.portal is not None
         assert enqcmd(wq.portal, d.to_bytes(), self.pasid) == 0
+
+    def wait(self, cr: int = CR) -> Any:
+        """Poll the completion record until the device wrote it."""
         for _ in range(100_000):
-            cr = uapi.DsaCompletionRecord.from_bytes(self.read(CR, 32))
-            if cr.status:
-                return cr
+            rec = uapi.DsaCompletionRecord.from_bytes(self.read(cr, 32))
+            if rec.status:
+                return rec
             udelay(1)
         raise AssertionError("the descriptor never completed")
+
+    def memmove(self, src: int, dst: int, size: int, flags: int = BOF_FLAGS) -> Any:
+        """Submit a MEMMOVE and wait for its completion record."""
+        self.submit(src, dst, size, CR, flags)
+        return self.wait(CR)
 
     def exit(self) -> None:
         iommu_sva_unbind_device(self.sva)
         mmput(self.mm)
 
 
-def start(make_kernel: Boot, bof: int = 1) -> Process:
-    k = make_kernel(_spec(), "idxd.default_config=0", with_intel=True)
+def start(make_kernel: Boot, bof: int = 1, dsa: dict[str, Any] | None = None) -> Process:
+    k = make_kernel(_spec(dsa), "idxd.default_config=0", with_intel=True)
     idxd = idxd_find("dsa0")
     assert idxd.user_pasid_enabled  # idxd_enable_sva: IOPF (PRI) and SVA are on
     idxd_load_config(idxd, _config(bof))
