@@ -149,6 +149,14 @@ class IdxdWq:
     num_descs: int = 0
     dma_dev: DmaDevice | None = None
     dma_chan: DmaChan | None = None
+    pasid: int = IOMMU_PASID_INVALID
+    """A dedicated user WQ's PASID while a process has it open (``wq->wqcfg->pasid``)."""
+    idxd_cdev: Any = None
+    """The character device of a user WQ (:class:`drivers.idxd.cdev.IdxdCdev`)."""
+    upasid_xa: dict[int, Any] = field(factory=dict)
+    """PASID -> user context of the processes that have the WQ open."""
+    client_count: int = 0
+    """``idxd_wq_refcount``: open files of a user WQ."""
     submitted: int = 0
     completed: int = 0
     errors: int = 0
@@ -214,14 +222,22 @@ class IdxdDevice:
     user_int_en: bool = False
     kernel_priv: bool = False
     """``idxd.kernel_priv``: the 2022 privileged kernel descriptors with a PASID."""
+    user_pasid_enabled: bool = False
+    """``IDXD_FLAG_USER_PASID_ENABLED``: SVA is on, user WQs can bind processes."""
+    user_submission_safe: bool = False
+    """``idxd->user_submission_safe``: false for the DSA 1.0 parts (INTEL-SA-01084), so
+    mapping a portal needs CAP_SYS_RAWIO and batches cannot go through ``write``."""
 
     @property
     def name(self) -> str:
         return f"dsa{self.id}"
 
     def wq_pasid_enabled(self, wq: IdxdWq) -> bool:
-        """``wq_pasid_enabled`` (kernel WQs only: no user-SVA path is modelled)."""
-        return wq.type == IDXD_WQT_KERNEL and self.pasid_enabled
+        """``wq_pasid_enabled``: a kernel WQ with the system PASID, or a user WQ
+        with SVA."""
+        if wq.type == IDXD_WQT_KERNEL:
+            return self.pasid_enabled
+        return wq.type == IDXD_WQT_USER and self.user_pasid_enabled
 
     def wq_shared_supported(self, wq: IdxdWq) -> bool:
         """``wq_shared_supported``: ENQCMDS needs the WQ's PASID."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from attrs import evolve
 
+from drivers.idxd.cdev import idxd_user_drv_probe, idxd_user_drv_remove
 from drivers.idxd.device import (
     idxd_device_drv_probe,
     idxd_device_drv_remove,
@@ -38,6 +39,7 @@ from drivers.idxd.idxd import (
     IDXD_ENQCMDS_MAX_RETRIES,
     IDXD_WQ_ENABLED,
     IDXD_WQT_KERNEL,
+    IDXD_WQT_USER,
     WQ_NAME_SIZE,
     WQ_TYPES,
     IdxdDevice,
@@ -424,7 +426,9 @@ def idxd_enable(idxd: IdxdDevice) -> None:
     idxd_device_drv_probe(idxd)
     try:
         for wq in idxd.wqs:
-            if wq.size and wq.type != "none":
+            if wq.size and wq.type == IDXD_WQT_USER:
+                idxd_user_drv_probe(wq)
+            elif wq.size and wq.type != "none":
                 idxd_drv_enable_wq(wq)
                 idxd_wq_register_dmaengine(wq)
     except KernelError:
@@ -435,6 +439,7 @@ def idxd_enable(idxd: IdxdDevice) -> None:
 def idxd_disable(idxd: IdxdDevice) -> None:
     """``accel-config disable-wq`` for every WQ, then ``disable-device``."""
     for wq in idxd.wqs:
+        idxd_user_drv_remove(wq)
         idxd_unregister_dma_channel(wq)
         idxd_drv_disable_wq(wq)
     idxd_device_drv_remove(idxd)
