@@ -35,7 +35,6 @@ from drivers.idxd.idxd import (
     IDXD_DEV_ENABLED,
     IDXD_WQ_ENABLED,
     IDXD_WQT_USER,
-    IdxdDevice,
     IdxdWq,
 )
 from drivers.idxd.submit import idxd_enqcmds, idxd_wq_portal_addr
@@ -54,8 +53,7 @@ from kernel.errno import (
 )
 from kernel.fs import File, Inode, cdev_device_add, cdev_device_del
 from kernel.io import movdir64b
-from kernel.iommu.iommu import dev_iommu_ops
-from kernel.iommu.iommu_h import IOMMU_PASID_INVALID, has_optional_op
+from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.iommu.iommu_sva import (
     IommuSva,
     iommu_sva_bind_device,
@@ -342,15 +340,3 @@ def idxd_user_drv_remove(wq: IdxdWq) -> None:
         return
     idxd_wq_del_cdev(wq)
     idxd_drv_disable_wq(wq)
-
-
-def idxd_enable_sva(idxd: IdxdDevice) -> bool:
-    """``idxd_enable_sva``: user SVA needs PASID on the function and an IOMMU driver
-    that makes SVA domains; returns whether it is on.
-
-    Differences from Linux: ``iommu_dev_enable_feature(IOMMU_DEV_FEAT_IOPF/SVA)``
-    is reduced to that check (page-request enabling belongs to the IOPF code)."""
-    dev = idxd.pdev
-    if dev.iommu is None or not dev.pasid_enabled:
-        return False
-    return has_optional_op(dev_iommu_ops(dev), "domain_alloc_sva")

@@ -222,8 +222,6 @@ class IdxdDevice:
     user_int_en: bool = False
     kernel_priv: bool = False
     """``idxd.kernel_priv``: the 2022 privileged kernel descriptors with a PASID."""
-    user_pasid_enabled: bool = False
-    """``IDXD_FLAG_USER_PASID_ENABLED``: SVA is on, user WQs can bind processes."""
     user_submission_safe: bool = False
     """``idxd->user_submission_safe``: false for the DSA 1.0 parts (INTEL-SA-01084), so
     mapping a portal needs CAP_SYS_RAWIO and batches cannot go through ``write``."""

@@ -26,7 +26,6 @@ at probe), ``idxd.default_wqs`` (how many: default 2, 0 = every WQ), ``idxd.conf
 from __future__ import annotations
 
 from drivers.idxd import registers as regs
-from drivers.idxd.cdev import idxd_enable_sva
 from drivers.idxd.device import (
     PASID_API_SEED_V3,
     idxd_cmd_exec,
@@ -292,9 +291,6 @@ def idxd_probe(idxd: IdxdDevice) -> None:
     idxd_device_init_reset(idxd)
     idxd.kernel_priv = bool(current_kernel().param("idxd.kernel_priv"))
     if current_kernel().param("idxd.sva"):
-        idxd.user_pasid_enabled = idxd_enable_sva(idxd)
-        if not idxd.user_pasid_enabled:
-            dev_warn(idxd.pdev, "Unable to turn on user SVA feature.")
         try:
             idxd_enable_sva(idxd.pdev)
             idxd.user_pasid_enabled = True
