@@ -25,6 +25,7 @@ from hw.vtd import VtdUnit
 from iommulab.presets import PRESETS
 from kernel.boot import Kernel
 from kernel.delay import udelay
+from kernel.errno import EOPNOTSUPP
 from kernel.fork import mm_alloc, mmput
 from kernel.io import enqcmd
 from kernel.iommu.iommu_sva import (
@@ -66,8 +67,9 @@ def _spec(dsa: dict[str, Any] | None = None) -> dict[str, Any]:
     return spec
 
 
-def _config(bof: int) -> dict[str, Any]:
+def _config(bof: int, **extra: int) -> dict[str, Any]:
     wq = {
+        **extra,
         "dev": "wq0.0",
         "mode": "shared",
         "size": 16,
@@ -246,3 +248,32 @@ def test_without_block_on_fault_the_record_reports_the_fault(make_kernel: Boot) 
     assert cr.bytes_completed == 0 and cr.fault_addr == DST
     assert p.unit.prq.received == 0
     p.exit()
+
+
+def test_wq_prs_disable_keeps_block_on_fault_from_asking(make_kernel: Boot) -> None:
+    """WQCAP offers the per-WQ PRS disable (bit 55) and the WQ is configured with
+    prs_disable (accel-config's attribute, written to WQCFG dword 2 bit 3): a BOF
+    descriptor then sends no page request and completes as a page fault (0x03)."""
+    k = make_kernel(_spec({"wq_prs_disable": True}), "idxd.default_config=0", with_intel=True)
+    idxd = idxd_find("dsa0")
+    assert idxd.hw.wq_cap >> 55 & 1
+    idxd_load_config(idxd, _config(1, prs_disable=1))
+    idxd_enable(idxd)
+    assert dsa_hw(k).wqs[0].prs_disable and dsa_hw(k).wqs[0].bof
+    mm = mm_alloc()
+    assert mm is not None
+    for va in (SRC, DST, CR):
+        assert vm_mmap(mm, va, 4096, RW, ANON) == va
+    sva = iommu_sva_bind_device(idxd.pdev, mm)
+    p = Process(k, mm, sva, iommu_sva_get_pasid(sva))
+    p.write(SRC, _pattern(4096))
+    cr = p.memmove(SRC, DST, 4096)
+    assert cr.status == uapi.DSA_COMP_PAGE_FAULT_NOBOF | uapi.DSA_COMP_STATUS_WRITE
+    assert cr.fault_addr == DST and p.unit.prq.received == 0
+    p.exit()
+
+
+def test_prs_disable_is_refused_without_the_capability(make_kernel: Boot) -> None:
+    make_kernel(_spec(), "idxd.default_config=0", with_intel=True)
+    with pytest.raises(EOPNOTSUPP, match="no per-WQ PRS disable"):
+        idxd_load_config(idxd_find("dsa0"), _config(1, prs_disable=1))

@@ -8,11 +8,28 @@ lines, no exception and nothing lost: every request is answered and every byte l
 
 from __future__ import annotations
 
+import pytest
+
 from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.dmar import dmar_state, qi_submit_sync
 from drivers.intel_iommu.structs import IntelIommu
-from hw.pri import PCI_PRI_STATUS_STOPPED, PCI_PRI_STATUS_UPRGI, PRG_RESP_SUCCESS
+from hw.pri import (
+    PCI_PRI_STATUS_RF,
+    PCI_PRI_STATUS_STOPPED,
+    PCI_PRI_STATUS_UPRGI,
+    PRG_RESP_FAILURE,
+    PRG_RESP_INVALID,
+    PRG_RESP_SUCCESS,
+)
 from kernel.delay import ndelay, udelay
+from kernel.errno import EBUSY
+from kernel.fault_inject import injector
+from kernel.iommu.io_pgfault import iopf_queue_add_device
+from kernel.iommu.iommu import (
+    IOMMU_DEV_FEAT_IOPF,
+    iommu_dev_disable_feature,
+    iommu_dev_enable_feature,
+)
 from kernel.mmap import vm_mmap
 from kernel.pci import (
     PCI_PRI_ALLOC_REQ,
@@ -191,3 +208,58 @@ def test_unbind_drains_a_page_request_still_in_flight(make_kernel: Boot) -> None
     assert fault_param is not None and not fault_param.faults and not fault_param.partial
     udelay(100)  # the device's retry finds the PASID gone: a recorded fault, no stale use
     assert "SM: Present bit in PASID Table Entry is clear" in p.kernel.dmesg()
+
+
+def _answers(p: Process, addr: int, pasid: int | None = None) -> list[int]:
+    pri = dsa_hw(p.kernel).pri
+    assert pri is not None
+    out: list[int] = []
+    assert pri.request(p.pasid if pasid is None else pasid, False, False, addr, True, out.append)
+    return out
+
+
+def test_page_request_for_a_pasid_without_a_domain_is_aborted(make_kernel: Boot) -> None:
+    """No domain is attached at the request's PASID: the core warns "iopf with pasid N
+    aborted" and answers Response Failure, which Linux encodes as 2 (reserved in
+    PCIe): the function takes it as Response Failure and stops asking."""
+    p = start(make_kernel)
+    answers = _answers(p, DST, pasid=77)
+    udelay(20)
+    assert answers == [PRG_RESP_FAILURE]
+    assert "iopf with pasid 77 aborted" in p.kernel.dmesg()
+    pdev = _pdev(p)
+    assert pci_read_config_word(pdev, pdev.pri_cap + PCI_PRI_STATUS) & PCI_PRI_STATUS_RF
+    p.exit()
+
+
+def test_no_memory_for_the_fault_group_answers_response_failure(make_kernel: Boot) -> None:
+    p = start(make_kernel)
+    injector().arm(1, frozenset({"kmalloc"}))
+    try:
+        answers = _answers(p, DST)
+        udelay(20)
+    finally:
+        injector().disarm()
+    assert answers == [PRG_RESP_FAILURE]
+    assert f"iopf with pasid {p.pasid} aborted" in p.kernel.dmesg()
+    p.exit()
+
+
+def test_disabling_iopf_answers_pending_groups_invalid_once(make_kernel: Boot) -> None:
+    """IOPF is turned off while a reported group waits for its work item: the group is
+    answered Invalid Request when the device leaves the IOPF queue, and the work that
+    runs later sends nothing more."""
+    p = start(make_kernel)
+    param = _pdev(p).iommu.fault_param  # type: ignore[union-attr]
+    answers = _answers(p, DST)
+    while not param.faults:
+        ndelay(50)
+    iommu_dev_disable_feature(_pdev(p), IOMMU_DEV_FEAT_IOPF)
+    udelay(20)
+    assert answers == [PRG_RESP_INVALID] and not param.faults
+    iommu_dev_enable_feature(_pdev(p), IOMMU_DEV_FEAT_IOPF)
+    with pytest.raises(EBUSY, match="already on an IOPF queue"):
+        iopf_queue_add_device(_iommu().iopf_queue, _pdev(p))
+    with pytest.raises(EBUSY, match="PRI already enabled"):
+        iommu_dev_enable_feature(_pdev(p), IOMMU_DEV_FEAT_IOPF)
+    p.exit()
