@@ -227,6 +227,8 @@ class IdxdDevice:
     user_submission_safe: bool = False
     """``idxd->user_submission_safe``: false for the DSA 1.0 parts (INTEL-SA-01084), so
     mapping a portal needs CAP_SYS_RAWIO and batches cannot go through ``write``."""
+    sva: Any = None
+    """5.15 ``idxd->sva``: the supervisor SVA bond (``iommu.pasid_api=kernel-sva``)."""
 
     @property
     def name(self) -> str:

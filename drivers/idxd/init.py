@@ -9,10 +9,13 @@ WQ/engine/group allocation, interrupts, and the system PASID.
   ``iommu_alloc_global_pasid`` (-ENOSPC), ``iommu_attach_device_pasid`` (the PASID
   freed again if that fails), then GENCFG.user_int_en because kernel descriptors
   now use user privilege;
-- ``seed-v3`` (the 2022 series, patch 3/4): ``iommu_attach_dma_pasid(dev)``.
+- ``seed-v3`` (the 2022 series, patch 3/4): ``iommu_attach_dma_pasid(dev)``;
+- ``kernel-sva`` (5.15, what the series replaced): a supervisor SVA bind of the
+  kernel's address space (drivers/idxd/kernel_sva.py).
 
-Either way kernel descriptors then use user privilege and GENCFG.user_int_en is
-set (see ``idxd_wq_kernel_priv``; ``idxd.kernel_priv=1`` keeps 2022's priv=1).
+With the first two kernel descriptors then use user privilege and
+GENCFG.user_int_en is set (see ``idxd_wq_kernel_priv``; ``idxd.kernel_priv=1``
+keeps 2022's priv=1); ``kernel-sva`` always uses priv=1.
 
 A failure leaves the device without PASID ("No in-kernel DMA with PASID"): the
 dedicated WQ still works, a shared one cannot be enabled.
@@ -25,6 +28,7 @@ at probe), ``idxd.default_wqs`` (how many: default 2, 0 = every WQ), ``idxd.conf
 
 from __future__ import annotations
 
+from drivers.idxd import kernel_sva
 from drivers.idxd import registers as regs
 from drivers.idxd.device import (
     PASID_API_SEED_V3,
@@ -58,6 +62,7 @@ from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasi
 from kernel.iommu.iommu import (
     IOMMU_DEV_FEAT_IOPF,
     IOMMU_DEV_FEAT_SVA,
+    PASID_API_KERNEL_SVA,
     iommu_dev_disable_feature,
     iommu_dev_enable_feature,
     iommu_get_domain_for_dev,
@@ -131,6 +136,8 @@ def idxd_enable_system_pasid(idxd: IdxdDevice) -> None:
     api = iommu_state().pasid_api
     if api == PASID_API_SEED_V3:
         pasid = iommu_attach_dma_pasid(dev)
+    elif api == PASID_API_KERNEL_SVA:
+        pasid = kernel_sva.idxd_enable_system_pasid(idxd)
     else:
         domain = iommu_get_domain_for_dev(dev)
         if domain is None:
@@ -149,7 +156,8 @@ def idxd_enable_system_pasid(idxd: IdxdDevice) -> None:
     idxd.pasid = pasid
     idxd.pasid_api = api
     idxd.pasid_enabled = True
-    dev_info(dev, f"system PASID {pasid} attached to the DMA domain ({api} API)")
+    what = "bound to init_mm" if api == PASID_API_KERNEL_SVA else "attached to the DMA domain"
+    dev_info(dev, f"system PASID {pasid} {what} ({api} API)")
 
 
 def idxd_disable_system_pasid(idxd: IdxdDevice) -> None:
@@ -159,6 +167,8 @@ def idxd_disable_system_pasid(idxd: IdxdDevice) -> None:
     dev = idxd.pdev
     if idxd.pasid_api == PASID_API_SEED_V3:
         iommu_detach_dma_pasid(dev)
+    elif idxd.pasid_api == PASID_API_KERNEL_SVA:
+        kernel_sva.idxd_disable_system_pasid(idxd)
     else:
         domain = iommu_get_domain_for_dev(dev)
         if domain is not None:
@@ -289,7 +299,8 @@ def idxd_probe(idxd: IdxdDevice) -> None:
     interrupts. Unlike 6.12, the system PASID is tried even when user SVA could not be
     turned on (a unit without page requests still serves in-kernel PASID DMA)."""
     idxd_device_init_reset(idxd)
-    idxd.kernel_priv = bool(current_kernel().param("idxd.kernel_priv"))
+    kernel_sva_api = iommu_state().pasid_api == PASID_API_KERNEL_SVA
+    idxd.kernel_priv = kernel_sva_api or bool(current_kernel().param("idxd.kernel_priv"))
     if current_kernel().param("idxd.sva"):
         try:
             idxd_enable_sva(idxd.pdev)
