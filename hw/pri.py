@@ -29,9 +29,12 @@ Failure and fails every outstanding group of the function (it expects no further
 responses); until software re-enables PRI no request is made. A reserved response code
 is taken as Response Failure (the model's reading; unverified).
 
-Groups are one page each (Last = 1): the page request is the unit of work of the
-devices modelled. PRG indices are handed out round-robin over the 9-bit space among
-the free ones.
+A group is one page by default (Last = 1), which is what the DSA asks for; a caller
+may ask for ``pages`` consecutive pages as one group (the first ones with Last = 0,
+all with the same PRG index). Credits count page requests, not groups; a group larger
+than the allocation is never sent (software must allocate enough). PRG indices are
+handed out round-robin over the 9-bit space among the free ones, so at most 512
+groups are outstanding.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class _Pending:
     addr: int
     write: bool
     done: Callback
+    pages: int = 1
 
 
 class PriPort:
@@ -184,17 +188,24 @@ class PriPort:
         addr: int,
         write: bool,
         done: Callback,
+        pages: int = 1,
     ) -> bool:
-        """Ask for the page at ``addr``; ``done(code)`` runs when the group is answered
-        (possibly before this returns). False: PRI is disabled or failed, or no agent
-        takes page requests, so nothing was asked."""
-        if not self.enabled or self.response_failed or self._agent() is None:
+        """Ask for the page at ``addr`` (and the ``pages - 1`` after it, as one group);
+        ``done(code)`` runs when the group is answered (possibly before this returns).
+        False: PRI is disabled or failed, or no agent takes page requests, so nothing
+        was asked."""
+        if not self.enabled or self.response_failed or self._agent() is None or pages < 1:
             return False
-        self.queued.append(_Pending(pasid, priv, exe, addr & ~0xFFF, write, done))
-        if len(self.outstanding) >= self.allocation:
+        self.queued.append(_Pending(pasid, priv, exe, addr & ~0xFFF, write, done, pages))
+        if self.in_flight + pages > self.allocation:
             self.stats.held += 1
         self._pump()
         return True
+
+    @property
+    def in_flight(self) -> int:
+        """Page requests outstanding (the credits in use)."""
+        return sum(g.pages for g in self.outstanding.values())
 
     def _agent(self) -> PriAgent | None:
         m = self.fn.machine
@@ -213,20 +224,23 @@ class PriPort:
     def _pump(self) -> None:
         """Transmit queued requests while credits last."""
         agent = self._agent()
+        rid = self.fn.addr.rid
         while (
             agent is not None
             and self.queued
-            and len(self.outstanding) < min(self.allocation, PRG_INDEX_COUNT)
+            and len(self.outstanding) < PRG_INDEX_COUNT
+            and self.in_flight + self.queued[0].pages <= self.allocation
         ):
             g = self.queued.popleft()
             prgi = self._free_index()
             self.outstanding[prgi] = g
-            self.stats.requests += 1
-            agent.page_request(
-                PageRequest(
-                    self.fn.addr.rid, g.pasid, g.priv, g.exe, g.addr, not g.write, g.write, prgi
+            self.stats.requests += g.pages
+            for i in range(g.pages):
+                addr = g.addr + 4096 * i
+                last = i == g.pages - 1
+                agent.page_request(
+                    PageRequest(rid, g.pasid, g.priv, g.exe, addr, not g.write, g.write, prgi, last)
                 )
-            )
 
     # -- responses -----------------------------------------------------------------------
     def response(self, prgi: int, code: int, pasid: int | None) -> None:

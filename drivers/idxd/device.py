@@ -281,6 +281,8 @@ def idxd_wq_config_write(wq: IdxdWq) -> None:
     dw2 = regs.WQCFG_PRIORITY.put(dw2, wq.priority)
     if regs.GENCAP_BLOCK_ON_FAULT.get(idxd.hw.gen_cap) and wq.block_on_fault:
         dw2 = regs.WQCFG_BOF.put(dw2, 1)
+    if regs.WQCAP_WQ_PRS_SUPPORT.get(idxd.hw.wq_cap) and wq.prs_disable:
+        dw2 = regs.WQCFG_PRS_DISABLE.put(dw2, 1)
     if idxd.wq_pasid_enabled(wq):
         dw2 = regs.WQCFG_PASID_EN.put(dw2, 1)
         kernel_dwq = wq.dedicated and wq.type == IDXD_WQT_KERNEL

@@ -129,6 +129,8 @@ class IdxdWq:
     priority: int = 0
     dedicated: bool = True
     block_on_fault: bool = False
+    prs_disable: bool = False
+    """``WQ_FLAG_PRS_DISABLE``: no page requests for this WQ (needs WQCAP bit 55)."""
     type: str = IDXD_WQT_NONE
     name: str = ""
     driver_name: str = ""

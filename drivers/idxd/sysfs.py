@@ -26,6 +26,7 @@ from typing import Any
 
 from attrs import evolve
 
+from drivers.idxd import registers as regs
 from drivers.idxd.cdev import idxd_user_drv_probe, idxd_user_drv_remove
 from drivers.idxd.device import (
     idxd_device_drv_probe,
@@ -56,6 +57,7 @@ WQ_KEYS = {
     "group_id",
     "priority",
     "block_on_fault",
+    "prs_disable",
     "max_batch_size",
     "max_transfer_size",
     "threshold",
@@ -122,6 +124,10 @@ def _wq_apply(wq: IdxdWq, key: str, value: object) -> None:
         wq.priority = _int(where, value, 1, 15)
     elif key == "block_on_fault":
         wq.block_on_fault = bool(_int(where, value, 0, 1))
+    elif key == "prs_disable":  # wq_prs_disable_store
+        if not regs.WQCAP_WQ_PRS_SUPPORT.get(idxd.hw.wq_cap):
+            raise EOPNOTSUPP(f"{where}: the device has no per-WQ PRS disable")
+        wq.prs_disable = bool(_int(where, value, 0, 1))
     elif key == "max_batch_size":
         wq.max_batch_shift = _pow2_shift(where, value, idxd.max_batch_size.bit_length() - 1)
     elif key == "max_transfer_size":
@@ -209,6 +215,7 @@ _WQ_FIELDS = {
     "group_id": ("group_id",),
     "priority": ("priority",),
     "block_on_fault": ("block_on_fault",),
+    "prs_disable": ("prs_disable",),
     "max_batch_size": ("max_batch_shift",),
     "max_transfer_size": ("max_xfer_shift",),
     "threshold": ("threshold",),
@@ -351,6 +358,11 @@ def idxd_save_config(idxd: IdxdDevice) -> list[dict[str, Any]]:
                         "group_id": w.group_id,
                         "priority": w.priority,
                         "block_on_fault": int(w.block_on_fault),
+                        **(
+                            {"prs_disable": int(w.prs_disable)}
+                            if regs.WQCAP_WQ_PRS_SUPPORT.get(idxd.hw.wq_cap)
+                            else {}
+                        ),
                         "max_batch_size": 1 << w.max_batch_shift,
                         "max_transfer_size": 1 << w.max_xfer_shift,
                         "threshold": w.threshold,

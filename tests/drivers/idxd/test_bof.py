@@ -25,6 +25,7 @@ from hw.vtd import VtdUnit
 from iommulab.presets import PRESETS
 from kernel.boot import Kernel
 from kernel.delay import udelay
+from kernel.errno import EOPNOTSUPP
 from kernel.fork import mm_alloc, mmput
 from kernel.io import enqcmd
 from kernel.iommu.iommu_sva import (
@@ -58,15 +59,17 @@ ANON = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
 BOF_FLAGS = uapi.IDXD_OP_FLAG_CRAV | uapi.IDXD_OP_FLAG_RCR | uapi.IDXD_OP_FLAG_BOF
 
 
-def _spec() -> dict[str, Any]:
+def _spec(dsa: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = copy.deepcopy(PRESETS["default"])
     spec["ram"] = "64M"
     spec["iommus"][0]["config"] = {"strict_stale": True}
+    spec["devices"][0]["config"] = dsa or {}
     return spec
 
 
-def _config(bof: int) -> dict[str, Any]:
+def _config(bof: int, **extra: int) -> dict[str, Any]:
     wq = {
+        **extra,
         "dev": "wq0.0",
         "mode": "shared",
         "size": 16,
@@ -112,33 +115,41 @@ class Process:
         assert access_remote_vm(self.mm, addr, buf, False) == size
         return bytes(buf)
 
-    def memmove(self, src: int, dst: int, size: int, flags: int = BOF_FLAGS) -> Any:
-        """ENQCMD a MEMMOVE with the process's PASID; wait for its completion record."""
-        self.write(CR, bytes(32))
+    def submit(self, src: int, dst: int, size: int, cr: int = CR, flags: int = BOF_FLAGS) -> None:
+        """ENQCMD a MEMMOVE with the process's PASID (completion record at ``cr``)."""
+        self.write(cr, bytes(32))
         d = uapi.DsaHwDesc()
         d.opcode = uapi.DSA_OPCODE_MEMMOVE
         d.flags = flags
-        d.completion_addr = CR
+        d.completion_addr = cr
         d.src_addr = src
         d.dst_addr = dst
         d.xfer_size = size
         wq = idxd_find("dsa0").wqs[0]
         assert wq.portal is not None
         assert enqcmd(wq.portal, d.to_bytes(), self.pasid) == 0
+
+    def wait(self, cr: int = CR) -> Any:
+        """Poll the completion record until the device wrote it."""
         for _ in range(100_000):
-            cr = uapi.DsaCompletionRecord.from_bytes(self.read(CR, 32))
-            if cr.status:
-                return cr
+            rec = uapi.DsaCompletionRecord.from_bytes(self.read(cr, 32))
+            if rec.status:
+                return rec
             udelay(1)
         raise AssertionError("the descriptor never completed")
+
+    def memmove(self, src: int, dst: int, size: int, flags: int = BOF_FLAGS) -> Any:
+        """Submit a MEMMOVE and wait for its completion record."""
+        self.submit(src, dst, size, CR, flags)
+        return self.wait(CR)
 
     def exit(self) -> None:
         iommu_sva_unbind_device(self.sva)
         mmput(self.mm)
 
 
-def start(make_kernel: Boot, bof: int = 1) -> Process:
-    k = make_kernel(_spec(), "idxd.default_config=0", with_intel=True)
+def start(make_kernel: Boot, bof: int = 1, dsa: dict[str, Any] | None = None) -> Process:
+    k = make_kernel(_spec(dsa), "idxd.default_config=0", with_intel=True)
     idxd = idxd_find("dsa0")
     assert idxd.user_pasid_enabled  # idxd_enable_sva: IOPF (PRI) and SVA are on
     idxd_load_config(idxd, _config(bof))
@@ -237,3 +248,32 @@ def test_without_block_on_fault_the_record_reports_the_fault(make_kernel: Boot) 
     assert cr.bytes_completed == 0 and cr.fault_addr == DST
     assert p.unit.prq.received == 0
     p.exit()
+
+
+def test_wq_prs_disable_keeps_block_on_fault_from_asking(make_kernel: Boot) -> None:
+    """WQCAP offers the per-WQ PRS disable (bit 55) and the WQ is configured with
+    prs_disable (accel-config's attribute, written to WQCFG dword 2 bit 3): a BOF
+    descriptor then sends no page request and completes as a page fault (0x03)."""
+    k = make_kernel(_spec({"wq_prs_disable": True}), "idxd.default_config=0", with_intel=True)
+    idxd = idxd_find("dsa0")
+    assert idxd.hw.wq_cap >> 55 & 1
+    idxd_load_config(idxd, _config(1, prs_disable=1))
+    idxd_enable(idxd)
+    assert dsa_hw(k).wqs[0].prs_disable and dsa_hw(k).wqs[0].bof
+    mm = mm_alloc()
+    assert mm is not None
+    for va in (SRC, DST, CR):
+        assert vm_mmap(mm, va, 4096, RW, ANON) == va
+    sva = iommu_sva_bind_device(idxd.pdev, mm)
+    p = Process(k, mm, sva, iommu_sva_get_pasid(sva))
+    p.write(SRC, _pattern(4096))
+    cr = p.memmove(SRC, DST, 4096)
+    assert cr.status == uapi.DSA_COMP_PAGE_FAULT_NOBOF | uapi.DSA_COMP_STATUS_WRITE
+    assert cr.fault_addr == DST and p.unit.prq.received == 0
+    p.exit()
+
+
+def test_prs_disable_is_refused_without_the_capability(make_kernel: Boot) -> None:
+    make_kernel(_spec(), "idxd.default_config=0", with_intel=True)
+    with pytest.raises(EOPNOTSUPP, match="no per-WQ PRS disable"):
+        idxd_load_config(idxd_find("dsa0"), _config(1, prs_disable=1))
