@@ -276,3 +276,21 @@ def test_open_without_a_task_and_enqcmd_without_a_bond(make_kernel: Boot) -> Non
     do_exit(other)
     u.close()
     do_exit(task)
+
+
+def test_enqcmd_retry_when_the_shared_wq_is_full(make_kernel: Boot) -> None:
+    """A shared WQ at its threshold answers ENQCMD with retry (ZF=1); the program
+    retries and the descriptor goes in once the device has drained some."""
+    boot_user(make_kernel)
+    task = process()
+    u = open_wq(task)
+    src = u.alloc(1 << 20, touch=True)
+    dst = u.alloc(1 << 20, touch=True)
+    descs = u.alloc(16 * SZ)
+    for i in range(10):  # threshold 7: the last ones have to wait for room
+        d = descs + i * SZ
+        u.submit(u.memmove(src, dst, 1 << 20, d + 64), d)
+    assert u.enqcmd_retries > 0
+    for i in range(10):
+        assert u.wait(descs + i * SZ + 64).status == DSA_COMP_SUCCESS
+    do_exit(task)
