@@ -237,8 +237,9 @@ class PciFunction:
         return off
 
     def add_pri_cap(self, outstanding: int = 512, pasid_required: bool = True) -> int:
-        """The PRI capability (PCIe 7.8.11): Control (Enable, Reset), Status (RF and
-        UPRGI RW1C, Stopped set at reset, PRG Response PASID Required fixed by
+        """The PRI extended capability (PCIe Base spec chapter 10): Control (Enable,
+        Reset), Status (RF and UPRGI RW1C, Stopped set at reset, PRG Response PASID
+        Required fixed by
         ``pasid_required``), the RO capacity ``outstanding`` and the RW allocation.
         Its behaviour is :class:`hw.pri.PriPort`'s."""
         body = bytearray(12)
