@@ -239,9 +239,8 @@ class PciFunction:
     def add_pri_cap(self, outstanding: int = 512, pasid_required: bool = True) -> int:
         """The PRI extended capability (PCIe Base spec chapter 10): Control (Enable,
         Reset), Status (RF and UPRGI RW1C, Stopped set at reset, PRG Response PASID
-        Required fixed by
-        ``pasid_required``), the RO capacity ``outstanding`` and the RW allocation.
-        Its behaviour is :class:`hw.pri.PriPort`'s."""
+        Required fixed by ``pasid_required``), the RO capacity ``outstanding`` and the
+        RW allocation. Its behaviour is :class:`hw.pri.PriPort`'s."""
         body = bytearray(12)
         status = PCI_PRI_STATUS_STOPPED | (PCI_PRI_STATUS_PASID if pasid_required else 0)
         body[2:4] = status.to_bytes(2, "little")
