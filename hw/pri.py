@@ -1,4 +1,4 @@
-"""PCIe Page Request Interface, function side (PCIe Base spec 10.4; PRI capability 0x13).
+"""PCIe Page Request Interface, function side (PCIe Base spec ch. 10; capability 0x13).
 
 A function whose ATS Translation Request completed with R=W=0 may ask the host to make
 the pages resident with a *Page Request* message (page address, PRG index, Last, R, W,
@@ -21,7 +21,7 @@ What the capability registers do here:
   request beyond it waits in the function ("queued for transmission") and is sent when
   a response frees a credit; an allocation of 0 sends nothing.
 
-Clearing Enable with requests outstanding (PCIe 10.5.2.2): no new request is made, the
+Clearing Enable with requests outstanding: no new request is made, the
 ones transmitted or queued for transmission still go out and are answered; Stopped
 turns 1 when the last one is. A PRG Response for an index with nothing outstanding
 sets Unexpected PRG Index and is otherwise ignored. A Response Failure sets Response
@@ -70,7 +70,7 @@ Callback = Callable[[int], None]
 
 @frozen
 class PageRequest:
-    """One Page Request message (PCIe 10.4.1) as the translation agent receives it."""
+    """One Page Request message as the translation agent receives it."""
 
     rid: int
     pasid: int | None
