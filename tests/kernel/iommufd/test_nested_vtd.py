@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from drivers.intel_iommu import iommu as intel_iommu_core
 from hw.vtd import registers as vr
 from hw.vtd.dump import dump_unit
 from hw.vtd.unit import VtdUnit
@@ -203,6 +204,31 @@ def test_the_user_invalidation_is_sufficient(nest_vmm: Vmm) -> None:
     assert g.move(dsa) == DSA_COMP_SUCCESS
     assert g.read(DST, PAGE_SIZE) == g.read(ALT, PAGE_SIZE) != g.read(SRC, PAGE_SIZE)
     assert vtd_unit(nest_vmm).stats.stale_uses == 0
+    dsa.disable()
+
+
+def test_a_second_stage_change_without_its_flush_is_a_stale_use(
+    nest_vmm: Vmm, iommulab_expect: Expectations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The VMM moves the guest's source page to another host page while the
+    driver's flush of the parent is patched out: the nested IOTLB entry still
+    holds the old second-stage answer, the DSA reads the old page, and the model
+    reports the stale use (the second stage's entries are in the nested entry)."""
+    iommulab_expect.stale()
+    g = Guest(nest_vmm)
+    dsa = g.start()
+    assert g.move(dsa) == DSA_COMP_SUCCESS
+    other = nest_vmm.buffer(PAGE_SIZE, 9)
+    with monkeypatch.context() as m:
+        m.setattr(intel_iommu_core, "domain_flush_range", lambda *a: None)
+        nest_vmm.fd.ioas_unmap(g.ioas, 0, GUEST)
+    nest_vmm.fd.ioas_map(g.ioas, g.mem, SRC, iova=0)
+    nest_vmm.fd.ioas_map(g.ioas, other, PAGE_SIZE, iova=SRC)
+    rest = SRC + PAGE_SIZE
+    nest_vmm.fd.ioas_map(g.ioas, g.mem + rest, GUEST - rest, iova=rest)
+    assert g.move(dsa) == DSA_COMP_SUCCESS
+    assert g.read(DST, PAGE_SIZE) == g.read(SRC, PAGE_SIZE) != memory_read(other, PAGE_SIZE)
+    assert vtd_unit(nest_vmm).stats.stale_uses >= 1
     dsa.disable()
 
 
