@@ -177,23 +177,30 @@ class Caches:
         IOTLB invalidation) all of them whatever ``addr``, with ``tag`` = a PASID
         (a PASID-based one) those of that PASID in the same range."""
 
-        def match(key: Hashable) -> bool:
-            k_did, k_tag = cast(tuple[int, int], key)
-            return (did is None or k_did == did) and (tag is None or k_tag == tag)
-
+        if did is None and tag is None and addr is None:
+            return self.iotlb.flush(None)
         dropped = 0
-        if nested and did is not None:
-            if tag == SL_TAG:
+        twin = None  # the nested tag dropped with ``tag`` in the same pass
+        all_nested = False  # every nested tag of the DID in the same pass
+        if nested and did is not None and tag is not None:
+            if tag != SL_TAG:
+                twin = tag | NEST_TAG
+            elif addr is None:
+                all_nested = True
+            else:  # page-selective: every nested entry of the DID, whatever the address
 
                 def nest(key: Hashable) -> bool:
                     k_did, k_tag = cast(tuple[int, int], key)
                     return k_did == did and k_tag >= NEST_TAG
 
                 dropped = self.iotlb.flush(nest)
-            elif tag is not None:
-                dropped = self.flush_tlb(did, tag | NEST_TAG, addr, am)
-        if did is None and tag is None and addr is None:
-            return self.iotlb.flush(None)
+
+        def match(key: Hashable) -> bool:
+            k_did, k_tag = cast(tuple[int, int], key)
+            if did is not None and k_did != did:
+                return False
+            return tag is None or k_tag in (tag, twin) or (all_nested and k_tag >= NEST_TAG)
+
         if addr is None:
             return dropped + self.iotlb.flush(match)
         span = 12 + am
