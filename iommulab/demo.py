@@ -33,6 +33,7 @@ from hw.smmuv3.walk import CdInfo, SmmuFault
 from hw.vtd.unit import VtdUnit
 from hw.vtd.walk import Stage
 from iommulab import bootcheck
+from iommulab.perfetto import to_chrome_json
 from iommulab.presets import load_machine_file, preset
 from kernel.boot import Kernel, boot
 from kernel.dma.direction import DMA_FROM_DEVICE, DMA_TO_DEVICE
@@ -50,7 +51,6 @@ from kernel.dma.dmaengine import (
 from kernel.dma.mapping import dma_map_single, dma_mapping_error, dma_unmap_single
 from kernel.errno import KernelError
 from kernel.mm import alloc_pages_exact, free_pages_exact, memory_read, memory_write
-from kernel.trace import to_chrome_json
 
 SIZES = (4 << 10, 64 << 10, 1 << 20, 16 << 20)
 TRACE_EVENTS = "idxd:*,iommu:*,intel_iommu:*,hw_vtd:*,hw_dsa:*"

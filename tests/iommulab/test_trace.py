@@ -31,8 +31,8 @@ def test_scenario_trace_json_has_events_that_validate(
     assert cli.main(["trace", str(scenario_file(DSA_ENABLE)), "--format=json", f"-o{out}"]) == 0
     doc = json.loads(out.read_text())
     assert validate(doc, trace_event_schema()) == []
-    (ev,) = [e for e in doc["traceEvents"] if e["cat"] == "hw_dsa"]
-    assert ev["name"] == "command" and ev["ph"] == "i" and ev["args"]["cmd"] == 1
+    (ev,) = [e for e in doc["traceEvents"] if e.get("cat") == "hw_dsa"]
+    assert ev["name"] == "command" and ev["ph"] == "i" and ev["args"]["cmd"] == "0x1"
 
 
 def test_the_schema_check_rejects_malformed_events() -> None:

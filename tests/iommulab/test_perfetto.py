@@ -1,0 +1,175 @@
+"""The demo's trace laid out per machine part (iommulab.perfetto), and its ftrace text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iommulab import cli
+from iommulab import trace as tracing
+from iommulab.perfetto import KERNEL, chrome_events, processes, tracks
+from iommulab.replay.ftrace import _HEADER, parse_text
+from kernel.boot import current_kernel
+from kernel.trace import TraceEvent
+from tests.iommulab.schema import trace_event_schema, validate
+
+Doc = dict[str, Any]
+REAL_LINE = (
+    "            init-1       [000] .....     1.591043: add_device_to_group: "
+    "IOMMU: groupID=0 device=0000:00:00.0"
+)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Doc, list[TraceEvent]]:
+    """``iommulab trace --format json demo``: the document it wrote and the ring it
+    was made from."""
+    out = tmp_path_factory.mktemp("trace") / "demo.json"
+    assert cli.main(["trace", "--format", "json", "-o", str(out)]) == 0
+    events, overflowed = tracing.recorded(current_kernel())
+    assert not overflowed
+    return json.loads(Path(out).read_text()), events
+
+
+def _slices(doc: Doc, ph: str = "X") -> list[Doc]:
+    return [e for e in doc["traceEvents"] if e["ph"] == ph]
+
+
+def test_every_machine_part_is_a_named_process_with_named_tracks(
+    demo_run: tuple[Doc, list[TraceEvent]],
+) -> None:
+    doc, _ = demo_run
+    assert validate(doc, trace_event_schema()) == []
+    procs = processes(doc)
+    assert set(procs.values()) == {KERNEL, "IOMMU dmar0", "device 0000:00:02.0"}
+    by_proc: dict[str, set[str]] = {}
+    for (pid, _), name in tracks(doc).items():
+        by_proc.setdefault(procs[pid], set()).add(name)
+    assert {"invalidation queue", "page walks"} <= by_proc["IOMMU dmar0"]
+    assert {"wq0", "wq1"} <= by_proc["device 0000:00:02.0"]
+    assert {"kernel", "idxd wq0.0"} <= by_proc[KERNEL]
+    named = set(tracks(doc))
+    assert all((e["pid"], e["tid"]) in named for e in doc["traceEvents"] if e["ph"] in "Xi")
+
+
+def test_descriptor_slices_last_the_models_virtual_time(
+    demo_run: tuple[Doc, list[TraceEvent]],
+) -> None:
+    doc, ring = demo_run
+    submitted = {e.fields["seq"]: e.ts_ns for e in ring if e.name == "hw_dsa:descriptor_submit"}
+    done = {e.fields["seq"]: e.ts_ns for e in ring if e.name == "hw_dsa:descriptor_complete"}
+    assert submitted and submitted.keys() == done.keys()
+    procs, names = processes(doc), tracks(doc)
+    got = {}
+    for s in _slices(doc):
+        if s["cat"] == "hw_dsa":
+            assert procs[s["pid"]] == "device 0000:00:02.0"
+            assert names[(s["pid"], s["tid"])] == f"wq{int(s['args']['wq'], 16)}"
+            got[int(s["args"]["seq"], 16)] = (s["ts"], s["dur"])
+    assert got.keys() == submitted.keys()
+    for seq, (ts, dur) in got.items():
+        assert ts * 1000 == pytest.approx(submitted[seq])
+        assert dur * 1000 == pytest.approx(done[seq] - submitted[seq])
+        assert dur > 0
+
+
+def test_each_unmap_flows_to_the_invalidation_that_covers_it(
+    demo_run: tuple[Doc, list[TraceEvent]],
+) -> None:
+    doc, ring = demo_run
+    procs, names = processes(doc), tracks(doc)
+    xs = _slices(doc)
+
+    def enclosing(ev: Doc) -> Doc:
+        """The slice a flow event binds to: of those on its track that contain its
+        time, the one that began last (slices that touch end-to-start share a time)."""
+        around = [
+            s
+            for s in xs
+            if (s["pid"], s["tid"]) == (ev["pid"], ev["tid"])
+            and s["ts"] <= ev["ts"] <= s["ts"] + s["dur"]
+            and (s["name"] == "unmap" or names[(s["pid"], s["tid"])] == "invalidation queue")
+        ]
+        return max(around, key=lambda s: s["ts"])
+
+    starts = {e["id"]: e for e in _slices(doc, "s") if e["name"] == "unmap → invalidation"}
+    ends = {e["id"]: e for e in _slices(doc, "f")}
+    unmaps = [e for e in ring if e.name == "iommu:unmap"]
+    assert len(starts) == len(unmaps) > 0
+    for fid, s in starts.items():
+        src, dst = enclosing(s), enclosing(ends[fid])
+        assert src["name"] == "unmap" and procs[src["pid"]] == KERNEL
+        assert procs[dst["pid"]] == "IOMMU dmar0"
+        iova = int(src["args"]["iova"], 16)
+        # Decoded independently: a PASID-based IOTLB invalidation (type 6) whose
+        # address (qw1 bits 63:12) is the unmapped page.
+        words = [[int(w, 16) for w in d] for d in dst["args"]["descriptors"]]
+        assert any(d[0] & 0xF == 6 and d[1] & ~0xFFF == iova for d in words), (iova, words)
+
+
+def test_mapping_lifetimes_are_async_slices_on_the_device(
+    demo_run: tuple[Doc, list[TraceEvent]],
+) -> None:
+    doc, ring = demo_run
+    begins, ends = _slices(doc, "b"), {e["id"]: e for e in _slices(doc, "e")}
+    maps = [e for e in ring if e.name in ("dma:dma_map_page", "dma:dma_alloc")]
+    assert len(begins) == len(maps) > 0
+    for b in begins:
+        e = ends[b["id"]]
+        assert e["name"] == b["name"] and e["pid"] == b["pid"] and e["ts"] >= b["ts"]
+        assert processes(doc)[b["pid"]] == "device 0000:00:02.0"
+        assert b["name"] == f"{b['args']['dma_addr']}+{b['args']['size']}"
+
+
+def test_integers_in_args_are_hex(demo_run: tuple[Doc, list[TraceEvent]]) -> None:
+    doc, _ = demo_run
+
+    def ints(v: Any) -> list[Any]:
+        if isinstance(v, dict):
+            return [x for w in v.values() for x in ints(w)]
+        if isinstance(v, list):
+            return [x for w in v for x in ints(w)]
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else []
+
+    assert ints([e.get("args", {}) for e in doc["traceEvents"] if e["ph"] != "M"]) == []
+    qi = next(e for e in doc["traceEvents"] if e["name"] == "qi_descriptor")
+    assert all(w.startswith("0x") for w in qi["args"]["qw"])
+
+
+def test_the_text_trace_reads_as_linux_ftrace(demo_run: tuple[Doc, list[TraceEvent]]) -> None:
+    _, ring = demo_run
+    text = tracing.render(ring, "text")
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert len(lines) == len(ring)
+    assert all(_HEADER.fullmatch(ln) for ln in lines)
+    parsed = parse_text(text)
+    assert parsed.problems == []
+    linux = {"iommu", "dma", "intel_iommu"}
+    assert len(parsed.events) == sum(e.system in linux for e in ring) > 0
+    # Column for column as Linux 6.12 prints the event (spec/linux-6.12-trace/trace.txt).
+    real = _HEADER.fullmatch(REAL_LINE)
+    ours = _HEADER.fullmatch(next(ln for ln in lines if "add_device_to_group:" in ln))
+    assert real is not None and ours is not None
+    assert ours.start("sec") == real.start("sec") and ours.end("name") == real.end("name")
+
+
+def test_a_stale_use_without_an_unmap_has_no_flow() -> None:
+    stale = TraceEvent(5, "hw_vtd:stale_translation", {"unit": "dmar0", "addr": 0x1000}, "")
+    evs = chrome_events([stale])
+    assert [e["name"] for e in evs if e["ph"] == "X"] == ["stale use"]
+    assert not [e for e in evs if e["ph"] in "sf"]
+
+
+def test_a_kernel_tracepoint_is_an_instant_on_the_kernel_track() -> None:
+    ev = TraceEvent(2000, "iommu:attach_device_to_domain", {"device": "0000:00:03.0"}, "")
+    doc = {"traceEvents": chrome_events([ev])}
+    (inst,) = [e for e in doc["traceEvents"] if e["ph"] == "i"]
+    assert processes(doc)[inst["pid"]] == KERNEL
+    assert tracks(doc)[(inst["pid"], inst["tid"])] == "kernel"
+    assert (
+        inst["ts"] == 2.0 and inst["cat"] == "iommu" and inst["name"] == "attach_device_to_domain"
+    )
+    assert inst["args"] == {"device": "0000:00:03.0"}
