@@ -84,7 +84,14 @@ class PluginManager(pluggy.PluginManager):
                 continue
             dist = ep.dist.name if ep.dist is not None else ""
             version = ep.dist.version if ep.dist is not None else ""
-            problem = self._load_entry_point(ep)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # third-party code: report, never crash the boot
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if self.get_plugin(ep.name) is plugin:
+                    continue  # already registered (a test's marker named the same module)
+                problem = self._register_entry_point(ep, plugin)
             if problem:
                 named = f"{dist} {version}".strip() or "an unnamed distribution"
                 where = f"{ENTRY_POINT_GROUP} entry point of {named}"
@@ -92,16 +99,15 @@ class PluginManager(pluggy.PluginManager):
                 continue
             self.report.loaded.append(LoadedPlugin(ep.name, "entry-point", dist, version))
 
-    def _load_entry_point(self, ep: md.EntryPoint) -> str:
-        """Register ``ep``'s plugin; what is wrong with it, or ``""``."""
+    def _register_entry_point(self, ep: md.EntryPoint, plugin: object) -> str:
+        """Register ``ep``'s loaded plugin; what is wrong with it, or ``""``."""
         if self.get_plugin(ep.name) is not None:
             taken = next((p for p in self.report.loaded if p.name == ep.name), None)
             owner = f"{taken.distribution} {taken.version}".strip() if taken else ""
             return f"module name {ep.name!r} is already {owner or 'another module'}'s"
+        if not any(self.parse_hookimpl_opts(plugin, n) is not None for n in dir(plugin)):
+            return f"{ep.value} is {plugin!r}, which implements no iommulab_* hook"
         try:
-            plugin = ep.load()
-            if not any(self.parse_hookimpl_opts(plugin, n) is not None for n in dir(plugin)):
-                return f"{ep.value} is {plugin!r}, which implements no iommulab_* hook"
             self.register(plugin, name=ep.name)
         except Exception as exc:  # third-party code: report, never crash the boot
             return f"{type(exc).__name__}: {exc}"
