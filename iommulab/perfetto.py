@@ -88,7 +88,8 @@ class _Unmap:
     tid: int
     iova: int
     end: int
-    until: int | None = None
+    slice: dict[str, Any]
+    """Its slice, placed when the unmap is seen; the DMA-API call's end sets ``dur``."""
     covered: bool = False
     """A flush covering it was traced; the next batch on its unit takes it."""
 
@@ -96,6 +97,9 @@ class _Unmap:
 @define
 class _Batch:
     start: int
+    slice: dict[str, Any]
+    """Placed when the batch opens, so that flows into it bind to it; completed at the
+    wait descriptor."""
     names: list[str] = field(factory=list)
     words: list[Any] = field(factory=list)
 
@@ -129,11 +133,15 @@ class _Layout:
 
     def slice(
         self, name: str, cat: str, start: int, end: int, pid: int, tid: int, args: dict[str, Any]
-    ) -> None:
-        self.out.append({
+    ) -> dict[str, Any]:
+        """A complete slice, placed now in the document (a flow event binds to the
+        slice placed before it at the same time)."""
+        ev = {
             "name": name, "cat": cat, "ph": "X", "ts": _us(start), "dur": _us(end - start),
             "pid": pid, "tid": tid, "args": args,
-        })  # fmt: skip
+        }  # fmt: skip
+        self.out.append(ev)
+        return ev
 
     def flow(self, name: str, src: tuple[int, int, int], dst: tuple[int, int, int]) -> None:
         """A flow arrow from the slice enclosing ``src`` (ts, pid, tid) to the one
@@ -196,13 +204,15 @@ class _Builder:
         f = ev.fields
         name = ev.name
         if name == "iommu:unmap":
-            u = _Unmap(ev, self.kpid, self.ktid, f["iova"], f["iova"] + f["size"])
+            ts = ev.ts_ns
+            sl = self.lay.slice("unmap", "iommu", ts, ts, self.kpid, self.ktid, _args(f))
+            u = _Unmap(ev, self.kpid, self.ktid, f["iova"], f["iova"] + f["size"], sl)
             self.unmaps.append(u)
             self.pending.append(u)
             self.open_unmaps.append(u)
         elif name in _UNMAP_ENDS:
             for u in self.open_unmaps:
-                u.until = ev.ts_ns
+                u.slice["dur"] = _us(ev.ts_ns - u.ev.ts_ns)
             self.open_unmaps.clear()
         if name == "intel_iommu:cache_tag_flush_range":
             for u in self.pending:
@@ -227,13 +237,14 @@ class _Builder:
     def _batch_join(self, unit: str, queue: str, ts: int, what: str, words: list[Any]) -> None:
         """The driver queued ``what``: it opens the unit's batch or joins the open one,
         and the unmaps a traced flush covered flow to it."""
+        pid, tid = self.lay.track(f"IOMMU {unit}", queue)
         b = self.batches.get(unit)
         if b is None:
-            b = self.batches[unit] = _Batch(ts)
+            sl = self.lay.slice("invalidation batch", "queue", ts, ts, pid, tid, {})
+            b = self.batches[unit] = _Batch(ts, sl)
         b.names.append(what)
         if words:
             b.words.append(words)
-        pid, tid = self.lay.track(f"IOMMU {unit}", queue)
         still = []
         for u in self.pending:
             if u.covered:
@@ -309,15 +320,18 @@ class _Builder:
         if not wait:
             return
         b = self.batches.pop(unit, None)
-        start = b.start if b is not None else self.hw_first[unit]
-        del self.hw_first[unit]
-        args: dict[str, Any] = {}
-        name = "invalidation batch"
-        if b is not None:
-            name = "+".join(dict.fromkeys(n for part in b.names for n in part.split(",")))
-            if b.words:
-                args["descriptors"] = _arg(b.words)
-        self.lay.slice(name, "queue", start, ts, pid, tid, args)
+        first = self.hw_first.pop(unit)
+        if b is None:  # the driver's submissions were not traced
+            self.lay.slice("invalidation batch", "queue", first, ts, pid, tid, {})
+            return
+        self._close(b, ts)
+
+    @staticmethod
+    def _close(b: _Batch, end: int) -> None:
+        b.slice["name"] = "+".join(dict.fromkeys(n for part in b.names for n in part.split(",")))
+        b.slice["dur"] = _us(end - b.start)
+        if b.words:
+            b.slice["args"]["descriptors"] = _arg(b.words)
 
     def _stale(self, ev: TraceEvent, pid: int, tid: int) -> None:
         addr = ev.fields.get("addr")
@@ -332,9 +346,8 @@ class _Builder:
 
     # -- the end -------------------------------------------------------------------
     def finish(self) -> list[dict[str, Any]]:
-        for u in self.unmaps:
-            end = u.until if u.until is not None else u.ev.ts_ns
-            self.lay.slice("unmap", "iommu", u.ev.ts_ns, end, u.pid, u.tid, _args(u.ev.fields))
+        for b in self.batches.values():  # no wait descriptor before the trace ended
+            self._close(b, self.last_ts)
         for (dev, _), (mid, label, _ts) in self.maps.items():
             self._async("e", dev, mid, label, self.last_ts, {"live_at_end": True})
         return self.lay.out
@@ -358,7 +371,8 @@ def chrome_events(events: Iterable[TraceEvent]) -> list[dict[str, Any]]:
         pid, tid = b.lay.track(process, track)
         if process == KERNEL:
             b.kernel(ev)
-            b.lay.instant(ev, pid, tid)
+            if ev.name != "iommu:unmap":  # its slice carries it
+                b.lay.instant(ev, pid, tid)
         else:
             b.hardware(ev, pid, tid)
     return b.finish()

@@ -101,6 +101,10 @@ def test_each_unmap_flows_to_the_invalidation_that_covers_it(
     assert len(starts) == len(unmaps) > 0
     for fid, s in starts.items():
         src, dst = enclosing(s), enclosing(ends[fid])
+        # Each slice precedes, in the document, the flow events bound to it (a
+        # reader sorting by time alone keeps that order for equal times).
+        order = {id(e): i for i, e in enumerate(doc["traceEvents"])}
+        assert order[id(src)] < order[id(s)] and order[id(dst)] < order[id(ends[fid])]
         assert src["name"] == "unmap" and procs[src["pid"]] == KERNEL
         assert procs[dst["pid"]] == "IOMMU dmar0"
         iova = int(src["args"]["iova"], 16)
@@ -173,3 +177,59 @@ def test_a_kernel_tracepoint_is_an_instant_on_the_kernel_track() -> None:
         inst["ts"] == 2.0 and inst["cat"] == "iommu" and inst["name"] == "attach_device_to_domain"
     )
     assert inst["args"] == {"device": "0000:00:03.0"}
+
+
+def test_hardware_alone_still_gives_batches_and_open_ends_close_at_the_end(
+    demo_run: tuple[Doc, list[TraceEvent]],
+) -> None:
+    _, ring = demo_run
+    hw_only = chrome_events(e for e in ring if e.system.startswith("hw_"))
+    batches = [e for e in hw_only if e["ph"] == "X" and e["cat"] == "queue"]
+    waits = [e for e in ring if e.name == "hw_vtd:qi_descriptor" and e.fields["type"] == 5]
+    assert len(batches) == len(waits) and {b["name"] for b in batches} == {"invalidation batch"}
+    # Cut the run right after the first mapping: its lifetime ends with the trace.
+    first = next(i for i, e in enumerate(ring) if e.name == "dma:dma_map_page")
+    cut = chrome_events(ring[: first + 1])
+    (begin,) = [e for e in cut if e["ph"] == "b" and e["cat"] == "dma_mapping" and
+                e["args"]["dir"] != "0x0"]  # fmt: skip
+    (end,) = [e for e in cut if e["ph"] == "e" and e["id"] == begin["id"]]
+    assert end["args"] == {"live_at_end": True} and end["ts"] * 1000 == ring[first].ts_ns
+
+
+def test_smmuv3_unmaps_flow_to_their_tlbi_on_the_command_queue(tmp_path: Path) -> None:
+    out = tmp_path / "smmu.json"
+    events = "iommu:*,dma:*,arm_smmu_v3:*,hw_smmuv3:command"
+    argv = ["trace", "--machine", "smmuv3", "--events", events, "--format", "json"]
+    assert cli.main([*argv, "-o", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    procs, names = processes(doc), tracks(doc)
+    assert set(procs.values()) >= {KERNEL, "IOMMU smmu0"}
+    evs = doc["traceEvents"]
+    queue = [e for e in evs if e["ph"] == "X" and e["cat"] == "queue"]
+    assert queue and {names[(e["pid"], e["tid"])] for e in queue} == {"command queue"}
+    starts = {e["id"]: i for i, e in enumerate(evs) if e["ph"] == "s"}
+    ends = [(i, e) for i, e in enumerate(evs) if e["ph"] == "f"]
+    assert len(ends) == sum(e["ph"] == "X" and e["name"] == "unmap" for e in evs) > 0
+
+    def bound(at: int, ok: Any) -> int:
+        """The slice a flow event binds to: the model takes no time over an SMMUv3
+        batch, so several share a time stamp; the one placed last before it on its
+        track."""
+        track = (evs[at]["pid"], evs[at]["tid"])
+        return max(i for i in range(at) if (evs[i]["pid"], evs[i]["tid"]) == track and ok(evs[i]))
+
+    for at, f in ends:
+        unmap = evs[bound(starts[f["id"]], lambda e: e["ph"] == "X" and e["name"] == "unmap")]
+        iova = int(unmap["args"]["iova"], 16)
+        b = bound(at, lambda e: e["ph"] == "X" and e["cat"] == "queue")
+        # Between the batch's start and its CMD_SYNC the hardware consumed a
+        # TLBI_NH_VA whose address (dw1 bits 63:12) is the unmapped page.
+        inside = []
+        for e in evs[b + 1 :]:
+            if e["name"] == "command":
+                inside.append(e["args"])
+                if e["args"]["op"] == "CMD_SYNC":
+                    break
+        assert any(
+            c["op"] == "TLBI_NH_VA" and int(c["dw"][1], 16) & ~0xFFF == iova for c in inside
+        ), (iova, evs[b]["name"])
