@@ -308,6 +308,7 @@ class _Builder:
             return
         elif e == "stale_translation":
             self._stale(ev, pid, tid)
+            return
         elif ev.system == "hw_vtd" and e == "qi_descriptor":
             self._hw_queue(str(f["unit"]), ev.ts_ns, pid, tid, f["type"] == _QI_WAIT)
         elif ev.system == "hw_smmuv3" and e == "command":

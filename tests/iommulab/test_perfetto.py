@@ -233,3 +233,60 @@ def test_smmuv3_unmaps_flow_to_their_tlbi_on_the_command_queue(tmp_path: Path) -
         assert any(
             c["op"] == "TLBI_NH_VA" and int(c["dw"][1], 16) & ~0xFFF == iova for c in inside
         ), (iova, evs[b]["name"])
+
+
+def _ev(ts: int, name: str, **fields: Any) -> TraceEvent:
+    return TraceEvent(ts, name, fields, "")
+
+
+def test_a_lazy_unmap_flows_to_the_flush_all_batch_that_follows_it() -> None:
+    """Flush-queue (lazy) mode: the unmap is invalidated later, by a domain-wide
+    flush; a batch before that flush (a context invalidation) does not take it."""
+    qw = {"qw1": 0, "qw2": 0, "qw3": 0}
+    evs = [
+        _ev(100, "iommu:unmap", iova=0x1000, size=0x1000, unmapped_size=0x1000),
+        _ev(200, "intel_iommu:qi_submit", iommu="dmar0", type="cc_inv", qw0=0x11, **qw),
+        _ev(210, "hw_vtd:qi_descriptor", unit="dmar0", type=1, qw=(0x11, 0, 0, 0)),
+        _ev(220, "hw_vtd:qi_descriptor", unit="dmar0", type=5, qw=(0x25, 0, 0, 0)),
+        _ev(900, "intel_iommu:cache_tag_flush_all", iommu="dmar0", did=2),
+        _ev(910, "intel_iommu:qi_submit", iommu="dmar0", type="iotlb_inv", qw0=0x12, **qw),
+        _ev(920, "hw_vtd:qi_descriptor", unit="dmar0", type=2, qw=(0x12, 0, 0, 0)),
+        _ev(950, "intel_iommu:qi_submit", iommu="dmar0", type="iotlb_inv", qw0=0x12, **qw),
+    ]
+    doc = {"traceEvents": chrome_events(evs)}
+    batches = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["cat"] == "queue"]
+    assert [(b["name"], b["ts"], b["dur"]) for b in batches] == [
+        ("cc_inv", 0.2, 0.02),
+        ("iotlb_inv", 0.91, 0.04),  # no wait yet: closed at the trace's end
+    ]
+    (s,) = [e for e in doc["traceEvents"] if e["ph"] == "s"]
+    (f,) = [e for e in doc["traceEvents"] if e["ph"] == "f"]
+    assert (s["ts"], f["ts"], f["pid"], f["tid"]) == (
+        0.1, 0.91, batches[1]["pid"], batches[1]["tid"]
+    )  # fmt: skip
+
+
+def test_faults_and_unknown_events_have_a_track() -> None:
+    evs = [
+        _ev(1, "hw_vtd:fault", unit="dmar0", rid=0x10, pasid=None, addr=0x1000, reason=5),
+        _ev(2, "hw_smmuv3:fault", unit="smmu0", sid=1, ssid=None, addr=0x2000, evt=0x10),
+        _ev(3, "hw_dsa:halt", dev="0000:00:02.0", reset_type=1),
+        _ev(4, "hw_new:thing", what=object.__name__, when=1.5),
+        _ev(5, "hw_mock:stale_translation", unit="mock0", did=1, addr=None),
+    ]
+    doc = {"traceEvents": chrome_events(evs)}
+    procs, names = processes(doc), tracks(doc)
+    placed = [
+        (procs[e["pid"]], names[(e["pid"], e["tid"])], e["name"])
+        for e in doc["traceEvents"]
+        if e["ph"] in "iX"
+    ]
+    assert placed == [
+        ("IOMMU dmar0", "fault recording", "fault"),
+        ("IOMMU smmu0", "event queue", "fault"),
+        ("device 0000:00:02.0", "device", "halt"),
+        ("machine", "hw_new", "thing"),
+        ("IOMMU mock0", "stale uses", "stale use"),
+    ]
+    thing = next(e for e in doc["traceEvents"] if e["name"] == "thing")
+    assert thing["args"] == {"what": "object", "when": 1.5}
