@@ -15,15 +15,6 @@ from tests.iommulab.conftest import DSA_ENABLE, ScenarioFile
 from tests.iommulab.schema import trace_event_schema, validate
 
 
-def test_demo_trace_json_validates_against_the_trace_event_schema(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["trace", "--format", "json", "-o", "t.json", "demo"]) == 0
-    doc = json.loads((tmp_path / "t.json").read_text())
-    assert validate(doc, trace_event_schema()) == []
-
-
 def test_scenario_trace_json_has_events_that_validate(
     tmp_path: Path, scenario_file: ScenarioFile
 ) -> None:
