@@ -21,8 +21,10 @@ converter derives
 - flows (``s``/``f``): from an ``iommu:unmap`` to the invalidation batch that covers it
   (VT-d: the batch that follows a ``cache_tag_flush_range`` covering the IOVA or a
   ``cache_tag_flush_all``; SMMUv3: the batch of the next ``cmdq_issue`` with a TLBI),
-  and from the unmap that changed a page table to each later stale use of an IOVA it
-  covered (the flow runs the way causality does: write first, stale use after).
+  and from each table write that made a cached entry stale to the stale use (the flow
+  runs the way causality does: write first, stale use after): from the unmap that made
+  the write, found by the write's time when the stale-use event carries it
+  (``write_ns``) and otherwise by the IOVA.
 
 Time stamps and durations are the model's virtual time (``hw.clock``), in the format's
 microseconds. Integers in ``args`` are hex strings (addresses, descriptor words,
@@ -335,15 +337,33 @@ class _Builder:
             b.slice["args"]["descriptors"] = _arg(b.words)
 
     def _stale(self, ev: TraceEvent, pid: int, tid: int) -> None:
+        """A stale use, with a flow from each table write that made it stale. When the
+        event says when those writes happened (``write_ns``), each flow starts at the
+        unmap that made the write (the first unmap covering the IOVA at or after it:
+        the trace point follows the store), or at a ``table write`` slice placed at
+        that time when no unmap did; without ``write_ns``, at the latest unmap that
+        covered the IOVA."""
         addr = ev.fields.get("addr")
+        dst = (ev.ts_ns, pid, tid)
         self.lay.slice("stale use", ev.system, ev.ts_ns, ev.ts_ns, pid, tid, _args(ev.fields))
         if not isinstance(addr, int):
             return
-        for u in reversed(self.unmaps):
-            if u.iova <= addr < u.end:
-                self.lay.flow("table write → stale use", (u.ev.ts_ns, u.pid, u.tid), (
-                    ev.ts_ns, pid, tid))  # fmt: skip
-                return
+        covering = [u for u in self.unmaps if u.iova <= addr < u.end]
+        writes = ev.fields.get("write_ns")
+        if not isinstance(writes, list | tuple) or not writes:
+            if covering:
+                last = covering[-1]
+                self.lay.flow(_STALE_FLOW, (last.ev.ts_ns, last.pid, last.tid), dst)
+            return
+        for w in dict.fromkeys(writes):
+            u = next((c for c in covering if c.ev.ts_ns >= w), None)
+            if u is None:
+                args = {"iova": _arg(addr), "write_ns": _arg(w)}
+                self.lay.slice("table write", "iommu", w, w, self.kpid, self.ktid, args)
+                src = (w, self.kpid, self.ktid)
+            else:
+                src = (u.ev.ts_ns, u.pid, u.tid)
+            self.lay.flow(_STALE_FLOW, src, dst)
 
     # -- the end -------------------------------------------------------------------
     def finish(self) -> list[dict[str, Any]]:
@@ -355,6 +375,7 @@ class _Builder:
 
 
 _QWS = ("qw0", "qw1", "qw2", "qw3")
+_STALE_FLOW = "table write → stale use"
 
 
 def to_chrome_json(events: Iterable[TraceEvent]) -> str:

@@ -290,3 +290,25 @@ def test_faults_and_unknown_events_have_a_track() -> None:
     ]
     thing = next(e for e in doc["traceEvents"] if e["name"] == "thing")
     assert thing["args"] == {"what": "object", "when": 1.5}
+
+
+def test_a_stale_use_that_says_when_its_table_was_written_flows_from_that_write() -> None:
+    """``write_ns`` (the stale-use record's table-write times): a write made by an
+    unmap of the IOVA flows from that unmap's slice, even when a later unmap also
+    covers the IOVA; a write no unmap made gets a ``table write`` slice of its own."""
+    unmap = {"size": 0x1000, "unmapped_size": 0x1000}
+    evs = [
+        _ev(100, "iommu:unmap", iova=0x1000, **unmap),
+        _ev(300, "iommu:unmap", iova=0x1000, **unmap),
+        _ev(400, "hw_vtd:stale_translation", unit="dmar0", addr=0x1000, write_ns=[100, 350]),
+    ]
+    doc = chrome_events(evs)
+    slices = {e["ts"]: e["name"] for e in doc if e["ph"] == "X"}
+    assert slices == {0.1: "unmap", 0.3: "unmap", 0.35: "table write", 0.4: "stale use"}
+    starts = sorted(e["ts"] for e in doc if e["ph"] == "s")
+    assert starts == [0.1, 0.35]
+    assert {e["ts"] for e in doc if e["ph"] == "f"} == {0.4}
+    # Without write_ns: the latest unmap of the IOVA.
+    (s,) = [e for e in chrome_events([*evs[:2], _ev(400, evs[2].name, unit="dmar0",
+            addr=0x1000)]) if e["ph"] == "s"]  # fmt: skip
+    assert s["ts"] == 0.3
