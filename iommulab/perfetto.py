@@ -55,6 +55,12 @@ _UNIT_TRACKS = {
     "stale_translation": "stale uses",
     "ats_translate": "ATS",
     "devtlb_invalidate": "ATS",
+    "page_request": "page request queue",
+    "prq_write": "page request queue",
+    "prq_overflow": "page request queue",
+    "prg_response": "page request queue",
+    "irte": "interrupt remapping",
+    "reg_write": "registers",
 }
 """Track of a hardware event raised by an IOMMU unit (others go to ``events``)."""
 
@@ -172,8 +178,10 @@ def place(ev: TraceEvent) -> tuple[str, str]:
     unit = f.get("unit")
     if isinstance(unit, str):
         track = _UNIT_TRACKS.get(ev.event)
-        if ev.event == "fault":
-            track = "event queue" if ev.system == "hw_smmuv3" else "fault recording"
+        if ev.system == "hw_smmuv3" and ev.event in ("fault", "page_request", "prg_response"):
+            track = "event queue" if ev.event == "fault" else "PRI queue"
+        elif ev.event == "fault":
+            track = "fault recording"
         return f"IOMMU {unit}", track or "events"
     dev = f.get("dev")
     if isinstance(dev, str):

@@ -273,6 +273,8 @@ def test_faults_and_unknown_events_have_a_track() -> None:
         _ev(3, "hw_dsa:halt", dev="0000:00:02.0", reset_type=1),
         _ev(4, "hw_new:thing", what=object.__name__, when=1.5),
         _ev(5, "hw_mock:stale_translation", unit="mock0", did=1, addr=None),
+        _ev(6, "hw_vtd:page_request", unit="dmar0", rid=0x10, pasid=1, addr=0x4000),
+        _ev(7, "hw_smmuv3:page_request", unit="smmu0", sid=1, ssid=1, addr=0x4000),
     ]
     doc = {"traceEvents": chrome_events(evs)}
     procs, names = processes(doc), tracks(doc)
@@ -287,6 +289,8 @@ def test_faults_and_unknown_events_have_a_track() -> None:
         ("device 0000:00:02.0", "device", "halt"),
         ("machine", "hw_new", "thing"),
         ("IOMMU mock0", "stale uses", "stale use"),
+        ("IOMMU dmar0", "page request queue", "page_request"),
+        ("IOMMU smmu0", "PRI queue", "page_request"),
     ]
     thing = next(e for e in doc["traceEvents"] if e["name"] == "thing")
     assert thing["args"] == {"what": "object", "when": 1.5}
