@@ -22,6 +22,7 @@ from kernel.idr import IDA
 from kernel.io import IoMem
 from kernel.iommu.generic_pt.iommu_pt import PtIommu
 from kernel.iommu.iommu_h import IommuDevice, IommuDomain
+from kernel.mmu_notifier import MmuNotifier
 from kernel.pci import PciDev
 from kernel.printk import RateLimit
 
@@ -49,6 +50,7 @@ PASID_MAX = 0x100000
 """``PASID_MAX``: 20-bit PASIDs."""
 
 VTD_FLAG_TRANS_PRE_ENABLED = 1 << 0
+VTD_FLAG_IRQ_REMAP_PRE_ENABLED = 1 << 1
 VTD_FLAG_SVM_CAPABLE = 1 << 2
 
 CACHE_TAG_IOTLB = 0
@@ -103,6 +105,10 @@ class IntelIommu(IommuDevice):
     domain_ida: IDA = field(factory=lambda: IDA("dmar_domain_ida"))
     irq: int = 0
     kmem: int = 0
+    ir_table: Any = None
+    """``iommu->ir_table`` (drivers/intel_iommu/irq_remapping.py ``IrTable``)."""
+    ir_domain: Any = None
+    """``iommu->ir_domain``: the unit's MSI parent domain."""
 
     @property
     def regs(self) -> IoMem:
@@ -214,6 +220,8 @@ class DmarDomain(IommuDomain):
     pt: PtIommu | None = None
     """The generic page table (``fspt``/``sspt``) under ``iommu.pt=generic``; None for
     6.12's own tables."""
+    notifier: MmuNotifier | None = None
+    """An SVA domain's subscription to its mm (``dmar_domain->notifier``)."""
 
 
 def domain_id_iommu(domain: DmarDomain, iommu: IntelIommu) -> int:
