@@ -4,8 +4,9 @@ One *process* per machine part — ``kernel (CPU)``, each IOMMU unit (``IOMMU dm
 each PCI device (``device 0000:00:02.0``) — and inside it one named *track* (a
 thread in the JSON format) per queue or concern: a DSA's work queues (``wq0``), the
 VT-d invalidation queue, the SMMUv3 command and event queues, page walks, stale uses,
-faults. Every recorded event stays as an instant on its track; on top of them the
-converter derives
+faults; descriptors in flight together on one queue spread over extra lanes (``wq0 #2``),
+since a track's slices must nest. Every recorded event stays as an instant on its track;
+on top of them the converter derives
 
 - complete slices (``X``): a descriptor from the portal that accepted it to its
   completion (``hw_dsa:descriptor_submit`` → ``descriptor_complete``, matched by the
@@ -119,6 +120,8 @@ class _Layout:
     out: list[dict[str, Any]] = field(factory=list)
     pids: dict[str, int] = field(factory=dict)
     tids: dict[tuple[int, str], int] = field(factory=dict)
+    lanes: dict[tuple[str, str], list[int]] = field(factory=dict)
+    """(process, track) -> when the last slice of each of its lanes ends."""
     next_flow: int = 0
 
     def track(self, process: str, track: str) -> tuple[int, int]:
@@ -132,6 +135,21 @@ class _Layout:
             tid = self.tids[(pid, track)] = len(self.tids) + 1
             self.out.append(_meta("thread_name", pid, tid, track))
         return pid, tid
+
+    def lane(self, process: str, track: str, start: int, end: int) -> tuple[int, int]:
+        """The track for a slice that may overlap others of its queue (descriptors in
+        flight together): the queue's own track, or the first of its extra lanes
+        (``wq0 #2`` ...) whose slices all ended by ``start`` — a track's slices must
+        nest for Perfetto."""
+        ends = self.lanes.setdefault((process, track), [])
+        for i, last in enumerate(ends):
+            if last <= start:
+                ends[i] = end
+                break
+        else:
+            i = len(ends)
+            ends.append(end)
+        return self.track(process, track if i == 0 else f"{track} #{i + 1}")
 
     def instant(self, ev: TraceEvent, pid: int, tid: int) -> None:
         self.out.append({
@@ -270,7 +288,7 @@ class _Builder:
             return
         start = self.idxd.pop(key, None)
         if start is not None:
-            pid, tid = self.lay.track(KERNEL, f"idxd {key[0]}")
+            pid, tid = self.lay.lane(KERNEL, f"idxd {key[0]}", start.ts_ns, ev.ts_ns)
             args = _args({**start.fields, **ev.fields})
             self.lay.slice(f"desc {key[1]:#x}", "idxd", start.ts_ns, ev.ts_ns, pid, tid, args)
 
@@ -311,6 +329,8 @@ class _Builder:
             if start is not None:
                 args = _args({**start.fields, **f})
                 name = f"op {f['opcode']:#x} seq {key[1]:#x}"
+                process, track = place(ev)
+                pid, tid = self.lay.lane(process, track, start.ts_ns, ev.ts_ns)
                 self.lay.slice(name, ev.system, start.ts_ns, ev.ts_ns, pid, tid, args)
                 return
         elif e in ("iotlb_miss", "tlb_miss"):

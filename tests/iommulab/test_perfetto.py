@@ -316,3 +316,26 @@ def test_a_stale_use_that_says_when_its_table_was_written_flows_from_that_write(
     (s,) = [e for e in chrome_events([*evs[:2], _ev(400, evs[2].name, unit="dmar0",
             addr=0x1000)]) if e["ph"] == "s"]  # fmt: skip
     assert s["ts"] == 0.3
+
+
+def test_descriptors_in_flight_together_take_separate_lanes_of_their_queue() -> None:
+    """Slices on one track must nest; overlapping descriptors of one WQ do not, so
+    the second goes to ``wq0 #2`` and a later one returns to ``wq0``."""
+    dev = {"dev": "0000:00:02.0", "wq": 0}
+    done = {**dev, "opcode": 3, "status": 1, "pasid": None, "size": 0x1000}
+    evs = [
+        _ev(0, "hw_dsa:descriptor_submit", **dev, seq=1, desc=(0,) * 8),
+        _ev(5, "hw_dsa:descriptor_submit", **dev, seq=2, desc=(0,) * 8),
+        _ev(10, "hw_dsa:descriptor_complete", **done, seq=1),
+        _ev(12, "hw_dsa:descriptor_complete", **done, seq=2),
+        _ev(20, "hw_dsa:descriptor_submit", **dev, seq=3, desc=(0,) * 8),
+        _ev(30, "hw_dsa:descriptor_complete", **done, seq=3),
+    ]
+    doc = {"traceEvents": chrome_events(evs)}
+    names = tracks(doc)
+    lanes = [
+        (e["args"]["seq"], names[(e["pid"], e["tid"])])
+        for e in doc["traceEvents"]
+        if e["ph"] == "X"
+    ]
+    assert lanes == [("0x1", "wq0"), ("0x2", "wq0 #2"), ("0x3", "wq0")]
