@@ -5,8 +5,9 @@ each PCI device (``device 0000:00:02.0``) — and inside it one named *track* (a
 thread in the JSON format) per queue or concern: a DSA's work queues (``wq0``), the
 VT-d invalidation queue, the SMMUv3 command and event queues, page walks, stale uses,
 faults; descriptors in flight together on one queue spread over extra lanes (``wq0 #2``),
-since a track's slices must nest. Every recorded event stays as an instant on its track;
-on top of them the converter derives
+since a track's slices must nest. Every recorded event is on its track, as an instant or
+as the slice it begins, ends or is (with its fields as the slice's ``args``); the
+converter derives
 
 - complete slices (``X``): a descriptor from the portal that accepted it to its
   completion (``hw_dsa:descriptor_submit`` → ``descriptor_complete``, matched by the
