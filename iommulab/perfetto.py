@@ -398,6 +398,11 @@ class _Builder:
     def finish(self) -> list[dict[str, Any]]:
         for b in self.batches.values():  # no wait descriptor before the trace ended
             self._close(b, self.last_ts)
+        for (_, seq), ev in self.desc.items():  # accepted, not completed when it ended
+            process, track = place(ev)
+            pid, tid = self.lay.lane(process, track, ev.ts_ns, self.last_ts)
+            args = {**_args(ev.fields), "completed": False}
+            self.lay.slice(f"seq {seq:#x}", ev.system, ev.ts_ns, self.last_ts, pid, tid, args)
         for (dev, _), (mid, label, _ts) in self.maps.items():
             self._async("e", dev, mid, label, self.last_ts, {"live_at_end": True})
         return self.lay.out

@@ -329,6 +329,7 @@ def test_descriptors_in_flight_together_take_separate_lanes_of_their_queue() -> 
         _ev(10, "hw_dsa:descriptor_complete", **done, seq=1),
         _ev(12, "hw_dsa:descriptor_complete", **done, seq=2),
         _ev(20, "hw_dsa:descriptor_submit", **dev, seq=3, desc=(0,) * 8),
+        _ev(25, "hw_dsa:descriptor_submit", **dev, seq=4, desc=(0,) * 8),
         _ev(30, "hw_dsa:descriptor_complete", **done, seq=3),
     ]
     doc = {"traceEvents": chrome_events(evs)}
@@ -338,4 +339,7 @@ def test_descriptors_in_flight_together_take_separate_lanes_of_their_queue() -> 
         for e in doc["traceEvents"]
         if e["ph"] == "X"
     ]
-    assert lanes == [("0x1", "wq0"), ("0x2", "wq0 #2"), ("0x3", "wq0")]
+    # seq 4 never completed: its slice runs to the end of the trace.
+    assert lanes == [("0x1", "wq0"), ("0x2", "wq0 #2"), ("0x3", "wq0"), ("0x4", "wq0 #2")]
+    last = [e for e in doc["traceEvents"] if e["ph"] == "X"][-1]
+    assert (last["ts"], last["dur"], last["args"]["completed"]) == (0.025, 0.005, False)
