@@ -235,9 +235,25 @@ def capture(pattern: str = "*") -> Iterator[list[TraceEvent]]:
         t.set_patterns(before)
 
 
+_LEGEND = (
+    "#                                _-----=> irqs-off/BH-disabled",
+    "#                               / _----=> need-resched",
+    "#                              | / _---=> hardirq/softirq",
+    "#                              || / _--=> preempt-depth",
+    "#                              ||| / _-=> migrate-disable",
+    "#                              |||| /     delay",
+    "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION",
+    "#              | |         |   |||||     |         |",
+)
+
+
 def to_ftrace(events: Iterable[TraceEvent]) -> str:
-    header = "# tracer: nop\n#\n#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION\n"
-    return header + "\n".join(e.ftrace() for e in events) + "\n"
+    """``/sys/kernel/tracing/trace``: ``print_trace_header`` with the latency-format
+    legend (one CPU; nothing is lost between the ring and the reader), then the lines."""
+    lines = [e.ftrace() for e in events]
+    n = len(lines)
+    head = ["# tracer: nop", "#", f"# entries-in-buffer/entries-written: {n}/{n}   #P:1", "#"]
+    return "\n".join([*head, *_LEGEND, *lines]) + "\n"
 
 
 # -- the kernel's own tracepoints (include/trace/events/iommu.h) --------------------------
