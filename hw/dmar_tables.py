@@ -10,7 +10,9 @@ RMRR, ATSR and SATC structures (VT-d spec 8.4-8.8), under the machine's ``dmar``
 
 ``host_address_width`` is the table header's HAW as dmesg prints it ("DMAR: Host
 address width 48"; the table's byte holds HAW - 1, so 1..256). Without it the machine
-says 46, the model's physical address width. Only the form is checked here (field names and types, BDF syntax); whether an RMRR
+says 46, the model's physical address width.
+
+Only the form is checked here (field names and types, BDF syntax); whether an RMRR
 makes sense (alignment, inside firmware-reserved memory) is what the kernel checks
 when it parses the table, printing Linux's firmware-bug messages. Firmware reserves
 every RMRR that lies inside RAM (an E820 reserved range), as a BIOS does.
@@ -24,7 +26,6 @@ from typing import Any
 from attrs import frozen
 
 from hw.bus import DmarAtsr, DmarRmrr, DmarSatc, PciAddr
-
 
 DEFAULT_HOST_ADDRESS_WIDTH = 46
 

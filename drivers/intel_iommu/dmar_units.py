@@ -143,6 +143,8 @@ def dmar_table_init() -> int:
     width = fw.host_address_width - 1  # the table's field holds HAW - 1
     if width < PAGE_SHIFT - 1:
         pr_warn("DMAR: Invalid DMAR haw")
+        for u in drhds:
+            st.unit_errors[u.name] = EINVAL(f"invalid DMAR host address width {width + 1}")
         return -EINVAL.errno
     pr_info(f"DMAR: Host address width {width + 1}")
     for u in drhds:

@@ -264,11 +264,11 @@ def _unit_of(drhd: DrhdUnit) -> IntelIommu:
     for iommu in st.units:
         if iommu.drhd is drhd:
             return iommu
-    if not st.table_parsed:
-        return alloc_iommu(drhd)
     err = st.unit_errors.get(drhd.name)
     if isinstance(err, KernelError):
         raise err
+    if not st.table_parsed:
+        return alloc_iommu(drhd)
     raise ENODEV(f"{drhd.name}: not in the parsed DMAR table")
 
 
