@@ -211,3 +211,41 @@ def test_window_reads_and_wrong_sizes_are_fault_0x29_printed_as_6_12_does(
         "[fault reason 0x29] Unknown"
     )
     assert line in vtd.kernel.dmesg()
+
+
+def _two_units(second: dict[str, object]) -> MachineSpec:
+    d = dict(PRESETS["default"])
+    d["ram"] = "64M"
+    d["iommus"] = [
+        {"kind": "vtd", "name": "dmar0", "scope": ["0000:00:02.0"], "config": {"eim": True}},
+        {"kind": "vtd", "name": "dmar1", "scope": "all", "config": second},
+    ]
+    return MachineSpec.from_dict(d)
+
+
+def test_a_unit_without_remapping_keeps_it_off_on_every_unit(
+    iommulab_checks: KernelChecks,
+) -> None:
+    """``intel_prepare_irq_remapping``: every unit must have ECAP.IR; else the units
+    already looked at are cleaned up, with the warning when x2APIC was possible."""
+    m = Machine(_two_units({"ir": False}))
+    k = iommulab_checks.track(boot(m, ""))
+    log = k.dmesg()
+    assert (
+        "DMAR-IR: Failed to enable irq remapping. You are vulnerable to irq-injection attacks."
+        in log
+    )
+    assert "Enabled IRQ remapping" not in log
+    assert not any(_ires(u) for u in m.iommus.values())
+    assert all(isinstance(u, VtdUnit) and u.te for u in m.iommus.values())
+
+
+def test_one_unit_without_eim_puts_every_unit_in_xapic_mode(
+    iommulab_checks: KernelChecks,
+) -> None:
+    m = Machine(_two_units({"eim": False}))
+    k = iommulab_checks.track(boot(m, ""))
+    log = k.dmesg()
+    assert "DMAR-IR: dmar1 does not support EIM" in log
+    assert "DMAR-IR: Enabled IRQ remapping in xapic mode" in log
+    assert all(_ires(u) for u in m.iommus.values())
