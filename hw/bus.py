@@ -124,6 +124,7 @@ class FirmwareTables:
     """(segment, bus) pairs the host bridges decode; the kernel scans these."""
     iommus: tuple[IommuUnitInfo, ...] = ()
     host_address_width: int = 46
+    """The DMAR table header's host address width (HAW) as Linux prints it."""
     tables: tuple[str, ...] = field(default=())
     """Firmware table signatures present (``DMAR`` when VT-d units exist ...)."""
     external_facing: tuple[PciAddr, ...] = ()

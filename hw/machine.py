@@ -386,7 +386,7 @@ class Machine:
             ram_size=spec.ram_size,
             pci_buses=tuple(buses),
             iommus=tuple(infos),
-            host_address_width=HOST_ADDRESS_WIDTH,
+            host_address_width=spec.dmar.host_address_width,
             tables=tuple(sorted({i.table for i in infos})),
             external_facing=tuple(d.bdf for d in spec.devices if d.external),
             pci_windows=tuple(

@@ -7,7 +7,13 @@ tracer, WARN record, allocators, IRQ table and every per-kernel slot
 Order, as Linux's start_kernel and initcalls: command line, memory, interrupts,
 plugin (module) discovery, then init levels 1..8 — at each level the generic
 kernel's initcalls (PCI enumeration at SUBSYS, IOMMU unit binding at ROOTFS ...)
-followed by the module inits of that level. Unknown command-line parameters are
+followed by the module inits of that level. What Linux does before any initcall is
+placed at the first levels, in Linux's order: a vendor IOMMU module at CORE parses its
+firmware table (``detect_intel_iommu``/``dmar_table_init`` in ``setup_arch``), the
+POSTCORE initcall ``irq_remapping_apic_setup`` is the x86 APIC step that turns
+interrupt remapping on over every unit (:mod:`kernel.irq_remapping`); PCI comes at
+SUBSYS and the units' DMA remapping at ROOTFS (``pci_iommu_init``). Unknown
+command-line parameters are
 reported the way Linux reports them and boot continues. :meth:`Kernel.shutdown`
 undoes it all in reverse.
 """
