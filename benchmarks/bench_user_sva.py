@@ -32,7 +32,7 @@ def bench() -> list[BenchResult]:
         dst_b[:] = src_b
 
     base = best_of(baseline, repeat=5)
-    k = boot_user(Machine(preset("default")), "")
+    k = boot_user(Machine(preset("default")), "", max_transfer=SIZE)
     m = k.machine
     assert isinstance(m, Machine)
     task = user_process_create("bench", caps=frozenset({CAP_SYS_RAWIO}))

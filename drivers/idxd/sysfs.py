@@ -189,7 +189,8 @@ def _check_device(idxd: IdxdDevice, wqs: list[IdxdWq], sizes_only: bool = False)
         if wq.type == IDXD_WQT_KERNEL and wq.size and wq.group_id < 0:
             raise EINVAL(f"{wq.name_dev}.group_id: kernel WQ is not in a group")
         if wq.shared and wq.size and not idxd.wq_shared_supported(wq):
-            raise EOPNOTSUPP(f"{wq.name_dev}.mode: shared WQ needs PASID support (no system PASID)")
+            why = "no user SVA" if wq.type == IDXD_WQT_USER else "no system PASID"
+            raise EOPNOTSUPP(f"{wq.name_dev}.mode: shared WQ needs PASID support ({why})")
         if wq.shared and wq.size and not 0 < wq.threshold <= wq.size:
             raise EINVAL(f"{wq.name_dev}.threshold: must be in 1..size for a shared WQ")
 

@@ -8,7 +8,7 @@ import pytest
 
 from kernel.errno import EACCES, EBADF, EFAULT, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP
 from kernel.fault_inject import injector
-from kernel.fork import mm_alloc, mmget_not_zero, mmput
+from kernel.fork import mm_alloc, mmdrop, mmget_not_zero, mmput
 from kernel.fs import cdev_device_add, close_fd, do_sys_open, ksys_mmap, ksys_write, vfs_poll
 from kernel.memory import (
     FAULT_FLAG_INSTRUCTION,
@@ -41,6 +41,7 @@ from kernel.mmap import (
     vm_mmap,
     vma_lookup,
 )
+from kernel.mmu_notifier import MmuNotifier, mmu_notifier_put, mmu_notifier_register
 from kernel.pgtable import _PAGE_NX, _PAGE_RW, _PAGE_USER
 from kernel.sched import (
     CAP_SYS_RAWIO,
@@ -53,7 +54,7 @@ from kernel.sched import (
 )
 from kernel.traps import try_fixup_enqcmd_gp, user_enqcmd
 from kernel.uaccess import copy_from_user, copy_to_user, get_user, put_user
-from tests.kernel.conftest import KernelFactory
+from tests.kernel.conftest import KernelFactory, take_warnings
 
 SZ = 4096
 RW = PROT_READ | PROT_WRITE
@@ -280,3 +281,33 @@ def test_an_mm_whose_users_are_gone_cannot_be_revived(make_kernel: KernelFactory
     mmput(mm)
     mmput(mm)
     assert mm.exited and not mmget_not_zero(mm)
+
+
+def test_mmu_notifier_put_frees_on_the_last_reference_without_release(
+    make_kernel: KernelFactory,
+) -> None:
+    k = make_kernel()
+    mm = _mm()
+    calls: list[str] = []
+
+    class Ops:
+        def release(self, mn: MmuNotifier, m: MmStruct) -> None:
+            calls.append("release")
+
+        def free_notifier(self, mn: MmuNotifier) -> None:
+            calls.append("free")
+
+    mn = MmuNotifier(Ops())
+    mmu_notifier_register(mn, mm)
+    mn.users += 1
+    mmu_notifier_put(mn)
+    assert calls == [] and mn in mm.notifier_subscriptions
+    mmu_notifier_put(mn)
+    assert calls == ["free"] and not mm.notifier_subscriptions and mn.mm is None
+    mmu_notifier_put(mn)  # one put too many
+    assert take_warnings(k) == ["mmu_notifier_put of a free notifier"]
+    mmput(mm)
+    mmdrop(mm)  # the struct is already gone
+    assert take_warnings(k) == ["mmdrop of a freed mm"]
+    mmput(mm)
+    assert take_warnings(k) == ["mmput of a dead mm"]

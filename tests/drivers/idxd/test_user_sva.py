@@ -120,7 +120,58 @@ def test_munmap_after_dma_invalidates_and_a_later_dma_faults(make_kernel: Boot) 
     do_exit(task)
 
 
-def test_exit_with_work_in_flight_drains_then_unbinds(make_kernel: Boot) -> None:
+def test_munmap_during_dma_the_device_faults_instead_of_using_freed_pages(
+    make_kernel: Boot,
+) -> None:
+    """The destination goes while the descriptor is queued: the notifier flushes the
+    PASID's IOTLB and device-TLB entries before the pages are freed, so the copy
+    faults at the destination (no stale use, nothing written to freed pages)."""
+    k = boot_user(make_kernel)
+    task = process()
+    u = open_wq(task)
+    size = 256 * SZ
+    src, dst, desc = u.alloc(size, touch=True), u.alloc(size, touch=True), u.alloc(SZ)
+    u.store(src, b"x" * size)
+    # a first copy fills the IOTLB and the device TLB with the destination's pages
+    u.submit(u.memmove(src, dst, size, desc + 64), desc)
+    assert u.wait(desc + 64).status == DSA_COMP_SUCCESS
+    u.store(desc + 64, bytes(32))
+    u.submit(u.memmove(src, dst, size, desc + 64), desc)
+    assert dsa_hw(k).all_jobs()  # queued, not yet run
+    unit = vtd(k)
+    devtlb = unit.stats.devtlb_invalidations
+    assert task.mm is not None
+    do_munmap(task.mm, dst, size)
+    assert unit.stats.devtlb_invalidations > devtlb
+    cr = u.wait(desc + 64)
+    assert cr.status & DSA_COMP_STATUS_MASK == DSA_COMP_PAGE_FAULT_NOBOF
+    assert cr.fault_addr == dst and cr.bytes_completed == 0
+    assert unit.stats.stale_uses == 0
+    do_exit(task)
+
+
+def test_exit_with_work_in_flight_drains_then_unbinds(
+    make_kernel: Boot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit runs exit_mm (the PASID entry is torn down with FPD by the notifier's
+    release) then exit_files: the release drains the PASID in the DSA, then unbinds,
+    whose teardown drains the page requests (invalidation wait with PD)."""
+    import drivers.idxd.cdev as cdev
+    import drivers.intel_iommu.pasid as intel_pasid
+
+    order: list[str] = []
+    for mod, name in (
+        (cdev, "idxd_device_drain_pasid"),
+        (cdev, "iommu_sva_unbind_device"),
+        (intel_pasid, "intel_iommu_drain_pasid_prq"),
+    ):
+        real = getattr(mod, name)
+
+        def spy(*a: object, _real: object = real, _name: str = name) -> object:
+            order.append(_name)
+            return _real(*a)  # type: ignore[operator]
+
+        monkeypatch.setattr(mod, name, spy)
     k = boot_user(make_kernel)
     before = {(x.kind, x.addr) for x in k.mm.live()}
     task = process()
@@ -131,6 +182,11 @@ def test_exit_with_work_in_flight_drains_then_unbinds(make_kernel: Boot) -> None
     assert hw.all_jobs()  # still in flight
     pasid = _ctx(u).pasid
     do_exit(task)
+    assert order == [
+        "idxd_device_drain_pasid",
+        "iommu_sva_unbind_device",
+        "intel_iommu_drain_pasid_prq",
+    ]
     assert not hw.all_jobs()
     assert pasid not in iommu_state().global_pasid_ida.ids
     assert {(x.kind, x.addr) for x in k.mm.live()} == before
@@ -219,4 +275,22 @@ def test_open_without_a_task_and_enqcmd_without_a_bond(make_kernel: Boot) -> Non
         user_enqcmd(other, desc, desc)  # no portal mapped in this process
     do_exit(other)
     u.close()
+    do_exit(task)
+
+
+def test_enqcmd_retry_when_the_shared_wq_is_full(make_kernel: Boot) -> None:
+    """A shared WQ at its threshold answers ENQCMD with retry (ZF=1); the program
+    retries and the descriptor goes in once the device has drained some."""
+    boot_user(make_kernel)
+    task = process()
+    u = open_wq(task)
+    src = u.alloc(1 << 20, touch=True)
+    dst = u.alloc(1 << 20, touch=True)
+    descs = u.alloc(16 * SZ)
+    for i in range(10):  # threshold 7: the last ones have to wait for room
+        d = descs + i * SZ
+        u.submit(u.memmove(src, dst, 1 << 20, d + 64), d)
+    assert u.enqcmd_retries > 0
+    for i in range(10):
+        assert u.wait(descs + i * SZ + 64).status == DSA_COMP_SUCCESS
     do_exit(task)
