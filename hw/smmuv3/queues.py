@@ -58,11 +58,13 @@ LAYOUTS: dict[int, tuple[type[Register], type[Register]]] = {
     Op.TLBI_NH_VAA: (ent.CmdTlbiVaa0, ent.CmdTlbiVa1),
     Op.TLBI_NSNH_ALL: (ent.CmdOp, ent.CmdEmpty),
     Op.CMD_SYNC: (ent.CmdSync0, ent.CmdSync1),
-    Op.PRI_RESP: (ent.CmdPriResp0, ent.CmdPriResp1),
 }
 """Commands this SMMU accepts (facts C3). EL2 forms need IDR0.HYP, S2 forms IDR0.S2P,
 ATC_INV IDR0.ATS, PRI_RESP IDR0.PRI, RESUME/STALL_TERM a stall model: what the
 unit does not advertise is CERROR_ILL like an unknown opcode."""
+
+PRI_LAYOUT: tuple[type[Register], type[Register]] = (ent.CmdPriResp0, ent.CmdPriResp1)
+"""CMD_PRI_RESP, accepted only by an SMMU with IDR0.PRI."""
 
 
 def _index_mask(log2size: int) -> int:
@@ -130,8 +132,8 @@ class CommandQueue:
         dw1 = int.from_bytes(raw[8:16], "little")
         op = dw0 & 0xFF
         layout = LAYOUTS.get(op)
-        if op == Op.PRI_RESP and not u.cfg.pri:
-            layout = None
+        if op == Op.PRI_RESP and u.cfg.pri:
+            layout = PRI_LAYOUT
         if layout is None or dw0 & layout[0].RSVDZ_MASK or dw1 & layout[1].RSVDZ_MASK:
             raise _IllegalCommand(sr.CERROR_ILL)
         u.stats.commands += 1
