@@ -213,7 +213,7 @@ class MockIommuUnit(IommuUnitModel):
     def attach(self, machine: Machine, base: int) -> None:
         self.machine = machine
         self.base = base
-        self._pipeline = Pipeline(machine.memory, self.stats, strict=False)
+        self._pipeline = Pipeline(machine.memory, self.stats, False, lambda: machine.clock.now)
 
     @property
     def pipeline(self) -> Pipeline:

@@ -176,6 +176,10 @@ def _render_dump(target_name: str, k: Kernel, args: argparse.Namespace) -> str:
     args.kernel = k
     args.format = "dot" if args.output_format == "svg" else args.output_format
     k.activate()
+    if getattr(args, "unit", None) is not None and args.caches is None:
+        raise ValueError("--unit selects a unit for --caches; add --caches")
+    if getattr(args, "caches", None) is not None:
+        return hwdump.render_caches(target_name, k.machine, args.unit, args.caches)
     return target.render(args)
 
 
@@ -224,6 +228,17 @@ def _add_dump(sub: argparse._SubParsersAction[argparse.ArgumentParser], pm: Plug
         )
         if t.add_arguments is not None:
             t.add_arguments(tp)
+        if t.name in hwdump.CACHE_DUMPS:
+            caches = hwdump.CACHE_DUMPS[t.name][1]
+            tp.add_argument(
+                "--caches",
+                nargs="?",
+                const="all",
+                metavar="CACHE",
+                help=f"the hardware units' cache entries with their tags instead "
+                f"(one of: {', '.join(caches)}; default all)",
+            )
+            tp.add_argument("--unit", help="with --caches: only this unit (dmar0, smmu0 ...)")
 
 
 # --------------------------------------------------------------------------- trace

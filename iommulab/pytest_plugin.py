@@ -71,7 +71,7 @@ MARKERS = (
     "iommulab_modules(*names): Python modules to import and register as kernel plugins "
     "(driver modules) when iommulab_kernel boots",
     "iommulab_allow(*checks): teardown findings allowed (not required): a check name "
-    "(warn, stale, dma-debug, leak) or 'check:regex'",
+    "(warn, stale, dma-debug, pt-owner, leak) or 'check:regex'",
 )
 _CALL_FAILED = pytest.StashKey[bool]()
 
@@ -195,10 +195,14 @@ class Expectations:
             return re.search(pattern, f.message) is not None
         return check == f.check and re.search(pattern, f.message) is not None
 
+    def pt_owner(self, pattern: str = "") -> None:
+        """A page-table write into a page that is not a page-table page is expected."""
+        self.expected.append(("pt-owner", pattern))
+
     def unexplained(self, found: list[Finding]) -> list[str]:
         """Problems: findings no expectation covers, expectations nothing met."""
         problems = [
-            str(f) + (f"\n      {f.detail.splitlines()[-1]}" if f.detail else "")
+            problem_text(f)
             for f in found
             if not any(self._covers(c, p, f) for c, p in (*self.expected, *self.allowed))
         ]
@@ -206,6 +210,15 @@ class Expectations:
             if not any(self._covers(check, pattern, f) for f in found):
                 problems.append(f"expected {check} {pattern!r} did not happen")
         return problems
+
+
+def problem_text(f: Finding) -> str:
+    """How a finding reads in a failure: a WARN, a leak or a plain DMA-API message
+    with the last line of its detail; a finding with its cause in full
+    (:meth:`hw.bus.Finding.report`)."""
+    if f.check in ("warn", "leak") or not (f.cached or f.writes or f.chain or f.walk):
+        return str(f) + (f"\n      {f.detail.splitlines()[-1]}" if f.detail else "")
+    return "\n    ".join(f.report().splitlines())
 
 
 @pytest.fixture
@@ -257,10 +270,12 @@ def iommulab_checks(
     """The one teardown checker: every kernel given to ``.track(kernel)`` is shut down
     at teardown, and the test errors on an unexpected WARN, stale translation use,
     DMA-API error or leaked allocation, or an expectation that was not met."""
+    from iommulab.checks import CHECKS
+
     for marker in request.node.iter_markers("iommulab_allow"):
         for arg in marker.args:
             check, _, pattern = str(arg).partition(":")
-            if check not in ("warn", "stale", "dma-debug", "leak"):
+            if check not in CHECKS:
                 raise pytest.UsageError(f"@pytest.mark.iommulab_allow: unknown check {check!r}")
             iommulab_expect.allowed.append((check, pattern))
     checks = KernelChecks()

@@ -169,7 +169,9 @@ class Smmuv3Unit(IommuUnitModel):
         """Called once by the Machine: RAM, clock and interrupt delivery become reachable."""
         self.machine = machine
         self.base = base
-        self._pipeline = Pipeline(machine.memory, self.stats, self.cfg.strict_stale)
+        self._pipeline = Pipeline(
+            machine.memory, self.stats, self.cfg.strict_stale, lambda: machine.clock.now
+        )
         self._walker = Walker(machine.memory, self.cfg)
         self._walker.set_bits = self._pipeline.deps.own_write
         self._caches = Caches(self._pipeline)
