@@ -9,9 +9,19 @@ Allocation functions return ``None`` on failure, as C returns ``NULL``, and each
 is a fault-injection site. Every live allocation records its call site so leaks
 can be listed by who made them.
 
+Pages know what they were allocated for: :attr:`MemoryManager.pgtable` holds the
+frames allocated as IOMMU page-table pages (:mod:`kernel.iommu.iommu_pages`, as
+6.12's ``iommu_alloc_pages`` accounts them), and a frame leaves it when freed. IOMMU
+drivers store page-table entries with :func:`pgtable_write64`, which is the
+page-table ownership sanitizer: a store into any other page (a data page a walk ran
+into, a freed table page) is refused and reported as a ``pt-owner`` finding with the
+call chain (:mod:`kernel.findings`), as KASAN reports a bad access, so no data page
+changes silently.
+
 Differences from Linux: the page allocator is first-fit over free extents rather
 than a buddy allocator (orders are honoured as alignment); kmalloc size classes
-are carved from pages that stay with their class (as slab caches keep slabs).
+are carved from pages that stay with their class (as slab caches keep slabs); the
+ownership sanitizer has no counterpart in Linux.
 """
 
 from __future__ import annotations
@@ -22,10 +32,11 @@ from collections.abc import Iterator
 from attrs import define, field, frozen
 from sortedcontainers import SortedDict
 
-from hw.bus import PhysMemory
+from hw.bus import Finding, PhysMemory
 from kernel.context import current
 from kernel.errno import EFAULT, EINVAL
 from kernel.fault_inject import should_fail
+from kernel.findings import call_chain, report_finding
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -106,6 +117,9 @@ class MemoryManager:
     vmalloc_next: int = VMALLOC_START
     vmalloc_pfn: dict[int, int] = field(factory=dict)
     """vmalloc virtual page -> physical pfn."""
+    pgtable: set[int] = field(factory=set)
+    """Page frames allocated as IOMMU page-table pages (what :func:`pgtable_write64`
+    accepts)."""
     total_pages: int = 0
     ram: tuple[tuple[int, int], ...] = ()
     """Usable RAM (base, size) from firmware's e820 map; empty = ``[0, mem.size)``."""
@@ -184,6 +198,8 @@ class MemoryManager:
         if got is None or got[0] != npages:
             raise EINVAL(f"freeing pfn {page.pfn:#x} x{npages} that was not allocated as such")
         del self.pages[page.pfn]
+        if self.pgtable:
+            self.pgtable.difference_update(range(page.pfn, page.pfn + npages))
         self._give(page.pfn, npages)
 
     @property
@@ -293,6 +309,25 @@ class MemoryManager:
         for pa, n in self.chunks(vaddr, len(view)):
             self.mem.write(pa, view[done : done + n])
             done += n
+
+    def describe(self, phys: int) -> str:
+        """What the page at ``phys`` is, for a report: a page-table page, a kmalloc
+        object, pages (with who allocated them), a free page or reserved memory."""
+        pfn = phys >> PAGE_SHIFT
+        if pfn in self.pgtable:
+            return "an IOMMU page-table page"
+        for v, (size, _, site) in self.objects.items():
+            if v - PAGE_OFFSET <= phys < v - PAGE_OFFSET + size:
+                return f"kmalloc({size}) object {v:#x} allocated at {site}"
+        for first, (n, site) in self.pages.items():
+            if first <= pfn < first + n:
+                if site == "slab":
+                    return "a slab page"
+                return f"{n} page(s) from {first << PAGE_SHIFT:#x} allocated at {site}"
+        usable = any(b <= phys < b + n for b, n in self.ram)
+        if not usable or phys < RESERVED_LOW:
+            return "memory the kernel does not allocate (reserved, or below 1 MiB)"
+        return "a free page"
 
     def live(self) -> list[Allocation]:
         out = [Allocation("kmalloc", v, s, site) for v, (s, _, site) in self.objects.items()]
@@ -482,6 +517,33 @@ def write64(vaddr: int, value: int) -> None:
     mem = mm.mem
     off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
     mem.write_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
+
+
+def pgtable_write64(vaddr: int, value: int) -> bool:
+    """Store one IOMMU page-table entry (C: ``WRITE_ONCE(*ptep, v)`` or the
+    ``cmpxchg64`` that installs a table): the page-table ownership sanitizer. A
+    store into a page allocated as an IOMMU page-table page is done; any other is
+    refused and reported as a ``pt-owner`` finding naming the page and the call
+    chain (the model departs from Linux here, which would corrupt the page).
+    Returns whether the store was done."""
+    mm = current.kernel.mm
+    phys = vaddr - PAGE_OFFSET
+    if phys >> PAGE_SHIFT in mm.pgtable:
+        mm.mem.write_u64(phys, value)
+        return True
+    page = phys & PAGE_MASK
+    what = mm.describe(phys)
+    report_finding(
+        Finding(
+            "pt-owner",
+            f"IOMMU page-table entry written into data page {page:#x} ({what})",
+            chain=tuple(call_chain(2).lines()),
+            detail=f"store of {value:#018x} to {phys:#x} refused: the page was not "
+            "allocated as an IOMMU page-table page (iommu_alloc_pages)",
+            time_ns=current.kernel.machine.clock.now,
+        )
+    )
+    return False
 
 
 @define

@@ -25,7 +25,8 @@ from drivers.intel_iommu.structs import DmarDomain
 from kernel.bug import WARN_ON
 from kernel.errno import EINVAL, ENOMEM
 from kernel.fault_inject import should_fail
-from kernel.mm import PAGE_OFFSET, current_mm, free_page, get_zeroed_page, phys_to_virt, read64
+from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_put_pages_list
+from kernel.mm import PAGE_OFFSET, current_mm, pgtable_write64, phys_to_virt, read64
 from kernel.printk import KERN_CRIT, printk
 
 LEVEL_STRIDE = ir.VTD_STRIDE_SHIFT
@@ -64,8 +65,8 @@ def domain_pfn_supported(domain: DmarDomain, pfn: int) -> bool:
 
 
 def alloc_pgtable_page(gfp: int) -> int | None:
-    """``iommu_alloc_pages_node_sz(..., SZ_4K)``: a zeroed table page."""
-    return get_zeroed_page(gfp)
+    """``iommu_alloc_page_node(domain->nid, gfp)``: a zeroed page-table page."""
+    return iommu_alloc_page_node(0, gfp)
 
 
 def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) -> tuple[int, int]:
@@ -96,7 +97,7 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
             val = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
             if domain.use_first_level:
                 val |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
-            mem.write_u64(pte - PAGE_OFFSET, val)
+            pgtable_write64(pte, val)
         if level == 1:
             break
         parent = (val & PTE_ADDR) + PAGE_OFFSET
@@ -140,8 +141,7 @@ def switch_to_super_page(domain: DmarDomain, start_pfn: int, end_pfn: int, level
         pfn += lvl_pages
         if first_pte_in_page(pte):
             pte = 0
-    for page in freelist:
-        free_page(page)
+    iommu_put_pages_list(freelist)
 
 
 def __domain_mapping(
@@ -205,7 +205,7 @@ def __domain_mapping(
             )
             WARN_ON(True, f"DMA PTE for vPFN {iov_pfn:#x} already set")
         else:
-            mem.write_u64(pte - PAGE_OFFSET, pteval)
+            pgtable_write64(pte, pteval)
         nr_pages -= lvl_pages
         iov_pfn += lvl_pages
         phys_pfn += lvl_pages
@@ -261,7 +261,7 @@ def dma_pte_clear_level(
             if start_pfn <= level_pfn and last_pfn >= level_pfn + size - 1:
                 if level > 1 and not val & ir.DMA_PTE_LARGE_PAGE:
                     dma_pte_list_pagetables(domain, level - 1, val, freelist)
-                mem.write_u64(pte - PAGE_OFFSET, 0)
+                pgtable_write64(pte, 0)
             elif level > 1:
                 dma_pte_clear_level(
                     domain,
