@@ -35,6 +35,11 @@ Fixtures (all prefixed ``iommulab_``):
     ``iommulab_checks.track(kernel)`` right after boot; at teardown every tracked
     kernel is shut down and checked as ``iommulab_kernel`` is (and
     ``iommulab_kernel`` is tracked by it). The project's own conftests boot through it.
+    A stale use, a DMA-API error or a page-table ownership error fails with its
+    whole report (:meth:`hw.bus.Finding.report`: device, PASID, IOVA, domain, the
+    cached and current entries, the table write and its call chain, the missing
+    invalidation); ``--iommulab-caches`` appends every IOMMU unit's cache entries,
+    taken before shutdown.
 ``iommulab_trace``
     Every trace event (tracepoints and ``hw_*`` model events) from fixture setup
     on: ``.events``, ``.names()``, ``.of(pattern)``, ``.ftrace()``, ``.chrome_json()``.
@@ -98,6 +103,16 @@ class IommulabPytestHookspecs:
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(IommulabPytestHookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("iommulab").addoption(
+        "--iommulab-caches",
+        action="store_true",
+        default=False,
+        help="attach every IOMMU unit's cache entries (iommulab dump vtd|smmuv3 "
+        "--caches) to a teardown failure",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -242,6 +257,9 @@ class KernelChecks:
     """The kernels a test booted, each with what was live right after its boot."""
 
     booted: list[tuple[Kernel, Baseline]] = field(factory=list)
+    dump_caches: bool = False
+    """Keep the IOMMU units' cache dumps, taken before shutdown, in :attr:`caches`."""
+    caches: list[str] = field(factory=list)
 
     def track(self, kernel: Kernel) -> Kernel:
         """Check ``kernel`` at this test's teardown (call right after booting it)."""
@@ -253,10 +271,13 @@ class KernelChecks:
     def finish(self) -> list[Finding]:
         """Shut every kernel down (the last booted first) and collect the findings."""
         from iommulab.checks import findings
+        from iommulab.hwdump import cache_dumps
 
         found: list[Finding] = []
         for k, base in reversed(self.booted):
             k.activate()
+            if self.dump_caches:
+                self.caches.append(cache_dumps(k.machine))
             k.shutdown()
             found.extend(findings(base))
         self.booted.clear()
@@ -278,17 +299,29 @@ def iommulab_checks(
             if check not in CHECKS:
                 raise pytest.UsageError(f"@pytest.mark.iommulab_allow: unknown check {check!r}")
             iommulab_expect.allowed.append((check, pattern))
-    checks = KernelChecks()
+    checks = KernelChecks(dump_caches=bool(request.config.getoption("iommulab_caches", False)))
     yield checks
     found = checks.finish()
     if request.node.stash.get(_CALL_FAILED, False):
         return
-    problems = iommulab_expect.unexplained(found)
-    if problems:
-        pytest.fail(
-            "iommulab: the kernel was not healthy at teardown:\n  " + "\n  ".join(problems),
-            pytrace=False,
-        )
+    message = teardown_failure(found, iommulab_expect, checks.caches)
+    if message:
+        pytest.fail(message, pytrace=False)
+
+
+def teardown_failure(
+    found: list[Finding], expect: Expectations, caches: list[str] | None = None
+) -> str:
+    """The message a test fails with at teardown (empty when healthy): every
+    unexplained finding with its cause, then the cache dumps if they were taken."""
+    problems = expect.unexplained(found)
+    if not problems:
+        return ""
+    text = "iommulab: the kernel was not healthy at teardown:\n  " + "\n  ".join(problems)
+    for dump in caches or ():
+        if dump:
+            text += "\n" + dump.rstrip("\n")
+    return text
 
 
 @pytest.fixture

@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+from collections.abc import Callable
 from types import CodeType
+from typing import TypeVar
 
 import hw.bus
 from hw.bus import Finding
@@ -36,6 +38,9 @@ _HW_DIR = os.path.dirname(os.path.abspath(hw.bus.__file__)) + os.sep
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 _RUNNER = (f"{os.sep}_pytest{os.sep}", f"{os.sep}pluggy{os.sep}", f"{os.sep}pytest{os.sep}")
+INLINE: set[CodeType] = set()
+"""Functions C inlines (``WRITE_ONCE``-like stores): left out of call chains."""
+F = TypeVar("F", bound=Callable[..., object])
 PRINTED = frozenset({"stale", "pt-owner"})
 """Checks whose findings are printed to dmesg as a report."""
 
@@ -44,6 +49,12 @@ trace_finding = define_tracepoint(
     ("check", "unit", "device", "pasid", "iova", "cache", "message"),
     "{check} unit={unit} dev={device} pasid={pasid} iova={iova} cache={cache}: {message}",
 )
+
+
+def inline(fn: F) -> F:
+    """Mark ``fn`` as inlined in C: call chains leave its frame out."""
+    INLINE.add(fn.__code__)
+    return fn
 
 
 def _where(code: CodeType, line: int) -> str:
@@ -55,7 +66,8 @@ def _where(code: CodeType, line: int) -> str:
 class CallChain:
     """The software frames above a point: frames of the hardware models (``hw``)
     are skipped at the inner end, the chain ends before the test runner or the
-    standard library. Satisfies :class:`hw.bus.CallChain`."""
+    standard library; functions C inlines (:func:`inline`) are left out.
+    Satisfies :class:`hw.bus.CallChain`."""
 
     __slots__ = ("frames",)
 
@@ -68,7 +80,8 @@ class CallChain:
             name = f.f_code.co_filename
             if name.startswith(_STDLIB) or any(r in name for r in _RUNNER):
                 break
-            frames.append((f.f_code, f.f_lineno))
+            if f.f_code not in INLINE:
+                frames.append((f.f_code, f.f_lineno))
             f = f.f_back  # type: ignore[assignment]
         self.frames = tuple(frames)
 

@@ -36,7 +36,7 @@ from hw.bus import Finding, PhysMemory
 from kernel.context import current
 from kernel.errno import EFAULT, EINVAL
 from kernel.fault_inject import should_fail
-from kernel.findings import call_chain, report_finding
+from kernel.findings import call_chain, inline, report_finding
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -470,12 +470,14 @@ def offset_in_page(addr: int) -> int:
     return addr & (PAGE_SIZE - 1)
 
 
+@inline
 def memset(vaddr: int, byte: int, size: int) -> None:
     mm = current.kernel.mm
     for pa, n in mm.chunks(vaddr, size):
         mm.mem.fill(pa, n, byte)
 
 
+@inline
 def memcpy(dst: int, src: int, size: int) -> None:
     mm = current.kernel.mm
     mm.write(dst, mm.read(src, size))
@@ -486,6 +488,7 @@ def memory_read(vaddr: int, size: int) -> bytes:
     return current.kernel.mm.read(vaddr, size)
 
 
+@inline
 def memory_write(vaddr: int, data: bytes | bytearray | memoryview) -> None:
     current.kernel.mm.write(vaddr, data)
 
@@ -504,6 +507,7 @@ def read64(vaddr: int) -> int:
     return mem.read_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr))
 
 
+@inline
 def write32(vaddr: int, value: int) -> None:
     mm = current.kernel.mm
     mem = mm.mem
@@ -511,6 +515,7 @@ def write32(vaddr: int, value: int) -> None:
     mem.write_u32(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
 
 
+@inline
 def write64(vaddr: int, value: int) -> None:
     """A 64-bit store to kernel memory (``WRITE_ONCE(*p, v)`` on a u64)."""
     mm = current.kernel.mm
@@ -519,6 +524,7 @@ def write64(vaddr: int, value: int) -> None:
     mem.write_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
 
 
+@inline
 def pgtable_write64(vaddr: int, value: int) -> bool:
     """Store one IOMMU page-table entry (C: ``WRITE_ONCE(*ptep, v)`` or the
     ``cmpxchg64`` that installs a table): the page-table ownership sanitizer. A
