@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from hw.bus import Entry, perms_text
 from hw.memory import BusError, Memory
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
 from hw.smmuv3.caches import GLOBAL
+from hw.smmuv3.findings import tlb_entry
 from hw.smmuv3.walk import PERM_U, PERM_W, CdInfo, SmmuFault, StreamInfo, start_level
 from hw.translation import TlbEntry
 
@@ -174,8 +174,6 @@ def _perms(pte: int) -> str:
 # -- caches ------------------------------------------------------------------------------------
 CACHES = ("ste", "cd", "tlb")
 """The caches :func:`dump_caches` lists, by the name ``--caches`` takes."""
-TLB_PERMS = ((PERM_W, "w"), (PERM_U, "u"))
-"""Rights letters of an SMMUv3 TLB entry (every entry allows reads)."""
 
 
 def dump_caches(unit: Smmuv3Unit, which: str | None = None) -> str:
@@ -208,13 +206,7 @@ def dump_caches(unit: Smmuv3Unit, which: str | None = None) -> str:
         for t in sorted(entries, key=lambda t: (*_tlb_tag(t), t.vpn << t.shift)):
             vmid, asid = _tlb_tag(t)
             shown = "global" if asid == GLOBAL else str(asid)
-            leaf = Entry(
-                t.vpn << t.shift,
-                t.phys,
-                1 << t.shift,
-                (t.shift - 12) // 9 + 1,
-                "r" + perms_text(TLB_PERMS, t.perms),
-            )
+            leaf = tlb_entry(t)
             out.append(
                 f"    vmid={vmid} asid={shown} {leaf.text()}{' suspect' if t.suspect else ''}"
             )

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
-from hw.bus import DmaFault, DmaResult
+from hw.bus import DmaFault, DmaResult, Finding
 from hw.iommu_unit import IommuUnitModel
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
@@ -43,6 +43,7 @@ from hw.smmuv3 import registers as sr
 from hw.smmuv3.caches import GLOBAL, Caches, SteEntry
 from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
 from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
+from hw.smmuv3.findings import fault_finding, stale_finding
 from hw.smmuv3.queues import CommandQueue, EventQueue
 from hw.smmuv3.walk import CdInfo, SmmuFault, StreamInfo, Walker, need_bits, permission_ok
 from hw.translation import (
@@ -531,10 +532,10 @@ class Smmuv3Unit(IommuUnitModel):
         if current == cached:
             return
         name = "/".join(dict.fromkeys(missing))
-        self._p.stale(
-            f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
-            f"{cached} used, tables say {current}; missing {name}",
-            lambda: self.emit(
+
+        def report() -> Finding:
+            found = stale_finding(self, sid, pasid, addr, cached, current, missing)
+            self.emit(
                 "hw_smmuv3:stale_translation",
                 sid=sid,
                 ssid=pasid,
@@ -542,7 +543,14 @@ class Smmuv3Unit(IommuUnitModel):
                 cached=cached,
                 current=current,
                 missing=name,
-            ),
+            )
+            self.report(found)
+            return found
+
+        self._p.stale(
+            f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
+            f"{cached} used, tables say {current}; missing {name}",
+            report,
         )
 
     # -- fault events (IHI 0070 chapter 7) ------------------------------------------------------
@@ -573,6 +581,7 @@ class Smmuv3Unit(IommuUnitModel):
             self.evtq.post(self._record(sid, pasid, priv, addr, write, f))
         else:
             self.stats.faults_suppressed += 1
+        self.report(fault_finding(self, sid, pasid, priv, addr, write, f, cd, record))
         self.emit("hw_smmuv3:fault", sid=sid, ssid=pasid, addr=addr, evt=int(evt), write=write)
         return DmaFault(addr, int(evt), write, detail)
 
