@@ -28,7 +28,7 @@ CHECKS = ("warn", "stale", "dma-debug", "pt-owner", "leak")
 KERNEL_CHECKS = ("stale", "dma-debug", "pt-owner")
 """Checks whose findings the kernel records itself (:attr:`Kernel.findings`)."""
 
-__all__ = ["CHECKS", "Baseline", "Finding", "baseline", "findings", "summary"]
+__all__ = ["CHECKS", "Baseline", "Finding", "baseline", "finding_text", "findings", "summary"]
 
 
 @define
@@ -102,6 +102,16 @@ def findings(base: Baseline) -> list[Finding]:
         if (a.kind, a.addr, a.size) not in base.allocations:
             out.append(Finding("leak", f"{a.kind} {a.size} bytes at {a.addr:#x}", detail=a.site))
     return out
+
+
+def finding_text(f: Finding) -> str:
+    """How a finding reads in a failure or on the CLI: a WARN, a leak or a finding
+    without a recorded cause as its line plus the last line of its detail (the call
+    site); a finding with its cause in full (:meth:`hw.bus.Finding.report`),
+    continuation lines indented."""
+    if f.check in ("warn", "leak") or not (f.cached or f.writes or f.chain or f.walk):
+        return str(f) + (f"\n      {f.detail.splitlines()[-1]}" if f.detail else "")
+    return "\n    ".join(f.report().splitlines())
 
 
 def summary(found: list[Finding]) -> str:

@@ -216,8 +216,10 @@ class Expectations:
 
     def unexplained(self, found: list[Finding]) -> list[str]:
         """Problems: findings no expectation covers, expectations nothing met."""
+        from iommulab.checks import finding_text
+
         problems = [
-            problem_text(f)
+            finding_text(f)
             for f in found
             if not any(self._covers(c, p, f) for c, p in (*self.expected, *self.allowed))
         ]
@@ -225,15 +227,6 @@ class Expectations:
             if not any(self._covers(check, pattern, f) for f in found):
                 problems.append(f"expected {check} {pattern!r} did not happen")
         return problems
-
-
-def problem_text(f: Finding) -> str:
-    """How a finding reads in a failure: a WARN, a leak or a plain DMA-API message
-    with the last line of its detail; a finding with its cause in full
-    (:meth:`hw.bus.Finding.report`)."""
-    if f.check in ("warn", "leak") or not (f.cached or f.writes or f.chain or f.walk):
-        return str(f) + (f"\n      {f.detail.splitlines()[-1]}" if f.detail else "")
-    return "\n    ".join(f.report().splitlines())
 
 
 @pytest.fixture

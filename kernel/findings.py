@@ -38,6 +38,8 @@ _HW_DIR = os.path.dirname(os.path.abspath(hw.bus.__file__)) + os.sep
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 _RUNNER = (f"{os.sep}_pytest{os.sep}", f"{os.sep}pluggy{os.sep}", f"{os.sep}pytest{os.sep}")
+_FRONT = f"{_ROOT}iommulab{os.sep}"
+"""What runs the software under test (pytest, the CLI): a call chain ends there."""
 INLINE: set[CodeType] = set()
 """Functions C inlines (``WRITE_ONCE``-like stores): left out of call chains."""
 F = TypeVar("F", bound=Callable[..., object])
@@ -65,8 +67,8 @@ def _where(code: CodeType, line: int) -> str:
 
 class CallChain:
     """The software frames above a point: frames of the hardware models (``hw``)
-    are skipped at the inner end, the chain ends before the test runner or the
-    standard library; functions C inlines (:func:`inline`) are left out.
+    are skipped at the inner end, the chain ends before the test runner, the
+    front door (``iommulab``) or the standard library; functions C inlines (:func:`inline`) are left out.
     Satisfies :class:`hw.bus.CallChain`."""
 
     __slots__ = ("frames",)
@@ -78,7 +80,7 @@ class CallChain:
             f = f.f_back  # type: ignore[assignment]
         while f is not None and len(frames) < MAX_FRAMES:
             name = f.f_code.co_filename
-            if name.startswith(_STDLIB) or any(r in name for r in _RUNNER):
+            if name.startswith((_STDLIB, _FRONT, "<frozen")) or any(r in name for r in _RUNNER):
                 break
             if f.f_code not in INLINE:
                 frames.append((f.f_code, f.f_lineno))
