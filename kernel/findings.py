@@ -23,7 +23,7 @@ import os
 import sys
 import sysconfig
 from collections.abc import Callable
-from types import CodeType
+from types import CodeType, FrameType
 from typing import TypeVar
 
 import hw.bus
@@ -67,24 +67,24 @@ def _where(code: CodeType, line: int) -> str:
 
 class CallChain:
     """The software frames above a point: frames of the hardware models (``hw``)
-    are skipped at the inner end, the chain ends before the test runner, the
-    front door (``iommulab``) or the standard library; functions C inlines (:func:`inline`) are left out.
-    Satisfies :class:`hw.bus.CallChain`."""
+    are skipped at the inner end, the chain ends before the test runner, the front
+    door (``iommulab``) or the standard library, and functions C inlines
+    (:func:`inline`) are left out. Satisfies :class:`hw.bus.CallChain`."""
 
     __slots__ = ("frames",)
 
     def __init__(self, depth: int = 1) -> None:
         frames: list[tuple[CodeType, int]] = []
-        f = sys._getframe(depth)
+        f: FrameType | None = sys._getframe(depth)
         while f is not None and f.f_code.co_filename.startswith(_HW_DIR):
-            f = f.f_back  # type: ignore[assignment]
+            f = f.f_back
         while f is not None and len(frames) < MAX_FRAMES:
             name = f.f_code.co_filename
             if name.startswith((_STDLIB, _FRONT, "<frozen")) or any(r in name for r in _RUNNER):
                 break
             if f.f_code not in INLINE:
                 frames.append((f.f_code, f.f_lineno))
-            f = f.f_back  # type: ignore[assignment]
+            f = f.f_back
         self.frames = tuple(frames)
 
     def lines(self) -> list[str]:

@@ -25,9 +25,19 @@ from hw.memory import BusError
 from hw.pagewatch import SlotCached, causes
 from hw.translation import TlbEntry
 from hw.vtd import entries as ent
-from hw.vtd.caches import SL_TAG
+from hw.vtd.caches import SL_TAG, PasidEntry
 from hw.vtd.faults import FR, TranslationFault
-from hw.vtd.walk import KIND_FL, KIND_PT, PERM_R, PERM_U, PERM_W, PERM_X, Stage
+from hw.vtd.walk import (
+    KIND_FL,
+    KIND_PT,
+    PERM_R,
+    PERM_U,
+    PERM_W,
+    PERM_X,
+    CtxInfo,
+    PasidInfo,
+    Stage,
+)
 
 if TYPE_CHECKING:
     from hw.vtd.translate import Sel
@@ -76,7 +86,7 @@ class _View:
         caches = unit.caches
         self.ctx = caches.ctx.get(rid)
         self.eff: int | None = None
-        self.pasid_e = None
+        self.pasid_e: PasidEntry | None = None
         self.sel: Sel | None = None
         if self.ctx is None:
             return
@@ -85,14 +95,14 @@ class _View:
             self.eff = info.rid_pasid if pasid is None else pasid
             self.pasid_e = caches.pasid.get((rid, self.eff))
 
-        def cached_pasid(ctx: object, p: int) -> object:
+        def cached_pasid(ctx: CtxInfo, p: int) -> PasidInfo:
             e = caches.pasid.get((rid, p))
             if e is None:
                 raise TranslationFault(FR.SM_PASID_NOT_PRESENT)
             return e.info
 
         try:
-            self.sel = unit.xlate.select(pasid, False, False, info, cached_pasid)  # type: ignore[arg-type]
+            self.sel = unit.xlate.select(pasid, False, False, info, cached_pasid)
         except TranslationFault:
             self.sel = None
 

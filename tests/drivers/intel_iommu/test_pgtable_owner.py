@@ -36,6 +36,7 @@ from kernel.mm import (
     page_address,
     phys_to_virt,
 )
+from kernel.trace import capture
 from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory
 
 RW = IOMMU_READ | IOMMU_WRITE
@@ -62,7 +63,8 @@ def test_4k_map_inside_a_live_2m_mapping_is_a_page_table_ownership_finding(
     # The walk 6.12 does for a 4 KiB map lands inside the data page.
     target, _ = pfn_to_dma_pte(dom, (IOVA + 0x5000) >> 12, 1, 0)
     assert target == phys_to_virt(data) + 5 * 8 and not is_iommu_pgtable_page(target)
-    iommu_map(dom, IOVA + 0x5000, 0x30_0000, SZ_4K, RW, GFP_KERNEL)
+    with capture("iommulab:finding") as events:
+        iommu_map(dom, IOVA + 0x5000, 0x30_0000, SZ_4K, RW, GFP_KERNEL)
 
     assert memory_read(page_address(page), SZ_2M) == before  # nothing silently changed
     assert iommu_iova_to_phys(dom, IOVA + 0x5123) == data + 0x5123  # 2 MiB intact
@@ -73,6 +75,9 @@ def test_4k_map_inside_a_live_2m_mapping_is_a_page_table_ownership_finding(
     assert funcs[0] == "__domain_mapping"
     assert funcs.index("intel_iommu_map") < funcs.index("iommu_map")
     assert "store of 0x0000000000300" in found.detail and f"to {data + 0x28:#x}" in found.detail
+    [event] = events
+    assert event.fields["check"] == "pt-owner" and event.fields["message"] == found.message
+    assert event.text.startswith("pt-owner unit= dev= pasid=")
     dmesg = v.kernel.dmesg()
     assert f"iommulab: pt-owner: IOMMU page-table entry written into data page {data:#x}" in dmesg
 
