@@ -13,6 +13,7 @@ from hw.vtd import StaleTranslationError
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
 from tests.hw.vtd.helpers import RID, PageTable, legacy_setup, sm_setup
+from tests.hw.vtd.test_devtlb import sm_rig, unmap_without_devtlb_flush
 
 
 def test_a_fault_carries_its_record_and_the_walk_to_the_missing_entry() -> None:
@@ -99,3 +100,22 @@ def test_a_stale_iotlb_use_raises_with_the_report_and_renders_as_json() -> None:
     }
     assert doc["writes"][0]["addr"] == hex(leaf) and doc["writes"][0]["new"] == "0x0"
     assert doc["missing"][0]["fields"]["AM"] == "9"
+
+
+def test_a_stale_device_tlb_entry_names_the_device_tlb_invalidation() -> None:
+    r, pt = sm_rig()
+    q = r.queue()
+    pt.map(0x1000, 0x200000)
+    r.read(0x1000, 8)
+    unmap_without_devtlb_flush(r, pt, 0x1000, q)
+    r.read(0x1000, 8)
+    [found] = [f for f in r.unit.findings if f.check == "stale"]
+    assert found.cache == "device TLB" and found.iova == 0x1000
+    assert found.cached is not None and (found.cached.phys, found.cached.perms) == (0x200000, "r-")
+    assert found.current is not None and found.current.phys is None
+    assert [w.addr for w in found.writes] == [pt.entry_addr(0x1000, 1)]
+    [inv] = found.missing
+    fields = dict(inv.fields)
+    assert (fields["SID"], fields["ADDR"], fields["S"]) == ("00:02.0", "0x1000", "0")
+    assert found.pasid is None  # a request without PASID: the non-PASID descriptor
+    assert inv.name == "Device-TLB invalidation (dev_iotlb_inv_dsc, type 0x3)"
