@@ -14,7 +14,11 @@ Differences from Linux: every leaf written is a fault-injection point
 (``iommu_pgtable``), so sweeps can fail a mapping midway and check that the core
 unmaps the part already mapped (Linux can only fail where it allocates a table);
 ``__domain_mapping`` returns how many pages it mapped; ``switch_to_super_page``
-frees the replaced tables after its flush (Linux frees them first).
+frees the replaced tables after its flush (Linux frees them first). Table pages come
+from ``iommu_alloc_page_node`` (:mod:`kernel.iommu.iommu_pages`) and every entry store
+goes through the page-table ownership sanitizer (:func:`kernel.mm.pgtable_write64`):
+the store Linux 6.12 makes into a data page when 4 KiB is mapped inside a live 2 MiB
+mapping is refused and reported instead of corrupting the page.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from drivers.intel_iommu.structs import DmarDomain
 from kernel.bug import WARN_ON
 from kernel.errno import EINVAL, ENOMEM
 from kernel.fault_inject import should_fail
-from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_put_pages_list
+from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_free_page, iommu_put_pages_list
 from kernel.mm import PAGE_OFFSET, current_mm, pgtable_write64, phys_to_virt, read64
 from kernel.printk import KERN_CRIT, printk
 
@@ -74,8 +78,13 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     (allocating missing tables), or with ``target_level == 0`` the first leaf,
     superpage or non-present entry on the way down. Returns ``(pte, level)``;
     ``pte`` is 0 beyond the domain's width or when a table cannot be allocated.
-    (Runs on every map and unmap: ``domain_pfn_supported``, ``agaw_to_level`` and
-    ``pfn_level_offset`` are written out.)"""
+    As in 6.12, a walk for a 4 KiB entry under a live superpage takes the
+    superpage's output address for a table and returns an entry inside the data
+    page; a new table is linked only over a zero entry (``try_cmpxchg64``).
+    Differences: the entry stores go through the page-table ownership sanitizer
+    (:func:`kernel.mm.pgtable_write64`), and a link it refuses ends the walk with
+    0 instead of walking on. (Runs on every map and unmap: ``domain_pfn_supported``,
+    ``agaw_to_level`` and ``pfn_level_offset`` are written out.)"""
     agaw = domain.agaw
     if pfn >> (ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT):  # !domain_pfn_supported()
         return 0, target_level
@@ -94,10 +103,16 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
             tmp = alloc_pgtable_page(gfp)
             if tmp is None:
                 return 0, target_level
-            val = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
+            new = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
             if domain.use_first_level:
-                val |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
-            pgtable_write64(pte, val)
+                new |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+            if val:  # try_cmpxchg64(&pte->val, 0, new) fails: "use theirs"
+                iommu_free_page(tmp)
+            elif pgtable_write64(pte, new):
+                val = new
+            else:  # the sanitizer refused the link: nothing to walk into
+                iommu_free_page(tmp)
+                return 0, target_level
         if level == 1:
             break
         parent = (val & PTE_ADDR) + PAGE_OFFSET

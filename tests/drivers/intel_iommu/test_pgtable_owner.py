@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from drivers.intel_iommu.pgtable import pfn_to_dma_pte
 from drivers.intel_iommu.structs import DmarDomain
 from iommulab.pytest_plugin import Expectations
+from kernel.errno import ENOMEM
 from kernel.findings import findings
 from kernel.iommu.iommu import (
     iommu_domain_free,
@@ -40,7 +43,7 @@ from kernel.trace import capture
 from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory
 
 RW = IOMMU_READ | IOMMU_WRITE
-SZ_4K, SZ_2M = 1 << 12, 1 << 21
+SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
 IOVA = 0x4000_0000
 
 
@@ -97,4 +100,26 @@ def test_page_table_pages_stop_being_page_table_pages_when_freed(vtd: Vtd) -> No
     assert level == 1 and is_iommu_pgtable_page(pte)
     iommu_unmap(dom, IOVA, SZ_2M)  # empties and frees the level-1 table
     assert not is_iommu_pgtable_page(pte)
+    iommu_domain_free(dom)
+
+
+def test_a_table_link_into_a_1g_mapping_is_refused_and_the_map_fails(
+    make_vtd: VtdFactory, iommulab_expect: Expectations
+) -> None:
+    """Under a 1 GiB superpage the walk would link a new level-1 table into the data
+    the superpage maps; the sanitizer refuses that store, the new table page is given
+    back (the teardown leak check would see it otherwise) and the map fails."""
+    v: Vtd = make_vtd()
+    v.kernel.activate()
+    iommulab_expect.pt_owner("into data page 0x0 ")
+    dom = iommu_paging_domain_alloc(v.edu)
+    assert isinstance(dom, DmarDomain)
+    iommu_map(dom, SZ_1G, 0, SZ_1G, RW, GFP_KERNEL)
+    assert pfn_to_dma_pte(dom, SZ_1G >> 12, 0, 0)[1] == 3
+    with pytest.raises(ENOMEM):
+        iommu_map(dom, SZ_1G + 0x5000, 0x30_0000, SZ_4K, RW, GFP_KERNEL)
+    [found] = [f for f in findings() if f.check == "pt-owner"]
+    assert "memory the kernel does not allocate" in found.message
+    assert iommu_iova_to_phys(dom, SZ_1G + 0x5123) == 0x5123
+    iommu_unmap(dom, SZ_1G, SZ_1G)
     iommu_domain_free(dom)
