@@ -67,8 +67,9 @@ def _where(code: CodeType, line: int) -> str:
 
 class CallChain:
     """The software frames above a point: frames of the hardware models (``hw``)
-    are skipped at the inner end, the chain ends before the test runner, the front
-    door (``iommulab``) or the standard library, and functions C inlines
+    are skipped at the inner end, the chain ends before the test runner or the
+    standard library, or at the first frame of the front door (``iommulab``: a demo,
+    a scenario runner), and functions C inlines
     (:func:`inline`) are left out. Satisfies :class:`hw.bus.CallChain`."""
 
     __slots__ = ("frames",)
@@ -80,7 +81,10 @@ class CallChain:
             f = f.f_back
         while f is not None and len(frames) < MAX_FRAMES:
             name = f.f_code.co_filename
-            if name.startswith((_STDLIB, _FRONT, "<frozen")) or any(r in name for r in _RUNNER):
+            if name.startswith((_STDLIB, "<frozen")) or any(r in name for r in _RUNNER):
+                break
+            if name.startswith(_FRONT):  # the front door's caller ends the chain
+                frames.append((f.f_code, f.f_lineno))
                 break
             if f.f_code not in INLINE:
                 frames.append((f.f_code, f.f_lineno))
