@@ -161,7 +161,7 @@ def _perms(pte: int, fl: bool) -> str:
 
 
 # -- caches ------------------------------------------------------------------------------------
-CACHES = ("context", "pasid", "iotlb", "devtlb")
+CACHES = ("context", "pasid", "iotlb", "devtlb", "iec")
 """The caches :func:`dump_caches` lists, by the name ``--caches`` takes."""
 
 
@@ -172,9 +172,10 @@ def _flag(e: SlotCached) -> str:
 def dump_caches(unit: VtdUnit, which: str | None = None) -> str:
     """Every entry of the unit's caches (or of cache ``which``, one of :data:`CACHES`)
     with its tags: context entries by source-id, PASID entries by (source-id, PASID),
-    IOTLB entries by (DID, PASID or ``-`` for second-stage tags) and the device TLB
-    entries the unit's ATS agent handed out, by PASID. ``suspect`` marks an entry
-    whose source tables were written since it was filled."""
+    IOTLB entries by (DID, PASID or ``-`` for second-stage tags), the device TLB
+    entries the unit's ATS agent handed out, by PASID, and the interrupt entry cache's
+    IRTEs by interrupt index. ``suspect`` marks an entry whose source tables were
+    written since it was filled."""
     c = unit.caches
     out = [f"{unit.name}: caches"]
     if which in (None, "context"):
@@ -212,6 +213,11 @@ def dump_caches(unit: VtdUnit, which: str | None = None) -> str:
             shown = "-" if a.tag is None else str(a.tag)
             leaf = entry_of(a, ATS_PERMS).text()
             out.append(f"    sid={bdf(rid)} pasid={shown} {leaf}{_flag(a)}")
+    if which in (None, "iec"):
+        iec = unit.irq.iec
+        out.append(f"  interrupt entry cache: {len(iec)} entries")
+        for index, ie in sorted(iec.items()):
+            out.append(f"    index={index:#x} {ie.irte.text()}{_flag(ie)}")
     return "\n".join(out)
 
 

@@ -40,6 +40,7 @@ from hw.vtd.walk import (
 )
 
 if TYPE_CHECKING:
+    from hw.vtd.irq_remap import IecEntry, Irte
     from hw.vtd.translate import Sel
     from hw.vtd.unit import VtdUnit
 
@@ -288,6 +289,29 @@ def _atc_entry(unit: VtdUnit, pasid: int | None, addr: int) -> TlbEntry | None:
     return None
 
 
+def iec_stale_finding(unit: VtdUnit, e: IecEntry, fresh: Irte | None) -> Finding:
+    """The finding for a stale interrupt entry cache use: the cached IRTE and the
+    table's, decoded, the write that changed it, and the index-selective interrupt
+    entry cache invalidation (``iec_inv_dsc``, type 0x4) that would have dropped it."""
+    now = "not readable / not present" if fresh is None else fresh.text()
+    return Finding(
+        "stale",
+        f"{unit.name}: interrupt index {e.index:#x} used a stale interrupt entry cache entry",
+        unit=unit.name,
+        cache="interrupt entry cache",
+        record=(("index", hex(e.index)),),
+        detail=f"cached IRTE:  {e.irte.text()}\ncurrent IRTE: {now}",
+        writes=causes(e),
+        missing=(
+            Invalidation(
+                "interrupt entry cache invalidation (iec_inv_dsc, type 0x4)",
+                (("G", "index-selective"), ("IIDX", hex(e.index)), ("IM", "0")),
+            ),
+        ),
+        time_ns=unit.m.clock.now,
+    )
+
+
 # -- faults ----------------------------------------------------------------------------------
 def _q(unit: VtdUnit, addr: int) -> int | None:
     try:
@@ -376,9 +400,12 @@ def fault_finding(
     write: bool,
     reason: FR,
     recorded: str,
+    fi: int | None = None,
 ) -> Finding:
     """The finding for a translation fault: the fault record's fields decoded
-    (``recorded``: recorded, suppressed by FPD, or lost to overflow) and the walk."""
+    (``recorded``: recorded, suppressed by FPD, or lost to overflow) and the walk.
+    An interrupt-remapping fault (``fi``: the FI field it records, the interrupt
+    index) walks no page tables."""
     who = bdf(rid)
     view = _View(unit, rid, pasid)
     did = view.sel.did if view.sel is not None else None
@@ -399,9 +426,9 @@ def fault_finding(
             ("PV", str(pasid or 0)),
             ("PRIV", str(int(priv))),
             ("EXE", str(int(exe))),
-            ("FI", hex(addr & ~0xFFF)),
+            ("FI", hex(addr & ~0xFFF if fi is None else fi)),
             ("status", recorded),
         ),
-        walk=walk_steps(unit, rid, pasid, addr),
+        walk=walk_steps(unit, rid, pasid, addr) if fi is None else (),
         time_ns=unit.m.clock.now,
     )

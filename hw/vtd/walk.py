@@ -334,7 +334,7 @@ class Walker:
             raise TranslationFault(FR.SM_ADDR_BEYOND if scalable else FR.ADDR_BEYOND_MGAW, fpd)
         read = self.mem.read_u64
         rsvd = self.addr_rsvd
-        leaf_rsvd = rsvd if scalable else rsvd | _SL_SNP
+        leaf_rsvd = rsvd if scalable or self.cfg.sc else rsvd | _SL_SNP
         sllps = self.cfg.sllps
         ad = update and st.ssade
         table = st.root

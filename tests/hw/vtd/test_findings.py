@@ -12,8 +12,10 @@ import pytest
 from hw.vtd import StaleTranslationError
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
+from hw.vtd.dump import dump_caches
 from tests.hw.vtd.helpers import RID, PageTable, legacy_setup, sm_setup
 from tests.hw.vtd.test_devtlb import sm_rig, unmap_without_devtlb_flush
+from tests.hw.vtd.test_irq_remap import Ir, irte, remappable
 
 
 def test_a_fault_carries_its_record_and_the_walk_to_the_missing_entry() -> None:
@@ -119,3 +121,33 @@ def test_a_stale_device_tlb_entry_names_the_device_tlb_invalidation() -> None:
     assert (fields["SID"], fields["ADDR"], fields["S"]) == ("00:02.0", "0x1000", "0")
     assert found.pasid is None  # a request without PASID: the non-PASID descriptor
     assert inv.name == "Device-TLB invalidation (dev_iotlb_inv_dsc, type 0x3)"
+
+
+def test_a_stale_interrupt_entry_names_the_iec_invalidation() -> None:
+    ir = Ir()
+    ir.put(1, irte(0x50))
+    ir.send(remappable(1))
+    ir.put(1, irte(0x51))  # rewritten, no interrupt entry cache invalidation
+    ir.send(remappable(1))
+    [found] = [f for f in ir.unit.findings if f.check == "stale"]
+    assert found.cache == "interrupt entry cache" and dict(found.record) == {"index": "0x1"}
+    cached, current = found.detail.splitlines()
+    assert cached.startswith("cached IRTE:  P=1 FPD=0 vector=0x50 dest=")
+    assert current.startswith("current IRTE: P=1 FPD=0 vector=0x51 dest=")
+    assert [w.addr for w in found.writes] == [ir.table + 16]  # the IRTE's low qword
+    assert [i.text() for i in found.missing] == [
+        "interrupt entry cache invalidation (iec_inv_dsc, type 0x4): "
+        "G=index-selective IIDX=0x1 IM=0"
+    ]
+
+
+def test_the_cache_dump_lists_the_interrupt_entry_cache() -> None:
+    ir = Ir()
+    ir.put(1, irte(0x50))
+    ir.send(remappable(1))
+    ir.put(1, irte(0x51))
+    lines = dump_caches(ir.unit, "iec").splitlines()
+    assert lines[:2] == ["dmar0: caches", "  interrupt entry cache: 1 entries"]
+    [entry] = lines[2:]
+    assert entry.startswith("    index=0x1 P=1 FPD=0 vector=0x50 ")
+    assert entry.endswith(" suspect")  # its IRTE was rewritten since it was cached
