@@ -40,8 +40,9 @@ _STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 _RUNNER = (f"{os.sep}_pytest{os.sep}", f"{os.sep}pluggy{os.sep}", f"{os.sep}pytest{os.sep}")
 _FRONT = f"{_ROOT}iommulab{os.sep}"
 """What runs the software under test (pytest, the CLI): a call chain ends there."""
-INLINE: set[CodeType] = set()
-"""Functions C inlines (``WRITE_ONCE``-like stores): left out of call chains."""
+INLINE: set[int] = set()
+"""``id`` of the code of functions C inlines (``WRITE_ONCE``-like stores): left out
+of call chains (code objects hash by value, which is slow: ids are kept instead)."""
 F = TypeVar("F", bound=Callable[..., object])
 PRINTED = frozenset({"stale", "pt-owner"})
 """Checks whose findings are printed to dmesg as a report."""
@@ -55,44 +56,83 @@ trace_finding = define_tracepoint(
 
 def inline(fn: F) -> F:
     """Mark ``fn`` as inlined in C: call chains leave its frame out."""
-    INLINE.add(fn.__code__)
+    INLINE.add(id(fn.__code__))
+    _KINDS.pop(id(fn.__code__), None)
     return fn
 
 
-def _where(code: CodeType, line: int) -> str:
+def _line_of(code: CodeType, lasti: int) -> int | None:
+    """The source line of the instruction at byte offset ``lasti``."""
+    for first, last, line in code.co_lines():
+        if first <= lasti < last:
+            return line
+    return None
+
+
+def _where(code: CodeType, lasti: int) -> str:
     path = os.path.abspath(code.co_filename)
     shown = path[len(_ROOT) :] if path.startswith(_ROOT) else os.path.basename(path)
-    return f"{code.co_qualname} ({shown}:{line})"
+    return f"{code.co_qualname} ({shown}:{_line_of(code, lasti)})"
+
+
+_KEEP, _STOP, _LAST, _SKIP, _HW = range(5)
+_KINDS: dict[int, tuple[CodeType, int]] = {}
+"""``id`` of a code object -> (the code, kept alive so the id stays its own; what a
+call chain does with its frames), decided once per code object."""
+
+
+def _kind(code: CodeType) -> int:
+    got = _KINDS.get(id(code))
+    if got is None:
+        name = code.co_filename
+        if name.startswith(_HW_DIR):
+            kind = _HW
+        elif name.startswith((_STDLIB, "<frozen")) or any(r in name for r in _RUNNER):
+            kind = _STOP
+        elif name.startswith(_FRONT):
+            kind = _LAST
+        else:
+            kind = _SKIP if id(code) in INLINE else _KEEP
+        got = _KINDS[id(code)] = (code, kind)
+    return got[1]
 
 
 class CallChain:
     """The software frames above a point: frames of the hardware models (``hw``)
     are skipped at the inner end, the chain ends before the test runner or the
     standard library, or at the first frame of the front door (``iommulab``: a demo,
-    a scenario runner), and functions C inlines
-    (:func:`inline`) are left out. Satisfies :class:`hw.bus.CallChain`."""
+    a scenario runner), and functions C inlines (:func:`inline`) are left out.
+    Frames are kept as (code, instruction offset) pairs and resolved to text only
+    when read. Satisfies :class:`hw.bus.CallChain`."""
 
     __slots__ = ("frames",)
 
     def __init__(self, depth: int = 1) -> None:
         frames: list[tuple[CodeType, int]] = []
+        kinds = _KINDS
         f: FrameType | None = sys._getframe(depth)
-        while f is not None and f.f_code.co_filename.startswith(_HW_DIR):
-            f = f.f_back
-        while f is not None and len(frames) < MAX_FRAMES:
-            name = f.f_code.co_filename
-            if name.startswith((_STDLIB, "<frozen")) or any(r in name for r in _RUNNER):
+        inner = True
+        while f is not None:
+            code = f.f_code
+            got = kinds.get(id(code))
+            kind = _kind(code) if got is None else got[1]
+            if kind == _HW:
+                if inner:
+                    f = f.f_back
+                    continue
+                kind = _KEEP
+            inner = False
+            if kind == _STOP:
                 break
-            if name.startswith(_FRONT):  # the front door's caller ends the chain
-                frames.append((f.f_code, f.f_lineno))
-                break
-            if f.f_code not in INLINE:
-                frames.append((f.f_code, f.f_lineno))
+            if kind != _SKIP:
+                frames.append((code, f.f_lasti))
+                if kind == _LAST or len(frames) == MAX_FRAMES:
+                    break
             f = f.f_back
         self.frames = tuple(frames)
 
     def lines(self) -> list[str]:
-        return [_where(code, line) for code, line in self.frames]
+        return [_where(code, lasti) for code, lasti in self.frames]
 
     def functions(self) -> list[str]:
         """The frames' function names (innermost first)."""
