@@ -28,8 +28,8 @@ from typing import Any
 
 from attrs import define, field
 
-from hw.bus import Platform
-from kernel import bug, irq, mm, printk, trace
+from hw.bus import Finding, Platform
+from kernel import bug, findings, irq, mm, printk, trace
 from kernel.context import current, current_kernel, kernel_callback
 from kernel.errno import KernelError
 from kernel.init import initcalls
@@ -71,6 +71,8 @@ class Kernel:
     """The init task's vmalloc'd stack (what ``current`` runs on)."""
     up: bool = False
     cmdline_problems: list[str] = field(factory=list)
+    findings: list[Finding] = field(factory=list)
+    """Every finding (:mod:`kernel.findings`): stale uses, faults, sanitizer reports."""
     """What boot said about the command line (malformed options, unknown parameters,
     trace events that could not be enabled), word for word as dmesg has it."""
     _entered: list[Kernel] = field(factory=list)
@@ -117,6 +119,8 @@ class Kernel:
         self.tracer.on_patterns = None
         self.tracer.retire()
         self.machine.set_hw_trace_sink(None)
+        self.machine.set_finding_sink(None)
+        self.machine.set_write_origin(None)
         self.up = False
         _running.pop(id(self.machine), None)
         printk.pr_info("reboot: Power down")
@@ -187,6 +191,8 @@ def boot(
     k.activate()
     _running[id(machine)] = k
     machine.set_msi_sink(kernel_callback(irq.deliver_msi))
+    machine.set_finding_sink(kernel_callback(findings.report_finding))
+    machine.set_write_origin(findings.CallChain)
     tracer.on_patterns = lambda on: machine.set_hw_trace_sink(tracer.hw_event if on else None)
     tracer.set_patterns(tracer.enabled_patterns)
     stack = memmgr.vmalloc(mm.THREAD_SIZE, 0, "init_task stack")

@@ -144,8 +144,9 @@ from kernel.iommu.iommu_h import (
     IommuIotlbGather,
     iommu_iotlb_gather_add_page,
 )
+from kernel.iommu.iommu_pages import iommu_put_pages_list
 from kernel.iommu.iommu_resv import IOMMU_RESV_MSI, IommuResvRegion, iommu_alloc_resv_region
-from kernel.mm import GFP_ATOMIC, GFP_KERNEL, free_page, kfree, kzalloc, read64, virt_to_phys
+from kernel.mm import GFP_ATOMIC, GFP_KERNEL, kfree, kzalloc, read64, virt_to_phys
 from kernel.pci import (
     PCI_ATS_CAP,
     PciDev,
@@ -640,8 +641,7 @@ def intel_iommu_domain_free(domain: IommuDomain) -> None:
     dmar_domain.deferred_free = []
     if dmar_domain.pgd:
         domain_unmap(dmar_domain, 0, DOMAIN_MAX_PFN(dmar_domain.gaw), freelist)
-    for page in freelist:
-        free_page(page)
+    iommu_put_pages_list(freelist)
     kfree(dmar_domain.kmem)
     dmar_domain.kmem = 0
 
@@ -716,9 +716,7 @@ def intel_iommu_tlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
     dmar_domain = to_dmar_domain(domain)
     if gather.end >= gather.start:
         domain_flush_range(dmar_domain, gather.start, gather.end, int(not gather.freelist))
-    for page in gather.freelist:
-        free_page(page)
-    gather.freelist = []
+    iommu_put_pages_list(gather.freelist)
 
 
 def intel_flush_iotlb_all(domain: IommuDomain) -> None:
@@ -726,8 +724,7 @@ def intel_flush_iotlb_all(domain: IommuDomain) -> None:
     dmar_domain = to_dmar_domain(domain)
     domain_flush_all(dmar_domain)
     pages, dmar_domain.deferred_free = dmar_domain.deferred_free, []
-    for page in pages:
-        free_page(page)
+    iommu_put_pages_list(pages)
 
 
 def intel_iommu_iotlb_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
