@@ -18,11 +18,14 @@ IOTLB by (gfn, PASID, SID, level) instead); an entry's source is the
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from hw.pagewatch import SlotCached, SlotTracker
 from hw.translation import BLOCK, BLOCK_SHIFT, Block, Pipeline, TagCache, TagTable, TlbEntry
 from hw.vtd.walk import CtxInfo, PasidInfo, Stage
+
+if TYPE_CHECKING:
+    from hw.vtd.translate import Sel
 
 __all__ = [
     "BLOCK",
@@ -39,20 +42,27 @@ SL_TAG = -1
 
 
 class CtxEntry(SlotCached):
-    __slots__ = ("info",)
+    """A cached context entry; ``sel`` is the selection a legacy-mode entry gives
+    (decoded on first use, :func:`hw.vtd.translate.cached_sel`)."""
+
+    __slots__ = ("info", "sel")
 
     def __init__(self, info: CtxInfo) -> None:
         super().__init__(info.slots)
         self.info = info
+        self.sel: Sel | None = None
 
 
 class PasidEntry(SlotCached):
-    __slots__ = ("info", "rid")
+    """A cached PASID entry; ``sel`` is the selection it gives (decoded on first use)."""
+
+    __slots__ = ("info", "rid", "sel")
 
     def __init__(self, rid: int, info: PasidInfo) -> None:
         super().__init__(info.slots)
         self.rid = rid
         self.info = info
+        self.sel: Sel | None = None
 
 
 class Caches:

@@ -22,6 +22,7 @@ from attrs import define
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
 from hw.translation import INTR_HI, INTR_LO, NEVER, TlbEntry, translate_run
+from hw.vtd import entries as ent
 from hw.vtd.caches import SL_TAG, CtxEntry
 from hw.vtd.faults import FR, TranslationFault
 from hw.vtd.walk import (
@@ -44,10 +45,15 @@ if TYPE_CHECKING:
 
 PasidLookup = Callable[[CtxInfo, int], PasidInfo]
 
+_FL_A, _FL_D = ent.FlPte.A.mask, ent.FlPte.D.mask
+_SL_A, _SL_D = ent.SlPte.A.mask, ent.SlPte.D.mask
+
 
 @define(slots=True)
 class Sel:
-    """What a request resolved to before the page walk."""
+    """What a request resolved to before the page walk. Derived from one cached
+    context entry (legacy) or PASID entry (scalable) alone, so the cache keeps it on
+    that entry (:func:`cached_sel`) and a request whose entries are clean builds none."""
 
     scalable: bool
     stage: Stage
@@ -57,6 +63,35 @@ class Sel:
     pasid: int | None
     """PASID used for the lookup (RID_PASID for requests without PASID in scalable mode)."""
     wpe: bool
+    key: tuple[int, int] = (0, 0)
+    """The IOTLB tag ``(did, tag)``."""
+    a_bit: int = 0
+    """The leaf's accessed bit when the stage keeps A/D (0: it keeps none)."""
+    d_bit: int = 0
+    """The leaf's dirty bit when the stage keeps A/D (0: it keeps none)."""
+    entry_dirty: bool = True
+    """Whether a filled IOTLB entry needs no D update (a stage without A/D)."""
+
+    def __attrs_post_init__(self) -> None:
+        st = self.stage
+        self.key = (self.did, self.tag)
+        if st.kind == KIND_FL:
+            self.a_bit, self.d_bit = _FL_A, _FL_D
+        elif st.kind == KIND_SL and st.ssade:
+            self.a_bit, self.d_bit = _SL_A, _SL_D
+        self.entry_dirty = not self.a_bit
+
+
+def ctx_sel(ctx: CtxInfo) -> Sel:
+    """The selection of a legacy-mode context entry (facts A10.5 step 2)."""
+    assert ctx.stage is not None
+    return Sel(False, ctx.stage, ctx.did, SL_TAG, ctx.fpd, None, False)
+
+
+def pasid_sel(pe: PasidInfo, eff: int) -> Sel:
+    """The selection of scalable-mode PASID entry ``pe`` for PASID ``eff``."""
+    tag = eff if pe.stage.kind == KIND_FL else SL_TAG
+    return Sel(True, pe.stage, pe.did, tag, pe.fpd, eff, pe.wpe)
 
 
 def need_bits(sel: Sel, write: bool, priv: bool, exe: bool) -> int:
@@ -163,8 +198,7 @@ class Translation:
         if not ctx.scalable:
             if pasid is not None:
                 raise TranslationFault(FR.SM_TTM_LEGACY_PASID)
-            assert ctx.stage is not None
-            return Sel(False, ctx.stage, ctx.did, SL_TAG, ctx.fpd, None, False)
+            return ctx_sel(ctx)
         if pasid is None:
             eff = ctx.rid_pasid
         elif not ctx.paside:
@@ -176,8 +210,7 @@ class Translation:
             raise TranslationFault(FR.SM_PASID_SRE, pe.fpd)
         if exe and not pe.ere:
             raise TranslationFault(FR.SM_PASID_ERE, pe.fpd)
-        tag = eff if pe.stage.kind == KIND_FL else SL_TAG
-        return Sel(True, pe.stage, pe.did, tag, pe.fpd, eff, pe.wpe)
+        return pasid_sel(pe, eff)
 
     def walk(self, sel: Sel, addr: int, write: bool, update: bool) -> Leaf:
         st = sel.stage
@@ -203,16 +236,21 @@ class Translation:
             priv = exe = False
         if size <= 0:
             return DmaResult(())
-        stale_box = [False]
-        try:
-            ctx = self.ctx_cached(rid, stale_box).info
-            lookup = self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
-            sel = self.select(pasid, priv, exe, ctx, lookup)
-        except TranslationFault as f:
-            if stale_box[0]:
-                self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
-            return DmaResult((), unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd))
-        upper_stale = stale_box[0]
+        upper_stale = False
+        sel = self.cached_sel(rid, pasid, priv, exe)
+        if sel is None:
+            stale_box = [False]
+            try:
+                ctx = self.ctx_cached(rid, stale_box).info
+                lookup = self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
+                sel = self.select(pasid, priv, exe, ctx, lookup)
+            except TranslationFault as f:
+                if stale_box[0]:
+                    self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
+                return DmaResult(
+                    (), unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd)
+                )
+            upper_stale = stale_box[0]
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
@@ -220,7 +258,7 @@ class Translation:
         try:
             runs, fault, hits = translate_run(
                 self.iotlb,
-                (sel.did, sel.tag),
+                sel.key,
                 NEVER if upper_stale else stage,
                 slow.need,
                 not write,
@@ -230,9 +268,53 @@ class Translation:
                 slow,
             )
         finally:
-            slow.finish()
+            if slow.ad:
+                slow.finish()
         self.stats.iotlb_hits += hits
         return DmaResult(tuple(runs), fault)
+
+    def cached_sel(self, rid: int, pasid: int | None, priv: bool, exe: bool) -> Sel | None:
+        """The selection of a request whose context entry (and PASID entry) are cached
+        and clean, counting the cache hits; None sends the request the general way
+        (:meth:`ctx_cached`, :meth:`select`), which also raises the faults. Exactly
+        what that way gives for clean entries: the selection is derived from the one
+        cached entry it is kept on."""
+        caches = self.caches
+        ce = caches.ctx.get(rid)
+        if ce is None or ce.suspect:
+            return None
+        unit = self.unit
+        ttm = unit.ttm
+        if ttm > 1 or (ttm == 1 and not unit.cfg.smts):
+            return None
+        ctx = ce.info
+        stats = self.stats
+        if not ctx.scalable:
+            if pasid is not None:
+                return None
+            sel = ce.sel
+            if sel is None:
+                sel = ce.sel = ctx_sel(ctx)
+            stats.ctx_hits += 1
+            return sel
+        if pasid is None:
+            eff = ctx.rid_pasid
+        elif not ctx.paside:
+            return None
+        else:
+            eff = pasid
+        pe = caches.pasid.get((rid, eff))
+        if pe is None or pe.suspect:
+            return None
+        info = pe.info
+        if (priv and not info.sre) or (exe and not info.ere):
+            return None
+        sel = pe.sel
+        if sel is None:
+            sel = pe.sel = pasid_sel(info, eff)
+        stats.ctx_hits += 1
+        stats.pasid_hits += 1
+        return sel
 
     def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None = None) -> TlbEntry:
         """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
@@ -248,7 +330,7 @@ class Translation:
             leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
         shift = leaf.shift
         e = TlbEntry(
-            (sel.did, sel.tag),
+            sel.key,
             a >> shift,
             shift,
             leaf.phys,
@@ -256,7 +338,7 @@ class Translation:
             st,
             leaf.pte_addr,
             leaf.slots,
-            st.kind == KIND_SL and not st.ssade,
+            sel.entry_dirty,
         )
         self.iotlb.put(e)
         return e
@@ -432,10 +514,11 @@ class PageSlowPath:
             )
         return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, self.write, reason, fpd)
 
-    def _accessed(self, stage: Stage, pte_addr: int, dirty: bool) -> None:
+    def _accessed(self, pte_addr: int, dirty: bool) -> None:
         """A filled leaf's A (and D) update, applied when the request ends
         (:meth:`finish`) in one write per table page."""
-        bits = self.x.walker.accessed_bits(stage, dirty)
+        sel = self.sel
+        bits = sel.a_bit | sel.d_bit if dirty else sel.a_bit
         if bits:
             ad = self.ad
             if ad is None:
@@ -480,7 +563,7 @@ class PageSlowPath:
         need = self.need
         if perms & need != need:
             if filled:
-                self._accessed(stage, e.pte_addr, False)
+                self._accessed(e.pte_addr, False)
             reason = perm_reason(sel, perms, need)
             if check:
                 x.check_fresh(
@@ -492,11 +575,12 @@ class PageSlowPath:
         if check:
             x.check_fresh(self.rid, self.pasid, self.priv, self.exe, write, a, (phys & ~0xFFF, 0))
         if filled:
-            if write and not e.dirty:
-                e.dirty = True
-                self._accessed(stage, e.pte_addr, True)
-            else:
-                self._accessed(stage, e.pte_addr, False)
+            if sel.a_bit:
+                if write and not e.dirty:
+                    e.dirty = True
+                    self._accessed(e.pte_addr, True)
+                else:
+                    self._accessed(e.pte_addr, False)
         elif write and not e.dirty:
             e.dirty = True
             x.walker.set_dirty(stage, e.pte_addr)
