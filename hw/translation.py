@@ -269,37 +269,52 @@ class TagCache:
                 self.dropped(dropped)
             return len(dropped)
         for key in list(self.tables):
-            if match is not None and not match(key):
-                continue
-            t = self.tables[key]
-            blocks = t[BLOCK]
-            for shift, d in zip(SHIFTS, t[:BLOCK], strict=True):
-                if last < 0:
-                    dropped.extend(d.values())
-                    d.clear()
-                    continue
-                lo, hi = first >> shift, last >> shift
-                if hi - lo + 1 <= len(d):
-                    victims = [v for v in range(lo, hi + 1) if v in d]
-                else:
-                    victims = [v for v in d if lo <= v <= hi]
-                for vpn in victims:
-                    dropped.append(d.pop(vpn))
-            if last < 0:
-                blocks.clear()
-            elif blocks:
-                b0, b1 = first >> BLOCK_SHIFT, last >> BLOCK_SHIFT
-                if b1 - b0 + 1 <= len(blocks):
-                    for bn in range(b0, b1 + 1):
-                        blocks.pop(bn, None)
-                else:
-                    for bn in [b for b in blocks if b0 <= b <= b1]:
-                        del blocks[bn]
-            if not any(t[:BLOCK]):
-                del self.tables[key]
+            if match is None or match(key):
+                self._flush_table(key, first, last, dropped)
         if dropped:
             self.dropped(dropped)
         return len(dropped)
+
+    def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:
+        """:meth:`flush` of the one tag ``key``: no scan over the other tags."""
+        if key not in self.tables:
+            return 0
+        dropped: list[TlbEntry] = []
+        self._flush_table(key, first, last, dropped)
+        if dropped:
+            self.dropped(dropped)
+        return len(dropped)
+
+    def _flush_table(self, key: Hashable, first: int, last: int, dropped: list[TlbEntry]) -> None:
+        """Move the entries of tag ``key`` overlapping ``[first, last]`` to ``dropped``."""
+        t = self.tables[key]
+        blocks = t[BLOCK]
+        for shift, d in zip(SHIFTS, t[:BLOCK], strict=True):
+            if not d:
+                continue
+            if last < 0:
+                dropped.extend(d.values())
+                d.clear()
+                continue
+            lo, hi = first >> shift, last >> shift
+            if hi - lo + 1 <= len(d):
+                victims = [v for v in range(lo, hi + 1) if v in d]
+            else:
+                victims = [v for v in d if lo <= v <= hi]
+            for vpn in victims:
+                dropped.append(d.pop(vpn))
+        if last < 0:
+            blocks.clear()
+        elif blocks:
+            b0, b1 = first >> BLOCK_SHIFT, last >> BLOCK_SHIFT
+            if b1 - b0 + 1 <= len(blocks):
+                for bn in range(b0, b1 + 1):
+                    blocks.pop(bn, None)
+            else:
+                for bn in [b for b in blocks if b0 <= b <= b1]:
+                    del blocks[bn]
+        if not any(t[:BLOCK]):
+            del self.tables[key]
 
 
 class SlowPath(Protocol):

@@ -143,15 +143,18 @@ class Caches:
     ) -> int:
         """Drop IOTLB entries of ``did`` (None: all) with ``tag`` (None: any), and when
         ``addr`` is given only those overlapping ``[addr, addr + 2**(12+am))``."""
+        if did is None and tag is None and addr is None:
+            return self.iotlb.flush(None)
+        first, last = 0, -1
+        if addr is not None:
+            span = 12 + am
+            first = addr & ~((1 << span) - 1)
+            last = first + (1 << span) - 1
+        if did is not None and tag is not None:
+            return self.iotlb.flush_key((did, tag), first, last)
 
         def match(key: Hashable) -> bool:
             k_did, k_tag = cast(tuple[int, int], key)
             return (did is None or k_did == did) and (tag is None or k_tag == tag)
 
-        if did is None and tag is None and addr is None:
-            return self.iotlb.flush(None)
-        if addr is None:
-            return self.iotlb.flush(match)
-        span = 12 + am
-        base = addr & ~((1 << span) - 1)
-        return self.iotlb.flush(match, base, base + (1 << span) - 1)
+        return self.iotlb.flush(match, first, last)
