@@ -13,7 +13,7 @@ of the translations they hand to devices' ATCs.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from hw.memory import Memory
 
@@ -173,6 +173,41 @@ class SlotTracker:
                 deps[granule] = {entry}
             else:
                 s.add(entry)
+            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+            if pfn in snaps:  # watched: counted in live (maybe at 0)
+                live[pfn] += 1
+            else:
+                self._first(granule)
+
+    def add_run(
+        self, entries: Sequence[SlotCached], shared: Collection[int], own: Sequence[int]
+    ) -> None:
+        """:meth:`add` for ``entries`` whose slots are the granules ``shared`` plus one
+        of their own (``own[i]`` for ``entries[i]``), as a run of leaves under the same
+        upper levels has: each shared granule is registered once for all of them."""
+        deps = self.deps
+        fresh: list[int] = []
+        """Granules that had no entry: counted for their page below."""
+        for granule in shared:
+            s = deps.get(granule)
+            if s is None:
+                deps[granule] = set(entries)
+                fresh.append(granule)
+            else:
+                if not s:
+                    fresh.append(granule)
+                s.update(entries)
+        for granule, entry in zip(own, entries, strict=True):
+            s = deps.get(granule)
+            if s is None:
+                deps[granule] = {entry}
+                fresh.append(granule)
+            else:
+                if not s:
+                    fresh.append(granule)
+                s.add(entry)
+        snaps, live = self.snaps, self.live
+        for granule in fresh:
             pfn = granule >> _SLOTS_PER_PAGE_SHIFT
             if pfn in snaps:  # watched: counted in live (maybe at 0)
                 live[pfn] += 1

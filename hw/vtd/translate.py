@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 from attrs import define
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
-from hw.translation import INTR_HI, INTR_LO, NEVER, TlbEntry, translate_run
+from hw.translation import (
+    BLOCK,
+    BLOCK_SHIFT,
+    INTR_HI,
+    INTR_LO,
+    NEVER,
+    TlbEntry,
+    translate_run,
+)
 from hw.vtd import entries as ent
 from hw.vtd.caches import SL_TAG, CtxEntry
 from hw.vtd.faults import FR, TranslationFault
@@ -270,7 +278,7 @@ class Translation:
         finally:
             if slow.ad:
                 slow.finish()
-        self.stats.iotlb_hits += hits
+        self.stats.iotlb_hits += hits - slow.ahead
         return DmaResult(tuple(runs), fault)
 
     def cached_sel(self, rid: int, pasid: int | None, priv: bool, exe: bool) -> Sel | None:
@@ -281,11 +289,10 @@ class Translation:
         cached entry it is kept on."""
         caches = self.caches
         ce = caches.ctx.get(rid)
+        # A clean entry was read (or re-checked) under the current RTADDR: latching a
+        # new one (SRTP) marks every entry suspect, and :meth:`ctx_cached` refuses a
+        # reserved TTM before it re-checks one.
         if ce is None or ce.suspect:
-            return None
-        unit = self.unit
-        ttm = unit.ttm
-        if ttm > 1 or (ttm == 1 and not unit.cfg.smts):
             return None
         ctx = ce.info
         stats = self.stats
@@ -342,6 +349,56 @@ class Translation:
         )
         self.iotlb.put(e)
         return e
+
+    def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
+        """Fill the IOTLB for the pages ``[a, lim)`` of the request, all in the
+        last-level table the walk of the page before ``a`` reached (``memo``), with
+        one read of that table (:meth:`Walker.leaf_run`) instead of one walk each.
+        Exactly what the per-page fills would give: each page is a miss with the
+        same leaf, rights, A/D update and granules; it stops before the first page
+        those would not fill-and-use (not a present 4 KiB leaf, a right missing,
+        outside RAM or in the interrupt range, an entry already cached), which the
+        per-page path then takes. Not used with hardware tracing on (one miss event
+        per page) or when an upper-level entry must be re-checked."""
+        unit = self.unit
+        if unit.machine is not None and unit.machine.hw_trace is not None:
+            return
+        sel = slow.sel
+        t = self.iotlb.tables[sel.key]
+        d4 = t[0]  # the walk before missed in all sizes: no 2 MiB/1 GiB entry covers a
+        run = self.walker.leaf_run(sel.stage, memo, a, (lim - a) >> 12, sel.scalable)
+        need, write, ram = slow.need, slow.write, self.iotlb.ram
+        key, st, upper = sel.key, sel.stage, memo.slots
+        dirty = sel.entry_dirty or write
+        bits = sel.a_bit | sel.d_bit if write else sel.a_bit
+        ad = slow.ad
+        if ad is None:
+            ad = slow.ad = {}
+        vpn = a >> 12
+        pte_addr = memo.table + (vpn & 0x1FF) * 8
+        added: list[TlbEntry] = []
+        first_pte = pte_addr
+        for phys, perms in run:
+            if (
+                perms & need != need
+                or phys + 4096 > ram
+                or (phys < INTR_HI and phys + 4096 > INTR_LO)
+                or vpn in d4
+            ):
+                break
+            e = TlbEntry(key, vpn, 12, phys, perms, st, pte_addr, (*upper, pte_addr >> 3), dirty)
+            d4[vpn] = e
+            added.append(e)
+            if bits:
+                ad[pte_addr] = bits
+            vpn += 1
+            pte_addr += 8
+        if added:
+            t[BLOCK].pop(a >> BLOCK_SHIFT, None)
+            n = len(added)
+            self.pipeline.deps.add_run(added, upper, range(first_pte >> 3, (first_pte >> 3) + n))
+            self.stats.iotlb_misses += n
+            slow.ahead += n
 
     def recheck(self, sel: Sel, e: TlbEntry, a: int, write: bool, check: bool) -> bool:
         """A hit on an entry that needs re-checking (suspect, or filled from another
@@ -468,6 +525,7 @@ class PageSlowPath:
 
     __slots__ = (
         "ad",
+        "ahead",
         "ats",
         "exe",
         "memo",
@@ -505,6 +563,9 @@ class PageSlowPath:
         self.need = need_bits(sel, write, priv, exe)
         self.memo: WalkMemo | None = None
         self.ad: dict[int, int] | None = None
+        self.ahead = 0
+        """Pages :meth:`Translation.fill_ahead` filled: counted as misses there, so
+        the hit path that then serves them does not count them as hits."""
 
     def _fault(self, a: int, reason: FR, fpd: bool) -> DmaFault:
         unit = self.x.unit
@@ -588,4 +649,15 @@ class PageSlowPath:
         if phys < INTR_HI and phys + chunk > INTR_LO:
             reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
             return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, write, reason, sel.fpd)
+        if (
+            filled
+            and shift == 12
+            and not check
+            and not self.ats
+            and a + 4096 < end
+            and phys + 4096 <= x.iotlb.ram  # else the request stops at this page
+        ):
+            memo = self.memo
+            if memo is not None and memo.region == a >> 21:
+                x.fill_ahead(self, memo, a + 4096, min(end, ((a >> 21) + 1) << 21))
         return e

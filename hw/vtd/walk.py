@@ -453,6 +453,33 @@ class Walker:
                 FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
             ) from None
 
+    def leaf_run(
+        self, st: Stage, memo: WalkMemo, addr: int, count: int, scalable: bool
+    ) -> list[tuple[int, int]]:
+        """The 4 KiB leaves of up to ``count`` pages from ``addr`` in the last-level
+        table ``memo`` holds, as ``(frame, rights of all levels)``: what
+        :meth:`walk_fl`/:meth:`walk_sl` give for each of those pages with the same
+        memo, read with one load. Stops before the first entry that is not a present,
+        valid 4 KiB leaf (its walk raises the fault). Sets no A/D bits. The entries
+        lie in the table page the memo's walk just read, so they are RAM."""
+        ptes = self.mem.read_u64s(memo.table + ((addr >> 12) & 0x1FF) * 8, count)
+        up = memo.perms
+        out: list[tuple[int, int]] = []
+        if st.kind == KIND_FL:
+            rsvd = self.addr_rsvd
+            for pte in ptes:
+                if not pte & 1 or pte & rsvd:
+                    break
+                x = 0 if pte >> 63 else PERM_X
+                out.append((pte & _ADDR_4K, up & (1 | (pte & 2) | ((pte & 4) << 1) | x)))
+        else:
+            bad = _PS | self.addr_rsvd | (0 if scalable else _SL_SNP)
+            for pte in ptes:
+                if not pte & _SL_PRESENT or pte & bad:
+                    break
+                out.append((pte & _ADDR_4K, up & pte & 7))
+        return out
+
     def set_dirty(self, st: Stage, pte_addr: int) -> None:
         """Set a leaf's D bit after a permitted write (FL always, SL with SSADE)."""
         if st.kind == KIND_SL and not st.ssade:
