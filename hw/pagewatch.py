@@ -221,11 +221,10 @@ class SlotTracker:
         live = self.live
         for granule in entry.slots:
             s = deps.get(granule)
-            if not s or entry not in s:
-                continue
-            s.discard(entry)
-            if not s:
-                live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
+            if s:  # emptied by this entry's leaving: the granule has none now
+                s.discard(entry)
+                if not s:
+                    live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
 
     def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""

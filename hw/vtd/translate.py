@@ -79,10 +79,13 @@ class Sel:
     """The leaf's dirty bit when the stage keeps A/D (0: it keeps none)."""
     entry_dirty: bool = True
     """Whether a filled IOTLB entry needs no D update (a stage without A/D)."""
+    needs: tuple[int, ...] = ()
+    """:func:`need_bits` for each request kind, indexed ``write | priv << 1 | exe << 2``."""
 
     def __attrs_post_init__(self) -> None:
         st = self.stage
         self.key = (self.did, self.tag)
+        self.needs = tuple(need_bits(self, bool(i & 1), bool(i & 2), bool(i & 4)) for i in range(8))
         if st.kind == KIND_FL:
             self.a_bit, self.d_bit = _FL_A, _FL_D
         elif st.kind == KIND_SL and st.ssade:
@@ -560,7 +563,7 @@ class PageSlowPath:
         self.sel = sel
         self.upper_stale = upper_stale
         self.ats = ats
-        self.need = need_bits(sel, write, priv, exe)
+        self.need = sel.needs[write | priv << 1 | exe << 2]
         self.memo: WalkMemo | None = None
         self.ad: dict[int, int] | None = None
         self.ahead = 0
@@ -645,7 +648,9 @@ class PageSlowPath:
         elif write and not e.dirty:
             e.dirty = True
             x.walker.set_dirty(stage, e.pte_addr)
-        chunk = min(end, ((a >> shift) + 1) << shift) - a
+        chunk = ((a >> shift) + 1 << shift) - a
+        if a + chunk > end:
+            chunk = end - a
         if phys < INTR_HI and phys + chunk > INTR_LO:
             reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
             return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, write, reason, sel.fpd)
