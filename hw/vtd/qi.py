@@ -81,6 +81,12 @@ class InvalidationQueue:
         """Device-TLB invalidations sent whose completion has not come back."""
         self._stalled = False
         self._event_name = f"{unit.name}:qi"
+        # The queue is built when the unit is attached: its machine, clock, RAM and
+        # caches are bound once here (the unit's properties check on every access).
+        self._m = unit.m
+        self._clock = self._m.clock
+        self._mem = self._m.memory
+        self._caches = unit.caches
         self._slots: tuple[RegSlot, RegSlot, RegSlot] | None = None
         self._table: dict[int, tuple[int, int, _Handler]] = {}
 
@@ -108,7 +114,7 @@ class InvalidationQueue:
     def kick(self) -> None:
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self.unit.m.clock.schedule(QI_DELAY_NS, self.process, self._event_name)
+            self._clock.schedule(QI_DELAY_NS, self.process, self._event_name)
 
     def process(self) -> None:
         """Execute descriptors from IQH to IQT (stops at the first error). Runs on
@@ -155,9 +161,9 @@ class InvalidationQueue:
     # -- descriptors ---------------------------------------------------------------------
     def _execute(self, addr: int) -> None:
         u = self.unit
-        m = u.m
+        m = self._m
         try:
-            q = m.memory.read_u64s(addr, 2 << self.dw)
+            q = self._mem.read_u64s(addr, 2 << self.dw)
         except BusError:
             raise _DescError(IQEI_FETCH) from None
         qw0, qw1 = q[0], q[1]
@@ -209,10 +215,10 @@ class InvalidationQueue:
         u = self.unit
         u.stats.invalidations += 1
         if g == 2:
-            u.caches.flush_tlb(did=did, tag=pasid)
+            self._caches.flush_tlb(did=did, tag=pasid)
         else:
             addr, am = self._addr(qw1)
-            u.caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am)
+            self._caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am)
 
     def _pc(self, qw0: int, qw1: int) -> None:
         """PASID cache: G=0 all PASIDs of DID, G=1 one PASID of DID, G=3 global."""
@@ -271,7 +277,7 @@ class InvalidationQueue:
         u = self.unit
         if qw0 & 0x20:  # QiWaitQw0.SW
             try:
-                u.m.memory.write_u32(qw1 & ~0x3, qw0 >> 32)  # STDATA
+                self._mem.write_u32(qw1 & ~0x3, qw0 >> 32)  # STDATA
             except BusError:
                 raise _DescError(IQEI_NONE) from None
         if qw0 & 0x10 and not u.regs.field("ICS", vr.ICS.IWC):  # QiWaitQw0.IF
