@@ -217,14 +217,19 @@ class SlotTracker:
     def drop(self, entry: SlotCached) -> None:
         """Forget ``entry``'s dependencies. A granule's set stays when it empties (a
         refill reuses it); the page is unwatched at its next write (:meth:`on_write`)."""
+        self.drop_all((entry,))
+
+    def drop_all(self, entries: Iterable[SlotCached]) -> None:
+        """:meth:`drop` of each of ``entries`` (an invalidation's victims, in one call)."""
         deps = self.deps
         live = self.live
-        for granule in entry.slots:
-            s = deps.get(granule)
-            if s:  # emptied by this entry's leaving: the granule has none now
-                s.discard(entry)
-                if not s:
-                    live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
+        for entry in entries:
+            for granule in entry.slots:
+                s = deps.get(granule)
+                if s:  # emptied by this entry's leaving: the granule has none now
+                    s.discard(entry)
+                    if not s:
+                        live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
 
     def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""

@@ -208,8 +208,7 @@ class TagCache:
     def dropped(self, entries: list[TlbEntry]) -> None:
         """Entries left the cache (replaced, invalidated)."""
         if self.tracker is not None:
-            for e in entries:
-                self.tracker.drop(e)
+            self.tracker.drop_all(entries)
 
     def entry_changed(self, entry: TlbEntry) -> None:
         """``entry`` (cached) was re-verified or re-bound: drop its block's summary."""
