@@ -11,7 +11,10 @@ faults, the DSA's ATS figures (with ATS on, the device TLB serves repeat
 translations, so the IOTLB sees only Translation Requests), and the dmesg lines
 that matter.
 
-``--pasid-api seed-v3|upstream`` picks the IOMMU core's PASID API generation;
+``--pasid-api seed-v3|upstream|kernel-sva`` picks the IOMMU core's PASID API
+generation; ``kernel-sva`` (what the series replaced) copies with kernel virtual
+addresses and then runs the vfree sequence of :mod:`iommulab.flaw`: the demo passes
+when the flaw is shown (a stale IOTLB entry reads another owner's page);
 ``--trace out.json`` writes the run's idxd/iommu/hw_vtd/hw_dsa events in the
 Chrome trace-event format. :func:`scenario` is the memcpy part on its own, for
 ``iommulab trace demo``.
@@ -33,6 +36,7 @@ from hw.smmuv3.walk import CdInfo, SmmuFault
 from hw.vtd.unit import VtdUnit
 from hw.vtd.walk import Stage
 from iommulab import bootcheck
+from iommulab.flaw import FlawResult, copy_to, describe, kernel_sva_bound, vfree_sequence
 from iommulab.presets import load_machine_file, preset
 from kernel.boot import Kernel, boot
 from kernel.dma.direction import DMA_FROM_DEVICE, DMA_TO_DEVICE
@@ -49,6 +53,7 @@ from kernel.dma.dmaengine import (
 )
 from kernel.dma.mapping import dma_map_single, dma_mapping_error, dma_unmap_single
 from kernel.errno import KernelError
+from kernel.iommu.iommu import PASID_API_KERNEL_SVA, PASID_APIS
 from kernel.mm import alloc_pages_exact, free_pages_exact, memory_read, memory_write
 from kernel.trace import to_chrome_json
 
@@ -61,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Demo-specific options (the CLI adds --machine/--machine-file/--cmdline)."""
     p.add_argument(
         "--pasid-api",
-        choices=("upstream", "seed-v3"),
+        choices=PASID_APIS,
         default="upstream",
         help="IOMMU core PASID API generation (kernel parameter iommu.pasid_api)",
     )
@@ -113,6 +118,11 @@ def memcpy_checked(chan: DmaChan, size: int, seed: int) -> bool:
         raise KernelError("demo: out of memory for buffers")
     pattern = bytes((seed * 7 + i) & 0xFF for i in range(256))
     memory_write(src, (pattern * (size // 256))[:size])
+    if kernel_sva_bound(chan):  # 5.15's supervisor SVA: kernel addresses, no mapping
+        ok = copy_to(chan, dst, src, size) and memory_read(src, size) == memory_read(dst, size)
+        free_pages_exact(src, size)
+        free_pages_exact(dst, size)
+        return ok
     s = dma_map_single(dev, src, size, DMA_TO_DEVICE)
     d = dma_map_single(dev, dst, size, DMA_FROM_DEVICE)
     ok = False
@@ -178,6 +188,7 @@ def _pasid_entries(m: Machine, addr: PciAddr, pasid: int) -> list[str]:
         same = "same tables as" if mine.stage == rid_pe.stage else "DIFFERENT from"
         out.append(
             f"  {unit.name}: PASID {pasid}: did={mine.did} pgtt={mine.pgtt} {_stage(mine.stage)}"
+            + (" sre=1 (supervisor requests: init_mm)" if mine.sre else "")
         )
         out.append(
             f"  {unit.name}: RID_PASID {ctx.rid_pasid}: did={rid_pe.did} pgtt={rid_pe.pgtt} "
@@ -251,7 +262,8 @@ def _unit_line(unit: object) -> str | None:
 def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
     m = k.machine
     assert isinstance(m, Machine)
-    lines = ["iommulab demo: in-kernel DMA with PASID through the DMA API", ""]
+    how = "supervisor SVA of init_mm (5.15)" if "flaw" in result else "the DMA API"
+    lines = [f"iommulab demo: in-kernel DMA with PASID through {how}", ""]
     ok = bool(result["copies"])
     for idxd in idxd_devices():
         pasid = str(idxd.pasid) if idxd.pasid_enabled else "none (dma without PASID)"
@@ -289,6 +301,10 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
                 f"{fn.addr} ATS: {a.translation_requests} translation requests, "
                 f"{a.hits} pages served from the device TLB, {a.invalidations} invalidations"
             )
+    flaw: FlawResult | None = result.get("flaw")
+    if flaw is not None:
+        stale -= flaw.stale_uses
+        lines += ["", *describe(flaw)]
     ok = ok and stale == 0
     lines += ["", "dmesg (the lines that matter):"]
     lines += [
@@ -296,7 +312,11 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
         for ln in k.dmesg().splitlines()
         if any(w in ln for w in IMPORTANT) and "Command line" not in ln
     ]
-    lines += ["", "result: " + ("PASS" if ok else "FAIL")]
+    verdict = "PASS" if ok else "FAIL"
+    if flaw is not None:
+        ok = ok and flaw.shown
+        verdict = "PASS: the flaw was shown" if ok else "FAIL: the flaw was not shown"
+    lines += ["", "result: " + verdict]
     return "\n".join(lines), ok
 
 
@@ -313,6 +333,8 @@ def run(args: argparse.Namespace) -> int:
     bootcheck.warn_cmdline(k)
     try:
         result = scenario(k, getattr(args, "sizes", None) or SIZES)
+        if api == PASID_API_KERNEL_SVA:
+            result["flaw"] = vfree_sequence()
     except KernelError as err:
         result = {"copies": [], "error": str(err)}
     text, ok = report(k, result)

@@ -39,6 +39,7 @@ ENXIO = _errno("ENXIO", 6, "No such device or address")
 E2BIG = _errno("E2BIG", 7, "Argument list too long")
 EAGAIN = _errno("EAGAIN", 11, "Try again")
 ENOMEM = _errno("ENOMEM", 12, "Out of memory")
+EACCES = _errno("EACCES", 13, "Permission denied")
 EFAULT = _errno("EFAULT", 14, "Bad address")
 EBUSY = _errno("EBUSY", 16, "Device or resource busy")
 EEXIST = _errno("EEXIST", 17, "File exists")
@@ -63,6 +64,7 @@ BY_ERRNO: dict[int, type[KernelError]] = {
         E2BIG,
         EAGAIN,
         ENOMEM,
+        EACCES,
         EFAULT,
         EBUSY,
         EEXIST,

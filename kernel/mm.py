@@ -4,7 +4,9 @@ mm/vmalloc.c, arch/x86 ``__pa``/``__va``), with leak accounting.
 Kernel virtual addresses are ints. RAM is direct-mapped at :data:`PAGE_OFFSET`
 (``virt_to_phys``/``phys_to_virt``); ``vmalloc`` areas live at
 :data:`VMALLOC_START` and are not physically contiguous; task stacks are vmalloc'd
-(``CONFIG_VMAP_STACK``), which is what DMA-API debug's stack check relies on.
+(``CONFIG_VMAP_STACK``), which is what DMA-API debug's stack check relies on. A
+vmalloc takes the lowest free address range (a freed one is reused), and keeps
+``init_mm``'s page tables in step when they exist (kernel/init_mm.py).
 Allocation functions return ``None`` on failure, as C returns ``NULL``, and each
 is a fault-injection site. Every live allocation records its call site so leaks
 can be listed by who made them.
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from typing import Protocol
 
 from attrs import define, field, frozen
 from sortedcontainers import SortedDict
 
 from hw.bus import PhysMemory
 from kernel.context import current
-from kernel.errno import EFAULT, EINVAL
+from kernel.errno import EFAULT, EINVAL, KernelError
 from kernel.fault_inject import should_fail
 
 PAGE_SHIFT = 12
@@ -91,6 +94,48 @@ def _caller(depth: int = 3) -> str:
     return f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}"
 
 
+def _extent_take(free: SortedDict[int, int], n: int, align: int) -> int | None:
+    """First fit of ``n`` units aligned to ``align`` from ``free`` (start -> length);
+    the page allocator's free pages and vmalloc's free address space both use it."""
+    for start, length in free.items():
+        aligned = (start + align - 1) & ~(align - 1)
+        if aligned + n <= start + length:
+            del free[start]
+            if aligned > start:
+                free[start] = aligned - start
+            end = aligned + n
+            if end < start + length:
+                free[end] = start + length - end
+            return aligned
+    return None
+
+
+def _extent_give(free: SortedDict[int, int], start: int, n: int) -> None:
+    """Return ``[start, start+n)`` to ``free``, merged with its neighbours."""
+    end = start + n
+    idx = free.bisect_left(start)
+    if idx < len(free):
+        nxt = free.keys()[idx]
+        if nxt == end:
+            n += free.pop(nxt)
+    if idx > 0:
+        prev = free.keys()[idx - 1]
+        if prev + free[prev] == start:
+            free[prev] += n
+            return
+    free[start] = n
+
+
+class KernelPageTables(Protocol):
+    """The kernel's page tables in RAM when something needs them (kernel/init_mm.py):
+    vmalloc and vfree keep them in step, as ``vmap_pages_range`` and
+    ``vunmap_range`` do."""
+
+    def vmap(self, addr: int, pfns: list[int]) -> None: ...
+
+    def vunmap(self, addr: int, size: int) -> None: ...
+
+
 @define(eq=False)
 class MemoryManager:
     mem: PhysMemory
@@ -103,12 +148,17 @@ class MemoryManager:
     objects: dict[int, tuple[int, int, str]] = field(factory=dict)
     """Live kmalloc objects: vaddr -> (requested size, size class, site)."""
     vmalloc_areas: dict[int, VmArea] = field(factory=dict)
-    vmalloc_next: int = VMALLOC_START
+    vmalloc_free: SortedDict[int, int] = field(
+        factory=lambda: SortedDict({VMALLOC_START >> PAGE_SHIFT: VMALLOC_SIZE >> PAGE_SHIFT})
+    )
+    """Free vmalloc address space in pages: start -> length (``free_vmap_area_root``)."""
     vmalloc_pfn: dict[int, int] = field(factory=dict)
     """vmalloc virtual page -> physical pfn."""
     total_pages: int = 0
     ram: tuple[tuple[int, int], ...] = ()
     """Usable RAM (base, size) from firmware's e820 map; empty = ``[0, mem.size)``."""
+    kernel_pgtables: KernelPageTables | None = None
+    """``init_mm``'s page tables once built (only the kernel-sva generation needs them)."""
 
     def __attrs_post_init__(self) -> None:
         """``memblock`` from e820 (``e820__memblock_setup``), then the free lists:
@@ -140,31 +190,10 @@ class MemoryManager:
 
     # -- page allocator --------------------------------------------------------
     def _take(self, npages: int, align: int) -> int | None:
-        for start, n in self.free.items():
-            aligned = (start + align - 1) & ~(align - 1)
-            if aligned + npages <= start + n:
-                del self.free[start]
-                if aligned > start:
-                    self.free[start] = aligned - start
-                end = aligned + npages
-                if end < start + n:
-                    self.free[end] = start + n - end
-                return aligned
-        return None
+        return _extent_take(self.free, npages, align)
 
     def _give(self, pfn: int, npages: int) -> None:
-        end = pfn + npages
-        idx = self.free.bisect_left(pfn)
-        if idx < len(self.free):
-            nxt = self.free.keys()[idx]
-            if nxt == end:
-                npages += self.free.pop(nxt)
-        if idx > 0:
-            prev = self.free.keys()[idx - 1]
-            if prev + self.free[prev] == pfn:
-                self.free[prev] += npages
-                return
-        self.free[pfn] = npages
+        _extent_give(self.free, pfn, npages)
 
     def alloc_pages_n(self, npages: int, align: int, gfp: int, site: str) -> Page | None:
         if npages <= 0:
@@ -235,6 +264,10 @@ class MemoryManager:
 
     # -- vmalloc ---------------------------------------------------------------
     def vmalloc(self, size: int, gfp: int, site: str) -> int | None:
+        """``__vmalloc_node_range``: pages one by one, the lowest free address range
+        with a guard page after it (``alloc_vmap_area``), then the kernel page
+        tables when they exist (``vmap_pages_range``); everything is undone when a
+        step fails."""
         if size <= 0 or should_fail("vmalloc"):
             return None
         npages = PAGE_ALIGN(size) >> PAGE_SHIFT
@@ -246,20 +279,40 @@ class MemoryManager:
                     self.free_pages_n(p, 1)
                 return None
             pages.append(pg)
-        addr = self.vmalloc_next
-        self.vmalloc_next += (npages + 1) << PAGE_SHIFT  # one guard page between areas
+        vpn = _extent_take(self.vmalloc_free, npages + 1, 1)
+        assert vpn is not None, "vmalloc space exhausted"  # 32 TiB: more than any RAM
+        addr = vpn << PAGE_SHIFT
+        if self.kernel_pgtables is not None:
+            try:
+                self.kernel_pgtables.vmap(addr, [p.pfn for p in pages])
+            except KernelError:
+                _extent_give(self.vmalloc_free, vpn, npages + 1)
+                for p in pages:
+                    self.free_pages_n(p, 1)
+                return None
         for i, p in enumerate(pages):
-            self.vmalloc_pfn[(addr >> PAGE_SHIFT) + i] = p.pfn
+            self.vmalloc_pfn[vpn + i] = p.pfn
         self.vmalloc_areas[addr] = VmArea(addr, npages << PAGE_SHIFT, pages, site)
         return addr
 
     def vfree(self, addr: int) -> None:
+        """``vfree``: unmap from the kernel page tables (``vunmap_range``: the CPU's
+        TLB is flushed, nothing else is told), free the pages, and the address range
+        becomes free for the next vmalloc.
+
+        Difference from Linux: the range is reusable at once; Linux frees it lazily
+        (``free_vmap_area_noflush``) and reuses it after ``purge_vmap_area_lazy``,
+        whose flush is again the CPU's only."""
         area = self.vmalloc_areas.pop(addr, None)
         if area is None:
             raise EINVAL(f"vfree of {addr:#x}: not a vmalloc area")
+        if self.kernel_pgtables is not None:
+            self.kernel_pgtables.vunmap(addr, area.size)
+        vpn = addr >> PAGE_SHIFT
         for i, p in enumerate(area.pages):
-            del self.vmalloc_pfn[(addr >> PAGE_SHIFT) + i]
+            del self.vmalloc_pfn[vpn + i]
             self.free_pages_n(p, 1)
+        _extent_give(self.vmalloc_free, vpn, len(area.pages) + 1)
 
     # -- address translation -------------------------------------------------------
     def virt_to_phys(self, vaddr: int) -> int:
@@ -417,6 +470,13 @@ def virt_to_phys(vaddr: int) -> int:
 
 def phys_to_virt(paddr: int) -> int:
     return PAGE_OFFSET + paddr
+
+
+def vmalloc_to_page(vaddr: int) -> Page:
+    """``vmalloc_to_page``: the page backing a vmalloc address (EFAULT if none)."""
+    if not is_vmalloc_addr(vaddr):
+        raise EINVAL(f"vmalloc_to_page of {vaddr:#x}: not a vmalloc address")
+    return Page(current.kernel.mm.virt_to_phys(vaddr) >> PAGE_SHIFT)
 
 
 def virt_to_page(vaddr: int) -> Page:

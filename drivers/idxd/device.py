@@ -214,14 +214,16 @@ def idxd_set_user_intr(idxd: IdxdDevice, enable: bool) -> None:
 def idxd_wq_kernel_priv(idxd: IdxdDevice) -> int:
     """Privilege of kernel descriptors and kernel dedicated WQs.
 
-    With a system PASID: user privilege (0), in both PASID API generations,
+    With a system PASID: user privilege (0) under ``upstream`` and ``seed-v3``,
     because the VT-d driver sets kernel-DMA PASID entries up non-privileged
     (SRE=0; a7050fbde36e, v6.4). The 2022 seed-era idxd kept priv=1 for kernel WQs
     (WQCFG.priv and ``hw->priv``) and relied on the supervisor-request PASID
     entries VT-d made then; ``idxd.kernel_priv=1`` restores that behaviour, and
     against today's VT-d entries every descriptor then faults (the model reports
-    it). Without a PASID the request carries no privilege at all; kernel WQs keep
-    priv=1 so their completion interrupts do not depend on GENCFG.user_int_en.
+    it). ``kernel-sva`` forces ``kernel_priv``: its PASID entry is a supervisor
+    one (SRE=1) over ``init_mm``. Without a PASID the request carries no privilege
+    at all; kernel WQs keep priv=1 so their completion interrupts do not depend on
+    GENCFG.user_int_en.
     """
     if idxd.pasid_enabled and not idxd.kernel_priv:
         return 0
@@ -399,7 +401,12 @@ def idxd_wq_free_irq(wq: IdxdWq) -> None:
 
 def idxd_wq_alloc_resources(wq: IdxdWq) -> None:
     """``idxd_wq_alloc_resources``: ``num_descs`` descriptor slots, completion
-    records in one DMA-coherent array (32-byte stride for DSA)."""
+    records in one DMA-coherent array (32-byte stride for DSA).
+
+    With a supervisor SVA bond (``iommu.pasid_api=kernel-sva``) the device reaches
+    them through ``init_mm``, so descriptors carry their kernel virtual address.
+    5.15 put the DMA address there, which is one reason its sysfs refused a
+    dmaengine WQ while the system PASID was on."""
     idxd = wq.idxd
     wq.num_descs = wq.size if wq.dedicated else wq.threshold
     shadow = kzalloc(64 * wq.num_descs, GFP_KERNEL)
@@ -412,12 +419,13 @@ def idxd_wq_alloc_resources(wq: IdxdWq) -> None:
         raise ENOMEM(f"{wq.name_dev}: completion records")
     idxd.allocs.append(shadow)
     wq.compls_vaddr, wq.compls_dma, wq.compls_size = vaddr, dma, size
+    seen = vaddr if idxd.sva is not None else dma
     wq.descs = [
         IdxdDesc(
             i,
             wq,
             vaddr + i * DSA_COMP_RECORD_SIZE,
-            dma + i * DSA_COMP_RECORD_SIZE,
+            seen + i * DSA_COMP_RECORD_SIZE,
         )
         for i in range(wq.num_descs)
     ]

@@ -212,6 +212,8 @@ class IdxdDevice:
     user_int_en: bool = False
     kernel_priv: bool = False
     """``idxd.kernel_priv``: the 2022 privileged kernel descriptors with a PASID."""
+    sva: Any = None
+    """5.15 ``idxd->sva``: the supervisor SVA bond (``iommu.pasid_api=kernel-sva``)."""
 
     @property
     def name(self) -> str:

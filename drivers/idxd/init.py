@@ -9,10 +9,13 @@ WQ/engine/group allocation, interrupts, and the system PASID.
   ``iommu_alloc_global_pasid`` (-ENOSPC), ``iommu_attach_device_pasid`` (the PASID
   freed again if that fails), then GENCFG.user_int_en because kernel descriptors
   now use user privilege;
-- ``seed-v3`` (the 2022 series, patch 3/4): ``iommu_attach_dma_pasid(dev)``.
+- ``seed-v3`` (the 2022 series, patch 3/4): ``iommu_attach_dma_pasid(dev)``;
+- ``kernel-sva`` (5.15, what the series replaced): a supervisor SVA bind of the
+  kernel's address space (drivers/idxd/kernel_sva.py).
 
-Either way kernel descriptors then use user privilege and GENCFG.user_int_en is
-set (see ``idxd_wq_kernel_priv``; ``idxd.kernel_priv=1`` keeps 2022's priv=1).
+With the first two kernel descriptors then use user privilege and
+GENCFG.user_int_en is set (see ``idxd_wq_kernel_priv``; ``idxd.kernel_priv=1``
+keeps 2022's priv=1); ``kernel-sva`` always uses priv=1.
 
 A failure leaves the device without PASID ("No in-kernel DMA with PASID"): the
 dedicated WQ still works, a shared one cannot be enabled.
@@ -25,6 +28,7 @@ at probe), ``idxd.default_wqs`` (how many: default 2, 0 = every WQ), ``idxd.conf
 
 from __future__ import annotations
 
+from drivers.idxd import kernel_sva
 from drivers.idxd import registers as regs
 from drivers.idxd.device import (
     PASID_API_SEED_V3,
@@ -55,7 +59,7 @@ from kernel.errno import ENOMEM, ENOSPC, ENXIO, EPERM, KernelError
 from kernel.idr import IDA, ida_alloc, ida_free
 from kernel.io import iounmap
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
-from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_state
+from kernel.iommu.iommu import PASID_API_KERNEL_SVA, iommu_get_domain_for_dev, iommu_state
 from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
@@ -124,6 +128,8 @@ def idxd_enable_system_pasid(idxd: IdxdDevice) -> None:
     api = iommu_state().pasid_api
     if api == PASID_API_SEED_V3:
         pasid = iommu_attach_dma_pasid(dev)
+    elif api == PASID_API_KERNEL_SVA:
+        pasid = kernel_sva.idxd_enable_system_pasid(idxd)
     else:
         domain = iommu_get_domain_for_dev(dev)
         if domain is None:
@@ -142,7 +148,8 @@ def idxd_enable_system_pasid(idxd: IdxdDevice) -> None:
     idxd.pasid = pasid
     idxd.pasid_api = api
     idxd.pasid_enabled = True
-    dev_info(dev, f"system PASID {pasid} attached to the DMA domain ({api} API)")
+    what = "bound to init_mm" if api == PASID_API_KERNEL_SVA else "attached to the DMA domain"
+    dev_info(dev, f"system PASID {pasid} {what} ({api} API)")
 
 
 def idxd_disable_system_pasid(idxd: IdxdDevice) -> None:
@@ -152,6 +159,8 @@ def idxd_disable_system_pasid(idxd: IdxdDevice) -> None:
     dev = idxd.pdev
     if idxd.pasid_api == PASID_API_SEED_V3:
         iommu_detach_dma_pasid(dev)
+    elif idxd.pasid_api == PASID_API_KERNEL_SVA:
+        kernel_sva.idxd_disable_system_pasid(idxd)
     else:
         domain = iommu_get_domain_for_dev(dev)
         if domain is not None:
@@ -263,7 +272,8 @@ def _free_shadows(idxd: IdxdDevice) -> None:
 def idxd_probe(idxd: IdxdDevice) -> None:
     """``idxd_probe``: reset, system PASID, capabilities, structures, interrupts."""
     idxd_device_init_reset(idxd)
-    idxd.kernel_priv = bool(current_kernel().param("idxd.kernel_priv"))
+    kernel_sva_api = iommu_state().pasid_api == PASID_API_KERNEL_SVA
+    idxd.kernel_priv = kernel_sva_api or bool(current_kernel().param("idxd.kernel_priv"))
     if current_kernel().param("idxd.sva"):
         try:
             idxd_enable_system_pasid(idxd)

@@ -4,7 +4,8 @@
 One :class:`IntelIommuOps` per booted kernel holds the static identity and blocking
 domains. The paging domains' ops carry both PASID generations: ``set_dev_pasid``
 (upstream) and the seed-v3 ``attach_dev_pasid``/``detach_dev_pasid``, which the core
-only calls under ``iommu.pasid_api=seed-v3``.
+only calls under ``iommu.pasid_api=seed-v3``; the unit ops carry 5.15's ``sva_bind``
+family for ``iommu.pasid_api=kernel-sva`` (drivers/intel_iommu/kernel_sva.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.intel_iommu import iommu as vtd
-from drivers.intel_iommu import iommu_pt, seed_v3
+from drivers.intel_iommu import iommu_pt, kernel_sva, seed_v3
 from drivers.intel_iommu.domain import dev_info_of
 from drivers.intel_iommu.svm import intel_svm_domain_alloc
 from kernel.device import Device
@@ -26,6 +27,7 @@ from kernel.iommu.iommu_h import (
     IommuGroup,
 )
 from kernel.iommu.iommu_resv import IommuResvRegion
+from kernel.iommu.kernel_sva import IommuSva515
 
 
 class IntelDomainOps:
@@ -146,6 +148,16 @@ class IntelIommuOps:
 
     def domain_alloc_sva(self, dev: Device, mm: Any) -> IommuDomain:
         return intel_svm_domain_alloc(dev, mm)
+
+    # The 5.15 SVA bind ops: only the kernel-sva generation's core calls them.
+    def sva_bind(self, dev: Device, mm: Any, drvdata: int) -> IommuSva515:
+        return kernel_sva.intel_svm_bind(dev, mm, drvdata)
+
+    def sva_unbind(self, handle: IommuSva515) -> None:
+        kernel_sva.intel_svm_unbind(handle)
+
+    def sva_get_pasid(self, handle: IommuSva515) -> int:
+        return kernel_sva.intel_svm_get_pasid(handle)
 
     def def_domain_type(self, dev: Device) -> int:
         return vtd.device_def_domain_type(dev)

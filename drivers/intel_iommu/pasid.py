@@ -82,13 +82,19 @@ PASID_ENTRY_PGTT_SL_ONLY = 2
 PASID_ENTRY_PGTT_NESTED = 3
 PASID_ENTRY_PGTT_PT = 4
 
+PASID_FLAG_SUPERVISOR_MODE = 1 << 0
+"""Until v6.4 (a7050fbde36e removed it): a first-stage entry for supervisor requests
+(SRE, and WPE so a supervisor write honours read-only pages as CR0.WP does on the
+CPU). Only the ``kernel-sva`` generation passes it (drivers/intel_iommu/kernel_sva.py)."""
 PASID_FLAG_FL5LP = 1 << 1
 
 # Bit positions in the 8 quadwords of a PASID entry (pasid.h setters).
 _QW0_AW_SHIFT = 2
 _QW0_PGTT_SHIFT = 6
 _QW1_PWSNP = 1 << 23
+_QW2_SRE = 1 << 0
 _QW2_FLPM_SHIFT = 2
+_QW2_WPE = 1 << 4
 
 PasidEntry = list[int]
 """``struct pasid_entry``: ``val[0..7]``."""
@@ -202,10 +208,14 @@ def pasid_pte_config_first_level(
     iommu: IntelIommu, fsptptr: int, did: int, flags: int
 ) -> PasidEntry:
     """``pasid_pte_config_first_level``: FLPTR, FLPM, DID, AW = unit AGAW, PWSNP per
-    ECAP.SMPWC, PGTT = first-stage only, P. (PGSNP is for force-snooping domains,
-    which this driver does not offer.)"""
+    ECAP.SMPWC, PGTT = first-stage only, P; with ``PASID_FLAG_SUPERVISOR_MODE`` also
+    SRE and WPE (5.15's ``pasid_set_sre`` + ``pasid_enable_wpe``; the model's CPU
+    always runs with CR0.WP). (PGSNP is for force-snooping domains, which this
+    driver does not offer.)"""
     val = [0] * 8
     val[2] = fsptptr & ir.VTD_PAGE_MASK
+    if flags & PASID_FLAG_SUPERVISOR_MODE:
+        val[2] |= _QW2_SRE | _QW2_WPE
     if flags & PASID_FLAG_FL5LP:
         val[2] |= 1 << _QW2_FLPM_SHIFT
     val[1] = did & 0xFFFF
@@ -302,10 +312,14 @@ def intel_pasid_setup_first_level(
     iommu: IntelIommu, dev: Device, fsptptr: int, pasid: int, did: int, flags: int
 ) -> None:
     """``intel_pasid_setup_first_level``: EINVAL without FLTS (or 5-level without
-    FL5LP), ENODEV without an entry, EBUSY over a present entry."""
+    FL5LP, or a supervisor entry without ECAP.SRS as 5.15 checked), ENODEV without
+    an entry, EBUSY over a present entry."""
     if not ir.ecap_flts(iommu.ecap):
         pr_err(f"DMAR: No first level translation support on {iommu.name}")
         raise EINVAL(f"{iommu.name}: no first-stage translation")
+    if flags & PASID_FLAG_SUPERVISOR_MODE and not ir.ecap_srs(iommu.ecap):
+        pr_err(f"DMAR: No supervisor request support on {iommu.name}")
+        raise EINVAL(f"{iommu.name}: no supervisor request support")
     if flags & PASID_FLAG_FL5LP and not ir.cap_fl5lp_support(iommu.cap):
         pr_err(f"DMAR: No 5-level paging support for first-level on {iommu.name}")
         raise EINVAL(f"{iommu.name}: no 5-level first-stage paging")

@@ -22,6 +22,7 @@ from kernel.idr import IDA
 from kernel.io import IoMem
 from kernel.iommu.generic_pt.iommu_pt import PtIommu
 from kernel.iommu.iommu_h import IommuDevice, IommuDomain
+from kernel.mmu_notifier import MmuNotifier
 from kernel.pci import PciDev
 from kernel.printk import RateLimit
 
@@ -214,6 +215,8 @@ class DmarDomain(IommuDomain):
     pt: PtIommu | None = None
     """The generic page table (``fspt``/``sspt``) under ``iommu.pt=generic``; None for
     6.12's own tables."""
+    notifier: MmuNotifier | None = None
+    """An SVA domain's subscription to its mm (``dmar_domain->notifier``)."""
 
 
 def domain_id_iommu(domain: DmarDomain, iommu: IntelIommu) -> int:

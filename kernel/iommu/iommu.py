@@ -86,6 +86,10 @@ REQ_ACS_FLAGS = PCI_ACS_SV | PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_UF
 
 PASID_API_UPSTREAM = "upstream"
 PASID_API_SEED_V3 = "seed-v3"
+PASID_API_KERNEL_SVA = "kernel-sva"
+PASID_APIS = (PASID_API_UPSTREAM, PASID_API_SEED_V3, PASID_API_KERNEL_SVA)
+"""``iommu.pasid_api=`` values: today's API, the 2022 series, and the 5.15-era
+supervisor SVA the series replaced (kernel/iommu/kernel_sva.py)."""
 
 _TYPE_NAMES = {
     IOMMU_DOMAIN_BLOCKED: "Blocked",
@@ -836,12 +840,15 @@ def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
 
 def _parse_pasid_api(text: str | None) -> str:
     value = parse_str(text)
-    if value not in (PASID_API_UPSTREAM, PASID_API_SEED_V3):
-        raise EINVAL(f"iommu.pasid_api: expected upstream or seed-v3, got {value!r}")
+    if value not in PASID_APIS:
+        raise EINVAL(f"iommu.pasid_api: expected one of {', '.join(PASID_APIS)}, got {value!r}")
     return value
 
 
 def _iommu_subsys_teardown(k: Kernel) -> None:
+    from kernel.init_mm import free_kernel_tables
+
+    free_kernel_tables()
     k.subsys.pop("iommu", None)
 
 
@@ -852,7 +859,7 @@ def iommu_subsys_init(k: Kernel) -> None:
     strict = cl.register(Param("iommu.strict", True, parse_bool, "synchronous IOTLB invalidation"))
     pt = cl.register(Param("iommu.passthrough", False, parse_bool, "identity default domain"))
     api = cl.register(
-        Param("iommu.pasid_api", PASID_API_UPSTREAM, _parse_pasid_api, "upstream | seed-v3")
+        Param("iommu.pasid_api", PASID_API_UPSTREAM, _parse_pasid_api, " | ".join(PASID_APIS))
     )
     st = IommuState()
     st.strict = bool(strict.value)
@@ -869,3 +876,8 @@ def iommu_subsys_init(k: Kernel) -> None:
         pr_info(f"iommu: DMA domain TLB invalidation policy: {mode}")
     if st.pasid_api != PASID_API_UPSTREAM:
         pr_info(f"iommu: PASID API generation: {st.pasid_api}")
+    if st.pasid_api == PASID_API_KERNEL_SVA:
+        # Supervisor SVA walks the kernel's own page tables: only then are they built.
+        from kernel.init_mm import paging_init_kernel_tables
+
+        paging_init_kernel_tables()

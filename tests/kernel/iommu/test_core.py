@@ -14,6 +14,7 @@ from kernel.dma.mapping import (
     dma_unmap_single,
 )
 from kernel.errno import EBUSY, EINVAL, EIO, EOVERFLOW, EPERM
+from kernel.fork import mm_alloc, mmput
 from kernel.iommu.dma_iommu import iommu_dma_flush_queue_pending, iommu_dma_live_iovas
 from kernel.iommu.iommu import (
     __iommu_domain_alloc,
@@ -36,11 +37,19 @@ from kernel.iommu.iommu_sva import (
     iommu_sva_bind_device,
     iommu_sva_get_pasid,
     iommu_sva_unbind_device,
-    mm_alloc,
-    mm_map,
-    mmput,
 )
+from kernel.memory import remap_pfn_range
 from kernel.mm import GFP_KERNEL, PAGE_OFFSET, memory_read, memory_write
+from kernel.mm_types import MmStruct
+from kernel.mmap import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+    vm_mmap,
+    vma_lookup,
+)
 from tests.kernel.conftest import (
     EDU_BDF,
     PASID_BDF,
@@ -268,6 +277,14 @@ def test_dma_owner_claim_blocks_and_excludes(make_kernel: KernelFactory) -> None
     iommu_domain_free(other)
 
 
+def _map_phys(mm: MmStruct, va: int, phys: int) -> None:
+    """A user mapping of one given physical page (``remap_pfn_range``)."""
+    vm_mmap(mm, va, SZ_4K, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
+    vma = vma_lookup(mm, va)
+    assert vma is not None
+    remap_pfn_range(vma, va, phys >> 12, SZ_4K, vma.vm_page_prot)
+
+
 def test_sva_bind_translates_through_process_page_tables(make_kernel: KernelFactory) -> None:
     make_kernel()
     dev = pdev_at(PASID_BDF)
@@ -276,7 +293,7 @@ def test_sva_bind_translates_through_process_page_tables(make_kernel: KernelFact
     buf = scratch_buffer(4096)
     assert buf is not None
     memory_write(buf, b"sva!" * 16)
-    mm_map(mm, 0x7000_0000, (buf - PAGE_OFFSET) & ~0xFFF, SZ_4K)
+    _map_phys(mm, 0x7000_0000, (buf - PAGE_OFFSET) & ~0xFFF)
     handle = iommu_sva_bind_device(dev, mm)
     pasid = iommu_sva_get_pasid(handle)
     assert pasid == 1 and iommu_sva_bind_device(dev, mm) is handle

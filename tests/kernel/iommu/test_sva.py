@@ -9,29 +9,24 @@ import pytest
 
 from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW
 from kernel.fault_inject import injector
+from kernel.fork import mm_alloc, mmput
 from kernel.iommu.iommu import iommu_iova_to_phys, iommu_map, iommu_state, iommu_unmap
 from kernel.iommu.iommu_h import IOMMU_READ, has_optional_op
 from kernel.iommu.iommu_sva import (
-    PTE_PRESENT,
-    PTE_RW,
-    PTE_USER,
-    TASK_SIZE,
-    Mm,
-    follow_pte,
     iommu_sva_bind_device,
     iommu_sva_get_pasid,
-    iommu_sva_invalidate_range,
     iommu_sva_unbind_device,
-    mm_alloc,
-    mm_map,
-    mmput,
 )
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_free_global_pasid,
     iommu_get_domain_for_dev_pasid,
 )
+from kernel.memory import populate_vma_page_range
 from kernel.mm import GFP_KERNEL
+from kernel.mm_types import MmStruct
+from kernel.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, do_munmap, vm_mmap, vma_lookup
+from kernel.mmu_notifier import MmuNotifier, mmu_notifier_register, mmu_notifier_unregister
 from tests.kernel.conftest import EDU_BDF, PASID_BDF, KernelFactory, pdev_at, take_warnings
 from tests.kernel.iommu.mock_hw import hw_entry, mock_unit
 
@@ -47,52 +42,10 @@ def _devices(width2: int = 8) -> list[dict[str, Any]]:
     ]
 
 
-def _mm() -> Mm:
+def _mm() -> MmStruct:
     mm = mm_alloc()
     assert mm is not None
     return mm
-
-
-def test_mm_map_builds_x86_page_tables_that_follow_pte_walks(make_kernel: KernelFactory) -> None:
-    make_kernel()
-    mm = _mm()
-    mm_map(mm, 0x7000_0000, 0x20_0000, 2 * SZ_4K)
-    mm_map(mm, 0x7000_2000, 0x30_0000, SZ_4K, write=False)
-    assert follow_pte(mm, 0x7000_1000) == 0x20_1000 | PTE_PRESENT | PTE_USER | PTE_RW
-    assert follow_pte(mm, 0x7000_2000) == 0x30_0000 | PTE_PRESENT | PTE_USER
-    assert follow_pte(mm, 0x7000_3000) is None  # same page table, PTE not present
-    assert follow_pte(mm, 0x1_0000_0000) is None  # no page directory there
-    assert len(mm.tables) == 4  # PML4, PDPT, PD, PT
-    mmput(mm)
-    assert not mm.tables
-
-
-def test_mm_map_rejects_unaligned_empty_and_kernel_ranges(make_kernel: KernelFactory) -> None:
-    make_kernel()
-    mm = _mm()
-    for va, phys, size in ((0x1001, 0, SZ_4K), (0x1000, 0x10, SZ_4K), (0x1000, 0, 0)):
-        with pytest.raises(EINVAL):
-            mm_map(mm, va, phys, size)
-    with pytest.raises(EINVAL):
-        mm_map(mm, TASK_SIZE - SZ_4K, 0, 2 * SZ_4K)
-    mmput(mm)
-
-
-def test_mm_alloc_and_mm_map_out_of_memory(make_kernel: KernelFactory) -> None:
-    make_kernel()
-    injector().arm(1, frozenset({"alloc_pages"}))
-    try:
-        assert mm_alloc() is None
-    finally:
-        injector().disarm()
-    mm = _mm()
-    injector().arm(1, frozenset({"alloc_pages"}))
-    try:
-        with pytest.raises(ENOMEM):
-            mm_map(mm, 0x1000, 0x10000, SZ_4K)
-    finally:
-        injector().disarm()
-    mmput(mm)
 
 
 def test_two_devices_bound_to_one_mm_share_its_pasid_and_sva_domain(
@@ -228,32 +181,54 @@ def test_existing_sva_domain_that_cannot_attach_is_skipped_for_a_new_one(
     mmput(mm)
 
 
-def test_invalidate_range_flushes_every_sva_domain_that_can_flush(
-    make_kernel: KernelFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_notifier_sees_munmap_and_exit_of_a_bound_mm(make_kernel: KernelFactory) -> None:
+    """The mock SVA domain subscribes no notifier; one registered by hand sees the
+    munmap of touched pages as a secondary-TLB invalidation and the exit as a
+    release, while the bond keeps working."""
     make_kernel()
     dev = pdev_at(PASID_BDF)
     mm = _mm()
     h = iommu_sva_bind_device(dev, mm)
-    iommu_sva_invalidate_range(mm)  # the mock SVA domain has no flush op: nothing to do
-    flushed: list[object] = []
-    monkeypatch.setattr(h.domain.ops, "flush_iotlb_all", flushed.append, raising=False)
-    iommu_sva_invalidate_range(mm)
-    assert flushed == [h.domain]
-    monkeypatch.undo()
+    seen: list[tuple[str, int, int]] = []
+
+    class Ops:
+        def arch_invalidate_secondary_tlbs(
+            self, mn: MmuNotifier, m: MmStruct, start: int, end: int
+        ) -> None:
+            seen.append(("invalidate", start, end))
+
+        def release(self, mn: MmuNotifier, m: MmStruct) -> None:
+            seen.append(("release", 0, 0))
+
+    mn = MmuNotifier(Ops())
+    mmu_notifier_register(mn, mm)
+    addr = vm_mmap(mm, 0, 2 * SZ_4K, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS)
+    do_munmap(mm, addr, 2 * SZ_4K)  # nothing was touched: no PTE, no flush
+    assert seen == []
+    addr = vm_mmap(mm, 0, 2 * SZ_4K, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS)
+    vma = vma_lookup(mm, addr)
+    assert vma is not None and populate_vma_page_range(vma, addr, addr + SZ_4K) == 0
+    do_munmap(mm, addr, 2 * SZ_4K)
+    assert seen == [("invalidate", addr, addr + 2 * SZ_4K)]
+    mmu_notifier_unregister(mn, mm)
+    assert seen[-1] == ("release", 0, 0)
     iommu_sva_unbind_device(h)
     mmput(mm)
 
 
-def test_mmput_with_bonds_still_held_warns(make_kernel: KernelFactory) -> None:
+def test_mmput_with_bonds_still_held_keeps_the_pasid_until_the_last_unbind(
+    make_kernel: KernelFactory,
+) -> None:
+    """A process exits (``exit_mm`` runs before ``exit_files``) with its bond still
+    open: the SVA domain's ``mmgrab`` keeps the mm's PASID until the unbind."""
     k = make_kernel()
     dev = pdev_at(PASID_BDF)
     mm = _mm()
     h = iommu_sva_bind_device(dev, mm)
     pasid = iommu_sva_get_pasid(h)
     mmput(mm)
-    assert take_warnings(k) == ["mmput with SVA bonds still held"]
-    assert mm.pasid == pasid  # every bond holds mmgrab: the PASID outlives mmput
+    assert not take_warnings(k) and mm.exited
+    assert mm.pasid == pasid and mm.mm_count == 1
     iommu_sva_unbind_device(h)
     assert hw_entry(dev, pasid) == 0 and iommu_get_domain_for_dev_pasid(dev, pasid) is None
-    assert not iommu_state().global_pasid_ida.ids
+    assert not iommu_state().global_pasid_ida.ids and mm.mm_count == 0
