@@ -365,6 +365,7 @@ def translate_run(
     fault: DmaFault | None = None
     use_blocks = out is None
     a = addr
+    blk: Block | None = None
     while a < end:
         bn = a >> BLOCK_SHIFT
         base = bn << BLOCK_SHIFT
@@ -456,9 +457,15 @@ def translate_run(
             if fault is not None:
                 break
             a += chunk
+            if use_blocks and a < lim and t is not None:
+                new = t[3].get(bn)
+                if new is not None and new is not blk:
+                    # The slow path summarised this block (it filled the rest of
+                    # it at once): the block test above serves what is left.
+                    break
         if fault is not None:
             break
-        if whole and t is not None and use_blocks:
+        if whole and a >= lim and t is not None and use_blocks:
             cache.summarise(t, bn, src)
     if run_start >= 0 and run_end > run_start:
         runs.append((run_start, run_end - run_start))

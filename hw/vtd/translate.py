@@ -402,6 +402,9 @@ class Translation:
             self.pipeline.deps.add_run(added, upper, range(first_pte >> 3, (first_pte >> 3) + n))
             self.stats.iotlb_misses += n
             slow.ahead += n
+            if not (vpn & 0x1FF):  # filled to the end of the block: summarise it now,
+                # so the hit path serves these pages from the summary, not one by one
+                self.iotlb.summarise(t, a >> BLOCK_SHIFT, st)
 
     def recheck(self, sel: Sel, e: TlbEntry, a: int, write: bool, check: bool) -> bool:
         """A hit on an entry that needs re-checking (suspect, or filled from another

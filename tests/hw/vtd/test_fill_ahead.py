@@ -15,6 +15,7 @@ from hw.bus import DmaResult
 from hw.machine import Machine
 from hw.vtd import StaleTranslationError, VtdUnit
 from hw.vtd import entries as ent
+from hw.vtd.caches import TlbEntry
 from hw.vtd.faults import FR
 from tests.hw.vtd.helpers import RAM, RID, PageTable, legacy_setup, sm_setup
 
@@ -224,3 +225,44 @@ def test_the_page_that_stops_the_run_faults_with_its_own_reason() -> None:
     assert unit.stats.iotlb_misses == 12  # 11 filled, and the walk that faulted
     hi = unit.regs["FRCD0_HI"]
     assert (hi >> 32) & 0xFF == FR.FS_NOT_PRESENT
+
+
+def _fl_blocks(n: int) -> Setup:
+    """``n`` pages mapped contiguously from the 2 MiB-aligned IOVA."""
+    m, unit, pages, t = sm_setup()
+    pt = PageTable(m, pages, 4, fl=True)
+    for i in range(n):
+        pt.map(IOVA + (i << 12), PHYS + (i << 12))
+    t.pasid_entry(RID, PASID, ent.PGTT_FL, did=DID, pt=pt)
+    return m, unit, pt, lambda a, n, w: unit.translate(RID, PASID, False, a, n, w)
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
+def test_whole_blocks_filled_at_once_are_summarised_and_served_in_the_same_request(
+    write: bool,
+) -> None:
+    """Two 2 MiB blocks: the first page of each is walked, the rest filled from one
+    read, the block summarised there, and the request's remaining pages served from
+    the summary; everything left behind and counted equals page-by-page requests."""
+    n = 1024
+    m1, u1, pt1, req1 = _fl_blocks(n)
+    m2, u2, _pt2, req2 = _fl_blocks(n)
+    r = req1(IOVA, n << 12, write)
+    assert r.runs == ((PHYS, n << 12),) and r.fault is None
+    for i in range(n):
+        req2(IOVA + (i << 12), 4096, write)
+    s1 = u1.stats
+    assert (s1.iotlb_misses, s1.iotlb_hits) == (n, 0)
+    iotlb1 = {k: (e.phys, e.dirty, sorted(e.slots)) for k, e in _d4(u1).items()}
+    iotlb2 = {k: (e.phys, e.dirty, sorted(e.slots)) for k, e in _d4(u2).items()}
+    assert iotlb1 == iotlb2
+    leaves = [pt1.entry_addr(IOVA + (i << 12), 1) for i in range(n)]
+    assert [m1.memory.read_u64(a) for a in leaves] == [m2.memory.read_u64(a) for a in leaves]
+    assert sorted(u1.caches.iotlb.tables[DID, PASID][3]) == [IOVA >> 21, (IOVA >> 21) + 1]
+    again = req1(IOVA, n << 12, write)  # warm: two summaries, no page looked up
+    assert again.runs == r.runs
+    assert (s1.iotlb_misses, s1.iotlb_hits) == (n, n)
+
+
+def _d4(unit: VtdUnit) -> dict[int, TlbEntry]:
+    return unit.caches.iotlb.tables[DID, PASID][0]
