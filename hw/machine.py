@@ -497,7 +497,8 @@ class Machine:
             self.hw_trace(name, self.clock.now, fields)
 
     def msi(self, address: int, data: int) -> None:
-        """A device (or IOMMU) wrote an MSI message."""
+        """The interrupt controller receives a compatibility-format message (from an
+        IOMMU's own event registers, a remapping unit, or a device no IOMMU covers)."""
         if self._msi_sink is None:
             self.lost_msis.append((address, data))
             return
@@ -531,6 +532,41 @@ class Machine:
         dw0 = (dw0 & 0x7FF0_0000 & ~(1 << 31)) | (pasid & 0xFFFFF)
         return self.enqcmds(addr, dw0.to_bytes(4, "little") + bytes(data[4:]))
 
+    def interrupt_request(self, addr: PciAddr, msg_addr: int, data: int) -> DmaFault | None:
+        """A naturally aligned DWORD write without PASID to the interrupt window from
+        ``addr``: an interrupt request (VT-d spec 5.1), never memory. The IOMMU unit
+        that owns the requester handles it when it models interrupt requests (VT-d:
+        compatibility format or remapped, :mod:`hw.vtd.irq_remap`); otherwise the
+        message goes to the interrupt controller as it is."""
+        unit = self.iommu_for(addr)
+        handler = getattr(unit, "interrupt_request", None)
+        if handler is not None:
+            result: DmaFault | None = handler(addr.rid, msg_addr, data)
+            return result
+        self.msi(msg_addr, data)
+        return None
+
+    def _interrupt_window(
+        self, addr: PciAddr, unit: IommuModel | None, iova: int, size: int, write: bool
+    ) -> DmaResult:
+        """A request without PASID that reaches the interrupt window and is not an
+        interrupt request (a read, or a write that is not an aligned DWORD): the part
+        below the window is translated as usual; at the window the access stops with
+        the unit's fault (VT-d: reason 0x29) or a master abort."""
+        runs: tuple[tuple[int, int], ...] = ()
+        if iova < INTERRUPT_WINDOW_BASE:
+            head = self.dma_translate(addr, None, False, iova, INTERRUPT_WINDOW_BASE - iova, write)
+            if head.fault is not None:
+                return head
+            runs = head.runs
+        at = max(iova, INTERRUPT_WINDOW_BASE)
+        handler = getattr(unit, "interrupt_window_fault", None)
+        if handler is not None:
+            fault: DmaFault = handler(addr.rid, at, write)
+        else:
+            fault = DmaFault(at, DMA_FAULT_BUS, write, "interrupt window")
+        return DmaResult(runs, fault)
+
     # -- device-side DMA --------------------------------------------------------------
     def iommu_for(self, addr: PciAddr) -> IommuModel | None:
         try:
@@ -544,6 +580,8 @@ class Machine:
         self, addr: PciAddr, pasid: int | None, priv: bool, iova: int, size: int, write: bool
     ) -> DmaResult:
         unit = self.iommu_for(addr)
+        if pasid is None and iova < INTERRUPT_WINDOW_END and iova + size > INTERRUPT_WINDOW_BASE:
+            return self._interrupt_window(addr, unit, iova, size, write)
         if unit is not None:
             res = unit.translate(addr.rid, pasid, priv, iova, size, write)
             return clip_to_ram(self.memory, iova, res, write) if self._holes else res

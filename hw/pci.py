@@ -20,6 +20,7 @@ from attrs import define
 
 from hw.ats import AtsAgent, AtsPort
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, PciAddr
+from hw.translation import INTR_HI, INTR_LO
 
 if TYPE_CHECKING:
     from hw.machine import Machine
@@ -395,7 +396,7 @@ class PciFunction:
         if self.machine is None or not self.bus_master:
             return DmaResult((), DmaFault(addr, DMA_FAULT_BUS, write, "bus master disabled"))
         port = self.ats_port
-        if port is not None:
+        if port is not None and not (pasid is None and addr < INTR_HI and addr + size > INTR_LO):
             return port.translate(pasid, priv, addr, size, write)
         return self.machine.dma_translate(self.addr, pasid, priv, addr, size, write)
 
@@ -415,7 +416,22 @@ class PciFunction:
     def dma_write(
         self, pasid: int | None, priv: bool, addr: int, data: bytes | bytearray | memoryview
     ) -> tuple[int, DmaFault | None]:
-        """Write ``data``; returns the bytes written before a fault, and the fault."""
+        """Write ``data``; returns the bytes written before a fault, and the fault.
+
+        An aligned DWORD without PASID to the interrupt window is an interrupt request
+        (:meth:`hw.machine.Machine.interrupt_request`), not memory."""
+        if (
+            pasid is None
+            and len(data) == 4
+            and INTR_LO <= addr < INTR_HI
+            and not addr & 3
+            and self.machine is not None
+            and self.bus_master
+        ):
+            fault = self.machine.interrupt_request(
+                self.addr, addr, int.from_bytes(bytes(data), "little")
+            )
+            return (0, fault) if fault is not None else (4, None)
         res = self.dma_translate(pasid, priv, addr, len(data), True)
         if not res.runs or self.machine is None:
             return 0, res.fault
@@ -449,12 +465,14 @@ class PciFunction:
         return True
 
     def _deliver(self, vec: int) -> None:
+        """Send vector ``vec``'s message: a DWORD memory write of its data to its
+        address, without PASID, through the function's DMA path (so through its
+        IOMMU, which turns a write to the interrupt window into an interrupt)."""
         e = self._msix_entries[16 * vec : 16 * vec + 16]
         addr = int.from_bytes(e[0:8], "little")
-        data = int.from_bytes(e[8:12], "little")
         if self.machine is not None:
             self.msi_sent += 1
-            self.machine.msi(addr, data)
+            self.dma_write(None, False, addr, e[8:12])
 
     def reset(self) -> None:
         """Function-level reset of the device state (config space kept)."""

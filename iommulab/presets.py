@@ -53,13 +53,10 @@ def _server() -> dict[str, Any]:
 
 
 QEMU_72_SM_CAP = "0xd2008c222f0606"
-QEMU_72_SM_ECAP_AS_QEMU = "0x480080f00f4a"
-QEMU_72_SM_ECAP = "0x480080000f42"
-"""QEMU 7.2's ECAP with IR (bit 3) and MHMV (bits 23:20, IR's handle mask) cleared:
-interrupt remapping is not modelled, and it cannot be kept as "present but unused"
-because Linux 6.12 with its defaults (intremap on) does use IR whenever ECAP.IR is set
-(``intel_irq_remap_supported``), so a unit advertising it would boot differently
-from real Linux. Every other bit is QEMU's."""
+QEMU_72_SM_ECAP = "0x480080f00f4a"
+"""QEMU 7.2's ECAP as its dmesg prints it: IR (bit 3) and MHMV 0xF (bits 23:20) set,
+EIM clear (``intremap=on`` without ``eim=on``), so Linux enables interrupt remapping
+in xAPIC mode."""
 QEMU_72_SM_VER = "0x10"
 
 
@@ -67,12 +64,14 @@ def _qemu_72_sm() -> dict[str, Any]:
     """QEMU 7.2's ``-device intel-iommu,x-scalable-mode=on,aw-bits=48`` (``vtd_cap_init``):
     scalable mode with second-stage tables only (no first stage, no PASID, no ATS),
     one fault record at FRO 0x220, IOTLB registers at IRO 0xF0, DRD/DWD set, page
-    walks not coherent (ECAP.C=0, so the driver flushes table updates)."""
+    walks not coherent (ECAP.C=0, so the driver flushes table updates), interrupt
+    remapping with a 15-bit IEC handle mask and no x2APIC mode (ECAP.IR, MHMV 0xF,
+    EIM 0)."""
     return {
         "name": "qemu-7.2-sm",
         "doc": (
             "256 MiB RAM, one VT-d unit with QEMU 7.2's scalable-mode registers "
-            f"(cap {QEMU_72_SM_CAP}, ecap {QEMU_72_SM_ECAP_AS_QEMU} less IR/MHMV, ver "
+            f"(cap {QEMU_72_SM_CAP}, ecap {QEMU_72_SM_ECAP}, ver "
             f"{QEMU_72_SM_VER}), one DSA and one edu device"
         ),
         "ram": "256M",
@@ -93,6 +92,85 @@ def _qemu_72_sm() -> dict[str, Any]:
             {"kind": "edu", "bdf": EDU_BDF},
         ],
     }
+
+
+def _real_server(
+    name: str, bases: tuple[int, ...], cap: str, ecap: str, source: str, what: str
+) -> dict[str, Any]:
+    """A machine whose VT-d units are a real server's, register for register: the DRHD
+    bases, CAP and ECAP its boot log prints (``source``); the last unit is the
+    INCLUDE_PCI_ALL one (``flags: 0x1``) and covers the DSA and edu device, the others
+    scope no device (Linux ignores them for DMA remapping but sets up interrupt
+    remapping on every unit). The platform has no DSA of its own; the one here sits
+    behind the catch-all unit so the founding scenario runs as far as the unit's
+    capabilities allow (legacy mode, no PASID: idxd does in-kernel DMA without PASID)."""
+    iommus: list[dict[str, Any]] = [
+        {
+            "kind": "vtd",
+            "name": f"dmar{i}",
+            "scope": "all" if i == len(bases) - 1 else [],
+            "base": base,
+            "config": {"cap": cap, "ecap": ecap, "ver": "0x10"},
+        }
+        for i, base in enumerate(bases)
+    ]
+    return {
+        "name": name,
+        "doc": f"{what}: {len(bases)} VT-d units with cap {cap} ecap {ecap} ({source}), "
+        "256 MiB RAM, one DSA and one edu device behind the INCLUDE_PCI_ALL unit",
+        "ram": "256M",
+        "iommus": iommus,
+        "devices": [
+            {"kind": "dsa", "bdf": DSA_BDF},
+            {"kind": "edu", "bdf": EDU_BDF},
+        ],
+    }
+
+
+XEON_SP_CAP = "0x8d2078c106f0466"
+"""Xeon Scalable (Skylake-SP/Cascade Lake-SP) CAP: ND 6, PLMR/PHMR, SAGAW 4-level, MGAW 48,
+ZLR, FRO 0x100, 2 MiB/1 GiB pages, PSI, 8 fault records, MAMV 18, DRD/DWD, PI."""
+
+
+def _xeon_s2600wf() -> dict[str, Any]:
+    """Intel Server Board S2600WF (two-socket Xeon Scalable), from the boot log at
+    https://pastebin.com/HKn5d9Sk: four DRHDs at 0xc5ffc000, 0xe0ffc000, 0xfbffc000 and
+    0xaaffc000 (INCLUDE_PCI_ALL), each ``cap 8d2078c106f0466 ecap f020de``: QI, device-TLB,
+    interrupt remapping with x2APIC (EIM, MHMV 15), pass-through, snoop control, page
+    walks not coherent (ECAP.C=0)."""
+    return _real_server(
+        "xeon-s2600wf",
+        (0xC5FF_C000, 0xE0FF_C000, 0xFBFF_C000, 0xAAFF_C000),
+        XEON_SP_CAP,
+        "0xf020de",
+        "https://pastebin.com/HKn5d9Sk",
+        "Intel S2600WF Xeon Scalable server",
+    )
+
+
+def _xeon_8drhd() -> dict[str, Any]:
+    """A Xeon Scalable server with eight DRHDs, from the boot log in
+    https://github.com/utcs-scea/LAKE/issues/10: units at 0xd37fc000, 0xe0ffc000,
+    0xee7fc000, 0xfbffc000, 0xaaffc000, 0xb87fc000, 0xc5ffc000 and 0x9d7fc000
+    (INCLUDE_PCI_ALL), each ``cap 8d2078c106f0466 ecap f020df``: as the S2600WF's but with
+    coherent page walks (ECAP.C=1)."""
+    return _real_server(
+        "xeon-8drhd",
+        (
+            0xD37F_C000,
+            0xE0FF_C000,
+            0xEE7F_C000,
+            0xFBFF_C000,
+            0xAAFF_C000,
+            0xB87F_C000,
+            0xC5FF_C000,
+            0x9D7F_C000,
+        ),
+        XEON_SP_CAP,
+        "0xf020df",
+        "https://github.com/utcs-scea/LAKE/issues/10",
+        "eight-unit Xeon Scalable server",
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -138,6 +216,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "server": _server(),
     "qemu-7.2-sm": _qemu_72_sm(),
+    "xeon-s2600wf": _xeon_s2600wf(),
+    "xeon-8drhd": _xeon_8drhd(),
 }
 
 

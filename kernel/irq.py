@@ -1,8 +1,11 @@
 """Interrupts: Linux IRQ numbers, x86 vectors, MSI messages and handlers
 (kernel/irq/manage.c ``request_irq``/``free_irq``, arch/x86 MSI message format).
 
-MSI messages use the x86 layout: address ``0xFEE00000 | dest_apic << 12``, data
-= vector. The platform delivers every device MSI write to :func:`deliver_msi`,
+Compatibility-format MSI messages use the x86 layout: address ``0xFEE00000 |
+dest_apic << 12``, data = vector (``x86_vector_msi_compose_msg``); with interrupt
+remapping the MSI layer asks the remapping domain instead
+(:mod:`kernel.irq_remapping`). The interrupt controller (one CPU, APIC id 0) gets
+every compatibility-format message the platform delivers, through :func:`deliver_msi`,
 bound at boot to the kernel that owns the machine (so it lands there whichever
 kernel is current), which runs the handler registered for that vector
 synchronously (interrupt context is the device event that raised it). A handler
@@ -53,9 +56,16 @@ class IrqDesc:
     count: int = 0
     unhandled: int = 0
     owner: str = ""
+    dest_apicid: int = 0
+    """``irq_cfg.dest_apicid``: the one CPU's APIC id."""
+    domain: Any = None
+    """The interrupt-remapping domain that composed this vector's MSI (None: none)."""
+    chip_data: Any = None
+    """That domain's per-vector data (``irq_data->chip_data``)."""
 
     def msi_msg(self) -> tuple[int, int]:
-        return MSI_ADDR_BASE, self.vector
+        """Compatibility format (``x86_vector_msi_compose_msg``)."""
+        return MSI_ADDR_BASE | (self.dest_apicid & 0xFF) << 12, self.vector
 
 
 @define(eq=False)

@@ -25,7 +25,8 @@ from kernel.device import (
 )
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOSPC
 from kernel.io import IoMem, ioremap
-from kernel.irq import irq_alloc, irq_free
+from kernel.irq import irq_alloc, irq_free, irq_to_desc
+from kernel.irq_remapping import msi_domain_alloc_irq, msi_domain_free_irq
 from kernel.platform import platform
 from kernel.printk import pr_info
 
@@ -463,7 +464,10 @@ def _msix_table(pdev: PciDev) -> IoMem:
 
 
 def pci_alloc_irq_vectors(pdev: PciDev, min_vecs: int, max_vecs: int, flags: int) -> int:
-    """Allocate MSI-X vectors, program the table and enable MSI-X; returns how many."""
+    """Allocate MSI-X vectors, program the table and enable MSI-X; returns how many.
+    Each vector's message comes from the device's MSI domain: remappable format
+    through an interrupt-remapping unit that covers it, compatibility format without
+    one (:mod:`kernel.irq_remapping`)."""
     if pdev.msix_enabled:
         raise EINVAL(f"{pdev.init_name}: MSI-X already enabled")
     if not flags & PCI_IRQ_MSIX or not pdev.msix_cap:
@@ -482,7 +486,7 @@ def pci_alloc_irq_vectors(pdev: PciDev, min_vecs: int, max_vecs: int, flags: int
         for i in range(nvec):
             desc = irq_alloc(pdev.init_name)
             irqs.append(desc.irq)
-            addr, data = desc.msi_msg()
+            addr, data = msi_domain_alloc_irq(pdev, desc)
             entry = table + i * PCI_MSIX_ENTRY_SIZE
             entry.writel(addr & 0xFFFF_FFFF, 0)
             entry.writel(addr >> 32, 4)
@@ -490,7 +494,7 @@ def pci_alloc_irq_vectors(pdev: PciDev, min_vecs: int, max_vecs: int, flags: int
             entry.writel(0, PCI_MSIX_ENTRY_VECTOR_CTRL)
     except Exception:
         for irq in irqs:
-            irq_free(irq)
+            _msi_free(irq)
         pci_write_config_word(pdev, pdev.msix_cap + PCI_MSIX_FLAGS, ctrl)
         raise
     ctrl = pci_read_config_word(pdev, pdev.msix_cap + PCI_MSIX_FLAGS)
@@ -498,6 +502,13 @@ def pci_alloc_irq_vectors(pdev: PciDev, min_vecs: int, max_vecs: int, flags: int
     pdev.irqs = irqs
     pdev.msix_enabled = True
     return nvec
+
+
+def _msi_free(irq: int) -> None:
+    desc = irq_to_desc(irq)
+    if desc is not None:
+        msi_domain_free_irq(desc)
+    irq_free(irq)
 
 
 def pci_irq_vector(pdev: PciDev, nr: int) -> int:
@@ -512,7 +523,7 @@ def pci_free_irq_vectors(pdev: PciDev) -> None:
     table = _msix_table(pdev)
     for i, irq in enumerate(pdev.irqs):
         (table + i * PCI_MSIX_ENTRY_SIZE).writel(1, PCI_MSIX_ENTRY_VECTOR_CTRL)
-        irq_free(irq)
+        _msi_free(irq)
     ctrl = pci_read_config_word(pdev, pdev.msix_cap + PCI_MSIX_FLAGS)
     pci_write_config_word(pdev, pdev.msix_cap + PCI_MSIX_FLAGS, ctrl & ~PCI_MSIX_FLAGS_ENABLE)
     pdev.irqs = []

@@ -6,7 +6,9 @@ detection lines), and the ``vtd`` debug view (``iommulab dump vtd``, like debugf
 ``iommu/intel/dmar_translation_struct``).
 
 Modules: :mod:`.iommu_regs` (register and entry bits), :mod:`.structs`,
-:mod:`.dmar` (unit registers, queued invalidation, faults), :mod:`.context`,
+:mod:`.dmar` (unit registers, queued invalidation, faults), :mod:`.irq_remapping`
+(interrupt remapping, the ``ir_translation_struct`` view as ``dump vtd --irq``),
+:mod:`.context`,
 :mod:`.pasid`, :mod:`.cache` (cache tags, seed-v3 flushes), :mod:`.pgtable`,
 :mod:`.domain`, :mod:`.iommu` (bring-up, probe, attach, map), :mod:`.svm`,
 :mod:`.ops`, :mod:`.debugfs`.

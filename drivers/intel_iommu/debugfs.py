@@ -22,6 +22,7 @@ from attrs import frozen
 
 from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.dmar import dmar_state
+from drivers.intel_iommu.irq_remapping import ir_translation_struct
 from drivers.intel_iommu.pasid import (
     PASID_ENTRY_PGTT_FL_ONLY,
     PASID_ENTRY_PGTT_PT,
@@ -262,7 +263,18 @@ def _check_selection(device: str | None, pasid: int | None) -> None:
     raise ValueError(f"--pasid {pasid}: no PASID table entry{on}")
 
 
+def ir_translation_struct_show() -> str:
+    """debugfs ``ir_translation_struct``: every unit's remapped interrupt entries
+    (``intel_iommu`` has no posted-interrupt entries to list after them)."""
+    lines: list[str] = []
+    for iommu in dmar_state().units:
+        lines += ir_translation_struct(iommu)
+    return "\n".join(lines) + "\n" if lines else "no interrupt remapping unit\n"
+
+
 def render(args: argparse.Namespace) -> str:
+    if getattr(args, "irq", False):
+        return ir_translation_struct_show()
     device = getattr(args, "device", None)
     pasid = getattr(args, "pasid", None)
     _check_selection(device, pasid)
@@ -274,6 +286,11 @@ def render(args: argparse.Namespace) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pasid", type=int, help="only this PASID")
     p.add_argument("--device", help="only this device (BB:DD.F); adds its page tables")
+    p.add_argument(
+        "--irq",
+        action="store_true",
+        help="the interrupt remapping table instead (debugfs ir_translation_struct)",
+    )
 
 
 DUMP_TARGET = DumpTarget(

@@ -471,6 +471,11 @@ def qi_timed_out(iommu: IntelIommu, index: int, why: str) -> int:
     return -ETIMEDOUT.errno
 
 
+def qi_global_iec(iommu: IntelIommu) -> None:
+    """``qi_global_iec``: invalidate the whole interrupt entry cache, and wait."""
+    qi_submit_sync(iommu, [(ir.QI_IEC_TYPE, 0, 0, 0)])
+
+
 def qi_flush_context(iommu: IntelIommu, did: int, sid: int, fm: int, type: int) -> None:
     """``qi_flush_context``."""
     qw0 = (
@@ -609,9 +614,12 @@ def __dmar_enable_qi(iommu: IntelIommu) -> None:
 
 def dmar_enable_qi(iommu: IntelIommu) -> None:
     """``dmar_enable_qi``: allocate the ring (one page, two with SMTS) and the status
-    words, then enable. ENOENT without ECAP.QI."""
+    words, then enable. ENOENT without ECAP.QI; nothing when the queue is already
+    on (interrupt remapping enabled it)."""
     if not ir.ecap_qis(iommu.ecap):
         raise ENOENT(f"{iommu.name}: no queued invalidation")
+    if iommu.qi is not None:
+        return
     kmem = kzalloc(64, GFP_ATOMIC)
     if kmem is None:
         raise ENOMEM("q_inval")

@@ -1,12 +1,14 @@
 """The VT-d driver proper (drivers/iommu/intel/iommu.c, ~v6.15): unit bring-up, device
 probe and release, domains, attach, upstream PASID attach, map/unmap.
 
-Bring-up of one unit follows ``init_dmars``/``intel_iommu_init``: queued invalidation
+Bring-up of one unit follows ``init_dmars``/``intel_iommu_init``, after interrupt
+remapping (:mod:`.irq_remapping`: QIE, SIRTP, global IEC flush, IRE, as the x86 APIC
+setup does before any DMA remapping): queued invalidation
 (``intel_iommu_init_qi``, falling back to register-based invalidation without QI),
 the root table, SRTP through GCMD/GSTS, the global context/PASID-cache/IOTLB
 invalidations (skipped with CAP.ESRTPS), the fault interrupt, registration with
 the IOMMU core (which probes the devices in scope and attaches their default
-domains), and last TE.
+domains), and last TE, then the protected memory regions are turned off.
 
 Domains: DMA/UNMANAGED paging domains are first-stage when the unit is in
 scalable mode with FLTS (``first_level_by_default``), second-stage otherwise; the
@@ -77,6 +79,10 @@ from drivers.intel_iommu.domain import (
     domain_remove_dev_pasid,
     iommu_domain_did,
     to_dmar_domain,
+)
+from drivers.intel_iommu.irq_remapping import (
+    intel_irq_remapping_init_unit,
+    intel_irq_remapping_shutdown_unit,
 )
 from drivers.intel_iommu.pasid import (
     PASID_FLAG_FL5LP,
@@ -196,6 +202,16 @@ def iommu_disable_translation(iommu: IntelIommu) -> None:
     IOMMU_WAIT_OP(iommu, ir.DMAR_GSTS_REG, reg.readl, lambda v: not v & ir.DMA_GSTS_TES)
 
 
+def iommu_disable_protect_mem_regions(iommu: IntelIommu) -> None:
+    """``iommu_disable_protect_mem_regions``: with CAP.PLMR/PHMR, clear PMEN.EPM and
+    wait for PRS to clear (Linux does this right after enabling translation)."""
+    if not ir.cap_plmr(iommu.cap) and not ir.cap_phmr(iommu.cap):
+        return
+    reg = iommu.regs
+    reg.writel(reg.readl(ir.DMAR_PMEN_REG) & ~ir.DMA_PMEN_EPM, ir.DMAR_PMEN_REG)
+    IOMMU_WAIT_OP(iommu, ir.DMAR_PMEN_REG, reg.readl, lambda v: not v & ir.DMA_PMEN_PRS)
+
+
 def init_translation_status(iommu: IntelIommu) -> None:
     if iommu.regs.readl(ir.DMAR_GSTS_REG) & ir.DMA_GSTS_TES:
         iommu.flags |= VTD_FLAG_TRANS_PRE_ENABLED
@@ -203,9 +219,11 @@ def init_translation_status(iommu: IntelIommu) -> None:
 
 def intel_iommu_init_qi(iommu: IntelIommu) -> None:
     """``intel_iommu_init_qi``: clear old faults, disable a QI left on by firmware,
-    enable QI; without it, register-based invalidation."""
-    dmar_fault(-1, iommu)
-    dmar_disable_qi(iommu)
+    enable QI; without it, register-based invalidation. A queue interrupt remapping
+    already enabled is kept (``dmar_enable_qi`` returns at once)."""
+    if iommu.qi is None:
+        dmar_fault(-1, iommu)
+        dmar_disable_qi(iommu)
     try:
         dmar_enable_qi(iommu)
     except ENOENT:
@@ -250,6 +268,7 @@ def intel_iommu_init_unit(drhd: DrhdUnit) -> IntelIommu:
     try:
         if pasid_supported(iommu):
             st.pasid_max_id = min(st.pasid_max_id, 2 << ir.ecap_pss(iommu.ecap))
+        intel_irq_remapping_init_unit(iommu)
         intel_iommu_init_qi(iommu)
         init_translation_status(iommu)
         if iommu.flags & VTD_FLAG_TRANS_PRE_ENABLED:
@@ -272,6 +291,7 @@ def intel_iommu_init_unit(drhd: DrhdUnit) -> IntelIommu:
         # The firmware unit is the kernel's IommuUnitInfo, which drivers cannot name.
         iommu_device_register(iommu, st.ops, cast(Any, drhd))
         iommu_enable_translation(iommu)
+        iommu_disable_protect_mem_regions(iommu)
     except KernelError:
         _unwind_unit(iommu)
         raise
@@ -286,6 +306,7 @@ def _unwind_unit(iommu: IntelIommu) -> None:
         iommu_device_unregister(iommu)
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
+    intel_irq_remapping_shutdown_unit(iommu)
     free_context_table(iommu)
     free_iommu(iommu)
 
@@ -298,6 +319,7 @@ def intel_iommu_shutdown_unit(iommu: IntelIommu) -> None:
     WARN_ON(len(iommu.domain_ida) != 0, f"{iommu.name}: domain IDs still in use at shutdown")
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
+    intel_irq_remapping_shutdown_unit(iommu)
     dmar_disable_qi(iommu)
     free_context_table(iommu)
     free_iommu(iommu)

@@ -46,6 +46,7 @@ DMAR_IEDATA_REG = 0xA4
 DMAR_IEADDR_REG = 0xA8
 DMAR_IEUADDR_REG = 0xAC
 DMAR_IQER_REG = 0xB0
+DMAR_IRTA_REG = 0xB8
 
 # Registers a debugfs ``iommu_regset`` dump lists (32-bit, then 64-bit).
 REGSET_32 = (
@@ -211,6 +212,38 @@ def ecap_qis(e: int) -> int:
 
 def ecap_coherent(e: int) -> int:
     return e & 1
+
+
+def ecap_ir_support(e: int) -> int:
+    return (e >> 3) & 1
+
+
+def ecap_eim_support(e: int) -> int:
+    return (e >> 4) & 1
+
+
+def ecap_max_handle_mask(e: int) -> int:
+    return (e >> 20) & 0xF
+
+
+def cap_plmr(c: int) -> int:
+    return (c >> 5) & 1
+
+
+def cap_phmr(c: int) -> int:
+    return (c >> 6) & 1
+
+
+DMA_PMEN_EPM = 1 << 31
+DMA_PMEN_PRS = 1 << 0
+
+
+def cap_esirtps(c: int) -> int:
+    return (c >> 62) & 1
+
+
+def cap_pi_support(c: int) -> int:
+    return (c >> 59) & 1
 
 
 # -- GCMD/GSTS (facts A4) -----------------------------------------------------------------------
@@ -411,6 +444,17 @@ QI_IWD_TYPE = 0x5
 QI_EIOTLB_TYPE = 0x6
 QI_PC_TYPE = 0x7
 QI_DEIOTLB_TYPE = 0x8
+
+QI_IEC_SELECTIVE = 1 << 4
+
+
+def QI_IEC_IIDEX(index: int) -> int:
+    return index << 32
+
+
+def QI_IEC_IM(mask: int) -> int:
+    return mask << 27
+
 
 QI_DESC_TYPE_NAMES = {
     QI_CC_TYPE: "cc_inv",

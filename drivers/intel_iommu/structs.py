@@ -50,6 +50,7 @@ PASID_MAX = 0x100000
 """``PASID_MAX``: 20-bit PASIDs."""
 
 VTD_FLAG_TRANS_PRE_ENABLED = 1 << 0
+VTD_FLAG_IRQ_REMAP_PRE_ENABLED = 1 << 1
 VTD_FLAG_SVM_CAPABLE = 1 << 2
 
 CACHE_TAG_IOTLB = 0
@@ -104,6 +105,10 @@ class IntelIommu(IommuDevice):
     domain_ida: IDA = field(factory=lambda: IDA("dmar_domain_ida"))
     irq: int = 0
     kmem: int = 0
+    ir_table: Any = None
+    """``iommu->ir_table`` (drivers/intel_iommu/irq_remapping.py ``IrTable``)."""
+    ir_domain: Any = None
+    """``iommu->ir_domain``: the unit's MSI parent domain."""
 
     @property
     def regs(self) -> IoMem:

@@ -37,29 +37,24 @@ WHAT = "vtd config"
 REGISTER_KEYS = ("cap", "ecap", "ver")
 """Machine-file keys that give the ID registers verbatim (hex strings)."""
 
-CAP_KNOBS = ("nd", "rwbf", "cm", "sagaw", "mgaw", "sllps", "psi", "nfr", "mamv", "fl1gp", "fl5lp")
+CAP_KNOBS = (
+    "nd", "rwbf", "plmr", "phmr", "cm", "sagaw", "mgaw", "zlr", "sllps", "psi", "nfr", "mamv",
+    "fl1gp", "pi", "fl5lp",
+)  # fmt: skip
 ECAP_KNOBS = (
-    "coherent", "qi", "dt", "pt", "prs", "ers", "srs", "nwfs", "pss", "pasid", "smts", "slts",
-    "flts",
+    "coherent", "qi", "dt", "ir", "eim", "sc", "mhmv", "pt", "prs", "ers", "srs", "nwfs", "pss",
+    "pasid", "smts", "slts", "flts",
 )  # fmt: skip
 
-FIXED_REGS_END = vr.IQERCD_OFF + 8
+FIXED_REGS_END = vr.IRTA_OFF + 8
 """End of the fixed registers the model implements; IOTLB and fault records go above it."""
 
 # Set bits the model does not implement: (register, field) -> what it is.
 _UNMODELLED: dict[tuple[str, str], str] = {
     ("cap", "AFL"): "advanced fault logging",
-    ("cap", "PLMR"): "protected low-memory region",
-    ("cap", "PHMR"): "protected high-memory region",
-    ("cap", "ZLR"): "zero-length reads",
-    ("cap", "PI"): "posted interrupts",
     ("cap", "ECMDS"): "enhanced command interface",
     ("cap", "ESIRTPS"): "enhanced SIRTP, interrupt remapping",
     ("cap", "ESRTPS"): "enhanced SRTP cache invalidation",
-    ("ecap", "IR"): "interrupt remapping",
-    ("ecap", "EIM"): "extended interrupt mode",
-    ("ecap", "SC"): "snoop control",
-    ("ecap", "MHMV"): "interrupt-entry-cache handle mask, interrupt remapping",
     ("ecap", "MTS"): "memory type support",
     ("ecap", "NEST"): "nested translation",
     ("ecap", "EAFS"): "extended accessed flag",
@@ -113,6 +108,10 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
     return {
         "nd": c["ND"],
         "rwbf": bool(c["RWBF"]),
+        "plmr": bool(c["PLMR"]),
+        "phmr": bool(c["PHMR"]),
+        "zlr": bool(c["ZLR"]),
+        "pi": bool(c["PI"]),
         "cm": bool(c["CM"]),
         "sagaw": c["SAGAW"],
         "mgaw": c["MGAW"] + 1,
@@ -125,6 +124,10 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
         "coherent": bool(e["C"]),
         "qi": bool(e["QI"]),
         "dt": bool(e["DT"]),
+        "ir": bool(e["IR"]),
+        "eim": bool(e["EIM"]),
+        "sc": bool(e["SC"]),
+        "mhmv": e["MHMV"],
         "pt": bool(e["PT"]),
         "prs": bool(e["PRS"]),
         "ers": bool(e["ERS"]),
@@ -175,6 +178,25 @@ class VtdConfig:
     ers: bool = False
     nwfs: bool = False
     qi: bool = True
+    ir: bool = True
+    """ECAP.IR: interrupt remapping (:mod:`hw.vtd.irq_remap`)."""
+    eim: bool = False
+    """ECAP.EIM: IRTA.EIME may select x2APIC (32-bit) destinations."""
+    mhmv: int = 15
+    """ECAP.MHMV: largest IM an index-selective IEC invalidation may carry."""
+    pi: bool = False
+    """CAP.PI: posted-format IRTEs post into a posted-interrupt descriptor."""
+    sc: bool = False
+    """ECAP.SC: the SNP bit of legacy second-stage leaves is accepted (RAM is coherent in
+    the model, so snooping changes nothing else)."""
+    plmr: bool = False
+    """CAP.PLMR: the protected low-memory region registers (:mod:`hw.vtd.pmr`)."""
+    phmr: bool = False
+    """CAP.PHMR: the protected high-memory region registers."""
+    zlr: bool = False
+    """CAP.ZLR: zero-length reads to write-only pages are allowed. The model's devices
+    never issue zero-length requests (a zero-length access completes with no lookup),
+    so the bit only reads back."""
     nfr: int = 8
     rwbf: bool = False
     coherent: bool = True
@@ -190,6 +212,8 @@ class VtdConfig:
             raise ValueError(f"{WHAT}: unknown key 'raw'")
         given = {k: config.pop(k) for k in REGISTER_KEYS if k in config}
         if not given:
+            if config.get("qi") is False and "ir" not in config:
+                config["ir"] = False  # IR needs QI: a unit without QI has no IR either
             cfg = from_mapping(cls, config, WHAT)
             cfg.validate()
             return cfg
@@ -221,6 +245,13 @@ class VtdConfig:
         _check_range("sllps", self.sllps, 0, 3)
         _check_range("pss", self.pss, 0, 19)
         _check_range("nfr", self.nfr, 1, 256)
+        _check_range("mhmv", self.mhmv, 0, 15)
+        if self.ir and not self.qi:
+            raise ValueError("vtd config ir: interrupt remapping needs qi (IEC invalidation)")
+        if self.eim and not self.ir:
+            raise ValueError("vtd config eim: extended interrupt mode needs ir")
+        if self.pi and not self.ir:
+            raise ValueError("vtd config pi: posted interrupts need ir")
         if self.sagaw == 0 and not (self.smts and not self.slts):
             raise ValueError("vtd config sagaw: 0 is only valid with smts and without slts")
         if self.smts and not self.qi:
@@ -279,7 +310,11 @@ class VtdConfig:
         return c.encode(
             ND=self.nd,
             RWBF=int(self.rwbf),
+            PLMR=int(self.plmr),
+            PHMR=int(self.phmr),
             CM=int(self.cm),
+            ZLR=int(self.zlr),
+            PI=int(self.pi),
             SAGAW=self.sagaw,
             MGAW=self.mgaw - 1,
             FRO=self.fro,
@@ -299,6 +334,10 @@ class VtdConfig:
             C=int(self.coherent),
             QI=int(self.qi),
             DT=int(self.dt),
+            IR=int(self.ir),
+            EIM=int(self.eim),
+            SC=int(self.sc),
+            MHMV=self.mhmv if self.ir else 0,
             PT=int(self.pt),
             IRO=self.iro,
             PRS=int(self.prs),

@@ -48,6 +48,17 @@ class FR(enum.IntEnum):
     PAGING_ENTRY_RSVD = 0x0C
     CTX_TT_BLOCKED = 0x0D
     INTERRUPT_ADDR = 0x0E
+    # interrupt remapping (facts A12.2; hw.vtd.irq_remap)
+    IR_REQ_RSVD = 0x20
+    IR_INDEX_OVER = 0x21
+    IR_ENTRY_P = 0x22
+    IR_ROOT_INVAL = 0x23
+    IR_IRTE_RSVD = 0x24
+    IR_REQ_COMPAT = 0x25
+    IR_SID_ERR = 0x26
+    IR_PDA_INVAL = 0x27
+    IR_PID_RSVD = 0x28
+    IR_INVALID_REQUEST = 0x29
     # scalable mode
     SM_RTADDR_INVALID = 0x30
     SM_TTM_LEGACY_PASID = 0x31
@@ -209,14 +220,19 @@ class FaultReporting:
         write: bool,
         reason: FR,
         fpd: bool,
+        fi: int | None = None,
     ) -> DmaFault:
-        """Record a translation fault (spec 7.2) unless FPD suppresses a qualified one."""
+        """Record a translation fault (spec 7.2) unless FPD suppresses a qualified one.
+        ``fi`` replaces the recorded FI field (an interrupt-remapping fault records the
+        interrupt index in FI 63:48, not the address)."""
         unit = self.unit
         stats = unit.stats
         stats.faults += 1
         if fpd and reason not in NON_QUALIFIED:
             stats.faults_suppressed += 1
-        elif unit.faults.record(rid, addr, int(reason), write, pasid, priv, exe):
+        elif unit.faults.record(
+            rid, addr if fi is None else fi, int(reason), write, pasid, priv, exe
+        ):
             stats.faults_recorded += 1
         else:
             stats.faults_overflow += 1

@@ -268,8 +268,18 @@ class InvalidationQueue:
             self.kick()
 
     def _iec(self, qw0: int, qw1: int) -> None:
-        """Interrupt-entry cache: interrupt remapping is not modelled (ECAP.IR=0)."""
-        self.unit.stats.invalidations += 1
+        """Interrupt-entry cache (spec 6.5.2.9): G=0 global, G=1 the ``2**IM`` entries
+        from IIDX; IM above ECAP.MHMV is a reserved-field error."""
+        f = ent.QiIecQw0
+        u = self.unit
+        u.stats.invalidations += 1
+        if not f.G.get(qw0):
+            u.irq.invalidate(None)
+            return
+        im = f.IM.get(qw0)
+        if im > u.cfg.mhmv:
+            raise _DescError(IQEI_RSVD)
+        u.irq.invalidate(f.IIDX.get(qw0), im)
 
     def _wait(self, qw0: int, qw1: int) -> None:
         """Invalidation wait: status write (SW) and/or completion interrupt (IF).

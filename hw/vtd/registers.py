@@ -2,7 +2,8 @@
 
 Offsets are the spec's; the IOTLB register pair and the fault recording registers
 sit where CAP.FRO / ECAP.IRO say, which :mod:`hw.vtd.config` derives. PMEN/PLM*/PHM*
-read as zero (CAP.PLMR/PHMR are 0); AFLOG reads zero (CAP.AFL is 0).
+read as zero unless CAP.PLMR/PHMR (then :mod:`hw.vtd.pmr` defines them); AFLOG reads
+zero (CAP.AFL is 0).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ IEDATA_OFF = 0x0A4
 IEADDR_OFF = 0x0A8
 IEUADDR_OFF = 0x0AC
 IQERCD_OFF = 0x0B0
+IRTA_OFF = 0x0B8
 
 
 class VER(Register):
@@ -223,6 +225,16 @@ class IQERCD(Register):
     IQEI = Field(3, 0, RO)
     ITESID = Field(47, 32, RO)
     ICESID = Field(63, 48, RO)
+
+
+class IRTA(Register):
+    """IRTA_REG: table base, EIME, size S (entries = 2**(S+1)); facts A1."""
+
+    WIDTH = 64
+    S = Field(3, 0, RW)
+    RSVD = Field(10, 4, Access.RsvdZ)
+    EIME = Field(11, 11, RW)
+    IRTA = Field(63, 12, RW)
 
 
 class IVA(Register):

@@ -16,7 +16,12 @@ request queue) lands beside them with its registers wired here:
 - :mod:`hw.vtd.qi` — the invalidation queue;
 - :mod:`hw.vtd.translate` — table selection and the vendor half of :mod:`hw.translation`;
 - :mod:`hw.vtd.devtlb` — ATS translation requests, translated requests, device-TLB
-  invalidation.
+  invalidation;
+- :mod:`hw.vtd.irq_remap` — interrupt requests (DWORD writes without PASID to the
+  interrupt window), the remapping table at IRTA, the interrupt entry cache.
+
+Writes to the registers that configure the unit are reported as ``hw_vtd:reg_write``
+hardware trace events (register name and the value written).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from hw.vtd.config import VtdConfig
 from hw.vtd.devtlb import DeviceTlb
 from hw.vtd.faults import FR, FaultLog, FaultReporting
 from hw.vtd.invalidation import RegisterInvalidation
+from hw.vtd.irq_remap import IrqRemapping
+from hw.vtd.pmr import PHM, PLM, PMEN, ProtectedMemory
 from hw.vtd.translate import Translation
 from hw.vtd.walk import Walker
 
@@ -49,6 +56,16 @@ __all__ = ["GCMD_DELAY_NS", "StaleTranslationError", "VtdStats", "VtdUnit"]
 
 GCMD_DELAY_NS = 100
 """Time between a GCMD write and the matching GSTS change."""
+
+TRACED_REGS = frozenset(
+    {
+        "GCMD", "RTADDR", "CCMD", "IVA", "IOTLB", "IQA", "IRTA", "FECTL", "FEDATA", "FEADDR",
+        "FEUADDR", "IECTL", "IEDATA", "IEADDR", "IEUADDR", "PMEN", "PLMBASE", "PLMLIMIT",
+        "PHMBASE", "PHMLIMIT",
+    }
+)  # fmt: skip
+"""Registers whose writes configure the unit (``hw_vtd:reg_write``); the queue tail,
+status and fault-record writes are reported by the events of what they cause."""
 
 
 @define(slots=True)
@@ -95,7 +112,15 @@ class VtdUnit(IommuUnitModel):
         self.reginv = RegisterInvalidation(self)
         self.xlate = Translation(self)
         self.devtlb = DeviceTlb(self)
+        self.irq = IrqRemapping(self)
+        self.pmr = ProtectedMemory(self)
         self.regs = self._build_regs()
+        self._traced = {
+            dw: slot.name
+            for slot in self.regs.slots()
+            if slot.name in TRACED_REGS
+            for dw in range(slot.offset, slot.offset + slot.nbytes, 4)
+        }
         self.faults = FaultLog(self.regs, self.cfg.nfr, self.reporting.fault_event)
         self._pipeline: Pipeline | None = None
         self._walker: Walker | None = None
@@ -120,11 +145,12 @@ class VtdUnit(IommuUnitModel):
         rf.add(vr.EventAddr, vr.FEADDR_OFF, name="FEADDR")
         rf.add(vr.EventUAddr, vr.FEUADDR_OFF, name="FEUADDR")
         rf.add(vr.RO64, vr.AFLOG_OFF, name="AFLOG")
-        rf.add(vr.RO32, vr.PMEN_OFF, name="PMEN")
-        rf.add(vr.RO32, vr.PLMBASE_OFF, name="PLMBASE")
-        rf.add(vr.RO32, vr.PLMLIMIT_OFF, name="PLMLIMIT")
-        rf.add(vr.RO64, vr.PHMBASE_OFF, name="PHMBASE")
-        rf.add(vr.RO64, vr.PHMLIMIT_OFF, name="PHMLIMIT")
+        pmr = cfg.plmr or cfg.phmr
+        rf.add(PMEN if pmr else vr.RO32, vr.PMEN_OFF, name="PMEN", on_write=self.pmr.pmen_write)
+        rf.add(PLM if cfg.plmr else vr.RO32, vr.PLMBASE_OFF, name="PLMBASE")
+        rf.add(PLM if cfg.plmr else vr.RO32, vr.PLMLIMIT_OFF, name="PLMLIMIT")
+        rf.add(PHM if cfg.phmr else vr.RO64, vr.PHMBASE_OFF, name="PHMBASE")
+        rf.add(PHM if cfg.phmr else vr.RO64, vr.PHMLIMIT_OFF, name="PHMLIMIT")
         rf.add(vr.IQH, vr.IQH_OFF)
         rf.add(vr.IQT, vr.IQT_OFF, on_write=self._iqt_write)
         rf.add(vr.IQA, vr.IQA_OFF)
@@ -134,6 +160,7 @@ class VtdUnit(IommuUnitModel):
         rf.add(vr.EventAddr, vr.IEADDR_OFF, name="IEADDR")
         rf.add(vr.EventUAddr, vr.IEUADDR_OFF, name="IEUADDR")
         rf.add(vr.IQERCD, vr.IQERCD_OFF)
+        rf.add(vr.IRTA, vr.IRTA_OFF)
         iro = cfg.iro * 16
         rf.add(vr.IVA, iro, name="IVA")
         rf.add(vr.IOTLB, iro + 8, name="IOTLB", on_write=inv.iotlb_write)
@@ -187,7 +214,16 @@ class VtdUnit(IommuUnitModel):
         acts += [b for b in vr.LEVEL_BITS if (written ^ gsts) & b]
         if len(acts) > 1:
             self.error(f"GCMD write {written:#x} changes {len(acts)} controls at once")
-        for bit in (vr.GCMD.SRTP.mask, vr.GCMD.WBF.mask, vr.GCMD.QIE.mask, vr.GCMD.TE.mask):
+        order = (
+            vr.GCMD.SRTP.mask,
+            vr.GCMD.WBF.mask,
+            vr.GCMD.QIE.mask,
+            vr.GCMD.SIRTP.mask,
+            vr.GCMD.IRE.mask,
+            vr.GCMD.CFI.mask,
+            vr.GCMD.TE.mask,
+        )
+        for bit in order:
             if bit in acts:
                 acts.remove(bit)
                 self._gcmd_act(bit, bool(written & bit))
@@ -210,6 +246,15 @@ class VtdUnit(IommuUnitModel):
                 self.error("GCMD.QIE set but ECAP.QI is 0; ignored")
                 return
             self._schedule(GCMD_DELAY_NS, lambda: self.qi.enable(on), "qie")
+        elif bit in (vr.GCMD.SIRTP.mask, vr.GCMD.IRE.mask, vr.GCMD.CFI.mask):
+            if not self.cfg.ir:
+                self.error(f"GCMD bit {bit:#x} (interrupt remapping) set but ECAP.IR is 0; ignored")
+            elif bit == vr.GCMD.SIRTP.mask:
+                self.irq.sirtp()
+            elif bit == vr.GCMD.IRE.mask:
+                self.irq.set_enable(on)
+            else:
+                self.irq.set_cfi(on)
         else:
             self._schedule(GCMD_DELAY_NS, lambda: self._te_done(on), "te")
 
@@ -227,6 +272,23 @@ class VtdUnit(IommuUnitModel):
 
     def _iqt_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
         self.qi.tail_written()
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        self.regs.write(offset, size, value)
+        m = self.machine
+        if m is not None and m.hw_trace is not None:
+            name = self._traced.get(offset & ~3)
+            if name is not None:
+                self.emit("hw_vtd:reg_write", reg=name, offset=offset, value=value)
+
+    # -- interrupt requests (hw.vtd.irq_remap) -------------------------------------------
+    def interrupt_request(self, rid: int, addr: int, data: int) -> DmaFault | None:
+        """A DWORD write without PASID to the interrupt window from ``rid``."""
+        return self.irq.request(rid, addr, data)
+
+    def interrupt_window_fault(self, rid: int, addr: int, write: bool) -> DmaFault:
+        """A request without PASID to the window that is not an interrupt request."""
+        return self.irq.window_fault(rid, addr, write)
 
     # -- faults and events (hw.vtd.faults) ---------------------------------------------------
     def fault(
@@ -270,8 +332,10 @@ class VtdUnit(IommuUnitModel):
         self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
     ) -> DmaResult:
         if not self.te:
-            return self._untranslated(addr, size, write)
-        return self.xlate.translate(rid, pasid, priv, addr, size, write, False)
+            res = self._untranslated(addr, size, write)
+        else:
+            res = self.xlate.translate(rid, pasid, priv, addr, size, write, False)
+        return self.pmr.clip(addr, res, write) if self.pmr.active else res
 
     def translate_ex(
         self,
@@ -291,12 +355,14 @@ class VtdUnit(IommuUnitModel):
         Translation Request (AT = translation request): the completion entries are
         appended to it and the result carries only the fault (:meth:`ats_translate`)."""
         if ats is not None:
-            res = self.devtlb.request(rid, pasid, priv, addr, size, write)
-            ats.extend(res.entries)
-            return DmaResult((), res.fault)
+            answer = self.devtlb.request(rid, pasid, priv, addr, size, write)
+            ats.extend(answer.entries)
+            return DmaResult((), answer.fault)
         if not self.te:
-            return self._untranslated(addr, size, write)
-        return self.xlate.translate(rid, pasid, priv, addr, size, write, exe)
+            res = self._untranslated(addr, size, write)
+        else:
+            res = self.xlate.translate(rid, pasid, priv, addr, size, write, exe)
+        return self.pmr.clip(addr, res, write) if self.pmr.active else res
 
     def fresh_outcome(
         self, rid: int, pasid: int | None, priv: bool, exe: bool, write: bool, addr: int

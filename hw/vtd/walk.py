@@ -343,7 +343,7 @@ class Walker:
         read = self.mem.read_u64
         data, ram8 = self.mem.data, self.ram8
         rsvd = self.addr_rsvd
-        leaf_rsvd = rsvd if scalable else rsvd | _SL_SNP
+        leaf_rsvd = rsvd if scalable or self.cfg.sc else rsvd | _SL_SNP
         sllps = self.cfg.sllps
         ad = update and st.ssade
         table = st.root

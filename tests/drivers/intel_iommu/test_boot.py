@@ -36,7 +36,8 @@ def test_dmesg_shows_the_unit_its_mode_and_the_devices_behind_it(vtd: Vtd) -> No
 
 
 def test_bring_up_follows_init_dmars_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """QI on, SRTP, the three global invalidations, the fault MSI, then TE last."""
+    """QI on, interrupt remapping (SIRTP, IRE) before DMA remapping, SRTP, the three
+    global invalidations, the fault MSI, then TE last."""
     m = Machine(vtd_spec())
     writes: list[tuple[int, int]] = []
     real = m.mmio_write
@@ -50,18 +51,22 @@ def test_bring_up_follows_init_dmars_order(monkeypatch: pytest.MonkeyPatch) -> N
     k = boot(m, "", builtins=("drivers.intel_iommu",), entry_points=False)
     try:
         gcmd = [v for off, v in writes if off == ir.DMAR_GCMD_REG]
+        qie, ire = ir.DMA_GCMD_QIE, ir.DMA_GCMD_IRE
         assert gcmd == [
-            ir.DMA_GCMD_QIE,
-            ir.DMA_GCMD_QIE | ir.DMA_GCMD_SRTP,
-            ir.DMA_GCMD_QIE | ir.DMA_GCMD_TE,
+            qie,
+            qie | ir.DMA_GCMD_SIRTP,
+            qie | ire,
+            qie | ire | ir.DMA_GCMD_SRTP,
+            qie | ire | ir.DMA_GCMD_TE,
         ]
+        srtp = writes.index((ir.DMAR_GCMD_REG, qie | ire | ir.DMA_GCMD_SRTP))
         offs = [off for off, _ in writes]
-        srtp = offs.index(ir.DMAR_GCMD_REG, offs.index(ir.DMAR_GCMD_REG) + 1)
         te = len(offs) - 1 - offs[::-1].index(ir.DMAR_GCMD_REG)
         # context-cache, PASID-cache and IOTLB global invalidations, one IQT write each
         assert offs[srtp + 1 : srtp + 4] == [ir.DMAR_IQT_REG] * 3
         assert offs.index(ir.DMAR_FEDATA_REG) < offs.index(ir.DMAR_FECTL_REG) < te
         assert offs.index(ir.DMAR_IQA_REG) < offs.index(ir.DMAR_GCMD_REG)
+        assert offs.index(ir.DMAR_IRTA_REG) < offs.index(ir.DMAR_GCMD_REG, offs.index(0xB8))
     finally:
         k.shutdown()
 

@@ -50,14 +50,18 @@ def test_ver_defaults_by_mode_when_not_given() -> None:
     ("config", "message"),
     [
         (
-            {**RAW, "ecap": "0x480080f00f4a"},
-            "vtd.ecap bit 3 (IR, interrupt remapping) is not modelled",
+            {**RAW, "ecap": hex(ECAP | 1 << 26)},
+            "vtd.ecap bit 26 (NEST, nested translation) is not modelled",
         ),
-        ({**RAW, "ecap": hex(ECAP | 1 << 7)}, "vtd.ecap bit 7 (SC, snoop control) is not modelled"),
-        ({**RAW, "ecap": hex(ECAP | 0xF << 20)}, "vtd.ecap bits 23:20 (MHMV"),
+        ({**RAW, "ecap": hex(ECAP | 1 << 25)}, "vtd.ecap bit 25 (MTS, memory type support) is not"),
+        ({**RAW, "ecap": hex(ECAP & ~(1 << 3) | 1 << 4)}, "extended interrupt mode needs ir"),
         (
-            {**RAW, "cap": hex(CAP | 1 << 59)},
-            "vtd.cap bit 59 (PI, posted interrupts) is not modelled",
+            {**RAW, "cap": hex(CAP | 1 << 61)},
+            "vtd.cap bit 61 (ECMDS, enhanced command interface) is not modelled",
+        ),
+        (
+            {**RAW, "cap": hex(CAP | 1 << 59), "ecap": hex(ECAP & ~(1 << 3))},
+            "posted interrupts need ir",
         ),
         ({**RAW, "cap": hex(CAP | 1 << 63)}, "vtd.cap bit 63 (ESRTPS"),
         ({**RAW, "cap": hex(CAP | 1 << 38)}, "vtd.cap bit 38 is reserved"),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from hw.vtd import FR
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
@@ -69,9 +73,12 @@ def test_multi_bit_gcmd_write_acts_on_each_bit_and_is_recorded() -> None:
     assert any("2 controls" in e for e in unit.errors)
 
 
-def test_unsupported_gcmd_bits_are_ignored_and_recorded() -> None:
-    m, unit = make()
-    reg_write(m, vr.GCMD_OFF, vr.GCMD.IRE.mask)
+@pytest.mark.parametrize(
+    ("config", "bit"), [({"ir": False}, vr.GCMD.IRE.mask), ({}, vr.GCMD.SFL.mask)]
+)
+def test_unsupported_gcmd_bits_are_ignored_and_recorded(config: dict[str, Any], bit: int) -> None:
+    m, unit = make(config)
+    reg_write(m, vr.GCMD_OFF, bit)
     m.clock.advance(1000)
     assert reg_read(m, vr.GSTS_OFF) == 0 and unit.errors
 
