@@ -154,6 +154,9 @@ class Walker:
         """A table entry at or below this address is RAM: the walks read it in line
         (one ``unpack_from``, no call); above it :meth:`Memory.read_u64` decides."""
         self.addr_rsvd = ent.addr_rsvd(cfg.haw)
+        self.sl_leaf_rsvd = (self.addr_rsvd | (0 if cfg.sc else _SL_SNP), self.addr_rsvd)
+        """Reserved bits of a second-stage leaf, [scalable]: SNP (bit 11) too in legacy
+        mode without snoop control (ECAP.SC)."""
         self.sl_bits = tuple(min(30 + 9 * (n - 2), cfg.mgaw) for n in range(6))
         """Second-stage input address width for each level count (MGAW caps it)."""
         self.set_bits: Callable[[int, int], None] = _set_bits(memory)
@@ -343,7 +346,7 @@ class Walker:
         read = self.mem.read_u64
         data, ram8 = self.mem.data, self.ram8
         rsvd = self.addr_rsvd
-        leaf_rsvd = self.sl_leaf_rsvd(scalable)
+        leaf_rsvd = self.sl_leaf_rsvd[scalable]
         sllps = self.cfg.sllps
         ad = update and st.ssade
         table = st.root
@@ -453,12 +456,6 @@ class Walker:
                 FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
             ) from None
 
-    def sl_leaf_rsvd(self, scalable: bool) -> int:
-        """Reserved bits of a second-stage leaf: SNP (bit 11) too in legacy mode
-        without snoop control (ECAP.SC)."""
-        rsvd = self.addr_rsvd
-        return rsvd if scalable or self.cfg.sc else rsvd | _SL_SNP
-
     def leaf_run(
         self, st: Stage, memo: WalkMemo, addr: int, count: int, scalable: bool
     ) -> list[tuple[int, int]]:
@@ -479,7 +476,7 @@ class Walker:
                 x = 0 if pte >> 63 else PERM_X
                 out.append((pte & _ADDR_4K, up & (1 | (pte & 2) | ((pte & 4) << 1) | x)))
         else:
-            bad = _PS | self.sl_leaf_rsvd(scalable)
+            bad = _PS | self.sl_leaf_rsvd[scalable]
             for pte in ptes:
                 if not pte & _SL_PRESENT or pte & bad:
                     break
