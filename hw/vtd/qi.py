@@ -172,9 +172,18 @@ class InvalidationQueue:
         if kind is None:
             raise _DescError(IQEI_TYPE)
         rsvd0, rsvd1, handler = kind
-        if qw0 & rsvd0 or qw1 & rsvd1 or (self.dw and (q[2] or q[3])):
+        if (
+            qw0 & rsvd0
+            or qw1 & rsvd1
+            or (
+                self.dw
+                and (q[2] or q[3])
+                # a page group response with private data carries it in qw2/qw3
+                and not (dtype == ent.QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
+            )
+        ):
             raise _DescError(IQEI_RSVD)
-        if dtype == ent.QI_WAIT and self.inflight:
+        if dtype == ent.QI_WAIT and (self.inflight or self._drain_pending(qw0)):
             raise _Stall
         u.stats.qi_descriptors += 1
         if m.hw_trace is not None:
@@ -263,9 +272,24 @@ class InvalidationQueue:
 
     def _completion(self) -> None:
         self.inflight -= 1
-        if not self.inflight and self._stalled:
+        self.resume()
+
+    def resume(self) -> None:
+        """Something a stalled wait descriptor waited for finished: run on if nothing
+        else holds it."""
+        if self._stalled and not self.inflight and not self.unit.prq.in_transit:
             self._stalled = False
             self.kick()
+
+    def _drain_pending(self, qw0: int) -> bool:
+        """PD=1 (with ECAP.PDS): page requests received before the wait must have been
+        written to the page request queue first."""
+        u = self.unit
+        return bool(ent.QiWaitQw0.PD.get(qw0) and u.cfg.pds and u.prq.in_transit)
+
+    def _pgrp(self, qw0: int, qw1: int) -> None:
+        """Page group response (spec 6.5.2.9): to the function, as a PRG Response."""
+        self.unit.prq.group_response(qw0, qw1)
 
     def _iec(self, qw0: int, qw1: int) -> None:
         """Interrupt-entry cache (spec 6.5.2.9): G=0 global, G=1 the ``2**IM`` entries
@@ -306,4 +330,5 @@ _HANDLERS: dict[int, _Handler] = {
     ent.QI_PIOTLB: InvalidationQueue._piotlb,
     ent.QI_PC: InvalidationQueue._pc,
     ent.QI_PDEVTLB: InvalidationQueue._pdevtlb,
+    ent.QI_PGRP: InvalidationQueue._pgrp,
 }
