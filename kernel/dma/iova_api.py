@@ -32,6 +32,7 @@ from attrs import define
 from kernel.bug import WARN_ON, WARN_ON_ONCE
 from kernel.device import Device
 from kernel.dma import debug
+from kernel.dma.debug import dma_debug_state
 from kernel.errno import EINVAL, EIO, KernelError
 from kernel.iommu.dma_iommu import (
     IommuDmaCookie,
@@ -53,6 +54,8 @@ from kernel.mm import GFP_ATOMIC
 DMA_IOVA_USE_SWIOTLB = 1 << 63
 _PROT = {d: dma_info_to_prot(d, True, 0) for d in (0, 1, 2)}
 """The coherent, attribute-free protections of each direction, computed once."""
+_SIZE_MASK = DMA_IOVA_USE_SWIOTLB - 1
+"""``dma_iova_size``'s mask, for the per-link check."""
 
 
 @define(eq=False)
@@ -131,39 +134,46 @@ def dma_iova_link(
     dir: int,
     attrs: int = 0,
 ) -> int:
-    """``dma_iova_link``: map ``size`` bytes at ``phys`` at ``offset`` into the
-    range, without an IOTLB sync. 0, or -EIO when a link other than the first is
-    not granule-aligned, -EINVAL past the allocated size, -ENOMEM when page-table
-    memory runs out (nothing of this link left mapped). Called once per page, so
-    the domain and granule are read once and no helper runs on the good path."""
-    domain = iommu_get_dma_domain(dev) if dev.dma_iommu else None
+    """``dma_iova_link`` (and ``__dma_iova_link``): map ``size`` bytes at ``phys`` at
+    ``offset`` into the range with ``iommu_map_nosync``, without an IOTLB sync. 0,
+    or -EIO when a link other than the first is not granule-aligned, -EINVAL past
+    the allocated size, -ENOMEM when page-table memory runs out (nothing of this
+    link left mapped).
+
+    Called once per page, so the good path is upstream's work and no more: the
+    domain and its cookie read once, the granule padding, the map. Upstream's
+    per-link ``dev_use_swiotlb`` test is not needed here (untrusted devices never
+    get an IOVA range from :func:`dma_iova_try_alloc`), nor its cache maintenance
+    (DMA is coherent on x86)."""
+    domain = iommu_get_dma_domain(dev)
     cookie = domain.iova_cookie if domain is not None else None
     iovad = cookie.iovad if isinstance(cookie, IommuDmaCookie) else None
-    if iovad is None or not state.size_:
+    total = state.size_ & _SIZE_MASK
+    if iovad is None or not total:
         WARN_ON_ONCE(True, "dma_iova_link without an IOVA")
         return -EINVAL.errno
-    assert domain is not None
+    assert domain is not None  # it has the cookie
     mask = iovad.granule - 1
     pad = phys & mask
     if pad and offset > 0:
         WARN_ON_ONCE(True, "dma_iova_link: unaligned link")
         return -EIO.errno
-    if size <= 0 or offset + size > state.size_ & ~DMA_IOVA_USE_SWIOTLB:
-        debug.debug_dma_iova_overflow(dev, state.addr, dma_iova_size(state), offset, size)
+    if size <= 0 or offset + size > total:
+        debug.debug_dma_iova_overflow(dev, state.addr, total, offset, size)
         return -EINVAL.errno
-    prot = _PROT.get(dir) if not attrs else None
+    prot = _PROT.get(dir, 0) if not attrs else dma_info_to_prot(dir, True, attrs)
     try:
         iommu_map_nosync(
             domain,
             state.addr + offset - pad,
             phys - pad,
             (size + pad + mask) & ~mask,
-            dma_info_to_prot(dir, True, attrs) if prot is None else prot,
+            prot,
             GFP_ATOMIC,
         )
     except KernelError as e:
         return -e.errno
-    if not debug.dma_debug_state().disabled:
+    if not dma_debug_state().disabled:
         debug.debug_dma_iova_link(dev, state.addr + offset, phys, size, dir, attrs)
     return 0
 

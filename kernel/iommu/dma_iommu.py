@@ -39,7 +39,7 @@ from kernel.dma.swiotlb import (
     swiotlb_tbl_map_single,
     swiotlb_tbl_unmap_single,
 )
-from kernel.errno import ENODEV, ENOMEM, EOPNOTSUPP, EPERM, KernelError
+from kernel.errno import EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, EPERM, KernelError
 from kernel.idr import ida_alloc_range, ida_free
 from kernel.iommu.iommu import (
     PASID_API_SEED_V3,
@@ -47,8 +47,8 @@ from kernel.iommu.iommu import (
     iommu_get_domain_for_dev,
     iommu_iova_to_phys,
     iommu_map,
+    iommu_map_sg,
     iommu_state,
-    iommu_unmap,
     iommu_unmap_fast,
 )
 from kernel.iommu.iommu_h import (
@@ -439,10 +439,12 @@ def iommu_dma_map_sg(dev: Device, sgl: list[Scatterlist], nents: int, dir: int, 
     Each entry is first widened to whole granules (its offset into the granule is
     stashed in ``dma_address``, its length in ``dma_length``, as C does); where an
     entry would cross the segment boundary, the previous entry's span is padded up
-    to it (mapping more of that entry's physical pages, as Linux does). Physically
-    contiguous neighbours go to the IOMMU in one ``iommu_map`` (``iommu_map_sg``).
-    Returns the number of DMA segments, or -ENOMEM/-EINVAL with every entry
-    restored (:func:`__invalidate_sg`) and nothing left mapped.
+    to it (mapping more of that entry's physical pages, as Linux does). The list
+    then goes to :func:`iommu_map_sg`, which maps physically contiguous neighbours
+    together and syncs the IOTLB once for the whole range. Returns the number of
+    DMA segments, or -ENOMEM, or -EINVAL for any other failure, as 6.12 (which
+    also passes P2PDMA's -EREMOTEIO, not modelled here), with every entry restored
+    (:func:`__invalidate_sg`) and nothing left mapped.
     """
     domain = iommu_get_dma_domain(dev)
     assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
@@ -472,25 +474,13 @@ def iommu_dma_map_sg(dev: Device, sgl: list[Scatterlist], nents: int, dir: int, 
     if not iova:
         __invalidate_sg(segs)
         return -ENOMEM.errno
-    cur = iova
-    run_iova, run_phys, run_len = iova, -1, 0
-    try:
-        for s in segs:
-            phys = s.phys
-            if run_len and run_phys + run_len == phys:
-                run_len += s.length
-            else:
-                if run_len:
-                    iommu_map(domain, run_iova, run_phys, run_len, prot, GFP_ATOMIC)
-                run_iova, run_phys, run_len = cur, phys, s.length
-            cur += s.length
-        iommu_map(domain, run_iova, run_phys, run_len, prot, GFP_ATOMIC)
-    except KernelError:
-        if run_iova > iova:
-            iommu_unmap(domain, iova, run_iova - iova)
+    ret = iommu_map_sg(domain, iova, segs, nents, prot, GFP_ATOMIC)
+    # 6.12 also fails a short (positive) result without unmapping it; that cannot
+    # happen here: every entry spans at least one granule, so iommu_map_sg maps all
+    if ret < iova_len:
         iommu_dma_free_iova(domain, iova, iova_len, None)
         __invalidate_sg(segs)
-        return -ENOMEM.errno
+        return -ENOMEM.errno if ret == -ENOMEM.errno else -EINVAL.errno
     return __finalise_sg(dev, segs, iova)
 
 
