@@ -46,9 +46,11 @@ EBUSY = _errno("EBUSY", 16, "Device or resource busy")
 EEXIST = _errno("EEXIST", 17, "File exists")
 ENODEV = _errno("ENODEV", 19, "No such device")
 EINVAL = _errno("EINVAL", 22, "Invalid argument")
+ENOTTY = _errno("ENOTTY", 25, "Not a typewriter")
 ENOSPC = _errno("ENOSPC", 28, "No space left on device")
 ERANGE = _errno("ERANGE", 34, "Math result not representable")
 EOVERFLOW = _errno("EOVERFLOW", 75, "Value too large for defined data type")
+EMSGSIZE = _errno("EMSGSIZE", 90, "Message too long")
 EOPNOTSUPP = _errno("EOPNOTSUPP", 95, "Operation not supported")
 EADDRINUSE = _errno("EADDRINUSE", 98, "Address already in use")
 ETIMEDOUT = _errno("ETIMEDOUT", 110, "Connection timed out")
@@ -72,9 +74,11 @@ BY_ERRNO: dict[int, type[KernelError]] = {
         EEXIST,
         ENODEV,
         EINVAL,
+        ENOTTY,
         ENOSPC,
         ERANGE,
         EOVERFLOW,
+        EMSGSIZE,
         EOPNOTSUPP,
         EADDRINUSE,
         ETIMEDOUT,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, cast
 
+from drivers.arm_smmu_v3 import iommufd as smmu_iommufd
 from drivers.arm_smmu_v3 import registers as r
 from drivers.arm_smmu_v3.cmdq import (
     ArmSmmuCmdqEnt,
@@ -204,6 +205,12 @@ class ArmSmmuOps:
             kfree(kmem)
             raise
         return smmu_domain
+
+    def domain_alloc_user(
+        self, dev: Device, flags: int, parent: IommuDomain | None, user_data: Any
+    ) -> IommuDomain:
+        """``arm_smmu_domain_alloc_user`` (iommufd's IOMMU_HWPT_ALLOC)."""
+        return smmu_iommufd.arm_smmu_domain_alloc_user(self, dev, flags, parent, user_data)
 
     def def_domain_type(self, dev: Device) -> int:
         return 0

@@ -134,6 +134,7 @@ from kernel.iommu.iommu_h import (
     __IOMMU_DOMAIN_PAGING,
     IOMMU_CAP_CACHE_COHERENCY,
     IOMMU_CAP_DEFERRED_FLUSH,
+    IOMMU_CAP_DIRTY_TRACKING,
     IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
     IOMMU_DOMAIN_DMA,
     IOMMU_DOMAIN_DMA_FQ,
@@ -901,7 +902,14 @@ def intel_iommu_capable(dev: Device, cap: int) -> bool:
         return True
     if cap == IOMMU_CAP_ENFORCE_CACHE_COHERENCY:
         return bool(ir.ecap_sc_support(dev_info_of(dev).iommu.ecap))
+    if cap == IOMMU_CAP_DIRTY_TRACKING:
+        return ssads_supported(dev_info_of(dev).iommu)
     return False
+
+
+def ssads_supported(iommu: IntelIommu) -> bool:
+    """``ssads_supported``: scalable mode with second-stage A/D bits (ECAP.SLADS)."""
+    return bool(iommu.sm and ir.ecap_slads(iommu.ecap))
 
 
 # --------------------------------------------------------------------------- reserved regions

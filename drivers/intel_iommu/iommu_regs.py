@@ -172,6 +172,10 @@ def ecap_slads(e: int) -> int:
     return (e >> 45) & 1
 
 
+def ecap_nest(e: int) -> int:
+    return (e >> 26) & 1
+
+
 def ecap_smts(e: int) -> int:
     return (e >> 43) & 1
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from drivers.intel_iommu import iommu as vtd
 from drivers.intel_iommu import iommu_pt, kernel_sva, seed_v3
+from drivers.intel_iommu import iommufd as intel_iommufd
 from drivers.intel_iommu.domain import dev_info_of
 from drivers.intel_iommu.prq import (
     intel_iommu_disable_iopf,
@@ -155,8 +156,20 @@ class IntelIommuOps:
 
     def domain_alloc_paging(self, dev: Device) -> IommuDomain:
         """``intel_iommu_domain_alloc_paging_flags`` with no flags."""
-        iommu = dev_info_of(dev).iommu
-        first_stage = vtd.first_level_by_default(iommu)
+        return self.paging_domain_alloc(dev, vtd.first_level_by_default(dev_info_of(dev).iommu))
+
+    def hw_info(self, dev: Device) -> tuple[bytes, int]:
+        """``intel_iommu_hw_info`` (iommufd's IOMMU_GET_HW_INFO)."""
+        return intel_iommufd.intel_iommu_hw_info(dev)
+
+    def domain_alloc_user(
+        self, dev: Device, flags: int, parent: IommuDomain | None, user_data: Any
+    ) -> IommuDomain:
+        """``intel_iommu_domain_alloc_user`` (iommufd's IOMMU_HWPT_ALLOC)."""
+        return intel_iommufd.intel_iommu_domain_alloc_user(self, dev, flags, parent, user_data)
+
+    def paging_domain_alloc(self, dev: Device, first_stage: bool) -> IommuDomain:
+        """A paging domain of the stage asked for, with this driver's ops."""
         if iommu_pt_generic():  # iommu.pt=generic: the table is generic_pt's
             domain = iommu_pt.intel_pt_domain_alloc(dev, first_stage)
             domain.ops = self.pt_domain_ops

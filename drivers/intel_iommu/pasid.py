@@ -82,6 +82,8 @@ MAX_NR_PASID_BITS = 20
 PASID_ENTRY_PGTT_FL_ONLY = 1
 PASID_ENTRY_PGTT_SL_ONLY = 2
 PASID_ENTRY_PGTT_NESTED = 3
+PASID_QW0_SSADE = 1 << 9
+"""Second-stage A/D enable (``pasid_set_ssade``)."""
 PASID_ENTRY_PGTT_PT = 4
 
 PASID_FLAG_SUPERVISOR_MODE = 1 << 0
@@ -333,7 +335,10 @@ def intel_pasid_setup_second_level(
         raise EINVAL(f"{iommu.name}: no second-stage translation")
     pgd = virt_to_phys(domain.pgd)
     did = domain_id_iommu(domain, iommu)
-    _setup(iommu, dev, pasid, pasid_pte_config_second_level(iommu, pgd, did, domain.agaw))
+    val = pasid_pte_config_second_level(iommu, pgd, did, domain.agaw)
+    if domain.dirty_tracking:
+        val[0] |= PASID_QW0_SSADE
+    _setup(iommu, dev, pasid, val)
 
 
 def intel_pasid_setup_pass_through(iommu: IntelIommu, dev: Device, pasid: int) -> None:
@@ -373,6 +378,8 @@ def intel_pasid_replace_second_level(
     pgd = virt_to_phys(domain.pgd)
     did = domain_id_iommu(domain, iommu)
     val = pasid_pte_config_second_level(iommu, pgd, did, domain.agaw)
+    if domain.dirty_tracking:
+        val[0] |= PASID_QW0_SSADE
     _replace(iommu, dev, pasid, old_did, val)
 
 

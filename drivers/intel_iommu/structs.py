@@ -226,6 +226,9 @@ class DmarDomain(IommuDomain):
     deferred_free: list[int] = field(factory=list)
     """Table pages an unmap with a deferred flush (flush queue) emptied."""
     seed_v3: bool = False
+    dirty_tracking: bool = False
+    """Second-stage A/D tracking is on (``dmar_domain->dirty_tracking``): every PASID
+    entry pointing at the domain has SSADE set."""
     kmem: int = 0
     pt: PtIommu | None = None
     """The generic page table (``fspt``/``sspt``) under ``iommu.pt=generic``; None for

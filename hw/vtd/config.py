@@ -43,7 +43,7 @@ CAP_KNOBS = (
 )  # fmt: skip
 ECAP_KNOBS = (
     "coherent", "qi", "dt", "ir", "eim", "sc", "mhmv", "pt", "prs", "pds", "ers", "srs", "nwfs",
-    "pss", "pasid", "smts", "slts", "flts",
+    "pss", "pasid", "smts", "slts", "flts", "slads",
 )  # fmt: skip
 
 FIXED_REGS_END = vr.PEUADDR_OFF + 4
@@ -60,7 +60,6 @@ _UNMODELLED: dict[tuple[str, str], str] = {
     ("ecap", "EAFS"): "extended accessed flag",
     ("ecap", "DIT"): "device-TLB invalidation throttling",
     ("ecap", "VCS"): "virtual command",
-    ("ecap", "SLADS"): "second-stage accessed/dirty",
     ("ecap", "RPS"): "RID_PASID field",
     ("ecap", "PMS"): "performance monitoring",
     ("ecap", "ADMS"): "abort-DMA mode",
@@ -138,6 +137,7 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
         "smts": bool(e["SMTS"]),
         "slts": bool(e["SLTS"]),
         "flts": bool(e["FLTS"]),
+        "slads": bool(e["SLADS"]),
     }
 
 
@@ -170,6 +170,10 @@ class VtdConfig:
     smts: bool = True
     flts: bool = True
     slts: bool = True
+    slads: bool = False
+    """Second-stage accessed/dirty bits (ECAP.SLADS): the walk sets A/D in second-stage
+    leaves of a PASID entry with SSADE (the model honours SSADE either way; this knob
+    is what the unit advertises)."""
     pt: bool = True
     dt: bool = True
     pasid: bool = True
@@ -360,4 +364,5 @@ class VtdConfig:
             SLTS=int(self.slts and self.smts),
             FLTS=int(self.flts and self.smts),
             SMPWC=int(self.smts and self.coherent),
+            SLADS=int(self.slads and self.smts),
         )

@@ -442,6 +442,42 @@ def iommu_detach_device(domain: IommuDomain, dev: Device) -> None:
         __iommu_group_set_core_domain(group)
 
 
+def iommu_attach_group(domain: IommuDomain, group: IommuGroup) -> None:
+    """``iommu_attach_group``: the whole group to ``domain``; EBUSY unless the group
+    is on its default or blocking domain, EINVAL for a domain of another driver or
+    a type that cannot be attached to the RID."""
+    with group.mutex:
+        if group.domain not in (None, group.default_domain, group.blocking_domain):
+            raise EBUSY(f"group {group.id} already attached to a non-default domain")
+        if not group.devices or domain.owner is not dev_iommu_ops(group.devices[0]):
+            raise EINVAL(f"domain does not belong to group {group.id}'s IOMMU driver")
+        if domain.type == IOMMU_DOMAIN_SVA or not (
+            domain.type & __IOMMU_DOMAIN_PAGING or domain.type == IOMMU_DOMAIN_BLOCKED
+        ):
+            raise EINVAL(f"cannot attach a {domain.type:#x} domain to group {group.id}")
+        __iommu_group_set_domain(group, domain)
+
+
+def iommu_detach_group(domain: IommuDomain, group: IommuGroup) -> None:
+    """``iommu_detach_group``: back to the blocking (owned) or default domain."""
+    with group.mutex:
+        if WARN_ON(domain is not group.domain):
+            return
+        __iommu_group_set_core_domain(group)
+
+
+def iommu_group_replace_domain(group: IommuGroup, new_domain: IommuDomain) -> None:
+    """``iommu_group_replace_domain`` (for iommufd): move an owned group from one
+    domain to another without passing through the blocking domain; on failure the
+    group stays on its old domain."""
+    if new_domain.type == IOMMU_DOMAIN_SVA:
+        raise EINVAL("cannot replace with an SVA domain")
+    with group.mutex:
+        if not group.devices or new_domain.owner is not dev_iommu_ops(group.devices[0]):
+            raise EINVAL(f"domain does not belong to group {group.id}'s IOMMU driver")
+        __iommu_group_set_domain(group, new_domain)
+
+
 # --------------------------------------------------------------------------- DMA ownership
 
 

@@ -158,6 +158,10 @@ class IommuDomain:
     pasid_users: int = 0
     pasid_lock: threading.Lock = field(factory=threading.Lock)
     name: str = ""
+    dirty_ops: Any = None
+    """``domain->dirty_ops`` (``struct iommu_dirty_ops``: ``set_dirty_tracking``,
+    ``read_and_clear_dirty``), set by a driver for a dirty-tracking domain; see
+    :mod:`kernel.iommufd.iova_bitmap`."""
 
     def __repr__(self) -> str:
         return f"<iommu_domain {self.name or hex(id(self))} type={self.type:#x}>"

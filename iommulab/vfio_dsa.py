@@ -1,0 +1,104 @@
+"""A user-space DSA driver over a VFIO device file, as a VMM or a DPDK-style driver
+runs one after binding the device through iommufd.
+
+It reaches the device only through what VFIO hands user space: BAR0 (registers)
+and BAR2 (WQ portals) mapped from the device file, and DMA addresses that are
+IOVAs of the IOAS (or HWPT) the device is attached to. It configures one dedicated
+WQ in group 0 with every engine, submits descriptors with MOVDIR64B and reads the
+completion record from its own memory. No PASID: the DSA's requests carry the
+requester ID only, so they translate through the device's RID attachment.
+"""
+
+from __future__ import annotations
+
+from attrs import define
+
+from hw.dsa import registers as regs
+from kernel.delay import udelay
+from kernel.errno import EIO, ETIMEDOUT
+from kernel.io import IoMem, movdir64b
+from kernel.mm import memory_read, memory_write
+from kernel.uapi.idxd import (
+    DSA_OPCODE_MEMMOVE,
+    IDXD_OP_FLAG_CRAV,
+    IDXD_OP_FLAG_RCR,
+    DsaCompletionRecord,
+    DsaHwDesc,
+)
+from kernel.vfio.device_cdev import VfioDeviceFile
+
+CMD_ENABLE_DEVICE = 1
+CMD_DISABLE_DEVICE = 2
+CMD_ENABLE_WQ = 6
+WQCFG_MIN_SHIFT = 5
+WQ_SIZE = 16
+
+
+@define(eq=False)
+class VfioDsa:
+    """The driver: ``enable()``, then ``memmove(...)`` any number of times, then
+    ``disable()`` before the device file is closed."""
+
+    bar0: IoMem
+    bar2: IoMem
+
+    @classmethod
+    def open(cls, vfio: VfioDeviceFile) -> VfioDsa:
+        return cls(vfio.region(0), vfio.region(2))
+
+    def _cmd(self, cmd: int, operand: int = 0) -> None:
+        self.bar0.writel(regs.CMD.encode(cmd=cmd, operand=operand), regs.CMD_OFFSET)
+        for _ in range(1000):
+            sts = self.bar0.readl(regs.CMDSTS_OFFSET)
+            if not sts >> 31:
+                if sts & 0xFF:
+                    raise EIO(f"DSA command {cmd} failed with status {sts & 0xFF:#x}")
+                return
+            udelay(1)
+        raise ETIMEDOUT(f"DSA command {cmd}")
+
+    def enable(self, pasid: int | None = None) -> None:
+        """Configure WQ 0 (dedicated, 16 entries) in group 0 with all engines, enable
+        the device and the WQ. With ``pasid`` the WQ tags every request with it (the
+        device then translates through that PASID's attachment)."""
+        table = self.bar0.readq(regs.TABLE_OFFSETS_OFFSET)
+        grpcfg = (table & 0xFFFF) * regs.TABLE_OFFSET_MULT
+        wqcfg = ((table >> 16) & 0xFFFF) * regs.TABLE_OFFSET_MULT
+        engines = self.bar0.readq(regs.ENGCAP_OFFSET) & 0xFF
+        self.bar0.writel(WQ_SIZE, wqcfg)
+        mode = regs.WQCFG_MODE.encode(
+            mode=1, priority=1, pasid_en=int(pasid is not None), pasid=pasid or 0
+        )
+        self.bar0.writel(mode, wqcfg + 8)
+        self.bar0.writel(
+            regs.WQCFG_SHIFTS.encode(max_xfer_shift=31, max_batch_shift=10), wqcfg + 12
+        )
+        self.bar0.writeq(1, grpcfg)  # WQ 0
+        self.bar0.writeq((1 << engines) - 1, grpcfg + 32)
+        self._cmd(CMD_ENABLE_DEVICE)
+        self._cmd(CMD_ENABLE_WQ, 0)
+
+    def disable(self) -> None:
+        self._cmd(CMD_DISABLE_DEVICE)
+
+    def memmove(
+        self, src_iova: int, dst_iova: int, size: int, cr_iova: int, cr_uptr: int
+    ) -> DsaCompletionRecord:
+        """Copy ``size`` bytes between IOVAs; the completion record goes to
+        ``cr_iova``, which user space sees at ``cr_uptr``. Returns the record."""
+        memory_write(cr_uptr, bytes(DsaCompletionRecord.SIZE))
+        desc = DsaHwDesc(
+            opcode=DSA_OPCODE_MEMMOVE,
+            flags=IDXD_OP_FLAG_CRAV | IDXD_OP_FLAG_RCR,
+            completion_addr=cr_iova,
+            src_addr=src_iova,
+            dst_addr=dst_iova,
+            xfer_size=size,
+        )
+        movdir64b(self.bar2, desc.to_bytes())
+        for _ in range(10_000):
+            rec = DsaCompletionRecord.from_bytes(memory_read(cr_uptr, DsaCompletionRecord.SIZE))
+            if rec.status:
+                return rec
+            udelay(1)
+        raise ETIMEDOUT("DSA memmove never completed")

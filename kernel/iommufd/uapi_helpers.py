@@ -1,0 +1,110 @@
+"""Thin typed helpers over :meth:`~kernel.iommufd.main.IommufdCtx.ioctl`, as a
+user-space library (or the selftest's ``test_ioctl_*`` macros) would write them:
+each packs its UAPI struct into a buffer, issues the ioctl and raises the
+:class:`~kernel.errno.KernelError` of the errno it returned.
+
+No kernel-side shortcut: everything goes through the bytes of
+``include/uapi/linux/iommufd.h``, so these exercise exactly what user space
+reaches. Array arguments (IOVA ranges, vendor data) travel through user memory:
+the caller passes a user buffer address (see :mod:`kernel.iommufd.user`).
+"""
+
+from __future__ import annotations
+
+from attrs import define
+
+from kernel.errno import BY_ERRNO, KernelError
+from kernel.iommufd.main import IommufdCtx, iommufd_fops_open
+from kernel.uapi import iommufd as uapi
+from kernel.uapi.iommufd import UapiStruct
+
+RW = uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE
+
+
+def raise_errno(rc: int, what: str) -> None:
+    """Raise the KernelError for a negative return ``rc``."""
+    if rc:
+        cls = BY_ERRNO.get(-rc)
+        if cls is None:
+            raise KernelError(f"{what}: errno {-rc}")
+        raise cls(what)
+
+
+def do_ioctl(ictx: IommufdCtx, cmd: int, st: UapiStruct) -> bytearray:
+    """Issue ``cmd`` with ``st`` (``size`` filled in when zero); return the buffer
+    after the call. Raises on a negative return."""
+    if getattr(st, "size", None) == 0:
+        st.size = st.SIZE  # type: ignore[attr-defined]
+    buf = bytearray(st.to_bytes())
+    raise_errno(ictx.ioctl(cmd, buf), type(st).__name__)
+    return buf
+
+
+@define(eq=False)
+class Iommufd:
+    """An open iommufd and its commands."""
+
+    ctx: IommufdCtx
+
+    @classmethod
+    def open(cls) -> Iommufd:
+        return cls(iommufd_fops_open())
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def destroy(self, oid: int) -> None:
+        do_ioctl(self.ctx, uapi.IOMMU_DESTROY, uapi.iommu_destroy(id=oid))
+
+    def ioas_alloc(self) -> int:
+        buf = do_ioctl(self.ctx, uapi.IOMMU_IOAS_ALLOC, uapi.iommu_ioas_alloc())
+        return uapi.iommu_ioas_alloc.from_bytes(buf).out_ioas_id
+
+    def ioas_map(
+        self, ioas_id: int, user_va: int, length: int, iova: int | None = None, flags: int = RW
+    ) -> int:
+        """IOMMU_IOAS_MAP; ``iova`` given means FIXED_IOVA. Returns the IOVA."""
+        if iova is not None:
+            flags |= uapi.IOMMU_IOAS_MAP_FIXED_IOVA
+        cmd = uapi.iommu_ioas_map(
+            flags=flags, ioas_id=ioas_id, user_va=user_va, length=length, iova=iova or 0
+        )
+        return uapi.iommu_ioas_map.from_bytes(do_ioctl(self.ctx, uapi.IOMMU_IOAS_MAP, cmd)).iova
+
+    def ioas_unmap(self, ioas_id: int, iova: int, length: int) -> int:
+        """IOMMU_IOAS_UNMAP; returns the bytes unmapped."""
+        cmd = uapi.iommu_ioas_unmap(ioas_id=ioas_id, iova=iova, length=length)
+        buf = do_ioctl(self.ctx, uapi.IOMMU_IOAS_UNMAP, cmd)
+        return uapi.iommu_ioas_unmap.from_bytes(buf).length
+
+    def ioas_copy(
+        self,
+        dst_ioas_id: int,
+        src_ioas_id: int,
+        src_iova: int,
+        length: int,
+        dst_iova: int | None = None,
+        flags: int = RW,
+    ) -> int:
+        """IOMMU_IOAS_COPY; returns the destination IOVA."""
+        if dst_iova is not None:
+            flags |= uapi.IOMMU_IOAS_MAP_FIXED_IOVA
+        cmd = uapi.iommu_ioas_copy(
+            flags=flags,
+            dst_ioas_id=dst_ioas_id,
+            src_ioas_id=src_ioas_id,
+            length=length,
+            dst_iova=dst_iova or 0,
+            src_iova=src_iova,
+        )
+        buf = do_ioctl(self.ctx, uapi.IOMMU_IOAS_COPY, cmd)
+        return uapi.iommu_ioas_copy.from_bytes(buf).dst_iova
+
+    def hwpt_alloc(self, dev_id: int, pt_id: int, flags: int = 0) -> int:
+        cmd = uapi.iommu_hwpt_alloc(flags=flags, dev_id=dev_id, pt_id=pt_id)
+        buf = do_ioctl(self.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)
+        return uapi.iommu_hwpt_alloc.from_bytes(buf).out_hwpt_id
+
+    def option(self, option_id: int, op: int, val64: int = 0, object_id: int = 0) -> int:
+        cmd = uapi.iommu_option(option_id=option_id, op=op, object_id=object_id, val64=val64)
+        return uapi.iommu_option.from_bytes(do_ioctl(self.ctx, uapi.IOMMU_OPTION, cmd)).val64

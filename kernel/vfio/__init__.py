@@ -1,0 +1,1 @@
+"""drivers/vfio: the parts iommufd's device binding needs (the device cdev)."""
