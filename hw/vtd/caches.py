@@ -29,11 +29,14 @@ address is a second-stage input, which a nested entry does not keep).
 from __future__ import annotations
 
 from collections.abc import Collection, Hashable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from hw.pagewatch import SlotCached, SlotTracker
 from hw.translation import BLOCK, BLOCK_SHIFT, Block, Pipeline, TagCache, TagTable, TlbEntry
 from hw.vtd.walk import CtxInfo, PasidInfo, Stage
+
+if TYPE_CHECKING:
+    from hw.vtd.translate import Sel
 
 __all__ = [
     "BLOCK",
@@ -77,20 +80,27 @@ class NestTlbEntry(TlbEntry):
 
 
 class CtxEntry(SlotCached):
-    __slots__ = ("info",)
+    """A cached context entry; ``sel`` is the selection a legacy-mode entry gives
+    (decoded on first use, :func:`hw.vtd.translate.cached_sel`)."""
+
+    __slots__ = ("info", "sel")
 
     def __init__(self, info: CtxInfo) -> None:
         super().__init__(info.slots)
         self.info = info
+        self.sel: Sel | None = None
 
 
 class PasidEntry(SlotCached):
-    __slots__ = ("info", "rid")
+    """A cached PASID entry; ``sel`` is the selection it gives (decoded on first use)."""
+
+    __slots__ = ("info", "rid", "sel")
 
     def __init__(self, rid: int, info: PasidInfo) -> None:
         super().__init__(info.slots)
         self.rid = rid
         self.info = info
+        self.sel: Sel | None = None
 
 
 class Caches:
@@ -176,33 +186,29 @@ class Caches:
         ``nested`` also drops the DID's nested entries: with ``tag`` = SL_TAG (an
         IOTLB invalidation) all of them whatever ``addr``, with ``tag`` = a PASID
         (a PASID-based one) those of that PASID in the same range."""
-
         if did is None and tag is None and addr is None:
             return self.iotlb.flush(None)
-        dropped = 0
-        twin = None  # the nested tag dropped with ``tag`` in the same pass
-        all_nested = False  # every nested tag of the DID in the same pass
-        if nested and did is not None and tag is not None:
-            if tag != SL_TAG:
-                twin = tag | NEST_TAG
-            elif addr is None:
-                all_nested = True
-            else:  # page-selective: every nested entry of the DID, whatever the address
+        first, last = 0, -1
+        if addr is not None:
+            span = 12 + am
+            first = addr & ~((1 << span) - 1)
+            last = first + (1 << span) - 1
+        if did is not None and tag is not None:
+            dropped = self.iotlb.flush_key((did, tag), first, last)
+            if nested:
+                if tag != SL_TAG:  # the PASID's nested twin, same range
+                    dropped += self.iotlb.flush_key((did, tag | NEST_TAG), first, last)
+                else:  # every nested entry of the DID, whatever the address
 
-                def nest(key: Hashable) -> bool:
-                    k_did, k_tag = cast(tuple[int, int], key)
-                    return k_did == did and k_tag >= NEST_TAG
+                    def nest(key: Hashable) -> bool:
+                        k_did, k_tag = cast(tuple[int, int], key)
+                        return k_did == did and k_tag >= NEST_TAG
 
-                dropped = self.iotlb.flush(nest)
+                    dropped += self.iotlb.flush(nest)
+            return dropped
 
         def match(key: Hashable) -> bool:
             k_did, k_tag = cast(tuple[int, int], key)
-            if did is not None and k_did != did:
-                return False
-            return tag is None or k_tag in (tag, twin) or (all_nested and k_tag >= NEST_TAG)
+            return (did is None or k_did == did) and (tag is None or k_tag == tag)
 
-        if addr is None:
-            return dropped + self.iotlb.flush(match)
-        span = 12 + am
-        base = addr & ~((1 << span) - 1)
-        return dropped + self.iotlb.flush(match, base, base + (1 << span) - 1)
+        return self.iotlb.flush(match, first, last)
