@@ -38,6 +38,8 @@ from drivers.intel_iommu.dmar import (
 from drivers.intel_iommu.structs import (
     CACHE_TAG_DEVTLB,
     CACHE_TAG_IOTLB,
+    CACHE_TAG_NESTING_DEVTLB,
+    CACHE_TAG_NESTING_IOTLB,
     CacheTag,
     DeviceDomainInfo,
     DmarDomain,
@@ -46,11 +48,17 @@ from drivers.intel_iommu.structs import (
 )
 from kernel.device import Device
 from kernel.errno import ENOMEM
-from kernel.iommu.iommu_h import IOMMU_DOMAIN_SVA
+from kernel.iommu.iommu_h import IOMMU_DOMAIN_NESTED, IOMMU_DOMAIN_SVA
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.trace import define_tracepoint
 
-_TAG_NAMES = {CACHE_TAG_IOTLB: "iotlb", CACHE_TAG_DEVTLB: "devtlb"}
+_TAG_NAMES = {
+    CACHE_TAG_IOTLB: "iotlb",
+    CACHE_TAG_DEVTLB: "devtlb",
+    CACHE_TAG_NESTING_IOTLB: "nesting_iotlb",
+    CACHE_TAG_NESTING_DEVTLB: "nesting_devtlb",
+}
+_IOTLB_TAGS = (CACHE_TAG_IOTLB, CACHE_TAG_NESTING_IOTLB)
 
 
 def _decimal(v: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +119,7 @@ def _tag_match(
     """``cache_tage_match``."""
     if tag.type != type or tag.domain_id != did or tag.pasid != pasid:
         return False
-    if type == CACHE_TAG_IOTLB:
+    if type in _IOTLB_TAGS:
         return tag.iommu is iommu
     return tag.dev is dev
 
@@ -129,7 +137,7 @@ def cache_tag_assign(domain: DmarDomain, did: int, dev: Device, pasid: int, type
             _trace_tag("assign", tag)
             return
     tag = CacheTag(
-        type, info.iommu, did, pasid, info.dev if type == CACHE_TAG_DEVTLB else None, kmem=kmem
+        type, info.iommu, did, pasid, None if type in _IOTLB_TAGS else info.dev, kmem=kmem
     )
     domain.cache_tags.append(tag)
     _trace_tag("assign", tag)
@@ -155,25 +163,57 @@ def domain_get_id_for_dev(domain: DmarDomain, dev: Device) -> int:
     return domain_id_iommu(domain, _info(dev).iommu)
 
 
-def cache_tag_assign_domain(domain: DmarDomain, dev: Device, pasid: int) -> None:
-    """``cache_tag_assign_domain``: the IOTLB tag, and the device-TLB tag with ATS."""
-    did = domain_get_id_for_dev(domain, dev)
-    cache_tag_assign(domain, did, dev, pasid, CACHE_TAG_IOTLB)
+def _assign_pair(
+    domain: DmarDomain, did: int, dev: Device, pasid: int, iotlb: int, devtlb: int
+) -> None:
+    """``__cache_tag_assign_domain`` / ``__cache_tag_assign_parent_domain``: the
+    IOTLB tag, and the device-TLB tag with ATS."""
+    cache_tag_assign(domain, did, dev, pasid, iotlb)
     if not _info(dev).ats_enabled:
         return
     try:
-        cache_tag_assign(domain, did, dev, pasid, CACHE_TAG_DEVTLB)
+        cache_tag_assign(domain, did, dev, pasid, devtlb)
     except ENOMEM:
-        cache_tag_unassign(domain, did, dev, pasid, CACHE_TAG_IOTLB)
+        cache_tag_unassign(domain, did, dev, pasid, iotlb)
+        raise
+
+
+def _unassign_pair(
+    domain: DmarDomain, did: int, dev: Device, pasid: int, iotlb: int, devtlb: int
+) -> None:
+    cache_tag_unassign(domain, did, dev, pasid, iotlb)
+    if _info(dev).ats_enabled:
+        cache_tag_unassign(domain, did, dev, pasid, devtlb)
+
+
+def cache_tag_assign_domain(domain: DmarDomain, dev: Device, pasid: int) -> None:
+    """``cache_tag_assign_domain``: the IOTLB tag, and the device-TLB tag with ATS;
+    a nested domain also puts NESTING tags with its DID on its parent, so that a
+    change of the parent's (second-stage) mappings flushes what the nested domain
+    cached through them."""
+    did = domain_get_id_for_dev(domain, dev)
+    _assign_pair(domain, did, dev, pasid, CACHE_TAG_IOTLB, CACHE_TAG_DEVTLB)
+    if domain.type != IOMMU_DOMAIN_NESTED:
+        return
+    assert domain.s2_domain is not None
+    try:
+        _assign_pair(
+            domain.s2_domain, did, dev, pasid, CACHE_TAG_NESTING_IOTLB, CACHE_TAG_NESTING_DEVTLB
+        )
+    except ENOMEM:
+        _unassign_pair(domain, did, dev, pasid, CACHE_TAG_IOTLB, CACHE_TAG_DEVTLB)
         raise
 
 
 def cache_tag_unassign_domain(domain: DmarDomain, dev: Device, pasid: int) -> None:
-    """``cache_tag_unassign_domain``."""
+    """``cache_tag_unassign_domain`` (and the parent's NESTING tags)."""
     did = domain_get_id_for_dev(domain, dev)
-    cache_tag_unassign(domain, did, dev, pasid, CACHE_TAG_IOTLB)
-    if _info(dev).ats_enabled:
-        cache_tag_unassign(domain, did, dev, pasid, CACHE_TAG_DEVTLB)
+    _unassign_pair(domain, did, dev, pasid, CACHE_TAG_IOTLB, CACHE_TAG_DEVTLB)
+    if domain.type == IOMMU_DOMAIN_NESTED:
+        assert domain.s2_domain is not None
+        _unassign_pair(
+            domain.s2_domain, did, dev, pasid, CACHE_TAG_NESTING_IOTLB, CACHE_TAG_NESTING_DEVTLB
+        )
 
 
 # --------------------------------------------------------------------------- flushes
@@ -270,8 +310,11 @@ def cache_tag_flush_range(domain: DmarDomain, start: int, end: int, ih: int) -> 
     batch = _Batch()
     tracing = trace_cache_tag_flush_range.enabled
     for tag in domain.cache_tags:
-        if tag.type == CACHE_TAG_IOTLB:
+        if tag.type in _IOTLB_TAGS:
             _flush_iotlb(domain, tag, addr, pages, mask, ih, batch)
+        elif tag.type == CACHE_TAG_NESTING_DEVTLB:
+            # which nested translations a second-stage change touches is unknown
+            _flush_devtlb(tag, 0, ir.MAX_AGAW_PFN_WIDTH, batch)
         else:
             _flush_devtlb(tag, addr, mask, batch)
         if tracing:
@@ -294,7 +337,7 @@ def cache_tag_flush_all(domain: DmarDomain) -> None:
     """``cache_tag_flush_all``: every mapping of every tag."""
     batch = _Batch()
     for tag in domain.cache_tags:
-        if tag.type == CACHE_TAG_IOTLB:
+        if tag.type in _IOTLB_TAGS:
             _flush_iotlb(domain, tag, 0, -1, 0, 0, batch)
         else:
             assert tag.dev is not None
@@ -323,7 +366,7 @@ def cache_tag_flush_range_np(domain: DmarDomain, start: int, end: int) -> None:
         if not ir.cap_caching_mode(iommu.cap) or domain.use_first_level:
             iommu_flush_write_buffer(iommu)
             continue
-        if tag.type == CACHE_TAG_IOTLB:
+        if tag.type in _IOTLB_TAGS:
             _flush_iotlb(domain, tag, addr, pages, mask, 0, batch)
     batch.flush()
 

@@ -196,6 +196,10 @@ def ecap_srs(e: int) -> int:
     return (e >> 31) & 1
 
 
+def ecap_eafs(e: int) -> int:
+    return (e >> 34) & 1
+
+
 def ecap_prs(e: int) -> int:
     return (e >> 29) & 1
 

@@ -8,15 +8,18 @@
 paging domains are always second-stage tables (6.12: "Do not use first stage for
 user domain translation"), so a VMM's IOAS lives in the table format nesting would
 put under a guest's first stage. NEST_PARENT needs ECAP.NEST and DIRTY_TRACKING
-needs scalable mode with ECAP.SLADS (EOPNOTSUPP otherwise); the vendor data of a
-nested (stage-1) domain is not modelled yet, so a ``parent`` is EOPNOTSUPP.
-6.13 split this op into ``domain_alloc_paging_flags`` and ``domain_alloc_nested``.
+needs scalable mode with ECAP.SLADS (EOPNOTSUPP otherwise). With a ``parent`` it
+makes a nested domain (:mod:`drivers.intel_iommu.nested`): EOPNOTSUPP without
+scalable mode and ECAP.NEST, or with any flag. 6.13 split this op into
+``domain_alloc_paging_flags`` and ``domain_alloc_nested``.
 
 Dirty tracking (``intel_dirty_ops``): a DIRTY_TRACKING domain gets
 :data:`INTEL_DIRTY_OPS`. ``set_dirty_tracking`` sets or clears SSADE in the PASID
 entry of every device attached to the domain (RID_PASID, as 6.12: PASID
 attachments are not switched) and invalidates as the spec's table 25 asks (PASID
-cache, domain-selective IOTLB, device-TLB); ``read_and_clear_dirty`` walks the
+cache, domain-selective IOTLB, device-TLB); a nesting parent also switches the
+nested entries built on it (``parent_domain_set_dirty_tracking``).
+``read_and_clear_dirty`` walks the
 second-stage table and test-and-clears each present leaf's D bit (bit 9), recording
 the leaf's whole page size. The caller flushes the IOTLB for what was cleared, so
 that the next write sets D again instead of hitting a cached "already dirty" entry.
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.domain import dev_info_of
 from drivers.intel_iommu.iommu import ssads_supported
+from drivers.intel_iommu.nested import intel_nested_domain_alloc
 from drivers.intel_iommu.pasid import (
     PASID_ENTRY_PGTT_NESTED,
     PASID_ENTRY_PGTT_SL_ONLY,
@@ -79,7 +83,9 @@ def intel_iommu_domain_alloc_user(
     nested_parent = bool(flags & uapi.IOMMU_HWPT_ALLOC_NEST_PARENT)
     dirty_tracking = bool(flags & uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
     if parent is not None:
-        raise EOPNOTSUPP("nested VT-d domains are not modelled yet")
+        if not (iommu.sm and ir.ecap_nest(iommu.ecap)) or flags:
+            raise EOPNOTSUPP(f"{iommu.name}: no nested translation (ECAP.NEST=0) or flags")
+        return intel_nested_domain_alloc(ops, parent, user_data)
     if flags & ~(
         uapi.IOMMU_HWPT_ALLOC_NEST_PARENT
         | uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
@@ -99,6 +105,8 @@ def intel_iommu_domain_alloc_user(
             iommu_domain_free(domain)
             raise EOPNOTSUPP("dirty tracking needs a second-stage domain")
         domain.dirty_ops = INTEL_DIRTY_OPS
+    if nested_parent and isinstance(domain, DmarDomain):
+        domain.nested_parent = True
     return domain
 
 
@@ -138,6 +146,20 @@ def _device_set_dirty_tracking(domain: DmarDomain, enable: bool) -> None:
         intel_pasid_setup_dirty_tracking(info.iommu, info.dev, IOMMU_NO_PASID, enable)
 
 
+def _parent_domain_set_dirty_tracking(domain: DmarDomain, enable: bool) -> None:
+    """``parent_domain_set_dirty_tracking``: the nested PASID entries built on a
+    nesting parent carry its SSADE too; on failure the ones done go back."""
+    done: list[DmarDomain] = []
+    try:
+        for s1 in domain.s1_domains:
+            _device_set_dirty_tracking(s1, enable)
+            done.append(s1)
+    except KernelError:
+        for s1 in [*done, *domain.s1_domains[len(done) : len(done) + 1]]:
+            _device_set_dirty_tracking(s1, domain.dirty_tracking)
+        raise
+
+
 class IntelDirtyOps:
     """``intel_dirty_ops``."""
 
@@ -149,6 +171,8 @@ class IntelDirtyOps:
             return
         try:
             _device_set_dirty_tracking(domain, enabled)
+            if domain.nested_parent:
+                _parent_domain_set_dirty_tracking(domain, enabled)
         except KernelError:
             _device_set_dirty_tracking(domain, domain.dirty_tracking)
             raise

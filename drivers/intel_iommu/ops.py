@@ -16,6 +16,7 @@ from drivers.intel_iommu import iommu as vtd
 from drivers.intel_iommu import iommu_pt, kernel_sva, seed_v3
 from drivers.intel_iommu import iommufd as intel_iommufd
 from drivers.intel_iommu.domain import dev_info_of
+from drivers.intel_iommu.nested import IntelNestedDomainOps
 from drivers.intel_iommu.prq import (
     intel_iommu_disable_iopf,
     intel_iommu_enable_iopf,
@@ -141,6 +142,7 @@ class IntelIommuOps:
         )
         self.default_domain_ops = IntelDomainOps()
         self.pt_domain_ops = IntelPtDomainOps()
+        self.nested_domain_ops = IntelNestedDomainOps()
 
     def probe_device(self, dev: Device) -> IommuDevice:
         return vtd.intel_iommu_probe_device(dev)

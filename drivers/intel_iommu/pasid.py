@@ -69,7 +69,8 @@ from kernel.mm import (
     write64,
 )
 from kernel.pci import pci_max_pasids
-from kernel.printk import pr_err
+from kernel.printk import dev_err, pr_err
+from kernel.uapi import iommufd as uapi
 
 PASID_PDE_SHIFT = 6
 PASID_PTE_MASK = 0x3F
@@ -99,6 +100,9 @@ _QW1_PWSNP = 1 << 23
 _QW2_SRE = 1 << 0
 _QW2_FLPM_SHIFT = 2
 _QW2_WPE = 1 << 4
+_QW2_EAFE = 1 << 7
+ADDR_WIDTH_4LEVEL = 48
+ADDR_WIDTH_5LEVEL = 57
 
 PasidEntry = list[int]
 """``struct pasid_entry``: ``val[0..7]``."""
@@ -242,6 +246,34 @@ def pasid_pte_config_second_level(iommu: IntelIommu, pgd: int, did: int, agaw: i
     return val
 
 
+def pasid_pte_config_nested(iommu: IntelIommu, domain: DmarDomain, did: int) -> PasidEntry:
+    """The entry ``intel_pasid_setup_nested`` writes: FLPM/FLPTR and SRE/WPE/EAFE
+    from the user's stage-1 config, the parent's SLPTPTR and AW, DID (the nested
+    domain's), PWSNP, SSADE when the parent tracks dirty pages, PGTT = nested, P.
+    (PGSNP is for force-snooping parents, which this driver does not offer.)"""
+    s1 = domain.s1_cfg
+    s2 = domain.s2_domain
+    assert s1 is not None and s2 is not None
+    val = [0] * 8
+    val[2] = s1.pgtbl_addr & ir.VTD_PAGE_MASK
+    if s1.addr_width == ADDR_WIDTH_5LEVEL:
+        val[2] |= 1 << _QW2_FLPM_SHIFT
+    if s1.flags & uapi.IOMMU_VTD_S1_SRE:
+        val[2] |= _QW2_SRE
+        if s1.flags & uapi.IOMMU_VTD_S1_WPE:
+            val[2] |= _QW2_WPE
+    if s1.flags & uapi.IOMMU_VTD_S1_EAFE:
+        val[2] |= _QW2_EAFE
+    val[1] = did & 0xFFFF
+    if ir.ecap_smpwc(iommu.ecap):
+        val[1] |= _QW1_PWSNP
+    val[0] = (virt_to_phys(s2.pgd) & ir.VTD_PAGE_MASK) | (s2.agaw << _QW0_AW_SHIFT)
+    if s2.dirty_tracking:
+        val[0] |= PASID_QW0_SSADE
+    val[0] |= (PASID_ENTRY_PGTT_NESTED << _QW0_PGTT_SHIFT) | PASID_PTE_PRESENT
+    return val
+
+
 def pasid_pte_config_pass_through(iommu: IntelIommu, did: int) -> PasidEntry:
     """``pasid_pte_config_pass_through``: DID, AW, PGTT = pass-through, PWSNP, P."""
     val = [0] * 8
@@ -339,6 +371,30 @@ def intel_pasid_setup_second_level(
     if domain.dirty_tracking:
         val[0] |= PASID_QW0_SSADE
     _setup(iommu, dev, pasid, val)
+
+
+def intel_pasid_setup_nested(
+    iommu: IntelIommu, dev: Device, pasid: int, domain: DmarDomain
+) -> None:
+    """``intel_pasid_setup_nested``: EINVAL for a stage-1 width other than 48 or 57
+    (57 needs CAP.FL5LP), SRE without ECAP.SRS, EAFE without ECAP.EAFS; ENODEV
+    without an entry, EBUSY over a present one."""
+    s1 = domain.s1_cfg
+    assert s1 is not None
+    if s1.addr_width == ADDR_WIDTH_5LEVEL and not ir.cap_fl5lp_support(iommu.cap):
+        dev_err(dev, "5-level paging not supported")
+        raise EINVAL(f"{iommu.name}: no 5-level first-stage paging")
+    if s1.addr_width not in (ADDR_WIDTH_4LEVEL, ADDR_WIDTH_5LEVEL):
+        dev_err(dev, f"Invalid stage-1 address width {s1.addr_width}")
+        raise EINVAL(f"stage-1 address width {s1.addr_width}")
+    if s1.flags & uapi.IOMMU_VTD_S1_SRE and not ir.ecap_srs(iommu.ecap):
+        pr_err(f"DMAR: No supervisor request support on {iommu.name}")
+        raise EINVAL(f"{iommu.name}: no supervisor request support")
+    if s1.flags & uapi.IOMMU_VTD_S1_EAFE and not ir.ecap_eafs(iommu.ecap):
+        pr_err(f"DMAR: No extended access flag support on {iommu.name}")
+        raise EINVAL(f"{iommu.name}: no extended access flag support")
+    did = domain_id_iommu(domain, iommu)
+    _setup(iommu, dev, pasid, pasid_pte_config_nested(iommu, domain, did))
 
 
 def intel_pasid_setup_pass_through(iommu: IntelIommu, dev: Device, pasid: int) -> None:

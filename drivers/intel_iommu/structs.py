@@ -56,6 +56,9 @@ VTD_FLAG_SVM_CAPABLE = 1 << 2
 
 CACHE_TAG_IOTLB = 0
 CACHE_TAG_DEVTLB = 1
+CACHE_TAG_NESTING_IOTLB = 2
+"""On a nesting parent: the IOTLB of a nested domain built on it (nested DID)."""
+CACHE_TAG_NESTING_DEVTLB = 3
 
 FlushContext = Callable[["IntelIommu", int, int, int, int], None]
 """``iommu->flush.flush_context(iommu, did, source_id, function_mask, type)``."""
@@ -235,6 +238,15 @@ class DmarDomain(IommuDomain):
     6.12's own tables."""
     notifier: MmuNotifier | None = None
     """An SVA domain's subscription to its mm (``dmar_domain->notifier``)."""
+    nested_parent: bool = False
+    """Allocated with IOMMU_HWPT_ALLOC_NEST_PARENT: may be the second stage of
+    nested domains."""
+    s1_domains: list[DmarDomain] = field(factory=list)
+    """A nesting parent's nested domains (``s1_domains``)."""
+    s2_domain: DmarDomain | None = None
+    """A nested domain's parent (``s2_domain``)."""
+    s1_cfg: Any = None
+    """A nested domain's ``struct iommu_hwpt_vtd_s1`` (user space's stage-1 table)."""
 
 
 def domain_id_iommu(domain: DmarDomain, iommu: IntelIommu) -> int:

@@ -10,14 +10,25 @@ keeps using them too, and reports when that use differs from the tables). The
 model's own A/D-bit updates do not mark anything.
 
 IOTLB tags are ``(DID, -1)`` (:data:`SL_TAG`) for second-stage and legacy
-translations and ``(DID, PASID)`` for first-stage ones (spec 6.2.1; QEMU keys its
-IOTLB by (gfn, PASID, SID, level) instead); an entry's source is the
-:class:`~hw.vtd.walk.Stage` it was walked from.
+translations, ``(DID, PASID)`` for first-stage ones and ``(DID, PASID | NEST_TAG)``
+for nested ones (spec 6.2.1: first-stage and nested entries are tagged by DID and
+PASID; QEMU keys its IOTLB by (gfn, PASID, SID, level) instead); an entry's source is
+the :class:`~hw.vtd.walk.Stage` it was walked from. A nested entry caches the whole
+two-stage translation (input address to host page); there is no separate
+paging-structure cache for either stage (no stage has one in the model), so the
+second-stage translations of first-stage table pointers live only inside the
+nested entries' slots.
+
+Which invalidation reaches a nested entry (spec 6.5.2.3/6.5.2.4): a PASID-based
+IOTLB invalidation of its DID and PASID (as for first-stage entries), and an IOTLB
+invalidation (type 2) of its DID as for second-stage entries, where a
+page-selective one drops every nested entry of the DID whatever the address (its
+address is a second-stage input, which a nested entry does not keep).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from typing import TYPE_CHECKING, cast
 
 from hw.pagewatch import SlotCached, SlotTracker
@@ -30,15 +41,42 @@ if TYPE_CHECKING:
 __all__ = [
     "BLOCK",
     "BLOCK_SHIFT",
+    "NEST_TAG",
     "SL_TAG",
     "Block",
     "Caches",
     "CtxEntry",
+    "NestTlbEntry",
     "PasidEntry",
     "TlbEntry",
 ]
 
 SL_TAG = -1
+NEST_TAG = 1 << 20
+"""OR-ed into the PASID of a nested entry's tag (PASIDs are 20 bits)."""
+
+
+class NestTlbEntry(TlbEntry):
+    """An IOTLB entry of a nested translation: also the second-stage leaf of its
+    output page (``s2_pte``), whose A/D a use through the entry updates."""
+
+    __slots__ = ("s2_pte",)
+
+    def __init__(
+        self,
+        tag: Hashable,
+        vpn: int,
+        shift: int,
+        phys: int,
+        perms: int,
+        src: object,
+        pte_addr: int,
+        slots: Collection[int],
+        dirty: bool,
+        s2_pte: int,
+    ) -> None:
+        super().__init__(tag, vpn, shift, phys, perms, src, pte_addr, slots, dirty)
+        self.s2_pte = s2_pte
 
 
 class CtxEntry(SlotCached):
@@ -140,9 +178,14 @@ class Caches:
         tag: int | None = None,
         addr: int | None = None,
         am: int = 0,
+        nested: bool = False,
     ) -> int:
         """Drop IOTLB entries of ``did`` (None: all) with ``tag`` (None: any), and when
-        ``addr`` is given only those overlapping ``[addr, addr + 2**(12+am))``."""
+        ``addr`` is given only those overlapping ``[addr, addr + 2**(12+am))``.
+
+        ``nested`` also drops the DID's nested entries: with ``tag`` = SL_TAG (an
+        IOTLB invalidation) all of them whatever ``addr``, with ``tag`` = a PASID
+        (a PASID-based one) those of that PASID in the same range."""
         if did is None and tag is None and addr is None:
             return self.iotlb.flush(None)
         first, last = 0, -1
@@ -151,7 +194,18 @@ class Caches:
             first = addr & ~((1 << span) - 1)
             last = first + (1 << span) - 1
         if did is not None and tag is not None:
-            return self.iotlb.flush_key((did, tag), first, last)
+            dropped = self.iotlb.flush_key((did, tag), first, last)
+            if nested:
+                if tag != SL_TAG:  # the PASID's nested twin, same range
+                    dropped += self.iotlb.flush_key((did, tag | NEST_TAG), first, last)
+                else:  # every nested entry of the DID, whatever the address
+
+                    def nest(key: Hashable) -> bool:
+                        k_did, k_tag = cast(tuple[int, int], key)
+                        return k_did == did and k_tag >= NEST_TAG
+
+                    dropped += self.iotlb.flush(nest)
+            return dropped
 
         def match(key: Hashable) -> bool:
             k_did, k_tag = cast(tuple[int, int], key)

@@ -43,7 +43,7 @@ CAP_KNOBS = (
 )  # fmt: skip
 ECAP_KNOBS = (
     "coherent", "qi", "dt", "ir", "eim", "sc", "mhmv", "pt", "prs", "pds", "ers", "srs", "nwfs",
-    "pss", "pasid", "smts", "slts", "flts", "slads",
+    "pss", "pasid", "smts", "slts", "flts", "slads", "nest",
 )  # fmt: skip
 
 FIXED_REGS_END = vr.PEUADDR_OFF + 4
@@ -56,7 +56,6 @@ _UNMODELLED: dict[tuple[str, str], str] = {
     ("cap", "ESIRTPS"): "enhanced SIRTP, interrupt remapping",
     ("cap", "ESRTPS"): "enhanced SRTP cache invalidation",
     ("ecap", "MTS"): "memory type support",
-    ("ecap", "NEST"): "nested translation",
     ("ecap", "EAFS"): "extended accessed flag",
     ("ecap", "DIT"): "device-TLB invalidation throttling",
     ("ecap", "VCS"): "virtual command",
@@ -138,6 +137,7 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
         "slts": bool(e["SLTS"]),
         "flts": bool(e["FLTS"]),
         "slads": bool(e["SLADS"]),
+        "nest": bool(e["NEST"]),
     }
 
 
@@ -174,6 +174,9 @@ class VtdConfig:
     """Second-stage accessed/dirty bits (ECAP.SLADS): the walk sets A/D in second-stage
     leaves of a PASID entry with SSADE (the model honours SSADE either way; this knob
     is what the unit advertises)."""
+    nest: bool = False
+    """ECAP.NEST: PASID entries may select nested translation (PGTT=3), walked as
+    :meth:`hw.vtd.walk.Walker.walk_nested`; needs smts, flts and slts."""
     pt: bool = True
     dt: bool = True
     pasid: bool = True
@@ -265,6 +268,11 @@ class VtdConfig:
             raise ValueError("vtd config pds: page-request drain needs prs")
         if self.pasid and not self.smts:
             raise ValueError("vtd config pasid: PASID support needs smts")
+        if self.nest and not (self.smts and self.flts and self.slts):
+            raise ValueError(
+                "vtd config nest: nested translation needs smts, flts and slts "
+                "(both stages in scalable mode)"
+            )
         if self.mgaw < 57 and self.sagaw & 0b1000:
             raise ValueError("vtd config sagaw: 5-level tables need mgaw 57")
         self._check_layout()
@@ -365,4 +373,5 @@ class VtdConfig:
             FLTS=int(self.flts and self.smts),
             SMPWC=int(self.smts and self.coherent),
             SLADS=int(self.slads and self.smts),
+            NEST=int(self.nest),
         )

@@ -18,7 +18,7 @@ from hw.vtd import entries as ent
 from hw.vtd.caches import SL_TAG
 from hw.vtd.faults import TranslationFault
 from hw.vtd.findings import ATS_PERMS, entry_of
-from hw.vtd.walk import KIND_FL, KIND_PT, Stage
+from hw.vtd.walk import KIND_FL, KIND_NEST, KIND_PT, Stage
 
 if TYPE_CHECKING:
     from hw.vtd.unit import VtdUnit
@@ -110,6 +110,9 @@ def _dump_ctx(unit: VtdUnit, out: list[str], bus: int, devfn: int) -> None:
 def _stage(st: Stage) -> str:
     if st.kind == KIND_PT:
         return "pass-through"
+    if st.s2 is not None and st.kind == KIND_NEST:
+        guest = f"nested first-stage {st.levels}-level root={st.root:#x} (guest)"
+        return f"{guest} over {_stage(st.s2)}"
     kind = "first-stage" if st.kind == KIND_FL else "second-stage"
     return f"{kind} {st.levels}-level root={st.root:#x}"
 
@@ -117,6 +120,8 @@ def _stage(st: Stage) -> str:
 def _dump_tables(unit: VtdUnit, out: list[str], st: Stage, indent: str) -> None:
     if st.kind == KIND_PT:
         return
+    if st.s2 is not None:  # nested: the first stage lives in guest memory; dump the host's
+        st = st.s2
     leaves: list[str] = []
     _walk_table(unit.m.memory, st, st.root, st.levels, 0, leaves, indent)
     out.extend(leaves[:MAX_LEAVES])

@@ -86,6 +86,10 @@ class FR(enum.IntEnum):
     FS_NOT_PRESENT = 0x71
     FS_RSVD = 0x72
     FS_PTR_INVALID = 0x73
+    FS_NEST_BEYOND = 0x74
+    FS_NEST_TOP_READ = 0x75
+    FS_NEST_READ = 0x76
+    FS_NEST_WRITE = 0x77
     SS_ACCESS = 0x78
     SS_PERM = 0x79
     SS_RSVD = 0x7A

@@ -91,11 +91,12 @@ class RegisterInvalidation:
 
     def iotlb_invalidate(self, g: int, did: int, addr: int, am: int) -> int:
         """Type-2 semantics: global drops everything; domain- and page-selective drop
-        second-stage entries of ``did`` (first-stage ones need P_IOTLB, spec 6.5.2.4)."""
+        second-stage and nested entries of ``did`` (first-stage ones need P_IOTLB,
+        spec 6.5.2.4; nested ones go whatever the address, see :mod:`hw.vtd.caches`)."""
         unit = self.unit
         unit.stats.invalidations += 1
         if g == 1:
             return unit.caches.flush_tlb()
         if g == 2:
-            return unit.caches.flush_tlb(did=did, tag=SL_TAG)
-        return unit.caches.flush_tlb(did=did, tag=SL_TAG, addr=addr, am=am)
+            return unit.caches.flush_tlb(did=did, tag=SL_TAG, nested=True)
+        return unit.caches.flush_tlb(did=did, tag=SL_TAG, addr=addr, am=am, nested=True)

@@ -213,7 +213,8 @@ class InvalidationQueue:
         self.unit.iotlb_invalidate(g, ent.QiIotlbQw0.DID.get(qw0), addr, am)
 
     def _piotlb(self, qw0: int, qw1: int) -> None:
-        """P_IOTLB: G=2 all mappings of the PASID in the domain, G=3 page-selective.
+        """P_IOTLB: G=2 all mappings of the PASID in the domain, G=3 page-selective;
+        first-stage and nested entries alike (spec 6.5.2.4).
         G=0/1 are treated as reserved (facts part E). (Runs on every strict unmap:
         the fields are decoded in line, ``Field.get`` written out.)"""
         g = (qw0 >> 4) & 3  # QiPiotlbQw0.G
@@ -224,10 +225,10 @@ class InvalidationQueue:
         u = self.unit
         u.stats.invalidations += 1
         if g == 2:
-            self._caches.flush_tlb(did=did, tag=pasid)
+            self._caches.flush_tlb(did=did, tag=pasid, nested=True)
         else:
             addr, am = self._addr(qw1)
-            self._caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am)
+            self._caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am, nested=True)
 
     def _pc(self, qw0: int, qw1: int) -> None:
         """PASID cache: G=0 all PASIDs of DID, G=1 one PASID of DID, G=3 global."""

@@ -11,6 +11,11 @@ page the hit path cannot answer gets: a walk and fill, the re-check of a suspect
 entry, permission and interrupt-range faults, the D-bit update after a permitted
 write, and the stale-use check (DESIGN §6) when a cached answer may differ from the
 tables. Pass-through stages never reach the IOTLB.
+
+Nested stages (PGTT=3) are a separate branch wherever the stage kind is already
+dispatched on: the walk is :meth:`~hw.vtd.walk.Walker.walk_nested`, the IOTLB entry a
+:class:`~hw.vtd.caches.NestTlbEntry` tagged ``(DID, PASID | NEST_TAG)`` that also
+remembers the second-stage leaf of its output page for the A/D updates.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from hw.translation import (
     translate_run,
 )
 from hw.vtd import entries as ent
-from hw.vtd.caches import SL_TAG, CtxEntry
+from hw.vtd.caches import NEST_TAG, SL_TAG, CtxEntry, NestTlbEntry
 from hw.vtd.faults import FR, TranslationFault
 from hw.vtd.findings import stale_finding
 from hw.vtd.walk import (
     KIND_FL,
+    KIND_NEST,
     KIND_PT,
     KIND_SL,
     PERM_R,
@@ -44,6 +50,7 @@ from hw.vtd.walk import (
     PERM_X,
     CtxInfo,
     Leaf,
+    NestLeaf,
     PasidInfo,
     Stage,
     WalkMemo,
@@ -87,7 +94,7 @@ class Sel:
         st = self.stage
         self.key = (self.did, self.tag)
         self.needs = tuple(need_bits(self, bool(i & 1), bool(i & 2), bool(i & 4)) for i in range(8))
-        if st.kind == KIND_FL:
+        if st.kind == KIND_FL or st.kind == KIND_NEST:  # nested: the first-stage leaf's
             self.a_bit, self.d_bit = _FL_A, _FL_D
         elif st.kind == KIND_SL and st.ssade:
             self.a_bit, self.d_bit = _SL_A, _SL_D
@@ -102,7 +109,8 @@ def ctx_sel(ctx: CtxInfo) -> Sel:
 
 def pasid_sel(pe: PasidInfo, eff: int) -> Sel:
     """The selection of scalable-mode PASID entry ``pe`` for PASID ``eff``."""
-    tag = eff if pe.stage.kind == KIND_FL else SL_TAG
+    kind = pe.stage.kind
+    tag = eff if kind == KIND_FL else SL_TAG if kind != KIND_NEST else eff | NEST_TAG
     return Sel(True, pe.stage, pe.did, tag, pe.fpd, eff, pe.wpe)
 
 
@@ -229,6 +237,8 @@ class Translation:
         walker = self.walker
         if st.kind == KIND_FL:
             return walker.walk_fl(st, addr, sel.fpd, update)
+        if st.kind == KIND_NEST:
+            return walker.walk_nested(st, addr, write, sel.fpd, update)
         return walker.walk_sl(st, addr, write, sel.scalable, sel.fpd, update)
 
     # -- requests ------------------------------------------------------------------------
@@ -337,6 +347,8 @@ class Translation:
         st = sel.stage
         if st.kind == KIND_FL:
             leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
+        elif st.kind == KIND_NEST:
+            return self.fill_nested(sel, a, write)
         else:
             leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
         shift = leaf.shift
@@ -354,6 +366,28 @@ class Translation:
         self.iotlb.put(e)
         return e
 
+    def fill_nested(self, sel: Sel, a: int, write: bool) -> TlbEntry:
+        """IOTLB miss on a nested stage: the combined (first- then second-stage)
+        translation, cached under the nested tag with both stages' entries as its
+        slots; the leaves' A/D wait for the caller as in :meth:`fill`."""
+        st = sel.stage
+        leaf: NestLeaf = self.walker.walk_nested(st, a, write, sel.fpd, True, False)
+        shift = leaf.shift
+        e = NestTlbEntry(
+            (sel.did, sel.tag),
+            a >> shift,
+            shift,
+            leaf.phys,
+            leaf.perms,
+            st,
+            leaf.pte_addr,
+            leaf.slots,
+            False,
+            leaf.s2_pte,
+        )
+        self.iotlb.put(e)
+        return e
+
     def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
         """Fill the IOTLB for the pages ``[a, lim)`` of the request, all in the
         last-level table the walk of the page before ``a`` reached (``memo``), with
@@ -363,7 +397,8 @@ class Translation:
         those would not fill-and-use (not a present 4 KiB leaf, a right missing,
         outside RAM or in the interrupt range, an entry already cached), which the
         per-page path then takes. Not used with hardware tracing on (one miss event
-        per page) or when an upper-level entry must be re-checked."""
+        per page), when an upper-level entry must be re-checked, or for a nested
+        stage (:meth:`fill_nested` walks page by page)."""
         unit = self.unit
         if unit.machine is not None and unit.machine.hw_trace is not None:
             return
@@ -589,16 +624,23 @@ class PageSlowPath:
             )
         return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, self.write, reason, fpd)
 
-    def _accessed(self, pte_addr: int, dirty: bool) -> None:
+    def _accessed(self, e: TlbEntry, dirty: bool) -> None:
         """A filled leaf's A (and D) update, applied when the request ends
-        (:meth:`finish`) in one write per table page."""
+        (:meth:`finish`) in one write per table page; a nested entry's second-stage
+        output leaf gets its own."""
         sel = self.sel
         bits = sel.a_bit | sel.d_bit if dirty else sel.a_bit
         if bits:
             ad = self.ad
             if ad is None:
                 ad = self.ad = {}
-            ad[pte_addr] = bits
+            ad[e.pte_addr] = bits
+            stage = sel.stage
+            if stage.kind == KIND_NEST:
+                assert isinstance(e, NestTlbEntry)
+                s2_bits = self.x.walker.s2_accessed_bits(stage, dirty)
+                if s2_bits:
+                    ad[e.s2_pte] = ad.get(e.s2_pte, 0) | s2_bits
 
     def finish(self) -> None:
         """Apply the deferred A/D updates of the request."""
@@ -638,7 +680,7 @@ class PageSlowPath:
         need = self.need
         if perms & need != need:
             if filled:
-                self._accessed(e.pte_addr, False)
+                self._accessed(e, False)
             reason = perm_reason(sel, perms, need)
             if check:
                 x.check_fresh(
@@ -653,12 +695,15 @@ class PageSlowPath:
             if sel.a_bit:
                 if write and not e.dirty:
                     e.dirty = True
-                    self._accessed(e.pte_addr, True)
+                    self._accessed(e, True)
                 else:
-                    self._accessed(e.pte_addr, False)
+                    self._accessed(e, False)
         elif write and not e.dirty:
             e.dirty = True
             x.walker.set_dirty(stage, e.pte_addr)
+            if stage.kind == KIND_NEST and stage.ssade:
+                assert isinstance(e, NestTlbEntry)
+                x.walker.set_bits(e.s2_pte, x.walker.s2_accessed_bits(stage, True))
         chunk = ((a >> shift) + 1 << shift) - a
         if a + chunk > end:
             chunk = end - a
@@ -672,6 +717,7 @@ class PageSlowPath:
             and not self.ats
             and a + 4096 < end
             and phys + 4096 <= x.iotlb.ram  # else the request stops at this page
+            and stage.kind != KIND_NEST  # its walk keeps no memo: one fill per page
         ):
             memo = self.memo
             if memo is not None and memo.region == a >> 21:

@@ -5,7 +5,8 @@ Mirrors the lookup order of VT-d spec 3.4/3.6/9.x (facts A10.5) and QEMU
 ``vtd_iova_to_flpte``. Differences from QEMU: every walk reports the 8-byte table
 entry words it read (``slots``, for the stale detector; its own A/D updates go through
 :attr:`Walker.set_bits`), first-stage walks check U/S, R/W and XD over all levels,
-and nested translation (PGTT=3) is rejected as invalid programming as QEMU does.
+and nested translation (PGTT=3, with ECAP.NEST) is walked (:meth:`Walker.walk_nested`)
+where QEMU's emulated unit rejects it as invalid programming.
 
 Walks raise :class:`~hw.vtd.faults.TranslationFault`; they never return a partial result.
 """
@@ -31,6 +32,7 @@ PERM_U = 8
 KIND_SL = 0
 KIND_FL = 1
 KIND_PT = 2
+KIND_NEST = 3
 
 INTR_LO = 0xFEE0_0000
 INTR_HI = 0xFEF0_0000
@@ -61,6 +63,10 @@ class Stage:
     root: int
     levels: int
     ssade: bool = False
+    s2: Stage | None = None
+    """Nested (``KIND_NEST``): the second stage every first-stage table address and
+    the first-stage output go through; ``root``/``levels`` are then the first
+    stage's (a guest-physical root)."""
 
 
 @frozen
@@ -114,6 +120,19 @@ class Leaf:
 
     def same(self, other: Leaf) -> bool:
         return (self.phys, self.shift, self.perms) == (other.phys, other.shift, other.perms)
+
+
+class NestLeaf(Leaf):
+    """The leaf of a nested walk: ``pte_addr`` is the first-stage leaf (host
+    address), ``s2_pte`` the second-stage leaf of the output page."""
+
+    __slots__ = ("s2_pte",)
+
+    def __init__(
+        self, phys: int, shift: int, perms: int, pte_addr: int, slots: list[int], s2_pte: int
+    ) -> None:
+        super().__init__(phys, shift, perms, pte_addr, slots)
+        self.s2_pte = s2_pte
 
 
 class WalkMemo:
@@ -322,6 +341,13 @@ class Walker:
             return Stage(KIND_SL, q[0] & ~0xFFF, aw + 2, bool(q[0] & ent.PasidQw0.SSADE.mask))
         if pgtt == ent.PGTT_PT and cfg.pt:
             return Stage(KIND_PT, 0, 0)
+        if pgtt == ent.PGTT_NESTED and cfg.nest:
+            fspm = ent.PasidQw2.FSPM.get(q[2])
+            if fspm > 1 or (fspm == 1 and not cfg.fl5lp) or not (cfg.sagaw >> aw) & 1:
+                raise TranslationFault(FR.SM_PASID_INVALID, fpd)
+            ssade = bool(q[0] & ent.PasidQw0.SSADE.mask)
+            s2 = Stage(KIND_SL, q[0] & ~0xFFF, aw + 2, ssade)
+            return Stage(KIND_NEST, q[2] & ~0xFFF, 4 + fspm, ssade, s2)
         raise TranslationFault(FR.SM_PASID_INVALID, fpd)
 
     # -- paging structures ------------------------------------------------------------
@@ -459,6 +485,109 @@ class Walker:
                 FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
             ) from None
 
+    # -- nested translation (PGTT=3) ---------------------------------------------------
+    def _nest_fetch(self, s2: Stage, gpa: int, top: bool, fpd: bool, slots: list[int]) -> Leaf:
+        """The second-stage translation of a first-stage table entry's guest-physical
+        address (a read by the walk). Its faults are the nested first-stage ones
+        (spec 3.8, table "Nested"): beyond the second stage's width 0x74, not
+        present or not readable 0x75 for the top-level table, 0x76 below; reserved
+        bits and access errors keep their second-stage codes (0x7A, 0x78)."""
+        try:
+            lf = self.walk_sl(s2, gpa, False, True, fpd, s2.ssade)
+        except TranslationFault as f:
+            reason = f.reason
+            if reason == FR.SM_ADDR_BEYOND:
+                reason = FR.FS_NEST_BEYOND
+            elif reason in (FR.SM_READ, FR.SM_WRITE):
+                reason = FR.FS_NEST_TOP_READ if top else FR.FS_NEST_READ
+            raise TranslationFault(reason, fpd) from None
+        if not lf.perms & PERM_R:
+            raise TranslationFault(FR.FS_NEST_TOP_READ if top else FR.FS_NEST_READ, fpd)
+        slots.extend(lf.slots)
+        return lf
+
+    def walk_nested(
+        self,
+        st: Stage,
+        addr: int,
+        write: bool,
+        fpd: bool,
+        update: bool,
+        leaf_a: bool = True,
+    ) -> NestLeaf:
+        """Nested walk (VT-d spec 3.8; facts A10.5 step 4): a first-stage walk from
+        the PASID entry's FSPTPTR whose every table address is a guest-physical
+        address translated by the second stage, then the second-stage translation
+        of the first-stage output. No QEMU counterpart (its emulated unit refuses
+        PGTT=3).
+
+        The leaf's rights are the first stage's (R, W, U/S, XD over all levels) with
+        R and W cut to what the second stage allows for the output page (its X is
+        not consulted: SSEE is not modelled); its size is the smaller of the two
+        stages' pages; ``slots`` hold every first- and second-stage entry read, so a
+        change to either stage makes a cached nested entry suspect. First-stage
+        entries hold guest-physical addresses: bits at or above MGAW are 0x74 (not
+        the host-width reserved-bit fault). A first-stage A update is a write
+        through the second stage: without W there it is 0x77.
+        Second-stage A (SSADE) is set on every entry used; the output leaf's A/D
+        go with the first-stage leaf's (the selection's A/D bits, ``set_dirty``).
+        """
+        s2 = st.s2
+        assert s2 is not None
+        levels = st.levels
+        sign = 47 if levels == 4 else 56
+        top = addr >> sign
+        if top not in (0, (1 << (64 - sign)) - 1):
+            raise TranslationFault(FR.SM_NON_CANONICAL, fpd)
+        read = self.mem.read_u64
+        beyond = ent.addr_rsvd(self.cfg.mgaw)
+        fl1gp = self.cfg.fl1gp
+        table = st.root
+        perms = PERM_R | PERM_W | PERM_X | PERM_U
+        slots: list[int] = []
+        level = levels
+        shift = 12 + 9 * levels
+        while True:
+            shift -= 9
+            gpa = table + ((addr >> shift) & 0x1FF) * 8
+            s2lf = self._nest_fetch(s2, gpa, level == levels, fpd, slots)
+            pte_addr = s2lf.phys | (gpa & ((1 << s2lf.shift) - 1))
+            try:
+                pte = read(pte_addr)
+            except BusError:
+                raise TranslationFault(
+                    FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
+                ) from None
+            slots.append(pte_addr >> 3)
+            if not pte & 1:
+                raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
+            leaf = level == 1
+            if pte & _PS and not leaf:
+                if level > 3 or (level == 3 and not fl1gp):
+                    raise TranslationFault(FR.FS_RSVD, fpd)
+                leaf = True
+                if pte & (((1 << shift) - 1) & ~0x1FFF):
+                    raise TranslationFault(FR.FS_RSVD, fpd)
+            if pte & beyond:
+                raise TranslationFault(FR.FS_NEST_BEYOND, fpd)
+            perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
+            if update and not pte & _FL_A:
+                if not s2lf.perms & PERM_W:
+                    raise TranslationFault(FR.FS_NEST_WRITE, fpd)
+                if leaf_a or not leaf:
+                    self.set_bits(pte_addr, _FL_A)
+            if leaf:
+                break
+            table = pte & _ADDR_4K
+            level -= 1
+        out = (pte & _ADDR & ~((1 << shift) - 1)) | (addr & ((1 << shift) - 1))
+        out_leaf = self.walk_sl(s2, out, write, True, fpd, update, None, leaf_a)
+        slots.extend(out_leaf.slots)
+        size = min(shift, out_leaf.shift)
+        phys = (out_leaf.phys | (out & ((1 << out_leaf.shift) - 1))) & ~((1 << size) - 1)
+        perms &= out_leaf.perms | PERM_X | PERM_U
+        return NestLeaf(phys, size, perms, pte_addr, slots, out_leaf.pte_addr)
+
     def leaf_run(
         self, st: Stage, memo: WalkMemo, addr: int, count: int, scalable: bool
     ) -> list[tuple[int, int]]:
@@ -490,4 +619,12 @@ class Walker:
         """Set a leaf's D bit after a permitted write (FL always, SL with SSADE)."""
         if st.kind == KIND_SL and not st.ssade:
             return
-        self.set_bits(pte_addr, ent.FlPte.D.mask if st.kind == KIND_FL else ent.SlPte.D.mask)
+        self.set_bits(pte_addr, ent.SlPte.D.mask if st.kind == KIND_SL else ent.FlPte.D.mask)
+
+    @staticmethod
+    def s2_accessed_bits(st: Stage, dirty: bool) -> int:
+        """Nested: the bits a permitted access sets in the second-stage leaf of the
+        output page (A, and D with ``dirty``; only with SSADE)."""
+        if st.ssade:
+            return _SL_A | (ent.SlPte.D.mask if dirty else 0)
+        return 0

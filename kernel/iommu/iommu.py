@@ -38,6 +38,7 @@ from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_DMA,
     IOMMU_DOMAIN_DMA_FQ,
     IOMMU_DOMAIN_IDENTITY,
+    IOMMU_DOMAIN_NESTED,
     IOMMU_DOMAIN_SVA,
     IOMMU_DOMAIN_UNMANAGED,
     ULONG_MAX,
@@ -452,7 +453,8 @@ def iommu_attach_group(domain: IommuDomain, group: IommuGroup) -> None:
         if not group.devices or domain.owner is not dev_iommu_ops(group.devices[0]):
             raise EINVAL(f"domain does not belong to group {group.id}'s IOMMU driver")
         if domain.type == IOMMU_DOMAIN_SVA or not (
-            domain.type & __IOMMU_DOMAIN_PAGING or domain.type == IOMMU_DOMAIN_BLOCKED
+            domain.type & __IOMMU_DOMAIN_PAGING
+            or domain.type in (IOMMU_DOMAIN_BLOCKED, IOMMU_DOMAIN_NESTED)
         ):
             raise EINVAL(f"cannot attach a {domain.type:#x} domain to group {group.id}")
         __iommu_group_set_domain(group, domain)

@@ -41,6 +41,8 @@ from kernel.iommu.iommu import (
 from kernel.iommu.iommu_h import IOMMU_CAP_CACHE_COHERENCY, IommuGroup
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.iommufd.hw_pagetable import (
+    IommufdHwPagetable,
+    IommufdHwptNested,
     IommufdHwptPaging,
     device_iommu_capable,
     iommufd_hwpt_paging_alloc,
@@ -69,7 +71,7 @@ class IommufdGroup:
     the group is attached to."""
 
     group: IommuGroup
-    hwpt: IommufdHwptPaging | None = field(default=None, repr=False)
+    hwpt: IommufdHwPagetable | None = field(default=None, repr=False)
     devices: list[IommufdDevice] = field(factory=list, repr=False)
     """Attached devices (``device_list``)."""
     users: int = 0
@@ -160,13 +162,13 @@ def iommufd_device_unbind(idev: IommufdDevice) -> None:
 # --------------------------------------------------------------------------- attach
 
 
-def iommufd_device_attach_reserved_iova(idev: IommufdDevice, hwpt: IommufdHwptPaging) -> None:
+def iommufd_device_attach_reserved_iova(idev: IommufdDevice, hwpt: IommufdHwPagetable) -> None:
     """``iommufd_device_attach_reserved_iova``."""
     assert hwpt.ioas is not None
     iopt_table_enforce_dev_resv_regions(hwpt.ioas.iopt, _idev(idev)[0])
 
 
-def iommufd_hw_pagetable_attach(hwpt: IommufdHwptPaging, idev: IommufdDevice) -> None:
+def iommufd_hw_pagetable_attach(hwpt: IommufdHwPagetable, idev: IommufdDevice) -> None:
     """``iommufd_hw_pagetable_attach``."""
     dev, igroup = _idev(idev)
     if igroup.hwpt is not None and igroup.hwpt is not hwpt:
@@ -185,7 +187,7 @@ def iommufd_hw_pagetable_attach(hwpt: IommufdHwptPaging, idev: IommufdDevice) ->
     igroup.devices.append(idev)
 
 
-def iommufd_hw_pagetable_detach(idev: IommufdDevice) -> IommufdHwptPaging:
+def iommufd_hw_pagetable_detach(idev: IommufdDevice) -> IommufdHwPagetable:
     """``iommufd_hw_pagetable_detach``: the HWPT the device was on (still holding
     the device's reference)."""
     dev, igroup = _idev(idev)
@@ -200,7 +202,7 @@ def iommufd_hw_pagetable_detach(idev: IommufdDevice) -> IommufdHwptPaging:
     return hwpt
 
 
-def iommufd_hw_pagetable_put(ictx: IommufdCtx, hwpt: IommufdHwptPaging) -> None:
+def iommufd_hw_pagetable_put(ictx: IommufdCtx, hwpt: IommufdHwPagetable) -> None:
     """``iommufd_hw_pagetable_put``: drop a device's reference; an auto domain
     nobody else uses is destroyed."""
     if hwpt.auto_domain and hwpt.users == 2:
@@ -210,12 +212,12 @@ def iommufd_hw_pagetable_put(ictx: IommufdCtx, hwpt: IommufdHwptPaging) -> None:
         hwpt.users -= 1
 
 
-def _do_attach(idev: IommufdDevice, hwpt: IommufdHwptPaging) -> IommufdHwptPaging | None:
+def _do_attach(idev: IommufdDevice, hwpt: IommufdHwPagetable) -> IommufdHwPagetable | None:
     iommufd_hw_pagetable_attach(hwpt, idev)
     return None
 
 
-def _do_replace(idev: IommufdDevice, hwpt: IommufdHwptPaging) -> IommufdHwptPaging | None:
+def _do_replace(idev: IommufdDevice, hwpt: IommufdHwPagetable) -> IommufdHwPagetable | None:
     """``iommufd_device_do_replace``: the old HWPT to put, or None."""
     dev, igroup = _idev(idev)
     old = igroup.hwpt
@@ -287,11 +289,12 @@ def _auto_get_domain(idev: IommufdDevice, ioas: IommufdIoas, replace: bool) -> i
 
 
 def _change_pt(idev: IommufdDevice, pt_id: int, replace: bool) -> int:
-    """``iommufd_device_change_pt``: ``pt_id`` is a paging HWPT or an IOAS."""
+    """``iommufd_device_change_pt``: ``pt_id`` is a paging or nested HWPT or an
+    IOAS."""
     ictx = idev.ictx
     pt = iommufd_get_object(ictx, pt_id, IOMMUFD_OBJ_ANY)
     try:
-        if isinstance(pt, IommufdHwptPaging):
+        if isinstance(pt, IommufdHwptPaging | IommufdHwptNested):
             old = _do_replace(idev, pt) if replace else _do_attach(idev, pt)
             if old is not None:
                 iommufd_hw_pagetable_put(ictx, old)

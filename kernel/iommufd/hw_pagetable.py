@@ -19,8 +19,15 @@ stale dirty bits) or off, IOMMU_HWPT_GET_DIRTY_BITMAP reports (and clears, unles
 NO_CLEAR) the dirty pages of a range into the user's bitmap. A HWPT without dirty
 ops is EOPNOTSUPP.
 
-Nested HWPTs (a HWPT_PAGING ``pt_id``) follow upstream's checks up to the vendor
-call; no vendor here offers nesting yet, so they end in EOPNOTSUPP.
+Nested HWPTs (``struct iommufd_hwpt_nested``): IOMMU_HWPT_ALLOC with a paging
+HWPT allocated as NEST_PARENT for ``pt_id`` and the vendor's stage-1 data makes a
+domain of type IOMMU_DOMAIN_NESTED through the vendor's ``domain_alloc_user`` with
+the parent domain (6.13 renamed it ``domain_alloc_nested``). The nested HWPT holds
+its parent (which cannot be destroyed under it); attaching it enforces the device's
+reserved regions in the parent's IOAS (``find_hwpt_paging``). IOMMU_HWPT_INVALIDATE
+hands the user's array of vendor invalidation entries to the domain's
+``cache_invalidate_user`` and reports back how many were handled in ``entry_num``,
+on failure too.
 """
 
 from __future__ import annotations
@@ -32,7 +39,12 @@ from attrs import define, field
 from kernel.device import Device
 from kernel.errno import EINVAL, ENOENT, EOPNOTSUPP, KernelError
 from kernel.iommu.iommu import dev_iommu_ops, iommu_domain_free, iommu_paging_domain_alloc
-from kernel.iommu.iommu_h import IOMMU_CAP_DIRTY_TRACKING, IommuDomain, has_optional_op
+from kernel.iommu.iommu_h import (
+    IOMMU_CAP_DIRTY_TRACKING,
+    IOMMU_DOMAIN_NESTED,
+    IommuDomain,
+    has_optional_op,
+)
 from kernel.iommufd import user
 from kernel.iommufd.io_pagetable import (
     iopt_read_and_clear_dirty_data,
@@ -43,6 +55,7 @@ from kernel.iommufd.io_pagetable import (
 from kernel.iommufd.iova_bitmap import IOMMU_DIRTY_NO_CLEAR, IovaBitmap
 from kernel.iommufd.main import (
     IOMMUFD_OBJ_ANY,
+    IOMMUFD_OBJ_HWPT_NESTED,
     IOMMUFD_OBJ_HWPT_PAGING,
     IommufdCtx,
     IommufdObject,
@@ -54,6 +67,7 @@ from kernel.iommufd.main import (
     iommufd_put_object,
     iommufd_ucmd_respond,
 )
+from kernel.iommufd.user import IommuUserData, IommuUserDataArray
 from kernel.pci import (
     PCI_PASID_CTRL,
     PCI_PASID_CTRL_ENABLE,
@@ -88,6 +102,10 @@ class SupportsDomainAllocUser(Protocol):
     ) -> IommuDomain: ...
 
 
+class SupportsCacheInvalidateUser(Protocol):
+    def cache_invalidate_user(self, domain: IommuDomain, array: IommuUserDataArray) -> None: ...
+
+
 @define(eq=False)
 class IommufdHwptPaging(IommufdObject):
     """``struct iommufd_hwpt_paging``."""
@@ -114,6 +132,34 @@ class IommufdHwptPaging(IommufdObject):
         if self.domain is not None:
             iommu_domain_free(self.domain)
             self.domain = None
+
+
+@define(eq=False)
+class IommufdHwptNested(IommufdObject):
+    """``struct iommufd_hwpt_nested``: a vendor stage-1 domain over its parent's."""
+
+    domain: IommuDomain | None = field(default=None, repr=False)
+    parent: IommufdHwptPaging | None = field(default=None, repr=False)
+    auto_domain: bool = False
+
+    @property
+    def ioas(self) -> IommufdIoas | None:
+        """The parent's IOAS (``find_hwpt_paging(hwpt)->ioas``): where a device's
+        reserved regions go when it attaches to this HWPT."""
+        return self.parent.ioas if self.parent is not None else None
+
+    def destroy(self) -> None:
+        """``iommufd_hwpt_nested_destroy``: free the domain, drop the parent."""
+        if self.domain is not None:
+            iommu_domain_free(self.domain)
+            self.domain = None
+        if self.parent is not None:
+            self.parent.users -= 1
+            self.parent = None
+
+
+IommufdHwPagetable = IommufdHwptPaging | IommufdHwptNested
+"""``struct iommufd_hw_pagetable``: what a device attaches to."""
 
 
 PCI_PASID_CTRL_EXEC = 0x02
@@ -190,20 +236,42 @@ def iommufd_hwpt_paging_alloc(
 
 
 def iommufd_hwpt_nested_alloc(
-    parent: IommufdHwptPaging, idev: IommufdDevice, flags: int, data_len: int
-) -> IommufdHwptPaging:
-    """``iommufd_hwpt_nested_alloc``'s checks: only FAULT_ID_VALID, stage-1 data
-    required, a vendor that nests, a parent allocated as NEST_PARENT."""
+    ictx: IommufdCtx,
+    parent: IommufdHwptPaging,
+    idev: IommufdDevice,
+    flags: int,
+    user_data: IommuUserData,
+) -> IommufdHwptNested:
+    """``iommufd_hwpt_nested_alloc``: only FAULT_ID_VALID, stage-1 data required, a
+    vendor that nests (EOPNOTSUPP); a parent allocated as NEST_PARENT by the same
+    driver (EINVAL). The vendor must return an IOMMU_DOMAIN_NESTED domain. Not
+    finalized: the caller does that."""
     if flags & ~uapi.IOMMU_HWPT_FAULT_ID_VALID:
         raise EOPNOTSUPP(f"nested HWPT flags {flags:#x}")
-    if not data_len:
+    if not user_data.len:
         raise EOPNOTSUPP("a nested HWPT needs stage-1 data")
     ops = dev_iommu_ops(idev.device)
     if not has_optional_op(ops, "domain_alloc_user"):
         raise EOPNOTSUPP(f"{type(ops).__name__} cannot nest")
-    if parent.auto_domain or not parent.nest_parent:
+    assert parent.domain is not None
+    if parent.auto_domain or not parent.nest_parent or parent.domain.owner is not ops:
         raise EINVAL("the parent HWPT was not allocated as a nest parent")
-    raise EOPNOTSUPP("nested translation is not modelled yet")
+    hwpt = iommufd_object_alloc(ictx, lambda: IommufdHwptNested(ictx, IOMMUFD_OBJ_HWPT_NESTED))
+    parent.users += 1
+    hwpt.parent = parent
+    try:
+        hwpt.domain = cast(SupportsDomainAllocUser, ops).domain_alloc_user(
+            idev.device, flags & ~uapi.IOMMU_HWPT_FAULT_ID_VALID, parent.domain, user_data
+        )
+        hwpt.domain.owner = ops
+        if hwpt.domain.type != IOMMU_DOMAIN_NESTED or not has_optional_op(
+            hwpt.domain.ops, "cache_invalidate_user"
+        ):
+            raise EINVAL(f"{type(ops).__name__} returned a domain that is not nested")
+    except KernelError:
+        iommufd_object_abort_and_destroy(ictx, hwpt)
+        raise
+    return hwpt
 
 
 def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
@@ -224,10 +292,12 @@ def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
         pt_obj = iommufd_get_object(ictx, cmd.pt_id, IOMMUFD_OBJ_ANY)
         try:
             user_data = user.copy_from_user(cmd.data_uptr, cmd.data_len) if cmd.data_len else None
+            hwpt: IommufdHwPagetable
             if isinstance(pt_obj, IommufdIoas):
                 hwpt = iommufd_hwpt_paging_alloc(ictx, pt_obj, idev, cmd.flags, False, user_data)
             elif isinstance(pt_obj, IommufdHwptPaging):
-                hwpt = iommufd_hwpt_nested_alloc(pt_obj, idev, cmd.flags, cmd.data_len)
+                data = IommuUserData(cmd.data_type, cmd.data_uptr, cmd.data_len)
+                hwpt = iommufd_hwpt_nested_alloc(ictx, pt_obj, idev, cmd.flags, data)
             else:
                 raise EINVAL(f"object {cmd.pt_id} is neither an IOAS nor a paging HWPT")
             if cmd.flags & uapi.IOMMU_HWPT_FAULT_ID_VALID:
@@ -316,3 +386,31 @@ def iommufd_hwpt_get_dirty_bitmap(ucmd: IommufdUcmd) -> None:
         iopt_read_and_clear_dirty_data(hwpt.ioas.iopt, hwpt.domain, flags, bitmap)
     finally:
         iommufd_put_object(ucmd.ictx, hwpt)
+
+
+def iommufd_hwpt_invalidate(ucmd: IommufdUcmd) -> None:
+    """``iommufd_hwpt_invalidate`` (IOMMU_HWPT_INVALIDATE): the user's array of
+    ``entry_num`` vendor entries of ``entry_len`` bytes at ``data_uptr`` to the
+    nested HWPT's ``cache_invalidate_user``; ``entry_num`` comes back as the number
+    of entries handled, also when one failed (its errno is the ioctl's)."""
+    cmd: uapi.iommu_hwpt_invalidate = ucmd.cmd
+    done = 0
+    try:
+        if cmd.reserved:
+            raise EOPNOTSUPP("hwpt_invalidate.__reserved is not zero")
+        if cmd.entry_num and (not cmd.data_uptr or not cmd.entry_len):
+            raise EINVAL("entries without a pointer or a length")
+        obj = iommufd_get_object(ucmd.ictx, cmd.hwpt_id, IOMMUFD_OBJ_HWPT_NESTED)
+        assert isinstance(obj, IommufdHwptNested) and obj.domain is not None
+        array = IommuUserDataArray(cmd.data_type, cmd.data_uptr, cmd.entry_len, cmd.entry_num)
+        try:
+            ops = cast(SupportsCacheInvalidateUser, obj.domain.ops)
+            try:
+                ops.cache_invalidate_user(obj.domain, array)
+            finally:
+                done = array.entry_num
+        finally:
+            iommufd_put_object(ucmd.ictx, obj)
+    finally:
+        cmd.entry_num = done
+        iommufd_ucmd_respond(ucmd, uapi.iommu_hwpt_invalidate.SIZE)

@@ -20,8 +20,8 @@ Fault injection: object allocation is a ``kmalloc`` point and the id reservation
 ``xa_alloc`` point, as in C.
 
 Departures: one thread, so the object table needs no lock and ``users`` is a plain
-count (no ``shortterm_users`` wait); HWPT invalidation and the fault queue are
-recognised and size-checked but answer EOPNOTSUPP (not modelled yet).
+count (no ``shortterm_users`` wait); the fault queue is recognised and
+size-checked but answers EOPNOTSUPP (not modelled yet).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class IommufdObjectType(enum.IntEnum):
 IOMMUFD_OBJ_ANY = IommufdObjectType.IOMMUFD_OBJ_ANY
 IOMMUFD_OBJ_DEVICE = IommufdObjectType.IOMMUFD_OBJ_DEVICE
 IOMMUFD_OBJ_HWPT_PAGING = IommufdObjectType.IOMMUFD_OBJ_HWPT_PAGING
+IOMMUFD_OBJ_HWPT_NESTED = IommufdObjectType.IOMMUFD_OBJ_HWPT_NESTED
 IOMMUFD_OBJ_IOAS = IommufdObjectType.IOMMUFD_OBJ_IOAS
 
 
@@ -350,7 +351,12 @@ def _ops() -> dict[int, IommufdIoctlOp]:
     op(uapi.IOMMU_IOAS_UNMAP, uapi.iommu_ioas_unmap, "length", ioas.iommufd_ioas_unmap)
     op(uapi.IOMMU_OPTION, uapi.iommu_option, "val64", iommufd_option)
     op(uapi.IOMMU_VFIO_IOAS, uapi.iommu_vfio_ioas, "__reserved", vfio_compat.iommufd_vfio_ioas)
-    op(uapi.IOMMU_HWPT_INVALIDATE, uapi.iommu_hwpt_invalidate, "__reserved", _not_modelled)
+    op(
+        uapi.IOMMU_HWPT_INVALIDATE,
+        uapi.iommu_hwpt_invalidate,
+        "__reserved",
+        hwpt.iommufd_hwpt_invalidate,
+    )
     return table
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from attrs import define
 
 from kernel.errno import BY_ERRNO, KernelError
+from kernel.iommufd import user
 from kernel.iommufd.main import IommufdCtx, iommufd_fops_open
 from kernel.uapi import iommufd as uapi
 from kernel.uapi.iommufd import UapiStruct
@@ -100,10 +101,40 @@ class Iommufd:
         buf = do_ioctl(self.ctx, uapi.IOMMU_IOAS_COPY, cmd)
         return uapi.iommu_ioas_copy.from_bytes(buf).dst_iova
 
-    def hwpt_alloc(self, dev_id: int, pt_id: int, flags: int = 0) -> int:
+    def hwpt_alloc(
+        self,
+        dev_id: int,
+        pt_id: int,
+        flags: int = 0,
+        data_type: int = uapi.IOMMU_HWPT_DATA_NONE,
+        data: UapiStruct | None = None,
+        data_uptr: int = 0,
+    ) -> int:
+        """IOMMU_HWPT_ALLOC; vendor ``data`` (a nested HWPT's stage-1 config) travels
+        through the user buffer at ``data_uptr``."""
         cmd = uapi.iommu_hwpt_alloc(flags=flags, dev_id=dev_id, pt_id=pt_id)
+        if data is not None:
+            user.copy_to_user(data_uptr, data.to_bytes())
+            cmd.data_type, cmd.data_len, cmd.data_uptr = data_type, data.SIZE, data_uptr
         buf = do_ioctl(self.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)
         return uapi.iommu_hwpt_alloc.from_bytes(buf).out_hwpt_id
+
+    def hwpt_invalidate(
+        self, hwpt_id: int, data_type: int, entries: list[UapiStruct], data_uptr: int
+    ) -> int:
+        """IOMMU_HWPT_INVALIDATE of ``entries`` (copied to ``data_uptr``); returns the
+        ``entry_num`` handled."""
+        entry_len = entries[0].SIZE if entries else 0
+        user.copy_to_user(data_uptr, b"".join(e.to_bytes() for e in entries))
+        cmd = uapi.iommu_hwpt_invalidate(
+            hwpt_id=hwpt_id,
+            data_uptr=data_uptr,
+            data_type=data_type,
+            entry_len=entry_len,
+            entry_num=len(entries),
+        )
+        buf = do_ioctl(self.ctx, uapi.IOMMU_HWPT_INVALIDATE, cmd)
+        return uapi.iommu_hwpt_invalidate.from_bytes(buf).entry_num
 
     def option(self, option_id: int, op: int, val64: int = 0, object_id: int = 0) -> int:
         cmd = uapi.iommu_option(option_id=option_id, op=op, object_id=object_id, val64=val64)

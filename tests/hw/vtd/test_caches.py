@@ -3,10 +3,15 @@ type and granularity drops exactly its entries."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from hw.memory import Memory
+from hw.translation import Pipeline, PipelineStats, TlbEntry
 from hw.vtd import StaleTranslationError
 from hw.vtd import entries as ent
+from hw.vtd.caches import Caches
 from tests.hw.vtd.helpers import (
     RID,
     RID2,
@@ -313,3 +318,56 @@ def test_flushed_entries_stop_watching_table_pages() -> None:
     assert not any(unit.caches.deps.deps.values())  # nothing depends on any table entry
     m.memory.write_u64(pt.root + 8, 0)  # unwatched at the page's next write
     assert not m.memory.watched(pt.root >> 12)
+
+
+# ---------------------------------------------------------------- nested IOTLB entries
+
+_NEST_TAGS = {
+    "sl": (5, -1),
+    "fl3": (5, 3),
+    "nest3": (5, 3 | (1 << 20)),
+    "nest4": (5, 4 | (1 << 20)),
+    "nest0": (5, 0 | (1 << 20)),
+    "other_did": (6, 3 | (1 << 20)),
+}
+
+
+@pytest.mark.parametrize(
+    ("op", "kept"),
+    [
+        # P_IOTLB of PASID 3 (all, then page 0x1000 only): first-stage and nested of PASID 3
+        (lambda c: c.flush_tlb(did=5, tag=3, nested=True), {"sl", "nest4", "nest0", "other_did"}),
+        (
+            lambda c: c.flush_tlb(did=5, tag=3, addr=0x1000, nested=True),
+            {"sl", "nest4", "nest0", "other_did", "fl3@0x5000", "nest3@0x5000"},
+        ),
+        # P_IOTLB of PASID 0 does not reach the nested entries of other PASIDs
+        (lambda c: c.flush_tlb(did=5, tag=0, nested=True), set(_NEST_TAGS) - {"nest0"}),
+        # IOTLB DSI: second-stage and every nested entry of the DID, not first-stage ones
+        (lambda c: c.flush_tlb(did=5, tag=-1, nested=True), {"fl3", "other_did"}),
+        # IOTLB PSI: the second-stage page, and every nested entry of the DID
+        (
+            lambda c: c.flush_tlb(did=5, tag=-1, addr=0x1000, nested=True),
+            {"fl3", "other_did", "sl@0x5000"},
+        ),
+    ],
+    ids=["piotlb", "piotlb_psi", "piotlb_pasid0", "iotlb_dsi", "iotlb_psi"],
+)
+def test_which_invalidations_reach_nested_entries(
+    op: Callable[[Caches], int], kept: set[str]
+) -> None:
+    """A reference table of spec 6.5.2.3/6.5.2.4 for nested entries: each tag holds
+    pages 0x1000 and 0x5000; ``kept`` names the tags left whole (``name``) or the
+    single page left (``name@addr``)."""
+    caches = Caches(Pipeline(Memory(1 << 20), PipelineStats(), False))
+    for tag in _NEST_TAGS.values():
+        for addr in (0x1000, 0x5000):
+            caches.iotlb.put(TlbEntry(tag, addr >> 12, 12, addr, 3, None))
+    op(caches)
+    left = {(e.tag, e.addr) for e in caches.iotlb.entries()}
+    want: set[tuple[tuple[int, int], int]] = set()
+    for name in kept:
+        label, _, at = name.partition("@")
+        addrs = (int(at, 16),) if at else (0x1000, 0x5000)
+        want |= {(_NEST_TAGS[label], a) for a in addrs}
+    assert left == want

@@ -51,7 +51,7 @@ def test_ver_defaults_by_mode_when_not_given() -> None:
     [
         (
             {**RAW, "ecap": hex(ECAP | 1 << 26)},
-            "vtd.ecap bit 26 (NEST, nested translation) is not modelled",
+            "vtd config nest: nested translation needs smts, flts and slts",
         ),
         ({**RAW, "ecap": hex(ECAP | 1 << 25)}, "vtd.ecap bit 25 (MTS, memory type support) is not"),
         ({**RAW, "ecap": hex(ECAP & ~(1 << 3) | 1 << 4)}, "extended interrupt mode needs ir"),
@@ -85,3 +85,15 @@ def test_bad_registers_fail_the_build_naming_the_problem(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         make(config)
+
+
+def test_nest_reads_back_and_needs_both_stages() -> None:
+    """ECAP.NEST (bit 26) with first- and second-stage support sets the ``nest``
+    knob; the knob puts bit 26 back into ECAP, and without first-stage support it
+    is refused naming the dependency."""
+    cfg = VtdConfig.from_mapping({**RAW, "ecap": hex(ECAP | 1 << 26 | 1 << 47)})
+    assert cfg.nest and cfg.flts
+    assert VtdConfig.from_mapping({"nest": True}).ecap() >> 26 & 1
+    assert not VtdConfig.from_mapping({}).ecap() >> 26 & 1
+    with pytest.raises(ValueError, match="nested translation needs smts, flts and slts"):
+        VtdConfig.from_mapping({"nest": True, "flts": False})
