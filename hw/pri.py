@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 from attrs import define, frozen
 
 if TYPE_CHECKING:
+    from hw.machine import IommuModel, Machine
     from hw.pci import PciFunction
 
 PCI_PRI_CTRL = 0x04
@@ -66,6 +67,45 @@ PRG_INDEX_COUNT = 512
 
 Callback = Callable[[int], None]
 """Called with the response code that ended a page request group."""
+
+
+if TYPE_CHECKING:
+
+    class _BehindMachine(IommuModel, Protocol):
+        """An IOMMU model attached to its machine."""
+
+        @property
+        def m(self) -> Machine: ...
+
+
+class PrgResponder:
+    """Where one IOMMU's PRG Response messages go: the PRI port of the function whose
+    requester ID the response names, among the functions behind that IOMMU (found once
+    per RID). A response for a function that is absent or has no PRI is dropped, as a
+    message to nobody would be. Shared by the VT-d page request queue (page group
+    response descriptors) and the SMMUv3 PRI queue (CMD_PRI_RESP)."""
+
+    def __init__(self, unit: _BehindMachine) -> None:
+        self._unit = unit
+        self._fns: dict[int, PciFunction | None] = {}
+
+    def function(self, rid: int) -> PciFunction | None:
+        try:
+            return self._fns[rid]
+        except KeyError:
+            unit = self._unit
+            m = unit.m
+            fn = next(
+                (f for a, f in m.functions.items() if a.rid == rid and m.iommu_for(a) is unit),
+                None,
+            )
+            self._fns[rid] = fn
+            return fn
+
+    def send(self, rid: int, prgi: int, code: int, pasid: int | None) -> None:
+        fn = self.function(rid)
+        if fn is not None and fn.pri is not None:
+            fn.pri.response(prgi, code, pasid)
 
 
 @frozen

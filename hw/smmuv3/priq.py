@@ -25,12 +25,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hw.memory import BusError
-from hw.pri import PRG_RESP_FAILURE, PRG_RESP_INVALID, PRG_RESP_SUCCESS, PageRequest
+from hw.pri import (
+    PRG_RESP_FAILURE,
+    PRG_RESP_INVALID,
+    PRG_RESP_SUCCESS,
+    PageRequest,
+    PrgResponder,
+)
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
 
 if TYPE_CHECKING:
-    from hw.pci import PciFunction
     from hw.smmuv3.unit import Smmuv3Unit
 
 PRIQ_DELAY_NS = 100
@@ -69,7 +74,7 @@ class PriQueue:
         self.lost = 0
         self.refused = 0
         self.responses = 0
-        self._fns: dict[int, PciFunction | None] = {}
+        self._responder = PrgResponder(unit)
 
     def geometry(self) -> tuple[int, int]:
         base = self.unit.regs["PRIQ_BASE"]
@@ -129,21 +134,7 @@ class PriQueue:
         self.send_response(c0.SID.get(dw0), ent.CmdPriResp1.GRPID.get(dw1), code, pasid)
         return True
 
-    def _function(self, rid: int) -> PciFunction | None:
-        try:
-            return self._fns[rid]
-        except KeyError:
-            m = self.unit.m
-            fn = next(
-                (f for a, f in m.functions.items() if a.rid == rid and m.iommu_for(a) is self.unit),
-                None,
-            )
-            self._fns[rid] = fn
-            return fn
-
     def send_response(self, rid: int, prgi: int, code: int, pasid: int | None) -> None:
         """A PRG Response message to the function with requester ID ``rid``."""
         self.unit.emit("hw_smmuv3:prg_response", sid=rid, prgi=prgi, code=code, ssid=pasid)
-        fn = self._function(rid)
-        if fn is not None and fn.pri is not None:
-            fn.pri.response(prgi, code, pasid)
+        self._responder.send(rid, prgi, code, pasid)

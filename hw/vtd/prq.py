@@ -32,14 +32,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hw.memory import BusError
-from hw.pri import PRG_RESP_FAILURE, PRG_RESP_INVALID, PRG_RESP_SUCCESS, PageRequest
+from hw.pri import (
+    PRG_RESP_FAILURE,
+    PRG_RESP_INVALID,
+    PRG_RESP_SUCCESS,
+    PageRequest,
+    PrgResponder,
+)
 from hw.regs import RegSlot
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
 from hw.vtd.faults import FR, TranslationFault
 
 if TYPE_CHECKING:
-    from hw.pci import PciFunction
     from hw.vtd.unit import VtdUnit
 
 PR_TRANSIT_NS = 500
@@ -69,7 +74,7 @@ class PageRequestQueue:
         self.overflows = 0
         self.refused = 0
         self.responses = 0
-        self._fns: dict[int, PciFunction | None] = {}
+        self._responder = PrgResponder(unit)
 
     # -- receiving ------------------------------------------------------------------------
     def receive(self, req: PageRequest) -> None:
@@ -190,20 +195,6 @@ class PageRequestQueue:
         self.responses += 1
         self._respond(f.RID.get(qw0), f1.PRGI.get(qw1), f.RC.get(qw0), pasid)
 
-    def _function(self, rid: int) -> PciFunction | None:
-        try:
-            return self._fns[rid]
-        except KeyError:
-            m = self.unit.m
-            fn = next(
-                (f for a, f in m.functions.items() if a.rid == rid and m.iommu_for(a) is self.unit),
-                None,
-            )
-            self._fns[rid] = fn
-            return fn
-
     def _respond(self, rid: int, prgi: int, code: int, pasid: int | None) -> None:
         self.unit.emit("hw_vtd:prg_response", rid=rid, prgi=prgi, code=code, pasid=pasid)
-        fn = self._function(rid)
-        if fn is not None and fn.pri is not None:
-            fn.pri.response(prgi, code, pasid)
+        self._responder.send(rid, prgi, code, pasid)
