@@ -19,6 +19,10 @@ stale dirty bits) or off, IOMMU_HWPT_GET_DIRTY_BITMAP reports (and clears, unles
 NO_CLEAR) the dirty pages of a range into the user's bitmap. A HWPT without dirty
 ops is EOPNOTSUPP.
 
+Fault queue: with IOMMU_HWPT_FAULT_ID_VALID the HWPT holds the fault object
+``fault_id`` (ENOENT if that is not one) and its domain's page requests go there
+(``kernel.iommufd.fault``).
+
 Nested HWPTs (a HWPT_PAGING ``pt_id``) follow upstream's checks up to the vendor
 call; no vendor here offers nesting yet, so they end in EOPNOTSUPP.
 """
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from attrs import define, field
 
 from kernel.device import Device
-from kernel.errno import EINVAL, ENOENT, EOPNOTSUPP, KernelError
+from kernel.errno import EINVAL, EOPNOTSUPP, KernelError
 from kernel.iommu.iommu import dev_iommu_ops, iommu_domain_free, iommu_paging_domain_alloc
 from kernel.iommu.iommu_h import IOMMU_CAP_DIRTY_TRACKING, IommuDomain, has_optional_op
 from kernel.iommufd import user
@@ -66,6 +70,7 @@ from kernel.uapi import iommufd as uapi
 
 if TYPE_CHECKING:
     from kernel.iommufd.device import IommufdDevice
+    from kernel.iommufd.fault import IommufdFault
     from kernel.iommufd.ioas import IommufdIoas
 
 HWPT_PAGING_FLAGS = (
@@ -99,6 +104,8 @@ class IommufdHwptPaging(IommufdObject):
     pasid_compat: bool = False
     """Allocated with IOMMU_HWPT_ALLOC_PASID (6.15): may be attached to a PASID."""
     in_iopt: bool = False
+    fault: IommufdFault | None = field(default=None, repr=False)
+    """The fault queue of an IOPF-capable HWPT (IOMMU_HWPT_FAULT_ID_VALID), held."""
 
     def destroy(self) -> None:
         """``iommufd_hwpt_paging_destroy``: out of the IOAS (unmapping it), free the
@@ -114,6 +121,9 @@ class IommufdHwptPaging(IommufdObject):
         if self.domain is not None:
             iommu_domain_free(self.domain)
             self.domain = None
+        if self.fault is not None:
+            self.fault.users -= 1
+            self.fault = None
 
 
 PCI_PASID_CTRL_EXEC = 0x02
@@ -209,6 +219,7 @@ def iommufd_hwpt_nested_alloc(
 def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
     """``iommufd_hwpt_alloc`` (IOMMU_HWPT_ALLOC)."""
     from kernel.iommufd.device import iommufd_get_device
+    from kernel.iommufd.fault import iommufd_hwpt_set_fault
     from kernel.iommufd.ioas import IommufdIoas
 
     cmd: uapi.iommu_hwpt_alloc = ucmd.cmd
@@ -231,8 +242,11 @@ def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
             else:
                 raise EINVAL(f"object {cmd.pt_id} is neither an IOAS nor a paging HWPT")
             if cmd.flags & uapi.IOMMU_HWPT_FAULT_ID_VALID:
-                iommufd_object_abort_and_destroy(ictx, hwpt)
-                raise ENOENT(f"no fault queue {cmd.fault_id} (fault queues not modelled)")
+                try:
+                    iommufd_hwpt_set_fault(hwpt, ictx, cmd.fault_id)
+                except KernelError:
+                    iommufd_object_abort_and_destroy(ictx, hwpt)
+                    raise
             cmd.out_hwpt_id = hwpt.id
             iommufd_ucmd_respond(ucmd, uapi.iommu_hwpt_alloc.SIZE)
             iommufd_object_finalize(ictx, hwpt)
