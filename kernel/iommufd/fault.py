@@ -113,23 +113,23 @@ class IommufdFaultFile:
         if self.released:
             return
         self.released = True
-        _FDS.get().pop(self.fd, None)
+        FAULT_FDS.get().pop(self.fd, None)
         self.fault.users -= 1
 
 
-_FDS: KernelSlot[dict[int, IommufdFaultFile]] = KernelSlot("iommufd_fault_fds", dict)
+FAULT_FDS: KernelSlot[dict[int, IommufdFaultFile]] = KernelSlot("iommufd_fault_fds", dict)
 
 
 def fault_fd_get(fd: int) -> IommufdFaultFile:
     """The open fault-queue file of descriptor ``fd`` (EBADF's stand-in: ENOENT)."""
-    filep = _FDS.get().get(fd)
+    filep = FAULT_FDS.get().get(fd)
     if filep is None:
         raise ENOENT(f"fd {fd} is not an open fault queue")
     return filep
 
 
 def _fd_install(filep: IommufdFaultFile) -> int:
-    fds = _FDS.get()
+    fds = FAULT_FDS.get()
     fd = 3
     while fd in fds:
         fd += 1

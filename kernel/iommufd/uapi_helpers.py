@@ -11,7 +11,7 @@ the caller passes a user buffer address (see :mod:`kernel.iommufd.user`).
 
 from __future__ import annotations
 
-from attrs import define
+from attrs import define, field
 
 from kernel.errno import BY_ERRNO, KernelError
 from kernel.iommufd.main import IommufdCtx, iommufd_fops_open
@@ -45,12 +45,22 @@ class Iommufd:
     """An open iommufd and its commands."""
 
     ctx: IommufdCtx
+    fault_fds: list[int] = field(factory=list)
+    """Fault-queue descriptors this user space got, closed with the iommufd."""
 
     @classmethod
     def open(cls) -> Iommufd:
         return cls(iommufd_fops_open())
 
     def close(self) -> None:
+        """Close every fault-queue fd still open, then the iommufd (a process exit)."""
+        from kernel.iommufd.fault import FAULT_FDS
+
+        for fd in self.fault_fds:
+            filep = FAULT_FDS.get().get(fd)
+            if filep is not None and filep.fault.ictx is self.ctx:
+                filep.close()
+        self.fault_fds.clear()
         self.ctx.close()
 
     def destroy(self, oid: int) -> None:
@@ -100,10 +110,17 @@ class Iommufd:
         buf = do_ioctl(self.ctx, uapi.IOMMU_IOAS_COPY, cmd)
         return uapi.iommu_ioas_copy.from_bytes(buf).dst_iova
 
-    def hwpt_alloc(self, dev_id: int, pt_id: int, flags: int = 0) -> int:
-        cmd = uapi.iommu_hwpt_alloc(flags=flags, dev_id=dev_id, pt_id=pt_id)
+    def hwpt_alloc(self, dev_id: int, pt_id: int, flags: int = 0, fault_id: int = 0) -> int:
+        cmd = uapi.iommu_hwpt_alloc(flags=flags, dev_id=dev_id, pt_id=pt_id, fault_id=fault_id)
         buf = do_ioctl(self.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)
         return uapi.iommu_hwpt_alloc.from_bytes(buf).out_hwpt_id
+
+    def fault_queue_alloc(self) -> tuple[int, int]:
+        """IOMMU_FAULT_QUEUE_ALLOC: (fault object id, fault fd)."""
+        buf = do_ioctl(self.ctx, uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc())
+        out = uapi.iommu_fault_alloc.from_bytes(buf)
+        self.fault_fds.append(out.out_fault_fd)
+        return out.out_fault_id, out.out_fault_fd
 
     def option(self, option_id: int, op: int, val64: int = 0, object_id: int = 0) -> int:
         cmd = uapi.iommu_option(option_id=option_id, op=op, object_id=object_id, val64=val64)
