@@ -13,7 +13,7 @@ import pytest
 
 from iommulab.vfio_dsa import VfioDsa
 from kernel.delay import udelay
-from kernel.errno import EBUSY, EINVAL, ENOENT, EOPNOTSUPP, ESPIPE, ETIMEDOUT
+from kernel.errno import EBUSY, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, ESPIPE, ETIMEDOUT
 from kernel.iommufd.fault import IommufdFaultFile, fault_fd_get
 from kernel.iommufd.uapi_helpers import Iommufd
 from kernel.mm import memory_read
@@ -175,3 +175,23 @@ FAULT_SCENARIOS = {
 def test_fail_nth_fault_allocations_leave_nothing(scenario: str) -> None:
     setup, op = FAULT_SCENARIOS[scenario]
     assert sweep(boot_vendor("vtd"), setup, op) > 0
+
+
+@pytest.mark.parametrize("vendor", ["smmuv3"])
+def test_smmuv3_dsa_cannot_take_iommufd_faults(vmm: Vmm) -> None:
+    """arm-smmu-v3 in 6.12 takes IOPF only from stalling masters (PRI requests are
+    denied by ``arm_smmu_handle_ppr``), so IOPF cannot be enabled for the PCI DSA and
+    attaching a fault-capable HWPT fails, leaving the device unattached. Upstream's
+    errno is EINVAL (``arm_smmu_dev_enable_feature``); the model's driver has no
+    ``dev_enable_feat`` op, so the core's ENODEV comes back."""
+    fd = vmm.fd
+    dev_id = vmm.vfio.bind_iommufd(fd.ctx)
+    fault_id, fault_fd = fd.fault_queue_alloc()
+    ioas = fd.ioas_alloc()
+    hwpt = fd.hwpt_alloc(dev_id, ioas, uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id)
+    with pytest.raises(ENODEV):
+        vmm.vfio.attach_pt(hwpt)
+    assert fd.ctx.objects[hwpt] is not None and fd.ctx.objects[hwpt].users == 1
+    assert vmm.vfio.attach_pt(ioas) != hwpt  # a plain HWPT still attaches
+    vmm.vfio.detach_pt()
+    fault_fd_get(fault_fd).close()
