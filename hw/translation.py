@@ -43,7 +43,7 @@ from typing import Final, Protocol, cast
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault
+from hw.bus import DMA_FAULT_BUS, DmaFault, Finding
 from hw.memory import Memory
 from hw.pagewatch import SlotCached, SlotTracker
 
@@ -464,8 +464,15 @@ class Pipeline:
     """One IOMMU unit's translation machinery: the dependency tracker, the IOTLB
     (a :class:`TagCache`), and the shadows of translations handed to devices' ATCs."""
 
-    def __init__(self, memory: Memory, stats: PipelineStats, strict: bool) -> None:
+    def __init__(
+        self,
+        memory: Memory,
+        stats: PipelineStats,
+        strict: bool,
+        now: Callable[[], int] | None = None,
+    ) -> None:
         self.deps = SlotTracker(memory)
+        self.deps.now = now
         ram, ram_run = ram_limits(memory)
         self.iotlb = TagCache(self.deps, ram, self.deps, ram_run)
         self.devtlb: set[TlbEntry] = set()
@@ -497,10 +504,12 @@ class Pipeline:
             self.devtlb.discard(entry)
             self.deps.drop(entry)
 
-    def stale(self, what: str, report: Callable[[], None]) -> None:
+    def stale(self, what: str, report: Callable[[], object]) -> None:
         """A cached answer differing from the tables was used: count it, let the
-        vendor emit its event (``report``), and raise when strict."""
+        vendor emit its event and build its finding (``report``), and raise when
+        strict, the finding's report in the message."""
         self.stats.stale_uses += 1
-        report()
+        found = report()
         if self.strict:
-            raise StaleTranslationError(what)
+            text = found.report() if isinstance(found, Finding) else ""
+            raise StaleTranslationError(f"{what}\n{text}" if text else what)

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding
 from hw.translation import INTR_HI, INTR_LO, NEVER, TlbEntry, translate_run
 from hw.vtd.caches import SL_TAG, CtxEntry
 from hw.vtd.faults import FR, TranslationFault
+from hw.vtd.findings import stale_finding
 from hw.vtd.walk import (
     KIND_FL,
     KIND_PT,
@@ -359,15 +360,17 @@ class Translation:
         current: tuple[int, ...],
         cache: str,
     ) -> None:
-        """Report the use of a cached translation the tables no longer give."""
+        """Report the use of a cached translation the tables no longer give: the
+        trace event, and the finding with its cause (:mod:`hw.vtd.findings`)."""
         unit = self.unit
         what = (
             f"{unit.name}: rid {rid:#06x} pasid {pasid} addr {addr:#x}: cached "
             f"{cache} translation {cached} used, tables say {current}"
         )
-        unit.pipeline.stale(
-            what,
-            lambda: unit.emit(
+
+        def report() -> Finding:
+            found = stale_finding(unit, rid, pasid, addr, cached, current, cache)
+            unit.emit(
                 "hw_vtd:stale_translation",
                 rid=rid,
                 pasid=pasid,
@@ -375,8 +378,13 @@ class Translation:
                 cached=cached,
                 current=current,
                 cache=cache,
-            ),
-        )
+                write_ns=[w.time_ns for w in found.writes],
+                missing=[i.text() for i in found.missing],
+            )
+            unit.report(found)
+            return found
+
+        unit.pipeline.stale(what, report)
 
 
 class PageSlowPath:
