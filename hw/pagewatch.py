@@ -13,7 +13,7 @@ of the translations they hand to devices' ATCs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from hw.bus import TableWrite
 from hw.memory import Memory
@@ -213,18 +213,57 @@ class SlotTracker:
             else:
                 self._first(granule)
 
+    def add_run(
+        self, entries: Sequence[SlotCached], shared: Collection[int], own: Sequence[int]
+    ) -> None:
+        """:meth:`add` for ``entries`` whose slots are the granules ``shared`` plus one
+        of their own (``own[i]`` for ``entries[i]``), as a run of leaves under the same
+        upper levels has: each shared granule is registered once for all of them."""
+        deps = self.deps
+        fresh: list[int] = []
+        """Granules that had no entry: counted for their page below."""
+        for granule in shared:
+            s = deps.get(granule)
+            if s is None:
+                deps[granule] = set(entries)
+                fresh.append(granule)
+            else:
+                if not s:
+                    fresh.append(granule)
+                s.update(entries)
+        for granule, entry in zip(own, entries, strict=True):
+            s = deps.get(granule)
+            if s is None:
+                deps[granule] = {entry}
+                fresh.append(granule)
+            else:
+                if not s:
+                    fresh.append(granule)
+                s.add(entry)
+        snaps, live = self.snaps, self.live
+        for granule in fresh:
+            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+            if pfn in snaps:  # watched: counted in live (maybe at 0)
+                live[pfn] += 1
+            else:
+                self._first(granule)
+
     def drop(self, entry: SlotCached) -> None:
         """Forget ``entry``'s dependencies. A granule's set stays when it empties (a
         refill reuses it); the page is unwatched at its next write (:meth:`on_write`)."""
+        self.drop_all((entry,))
+
+    def drop_all(self, entries: Iterable[SlotCached]) -> None:
+        """:meth:`drop` of each of ``entries`` (an invalidation's victims, in one call)."""
         deps = self.deps
         live = self.live
-        for granule in entry.slots:
-            s = deps.get(granule)
-            if not s or entry not in s:
-                continue
-            s.discard(entry)
-            if not s:
-                live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
+        for entry in entries:
+            for granule in entry.slots:
+                s = deps.get(granule)
+                if s:  # emptied by this entry's leaving: the granule has none now
+                    s.discard(entry)
+                    if not s:
+                        live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
 
     def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""
