@@ -20,6 +20,7 @@ from kernel.io import IoMem, movdir64b
 from kernel.mm import memory_read, memory_write
 from kernel.uapi.idxd import (
     DSA_OPCODE_MEMMOVE,
+    IDXD_OP_FLAG_BOF,
     IDXD_OP_FLAG_CRAV,
     IDXD_OP_FLAG_RCR,
     DsaCompletionRecord,
@@ -57,17 +58,18 @@ class VfioDsa:
             udelay(1)
         raise ETIMEDOUT(f"DSA command {cmd}")
 
-    def enable(self, pasid: int | None = None) -> None:
+    def enable(self, pasid: int | None = None, bof: bool = False) -> None:
         """Configure WQ 0 (dedicated, 16 entries) in group 0 with all engines, enable
         the device and the WQ. With ``pasid`` the WQ tags every request with it (the
-        device then translates through that PASID's attachment)."""
+        device then translates through that PASID's attachment); with ``bof`` the WQ
+        allows block-on-fault (descriptors then ask for it, see :meth:`submit`)."""
         table = self.bar0.readq(regs.TABLE_OFFSETS_OFFSET)
         grpcfg = (table & 0xFFFF) * regs.TABLE_OFFSET_MULT
         wqcfg = ((table >> 16) & 0xFFFF) * regs.TABLE_OFFSET_MULT
         engines = self.bar0.readq(regs.ENGCAP_OFFSET) & 0xFF
         self.bar0.writel(WQ_SIZE, wqcfg)
         mode = regs.WQCFG_MODE.encode(
-            mode=1, priority=1, pasid_en=int(pasid is not None), pasid=pasid or 0
+            mode=1, priority=1, pasid_en=int(pasid is not None), pasid=pasid or 0, bof=int(bof)
         )
         self.bar0.writel(mode, wqcfg + 8)
         self.bar0.writel(
@@ -81,21 +83,38 @@ class VfioDsa:
     def disable(self) -> None:
         self._cmd(CMD_DISABLE_DEVICE)
 
-    def memmove(
-        self, src_iova: int, dst_iova: int, size: int, cr_iova: int, cr_uptr: int
-    ) -> DsaCompletionRecord:
-        """Copy ``size`` bytes between IOVAs; the completion record goes to
-        ``cr_iova``, which user space sees at ``cr_uptr``. Returns the record."""
+    def submit(
+        self,
+        src_iova: int,
+        dst_iova: int,
+        size: int,
+        cr_iova: int,
+        cr_uptr: int,
+        bof: bool = False,
+    ) -> None:
+        """Submit a memmove without waiting (``bof``: block on fault, for a WQ
+        enabled with it); :meth:`wait` reads the record."""
         memory_write(cr_uptr, bytes(DsaCompletionRecord.SIZE))
         desc = DsaHwDesc(
             opcode=DSA_OPCODE_MEMMOVE,
-            flags=IDXD_OP_FLAG_CRAV | IDXD_OP_FLAG_RCR,
+            flags=IDXD_OP_FLAG_CRAV | IDXD_OP_FLAG_RCR | (IDXD_OP_FLAG_BOF if bof else 0),
             completion_addr=cr_iova,
             src_addr=src_iova,
             dst_addr=dst_iova,
             xfer_size=size,
         )
         movdir64b(self.bar2, desc.to_bytes())
+
+    def memmove(
+        self, src_iova: int, dst_iova: int, size: int, cr_iova: int, cr_uptr: int
+    ) -> DsaCompletionRecord:
+        """Copy ``size`` bytes between IOVAs; the completion record goes to
+        ``cr_iova``, which user space sees at ``cr_uptr``. Returns the record."""
+        self.submit(src_iova, dst_iova, size, cr_iova, cr_uptr)
+        return self.wait(cr_uptr)
+
+    def wait(self, cr_uptr: int) -> DsaCompletionRecord:
+        """Poll the completion record at ``cr_uptr`` until the device wrote it."""
         for _ in range(10_000):
             rec = DsaCompletionRecord.from_bytes(memory_read(cr_uptr, DsaCompletionRecord.SIZE))
             if rec.status:

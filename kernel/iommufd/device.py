@@ -40,6 +40,13 @@ from kernel.iommu.iommu import (
 )
 from kernel.iommu.iommu_h import IOMMU_CAP_CACHE_COHERENCY, IommuGroup
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
+from kernel.iommufd.fault import (
+    iommufd_fault_attach_prepare,
+    iommufd_fault_detach_finish,
+    iommufd_fault_iopf_disable,
+    iommufd_fault_replace,
+    iommufd_fault_replace_abort,
+)
 from kernel.iommufd.hw_pagetable import (
     IommufdHwPagetable,
     IommufdHwptNested,
@@ -87,6 +94,8 @@ class IommufdDevice(IommufdObject):
     dev: Device | None = None
     igroup: IommufdGroup | None = field(default=None, repr=False)
     pasids: dict[int, IommufdHwptPaging] = field(factory=dict, repr=False)
+    iopf_enabled: int = 0
+    """Fault-capable HWPTs attached (``idev->iopf_enabled``): IOPF is on while > 0."""
 
     @property
     def device(self) -> Device:
@@ -177,7 +186,14 @@ def iommufd_hw_pagetable_attach(hwpt: IommufdHwPagetable, idev: IommufdDevice) -
     if not igroup.devices:
         assert hwpt.domain is not None
         try:
-            iommu_attach_group(hwpt.domain, igroup.group)
+            if hwpt.fault is not None:
+                iommufd_fault_attach_prepare(hwpt, idev)
+            try:
+                iommu_attach_group(hwpt.domain, igroup.group)
+            except KernelError:
+                if hwpt.fault is not None:
+                    iommufd_fault_iopf_disable(idev)
+                raise
         except KernelError:
             assert hwpt.ioas is not None
             iopt_remove_reserved_iova(hwpt.ioas.iopt, dev)
@@ -197,6 +213,8 @@ def iommufd_hw_pagetable_detach(idev: IommufdDevice) -> IommufdHwPagetable:
     if not igroup.devices:
         iommu_detach_group(hwpt.domain, igroup.group)
         igroup.hwpt = None
+        if hwpt.fault is not None:
+            iommufd_fault_detach_finish(hwpt, idev)
     if all(p.ioas is not hwpt.ioas for p in idev.pasids.values()):
         iopt_remove_reserved_iova(hwpt.ioas.iopt, dev)
     return hwpt
@@ -234,11 +252,17 @@ def _do_replace(idev: IommufdDevice, hwpt: IommufdHwPagetable) -> IommufdHwPaget
                 assert d.dev is not None
                 iopt_table_enforce_dev_resv_regions(hwpt.ioas.iopt, d.dev)
                 done.append(d.dev)
-        iommu_group_replace_domain(igroup.group, hwpt.domain)
+        iommufd_fault_replace(old, hwpt, idev, done=False)
+        try:
+            iommu_group_replace_domain(igroup.group, hwpt.domain)
+        except KernelError:
+            iommufd_fault_replace_abort(old, hwpt, idev)
+            raise
     except KernelError:
         for dv in done:
             iopt_remove_reserved_iova(hwpt.ioas.iopt, dv)
         raise
+    iommufd_fault_replace(old, hwpt, idev, done=True)
     if moved:
         for d in igroup.devices:
             iopt_remove_reserved_iova(old.ioas.iopt, d.dev)

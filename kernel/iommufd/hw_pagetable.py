@@ -28,6 +28,10 @@ reserved regions in the parent's IOAS (``find_hwpt_paging``). IOMMU_HWPT_INVALID
 hands the user's array of vendor invalidation entries to the domain's
 ``cache_invalidate_user`` and reports back how many were handled in ``entry_num``,
 on failure too.
+
+Fault queue: with IOMMU_HWPT_FAULT_ID_VALID the HWPT holds the fault object
+``fault_id`` (ENOENT if that is not one) and its domain's page requests go there
+(``kernel.iommufd.fault``), paging and nested alike (the C struct's common ``fault``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from attrs import define, field
 
 from kernel.device import Device
-from kernel.errno import EINVAL, ENOENT, EOPNOTSUPP, KernelError
+from kernel.errno import EINVAL, EOPNOTSUPP, KernelError
 from kernel.iommu.iommu import dev_iommu_ops, iommu_domain_free, iommu_paging_domain_alloc
 from kernel.iommu.iommu_h import (
     IOMMU_CAP_DIRTY_TRACKING,
@@ -80,6 +84,7 @@ from kernel.uapi import iommufd as uapi
 
 if TYPE_CHECKING:
     from kernel.iommufd.device import IommufdDevice
+    from kernel.iommufd.fault import IommufdFault
     from kernel.iommufd.ioas import IommufdIoas
 
 HWPT_PAGING_FLAGS = (
@@ -117,6 +122,8 @@ class IommufdHwptPaging(IommufdObject):
     pasid_compat: bool = False
     """Allocated with IOMMU_HWPT_ALLOC_PASID (6.15): may be attached to a PASID."""
     in_iopt: bool = False
+    fault: IommufdFault | None = field(default=None, repr=False)
+    """The fault queue of an IOPF-capable HWPT (IOMMU_HWPT_FAULT_ID_VALID), held."""
 
     def destroy(self) -> None:
         """``iommufd_hwpt_paging_destroy``: out of the IOAS (unmapping it), free the
@@ -132,6 +139,9 @@ class IommufdHwptPaging(IommufdObject):
         if self.domain is not None:
             iommu_domain_free(self.domain)
             self.domain = None
+        if self.fault is not None:
+            self.fault.users -= 1
+            self.fault = None
 
 
 @define(eq=False)
@@ -141,6 +151,8 @@ class IommufdHwptNested(IommufdObject):
     domain: IommuDomain | None = field(default=None, repr=False)
     parent: IommufdHwptPaging | None = field(default=None, repr=False)
     auto_domain: bool = False
+    fault: IommufdFault | None = field(default=None, repr=False)
+    """The fault queue of an IOPF-capable HWPT (IOMMU_HWPT_FAULT_ID_VALID), held."""
 
     @property
     def ioas(self) -> IommufdIoas | None:
@@ -156,6 +168,9 @@ class IommufdHwptNested(IommufdObject):
         if self.parent is not None:
             self.parent.users -= 1
             self.parent = None
+        if self.fault is not None:
+            self.fault.users -= 1
+            self.fault = None
 
 
 IommufdHwPagetable = IommufdHwptPaging | IommufdHwptNested
@@ -277,6 +292,7 @@ def iommufd_hwpt_nested_alloc(
 def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
     """``iommufd_hwpt_alloc`` (IOMMU_HWPT_ALLOC)."""
     from kernel.iommufd.device import iommufd_get_device
+    from kernel.iommufd.fault import iommufd_hwpt_set_fault
     from kernel.iommufd.ioas import IommufdIoas
 
     cmd: uapi.iommu_hwpt_alloc = ucmd.cmd
@@ -301,8 +317,11 @@ def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
             else:
                 raise EINVAL(f"object {cmd.pt_id} is neither an IOAS nor a paging HWPT")
             if cmd.flags & uapi.IOMMU_HWPT_FAULT_ID_VALID:
-                iommufd_object_abort_and_destroy(ictx, hwpt)
-                raise ENOENT(f"no fault queue {cmd.fault_id} (fault queues not modelled)")
+                try:
+                    iommufd_hwpt_set_fault(hwpt, ictx, cmd.fault_id)
+                except KernelError:
+                    iommufd_object_abort_and_destroy(ictx, hwpt)
+                    raise
             cmd.out_hwpt_id = hwpt.id
             iommufd_ucmd_respond(ucmd, uapi.iommu_hwpt_alloc.SIZE)
             iommufd_object_finalize(ictx, hwpt)

@@ -20,8 +20,7 @@ Fault injection: object allocation is a ``kmalloc`` point and the id reservation
 ``xa_alloc`` point, as in C.
 
 Departures: one thread, so the object table needs no lock and ``users`` is a plain
-count (no ``shortterm_users`` wait); the fault queue is recognised and
-size-checked but answers EOPNOTSUPP (not modelled yet).
+count (no ``shortterm_users`` wait).
 """
 
 from __future__ import annotations
@@ -308,8 +307,8 @@ def _not_modelled(ucmd: IommufdUcmd) -> None:
 
 
 def _ops() -> dict[int, IommufdIoctlOp]:
+    from kernel.iommufd import fault, ioas, vfio_compat
     from kernel.iommufd import hw_pagetable as hwpt
-    from kernel.iommufd import ioas, vfio_compat
 
     def op(num: int, st: type[UapiStruct], last: str, fn: Callable[[IommufdUcmd], None]) -> None:
         table[uapi._IOC_NR(num) - uapi.IOMMUFD_CMD_BASE] = IommufdIoctlOp(
@@ -318,7 +317,12 @@ def _ops() -> dict[int, IommufdIoctlOp]:
 
     table: dict[int, IommufdIoctlOp] = {}
     op(uapi.IOMMU_DESTROY, uapi.iommu_destroy, "id", iommufd_destroy)
-    op(uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc, "out_fault_fd", _not_modelled)
+    op(
+        uapi.IOMMU_FAULT_QUEUE_ALLOC,
+        uapi.iommu_fault_alloc,
+        "out_fault_fd",
+        fault.iommufd_fault_alloc,
+    )
     op(uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info, "__reserved", hwpt.iommufd_get_hw_info)
     op(uapi.IOMMU_HWPT_ALLOC, uapi.iommu_hwpt_alloc, "__reserved", hwpt.iommufd_hwpt_alloc)
     op(

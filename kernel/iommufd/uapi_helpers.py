@@ -11,7 +11,7 @@ the caller passes a user buffer address (see :mod:`kernel.iommufd.user`).
 
 from __future__ import annotations
 
-from attrs import define
+from attrs import define, field
 
 from kernel.errno import BY_ERRNO, KernelError
 from kernel.iommufd import user
@@ -46,12 +46,22 @@ class Iommufd:
     """An open iommufd and its commands."""
 
     ctx: IommufdCtx
+    fault_fds: list[int] = field(factory=list)
+    """Fault-queue descriptors this user space got, closed with the iommufd."""
 
     @classmethod
     def open(cls) -> Iommufd:
         return cls(iommufd_fops_open())
 
     def close(self) -> None:
+        """Close every fault-queue fd still open, then the iommufd (a process exit)."""
+        from kernel.iommufd.fault import FAULT_FDS
+
+        for fd in self.fault_fds:
+            filep = FAULT_FDS.get().get(fd)
+            if filep is not None and filep.fault.ictx is self.ctx:
+                filep.close()
+        self.fault_fds.clear()
         self.ctx.close()
 
     def destroy(self, oid: int) -> None:
@@ -106,13 +116,14 @@ class Iommufd:
         dev_id: int,
         pt_id: int,
         flags: int = 0,
+        fault_id: int = 0,
         data_type: int = uapi.IOMMU_HWPT_DATA_NONE,
         data: UapiStruct | None = None,
         data_uptr: int = 0,
     ) -> int:
         """IOMMU_HWPT_ALLOC; vendor ``data`` (a nested HWPT's stage-1 config) travels
         through the user buffer at ``data_uptr``."""
-        cmd = uapi.iommu_hwpt_alloc(flags=flags, dev_id=dev_id, pt_id=pt_id)
+        cmd = uapi.iommu_hwpt_alloc(flags=flags, dev_id=dev_id, pt_id=pt_id, fault_id=fault_id)
         if data is not None:
             user.copy_to_user(data_uptr, data.to_bytes())
             cmd.data_type, cmd.data_len, cmd.data_uptr = data_type, data.SIZE, data_uptr
@@ -135,6 +146,13 @@ class Iommufd:
         )
         buf = do_ioctl(self.ctx, uapi.IOMMU_HWPT_INVALIDATE, cmd)
         return uapi.iommu_hwpt_invalidate.from_bytes(buf).entry_num
+
+    def fault_queue_alloc(self) -> tuple[int, int]:
+        """IOMMU_FAULT_QUEUE_ALLOC: (fault object id, fault fd)."""
+        buf = do_ioctl(self.ctx, uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc())
+        out = uapi.iommu_fault_alloc.from_bytes(buf)
+        self.fault_fds.append(out.out_fault_fd)
+        return out.out_fault_id, out.out_fault_fd
 
     def option(self, option_id: int, op: int, val64: int = 0, object_id: int = 0) -> int:
         cmd = uapi.iommu_option(option_id=option_id, op=op, object_id=object_id, val64=val64)

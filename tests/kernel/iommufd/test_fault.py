@@ -1,0 +1,197 @@
+"""The iommufd fault queue on VT-d: a "VMM" allocates a fault queue and an
+IOPF-capable HWPT, binds the DSA and submits a block-on-fault memmove whose
+destination is not mapped yet. The DSA's ATS translation misses, it sends a PCIe
+page request, VT-d queues it in its page request queue, intel prq reports it to
+io-pgfault and the HWPT's handler hands it to the fault queue: the record is read
+from the fault fd, user space maps the page with IOMMU_IOAS_MAP and writes the
+response; the DSA retries and completes (or, answered Invalid, completes with the
+page-fault status). Evidence: the records' bytes, the completion record, RAM."""
+
+from __future__ import annotations
+
+import pytest
+
+from iommulab.vfio_dsa import VfioDsa
+from kernel.delay import udelay
+from kernel.errno import EBUSY, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, ESPIPE, ETIMEDOUT
+from kernel.iommufd.fault import IommufdFaultFile, fault_fd_get
+from kernel.iommufd.uapi_helpers import Iommufd
+from kernel.mm import memory_read
+from kernel.uapi import idxd
+from kernel.uapi import iommufd as uapi
+from tests.kernel.iommufd.conftest import Vmm, boot_vendor
+from tests.kernel.iommufd.helpers import raw
+from tests.kernel.iommufd.test_fail_nth import sweep
+
+SIZE = 0x2000
+SRC, DST, CR = 0x10_0000, 0x20_0000, 0x30_0000
+REC = uapi.iommu_hwpt_pgfault.SIZE
+RESP = uapi.iommu_hwpt_page_response.SIZE
+
+
+@pytest.fixture
+def vendor() -> str:
+    return "vtd"
+
+
+def setup(vmm: Vmm) -> tuple[int, int, IommufdFaultFile, int, int, VfioDsa]:
+    """Fault queue, IOPF-capable HWPT on a fresh IOAS with source and record mapped
+    (the destination not), DSA bound, attached and enabled with block-on-fault."""
+    fd = vmm.fd
+    dev_id = vmm.vfio.bind_iommufd(fd.ctx)
+    fault_id, fault_fd = fd.fault_queue_alloc()
+    ioas = fd.ioas_alloc()
+    src, cr = vmm.buffer(SIZE, 5), vmm.buffer(0x1000)
+    fd.ioas_map(ioas, src, SIZE, iova=SRC)
+    fd.ioas_map(ioas, cr, 0x1000, iova=CR)
+    hwpt = fd.hwpt_alloc(dev_id, ioas, uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id)
+    assert vmm.vfio.attach_pt(hwpt) == hwpt
+    dsa = VfioDsa.open(vmm.vfio)
+    dsa.enable(bof=True)
+    return dev_id, ioas, fault_fd_get(fault_fd), src, cr, dsa
+
+
+def wait_fault(ffile: IommufdFaultFile) -> list[uapi.iommu_hwpt_pgfault]:
+    for _ in range(10_000):
+        if ffile.poll():
+            break
+        udelay(1)
+    data = ffile.read(4 * REC)
+    assert isinstance(data, bytes) and data
+    return [uapi.iommu_hwpt_pgfault.from_bytes(data[i : i + REC]) for i in range(0, len(data), REC)]
+
+
+def respond(ffile: IommufdFaultFile, cookie: int, code: int) -> int:
+    return ffile.write(uapi.iommu_hwpt_page_response(cookie=cookie, code=code).to_bytes())
+
+
+def test_fault_delivered_then_mapped_and_answered_success(vmm: Vmm) -> None:
+    dev_id, ioas, ffile, src, cr, dsa = setup(vmm)
+    dst = vmm.buffer(SIZE)
+    dsa.submit(SRC, DST, SIZE, CR, cr, bof=True)
+    recs = wait_fault(ffile)
+    last = recs[-1]
+    assert last.dev_id == dev_id and last.addr == DST and last.length == 0
+    assert last.perm & uapi.IOMMU_PGFAULT_PERM_WRITE
+    assert last.flags & uapi.IOMMU_PGFAULT_FLAGS_LAST_PAGE
+    assert not last.flags & uapi.IOMMU_PGFAULT_FLAGS_PASID_VALID  # RID-only requests
+    assert not idxd.DsaCompletionRecord.from_bytes(memory_read(cr, 32)).status  # blocked
+    vmm.fd.ioas_map(ioas, dst, SIZE, iova=DST)
+    assert respond(ffile, last.cookie, uapi.IOMMUFD_PAGE_RESP_SUCCESS) == RESP
+    # The cookie is spent: answering it again is EINVAL.
+    assert respond(ffile, last.cookie, uapi.IOMMUFD_PAGE_RESP_SUCCESS) == -EINVAL.errno
+    for _ in range(8):  # the second page may fault too: map is done, answer success
+        if not ffile.poll():
+            break
+        for r in wait_fault(ffile)[-1:]:
+            assert respond(ffile, r.cookie, uapi.IOMMUFD_PAGE_RESP_SUCCESS) == RESP
+    rec = dsa.wait(cr)
+    assert rec.status == idxd.DSA_COMP_SUCCESS
+    assert memory_read(dst, SIZE) == memory_read(src, SIZE)
+    dsa.disable()
+    ffile.close()
+
+
+def test_fault_answered_invalid_completes_with_page_fault(vmm: Vmm) -> None:
+    _, _, ffile, _, cr, dsa = setup(vmm)
+    dsa.submit(SRC, DST, SIZE, CR, cr, bof=True)
+    last = wait_fault(ffile)[-1]
+    assert respond(ffile, last.cookie, uapi.IOMMUFD_PAGE_RESP_INVALID) == RESP
+    rec = dsa.wait(cr)
+    assert rec.status & 0x3F == idxd.DSA_COMP_PAGE_FAULT_IR
+    assert rec.fault_addr == DST and rec.bytes_completed == 0
+    dsa.disable()
+    ffile.close()
+
+
+def test_detach_answers_outstanding_faults(vmm: Vmm) -> None:
+    _, _, ffile, _, cr, dsa = setup(vmm)
+    dsa.submit(SRC, DST, SIZE, CR, cr, bof=True)
+    wait_fault(ffile)  # read: now awaiting a response by cookie
+    vmm.vfio.detach_pt()  # iommufd_auto_response_faults: Invalid Request
+    assert not ffile.fault.response and not ffile.fault.deliver
+    # The device got its response and gave up; on the blocking domain now, it
+    # cannot even write its completion record.
+    with pytest.raises(ETIMEDOUT):
+        dsa.wait(cr)
+    dsa.disable()
+    ffile.close()
+
+
+def test_bad_input(vmm: Vmm) -> None:
+    fd = vmm.fd
+    dev_id = vmm.vfio.bind_iommufd(fd.ctx)
+    ioas = fd.ioas_alloc()
+    fault_id, fault_fd = fd.fault_queue_alloc()
+    ffile = fault_fd_get(fault_fd)
+    # Flags: EOPNOTSUPP; fault_id of a non-fault object or an unknown one: ENOENT.
+    assert raw(fd.ctx, uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc(flags=1))[0] == (
+        -EOPNOTSUPP.errno
+    )
+    for bad in (ioas, 999):
+        st = uapi.iommu_hwpt_alloc(
+            flags=uapi.IOMMU_HWPT_FAULT_ID_VALID, dev_id=dev_id, pt_id=ioas, fault_id=bad
+        )
+        assert raw(fd.ctx, uapi.IOMMU_HWPT_ALLOC, st)[0] == -ENOENT.errno
+    # Wrong sizes on read/write: ESPIPE; unknown cookie, bad code: EINVAL.
+    assert ffile.read(REC - 1) == -ESPIPE.errno
+    assert ffile.read(REC) == b""
+    assert ffile.write(bytes(RESP + 1)) == -ESPIPE.errno
+    assert respond(ffile, 77, uapi.IOMMUFD_PAGE_RESP_SUCCESS) == -EINVAL.errno
+    assert respond(ffile, 1, 2) == -EINVAL.errno
+    # The fault object is busy while its fd or a HWPT holds it.
+    hwpt = fd.hwpt_alloc(dev_id, ioas, uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id)
+    ffile.close()
+    assert raw(fd.ctx, uapi.IOMMU_DESTROY, uapi.iommu_destroy(id=fault_id))[0] == -EBUSY.errno
+    fd.destroy(hwpt)
+    fd.destroy(fault_id)
+    assert not fd.ctx.objects.get(fault_id)
+    # A HWPT without FAULT_ID_VALID cannot be used as fault-capable; a plain attach works.
+    assert isinstance(fd, Iommufd)
+
+
+def _bound_only(vmm: Vmm, st: dict[str, int]) -> None:
+    st["dev"] = vmm.vfio.bind_iommufd(vmm.fd.ctx)
+
+
+def _fault_bound(vmm: Vmm, st: dict[str, int]) -> None:
+    st["dev"] = vmm.vfio.bind_iommufd(vmm.fd.ctx)
+    st["ioas"] = vmm.fd.ioas_alloc()
+    st["fault"] = vmm.fd.fault_queue_alloc()[0]
+
+
+FAULT_SCENARIOS = {
+    "fault_queue_alloc": (_bound_only, lambda v, s: v.fd.fault_queue_alloc()),
+    "fault_hwpt_alloc": (
+        _fault_bound,
+        lambda v, s: v.fd.hwpt_alloc(
+            s["dev"], s["ioas"], uapi.IOMMU_HWPT_FAULT_ID_VALID, s["fault"]
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(FAULT_SCENARIOS))
+def test_fail_nth_fault_allocations_leave_nothing(scenario: str) -> None:
+    setup, op = FAULT_SCENARIOS[scenario]
+    assert sweep(boot_vendor("vtd"), setup, op) > 0
+
+
+@pytest.mark.parametrize("vendor", ["smmuv3"])
+def test_smmuv3_dsa_cannot_take_iommufd_faults(vmm: Vmm) -> None:
+    """arm-smmu-v3 in 6.12 takes IOPF only from stalling masters (PRI requests are
+    denied by ``arm_smmu_handle_ppr``), so IOPF cannot be enabled for the PCI DSA and
+    attaching a fault-capable HWPT fails, leaving the device unattached. Upstream's
+    errno is EINVAL (``arm_smmu_dev_enable_feature``); the model's driver has no
+    ``dev_enable_feat`` op, so the core's ENODEV comes back."""
+    fd = vmm.fd
+    dev_id = vmm.vfio.bind_iommufd(fd.ctx)
+    fault_id, fault_fd = fd.fault_queue_alloc()
+    ioas = fd.ioas_alloc()
+    hwpt = fd.hwpt_alloc(dev_id, ioas, uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id)
+    with pytest.raises(ENODEV):
+        vmm.vfio.attach_pt(hwpt)
+    assert fd.ctx.objects[hwpt] is not None and fd.ctx.objects[hwpt].users == 1
+    assert vmm.vfio.attach_pt(ioas) != hwpt  # a plain HWPT still attaches
+    vmm.vfio.detach_pt()
+    fault_fd_get(fault_fd).close()
