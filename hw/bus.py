@@ -251,13 +251,16 @@ class DmaFault:
     """Why a DMA access stopped at ``addr`` (the device-visible address).
 
     ``reason`` is the translating agent's own code (VT-d fault reason, SMMU event
-    id, or ``DMA_FAULT_BUS`` for an untranslated access outside RAM).
+    id, or ``DMA_FAULT_BUS`` for an untranslated access outside RAM). ``no_access``
+    marks an ATS Translation Completion with R=W=0 (not present or no permission):
+    not a recorded fault, and what a function with PRI may send a page request for.
     """
 
     addr: int
     reason: int
     write: bool
     detail: str = ""
+    no_access: bool = False
 
 
 DMA_FAULT_BUS = -1

@@ -20,6 +20,13 @@ from attrs import define
 
 from hw.ats import AtsAgent, AtsPort
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, PciAddr
+from hw.pri import (
+    PCI_PRI_CTRL,
+    PCI_PRI_STATUS,
+    PCI_PRI_STATUS_PASID,
+    PCI_PRI_STATUS_STOPPED,
+    PriPort,
+)
 from hw.translation import INTR_HI, INTR_LO
 
 if TYPE_CHECKING:
@@ -112,6 +119,8 @@ class PciFunction:
         self.ats_port: AtsPort | None = None
         """Set while ATS is enabled and the IOMMU in front answers Translation Requests."""
         self._ats_ctl = 0
+        self.pri: PriPort | None = None
+        """The Page Request Interface, when the function has the PRI capability."""
         self._set16(PCI_VENDOR_ID, self.vendor_id)
         self._set16(PCI_DEVICE_ID, self.device_id)
         self._set32(PCI_REVISION_ID, self.class_code << 8)
@@ -228,14 +237,21 @@ class PciFunction:
         self._ats_ctl = off + 6
         return off
 
-    def add_pri_cap(self, outstanding: int = 512) -> int:
+    def add_pri_cap(self, outstanding: int = 512, pasid_required: bool = True) -> int:
+        """The PRI extended capability (PCIe Base spec chapter 10): Control (Enable,
+        Reset), Status (RF and UPRGI RW1C, Stopped set at reset, PRG Response PASID
+        Required fixed by ``pasid_required``), the RO capacity ``outstanding`` and the
+        RW allocation. Its behaviour is :class:`hw.pri.PriPort`'s."""
         body = bytearray(12)
+        status = PCI_PRI_STATUS_STOPPED | (PCI_PRI_STATUS_PASID if pasid_required else 0)
+        body[2:4] = status.to_bytes(2, "little")
         body[4:8] = outstanding.to_bytes(4, "little")
         wmask = bytearray(12)
         wmask[0] = 0x3
         wmask[8:12] = b"\xff\xff\xff\xff"
         off = self.add_ext_cap(PCI_EXT_CAP_ID_PRI, 1, bytes(body), bytes(wmask))
-        self.w1cmask[off + 6] = 0x3
+        self.w1cmask[off + PCI_PRI_STATUS] = 0x3
+        self.pri = PriPort(self, off)
         return off
 
     def add_acs_cap(self, caps: int = 0x1F) -> int:
@@ -275,6 +291,11 @@ class PciFunction:
             hook(offset, size)
         if self._ats_ctl and offset < self._ats_ctl + 2 and offset + size > self._ats_ctl:
             self._ats_sync()
+        pri = self.pri
+        if pri is not None:
+            ctl = pri.cap + PCI_PRI_CTRL
+            if offset < ctl + 2 and offset + size > ctl:
+                pri.control_written()
         if self.machine is not None and (
             offset < PCI_BASE_ADDRESS_0 + 24 and offset + size > PCI_COMMAND
         ):

@@ -72,6 +72,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace")
     p.add_argument(
+        "--user",
+        action="store_true",
+        help="instead: a process's block-on-fault memmove on a user WQ (iommulab.userdemo)",
+    )
+    p.add_argument(
         "--every-wq",
         action="store_true",
         help="configure every WQ of every DSA (idxd.default_wqs=0) and copy on each",
@@ -321,6 +326,10 @@ def report(k: Kernel, result: dict[str, Any]) -> tuple[str, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "user", False):
+        from iommulab.userdemo import run_user
+
+        return run_user(args)
     spec = load_machine_file(args.machine_file) if args.machine_file else preset(args.machine)
     api = getattr(args, "pasid_api", "upstream") or "upstream"
     every = "idxd.default_wqs=0" if getattr(args, "every_wq", False) else ""

@@ -37,6 +37,7 @@ ENOENT = _errno("ENOENT", 2, "No such file or directory")
 EIO = _errno("EIO", 5, "I/O error")
 ENXIO = _errno("ENXIO", 6, "No such device or address")
 E2BIG = _errno("E2BIG", 7, "Argument list too long")
+EBADF = _errno("EBADF", 9, "Bad file number")
 EAGAIN = _errno("EAGAIN", 11, "Try again")
 ENOMEM = _errno("ENOMEM", 12, "Out of memory")
 EACCES = _errno("EACCES", 13, "Permission denied")
@@ -64,6 +65,7 @@ BY_ERRNO: dict[int, type[KernelError]] = {
         EIO,
         ENXIO,
         E2BIG,
+        EBADF,
         EAGAIN,
         ENOMEM,
         EACCES,

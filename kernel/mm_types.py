@@ -40,7 +40,10 @@ class VmAreaStruct:
     vm_page_prot: int
     vm_pgoff: int = 0
     vm_private_data: Any = None
-    name: str = ""
+    vm_ops: Any = None
+    """``vm_operations_struct``: an optional ``close(vma)``."""
+    vm_file: Any = None
+    """The mapped file (a reference dropped when the VMA goes)."""
 
 
 @define(eq=False)

@@ -129,8 +129,11 @@ def _split(mm: MmStruct, addr: int) -> None:
         vma.vm_page_prot,
         vma.vm_pgoff + ((addr - vma.vm_start) >> 12),
         vma.vm_private_data,
-        vma.name,
+        vma.vm_ops,
+        vma.vm_file,
     )
+    if vma.vm_file is not None:
+        vma.vm_file.f_count += 1
     vma.vm_end = addr
     _insert(mm, tail)
 
@@ -157,10 +160,15 @@ def _zap(mm: MmStruct, vmas: list[VmAreaStruct], start: int, end: int) -> None:
 
 
 def _close(vma: VmAreaStruct) -> None:
-    ops: Any = vma.vm_private_data
-    close = getattr(ops, "vm_close", None)
+    """``remove_vma``: the VMA's ``close`` op, then its file reference goes."""
+    close = getattr(vma.vm_ops, "close", None)
     if close is not None:
         close(vma)
+    if vma.vm_file is not None:
+        from kernel.fs import fput  # the VFS sits above mmap
+
+        filp, vma.vm_file = vma.vm_file, None
+        fput(filp)
 
 
 def do_munmap(mm: MmStruct, start: int, length: int) -> None:

@@ -68,6 +68,13 @@ PCI_ATS_CTRL_ENABLE = 0x8000
 PCI_ATS_MIN_STU = 12
 PCI_PRI_CTRL = 0x04
 PCI_PRI_CTRL_ENABLE = 0x01
+PCI_PRI_CTRL_RESET = 0x02
+PCI_PRI_STATUS = 0x06
+PCI_PRI_STATUS_RF = 0x0001
+PCI_PRI_STATUS_UPRGI = 0x0002
+PCI_PRI_STATUS_STOPPED = 0x0100
+PCI_PRI_STATUS_PASID = 0x8000
+PCI_PRI_MAX_REQ = 0x08
 PCI_PRI_ALLOC_REQ = 0x0C
 PCI_ACS_CAP = 0x04
 PCI_ACS_CTRL = 0x06
@@ -130,6 +137,9 @@ class PciDev(Device):
     ats_enabled: bool = field(kw_only=True, default=False)
     ats_stu: int = field(kw_only=True, default=0)
     pri_enabled: bool = field(kw_only=True, default=False)
+    pri_reqs_alloc: int = field(kw_only=True, default=0)
+    pasid_required: bool = field(kw_only=True, default=False)
+    """``pdev->pasid_required``: PRI status says PRG responses need the PASID."""
     untrusted: bool = field(kw_only=True, default=False)
     """``pdev->untrusted``: behind a port firmware marks external-facing."""
 
@@ -282,6 +292,9 @@ def pci_scan_device(addr: PciAddr) -> PciDev | None:
         pdev.pasid_cap = _find_ext_cap(addr, PCI_EXT_CAP_ID_PASID)
         pdev.ats_cap = _find_ext_cap(addr, PCI_EXT_CAP_ID_ATS)
         pdev.pri_cap = _find_ext_cap(addr, PCI_EXT_CAP_ID_PRI)
+        if pdev.pri_cap:  # pci_pri_init
+            status = _cfg(addr, pdev.pri_cap + PCI_PRI_STATUS, 2)
+            pdev.pasid_required = bool(status & PCI_PRI_STATUS_PASID)
         pdev.acs_cap = _find_ext_cap(addr, PCI_EXT_CAP_ID_ACS)
     return pdev
 
@@ -609,20 +622,50 @@ def pci_disable_ats(pdev: PciDev) -> None:
     pdev.ats_enabled = False
 
 
-def pci_enable_pri(pdev: PciDev, reqs: int) -> None:
+def pci_pri_supported(pdev: PciDev) -> bool:
+    """``pci_pri_supported``."""
+    return bool(pdev.pri_cap)
 
-    if not pdev.pri_cap:
-        raise EINVAL(f"{pdev.init_name}: no PRI capability")
+
+def pci_enable_pri(pdev: PciDev, reqs: int) -> None:
+    """``pci_enable_pri`` (drivers/pci/ats.c): EBUSY (with a WARN) if already enabled
+    or (without) while the interface has not stopped; the allocation is ``reqs``
+    capped at the function's capacity."""
     if WARN_ON(pdev.pri_enabled):
         raise EBUSY(f"{pdev.init_name}: PRI already enabled")
+    if not pdev.pri_cap:
+        raise EINVAL(f"{pdev.init_name}: no PRI capability")
+    status = pci_read_config_word(pdev, pdev.pri_cap + PCI_PRI_STATUS)
+    if not status & PCI_PRI_STATUS_STOPPED:
+        raise EBUSY(f"{pdev.init_name}: page request interface not stopped")
+    max_requests = pci_read_config_dword(pdev, pdev.pri_cap + PCI_PRI_MAX_REQ)
+    reqs = min(max_requests, reqs)
+    pdev.pri_reqs_alloc = reqs
     pci_write_config_dword(pdev, pdev.pri_cap + PCI_PRI_ALLOC_REQ, reqs)
     pci_write_config_word(pdev, pdev.pri_cap + PCI_PRI_CTRL, PCI_PRI_CTRL_ENABLE)
     pdev.pri_enabled = True
 
 
 def pci_disable_pri(pdev: PciDev) -> None:
-
+    """``pci_disable_pri``: clear Enable (outstanding requests still complete)."""
     if WARN_ON(not pdev.pri_enabled):
         return
-    pci_write_config_word(pdev, pdev.pri_cap + PCI_PRI_CTRL, 0)
+    if not pdev.pri_cap:
+        return
+    control = pci_read_config_word(pdev, pdev.pri_cap + PCI_PRI_CTRL)
+    pci_write_config_word(pdev, pdev.pri_cap + PCI_PRI_CTRL, control & ~PCI_PRI_CTRL_ENABLE)
     pdev.pri_enabled = False
+
+
+def pci_reset_pri(pdev: PciDev) -> None:
+    """``pci_reset_pri``: Reset (drop outstanding request state) while disabled."""
+    if WARN_ON(pdev.pri_enabled):
+        raise EBUSY(f"{pdev.init_name}: PRI enabled")
+    if not pdev.pri_cap:
+        raise EINVAL(f"{pdev.init_name}: no PRI capability")
+    pci_write_config_word(pdev, pdev.pri_cap + PCI_PRI_CTRL, PCI_PRI_CTRL_RESET)
+
+
+def pci_prg_resp_pasid_required(pdev: PciDev) -> bool:
+    """``pci_prg_resp_pasid_required``."""
+    return pdev.pasid_required

@@ -42,6 +42,8 @@ _TABLE_GFP = GFP_KERNEL | __GFP_ZERO
 _free_table = __free_pages  # a plain name usable inside the class (no mangling)
 
 _PAGE_PRESENT = X86_64_FMT_P
+_PAGE_PWT = 1 << 3
+_PAGE_PCD = 1 << 4
 _PAGE_RW = X86_64_FMT_RW
 _PAGE_USER = X86_64_FMT_U
 _PAGE_ACCESSED = X86_64_FMT_A
@@ -230,6 +232,11 @@ class PgTable:
         for page in self.tables:
             _free_table(page, 0)
         self.tables.clear()
+
+
+def pgprot_noncached(prot: int) -> int:
+    """``pgprot_noncached``: UC- memory type (PCD) for device memory."""
+    return prot | _PAGE_PCD
 
 
 def pte_pfn_phys(entry: int, pgsize: int, va: int) -> int:

@@ -13,9 +13,19 @@
   :mod:`drivers.arm_smmu_v3.domain`, the structures in
   :mod:`drivers.arm_smmu_v3.structs`.
 
+- **PRI**: with IDR0.PRI the PRI queue is allocated, its MSI set up and PRIQEN set, as
+  6.12 does; page requests are then only logged and denied
+  (:func:`drivers.arm_smmu_v3.cmdq.arm_smmu_handle_ppr`) because 6.12 never enables
+  PRI on a master.
+
 Differences from Linux: StreamID = PCI requester ID (an identity IORT ID mapping);
-stage 2, nesting, ATS, PRI, stalls and SVA are not implemented (so there is no
-arm-smmu-v3-sva.c counterpart).
+stage 2, nesting, ATS, stalls and SVA are not implemented. 6.12's SVA
+(arm-smmu-v3-sva.c: ``arm_smmu_sva_domain_alloc``, whose mmu notifier's
+``arm_smmu_mm_arch_invalidate_secondary_tlbs`` invalidates the ASID and the ATCs)
+shares the CPU's page tables with the SMMU, which needs an arm64 CPU: the
+processes of these machines have x86-64 page tables (:mod:`kernel.pgtable`), so
+the driver offers no ``domain_alloc_sva``, as an x86 kernel does not build
+arm-smmu-v3-sva.c. A device's user SVA bind is therefore EOPNOTSUPP.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from drivers.arm_smmu_v3.cmdq import (
     arm_smmu_cmdq_issue_cmd_with_sync,
     arm_smmu_evtq_thread,
     arm_smmu_gerror_handler,
+    arm_smmu_priq_thread,
 )
 from drivers.arm_smmu_v3.domain import (
     ArmSmmuBlockedOps,
@@ -444,6 +455,9 @@ def arm_smmu_device_hw_probe(smmu: ArmSmmuDevice) -> None:
     smmu.evtq.llq.max_n_shift = min(
         Q_MAX_SZ_SHIFT - r.EVTQ_ENT_SZ_SHIFT, FIELD_GET(r.IDR1_EVTQS, reg)
     )
+    smmu.priq.llq.max_n_shift = min(
+        Q_MAX_SZ_SHIFT - r.PRIQ_ENT_SZ_SHIFT, FIELD_GET(r.IDR1_PRIQS, reg)
+    )
     smmu.ssid_bits = FIELD_GET(r.IDR1_SSIDSIZE, reg)
     smmu.sid_bits = FIELD_GET(r.IDR1_SIDSIZE, reg)
     smmu.max_pasids = 1 << smmu.ssid_bits
@@ -528,13 +542,18 @@ def arm_smmu_init_strtab(smmu: ArmSmmuDevice) -> None:
 
 
 def arm_smmu_init_structures(smmu: ArmSmmuDevice) -> None:
-    """``arm_smmu_init_structures``: command queue, event queue, stream table."""
+    """``arm_smmu_init_structures``: command queue, event queue, PRI queue (with
+    IDR0.PRI), stream table."""
     arm_smmu_init_one_queue(
         smmu, smmu.cmdq, r.ARM_SMMU_CMDQ_PROD, r.ARM_SMMU_CMDQ_CONS, r.CMDQ_ENT_DWORDS, "cmdq"
     )
     arm_smmu_init_one_queue(
         smmu, smmu.evtq, r.ARM_SMMU_EVTQ_PROD, r.ARM_SMMU_EVTQ_CONS, r.EVTQ_ENT_DWORDS, "evtq"
     )
+    if smmu.features & r.ARM_SMMU_FEAT_PRI:
+        arm_smmu_init_one_queue(
+            smmu, smmu.priq, r.ARM_SMMU_PRIQ_PROD, r.ARM_SMMU_PRIQ_CONS, r.PRIQ_ENT_DWORDS, "priq"
+        )
     arm_smmu_init_strtab(smmu)
 
 
@@ -562,11 +581,22 @@ def arm_smmu_setup_unique_irqs(smmu: ArmSmmuDevice) -> None:
     request_threaded_irq(evtq.irq, None, _evtq_thread, IRQF_ONESHOT, "arm-smmu-v3-evtq", smmu)
     request_irq(gerr.irq, _gerror_handler, 0, "arm-smmu-v3-gerror", smmu)
     smmu.evtq_irq, smmu.gerr_irq = evtq.irq, gerr.irq
+    if smmu.features & r.ARM_SMMU_FEAT_PRI:
+        smmu.base.writeq(0, r.ARM_SMMU_PRIQ_IRQ_CFG0)
+        priq = irq_alloc(f"{smmu.name}-priq")
+        _write_msi_msg(smmu, priq.msi_msg(), r.ARM_SMMU_PRIQ_IRQ_CFG0)
+        request_threaded_irq(priq.irq, None, _priq_thread, IRQF_ONESHOT, "arm-smmu-v3-priq", smmu)
+        smmu.priq_irq = priq.irq
 
 
 def _evtq_thread(irq: int, smmu: Any) -> int:
     assert isinstance(smmu, ArmSmmuDevice)
     return arm_smmu_evtq_thread(irq, smmu)
+
+
+def _priq_thread(irq: int, smmu: Any) -> int:
+    assert isinstance(smmu, ArmSmmuDevice)
+    return arm_smmu_priq_thread(irq, smmu)
 
 
 def _gerror_handler(irq: int, smmu: Any) -> int:
@@ -579,6 +609,8 @@ def arm_smmu_setup_irqs(smmu: ArmSmmuDevice) -> None:
     arm_smmu_write_reg_sync(smmu, 0, r.ARM_SMMU_IRQ_CTRL, r.ARM_SMMU_IRQ_CTRLACK)
     arm_smmu_setup_unique_irqs(smmu)
     irqen = r.IRQ_CTRL_EVTQ_IRQEN | r.IRQ_CTRL_GERROR_IRQEN
+    if smmu.features & r.ARM_SMMU_FEAT_PRI:
+        irqen |= r.IRQ_CTRL_PRIQ_IRQEN
     try:
         arm_smmu_write_reg_sync(smmu, irqen, r.ARM_SMMU_IRQ_CTRL, r.ARM_SMMU_IRQ_CTRLACK)
     except ETIMEDOUT:
@@ -618,6 +650,11 @@ def arm_smmu_device_reset(smmu: ArmSmmuDevice) -> None:
     base.writel(smmu.evtq.llq.prod, r.ARM_SMMU_EVTQ_PROD)
     base.writel(smmu.evtq.llq.cons, r.ARM_SMMU_EVTQ_CONS)
     enables |= r.CR0_EVTQEN
+    if smmu.features & r.ARM_SMMU_FEAT_PRI:
+        base.writeq(smmu.priq.q_base, r.ARM_SMMU_PRIQ_BASE)
+        base.writel(smmu.priq.llq.prod, r.ARM_SMMU_PRIQ_PROD)
+        base.writel(smmu.priq.llq.cons, r.ARM_SMMU_PRIQ_CONS)
+        enables |= r.CR0_PRIQEN
     arm_smmu_write_reg_sync(smmu, enables, r.ARM_SMMU_CR0, r.ARM_SMMU_CR0ACK)
     arm_smmu_setup_irqs(smmu)
     enables |= r.CR0_SMMUEN
@@ -625,11 +662,11 @@ def arm_smmu_device_reset(smmu: ArmSmmuDevice) -> None:
 
 
 def _free_smmu(smmu: ArmSmmuDevice) -> None:
-    for irq in (smmu.evtq_irq, smmu.gerr_irq):
+    for irq in (smmu.evtq_irq, smmu.gerr_irq, smmu.priq_irq):
         if irq:
             free_irq(irq, smmu)
             irq_free(irq)
-    smmu.evtq_irq = smmu.gerr_irq = 0
+    smmu.evtq_irq = smmu.gerr_irq = smmu.priq_irq = 0
     for vaddr in list(smmu.coherent_allocs):
         arm_smmu_free_coherent(smmu, vaddr)
     iounmap(smmu.base)

@@ -3,7 +3,8 @@
 encoding (``arm_smmu_cmdq_build_cmd``), submission with CMD_SYNC
 (``arm_smmu_cmdq_issue_cmdlist``, the ``arm_smmu_cmdq_batch_*`` helpers), the event
 queue thread with decoded event logging (``arm_smmu_evtq_thread``,
-``arm_smmu_decode_event``/``arm_smmu_dump_event`` of 6.14), and the global error
+``arm_smmu_decode_event``/``arm_smmu_dump_event`` of 6.14), the PRI queue thread
+(``arm_smmu_priq_thread``, ``arm_smmu_handle_ppr``: log and deny), and the global error
 handler with command-queue error recovery (``arm_smmu_gerror_handler``,
 ``__arm_smmu_cmdq_skip_err``).
 
@@ -25,11 +26,11 @@ from drivers.arm_smmu_v3 import registers as r
 from kernel.bitfield import FIELD_GET, FIELD_PREP
 from kernel.delay import readx_poll_timeout
 from kernel.errno import EOVERFLOW, ETIMEDOUT
-from kernel.iommu.io_pgfault import iommu_report_device_fault
+from kernel.iommu.io_pgfault import report_iommu_fault
 from kernel.iommu.iommu_h import IOMMU_FAULT_READ, IOMMU_FAULT_WRITE
 from kernel.irq import IRQ_HANDLED, IRQ_NONE
 from kernel.mm import read32, read64, write64
-from kernel.printk import dev_err, dev_warn
+from kernel.printk import dev_err, dev_info, dev_warn
 from kernel.trace import define_tracepoint
 
 if TYPE_CHECKING:
@@ -124,6 +125,9 @@ class ArmSmmuCmdqEnt:
     addr: int = 0
     span: int = 0
     msiaddr: int = 0
+    substream_valid: bool = False
+    grpid: int = 0
+    resp: int = 0
 
 
 def arm_smmu_cmdq_build_cmd(ent: ArmSmmuCmdqEnt) -> tuple[int, int]:
@@ -157,6 +161,12 @@ def arm_smmu_cmdq_build_cmd(ent: ArmSmmuCmdqEnt) -> tuple[int, int]:
         cmd0 |= FIELD_PREP(r.CMDQ_TLBI_0_VMID, ent.vmid)
     elif op == r.CMDQ_OP_TLBI_NH_ALL:
         cmd0 |= FIELD_PREP(r.CMDQ_TLBI_0_VMID, ent.vmid)
+    elif op == r.CMDQ_OP_PRI_RESP:
+        cmd0 |= FIELD_PREP(r.CMDQ_0_SSV, int(ent.substream_valid))
+        cmd0 |= FIELD_PREP(r.CMDQ_PRI_0_SSID, ent.ssid)
+        cmd0 |= FIELD_PREP(r.CMDQ_PRI_0_SID, ent.sid)
+        cmd1 |= FIELD_PREP(r.CMDQ_PRI_1_GRPID, ent.grpid)
+        cmd1 |= FIELD_PREP(r.CMDQ_PRI_1_RESP, ent.resp)
     elif op == r.CMDQ_OP_CMD_SYNC:
         if ent.msiaddr:
             cmd0 |= FIELD_PREP(r.CMDQ_SYNC_0_CS, r.CMDQ_SYNC_0_CS_IRQ)
@@ -430,13 +440,13 @@ def arm_smmu_dump_event(smmu: ArmSmmuDevice, evt: ArmSmmuEvent) -> None:
 
 def arm_smmu_handle_event(smmu: ArmSmmuDevice, evt: ArmSmmuEvent) -> None:
     """Hand a translation fault of a known master to the IOMMU core's fault reporting
-    (``iommu_report_device_fault``); Linux 6.14 reports only stall events there and
+    (``report_iommu_fault``); Linux 6.14 reports only stall events there and
     logs the rest, this driver does both for the four translation faults."""
     master = smmu.streams.get(evt.sid)
     if master is None or evt.id not in _TRANSLATION_EVENTS:
         return
     flags = IOMMU_FAULT_READ if evt.read else IOMMU_FAULT_WRITE
-    iommu_report_device_fault(master.dev, evt.iova, flags, evt.ssid if evt.ssv else None)
+    report_iommu_fault(master.dev, evt.iova, flags, evt.ssid if evt.ssv else None)
 
 
 def arm_smmu_evtq_thread(irq: int, smmu: ArmSmmuDevice) -> int:
@@ -450,6 +460,59 @@ def arm_smmu_evtq_thread(irq: int, smmu: ArmSmmuDevice) -> int:
             arm_smmu_handle_event(smmu, evt)
         if queue_sync_prod_in(q, smmu) == -EOVERFLOW.errno:
             dev_err(smmu, "EVTQ overflow detected -- events lost")
+        if queue_empty(q.llq):
+            break
+    queue_sync_cons_ovf(q, smmu)
+    return IRQ_HANDLED
+
+
+# -- PRI queue -------------------------------------------------------------------------------
+
+
+def arm_smmu_handle_ppr(smmu: ArmSmmuDevice, evt: tuple[int, ...]) -> None:
+    """``arm_smmu_handle_ppr``: what 6.12 does with a page request — nothing but
+    report it. The driver never enables PRI on a master (there is no IOPF path for
+    PRI in arm-smmu-v3; only stall-capable masters get IOPF), so any page request is
+    unexpected: it is logged and, when it ends its group, denied with CMD_PRI_RESP
+    (RESP=Deny, which the function sees as Invalid Request). The command is issued
+    without a CMD_SYNC, as in Linux (``arm_smmu_cmdq_issue_cmd``)."""
+    e0, e1 = evt[0], evt[1]
+    sid = FIELD_GET(r.PRIQ_0_SID, e0)
+    ssv = bool(FIELD_GET(r.PRIQ_0_SSID_V, e0))
+    ssid = FIELD_GET(r.PRIQ_0_SSID, e0) if ssv else 0
+    last = bool(FIELD_GET(r.PRIQ_0_PRG_LAST, e0))
+    grpid = FIELD_GET(r.PRIQ_1_PRG_IDX, e1)
+    dev_info(smmu, "unexpected PRI request received:")
+    dev_info(
+        smmu,
+        f"\tsid 0x{sid:08x}.0x{ssid:05x}: [{grpid}{'L' if last else ''}] "
+        f"{'' if e0 & r.PRIQ_0_PERM_PRIV else 'un'}privileged "
+        f"{'R' if e0 & r.PRIQ_0_PERM_READ else ''}{'W' if e0 & r.PRIQ_0_PERM_WRITE else ''}"
+        f"{'X' if e0 & r.PRIQ_0_PERM_EXEC else ''} access at iova "
+        f"0x{e1 & r.PRIQ_1_ADDR_MASK:016x}",
+    )
+    smmu.ppr_seen += 1
+    if last:
+        cmd = ArmSmmuCmdqEnt(
+            r.CMDQ_OP_PRI_RESP,
+            sid=sid,
+            ssid=ssid,
+            substream_valid=ssv,
+            grpid=grpid,
+            resp=r.PRI_RESP_DENY,
+        )
+        arm_smmu_cmdq_issue_cmd(smmu, cmd)
+
+
+def arm_smmu_priq_thread(irq: int, smmu: ArmSmmuDevice) -> int:
+    """``arm_smmu_priq_thread``: drain the PRI queue, handling each request; report a
+    lost request once per overflow and acknowledge it."""
+    q = smmu.priq
+    while True:
+        while (evt := queue_remove_raw(q, smmu)) is not None:
+            arm_smmu_handle_ppr(smmu, evt)
+        if queue_sync_prod_in(q, smmu) == -EOVERFLOW.errno:
+            dev_err(smmu, "PRIQ overflow detected -- requests lost")
         if queue_empty(q.llq):
             break
     queue_sync_cons_ovf(q, smmu)
@@ -503,6 +566,10 @@ def arm_smmu_gerror_handler(irq: int, smmu: ArmSmmuDevice) -> int:
         dev_warn(smmu, "EVTQ MSI write aborted")
     if active & r.GERROR_MSI_CMDQ_ABT_ERR:
         dev_warn(smmu, "CMDQ MSI write aborted")
+    if active & r.GERROR_MSI_PRIQ_ABT_ERR:
+        dev_warn(smmu, "PRIQ MSI write aborted")
+    if active & r.GERROR_PRIQ_ABT_ERR:
+        dev_err(smmu, "PRIQ write aborted -- events may have been lost")
     if active & r.GERROR_EVTQ_ABT_ERR:
         dev_err(smmu, "EVTQ write aborted -- events may have been lost")
     if active & r.GERROR_CMDQ_ERR:

@@ -90,14 +90,18 @@ class ArmSmmuDevice(IommuDevice):
     pgsize_bitmap: int = 0
     cmdq: ArmSmmuQueue = field(factory=_placeholder_queue)
     evtq: ArmSmmuQueue = field(factory=_placeholder_queue)
+    priq: ArmSmmuQueue = field(factory=_placeholder_queue)
     strtab_cfg: ArmSmmuStrtabCfg = field(factory=ArmSmmuStrtabCfg)
     streams: dict[int, ArmSmmuMaster] = field(factory=dict)
     """StreamID -> master (Linux's ``smmu->streams`` rb-tree)."""
     evtq_irq: int = 0
     gerr_irq: int = 0
+    priq_irq: int = 0
     events: list[ArmSmmuEvent] = field(factory=list)
     """Every event record the event thread decoded (for tests and dumps)."""
     cmds_issued: int = 0
+    ppr_seen: int = 0
+    """Page requests ``arm_smmu_handle_ppr`` reported (and, when last, denied)."""
     syncs_issued: int = 0
     cmdq_errors_skipped: int = 0
     coherent_allocs: dict[int, int] = field(factory=dict)

@@ -173,6 +173,41 @@ def idxd_wq_disable(wq: IdxdWq) -> None:
     _wq_cmd(wq, regs.IDXD_CMD_DISABLE_WQ, "disable")
 
 
+def idxd_device_drain_pasid(idxd: IdxdDevice, pasid: int) -> None:
+    """``idxd_device_drain_pasid``: Drain PASID — every descriptor the device
+    accepted with ``pasid`` completes before the command does."""
+    status = idxd_cmd_exec(idxd, regs.IDXD_CMD_DRAIN_PASID, pasid)
+    if regs.CMDSTS_ERR.get(status):
+        dev_err(idxd.pdev, f"drain PASID {pasid} failed: {status:#x}")
+
+
+def _wq_write_pasid(wq: IdxdWq, pasid: int, enable: bool) -> None:
+    """WQCFG dword 2 read-modify-write of PASID_EN and PASID (the WQ is disabled)."""
+    reg = _reg(wq.idxd)
+    off = _wqcfg_addr(wq, regs.WQCFG_PASID_IDX)
+    dw2 = regs.WQCFG_PASID_EN.put(reg.readl(off), int(enable))
+    dw2 = regs.WQCFG_PASID.put(dw2, pasid)
+    reg.writel(dw2, off)
+    wq.wqcfg[regs.WQCFG_PASID_IDX] = dw2
+
+
+def idxd_wq_set_pasid(wq: IdxdWq, pasid: int) -> None:
+    """``idxd_wq_set_pasid``: a dedicated WQ takes ``pasid`` (disable, WQCFG, enable)."""
+    idxd_wq_disable(wq)
+    _wq_write_pasid(wq, pasid, True)
+    wq.pasid = pasid
+    idxd_wq_enable(wq)
+
+
+def idxd_wq_disable_pasid(wq: IdxdWq) -> None:
+    """``idxd_wq_disable_pasid``: the WQ forgets its PASID; disabling it first
+    drains what the device accepted."""
+    idxd_wq_disable(wq)
+    _wq_write_pasid(wq, 0, False)
+    wq.pasid = IOMMU_PASID_INVALID
+    idxd_wq_enable(wq)
+
+
 def idxd_wq_enable(wq: IdxdWq) -> None:
     """``idxd_wq_enable``: Enable WQ; "already enabled" (0x21) is success."""
     status = idxd_cmd_exec(wq.idxd, regs.IDXD_CMD_ENABLE_WQ, wq.id)
@@ -246,10 +281,13 @@ def idxd_wq_config_write(wq: IdxdWq) -> None:
     dw2 = regs.WQCFG_PRIORITY.put(dw2, wq.priority)
     if regs.GENCAP_BLOCK_ON_FAULT.get(idxd.hw.gen_cap) and wq.block_on_fault:
         dw2 = regs.WQCFG_BOF.put(dw2, 1)
+    if regs.WQCAP_WQ_PRS_SUPPORT.get(idxd.hw.wq_cap) and wq.prs_disable:
+        dw2 = regs.WQCFG_PRS_DISABLE.put(dw2, 1)
     if idxd.wq_pasid_enabled(wq):
         dw2 = regs.WQCFG_PASID_EN.put(dw2, 1)
-        dw2 = regs.WQCFG_PASID.put(dw2, idxd.pasid if wq.dedicated else 0)
-        if wq.dedicated and not idxd.pdev.pasid_features & PCI_PASID_CAP_PRIV:
+        kernel_dwq = wq.dedicated and wq.type == IDXD_WQT_KERNEL
+        dw2 = regs.WQCFG_PASID.put(dw2, idxd.pasid if kernel_dwq else 0)
+        if kernel_dwq and not idxd.pdev.pasid_features & PCI_PASID_CAP_PRIV:
             dev_err(idxd.pdev, f"{wq.name_dev}: dedicated kernel WQ needs PASID privileged mode")
             raise EOPNOTSUPP(f"{wq.name_dev}: PCI PASID privileged mode not enabled")
     if wq.type == IDXD_WQT_KERNEL:
@@ -486,11 +524,11 @@ def idxd_drv_enable_wq(wq: IdxdWq) -> None:
         try:
             if wq.type == IDXD_WQT_KERNEL:
                 idxd_wq_request_irq(wq)
-            try:
-                idxd_wq_alloc_resources(wq)
-            except KernelError:
-                idxd_wq_free_irq(wq)
-                raise
+                try:
+                    idxd_wq_alloc_resources(wq)
+                except KernelError:
+                    idxd_wq_free_irq(wq)
+                    raise
         except KernelError:
             idxd_wq_unmap_portal(wq)
             raise

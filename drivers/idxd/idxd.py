@@ -129,6 +129,8 @@ class IdxdWq:
     priority: int = 0
     dedicated: bool = True
     block_on_fault: bool = False
+    prs_disable: bool = False
+    """``WQ_FLAG_PRS_DISABLE``: no page requests for this WQ (needs WQCAP bit 55)."""
     type: str = IDXD_WQT_NONE
     name: str = ""
     driver_name: str = ""
@@ -149,6 +151,14 @@ class IdxdWq:
     num_descs: int = 0
     dma_dev: DmaDevice | None = None
     dma_chan: DmaChan | None = None
+    pasid: int = IOMMU_PASID_INVALID
+    """A dedicated user WQ's PASID while a process has it open (``wq->wqcfg->pasid``)."""
+    idxd_cdev: Any = None
+    """The character device of a user WQ (:class:`drivers.idxd.cdev.IdxdCdev`)."""
+    upasid_xa: dict[int, Any] = field(factory=dict)
+    """PASID -> user context of the processes that have the WQ open."""
+    client_count: int = 0
+    """``idxd_wq_refcount``: open files of a user WQ."""
     submitted: int = 0
     completed: int = 0
     errors: int = 0
@@ -182,6 +192,8 @@ class IdxdDevice:
     """``IDXD_FLAG_PASID_ENABLED``: the system PASID is attached."""
     pasid_api: str = ""
     """The IOMMU core's PASID API generation used to attach it."""
+    user_pasid_enabled: bool = False
+    """``IDXD_FLAG_USER_PASID_ENABLED``: IOPF and SVA on (user WQs may bind mms)."""
     configurable: bool = False
     max_groups: int = 0
     max_engines: int = 0
@@ -212,6 +224,9 @@ class IdxdDevice:
     user_int_en: bool = False
     kernel_priv: bool = False
     """``idxd.kernel_priv``: the 2022 privileged kernel descriptors with a PASID."""
+    user_submission_safe: bool = False
+    """``idxd->user_submission_safe``: false for the DSA 1.0 parts (INTEL-SA-01084), so
+    mapping a portal needs CAP_SYS_RAWIO and batches cannot go through ``write``."""
     sva: Any = None
     """5.15 ``idxd->sva``: the supervisor SVA bond (``iommu.pasid_api=kernel-sva``)."""
 
@@ -220,8 +235,11 @@ class IdxdDevice:
         return f"dsa{self.id}"
 
     def wq_pasid_enabled(self, wq: IdxdWq) -> bool:
-        """``wq_pasid_enabled`` (kernel WQs only: no user-SVA path is modelled)."""
-        return wq.type == IDXD_WQT_KERNEL and self.pasid_enabled
+        """``wq_pasid_enabled``: a kernel WQ with the system PASID, or a user WQ
+        with SVA."""
+        if wq.type == IDXD_WQT_KERNEL:
+            return self.pasid_enabled
+        return wq.type == IDXD_WQT_USER and self.user_pasid_enabled
 
     def wq_shared_supported(self, wq: IdxdWq) -> bool:
         """``wq_shared_supported``: ENQCMDS needs the WQ's PASID."""

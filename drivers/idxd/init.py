@@ -59,7 +59,15 @@ from kernel.errno import ENOMEM, ENOSPC, ENXIO, EPERM, KernelError
 from kernel.idr import IDA, ida_alloc, ida_free
 from kernel.io import iounmap
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
-from kernel.iommu.iommu import PASID_API_KERNEL_SVA, iommu_get_domain_for_dev, iommu_state
+from kernel.iommu.iommu import (
+    IOMMU_DEV_FEAT_IOPF,
+    IOMMU_DEV_FEAT_SVA,
+    PASID_API_KERNEL_SVA,
+    iommu_dev_disable_feature,
+    iommu_dev_enable_feature,
+    iommu_get_domain_for_dev,
+    iommu_state,
+)
 from kernel.iommu.iommu_h import IOMMU_PASID_INVALID
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
@@ -269,12 +277,36 @@ def _free_shadows(idxd: IdxdDevice) -> None:
         kfree(idxd.allocs.pop())
 
 
+def idxd_enable_sva(pdev: PciDev) -> None:
+    """``idxd_enable_sva`` (6.12): IOPF (PRI through the IOMMU's page request queue),
+    then SVA; IOPF is turned off again if SVA fails."""
+    iommu_dev_enable_feature(pdev, IOMMU_DEV_FEAT_IOPF)
+    try:
+        iommu_dev_enable_feature(pdev, IOMMU_DEV_FEAT_SVA)
+    except KernelError:
+        iommu_dev_disable_feature(pdev, IOMMU_DEV_FEAT_IOPF)
+        raise
+
+
+def idxd_disable_sva(pdev: PciDev) -> None:
+    """``idxd_disable_sva``."""
+    iommu_dev_disable_feature(pdev, IOMMU_DEV_FEAT_SVA)
+    iommu_dev_disable_feature(pdev, IOMMU_DEV_FEAT_IOPF)
+
+
 def idxd_probe(idxd: IdxdDevice) -> None:
-    """``idxd_probe``: reset, system PASID, capabilities, structures, interrupts."""
+    """``idxd_probe``: reset, user SVA (IOPF), system PASID, capabilities, structures,
+    interrupts. Unlike 6.12, the system PASID is tried even when user SVA could not be
+    turned on (a unit without page requests still serves in-kernel PASID DMA)."""
     idxd_device_init_reset(idxd)
     kernel_sva_api = iommu_state().pasid_api == PASID_API_KERNEL_SVA
     idxd.kernel_priv = kernel_sva_api or bool(current_kernel().param("idxd.kernel_priv"))
     if current_kernel().param("idxd.sva"):
+        try:
+            idxd_enable_sva(idxd.pdev)
+            idxd.user_pasid_enabled = True
+        except KernelError:
+            dev_warn(idxd.pdev, "Unable to turn on user SVA feature.")
         try:
             idxd_enable_system_pasid(idxd)
         except KernelError as err:
@@ -286,7 +318,14 @@ def idxd_probe(idxd: IdxdDevice) -> None:
     except KernelError:
         _free_shadows(idxd)
         idxd_disable_system_pasid(idxd)
+        _disable_user_sva(idxd)
         raise
+
+
+def _disable_user_sva(idxd: IdxdDevice) -> None:
+    if idxd.user_pasid_enabled:
+        idxd_disable_sva(idxd.pdev)
+        idxd.user_pasid_enabled = False
 
 
 def _apply_boot_config(idxd: IdxdDevice) -> None:
@@ -350,6 +389,7 @@ def _idxd_teardown(idxd: IdxdDevice) -> None:
     idxd_cleanup_interrupts(idxd)
     _free_shadows(idxd)
     idxd_disable_system_pasid(idxd)
+    _disable_user_sva(idxd)
 
 
 def idxd_remove(pdev: PciDev) -> None:

@@ -26,6 +26,8 @@ from typing import Any
 
 from attrs import evolve
 
+from drivers.idxd import registers as regs
+from drivers.idxd.cdev import idxd_user_drv_probe, idxd_user_drv_remove
 from drivers.idxd.device import (
     idxd_device_drv_probe,
     idxd_device_drv_remove,
@@ -38,6 +40,7 @@ from drivers.idxd.idxd import (
     IDXD_ENQCMDS_MAX_RETRIES,
     IDXD_WQ_ENABLED,
     IDXD_WQT_KERNEL,
+    IDXD_WQT_USER,
     WQ_NAME_SIZE,
     WQ_TYPES,
     IdxdDevice,
@@ -54,6 +57,7 @@ WQ_KEYS = {
     "group_id",
     "priority",
     "block_on_fault",
+    "prs_disable",
     "max_batch_size",
     "max_transfer_size",
     "threshold",
@@ -120,6 +124,10 @@ def _wq_apply(wq: IdxdWq, key: str, value: object) -> None:
         wq.priority = _int(where, value, 1, 15)
     elif key == "block_on_fault":
         wq.block_on_fault = bool(_int(where, value, 0, 1))
+    elif key == "prs_disable":  # wq_prs_disable_store
+        if not regs.WQCAP_WQ_PRS_SUPPORT.get(idxd.hw.wq_cap):
+            raise EOPNOTSUPP(f"{where}: the device has no per-WQ PRS disable")
+        wq.prs_disable = bool(_int(where, value, 0, 1))
     elif key == "max_batch_size":
         wq.max_batch_shift = _pow2_shift(where, value, idxd.max_batch_size.bit_length() - 1)
     elif key == "max_transfer_size":
@@ -181,7 +189,8 @@ def _check_device(idxd: IdxdDevice, wqs: list[IdxdWq], sizes_only: bool = False)
         if wq.type == IDXD_WQT_KERNEL and wq.size and wq.group_id < 0:
             raise EINVAL(f"{wq.name_dev}.group_id: kernel WQ is not in a group")
         if wq.shared and wq.size and not idxd.wq_shared_supported(wq):
-            raise EOPNOTSUPP(f"{wq.name_dev}.mode: shared WQ needs PASID support (no system PASID)")
+            why = "no user SVA" if wq.type == IDXD_WQT_USER else "no system PASID"
+            raise EOPNOTSUPP(f"{wq.name_dev}.mode: shared WQ needs PASID support ({why})")
         if wq.shared and wq.size and not 0 < wq.threshold <= wq.size:
             raise EINVAL(f"{wq.name_dev}.threshold: must be in 1..size for a shared WQ")
 
@@ -206,6 +215,7 @@ _WQ_FIELDS = {
     "group_id": ("group_id",),
     "priority": ("priority",),
     "block_on_fault": ("block_on_fault",),
+    "prs_disable": ("prs_disable",),
     "max_batch_size": ("max_batch_shift",),
     "max_transfer_size": ("max_xfer_shift",),
     "threshold": ("threshold",),
@@ -348,6 +358,11 @@ def idxd_save_config(idxd: IdxdDevice) -> list[dict[str, Any]]:
                         "group_id": w.group_id,
                         "priority": w.priority,
                         "block_on_fault": int(w.block_on_fault),
+                        **(
+                            {"prs_disable": int(w.prs_disable)}
+                            if regs.WQCAP_WQ_PRS_SUPPORT.get(idxd.hw.wq_cap)
+                            else {}
+                        ),
                         "max_batch_size": 1 << w.max_batch_shift,
                         "max_transfer_size": 1 << w.max_xfer_shift,
                         "threshold": w.threshold,
@@ -424,7 +439,9 @@ def idxd_enable(idxd: IdxdDevice) -> None:
     idxd_device_drv_probe(idxd)
     try:
         for wq in idxd.wqs:
-            if wq.size and wq.type != "none":
+            if wq.size and wq.type == IDXD_WQT_USER:
+                idxd_user_drv_probe(wq)
+            elif wq.size and wq.type != "none":
                 idxd_drv_enable_wq(wq)
                 idxd_wq_register_dmaengine(wq)
     except KernelError:
@@ -435,6 +452,7 @@ def idxd_enable(idxd: IdxdDevice) -> None:
 def idxd_disable(idxd: IdxdDevice) -> None:
     """``accel-config disable-wq`` for every WQ, then ``disable-device``."""
     for wq in idxd.wqs:
+        idxd_user_drv_remove(wq)
         idxd_unregister_dma_channel(wq)
         idxd_drv_disable_wq(wq)
     idxd_device_drv_remove(idxd)

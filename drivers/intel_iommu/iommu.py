@@ -21,7 +21,7 @@ domain's one to detach) with ``dev_pasids`` and cache tags; the series' seed-v3
 ``attach_dev_pasid``/``detach_dev_pasid`` live in :mod:`drivers.intel_iommu.seed_v3`.
 
 Differences from Linux: ATSR/SATC are parsed but not used (no ATS policy from them),
-no DMA aliases; no IOPF/PRI; a failed
+no DMA aliases; a device released with IOPF still on has it turned off; a failed
 ``attach_dev`` restores the device's previous domain itself (Linux leaves the
 device blocked and relies on the core's revert, which reverts the failing device
 too; this core reverts only the devices already moved); unmapping a range with
@@ -106,6 +106,11 @@ from drivers.intel_iommu.pgtable import (
     level_to_offset_bits,
     pfn_to_dma_pte,
 )
+from drivers.intel_iommu.prq import (
+    intel_iommu_disable_iopf,
+    intel_iommu_enable_prq,
+    intel_iommu_finish_prq,
+)
 from drivers.intel_iommu.structs import (
     CACHE_TAG_DEVTLB,
     VTD_FLAG_TRANS_PRE_ENABLED,
@@ -156,6 +161,7 @@ from kernel.pci import (
     pci_enable_ats,
     pci_enable_pasid,
     pci_pasid_features,
+    pci_pri_supported,
     pci_read_config_word,
 )
 from kernel.printk import dev_err, pr_err, pr_info, pr_warn
@@ -280,6 +286,8 @@ def intel_iommu_init_unit(drhd: DrhdUnit) -> IntelIommu:
         intel_svm_check(iommu)
         iommu_flush_write_buffer(iommu)
         iommu_set_root_entry(iommu)
+        if pasid_supported(iommu) and ir.ecap_prs(iommu.ecap):
+            intel_iommu_enable_prq(iommu)
         dmar_set_interrupt(iommu)
         stage = "first" if first_level_by_default(iommu) else "second"
         mode = "scalable" if iommu.sm else "legacy"
@@ -308,6 +316,8 @@ def _unwind_unit(iommu: IntelIommu) -> None:
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
     intel_irq_remapping_shutdown_unit(iommu)
+    if iommu.prq:
+        intel_iommu_finish_prq(iommu)
     free_context_table(iommu)
     free_iommu(iommu)
 
@@ -321,6 +331,8 @@ def intel_iommu_shutdown_unit(iommu: IntelIommu) -> None:
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
     intel_irq_remapping_shutdown_unit(iommu)
+    if iommu.prq:
+        intel_iommu_finish_prq(iommu)
     dmar_disable_qi(iommu)
     free_context_table(iommu)
     free_iommu(iommu)
@@ -801,6 +813,8 @@ def intel_iommu_probe_device(dev: Device) -> IntelIommu:
         features = pci_pasid_features(dev)
         if features >= 0:
             info.pasid_supported = features | 1
+    if iommu.sm and info.ats_supported and ir.ecap_prs(iommu.ecap) and pci_pri_supported(dev):
+        info.pri_supported = True
     assert dev.iommu is not None
     dev.iommu.priv = info
     if iommu.sm:
@@ -851,6 +865,8 @@ def intel_iommu_release_device(dev: Device) -> None:
     """``intel_iommu_release_device``: ATS and PASID off, context entry torn down,
     PASID table and device info freed."""
     info = dev_info_of(dev)
+    if info.pri_enabled:  # the driver left IOPF on: answer and leave its queue
+        intel_iommu_disable_iopf(dev)
     iommu_disable_pci_ats(info)
     if info.pasid_enabled:
         pci_disable_pasid(info.dev)

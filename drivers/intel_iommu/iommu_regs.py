@@ -47,6 +47,16 @@ DMAR_IEADDR_REG = 0xA8
 DMAR_IEUADDR_REG = 0xAC
 DMAR_IQER_REG = 0xB0
 DMAR_IRTA_REG = 0xB8
+DMAR_PQH_REG = 0xC0
+DMAR_PQT_REG = 0xC8
+DMAR_PQA_REG = 0xD0
+DMAR_PRS_REG = 0xDC
+DMAR_PECTL_REG = 0xE0
+DMAR_PEDATA_REG = 0xE4
+DMAR_PEADDR_REG = 0xE8
+DMAR_PEUADDR_REG = 0xEC
+DMA_PRS_PPR = 1 << 0
+DMA_PRS_PRO = 1 << 1
 
 # Registers a debugfs ``iommu_regset`` dump lists (32-bit, then 64-bit).
 REGSET_32 = (
@@ -188,6 +198,10 @@ def ecap_srs(e: int) -> int:
 
 def ecap_prs(e: int) -> int:
     return (e >> 29) & 1
+
+
+def ecap_pds(e: int) -> int:
+    return (e >> 42) & 1
 
 
 def ecap_iotlb_offset(e: int) -> int:
@@ -371,6 +385,7 @@ CONTEXT_FPD = 1 << 1
 CONTEXT_DTE = 1 << 2
 CONTEXT_PASIDE = 1 << 3
 CONTEXT_PRE = 1 << 4
+CONTEXT_PRE = 1 << 4
 
 
 def context_pdts(pds: int) -> int:
@@ -448,6 +463,7 @@ QI_IWD_TYPE = 0x5
 QI_EIOTLB_TYPE = 0x6
 QI_PC_TYPE = 0x7
 QI_DEIOTLB_TYPE = 0x8
+QI_PGRP_RESP_TYPE = 0x9
 
 QI_IEC_SELECTIVE = 1 << 4
 
@@ -469,6 +485,7 @@ QI_DESC_TYPE_NAMES = {
     QI_EIOTLB_TYPE: "p_iotlb_inv",
     QI_PC_TYPE: "pc_inv",
     QI_DEIOTLB_TYPE: "p_dev_tlb_inv",
+    QI_PGRP_RESP_TYPE: "page_grp_resp",
 }
 
 # desc_status values (dmar.c)
@@ -487,6 +504,35 @@ def QI_IWD_STATUS_DATA(d: int) -> int:
 QI_IWD_STATUS_WRITE = 1 << 5
 QI_IWD_FENCE = 1 << 6
 QI_IWD_PRQ_DRAIN = 1 << 7
+
+# Page group response (type 9) and its response codes.
+QI_RESP_SUCCESS = 0x0
+QI_RESP_INVALID = 0x1
+QI_RESP_FAILURE = 0xF
+
+
+def QI_PGRP_PASID_P(p: int) -> int:
+    return (p & 1) << 4
+
+
+def QI_PGRP_RESP_CODE(res: int) -> int:
+    return (res & 0xF) << 12
+
+
+def QI_PGRP_DID(rid: int) -> int:
+    return (rid & 0xFFFF) << 16
+
+
+def QI_PGRP_PASID(pasid: int) -> int:
+    return (pasid & 0xFFFFF) << 32
+
+
+def QI_PGRP_IDX(idx: int) -> int:
+    return (idx & 0x1FF) << 3
+
+
+def QI_PGRP_LPIG(x: int) -> int:
+    return (x & 1) << 2
 
 
 def QI_IOTLB_DID(did: int) -> int:

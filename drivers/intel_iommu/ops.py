@@ -16,10 +16,17 @@ from drivers.intel_iommu import iommu as vtd
 from drivers.intel_iommu import iommu_pt, kernel_sva, seed_v3
 from drivers.intel_iommu import iommufd as intel_iommufd
 from drivers.intel_iommu.domain import dev_info_of
+from drivers.intel_iommu.prq import (
+    intel_iommu_disable_iopf,
+    intel_iommu_enable_iopf,
+    intel_iommu_page_response,
+)
+from drivers.intel_iommu.structs import VTD_FLAG_SVM_CAPABLE
 from drivers.intel_iommu.svm import intel_svm_domain_alloc
-from kernel.device import Device
+from kernel.device import Device, dev_name
+from kernel.errno import EINVAL, ENODEV
 from kernel.iommu.generic_pt import iommu_pt_generic
-from kernel.iommu.iommu import pci_device_group
+from kernel.iommu.iommu import IOMMU_DEV_FEAT_IOPF, IOMMU_DEV_FEAT_SVA, pci_device_group
 from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_IDENTITY,
@@ -108,6 +115,18 @@ class BlockingDomainOps:
         vtd.blocking_domain_set_dev_pasid(domain, dev, pasid, old)
 
 
+def intel_iommu_enable_sva(dev: Device) -> None:
+    """``intel_iommu_enable_sva``: the unit must be SVM capable and the device have
+    PASID and ATS on; a device with PRI must have it enabled (IOPF first)."""
+    info = dev_info_of(dev)
+    if not info.iommu.flags & VTD_FLAG_SVM_CAPABLE:
+        raise ENODEV(f"{info.iommu.name}: not SVM capable")
+    if not info.pasid_enabled or not info.ats_enabled:
+        raise EINVAL(f"{dev_name(dev)}: SVA needs PASID and ATS")
+    if info.pri_supported and not info.pri_enabled:
+        raise EINVAL(f"{dev_name(dev)}: PRI supported but not enabled")
+
+
 class IntelIommuOps:
     """``intel_iommu_ops``."""
 
@@ -180,3 +199,22 @@ class IntelIommuOps:
 
     def get_resv_regions(self, dev: Device, head: list[IommuResvRegion]) -> None:
         vtd.intel_iommu_get_resv_regions(dev, head)
+
+    def page_response(self, dev: Device, evt: Any, msg: Any) -> None:
+        intel_iommu_page_response(dev, evt, msg)
+
+    def dev_enable_feat(self, dev: Device, feat: int) -> None:
+        """``intel_iommu_dev_enable_feature``: IOPF enables PRI, SVA checks."""
+        if feat == IOMMU_DEV_FEAT_IOPF:
+            intel_iommu_enable_iopf(dev)
+        elif feat == IOMMU_DEV_FEAT_SVA:
+            intel_iommu_enable_sva(dev)
+        else:
+            raise ENODEV(f"feature {feat}")
+
+    def dev_disable_feat(self, dev: Device, feat: int) -> None:
+        """``intel_iommu_dev_disable_feature``."""
+        if feat == IOMMU_DEV_FEAT_IOPF:
+            intel_iommu_disable_iopf(dev)
+        elif feat != IOMMU_DEV_FEAT_SVA:
+            raise ENODEV(f"feature {feat}")

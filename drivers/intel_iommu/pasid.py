@@ -13,9 +13,10 @@ flush (``pasid_flush_caches``). The replace variants require a present entry
 down flushes PASID cache -> IOTLB (P_IOTLB for first-stage and pass-through,
 domain-selective for second-stage) -> device-TLB -> PRQ drain.
 
-Differences from Linux: no page requests are modelled, so the PRQ drain is empty;
-no DMA aliases (each device has only its own requester ID); entries are always
-coherent (CLFLUSH is not modelled).
+The PRQ drain is :func:`drivers.intel_iommu.prq.intel_iommu_drain_pasid_prq`.
+
+Differences from Linux: no DMA aliases (each device has only its own requester ID);
+entries are always coherent (CLFLUSH is not modelled).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from drivers.intel_iommu.dmar import (
     qi_flush_pasid_cache,
     qi_flush_piotlb,
 )
+from drivers.intel_iommu.prq import intel_iommu_drain_pasid_prq
 from drivers.intel_iommu.structs import (
     DeviceDomainInfo,
     DmarDomain,
@@ -291,11 +293,6 @@ def intel_pasid_flush_present(iommu: IntelIommu, dev: Device, pasid: int, did: i
     devtlb_invalidation_with_pasid(iommu, dev, pasid)
 
 
-def intel_iommu_drain_pasid_prq(dev: Device, pasid: int) -> None:
-    """``intel_iommu_drain_pasid_prq``: only devices with PRI enabled have page
-    requests to drain; the model has none (ECAP.PRS is 0)."""
-
-
 # --------------------------------------------------------------------------- setup
 
 
@@ -435,12 +432,14 @@ def context_get_sm_pds(table: PasidTable) -> int:
 
 def context_entry_set_pasid_table(context: int, info: DeviceDomainInfo) -> None:
     """``context_entry_set_pasid_table``: directory pointer and PDTS, RID_PASID = 0,
-    DTE with ATS, PASIDE with PASID support, fault processing on, then P."""
+    DTE with ATS, PRE with PRI, PASIDE with PASID support, fault processing on, then P."""
     table = info.pasid_table
     assert table is not None
     lo = virt_to_phys(table.table) | ir.context_pdts(context_get_sm_pds(table))
     if info.ats_supported:
         lo |= ir.CONTEXT_DTE
+    if info.pri_supported:
+        lo |= ir.CONTEXT_PRE
     if info.pasid_supported:
         lo |= ir.CONTEXT_PASIDE
     context_set(context, lo | ir.CONTEXT_PRESENT, 0)

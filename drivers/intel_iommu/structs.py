@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from attrs import define, field
 
 from drivers.intel_iommu.iommu_regs import QI_LENGTH
+from kernel.delay import Completion
 from kernel.idr import IDA
 from kernel.io import IoMem
 from kernel.iommu.generic_pt.iommu_pt import PtIommu
@@ -109,6 +110,13 @@ class IntelIommu(IommuDevice):
     """``iommu->ir_table`` (drivers/intel_iommu/irq_remapping.py ``IrTable``)."""
     ir_domain: Any = None
     """``iommu->ir_domain``: the unit's MSI parent domain."""
+    prq: int = 0
+    """The page request queue (``PRQ_ORDER`` pages, kernel virtual address)."""
+    pr_irq: int = 0
+    iopf_queue: Any = None
+    """The unit's :class:`kernel.iommu.io_pgfault.IopfQueue` (``dmar<N>-iopfq``)."""
+    prq_seq_number: int = 0
+    prq_complete: Completion = field(factory=Completion)
 
     @property
     def regs(self) -> IoMem:
@@ -150,6 +158,8 @@ class DeviceDomainInfo:
     pasid_supported: int = 0
     pasid_enabled: bool = False
     pasid_table: PasidTable | None = None
+    pri_supported: bool = False
+    pri_enabled: bool = False
     pasid: int = 0
     kmem: int = 0
 

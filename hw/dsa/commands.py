@@ -205,6 +205,7 @@ def _enable_wq(dev: DsaDevice, operand: int) -> int:
     if xfer_shift > cfg.max_xfer_shift:
         return ERR_MAX_XFER_SIZE
     wq.size, wq.thresh, wq.dedicated, wq.bof = size, thresh, dedicated, bof
+    wq.prs_disable = cfg.wq_prs_disable and bool(mode.prs_disable.get(dw2))
     wq.pasid, wq.pasid_en, wq.priv = mode.pasid.get(dw2), pasid_en, priv
     wq.max_xfer, wq.max_batch = 1 << xfer_shift, 1 << batch_shift
     wq.op_config = dev.wq_op_config(w)

@@ -62,6 +62,9 @@ class DsaConfig:
     config_en: bool = True
     int_handles: bool = False
     wq_op_config: bool = False
+    wq_prs_disable: bool = False
+    pri_capacity: int = 512
+    """PRI Outstanding Page Request Capacity."""
     read_buffers: int = 96
     pasid_width: int = 20
     pasid_priv: bool = True
@@ -87,6 +90,7 @@ class DsaConfig:
             "max_batch_shift": (1, 15),
             "read_buffers": (0, 255),
             "pasid_width": (1, 20),
+            "pri_capacity": (0, 0xFFFF_FFFF),
             "cmd_latency_ns": (0, 10**9),
             "desc_latency_ns": (0, 10**9),
             "bytes_per_ns": (1, 10**6),
@@ -126,10 +130,10 @@ class DsaConfig:
 
     @property
     def wqcap(self) -> int:
-        """WQCAP (0x20): no ATS-disable, priority, occupancy or PRS-disable support."""
+        """WQCAP (0x20): no ATS-disable, priority or occupancy support."""
         v = self.total_wq_size | self.num_wqs << 16 | int(self.wq_op_config) << 24
         v |= int(self.shared_wq) << 48 | int(self.dedicated_wq) << 49
-        return v | int(self.wq_op_config) << 54
+        return v | int(self.wq_op_config) << 54 | int(self.wq_prs_disable) << 55
 
     @property
     def grpcap(self) -> int:

@@ -3,9 +3,9 @@
 Mirrors what Linux ``drivers/dma/idxd`` programs (facts B1-B15). Differences from
 hardware, by design: engines run descriptors as clock events with a deterministic
 latency (``desc_latency_ns`` + size / ``bytes_per_ns`` on the least busy engine of
-the WQ's group); block-on-fault has no page-request path (a BOF descriptor that
-faults completes with 0x04, "page response invalid request"); no IMS, perfmon,
-event log, occupancy interrupts, ATS-disable or PRS-disable.
+the WQ's group); block-on-fault sends page requests through the PRI capability
+(:mod:`hw.dsa.bof`), with the per-WQ PRS disable when configured; no IMS,
+perfmon, event log, occupancy interrupts or ATS-disable.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from hw.bus import PciAddr
 from hw.dsa import commands
 from hw.dsa import registers as regs_
+from hw.dsa.bof import BlockOnFault
 from hw.dsa.config import PCI_CLASS_SYSTEM_OTHER, PCI_VENDOR_ID_INTEL, DsaConfig
 from hw.dsa.engine import Engine, Job
 from hw.dsa.swerr import (
@@ -57,7 +58,7 @@ class DsaDevice(PciFunction):
         self.add_msix(cfg.msix_vectors, MMIO_BAR, self.layout.msix_table, self.layout.msix_pba)
         self.add_pasid_cap(cfg.pasid_width, priv=cfg.pasid_priv)
         self.add_ats_cap()
-        self.add_pri_cap()
+        self.add_pri_cap(cfg.pri_capacity)
         self.on_config_write(self._config_written)
         self.regs = RegisterFile("dsa-bar0", self.layout.size)
         self._build_registers()
@@ -66,6 +67,7 @@ class DsaDevice(PciFunction):
         self.engine_busy = [0] * cfg.num_engines
         self.int_handles: dict[int, int] = {}
         self.engine = Engine(self)
+        self.bof = BlockOnFault(self)
         self._seq = 0
         self.swerr_count = 0
 
@@ -260,14 +262,14 @@ class DsaDevice(PciFunction):
         wq.enabled = on
         name = f"WQCFG{w}_6"
         self.regs.field(name, regs_.WQCFG_STATUS.wq_state, int(on))
-        self._update_occupancy(wq)
+        self.update_occupancy(wq)
 
     def reset_wqcfg(self, w: int) -> None:
         for dw in range(16 if self.cfg.wq_op_config else 8):
             slot = self.regs.slot(f"WQCFG{w}_{dw}")
             slot.value = slot.reset_value
 
-    def _update_occupancy(self, wq: WqState) -> None:
+    def update_occupancy(self, wq: WqState) -> None:
         self.regs.field(f"WQCFG{wq.index}_6", regs_.WQCFG_STATUS.occupancy, wq.occupancy)
 
     # -- jobs --------------------------------------------------------------------------
@@ -277,14 +279,14 @@ class DsaDevice(PciFunction):
     def _retire(self, job: Job) -> None:
         wq = self.wqs[job.wq]
         wq.pending.pop(job.seq, None)
-        self._update_occupancy(wq)
+        self.update_occupancy(wq)
 
     def drain(self, jobs: Iterable[Job]) -> None:
         """Complete ``jobs`` now, in submission order (Drain commands)."""
         for job in sorted(jobs, key=lambda j: j.seq):
             if job.event is not None:
                 job.event.cancelled = True
-            self._run(job)
+            self.run_job(job)
 
     def abort(self, jobs: Iterable[Job]) -> None:
         """Drop ``jobs`` without completion records (Abort commands)."""
@@ -293,8 +295,9 @@ class DsaDevice(PciFunction):
                 job.event.cancelled = True
             self._retire(job)
 
-    def _run(self, job: Job) -> None:
-        if job.seq not in self.wqs[job.wq].pending:
+    def run_job(self, job: Job) -> None:
+        """Execute ``job`` now, unless it was aborted or waits for a page response."""
+        if job.blocked or job.seq not in self.wqs[job.wq].pending:
             return
         self._retire(job)
         self.engine.execute(job)
@@ -319,8 +322,8 @@ class DsaDevice(PciFunction):
             self.engine_busy[e] = finish
         wq.last_finish = max(wq.last_finish, finish)
         wq.pending[job.seq] = job
-        self._update_occupancy(wq)
-        job.event = clock.schedule(finish - clock.now, lambda: self._run(job), "dsa:desc")
+        self.update_occupancy(wq)
+        job.event = clock.schedule(finish - clock.now, lambda: self.run_job(job), "dsa:desc")
 
     # -- portals -------------------------------------------------------------------------
     def portal_write(self, bar: int, offset: int, data: bytes, enqcmd: bool) -> bool:

@@ -39,13 +39,15 @@ def coalesce(runs: tuple[Run, ...]) -> list[Run]:
 @define(slots=True)
 class DmaCtx:
     """DMA attributes of one descriptor: requester function, PASID (None when the
-    WQ does not use PASIDs), privilege, and whether block-on-fault applies."""
+    WQ does not use PASIDs), privilege, whether block-on-fault applies, and the fault
+    that ended the operation (set by :func:`set_fault`)."""
 
     fn: PciFunction
     mem: Memory
     pasid: int | None
     priv: bool
     bof: bool = False
+    fault: DmaFault | None = None
 
     def translate(self, addr: int, size: int, write: bool) -> DmaResult:
         return self.fn.dma_translate(self.pasid, self.priv, addr, size, write)
@@ -109,14 +111,11 @@ class DmaCtx:
             done += k
 
     def fault_status(self, fault: DmaFault) -> int:
-        """Completion status for a DMA fault: 0x03 (no BOF) or 0x04 when the
-        descriptor blocks on fault (no PRS path: the page request is answered
-        Invalid Request), 0x22 for an untranslated access outside RAM; bit 7 set
-        for a write."""
+        """Completion status for a DMA fault: 0x03 (a page fault the descriptor does
+        not, or cannot, block on; :mod:`hw.dsa.bof` turns a refused page request into
+        0x04), 0x22 for an untranslated access outside RAM; bit 7 set for a write."""
         if fault.reason == DMA_FAULT_BUS:
             code = idxd.DSA_COMP_TRANSLATION_FAIL
-        elif self.bof:
-            code = idxd.DSA_COMP_PAGE_FAULT_IR
         else:
             code = idxd.DSA_COMP_PAGE_FAULT_NOBOF
         return code | (idxd.DSA_COMP_STATUS_WRITE if fault.write else 0)
@@ -136,6 +135,7 @@ def _clip(runs: tuple[Run, ...], n: int) -> list[Run]:
 
 def set_fault(cr: idxd.DsaCompletionRecord, ctx: DmaCtx, fault: DmaFault, done: int) -> None:
     """Partial completion: status with the R/W bit, bytes completed, fault address."""
+    ctx.fault = fault
     cr.status = ctx.fault_status(fault)
     cr.bytes_completed = done
     cr.fault_addr = fault.addr

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS
+from hw.bus import DMA_FAULT_BUS, DmaFault
 from hw.clock import Event
 from hw.dsa import ops_compare, ops_crc, ops_dif, ops_move
 from hw.dsa.dma import DmaCtx
@@ -45,6 +45,8 @@ COMMON_FLAGS = (
     | F.IDXD_OP_FLAG_STORD
 )
 SRC, DST, SIZE = (16, 8), (24, 8), (32, 4)
+BLOCKED = -1
+"""What :meth:`Engine._run_one` returns for a descriptor that waits on a page request."""
 
 
 @define(frozen=True, slots=True)
@@ -119,6 +121,13 @@ class Job:
     priv_ok: bool
     size: int
     event: Event | None = None
+    blocked: bool = False
+    """Waiting for the response to its page request (block on fault)."""
+    answered: bool = False
+    done: int = 0
+    """Bytes moved by earlier attempts (a resumed MEMMOVE)."""
+    failed: tuple[DmaFault, int] | None = None
+    """The fault and bytes completed of a page request answered with a failure."""
 
 
 class Engine:
@@ -223,6 +232,8 @@ class Engine:
         """Run one accepted descriptor (from its clock event or a drain)."""
         d = DsaHwDesc.from_bytes(job.raw)
         status = self._run_one(d, job.raw, job, None)
+        if status == BLOCKED:
+            return
         if self.dev.machine is not None and self.dev.machine.hw_trace is not None:
             self.dev.machine.emit(
                 "hw_dsa:descriptor_complete",
@@ -241,7 +252,10 @@ class Engine:
             return F.DSA_COMP_CRA_ALIGN
         bof = bool(d.flags & F.IDXD_OP_FLAG_BOF and self.dev.wqs[job.wq].bof)
         ctx = DmaCtx(self.dev, self.dev.memory, job.pasid, job.priv, bof)
-        if self._validate(d, raw, job, cr, batch_idx is not None):
+        top = batch_idx is None
+        if top and job.failed is not None:
+            self.dev.bof.fail(job, cr)
+        elif self._validate(d, raw, job, cr, not top):
             if d.opcode == F.DSA_OPCODE_BATCH:
                 self._batch(ctx, d, job, cr)
             else:
@@ -250,6 +264,10 @@ class Engine:
                     cr.status = F.DSA_COMP_SUCCESS
                 else:
                     spec.fn(ctx, d, cr)
+                    if top and ctx.fault is not None:
+                        if bof and self.dev.bof.block(job, d, ctx, cr):
+                            return BLOCKED
+                        cr.bytes_completed += job.done
         self._complete(ctx, d, job, cr, batch_idx)
         return int(cr.status)
 

@@ -166,11 +166,13 @@ class WQCFG_THRESH(Register):
 
 
 class WQCFG_MODE(Register):
-    """Dword 2. ATS/PRS-disable are reserved: WQCAP does not advertise them."""
+    """Dword 2. ATS-disable is reserved (WQCAP does not advertise it); PRS-disable is
+    latched only when WQCAP bit 55 offers it."""
 
     WIDTH = 32
     mode = Field(0, 0, RW)
     bof = Field(1, 1, RW)
+    prs_disable = Field(3, 3, RW)
     priority = Field(7, 4, RW)
     pasid = Field(27, 8, RW)
     pasid_en = Field(28, 28, RW)

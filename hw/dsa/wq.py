@@ -27,6 +27,7 @@ class WqState:
     thresh: int = 0
     dedicated: bool = False
     bof: bool = False
+    prs_disable: bool = False
     pasid: int = 0
     pasid_en: bool = False
     priv: bool = False

@@ -4,6 +4,9 @@ A :class:`Smmuv3Config` is what a machine file's ``config`` table for an ``smmuv
 unit says. Defaults follow the facts file C3 (an MMU-600-like, coherent,
 AArch64-only, stage-1-only SMMU without ATS/PRI/stall) except that MSIs are on by
 default, because the platform delivers interrupts only as MSIs (``Machine.msi``).
+``pri`` adds the PRI queue (IDR0.PRI, IDR1.PRIQS = ``priqs``); ATS is not modelled,
+so a function's page requests reach it without a translation request first (the
+model's departure: PRI needs ATS on real SMMUs).
 Field positions are those of IHI 0070 §6.3.1-6.3.6 as Linux ``arm-smmu-v3.h``
 names them (``IDR0_*``, ``IDR1_*``, ``IDR3_RIL``, ``IDR5_*``).
 """
@@ -59,6 +62,7 @@ class Smmuv3Config:
     sidsize: int = 16
     ssidsize: int = 20
     evtqs: int = 7
+    priqs: int = 7
     cmdqs: int = 8
     ril: bool = False
     oas: int = 5
@@ -80,14 +84,15 @@ class Smmuv3Config:
         _check_range("sidsize", self.sidsize, 1, 32)
         _check_range("ssidsize", self.ssidsize, 0, 20)
         _check_range("evtqs", self.evtqs, 1, 19)
+        _check_range("priqs", self.priqs, 1, 19)
         _check_range("cmdqs", self.cmdqs, 1, 19)
         _check_range("oas", self.oas, 0, 6)
         _check_range("iidr", self.iidr, 0, 0xFFFF_FFFF)
         _check_range("aidr", self.aidr, 0, 0xFF)
         if not self.s1p:
             raise ValueError("smmuv3 config s1p: the model implements stage 1 only; keep it true")
-        if self.pri or self.ats:
-            raise ValueError("smmuv3 config pri/ats: PCIe ATS and PRI are not modelled")
+        if self.ats:
+            raise ValueError("smmuv3 config ats: PCIe ATS is not modelled")
         if self.aidr == 0 and self.oas == 6:
             raise ValueError("smmuv3 config oas: 52-bit output needs SMMUv3.1 (aidr >= 1)")
 
@@ -107,6 +112,7 @@ class Smmuv3Config:
             ASID16=int(self.asid16),
             MSI=int(self.msi),
             SEV=int(self.sev),
+            PRI=int(self.pri),
             VMID16=int(self.vmid16),
             CD2L=int(self.cd2l),
             TTENDIAN=2,
@@ -119,6 +125,7 @@ class Smmuv3Config:
             SIDSIZE=self.sidsize,
             SSIDSIZE=self.ssidsize,
             EVTQS=self.evtqs,
+            PRIQS=self.priqs if self.pri else 0,
             CMDQS=self.cmdqs,
         )
 

@@ -271,6 +271,49 @@ class CmdEmpty(_W):
     """A command word with no fields (every bit reserved)."""
 
 
+class CmdPriResp0(_W):
+    """CMD_PRI_RESP dw0: SSV, SSID, SID (``CMDQ_PRI_0_*``)."""
+
+    OP = Field(7, 0)
+    SSV = Field(11, 11)
+    SSID = Field(31, 12)
+    SID = Field(63, 32)
+
+
+class CmdPriResp1(_W):
+    """CMD_PRI_RESP dw1: PRG index and response (``CMDQ_PRI_1_*``)."""
+
+    GRPID = Field(8, 0)
+    RESP = Field(13, 12)
+
+
+PRI_RESP_DENY = 0
+PRI_RESP_FAIL = 1
+PRI_RESP_SUCC = 2
+
+PRIQ_ENT_SIZE = 16
+
+
+class PriqEnt0(_W):
+    """PRI queue entry dw0 (``PRIQ_0_*``)."""
+
+    SID = Field(31, 0)
+    SSID = Field(51, 32)
+    PERM_PRIV = Field(58, 58)
+    PERM_EXEC = Field(59, 59)
+    PERM_READ = Field(60, 60)
+    PERM_WRITE = Field(61, 61)
+    PRG_LAST = Field(62, 62)
+    SSID_V = Field(63, 63)
+
+
+class PriqEnt1(_W):
+    """PRI queue entry dw1: PRG index 8:0, page address 63:12 (``PRIQ_1_*``)."""
+
+    PRG_IDX = Field(8, 0)
+    ADDR = Field(63, 12)
+
+
 SYNC_CS_NONE = 0
 SYNC_CS_IRQ = 1
 SYNC_CS_SEV = 2

@@ -60,8 +60,11 @@ LAYOUTS: dict[int, tuple[type[Register], type[Register]]] = {
     Op.CMD_SYNC: (ent.CmdSync0, ent.CmdSync1),
 }
 """Commands this SMMU accepts (facts C3). EL2 forms need IDR0.HYP, S2 forms IDR0.S2P,
-ATC_INV IDR0.ATS, PRI_RESP IDR0.PRI, RESUME/STALL_TERM a stall model: none is
-advertised, so they are CERROR_ILL like unknown opcodes."""
+ATC_INV IDR0.ATS, PRI_RESP IDR0.PRI, RESUME/STALL_TERM a stall model: what the
+unit does not advertise is CERROR_ILL like an unknown opcode."""
+
+PRI_LAYOUT: tuple[type[Register], type[Register]] = (ent.CmdPriResp0, ent.CmdPriResp1)
+"""CMD_PRI_RESP, accepted only by an SMMU with IDR0.PRI."""
 
 
 def _index_mask(log2size: int) -> int:
@@ -129,12 +132,17 @@ class CommandQueue:
         dw1 = int.from_bytes(raw[8:16], "little")
         op = dw0 & 0xFF
         layout = LAYOUTS.get(op)
+        if op == Op.PRI_RESP and u.cfg.pri:
+            layout = PRI_LAYOUT
         if layout is None or dw0 & layout[0].RSVDZ_MASK or dw1 & layout[1].RSVDZ_MASK:
             raise _IllegalCommand(sr.CERROR_ILL)
         u.stats.commands += 1
         u.emit("hw_smmuv3:command", op=Op(op).name, dw=(dw0, dw1))
         if op == Op.CMD_SYNC:
             self._sync(dw0, dw1)
+        elif op == Op.PRI_RESP:
+            if not u.priq.command(dw0, dw1):
+                raise _IllegalCommand(sr.CERROR_ILL)
         else:
             u.invalidate(Op(op), dw0, dw1)
 

@@ -47,6 +47,12 @@ EVTQ_IRQ_CFG1_OFF = 0x0B8
 EVTQ_IRQ_CFG2_OFF = 0x0BC
 EVTQ_PROD_OFF = PAGE1 + 0x0A8
 EVTQ_CONS_OFF = PAGE1 + 0x0AC
+PRIQ_BASE_OFF = 0x0C0
+PRIQ_IRQ_CFG0_OFF = 0x0D0
+PRIQ_IRQ_CFG1_OFF = 0x0D8
+PRIQ_IRQ_CFG2_OFF = 0x0DC
+PRIQ_PROD_OFF = PAGE1 + 0x0C8
+PRIQ_CONS_OFF = PAGE1 + 0x0CC
 
 
 class IDR0(Register):
@@ -258,6 +264,22 @@ class EVTQ_CONS(Register):
     RD = Field(19, 0)
     OVACKFLG = Field(31, 31)
 
+
+class PRIQ_PROD(Register):
+    """SMMU-owned (page 1); OVFLG toggles when a page request is lost to a full queue."""
+
+    WR = Field(19, 0)
+    OVFLG = Field(31, 31)
+
+
+class PRIQ_CONS(Register):
+    """Software-owned (page 1); OVACKFLG acknowledges an overflow."""
+
+    RD = Field(19, 0)
+    OVACKFLG = Field(31, 31)
+
+
+GERROR_PRIQ_ABT_ERR = 1 << 3
 
 CERROR_NONE = 0
 CERROR_ILL = 1

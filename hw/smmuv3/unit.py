@@ -37,12 +37,14 @@ from attrs import define
 
 from hw.bus import DmaFault, DmaResult
 from hw.iommu_unit import IommuUnitModel
+from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
 from hw.smmuv3.caches import GLOBAL, Caches, SteEntry
 from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
 from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
+from hw.smmuv3.priq import PriQueue
 from hw.smmuv3.queues import CommandQueue, EventQueue
 from hw.smmuv3.walk import CdInfo, SmmuFault, StreamInfo, Walker, need_bits, permission_ok
 from hw.translation import (
@@ -113,11 +115,12 @@ class Smmuv3Unit(IommuUnitModel):
         super().__init__(name)
         self.cfg = Smmuv3Config.from_mapping(config)
         self.stats = Smmuv3Stats()
-        self.wired_irqs: dict[str, int] = {"EVTQ": 0, "GERROR": 0}
+        self.wired_irqs: dict[str, int] = {"EVTQ": 0, "GERROR": 0, "PRIQ": 0}
         """Pulses of the wired interrupt lines, used when MSIs are off or unprogrammed."""
         self.smmuen = False
         self.cmdq_enabled = False
         self.evtq_enabled = False
+        self.priq_enabled = False
         self.gbpa_abort = False
         self.regs = self._build_regs()
         self._pipeline: Pipeline | None = None
@@ -125,6 +128,7 @@ class Smmuv3Unit(IommuUnitModel):
         self._caches: Caches | None = None
         self.cmdq = CommandQueue(self)
         self.evtq = EventQueue(self)
+        self.priq = PriQueue(self)
 
     # -- wiring ------------------------------------------------------------------------
     def _build_regs(self) -> RegisterFile:
@@ -163,6 +167,13 @@ class Smmuv3Unit(IommuUnitModel):
         rf.add(sr.IrqCfg2, sr.EVTQ_IRQ_CFG2_OFF, name="EVTQ_IRQ_CFG2")
         rf.add(sr.EVTQ_PROD, sr.EVTQ_PROD_OFF, on_write=self._evtq_reg_write)
         rf.add(sr.EVTQ_CONS, sr.EVTQ_CONS_OFF)
+        if cfg.pri:
+            rf.add(sr.QBASE, sr.PRIQ_BASE_OFF, name="PRIQ_BASE", on_write=self._priq_reg_write)
+            rf.add(sr.IrqCfg0, sr.PRIQ_IRQ_CFG0_OFF, name="PRIQ_IRQ_CFG0")
+            rf.add(sr.IrqCfg1, sr.PRIQ_IRQ_CFG1_OFF, name="PRIQ_IRQ_CFG1")
+            rf.add(sr.IrqCfg2, sr.PRIQ_IRQ_CFG2_OFF, name="PRIQ_IRQ_CFG2")
+            rf.add(sr.PRIQ_PROD, sr.PRIQ_PROD_OFF, on_write=self._priq_reg_write)
+            rf.add(sr.PRIQ_CONS, sr.PRIQ_CONS_OFF)
         return rf
 
     def attach(self, machine: Machine, base: int) -> None:
@@ -190,7 +201,9 @@ class Smmuv3Unit(IommuUnitModel):
     # -- CR0/CR0ACK, IRQ_CTRL/ACK, GBPA (IHI 0070 §6.3.9-6.3.14; facts A3) -------------------
     def _cr0_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
         value = slot.value
-        unsupported = value & (sr.CR0.PRIQEN.mask | sr.CR0.ATSCHK.mask)
+        unsupported = value & sr.CR0.ATSCHK.mask
+        if not self.cfg.pri:
+            unsupported |= value & sr.CR0.PRIQEN.mask
         if unsupported:
             self.error(f"CR0 write {value:#x}: PRIQEN/ATSCHK without PRI/ATS; ignored")
         self._schedule(ACK_DELAY_NS, lambda: self._cr0_done(value & ~unsupported), "cr0")
@@ -202,13 +215,17 @@ class Smmuv3Unit(IommuUnitModel):
         self.regs["CR0ACK"] = value
         self.smmuen = bool(value & sr.CR0.SMMUEN.mask)
         self.evtq_enabled = bool(value & sr.CR0.EVTQEN.mask)
+        self.priq_enabled = bool(value & sr.CR0.PRIQEN.mask)
         was = self.cmdq_enabled
         self.cmdq_enabled = bool(value & sr.CR0.CMDQEN.mask)
         if self.cmdq_enabled and not was:
             self.cmdq.kick()
 
     def _irq_ctrl_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
-        value = slot.value & (sr.IRQ_CTRL.GERROR_IRQEN.mask | sr.IRQ_CTRL.EVTQ_IRQEN.mask)
+        mask = sr.IRQ_CTRL.GERROR_IRQEN.mask | sr.IRQ_CTRL.EVTQ_IRQEN.mask
+        if self.cfg.pri:
+            mask |= sr.IRQ_CTRL.PRIQ_IRQEN.mask
+        value = slot.value & mask
         self._schedule(ACK_DELAY_NS, lambda: self.regs.__setitem__("IRQ_CTRLACK", value), "irq")
 
     def _gbpa_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
@@ -239,6 +256,11 @@ class Smmuv3Unit(IommuUnitModel):
             slot.value = old
             self.error(f"{slot.name} written while EVTQEN=1; ignored")
 
+    def _priq_reg_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
+        if self.priq_enabled:
+            slot.value = old
+            self.error(f"{slot.name} written while PRIQEN=1; ignored")
+
     def _cmdq_prod_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
         self.cmdq.kick()
 
@@ -259,9 +281,12 @@ class Smmuv3Unit(IommuUnitModel):
             self.cmdq.kick()
 
     def irq(self, which: str) -> None:
-        """Signal the EVTQ or GERROR interrupt if enabled (IRQ_CTRLACK): an MSI to
+        """Signal the EVTQ, PRIQ or GERROR interrupt if enabled (IRQ_CTRLACK): an MSI to
         ``*_IRQ_CFG0``/``CFG1`` when IDR0.MSI and the address is set, else a wired pulse."""
-        en = sr.IRQ_CTRLACK.EVTQ_IRQEN if which == "EVTQ" else sr.IRQ_CTRLACK.GERROR_IRQEN
+        en = {
+            "EVTQ": sr.IRQ_CTRLACK.EVTQ_IRQEN,
+            "PRIQ": sr.IRQ_CTRLACK.PRIQ_IRQEN,
+        }.get(which, sr.IRQ_CTRLACK.GERROR_IRQEN)
         if not self.regs.field("IRQ_CTRLACK", en):
             return
         addr = self.regs[f"{which}_IRQ_CFG0"] & sr.IrqCfg0.ADDR.mask
@@ -278,6 +303,10 @@ class Smmuv3Unit(IommuUnitModel):
             mem.write_u32(addr, data)
         else:
             self.m.msi(addr, data)
+
+    def page_request(self, req: PageRequest) -> None:
+        """A Page Request message from a function behind this SMMU (the PRI queue)."""
+        self.priq.receive(req)
 
     # -- invalidation commands (IHI 0070 §4.3, §4.4) -----------------------------------------
     def invalidate(self, op: Op, dw0: int, dw1: int) -> int:

@@ -42,11 +42,11 @@ CAP_KNOBS = (
     "fl1gp", "pi", "fl5lp",
 )  # fmt: skip
 ECAP_KNOBS = (
-    "coherent", "qi", "dt", "ir", "eim", "sc", "mhmv", "pt", "prs", "ers", "srs", "nwfs", "pss",
-    "pasid", "smts", "slts", "flts", "slads",
+    "coherent", "qi", "dt", "ir", "eim", "sc", "mhmv", "pt", "prs", "pds", "ers", "srs", "nwfs",
+    "pss", "pasid", "smts", "slts", "flts", "slads",
 )  # fmt: skip
 
-FIXED_REGS_END = vr.IRTA_OFF + 8
+FIXED_REGS_END = vr.PEUADDR_OFF + 4
 """End of the fixed registers the model implements; IOTLB and fault records go above it."""
 
 # Set bits the model does not implement: (register, field) -> what it is.
@@ -59,7 +59,6 @@ _UNMODELLED: dict[tuple[str, str], str] = {
     ("ecap", "NEST"): "nested translation",
     ("ecap", "EAFS"): "extended accessed flag",
     ("ecap", "DIT"): "device-TLB invalidation throttling",
-    ("ecap", "PDS"): "page-request drain",
     ("ecap", "VCS"): "virtual command",
     ("ecap", "RPS"): "RID_PASID field",
     ("ecap", "PMS"): "performance monitoring",
@@ -129,6 +128,7 @@ def knobs_from_registers(cap: int, ecap: int) -> dict[str, Any]:
         "mhmv": e["MHMV"],
         "pt": bool(e["PT"]),
         "prs": bool(e["PRS"]),
+        "pds": bool(e["PDS"]),
         "ers": bool(e["ERS"]),
         "srs": bool(e["SRS"]),
         "nwfs": bool(e["NWFS"]),
@@ -177,7 +177,8 @@ class VtdConfig:
     pt: bool = True
     dt: bool = True
     pasid: bool = True
-    prs: bool = False
+    prs: bool = True
+    pds: bool = True
     srs: bool = True
     ers: bool = False
     nwfs: bool = False
@@ -260,6 +261,8 @@ class VtdConfig:
             raise ValueError("vtd config sagaw: 0 is only valid with smts and without slts")
         if self.smts and not self.qi:
             raise ValueError("vtd config smts: scalable mode needs qi (invalidation is QI-only)")
+        if self.pds and not self.prs:
+            raise ValueError("vtd config pds: page-request drain needs prs")
         if self.pasid and not self.smts:
             raise ValueError("vtd config pasid: PASID support needs smts")
         if self.mgaw < 57 and self.sagaw & 0b1000:
@@ -278,6 +281,12 @@ class VtdConfig:
             raise ValueError("vtd: the IOTLB registers (IRO) overlap the fault records (FRO/NFR)")
 
     # -- derived values -----------------------------------------------------
+    @property
+    def page_requests(self) -> bool:
+        """ECAP.PRS as advertised: the model takes page requests in scalable mode only
+        (PRE lives in the scalable-mode context entry)."""
+        return self.prs and self.smts
+
     @property
     def ndoms(self) -> int:
         return 1 << (4 + 2 * self.nd)
@@ -344,7 +353,8 @@ class VtdConfig:
             MHMV=self.mhmv if self.ir else 0,
             PT=int(self.pt),
             IRO=self.iro,
-            PRS=int(self.prs),
+            PRS=int(self.page_requests),
+            PDS=int(self.pds and self.page_requests),
             ERS=int(self.ers),
             SRS=int(self.srs and self.smts),
             NWFS=int(self.nwfs),

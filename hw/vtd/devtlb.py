@@ -76,8 +76,9 @@ class DeviceTlb:
         hardware would, and is reported). Each completion entry is one leaf (4 KiB,
         2 MiB or 1 GiB) with R, and W only for a write request (NW=0: D is set then),
         so a later write needs a new request. Not-present and permission conditions
-        complete with R=W=0 and are not recorded as faults (the device reports them;
-        there is no page-request path); every other condition is a recorded fault.
+        complete with R=W=0 and are not recorded as faults (the fault the device sees
+        is marked ``no_access``: a function with PRI may send a page request for it,
+        :mod:`hw.pri`); every other condition is a recorded fault.
         With remapping off the completion is the identity."""
         unit = self.unit
         unit.stats.ats_requests += 1
@@ -206,7 +207,9 @@ class DeviceTlb:
     ) -> DmaFault:
         if reason in ATS_NO_ACCESS:
             self.unit.stats.ats_no_access += 1
-            return DmaFault(addr, int(reason), write, f"ATS completion R=W=0 ({reason.name})")
+            return DmaFault(
+                addr, int(reason), write, f"ATS completion R=W=0 ({reason.name})", no_access=True
+            )
         return self.unit.fault(rid, pasid, priv, False, addr, write, reason, fpd)
 
     # -- translated requests ------------------------------------------------------------------

@@ -261,6 +261,21 @@ class QiPdevTlbQw1(_W):
     ADDR = Field(63, 12)
 
 
+class QiPgrpQw0(_Desc):
+    """Type 9 page group response."""
+
+    PP = Field(4, 4)
+    PDP = Field(5, 5)
+    RC = Field(15, 12)
+    RID = Field(31, 16)
+    PASID = Field(51, 32)
+
+
+class QiPgrpQw1(_W):
+    LPIG = Field(2, 2)
+    PRGI = Field(11, 3)
+
+
 class ReservedQw(_W):
     """A descriptor word with no fields (qw1 of types 1, 4, 7; qw2/qw3 of 256-bit slots)."""
 
@@ -273,6 +288,7 @@ QI_WAIT = 5
 QI_PIOTLB = 6
 QI_PC = 7
 QI_PDEVTLB = 8
+QI_PGRP = 9
 
 QI_LAYOUTS: dict[int, tuple[type[Register], type[Register]]] = {
     QI_CC: (QiCcQw0, ReservedQw),
@@ -283,4 +299,5 @@ QI_LAYOUTS: dict[int, tuple[type[Register], type[Register]]] = {
     QI_PIOTLB: (QiPiotlbQw0, QiAddrQw1),
     QI_PC: (QiPcQw0, ReservedQw),
     QI_PDEVTLB: (QiPdevTlbQw0, QiPdevTlbQw1),
+    QI_PGRP: (QiPgrpQw0, QiPgrpQw1),
 }

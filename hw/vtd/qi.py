@@ -138,9 +138,10 @@ class InvalidationQueue:
         if layout is None:
             raise _DescError(IQEI_TYPE)
         lo, hi = layout
-        if qw0 & lo.RSVDZ_MASK or qw1 & hi.RSVDZ_MASK or any(q[2:]):
+        private = dtype == ent.QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0)
+        if qw0 & lo.RSVDZ_MASK or qw1 & hi.RSVDZ_MASK or (any(q[2:]) and not private):
             raise _DescError(IQEI_RSVD)
-        if dtype == ent.QI_WAIT and self.inflight:
+        if dtype == ent.QI_WAIT and (self.inflight or self._drain_pending(qw0)):
             raise _Stall
         u.stats.qi_descriptors += 1
         if m.hw_trace is not None:
@@ -228,9 +229,24 @@ class InvalidationQueue:
 
     def _completion(self) -> None:
         self.inflight -= 1
-        if not self.inflight and self._stalled:
+        self.resume()
+
+    def resume(self) -> None:
+        """Something a stalled wait descriptor waited for finished: run on if nothing
+        else holds it."""
+        if self._stalled and not self.inflight and not self.unit.prq.in_transit:
             self._stalled = False
             self.kick()
+
+    def _drain_pending(self, qw0: int) -> bool:
+        """PD=1 (with ECAP.PDS): page requests received before the wait must have been
+        written to the page request queue first."""
+        u = self.unit
+        return bool(ent.QiWaitQw0.PD.get(qw0) and u.cfg.pds and u.prq.in_transit)
+
+    def _pgrp(self, qw0: int, qw1: int) -> None:
+        """Page group response (spec 6.5.2.9): to the function, as a PRG Response."""
+        self.unit.prq.group_response(qw0, qw1)
 
     def _iec(self, qw0: int, qw1: int) -> None:
         """Interrupt-entry cache (spec 6.5.2.9): G=0 global, G=1 the ``2**IM`` entries
@@ -269,4 +285,5 @@ _HANDLERS = {
     ent.QI_PIOTLB: InvalidationQueue._piotlb,
     ent.QI_PC: InvalidationQueue._pc,
     ent.QI_PDEVTLB: InvalidationQueue._pdevtlb,
+    ent.QI_PGRP: InvalidationQueue._pgrp,
 }

@@ -40,6 +40,14 @@ IEADDR_OFF = 0x0A8
 IEUADDR_OFF = 0x0AC
 IQERCD_OFF = 0x0B0
 IRTA_OFF = 0x0B8
+PQH_OFF = 0x0C0
+PQT_OFF = 0x0C8
+PQA_OFF = 0x0D0
+PRS_OFF = 0x0DC
+PECTL_OFF = 0x0E0
+PEDATA_OFF = 0x0E4
+PEADDR_OFF = 0x0E8
+PEUADDR_OFF = 0x0EC
 
 
 class VER(Register):
@@ -235,6 +243,36 @@ class IRTA(Register):
     RSVD = Field(10, 4, Access.RsvdZ)
     EIME = Field(11, 11, RW)
     IRTA = Field(63, 12, RW)
+
+
+class PQH(Register):
+    """Page request queue head: byte offset of the next descriptor software reads."""
+
+    WIDTH = 64
+    PQH = Field(18, 5, RW)
+
+
+class PQT(Register):
+    """Page request queue tail: byte offset of the next descriptor hardware writes
+    (software writes it only to reset the queue)."""
+
+    WIDTH = 64
+    PQT = Field(18, 5, RW)
+
+
+class PQA(Register):
+    """Page request queue address: base (4 KiB aligned) and size 2**PQS pages."""
+
+    WIDTH = 64
+    PQS = Field(2, 0, RW)
+    PQA = Field(63, 12, RW)
+
+
+class PRS(Register):
+    """Page request status: pending page request (PPR) and overflow (PRO)."""
+
+    PPR = Field(0, 0, RW1C)
+    PRO = Field(1, 1, RW1C)
 
 
 class IVA(Register):

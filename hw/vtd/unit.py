@@ -35,6 +35,7 @@ from hw.ats import AddressTranslationCache, AtcEntry, AtsResult
 from hw.bus import DmaFault, DmaResult
 from hw.iommu_unit import IommuUnitModel
 from hw.pagewatch import SlotTracker
+from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
 from hw.translation import Pipeline, PipelineStats, StaleTranslationError
 from hw.vtd import registers as vr
@@ -45,6 +46,7 @@ from hw.vtd.faults import FR, FaultLog, FaultReporting
 from hw.vtd.invalidation import RegisterInvalidation
 from hw.vtd.irq_remap import IrqRemapping
 from hw.vtd.pmr import PHM, PLM, PMEN, ProtectedMemory
+from hw.vtd.prq import PageRequestQueue
 from hw.vtd.translate import Translation
 from hw.vtd.walk import Walker
 
@@ -114,6 +116,7 @@ class VtdUnit(IommuUnitModel):
         self.devtlb = DeviceTlb(self)
         self.irq = IrqRemapping(self)
         self.pmr = ProtectedMemory(self)
+        self.prq = PageRequestQueue(self)
         self.regs = self._build_regs()
         self._traced = {
             dw: slot.name
@@ -161,6 +164,15 @@ class VtdUnit(IommuUnitModel):
         rf.add(vr.EventUAddr, vr.IEUADDR_OFF, name="IEUADDR")
         rf.add(vr.IQERCD, vr.IQERCD_OFF)
         rf.add(vr.IRTA, vr.IRTA_OFF)
+        prq = self.prq
+        rf.add(vr.PQH, vr.PQH_OFF)
+        rf.add(vr.PQT, vr.PQT_OFF)
+        rf.add(vr.PQA, vr.PQA_OFF)
+        rf.add(vr.PRS, vr.PRS_OFF, on_write=prq.prs_write)
+        rf.add(vr.EventControl, vr.PECTL_OFF, name="PECTL", on_write=prq.pectl_write)
+        rf.add(vr.EventData, vr.PEDATA_OFF, name="PEDATA")
+        rf.add(vr.EventAddr, vr.PEADDR_OFF, name="PEADDR")
+        rf.add(vr.EventUAddr, vr.PEUADDR_OFF, name="PEUADDR")
         iro = cfg.iro * 16
         rf.add(vr.IVA, iro, name="IVA")
         rf.add(vr.IOTLB, iro + 8, name="IOTLB", on_write=inv.iotlb_write)
@@ -408,6 +420,11 @@ class VtdUnit(IommuUnitModel):
     ) -> DmaFault | None:
         """Translated requests of one device access (VT-d spec 4.2.3)."""
         return self.devtlb.translated(rid, pasid, priv, write, addr, suspects)
+
+    # -- page requests (hw.vtd.prq; the hw.pri.PriAgent protocol) ---------------------------
+    def page_request(self, req: PageRequest) -> None:
+        """A Page Request message from a function behind this unit."""
+        self.prq.receive(req)
 
     # -- debug ---------------------------------------------------------------------------------
     def dump(self) -> str:

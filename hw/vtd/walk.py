@@ -72,6 +72,8 @@ class CtxInfo:
     """Device-TLB allowed: scalable DTE, or legacy TT=01 (translation requests and
     translated requests are blocked otherwise, VT-d spec 9.3/9.4)."""
     paside: bool = False
+    pre: bool = False
+    """Page requests allowed (scalable-mode PRE)."""
     pdts: int = 0
     dirptr: int = 0
     rid_pasid: int = 0
@@ -239,6 +241,7 @@ class Walker:
             fpd,
             dte=bool(lo & 4),
             paside=bool(lo & 8),
+            pre=bool(lo & ent.SmCtxLo.PRE.mask),
             pdts=ent.SmCtxLo.PDTS.get(lo),
             dirptr=lo & ~0xFFF,
             rid_pasid=0,

@@ -48,6 +48,7 @@ from kernel.iommu.iommu_h import (
     IommuIotlbGather,
     IommuOps,
     IommuPagingDomainOps,
+    SupportsDevFeature,
     SupportsFree,
     SupportsProbeFinalize,
     has_optional_op,
@@ -172,6 +173,32 @@ def dev_iommu_ops(dev: Device) -> IommuOps:
 
 def device_iommu_mapped(dev: Device) -> bool:
     return dev.iommu_group is not None
+
+
+IOMMU_DEV_FEAT_SVA = 0
+IOMMU_DEV_FEAT_IOPF = 1
+"""``enum iommu_dev_features`` (6.12; removed upstream in 6.15)."""
+
+
+def iommu_dev_enable_feature(dev: Device, feat: int) -> None:
+    """``iommu_dev_enable_feature``: the driver's ``dev_enable_feat``; ENODEV without
+    an IOMMU or the op (raises the driver's errno on failure)."""
+    if dev.iommu is not None and dev.iommu.iommu_dev is not None:
+        ops = dev_iommu_ops(dev)
+        if has_optional_op(ops, "dev_enable_feat"):
+            cast(SupportsDevFeature, ops).dev_enable_feat(dev, feat)
+            return
+    raise ENODEV(f"{dev_name(dev)}: no IOMMU device feature {feat}")
+
+
+def iommu_dev_disable_feature(dev: Device, feat: int) -> None:
+    """``iommu_dev_disable_feature``."""
+    if dev.iommu is not None and dev.iommu.iommu_dev is not None:
+        ops = dev_iommu_ops(dev)
+        if has_optional_op(ops, "dev_disable_feat"):
+            cast(SupportsDevFeature, ops).dev_disable_feat(dev, feat)
+            return
+    raise ENODEV(f"{dev_name(dev)}: no IOMMU device feature {feat}")
 
 
 # --------------------------------------------------------------------------- groups

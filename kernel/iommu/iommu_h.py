@@ -150,6 +150,8 @@ class IommuDomain:
     geometry: IommuDomainGeometry = field(factory=IommuDomainGeometry)
     iova_cookie: Any = None
     handler: Callable[[IommuDomain, Device, int, int], int] | None = None
+    iopf_handler: Callable[[Any], int] | None = None
+    """``domain->iopf_handler``: takes a :class:`kernel.iommu.io_pgfault.IopfGroup`."""
     mm: Any = None
     users: int = 0
     pasid: int = 0
@@ -227,6 +229,9 @@ class DevIommu:
     """A reserved region of type DIRECT covers the device (no blocking domain for it)."""
     kmem: int = 0
     group_kmem: int = 0
+    fault_param: Any = None
+    """``dev->iommu->fault_param``: a :class:`kernel.iommu.io_pgfault.IommuFaultParam`
+    while the device is on an IOPF queue."""
 
 
 @define(eq=False)
@@ -361,6 +366,21 @@ class IommuOps(Protocol):
 @runtime_checkable
 class SupportsProbeFinalize(Protocol):
     def probe_finalize(self, dev: Device) -> None: ...
+
+
+@runtime_checkable
+class SupportsPageResponse(Protocol):
+    """``ops->page_response``: send a page group response to the device."""
+
+    def page_response(self, dev: Device, evt: Any, msg: Any) -> None: ...
+
+
+@runtime_checkable
+class SupportsDevFeature(Protocol):
+    """``ops->dev_enable_feat``/``dev_disable_feat`` (removed upstream after 6.14)."""
+
+    def dev_enable_feat(self, dev: Device, feat: int) -> None: ...
+    def dev_disable_feat(self, dev: Device, feat: int) -> None: ...
 
 
 @runtime_checkable

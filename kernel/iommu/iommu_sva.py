@@ -8,9 +8,15 @@ subscribes an mmu notifier) and attaches it at that PASID; unbind undoes it on
 the last reference. The PASID stays with the mm until its last ``mmdrop``
 (:func:`mm_pasid_drop`), which may come after the process exited.
 
+Page requests: an SVA domain's ``iopf_handler`` is :func:`iommu_sva_iopf_handler`,
+which queues the fault group on the device's IOPF workqueue; the work
+(:func:`iommu_sva_handle_iopf`) resolves each fault against the mm
+(:func:`iommu_sva_handle_mm`: the VMA must exist and allow the access, then
+``handle_mm_fault``) and sends one response for the group: Success, or Invalid
+Request at the first fault it could not resolve.
+
 Differences from Linux: the per-mm IOMMU data (``mm->iommu_mm``) lives on the mm
-itself; no IOPF handler is installed here (page requests arrive through
-``iommu_sva_handle_mm``, owned by the page-request code).
+itself; no mmap lock (one thread).
 """
 
 from __future__ import annotations
@@ -21,7 +27,21 @@ from attrs import define
 
 from kernel.device import Device, dev_name
 from kernel.errno import ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW, KernelError
-from kernel.fork import mmdrop, mmgrab
+from kernel.fork import mmdrop, mmget_not_zero, mmgrab, mmput
+from kernel.iommu.io_pgfault import (
+    IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+    IOMMU_FAULT_PERM_EXEC,
+    IOMMU_FAULT_PERM_PRIV,
+    IOMMU_FAULT_PERM_READ,
+    IOMMU_FAULT_PERM_WRITE,
+    IOMMU_PAGE_RESP_INVALID,
+    IOMMU_PAGE_RESP_SUCCESS,
+    IommuFault,
+    IopfGroup,
+    iopf_free_group,
+    iopf_group_response,
+    queue_work,
+)
 from kernel.iommu.iommu import dev_iommu_ops, iommu_domain_free
 from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_SVA,
@@ -36,8 +56,17 @@ from kernel.iommu.pasid import (
     iommu_detach_device_pasid,
     iommu_free_global_pasid,
 )
+from kernel.memory import (
+    FAULT_FLAG_INSTRUCTION,
+    FAULT_FLAG_REMOTE,
+    FAULT_FLAG_USER,
+    FAULT_FLAG_WRITE,
+    VM_FAULT_ERROR,
+    handle_mm_fault,
+)
 from kernel.mm import GFP_KERNEL, kfree, kzalloc
 from kernel.mm_types import MmStruct
+from kernel.mmap import VM_EXEC, VM_READ, VM_WRITE, vma_lookup
 
 
 @define(eq=False)
@@ -80,6 +109,7 @@ def iommu_sva_domain_alloc(dev: Device, mm: MmStruct) -> IommuDomain:
     dom.type = IOMMU_DOMAIN_SVA
     dom.owner = ops
     dom.mm = mm
+    dom.iopf_handler = iommu_sva_iopf_handler
     mmgrab(mm)
     return dom
 
@@ -151,3 +181,60 @@ def iommu_sva_get_pasid(handle: IommuSva) -> int:
     """``iommu_sva_get_pasid``."""
     mm: MmStruct = handle.domain.mm
     return mm.pasid
+
+
+# --------------------------------------------------------------------------- page faults
+
+
+def iommu_sva_handle_mm(fault: IommuFault, mm: MmStruct) -> int:
+    """``iommu_sva_handle_mm``: Invalid Request for a request without PASID, an mm
+    that is gone, an address outside every VMA or an access the VMA does not allow,
+    or a fault ``handle_mm_fault`` cannot resolve; else Success."""
+    prm = fault.prm
+    status = IOMMU_PAGE_RESP_INVALID
+    if not prm.flags & IOMMU_FAULT_PAGE_REQUEST_PASID_VALID:
+        return status
+    if not mmget_not_zero(mm):
+        return status
+    try:
+        vma = vma_lookup(mm, prm.addr)
+        if vma is None:
+            return status
+        access = 0
+        flags = FAULT_FLAG_REMOTE
+        if prm.perm & IOMMU_FAULT_PERM_READ:
+            access |= VM_READ
+        if prm.perm & IOMMU_FAULT_PERM_WRITE:
+            access |= VM_WRITE
+            flags |= FAULT_FLAG_WRITE
+        if prm.perm & IOMMU_FAULT_PERM_EXEC:
+            access |= VM_EXEC
+            flags |= FAULT_FLAG_INSTRUCTION
+        if not prm.perm & IOMMU_FAULT_PERM_PRIV:
+            flags |= FAULT_FLAG_USER
+        if access & ~vma.vm_flags:
+            return status
+        ret = handle_mm_fault(vma, prm.addr, flags)
+        return IOMMU_PAGE_RESP_INVALID if ret & VM_FAULT_ERROR else IOMMU_PAGE_RESP_SUCCESS
+    finally:
+        mmput(mm)
+
+
+def iommu_sva_handle_iopf(group: IopfGroup) -> None:
+    """``iommu_sva_handle_iopf`` (the work item): resolve the group's faults in order,
+    stopping at the first failure, then respond once and free the group."""
+    status = IOMMU_PAGE_RESP_SUCCESS
+    assert group.domain is not None
+    mm: MmStruct = group.domain.mm
+    for iopf in group.faults:
+        if status != IOMMU_PAGE_RESP_SUCCESS:
+            break
+        status = iommu_sva_handle_mm(iopf.fault, mm)
+    iopf_group_response(group, status)
+    iopf_free_group(group)
+
+
+def iommu_sva_iopf_handler(group: IopfGroup) -> int:
+    """``iommu_sva_iopf_handler``: queue the group's work on the device's IOPF queue."""
+    queue_work(group.fault_param.queue, lambda: iommu_sva_handle_iopf(group))
+    return 0

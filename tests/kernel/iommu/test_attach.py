@@ -9,7 +9,7 @@ from kernel import trace
 from kernel.device import Device
 from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EPERM
 from kernel.fault_inject import injector
-from kernel.iommu.io_pgfault import iommu_report_device_fault
+from kernel.iommu.io_pgfault import report_iommu_fault
 from kernel.iommu.iommu import (
     __iommu_domain_alloc,
     dev_iommu_ops,
@@ -434,13 +434,13 @@ def test_fault_goes_to_the_domain_handler(make_kernel: KernelFactory) -> None:
 
     iommu_set_fault_handler(dom, handler)
     with trace.capture("iommu:io_page_fault") as events:
-        assert iommu_report_device_fault(dev, 0x5000, IOMMU_FAULT_WRITE) == 0
+        assert report_iommu_fault(dev, 0x5000, IOMMU_FAULT_WRITE) == 0
     assert got == [(0x5000, IOMMU_FAULT_WRITE)]
     (ev,) = events
     assert ev.fields["device"] == EDU_BDF and ev.fields["iova"] == 0x5000
     assert iommu_state().faults[-1] == (EDU_BDF, 0x5000, IOMMU_FAULT_WRITE)
     iommu_set_fault_handler(dom, None)
-    assert iommu_report_device_fault(dev, 0x5000, 0) == -38  # -ENOSYS: nobody handled it
+    assert report_iommu_fault(dev, 0x5000, 0) == -38  # -ENOSYS: nobody handled it
 
 
 def test_pasid_fault_goes_to_the_pasid_domain_handler(make_kernel: KernelFactory) -> None:
@@ -450,8 +450,8 @@ def test_pasid_fault_goes_to_the_pasid_domain_handler(make_kernel: KernelFactory
     dom = iommu_paging_domain_alloc(dev)
     iommu_attach_device_pasid(dom, dev, 4)
     iommu_set_fault_handler(dom, lambda d, f, iova, flags: 7)
-    assert iommu_report_device_fault(dev, 0x1000, 0, pasid=4) == 7
-    assert iommu_report_device_fault(dev, 0x1000, 0, pasid=5) == -38
+    assert report_iommu_fault(dev, 0x1000, 0, pasid=4) == 7
+    assert report_iommu_fault(dev, 0x1000, 0, pasid=5) == -38
     assert rid_dom is not None and rid_dom.handler is None
     iommu_detach_device_pasid(dom, dev, 4)
     iommu_domain_free(dom)
@@ -459,4 +459,4 @@ def test_pasid_fault_goes_to_the_pasid_domain_handler(make_kernel: KernelFactory
 
 def test_fault_of_a_device_without_iommu_is_unhandled(make_kernel: KernelFactory) -> None:
     make_kernel(iommu=False)
-    assert iommu_report_device_fault(pdev_at(EDU_BDF), 0x1000, 0) == -38
+    assert report_iommu_fault(pdev_at(EDU_BDF), 0x1000, 0) == -38
