@@ -48,6 +48,8 @@ under CD.HD / STE.S2HD): the write re-walks with the update instead of faulting.
 
 _OA_MASK = ent.LpaeLeaf.OA.mask
 _OA_HIGH = 0xF << 48  # descriptor bits 51:48: nonzero is an Address Size fault (48-bit OA)
+_OA_HIGH_LEAF = 0x3 << 48
+"""A leaf's bits 49:48 (50 is GP, 51 DBM): nonzero is an Address Size fault (48-bit OA)."""
 _AP1 = ent.LpaeLeaf.AP1.mask
 _AP2 = ent.LpaeLeaf.AP2.mask
 _AF = ent.LpaeLeaf.AF.mask
@@ -395,8 +397,10 @@ class Walker:
                     shift -= 9
                     mask = 0x1FF
                     continue
-                if (not pte & 2 and level in (0, 3)) or pte & _OA_HIGH:
-                    raise fault(Evt.F_TRANSLATION if not pte & _OA_HIGH else Evt.F_ADDR_SIZE)
+                if not pte & 2 and level in (0, 3):
+                    raise fault(Evt.F_TRANSLATION)
+                if pte & _OA_HIGH_LEAF:
+                    raise fault(Evt.F_ADDR_SIZE)
                 break
         except BusError:
             raise fault(Evt.F_WALK_EABT, pte_addr) from None
@@ -623,7 +627,7 @@ class Walker:
                         continue
                 elif level == 3 or level == 0:
                     raise SmmuFault(Evt.F_TRANSLATION)
-                if pte & _OA_HIGH:
+                if pte & _OA_HIGH_LEAF:
                     raise SmmuFault(Evt.F_ADDR_SIZE)
                 break
         except BusError:
