@@ -551,6 +551,8 @@ class Smmuv3Unit(IommuUnitModel):
                 leaf.slots,
             ):
                 missing.append(_tlbi_for(ste, cd, e))
+                if write and leaf is not None and e.perms & PERM_W and leaf.perms & PERM_DBM:
+                    missing.append(_LOST_DIRTY)
             return e
         return self._fill(ste, cd, a, write)
 
@@ -630,9 +632,14 @@ class Smmuv3Unit(IommuUnitModel):
         missing: list[str],
     ) -> None:
         current = self.fresh_outcome(sid, pasid, priv, write, addr)
-        if current == cached:
+        lost_dirty = _LOST_DIRTY in missing
+        if current == cached and not lost_dirty:
             return
-        name = "/".join(dict.fromkeys(missing))
+        # A write through a cached writable entry of a leaf software made writable-clean
+        # again: the same translation, but the write marks nothing dirty.
+        name = "/".join(m for m in dict.fromkeys(missing) if m != _LOST_DIRTY)
+        if lost_dirty:
+            name += " (a write made no dirty update)"
         self._p.stale(
             f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
             f"{cached} used, tables say {current}; missing {name}",
@@ -715,6 +722,9 @@ class Smmuv3Unit(IommuUnitModel):
         from hw.smmuv3.dump import dump_unit
 
         return dump_unit(self)
+
+
+_LOST_DIRTY = "no dirty update"
 
 
 def _tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:

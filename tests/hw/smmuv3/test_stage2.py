@@ -271,3 +271,24 @@ def test_stage2_commands_are_illegal_without_s2p() -> None:
     smmu.put(cmd_tlbi_s12_vmall(1))
     smmu.ring()
     assert sr.CMDQ_CONS.ERR.get(smmu.cons_reg()) == sr.CERROR_ILL
+
+
+def test_write_through_a_cached_writable_entry_of_a_cleaned_dbm_page_is_stale() -> None:
+    """Software makes a dirty DBM leaf writable-clean again (AP[2]=1): without
+    TLBI_NH_VA the cached writable entry takes the next write and marks nothing
+    dirty, a stale use; after it the write dirties the leaf again."""
+    g = Guest()
+    data = g.alloc()
+    leaf = g.s1_map(VA, data, ro=True, dbm=True)
+    g.nest(HA=1, HD=1)
+    g.dma(VA, write=True)
+    g.m.memory.write_u64(leaf, g.m.memory.read_u64(leaf) | ent.LpaeLeaf.AP2.mask)
+    g.dma(VA, write=True)
+    assert g.unit.stats.stale_uses == 1
+    assert g.m.memory.read_u64(leaf) & ent.LpaeLeaf.AP2.mask
+    g.dma(VA)  # a read through it is no stale use: the translation is the same
+    assert g.unit.stats.stale_uses == 1
+    g.smmu.submit(cmd_tlbi_nh_va(7, VA, VMID))
+    g.dma(VA, write=True)
+    assert not g.m.memory.read_u64(leaf) & ent.LpaeLeaf.AP2.mask
+    assert g.unit.stats.stale_uses == 1
