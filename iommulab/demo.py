@@ -37,6 +37,7 @@ from hw.vtd.unit import VtdUnit
 from hw.vtd.walk import Stage
 from iommulab import bootcheck
 from iommulab.flaw import FlawResult, copy_to, describe, kernel_sva_bound, vfree_sequence
+from iommulab.perfetto import to_chrome_json
 from iommulab.presets import load_machine_file, preset
 from kernel.boot import Kernel, boot
 from kernel.dma.direction import DMA_FROM_DEVICE, DMA_TO_DEVICE
@@ -55,7 +56,6 @@ from kernel.dma.mapping import dma_map_single, dma_mapping_error, dma_unmap_sing
 from kernel.errno import KernelError
 from kernel.iommu.iommu import PASID_API_KERNEL_SVA, PASID_APIS
 from kernel.mm import alloc_pages_exact, free_pages_exact, memory_read, memory_write
-from kernel.trace import to_chrome_json
 
 SIZES = (4 << 10, 64 << 10, 1 << 20, 16 << 20)
 TRACE_EVENTS = "idxd:*,iommu:*,intel_iommu:*,hw_vtd:*,hw_dsa:*"

@@ -309,7 +309,7 @@ class TraceCapture:
         return to_ftrace(self.events)
 
     def chrome_json(self) -> str:
-        from kernel.trace import to_chrome_json
+        from iommulab.perfetto import to_chrome_json
 
         return to_chrome_json(self.events)
 

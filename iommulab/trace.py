@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from iommulab.perfetto import to_chrome_json
 from kernel.boot import Kernel
-from kernel.trace import TraceEvent, to_chrome_json, to_ftrace
+from kernel.trace import TraceEvent, to_ftrace
 
 FORMATS = ("text", "json")
 

@@ -72,24 +72,46 @@ class PluginManager(pluggy.PluginManager):
             self.report.loaded.append(LoadedPlugin(short, "builtin", "iommulab"))
 
     def load_entry_points(self, eps: Iterable[md.EntryPoint] | None = None) -> None:
-        """Load ``iommulab.modules`` entry points; a failing one is reported and skipped."""
+        """Load ``iommulab.modules`` entry points. One that fails to import, loads an
+        object with no ``iommulab_*`` hook implementation, or takes a module name
+        already registered (a built-in's or another distribution's) is reported in
+        ``report.failed`` with its distribution's name and skipped; the rest load."""
         if eps is None:
             eps = md.entry_points(group=ENTRY_POINT_GROUP)
         for ep in eps:
             if self.is_blocked(ep.name):
                 self.report.blocked.append(ep.name)
                 continue
-            if self.get_plugin(ep.name) is not None:
-                continue
             dist = ep.dist.name if ep.dist is not None else ""
             version = ep.dist.version if ep.dist is not None else ""
             try:
                 plugin = ep.load()
-                self.register(plugin, name=ep.name)
             except Exception as exc:  # third-party code: report, never crash the boot
-                self.report.failed.append((ep.name, f"{type(exc).__name__}: {exc}"))
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if self.get_plugin(ep.name) is plugin:
+                    continue  # already registered (a test's marker named the same module)
+                problem = self._register_entry_point(ep, plugin)
+            if problem:
+                named = f"{dist} {version}".strip() or "an unnamed distribution"
+                where = f"{ENTRY_POINT_GROUP} entry point of {named}"
+                self.report.failed.append((ep.name, f"{problem} ({where}); skipped"))
                 continue
             self.report.loaded.append(LoadedPlugin(ep.name, "entry-point", dist, version))
+
+    def _register_entry_point(self, ep: md.EntryPoint, plugin: object) -> str:
+        """Register ``ep``'s loaded plugin; what is wrong with it, or ``""``."""
+        if self.get_plugin(ep.name) is not None:
+            taken = next((p for p in self.report.loaded if p.name == ep.name), None)
+            owner = f"{taken.distribution} {taken.version}".strip() if taken else ""
+            return f"module name {ep.name!r} is already {owner or 'another module'}'s"
+        if not any(self.parse_hookimpl_opts(plugin, n) is not None for n in dir(plugin)):
+            return f"{ep.value} is {plugin!r}, which implements no iommulab_* hook"
+        try:
+            self.register(plugin, name=ep.name)
+        except Exception as exc:  # third-party code: report, never crash the boot
+            return f"{type(exc).__name__}: {exc}"
+        return ""
 
     def load_explicit(self, plugin: ModuleType | object, name: str) -> None:
         if self.is_blocked(name):

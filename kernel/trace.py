@@ -1,7 +1,8 @@
-"""Tracepoints (include/linux/tracepoint.h, kernel/trace/), ftrace text and Perfetto JSON.
+"""Tracepoints (include/linux/tracepoint.h, kernel/trace/) and ftrace text.
 
 A :class:`Tracepoint` is defined once per ``system:event`` with its field names and
-a ``TP_printk``-like format. Callers test ``tp.enabled`` before building the event
+a ``TP_printk``-like format (the Chrome/Perfetto JSON layout is the front door's:
+``iommulab.perfetto``). Callers test ``tp.enabled`` before building the event
 (the static-key idea), so a disabled tracepoint costs one attribute read. Each
 booted kernel has its own :class:`Tracer` (enabled patterns, ring, sinks); a
 tracepoint's ``enabled`` key is on while any live kernel's tracer enables it, and
@@ -14,7 +15,6 @@ platform's hardware trace sink and are recorded the same way.
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,27 +44,12 @@ class TraceEvent:
         return self.name.partition(":")[2]
 
     def ftrace(self) -> str:
+        """One line as ``print_trace_fmt`` lays it out: ``%16s-%-7d`` task and pid,
+        ``[%03d]`` CPU, the five latency flags, `` %5lu.%06lu`` time stamp. The model
+        has one CPU and one task."""
         sec, ns = divmod(self.ts_ns, 1_000_000_000)
         stamp = f"{sec:5d}.{ns // 1000:06d}"
-        return f"          kernel-1     [000] .....  {stamp}: {self.event}: {self.text}"
-
-    def chrome(self) -> dict[str, Any]:
-        return {
-            "name": self.event,
-            "cat": self.system,
-            "ph": "i",
-            "s": "g",
-            "ts": self.ts_ns / 1000.0,
-            "pid": 1,
-            "tid": 1,
-            "args": {k: _jsonable(v) for k, v in self.fields.items()},
-        }
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, bool | int | float | str) or v is None:
-        return v
-    return str(v)
+        return f"{'kernel':>16}-{1:<7} [000] ..... {stamp}: {self.event}: {self.text}"
 
 
 def _fmt(v: Any) -> str:
@@ -250,16 +235,25 @@ def capture(pattern: str = "*") -> Iterator[list[TraceEvent]]:
         t.set_patterns(before)
 
 
+_LEGEND = (
+    "#                                _-----=> irqs-off/BH-disabled",
+    "#                               / _----=> need-resched",
+    "#                              | / _---=> hardirq/softirq",
+    "#                              || / _--=> preempt-depth",
+    "#                              ||| / _-=> migrate-disable",
+    "#                              |||| /     delay",
+    "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION",
+    "#              | |         |   |||||     |         |",
+)
+
+
 def to_ftrace(events: Iterable[TraceEvent]) -> str:
-    header = "# tracer: nop\n#\n#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION\n"
-    return header + "\n".join(e.ftrace() for e in events) + "\n"
-
-
-def to_chrome_json(events: Iterable[TraceEvent]) -> str:
-    """The Chrome/Perfetto trace-event JSON object format (``traceEvents`` list)."""
-    return json.dumps(
-        {"traceEvents": [e.chrome() for e in events], "displayTimeUnit": "ns"}, indent=None
-    )
+    """``/sys/kernel/tracing/trace``: ``print_trace_header`` with the latency-format
+    legend (one CPU; nothing is lost between the ring and the reader), then the lines."""
+    lines = [e.ftrace() for e in events]
+    n = len(lines)
+    head = ["# tracer: nop", "#", f"# entries-in-buffer/entries-written: {n}/{n}   #P:1", "#"]
+    return "\n".join([*head, *_LEGEND, *lines]) + "\n"
 
 
 # -- the kernel's own tracepoints (include/trace/events/iommu.h) --------------------------

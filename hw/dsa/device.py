@@ -356,6 +356,14 @@ class DsaDevice(PciFunction):
             priv_ok = not priv or (wq.priv and self.pasid_priv_enabled)
         self._seq += 1
         size = int.from_bytes(data[32:36], "little")
+        if self.machine is not None and self.machine.hw_trace is not None:
+            self.machine.emit(
+                "hw_dsa:descriptor_submit",
+                dev=str(self.addr),
+                wq=w,
+                seq=self._seq,
+                desc=tuple(int.from_bytes(data[i : i + 8], "little") for i in range(0, 64, 8)),
+            )
         self._enqueue(Job(self._seq, w, bytes(data), pasid, priv, priv_ok, size))
         return True
 

@@ -239,6 +239,7 @@ class Engine:
                 "hw_dsa:descriptor_complete",
                 dev=str(self.dev.addr),
                 wq=job.wq,
+                seq=job.seq,
                 opcode=d.opcode,
                 status=status,
                 pasid=job.pasid,

@@ -2,12 +2,17 @@
 
 - a ```` ```python ```` or ```` ```toml ```` block whose first line is
   ``# file: PATH`` is written to PATH;
+- a ```` ```diff ```` block whose first line is ``# file: PATH`` edits PATH: each run of
+  ``-`` lines followed by as many ``+`` lines replaces those lines, each of which must
+  occur in the file exactly once (other lines are context, not checked);
 - any other ```` ```python ```` block is executed (one namespace per document);
 - in a ```` ```console ```` block each ``$ COMMAND`` line runs: ``iommulab ...``
   through :func:`iommulab.cli.main`, ``make demo`` as ``iommulab demo``,
   ``pytest ...`` in-process through ``pytester``, ``pip install -e DIR`` as
-  :func:`editable_install`; the exit status must be 0, and a
-  ``N passed`` line in the block's output must match the run's outcome. Lines
+  :func:`editable_install`; the exit status must be 0 — for ``pytest``, 1 when the
+  block's output says ``N failed`` —, the ``N passed`` / ``N failed`` counts of the
+  block's output must match the run's outcome, and each ``E`` line it shows (pytest's
+  error lines) must be in the run's output. Lines
   that set up the shell the suite already runs in (:data:`SETUP`) are not run.
 
 Everything happens in the ``pytester`` directory, which is also on ``sys.path``.
@@ -44,6 +49,8 @@ def run_document(path: Path, pytester: pytest.Pytester) -> list[str]:
             target = pytester.path / first.removeprefix("# file: ").strip()
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(body)
+        elif lang == "diff" and first.startswith("# file: "):
+            apply_diff(pytester.path / first.removeprefix("# file: ").strip(), body)
         elif lang == "python":
             exec(compile(body, str(path), "exec"), ns)
         elif lang == "console":
@@ -70,10 +77,17 @@ def _run_console(body: str, pytester: pytest.Pytester, path: Path) -> list[str]:
             editable_install(pytester.path / argv[3], pytester.path)
         elif argv[0] == "pytest":
             res = pytester.runpytest_inprocess(*argv[1:])
-            assert res.ret == 0, f"{path.name}: {command}\n{res.stdout.str()}"
-            expected = re.search(r"(\d+) passed", output)
-            if expected:
-                assert res.parseoutcomes().get("passed") == int(expected[1]), command
+            failed = re.search(r"(\d+) failed", output)
+            want = 1 if failed else 0
+            assert res.ret == want, f"{path.name}: {command}\n{res.stdout.str()}"
+            outcomes = res.parseoutcomes()
+            for what in ("passed", "failed"):
+                expected = re.search(rf"(\d+) {what}", output)
+                if expected:
+                    assert outcomes.get(what) == int(expected[1]), f"{command}: {what}"
+            shown = [ln.strip() for ln in output.splitlines() if ln.startswith("E ")]
+            text = res.stdout.str()
+            assert all(ln in text for ln in shown), f"{command}: {shown}\n{text}"
         else:
             pytest.fail(f"{path.name}: the docs runner does not know how to run {command!r}")
         ran.append(command)
@@ -97,6 +111,29 @@ def editable_install(project: Path, site: Path) -> None:
         for group, eps in groups.items()
     )
     (info / "entry_points.txt").write_text(text)
+
+
+def apply_diff(target: Path, diff: str) -> None:
+    """Apply a ```` ```diff ```` block's ``-``/``+`` line pairs to ``target``."""
+    lines = target.read_text().split("\n")
+    body = diff.split("\n")[1:]
+    i = 0
+    while i < len(body):
+        old = []
+        while i < len(body) and body[i].startswith("-"):
+            old.append(body[i][1:])
+            i += 1
+        new = []
+        while i < len(body) and body[i].startswith("+"):
+            new.append(body[i][1:])
+            i += 1
+        assert len(old) == len(new), f"{target.name}: {len(old)} '-' lines, {len(new)} '+'"
+        for o, n in zip(old, new, strict=True):
+            assert lines.count(o) == 1, f"{target.name}: {o!r} is not one line of the file"
+            lines[lines.index(o)] = n
+        if not old:
+            i += 1
+    target.write_text("\n".join(lines))
 
 
 def _output_of(lines: list[str], i: int) -> list[str]:

@@ -21,6 +21,7 @@ EXECUTED = [
     "docs/tutorial-1-unit-test-a-driver.md",
     "docs/tutorial-2-prototype-an-api-change.md",
     "docs/tutorial-3-iommu-vendor-plugin.md",
+    "docs/tutorial-4-your-own-pci-device.md",
     "docs/iommufd.md",
     "docs/why-the-series-exists.md",
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+from pathlib import Path
 
 import pytest
 from pluggy import PluginValidationError
 
 from hw.machine import Machine
+from kernel import errno as errno_module
 from kernel.boot import boot, current_kernel
 from kernel.errno import ENODEV
 from kernel.module import KernelModule
@@ -163,3 +165,44 @@ def test_activating_a_kernel_restores_its_task_stack(toy_machine: Machine) -> No
     assert object_is_on_stack(buf)
     second.shutdown()
     first.shutdown()
+
+
+def test_broken_module_entry_points_name_their_distribution(
+    toy_machine: Machine, tmp_path: Path
+) -> None:
+    """Import error, an object with no hook, and a name a built-in or another
+    distribution has taken: each reported with the distribution and skipped. (The
+    same module under the same name twice is no conflict: a test's
+    ``iommulab_modules`` marker may name a module its distribution also registers.)"""
+
+    def dist(name: str, entries: dict[str, str]) -> md.Distribution:
+        info = tmp_path / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        lines = [f"[{GROUP}]", *(f"{k} = {v}" for k, v in entries.items())]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        return md.PathDistribution(info)
+
+    good = dist("vendor_drv", {"fake": "tests.kernel.fake_module"})
+    bad = dist(
+        "broken_drv",
+        {
+            "gone": "tests.kernel.no_such_module",
+            "nohooks": "kernel.errno",
+            "idxd": "tests.kernel.fake_module",
+            "fake": "drivers.idxd",
+        },
+    )
+    k = boot(toy_machine, "", entry_points=[*good.entry_points, *bad.entry_points])
+    where = "(iommulab.modules entry point of broken_drv 1.0); skipped"
+    assert dict(k.plugins.report.failed) == {
+        "gone": f"ModuleNotFoundError: No module named 'tests.kernel.no_such_module' {where}",
+        "nohooks": f"kernel.errno is {errno_module!r}, which implements no iommulab_* hook {where}",
+        "idxd": f"module name 'idxd' is already iommulab's {where}",
+        "fake": f"module name 'fake' is already vendor_drv 1.0's {where}",
+    }
+    assert "module nohooks failed to load: kernel.errno is <module" in k.dmesg()
+    loaded = {p.name: p.distribution for p in k.plugins.report.loaded}
+    assert loaded["fake"] == "vendor_drv" and "gone" not in loaded
+    assert k.up and "fake" in [m.name for m in k.modules]
+    k.shutdown()

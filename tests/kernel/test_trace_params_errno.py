@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,15 +32,6 @@ def test_enabled_tracepoint_formats_like_tp_printk(toy_kernel: Kernel) -> None:
         "IOMMU: iova=0x0000000000001000 - 0x0000000000002000 paddr=0x0000000000002000 size=4096"
     )
     assert "map: IOMMU: iova=0x0000000000001000" in trace.to_ftrace(got)
-
-
-def test_chrome_json_is_a_trace_event_document(toy_kernel: Kernel) -> None:
-    with trace.capture("iommu") as got:
-        trace.trace_attach_device_to_domain(device="0000:00:03.0")
-    doc = json.loads(trace.to_chrome_json(got))
-    (ev,) = doc["traceEvents"]
-    assert ev["ph"] == "i" and ev["cat"] == "iommu" and ev["name"] == "attach_device_to_domain"
-    assert ev["args"] == {"device": "0000:00:03.0"}
 
 
 def test_trace_event_cmdline_enables_at_boot(toy_machine: Machine) -> None:
