@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PKGS   := kernel drivers hw iommulab
 
-.PHONY: venv demo test lint typecheck contracts unit bench sweep clean
+.PHONY: venv headers demo test lint typecheck contracts unit bench sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The UAPI layout tests compile Linux 6.12's own headers (iommufd.h): Debian ships them in
+# linux-headers-6.12.*-common under /usr/src. Installed here when missing (CI runs as root).
+UAPI_HEADER := /usr/src/linux-headers-6.12*-common/include/uapi/linux/iommufd.h
+headers:
+	@if ! ls $(UAPI_HEADER) >/dev/null 2>&1; then \
+	  echo "installing Debian's linux-headers-6.12.*-common for the UAPI layout tests"; \
+	  apt-get update -qq && \
+	  pkg=$$(apt-cache search --names-only '^linux-headers-6\.12\.[0-9]+\+deb[0-9]+-common$$' \
+	    | awk '{print $$1}' | sort -V | tail -1) && \
+	  test -n "$$pkg" && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$$pkg" >/dev/null; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/iommulab demo
@@ -28,7 +40,7 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+unit: $(STAMP) headers
 	rm -f .coverage .coverage.*
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider --cov --cov-branch --cov-report=term --cov-fail-under=90
 

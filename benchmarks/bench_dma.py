@@ -15,11 +15,10 @@ Each with ``dma_debug=off`` and with DMA-API debug on (the default). The ``x moc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._harness import BenchResult, dict_set_del_ns
+from benchmarks._harness import BenchResult, best_cpu_of, dict_set_del_ns
 from hw.machine import Machine, build_machine
 from iommulab.presets import EDU_BDF, preset
 from kernel.boot import Kernel, boot
@@ -70,19 +69,6 @@ def map_unmap_pairs() -> Callable[[], None]:
             dma_unmap_single(edu, handle, 4096, DMA_TO_DEVICE)
 
     return pairs
-
-
-def best_cpu_of(fn: Callable[[], object], repeat: int) -> float:
-    """:func:`benchmarks._harness.best_of` in this process's CPU time: on a busy host a
-    loop of tens of milliseconds is preempted and wall time charges it for other
-    processes' turns, while a sub-millisecond loop (dma-direct) mostly is not, which
-    skews the ratios between them; CPU time does not count those turns."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
 
 
 def per_pair_ns(stack: str, cmdline: str) -> float:

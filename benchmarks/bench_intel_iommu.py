@@ -2,7 +2,7 @@
 4 KiB buffer by the edu device on the ``default`` machine (first-stage DMA domain), in
 strict mode (every unmap waits for a queued P_IOTLB invalidation) and in lazy mode
 (the flush queue defers it), with ``dma_debug=off``. Reported per pair (best CPU time
-of a loop, :func:`benchmarks.bench_dma.best_cpu_of`), with the ratio to a Python dict
+of a loop, :func:`benchmarks._harness.best_cpu_of`), with the ratio to a Python dict
 set + del measured in the same run.
 
 The ``floor`` row is dma-direct on the ``no-iommu`` machine in the same run: the DMA
@@ -23,8 +23,8 @@ import cProfile
 import pstats
 from collections.abc import Callable
 
-from benchmarks._harness import BenchResult, dict_set_del_ns, figure
-from benchmarks.bench_dma import PAIRS, best_cpu_of, boot_stack, map_unmap_pairs, per_pair_ns
+from benchmarks._harness import BenchResult, best_cpu_of, dict_set_del_ns, figure
+from benchmarks.bench_dma import PAIRS, boot_stack, map_unmap_pairs, per_pair_ns
 
 TARGETS = {"strict": 10.0, "lazy": 5.0}
 """Each pair's limit as a multiple of the dma-direct pair (issue 20)."""

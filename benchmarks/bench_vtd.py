@@ -6,12 +6,20 @@
   not fully cached (the page-by-page hit path);
 - the first warm run after the cold fill (the model's own A/D-bit updates must not
   leave its entries suspect, so it costs what a warm run costs);
-- a cold 4-level second-stage walk (per walk, vs a dict lookup);
+- a cold 4-level second-stage walk (per walk, vs a dict lookup): a global IOTLB
+  flush, then a one-page request that reads all four levels from RAM (the model keeps
+  no paging-structure caches; context and PASID entries stay cached, as in hardware);
+- a first-stage + PASID cold fill of 64 MiB on fresh tables (per page): all four
+  levels read for the first page of each 2 MiB block, its last-level table read once
+  for the rest (:func:`bench_first_stage`);
 - a 64 MiB DSA MEMMOVE through the VT-d unit with first-stage PASID tables in 4 KiB
   pages and a warm IOTLB, as a ratio to an in-process bytearray copy (target >= 0.9).
 
 Targets from issue 20: cold second-stage walk <= 100x a dict lookup, first-stage +
-PASID cold fill <= 150x per page.
+PASID cold fill <= 150x per page. The translation rows and their dict-lookup baseline
+are process CPU times (:func:`benchmarks._harness.best_cpu_of`): on a host shared
+with other work, wall time charges the millisecond loops for other processes' turns
+and rarely the microsecond baseline, which skewed every ratio.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from benchmarks._harness import BenchResult, best_of
+from benchmarks._harness import BenchResult, best_cpu_of, best_of, dict_lookup_ns
 from hw.machine import Machine, build_machine
 from hw.pci import PCI_EXT_CAP_ID_PASID
 from hw.uapi.idxd import IDXD_OP_FLAG_CRAV, IDXD_OP_FLAG_RCR, DsaHwDesc
@@ -96,21 +104,10 @@ def _fl_pasid(m: Machine, unit: VtdUnit, rid: int, maps: list[tuple[int, int, in
     enable_te(m, unit)
 
 
-def _dict_lookup_ns() -> float:
-    d = {i: i for i in range(4096)}
-    keys = list(range(0, 4096, 8)) * 2
-
-    def run() -> None:
-        for k in keys:
-            d[k]
-
-    return best_of(run, repeat=7) / len(keys) * 1e9
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
+def _cpu_timed(fn: Callable[[], object]) -> float:
+    t0 = time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def _per_page(
@@ -126,24 +123,42 @@ def _per_page(
     )
 
 
-def bench_first_stage(dict_ns: float) -> list[BenchResult]:
+COLD_TRIES = 3
+"""Fresh machines the cold fill is measured on (the best counts): a cold fill can
+only be measured once per machine, and one try on a busy host is often preempted."""
+
+
+def _fl_machine() -> tuple[VtdUnit, Callable[[int, bool], Callable[[], object]]]:
     m = build_machine({"ram": "512M", "iommus": [{"kind": "vtd", "name": "dmar0"}]})
     unit = m.iommus["dmar0"]
     assert isinstance(unit, VtdUnit)
-    part = PART_PAGES << 12
-    _fl_pasid(m, unit, RID, [(FL_IOVA, FL_PA, BIG), (PART_IOVA, PART_PA, part)])
+    _fl_pasid(m, unit, RID, [(FL_IOVA, FL_PA, BIG), (PART_IOVA, PART_PA, PART_PAGES << 12)])
 
     def run(size: int, write: bool) -> Callable[[], object]:
         return lambda: unit.translate(RID, PASID, False, FL_IOVA, size, write)
 
-    cold = _timed(run(BIG, True))
-    first_warm = _timed(run(BIG, True))
+    return unit, run
+
+
+def bench_first_stage(dict_ns: float) -> list[BenchResult]:
+    """The cold fill is a 64 MiB write request on tables nothing has walked: every
+    page is an IOTLB miss, every leaf gets A and D. The model walks the first page of
+    each 2 MiB block from the PASID entry's first-stage root, then reads the rest of
+    that block's last-level table in one load (``Translation.fill_ahead``; the
+    upper levels are re-read for every block, nothing is cached between requests).
+    Best process CPU time of :data:`COLD_TRIES` fresh machines."""
+    cold = float("inf")
+    for _ in range(COLD_TRIES):
+        unit, run = _fl_machine()
+        cold = min(cold, _cpu_timed(run(BIG, True)))
+    part = PART_PAGES << 12
+    first_warm = _cpu_timed(run(BIG, True))
     r = unit.translate(RID, PASID, False, FL_IOVA, BIG, True)
     assert r.fault is None and r.runs == ((FL_PA, BIG),), r.runs[:4]
-    hit2 = best_of(run(RUN, True), repeat=7)
-    hit64 = best_of(run(BIG, True), repeat=5)
+    hit2 = best_cpu_of(run(RUN, True), repeat=7)
+    hit64 = best_cpu_of(run(BIG, True), repeat=5)
     unit.translate(RID, PASID, False, PART_IOVA, part, True)
-    paged = best_of(lambda: unit.translate(RID, PASID, False, PART_IOVA, part, True), repeat=7)
+    paged = best_cpu_of(lambda: unit.translate(RID, PASID, False, PART_IOVA, part, True), repeat=7)
     assert unit.stats.stale_uses == 0
     assert unit.stats.iotlb_misses == (BIG >> 12) + PART_PAGES
     return [
@@ -239,23 +254,26 @@ def bench_dsa_memmove() -> list[BenchResult]:
 
 def bench() -> list[BenchResult]:
     _m, unit = _machine()
-    dict_ns = _dict_lookup_ns()
+    dict_ns = dict_lookup_ns()
     r = unit.translate(RID, None, False, IOVA, RUN, True)
     assert r.fault is None and r.runs == ((16 << 20, RUN),), r
-    hit = best_of(lambda: unit.translate(RID, None, False, IOVA, RUN, True), repeat=7)
+    hit = best_cpu_of(lambda: unit.translate(RID, None, False, IOVA, RUN, True), repeat=7)
     per_page = hit / (RUN // 4096) * 1e9
 
     def cold() -> None:
         unit.caches.flush_tlb()
         unit.translate(RID, None, False, IOVA, 4096, False)
 
+    # A true cold walk: the global flush empties the IOTLB (the model keeps no
+    # paging-structure caches); the context and PASID entries stay cached, as they
+    # do in hardware across an IOTLB flush. Every walk reads all four levels.
     walks = 200
 
     def cold_walks() -> None:
         for _ in range(walks):
             cold()
 
-    walk = best_of(cold_walks, repeat=5) / walks * 1e9
+    walk = best_cpu_of(cold_walks, repeat=5) / walks * 1e9
     assert unit.stats.stale_uses == 0
     return [
         BenchResult(

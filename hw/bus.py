@@ -11,7 +11,7 @@ This module must stay free of imports from the rest of ``hw``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from attrs import field, frozen
 
@@ -124,6 +124,7 @@ class FirmwareTables:
     """(segment, bus) pairs the host bridges decode; the kernel scans these."""
     iommus: tuple[IommuUnitInfo, ...] = ()
     host_address_width: int = 46
+    """The DMAR table header's host address width (HAW) as Linux prints it."""
     tables: tuple[str, ...] = field(default=())
     """Firmware table signatures present (``DMAR`` when VT-d units exist ...)."""
     external_facing: tuple[PciAddr, ...] = ()
@@ -188,6 +189,9 @@ class VirtualClock(Protocol):
 HwTraceSink = Callable[[str, int, dict[str, object]], None]
 """``sink(name, timestamp_ns, fields)``: a hardware event such as ``hw_vtd:fault``."""
 
+FindingSink = Callable[["Finding"], None]
+"""``sink(finding)``: a hardware model's report of a stale use or a fault."""
+
 MsiSink = Callable[[int, int], None]
 """``sink(address, data)``: a message-signalled interrupt written by a device."""
 
@@ -222,6 +226,13 @@ class Platform(Protocol):
 
     def set_msi_sink(self, sink: MsiSink) -> None: ...
     def set_hw_trace_sink(self, sink: HwTraceSink | None) -> None: ...
+    def set_finding_sink(self, sink: FindingSink | None) -> None:
+        """Where hardware models report :class:`Finding` records (stale uses, faults)."""
+        ...
+
+    def set_write_origin(self, origin: Callable[[], CallChain] | None) -> None:
+        """What a model calls to blame a RAM write (the kernel's call-chain capture)."""
+        ...
 
     def movdir64b(self, addr: int, data: bytes) -> None:
         """MOVDIR64B: posted 64-byte store; no status comes back."""
@@ -285,3 +296,259 @@ class DmaTranslator(Protocol):
     def translate(
         self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
     ) -> DmaResult: ...
+
+
+# --------------------------------------------------------------------------- findings
+#
+# A *finding* is one record of something that went wrong, carrying its cause (DESIGN
+# §7): a stale cached translation used by a device, a DMA fault, a DMA-API misuse, a
+# page-table write into memory that is not a page-table page. Whoever notices it fills
+# in what it knows: a hardware model the hardware facts (unit, requester, PASID,
+# address, domain tag, which cache, the cached and the current entry decoded, the RAM
+# writes that made a cached entry wrong, the invalidation that would have removed it
+# in the vendor's terms, the decoded fault record and the walk up to where it
+# stopped); the kernel the software facts (the call chain of a table write, captured
+# through :attr:`hw.memory.Memory.write_origin` when the write hit a granule a cached
+# entry was built from; the call chain of a DMA-API misuse or a page-table store).
+# Hardware knows no software: a model stores what ``write_origin`` returned and only
+# asks it for :meth:`CallChain.lines`. One rendering for every audience:
+# :meth:`Finding.report` (dmesg, a pytest failure), :meth:`Finding.to_json` (the CLI's
+# JSON, the trace event).
+
+
+class CallChain(Protocol):
+    """Who performed a RAM write or a kernel operation, as the kernel captured it."""
+
+    def lines(self) -> list[str]:
+        """The frames, innermost first, one per line (``func (file:line)``)."""
+        ...
+
+
+def bdf(rid: int) -> str:
+    """A requester ID as ``BB:DD.F``."""
+    return f"{rid >> 8:02x}:{(rid >> 3) & 0x1F:02x}.{rid & 7}"
+
+
+def size_text(size: int) -> str:
+    """``4KiB``, ``2MiB``, ``1GiB`` (bytes otherwise)."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and not size & ((1 << shift) - 1):
+            return f"{size >> shift}{unit}"
+    return f"{size:#x}"
+
+
+@frozen
+class Entry:
+    """A translation decoded: the page at ``iova`` maps ``size`` bytes at ``phys``
+    with ``perms`` from a leaf at ``level`` (1: 4 KiB), or does not translate
+    (``phys`` None) for the reason ``fault``."""
+
+    iova: int
+    phys: int | None
+    size: int = 0
+    level: int = 0
+    perms: str = ""
+    fault: str = ""
+
+    def text(self) -> str:
+        if self.phys is None:
+            return f"iova {self.iova:#x}: no translation ({self.fault})"
+        return (
+            f"iova {self.iova:#x} -> {self.phys:#x} {size_text(self.size)} "
+            f"level {self.level} {self.perms}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "iova": hex(self.iova),
+            "phys": None if self.phys is None else hex(self.phys),
+            "size": hex(self.size),
+            "level": self.level,
+            "perms": self.perms,
+            "fault": self.fault,
+        }
+
+
+@frozen
+class TableWrite:
+    """A RAM write that changed the 8-byte entry at ``addr`` from ``old`` to ``new``
+    at virtual time ``time_ns``; ``origin`` is the call chain the kernel captured."""
+
+    addr: int
+    old: int
+    new: int
+    time_ns: int
+    origin: CallChain | None = field(default=None, eq=False)
+
+    def chain(self) -> list[str]:
+        return [] if self.origin is None else self.origin.lines()
+
+    def text(self) -> list[str]:
+        out = [
+            f"table write at {self.time_ns} ns: qword {self.addr:#x} "
+            f"{self.old:#018x} -> {self.new:#018x}"
+        ]
+        chain = self.chain()
+        if chain:
+            out.append("  Call Trace:")
+            out.extend(f"   {line}" for line in chain)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "addr": hex(self.addr),
+            "old": hex(self.old),
+            "new": hex(self.new),
+            "time_ns": self.time_ns,
+            "call_chain": self.chain(),
+        }
+
+
+@frozen
+class Invalidation:
+    """An invalidation in the vendor's terms: ``name`` (``PASID-based IOTLB
+    invalidation (p_iotlb_inv_dsc, type 0x6)``, ``CMD_TLBI_NH_VA``) and its fields
+    in order, already formatted (``("DID", "1"), ("PASID", "2")``)."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.fields)
+        return f"{self.name}: {args}" if args else self.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "fields": dict(self.fields)}
+
+
+@frozen
+class WalkStep:
+    """One structure a walk read: ``what`` (``root``, ``context``, ``PASID entry``,
+    ``level 4`` ...) at ``addr`` holding ``value``, and what the walk made of it."""
+
+    what: str
+    addr: int
+    value: int
+    note: str = ""
+
+    def text(self) -> str:
+        note = f"  {self.note}" if self.note else ""
+        return f"{self.what:<12} @ {self.addr:#x} = {self.value:#018x}{note}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "addr": hex(self.addr),
+            "value": hex(self.value),
+            "note": self.note,
+        }
+
+
+def _opt_hex(v: int | None) -> str | None:
+    return None if v is None else hex(v)
+
+
+@frozen
+class Finding:
+    """One finding with its cause (see the module docstring). ``check`` names the
+    kind: ``stale``, ``fault``, ``dma-debug``, ``pt-owner`` (hardware and kernel
+    findings), ``warn`` and ``leak`` (the teardown checker's)."""
+
+    check: str
+    message: str
+    unit: str = ""
+    requester: str = ""
+    """The requester's PCI address (``BB:DD.F``), or the device's name."""
+    pasid: int | None = None
+    iova: int | None = None
+    domain: str = ""
+    """The cache tag of the address space: ``DID 1``, ``VMID 0 ASID 3``."""
+    cache: str = ""
+    """Which cache answered: ``IOTLB``, ``device TLB``, ``context cache``, ..."""
+    cached: Entry | None = None
+    current: Entry | None = None
+    writes: tuple[TableWrite, ...] = ()
+    """The RAM writes that made the cached entry wrong, oldest first."""
+    missing: tuple[Invalidation, ...] = ()
+    """The invalidation(s) that would have removed the cached entry."""
+    record: tuple[tuple[str, str], ...] = ()
+    """A decoded hardware record (fault recording register, event queue entry)."""
+    walk: tuple[WalkStep, ...] = ()
+    """The structures a walk read, up to where it stopped."""
+    chain: tuple[str, ...] = ()
+    """The kernel call chain of the operation (innermost first)."""
+    detail: str = ""
+    """Free text the reporter adds (a DMA-API report, a WARN's stack)."""
+    time_ns: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.message}"
+
+    def facts(self) -> list[str]:
+        """``device``, ``PASID`` ... as ``name: value`` lines (what is known)."""
+        out: list[str] = []
+        if self.unit:
+            out.append(f"unit: {self.unit}")
+        if self.requester:
+            out.append(f"device: {self.requester}")
+        if self.pasid is not None:
+            out.append(f"PASID: {self.pasid}")
+        if self.iova is not None:
+            out.append(f"IOVA: {self.iova:#x}")
+        if self.domain:
+            out.append(f"domain: {self.domain}")
+        if self.cache:
+            out.append(f"cache: {self.cache}")
+        return out
+
+    def report(self) -> str:
+        """The whole finding as text, the first line :meth:`__str__`."""
+        out = [str(self)]
+        out.extend(f"  {line}" for line in self.facts())
+        if self.cached is not None:
+            out.append(f"  cached entry:  {self.cached.text()}")
+        if self.current is not None:
+            out.append(f"  current entry: {self.current.text()}")
+        for w in self.writes:
+            lines = w.text()
+            out.append(f"  made stale by {lines[0]}")
+            out.extend(f"  {line}" for line in lines[1:])
+        for inv in self.missing:
+            out.append(f"  missing invalidation: {inv.text()}")
+        if self.record:
+            out.append("  record: " + " ".join(f"{k}={v}" for k, v in self.record))
+        if self.walk:
+            out.append("  walk:")
+            out.extend(f"    {step.text()}" for step in self.walk)
+        if self.chain:
+            out.append("  Call Trace:")
+            out.extend(f"   {line}" for line in self.chain)
+        if self.detail:
+            out.extend(f"  {line}" for line in self.detail.splitlines())
+        return "\n".join(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "message": self.message,
+            "unit": self.unit,
+            "device": self.requester,
+            "pasid": self.pasid,
+            "iova": _opt_hex(self.iova),
+            "domain": self.domain,
+            "cache": self.cache,
+            "cached": None if self.cached is None else self.cached.to_json(),
+            "current": None if self.current is None else self.current.to_json(),
+            "writes": [w.to_json() for w in self.writes],
+            "missing": [i.to_json() for i in self.missing],
+            "record": dict(self.record),
+            "walk": [s.to_json() for s in self.walk],
+            "call_chain": list(self.chain),
+            "detail": self.detail,
+            "time_ns": self.time_ns,
+        }
+
+
+def perms_text(bits: Sequence[tuple[int, str]], perms: int) -> str:
+    """Rights as letters: ``bits`` pairs a bit with its letter (``-`` when clear)."""
+    return "".join(letter if perms & bit else "-" for bit, letter in bits)

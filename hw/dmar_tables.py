@@ -2,10 +2,15 @@
 RMRR, ATSR and SATC structures (VT-d spec 8.4-8.8), under the machine's ``dmar`` key::
 
     dmar = {
+        "host_address_width": 48,
         "rmrr": [{"base": 0x3E000000, "end": 0x3E0FFFFF, "devices": ["00:03.0"]}],
         "atsr": [{"all_ports": True}],
         "satc": [{"atc_required": True, "devices": ["00:02.0"]}],
     }
+
+``host_address_width`` is the table header's HAW as dmesg prints it ("DMAR: Host
+address width 48"; the table's byte holds HAW - 1, so 1..256). Without it the machine
+says 46, the model's physical address width.
 
 Only the form is checked here (field names and types, BDF syntax); whether an RMRR
 makes sense (alignment, inside firmware-reserved memory) is what the kernel checks
@@ -22,9 +27,12 @@ from attrs import frozen
 
 from hw.bus import DmarAtsr, DmarRmrr, DmarSatc, PciAddr
 
+DEFAULT_HOST_ADDRESS_WIDTH = 46
+
 
 @frozen
 class DmarSpec:
+    host_address_width: int = DEFAULT_HOST_ADDRESS_WIDTH
     rmrrs: tuple[DmarRmrr, ...] = ()
     atsrs: tuple[DmarAtsr, ...] = ()
     satcs: tuple[DmarSatc, ...] = ()
@@ -87,8 +95,16 @@ def parse_dmar(raw: Any) -> DmarSpec:
     if raw is None:
         return DmarSpec()
     if not isinstance(raw, Mapping):
-        raise ValueError("machine.dmar: expected a table with rmrr/atsr/satc lists")
-    _check(raw, {"rmrr", "atsr", "satc"}, "machine.dmar")
+        raise ValueError(
+            "machine.dmar: expected a table with host_address_width and rmrr/atsr/satc lists"
+        )
+    _check(raw, {"host_address_width", "rmrr", "atsr", "satc"}, "machine.dmar")
+    haw = raw.get("host_address_width", DEFAULT_HOST_ADDRESS_WIDTH)
+    if not isinstance(haw, int) or isinstance(haw, bool) or not 1 <= haw <= 256:
+        raise ValueError(
+            "machine.dmar.host_address_width: expected 1..256 (the DMAR header's HAW; "
+            "its byte holds HAW - 1)"
+        )
     rmrrs, atsrs, satcs = [], [], []
     for i, e in enumerate(_entries(raw.get("rmrr", []), "machine.dmar.rmrr")):
         where = f"machine.dmar.rmrr[{i}]"
@@ -109,4 +125,4 @@ def parse_dmar(raw: Any) -> DmarSpec:
                 _flag(e, "atc_required", where), _scope(e, where), _int(e, "segment", where, 0)
             )
         )
-    return DmarSpec(tuple(rmrrs), tuple(atsrs), tuple(satcs))
+    return DmarSpec(haw, tuple(rmrrs), tuple(atsrs), tuple(satcs))

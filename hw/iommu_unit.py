@@ -10,16 +10,19 @@ and caches in ``attach``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding
 
 if TYPE_CHECKING:
     from hw.machine import Machine
     from hw.regs import RegisterFile
 
 T = TypeVar("T")
+MAX_FINDINGS = 256
+"""Findings a unit keeps for dumps (the kernel's sink keeps them all)."""
 
 
 class IommuUnitModel:
@@ -33,6 +36,8 @@ class IommuUnitModel:
         """Programming errors the hardware ignored, for tests and dumps."""
         self.machine: Machine | None = None
         self.base = 0
+        self.findings: deque[Finding] = deque(maxlen=MAX_FINDINGS)
+        """The unit's latest findings (stale uses, faults), newest last."""
 
     def attached(self, part: T | None) -> T:
         """``part`` once ``attach`` built it; RuntimeError before (a wiring bug)."""
@@ -49,6 +54,13 @@ class IommuUnitModel:
         m = self.machine
         if m is not None and m.hw_trace is not None:
             m.emit(event, unit=self.name, **fields)
+
+    def report(self, finding: Finding) -> None:
+        """Keep ``finding`` and hand it to the platform's finding sink (the kernel)."""
+        self.findings.append(finding)
+        m = self.machine
+        if m is not None:
+            m.report_finding(finding)
 
     def error(self, text: str) -> None:
         self.errors.append(text)

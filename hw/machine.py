@@ -17,8 +17,11 @@ from attrs import define, field, frozen
 
 from hw.bus import (
     DMA_FAULT_BUS,
+    CallChain,
     DmaFault,
     DmaResult,
+    Finding,
+    FindingSink,
     FirmwareTables,
     HwTraceSink,
     IommuUnitInfo,
@@ -340,6 +343,7 @@ class Machine:
         self._master_aborts: list[MasterAbort] = []
         self._msi_sink: MsiSink | None = None
         self.hw_trace: HwTraceSink | None = None
+        self.finding_sink: FindingSink | None = None
         """Set by the kernel's tracing; models test it for None before building fields."""
         self.lost_msis: list[tuple[int, int]] = []
         self.functions: dict[PciAddr, PciFunction] = {}
@@ -386,7 +390,7 @@ class Machine:
             ram_size=spec.ram_size,
             pci_buses=tuple(buses),
             iommus=tuple(infos),
-            host_address_width=HOST_ADDRESS_WIDTH,
+            host_address_width=spec.dmar.host_address_width,
             tables=tuple(sorted({i.table for i in infos})),
             external_facing=tuple(d.bdf for d in spec.devices if d.external),
             pci_windows=tuple(
@@ -489,6 +493,17 @@ class Machine:
 
     def set_hw_trace_sink(self, sink: HwTraceSink | None) -> None:
         self.hw_trace = sink
+
+    def set_finding_sink(self, sink: FindingSink | None) -> None:
+        self.finding_sink = sink
+
+    def set_write_origin(self, origin: Callable[[], CallChain] | None) -> None:
+        self.memory.write_origin = origin
+
+    def report_finding(self, finding: Finding) -> None:
+        """A model's finding goes to the kernel's sink (if one is set)."""
+        if self.finding_sink is not None:
+            self.finding_sink(finding)
 
     def emit(self, name: str, **fields: object) -> None:
         """Report a hardware event (``hw_vtd:fault`` ...). Callers on hot paths

@@ -27,8 +27,12 @@ import bisect
 import mmap
 import struct
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from attrs import frozen
+
+if TYPE_CHECKING:
+    from hw.bus import CallChain
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -121,6 +125,7 @@ class Memory:
         "ranges",
         "size",
         "view",
+        "write_origin",
     )
 
     def __new__(cls, layout: int | Sequence[tuple[int, int]]) -> Memory:
@@ -146,6 +151,9 @@ class Memory:
         self.data = _anonymous(self.size)
         self.view = memoryview(self.data)
         self._watch: dict[int, list[WatchCallback]] = {}
+        self.write_origin: Callable[[], CallChain] | None = None
+        """What the platform's software captures for a write a model wants to blame
+        (:class:`hw.findings.CallChain`); called only on models' cold paths."""
 
     @property
     def total(self) -> int:

@@ -59,9 +59,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from attrs import define
 
-from hw.bus import DmaFault, DmaResult
+from hw.bus import DmaFault, DmaResult, Entry, Finding, Invalidation
 from hw.iommu_unit import IommuUnitModel
 from hw.memory import BusError
+from hw.pagewatch import causes
 from hw.regs import Access, Field, Register, RegisterFile, RegSlot
 from hw.translation import NEVER, Pipeline, PipelineStats, TagCache, TlbEntry, translate_run
 
@@ -213,7 +214,7 @@ class MockIommuUnit(IommuUnitModel):
     def attach(self, machine: Machine, base: int) -> None:
         self.machine = machine
         self.base = base
-        self._pipeline = Pipeline(machine.memory, self.stats, strict=False)
+        self._pipeline = Pipeline(machine.memory, self.stats, False, lambda: machine.clock.now)
 
     @property
     def pipeline(self) -> Pipeline:
@@ -343,12 +344,36 @@ class MockIommuUnit(IommuUnitModel):
         if pipeline.revalidate(e, same, slots):
             return
         addr = iova & ~0xFFF
+
+        def report() -> Finding:
+            self.emit("hw_mock:stale_translation", did=did, addr=addr, cached=e.phys, current=fresh)
+            found = Finding(
+                "stale",
+                f"{self.name}: IOVA {addr:#x} used a stale IOTLB entry of DID {did}",
+                unit=self.name,
+                iova=addr,
+                domain=f"DID {did}",
+                cache="IOTLB",
+                cached=Entry(addr, e.phys, 0x1000, 1),
+                current=Entry(addr, fresh, 0x1000, 1)
+                if fresh >= 0
+                else Entry(addr, None, fault="not present"),
+                writes=causes(e),
+                missing=(
+                    Invalidation(
+                        "INV (page range)",
+                        (("TYPE", "3"), ("DID", str(did)), ("INV_ADDR", hex(addr)), ("ORDER", "0")),
+                    ),
+                ),
+                time_ns=self.m.clock.now,
+            )
+            self.report(found)
+            return found
+
         pipeline.stale(
             f"{self.name}: did {did} addr {addr:#x}: cached translation to {e.phys:#x} "
             f"used, tables say {fresh:#x}",
-            lambda: self.emit(
-                "hw_mock:stale_translation", did=did, addr=addr, cached=e.phys, current=fresh
-            ),
+            report,
         )
 
     # -- translation ----------------------------------------------------------------------

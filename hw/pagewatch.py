@@ -13,8 +13,9 @@ of the translations they hand to devices' ATCs.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
+from hw.bus import TableWrite
 from hw.memory import Memory
 
 GRANULE_SHIFT = 3
@@ -23,12 +24,19 @@ _SLOTS_PER_PAGE_SHIFT = 12 - GRANULE_SHIFT
 _SLOT_MASK = (1 << _SLOTS_PER_PAGE_SHIFT) - 1
 
 
+_U64 = (1 << 64) - 1
+MAX_CAUSES = 4
+"""Table writes remembered per suspect entry (the first ones: what made it wrong)."""
+
+
 class SlotCached:
     """Base of cache entries tracked per table *entry*: ``slots`` are the 8-byte
     granules (``address >> 3``) the entry was built from, ``suspect`` is set when one
-    of them changes."""
+    of them changes. ``causes`` (unset until then: read it with :func:`causes`) are
+    the writes that made it suspect, recorded only then (the tracker's cold path)."""
 
-    __slots__ = ("slots", "suspect")
+    __slots__ = ("causes", "slots", "suspect")
+    causes: tuple[TableWrite, ...]
 
     def __init__(self, slots: Collection[int]) -> None:
         self.slots = slots
@@ -68,6 +76,8 @@ class SlotTracker:
         self.live: dict[int, int] = {}
         """Watched page frame -> how many of its granules have entries."""
         self.version = 0
+        self.now: Callable[[], int] | None = None
+        """Virtual time for the writes recorded as causes (the unit's clock)."""
         self._own = (-1, 0, 0)
         """(page, first byte, end byte) of the model's own write in progress."""
 
@@ -95,14 +105,38 @@ class SlotTracker:
         deps = self.deps
         first = pfn << _SLOTS_PER_PAGE_SHIFT
         marked = False
-        while diff:
-            slot = (diff.bit_length() - 1) >> 6
-            diff &= (1 << (slot << 6)) - 1
-            for entry in deps.get(first | slot, ()):
-                entry.suspect = True
+        rest = diff
+        while rest:
+            slot = (rest.bit_length() - 1) >> 6
+            rest &= (1 << (slot << 6)) - 1
+            hit = deps.get(first | slot)
+            if hit:
+                self._blame(hit, base | (slot << 3), (diff >> (slot << 6)) & _U64)
                 marked = True
         if marked:
             self.version += 1
+
+    def _blame(self, entries: set[SlotCached], addr: int, flipped: int) -> None:
+        """The u64 at ``addr`` changed (``flipped`` bits) under cached ``entries``:
+        mark them suspect and remember the write, with the call chain the platform
+        captures (:attr:`hw.memory.Memory.write_origin`), as their cause."""
+        new = self.mem.read_u64(addr)
+        origin = self.mem.write_origin
+        write = TableWrite(
+            addr,
+            new ^ flipped,
+            new,
+            0 if self.now is None else self.now(),
+            None if origin is None else origin(),
+        )
+        for entry in entries:
+            if entry.suspect:
+                prev = causes(entry)
+                if len(prev) < MAX_CAUSES:
+                    entry.causes = (*prev, write)
+            else:
+                entry.suspect = True
+                entry.causes = (write,)
 
     def own_write(self, addr: int, bits: int) -> None:
         """Set ``bits`` in the little-endian u64 at ``addr`` (a read-modify-write, as
@@ -179,18 +213,57 @@ class SlotTracker:
             else:
                 self._first(granule)
 
+    def add_run(
+        self, entries: Sequence[SlotCached], shared: Collection[int], own: Sequence[int]
+    ) -> None:
+        """:meth:`add` for ``entries`` whose slots are the granules ``shared`` plus one
+        of their own (``own[i]`` for ``entries[i]``), as a run of leaves under the same
+        upper levels has: each shared granule is registered once for all of them."""
+        deps = self.deps
+        fresh: list[int] = []
+        """Granules that had no entry: counted for their page below."""
+        for granule in shared:
+            s = deps.get(granule)
+            if s is None:
+                deps[granule] = set(entries)
+                fresh.append(granule)
+            else:
+                if not s:
+                    fresh.append(granule)
+                s.update(entries)
+        for granule, entry in zip(own, entries, strict=True):
+            s = deps.get(granule)
+            if s is None:
+                deps[granule] = {entry}
+                fresh.append(granule)
+            else:
+                if not s:
+                    fresh.append(granule)
+                s.add(entry)
+        snaps, live = self.snaps, self.live
+        for granule in fresh:
+            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
+            if pfn in snaps:  # watched: counted in live (maybe at 0)
+                live[pfn] += 1
+            else:
+                self._first(granule)
+
     def drop(self, entry: SlotCached) -> None:
         """Forget ``entry``'s dependencies. A granule's set stays when it empties (a
         refill reuses it); the page is unwatched at its next write (:meth:`on_write`)."""
+        self.drop_all((entry,))
+
+    def drop_all(self, entries: Iterable[SlotCached]) -> None:
+        """:meth:`drop` of each of ``entries`` (an invalidation's victims, in one call)."""
         deps = self.deps
         live = self.live
-        for granule in entry.slots:
-            s = deps.get(granule)
-            if not s or entry not in s:
-                continue
-            s.discard(entry)
-            if not s:
-                live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
+        for entry in entries:
+            for granule in entry.slots:
+                s = deps.get(granule)
+                if s:  # emptied by this entry's leaving: the granule has none now
+                    s.discard(entry)
+                    if not s:
+                        live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
 
     def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""
@@ -203,3 +276,9 @@ class SlotTracker:
         for entry in entries:
             entry.suspect = True
         self.version += 1
+
+
+def causes(entry: SlotCached) -> tuple[TableWrite, ...]:
+    """The writes that made ``entry`` suspect (empty if none was recorded)."""
+    got: tuple[TableWrite, ...] = getattr(entry, "causes", ())
+    return got

@@ -43,7 +43,7 @@ from typing import Final, Protocol, cast
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault
+from hw.bus import DMA_FAULT_BUS, DmaFault, Finding
 from hw.memory import Memory
 from hw.pagewatch import SlotCached, SlotTracker
 
@@ -208,8 +208,7 @@ class TagCache:
     def dropped(self, entries: list[TlbEntry]) -> None:
         """Entries left the cache (replaced, invalidated)."""
         if self.tracker is not None:
-            for e in entries:
-                self.tracker.drop(e)
+            self.tracker.drop_all(entries)
 
     def entry_changed(self, entry: TlbEntry) -> None:
         """``entry`` (cached) was re-verified or re-bound: drop its block's summary."""
@@ -269,37 +268,52 @@ class TagCache:
                 self.dropped(dropped)
             return len(dropped)
         for key in list(self.tables):
-            if match is not None and not match(key):
-                continue
-            t = self.tables[key]
-            blocks = t[BLOCK]
-            for shift, d in zip(SHIFTS, t[:BLOCK], strict=True):
-                if last < 0:
-                    dropped.extend(d.values())
-                    d.clear()
-                    continue
-                lo, hi = first >> shift, last >> shift
-                if hi - lo + 1 <= len(d):
-                    victims = [v for v in range(lo, hi + 1) if v in d]
-                else:
-                    victims = [v for v in d if lo <= v <= hi]
-                for vpn in victims:
-                    dropped.append(d.pop(vpn))
-            if last < 0:
-                blocks.clear()
-            elif blocks:
-                b0, b1 = first >> BLOCK_SHIFT, last >> BLOCK_SHIFT
-                if b1 - b0 + 1 <= len(blocks):
-                    for bn in range(b0, b1 + 1):
-                        blocks.pop(bn, None)
-                else:
-                    for bn in [b for b in blocks if b0 <= b <= b1]:
-                        del blocks[bn]
-            if not any(t[:BLOCK]):
-                del self.tables[key]
+            if match is None or match(key):
+                self._flush_table(key, first, last, dropped)
         if dropped:
             self.dropped(dropped)
         return len(dropped)
+
+    def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:
+        """:meth:`flush` of the one tag ``key``: no scan over the other tags."""
+        if key not in self.tables:
+            return 0
+        dropped: list[TlbEntry] = []
+        self._flush_table(key, first, last, dropped)
+        if dropped:
+            self.dropped(dropped)
+        return len(dropped)
+
+    def _flush_table(self, key: Hashable, first: int, last: int, dropped: list[TlbEntry]) -> None:
+        """Move the entries of tag ``key`` overlapping ``[first, last]`` to ``dropped``."""
+        t = self.tables[key]
+        blocks = t[BLOCK]
+        for shift, d in zip(SHIFTS, t[:BLOCK], strict=True):
+            if not d:
+                continue
+            if last < 0:
+                dropped.extend(d.values())
+                d.clear()
+                continue
+            lo, hi = first >> shift, last >> shift
+            if hi - lo + 1 <= len(d):
+                victims = [v for v in range(lo, hi + 1) if v in d]
+            else:
+                victims = [v for v in d if lo <= v <= hi]
+            for vpn in victims:
+                dropped.append(d.pop(vpn))
+        if last < 0:
+            blocks.clear()
+        elif blocks:
+            b0, b1 = first >> BLOCK_SHIFT, last >> BLOCK_SHIFT
+            if b1 - b0 + 1 <= len(blocks):
+                for bn in range(b0, b1 + 1):
+                    blocks.pop(bn, None)
+            else:
+                for bn in [b for b in blocks if b0 <= b <= b1]:
+                    del blocks[bn]
+        if not any(t[:BLOCK]):
+            del self.tables[key]
 
 
 class SlowPath(Protocol):
@@ -351,6 +365,7 @@ def translate_run(
     fault: DmaFault | None = None
     use_blocks = out is None
     a = addr
+    blk: Block | None = None
     while a < end:
         bn = a >> BLOCK_SHIFT
         base = bn << BLOCK_SHIFT
@@ -442,9 +457,15 @@ def translate_run(
             if fault is not None:
                 break
             a += chunk
+            if use_blocks and a < lim and t is not None:
+                new = t[3].get(bn)
+                if new is not None and new is not blk:
+                    # The slow path summarised this block (it filled the rest of
+                    # it at once): the block test above serves what is left.
+                    break
         if fault is not None:
             break
-        if whole and t is not None and use_blocks:
+        if whole and a >= lim and t is not None and use_blocks:
             cache.summarise(t, bn, src)
     if run_start >= 0 and run_end > run_start:
         runs.append((run_start, run_end - run_start))
@@ -464,8 +485,15 @@ class Pipeline:
     """One IOMMU unit's translation machinery: the dependency tracker, the IOTLB
     (a :class:`TagCache`), and the shadows of translations handed to devices' ATCs."""
 
-    def __init__(self, memory: Memory, stats: PipelineStats, strict: bool) -> None:
+    def __init__(
+        self,
+        memory: Memory,
+        stats: PipelineStats,
+        strict: bool,
+        now: Callable[[], int] | None = None,
+    ) -> None:
         self.deps = SlotTracker(memory)
+        self.deps.now = now
         ram, ram_run = ram_limits(memory)
         self.iotlb = TagCache(self.deps, ram, self.deps, ram_run)
         self.devtlb: set[TlbEntry] = set()
@@ -497,10 +525,12 @@ class Pipeline:
             self.devtlb.discard(entry)
             self.deps.drop(entry)
 
-    def stale(self, what: str, report: Callable[[], None]) -> None:
+    def stale(self, what: str, report: Callable[[], object]) -> None:
         """A cached answer differing from the tables was used: count it, let the
-        vendor emit its event (``report``), and raise when strict."""
+        vendor emit its event and build its finding (``report``), and raise when
+        strict, the finding's report in the message."""
         self.stats.stale_uses += 1
-        report()
+        found = report()
         if self.strict:
-            raise StaleTranslationError(what)
+            text = found.report() if isinstance(found, Finding) else ""
+            raise StaleTranslationError(f"{what}\n{text}" if text else what)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -176,6 +177,10 @@ def _render_dump(target_name: str, k: Kernel, args: argparse.Namespace) -> str:
     args.kernel = k
     args.format = "dot" if args.output_format == "svg" else args.output_format
     k.activate()
+    if getattr(args, "unit", None) is not None and args.caches is None:
+        raise ValueError("--unit selects a unit for --caches; add --caches")
+    if getattr(args, "caches", None) is not None:
+        return hwdump.render_caches(target_name, k.machine, args.unit, args.caches)
     return target.render(args)
 
 
@@ -224,6 +229,17 @@ def _add_dump(sub: argparse._SubParsersAction[argparse.ArgumentParser], pm: Plug
         )
         if t.add_arguments is not None:
             t.add_arguments(tp)
+        if t.name in hwdump.CACHE_DUMPS:
+            caches = hwdump.CACHE_DUMPS[t.name][1]
+            tp.add_argument(
+                "--caches",
+                nargs="?",
+                const="all",
+                metavar="CACHE",
+                help=f"the hardware units' cache entries with their tags instead "
+                f"(one of: {', '.join(caches)}; default all)",
+            )
+            tp.add_argument("--unit", help="with --caches: only this unit (dmar0, smmu0 ...)")
 
 
 # --------------------------------------------------------------------------- trace
@@ -266,8 +282,7 @@ def _run_scenario_traced(args: argparse.Namespace) -> tuple[Kernel, int]:
         _write_trace(k, args)
         raise failure
     found = checks.findings(base)
-    for f in found:
-        print(f"  {f}", file=sys.stderr)
+    _print_findings(found)
     return k, 1 if found else 0
 
 
@@ -330,11 +345,20 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
     if args.dmesg:
         print(k.dmesg())
     found = checks.findings(base)
-    for f in found:
-        print(f"  {f}", file=sys.stderr)
+    _print_findings(found)
+    if args.findings_json:
+        every = [*k.findings, *(f for f in found if f.check in ("warn", "leak"))]
+        doc = json.dumps([f.to_json() for f in every], indent=1)
+        _emit(doc + "\n", args.findings_json)
     status = "FAILED" if found else "ok"
     print(f"{scenario.name}: {status} ({checks.summary(found)})")
     return 1 if found else 0
+
+
+def _print_findings(found: list[checks.Finding]) -> None:
+    """Each finding on stderr, a stale use or a sanitizer report with its cause."""
+    for f in found:
+        print(f"  {checks.finding_text(f)}", file=sys.stderr)
 
 
 def _add_scenario(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -349,6 +373,12 @@ def _add_scenario(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("file", help="a .py file defining scenario(kernel)")
     _add_machine_args(run, None)
     run.add_argument("--dmesg", action="store_true", help="print the kernel log afterwards")
+    run.add_argument(
+        "--findings-json",
+        metavar="FILE",
+        help="write every finding of the run (stale uses, faults, DMA-API and page-table "
+        "ownership reports) as JSON to FILE ('-': stdout)",
+    )
     run.set_defaults(func=cmd_scenario_run)
 
 

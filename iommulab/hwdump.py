@@ -1,10 +1,16 @@
-"""Hardware-model dumps the CLI falls back to, and text-tree → Graphviz DOT.
+"""Hardware-model dumps: the CLI's fallbacks, the cache dumps, text-tree → DOT.
 
 ``iommulab dump vtd`` and ``dump dsa`` are the drivers' views (the Intel VT-d and
 idxd drivers contribute them through ``iommulab_dump_targets``). When the booted
 plugins provide no such target, the CLI uses the hardware model's own decode
 instead — ``hw.vtd`` ``VtdUnit.dump()`` (the structures reachable from the latched
 root pointer) and the DSA model's registers and WQ state — and says so on stderr.
+
+``dump vtd --caches`` and ``dump smmuv3 --caches`` show what no driver can see: the
+entries the units' caches hold, with their tags (:func:`hw.vtd.dump.dump_caches`,
+:func:`hw.smmuv3.dump.dump_caches`); ``--caches iotlb`` picks one cache and
+``--unit dmar0`` one unit. :func:`cache_dumps` is what the pytest plugin attaches
+to a failure.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import attrs
 
 from hw.dsa import registers as dsa_regs
 from hw.dsa.device import DsaDevice
+from hw.smmuv3 import dump as smmuv3_dump
+from hw.smmuv3.unit import Smmuv3Unit
+from hw.vtd import dump as vtd_dump
 from hw.vtd.unit import VtdUnit
 from kernel.boot import Kernel
 from kernel.debugfs import DumpTarget
@@ -56,6 +65,42 @@ def render_vtd_model(args: argparse.Namespace) -> str:
         out.append(f"  stats: {stats}")
         out.extend(f"  programming error: {e}" for e in u.errors)
     return "\n".join(out) + "\n"
+
+
+CACHE_DUMPS: dict[str, tuple[type, tuple[str, ...], Any]] = {
+    "vtd": (VtdUnit, vtd_dump.CACHES, vtd_dump.dump_caches),
+    "smmuv3": (Smmuv3Unit, smmuv3_dump.CACHES, smmuv3_dump.dump_caches),
+}
+"""Dump target -> (unit model class, its caches, the model's cache dump)."""
+
+
+def render_caches(target: str, machine: Any, unit: str | None, cache: str | None) -> str:
+    """The cache dump of ``target``'s units on ``machine`` (``unit`` only that one;
+    ``cache`` None or ``all``: every cache). A unit or cache that does not exist is
+    a ValueError naming the ones that do."""
+    kind, caches, dump = CACHE_DUMPS[target]
+    units = {n: u for n, u in getattr(machine, "iommus", {}).items() if isinstance(u, kind)}
+    if cache not in (None, "all") and cache not in caches:
+        raise ValueError(f"--caches {cache}: no such {target} cache (caches: {', '.join(caches)})")
+    if unit is not None:
+        if unit not in units:
+            known = ", ".join(sorted(units)) or "none"
+            raise ValueError(f"--unit {unit}: no such {target} unit (units: {known})")
+        units = {unit: units[unit]}
+    if not units:
+        raise ValueError(f"no {target} unit on this machine")
+    which = None if cache in (None, "all") else cache
+    return "\n".join(dump(u, which) for _, u in sorted(units.items())) + "\n"
+
+
+def cache_dumps(machine: Any) -> str:
+    """Every IOMMU unit's caches, for a failure report (empty without such units)."""
+    out = [
+        render_caches(target, machine, None, None)
+        for target, (kind, _, _) in CACHE_DUMPS.items()
+        if any(isinstance(u, kind) for u in getattr(machine, "iommus", {}).values())
+    ]
+    return "".join(out)
 
 
 def render_dsa_model(args: argparse.Namespace) -> str:

@@ -58,6 +58,7 @@ QEMU_72_SM_ECAP = "0x480080f00f4a"
 EIM clear (``intremap=on`` without ``eim=on``), so Linux enables interrupt remapping
 in xAPIC mode."""
 QEMU_72_SM_VER = "0x10"
+QEMU_72_SM_HAW = 48
 
 
 def _qemu_72_sm() -> dict[str, Any]:
@@ -66,7 +67,8 @@ def _qemu_72_sm() -> dict[str, Any]:
     one fault record at FRO 0x220, IOTLB registers at IRO 0xF0, DRD/DWD set, page
     walks not coherent (ECAP.C=0, so the driver flushes table updates), interrupt
     remapping with a 15-bit IEC handle mask and no x2APIC mode (ECAP.IR, MHMV 0xF,
-    EIM 0)."""
+    EIM 0). Its DMAR table says host address width 48 (QEMU writes ``aw-bits - 1``;
+    the real 6.12 dmesg in spec/linux-6.12-trace prints "DMAR: Host address width 48")."""
     return {
         "name": "qemu-7.2-sm",
         "doc": (
@@ -75,6 +77,7 @@ def _qemu_72_sm() -> dict[str, Any]:
             f"{QEMU_72_SM_VER}), one DSA and one edu device"
         ),
         "ram": "256M",
+        "dmar": {"host_address_width": QEMU_72_SM_HAW},
         "iommus": [
             {
                 "kind": "vtd",
@@ -103,7 +106,8 @@ def _real_server(
     scope no device (Linux ignores them for DMA remapping but sets up interrupt
     remapping on every unit). The platform has no DSA of its own; the one here sits
     behind the catch-all unit so the founding scenario runs as far as the unit's
-    capabilities allow (legacy mode, no PASID: idxd does in-kernel DMA without PASID)."""
+    capabilities allow (legacy mode, no PASID: idxd does in-kernel DMA without PASID).
+    The DMAR header's host address width is :data:`XEON_SP_HAW`."""
     iommus: list[dict[str, Any]] = [
         {
             "kind": "vtd",
@@ -119,6 +123,7 @@ def _real_server(
         "doc": f"{what}: {len(bases)} VT-d units with cap {cap} ecap {ecap} ({source}), "
         "256 MiB RAM, one DSA and one edu device behind the INCLUDE_PCI_ALL unit",
         "ram": "256M",
+        "dmar": {"host_address_width": XEON_SP_HAW},
         "iommus": iommus,
         "devices": [
             {"kind": "dsa", "bdf": DSA_BDF},
@@ -126,6 +131,12 @@ def _real_server(
         ],
     }
 
+
+XEON_SP_HAW = 46
+"""The Xeon presets' DMAR host address width. Neither cited log excerpt shows its "DMAR:
+Host address width" line (the LAKE excerpt starts at the dmar0 line), so this is the
+46-bit physical address width of Skylake-SP/Cascade Lake-SP, which these platforms'
+BIOSes report there; the units' own CAP.MGAW is 48."""
 
 XEON_SP_CAP = "0x8d2078c106f0466"
 """Xeon Scalable (Skylake-SP/Cascade Lake-SP) CAP: ND 6, PLMR/PHMR, SAGAW 4-level, MGAW 48,

@@ -35,6 +35,11 @@ Fixtures (all prefixed ``iommulab_``):
     ``iommulab_checks.track(kernel)`` right after boot; at teardown every tracked
     kernel is shut down and checked as ``iommulab_kernel`` is (and
     ``iommulab_kernel`` is tracked by it). The project's own conftests boot through it.
+    A stale use, a DMA-API error or a page-table ownership error fails with its
+    whole report (:meth:`hw.bus.Finding.report`: device, PASID, IOVA, domain, the
+    cached and current entries, the table write and its call chain, the missing
+    invalidation); ``--iommulab-caches`` appends every IOMMU unit's cache entries,
+    taken before shutdown.
 ``iommulab_trace``
     Every trace event (tracepoints and ``hw_*`` model events) from fixture setup
     on: ``.events``, ``.names()``, ``.of(pattern)``, ``.ftrace()``, ``.chrome_json()``.
@@ -71,7 +76,7 @@ MARKERS = (
     "iommulab_modules(*names): Python modules to import and register as kernel plugins "
     "(driver modules) when iommulab_kernel boots",
     "iommulab_allow(*checks): teardown findings allowed (not required): a check name "
-    "(warn, stale, dma-debug, leak) or 'check:regex'",
+    "(warn, stale, dma-debug, pt-owner, leak) or 'check:regex'",
 )
 _CALL_FAILED = pytest.StashKey[bool]()
 
@@ -98,6 +103,16 @@ class IommulabPytestHookspecs:
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(IommulabPytestHookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("iommulab").addoption(
+        "--iommulab-caches",
+        action="store_true",
+        default=False,
+        help="attach every IOMMU unit's cache entries (iommulab dump vtd|smmuv3 "
+        "--caches) to a teardown failure",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -195,10 +210,16 @@ class Expectations:
             return re.search(pattern, f.message) is not None
         return check == f.check and re.search(pattern, f.message) is not None
 
+    def pt_owner(self, pattern: str = "") -> None:
+        """A page-table write into a page that is not a page-table page is expected."""
+        self.expected.append(("pt-owner", pattern))
+
     def unexplained(self, found: list[Finding]) -> list[str]:
         """Problems: findings no expectation covers, expectations nothing met."""
+        from iommulab.checks import finding_text
+
         problems = [
-            str(f) + (f"\n      {f.detail.splitlines()[-1]}" if f.detail else "")
+            finding_text(f)
             for f in found
             if not any(self._covers(c, p, f) for c, p in (*self.expected, *self.allowed))
         ]
@@ -229,6 +250,9 @@ class KernelChecks:
     """The kernels a test booted, each with what was live right after its boot."""
 
     booted: list[tuple[Kernel, Baseline]] = field(factory=list)
+    dump_caches: bool = False
+    """Keep the IOMMU units' cache dumps, taken before shutdown, in :attr:`caches`."""
+    caches: list[str] = field(factory=list)
 
     def track(self, kernel: Kernel) -> Kernel:
         """Check ``kernel`` at this test's teardown (call right after booting it)."""
@@ -240,10 +264,13 @@ class KernelChecks:
     def finish(self) -> list[Finding]:
         """Shut every kernel down (the last booted first) and collect the findings."""
         from iommulab.checks import findings
+        from iommulab.hwdump import cache_dumps
 
         found: list[Finding] = []
         for k, base in reversed(self.booted):
             k.activate()
+            if self.dump_caches:
+                self.caches.append(cache_dumps(k.machine))
             k.shutdown()
             found.extend(findings(base))
         self.booted.clear()
@@ -257,23 +284,37 @@ def iommulab_checks(
     """The one teardown checker: every kernel given to ``.track(kernel)`` is shut down
     at teardown, and the test errors on an unexpected WARN, stale translation use,
     DMA-API error or leaked allocation, or an expectation that was not met."""
+    from iommulab.checks import CHECKS
+
     for marker in request.node.iter_markers("iommulab_allow"):
         for arg in marker.args:
             check, _, pattern = str(arg).partition(":")
-            if check not in ("warn", "stale", "dma-debug", "leak"):
+            if check not in CHECKS:
                 raise pytest.UsageError(f"@pytest.mark.iommulab_allow: unknown check {check!r}")
             iommulab_expect.allowed.append((check, pattern))
-    checks = KernelChecks()
+    checks = KernelChecks(dump_caches=bool(request.config.getoption("iommulab_caches", False)))
     yield checks
     found = checks.finish()
     if request.node.stash.get(_CALL_FAILED, False):
         return
-    problems = iommulab_expect.unexplained(found)
-    if problems:
-        pytest.fail(
-            "iommulab: the kernel was not healthy at teardown:\n  " + "\n  ".join(problems),
-            pytrace=False,
-        )
+    message = teardown_failure(found, iommulab_expect, checks.caches)
+    if message:
+        pytest.fail(message, pytrace=False)
+
+
+def teardown_failure(
+    found: list[Finding], expect: Expectations, caches: list[str] | None = None
+) -> str:
+    """The message a test fails with at teardown (empty when healthy): every
+    unexplained finding with its cause, then the cache dumps if they were taken."""
+    problems = expect.unexplained(found)
+    if not problems:
+        return ""
+    text = "iommulab: the kernel was not healthy at teardown:\n  " + "\n  ".join(problems)
+    for dump in caches or ():
+        if dump:
+            text += "\n" + dump.rstrip("\n")
+    return text
 
 
 @pytest.fixture

@@ -7,7 +7,13 @@ tracer, WARN record, allocators, IRQ table and every per-kernel slot
 Order, as Linux's start_kernel and initcalls: command line, memory, interrupts,
 plugin (module) discovery, then init levels 1..8 — at each level the generic
 kernel's initcalls (PCI enumeration at SUBSYS, IOMMU unit binding at ROOTFS ...)
-followed by the module inits of that level. Unknown command-line parameters are
+followed by the module inits of that level. What Linux does before any initcall is
+placed at the first levels, in Linux's order: a vendor IOMMU module at CORE parses its
+firmware table (``detect_intel_iommu``/``dmar_table_init`` in ``setup_arch``), the
+POSTCORE initcall ``irq_remapping_apic_setup`` is the x86 APIC step that turns
+interrupt remapping on over every unit (:mod:`kernel.irq_remapping`); PCI comes at
+SUBSYS and the units' DMA remapping at ROOTFS (``pci_iommu_init``). Unknown
+command-line parameters are
 reported the way Linux reports them and boot continues. :meth:`Kernel.shutdown`
 undoes it all in reverse.
 """
@@ -22,8 +28,8 @@ from typing import Any
 
 from attrs import define, field
 
-from hw.bus import Platform
-from kernel import bug, irq, mm, printk, trace
+from hw.bus import Finding, Platform
+from kernel import bug, findings, irq, mm, printk, trace
 from kernel.context import current, current_kernel, kernel_callback
 from kernel.errno import KernelError
 from kernel.init import initcalls
@@ -65,6 +71,8 @@ class Kernel:
     """The init task's vmalloc'd stack (what ``current`` runs on)."""
     up: bool = False
     cmdline_problems: list[str] = field(factory=list)
+    findings: list[Finding] = field(factory=list)
+    """Every finding (:mod:`kernel.findings`): stale uses, faults, sanitizer reports."""
     """What boot said about the command line (malformed options, unknown parameters,
     trace events that could not be enabled), word for word as dmesg has it."""
     _entered: list[Kernel] = field(factory=list)
@@ -111,6 +119,8 @@ class Kernel:
         self.tracer.on_patterns = None
         self.tracer.retire()
         self.machine.set_hw_trace_sink(None)
+        self.machine.set_finding_sink(None)
+        self.machine.set_write_origin(None)
         self.up = False
         _running.pop(id(self.machine), None)
         printk.pr_info("reboot: Power down")
@@ -181,6 +191,8 @@ def boot(
     k.activate()
     _running[id(machine)] = k
     machine.set_msi_sink(kernel_callback(irq.deliver_msi))
+    machine.set_finding_sink(kernel_callback(findings.report_finding))
+    machine.set_write_origin(findings.CallChain)
     tracer.on_patterns = lambda on: machine.set_hw_trace_sink(tracer.hw_event if on else None)
     tracer.set_patterns(tracer.enabled_patterns)
     stack = memmgr.vmalloc(mm.THREAD_SIZE, 0, "init_task stack")

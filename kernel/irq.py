@@ -4,7 +4,9 @@
 Compatibility-format MSI messages use the x86 layout: address ``0xFEE00000 |
 dest_apic << 12``, data = vector (``x86_vector_msi_compose_msg``); with interrupt
 remapping the MSI layer asks the remapping domain instead
-(:mod:`kernel.irq_remapping`). The interrupt controller (one CPU, APIC id 0) gets
+(:mod:`kernel.irq_remapping`), and ``request_irq``/``free_irq`` activate and
+deactivate a remapped vector there as ``__setup_irq``/``__free_irq`` do. The
+interrupt controller (one CPU, APIC id 0) gets
 every compatibility-format message the platform delivers, through :func:`deliver_msi`,
 bound at boot to the kernel that owns the machine (so it lands there whichever
 kernel is current), which runs the handler registered for that vector
@@ -23,6 +25,7 @@ from attrs import define, field
 from kernel.bug import WARN
 from kernel.context import current
 from kernel.errno import EBUSY, EINVAL, ENOSPC
+from kernel.irq_remapping import irq_shutdown_remapped, irq_startup_remapped
 from kernel.printk import pr_err
 
 IRQ_NONE = 0
@@ -33,6 +36,9 @@ IRQF_ONESHOT = 0x2000
 
 MSI_ADDR_BASE = 0xFEE0_0000
 FIRST_EXTERNAL_VECTOR = 0x20
+MANAGED_IRQ_SHUTDOWN_VECTOR = 0xEF
+"""The vector a reservation-mode interrupt points at until ``request_irq`` gives it
+its own (arch/x86 ``irq_vectors.h``); never handed out."""
 NR_VECTORS = 256
 FIRST_DYNAMIC_IRQ = 24
 
@@ -78,6 +84,7 @@ class IrqController:
 
     def alloc(self, owner: str) -> IrqDesc:
         used = set(self.by_vector)
+        used.add(MANAGED_IRQ_SHUTDOWN_VECTOR)
         vector = next((v for v in range(FIRST_EXTERNAL_VECTOR, NR_VECTORS) if v not in used), None)
         if vector is None:
             raise ENOSPC("no free interrupt vector")
@@ -149,7 +156,10 @@ def request_threaded_irq(
         flags & IRQF_SHARED and all(a.flags & IRQF_SHARED for a in desc.actions)
     ):
         raise EBUSY(f"request_irq: irq {irq} already in use by {desc.actions[0].name}")
+    first = not desc.actions
     desc.actions.append(IrqAction(handler, thread_fn, name, dev_id, flags))
+    if first:
+        irq_startup_remapped(desc)
 
 
 def request_irq(irq: int, handler: Handler, flags: int, name: str, dev_id: Any) -> None:
@@ -163,6 +173,8 @@ def free_irq(irq: int, dev_id: Any) -> None:
         WARN(True, f"Trying to free already-free IRQ {irq}")
         return
     desc.actions.remove(action)
+    if not desc.actions:
+        irq_shutdown_remapped(desc)
 
 
 def in_interrupt() -> bool:

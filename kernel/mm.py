@@ -11,9 +11,19 @@ Allocation functions return ``None`` on failure, as C returns ``NULL``, and each
 is a fault-injection site. Every live allocation records its call site so leaks
 can be listed by who made them.
 
+Pages know what they were allocated for: :attr:`MemoryManager.pgtable` holds the
+frames allocated as IOMMU page-table pages (:mod:`kernel.iommu.iommu_pages`, as
+6.12's ``iommu_alloc_pages`` accounts them), and a frame leaves it when freed. IOMMU
+drivers store page-table entries with :func:`pgtable_write64`, which is the
+page-table ownership sanitizer: a store into any other page (a data page a walk ran
+into, a freed table page) is refused and reported as a ``pt-owner`` finding with the
+call chain (:mod:`kernel.findings`), as KASAN reports a bad access, so no data page
+changes silently.
+
 Differences from Linux: the page allocator is first-fit over free extents rather
 than a buddy allocator (orders are honoured as alignment); kmalloc size classes
-are carved from pages that stay with their class (as slab caches keep slabs).
+are carved from pages that stay with their class (as slab caches keep slabs); the
+ownership sanitizer has no counterpart in Linux.
 """
 
 from __future__ import annotations
@@ -25,10 +35,11 @@ from typing import Protocol
 from attrs import define, field, frozen
 from sortedcontainers import SortedDict
 
-from hw.bus import PhysMemory
+from hw.bus import Finding, PhysMemory
 from kernel.context import current
 from kernel.errno import EFAULT, EINVAL, KernelError
 from kernel.fault_inject import should_fail
+from kernel.findings import call_chain, inline, report_finding
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -154,6 +165,9 @@ class MemoryManager:
     """Free vmalloc address space in pages: start -> length (``free_vmap_area_root``)."""
     vmalloc_pfn: dict[int, int] = field(factory=dict)
     """vmalloc virtual page -> physical pfn."""
+    pgtable: set[int] = field(factory=set)
+    """Page frames allocated as IOMMU page-table pages (what :func:`pgtable_write64`
+    accepts)."""
     total_pages: int = 0
     ram: tuple[tuple[int, int], ...] = ()
     """Usable RAM (base, size) from firmware's e820 map; empty = ``[0, mem.size)``."""
@@ -213,6 +227,8 @@ class MemoryManager:
         if got is None or got[0] != npages:
             raise EINVAL(f"freeing pfn {page.pfn:#x} x{npages} that was not allocated as such")
         del self.pages[page.pfn]
+        if self.pgtable:
+            self.pgtable.difference_update(range(page.pfn, page.pfn + npages))
         self._give(page.pfn, npages)
 
     @property
@@ -346,6 +362,25 @@ class MemoryManager:
         for pa, n in self.chunks(vaddr, len(view)):
             self.mem.write(pa, view[done : done + n])
             done += n
+
+    def describe(self, phys: int) -> str:
+        """What the page at ``phys`` is, for a report: a page-table page, a kmalloc
+        object, pages (with who allocated them), a free page or reserved memory."""
+        pfn = phys >> PAGE_SHIFT
+        if pfn in self.pgtable:
+            return "an IOMMU page-table page"
+        for v, (size, _, site) in self.objects.items():
+            if v - PAGE_OFFSET <= phys < v - PAGE_OFFSET + size:
+                return f"kmalloc({size}) object {v:#x} allocated at {site}"
+        for first, (n, site) in self.pages.items():
+            if first <= pfn < first + n:
+                if site == "slab":
+                    return "a slab page"
+                return f"{n} page(s) from {first << PAGE_SHIFT:#x} allocated at {site}"
+        usable = any(b <= phys < b + n for b, n in self.ram)
+        if not usable or phys < RESERVED_LOW:
+            return "memory the kernel does not allocate (reserved, or below 1 MiB)"
+        return "a free page"
 
     def live(self) -> list[Allocation]:
         out = [Allocation("kmalloc", v, s, site) for v, (s, _, site) in self.objects.items()]
@@ -495,12 +530,14 @@ def offset_in_page(addr: int) -> int:
     return addr & (PAGE_SIZE - 1)
 
 
+@inline
 def memset(vaddr: int, byte: int, size: int) -> None:
     mm = current.kernel.mm
     for pa, n in mm.chunks(vaddr, size):
         mm.mem.fill(pa, n, byte)
 
 
+@inline
 def memcpy(dst: int, src: int, size: int) -> None:
     mm = current.kernel.mm
     mm.write(dst, mm.read(src, size))
@@ -511,6 +548,7 @@ def memory_read(vaddr: int, size: int) -> bytes:
     return current.kernel.mm.read(vaddr, size)
 
 
+@inline
 def memory_write(vaddr: int, data: bytes | bytearray | memoryview) -> None:
     current.kernel.mm.write(vaddr, data)
 
@@ -529,6 +567,7 @@ def read64(vaddr: int) -> int:
     return mem.read_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr))
 
 
+@inline
 def write32(vaddr: int, value: int) -> None:
     mm = current.kernel.mm
     mem = mm.mem
@@ -536,12 +575,41 @@ def write32(vaddr: int, value: int) -> None:
     mem.write_u32(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
 
 
+@inline
 def write64(vaddr: int, value: int) -> None:
     """A 64-bit store to kernel memory (``WRITE_ONCE(*p, v)`` on a u64)."""
     mm = current.kernel.mm
     mem = mm.mem
     off = vaddr - PAGE_OFFSET  # the direct map (virt_to_phys's first case) inline
     mem.write_u64(off if 0 <= off < mem.size else mm.virt_to_phys(vaddr), value)
+
+
+@inline
+def pgtable_write64(vaddr: int, value: int) -> bool:
+    """Store one IOMMU page-table entry (C: ``WRITE_ONCE(*ptep, v)`` or the
+    ``cmpxchg64`` that installs a table): the page-table ownership sanitizer. A
+    store into a page allocated as an IOMMU page-table page is done; any other is
+    refused and reported as a ``pt-owner`` finding naming the page and the call
+    chain (the model departs from Linux here, which would corrupt the page).
+    Returns whether the store was done."""
+    mm = current.kernel.mm
+    phys = vaddr - PAGE_OFFSET
+    if phys >> PAGE_SHIFT in mm.pgtable:
+        mm.mem.write_u64(phys, value)
+        return True
+    page = phys & PAGE_MASK
+    what = mm.describe(phys)
+    report_finding(
+        Finding(
+            "pt-owner",
+            f"IOMMU page-table entry written into data page {page:#x} ({what})",
+            chain=tuple(call_chain(2).lines()),
+            detail=f"store of {value:#018x} to {phys:#x} refused: the page was not "
+            "allocated as an IOMMU page-table page (iommu_alloc_pages)",
+            time_ns=current.kernel.machine.clock.now,
+        )
+    )
+    return False
 
 
 @define

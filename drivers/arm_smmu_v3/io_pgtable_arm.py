@@ -26,7 +26,9 @@ going across table boundaries until ``pgcount`` pages are mapped (the core here
 treats a short count as an error, Linux's loops on ``*mapped``); every leaf written
 is a fault-injection point (``iommu_pgtable``, as the VT-d driver's page table does)
 so a sweep can fail a mapping midway; a failed mapping returns the bytes mapped
-before the failure, or raises when there are none.
+before the failure, or raises when there are none. Tables come from
+``iommu_alloc_page_node`` (as 6.12's ``__arm_lpae_alloc_pages``) and descriptors are
+stored through the page-table ownership sanitizer (:func:`kernel.mm.pgtable_write64`).
 """
 
 from __future__ import annotations
@@ -48,20 +50,13 @@ from kernel.iommu.iommu_h import (
     IOMMU_WRITE,
     IommuIotlbGather,
 )
+from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_free_page
 from kernel.iommufd.iova_bitmap import (
     IOMMU_DIRTY_NO_CLEAR,
     IommuDirtyBitmap,
     iommu_dirty_bitmap_record,
 )
-from kernel.mm import (
-    GFP_KERNEL,
-    free_page,
-    get_zeroed_page,
-    phys_to_virt,
-    read64,
-    virt_to_phys,
-    write64,
-)
+from kernel.mm import GFP_KERNEL, pgtable_write64, phys_to_virt, read64, virt_to_phys
 
 ARM_64_LPAE_S1 = "ARM_64_LPAE_S1"
 
@@ -187,7 +182,7 @@ class ArmLpaeIoPgtable:
     def _alloc_table(self, gfp: int) -> int | None:
         """``__arm_lpae_alloc_pages``: one zeroed table page (coherent walk: no cache
         maintenance)."""
-        table = get_zeroed_page(gfp)
+        table = iommu_alloc_page_node(0, gfp)
         if table is not None:
             self.tables += 1
         return table
@@ -199,7 +194,7 @@ class ArmLpaeIoPgtable:
                 pte = read64(table + 8 * i)
                 if pte and not iopte_leaf(pte, lvl):
                     self._free_pgtable(lvl + 1, iopte_deref(pte))
-        free_page(table)
+        iommu_free_page(table)
         self.tables -= 1
 
     def prot_to_pte(self, prot: int) -> int:
@@ -274,7 +269,7 @@ class ArmLpaeIoPgtable:
             if child is None:
                 return 0, ENOMEM("io-pgtable-arm: no memory for a table")
             pte = virt_to_phys(child) | ARM_LPAE_PTE_TYPE_TABLE
-            write64(ptep, pte)
+            pgtable_write64(ptep, pte)
         elif iopte_leaf(pte, lvl):
             WARN(True, f"io-pgtable-arm: iova {iova:#x} is mapped by a block; unmap it first")
             return 0, EEXIST(f"iova {iova:#x} already mapped")
@@ -299,7 +294,9 @@ class ArmLpaeIoPgtable:
         for i in range(num):
             if should_fail("iommu_pgtable"):
                 return i, ENOMEM("iommu_pgtable")
-            write64(ptep + 8 * i, prot_pte | kind | ((paddr + i * sz) & ARM_LPAE_PTE_ADDR_MASK))
+            pgtable_write64(
+                ptep + 8 * i, prot_pte | kind | ((paddr + i * sz) & ARM_LPAE_PTE_ADDR_MASK)
+            )
         return num, None
 
     # -- unmap ----------------------------------------------------------------------------
@@ -337,12 +334,12 @@ class ArmLpaeIoPgtable:
                 if WARN_ON(not pte, f"io-pgtable-arm: unmap of unmapped iova {iova + i * size:#x}"):
                     break
                 if not iopte_leaf(pte, lvl):
-                    write64(ptep + 8 * i, 0)
+                    pgtable_write64(ptep + 8 * i, 0)
                     self.cfg.tlb.tlb_flush_walk(iova + i * size, size, ARM_LPAE_GRANULE)
                     self._free_pgtable(lvl + 1, iopte_deref(pte))
                 i += 1
             for j in range(i):
-                write64(ptep + 8 * j, 0)
+                pgtable_write64(ptep + 8 * j, 0)
             if gather is not None and not gather.queued:
                 for j in range(i):
                     self.cfg.tlb.tlb_add_page(gather, iova + j * size, size)
@@ -378,7 +375,7 @@ class ArmLpaeIoPgtable:
             if writable_dirty and iopte_leaf(pte, lvl):
                 iommu_dirty_bitmap_record(dirty, base, block)
                 if not flags & IOMMU_DIRTY_NO_CLEAR:
-                    write64(ptep, pte | ARM_LPAE_PTE_AP_RDONLY)
+                    pgtable_write64(ptep, pte | ARM_LPAE_PTE_AP_RDONLY)
             iova = base + block
 
     # -- lookup ---------------------------------------------------------------------------
@@ -425,7 +422,7 @@ def alloc_io_pgtable_ops(
     levels = -(-(cfg.ias - 12) // ARM_LPAE_BITS_PER_LEVEL)
     start_level = ARM_LPAE_MAX_LEVELS - levels
     pgd_bits = cfg.ias - (12 + ARM_LPAE_BITS_PER_LEVEL * (levels - 1))
-    pgd = get_zeroed_page(GFP_KERNEL)
+    pgd = iommu_alloc_page_node(0, GFP_KERNEL)
     if pgd is None:
         return None
     cfg.tcr = ArmLpaeS1Tcr(tsz=64 - cfg.ias, ips=ARM_LPAE_TCR_PS[cfg.oas])

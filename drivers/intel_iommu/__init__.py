@@ -19,19 +19,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from drivers.intel_iommu.debugfs import DUMP_TARGET
-from drivers.intel_iommu.dmar import dmar_state
-from drivers.intel_iommu.dmar_units import dmar_table_parse_units
+from drivers.intel_iommu.dmar import dmar_free_units, dmar_state
+from drivers.intel_iommu.dmar_units import dmar_table_init
 from drivers.intel_iommu.iommu import intel_iommu_init_unit, intel_iommu_shutdown_unit
+from drivers.intel_iommu.irq_remapping import intel_irq_remap_ops
 from drivers.intel_iommu.ops import IntelIommuOps
 from drivers.intel_iommu.structs import DmarState, DrhdUnit
 from kernel.debugfs import DumpTarget
 from kernel.hookspecs import hookimpl
+from kernel.irq_remapping import irq_remap_register_ops
 from kernel.module import InitLevel, IommuDriverInfo, KernelModule
 from kernel.params import Param, parse_str
-from kernel.platform import platform
 from kernel.printk import pr_info, pr_notice, pr_warn
-
-DMAR_INCLUDE_PCI_ALL = 0x1
 
 PARAM_HELP = "on | off | sm_on | sm_off | igfx_off | sp_off (comma-separated)"
 
@@ -71,19 +70,16 @@ def _state() -> DmarState:
 
 
 def intel_iommu_module_init(param: Param[object]) -> None:
-    """Module init: the ``intel_iommu=`` options, then ``dmar_table_init``'s lines
-    for every DRHD in the firmware DMAR table."""
+    """Module init at CORE level, standing for what Linux does before any initcall:
+    the ``intel_iommu=`` early parameter, ``detect_intel_iommu`` and the DMAR table
+    parse (``dmar_table_init``: every DRHD's unit allocated, RMRR/ATSR/SATC), and the
+    offer of :data:`.irq_remapping.intel_irq_remap_ops` to the x86 APIC step that
+    turns interrupt remapping on over all units (:mod:`kernel.irq_remapping`, at
+    POSTCORE). DMA remapping comes per unit at ROOTFS (``intel_iommu_init``)."""
     st = _state()
     intel_iommu_setup(st, str(param.value))
-    fw = platform().firmware
-    units = [u for u in fw.iommus if u.table == "DMAR"]
-    if not units:
-        return
-    pr_info(f"DMAR: Host address width {fw.host_address_width}")
-    for u in units:
-        flags = DMAR_INCLUDE_PCI_ALL if u.include_pci_all else 0
-        pr_info(f"DMAR: DRHD base: {u.register_base:#016x} flags: {flags:#x}")
-    dmar_table_parse_units()
+    if dmar_table_init() == 0:
+        irq_remap_register_ops(intel_irq_remap_ops)
 
 
 def intel_iommu_probe(unit: DrhdUnit) -> None:
@@ -97,6 +93,8 @@ def intel_iommu_shutdown() -> None:
     st = dmar_state()
     for iommu in reversed(list(st.units)):
         intel_iommu_shutdown_unit(iommu)
+    if not st.table_parsed:  # no early parse: nothing else frees the units
+        dmar_free_units()
 
 
 INTEL_IOMMU_DRIVER = IommuDriverInfo(
@@ -118,7 +116,7 @@ def iommulab_modules() -> Sequence[KernelModule]:
             "intel_iommu",
             lambda: intel_iommu_module_init(param),
             None,
-            InitLevel.ARCH,
+            InitLevel.CORE,
             "Intel VT-d IOMMU driver",
             (param,),
         )

@@ -325,6 +325,16 @@ def free_iommu(iommu: IntelIommu) -> None:
     iommu.kmem = 0
 
 
+def dmar_free_units() -> None:
+    """The last step of the model's shutdown for the units ``dmar_table_init`` set up
+    at early boot: queue off, then ``free_iommu`` for each (Linux never frees them)."""
+    st = dmar_state()
+    for iommu in reversed(list(st.units)):
+        dmar_disable_qi(iommu)
+        free_iommu(iommu)
+    st.table_parsed = False
+
+
 # --------------------------------------------------------------------------- queued invalidation
 
 

@@ -1,5 +1,8 @@
-"""The DMAR table's RMRR, ATSR and SATC structures: parsing and the boot lines
-(``dmar_parse_one_rmrr``/``_atsr``/``_satc`` and ``rmrr_sanity_check`` of
+"""The DMAR table: ``dmar_table_init``/``parse_dmar_table`` of dmar.c (the header's
+host address width, each DRHD and its ``struct intel_iommu`` through
+``dmar_parse_one_drhd``/``alloc_iommu``), and its RMRR, ATSR and SATC structures:
+parsing and the boot lines (``dmar_parse_one_rmrr``/``_atsr``/``_satc`` and
+``rmrr_sanity_check`` of
 drivers/iommu/intel/iommu.c, the entry lines of ``dmar_table_print_dmar_entry`` in
 dmar.c, ``arch_rmrr_sanity_check`` of arch/x86), and the RMRR half of
 ``intel_iommu_get_resv_regions`` (Linux 6.12).
@@ -16,20 +19,30 @@ non-relaxable RMRR gets ``require_direct`` from its ``IOMMU_RESV_DIRECT`` region
 the core refuses to put it behind a blocking domain (``-EINVAL``), which is what
 stops user-space ownership (VFIO/iommufd) of it. That is mirrored here.
 
-Differences from Linux: no DMI strings exist, so the BIOS vendor/version line
-prints ``iommulab``; device scopes name functions (no bridge scopes, so
+The host address width comes from the machine's DMAR table (``dmar.host_address_width``
+in its description). As in 6.12 it is only checked (a width below 12 bits is
+"Invalid DMAR haw" and the table is refused, so neither interrupt nor DMA
+remapping starts) and printed; nothing else in the driver uses it (address widths
+come from each unit's CAP.MGAW/SAGAW).
+
+Differences from Linux: a DRHD whose unit cannot be set up (``alloc_iommu`` fails) is
+left out and the others are kept (Linux stops parsing and drops the whole table);
+the probe of that unit then fails with the error. No DMI strings exist, so the BIOS
+vendor/version line prints ``iommulab``; device scopes name functions (no bridge scopes, so
 ``is_downstream_to_pci_bridge`` has nothing to match).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from attrs import define, field
 
-from drivers.intel_iommu.dmar import dmar_state
+from drivers.intel_iommu.dmar import alloc_iommu, dmar_state
+from drivers.intel_iommu.structs import DrhdUnit
 from kernel.device import Device
+from kernel.errno import EINVAL, ENODEV, KernelError
 from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE
 from kernel.iommu.iommu_resv import (
     IOMMU_RESV_DIRECT,
@@ -42,7 +55,9 @@ from kernel.platform import platform
 from kernel.printk import pr_err, pr_info, pr_warn
 
 FW_BUG = "[Firmware Bug]: "
-PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+DMAR_INCLUDE_PCI_ALL = 0x1
 ACPI_DMAR_ALL_PORTS = 0x1
 ACPI_DMAR_ATC_REQUIRED = 0x1
 PCI_CLASS_SERIAL_USB = 0x0C03
@@ -113,6 +128,37 @@ def dmar_parse_one_rmrr(rmrr: Any) -> None:
     _units().rmrr.append(DmarRmrrUnit(rmrr.base, rmrr.end, rmrr.segment, tuple(rmrr.device_scope)))
 
 
+def dmar_table_init() -> int:
+    """``dmar_table_init`` (once per boot): the header, then every structure in table
+    order, each printed (``dmar_table_print_dmar_entry``) and parsed; a DRHD gets its
+    ``struct intel_iommu`` (``dmar_parse_one_drhd`` -> ``alloc_iommu``, which prints
+    the unit's ``reg_base_addr`` line). 0, or -ENODEV/-EINVAL as C returns."""
+    st = dmar_state()
+    if st.table_parsed:
+        return 0
+    fw = platform().firmware
+    drhds = [u for u in fw.iommus if u.table == "DMAR"]
+    if not drhds:
+        return -ENODEV.errno
+    width = fw.host_address_width - 1  # the table's field holds HAW - 1
+    if width < PAGE_SHIFT - 1:
+        pr_warn("DMAR: Invalid DMAR haw")
+        for u in drhds:
+            st.unit_errors[u.name] = EINVAL(f"invalid DMAR host address width {width + 1}")
+        return -EINVAL.errno
+    pr_info(f"DMAR: Host address width {width + 1}")
+    for u in drhds:
+        flags = DMAR_INCLUDE_PCI_ALL if u.include_pci_all else 0
+        pr_info(f"DMAR: DRHD base: {u.register_base:#016x} flags: {flags:#x}")
+        try:
+            alloc_iommu(cast(DrhdUnit, u))
+        except KernelError as err:
+            st.unit_errors[u.name] = err
+    dmar_table_parse_units()
+    st.table_parsed = True
+    return 0
+
+
 def dmar_table_parse_units() -> None:
     """The RMRR/ATSR/SATC entries of the DMAR table as ``parse_dmar_table`` walks them:
     each printed (``dmar_table_print_dmar_entry``) and parsed."""
@@ -134,6 +180,10 @@ def dmar_table_parse_units() -> None:
 
 def dmar_print_missing_units() -> None:
     """``intel_iommu_init``'s lines for the structure kinds the table lacks."""
+    st = dmar_state()
+    if st.missing_printed:
+        return
+    st.missing_printed = True
     units = _units()
     if not units.rmrr:
         pr_info("DMAR: No RMRR found")

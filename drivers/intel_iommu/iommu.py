@@ -62,7 +62,6 @@ from drivers.intel_iommu.dmar import (
     dmar_set_interrupt,
     dmar_state,
     dmar_writeq,
-    free_iommu,
     iommu_flush_write_buffer,
     pasid_supported,
     qi_flush_context,
@@ -79,10 +78,6 @@ from drivers.intel_iommu.domain import (
     domain_remove_dev_pasid,
     iommu_domain_did,
     to_dmar_domain,
-)
-from drivers.intel_iommu.irq_remapping import (
-    intel_irq_remapping_init_unit,
-    intel_irq_remapping_shutdown_unit,
 )
 from drivers.intel_iommu.pasid import (
     PASID_FLAG_FL5LP,
@@ -150,8 +145,9 @@ from kernel.iommu.iommu_h import (
     IommuIotlbGather,
     iommu_iotlb_gather_add_page,
 )
+from kernel.iommu.iommu_pages import iommu_put_pages_list
 from kernel.iommu.iommu_resv import IOMMU_RESV_MSI, IommuResvRegion, iommu_alloc_resv_region
-from kernel.mm import GFP_ATOMIC, GFP_KERNEL, free_page, kfree, kzalloc, read64, virt_to_phys
+from kernel.mm import GFP_ATOMIC, GFP_KERNEL, kfree, kzalloc, read64, virt_to_phys
 from kernel.pci import (
     PCI_ATS_CAP,
     PciDev,
@@ -263,19 +259,42 @@ def iommu_set_dma_strict() -> None:
         st.def_domain_type = IOMMU_DOMAIN_DMA
 
 
+def intel_disable_iommus(iommu: IntelIommu) -> None:
+    """``intel_disable_iommus`` for one unit: translation off (``intel_iommu_init``
+    does this with ``intel_iommu=off``, in case a previous kernel left it on)."""
+    iommu_disable_translation(iommu)
+
+
+def _unit_of(drhd: DrhdUnit) -> IntelIommu:
+    """The unit ``dmar_table_init`` set up for ``drhd`` at early boot; allocated here
+    when the driver's module did not run (the table was never parsed)."""
+    st = dmar_state()
+    for iommu in st.units:
+        if iommu.drhd is drhd:
+            return iommu
+    err = st.unit_errors.get(drhd.name)
+    if isinstance(err, KernelError):
+        raise err
+    if not st.table_parsed:
+        return alloc_iommu(drhd)
+    raise ENODEV(f"{drhd.name}: not in the parsed DMAR table")
+
+
 def intel_iommu_init_unit(drhd: DrhdUnit) -> IntelIommu:
     """``intel_iommu_init`` + ``init_dmars`` for one DRHD (the core binds units one at
-    a time). Raises when the unit cannot be brought up; nothing is left behind."""
+    a time), on the unit the early DMAR parse allocated and interrupt remapping may
+    already use. With ``intel_iommu=off`` translation is switched off and the unit is
+    refused. Raises when the unit cannot be brought up; the DMA part is undone, the
+    unit itself (queue, interrupt remapping) stays until shutdown."""
     st = dmar_state()
+    iommu = _unit_of(drhd)
     if st.dmar_disabled:
+        intel_disable_iommus(iommu)
         raise ENODEV("intel_iommu=off")
-    if not st.units:
-        dmar_print_missing_units()
-    iommu = alloc_iommu(drhd)
+    dmar_print_missing_units()
     try:
         if pasid_supported(iommu):
             st.pasid_max_id = min(st.pasid_max_id, 2 << ir.ecap_pss(iommu.ecap))
-        intel_irq_remapping_init_unit(iommu)
         intel_iommu_init_qi(iommu)
         init_translation_status(iommu)
         if iommu.flags & VTD_FLAG_TRANS_PRE_ENABLED:
@@ -315,27 +334,23 @@ def _unwind_unit(iommu: IntelIommu) -> None:
         iommu_device_unregister(iommu)
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
-    intel_irq_remapping_shutdown_unit(iommu)
     if iommu.prq:
         intel_iommu_finish_prq(iommu)
     free_context_table(iommu)
-    free_iommu(iommu)
 
 
 def intel_iommu_shutdown_unit(iommu: IntelIommu) -> None:
-    """``disable_dmar_iommu`` + ``free_dmar_iommu`` + ``free_iommu``: unregister (the
-    core releases the unit's devices), TE off, queue off, tables and unit freed."""
+    """``disable_dmar_iommu`` + ``free_dmar_iommu``: unregister (the core releases the
+    unit's devices), TE off, tables freed. The unit itself, its queue and interrupt
+    remapping go last (:func:`.irq_remapping.intel_irq_remapping_shutdown`)."""
     if iommu.registered:
         iommu_device_unregister(iommu)
     WARN_ON(len(iommu.domain_ida) != 0, f"{iommu.name}: domain IDs still in use at shutdown")
     if iommu.gcmd & ir.DMA_GCMD_TE:
         iommu_disable_translation(iommu)
-    intel_irq_remapping_shutdown_unit(iommu)
     if iommu.prq:
         intel_iommu_finish_prq(iommu)
-    dmar_disable_qi(iommu)
     free_context_table(iommu)
-    free_iommu(iommu)
 
 
 # --------------------------------------------------------------------------- ATS
@@ -627,8 +642,7 @@ def intel_iommu_domain_free(domain: IommuDomain) -> None:
     dmar_domain.deferred_free = []
     if dmar_domain.pgd:
         domain_unmap(dmar_domain, 0, DOMAIN_MAX_PFN(dmar_domain.gaw), freelist)
-    for page in freelist:
-        free_page(page)
+    iommu_put_pages_list(freelist)
     kfree(dmar_domain.kmem)
     dmar_domain.kmem = 0
 
@@ -703,9 +717,7 @@ def intel_iommu_tlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
     dmar_domain = to_dmar_domain(domain)
     if gather.end >= gather.start:
         domain_flush_range(dmar_domain, gather.start, gather.end, int(not gather.freelist))
-    for page in gather.freelist:
-        free_page(page)
-    gather.freelist = []
+    iommu_put_pages_list(gather.freelist)
 
 
 def intel_flush_iotlb_all(domain: IommuDomain) -> None:
@@ -713,8 +725,7 @@ def intel_flush_iotlb_all(domain: IommuDomain) -> None:
     dmar_domain = to_dmar_domain(domain)
     domain_flush_all(dmar_domain)
     pages, dmar_domain.deferred_free = dmar_domain.deferred_free, []
-    for page in pages:
-        free_page(page)
+    iommu_put_pages_list(pages)
 
 
 def intel_iommu_iotlb_sync_map(domain: IommuDomain, iova: int, size: int) -> None:

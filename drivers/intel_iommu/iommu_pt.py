@@ -36,6 +36,7 @@ from kernel.iommu.generic_pt.fmt.x86_64 import PtIommuX86_64Cfg, pt_iommu_x86_64
 from kernel.iommu.generic_pt.iommu_pt import PtIommu
 from kernel.iommu.generic_pt.pt_common import PT_FEAT_FLUSH_RANGE, PT_FEAT_SIGN_EXTEND, PtIommuCfg
 from kernel.iommu.iommu_h import IommuDomain, IommuIotlbGather
+from kernel.iommu.iommu_pages import iommu_free_page
 from kernel.mm import GFP_KERNEL, PAGE_OFFSET, free_page, kfree
 
 
@@ -50,7 +51,7 @@ def intel_pt_domain_alloc(dev: Device, first_stage: bool) -> DmarDomain:
     """``intel_iommu_domain_alloc_first_stage`` / ``_second_stage``: a domain shaped
     for ``dev``'s unit whose table is the library's."""
     domain = vtd.paging_domain_alloc(dev, first_stage)
-    free_page(domain.pgd)  # the 6.12 top table; the library allocates its own
+    iommu_free_page(domain.pgd)  # the 6.12 top table; the library allocates its own
     domain.pgd = 0
     bitmap = domain.pgsize_bitmap
     common = PtIommuCfg(BIT(PT_FEAT_FLUSH_RANGE), domain.gaw, 52)

@@ -1,29 +1,43 @@
 """VT-d interrupt remapping (Linux 6.12 drivers/iommu/intel/irq_remapping.c).
 
-Bring-up per unit, in Linux's order and before DMA remapping is set up:
+Bring-up, in Linux's order, over every DMAR unit before any DMA remapping (the x86
+APIC step of :mod:`kernel.irq_remapping` calls :data:`intel_irq_remap_ops`):
 ``intel_prepare_irq_remapping`` decides once whether remapping is possible (every
-DMAR unit has ECAP.IR, ``intremap=off`` not given) and in which mode (x2APIC when
-every unit has ECAP.EIM); ``intel_setup_irq_remapping`` allocates the 65536-entry
-table (order-8 pages), enables queued invalidation (QIE), points IRTA at the table
-(SIRTP, wait IRTPS) and flushes the interrupt entry cache globally
-(``qi_global_iec``, unless CAP.ESIRTPS); ``iommu_enable_irq_remapping`` sets IRE and
-blocks compatibility-format interrupts (CFI). The unit's MSI parent domain
-(:class:`IntelIrDomain`) then gives each MSI/MSI-X vector of a device behind the
-unit its own IRTE (``intel_irq_remapping_alloc``: ``alloc_irte``,
-``prepare_irte`` with source-id validation ``set_msi_sid``, ``fill_msi_msg``),
-written on activation by ``modify_irte`` with an index-selective IEC flush;
-freeing clears the entry (``intel_irq_remapping_deactivate`` + ``clear_entries``),
-again with index flushes.
+unit the DMAR table parse set up has ECAP.IR, ``intremap=off`` not given) and in
+which mode (x2APIC when every unit has ECAP.EIM), then ``intel_setup_irq_remapping``
+on each unit in turn: the 65536-entry table (order-8 pages), queued invalidation
+(QIE), IRTA and SIRTP (wait IRTPS), the global IEC flush (``qi_global_iec``, unless
+CAP.ESIRTPS). Then ``intel_enable_irq_remapping`` sets IRE (and clears CFI) on each
+unit and prints "Enabled IRQ remapping in ... mode" once. This happens whatever
+``intel_iommu=`` says: with ``intel_iommu=off`` interrupts are remapped and DMA is
+not translated, as in Linux.
 
-Differences from Linux: the core brings units up one at a time, so each unit's
-interrupt remapping is enabled right before its DMA remapping (Linux enables it on
-every unit before any DMA remapping) and "Enabled IRQ remapping" is printed after
-the first unit. There is no IOAPIC or HPET (no "IOAPIC id ... under DRHD" line, no
-IOAPIC entries); the CPU is taken to support x2APIC exactly when every DMAR unit
-offers ECAP.EIM and the DMAR table never sets the x2APIC opt-out flag (so
-``no_x2apic_optout`` changes nothing). Posted interrupts are never used (CAP.PI is
-not modelled). With ``intel_iommu=off`` Linux still enables interrupt remapping;
-here the unit is not brought up at all, so interrupts stay in compatibility format.
+Each unit's MSI parent domain (:class:`IntelIrDomain`) gives each MSI/MSI-X vector of
+a device behind the unit its own IRTE. The entry is written, each time with an
+index-selective IEC flush (``modify_irte`` -> ``qi_flush_iec``), at these points of
+6.12's irq core, which give the vector's flush sequence:
+
+1. ``pci_alloc_irq_vectors``: ``intel_irq_remapping_alloc`` only reserves the entry
+   (``alloc_irte``, ``prepare_irte``, ``set_msi_sid``, ``fill_msi_msg``: no write);
+   the MSI core then activates the vector early in reservation mode
+   (``msi_init_virq``), so ``intel_irq_remapping_activate`` writes it pointing at
+   ``MANAGED_IRQ_SHUTDOWN_VECTOR`` -- flush 1;
+2. ``request_irq``: ``__setup_irq`` -> ``irq_activate`` activates it again for its
+   real vector (``activate_reserved``), ``intel_irq_remapping_activate`` -- flush 2;
+   then ``irq_startup`` -> ``irq_setup_affinity`` -> ``intel_ir_set_affinity`` ->
+   ``intel_ir_reconfigure_irte`` -- flush 3. Flushes 2 and 3 are the pair the real
+   trace shows at every ``request_irq`` (ftrace flags ``d..3``/``d..4``: the second
+   one runs under ``irq_setup_affinity``'s ``mask_lock`` as well);
+3. ``free_irq``: ``__free_irq`` -> ``irq_domain_deactivate_irq`` ->
+   ``intel_irq_remapping_deactivate`` writes a zero entry -- one flush;
+4. ``pci_free_irq_vectors``: ``intel_free_irq_resources`` -> ``clear_entries`` -- one
+   flush (IM = the block's mask).
+
+Differences from Linux: there is no IOAPIC or HPET (no "IOAPIC id ... under DRHD"
+line, no IOAPIC entries); the CPU is taken to support x2APIC exactly when every
+DMAR unit offers ECAP.EIM and the DMAR table never sets the x2APIC opt-out flag (so
+``no_x2apic_optout`` changes nothing). Posted interrupts are never used for MSIs
+(no ``posted_msi``). One CPU: affinity changes never move a vector.
 """
 
 from __future__ import annotations
@@ -36,6 +50,8 @@ from drivers.intel_iommu.dmar import (
     dmar_disable_qi,
     dmar_enable_qi,
     dmar_fault,
+    dmar_free_units,
+    dmar_state,
     dmar_writeq,
     qi_global_iec,
     qi_submit_sync,
@@ -44,10 +60,10 @@ from drivers.intel_iommu.structs import VTD_FLAG_IRQ_REMAP_PRE_ENABLED, IntelIom
 from kernel.bug import WARN
 from kernel.context import KernelSlot
 from kernel.device import Device
-from kernel.errno import EINVAL, ENOMEM, ENOSPC, KernelError
-from kernel.io import ioremap, iounmap
-from kernel.irq import IrqDesc
+from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, KernelError
+from kernel.irq import MANAGED_IRQ_SHUTDOWN_VECTOR, IrqDesc
 from kernel.irq_remapping import (
+    IrqRemapOps,
     irq_remap_register_domain,
     irq_remap_state,
     irq_remap_unregister_domain,
@@ -62,7 +78,6 @@ from kernel.mm import (
     virt_to_phys,
 )
 from kernel.pci import PciDev, pci_dev_id
-from kernel.platform import platform
 from kernel.printk import pr_err, pr_info, pr_warn
 
 PFX = "DMAR-IR: "
@@ -160,16 +175,15 @@ class Irq2Iommu:
     irte_mask: int = 0
     irte_entry: Irte = field(factory=Irte)
     msi_entry: tuple[int, int] = (0, 0)
+    activated: bool = False
+    """``irqd_is_activated``: cleared again after a reservation-mode activation."""
 
 
 @define(eq=False)
 class IrState:
-    """The file's statics: ``eim_mode``, the prepare decision, the announce-once."""
+    """The file's statics: ``eim_mode``."""
 
-    prepared: bool | None = None
     eim_mode: bool = False
-    enabled_units: int = 0
-    announced: bool = False
 
 
 _IR: KernelSlot[IrState] = KernelSlot("intel_irq_remapping", IrState)
@@ -182,50 +196,90 @@ def ir_state() -> IrState:
 # -- prepare: may remapping be used, and in which mode ---------------------------------
 
 
-def _unit_ecaps() -> list[tuple[str, int]]:
-    """Read every DMAR unit's ECAP as ``dmar_parse_one_drhd``/``map_iommu`` do."""
-    out = []
-    for i, u in enumerate(x for x in platform().firmware.iommus if x.table == "DMAR"):
-        regs = ioremap(u.register_base, 0x1000)
-        try:
-            out.append((f"dmar{i}", regs.readq(ir.DMAR_ECAP_REG)))
-        finally:
-            iounmap(regs)
-    return out
+def intel_cleanup_irq_remapping() -> None:
+    """``intel_cleanup_irq_remapping``: undo the setup of every unit, and the
+    warning when the CPU could have used x2APIC."""
+    units = dmar_state().units
+    for iommu in units:
+        if ir.ecap_ir_support(iommu.ecap):
+            iommu_disable_irq_remapping(iommu)
+            intel_teardown_irq_remapping(iommu)
+    if any(ir.ecap_eim_support(u.ecap) for u in units):  # x2apic_supported()
+        pr_warn(
+            f"{PFX}Failed to enable irq remapping. You are vulnerable to irq-injection attacks."
+        )
 
 
-def intel_prepare_irq_remapping() -> bool:
-    """``irq_remapping_prepare`` + ``intel_prepare_irq_remapping``: False (with
-    Linux's lines) when remapping cannot be used on this machine."""
-    gen = irq_remap_state()
-    if gen.disable_irq_remap:
-        return False
-    ecaps = _unit_ecaps()
-    if not any(ir.ecap_ir_support(e) for _, e in ecaps):  # dmar_ir_support: no INTR_REMAP flag
-        return False
-    if not all(ir.ecap_ir_support(e) for _, e in ecaps):
-        if any(ir.ecap_eim_support(e) for _, e in ecaps):  # x2apic_supported()
-            pr_warn(
-                f"{PFX}Failed to enable irq remapping. You are vulnerable to irq-injection attacks."
-            )
-        return False
-    eim = any(ir.ecap_eim_support(e) for _, e in ecaps)  # x2apic_supported(), no opt-out
-    for name, e in ecaps:
-        if eim and not ir.ecap_eim_support(e):
-            pr_info(f"{PFX}{name} does not support EIM")
+def intel_prepare_irq_remapping() -> int:
+    """``intel_prepare_irq_remapping``: -ENODEV when remapping cannot be used on this
+    machine; else every unit set up (table, QI, SIRTP, global IEC flush)."""
+    st = dmar_state()
+    units = st.units
+    if not st.table_parsed or not units:  # dmar_table_init() failed
+        return -ENODEV.errno
+    if not any(ir.ecap_ir_support(u.ecap) for u in units):  # dmar_ir_support: no INTR_REMAP
+        return -ENODEV.errno
+    if not all(ir.ecap_ir_support(u.ecap) for u in units):
+        intel_cleanup_irq_remapping()
+        return -ENODEV.errno
+    eim = any(ir.ecap_eim_support(u.ecap) for u in units)  # x2apic_supported(), no opt-out
+    for iommu in units:
+        if eim and not ir.ecap_eim_support(iommu.ecap):
+            pr_info(f"{PFX}{iommu.name} does not support EIM")
             eim = False
     ir_state().eim_mode = eim
     if eim:
         pr_info(f"{PFX}Queued invalidation will be enabled to support x2apic and Intr-remapping.")
-    return True
+    for iommu in units:
+        try:
+            intel_setup_irq_remapping(iommu)
+        except KernelError:
+            pr_err(f"{PFX}Failed to setup irq remapping for {iommu.name}")
+            intel_cleanup_irq_remapping()
+            return -ENODEV.errno
+    return 0
 
 
-def irq_remapping_wanted() -> bool:
-    """The prepare decision, taken once per boot at the first unit."""
-    st = ir_state()
-    if st.prepared is None:
-        st.prepared = intel_prepare_irq_remapping()
-    return st.prepared
+def intel_enable_irq_remapping() -> int:
+    """``intel_enable_irq_remapping``: IRE on every unit, then the one line; the
+    remapping mode (``IRQ_REMAP_XAPIC_MODE`` 0 / ``IRQ_REMAP_X2APIC_MODE`` 1).
+    Each unit's MSI domain becomes the parent of its devices' MSIs
+    (``intel_irq_remap_add_device``)."""
+    units = dmar_state().units
+    if not units:
+        intel_cleanup_irq_remapping()
+        return -1
+    for iommu in units:
+        if not iommu.flags & VTD_FLAG_IRQ_REMAP_PRE_ENABLED:
+            iommu_enable_irq_remapping(iommu)
+        if iommu.ir_domain is not None:
+            irq_remap_register_domain(iommu.ir_domain)
+    irq_remap_state().irq_remapping_enabled = True
+    eim = ir_state().eim_mode
+    pr_info(f"{PFX}Enabled IRQ remapping in {'x2apic' if eim else 'xapic'} mode")
+    return 1 if eim else 0
+
+
+def intel_irq_remapping_shutdown() -> None:
+    """The model's shutdown of what the early boot set up (Linux leaves remapping on
+    until the machine resets): remapping off and tables freed on every unit, then
+    the units themselves (queue, registers) go (:func:`.dmar.dmar_free_units`)."""
+    for iommu in reversed(dmar_state().units):
+        if iommu.ir_table is not None:
+            iommu_disable_irq_remapping(iommu)
+            intel_teardown_irq_remapping(iommu)
+    irq_remap_state().irq_remapping_enabled = False
+    dmar_free_units()
+
+
+intel_irq_remap_ops = IrqRemapOps(
+    "intel",
+    lambda: intel_prepare_irq_remapping(),
+    lambda: intel_enable_irq_remapping(),
+    lambda: intel_irq_remapping_shutdown(),
+)
+"""``intel_irq_remap_ops`` (prepare, enable; shutdown is the model's). The lambdas
+look the functions up at call time, so tests can wrap them."""
 
 
 # -- unit bring-up -----------------------------------------------------------------------
@@ -321,39 +375,6 @@ def intel_teardown_irq_remapping(iommu: IntelIommu) -> None:
     if isinstance(table, IrTable):
         free_pages(table.base, INTR_REMAP_PAGE_ORDER)
     iommu.ir_table = None
-
-
-def intel_irq_remapping_init_unit(iommu: IntelIommu) -> bool:
-    """Prepare + setup + enable for one unit (``irq_remapping_prepare``/
-    ``irq_remapping_enable`` in the kernel's x86 APIC setup). True when on."""
-    if not irq_remapping_wanted():
-        return False
-    try:
-        intel_setup_irq_remapping(iommu)
-    except KernelError:
-        pr_err(f"{PFX}Failed to setup irq remapping for {iommu.name}")
-        return False
-    iommu_enable_irq_remapping(iommu)
-    st = ir_state()
-    st.enabled_units += 1
-    irq_remap_register_domain(iommu.ir_domain)
-    irq_remap_state().irq_remapping_enabled = True
-    if not st.announced:
-        st.announced = True
-        pr_info(f"{PFX}Enabled IRQ remapping in {'x2apic' if st.eim_mode else 'xapic'} mode")
-    return True
-
-
-def intel_irq_remapping_shutdown_unit(iommu: IntelIommu) -> None:
-    """Disable and tear down (``disable_irq_remapping`` + teardown) at unit shutdown."""
-    if iommu.ir_table is None:
-        return
-    iommu_disable_irq_remapping(iommu)
-    intel_teardown_irq_remapping(iommu)
-    st = ir_state()
-    st.enabled_units -= 1
-    if not st.enabled_units:
-        irq_remap_state().irq_remapping_enabled = False
 
 
 # -- IRTE allocation and programming ----------------------------------------------------
@@ -471,8 +492,8 @@ class IntelIrDomain:
         return isinstance(dev, PciDev) and drhd is not None and bool(drhd.covers(dev.addr))
 
     def alloc(self, dev: Device, desc: IrqDesc) -> tuple[int, int]:
-        """``intel_irq_remapping_alloc`` for one MSI-X vector, then activation
-        (``intel_irq_remapping_activate``: ``modify_irte`` + index flush)."""
+        """``intel_irq_remapping_alloc`` for one MSI-X vector: the entry reserved and
+        prepared in memory, nothing written to the table yet; the MSI message."""
         if not isinstance(dev, PciDev):
             raise EINVAL(f"{dev.init_name}: not a PCI device")
         data = alloc_irte(self.iommu, 1)
@@ -483,18 +504,52 @@ class IntelIrDomain:
         set_msi_sid(data.irte_entry, dev)
         data.msi_entry = fill_msi_msg(data.irte_index, data.sub_handle)
         desc.chip_data = data
-        modify_irte(data, data.irte_entry)
         return data.msi_entry
 
+    def activate(self, desc: IrqDesc, reserve: bool) -> None:
+        """``intel_irq_remapping_activate`` after the vector domain's
+        ``x86_vector_activate``: in reservation mode the vector points at
+        ``MANAGED_IRQ_SHUTDOWN_VECTOR`` on the first CPU (``vector_assign_managed_shutdown``)
+        and the interrupt is left not activated; else at its own vector."""
+        data = desc.chip_data
+        if not isinstance(data, Irq2Iommu):
+            return
+        vector = MANAGED_IRQ_SHUTDOWN_VECTOR if reserve else desc.vector
+        intel_ir_reconfigure_irte(data, vector, desc.dest_apicid, True)
+        data.activated = not reserve
+
+    def set_affinity(self, desc: IrqDesc) -> None:
+        """``intel_ir_set_affinity``: the vector domain keeps the vector on the one
+        CPU (``apic_set_affinity`` returns ``IRQ_SET_MASK_OK``), and the entry is
+        rewritten (``intel_ir_reconfigure_irte``)."""
+        data = desc.chip_data
+        if isinstance(data, Irq2Iommu):
+            intel_ir_reconfigure_irte(data, desc.vector, desc.dest_apicid, False)
+
+    def deactivate(self, desc: IrqDesc) -> None:
+        """``intel_irq_remapping_deactivate``: a zero entry, flushed (only for an
+        activated interrupt, as the irq core calls it)."""
+        data = desc.chip_data
+        if isinstance(data, Irq2Iommu) and data.activated:
+            data.activated = False
+            modify_irte(data, Irte())
+
     def free(self, desc: IrqDesc) -> None:
-        """``intel_irq_remapping_deactivate`` (a zero entry, flushed) and
-        ``intel_free_irq_resources`` (``clear_entries``)."""
+        """``intel_free_irq_resources``: ``clear_entries`` (zeroed, released, flushed)."""
         data = desc.chip_data
         if not isinstance(data, Irq2Iommu):
             return
         desc.chip_data = None
-        modify_irte(data, Irte())
         clear_entries(data)
+
+
+def intel_ir_reconfigure_irte(data: Irq2Iommu, vector: int, dest: int, force: bool) -> None:
+    """``intel_ir_reconfigure_irte``: the vector's current vector and destination
+    into its entry, written with ``modify_irte`` (always: no posted mode here)."""
+    irte = data.irte_entry
+    irte.vector = vector
+    irte.dest_id = dest if ir_state().eim_mode else dest << 8  # IRTE_DEST
+    modify_irte(data, irte)
 
 
 # -- debugfs ----------------------------------------------------------------------------

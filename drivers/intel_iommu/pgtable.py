@@ -14,7 +14,11 @@ Differences from Linux: every leaf written is a fault-injection point
 (``iommu_pgtable``), so sweeps can fail a mapping midway and check that the core
 unmaps the part already mapped (Linux can only fail where it allocates a table);
 ``__domain_mapping`` returns how many pages it mapped; ``switch_to_super_page``
-frees the replaced tables after its flush (Linux frees them first).
+frees the replaced tables after its flush (Linux frees them first). Table pages come
+from ``iommu_alloc_page_node`` (:mod:`kernel.iommu.iommu_pages`) and every entry store
+goes through the page-table ownership sanitizer (:func:`kernel.mm.pgtable_write64`):
+the store Linux 6.12 makes into a data page when 4 KiB is mapped inside a live 2 MiB
+mapping is refused and reported instead of corrupting the page.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from drivers.intel_iommu.structs import DmarDomain
 from kernel.bug import WARN_ON
 from kernel.errno import EINVAL, ENOMEM
 from kernel.fault_inject import should_fail
-from kernel.mm import PAGE_OFFSET, current_mm, free_page, get_zeroed_page, phys_to_virt, read64
+from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_free_page, iommu_put_pages_list
+from kernel.mm import PAGE_OFFSET, current_mm, pgtable_write64, phys_to_virt, read64
 from kernel.printk import KERN_CRIT, printk
 
 LEVEL_STRIDE = ir.VTD_STRIDE_SHIFT
@@ -64,8 +69,8 @@ def domain_pfn_supported(domain: DmarDomain, pfn: int) -> bool:
 
 
 def alloc_pgtable_page(gfp: int) -> int | None:
-    """``iommu_alloc_pages_node_sz(..., SZ_4K)``: a zeroed table page."""
-    return get_zeroed_page(gfp)
+    """``iommu_alloc_page_node(domain->nid, gfp)``: a zeroed page-table page."""
+    return iommu_alloc_page_node(0, gfp)
 
 
 def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) -> tuple[int, int]:
@@ -73,8 +78,13 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     (allocating missing tables), or with ``target_level == 0`` the first leaf,
     superpage or non-present entry on the way down. Returns ``(pte, level)``;
     ``pte`` is 0 beyond the domain's width or when a table cannot be allocated.
-    (Runs on every map and unmap: ``domain_pfn_supported``, ``agaw_to_level`` and
-    ``pfn_level_offset`` are written out.)"""
+    As in 6.12, a walk for a 4 KiB entry under a live superpage takes the
+    superpage's output address for a table and returns an entry inside the data
+    page; a new table is linked only over a zero entry (``try_cmpxchg64``).
+    Differences: the entry stores go through the page-table ownership sanitizer
+    (:func:`kernel.mm.pgtable_write64`), and a link it refuses ends the walk with
+    0 instead of walking on. (Runs on every map and unmap: ``domain_pfn_supported``,
+    ``agaw_to_level`` and ``pfn_level_offset`` are written out.)"""
     agaw = domain.agaw
     if pfn >> (ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT):  # !domain_pfn_supported()
         return 0, target_level
@@ -93,10 +103,16 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
             tmp = alloc_pgtable_page(gfp)
             if tmp is None:
                 return 0, target_level
-            val = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
+            new = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
             if domain.use_first_level:
-                val |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
-            mem.write_u64(pte - PAGE_OFFSET, val)
+                new |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+            if val:  # try_cmpxchg64(&pte->val, 0, new) fails: "use theirs"
+                iommu_free_page(tmp)
+            elif pgtable_write64(pte, new):
+                val = new
+            else:  # the sanitizer refused the link: nothing to walk into
+                iommu_free_page(tmp)
+                return 0, target_level
         if level == 1:
             break
         parent = (val & PTE_ADDR) + PAGE_OFFSET
@@ -140,8 +156,7 @@ def switch_to_super_page(domain: DmarDomain, start_pfn: int, end_pfn: int, level
         pfn += lvl_pages
         if first_pte_in_page(pte):
             pte = 0
-    for page in freelist:
-        free_page(page)
+    iommu_put_pages_list(freelist)
 
 
 def __domain_mapping(
@@ -205,7 +220,7 @@ def __domain_mapping(
             )
             WARN_ON(True, f"DMA PTE for vPFN {iov_pfn:#x} already set")
         else:
-            mem.write_u64(pte - PAGE_OFFSET, pteval)
+            pgtable_write64(pte, pteval)
         nr_pages -= lvl_pages
         iov_pfn += lvl_pages
         phys_pfn += lvl_pages
@@ -261,7 +276,7 @@ def dma_pte_clear_level(
             if start_pfn <= level_pfn and last_pfn >= level_pfn + size - 1:
                 if level > 1 and not val & ir.DMA_PTE_LARGE_PAGE:
                     dma_pte_list_pagetables(domain, level - 1, val, freelist)
-                mem.write_u64(pte - PAGE_OFFSET, 0)
+                pgtable_write64(pte, 0)
             elif level > 1:
                 dma_pte_clear_level(
                     domain,

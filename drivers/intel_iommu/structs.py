@@ -259,4 +259,9 @@ class DmarState:
     announced: bool = False
     strict_forced: bool = False
     dmar_units: Any = None
+    table_parsed: bool = False
+    """``dmar_table_init`` succeeded (the DMAR table's header was valid)."""
+    unit_errors: dict[str, Any] = field(factory=dict)
+    """DRHD name -> the error ``dmar_parse_one_drhd`` met (the unit is then not set up)."""
+    missing_printed: bool = False
     """RMRR/ATSR/SATC units (:class:`drivers.intel_iommu.dmar_units.DmarUnits`)."""

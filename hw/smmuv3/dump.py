@@ -9,12 +9,15 @@ of stopping the dump; listings are cut at fixed lengths.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from hw.memory import BusError, Memory
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
+from hw.smmuv3.caches import GLOBAL
+from hw.smmuv3.findings import tlb_entry
 from hw.smmuv3.walk import PERM_U, PERM_W, CdInfo, SmmuFault, StreamInfo, start_level
+from hw.translation import TlbEntry
 
 if TYPE_CHECKING:
     from hw.smmuv3.unit import Smmuv3Unit
@@ -166,3 +169,50 @@ def _perms(pte: int) -> str:
         + (" af" if pte & ent.LpaeLeaf.AF.mask else " !af")
         + (" ng" if pte & ent.LpaeLeaf.NG.mask else " g")
     )
+
+
+# -- caches ------------------------------------------------------------------------------------
+CACHES = ("ste", "cd", "tlb")
+"""The caches :func:`dump_caches` lists, by the name ``--caches`` takes."""
+
+
+def dump_caches(unit: Smmuv3Unit, which: str | None = None) -> str:
+    """Every entry of the unit's caches (or of cache ``which``, one of :data:`CACHES`)
+    with its tags: STEs by StreamID, CDs by (StreamID, SubstreamID), TLB entries by
+    (VMID, ASID; ``global`` for nG=0 leaves). ``suspect`` marks an entry whose source
+    structures were written since it was filled."""
+    c = unit.caches
+    out = [f"{unit.name}: caches"]
+    if which in (None, "ste"):
+        out.append(f"  STE cache: {len(c.ste)} entries")
+        for sid, e in sorted(c.ste.items()):
+            s = e.info
+            out.append(
+                f"    sid={sid:#x} config={_CONFIG.get(s.config, hex(s.config))} "
+                f"s1ctxptr={s.ctxptr:#x} s1cdmax={s.s1cdmax} vmid={s.vmid}"
+                f"{' suspect' if e.suspect else ''}"
+            )
+    if which in (None, "cd"):
+        out.append(f"  CD cache: {len(c.cd)} entries")
+        for (sid, ssid), cd in sorted(c.cd.items()):
+            i = cd.info
+            out.append(
+                f"    sid={sid:#x} ssid={ssid} asid={i.asid} ttb0={i.ttb0:#x} "
+                f"t0sz={64 - i.va0} epd0={int(i.epd0)}{' suspect' if cd.suspect else ''}"
+            )
+    if which in (None, "tlb"):
+        entries = c.tlb.entries()
+        out.append(f"  TLB: {len(entries)} entries")
+        for t in sorted(entries, key=lambda t: (*_tlb_tag(t), t.vpn << t.shift)):
+            vmid, asid = _tlb_tag(t)
+            shown = "global" if asid == GLOBAL else str(asid)
+            leaf = tlb_entry(t)
+            out.append(
+                f"    vmid={vmid} asid={shown} {leaf.text()}{' suspect' if t.suspect else ''}"
+            )
+    return "\n".join(out)
+
+
+def _tlb_tag(e: TlbEntry) -> tuple[int, int]:
+    vmid, asid = cast(tuple[int, int], e.tag)
+    return vmid, asid

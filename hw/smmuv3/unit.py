@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
-from hw.bus import DmaFault, DmaResult
+from hw.bus import DmaFault, DmaResult, Finding
 from hw.iommu_unit import IommuUnitModel
 from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
@@ -54,6 +54,7 @@ from hw.smmuv3 import registers as sr
 from hw.smmuv3.caches import GLOBAL, S2_ONLY, Caches, SteEntry
 from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
 from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
+from hw.smmuv3.findings import fault_finding, stale_finding
 from hw.smmuv3.priq import PriQueue
 from hw.smmuv3.queues import CommandQueue, EventQueue
 from hw.smmuv3.walk import (
@@ -201,7 +202,9 @@ class Smmuv3Unit(IommuUnitModel):
         """Called once by the Machine: RAM, clock and interrupt delivery become reachable."""
         self.machine = machine
         self.base = base
-        self._pipeline = Pipeline(machine.memory, self.stats, self.cfg.strict_stale)
+        self._pipeline = Pipeline(
+            machine.memory, self.stats, self.cfg.strict_stale, lambda: machine.clock.now
+        )
         self._walker = Walker(machine.memory, self.cfg)
         self._walker.set_bits = self._pipeline.deps.own_write
         self._caches = Caches(self._pipeline)
@@ -640,10 +643,10 @@ class Smmuv3Unit(IommuUnitModel):
         name = "/".join(m for m in dict.fromkeys(missing) if m != _LOST_DIRTY)
         if lost_dirty:
             name += " (a write made no dirty update)"
-        self._p.stale(
-            f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
-            f"{cached} used, tables say {current}; missing {name}",
-            lambda: self.emit(
+
+        def report() -> Finding:
+            found = stale_finding(self, sid, pasid, addr, cached, current, missing)
+            self.emit(
                 "hw_smmuv3:stale_translation",
                 sid=sid,
                 ssid=pasid,
@@ -651,7 +654,14 @@ class Smmuv3Unit(IommuUnitModel):
                 cached=cached,
                 current=current,
                 missing=name,
-            ),
+            )
+            self.report(found)
+            return found
+
+        self._p.stale(
+            f"{self.name}: sid {sid:#x} ssid {pasid} addr {addr:#x}: cached result "
+            f"{cached} used, tables say {current}; missing {name}",
+            report,
         )
 
     # -- fault events (IHI 0070 chapter 7) ------------------------------------------------------
@@ -685,6 +695,7 @@ class Smmuv3Unit(IommuUnitModel):
             self.evtq.post(self._record(sid, pasid, priv, addr, write, f))
         else:
             self.stats.faults_suppressed += 1
+        self.report(fault_finding(self, sid, pasid, priv, addr, write, f, cd, record))
         self.emit("hw_smmuv3:fault", sid=sid, ssid=pasid, addr=addr, evt=int(evt), write=write)
         return DmaFault(addr, int(evt), write, detail)
 

@@ -25,6 +25,7 @@ model's own write does not make its cached entries suspect.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from attrs import field, frozen
@@ -34,6 +35,7 @@ from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
 from hw.smmuv3.config import OAS_BITS, Smmuv3Config
 from hw.smmuv3.entries import Evt
+from hw.translation import ram_limits
 
 PERM_W = 1
 PERM_U = 2
@@ -54,6 +56,7 @@ _AP1 = ent.LpaeLeaf.AP1.mask
 _AP2 = ent.LpaeLeaf.AP2.mask
 _AF = ent.LpaeLeaf.AF.mask
 _NG = ent.LpaeLeaf.NG.mask
+_U64 = struct.Struct("<Q").unpack_from
 _APT_NO_EL0 = 1 << 61
 _APT_RO = 1 << 62
 _DBM = ent.LpaeLeaf.DBM.mask
@@ -204,6 +207,9 @@ class Walker:
         self.mem = memory
         self.cfg = cfg
         self.oas_bits = cfg.oas_bits
+        self.ram8 = ram_limits(memory)[0] - 8
+        """A descriptor at or below this address is RAM: :meth:`walk` reads it in line
+        (one ``unpack_from``, no call); above it :meth:`Memory.read_u64` decides."""
         self.set_bits: Callable[[int, int], None] = self._set_bits
 
     def _set_bits(self, addr: int, bits: int) -> None:
@@ -597,6 +603,7 @@ class Walker:
         slots: list[int] = []
         ips = cd.ips
         read = self.mem.read_u64
+        data, ram8 = self.mem.data, self.ram8
         shift = 39 - 9 * level
         mask = (1 << min(9, va_bits - shift)) - 1
         pte_addr = table
@@ -606,7 +613,8 @@ class Walker:
                 if s2 is not None:
                     pte_addr = self._s2_fetch(s2, pte_addr, slots, ent.EVT_CLASS_TT)
                 slots.append(pte_addr >> 3)
-                pte = read(pte_addr)
+                # Memory.read_u64 in line for RAM without holes (one call less per level).
+                pte = _U64(data, pte_addr)[0] if pte_addr <= ram8 else read(pte_addr)
                 if not pte & 1:
                     raise SmmuFault(Evt.F_TRANSLATION)
                 if pte & 2:

@@ -18,11 +18,14 @@ IOTLB by (gfn, PASID, SID, level) instead); an entry's source is the
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from hw.pagewatch import SlotCached, SlotTracker
 from hw.translation import BLOCK, BLOCK_SHIFT, Block, Pipeline, TagCache, TagTable, TlbEntry
 from hw.vtd.walk import CtxInfo, PasidInfo, Stage
+
+if TYPE_CHECKING:
+    from hw.vtd.translate import Sel
 
 __all__ = [
     "BLOCK",
@@ -39,20 +42,27 @@ SL_TAG = -1
 
 
 class CtxEntry(SlotCached):
-    __slots__ = ("info",)
+    """A cached context entry; ``sel`` is the selection a legacy-mode entry gives
+    (decoded on first use, :func:`hw.vtd.translate.cached_sel`)."""
+
+    __slots__ = ("info", "sel")
 
     def __init__(self, info: CtxInfo) -> None:
         super().__init__(info.slots)
         self.info = info
+        self.sel: Sel | None = None
 
 
 class PasidEntry(SlotCached):
-    __slots__ = ("info", "rid")
+    """A cached PASID entry; ``sel`` is the selection it gives (decoded on first use)."""
+
+    __slots__ = ("info", "rid", "sel")
 
     def __init__(self, rid: int, info: PasidInfo) -> None:
         super().__init__(info.slots)
         self.rid = rid
         self.info = info
+        self.sel: Sel | None = None
 
 
 class Caches:
@@ -133,15 +143,18 @@ class Caches:
     ) -> int:
         """Drop IOTLB entries of ``did`` (None: all) with ``tag`` (None: any), and when
         ``addr`` is given only those overlapping ``[addr, addr + 2**(12+am))``."""
+        if did is None and tag is None and addr is None:
+            return self.iotlb.flush(None)
+        first, last = 0, -1
+        if addr is not None:
+            span = 12 + am
+            first = addr & ~((1 << span) - 1)
+            last = first + (1 << span) - 1
+        if did is not None and tag is not None:
+            return self.iotlb.flush_key((did, tag), first, last)
 
         def match(key: Hashable) -> bool:
             k_did, k_tag = cast(tuple[int, int], key)
             return (did is None or k_did == did) and (tag is None or k_tag == tag)
 
-        if did is None and tag is None and addr is None:
-            return self.iotlb.flush(None)
-        if addr is None:
-            return self.iotlb.flush(match)
-        span = 12 + am
-        base = addr & ~((1 << span) - 1)
-        return self.iotlb.flush(match, base, base + (1 << span) - 1)
+        return self.iotlb.flush(match, first, last)

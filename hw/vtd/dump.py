@@ -8,11 +8,16 @@ and reserved bits are shown inline instead of stopping the dump.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from hw.bus import bdf
 from hw.memory import BusError, Memory
+from hw.pagewatch import SlotCached
+from hw.translation import TlbEntry
 from hw.vtd import entries as ent
+from hw.vtd.caches import SL_TAG
 from hw.vtd.faults import TranslationFault
+from hw.vtd.findings import ATS_PERMS, entry_of
 from hw.vtd.walk import KIND_FL, KIND_PT, Stage
 
 if TYPE_CHECKING:
@@ -153,3 +158,69 @@ def _perms(pte: int, fl: bool) -> str:
             + ("-" if pte >> 63 else "x")
         )
     return ("r" if pte & 1 else "-") + ("w" if pte & 2 else "-") + ("x" if pte & 4 else "-")
+
+
+# -- caches ------------------------------------------------------------------------------------
+CACHES = ("context", "pasid", "iotlb", "devtlb", "iec")
+"""The caches :func:`dump_caches` lists, by the name ``--caches`` takes."""
+
+
+def _flag(e: SlotCached) -> str:
+    return " suspect" if e.suspect else ""
+
+
+def dump_caches(unit: VtdUnit, which: str | None = None) -> str:
+    """Every entry of the unit's caches (or of cache ``which``, one of :data:`CACHES`)
+    with its tags: context entries by source-id, PASID entries by (source-id, PASID),
+    IOTLB entries by (DID, PASID or ``-`` for second-stage tags), the device TLB
+    entries the unit's ATS agent handed out, by PASID, and the interrupt entry cache's
+    IRTEs by interrupt index. ``suspect`` marks an entry whose source tables were
+    written since it was filled."""
+    c = unit.caches
+    out = [f"{unit.name}: caches"]
+    if which in (None, "context"):
+        out.append(f"  context cache: {len(c.ctx)} entries")
+        for rid, e in sorted(c.ctx.items()):
+            i = e.info
+            if i.scalable:
+                what = (
+                    f"scalable dir={i.dirptr:#x} pdts={i.pdts} paside={int(i.paside)} "
+                    f"dte={int(i.dte)}"
+                )
+            else:
+                assert i.stage is not None
+                what = f"legacy did={i.did} {_stage(i.stage)}"
+            out.append(f"    sid={bdf(rid)} {what} fpd={int(i.fpd)}{_flag(e)}")
+    if which in (None, "pasid"):
+        out.append(f"  PASID cache: {len(c.pasid)} entries")
+        for (rid, pasid), pe in sorted(c.pasid.items()):
+            p = pe.info
+            out.append(
+                f"    sid={bdf(rid)} pasid={pasid} did={p.did} pgtt={p.pgtt} "
+                f"{_stage(p.stage)}{_flag(pe)}"
+            )
+    if which in (None, "iotlb"):
+        entries = c.iotlb.entries()
+        out.append(f"  IOTLB: {len(entries)} entries")
+        for t in sorted(entries, key=lambda t: (*_tag(t), t.vpn << t.shift)):
+            did, tag = _tag(t)
+            shown = "-" if tag == SL_TAG else str(tag)
+            out.append(f"    did={did} pasid={shown} {entry_of(t).text()}{_flag(t)}")
+    if which in (None, "devtlb"):
+        held = [(rid, e) for rid, atc in sorted(unit.devtlb.atcs.items()) for e in atc.entries()]
+        out.append(f"  device TLB: {len(held)} entries")
+        for rid, a in sorted(held, key=lambda i: (i[0], str(i[1].tag), i[1].vpn << i[1].shift)):
+            shown = "-" if a.tag is None else str(a.tag)
+            leaf = entry_of(a, ATS_PERMS).text()
+            out.append(f"    sid={bdf(rid)} pasid={shown} {leaf}{_flag(a)}")
+    if which in (None, "iec"):
+        iec = unit.irq.iec
+        out.append(f"  interrupt entry cache: {len(iec)} entries")
+        for index, ie in sorted(iec.items()):
+            out.append(f"    index={index:#x} {ie.irte.text()}{_flag(ie)}")
+    return "\n".join(out)
+
+
+def _tag(e: TlbEntry) -> tuple[int, int]:
+    did, tag = cast(tuple[int, int], e.tag)
+    return did, tag

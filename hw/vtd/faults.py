@@ -231,12 +231,18 @@ class FaultReporting:
         stats.faults += 1
         if fpd and reason not in NON_QUALIFIED:
             stats.faults_suppressed += 1
+            recorded = "suppressed (FPD)"
         elif unit.faults.record(
             rid, addr if fi is None else fi, int(reason), write, pasid, priv, exe
         ):
             stats.faults_recorded += 1
+            recorded = "recorded"
         else:
             stats.faults_overflow += 1
+            recorded = "lost (primary fault overflow)"
+        from hw.vtd.findings import fault_finding  # findings imports FR from here
+
+        unit.report(fault_finding(unit, rid, pasid, priv, exe, addr, write, reason, recorded, fi))
         unit.emit("hw_vtd:fault", rid=rid, pasid=pasid, addr=addr, reason=int(reason), write=write)
         return DmaFault(addr, int(reason), write, reason.name)
 

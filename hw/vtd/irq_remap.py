@@ -44,13 +44,14 @@ from typing import TYPE_CHECKING
 
 from attrs import frozen
 
-from hw.bus import DmaFault
+from hw.bus import DmaFault, Finding
 from hw.memory import BusError
 from hw.pagewatch import GRANULE_SHIFT, SlotCached
 from hw.regs import Access, Field, Register
 from hw.translation import INTR_LO
 from hw.vtd import registers as vr
 from hw.vtd.faults import FR
+from hw.vtd.findings import iec_stale_finding
 
 if TYPE_CHECKING:
     from hw.vtd.unit import VtdUnit
@@ -143,6 +144,16 @@ class Irte:
         if IRTE_HI.SVT.get(hi) == SVT_RSVD:
             return "SVT 3"
         return ""
+
+    def text(self) -> str:
+        """The entry decoded, for a report (remapped or posted format)."""
+        lo, hi = self.lo, self.hi
+        fmt = "posted" if self.posted else f"dest={IRTE_LO.DST.get(lo):#x}"
+        return (
+            f"P={lo & 1} FPD={IRTE_LO.FPD.get(lo)} vector={IRTE_LO.V.get(lo):#x} {fmt} "
+            f"DLM={IRTE_LO.DLM.get(lo)} TM={IRTE_LO.TM.get(lo)} DM={IRTE_LO.DM.get(lo)} "
+            f"SVT={IRTE_HI.SVT.get(hi)} SQ={IRTE_HI.SQ.get(hi)} SID={IRTE_HI.SID.get(hi):#06x}"
+        )
 
     def source_ok(self, rid: int) -> bool:
         """Source validation (spec 9.10 SVT/SQ/SID)."""
@@ -395,9 +406,10 @@ class IrqRemapping:
             f"{unit.name}: interrupt index {e.index:#x}: cached IRTE {cached} used, "
             f"table says {current}"
         )
-        unit.pipeline.stale(
-            what,
-            lambda: unit.emit(
+
+        def report() -> Finding:
+            found = iec_stale_finding(unit, e, fresh)
+            unit.emit(
                 "hw_vtd:stale_translation",
                 rid=-1,
                 pasid=None,
@@ -405,8 +417,13 @@ class IrqRemapping:
                 cached=cached,
                 current=current,
                 cache="iec",
-            ),
-        )
+                write_ns=[w.time_ns for w in found.writes],
+                missing=[i.text() for i in found.missing],
+            )
+            unit.report(found)
+            return found
+
+        unit.pipeline.stale(what, report)
 
     def _fault(self, rid: int, index: int, addr: int, f: _IrFault) -> DmaFault:
         self.blocked += 1

@@ -9,9 +9,11 @@ descriptor and nothing more is fetched until software clears IQE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hw.memory import BusError
+from hw.regs import RegSlot
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
 
@@ -30,6 +32,16 @@ IQEI_TYPE = 3
 IQEI_RSVD = 4
 IQEI_WIDTH = 5
 IQEI_TAIL_ALIGN = 6
+
+# The in-line decodings below must match the layouts in hw.vtd.entries.
+assert ent.QiPiotlbQw0.G.mask == 3 << 4 and ent.QiPiotlbQw0.DID.mask == 0xFFFF << 16
+assert ent.QiPiotlbQw0.PASID.mask == 0xF_FFFF << 32 and ent.QiAddrQw1.AM.mask == 0x3F
+assert ent.QiWaitQw0.SW.mask == 0x20 and ent.QiWaitQw0.IF.mask == 0x10
+assert ent.QiWaitQw0.STDATA.mask == 0xFFFF_FFFF << 32
+
+_FSTS_IQE = vr.FSTS.IQE.mask
+_IQT_QT = vr.IQT.QT.mask
+_IQH_QH = vr.IQH.QH.mask
 
 
 class _Stall(Exception):
@@ -69,6 +81,14 @@ class InvalidationQueue:
         """Device-TLB invalidations sent whose completion has not come back."""
         self._stalled = False
         self._event_name = f"{unit.name}:qi"
+        # The queue is built when the unit is attached: its machine, clock, RAM and
+        # caches are bound once here (the unit's properties check on every access).
+        self._m = unit.m
+        self._clock = self._m.clock
+        self._mem = self._m.memory
+        self._caches = unit.caches
+        self._slots: tuple[RegSlot, RegSlot, RegSlot] | None = None
+        self._table: dict[int, tuple[int, int, _Handler]] = {}
 
     # -- enable/disable (GCMD.QIE) -----------------------------------------------------
     def enable(self, on: bool) -> None:
@@ -94,27 +114,30 @@ class InvalidationQueue:
     def kick(self) -> None:
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self.unit.m.clock.schedule(QI_DELAY_NS, self.process, self._event_name)
+            self._clock.schedule(QI_DELAY_NS, self.process, self._event_name)
 
     def process(self) -> None:
-        """Execute descriptors from IQH to IQT (stops at the first error)."""
+        """Execute descriptors from IQH to IQT (stops at the first error). Runs on
+        every invalidation: IQT, IQH and FSTS are read and IQH written through their
+        register slots (:meth:`hw.regs.RegisterFile.slot`), not by name."""
         self._scheduled = False
         u = self.unit
-        regs = u.regs
-        if not self.enabled or regs.field("FSTS", vr.FSTS.IQE):
+        fsts, iqt, iqh = self._slots or self._bind()
+        if not self.enabled or fsts.value & _FSTS_IQE:
             return
         stride = 16 << self.dw
-        tail = regs["IQT"] & vr.IQT.QT.mask
+        tail = iqt.value & _IQT_QT
         if self.dw and tail & 0x10:
             u.set_iqe(IQEI_TAIL_ALIGN)
             return
         if tail >= self.size:
             u.set_iqe(IQEI_TAIL)
             return
-        head = regs["IQH"] & vr.IQH.QH.mask
+        head = iqh.value & _IQH_QH
+        execute = self._execute
         while head != tail:
             try:
-                self._execute(self.base + head)
+                execute(self.base + head)
             except _Stall:
                 self._stalled = True
                 break
@@ -122,31 +145,50 @@ class InvalidationQueue:
                 u.set_iqe(err.code)
                 break
             head = (head + stride) % self.size
-            regs["IQH"] = head
+            iqh.value = head
+
+    def _bind(self) -> tuple[RegSlot, RegSlot, RegSlot]:
+        """Look up the register slots :meth:`process` uses and build the descriptor
+        table: type -> (reserved bits of qw0, of qw1, handler)."""
+        regs = self.unit.regs
+        self._slots = (regs.slot("FSTS"), regs.slot("IQT"), regs.slot("IQH"))
+        self._table = {
+            dtype: (lo.RSVDZ_MASK, hi.RSVDZ_MASK, _HANDLERS[dtype])
+            for dtype, (lo, hi) in ent.QI_LAYOUTS.items()
+        }
+        return self._slots
 
     # -- descriptors ---------------------------------------------------------------------
     def _execute(self, addr: int) -> None:
         u = self.unit
-        m = u.m
+        m = self._m
         try:
-            q = m.memory.read_u64s(addr, 2 << self.dw)
+            q = self._mem.read_u64s(addr, 2 << self.dw)
         except BusError:
             raise _DescError(IQEI_FETCH) from None
         qw0, qw1 = q[0], q[1]
         dtype = (qw0 & 0xF) | (((qw0 >> 9) & 0x7) << 4)
-        layout = ent.QI_LAYOUTS.get(dtype)
-        if layout is None:
+        kind = self._table.get(dtype)
+        if kind is None:
             raise _DescError(IQEI_TYPE)
-        lo, hi = layout
-        private = dtype == ent.QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0)
-        if qw0 & lo.RSVDZ_MASK or qw1 & hi.RSVDZ_MASK or (any(q[2:]) and not private):
+        rsvd0, rsvd1, handler = kind
+        if (
+            qw0 & rsvd0
+            or qw1 & rsvd1
+            or (
+                self.dw
+                and (q[2] or q[3])
+                # a page group response with private data carries it in qw2/qw3
+                and not (dtype == ent.QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
+            )
+        ):
             raise _DescError(IQEI_RSVD)
         if dtype == ent.QI_WAIT and (self.inflight or self._drain_pending(qw0)):
             raise _Stall
         u.stats.qi_descriptors += 1
         if m.hw_trace is not None:
             u.emit("hw_vtd:qi_descriptor", type=dtype, qw=q)
-        _HANDLERS[dtype](self, qw0, qw1)
+        handler(self, qw0, qw1)
 
     def _cc(self, qw0: int, qw1: int) -> None:
         g = ent.QiCcQw0.G.get(qw0)
@@ -156,7 +198,7 @@ class InvalidationQueue:
         self.unit.context_invalidate(g, f.DID.get(qw0), f.SID.get(qw0), f.FM.get(qw0))
 
     def _addr(self, qw1: int) -> tuple[int, int]:
-        am = ent.QiAddrQw1.AM.get(qw1)
+        am = qw1 & 0x3F  # QiAddrQw1.AM
         if am > self.unit.cfg.mamv:
             raise _DescError(IQEI_RSVD)
         return qw1 & ~0xFFF, am
@@ -172,19 +214,20 @@ class InvalidationQueue:
 
     def _piotlb(self, qw0: int, qw1: int) -> None:
         """P_IOTLB: G=2 all mappings of the PASID in the domain, G=3 page-selective.
-        G=0/1 are treated as reserved (facts part E)."""
-        f = ent.QiPiotlbQw0
-        g = f.G.get(qw0)
+        G=0/1 are treated as reserved (facts part E). (Runs on every strict unmap:
+        the fields are decoded in line, ``Field.get`` written out.)"""
+        g = (qw0 >> 4) & 3  # QiPiotlbQw0.G
         if g < 2:
             raise _DescError(IQEI_RSVD)
-        did, pasid = f.DID.get(qw0), f.PASID.get(qw0)
+        did = (qw0 >> 16) & 0xFFFF  # QiPiotlbQw0.DID
+        pasid = (qw0 >> 32) & 0xF_FFFF  # QiPiotlbQw0.PASID
         u = self.unit
         u.stats.invalidations += 1
         if g == 2:
-            u.caches.flush_tlb(did=did, tag=pasid)
+            self._caches.flush_tlb(did=did, tag=pasid)
         else:
             addr, am = self._addr(qw1)
-            u.caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am)
+            self._caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am)
 
     def _pc(self, qw0: int, qw1: int) -> None:
         """PASID cache: G=0 all PASIDs of DID, G=1 one PASID of DID, G=3 global."""
@@ -263,20 +306,22 @@ class InvalidationQueue:
         u.irq.invalidate(f.IIDX.get(qw0), im)
 
     def _wait(self, qw0: int, qw1: int) -> None:
-        """Invalidation wait: status write (SW) and/or completion interrupt (IF)."""
+        """Invalidation wait: status write (SW) and/or completion interrupt (IF).
+        (Ends every synchronous submission: the fields are decoded in line.)"""
         u = self.unit
-        f = ent.QiWaitQw0
-        if f.SW.get(qw0):
+        if qw0 & 0x20:  # QiWaitQw0.SW
             try:
-                u.m.memory.write_u32(qw1 & ~0x3, f.STDATA.get(qw0))
+                self._mem.write_u32(qw1 & ~0x3, qw0 >> 32)  # STDATA
             except BusError:
                 raise _DescError(IQEI_NONE) from None
-        if f.IF.get(qw0) and not u.regs.field("ICS", vr.ICS.IWC):
+        if qw0 & 0x10 and not u.regs.field("ICS", vr.ICS.IWC):  # QiWaitQw0.IF
             u.regs.field("ICS", vr.ICS.IWC, 1)
             u.iwc_event()
 
 
-_HANDLERS = {
+_Handler = Callable[[InvalidationQueue, int, int], None]
+
+_HANDLERS: dict[int, _Handler] = {
     ent.QI_CC: InvalidationQueue._cc,
     ent.QI_IOTLB: InvalidationQueue._iotlb,
     ent.QI_DEVTLB: InvalidationQueue._devtlb,

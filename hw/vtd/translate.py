@@ -20,10 +20,20 @@ from typing import TYPE_CHECKING
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult
-from hw.translation import INTR_HI, INTR_LO, NEVER, TlbEntry, translate_run
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding
+from hw.translation import (
+    BLOCK,
+    BLOCK_SHIFT,
+    INTR_HI,
+    INTR_LO,
+    NEVER,
+    TlbEntry,
+    translate_run,
+)
+from hw.vtd import entries as ent
 from hw.vtd.caches import SL_TAG, CtxEntry
 from hw.vtd.faults import FR, TranslationFault
+from hw.vtd.findings import stale_finding
 from hw.vtd.walk import (
     KIND_FL,
     KIND_PT,
@@ -44,10 +54,15 @@ if TYPE_CHECKING:
 
 PasidLookup = Callable[[CtxInfo, int], PasidInfo]
 
+_FL_A, _FL_D = ent.FlPte.A.mask, ent.FlPte.D.mask
+_SL_A, _SL_D = ent.SlPte.A.mask, ent.SlPte.D.mask
+
 
 @define(slots=True)
 class Sel:
-    """What a request resolved to before the page walk."""
+    """What a request resolved to before the page walk. Derived from one cached
+    context entry (legacy) or PASID entry (scalable) alone, so the cache keeps it on
+    that entry (:func:`cached_sel`) and a request whose entries are clean builds none."""
 
     scalable: bool
     stage: Stage
@@ -57,6 +72,38 @@ class Sel:
     pasid: int | None
     """PASID used for the lookup (RID_PASID for requests without PASID in scalable mode)."""
     wpe: bool
+    key: tuple[int, int] = (0, 0)
+    """The IOTLB tag ``(did, tag)``."""
+    a_bit: int = 0
+    """The leaf's accessed bit when the stage keeps A/D (0: it keeps none)."""
+    d_bit: int = 0
+    """The leaf's dirty bit when the stage keeps A/D (0: it keeps none)."""
+    entry_dirty: bool = True
+    """Whether a filled IOTLB entry needs no D update (a stage without A/D)."""
+    needs: tuple[int, ...] = ()
+    """:func:`need_bits` for each request kind, indexed ``write | priv << 1 | exe << 2``."""
+
+    def __attrs_post_init__(self) -> None:
+        st = self.stage
+        self.key = (self.did, self.tag)
+        self.needs = tuple(need_bits(self, bool(i & 1), bool(i & 2), bool(i & 4)) for i in range(8))
+        if st.kind == KIND_FL:
+            self.a_bit, self.d_bit = _FL_A, _FL_D
+        elif st.kind == KIND_SL and st.ssade:
+            self.a_bit, self.d_bit = _SL_A, _SL_D
+        self.entry_dirty = not self.a_bit
+
+
+def ctx_sel(ctx: CtxInfo) -> Sel:
+    """The selection of a legacy-mode context entry (facts A10.5 step 2)."""
+    assert ctx.stage is not None
+    return Sel(False, ctx.stage, ctx.did, SL_TAG, ctx.fpd, None, False)
+
+
+def pasid_sel(pe: PasidInfo, eff: int) -> Sel:
+    """The selection of scalable-mode PASID entry ``pe`` for PASID ``eff``."""
+    tag = eff if pe.stage.kind == KIND_FL else SL_TAG
+    return Sel(True, pe.stage, pe.did, tag, pe.fpd, eff, pe.wpe)
 
 
 def need_bits(sel: Sel, write: bool, priv: bool, exe: bool) -> int:
@@ -163,8 +210,7 @@ class Translation:
         if not ctx.scalable:
             if pasid is not None:
                 raise TranslationFault(FR.SM_TTM_LEGACY_PASID)
-            assert ctx.stage is not None
-            return Sel(False, ctx.stage, ctx.did, SL_TAG, ctx.fpd, None, False)
+            return ctx_sel(ctx)
         if pasid is None:
             eff = ctx.rid_pasid
         elif not ctx.paside:
@@ -176,8 +222,7 @@ class Translation:
             raise TranslationFault(FR.SM_PASID_SRE, pe.fpd)
         if exe and not pe.ere:
             raise TranslationFault(FR.SM_PASID_ERE, pe.fpd)
-        tag = eff if pe.stage.kind == KIND_FL else SL_TAG
-        return Sel(True, pe.stage, pe.did, tag, pe.fpd, eff, pe.wpe)
+        return pasid_sel(pe, eff)
 
     def walk(self, sel: Sel, addr: int, write: bool, update: bool) -> Leaf:
         st = sel.stage
@@ -203,16 +248,21 @@ class Translation:
             priv = exe = False
         if size <= 0:
             return DmaResult(())
-        stale_box = [False]
-        try:
-            ctx = self.ctx_cached(rid, stale_box).info
-            lookup = self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
-            sel = self.select(pasid, priv, exe, ctx, lookup)
-        except TranslationFault as f:
-            if stale_box[0]:
-                self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
-            return DmaResult((), unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd))
-        upper_stale = stale_box[0]
+        upper_stale = False
+        sel = self.cached_sel(rid, pasid, priv, exe)
+        if sel is None:
+            stale_box = [False]
+            try:
+                ctx = self.ctx_cached(rid, stale_box).info
+                lookup = self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
+                sel = self.select(pasid, priv, exe, ctx, lookup)
+            except TranslationFault as f:
+                if stale_box[0]:
+                    self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
+                return DmaResult(
+                    (), unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd)
+                )
+            upper_stale = stale_box[0]
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
@@ -220,7 +270,7 @@ class Translation:
         try:
             runs, fault, hits = translate_run(
                 self.iotlb,
-                (sel.did, sel.tag),
+                sel.key,
                 NEVER if upper_stale else stage,
                 slow.need,
                 not write,
@@ -230,9 +280,52 @@ class Translation:
                 slow,
             )
         finally:
-            slow.finish()
-        self.stats.iotlb_hits += hits
+            if slow.ad:
+                slow.finish()
+        self.stats.iotlb_hits += hits - slow.ahead
         return DmaResult(tuple(runs), fault)
+
+    def cached_sel(self, rid: int, pasid: int | None, priv: bool, exe: bool) -> Sel | None:
+        """The selection of a request whose context entry (and PASID entry) are cached
+        and clean, counting the cache hits; None sends the request the general way
+        (:meth:`ctx_cached`, :meth:`select`), which also raises the faults. Exactly
+        what that way gives for clean entries: the selection is derived from the one
+        cached entry it is kept on."""
+        caches = self.caches
+        ce = caches.ctx.get(rid)
+        # A clean entry was read (or re-checked) under the current RTADDR: latching a
+        # new one (SRTP) marks every entry suspect, and :meth:`ctx_cached` refuses a
+        # reserved TTM before it re-checks one.
+        if ce is None or ce.suspect:
+            return None
+        ctx = ce.info
+        stats = self.stats
+        if not ctx.scalable:
+            if pasid is not None:
+                return None
+            sel = ce.sel
+            if sel is None:
+                sel = ce.sel = ctx_sel(ctx)
+            stats.ctx_hits += 1
+            return sel
+        if pasid is None:
+            eff = ctx.rid_pasid
+        elif not ctx.paside:
+            return None
+        else:
+            eff = pasid
+        pe = caches.pasid.get((rid, eff))
+        if pe is None or pe.suspect:
+            return None
+        info = pe.info
+        if (priv and not info.sre) or (exe and not info.ere):
+            return None
+        sel = pe.sel
+        if sel is None:
+            sel = pe.sel = pasid_sel(info, eff)
+        stats.ctx_hits += 1
+        stats.pasid_hits += 1
+        return sel
 
     def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None = None) -> TlbEntry:
         """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
@@ -248,7 +341,7 @@ class Translation:
             leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
         shift = leaf.shift
         e = TlbEntry(
-            (sel.did, sel.tag),
+            sel.key,
             a >> shift,
             shift,
             leaf.phys,
@@ -256,10 +349,63 @@ class Translation:
             st,
             leaf.pte_addr,
             leaf.slots,
-            st.kind == KIND_SL and not st.ssade,
+            sel.entry_dirty,
         )
         self.iotlb.put(e)
         return e
+
+    def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
+        """Fill the IOTLB for the pages ``[a, lim)`` of the request, all in the
+        last-level table the walk of the page before ``a`` reached (``memo``), with
+        one read of that table (:meth:`Walker.leaf_run`) instead of one walk each.
+        Exactly what the per-page fills would give: each page is a miss with the
+        same leaf, rights, A/D update and granules; it stops before the first page
+        those would not fill-and-use (not a present 4 KiB leaf, a right missing,
+        outside RAM or in the interrupt range, an entry already cached), which the
+        per-page path then takes. Not used with hardware tracing on (one miss event
+        per page) or when an upper-level entry must be re-checked."""
+        unit = self.unit
+        if unit.machine is not None and unit.machine.hw_trace is not None:
+            return
+        sel = slow.sel
+        t = self.iotlb.tables[sel.key]
+        d4 = t[0]  # the walk before missed in all sizes: no 2 MiB/1 GiB entry covers a
+        run = self.walker.leaf_run(sel.stage, memo, a, (lim - a) >> 12, sel.scalable)
+        need, write, ram = slow.need, slow.write, self.iotlb.ram
+        key, st, upper = sel.key, sel.stage, memo.slots
+        dirty = sel.entry_dirty or write
+        bits = sel.a_bit | sel.d_bit if write else sel.a_bit
+        ad = slow.ad
+        if ad is None:
+            ad = slow.ad = {}
+        vpn = a >> 12
+        pte_addr = memo.table + (vpn & 0x1FF) * 8
+        added: list[TlbEntry] = []
+        first_pte = pte_addr
+        for phys, perms in run:
+            if (
+                perms & need != need
+                or phys + 4096 > ram
+                or (phys < INTR_HI and phys + 4096 > INTR_LO)
+                or vpn in d4
+            ):
+                break
+            e = TlbEntry(key, vpn, 12, phys, perms, st, pte_addr, (*upper, pte_addr >> 3), dirty)
+            d4[vpn] = e
+            added.append(e)
+            if bits:
+                ad[pte_addr] = bits
+            vpn += 1
+            pte_addr += 8
+        if added:
+            t[BLOCK].pop(a >> BLOCK_SHIFT, None)
+            n = len(added)
+            self.pipeline.deps.add_run(added, upper, range(first_pte >> 3, (first_pte >> 3) + n))
+            self.stats.iotlb_misses += n
+            slow.ahead += n
+            if not (vpn & 0x1FF):  # filled to the end of the block: summarise it now,
+                # so the hit path serves these pages from the summary, not one by one
+                self.iotlb.summarise(t, a >> BLOCK_SHIFT, st)
 
     def recheck(self, sel: Sel, e: TlbEntry, a: int, write: bool, check: bool) -> bool:
         """A hit on an entry that needs re-checking (suspect, or filled from another
@@ -359,15 +505,17 @@ class Translation:
         current: tuple[int, ...],
         cache: str,
     ) -> None:
-        """Report the use of a cached translation the tables no longer give."""
+        """Report the use of a cached translation the tables no longer give: the
+        trace event, and the finding with its cause (:mod:`hw.vtd.findings`)."""
         unit = self.unit
         what = (
             f"{unit.name}: rid {rid:#06x} pasid {pasid} addr {addr:#x}: cached "
             f"{cache} translation {cached} used, tables say {current}"
         )
-        unit.pipeline.stale(
-            what,
-            lambda: unit.emit(
+
+        def report() -> Finding:
+            found = stale_finding(unit, rid, pasid, addr, cached, current, cache)
+            unit.emit(
                 "hw_vtd:stale_translation",
                 rid=rid,
                 pasid=pasid,
@@ -375,8 +523,13 @@ class Translation:
                 cached=cached,
                 current=current,
                 cache=cache,
-            ),
-        )
+                write_ns=[w.time_ns for w in found.writes],
+                missing=[i.text() for i in found.missing],
+            )
+            unit.report(found)
+            return found
+
+        unit.pipeline.stale(what, report)
 
 
 class PageSlowPath:
@@ -386,6 +539,7 @@ class PageSlowPath:
 
     __slots__ = (
         "ad",
+        "ahead",
         "ats",
         "exe",
         "memo",
@@ -420,9 +574,12 @@ class PageSlowPath:
         self.sel = sel
         self.upper_stale = upper_stale
         self.ats = ats
-        self.need = need_bits(sel, write, priv, exe)
+        self.need = sel.needs[write | priv << 1 | exe << 2]
         self.memo: WalkMemo | None = None
         self.ad: dict[int, int] | None = None
+        self.ahead = 0
+        """Pages :meth:`Translation.fill_ahead` filled: counted as misses there, so
+        the hit path that then serves them does not count them as hits."""
 
     def _fault(self, a: int, reason: FR, fpd: bool) -> DmaFault:
         unit = self.x.unit
@@ -432,10 +589,11 @@ class PageSlowPath:
             )
         return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, self.write, reason, fpd)
 
-    def _accessed(self, stage: Stage, pte_addr: int, dirty: bool) -> None:
+    def _accessed(self, pte_addr: int, dirty: bool) -> None:
         """A filled leaf's A (and D) update, applied when the request ends
         (:meth:`finish`) in one write per table page."""
-        bits = self.x.walker.accessed_bits(stage, dirty)
+        sel = self.sel
+        bits = sel.a_bit | sel.d_bit if dirty else sel.a_bit
         if bits:
             ad = self.ad
             if ad is None:
@@ -480,7 +638,7 @@ class PageSlowPath:
         need = self.need
         if perms & need != need:
             if filled:
-                self._accessed(stage, e.pte_addr, False)
+                self._accessed(e.pte_addr, False)
             reason = perm_reason(sel, perms, need)
             if check:
                 x.check_fresh(
@@ -492,16 +650,30 @@ class PageSlowPath:
         if check:
             x.check_fresh(self.rid, self.pasid, self.priv, self.exe, write, a, (phys & ~0xFFF, 0))
         if filled:
-            if write and not e.dirty:
-                e.dirty = True
-                self._accessed(stage, e.pte_addr, True)
-            else:
-                self._accessed(stage, e.pte_addr, False)
+            if sel.a_bit:
+                if write and not e.dirty:
+                    e.dirty = True
+                    self._accessed(e.pte_addr, True)
+                else:
+                    self._accessed(e.pte_addr, False)
         elif write and not e.dirty:
             e.dirty = True
             x.walker.set_dirty(stage, e.pte_addr)
-        chunk = min(end, ((a >> shift) + 1) << shift) - a
+        chunk = ((a >> shift) + 1 << shift) - a
+        if a + chunk > end:
+            chunk = end - a
         if phys < INTR_HI and phys + chunk > INTR_LO:
             reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
             return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, write, reason, sel.fpd)
+        if (
+            filled
+            and shift == 12
+            and not check
+            and not self.ats
+            and a + 4096 < end
+            and phys + 4096 <= x.iotlb.ram  # else the request stops at this page
+        ):
+            memo = self.memo
+            if memo is not None and memo.region == a >> 21:
+                x.fill_ahead(self, memo, a + 4096, min(end, ((a >> 21) + 1) << 21))
         return e

@@ -188,7 +188,9 @@ class VtdUnit(IommuUnitModel):
 
         self.machine = machine
         self.base = base
-        self._pipeline = Pipeline(machine.memory, self.stats, self.cfg.strict_stale)
+        self._pipeline = Pipeline(
+            machine.memory, self.stats, self.cfg.strict_stale, lambda: machine.clock.now
+        )
         self._walker = Walker(machine.memory, self.cfg)
         self._caches = Caches(self._pipeline)
         self._walker.set_bits = self._pipeline.deps.own_write

@@ -12,11 +12,13 @@ Walks raise :class:`~hw.vtd.faults.TranslationFault`; they never return a partia
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from attrs import field, frozen
 
 from hw.memory import BusError, Memory
+from hw.translation import ram_limits
 from hw.vtd import entries as ent
 from hw.vtd.config import VtdConfig
 from hw.vtd.faults import FR, TranslationFault
@@ -44,6 +46,7 @@ _ADDR_4K = _ADDR & ~0xFFF
 _SL_PERM_FR = ((FR.READ, FR.WRITE), (FR.SM_READ, FR.SM_WRITE))
 """Non-present second-stage entry: [scalable][write]."""
 _SL_RSVD_FR = (FR.PAGING_ENTRY_RSVD, FR.SS_RSVD)
+_U64 = struct.Struct("<Q").unpack_from
 
 
 @frozen
@@ -149,7 +152,15 @@ class Walker:
     def __init__(self, memory: Memory, cfg: VtdConfig) -> None:
         self.mem = memory
         self.cfg = cfg
+        self.ram8 = ram_limits(memory)[0] - 8
+        """A table entry at or below this address is RAM: the walks read it in line
+        (one ``unpack_from``, no call); above it :meth:`Memory.read_u64` decides."""
         self.addr_rsvd = ent.addr_rsvd(cfg.haw)
+        self.sl_leaf_rsvd = (self.addr_rsvd | (0 if cfg.sc else _SL_SNP), self.addr_rsvd)
+        """Reserved bits of a second-stage leaf, [scalable]: SNP (bit 11) too in legacy
+        mode without snoop control (ECAP.SC)."""
+        self.sl_bits = tuple(min(30 + 9 * (n - 2), cfg.mgaw) for n in range(6))
+        """Second-stage input address width for each level count (MGAW caps it)."""
         self.set_bits: Callable[[int, int], None] = _set_bits(memory)
         self.set_bits_many: Callable[[dict[int, int]], None] = self._set_bits_many
 
@@ -333,11 +344,12 @@ class Walker:
         a level are its bits 2:0 (R, W, X), ANDed over the levels.
         """
         levels = st.levels
-        if addr >> min(30 + 9 * (levels - 2), self.cfg.mgaw):
+        if addr >> self.sl_bits[levels]:
             raise TranslationFault(FR.SM_ADDR_BEYOND if scalable else FR.ADDR_BEYOND_MGAW, fpd)
         read = self.mem.read_u64
+        data, ram8 = self.mem.data, self.ram8
         rsvd = self.addr_rsvd
-        leaf_rsvd = rsvd if scalable or self.cfg.sc else rsvd | _SL_SNP
+        leaf_rsvd = self.sl_leaf_rsvd[scalable]
         sllps = self.cfg.sllps
         ad = update and st.ssade
         table = st.root
@@ -351,7 +363,8 @@ class Walker:
             while True:
                 shift -= 9
                 pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-                pte = read(pte_addr)
+                # Memory.read_u64 in line for RAM without holes (one call less per level).
+                pte = _U64(data, pte_addr)[0] if pte_addr <= ram8 else read(pte_addr)
                 slots.append(pte_addr >> 3)
                 if not pte & _SL_PRESENT:
                     raise TranslationFault(_SL_PERM_FR[scalable][write], fpd)
@@ -403,6 +416,7 @@ class Walker:
         if top not in (0, (1 << (64 - sign)) - 1):
             raise TranslationFault(FR.SM_NON_CANONICAL, fpd)
         read = self.mem.read_u64
+        data, ram8 = self.mem.data, self.ram8
         rsvd = self.addr_rsvd
         fl1gp = self.cfg.fl1gp
         table = st.root
@@ -416,7 +430,8 @@ class Walker:
             while True:
                 shift -= 9
                 pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-                pte = read(pte_addr)
+                # Memory.read_u64 in line for RAM without holes (one call less per level).
+                pte = _U64(data, pte_addr)[0] if pte_addr <= ram8 else read(pte_addr)
                 slots.append(pte_addr >> 3)
                 if not pte & 1:
                     raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
@@ -444,17 +459,35 @@ class Walker:
                 FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
             ) from None
 
+    def leaf_run(
+        self, st: Stage, memo: WalkMemo, addr: int, count: int, scalable: bool
+    ) -> list[tuple[int, int]]:
+        """The 4 KiB leaves of up to ``count`` pages from ``addr`` in the last-level
+        table ``memo`` holds, as ``(frame, rights of all levels)``: what
+        :meth:`walk_fl`/:meth:`walk_sl` give for each of those pages with the same
+        memo, read with one load. Stops before the first entry that is not a present,
+        valid 4 KiB leaf (its walk raises the fault). Sets no A/D bits. The entries
+        lie in the table page the memo's walk just read, so they are RAM."""
+        ptes = self.mem.read_u64s(memo.table + ((addr >> 12) & 0x1FF) * 8, count)
+        up = memo.perms
+        out: list[tuple[int, int]] = []
+        if st.kind == KIND_FL:
+            rsvd = self.addr_rsvd
+            for pte in ptes:
+                if not pte & 1 or pte & rsvd:
+                    break
+                x = 0 if pte >> 63 else PERM_X
+                out.append((pte & _ADDR_4K, up & (1 | (pte & 2) | ((pte & 4) << 1) | x)))
+        else:
+            bad = _PS | self.sl_leaf_rsvd[scalable]
+            for pte in ptes:
+                if not pte & _SL_PRESENT or pte & bad:
+                    break
+                out.append((pte & _ADDR_4K, up & pte & 7))
+        return out
+
     def set_dirty(self, st: Stage, pte_addr: int) -> None:
         """Set a leaf's D bit after a permitted write (FL always, SL with SSADE)."""
         if st.kind == KIND_SL and not st.ssade:
             return
         self.set_bits(pte_addr, ent.FlPte.D.mask if st.kind == KIND_FL else ent.SlPte.D.mask)
-
-    def accessed_bits(self, st: Stage, dirty: bool) -> int:
-        """The leaf bits a permitted access sets: A, and D with ``dirty`` (FL always,
-        SL with SSADE; 0 when the stage keeps no A/D)."""
-        if st.kind == KIND_FL:
-            return _FL_A | (ent.FlPte.D.mask if dirty else 0)
-        if st.ssade:
-            return _SL_A | (ent.SlPte.D.mask if dirty else 0)
-        return 0

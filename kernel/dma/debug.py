@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from attrs import define, field
 
+from hw.bus import Finding
 from kernel.bug import WARN
 from kernel.context import current
 from kernel.device import (
@@ -43,6 +44,7 @@ from kernel.dma.direction import (
     DMA_TO_DEVICE,
 )
 from kernel.dma.scatterlist import Scatterlist
+from kernel.findings import call_chain, report_finding
 from kernel.init import initcall
 from kernel.mm import (
     PAGE_SHIFT,
@@ -158,12 +160,46 @@ def _names(dev: Device) -> tuple[str, str]:
     return drv, dev.init_name
 
 
+def _finding(dev: Device, entry: DmaDebugEntry | None, text: str) -> Finding:
+    """The report as a finding: the device, the mapping the check matched (its
+    type, device address, size, direction, physical address and where it was
+    mapped) and the call chain of the call that broke the rule."""
+    record: tuple[tuple[str, str], ...] = ()
+    mapped = ""
+    if entry is not None:
+        record = (
+            ("type", entry.type),
+            ("device_address", hex(entry.dev_addr)),
+            ("size", str(entry.size)),
+            (
+                "direction",
+                DIR2NAME[entry.direction] if 0 <= entry.direction < 4 else str(entry.direction),
+            ),
+            ("phys", hex(entry.paddr)),
+        )
+        if entry.stack:
+            mapped = "\n".join(["Mapped at:", *(f"  {line}" for line in format_stack(entry))])
+    lines = text.splitlines() or [text]
+    detail = "\n".join([*lines[1:], mapped]).strip("\n")
+    return Finding(
+        "dma-debug",
+        lines[0],
+        requester=dev.init_name,
+        iova=None if entry is None else entry.dev_addr,
+        record=record,
+        chain=tuple(call_chain(3).lines()),
+        detail=detail,
+        time_ns=current.kernel.machine.clock.now,
+    )
+
+
 def err_printk(dev: Device, entry: DmaDebugEntry | None, msg: str) -> None:
     """``err_printk``: count, and WARN for the first error (or all with all_errors)."""
     st = dma_debug_state()
     st.error_count += 1
     st.errors.append(msg)
     drv, name = _names(dev)
+    report_finding(_finding(dev, entry, msg))
     if st.driver_filter and drv != st.driver_filter:
         return
     if st.all_errors or st.show_num_errors > 0:

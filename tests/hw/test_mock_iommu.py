@@ -386,6 +386,25 @@ def test_a_stale_use_is_traced_with_the_cached_and_current_pages() -> None:
     ]
 
 
+def test_a_stale_use_is_a_finding_with_the_write_and_the_missing_inv() -> None:
+    m, unit = make()
+    t = Tables(m, did=3)
+    t.map(0x1000, 0x50_0000)
+    pte = t.slot(0x1000, 1)
+    unit.translate(RID, None, False, 0x1234, 8, False)
+    t.unmap(0x1000)
+    unit.translate(RID, None, False, 0x1234, 8, False)
+    [found] = unit.findings
+    assert (found.domain, found.iova, found.cache) == ("DID 3", 0x1000, "IOTLB")
+    assert found.cached is not None and found.cached.phys == 0x50_0000
+    assert found.current is not None and found.current.fault == "not present"
+    [write] = found.writes
+    assert (write.addr, write.new) == (pte, 0) and write.old & ~0xFFF == 0x50_0000
+    assert [i.text() for i in found.missing] == [
+        "INV (page range): TYPE=3 DID=3 INV_ADDR=0x1000 ORDER=0"
+    ]
+
+
 def test_contiguous_first_stage_pages_merge_into_one_run() -> None:
     m, unit = make()
     Tables(m)

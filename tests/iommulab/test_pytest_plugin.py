@@ -3,6 +3,8 @@ hooks and each automatic failure at teardown."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -429,3 +431,55 @@ def test_modules_marker_loads_driver_modules_by_name(pytester: pytest.Pytester) 
     res.stdout.fnmatch_lines(
         ["*@pytest.mark.iommulab_modules: cannot import 'my_driver_nosuch' (No module named*"]
     )
+
+
+def test_iommulab_caches_attaches_the_units_cache_entries_to_a_failure(
+    pytester: pytest.Pytester,
+) -> None:
+    res = run(
+        pytester,
+        """
+        from hw.bus import PciAddr
+        from kernel.dma.direction import DMA_TO_DEVICE
+        from kernel.dma.mapping import dma_map_single, dma_unmap_single
+        from kernel.pci import pci_enable_device, pci_get_devices, pci_set_master
+        from tests.kernel.conftest import scratch_buffer
+
+        def test_it(iommulab_kernel):
+            edu = next(d for d in pci_get_devices() if d.vendor == 0x1234)
+            pci_enable_device(edu)
+            pci_set_master(edu)
+            buf = scratch_buffer(4096)
+            h = dma_map_single(edu, buf, 4096, DMA_TO_DEVICE)
+            fn = iommulab_kernel.machine.functions[PciAddr.parse(str(edu.addr))]
+            assert fn.dma_read(None, False, h, 8)[1] is None
+            iommulab_kernel.machine.iommus["dmar0"].stats.stale_uses += 1
+            print(f"IOVA {h:#x}")
+        """,
+        "--iommulab-caches",
+        "-s",
+    )
+    res.assert_outcomes(passed=1, errors=1)
+    iova = re.search(r"IOVA (0x[0-9a-f]+)", res.stdout.str())
+    assert iova is not None
+    res.stdout.fnmatch_lines(
+        [
+            "*stale: IOMMU unit dmar0 used a stale cached translation 1x*",
+            "dmar0: caches",
+            "  context cache: 1 entries",
+            "*  IOTLB: 1 entries",
+            f"    did=* pasid=0 iova {iova[1]} -> 0x* 4KiB level 1 r-*",
+        ]
+    )
+
+
+def test_without_iommulab_caches_no_cache_dump_is_attached(pytester: pytest.Pytester) -> None:
+    res = run(
+        pytester,
+        """
+        def test_it(iommulab_kernel):
+            iommulab_kernel.machine.iommus["dmar0"].stats.stale_uses += 1
+        """,
+    )
+    res.assert_outcomes(passed=1, errors=1)
+    assert "dmar0: caches" not in res.stdout.str()

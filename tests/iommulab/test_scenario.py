@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from iommulab import cli
@@ -89,3 +93,39 @@ def test_bad_scenario_files_are_clear_errors(
 ) -> None:
     assert cli.main(["scenario", "run", str(scenario_file(text, name))]) == 2
     assert error in capsys.readouterr().err
+
+
+SUPERPAGE_THEN_4K = """
+from kernel.iommu.iommu import iommu_domain_free, iommu_map, iommu_paging_domain_alloc, iommu_unmap
+from kernel.mm import GFP_KERNEL, __GFP_ZERO, __free_pages, alloc_pages
+from kernel.pci import pci_get_devices
+
+
+def scenario(kernel):
+    edu = next(d for d in pci_get_devices() if d.vendor == 0x1234)
+    dom = iommu_paging_domain_alloc(edu)
+    page = alloc_pages(GFP_KERNEL | __GFP_ZERO, 9)
+    iommu_map(dom, 0x4000_0000, page.phys, 2 << 20, 3, GFP_KERNEL)
+    iommu_map(dom, 0x4000_5000, 0x300000, 4096, 3, GFP_KERNEL)
+    iommu_unmap(dom, 0x4000_0000, 2 << 20)
+    iommu_domain_free(dom)
+    __free_pages(page, 9)
+    return hex(page.phys)
+"""
+
+
+def test_a_page_table_ownership_error_fails_with_its_report_and_json(
+    scenario_file: ScenarioFile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "findings.json"
+    scen = scenario_file(SUPERPAGE_THEN_4K)
+    assert cli.main(["scenario", "run", str(scen), "--findings-json", str(out)]) == 1
+    captured = capsys.readouterr()
+    data = captured.out.splitlines()[0]
+    assert "1 page-table ownership error(s)" in captured.out
+    assert f"  pt-owner: IOMMU page-table entry written into data page {data} (" in captured.err
+    chain = re.findall(r"^ +(\S+) \(\S+:\d+\)$", captured.err, re.M)
+    assert chain[0] == "__domain_mapping" and chain[-2:] == ["scenario", "run_scenario"]
+    assert "iommu_map" in chain
+    [doc] = json.loads(out.read_text())
+    assert doc["check"] == "pt-owner" and doc["call_chain"][-2].startswith("scenario (")

@@ -8,8 +8,10 @@ with AMD v1 and VT-d first/second stage converted to it; 6.12's drivers each car
 their own page-table code, which stays the default here (``iommu.pt=driver``).
 ``iommu.pt=generic`` boots the intel_iommu and arm_smmu_v3 drivers on this code.
 
-Tables are pages from the kernel's page allocator, entries little-endian words in
-RAM at the format's bit positions, so the hardware models walk them unchanged.
+Tables are IOMMU page-table pages (``iommu_alloc_page_node``,
+:mod:`kernel.iommu.iommu_pages`), entries little-endian words in RAM at the format's
+bit positions, so the hardware models walk them unchanged; every entry store goes
+through the page-table ownership sanitizer (:func:`kernel.mm.pgtable_write64`).
 
 The contract (each part tested on every format):
 
@@ -66,7 +68,8 @@ from kernel.iommu.iommu_h import (
     iommu_iotlb_gather_add_range,
     iommu_iotlb_sync,
 )
-from kernel.mm import GFP_KERNEL, PAGE_OFFSET, current_mm, free_page, get_zeroed_page
+from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_put_pages_list
+from kernel.mm import GFP_KERNEL, PAGE_OFFSET, current_mm, pgtable_write64
 
 _LAST = PT_ITEMS_PER_TABLE - 1
 _TABLE = struct.Struct(f"<{PT_ITEMS_PER_TABLE}Q")
@@ -141,7 +144,7 @@ class PtIommu:
     # -- memory -------------------------------------------------------------------------
     def _table_alloc(self, gfp: int) -> int:
         """``table_alloc``: a zeroed table page (its physical address)."""
-        page = get_zeroed_page(gfp)
+        page = iommu_alloc_page_node(0, gfp)
         if page is None:
             raise ENOMEM(f"{self.fmt.name}: no memory for a page-table page")
         self.tables += 1
@@ -239,9 +242,8 @@ class PtIommu:
                 written,
             )
         except KernelError:
-            mem = current_mm().mem
             for slot in written:
-                mem.write_u64(slot, 0)
+                pgtable_write64(slot + PAGE_OFFSET, 0)
             raise
         finally:
             if gather.freelist:
@@ -294,7 +296,7 @@ class PtIommu:
                         raise EADDRINUSE(f"iova {va:#x} is already mapped")
                     if kind == PT_ENTRY_TABLE:
                         self._clear_contig(slot, entry, level, va, size, gather)
-                mem.write_u64(slot, fmt.leaf_entry(oa, level, attrs))
+                pgtable_write64(slot + PAGE_OFFSET, fmt.leaf_entry(oa, level, attrs))
                 written.append(slot)
                 slot += 8
                 va += size
@@ -307,7 +309,7 @@ class PtIommu:
                 raise EADDRINUSE(f"iova {va:#x} lies in a {size:#x} leaf already mapped")
             if kind == PT_ENTRY_EMPTY:
                 lower = self._table_alloc(gfp)
-                mem.write_u64(slot, fmt.table_entry(lower, level))
+                pgtable_write64(slot + PAGE_OFFSET, fmt.table_entry(lower, level))
             else:
                 lower = fmt.table_pa(entry)
             span_last = (va | (size - 1)) if (va | (size - 1)) < last else last
@@ -325,12 +327,11 @@ class PtIommu:
     ) -> None:
         """``clear_contig``: a leaf at ``level`` replaces a lower table, which must map
         nothing; the table and the tables under it go through the gather."""
-        mem = current_mm().mem
         lower = self.fmt.table_pa(entry)
         freelist: list[int] = []
         self._collect_tables(lower, level - 1, freelist, check_mapped=True)
         freelist.append(lower + PAGE_OFFSET)
-        mem.write_u64(slot, 0)
+        pgtable_write64(slot + PAGE_OFFSET, 0)
         self._gather_range_pages(gather, va & ~(size - 1), size, freelist)
 
     # -- unmap ----------------------------------------------------------------------------
@@ -372,7 +373,7 @@ class PtIommu:
             if kind == PT_ENTRY_OA:
                 if first and va & (size - 1):
                     return unmapped, True
-                mem.write_u64(slot, 0)
+                pgtable_write64(slot + PAGE_OFFSET, 0)
                 unmapped += size
             else:
                 base = va & ~(size - 1)
@@ -387,7 +388,7 @@ class PtIommu:
                     return unmapped, True
                 if covered:
                     freelist.append(lower + PAGE_OFFSET)
-                    mem.write_u64(slot, 0)
+                    pgtable_write64(slot + PAGE_OFFSET, 0)
             first = False
             va = (va & ~(size - 1)) + size
             slot += 8
@@ -402,8 +403,7 @@ class PtIommu:
         pages: list[int] = []
         self._collect_tables(self.top_table, self.top_level, pages, check_mapped=False)
         pages.append(self.top_table + PAGE_OFFSET)
-        for page in pages:
-            free_page(page)
+        iommu_put_pages_list(pages)
         self.tables = 0
         self.top_table = 0
 
@@ -441,7 +441,7 @@ def pt_iommu_init(
     top_level = fmt.fmt_init(cfg)
     vasz = min(cfg.hw_max_vasz_lg2, pt_item_lg2sz(top_level + 1))
     oasz = min(cfg.hw_max_oasz_lg2, fmt.PT_MAX_OUTPUT_ADDRESS_LG2)
-    page = get_zeroed_page(gfp)
+    page = iommu_alloc_page_node(0, gfp)
     if page is None:
         raise ENOMEM(f"{fmt.name}: no memory for the top table")
     table = PtIommu(fmt, domain, page - PAGE_OFFSET, top_level, vasz, oasz, iotlb_sync)

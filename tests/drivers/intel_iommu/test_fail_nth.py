@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import drivers.intel_iommu as plugin
+from drivers.intel_iommu import irq_remapping
 from hw.machine import Machine
 from kernel.boot import Kernel, boot
 from kernel.dma.mapping import DMA_TO_DEVICE, dma_map_single, dma_mapping_error, dma_unmap_single
@@ -106,6 +107,56 @@ def test_bring_up_unwinds_from_each_failed_allocation(
     nth: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     k, _ = _boot_with_injection(nth, monkeypatch)
+    assert injector().injected_at is not None
+    _check_clean(k)
+
+
+def _boot_with_early_injection(nth: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Kernel, int]:
+    """Boot with injection active only in the early part: the DMAR table parse (every
+    unit's ``alloc_iommu``) and interrupt remapping's prepare/enable over the units."""
+    inj = injector()
+
+    def active(real: Any) -> Any:
+        def call(*args: Any) -> Any:
+            inj.active = True
+            try:
+                return real(*args)
+            finally:
+                inj.active = False
+
+        return call
+
+    monkeypatch.setattr(plugin, "dmar_table_init", active(plugin.dmar_table_init))
+    for name in ("intel_prepare_irq_remapping", "intel_enable_irq_remapping"):
+        monkeypatch.setattr(irq_remapping, name, active(getattr(irq_remapping, name)))
+    inj.arm(nth)
+    inj.active = False
+    try:
+        k = boot(Machine(vtd_spec()), "", builtins=("drivers.intel_iommu",), entry_points=False)
+    finally:
+        calls = inj.calls
+        inj.disarm()
+    return k, calls
+
+
+def _early_points() -> int:
+    mp = pytest.MonkeyPatch()
+    try:
+        k, calls = _boot_with_early_injection(0, mp)
+    finally:
+        mp.undo()
+    _check_clean(k)
+    return calls
+
+
+EARLY_POINTS = _early_points()
+
+
+@pytest.mark.parametrize("nth", range(1, EARLY_POINTS + 1))
+def test_early_bring_up_unwinds_from_each_failed_allocation(
+    nth: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k, _ = _boot_with_early_injection(nth, monkeypatch)
     assert injector().injected_at is not None
     _check_clean(k)
 

@@ -22,10 +22,16 @@ of the right PASIDs remove them:
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from drivers.intel_iommu.dmar import dmar_state
+from drivers.intel_iommu.domain import iommu_domain_did
 from hw.bus import DmaFault
 from hw.vtd import StaleTranslationError
+from iommulab import checks
+from iommulab.pytest_plugin import Expectations, teardown_failure
 from kernel.dma.mapping import DMA_TO_DEVICE, dma_map_single, dma_mapping_error, dma_unmap_single
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import iommu_get_domain_for_dev
@@ -35,9 +41,9 @@ from kernel.iommu.pasid import (
     iommu_detach_device_pasid,
     iommu_free_global_pasid,
 )
-from kernel.mm import GFP_KERNEL, kfree, kmalloc, memory_write
+from kernel.mm import GFP_KERNEL, kfree, kmalloc, memory_write, virt_to_phys
 from kernel.trace import capture
-from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory
+from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory, boot_vtd
 
 DATA = b"still cached?" * 4
 Read = tuple[bytes, DmaFault | None]
@@ -118,3 +124,44 @@ def test_upstream_flushes_every_pasid_the_domain_is_attached_at(make_vtd: VtdFac
         assert fault is not None and fault.reason == 0x71
     assert stale == [] and v.unit.stats.stale_uses == 0
     s.finish()
+
+
+def test_seed_v3_failure_message_names_the_stale_use_and_its_cause() -> None:
+    """The message the pytest plugin fails the seed-v3 scenario with, when nothing
+    declared the stale use, read alone: the device, the PASID, the IOVA, the domain,
+    the stale IOTLB entry and the current one, the dma_unmap_single call chain that
+    cleared the PTE, and the PASID-based IOTLB invalidation that was never queued.
+    Expected values come from the driver (DID) and the kernel (the buffer's page)."""
+    k, m = boot_vtd("iommu.pasid_api=seed-v3", {"strict_stale": False})
+    base = checks.baseline(k)
+    v = Vtd(k, m)
+    s = Scenario(v, seed_v3=True)
+    assert s.reread(s.other)[1] is None  # served by the stale entry
+    did = iommu_domain_did(s.dom, dmar_state().units[0])
+    phys = virt_to_phys(s.buf) & ~0xFFF
+    iova = s.handle & ~0xFFF
+    s.finish()
+    k.shutdown()
+    msg = teardown_failure(checks.findings(base), Expectations())
+
+    assert msg.startswith("iommulab: the kernel was not healthy at teardown:")
+    assert "device: 00:02.0\n" in msg
+    assert f"PASID: {s.other}\n" in msg
+    assert f"IOVA: {s.handle:#x}\n" in msg
+    assert f"domain: DID {did}\n" in msg
+    assert "cache: IOTLB\n" in msg
+    assert f"cached entry:  iova {iova:#x} -> {phys:#x} 4KiB level 1 r" in msg
+    assert f"current entry: iova {iova:#x}: no translation (fault 0x71 FS_NOT_PRESENT)" in msg
+    write = re.search(
+        r"made stale by table write at \d+ ns: qword (0x[0-9a-f]+) (0x[0-9a-f]+) -> 0x0+\n", msg
+    )
+    assert write is not None and int(write[2], 16) & ~0xFFF == phys  # the leaf that mapped it
+    chain = re.findall(r"^ +(\S+) \((\S+):\d+\)$", msg[write.end() :], re.M)
+    funcs = [f for f, _ in chain]
+    assert funcs[0] == "dma_pte_clear_level"  # the store that cleared the PTE
+    assert funcs.index("iommu_unmap_fast") < funcs.index("dma_unmap_single")
+    assert chain[funcs.index("dma_unmap_single")][1] == "kernel/dma/mapping.py"
+    assert (
+        "missing invalidation: PASID-based IOTLB invalidation (p_iotlb_inv_dsc, type 0x6): "
+        f"G=page-selective-within-PASID DID={did} PASID={s.other} ADDR={iova:#x} AM=0"
+    ) in msg

@@ -73,6 +73,11 @@ def test_stale_use_emits_hw_trace_event() -> None:
             "cached": (0x200000, 0),
             "current": (-1, 6),
             "cache": "iotlb",
+            "write_ns": [m.clock.now],
+            "missing": [
+                "IOTLB invalidation (iotlb_inv_dsc, type 0x2): "
+                "G=page-selective-within-domain DID=1 ADDR=0x1000 AM=0"
+            ],
         }
     ]
 

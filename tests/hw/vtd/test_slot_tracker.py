@@ -96,3 +96,41 @@ def test_own_write_many_sets_bits_across_a_page_without_marking() -> None:
     assert writes == []
     mem.write_u64(PAGE + 0x800, 7)  # a later software change is still seen
     assert b.suspect and not a.suspect
+
+
+def _registered(tr: SlotTracker, names: dict[int, str]) -> tuple[object, ...]:
+    deps = {g: sorted(names[id(e)] for e in s) for g, s in tr.deps.items() if s}
+    return deps, dict(tr.live), sorted(tr.snaps)
+
+
+def test_add_run_registers_what_add_of_each_entry_registers() -> None:
+    """Shared granules new, shared granules already depended on, own granules new
+    and own granules emptied by a drop: the result is that of one ``add`` each."""
+    shared = [PAGE >> 3, (0x5000 >> 3) + 7]
+    own = [(0x7000 >> 3) + i for i in range(3)]
+    for pre in (False, True):
+        trackers = []
+        for by_run in (False, True):
+            mem = Memory(1 << 20)
+            tr = SlotTracker(mem)
+            old = SlotCached([shared[0], own[1]])
+            if pre:
+                tr.add(old)
+                tr.drop(old)  # own[1] and shared[0] now have empty sets
+                tr.add(SlotCached([shared[1]]))
+            run = [SlotCached([*shared, g]) for g in own]
+            if by_run:
+                tr.add_run(run, shared, own)
+            else:
+                for e in run:
+                    tr.add(e)
+            names = {id(e): f"e{i}" for i, e in enumerate(run)}
+            names.update(
+                {id(e): "other" for s in tr.deps.values() for e in s if id(e) not in names}
+            )
+            trackers.append(_registered(tr, names))
+            mem.write_u64(0x7000 + 8, 1)  # own granule of run[1] only
+            assert [e.suspect for e in run] == [False, True, False]
+            mem.write_u64(0x5000 + 7 * 8, 1)  # a shared granule: all of them
+            assert all(e.suspect for e in run)
+        assert trackers[0] == trackers[1]

@@ -387,3 +387,30 @@ def test_sg_sync_stops_at_the_first_unmapped_entry(booted: tuple[Kernel, PciDev]
     assert msgs.count("syncs DMA sg list with different entry count") == 2
     assert "has not allocated" not in msgs
     dma_unmap_sg(dev, sgl, 2, DMA_FROM_DEVICE)
+
+
+def test_a_report_is_a_finding_with_the_mapping_and_the_call_chain(
+    booted: tuple[Kernel, PciDev],
+) -> None:
+    """The size-mismatch report as a finding: the device, the mapping the check
+    matched (type, address, size, direction, physical address, where it was
+    mapped) and the call chain of the unmap that broke the rule."""
+    k, dev = booted
+    buf, h = _map(dev, 256)
+    dma_unmap_single(dev, h, 128, DMA_TO_DEVICE)
+    [found] = [f for f in k.findings if f.check == "dma-debug"]
+    assert found.message.startswith("device driver frees DMA memory with different size")
+    assert (found.requester, found.iova) == (str(dev.addr), h)
+    assert dict(found.record) == {
+        "type": "single",
+        "device_address": hex(h),
+        "size": "256",
+        "direction": "DMA_TO_DEVICE",
+        "phys": hex(buf - PAGE_OFFSET),
+    }
+    funcs = [line.split()[0] for line in found.chain]
+    assert funcs.index("dma_unmap_single") < funcs.index(
+        "test_a_report_is_a_finding_with_the_mapping_and_the_call_chain"
+    )
+    assert found.detail.startswith("Mapped at:\n  test_debug.py:")
+    assert "_map" in found.detail.splitlines()[1]

@@ -2,9 +2,9 @@
 compiled with gcc: every struct's size and every member's offset and size, and every
 constant's value.
 
-The header comes from Debian's ``linux-headers-6.12.*-common`` package (bookworm
-backports), installed under ``/usr/src``; without it this test fails naming the
-package rather than passing unchecked.
+The header comes from Debian's ``linux-headers-6.12.*-common`` package (bookworm-security),
+installed under ``/usr/src`` by ``make headers`` (part of ``make test``); without it this
+test fails naming the package rather than passing unchecked.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _header() -> Path:
     if not found:
         pytest.fail(
             "the Linux 6.12 iommufd.h is missing: install Debian's "
-            "linux-headers-6.12.*-common (bookworm-backports) so that " + HEADER_GLOB + " exists"
+            "linux-headers-6.12.*-common (`make headers`) so that " + HEADER_GLOB + " exists"
         )
     return Path(found[-1])
 
