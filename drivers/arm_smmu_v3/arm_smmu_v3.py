@@ -56,6 +56,7 @@ from drivers.arm_smmu_v3.entry_writer import (
     arm_smmu_make_abort_ste,
 )
 from drivers.arm_smmu_v3.io_pgtable_arm import (
+    IO_PGTABLE_QUIRK_ARM_HD,
     SZ_1G,
     SZ_2M,
     SZ_4K,
@@ -82,6 +83,7 @@ from kernel.iommu.iommu_device import iommu_device_register, iommu_device_unregi
 from kernel.iommu.iommu_h import (
     IOMMU_CAP_CACHE_COHERENCY,
     IOMMU_CAP_DEFERRED_FLUSH,
+    IOMMU_CAP_DIRTY_TRACKING,
     IOMMU_CAP_NOEXEC,
     IOMMU_DOMAIN_BLOCKED,
     IOMMU_DOMAIN_IDENTITY,
@@ -112,6 +114,7 @@ from kernel.pci import (
     pci_pasid_features,
 )
 from kernel.printk import dev_err, dev_info, dev_warn
+from kernel.uapi.iommufd import IOMMU_HWPT_ALLOC_DIRTY_TRACKING
 
 VA_BITS = 48
 Q_MAX_SZ_SHIFT = 12 + 10  # PAGE_SHIFT + MAX_PAGE_ORDER
@@ -194,13 +197,18 @@ class ArmSmmuOps:
 
     def domain_alloc_paging(self, dev: Device) -> IommuDomain:
         """``arm_smmu_domain_alloc_paging``: allocate and finalise (tables + ASID)."""
+        return self.domain_alloc_finalised(dev, 0, "smmu-paging")
+
+    def domain_alloc_finalised(self, dev: Device, flags: int, name: str) -> ArmSmmuDomain:
+        """``arm_smmu_domain_alloc`` + ``arm_smmu_domain_finalise(.., flags)``, the part
+        ``arm_smmu_domain_alloc_paging`` and ``arm_smmu_domain_alloc_user`` share."""
         master = dev_iommu_priv_get(dev)
         kmem = kzalloc(512, GFP_KERNEL)
         if kmem is None:
             raise ENOMEM("arm_smmu_domain")
-        smmu_domain = ArmSmmuDomain(kmem=kmem, name="smmu-paging")
+        smmu_domain = ArmSmmuDomain(kmem=kmem, name=name)
         try:
-            arm_smmu_domain_finalise(smmu_domain, master.smmu)
+            arm_smmu_domain_finalise(smmu_domain, master.smmu, flags)
         except KernelError:
             kfree(kmem)
             raise
@@ -220,6 +228,8 @@ class ArmSmmuOps:
         master = dev_iommu_priv_get(dev)
         if cap == IOMMU_CAP_CACHE_COHERENCY:
             return bool(master.smmu.features & r.ARM_SMMU_FEAT_COHERENCY)
+        if cap == IOMMU_CAP_DIRTY_TRACKING:
+            return arm_smmu_dbm_capable(master.smmu)
         return cap in (IOMMU_CAP_NOEXEC, IOMMU_CAP_DEFERRED_FLUSH)
 
     def get_resv_regions(self, dev: Device, head: list[IommuResvRegion]) -> None:
@@ -246,8 +256,27 @@ def arm_smmu_ops() -> ArmSmmuOps:
     return _OPS.get()
 
 
-def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) -> None:
-    """``arm_smmu_domain_finalise`` + ``arm_smmu_domain_finalise_s1``."""
+def arm_smmu_get_httu(smmu: ArmSmmuDevice, reg: int) -> None:
+    """``arm_smmu_get_httu``: IDR0.HTTU as features (the firmware-override and CPU
+    checks Linux makes have nothing to compare against here)."""
+    httu = FIELD_GET(r.IDR0_HTTU, reg)
+    if httu == r.IDR0_HTTU_ACCESS_DIRTY:
+        smmu.features |= r.ARM_SMMU_FEAT_HD | r.ARM_SMMU_FEAT_HA
+    elif httu == r.IDR0_HTTU_ACCESS:
+        smmu.features |= r.ARM_SMMU_FEAT_HA
+
+
+def arm_smmu_dbm_capable(smmu: ArmSmmuDevice) -> bool:
+    """``arm_smmu_dbm_capable``: dirty state needs HD and coherent table walks."""
+    want = r.ARM_SMMU_FEAT_HD | r.ARM_SMMU_FEAT_COHERENCY
+    return smmu.features & want == want
+
+
+def arm_smmu_domain_finalise(
+    smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice, flags: int = 0
+) -> None:
+    """``arm_smmu_domain_finalise`` + ``arm_smmu_domain_finalise_s1``; ``flags``
+    IOMMU_HWPT_ALLOC_DIRTY_TRACKING adds the HD quirk and the dirty ops."""
     ias = 52 if smmu.features & r.ARM_SMMU_FEAT_VAX else 48
     ias = min(ias, VA_BITS)
     cfg = IoPgtableCfg(
@@ -257,6 +286,9 @@ def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) ->
         tlb=smmu_domain,
         coherent_walk=bool(smmu.features & r.ARM_SMMU_FEAT_COHERENCY),
     )
+    enable_dirty = bool(flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+    if enable_dirty:
+        cfg.quirks |= IO_PGTABLE_QUIRK_ARM_HD
     ops = arm_smmu_alloc_pgtbl(cfg, smmu_domain)  # iommu.pt selects io-pgtable or generic_pt
     if ops is None:
         raise ENOMEM("io-pgtable")
@@ -270,6 +302,8 @@ def arm_smmu_domain_finalise(smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice) ->
         smmu_domain.smmu = None
         raise
     smmu_domain.pgtbl_ops = ops
+    if enable_dirty:
+        smmu_domain.dirty_ops = smmu_iommufd.ARM_SMMU_DIRTY_OPS
 
 
 # =========================================================================== masters
@@ -413,6 +447,7 @@ def arm_smmu_device_hw_probe(smmu: ArmSmmuDevice) -> None:
         smmu.features |= r.ARM_SMMU_FEAT_SEV
     if reg & r.IDR0_HYP:
         smmu.features |= r.ARM_SMMU_FEAT_HYP
+    arm_smmu_get_httu(smmu, reg)
     coherent = bool(reg & r.IDR0_COHACC)
     if coherent:
         smmu.features |= r.ARM_SMMU_FEAT_COHERENCY

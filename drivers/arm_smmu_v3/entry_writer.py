@@ -28,6 +28,7 @@ from drivers.arm_smmu_v3.cmdq import (
     arm_smmu_cmdq_issue_cmd,
     arm_smmu_cmdq_issue_cmd_with_sync,
 )
+from drivers.arm_smmu_v3.io_pgtable_arm import IO_PGTABLE_QUIRK_ARM_HD
 from drivers.arm_smmu_v3.structs import (
     ArmSmmuCdTable,
     ArmSmmuDevice,
@@ -385,7 +386,8 @@ def arm_smmu_write_cd_entry(
 
 
 def arm_smmu_make_s1_cd(master: ArmSmmuMaster, smmu_domain: ArmSmmuDomain) -> list[int]:
-    """``arm_smmu_make_s1_cd``: the domain's ASID, TTB0, TCR and MAIR."""
+    """``arm_smmu_make_s1_cd``: the domain's ASID, TTB0, TCR and MAIR, and HA/HD for
+    a dirty-tracking domain's tables (the HD quirk)."""
     ops = smmu_domain.pgtbl_ops
     assert ops is not None  # a finalised domain has its tables
     cfg = ops.cfg
@@ -406,6 +408,8 @@ def arm_smmu_make_s1_cd(master: ArmSmmuMaster, smmu_domain: ArmSmmuDomain) -> li
         | r.CTXDESC_CD_0_ASET
         | FIELD_PREP(r.CTXDESC_CD_0_ASID, smmu_domain.asid)
     )
+    if cfg.quirks & IO_PGTABLE_QUIRK_ARM_HD:
+        cd[0] |= r.CTXDESC_CD_0_TCR_HA | r.CTXDESC_CD_0_TCR_HD
     cd[1] = cfg.ttbr & r.CTXDESC_CD_1_TTB0_MASK
     cd[3] = cfg.mair
     return cd

@@ -16,6 +16,11 @@ AttrIndx (MAIR index: 0 non-cacheable, 1 write-back, 2 device), AP[2] read-only
 when the mapping is not writable, AP[1] (unprivileged) unless ``IOMMU_PRIV``, XN
 for ``IOMMU_NOEXEC``.
 
+Dirty tracking (``IO_PGTABLE_QUIRK_ARM_HD``): a writable leaf also gets DBM, so with
+CD.HD the SMMU's first write leaves it writable-dirty (AP[2]=0, DBM=1);
+``read_and_clear_dirty`` (``arm_lpae_read_and_clear_dirty``) reports those leaves
+and makes them writable-clean again (AP[2]=1) unless IOMMU_DIRTY_NO_CLEAR.
+
 Differences from Linux: only the 4 KiB granule and stage 1; ``map_pages`` keeps
 going across table boundaries until ``pgcount`` pages are mapped (the core here
 treats a short count as an error, Linux's loops on ``*mapped``); every leaf written
@@ -46,6 +51,11 @@ from kernel.iommu.iommu_h import (
     IommuIotlbGather,
 )
 from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_free_page
+from kernel.iommufd.iova_bitmap import (
+    IOMMU_DIRTY_NO_CLEAR,
+    IommuDirtyBitmap,
+    iommu_dirty_bitmap_record,
+)
 from kernel.mm import GFP_KERNEL, pgtable_write64, phys_to_virt, read64, virt_to_phys
 
 ARM_64_LPAE_S1 = "ARM_64_LPAE_S1"
@@ -62,6 +72,7 @@ ARM_LPAE_PTE_TYPE_PAGE = 3
 ARM_LPAE_PTE_ADDR_MASK = GENMASK(47, 12)
 ARM_LPAE_PTE_NSTABLE = BIT(63)
 ARM_LPAE_PTE_XN = BIT(54)
+ARM_LPAE_PTE_DBM = BIT(51)
 ARM_LPAE_PTE_AF = BIT(10)
 ARM_LPAE_PTE_SH_OS = 2 << 8
 ARM_LPAE_PTE_SH_IS = 3 << 8
@@ -71,6 +82,8 @@ ARM_LPAE_PTE_nG = BIT(11)
 ARM_LPAE_PTE_AP_UNPRIV = 1 << 6
 ARM_LPAE_PTE_AP_RDONLY = 2 << 6
 ARM_LPAE_PTE_ATTRINDX_SHIFT = 2
+
+IO_PGTABLE_QUIRK_ARM_HD = BIT(7)
 
 ARM_LPAE_MAIR_ATTR_NC = 0x44
 ARM_LPAE_MAIR_ATTR_WBRWA = 0xFF
@@ -124,6 +137,7 @@ class IoPgtableCfg:
     oas: int
     tlb: IommuFlushOps
     coherent_walk: bool = True
+    quirks: int = 0
     ttbr: int = 0
     tcr: ArmLpaeS1Tcr = field(factory=ArmLpaeS1Tcr)
     mair: int = 0
@@ -188,6 +202,8 @@ class ArmLpaeIoPgtable:
         pte = ARM_LPAE_PTE_nG
         if not prot & IOMMU_WRITE and prot & IOMMU_READ:
             pte |= ARM_LPAE_PTE_AP_RDONLY
+        elif self.cfg.quirks & IO_PGTABLE_QUIRK_ARM_HD:
+            pte |= ARM_LPAE_PTE_DBM
         if not prot & IOMMU_PRIV:
             pte |= ARM_LPAE_PTE_AP_UNPRIV
         if prot & IOMMU_MMIO:
@@ -332,6 +348,35 @@ class ArmLpaeIoPgtable:
             WARN(True, "Unmap of a partial large IOPTE is not allowed")
             return 0
         return self._unmap(gather, iova, size, pgcount, lvl + 1, iopte_deref(pte))
+
+    # -- dirty tracking -------------------------------------------------------------------
+    def read_and_clear_dirty(
+        self, iova: int, size: int, flags: int, dirty: IommuDirtyBitmap
+    ) -> None:
+        """``arm_lpae_read_and_clear_dirty``: record every writable-dirty leaf (DBM set,
+        AP[2] clear) of ``[iova, iova + size)`` and, unless IOMMU_DIRTY_NO_CLEAR, make it
+        writable-clean; EINVAL without the HD quirk or outside the input range."""
+        if not self.cfg.quirks & IO_PGTABLE_QUIRK_ARM_HD:
+            raise EINVAL("io-pgtable: no dirty tracking quirk")
+        if WARN_ON(not size or (iova + size - 1) >> self.cfg.ias):
+            raise EINVAL("io-pgtable: dirty range")
+        end = iova + size
+        while iova < end:
+            table = self.pgd
+            for lvl in range(self.start_level, ARM_LPAE_MAX_LEVELS):
+                ptep = table + 8 * self._lvl_idx(iova, lvl)
+                pte = read64(ptep)
+                block = ARM_LPAE_BLOCK_SIZE(lvl)
+                if not pte or iopte_leaf(pte, lvl):
+                    break
+                table = iopte_deref(pte)
+            base = iova & ~(block - 1)
+            writable_dirty = pte & (ARM_LPAE_PTE_AP_RDONLY | ARM_LPAE_PTE_DBM) == ARM_LPAE_PTE_DBM
+            if writable_dirty and iopte_leaf(pte, lvl):
+                iommu_dirty_bitmap_record(dirty, base, block)
+                if not flags & IOMMU_DIRTY_NO_CLEAR:
+                    pgtable_write64(ptep, pte | ARM_LPAE_PTE_AP_RDONLY)
+            iova = base + block
 
     # -- lookup ---------------------------------------------------------------------------
     def iova_to_phys(self, iova: int) -> int:

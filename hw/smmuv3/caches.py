@@ -10,7 +10,11 @@ was walked from.
 
 Tags follow facts A11: the SubstreamID is *not* a TLB tag. A TLB entry is tagged by
 (VMID, ASID) when the leaf has nG=1, and by (VMID, :data:`GLOBAL`) when nG=0 (it then
-matches every ASID).
+matches every ASID). A stage-2-only entry (STE.Config 0b110) is tagged (VMID,
+:data:`S2_ONLY`) and its address is the IPA; only TLBI_S2_IPA, TLBI_S12_VMALL and
+TLBI_NSNH_ALL remove it. A nested entry is tagged like a stage-1 one and holds the
+combined translation, so TLBI_S2_IPA leaves it (the architecture requires stage-1
+invalidation of the VMID after a stage-2 change: TLBI_NH_ALL or TLBI_S12_VMALL).
 Only valid structures are cached (faults are not), and L1STD/L1CD descriptors are
 part of the STE/CD entry built through them rather than cached on their own.
 """
@@ -25,6 +29,7 @@ from hw.smmuv3.walk import CdInfo, StreamInfo
 from hw.translation import Pipeline, TagCache
 
 GLOBAL = -1
+S2_ONLY = -2
 
 
 class SteEntry(SlotCached):
@@ -109,20 +114,27 @@ class Caches:
         addr: int | None = None,
         pages: int = 1,
         global_too: bool = True,
+        s1: bool = True,
+        s2: bool = False,
     ) -> int:
         """Drop TLB entries of ``vmid`` (None: any) and ``asid`` (None: any ASID), and
         with ``addr`` only those overlapping ``[addr, addr + pages * 4 KiB)``. Global
-        (nG=0) entries match any ASID unless ``global_too`` is False (TLBI_NH_ASID)."""
+        (nG=0) entries match any ASID unless ``global_too`` is False (TLBI_NH_ASID).
+        ``s1``/``s2``: whether stage-1 (and nested) entries / stage-2-only entries go."""
 
         def match(key: Hashable) -> bool:
             kv, ka = cast(tuple[int, int], key)
             if vmid is not None and kv != vmid:
                 return False
+            if ka == S2_ONLY:
+                return s2
+            if not s1:
+                return False
             if ka == GLOBAL:
                 return global_too
             return asid is None or ka == asid
 
-        if vmid is None and asid is None and addr is None and global_too:
+        if vmid is None and asid is None and addr is None and global_too and s2:
             return self.tlb.flush(None)
         if addr is None:
             return self.tlb.flush(match)

@@ -39,14 +39,17 @@ def _check_range(name: str, value: int, lo: int, hi: int) -> None:
 class Smmuv3Config:
     """Capabilities of one SMMU.
 
-    ``sidsize``/``ssidsize`` are IDR1.SIDSIZE/SSIDSIZE (StreamID and SubstreamID
-    bits); ``cmdqs``/``evtqs`` the log2 of the largest queues; ``oas`` the IDR5.OAS
-    encoding (5 = 48 bits); ``st_level`` 1 when 2-level stream tables are supported;
-    ``httu`` 0 (none) or 1 (hardware Access flag update). ``strict_stale`` makes the
-    use of a stale cached entry raise :class:`hw.smmuv3.StaleTranslationError`.
+        ``sidsize``/``ssidsize`` are IDR1.SIDSIZE/SSIDSIZE (StreamID and SubstreamID
+        bits); ``cmdqs``/``evtqs`` the log2 of the largest queues; ``oas`` the IDR5.OAS
+        encoding (5 = 48 bits); ``st_level`` 1 when 2-level stream tables are supported;
+        ``httu`` 0 (none), 1 (hardware Access flag update) or 2 (Access flag and dirty state:
+    DBM descriptors made writable on a write, CD.HD / STE.S2HD); ``s2p`` adds stage 2
+    (IDR0.S2P: STE.Config 0b110 and, with stage 1, nesting 0b111). ``strict_stale`` makes the
+        use of a stale cached entry raise :class:`hw.smmuv3.StaleTranslationError`.
     """
 
     s1p: bool = True
+    s2p: bool = False
     cohacc: bool = True
     httu: int = 0
     hyp: bool = False
@@ -78,7 +81,7 @@ class Smmuv3Config:
         return cfg
 
     def validate(self) -> None:
-        _check_range("httu", self.httu, 0, 1)
+        _check_range("httu", self.httu, 0, 2)
         _check_range("st_level", self.st_level, 0, 1)
         _check_range("stall_model", self.stall_model, 1, 1)
         _check_range("sidsize", self.sidsize, 1, 32)
@@ -104,6 +107,7 @@ class Smmuv3Config:
     def idr0(self) -> int:
         """IDR0 (IHI 0070 §6.3.1): TTF=AArch64, TTENDIAN=LE, TERM_MODEL=0."""
         return sr.IDR0.encode(
+            S2P=int(self.s2p),
             S1P=int(self.s1p),
             TTF=2,
             COHACC=int(self.cohacc),

@@ -51,7 +51,31 @@ class SteDw1(_W):
 
 
 class SteDw2(_W):
+    """STE word 2: the stage-2 controls (VTCR fields at 50:32 as ``STRTAB_STE_2_VTCR``)."""
+
     S2VMID = Field(15, 0)
+    S2T0SZ = Field(37, 32)
+    S2SL0 = Field(39, 38)
+    S2IR0 = Field(41, 40)
+    S2OR0 = Field(43, 42)
+    S2SH0 = Field(45, 44)
+    S2TG = Field(47, 46)
+    S2PS = Field(50, 48)
+    S2AA64 = Field(51, 51)
+    S2ENDI = Field(52, 52)
+    S2AFFD = Field(53, 53)
+    S2PTW = Field(54, 54)
+    S2HD = Field(55, 55)
+    S2HA = Field(56, 56)
+    S2S = Field(57, 57)
+    S2R = Field(58, 58)
+
+
+class SteDw3(_W):
+    S2TTB = Field(51, 4)
+
+
+S2TG_4K = 0
 
 
 STE_CFG_ABORT = 0b000
@@ -156,6 +180,22 @@ class LpaeLeaf(_W):
     PXN = Field(53, 53)
     XN = Field(54, 54)
     SW = Field(58, 55)
+
+
+class LpaeS2Leaf(_W):
+    """A stage-2 leaf (VMSAv8-64 stage-2 descriptor): S2AP[0] read, S2AP[1] write."""
+
+    VALID = Field(0, 0)
+    TYPE = Field(1, 1)
+    MEMATTR = Field(5, 2)
+    S2AP_R = Field(6, 6)
+    S2AP_W = Field(7, 7)
+    SH = Field(9, 8)
+    AF = Field(10, 10)
+    OA = Field(47, 12)
+    DBM = Field(51, 51)
+    CONT = Field(52, 52)
+    XN = Field(54, 53)
 
 
 # -- commands (IHI 0070 chapter 4; facts A8) --------------------------------------------
@@ -371,6 +411,12 @@ class EvtDw1(_W):
 
 class EvtDw3(_W):
     FETCH_ADDR = Field(51, 3)
+
+
+class EvtDw3S2(_W):
+    """Word 3 of a stage-2 translation fault record: the IPA (``EVTQ_3_IPA``)."""
+
+    IPA = Field(51, 12)
 
 
 EVT_CLASS_CD = 0

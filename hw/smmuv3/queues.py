@@ -64,6 +64,12 @@ ATC_INV IDR0.ATS, PRI_RESP IDR0.PRI, RESUME/STALL_TERM a stall model: what the
 unit does not advertise is CERROR_ILL like an unknown opcode."""
 
 PRI_LAYOUT: tuple[type[Register], type[Register]] = (ent.CmdPriResp0, ent.CmdPriResp1)
+
+S2_LAYOUTS: dict[int, tuple[type[Register], type[Register]]] = {
+    Op.TLBI_S12_VMALL: (ent.CmdTlbiVmid0, ent.CmdEmpty),
+    Op.TLBI_S2_IPA: (ent.CmdTlbiVaa0, ent.CmdTlbiVa1),
+}
+"""The stage-2 TLB invalidations, accepted only by an SMMU with IDR0.S2P."""
 """CMD_PRI_RESP, accepted only by an SMMU with IDR0.PRI."""
 
 
@@ -134,6 +140,8 @@ class CommandQueue:
         layout = LAYOUTS.get(op)
         if op == Op.PRI_RESP and u.cfg.pri:
             layout = PRI_LAYOUT
+        elif u.cfg.s2p and op in S2_LAYOUTS:
+            layout = S2_LAYOUTS[op]
         if layout is None or dw0 & layout[0].RSVDZ_MASK or dw1 & layout[1].RSVDZ_MASK:
             raise _IllegalCommand(sr.CERROR_ILL)
         u.stats.commands += 1

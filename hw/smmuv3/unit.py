@@ -26,6 +26,16 @@ L1CD, §5.4 CD, §4.3 CFGI):
   (min(CD.IPS, IDR5.OAS)), or descriptor bits 51:48 set with a 48-bit output; a TTBx
   outside the effective IPS makes the CD ILLEGAL (C_BAD_CD).
 - STE.Config 0b000 (and the reserved 0b0xx) aborts without recording an event.
+
+Stage 2 and nesting (IDR0.S2P; IHI 0070 §3.3, §5.2, §7.3; QEMU 9.x ``smmuv3_translate``
+with ``SMMU_NESTED``): Config 0b110 translates the input as an IPA through stage 2
+alone (no SubstreamID: C_BAD_SUBSTREAMID), 0b111 walks the CD and stage-1 tables at
+IPAs through stage 2 and the stage-1 output through stage 2. A stage-2 fault is
+recorded with S2=1, its class (CD fetch, table walk, input) and the IPA, when
+STE.S2R=1. The TLB holds the combined translation (tag (VMID, ASID)) or the stage-2
+one (tag (VMID, S2_ONLY)); TLBI_S2_IPA removes only the latter, TLBI_S12_VMALL both.
+A write to a DBM page under CD.HD/STE.S2HD re-walks and makes it writable (dirty)
+instead of faulting.
 """
 
 from __future__ import annotations
@@ -41,13 +51,24 @@ from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
-from hw.smmuv3.caches import GLOBAL, Caches, SteEntry
+from hw.smmuv3.caches import GLOBAL, S2_ONLY, Caches, SteEntry
 from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
 from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
 from hw.smmuv3.findings import fault_finding, stale_finding
 from hw.smmuv3.priq import PriQueue
 from hw.smmuv3.queues import CommandQueue, EventQueue
-from hw.smmuv3.walk import CdInfo, SmmuFault, StreamInfo, Walker, need_bits, permission_ok
+from hw.smmuv3.walk import (
+    PERM_DBM,
+    PERM_R,
+    PERM_W,
+    CdInfo,
+    NestedLeaf,
+    SmmuFault,
+    StreamInfo,
+    Walker,
+    need_bits,
+    permission_ok,
+)
 from hw.translation import (
     NEVER,
     Pipeline,
@@ -329,15 +350,19 @@ class Smmuv3Unit(IommuUnitModel):
         if op == Op.CFGI_CD_ALL:
             return c.flush_cd(ent.CmdCfgiSte0.SID.get(dw0), None)
         if op == Op.TLBI_NSNH_ALL:
-            return c.flush_tlb()
+            return c.flush_tlb(s2=True)
         vmid = ent.CmdTlbiVmid0.VMID.get(dw0)
         if op == Op.TLBI_NH_ALL:
             return c.flush_tlb(vmid=vmid)
+        if op == Op.TLBI_S12_VMALL:
+            return c.flush_tlb(vmid=vmid, s2=True)
         if op == Op.TLBI_NH_ASID:
             return c.flush_tlb(vmid=vmid, asid=ent.CmdTlbi0.ASID.get(dw0), global_too=False)
         addr, pages = self._tlbi_range(dw0, dw1)
         if op == Op.TLBI_NH_VA:
             return c.flush_tlb(vmid=vmid, asid=ent.CmdTlbi0.ASID.get(dw0), addr=addr, pages=pages)
+        if op == Op.TLBI_S2_IPA:
+            return c.flush_tlb(vmid=vmid, addr=addr, pages=pages, s1=False, s2=True)
         return c.flush_tlb(vmid=vmid, addr=addr, pages=pages)  # TLBI_NH_VAA
 
     def _tlbi_range(self, dw0: int, dw1: int) -> tuple[int, int]:
@@ -377,11 +402,11 @@ class Smmuv3Unit(IommuUnitModel):
             if stale:
                 self._check_fresh(rid, pasid, priv, write, addr, (-1, int(f.evt)), stale)
             return DmaResult((), self._fault(rid, pasid, priv, addr, write, f, None))
-        if cd is None:
+        if cd is None and ste.s2 is None:
             if stale:
                 self._check_fresh(rid, pasid, priv, write, addr, (addr & ~0xFFF, 0), stale)
             return self._untranslated(addr, size, write)
-        return self._pages(rid, pasid, priv, addr, size, write, ste.vmid, cd, stale)
+        return self._pages(rid, pasid, priv, addr, size, write, ste, cd, stale)
 
     def _ste_cached(self, sid: int, stale: list[str]) -> StreamInfo:
         caches, walker = self._c, self._w
@@ -433,7 +458,7 @@ class Smmuv3Unit(IommuUnitModel):
         Returns None when stage 1 is bypassed."""
         if ste.config == ent.STE_CFG_ABORT:
             raise SmmuFault(Evt.ABORT)
-        if ste.config == ent.STE_CFG_BYPASS:
+        if ste.config == ent.STE_CFG_BYPASS or ste.config == ent.STE_CFG_S2:
             if pasid is not None:
                 raise SmmuFault(Evt.C_BAD_SUBSTREAMID)
             return None
@@ -458,18 +483,25 @@ class Smmuv3Unit(IommuUnitModel):
         addr: int,
         size: int,
         write: bool,
-        vmid: int,
-        cd: CdInfo,
+        ste: StreamInfo,
+        cd: CdInfo | None,
         stale: list[str],
     ) -> DmaResult:
         """The pages through the shared pipeline, tagged (VMID, ASID), sourced from the
         TTBx root the address selects; global (nG=0) entries are found by the slow
-        path (:class:`_TlbSlowPath`)."""
-        root = cd.ttb1 if (addr >> 55) & 1 else cd.ttb0
-        slow = _TlbSlowPath(self, sid, pasid, priv, write, vmid, cd, stale)
+        path (:class:`_TlbSlowPath`). Stage 2 alone (``cd`` None): tagged (VMID,
+        S2_ONLY), sourced from S2TTB."""
+        vmid = ste.vmid
+        if cd is None:
+            root = ste.s2.ttb if ste.s2 is not None else 0
+            asid = S2_ONLY
+        else:
+            root = cd.ttb1 if (addr >> 55) & 1 else cd.ttb0
+            asid = cd.asid
+        slow = _TlbSlowPath(self, sid, pasid, priv, write, ste, cd, stale)
         runs, fault, hits = translate_run(
             self._p.iotlb,
-            (vmid, cd.asid),
+            (vmid, asid),
             NEVER if stale else root,
             slow.need,
             True,
@@ -482,12 +514,22 @@ class Smmuv3Unit(IommuUnitModel):
         return DmaResult(tuple(runs), fault)
 
     def _slow_page(
-        self, vmid: int, cd: CdInfo, e: TlbEntry | None, a: int, missing: list[str]
+        self,
+        ste: StreamInfo,
+        cd: CdInfo | None,
+        e: TlbEntry | None,
+        a: int,
+        missing: list[str],
+        write: bool,
     ) -> TlbEntry:
         """TLB miss (walk and fill), or a hit that must be re-checked: its tables were
         written since it was filled, or it was filled from other tables under the
         same ASID (ASID reuse without TLBI_NH_ASID)."""
-        root = cd.ttb1 if (a >> 55) & 1 else cd.ttb0
+        vmid = ste.vmid
+        if cd is None:
+            root = ste.s2.ttb if ste.s2 is not None else 0
+        else:
+            root = cd.ttb1 if (a >> 55) & 1 else cd.ttb0
         pipeline = self._p
         if e is not None:
             self.stats.iotlb_hits += 1
@@ -499,22 +541,36 @@ class Smmuv3Unit(IommuUnitModel):
             if not e.suspect:
                 return e
             try:
-                leaf = self._w.walk(cd, a, False)
+                leaf = self._w.walk_stream(ste, cd, a, False, False)
             except SmmuFault:
                 leaf = None
-            asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
+            if cd is None:
+                asid = S2_ONLY
+            else:
+                asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
             if leaf is None or not pipeline.revalidate(
                 e,
                 e.same(leaf.phys, leaf.shift, leaf.perms) and e.tag == (vmid, asid),
                 leaf.slots,
             ):
-                missing.append("TLBI_NH_VA" if e.tag[1] != GLOBAL else "TLBI_NH_VAA")  # type: ignore[index]
+                missing.append(_tlbi_for(ste, cd, e))
+                if write and leaf is not None and e.perms & PERM_W and leaf.perms & PERM_DBM:
+                    missing.append(_LOST_DIRTY)
             return e
+        return self._fill(ste, cd, a, write)
+
+    def _fill(self, ste: StreamInfo, cd: CdInfo | None, a: int, write: bool) -> TlbEntry:
+        """Walk and cache ``a`` (a ``write`` makes DBM pages dirty on the way)."""
+        vmid = ste.vmid
         self.stats.iotlb_misses += 1
-        self.emit("hw_smmuv3:tlb_miss", vmid=vmid, asid=cd.asid, addr=a)
-        leaf = self._w.walk(cd, a, True)
+        self.emit("hw_smmuv3:tlb_miss", vmid=vmid, asid=cd.asid if cd else S2_ONLY, addr=a)
+        leaf = self._w.walk_stream(ste, cd, a, True, write)
+        if cd is None:
+            asid = S2_ONLY
+        else:
+            asid = cd.asid if leaf.ng else GLOBAL
         e = TlbEntry(
-            (vmid, cd.asid if leaf.ng else GLOBAL),
+            (vmid, asid),
             a >> leaf.shift,
             leaf.shift,
             leaf.phys,
@@ -523,8 +579,28 @@ class Smmuv3Unit(IommuUnitModel):
             leaf.pte_addr,
             leaf.slots,
         )
-        pipeline.iotlb.put(e)
+        self._p.iotlb.put(e)
         return e
+
+    def _perm_fault(self, ste: StreamInfo, cd: CdInfo | None, a: int, write: bool) -> SmmuFault:
+        """F_PERMISSION for an entry lacking a right, at the stage that denies it: with
+        stage 2 the tables are walked again (without updates) to see whether stage 2
+        alone refuses, which makes it a stage-2 fault carrying the IPA."""
+        s2 = ste.s2
+        if s2 is not None:
+            try:
+                leaf = self._w.walk_stream(ste, cd, a, False, False)
+            except SmmuFault as f:
+                return f
+            if isinstance(leaf, NestedLeaf):
+                rights = leaf.s2perms
+                if rights & PERM_DBM:
+                    rights |= PERM_W
+                need = PERM_R | PERM_W if write else PERM_R
+                if rights & need != need:
+                    cls = ent.EVT_CLASS_IN
+                    return SmmuFault(Evt.F_PERMISSION, 0, True, leaf.ipa, cls, s2.record)
+        return SmmuFault(Evt.F_PERMISSION)
 
     # -- stale detection (DESIGN §6) --------------------------------------------------------
     def fresh_outcome(
@@ -538,12 +614,13 @@ class Smmuv3Unit(IommuUnitModel):
         try:
             ste = walker.ste(*self._strtab(), sid)
             cd = self._select(sid, pasid, ste, walker.cd)
-            if cd is None:
+            if cd is None and ste.s2 is None:
                 return addr & ~0xFFF, 0
-            leaf = walker.walk(cd, addr, False)
+            leaf = walker.walk_stream(ste, cd, addr, False, False)
         except SmmuFault as f:
             return -1, int(f.evt)
-        if not permission_ok(leaf.perms, write, priv, cd.pan):
+        perms = leaf.perms | (PERM_W if leaf.perms & PERM_DBM else 0)
+        if not permission_ok(perms, write, priv, cd.pan if cd else False):
             return -1, int(Evt.F_PERMISSION)
         return (leaf.phys | (addr & ((1 << leaf.shift) - 1))) & ~0xFFF, 0
 
@@ -558,9 +635,14 @@ class Smmuv3Unit(IommuUnitModel):
         missing: list[str],
     ) -> None:
         current = self.fresh_outcome(sid, pasid, priv, write, addr)
-        if current == cached:
+        lost_dirty = _LOST_DIRTY in missing
+        if current == cached and not lost_dirty:
             return
-        name = "/".join(dict.fromkeys(missing))
+        # A write through a cached writable entry of a leaf software made writable-clean
+        # again: the same translation, but the write marks nothing dirty.
+        name = "/".join(m for m in dict.fromkeys(missing) if m != _LOST_DIRTY)
+        if lost_dirty:
+            name += " (a write made no dirty update)"
 
         def report() -> Finding:
             found = stale_finding(self, sid, pasid, addr, cached, current, missing)
@@ -600,7 +682,10 @@ class Smmuv3Unit(IommuUnitModel):
         self.stats.faults += 1
         detail = evt.name
         record = evt != Evt.ABORT
-        if evt in TRANSLATION_FAULTS and cd is not None:
+        if f.s2:
+            record = f.record
+            detail += f" (stage 2, IPA {f.ipa:#x})"
+        elif evt in TRANSLATION_FAULTS and cd is not None:
             record = cd.r
             if not cd.a:
                 detail += " (RAZ/WI)"
@@ -624,14 +709,21 @@ class Smmuv3Unit(IommuUnitModel):
             SSID=(pasid or 0) & SSID_MASK,
             SID=sid & 0xFFFF_FFFF,
         )
-        cls = ent.EVT_CLASS_TT if f.evt == Evt.F_WALK_EABT else ent.EVT_CLASS_IN
+        if f.s2:
+            cls = f.cls
+        else:
+            cls = ent.EVT_CLASS_TT if f.evt == Evt.F_WALK_EABT else ent.EVT_CLASS_IN
         dw1 = ent.EvtDw1.encode(
             PNU=int(priv),
             RNW=int(not write),
+            S2=int(f.s2),
             CLASS=cls if f.evt in TRANSLATION_FAULTS else 0,
             TT_READ=int(f.evt == Evt.F_WALK_EABT),
         )
-        dw3 = f.fetch & ent.EvtDw3.FETCH_ADDR.mask
+        if f.s2 and f.evt != Evt.F_WALK_EABT:
+            dw3 = f.ipa & ent.EvtDw3S2.IPA.mask
+        else:
+            dw3 = f.fetch & ent.EvtDw3.FETCH_ADDR.mask
         return dw0, dw1, addr & ((1 << 64) - 1), dw3
 
     # -- debug ---------------------------------------------------------------------------------
@@ -643,11 +735,22 @@ class Smmuv3Unit(IommuUnitModel):
         return dump_unit(self)
 
 
+_LOST_DIRTY = "no dirty update"
+
+
+def _tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
+    """The command that would have removed the stale entry ``e``."""
+    if cd is None:
+        return "TLBI_S2_IPA"
+    name = "TLBI_NH_VA" if e.tag[1] != GLOBAL else "TLBI_NH_VAA"  # type: ignore[index]
+    return name if ste.s2 is None else f"{name}/TLBI_S12_VMALL"
+
+
 class _TlbSlowPath:
     """The SMMUv3 slow path of one request (:class:`hw.translation.SlowPath`): global
     entries, fills, re-checks naming the missing command, F_PERMISSION."""
 
-    __slots__ = ("cd", "need", "pasid", "priv", "sid", "stale", "unit", "vmid", "write")
+    __slots__ = ("cd", "need", "pasid", "priv", "sid", "stale", "ste", "unit", "vmid", "write")
 
     def __init__(
         self,
@@ -656,8 +759,8 @@ class _TlbSlowPath:
         pasid: int | None,
         priv: bool,
         write: bool,
-        vmid: int,
-        cd: CdInfo,
+        ste: StreamInfo,
+        cd: CdInfo | None,
         stale: list[str],
     ) -> None:
         self.unit = unit
@@ -665,25 +768,28 @@ class _TlbSlowPath:
         self.pasid = pasid
         self.priv = priv
         self.write = write
-        self.vmid = vmid
+        self.ste = ste
+        self.vmid = ste.vmid
         self.cd = cd
         self.stale = stale
-        self.need = need_bits(write, priv, cd.pan)
+        self.need = need_bits(write, priv, cd.pan if cd is not None else False)
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         unit, cd = self.unit, self.cd
         sid, pasid, priv, write = self.sid, self.pasid, self.priv, self.write
-        if e is None:
+        if e is None and cd is not None:
             e = unit._p.iotlb.lookup((self.vmid, GLOBAL), a)
         missing = list(self.stale)
         try:
-            e = unit._slow_page(self.vmid, cd, e, a, missing)
+            e = unit._slow_page(self.ste, cd, e, a, missing, write)
+            if write and e.perms & PERM_DBM and not missing:
+                e = unit._fill(self.ste, cd, a, True)  # the dirty update, then the write
         except SmmuFault as f:
             if missing:
                 unit._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
             return unit._fault(sid, pasid, priv, a, write, f, cd)
         if e.perms & self.need != self.need:
-            perm = SmmuFault(Evt.F_PERMISSION)
+            perm = unit._perm_fault(self.ste, cd, a, write)
             if missing:
                 unit._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
             return unit._fault(sid, pasid, priv, a, write, perm, cd)

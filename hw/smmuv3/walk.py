@@ -5,7 +5,17 @@ The lookup order and validity rules are IHI 0070 §3.3 and chapter 5 (STE §5.2,
 facts file marked them unverified (see :mod:`hw.smmuv3.unit`). The stage-1 walk is
 the VMSAv8-64 4 KiB-granule walk that Linux ``io-pgtable-arm.c`` builds tables for
 (``__arm_lpae_map``/``arm_lpae_iova_to_phys``), with the SMMU's CD controls (T0SZ,
-EPD0/1, TBI, IPS, AFFD, HA, HAD, PAN) applied.
+EPD0/1, TBI, IPS, AFFD, HA, HD, HAD, PAN) applied.
+
+Stage 2 (IDR0.S2P, IHI 0070 §3.3, §5.2 S2* fields, QEMU ``smmu_ptw_64_s2``): the
+stage-2 tables of an STE with Config 0b110 translate the input address as an IPA;
+with Config 0b111 (nested) every stage-1 structure address (CD, L1CD, table
+descriptors) and the stage-1 output are IPAs walked through stage 2 first. A fault
+met in stage 2 carries ``s2``, the IPA and the class (CD fetch, table walk, input),
+and is recorded as STE.S2R says. Hardware dirty state (IDR0.HTTU=2): a write to a
+DBM page that is read-only (stage 1 AP[2]=1 with CD.HD; stage 2 S2AP[1]=0 with
+STE.S2HD) makes it writable in the descriptor, which is the dirty record software
+reads back (``arm_lpae_read_and_clear_dirty``).
 
 Walks raise :class:`SmmuFault` carrying the event id; they never return a partial
 result. Every walk reports the 8-byte granules (``address >> 3``) it read, for the
@@ -32,9 +42,16 @@ PERM_U = 2
 PERM_NU = 4
 """Not EL0-accessible (AP[1]=0): set exactly when PERM_U is not, so a privileged
 access under CD.PAN can be checked like every right, as a bit that must be set."""
+PERM_R = 8
+"""Readable at stage 2 (S2AP[0]); always set without stage 2. Every access needs it."""
+PERM_DBM = 16
+"""Not writable now, but a write would be after the hardware dirty update (DBM page
+under CD.HD / STE.S2HD): the write re-walks with the update instead of faulting."""
 
 _OA_MASK = ent.LpaeLeaf.OA.mask
 _OA_HIGH = 0xF << 48  # descriptor bits 51:48: nonzero is an Address Size fault (48-bit OA)
+_OA_HIGH_LEAF = 0x3 << 48
+"""A leaf's bits 49:48 (50 is GP, 51 DBM): nonzero is an Address Size fault (48-bit OA)."""
 _AP1 = ent.LpaeLeaf.AP1.mask
 _AP2 = ent.LpaeLeaf.AP2.mask
 _AF = ent.LpaeLeaf.AF.mask
@@ -42,17 +59,54 @@ _NG = ent.LpaeLeaf.NG.mask
 _U64 = struct.Struct("<Q").unpack_from
 _APT_NO_EL0 = 1 << 61
 _APT_RO = 1 << 62
+_DBM = ent.LpaeLeaf.DBM.mask
+_S2AP_R = ent.LpaeS2Leaf.S2AP_R.mask
+_S2AP_W = ent.LpaeS2Leaf.S2AP_W.mask
 
 
 class SmmuFault(Exception):
-    """Raised inside a walk: the event id, and the fetch address for fetch aborts."""
+    """Raised inside a walk: the event id, and the fetch address for fetch aborts.
 
-    __slots__ = ("evt", "fetch")
+    A stage-2 fault also has ``s2`` set, the ``ipa`` being translated, the event
+    class (``cls``: CD fetch, stage-1 table walk or the input) and whether STE.S2R
+    asks for a record (``record``)."""
 
-    def __init__(self, evt: Evt, fetch: int = 0) -> None:
+    __slots__ = ("cls", "evt", "fetch", "ipa", "record", "s2")
+
+    def __init__(
+        self,
+        evt: Evt,
+        fetch: int = 0,
+        s2: bool = False,
+        ipa: int = 0,
+        cls: int = ent.EVT_CLASS_IN,
+        record: bool = True,
+    ) -> None:
         super().__init__(evt)
         self.evt = evt
         self.fetch = fetch
+        self.s2 = s2
+        self.ipa = ipa
+        self.cls = cls
+        self.record = record
+
+
+@frozen
+class S2Info:
+    """The stage-2 controls of a valid STE with Config 0b110/0b111 (IHI 0070 §5.2)."""
+
+    ttb: int
+    ia_bits: int
+    """IPA width, 64 - S2T0SZ."""
+    level: int
+    """Start level, 2 - S2SL0 with the 4 KiB granule."""
+    ps: int
+    """Effective output size in bits (S2PS capped by IDR5.OAS)."""
+    affd: bool
+    ha: bool
+    hd: bool
+    record: bool
+    """STE.S2R: stage-2 faults are recorded."""
 
 
 @frozen
@@ -65,6 +119,8 @@ class StreamInfo:
     s1cdmax: int = 0
     s1dss: int = 0
     vmid: int = 0
+    s2: S2Info | None = None
+    """Stage 2 (Config 0b110 or 0b111), None without."""
     l1: int = -1
     """The L1STD the STE was found through (-1: linear stream table)."""
     slots: frozenset[int] = field(default=frozenset(), eq=False)
@@ -92,6 +148,8 @@ class CdInfo:
     had1: bool
     r: bool
     a: bool
+    hd: bool = False
+    """CD.HD: hardware dirty state for DBM leaves (IDR0.HTTU=2)."""
     l1: int = -1
     """The L1CD the CD was found through (-1: linear CD table or single CD)."""
     slots: frozenset[int] = field(default=frozenset(), eq=False)
@@ -122,6 +180,21 @@ class Leaf:
         self.slots = slots
 
 
+class NestedLeaf(Leaf):
+    """A walk through stage 2 too: the stage-1 output (``ipa``, None for stage 2
+    alone) and the rights stage 2 alone gives, to name the stage of a permission
+    fault."""
+
+    __slots__ = ("ipa", "s2perms")
+
+    def __init__(self, leaf: Leaf, ipa: int, s2perms: int) -> None:
+        super().__init__(
+            leaf.phys, leaf.shift, leaf.perms, leaf.ng, leaf.root, leaf.pte_addr, leaf.slots
+        )
+        self.ipa = ipa
+        self.s2perms = s2perms
+
+
 def start_level(va_bits: int) -> int:
     """4 KiB granule: the level whose table resolves the top VA bits (facts A10)."""
     return 4 - (va_bits - 12 + 8) // 9
@@ -141,6 +214,11 @@ class Walker:
 
     def _set_bits(self, addr: int, bits: int) -> None:
         self.mem.write_u64(addr, self.mem.read_u64(addr) | bits)
+
+    def _clear_bits(self, addr: int, bits: int) -> None:
+        """The stage-1 dirty update (AP[2] cleared): an ordinary write, so entries
+        built from the clean descriptor become suspect."""
+        self.mem.write_u64(addr, self.mem.read_u64(addr) & ~bits)
 
     def _q(self, addr: int, evt: Evt) -> int:
         try:
@@ -192,10 +270,11 @@ class Walker:
         dw0 = int.from_bytes(raw[0:8], "little")
         dw1 = int.from_bytes(raw[8:16], "little")
         dw2 = int.from_bytes(raw[16:24], "little")
-        return self._decode_ste(dw0, dw1, dw2, l1, frozenset(slots))
+        dw3 = int.from_bytes(raw[24:32], "little")
+        return self._decode_ste(dw0, dw1, dw2, dw3, l1, frozenset(slots))
 
     def _decode_ste(
-        self, dw0: int, dw1: int, dw2: int, l1: int, slots: frozenset[int]
+        self, dw0: int, dw1: int, dw2: int, dw3: int, l1: int, slots: frozenset[int]
     ) -> StreamInfo:
         f0, f1 = ent.SteDw0, ent.SteDw1
         cfg = self.cfg
@@ -204,13 +283,18 @@ class Walker:
         config = f0.CONFIG.get(dw0)
         if not config & 0b100:
             return StreamInfo(ent.STE_CFG_ABORT, l1=l1, slots=slots)
-        if config & 0b010:
-            raise SmmuFault(Evt.C_BAD_STE)  # stage 2 is not implemented (IDR0.S2P=0)
         vmid = ent.SteDw2.S2VMID.get(dw2)
         if not cfg.vmid16 and vmid >> 8:
             raise SmmuFault(Evt.C_BAD_STE)
         if config == ent.STE_CFG_BYPASS:
             return StreamInfo(ent.STE_CFG_BYPASS, vmid=vmid, l1=l1, slots=slots)
+        s2 = None
+        if config & 0b010:
+            if not cfg.s2p:
+                raise SmmuFault(Evt.C_BAD_STE)  # stage 2 not implemented (IDR0.S2P=0)
+            s2 = self._decode_s2(dw2, dw3)
+            if config == ent.STE_CFG_S2:
+                return StreamInfo(ent.STE_CFG_S2, vmid=vmid, s2=s2, l1=l1, slots=slots)
         cdmax = f0.S1CDMAX.get(dw0)
         fmt = f0.S1FMT.get(dw0)
         if fmt == 3:
@@ -230,15 +314,160 @@ class Walker:
         if dss == 3:
             dss = ent.S1DSS_TERMINATE
         return StreamInfo(
-            ent.STE_CFG_S1,
+            config,
             s1fmt=fmt if cdmax else ent.S1FMT_LINEAR,
             ctxptr=ctxptr,
             s1cdmax=cdmax,
             s1dss=dss if cdmax else 0,
             vmid=vmid,
+            s2=s2,
             l1=l1,
             slots=slots,
         )
+
+    def _decode_s2(self, dw2: int, dw3: int) -> S2Info:
+        """The stage-2 fields of an STE (IHI 0070 §5.2; ILLEGAL -> C_BAD_STE): AArch64,
+        little-endian, 4 KiB granule, S2PS not reserved, S2T0SZ consistent with S2SL0
+        (1 to 13 index bits at the start level: up to 16 concatenated tables), the
+        IPA within the output size, S2TTB aligned inside it, S2HA/S2HD only as
+        IDR0.HTTU allows."""
+        f = ent.SteDw2
+        cfg = self.cfg
+        ps = f.S2PS.get(dw2)
+        sl0 = f.S2SL0.get(dw2)
+        ha, hd = bool(f.S2HA.get(dw2)), bool(f.S2HD.get(dw2))
+        if (
+            f.S2TG.get(dw2) != ent.S2TG_4K
+            or not f.S2AA64.get(dw2)
+            or f.S2ENDI.get(dw2)
+            or ps == 7
+            or sl0 == 3
+            or (ha and cfg.httu < 1)
+            or (hd and cfg.httu < 2)
+        ):
+            raise SmmuFault(Evt.C_BAD_STE)
+        ps_bits = min(OAS_BITS[min(ps, 6)], self.oas_bits)
+        ia_bits = 64 - f.S2T0SZ.get(dw2)
+        level = 2 - sl0
+        index_bits = ia_bits - (39 - 9 * level)
+        if not 1 <= index_bits <= 13 or ia_bits > ps_bits:
+            raise SmmuFault(Evt.C_BAD_STE)
+        ttb = dw3 & ent.SteDw3.S2TTB.mask
+        if ttb >> ps_bits or ttb & (max(64, 8 << index_bits) - 1):
+            raise SmmuFault(Evt.C_BAD_STE)
+        return S2Info(
+            ttb=ttb,
+            ia_bits=ia_bits,
+            level=level,
+            ps=ps_bits,
+            affd=bool(f.S2AFFD.get(dw2)),
+            ha=ha,
+            hd=hd,
+            record=bool(f.S2R.get(dw2)),
+        )
+
+    # -- stage 2 (VMSAv8-64 stage-2 translation, 4 KiB granule) ------------------------------
+    def walk_s2(
+        self, s2: S2Info, ipa: int, write: bool, update: bool, slots: list[int], cls: int
+    ) -> tuple[int, int, int]:
+        """Translate ``ipa`` through the stage-2 tables: ``(physical address, page
+        shift, rights)`` with rights of :data:`PERM_R`, :data:`PERM_W`,
+        :data:`PERM_DBM`. ``update`` sets AF (S2HA) and, for a ``write`` to a DBM page,
+        S2AP[1] (S2HD). Faults carry ``s2``, the IPA and ``cls``."""
+
+        def fault(evt: Evt, fetch: int = 0) -> SmmuFault:
+            return SmmuFault(evt, fetch, True, ipa, cls, s2.record)
+
+        if ipa >> s2.ia_bits:
+            raise fault(Evt.F_TRANSLATION)
+        level = s2.level
+        shift = 39 - 9 * level
+        mask = (1 << (s2.ia_bits - shift)) - 1
+        table = s2.ttb
+        read = self.mem.read_u64
+        pte_addr = table
+        try:
+            while True:
+                pte_addr = table + ((ipa >> shift) & mask) * 8
+                slots.append(pte_addr >> 3)
+                pte = read(pte_addr)
+                if not pte & 1:
+                    raise fault(Evt.F_TRANSLATION)
+                if pte & 2 and level < 3:
+                    if pte & _OA_HIGH:
+                        raise fault(Evt.F_ADDR_SIZE)
+                    table = pte & _OA_MASK
+                    if table >> s2.ps:
+                        raise fault(Evt.F_ADDR_SIZE)
+                    level += 1
+                    shift -= 9
+                    mask = 0x1FF
+                    continue
+                if not pte & 2 and level in (0, 3):
+                    raise fault(Evt.F_TRANSLATION)
+                if pte & _OA_HIGH_LEAF:
+                    raise fault(Evt.F_ADDR_SIZE)
+                break
+        except BusError:
+            raise fault(Evt.F_WALK_EABT, pte_addr) from None
+        phys = pte & _OA_MASK & ~((1 << shift) - 1)
+        if phys >> s2.ps:
+            raise fault(Evt.F_ADDR_SIZE)
+        if not pte & _AF:
+            if s2.ha:
+                if update:
+                    self.set_bits(pte_addr, _AF)
+            elif not s2.affd:
+                raise fault(Evt.F_ACCESS)
+        rights = (PERM_R if pte & _S2AP_R else 0) | (PERM_W if pte & _S2AP_W else 0)
+        if not pte & _S2AP_W and pte & _DBM and s2.hd:
+            if write and update:
+                self.set_bits(pte_addr, _S2AP_W)
+                rights |= PERM_W
+            else:
+                rights |= PERM_DBM
+        return phys | (ipa & ((1 << shift) - 1)), shift, rights
+
+    def _s2_fetch(self, s2: S2Info, ipa: int, slots: list[int], cls: int) -> int:
+        """A stage-1 structure read at ``ipa``: its physical address; stage 2 must
+        allow reads (F_PERMISSION at stage 2 otherwise)."""
+        pa, _shift, rights = self.walk_s2(s2, ipa, False, True, slots, cls)
+        if not rights & PERM_R:
+            raise SmmuFault(Evt.F_PERMISSION, 0, True, ipa, cls, s2.record)
+        return pa
+
+    def walk_stream(
+        self, ste: StreamInfo, cd: CdInfo | None, va: int, update: bool, write: bool
+    ) -> Leaf:
+        """The walk a stream's STE asks for: stage 1 (:meth:`walk`), stage 2 alone
+        (``cd`` None) or stage 1 through stage 2; the rights of both stages, the
+        smaller page, the granules read at both stages."""
+        s2 = ste.s2
+        if s2 is None:
+            assert cd is not None
+            return self.walk(cd, va, update, write)
+        if cd is None:
+            slots: list[int] = []
+            pa, shift, rights = self.walk_s2(s2, va, write, update, slots, ent.EVT_CLASS_IN)
+            perms = rights | PERM_U | PERM_NU
+            base = pa & ~((1 << shift) - 1)
+            leaf = Leaf(base, shift, perms, False, s2.ttb, slots[-1] << 3, slots)
+            return NestedLeaf(leaf, va, rights)
+        s1 = self.walk(cd, va, update, write, s2)
+        ipa = s1.phys | (va & ((1 << s1.shift) - 1))
+        pa, shift2, rights = self.walk_s2(s2, ipa, write, update, s1.slots, ent.EVT_CLASS_IN)
+        shift = min(s1.shift, shift2)
+        perms = s1.perms & ~(PERM_W | PERM_R | PERM_DBM)
+        s1w = s1.perms & (PERM_W | PERM_DBM)
+        s2w = rights & (PERM_W | PERM_DBM)
+        if s1.perms & PERM_W and rights & PERM_W:
+            perms |= PERM_W
+        elif s1w and s2w:
+            perms |= PERM_DBM
+        perms |= rights & PERM_R
+        base = pa & ~((1 << shift) - 1)
+        leaf = Leaf(base, shift, perms, s1.ng, s1.root, s1.pte_addr, s1.slots)
+        return NestedLeaf(leaf, ipa, rights)
 
     # -- context descriptors (IHI 0070 §5.3, §5.4) ----------------------------------------
     def cd(self, ste: StreamInfo, index: int) -> CdInfo:
@@ -253,12 +482,16 @@ class Walker:
             l1_bytes = 8 << max(0, ste.s1cdmax - leaf_bits)
             table = ste.ctxptr & ~(max(64, l1_bytes) - 1)
             l1_addr = table + (index >> leaf_bits) * ent.L1_DESC_SIZE
+            if ste.s2 is not None:
+                l1_addr = self._cd_pa(ste.s2, l1_addr, slots)
             slots.add(l1_addr >> 3)
             l1 = self._q(l1_addr, Evt.F_CD_FETCH)
             if not l1 & 1:
                 raise SmmuFault(Evt.C_BAD_SUBSTREAMID)
             l2 = l1 & ent.L1Cd.L2PTR.mask & ~((64 << leaf_bits) - 1)
             addr = l2 + (index & ((1 << leaf_bits) - 1)) * ent.CD_SIZE
+        if ste.s2 is not None:
+            addr = self._cd_pa(ste.s2, addr, slots)
         try:
             raw = self.mem.read(addr, 24)
         except BusError:
@@ -267,6 +500,13 @@ class Walker:
         slots.update((g, g + 1, g + 2))
         q = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, 24, 8)]
         return self._decode_cd(q[0], q[1], q[2], l1, frozenset(slots))
+
+    def _cd_pa(self, s2: S2Info, ipa: int, slots: set[int]) -> int:
+        """A CD or L1CD address of a nested STE is an IPA (class CD on a fault)."""
+        walked: list[int] = []
+        pa = self._s2_fetch(s2, ipa, walked, ent.EVT_CLASS_CD)
+        slots.update(walked)
+        return pa
 
     def _decode_cd(self, d0: int, d1: int, d2: int, l1: int, slots: frozenset[int]) -> CdInfo:
         """Validity checks of IHI 0070 §5.4 (ILLEGAL -> C_BAD_CD)."""
@@ -284,7 +524,7 @@ class Walker:
             not f.AA64.get(d0)
             or f.ENDI.get(d0)
             or (f.HA.get(d0) and cfg.httu < 1)
-            or f.HD.get(d0)
+            or (f.HD.get(d0) and cfg.httu < 2)
             or (f.S.get(d0) and cfg.stall_model == 1)
             or (not cfg.asid16 and f.ASID.get(d0) >> 8)
         ):
@@ -316,6 +556,7 @@ class Walker:
             had1=bool(ent.CdDw2.HAD1.get(d2)),
             r=bool(f.R.get(d0)),
             a=bool(f.A.get(d0)),
+            hd=bool(f.HD.get(d0)),
             l1=l1,
             slots=slots,
         )
@@ -329,12 +570,21 @@ class Walker:
         return 64 - tsz
 
     # -- stage-1 walk (VMSAv8-64, 4 KiB granule) -------------------------------------------
-    def walk(self, cd: CdInfo, va: int, update: bool) -> Leaf:
+    def walk(
+        self,
+        cd: CdInfo,
+        va: int,
+        update: bool,
+        write: bool = False,
+        s2: S2Info | None = None,
+    ) -> Leaf:
         """Translate ``va`` through the CD's tables (facts A10).
 
         Region selection: VA[55]=0 uses TTB0, 1 uses TTB1; the bits above the region's
         size (above bit 55 too unless TBIx) must be all 0 / all 1, else F_TRANSLATION,
-        as is a walk of a half disabled by EPDx. ``update`` sets AF when CD.HA.
+        as is a walk of a half disabled by EPDx. ``update`` sets AF when CD.HA and, for
+        a ``write`` to a read-only DBM leaf under CD.HD, clears AP[2]. With ``s2`` the
+        table addresses are IPAs read through stage 2 (the output stays an IPA).
         """
         upper = (va >> 55) & 1
         if upper:
@@ -349,7 +599,7 @@ class Walker:
             raise SmmuFault(Evt.F_TRANSLATION)
         level = start_level(va_bits)
         table = root
-        perms = PERM_W | PERM_U
+        perms = PERM_W | PERM_U | PERM_R
         slots: list[int] = []
         ips = cd.ips
         read = self.mem.read_u64
@@ -360,6 +610,8 @@ class Walker:
         try:
             while True:
                 pte_addr = table + ((va >> shift) & mask) * 8
+                if s2 is not None:
+                    pte_addr = self._s2_fetch(s2, pte_addr, slots, ent.EVT_CLASS_TT)
                 slots.append(pte_addr >> 3)
                 # Memory.read_u64 in line for RAM without holes (one call less per level).
                 pte = _U64(data, pte_addr)[0] if pte_addr <= ram8 else read(pte_addr)
@@ -383,7 +635,7 @@ class Walker:
                         continue
                 elif level == 3 or level == 0:
                     raise SmmuFault(Evt.F_TRANSLATION)
-                if pte & _OA_HIGH:
+                if pte & _OA_HIGH_LEAF:
                     raise SmmuFault(Evt.F_ADDR_SIZE)
                 break
         except BusError:
@@ -398,7 +650,14 @@ class Walker:
             elif not cd.affd:
                 raise SmmuFault(Evt.F_ACCESS)
         if pte & _AP2:
-            perms &= ~PERM_W
+            if cd.hd and pte & _DBM and perms & PERM_W:
+                if write and update:
+                    self._clear_bits(pte_addr, _AP2)
+                else:
+                    perms |= PERM_DBM
+                    perms &= ~PERM_W
+            else:
+                perms &= ~PERM_W
         if not pte & _AP1:
             perms &= ~PERM_U
         if not perms & PERM_U:
@@ -416,7 +675,7 @@ def need_bits(write: bool, priv: bool, pan: bool) -> int:
     """The rights a transaction needs (AP[2:1] against RnW and PnU, with CD.PAN; facts
     A10): W to write; EL0 access unprivileged; under PAN a privileged access must not
     touch an EL0-accessible page."""
-    need = PERM_W if write else 0
+    need = PERM_W | PERM_R if write else PERM_R
     if not priv:
         return need | PERM_U
     return need | PERM_NU if pan else need

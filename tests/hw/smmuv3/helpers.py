@@ -93,6 +93,31 @@ def cd_words(
     return dw0, dw1, 0, 0x00000000_F404FF44
 
 
+S2_IA_BITS = 39
+"""Stage-2 input size of the helpers' stage-2 tables: S2T0SZ 25, S2SL0 1 (start at
+level 1 with one 4 KiB table, as ``arm_lpae_alloc_pgtable_s2`` picks for a 39-bit IPA)."""
+
+
+def ste_s2(
+    s2ttb: int,
+    vmid: int,
+    config: int = ent.STE_CFG_S2,
+    dw0: int = 0,
+    dw1: int = 0,
+    **fields: int,
+) -> tuple[int, int, int, int]:
+    """``arm_smmu_make_s2_domain_ste``: Config S2 (or nested over ``dw0``/``dw1``'s
+    stage-1 fields), VMID, VTCR (4 KiB, 39-bit IPA, 48-bit PS, WBWA/ISH walks), S2AA64,
+    S2R, S2TTB."""
+    base: dict[str, int] = dict(
+        S2VMID=vmid, S2T0SZ=64 - S2_IA_BITS, S2SL0=1, S2IR0=1, S2OR0=1, S2SH0=3, S2PS=5,
+        S2AA64=1, S2R=1,
+    )  # fmt: skip
+    base.update(fields)
+    d0 = ent.SteDw0.CONFIG.put(dw0 | 1, config)
+    return d0, dw1, ent.SteDw2.encode(**base), s2ttb
+
+
 # -- commands ---------------------------------------------------------------------------------
 def cmd_cfgi_ste(sid: int, leaf: int = 1) -> tuple[int, int]:
     return ent.CmdCfgiSte0.encode(OP=Op.CFGI_STE, SID=sid), ent.CmdCfgiLeaf1.encode(LEAF=leaf)
@@ -135,6 +160,17 @@ def cmd_tlbi_nh_vaa(va: int, vmid: int = 0) -> tuple[int, int]:
 
 def cmd_tlbi_nh_all(vmid: int = 0) -> tuple[int, int]:
     return ent.CmdTlbiVmid0.encode(OP=Op.TLBI_NH_ALL, VMID=vmid), 0
+
+
+def cmd_tlbi_s12_vmall(vmid: int) -> tuple[int, int]:
+    return ent.CmdTlbiVmid0.encode(OP=Op.TLBI_S12_VMALL, VMID=vmid), 0
+
+
+def cmd_tlbi_s2_ipa(ipa: int, vmid: int) -> tuple[int, int]:
+    return (
+        ent.CmdTlbiVaa0.encode(OP=Op.TLBI_S2_IPA, VMID=vmid),
+        ent.CmdTlbiVa1.encode(LEAF=1, ADDR=ipa >> 12),
+    )
 
 
 def cmd_tlbi_nsnh_all() -> tuple[int, int]:
@@ -205,6 +241,39 @@ class PageTable:
 
     def unmap(self, iova: int, level: int = 3) -> None:
         self.m.memory.write_u64(self.entry_addr(iova, level), 0)
+
+
+class S2Table:
+    """A stage-2 LPAE table (4 KiB granule, :data:`S2_IA_BITS` IPA, start level 1) as
+    ``io-pgtable-arm.c`` builds ARM_64_LPAE_S2 tables: S2AP, MemAttr, AF, DBM."""
+
+    def __init__(self, m: Machine, pages: Pages) -> None:
+        self.m, self.pages = m, pages
+        self.root = pages.alloc()
+
+    def entry_addr(self, ipa: int) -> int:
+        table = self.root
+        for level in (1, 2):
+            addr = table + ((ipa >> (39 - 9 * level)) & 0x1FF) * 8
+            pte = self.m.memory.read_u64(addr)
+            if not pte & 1:
+                nxt = self.pages.alloc()
+                self.m.memory.write_u64(addr, nxt | 3)
+                table = nxt
+            else:
+                table = pte & ent.LpaeLeaf.OA.mask
+        return table + ((ipa >> 12) & 0x1FF) * 8
+
+    def map(self, ipa: int, phys: int, w: bool = True, r: bool = True, dbm: bool = False) -> int:
+        addr = self.entry_addr(ipa)
+        pte = ent.LpaeS2Leaf.encode(
+            VALID=1, TYPE=1, MEMATTR=0xF, S2AP_R=int(r), S2AP_W=int(w), SH=3, AF=1, DBM=int(dbm)
+        )
+        self.m.memory.write_u64(addr, pte | phys)
+        return addr
+
+    def unmap(self, ipa: int) -> None:
+        self.m.memory.write_u64(self.entry_addr(ipa), 0)
 
 
 # -- the software side --------------------------------------------------------------------------
@@ -284,9 +353,9 @@ class Smmu:
             )
         return l2 + 64 * (sid & 0xFF)
 
-    def write_ste(self, sid: int, ste: tuple[int, int, int]) -> int:
+    def write_ste(self, sid: int, ste: tuple[int, ...]) -> int:
         addr = self.ste_addr(sid)
-        self.m.memory.write(addr, words(*ste, 0, 0, 0, 0, 0))
+        self.m.memory.write(addr, words(*ste, *(0,) * (8 - len(ste))))
         return addr
 
     # -- command queue ---------------------------------------------------------------------------

@@ -265,7 +265,7 @@ def test_id_registers_follow_the_config() -> None:
         {"sidsize": 33},
         {"ssidsize": -1},
         {"oas": 7},
-        {"httu": 2},
+        {"httu": 3},
         {"s1p": False},
         {"ats": True},
         {"aidr": 0, "oas": 6},

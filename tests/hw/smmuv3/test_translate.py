@@ -157,11 +157,15 @@ def test_output_beyond_ips_is_f_addr_size() -> None:
     assert res.fault is not None and res.fault.reason == Evt.F_ADDR_SIZE
 
 
-def test_descriptor_bits_51_48_are_f_addr_size() -> None:
+def test_leaf_bits_49_48_are_f_addr_size() -> None:
+    """A leaf's OA bits above 47 (49:48; 50 is GP and 51 DBM, attributes) with a
+    48-bit output; a table descriptor's bits 51:48 are all address bits."""
     r = rig_with_cd0()
     pte = r.table(1).map(IOVA, 0x20_0000)
-    r.m.memory.write_u64(pte, r.m.memory.read_u64(pte) | (1 << 50))
+    r.m.memory.write_u64(pte, r.m.memory.read_u64(pte) | (1 << 49))
     assert reason(r.translate(IOVA)) == Evt.F_ADDR_SIZE
+    r.m.memory.write_u64(pte, r.m.memory.read_u64(pte) & ~(1 << 49) | (1 << 50))
+    assert r.translate(IOVA).fault is None
 
 
 def test_table_address_beyond_ips_is_f_addr_size() -> None:

@@ -4,7 +4,9 @@ what it reported (and the IOTLB, so the next write is seen again), NO_CLEAR keep
 it, and nothing is reported while tracking is off. The evidence is the D bits the
 VT-d model sets in the second-stage leaves as the DSA's writes are translated.
 
-SMMUv3 here has no HTTU dirty state, so its HWPTs cannot track dirty pages."""
+SMMUv3 with HTTU dirty state (IDR0.HTTU=2): 6.12's driver maps writable pages with
+DBM and its CDs with HA/HD; the bitmap is exactly the pages written, read from the
+leaves the SMMU made writable-dirty. The preset SMMUv3 (no HTTU) refuses."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from drivers.arm_smmu_v3.io_pgtable_arm import ARM_LPAE_PTE_AP_RDONLY, ARM_LPAE_PTE_DBM
 from iommulab.vfio_dsa import VfioDsa
 from kernel.errno import EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW
 from kernel.iommufd.uapi_helpers import Iommufd, do_ioctl
@@ -23,17 +26,27 @@ from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
 from tests.kernel.iommufd.conftest import Vmm, boot_vendor, pdev
 
 if TYPE_CHECKING:
-    from iommulab.pytest_plugin import KernelChecks
+    from iommulab.pytest_plugin import Expectations, KernelChecks
 
 GUEST = 16 * PAGE_SIZE
 SRC, DST, CR = 0x0000, 0x8000, 0xF000
 DIRTY = uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
 SLADS = {"slads": True}
+HTTU_DIRTY = {"httu": 2}
 
 
 @pytest.fixture
 def slads_vmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
     k = iommulab_checks.track(boot_vendor("vtd", SLADS))
+    with k:
+        v = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        yield v
+        v.close()
+
+
+@pytest.fixture
+def httu_vmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
+    k = iommulab_checks.track(boot_vendor("smmuv3", HTTU_DIRTY))
     with k:
         v = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
         yield v
@@ -150,7 +163,7 @@ def test_bad_dirty_requests(slads_vmm: Vmm) -> None:
 
 
 def test_units_without_dirty_state_refuse_dirty_tracking_hwpts(vmm: Vmm) -> None:
-    """The default VT-d unit (ECAP.SLADS=0) and SMMUv3 (no HTTU): EOPNOTSUPP, and
+    """The default VT-d unit (ECAP.SLADS=0) and the preset SMMUv3 (no HTTU): EOPNOTSUPP, and
     GET_HW_INFO does not advertise IOMMU_HW_CAP_DIRTY_TRACKING."""
     dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
     ioas = vmm.fd.ioas_alloc()
@@ -185,4 +198,48 @@ def test_a_device_replaced_onto_a_tracking_hwpt_is_tracked(slads_vmm: Vmm) -> No
     dsa.enable()
     move(dsa, guest, 0x6000, PAGE_SIZE)
     assert dirty_pages(vmm, hwpt) == {6, 15}
+    dsa.disable()
+
+
+def leaf_of(vmm: Vmm, hwpt: int, iova: int) -> int:
+    domain = vmm.fd.ctx.objects[hwpt].domain  # type: ignore[union-attr]
+    return int([e for _, _, e in domain.pgtbl_ops.walk(iova)][-1])
+
+
+def test_smmuv3_bitmap_is_exactly_the_pages_the_device_wrote(httu_vmm: Vmm) -> None:
+    """6.12's SMMUv3 leaves HD on whatever tracking says (``arm_smmu_set_dirty_tracking``
+    does nothing): what enabling does is clear first. The SMMU turns the DBM leaves
+    the DSA writes writable-dirty (AP[2] cleared); a report finds exactly those and
+    makes them writable-clean again; NO_CLEAR keeps them."""
+    vmm = httu_vmm
+    guest, hwpt, dsa = started(vmm)
+    clean = leaf_of(vmm, hwpt, DST)
+    assert clean & ARM_LPAE_PTE_DBM and not clean & ARM_LPAE_PTE_AP_RDONLY  # writable-dirty
+    set_tracking(vmm, hwpt, True)
+    assert dirty_pages(vmm, hwpt) == set()
+    assert leaf_of(vmm, hwpt, DST) & ARM_LPAE_PTE_AP_RDONLY  # cleared: writable-clean
+    move(dsa, guest, DST + 0x800, 2 * PAGE_SIZE)
+    keep = uapi.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
+    assert dirty_pages(vmm, hwpt, keep) == written_by(DST + 0x800, 2 * PAGE_SIZE)
+    assert dirty_pages(vmm, hwpt) == {8, 9, 10, 15}
+    assert dirty_pages(vmm, hwpt) == set()
+    assert leaf_of(vmm, hwpt, DST) & ARM_LPAE_PTE_AP_RDONLY
+    dsa.disable()
+
+
+def test_smmuv3_6_12_misses_a_rewrite_after_a_report(
+    httu_vmm: Vmm, iommulab_expect: Expectations
+) -> None:
+    """iommufd syncs the gather the report filled, but it carries no page size, and
+    ``arm_smmu_iotlb_sync`` returns at once for a gather without one (6.12): the SMMU
+    keeps the writable entries it cached, so a rewrite of a reported page marks
+    nothing dirty. The model reports the write through the stale writable entry."""
+    iommulab_expect.stale()
+    vmm = httu_vmm
+    guest, hwpt, dsa = started(vmm)
+    set_tracking(vmm, hwpt, True)
+    move(dsa, guest, 0x3000, PAGE_SIZE)
+    assert dirty_pages(vmm, hwpt) == {3, 15}
+    move(dsa, guest, 0x3000, PAGE_SIZE)
+    assert dirty_pages(vmm, hwpt) == set()
     dsa.disable()

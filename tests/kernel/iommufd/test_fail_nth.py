@@ -196,13 +196,18 @@ DIRTY_SCENARIOS: dict[str, tuple[Callable[[Vmm, State], None], Op]] = {
 }
 
 
+DIRTY_UNITS: dict[str, dict[str, object]] = {"vtd": {"slads": True}, "smmuv3": {"httu": 2}}
+
+
+@pytest.mark.parametrize("unit", sorted(DIRTY_UNITS))
 @pytest.mark.parametrize("scenario", sorted(DIRTY_SCENARIOS))
-def test_dirty_tracking_failures_unwind(scenario: str) -> None:
-    """The same over the dirty-tracking ioctls, on a VT-d unit with ECAP.SLADS."""
+def test_dirty_tracking_failures_unwind(scenario: str, unit: str) -> None:
+    """The same over the dirty-tracking ioctls, on a VT-d unit with ECAP.SLADS and an
+    SMMUv3 with HTTU dirty state."""
     setup, op = DIRTY_SCENARIOS[scenario]
-    points = sweep(boot_vendor("vtd", {"slads": True}), setup, op)
-    # switching tracking on allocates nothing (it edits PASID entries and queues
-    # invalidations), so only its clean run is checked
+    points = sweep(boot_vendor(unit, DIRTY_UNITS[unit]), setup, op)
+    # switching tracking on allocates nothing (VT-d edits PASID entries and queues
+    # invalidations; SMMUv3 clears DBM leaves), so only its clean run is checked
     assert bool(points) != (scenario == "set_dirty_tracking")
 
 
