@@ -17,8 +17,8 @@ from benchmarks.bench_dma import best_cpu_of
 from hw.machine import build_machine
 from iommulab.presets import DSA_BDF, PRESETS
 from kernel.boot import boot
-from kernel.iommu.iommu import iommu_map, iommu_unmap
 from kernel.iommu.iommu_h import IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE
+from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 from kernel.iommufd.hw_pagetable import IommufdHwptPaging
 from kernel.iommufd.uapi_helpers import Iommufd
 from kernel.mm import GFP_KERNEL, alloc_pages_exact, free_pages_exact, virt_to_phys

@@ -41,13 +41,9 @@ from kernel.iommu.dma_iommu import (
     iommu_dma_alloc_iova,
     iommu_dma_free_iova,
 )
-from kernel.iommu.iommu import (
-    iommu_get_dma_domain,
-    iommu_map_nosync,
-    iommu_sync_map,
-    iommu_unmap_fast,
-)
+from kernel.iommu.iommu import iommu_get_dma_domain
 from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA_FQ, IommuIotlbGather, iommu_iotlb_sync
+from kernel.iommu.iommu_map import iommu_map_nosync, iommu_sync_map, iommu_unmap_fast
 from kernel.iommu.iova import IovaDomain, iova_align, iova_offset
 from kernel.mm import GFP_ATOMIC
 

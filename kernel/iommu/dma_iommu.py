@@ -45,11 +45,7 @@ from kernel.iommu.iommu import (
     PASID_API_SEED_V3,
     iommu_get_dma_domain,
     iommu_get_domain_for_dev,
-    iommu_iova_to_phys,
-    iommu_map,
-    iommu_map_sg,
     iommu_state,
-    iommu_unmap_fast,
 )
 from kernel.iommu.iommu_h import (
     IOMMU_CACHE,
@@ -67,6 +63,7 @@ from kernel.iommu.iommu_h import (
     iommu_iotlb_sync,
     seed_pasid_ops,
 )
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_map_sg, iommu_unmap_fast
 from kernel.iommu.iommu_resv import (
     IOMMU_RESV_SW_MSI,
     IommuResvRegion,

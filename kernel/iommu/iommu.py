@@ -17,7 +17,7 @@ ACS-isolated (or a root-complex integrated endpoint)".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, cast
 
 from attrs import define, field
@@ -26,7 +26,7 @@ from hw.bus import IommuUnitInfo
 from kernel.bug import WARN, WARN_ON
 from kernel.context import KernelSlot
 from kernel.device import BusType, Device, dev_name
-from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM, KernelError
+from kernel.errno import EBUSY, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, EPERM, KernelError
 from kernel.idr import IDA, ida_alloc, ida_free
 from kernel.init import initcall
 from kernel.iommu.iommu_h import (
@@ -41,19 +41,15 @@ from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_NESTED,
     IOMMU_DOMAIN_SVA,
     IOMMU_DOMAIN_UNMANAGED,
-    ULONG_MAX,
     DevIommu,
     IommuDevice,
     IommuDomain,
     IommuGroup,
-    IommuIotlbGather,
     IommuOps,
-    IommuPagingDomainOps,
     SupportsDevFeature,
     SupportsFree,
     SupportsProbeFinalize,
     has_optional_op,
-    iommu_iotlb_sync,
 )
 from kernel.iommu.iommu_resv import (
     iommu_check_require_direct,
@@ -72,18 +68,15 @@ from kernel.pci import (
     pci_get_devices,
     pci_max_pasids,
 )
-from kernel.printk import dev_info, dev_warn, pr_err, pr_info
+from kernel.printk import dev_info, dev_warn, pr_info
 from kernel.trace import (
     trace_add_device_to_group,
     trace_attach_device_to_domain,
-    trace_map,
     trace_remove_device_from_group,
-    trace_unmap,
 )
 
 if TYPE_CHECKING:
     from kernel.boot import Kernel
-    from kernel.dma.scatterlist import Scatterlist
 
 REQ_ACS_FLAGS = PCI_ACS_SV | PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_UF
 
@@ -742,208 +735,6 @@ def iommu_release_device(dev: Device) -> None:
         if not group.devices:
             _group_free(group)
     _dev_iommu_free(dev)
-
-
-# --------------------------------------------------------------------------- map / unmap
-
-
-def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple[int, int]:
-    """``iommu_pgsize``: the biggest page size that fits alignment and size, and how
-    many of them to map before a bigger page size becomes possible. (``__fls``/``__ffs``
-    and ``GENMASK`` are written out with ``int.bit_length``: this runs per map and unmap.)"""
-    bitmap = domain.pgsize_bitmap
-    addr_merge = paddr | iova
-    pgsizes = bitmap & ((1 << size.bit_length()) - 1)  # GENMASK(__fls(size), 0)
-    if addr_merge:
-        pgsizes &= (1 << (addr_merge & -addr_merge).bit_length()) - 1  # GENMASK(__ffs(), 0)
-    if not pgsizes:
-        WARN_ON(True)
-        return 0, 0
-    idx = pgsizes.bit_length() - 1
-    pgsize = 1 << idx
-    bigger = bitmap & -(pgsize << 1)  # bitmap & ~GENMASK(idx, 0)
-    if bigger:
-        nxt = bigger & -bigger  # BIT(__ffs(bigger))
-        offset = nxt - (addr_merge & (nxt - 1))
-        if offset + nxt <= size:
-            size = offset
-    return pgsize, size >> idx
-
-
-def _check_paging(domain: IommuDomain) -> IommuPagingDomainOps:
-    """The ops of a domain about to be mapped, narrowed to the paging protocol.
-    Linux's order: a non-paging domain is EINVAL (no WARN), then a paging domain
-    without map support is a driver bug (WARN, ENODEV)."""
-    if not domain.type & __IOMMU_DOMAIN_PAGING:
-        raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
-    ops: IommuPagingDomainOps = domain.ops  # type: ignore[assignment]
-    if getattr(ops, "map_pages", None) is None or domain.pgsize_bitmap == 0:
-        WARN_ON(True)
-        raise ENODEV("domain cannot map")
-    return ops
-
-
-def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
-    ops = _check_paging(domain)
-    bitmap = domain.pgsize_bitmap
-    min_pagesz = bitmap & -bitmap
-    if (iova | paddr | size) & (min_pagesz - 1):
-        pr_err(
-            f"unaligned: iova {iova:#x} pa {paddr:#018x} size {size:#x} min_pagesz {min_pagesz:#x}"
-        )
-        raise EINVAL("unaligned iommu_map")
-    if size == 0:
-        raise EINVAL("iommu_map of size 0")
-    if iova + size - 1 > ULONG_MAX or paddr + size - 1 > ULONG_MAX:
-        raise EOVERFLOW(f"iommu_map: iova {iova:#x} + size {size:#x} overflows")
-    orig_iova = iova
-    mapped_total = 0
-    map_pages = ops.map_pages
-    try:
-        while size:
-            if size == min_pagesz and not (iova | paddr) & (min_pagesz - 1):
-                # iommu_pgsize's answer for one smallest page: (min_pagesz, 1)
-                pgsize, count = min_pagesz, 1
-            else:
-                pgsize, count = iommu_pgsize(domain, iova, paddr, size)
-            mapped = map_pages(domain, iova, paddr, pgsize, count, prot, gfp)
-            mapped_total += mapped
-            if mapped < pgsize * count:
-                raise ENOMEM(f"map_pages stopped after {mapped:#x} of {pgsize * count:#x}")
-            if trace_map.enabled:
-                trace_map(iova=iova, paddr=paddr, size=mapped)
-            iova += mapped
-            paddr += mapped
-            size -= mapped
-    except KernelError:
-        if mapped_total:
-            iommu_unmap(domain, orig_iova, mapped_total)
-        raise
-
-
-def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
-    """``iommu_map``: split into page-size runs (``pgsize_bitmap``), map them, then
-    ``iotlb_sync_map``; a failure unmaps everything this call mapped."""
-    __iommu_map(domain, iova, paddr, size, prot, gfp)
-    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
-    if sync_map is not None:
-        try:
-            sync_map(domain, iova, size)
-        except KernelError:
-            iommu_unmap(domain, iova, size)
-            raise
-
-
-def iommu_map_sg(
-    domain: IommuDomain,
-    iova: int,
-    sgl: Sequence[Scatterlist],
-    nents: int,
-    prot: int,
-    gfp: int,
-) -> int:
-    """``iommu_map_sg``: map the first ``nents`` entries back to back from ``iova``,
-    each run of physically contiguous neighbours in one ``__iommu_map``, then ONE
-    ``iotlb_sync_map`` over everything mapped. Returns the bytes mapped, or -errno
-    with everything this call mapped unmapped again (each failing ``__iommu_map``
-    unrolls its own part first).
-
-    As 6.12, the run in progress is flushed by a pass over the last entry once more
-    (C's ``while (i <= nents)``), so a run is left unmapped only when that entry
-    starts where the run ends (a zero-length last entry): the result is then short
-    and the caller sees fewer bytes than it asked for. Differs: there are no P2PDMA
-    bus-address entries to skip (``sg_dma_is_bus_address``) and no GFP-flag WARN
-    (as :func:`iommu_map` here)."""
-    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
-    mapped = start = length = 0
-    try:
-        for i in range(nents):
-            sg = sgl[i]
-            s_phys = sg.phys
-            if length and s_phys != start + length:
-                __iommu_map(domain, iova + mapped, start, length, prot, gfp)
-                mapped += length
-                length = 0
-            if length:
-                length += sg.length
-            else:
-                length, start = sg.length, s_phys
-        if length and sgl[nents - 1].phys != start + length:
-            __iommu_map(domain, iova + mapped, start, length, prot, gfp)
-            mapped += length
-        if sync_map is not None:
-            sync_map(domain, iova, mapped)
-    except KernelError as e:
-        iommu_unmap(domain, iova, mapped)
-        return -e.errno
-    return mapped
-
-
-iommu_map_nosync = __iommu_map
-"""``iommu_map_nosync`` (newer than 6.12, for the two-step IOVA API): map without
-``iotlb_sync_map``; the caller syncs with :func:`iommu_sync_map`."""
-
-
-def iommu_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
-    """``iommu_sync_map`` (newer than 6.12): the domain's ``iotlb_sync_map``."""
-    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
-    if sync_map is not None:
-        sync_map(domain, iova, size)
-
-
-def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
-    if not domain.type & __IOMMU_DOMAIN_PAGING:
-        return 0
-    unmap_pages = getattr(domain.ops, "unmap_pages", None)
-    bitmap = domain.pgsize_bitmap
-    if unmap_pages is None or bitmap == 0:
-        WARN_ON(True)
-        return 0
-    min_pagesz = bitmap & -bitmap
-    if iova + size - 1 > ULONG_MAX:
-        return 0
-    if (iova | size) & (min_pagesz - 1):
-        pr_err(f"unaligned: iova {iova:#x} size {size:#x} min_pagesz {min_pagesz:#x}")
-        return 0
-    unmapped = 0
-    while unmapped < size:
-        left = size - unmapped
-        if left == min_pagesz and not iova & (min_pagesz - 1):
-            pgsize, count = min_pagesz, 1  # iommu_pgsize's answer for one smallest page
-        else:
-            pgsize, count = iommu_pgsize(domain, iova, iova, left)
-        got = unmap_pages(domain, iova, pgsize, count, gather)
-        if not got:
-            break
-        if trace_unmap.enabled:
-            trace_unmap(iova=iova, size=pgsize * count, unmapped_size=got)
-        iova += got
-        unmapped += got
-    return unmapped
-
-
-def iommu_unmap(domain: IommuDomain, iova: int, size: int) -> int:
-    """``iommu_unmap``: returns the bytes unmapped (0 for a range not mapped, as C)."""
-    gather = IommuIotlbGather()
-    ret = __iommu_unmap(domain, iova, size, gather)
-    iommu_iotlb_sync(domain, gather)
-    return ret
-
-
-def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
-    """``iommu_unmap_fast``: the caller syncs the gather (or queues it)."""
-    return __iommu_unmap(domain, iova, size, gather)
-
-
-def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
-    """``iommu_iova_to_phys``: identity domains translate to themselves; 0 if unmapped,
-    and 0 for a domain whose ops have no ``iova_to_phys`` (blocked, SVA)."""
-    if domain.type == IOMMU_DOMAIN_IDENTITY:
-        return iova
-    ops = domain.ops
-    if domain.type == IOMMU_DOMAIN_BLOCKED or not has_optional_op(ops, "iova_to_phys"):
-        return 0
-    return cast(IommuPagingDomainOps, ops).iova_to_phys(domain, iova)
 
 
 # --------------------------------------------------------------------------- subsystem init

@@ -155,7 +155,7 @@ def iommu_create_device_direct_mappings(domain: IommuDomain, dev: Device) -> Non
     DIRECT_RELAXABLE regions into a DMA domain (page-aligned outward, skipping pages
     already mapped — regions of several devices may overlap), then flush the IOTLB.
     A DIRECT region marks the device ``require_direct`` for any domain type."""
-    from kernel.iommu.iommu import iommu_iova_to_phys, iommu_map
+    from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map
 
     is_dma = bool(domain.type & __IOMMU_DOMAIN_DMA_API)
     pg_size = domain.pgsize_bitmap & -domain.pgsize_bitmap  # lowest page size, 0 if none

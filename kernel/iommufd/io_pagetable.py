@@ -39,8 +39,8 @@ from kernel.errno import (
     KernelError,
 )
 from kernel.fault_inject import should_fail
-from kernel.iommu.iommu import iommu_map, iommu_unmap
 from kernel.iommu.iommu_h import ULONG_MAX, IommuDomain, IommuIotlbGather, iommu_iotlb_sync
+from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 from kernel.iommu.iommu_resv import (
     IOMMU_RESV_DIRECT_RELAXABLE,
     IOMMU_RESV_SW_MSI,

@@ -20,14 +20,7 @@ from drivers.arm_smmu_v3.iommu_pt import ArmSmmuPtPgtable, arm_smmu_alloc_pgtbl
 from kernel.errno import EADDRINUSE, EEXIST, EFAULT, ENOMEM, ERANGE
 from kernel.fault_inject import injector
 from kernel.iommu.generic_pt import iommu_pt_generic
-from kernel.iommu.iommu import (
-    iommu_domain_free,
-    iommu_iova_to_phys,
-    iommu_map,
-    iommu_paging_domain_alloc,
-    iommu_unmap,
-    iommu_unmap_fast,
-)
+from kernel.iommu.iommu import iommu_domain_free, iommu_paging_domain_alloc
 from kernel.iommu.iommu_h import (
     IOMMU_CACHE,
     IOMMU_MMIO,
@@ -38,6 +31,7 @@ from kernel.iommu.iommu_h import (
     IommuIotlbGather,
     iommu_iotlb_sync,
 )
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_unmap, iommu_unmap_fast
 from kernel.mm import GFP_KERNEL, PAGE_OFFSET
 from tests.drivers.intel_iommu.conftest import boot_vtd
 from tests.drivers.page_table_rigs import TARGETS, Rig, rig, rig_fixture

@@ -96,7 +96,8 @@ def test_bad_scenario_files_are_clear_errors(
 
 
 SUPERPAGE_THEN_4K = """
-from kernel.iommu.iommu import iommu_domain_free, iommu_map, iommu_paging_domain_alloc, iommu_unmap
+from kernel.iommu.iommu import iommu_domain_free, iommu_paging_domain_alloc
+from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 from kernel.mm import GFP_KERNEL, __GFP_ZERO, __free_pages, alloc_pages
 from kernel.pci import pci_get_devices
 

@@ -117,8 +117,8 @@ def test_pasid_dma_lands_in_the_domains_pages(k: Kernel) -> None:
     assert dom is not None
     pasid = iommu_alloc_global_pasid(dev)
     iommu_attach_device_pasid(dom, dev, pasid)
-    from kernel.iommu.iommu import iommu_map, iommu_unmap
     from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE
+    from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 
     iommu_map(dom, 0x7000_0000, 0x300000, 0x1000, IOMMU_READ | IOMMU_WRITE, 0)
     assert device_dma(k, DSA_BDF, 0x7000_0000, 64, pasid=pasid) is None

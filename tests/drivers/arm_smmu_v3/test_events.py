@@ -10,8 +10,9 @@ from hw.smmuv3 import entries as ent
 from kernel.boot import Kernel
 from kernel.dma.direction import DMA_TO_DEVICE
 from kernel.dma.mapping import dma_unmap_single
-from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_map, iommu_state, iommu_unmap
+from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_state
 from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE
+from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.mm import kfree
 from tests.drivers.arm_smmu_v3.conftest import (

@@ -11,13 +11,7 @@ from hw.smmuv3 import entries as ent
 from kernel.boot import Kernel
 from kernel.errno import EEXIST, ENOMEM
 from kernel.fault_inject import injector
-from kernel.iommu.iommu import (
-    iommu_domain_free,
-    iommu_iova_to_phys,
-    iommu_map,
-    iommu_paging_domain_alloc,
-    iommu_unmap,
-)
+from kernel.iommu.iommu import iommu_domain_free, iommu_paging_domain_alloc
 from kernel.iommu.iommu_h import (
     IOMMU_CACHE,
     IOMMU_PRIV,
@@ -25,6 +19,7 @@ from kernel.iommu.iommu_h import (
     IOMMU_WRITE,
     iommu_flush_iotlb_all,
 )
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_unmap
 from tests.drivers.arm_smmu_v3.conftest import commands, edu
 from tests.kernel.conftest import take_warnings
 

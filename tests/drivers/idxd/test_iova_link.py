@@ -41,7 +41,8 @@ from kernel.dma.mapping import (
 )
 from kernel.dma.scatterlist import sg_init_table, sg_set_page
 from kernel.iommu.dma_iommu import iommu_dma_flush_queue_pending, iommu_dma_live_iovas
-from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_iova_to_phys
+from kernel.iommu.iommu import iommu_get_domain_for_dev
+from kernel.iommu.iommu_map import iommu_iova_to_phys
 from kernel.mm import (
     GFP_KERNEL,
     PAGE_SIZE,

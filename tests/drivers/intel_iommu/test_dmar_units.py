@@ -16,11 +16,8 @@ from hw.machine import Machine, MachineSpec
 from iommulab.presets import EDU_BDF, PRESETS
 from kernel.boot import Kernel, boot
 from kernel.errno import EINVAL
-from kernel.iommu.iommu import (
-    iommu_device_claim_dma_owner,
-    iommu_get_dma_domain,
-    iommu_iova_to_phys,
-)
+from kernel.iommu.iommu import iommu_device_claim_dma_owner, iommu_get_dma_domain
+from kernel.iommu.iommu_map import iommu_iova_to_phys
 from kernel.iommu.iommu_resv import iommu_group_show_resv_regions
 from tests.drivers.intel_iommu.conftest import pdev
 

@@ -20,12 +20,10 @@ from kernel.iommu.iommu import (
     iommu_get_domain_for_dev,
     iommu_group_claim_dma_owner,
     iommu_group_release_dma_owner,
-    iommu_iova_to_phys,
-    iommu_map,
     iommu_paging_domain_alloc,
-    iommu_unmap,
 )
 from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE, has_optional_op
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_unmap
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.mm import GFP_KERNEL, alloc_pages_exact, free_pages_exact, kfree, kmalloc, read64
 from tests.drivers.intel_iommu.conftest import Vtd, VtdFactory

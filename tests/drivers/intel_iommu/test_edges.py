@@ -53,9 +53,7 @@ from kernel.iommu.iommu import (
     iommu_detach_device,
     iommu_domain_free,
     iommu_get_domain_for_dev,
-    iommu_map,
     iommu_paging_domain_alloc,
-    iommu_unmap,
 )
 from kernel.iommu.iommu_h import (
     IOMMU_CAP_DIRTY_TRACKING,
@@ -63,6 +61,7 @@ from kernel.iommu.iommu_h import (
     IOMMU_READ,
     IOMMU_WRITE,
 )
+from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.mm import GFP_KERNEL, kfree, kmalloc, memory_write, read64
 from kernel.trace import capture

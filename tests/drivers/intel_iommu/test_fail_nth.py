@@ -24,14 +24,13 @@ from kernel.iommu.iommu import (
     iommu_detach_device,
     iommu_domain_free,
     iommu_get_domain_for_dev,
-    iommu_map,
     iommu_paging_domain_alloc,
     iommu_probe_device,
     iommu_release_device,
     iommu_state,
-    iommu_unmap,
 )
 from kernel.iommu.iommu_h import IOMMU_PASID_INVALID, IOMMU_READ
+from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_attach_device_pasid,

@@ -17,13 +17,9 @@ from kernel.dma.scatterlist import Scatterlist, sg_init_table, sg_set_page
 from kernel.errno import EIO, ENOMEM
 from kernel.fault_inject import count_points, injector
 from kernel.iommu.dma_iommu import iommu_dma_live_iovas
-from kernel.iommu.iommu import (
-    iommu_get_domain_for_dev,
-    iommu_iova_to_phys,
-    iommu_map_sg,
-    iommu_unmap,
-)
+from kernel.iommu.iommu import iommu_get_domain_for_dev
 from kernel.iommu.iommu_h import IOMMU_READ
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map_sg, iommu_unmap
 from kernel.mm import (
     GFP_ATOMIC,
     GFP_KERNEL,

@@ -21,14 +21,9 @@ from drivers.intel_iommu.structs import DmarDomain
 from iommulab.pytest_plugin import Expectations
 from kernel.errno import ENOMEM
 from kernel.findings import findings
-from kernel.iommu.iommu import (
-    iommu_domain_free,
-    iommu_iova_to_phys,
-    iommu_map,
-    iommu_paging_domain_alloc,
-    iommu_unmap,
-)
+from kernel.iommu.iommu import iommu_domain_free, iommu_paging_domain_alloc
 from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_unmap
 from kernel.iommu.iommu_pages import is_iommu_pgtable_page
 from kernel.mm import (
     __GFP_ZERO,

@@ -10,8 +10,8 @@ from drivers.intel_iommu.dmar import dmar_state
 from drivers.intel_iommu.pasid import intel_pasid_get_entry, pasid_entry_read
 from kernel.errno import EINVAL, EOPNOTSUPP
 from kernel.fork import mm_alloc, mmput
-from kernel.iommu.iommu import iommu_iova_to_phys, iommu_map, iommu_unmap
 from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE, has_optional_op
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_unmap
 from kernel.iommu.iommu_sva import (
     iommu_sva_bind_device,
     iommu_sva_get_pasid,

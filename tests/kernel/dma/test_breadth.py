@@ -52,11 +52,8 @@ from kernel.dma.scatterlist import Scatterlist, sg_init_table, sg_set_page
 from kernel.errno import ENXIO, KernelError
 from kernel.fault_inject import count_points, injector
 from kernel.iommu.dma_iommu import iommu_dma_live_iovas
-from kernel.iommu.iommu import (
-    iommu_get_domain_for_dev,
-    iommu_iova_to_phys,
-    iommu_release_device,
-)
+from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_release_device
+from kernel.iommu.iommu_map import iommu_iova_to_phys
 from kernel.mm import (
     GFP_KERNEL,
     PAGE_SIZE,

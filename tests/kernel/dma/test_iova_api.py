@@ -24,7 +24,8 @@ from kernel.dma.iova_api import (
 from kernel.errno import EINVAL, EIO, ENOMEM
 from kernel.fault_inject import injector
 from kernel.iommu.dma_iommu import iommu_dma_live_iovas
-from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_iova_to_phys
+from kernel.iommu.iommu import iommu_get_domain_for_dev
+from kernel.iommu.iommu_map import iommu_iova_to_phys
 from kernel.mm import GFP_KERNEL, PAGE_SIZE, Page, __free_pages, alloc_pages
 from kernel.pci import PciDev
 from tests.kernel.conftest import EDU_BDF, KernelFactory, pdev_at, take_warnings

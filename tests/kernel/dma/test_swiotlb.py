@@ -45,7 +45,8 @@ from kernel.dma.swiotlb import (
 )
 from kernel.fault_inject import injector
 from kernel.iommu.dma_iommu import iommu_dma_live_iovas
-from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_iova_to_phys
+from kernel.iommu.iommu import iommu_get_domain_for_dev
+from kernel.iommu.iommu_map import iommu_iova_to_phys
 from kernel.mm import (
     PAGE_OFFSET,
     PAGE_SIZE,

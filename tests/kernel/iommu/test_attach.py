@@ -25,13 +25,9 @@ from kernel.iommu.iommu import (
     iommu_group_claim_dma_owner,
     iommu_group_get,
     iommu_group_release_dma_owner,
-    iommu_iova_to_phys,
-    iommu_map,
     iommu_paging_domain_alloc,
-    iommu_pgsize,
     iommu_set_fault_handler,
     iommu_state,
-    iommu_unmap,
 )
 from kernel.iommu.iommu_h import (
     IOMMU_DOMAIN_BLOCKED,
@@ -44,6 +40,7 @@ from kernel.iommu.iommu_h import (
     pasid_ops,
     seed_pasid_ops,
 )
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_pgsize, iommu_unmap
 from kernel.iommu.pasid import iommu_attach_device_pasid, iommu_detach_device_pasid
 from kernel.mm import GFP_KERNEL
 from kernel.pci import (

@@ -16,7 +16,7 @@ from attrs import frozen
 from kernel.boot import Kernel
 from kernel.errno import EINVAL, ENOMEM, KernelError
 from kernel.fault_inject import injector
-from kernel.iommu import iommu as iommu_core
+from kernel.iommu import iommu_map as iommu_core
 from kernel.iommu.dma_iommu import iommu_attach_dma_pasid, iommu_detach_dma_pasid
 from kernel.iommu.iommu import (
     dev_iommu_ops,
@@ -24,13 +24,11 @@ from kernel.iommu.iommu import (
     iommu_detach_device,
     iommu_domain_free,
     iommu_get_domain_for_dev,
-    iommu_iova_to_phys,
-    iommu_map,
     iommu_paging_domain_alloc,
     iommu_state,
-    iommu_unmap,
 )
 from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA, IOMMU_READ, IOMMU_WRITE, has_optional_op
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_unmap
 from kernel.iommu.pasid import (
     iommu_alloc_global_pasid,
     iommu_attach_device_pasid,

@@ -25,14 +25,11 @@ from kernel.iommu.iommu import (
     iommu_device_release_dma_owner,
     iommu_domain_free,
     iommu_get_domain_for_dev,
-    iommu_iova_to_phys,
-    iommu_map,
     iommu_paging_domain_alloc,
-    iommu_pgsize,
     iommu_state,
-    iommu_unmap,
 )
 from kernel.iommu.iommu_h import IOMMU_DOMAIN_DMA_FQ, IOMMU_DOMAIN_IDENTITY, IOMMU_READ
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_pgsize, iommu_unmap
 from kernel.iommu.iommu_sva import (
     iommu_sva_bind_device,
     iommu_sva_get_pasid,

@@ -447,14 +447,9 @@ def test_blocking_domain_is_a_paging_domain_when_the_driver_has_none(
 def test_tracepoints_record_group_membership_attach_map_and_unmap(
     make_kernel: KernelFactory,
 ) -> None:
-    from kernel.iommu.iommu import (
-        iommu_attach_device,
-        iommu_domain_free,
-        iommu_map,
-        iommu_paging_domain_alloc,
-        iommu_unmap,
-    )
+    from kernel.iommu.iommu import iommu_attach_device, iommu_domain_free, iommu_paging_domain_alloc
     from kernel.iommu.iommu_h import IOMMU_READ
+    from kernel.iommu.iommu_map import iommu_map, iommu_unmap
 
     make_kernel()
     dev = pdev_at(EDU_BDF)

@@ -20,10 +20,9 @@ from kernel.iommu.iommu import (
     iommu_device_release_dma_owner,
     iommu_get_dma_domain,
     iommu_get_domain_for_dev,
-    iommu_iova_to_phys,
-    iommu_unmap,
 )
 from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_unmap
 from kernel.iommu.iommu_resv import (
     IOMMU_RESV_DIRECT,
     IOMMU_RESV_DIRECT_RELAXABLE,

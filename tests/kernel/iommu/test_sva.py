@@ -10,8 +10,9 @@ import pytest
 from kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, EOPNOTSUPP, EOVERFLOW
 from kernel.fault_inject import injector
 from kernel.fork import mm_alloc, mmput
-from kernel.iommu.iommu import iommu_iova_to_phys, iommu_map, iommu_state, iommu_unmap
+from kernel.iommu.iommu import iommu_state
 from kernel.iommu.iommu_h import IOMMU_READ, has_optional_op
+from kernel.iommu.iommu_map import iommu_iova_to_phys, iommu_map, iommu_unmap
 from kernel.iommu.iommu_sva import (
     iommu_sva_bind_device,
     iommu_sva_get_pasid,

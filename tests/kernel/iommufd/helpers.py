@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kernel.iommu.iommu import iommu_iova_to_phys
 from kernel.iommu.iommu_h import IommuDomain
+from kernel.iommu.iommu_map import iommu_iova_to_phys
 from kernel.iommu.iommu_resv import IommuResvRegion, iommu_get_resv_regions
 from kernel.iommufd.hw_pagetable import IommufdHwptPaging
 from kernel.iommufd.io_pagetable import IoPagetable

@@ -24,7 +24,8 @@ import pytest
 from kernel.boot import Kernel
 from kernel.errno import KernelError
 from kernel.fault_inject import injector
-from kernel.iommu.iommu import iommu_get_domain_for_dev, iommu_iova_to_phys
+from kernel.iommu.iommu import iommu_get_domain_for_dev
+from kernel.iommu.iommu_map import iommu_iova_to_phys
 from kernel.iommu.pasid import iommu_get_domain_for_dev_pasid
 from kernel.iommufd.hw_pagetable import IommufdHwptPaging
 from kernel.iommufd.ioas import IommufdIoas

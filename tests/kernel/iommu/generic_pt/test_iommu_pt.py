@@ -16,8 +16,8 @@ from kernel.iommu.generic_pt.pt_common import (
     PT_FEAT_FLUSH_RANGE_NO_GAPS,
     PT_FEAT_SIGN_EXTEND,
 )
-from kernel.iommu.iommu import iommu_pgsize
 from kernel.iommu.iommu_h import IOMMU_READ, IOMMU_WRITE, IommuDomain, IommuIotlbGather
+from kernel.iommu.iommu_map import iommu_pgsize
 from tests.kernel.conftest import take_warnings
 from tests.kernel.iommu.generic_pt.tables import FORMATS, SZ_1G, SZ_2M, SZ_4K, make_table
 
