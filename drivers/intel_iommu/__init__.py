@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from drivers.intel_iommu.debugfs import DUMP_TARGET
 from drivers.intel_iommu.dmar import dmar_free_units, dmar_state
 from drivers.intel_iommu.dmar_units import dmar_table_init
-from drivers.intel_iommu.iommu import intel_iommu_init_unit, intel_iommu_shutdown_unit
+from drivers.intel_iommu.init_dmars import intel_iommu_init_unit, intel_iommu_shutdown_unit
 from drivers.intel_iommu.irq_remapping import intel_irq_remap_ops
 from drivers.intel_iommu.ops import IntelIommuOps
 from drivers.intel_iommu.structs import DmarState, DrhdUnit
