@@ -5,7 +5,7 @@ kernel still boots (the unit or the device is then simply not used)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -88,17 +88,18 @@ def _check_clean(k: Kernel) -> None:
     assert not leaks, f"leaked: {leaks}"
 
 
-def _boot_points() -> int:
+def _points(boot_with: Callable[[int, pytest.MonkeyPatch], tuple[Kernel, int]]) -> int:
+    """How many injection points a clean run of ``boot_with`` passes (and that it is clean)."""
     mp = pytest.MonkeyPatch()
     try:
-        k, calls = _boot_with_injection(0, mp)
+        k, calls = boot_with(0, mp)
     finally:
         mp.undo()
     _check_clean(k)
     return calls
 
 
-BOOT_POINTS = _boot_points()
+BOOT_POINTS = _points(_boot_with_injection)
 
 
 @pytest.mark.parametrize("nth", range(1, BOOT_POINTS + 1))
@@ -138,17 +139,7 @@ def _boot_with_early_injection(nth: int, monkeypatch: pytest.MonkeyPatch) -> tup
     return k, calls
 
 
-def _early_points() -> int:
-    mp = pytest.MonkeyPatch()
-    try:
-        k, calls = _boot_with_early_injection(0, mp)
-    finally:
-        mp.undo()
-    _check_clean(k)
-    return calls
-
-
-EARLY_POINTS = _early_points()
+EARLY_POINTS = _points(_boot_with_early_injection)
 
 
 @pytest.mark.parametrize("nth", range(1, EARLY_POINTS + 1))
