@@ -192,7 +192,7 @@ class SlotTracker:
         for granule in self.pages.pop(pfn):
             del deps[granule]
 
-    def _first(self, granule: int) -> set[SlotCached]:
+    def first(self, granule: int) -> set[SlotCached]:
         """``granule`` gets its first entry: its (empty) set, and a watch on its page
         unless the page is watched already (for another granule)."""
         pfn = granule >> _SLOTS_PER_PAGE_SHIFT
@@ -211,7 +211,7 @@ class SlotTracker:
         for granule in entry.slots:
             s = deps.get(granule)
             if s is None:
-                s = self._first(granule)
+                s = self.first(granule)
             s.add(entry)
 
     def add_run(
@@ -224,12 +224,12 @@ class SlotTracker:
         for granule in shared:
             s = deps.get(granule)
             if s is None:
-                s = self._first(granule)
+                s = self.first(granule)
             s.update(entries)
         for granule, entry in zip(own, entries, strict=True):
             s = deps.get(granule)
             if s is None:
-                s = self._first(granule)
+                s = self.first(granule)
             s.add(entry)
 
     def drop(self, entry: SlotCached) -> None:
