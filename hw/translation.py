@@ -448,7 +448,7 @@ def translate_run(
                         continue
             got = slow(e, a, end)
             if got.__class__ is DmaFault:
-                fault = got  # type: ignore[assignment]
+                fault = got
                 break
             use: TlbEntry = got  # type: ignore[assignment]
             if t is None:
