@@ -50,7 +50,6 @@ from hw.vtd.walk import (
     PERM_X,
     CtxInfo,
     Leaf,
-    NestLeaf,
     PasidInfo,
     Stage,
     WalkMemo,
@@ -334,7 +333,7 @@ class Translation:
                 addr,
                 addr + size,
                 write,
-                slow,
+                slow.page,
             )
         finally:
             if slow.ad:
@@ -343,9 +342,12 @@ class Translation:
         self.spare = slow
         return DmaResult(tuple(runs), fault)
 
-    def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None = None) -> TlbEntry:
+    def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None) -> TlbEntry:
         """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
-        sets the leaf's A flag, with D when the write is permitted, in one update."""
+        sets the leaf's A flag, with D when the write is permitted, in one update. A
+        nested stage's entry is the combined (first- then second-stage) translation,
+        cached under the nested tag with both stages' entries as its slots (its walk
+        keeps no memo)."""
         self.stats.iotlb_misses += 1
         if self.machine.hw_trace is not None:
             self.unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
@@ -354,21 +356,10 @@ class Translation:
             leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
         elif st.kind == KIND_FL:
             leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
-        elif st.kind == KIND_NEST:
-            return self.fill_nested(sel, a, write)
+        else:
+            leaf = self.walker.walk_nested(st, a, write, sel.fpd, True, False)
         leaf.tag = sel.key
-        leaf.dirty = sel.entry_dirty
-        self.iotlb.put(leaf)
-        return leaf
-
-    def fill_nested(self, sel: Sel, a: int, write: bool) -> TlbEntry:
-        """IOTLB miss on a nested stage: the combined (first- then second-stage)
-        translation, cached under the nested tag with both stages' entries as its
-        slots; the leaves' A/D wait for the caller as in :meth:`fill`."""
-        st = sel.stage
-        leaf: NestLeaf = self.walker.walk_nested(st, a, write, sel.fpd, True, False)
-        leaf.tag = sel.key
-        leaf.dirty = False
+        leaf.dirty = sel.entry_dirty  # a stage with A/D: False until a write sets D
         self.iotlb.put(leaf)
         return leaf
 
@@ -632,7 +623,10 @@ class PageSlowPath:
             self.x.walker.set_bits_many(self.ad)
             self.ad = None
 
-    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+    def page(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        """The slow path of the page at ``a`` (:class:`hw.translation.SlowPath`; passed
+        to the pipeline as this bound method, which Python calls without the C-level
+        recursion an object's ``__call__`` costs)."""
         x = self.x
         sel = self.sel
         stage = sel.stage

@@ -51,9 +51,10 @@ _SL_PERM_FR = ((FR.READ, FR.WRITE), (FR.SM_READ, FR.SM_WRITE))
 _SL_RSVD_FR = (FR.PAGING_ENTRY_RSVD, FR.SS_RSVD)
 _U64 = struct.Struct("<Q").unpack_from
 _UPPER_SHIFTS: tuple[tuple[int, ...], ...] = tuple(
-    tuple(12 + 9 * i for i in range(n - 1, 0, -1)) for n in range(7)
+    tuple(9 * i for i in range(n - 1, 0, -1)) for n in range(7)
 )
-"""The address shifts of the levels above the last one, for each level count."""
+"""The page-number shifts (address shift - 12) of the levels above the last one, for
+each level count."""
 _NONE = _UPPER_SHIFTS[1]
 """No level above the last one (a walk that starts from a :class:`WalkMemo`)."""
 _FL_ALL = PERM_R | PERM_W | PERM_X | PERM_U
@@ -403,15 +404,17 @@ class Walker:
             memo = None  # it holds this walk's upper levels already
         else:
             table, perms, slots, uppers = st.root, 7, [], _UPPER_SHIFTS[levels]
+        vpn = addr >> 12  # the level indices from it: smaller ints, fewer digits
         try:
-            for shift in uppers:
-                g = (table >> 3) + ((addr >> shift) & 0x1FF)
+            for vs in uppers:
+                g = (table >> 3) + ((vpn >> vs) & 0x1FF)
                 pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
                 slots.append(g)
                 if not pte & _SL_PRESENT or pte & self.upper_bad:
                     if not pte & _SL_PRESENT:
                         raise TranslationFault(_SL_PERM_FR[scalable][write], fpd)
-                    level = (shift - 3) // 9
+                    shift = vs + 12
+                    level = vs // 9 + 1
                     if (
                         not pte & _PS
                         or level > 3
@@ -427,7 +430,7 @@ class Walker:
                 table = pte & _ADDR_4K
             else:
                 shift = 12
-                g = (table >> 3) + ((addr >> 12) & 0x1FF)
+                g = (table >> 3) + (vpn & 0x1FF)
                 pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
                 slots.append(g)
                 if not pte & _SL_PRESENT:
@@ -483,15 +486,17 @@ class Walker:
             memo = None  # it holds this walk's upper levels already
         else:
             table, perms, slots, uppers = st.root, _FL_ALL, [], _UPPER_SHIFTS[levels]
+        vpn = addr >> 12  # the level indices from it: smaller ints, fewer digits
         try:
-            for shift in uppers:
-                g = (table >> 3) + ((addr >> shift) & 0x1FF)
+            for vs in uppers:
+                g = (table >> 3) + ((vpn >> vs) & 0x1FF)
                 pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
                 slots.append(g)
                 if not pte & 1 or pte & self.upper_bad:
                     if not pte & 1:
                         raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
-                    level = (shift - 3) // 9
+                    shift = vs + 12
+                    level = vs // 9 + 1
                     if (
                         not pte & _PS
                         or level > 3
@@ -505,8 +510,8 @@ class Walker:
                     self.set_bits(g << 3, _FL_A)
                 table = pte & _ADDR_4K
             else:
-                shift = 12
-                g = (table >> 3) + ((addr >> 12) & 0x1FF)
+                shift, vs = 12, 0
+                g = (table >> 3) + (vpn & 0x1FF)
                 pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
                 slots.append(g)
                 if not pte & 1:
@@ -518,7 +523,7 @@ class Walker:
                     memo.slots = (*slots[:-1],)
         except BusError:
             raise TranslationFault(
-                FR.FS_PTR_INVALID if shift == 12 + 9 * (levels - 1) else FR.FS_ACCESS, fpd
+                FR.FS_PTR_INVALID if vs == 9 * (levels - 1) else FR.FS_ACCESS, fpd
             ) from None
         perms &= _FL_RIGHTS[(pte & 6) | (pte >> 63)]
         if update and leaf_a and not pte & _FL_A:
