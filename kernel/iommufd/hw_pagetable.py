@@ -29,6 +29,12 @@ hands the user's array of vendor invalidation entries to the domain's
 ``cache_invalidate_user`` and reports back how many were handled in ``entry_num``,
 on failure too.
 
+Under ``iommufd.viommu=on`` (Linux 6.13, newer than the 6.12 baseline): ``pt_id`` may
+name a vIOMMU (:mod:`kernel.iommufd.viommu`; a device behind another IOMMU is EINVAL),
+whose ``alloc_domain_nested`` makes the nested domain, and IOMMU_HWPT_INVALIDATE takes
+a nested HWPT or a vIOMMU for ``hwpt_id`` (another object is EINVAL, 6.12: ENOENT; a
+target without an invalidation op EOPNOTSUPP).
+
 Fault queue: with IOMMU_HWPT_FAULT_ID_VALID the HWPT holds the fault object
 ``fault_id`` (ENOENT if that is not one) and its domain's page requests go there
 (``kernel.iommufd.fault``), paging and nested alike (the C struct's common ``fault``).
