@@ -68,7 +68,8 @@ _SL_A, _SL_D = ent.SlPte.A.mask, ent.SlPte.D.mask
 class Sel:
     """What a request resolved to before the page walk. Derived from one cached
     context entry (legacy) or PASID entry (scalable) alone, so the cache keeps it on
-    that entry (:func:`cached_sel`) and a request whose entries are clean builds none."""
+    that entry (:meth:`Translation.translate`) and a request whose entries are clean
+    builds none."""
 
     scalable: bool
     stage: Stage
