@@ -226,11 +226,17 @@ class SlotTracker:
             if s is None:
                 s = self.first(granule)
             s.update(entries)
+        pages = self.pages
         for granule, entry in zip(own, entries, strict=True):
             s = deps.get(granule)
-            if s is None:
-                s = self.first(granule)
-            s.add(entry)
+            if s is not None:
+                s.add(entry)
+                continue
+            sets = pages.get(granule >> _SLOTS_PER_PAGE_SHIFT)
+            if sets is None:  # the page is not watched yet
+                self.first(granule).add(entry)
+            else:  # :meth:`first` in line: a run's leaves share their table page
+                deps[granule] = sets[granule] = {entry}
 
     def drop(self, entry: SlotCached) -> None:
         """Forget ``entry``'s dependencies. A granule's set stays when it empties (a

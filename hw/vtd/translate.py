@@ -339,7 +339,8 @@ class Translation:
         finally:
             if slow.ad:
                 slow.finish()
-        stats.iotlb_hits += hits - slow.ahead
+        if hits:  # a request that hit nothing filled nothing ahead either
+            stats.iotlb_hits += hits - slow.ahead
         self.spare = slow
         return DmaResult(tuple(runs), fault)
 
