@@ -138,7 +138,7 @@ class DeviceTlb:
                 addr,
                 addr + size,
                 write,
-                slow,
+                slow.page,
                 used,
             )
         finally:
