@@ -51,7 +51,7 @@ from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
-from hw.smmuv3.caches import GLOBAL, S2_ONLY, Caches, SteEntry
+from hw.smmuv3.caches import GLOBAL, S2_ONLY, Caches, CdEntry, Sel, SteEntry
 from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
 from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
 from hw.smmuv3.findings import fault_finding, stale_finding
@@ -66,10 +66,10 @@ from hw.smmuv3.walk import (
     SmmuFault,
     StreamInfo,
     Walker,
-    need_bits,
     permission_ok,
 )
 from hw.translation import (
+    BLOCK,
     NEVER,
     Pipeline,
     PipelineStats,
@@ -385,19 +385,60 @@ class Smmuv3Unit(IommuUnitModel):
     ) -> DmaResult:
         """Translate a DMA request from StreamID ``rid`` (SubstreamID ``pasid``); returns
         the RAM runs of the translated prefix and the fault that stopped it
-        (``reason`` = SMMU event id, :attr:`Evt.ABORT` for an abort without event)."""
+        (``reason`` = SMMU event id, :attr:`Evt.ABORT` for an abort without event).
+
+        A request whose STE (and CD) entries are cached and clean takes the selection
+        kept on the STE entry (:class:`~hw.smmuv3.caches.Sel`) straight to the
+        pipeline; any other goes through :meth:`_translate_select`."""
         if size <= 0:
             return DmaResult(())
         if not self.smmuen:
             if self.gbpa_abort:
                 return DmaResult((), DmaFault(addr, int(Evt.ABORT), write, "GBPA.ABORT"))
             return self._untranslated(addr, size, write)
+        se = self._c.ste.get(rid)
+        if se is None or se.suspect:
+            return self._translate_select(rid, pasid, priv, addr, size, write)
+        sel = se.sels.get(pasid)
+        if sel is None:
+            return self._translate_select(rid, pasid, priv, addr, size, write)
+        stats = self.stats
+        cde = sel.cde
+        if cde is not None:
+            if cde.suspect:
+                return self._translate_select(rid, pasid, priv, addr, size, write)
+            stats.cd_hits += 1
+        stats.ste_hits += 1
+        kind = write | priv << 1
+        slow = sel.slows[kind]
+        if slow is None:
+            slow = sel.slows[kind] = _TlbSlowPath(self, rid, pasid, priv, write, sel, ())
+        runs, fault, hits = translate_run(
+            self._p.iotlb,
+            sel.tag,
+            sel.root1 if (addr >> 55) & 1 else sel.root0,
+            sel.needs[kind],
+            True,
+            addr,
+            addr + size,
+            write,
+            slow,
+        )
+        stats.iotlb_hits += hits
+        return DmaResult(tuple(runs), fault)
+
+    def _translate_select(
+        self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
+    ) -> DmaResult:
+        """The request's selection through the STE and CD caches (a miss fills them, a
+        suspect entry is re-checked), then its pages; a clean selection is kept for
+        the next request."""
         stale: list[str] = []
-        ste: StreamInfo | None = None
-        cd: CdInfo | None = None
+        used: list[CdEntry] = []
         try:
-            ste = self._ste_cached(rid, stale)
-            cd = self._select(rid, pasid, ste, self._cd_cached_fn(rid, stale))
+            se = self._ste_cached(rid, stale)
+            ste = se.info
+            cd = self._select(rid, pasid, ste, self._cd_cached_fn(rid, stale, used))
         except SmmuFault as f:
             if stale:
                 self._check_fresh(rid, pasid, priv, write, addr, (-1, int(f.evt)), stale)
@@ -406,18 +447,36 @@ class Smmuv3Unit(IommuUnitModel):
             if stale:
                 self._check_fresh(rid, pasid, priv, write, addr, (addr & ~0xFFF, 0), stale)
             return self._untranslated(addr, size, write)
-        return self._pages(rid, pasid, priv, addr, size, write, ste, cd, stale)
+        cde = used[0] if cd is not None else None
+        sel = Sel(ste, cd, cde)
+        if not stale:  # both entries clean (filled or re-checked just now)
+            se.sels[pasid] = sel
+        kind = write | priv << 1
+        slow = _TlbSlowPath(self, rid, pasid, priv, write, sel, tuple(stale))
+        runs, fault, hits = translate_run(
+            self._p.iotlb,
+            sel.tag,
+            NEVER if stale else sel.root1 if (addr >> 55) & 1 else sel.root0,
+            sel.needs[kind],
+            True,
+            addr,
+            addr + size,
+            write,
+            slow,
+        )
+        self.stats.iotlb_hits += hits
+        return DmaResult(tuple(runs), fault)
 
-    def _ste_cached(self, sid: int, stale: list[str]) -> StreamInfo:
+    def _ste_cached(self, sid: int, stale: list[str]) -> SteEntry:
         caches, walker = self._c, self._w
         e = caches.ste.get(sid)
         if e is None:
             self.stats.ste_misses += 1
-            return caches.put_ste(sid, walker.ste(*self._strtab(), sid)).info
+            return caches.put_ste(sid, walker.ste(*self._strtab(), sid))
         self.stats.ste_hits += 1
         if e.suspect:
             self._recheck_ste(sid, e, stale)
-        return e.info
+        return e
 
     def _recheck_ste(self, sid: int, e: SteEntry, stale: list[str]) -> None:
         try:
@@ -427,14 +486,22 @@ class Smmuv3Unit(IommuUnitModel):
         if fresh is None or not self._p.revalidate(e, fresh == e.info, fresh.slots):
             stale.append("CFGI_STE")
 
-    def _cd_cached_fn(self, sid: int, stale: list[str]) -> Callable[[StreamInfo, int], CdInfo]:
+    def _cd_cached_fn(
+        self, sid: int, stale: list[str], used: list[CdEntry]
+    ) -> Callable[[StreamInfo, int], CdInfo]:
+        """The CD lookup through the cache for :meth:`_select`; the entry used is
+        appended to ``used``."""
+
         def lookup(ste: StreamInfo, index: int) -> CdInfo:
             caches, walker = self._c, self._w
             e = caches.cd.get((sid, index))
             if e is None:
                 self.stats.cd_misses += 1
-                return caches.put_cd(sid, index, walker.cd(ste, index)).info
+                e = caches.put_cd(sid, index, walker.cd(ste, index))
+                used.append(e)
+                return e.info
             self.stats.cd_hits += 1
+            used.append(e)
             if e.suspect:
                 try:
                     fste = walker.ste(*self._strtab(), sid)
@@ -475,102 +542,79 @@ class Smmuv3Unit(IommuUnitModel):
                 return None
         return cd_fn(ste, 0)
 
-    def _pages(
-        self,
-        sid: int,
-        pasid: int | None,
-        priv: bool,
-        addr: int,
-        size: int,
-        write: bool,
-        ste: StreamInfo,
-        cd: CdInfo | None,
-        stale: list[str],
-    ) -> DmaResult:
-        """The pages through the shared pipeline, tagged (VMID, ASID), sourced from the
-        TTBx root the address selects; global (nG=0) entries are found by the slow
-        path (:class:`_TlbSlowPath`). Stage 2 alone (``cd`` None): tagged (VMID,
-        S2_ONLY), sourced from S2TTB."""
-        vmid = ste.vmid
-        if cd is None:
-            root = ste.s2.ttb if ste.s2 is not None else 0
-            asid = S2_ONLY
-        else:
-            root = cd.ttb1 if (addr >> 55) & 1 else cd.ttb0
-            asid = cd.asid
-        slow = _TlbSlowPath(self, sid, pasid, priv, write, ste, cd, stale)
-        runs, fault, hits = translate_run(
-            self._p.iotlb,
-            (vmid, asid),
-            NEVER if stale else root,
-            slow.need,
-            True,
-            addr,
-            addr + size,
-            write,
-            slow,
-        )
-        self.stats.iotlb_hits += hits
-        return DmaResult(tuple(runs), fault)
-
     def _slow_page(
         self,
-        ste: StreamInfo,
-        cd: CdInfo | None,
-        e: TlbEntry | None,
+        sel: Sel,
+        e: TlbEntry,
         a: int,
         missing: list[str],
         write: bool,
     ) -> TlbEntry:
-        """TLB miss (walk and fill), or a hit that must be re-checked: its tables were
-        written since it was filled, or it was filled from other tables under the
-        same ASID (ASID reuse without TLBI_NH_ASID)."""
-        vmid = ste.vmid
-        if cd is None:
-            root = ste.s2.ttb if ste.s2 is not None else 0
-        else:
-            root = cd.ttb1 if (a >> 55) & 1 else cd.ttb0
+        """A hit that must be re-checked: its tables were written since it was
+        filled, or it was filled from other tables under the same ASID (ASID reuse
+        without TLBI_NH_ASID)."""
+        ste, cd = sel.ste, sel.cd
+        root = sel.root1 if (a >> 55) & 1 else sel.root0
         pipeline = self._p
-        if e is not None:
-            self.stats.iotlb_hits += 1
-            if e.src != root:
-                missing.append("TLBI_NH_ASID")
-                return e
-            if e.src is not root:
-                pipeline.rebind(e, root)
-            if not e.suspect:
-                return e
-            try:
-                leaf = self._w.walk_stream(ste, cd, a, False, False)
-            except SmmuFault:
-                leaf = None
-            if cd is None:
-                asid = S2_ONLY
-            else:
-                asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
-            if leaf is None or not pipeline.revalidate(
-                e,
-                e.same(leaf.phys, leaf.shift, leaf.perms) and e.tag == (vmid, asid),
-                leaf.slots,
-            ):
-                missing.append(_tlbi_for(ste, cd, e))
-                if write and leaf is not None and e.perms & PERM_W and leaf.perms & PERM_DBM:
-                    missing.append(_LOST_DIRTY)
+        self.stats.iotlb_hits += 1
+        if e.src != root:
+            missing.append("TLBI_NH_ASID")
             return e
-        return self._fill(ste, cd, a, write)
-
-    def _fill(self, ste: StreamInfo, cd: CdInfo | None, a: int, write: bool) -> TlbEntry:
-        """Walk and cache ``a`` (a ``write`` makes DBM pages dirty on the way)."""
-        vmid = ste.vmid
-        self.stats.iotlb_misses += 1
-        self.emit("hw_smmuv3:tlb_miss", vmid=vmid, asid=cd.asid if cd else S2_ONLY, addr=a)
-        leaf = self._w.walk_stream(ste, cd, a, True, write)
+        if e.src is not root:
+            pipeline.rebind(e, root)
+        if not e.suspect:
+            return e
+        try:
+            leaf = self._w.walk_stream(ste, cd, a, False, False)
+        except SmmuFault:
+            leaf = None
         if cd is None:
             asid = S2_ONLY
         else:
-            asid = cd.asid if leaf.ng else GLOBAL
+            asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
+        if leaf is None or not pipeline.revalidate(
+            e,
+            e.same(leaf.phys, leaf.shift, leaf.perms) and e.tag == (ste.vmid, asid),
+            leaf.slots,
+        ):
+            missing.append(_tlbi_for(ste, cd, e))
+            if write and leaf is not None and e.perms & PERM_W and leaf.perms & PERM_DBM:
+                missing.append(_LOST_DIRTY)
+        return e
+
+    def _fill(self, sel: Sel, a: int, write: bool, end: int = 0, need: int = 0) -> TlbEntry:
+        """Walk and cache ``a`` (a ``write`` makes DBM pages dirty on the way). With
+        ``end`` (where the request ends), a stage-1 4 KiB leaf whose rights cover
+        ``need`` also fills the request's further pages in its table
+        (:meth:`_fill_ahead`)."""
+        stats = self.stats
+        stats.iotlb_misses += 1
+        m = self.machine
+        tracing = m is not None and m.hw_trace is not None
+        ste, cd = sel.ste, sel.cd
+        if tracing:
+            self.emit("hw_smmuv3:tlb_miss", vmid=ste.vmid, asid=sel.tag[1], addr=a)
+        iotlb = self._p.iotlb
+        if ste.s2 is None:
+            assert cd is not None
+            phys, shift, perms, ng, pte_addr, slots, upper = self._w.walk_raw(cd, a, True, write)
+            root = sel.root1 if (a >> 55) & 1 else sel.root0
+            e = TlbEntry(
+                sel.tag if ng else sel.gtag, a >> shift, shift, phys, perms, root, pte_addr, slots
+            )
+            iotlb.put(e)
+            if (
+                end - a > 4096
+                and shift == 12
+                and perms & need == need
+                and phys + 4096 <= iotlb.ram
+                and not tracing
+            ):
+                self._fill_ahead(sel, e, upper, need, end)
+            return e
+        leaf = self._w.walk_stream(ste, cd, a, True, write)
         e = TlbEntry(
-            (vmid, asid),
+            sel.tag if cd is None or leaf.ng else sel.gtag,
             a >> leaf.shift,
             leaf.shift,
             leaf.phys,
@@ -579,8 +623,70 @@ class Smmuv3Unit(IommuUnitModel):
             leaf.pte_addr,
             leaf.slots,
         )
-        self._p.iotlb.put(e)
+        iotlb.put(e)
         return e
+
+    def _fill_ahead(self, sel: Sel, first: TlbEntry, upper: int, need: int, end: int) -> None:
+        """Fill the TLB for the request's pages after ``first`` (a 4 KiB stage-1 leaf
+        just filled) up to ``end`` or the end of its last-level table, from one read
+        of that table (:meth:`Walker.leaf_run`) instead of one walk each. Exactly
+        what the per-page fills would give: each page a miss, with the same leaf,
+        rights, tag and granules; it stops before the first page those would not
+        fill and use (not a plain 4 KiB leaf with AF set, a right missing, outside
+        RAM, a page already cached under either tag), which the per-page path then
+        takes. The pages are counted as misses here, and taken back from the hits
+        the request then counts when it serves them."""
+        a = first.vpn << 12
+        lim = min(end, ((a >> 21) + 1) << 21)
+        count = ((lim - 1) >> 12) - (a >> 12)
+        if count <= 0:
+            return
+        cd = sel.cd
+        assert cd is not None
+        pte_addr = first.pte_addr + 8
+        run = self._w.leaf_run(cd, pte_addr, count, upper, need)
+        iotlb = self._p.iotlb
+        tables, ram, root = iotlb.tables, iotlb.ram, first.src
+        tag, gtag = sel.tag, sel.gtag
+        empty: dict[int, TlbEntry] = {}
+        t4 = tables[tag][0] if tag in tables else empty
+        g4 = tables[gtag][0] if gtag in tables else empty
+        shared = first.slots[:-1]  # type: ignore[index]
+        vpn = first.vpn + 1
+        added: list[TlbEntry] = []
+        for phys, perms, ng in run:
+            if phys + 4096 > ram or vpn in t4 or vpn in g4:
+                break
+            added.append(
+                TlbEntry(
+                    tag if ng else gtag,
+                    vpn,
+                    12,
+                    phys,
+                    perms,
+                    root,
+                    pte_addr,
+                    [*shared, pte_addr >> 3],
+                )
+            )
+            vpn += 1
+            pte_addr += 8
+        if not added:
+            return
+        for e in added:
+            t = tables.get(e.tag)
+            if t is None:
+                t = tables[e.tag] = ({}, {}, {}, {})
+            t[0][e.vpn] = e
+            t[BLOCK].pop(e.vpn >> 9, None)
+        n = len(added)
+        first_own = (first.pte_addr + 8) >> 3
+        self._p.deps.add_run(added, shared, range(first_own, first_own + n))
+        self.stats.iotlb_misses += n
+        self.stats.iotlb_hits -= n
+        if not vpn & 0x1FF and tag in tables:  # filled to the end of the block: summarise
+            # it now, so the request's hit path serves the rest from the summary
+            iotlb.summarise(tables[tag], (vpn - 1) >> 9, root)
 
     def _perm_fault(self, ste: StreamInfo, cd: CdInfo | None, a: int, write: bool) -> SmmuFault:
         """F_PERMISSION for an entry lacking a right, at the stage that denies it: with
@@ -747,10 +853,13 @@ def _tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
 
 
 class _TlbSlowPath:
-    """The SMMUv3 slow path of one request (:class:`hw.translation.SlowPath`): global
-    entries, fills, re-checks naming the missing command, F_PERMISSION."""
+    """The SMMUv3 slow path of one kind of request (:class:`hw.translation.SlowPath`):
+    global entries, fills, re-checks naming the missing command, F_PERMISSION. It
+    keeps no state of its own between pages, so a clean selection keeps one per
+    request kind (:attr:`Sel.slows`); ``stale`` names the configuration commands a
+    request found missing (non-empty only for that request's own slow path)."""
 
-    __slots__ = ("cd", "need", "pasid", "priv", "sid", "stale", "ste", "unit", "vmid", "write")
+    __slots__ = ("need", "pasid", "priv", "sel", "sid", "stale", "unit", "write")
 
     def __init__(
         self,
@@ -759,37 +868,54 @@ class _TlbSlowPath:
         pasid: int | None,
         priv: bool,
         write: bool,
-        ste: StreamInfo,
-        cd: CdInfo | None,
-        stale: list[str],
+        sel: Sel,
+        stale: tuple[str, ...],
     ) -> None:
         self.unit = unit
         self.sid = sid
         self.pasid = pasid
         self.priv = priv
         self.write = write
-        self.ste = ste
-        self.vmid = ste.vmid
-        self.cd = cd
+        self.sel = sel
         self.stale = stale
-        self.need = need_bits(write, priv, cd.pan if cd is not None else False)
+        self.need = sel.needs[write | priv << 1]
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
-        unit, cd = self.unit, self.cd
-        sid, pasid, priv, write = self.sid, self.pasid, self.priv, self.write
-        if e is None and cd is not None:
-            e = unit._p.iotlb.lookup((self.vmid, GLOBAL), a)
+        unit, sel, write = self.unit, self.sel, self.write
+        cd = sel.cd
+        if e is None:
+            gtag = sel.gtag
+            if gtag is not None:
+                gt = unit._p.iotlb.tables.get(gtag)
+                if gt is not None:
+                    e = gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30)
+            if e is None and not self.stale:  # a miss: walk and fill
+                need = self.need
+                try:
+                    e = unit._fill(sel, a, write, end, need)
+                    if write and e.perms & PERM_DBM:
+                        e = unit._fill(sel, a, True)  # the dirty update, then the write
+                except SmmuFault as f:
+                    return unit._fault(self.sid, self.pasid, self.priv, a, write, f, cd)
+                if e.perms & need != need:
+                    perm = unit._perm_fault(sel.ste, cd, a, write)
+                    return unit._fault(self.sid, self.pasid, self.priv, a, write, perm, cd)
+                return e
+        sid, pasid, priv = self.sid, self.pasid, self.priv
         missing = list(self.stale)
         try:
-            e = unit._slow_page(self.ste, cd, e, a, missing, write)
+            if e is None:
+                e = unit._fill(sel, a, write)
+            else:
+                e = unit._slow_page(sel, e, a, missing, write)
             if write and e.perms & PERM_DBM and not missing:
-                e = unit._fill(self.ste, cd, a, True)  # the dirty update, then the write
+                e = unit._fill(sel, a, True)  # the dirty update, then the write
         except SmmuFault as f:
             if missing:
                 unit._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
             return unit._fault(sid, pasid, priv, a, write, f, cd)
         if e.perms & self.need != self.need:
-            perm = unit._perm_fault(self.ste, cd, a, write)
+            perm = unit._perm_fault(sel.ste, cd, a, write)
             if missing:
                 unit._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
             return unit._fault(sid, pasid, priv, a, write, perm, cd)
