@@ -41,7 +41,8 @@ class SteEntry(SlotCached):
         self.sels: dict[int | None, Sel] = {}
         """The selections made through this entry, by SubstreamID (None: without
         one): valid while this entry is clean and cached, and their CD entry too
-        (:meth:`Caches.put_cd` and :meth:`Caches.flush_cd` forget them)."""
+        (:meth:`Caches.put_cd` and :meth:`Caches.flush_cd` forget those of a CD
+        entry that goes)."""
 
 
 class CdEntry(SlotCached):
@@ -103,17 +104,24 @@ class Caches:
         return entry
 
     def put_cd(self, sid: int, index: int, info: CdInfo) -> CdEntry:
-        self._unselect(sid)
-        self._drop(self.cd.pop((sid, index), None))
+        old = self.cd.pop((sid, index), None)
+        if old is not None:
+            self._unselect(sid, old)
+            self._drop(old)
         entry = self.cd[sid, index] = CdEntry(info)
         self.deps.add(entry)
         return entry
 
-    def _unselect(self, sid: int) -> None:
-        """A CD entry of ``sid`` comes or goes: forget the selections made through it."""
+    def _unselect(self, sid: int, old: CdEntry | None) -> None:
+        """CD entry ``old`` of ``sid`` goes (None: every one): forget the selections
+        made through it."""
         se = self.ste.get(sid)
-        if se is not None:
-            se.sels.clear()
+        if se is not None and se.sels:
+            if old is None:
+                se.sels.clear()
+            else:
+                for ssid in [k for k, sel in se.sels.items() if sel.cde is old]:
+                    del se.sels[ssid]
 
     def _drop(self, entry: SlotCached | None) -> None:
         if entry is not None:
@@ -139,11 +147,13 @@ class Caches:
 
     def flush_cd(self, sid: int, index: int | None) -> int:
         """CFGI_CD (one index) / CFGI_CD_ALL (``index`` None) for one StreamID."""
-        self._unselect(sid)
         if index is not None:
             entry = self.cd.pop((sid, index), None)
-            self._drop(entry)
+            if entry is not None:
+                self._unselect(sid, entry)
+                self._drop(entry)
             return int(entry is not None)
+        self._unselect(sid, None)
         victims = [k for k in self.cd if k[0] == sid]
         for key in victims:
             self._drop(self.cd.pop(key))
