@@ -70,22 +70,30 @@ class SlotTracker:
     def __init__(self, memory: Memory) -> None:
         self.mem = memory
         self.deps: dict[int, set[SlotCached]] = {}
-        """Granule -> the entries built from it."""
+        """Granule -> the entries built from it (a watched page's granules only; a set
+        stays when it empties, so a refill is one ``add``)."""
+        self.pages: dict[int, dict[int, set[SlotCached]]] = {}
+        """Watched page frame -> its granules' sets (the same set objects as in
+        :attr:`deps`): whether anything still depends on the page is one ``any``."""
         self.snaps: dict[int, bytearray] = {}
         """Watched page frame -> its bytes as last seen."""
-        self.live: dict[int, int] = {}
-        """Watched page frame -> how many of its granules have entries."""
         self.version = 0
         self.now: Callable[[], int] | None = None
         """Virtual time for the writes recorded as causes (the unit's clock)."""
         self._own = (-1, 0, 0)
         """(page, first byte, end byte) of the model's own write in progress."""
 
+    @property
+    def live(self) -> dict[int, int]:
+        """Watched page frame -> how many of its granules have entries (for dumps
+        and tests; derived from :attr:`pages`)."""
+        return {pfn: sum(1 for s in sets.values() if s) for pfn, sets in self.pages.items()}
+
     def on_write(self, pfn: int) -> None:
         snap = self.snaps.get(pfn)
         if snap is None:  # pragma: no cover - unwatched before Memory called back
             return
-        if not self.live.get(pfn):
+        if not any(self.pages[pfn].values()):
             # Nothing depends on this page any more: stop watching it now (watches
             # are dropped lazily, so a refill before any write costs no snapshot).
             self._forget(pfn)
@@ -179,39 +187,32 @@ class SlotTracker:
     def _forget(self, pfn: int) -> None:
         """Stop watching page ``pfn``: its snapshot and its granules' (empty) sets go."""
         del self.snaps[pfn]
-        self.live.pop(pfn, None)
         self.mem.unwatch(pfn, self.on_write)
         deps = self.deps
-        first = pfn << _SLOTS_PER_PAGE_SHIFT
-        for granule in range(first, first + (1 << _SLOTS_PER_PAGE_SHIFT)):
-            deps.pop(granule, None)
+        for granule in self.pages.pop(pfn):
+            del deps[granule]
 
-    def _first(self, granule: int) -> None:
-        """``granule`` got an entry while it had none: count it for its page, and
-        watch the page unless it still is."""
+    def first(self, granule: int) -> set[SlotCached]:
+        """``granule`` gets its first entry: its (empty) set, and a watch on its page
+        unless the page is watched already (for another granule)."""
         pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-        if pfn not in self.snaps:
+        sets = self.pages.get(pfn)
+        if sets is None:
             base = pfn << 12
             self.snaps[pfn] = bytearray(self.mem.view[base : base + 4096])
             self.mem.watch(pfn, self.on_write)
-        self.live[pfn] = self.live.get(pfn, 0) + 1
+            sets = self.pages[pfn] = {}
+        s: set[SlotCached] = set()
+        self.deps[granule] = sets[granule] = s
+        return s
 
     def add(self, entry: SlotCached) -> None:
-        deps, snaps, live = self.deps, self.snaps, self.live
+        deps = self.deps
         for granule in entry.slots:
             s = deps.get(granule)
-            if s:
-                s.add(entry)
-                continue
             if s is None:
-                deps[granule] = {entry}
-            else:
-                s.add(entry)
-            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-            if pfn in snaps:  # watched: counted in live (maybe at 0)
-                live[pfn] += 1
-            else:
-                self._first(granule)
+                s = self.first(granule)
+            s.add(entry)
 
     def add_run(
         self, entries: Sequence[SlotCached], shared: Collection[int], own: Sequence[int]
@@ -220,50 +221,34 @@ class SlotTracker:
         of their own (``own[i]`` for ``entries[i]``), as a run of leaves under the same
         upper levels has: each shared granule is registered once for all of them."""
         deps = self.deps
-        fresh: list[int] = []
-        """Granules that had no entry: counted for their page below."""
         for granule in shared:
             s = deps.get(granule)
             if s is None:
-                deps[granule] = set(entries)
-                fresh.append(granule)
-            else:
-                if not s:
-                    fresh.append(granule)
-                s.update(entries)
+                s = self.first(granule)
+            s.update(entries)
         for granule, entry in zip(own, entries, strict=True):
             s = deps.get(granule)
             if s is None:
-                deps[granule] = {entry}
-                fresh.append(granule)
-            else:
-                if not s:
-                    fresh.append(granule)
-                s.add(entry)
-        snaps, live = self.snaps, self.live
-        for granule in fresh:
-            pfn = granule >> _SLOTS_PER_PAGE_SHIFT
-            if pfn in snaps:  # watched: counted in live (maybe at 0)
-                live[pfn] += 1
-            else:
-                self._first(granule)
+                s = self.first(granule)
+            s.add(entry)
 
     def drop(self, entry: SlotCached) -> None:
         """Forget ``entry``'s dependencies. A granule's set stays when it empties (a
         refill reuses it); the page is unwatched at its next write (:meth:`on_write`)."""
-        self.drop_all((entry,))
+        deps = self.deps
+        for granule in entry.slots:
+            s = deps.get(granule)
+            if s is not None:
+                s.discard(entry)
 
     def drop_all(self, entries: Iterable[SlotCached]) -> None:
         """:meth:`drop` of each of ``entries`` (an invalidation's victims, in one call)."""
         deps = self.deps
-        live = self.live
         for entry in entries:
             for granule in entry.slots:
                 s = deps.get(granule)
-                if s:  # emptied by this entry's leaving: the granule has none now
+                if s is not None:
                     s.discard(entry)
-                    if not s:
-                        live[granule >> _SLOTS_PER_PAGE_SHIFT] -= 1
 
     def rebase(self, entry: SlotCached, slots: Collection[int]) -> None:
         """Entry re-verified against fresh tables: depend on the granules just read."""

@@ -188,27 +188,40 @@ class TagCache:
         return t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
 
     def put(self, entry: TlbEntry) -> None:
-        """Insert ``entry`` (replacing the one at its page) and drop its block summary."""
-        t = self.tables.get(entry.tag)
+        """Insert ``entry`` (replacing the one at its page) and drop its block summary;
+        with a tracker, register its granules there (:meth:`SlotTracker.add` in line)."""
+        tag = entry.tag
+        t = self.tables.get(tag)
         if t is None:
-            t = self.tables[entry.tag] = ({}, {}, {}, {})
+            t = self.tables[tag] = ({}, {}, {}, {})
         shift = entry.shift
         vpn = entry.vpn
         d = t[0] if shift == 12 else t[1] if shift == 21 else t[2]
         old = d.get(vpn)
         d[vpn] = entry
-        blocks = t[3]
-        if blocks:
-            blocks.pop((vpn << shift) >> BLOCK_SHIFT, None)
-        if self.tracker is not None:
-            self.tracker.add(entry)
+        if t[3]:
+            t[3].pop((vpn << shift) >> BLOCK_SHIFT, None)
+        tracker = self.tracker
+        if tracker is not None:
+            deps = tracker.deps
+            for granule in entry.slots:
+                s = deps.get(granule)
+                if s is None:
+                    s = tracker.first(granule)
+                s.add(entry)
         if old is not None:
             self.dropped([old])
 
     def dropped(self, entries: list[TlbEntry]) -> None:
         """Entries left the cache (replaced, invalidated)."""
-        if self.tracker is not None:
-            self.tracker.drop_all(entries)
+        tracker = self.tracker
+        if tracker is not None:
+            deps = tracker.deps
+            for entry in entries:  # SlotTracker.drop_all in line
+                for granule in entry.slots:
+                    s = deps.get(granule)
+                    if s is not None:
+                        s.discard(entry)
 
     def entry_changed(self, entry: TlbEntry) -> None:
         """``entry`` (cached) was re-verified or re-bound: drop its block's summary."""
@@ -260,12 +273,16 @@ class TagCache:
         the byte range ``[first, last]`` (``last`` -1: everything). Returns how many."""
         dropped: list[TlbEntry] = []
         if match is None and last < 0:
-            for t in self.tables.values():
-                for d in t[:BLOCK]:
-                    dropped.extend(d.values())
-            self.tables.clear()
-            if dropped:
-                self.dropped(dropped)
+            tables = self.tables
+            if not tables:
+                return 0
+            for t in tables.values():
+                dropped += t[0].values()
+                if t[1] or t[2]:
+                    dropped += t[1].values()
+                    dropped += t[2].values()
+            tables.clear()
+            self.dropped(dropped)
             return len(dropped)
         for key in list(self.tables):
             if match is None or match(key):
@@ -356,9 +373,7 @@ def translate_run(
     are neither used nor built."""
     tables = cache.tables
     t = tables.get(tag)
-    deps = cache.deps
     ram = cache.ram
-    ram_run = cache.ram_run
     runs: list[tuple[int, int]] = []
     run_start = run_end = -1
     hits = 0
@@ -367,21 +382,21 @@ def translate_run(
     a = addr
     blk: Block | None = None
     while a < end:
-        bn = a >> BLOCK_SHIFT
-        base = bn << BLOCK_SHIFT
-        lim = base + (1 << BLOCK_SHIFT)
-        whole = a == base and lim <= end
+        bn = a >> 21  # BLOCK_SHIFT
+        lim = (bn + 1) << 21
+        whole = lim <= end and a == lim - 0x20_0000
         if lim > end:
             lim = end
         if t is not None and use_blocks:
             blk = t[3].get(bn)
             if (
                 blk is not None
-                and blk.version == deps.version
+                and blk.version == cache.deps.version
                 and blk.src is src
                 and blk.perms & need == need
                 and (dirty_ok or blk.dirty)
             ):
+                base = bn << 21
                 lo, hi = a - base, lim - base
                 for off, phys, n in blk.runs:
                     if off + n <= lo:
@@ -418,7 +433,7 @@ def translate_run(
                         chunk = end - a
                     phys = e.phys | off
                     if phys + chunk <= ram or (
-                        ram_run is not None and ram_run(phys, chunk) == chunk
+                        cache.ram_run is not None and cache.ram_run(phys, chunk) == chunk
                     ):
                         hits += 1
                         if phys == run_end:
@@ -432,15 +447,16 @@ def translate_run(
                         a += chunk
                         continue
             got = slow(e, a, end)
-            if type(got) is DmaFault:
+            if got.__class__ is DmaFault:
                 fault = got
                 break
             use: TlbEntry = got  # type: ignore[assignment]
             if t is None:
                 t = tables.get(tag)
             shift = use.shift
+            nxt = ((a >> shift) + 1) << shift
+            chunk = (end if nxt > end else nxt) - a
             phys = use.phys | (a & ((1 << shift) - 1))
-            chunk = min(end, ((a >> shift) + 1) << shift) - a
             if phys + chunk > ram:
                 good = _ram_bytes(cache, phys, chunk)
                 if good < chunk:
@@ -457,7 +473,7 @@ def translate_run(
             if fault is not None:
                 break
             a += chunk
-            if use_blocks and a < lim and t is not None:
+            if a < lim and use_blocks and t is not None:
                 new = t[3].get(bn)
                 if new is not None and new is not blk:
                     # The slow path summarised this block (it filled the rest of
@@ -465,9 +481,9 @@ def translate_run(
                     break
         if fault is not None:
             break
-        if whole and a >= lim and t is not None and use_blocks:
+        if whole and a >= lim and use_blocks and t is not None:
             cache.summarise(t, bn, src)
-    if run_start >= 0 and run_end > run_start:
+    if run_end > run_start >= 0:
         runs.append((run_start, run_end - run_start))
     return runs, fault, hits
 

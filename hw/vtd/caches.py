@@ -28,12 +28,12 @@ address is a second-stage input, which a nested entry does not keep).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, cast
 
 from hw.pagewatch import SlotCached, SlotTracker
 from hw.translation import BLOCK, BLOCK_SHIFT, Block, Pipeline, TagCache, TagTable, TlbEntry
-from hw.vtd.walk import CtxInfo, PasidInfo, Stage
+from hw.vtd.walk import CtxInfo, NestLeaf, PasidInfo, Stage
 
 if TYPE_CHECKING:
     from hw.vtd.translate import Sel
@@ -56,27 +56,9 @@ NEST_TAG = 1 << 20
 """OR-ed into the PASID of a nested entry's tag (PASIDs are 20 bits)."""
 
 
-class NestTlbEntry(TlbEntry):
-    """An IOTLB entry of a nested translation: also the second-stage leaf of its
-    output page (``s2_pte``), whose A/D a use through the entry updates."""
-
-    __slots__ = ("s2_pte",)
-
-    def __init__(
-        self,
-        tag: Hashable,
-        vpn: int,
-        shift: int,
-        phys: int,
-        perms: int,
-        src: object,
-        pte_addr: int,
-        slots: Collection[int],
-        dirty: bool,
-        s2_pte: int,
-    ) -> None:
-        super().__init__(tag, vpn, shift, phys, perms, src, pte_addr, slots, dirty)
-        self.s2_pte = s2_pte
+NestTlbEntry = NestLeaf
+"""An IOTLB entry of a nested translation: the nested walk's leaf, which also holds
+the second-stage leaf of its output page (``s2_pte``)."""
 
 
 class CtxEntry(SlotCached):

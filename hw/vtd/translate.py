@@ -351,20 +351,10 @@ class Translation:
             return self.fill_nested(sel, a, write)
         else:
             leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
-        shift = leaf.shift
-        e = TlbEntry(
-            sel.key,
-            a >> shift,
-            shift,
-            leaf.phys,
-            leaf.perms,
-            st,
-            leaf.pte_addr,
-            leaf.slots,
-            sel.entry_dirty,
-        )
-        self.iotlb.put(e)
-        return e
+        leaf.tag = sel.key
+        leaf.dirty = sel.entry_dirty
+        self.iotlb.put(leaf)
+        return leaf
 
     def fill_nested(self, sel: Sel, a: int, write: bool) -> TlbEntry:
         """IOTLB miss on a nested stage: the combined (first- then second-stage)
@@ -372,21 +362,10 @@ class Translation:
         slots; the leaves' A/D wait for the caller as in :meth:`fill`."""
         st = sel.stage
         leaf: NestLeaf = self.walker.walk_nested(st, a, write, sel.fpd, True, False)
-        shift = leaf.shift
-        e = NestTlbEntry(
-            (sel.did, sel.tag),
-            a >> shift,
-            shift,
-            leaf.phys,
-            leaf.perms,
-            st,
-            leaf.pte_addr,
-            leaf.slots,
-            False,
-            leaf.s2_pte,
-        )
-        self.iotlb.put(e)
-        return e
+        leaf.tag = sel.key
+        leaf.dirty = False
+        self.iotlb.put(leaf)
+        return leaf
 
     def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
         """Fill the IOTLB for the pages ``[a, lim)`` of the request, all in the

@@ -14,12 +14,13 @@ Walks raise :class:`~hw.vtd.faults.TranslationFault`; they never return a partia
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 
 from attrs import field, frozen
 
 from hw.memory import BusError, Memory
-from hw.translation import ram_limits
+from hw.translation import TlbEntry, ram_limits
 from hw.vtd import entries as ent
 from hw.vtd.config import VtdConfig
 from hw.vtd.faults import FR, TranslationFault
@@ -105,33 +106,34 @@ class PasidInfo:
     """Granules read: the context's, the PASID directory entry and the 64-byte entry."""
 
 
-class Leaf:
-    """The leaf of a page walk: page frame, size, the access rights of all levels and
-    the 8-byte granules of the entries read on the way (``slots``)."""
+class Leaf(TlbEntry):
+    """The leaf of a page walk, built as the IOTLB entry it becomes on a fill (one
+    object per walk; a fill sets its tag and dirty state): page frame ``phys``, size
+    ``1 << shift``, the access rights of all levels (``perms``), the leaf entry's
+    address and the 8-byte granules of the entries read on the way (``slots``)."""
 
-    __slots__ = ("perms", "phys", "pte_addr", "shift", "slots")
-
-    def __init__(self, phys: int, shift: int, perms: int, pte_addr: int, slots: list[int]) -> None:
-        self.phys = phys
-        self.shift = shift
-        self.perms = perms
-        self.pte_addr = pte_addr
-        self.slots = slots
-
-    def same(self, other: Leaf) -> bool:
-        return (self.phys, self.shift, self.perms) == (other.phys, other.shift, other.perms)
+    __slots__ = ()
 
 
 class NestLeaf(Leaf):
     """The leaf of a nested walk: ``pte_addr`` is the first-stage leaf (host
-    address), ``s2_pte`` the second-stage leaf of the output page."""
+    address), ``s2_pte`` the second-stage leaf of the output page, whose A/D a use
+    through the cached entry updates."""
 
     __slots__ = ("s2_pte",)
 
     def __init__(
-        self, phys: int, shift: int, perms: int, pte_addr: int, slots: list[int], s2_pte: int
+        self,
+        vpn: int,
+        shift: int,
+        phys: int,
+        perms: int,
+        src: Stage,
+        pte_addr: int,
+        slots: list[int],
+        s2_pte: int,
     ) -> None:
-        super().__init__(phys, shift, perms, pte_addr, slots)
+        super().__init__(None, vpn, shift, phys, perms, src, pte_addr, slots)
         self.s2_pte = s2_pte
 
 
@@ -172,8 +174,15 @@ class Walker:
         self.mem = memory
         self.cfg = cfg
         self.ram8 = ram_limits(memory)[0] - 8
-        """A table entry at or below this address is RAM: the walks read it in line
-        (one ``unpack_from``, no call); above it :meth:`Memory.read_u64` decides."""
+        """A table entry at or below this address is RAM: :meth:`leaf_run` reads it
+        in line; above it :meth:`Memory.read_u64` decides."""
+        little = sys.byteorder == "little"
+        self.qwords = memory.view.cast("Q") if little else memoryview(b"").cast("Q")
+        """RAM as native quadwords: the walks read table entry ``g`` (granule, address
+        >> 3) as ``qwords[g]`` with no call (a little-endian host's native order is
+        the tables' order; elsewhere :attr:`last_q` is -1 and every read is a call)."""
+        self.last_q = (self.ram8 >> 3) if little else -1
+        """The last granule the walks read through :attr:`qwords`."""
         self.addr_rsvd = ent.addr_rsvd(cfg.haw)
         self.sl_leaf_rsvd = (self.addr_rsvd | (0 if cfg.sc else _SL_SNP), self.addr_rsvd)
         """Reserved bits of a second-stage leaf, [scalable]: SNP (bit 11) too in legacy
@@ -366,59 +375,68 @@ class Walker:
 
         A non-present entry (R=W=0) faults as a read/write permission fault, the way
         the spec and QEMU report it (0x05/0x06 legacy, 0x85/0x86 scalable). One loop
-        with the entry decoded in place (no objects per level); the access rights of
-        a level are its bits 2:0 (R, W, X), ANDed over the levels.
+        over the levels above the leaf with the entry decoded in place (no objects
+        per level, entries read as RAM quadwords by granule); the access rights of a
+        level are its bits 2:0 (R, W, X), ANDed over the levels. The leaf is the
+        IOTLB entry a fill caches (:class:`Leaf`).
         """
         levels = st.levels
         if addr >> self.sl_bits[levels]:
             raise TranslationFault(FR.SM_ADDR_BEYOND if scalable else FR.ADDR_BEYOND_MGAW, fpd)
-        read = self.mem.read_u64
-        data, ram8 = self.mem.data, self.ram8
-        rsvd = self.addr_rsvd
-        leaf_rsvd = self.sl_leaf_rsvd[scalable]
-        sllps = self.cfg.sllps
+        qwords, last_q = self.qwords, self.last_q
         ad = update and st.ssade
-        table = st.root
-        perms = PERM_R | PERM_W | PERM_X
-        slots: list[int] = []
         level = levels
-        shift = 12 + 9 * levels
         if memo is not None and memo.region == addr >> 21:
             table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
+            memo = None  # it holds this walk's upper levels already
+        else:
+            table, perms, slots, shift = st.root, 7, [], 12 + 9 * levels
         try:
             while True:
                 shift -= 9
-                pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-                # Memory.read_u64 in line for RAM without holes (one call less per level).
-                pte = _U64(data, pte_addr)[0] if pte_addr <= ram8 else read(pte_addr)
-                slots.append(pte_addr >> 3)
+                g = (table >> 3) + ((addr >> shift) & 0x1FF)
+                pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
+                slots.append(g)
                 if not pte & _SL_PRESENT:
                     raise TranslationFault(_SL_PERM_FR[scalable][write], fpd)
-                if pte & _PS:
-                    if level == 1 or level > 3 or level == levels or not (sllps >> (level - 2)) & 1:
-                        raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
-                elif level != 1:
-                    if pte & rsvd:
-                        raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
-                    perms &= pte & 7
-                    if ad and not pte & _SL_A:
-                        self.set_bits(pte_addr, _SL_A)
-                    table = pte & _ADDR_4K
-                    level -= 1
-                    if level == 1 and memo is not None:
-                        memo.region, memo.table, memo.perms = addr >> 21, table, perms
-                        memo.slots = (*slots,)
-                    continue
-                if pte & (leaf_rsvd | (((1 << shift) - 1) & ~0xFFF)):
+                if level == 1 or pte & _PS:
+                    break
+                if pte & self.addr_rsvd:
                     raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
-                perms &= pte & 7
-                if ad and leaf_a and not pte & _SL_A:
-                    self.set_bits(pte_addr, _SL_A)
-                return Leaf(pte & _ADDR & ~((1 << shift) - 1), shift, perms, pte_addr, slots)
+                perms &= pte
+                if ad and not pte & _SL_A:
+                    self.set_bits(g << 3, _SL_A)
+                table = pte & _ADDR_4K
+                level -= 1
         except BusError:
             raise TranslationFault(
                 FR.SS_ACCESS if scalable else FR.PAGING_ENTRY_ACCESS, fpd
             ) from None
+        if level == 1:
+            if pte & (_PS | self.sl_leaf_rsvd[scalable]):
+                raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+            if memo is not None:
+                memo.region, memo.table, memo.perms = addr >> 21, table, perms
+                memo.slots = (*slots[:-1],)
+        elif (
+            level > 3
+            or level == levels
+            or not (self.cfg.sllps >> (level - 2)) & 1
+            or pte & (self.sl_leaf_rsvd[scalable] | (((1 << shift) - 1) & ~0xFFF))
+        ):
+            raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+        if ad and leaf_a and not pte & _SL_A:
+            self.set_bits(g << 3, _SL_A)
+        return Leaf(
+            None,
+            addr >> shift,
+            shift,
+            pte & _ADDR & -(1 << shift),
+            perms & pte & 7,
+            st,
+            g << 3,
+            slots,
+        )
 
     def walk_fl(
         self,
@@ -434,56 +452,65 @@ class Walker:
         XD is honoured whatever PASID-entry NXE says (Linux stopped setting NXE).
         Accessed flags are set on the way down when ``update``; D is set by the caller
         once the write passed its permission check. One loop, entries decoded in
-        place: R always, W from bit 1, U from bit 2, X unless bit 63.
+        place and read as RAM quadwords by granule: R always, W from bit 1, U from
+        bit 2, X unless bit 63. The leaf is the IOTLB entry a fill caches.
         """
         levels = st.levels
         sign = 47 if levels == 4 else 56
         top = addr >> sign
-        if top not in (0, (1 << (64 - sign)) - 1):
+        if top and top != (1 << (64 - sign)) - 1:
             raise TranslationFault(FR.SM_NON_CANONICAL, fpd)
-        read = self.mem.read_u64
-        data, ram8 = self.mem.data, self.ram8
+        qwords, last_q = self.qwords, self.last_q
         rsvd = self.addr_rsvd
-        fl1gp = self.cfg.fl1gp
-        table = st.root
-        perms = PERM_R | PERM_W | PERM_X | PERM_U
-        slots: list[int] = []
         level = levels
-        shift = 12 + 9 * levels
         if memo is not None and memo.region == addr >> 21:
             table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
+            memo = None  # it holds this walk's upper levels already
+        else:
+            table, perms, slots, shift = (
+                st.root,
+                PERM_R | PERM_W | PERM_X | PERM_U,
+                [],
+                12 + 9 * levels,
+            )
         try:
             while True:
                 shift -= 9
-                pte_addr = table + ((addr >> shift) & 0x1FF) * 8
-                # Memory.read_u64 in line for RAM without holes (one call less per level).
-                pte = _U64(data, pte_addr)[0] if pte_addr <= ram8 else read(pte_addr)
-                slots.append(pte_addr >> 3)
+                g = (table >> 3) + ((addr >> shift) & 0x1FF)
+                pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
+                slots.append(g)
                 if not pte & 1:
                     raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
-                leaf = level == 1
-                if pte & _PS and not leaf:
-                    if level > 3 or (level == 3 and not fl1gp):
+                if level == 1:
+                    if pte & rsvd:
                         raise TranslationFault(FR.FS_RSVD, fpd)
-                    leaf = True
+                    break
+                if pte & _PS:
+                    if level > 3 or (level == 3 and not self.cfg.fl1gp):
+                        raise TranslationFault(FR.FS_RSVD, fpd)
                     if pte & (rsvd | (((1 << shift) - 1) & ~0x1FFF)):
                         raise TranslationFault(FR.FS_RSVD, fpd)
-                elif pte & rsvd:
+                    break
+                if pte & rsvd:
                     raise TranslationFault(FR.FS_RSVD, fpd)
                 perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
-                if update and not pte & _FL_A and (leaf_a or not leaf):
-                    self.set_bits(pte_addr, _FL_A)
-                if leaf:
-                    return Leaf(pte & _ADDR & ~((1 << shift) - 1), shift, perms, pte_addr, slots)
+                if update and not pte & _FL_A:
+                    self.set_bits(g << 3, _FL_A)
                 table = pte & _ADDR_4K
                 level -= 1
-                if level == 1 and memo is not None:
-                    memo.region, memo.table, memo.perms = addr >> 21, table, perms
-                    memo.slots = (*slots,)
         except BusError:
             raise TranslationFault(
                 FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
             ) from None
+        if memo is not None and level == 1:
+            memo.region, memo.table, memo.perms = addr >> 21, table, perms
+            memo.slots = (*slots[:-1],)
+        perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
+        if update and leaf_a and not pte & _FL_A:
+            self.set_bits(g << 3, _FL_A)
+        return Leaf(
+            None, addr >> shift, shift, pte & _ADDR & -(1 << shift), perms, st, g << 3, slots
+        )
 
     # -- nested translation (PGTT=3) ---------------------------------------------------
     def _nest_fetch(self, s2: Stage, gpa: int, top: bool, fpd: bool, slots: list[int]) -> Leaf:
@@ -586,7 +613,7 @@ class Walker:
         size = min(shift, out_leaf.shift)
         phys = (out_leaf.phys | (out & ((1 << out_leaf.shift) - 1))) & ~((1 << size) - 1)
         perms &= out_leaf.perms | PERM_X | PERM_U
-        return NestLeaf(phys, size, perms, pte_addr, slots, out_leaf.pte_addr)
+        return NestLeaf(addr >> size, size, phys, perms, st, pte_addr, slots, out_leaf.pte_addr)
 
     def leaf_run(
         self, st: Stage, memo: WalkMemo, addr: int, count: int, scalable: bool
