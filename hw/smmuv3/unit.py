@@ -131,6 +131,7 @@ class Smmuv3Unit(IommuUnitModel):
     _w: Walker
     _c: Caches
     _p: Pipeline
+    _m: Machine
     """Bound at attach for the translation path (the public properties check)."""
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
@@ -208,7 +209,7 @@ class Smmuv3Unit(IommuUnitModel):
         self._walker = Walker(machine.memory, self.cfg)
         self._walker.set_bits = self._pipeline.deps.own_write
         self._caches = Caches(self._pipeline)
-        self._w, self._c, self._p = self._walker, self._caches, self._pipeline
+        self._w, self._c, self._p, self._m = self._walker, self._caches, self._pipeline, machine
 
     @property
     def pipeline(self) -> Pipeline:
@@ -587,16 +588,13 @@ class Smmuv3Unit(IommuUnitModel):
         ``end`` (where the request ends), a stage-1 4 KiB leaf whose rights cover
         ``need`` also fills the request's further pages in its table
         (:meth:`_fill_ahead`)."""
-        stats = self.stats
-        stats.iotlb_misses += 1
-        m = self.machine
-        tracing = m is not None and m.hw_trace is not None
+        self.stats.iotlb_misses += 1
+        tracing = self._m.hw_trace is not None
         ste, cd = sel.ste, sel.cd
         if tracing:
             self.emit("hw_smmuv3:tlb_miss", vmid=ste.vmid, asid=sel.tag[1], addr=a)
         iotlb = self._p.iotlb
-        if ste.s2 is None:
-            assert cd is not None
+        if cd is not None and ste.s2 is None:
             phys, shift, perms, ng, pte_addr, slots, upper = self._w.walk_raw(cd, a, True, write)
             root = sel.root1 if (a >> 55) & 1 else sel.root0
             e = TlbEntry(

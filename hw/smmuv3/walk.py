@@ -58,6 +58,13 @@ _AF = ent.LpaeLeaf.AF.mask
 _NG = ent.LpaeLeaf.NG.mask
 _APT_NO_EL0 = 1 << 61
 _APT_RO = 1 << 62
+_APT = _APT_NO_EL0 | _APT_RO
+_PERM_WUR = PERM_W | PERM_U | PERM_R
+_AF_AP = _AF | _AP2 | _AP1
+_AF_AP1 = _AF | _AP1
+_UPPERS = ((39, 30, 21), (30, 21), (21,))
+"""The shifts of the levels above the leaf level, by start level (4 KiB granule)."""
+_FROM_LEVEL0 = _UPPERS[0]
 _DBM = ent.LpaeLeaf.DBM.mask
 _S2AP_R = ent.LpaeS2Leaf.S2AP_R.mask
 _S2AP_W = ent.LpaeS2Leaf.S2AP_W.mask
@@ -225,6 +232,8 @@ class Walker:
         self.qwords = memoryview(memory.data).cast("Q")
         """RAM as native quadwords, indexed by granule (``address >> 3``)."""
         self.ram_g = (ram_limits(memory)[0] >> 3) - 1 if sys.byteorder == "little" else -1
+        self.flat = not memory.holes and sys.byteorder == "little"
+        """RAM is one piece from 0 read in line: a subscript outside it is a bus error."""
         """A descriptor at or below this granule is read in line from :attr:`qwords`
         (a subscript, no call); above it :meth:`Memory.read_u64` decides (always on
         a big-endian host, where the native quadwords are not the descriptors)."""
@@ -639,30 +648,27 @@ class Walker:
         if va & above != expect:
             raise SmmuFault(Evt.F_TRANSLATION)
         va &= low  # the index bits only (the start level's index may be narrower)
-        slots: list[int] = []
-        apt = 0
-        qwords, ram_g = self.qwords, self.ram_g
-        g = shift = 0
-        try:
-            for shift in uppers:  # the levels a table descriptor may come from
-                g = tg + ((va >> shift) & 0x1FF)
-                if s2 is not None:
-                    g = self._s2_fetch(s2, g << 3, slots, ent.EVT_CLASS_TT) >> 3
-                slots.append(g)
-                pte = qwords[g] if g <= ram_g else self.mem.read_u64(g << 3)
-                if pte & check != 3:
-                    break
-                apt |= pte
-                tg = (pte & _OA_MASK) >> 3
-            else:  # level 3
-                shift = 12
-                g = tg + ((va >> 12) & 0x1FF)
-                if s2 is not None:
-                    g = self._s2_fetch(s2, g << 3, slots, ent.EVT_CLASS_TT) >> 3
-                slots.append(g)
-                pte = qwords[g] if g <= ram_g else self.mem.read_u64(g << 3)
-        except BusError:
-            raise SmmuFault(Evt.F_WALK_EABT, g << 3) from None
+        qwords = self.qwords
+        g = shift = apt = 0
+        if uppers is _FROM_LEVEL0 and s2 is None and self.flat:
+            # The 4-level walk over RAM in one piece, straight: done when every level
+            # above the leaf is a clean table descriptor, else :meth:`_levels` reads
+            # the levels again (reading has no side effect) and decides.
+            try:
+                p0 = qwords[g0 := tg + ((va >> 39) & 0x1FF)]
+                if p0 & check == 3:
+                    p1 = qwords[g1 := ((p0 & _OA_MASK) >> 3) + ((va >> 30) & 0x1FF)]
+                    if p1 & check == 3:
+                        p2 = qwords[g2 := ((p1 & _OA_MASK) >> 3) + ((va >> 21) & 0x1FF)]
+                        if p2 & check == 3:
+                            pte = qwords[g := ((p2 & _OA_MASK) >> 3) + ((va >> 12) & 0x1FF)]
+                            slots = [g0, g1, g2, g]
+                            apt = p0 | p1 | p2
+                            shift = 12
+            except IndexError:
+                pass
+        if not shift:
+            shift, g, pte, slots, apt = self._levels(tg, uppers, va, check, s2)
         pte_addr = g << 3
         if pte & 3 != 3:
             if not pte & 1:
@@ -673,13 +679,16 @@ class Walker:
             raise SmmuFault(Evt.F_ADDR_SIZE)
         if pte & cd.leaf_bad:
             raise SmmuFault(Evt.F_ADDR_SIZE)
-        upper = PERM_W | PERM_U | PERM_R
-        if apt & (_APT_RO | _APT_NO_EL0) and not had:
+        perms = upper = _PERM_WUR
+        if apt & _APT and not had:
             if apt & _APT_RO:
                 upper = PERM_U | PERM_R
             if apt & _APT_NO_EL0:
                 upper &= ~PERM_U
-        perms = upper
+            perms = upper
+        elif pte & _AF_AP == _AF_AP1:  # accessed, writable, EL0: all the table left
+            phys = (pte & _OA_MASK) >> shift << shift
+            return phys, shift, perms, pte & _NG != 0, pte_addr, slots, upper
         if not pte & _AF:
             if cd.ha:
                 if update:
@@ -700,6 +709,37 @@ class Walker:
             perms |= PERM_NU
         phys = (pte & _OA_MASK) >> shift << shift
         return phys, shift, perms, pte & _NG != 0, pte_addr, slots, upper
+
+    def _levels(
+        self, tg: int, uppers: tuple[int, ...], va: int, check: int, s2: S2Info | None
+    ) -> tuple[int, int, int, list[int], int]:
+        """The levels of a stage-1 walk from table granule ``tg``: ``(shift of the
+        level it stopped at, descriptor granule, descriptor, granules read, OR of the
+        table descriptors passed)``. A level stops the walk unless its descriptor is
+        a table passing the ``check`` mask; level 3 always does. With ``s2`` each
+        descriptor address is an IPA read through stage 2."""
+        qwords, ram_g = self.qwords, self.ram_g
+        slots: list[int] = []
+        g = shift = apt = pte = 0
+        try:
+            for shift in uppers:  # the levels a table descriptor may come from
+                g = tg + ((va >> shift) & 0x1FF)
+                if s2 is not None:
+                    g = self._s2_fetch(s2, g << 3, slots, ent.EVT_CLASS_TT) >> 3
+                slots.append(g)
+                pte = qwords[g] if g <= ram_g else self.mem.read_u64(g << 3)
+                if pte & check != 3:
+                    return shift, g, pte, slots, apt
+                apt |= pte
+                tg = (pte & _OA_MASK) >> 3
+            g = tg + ((va >> 12) & 0x1FF)
+            if s2 is not None:
+                g = self._s2_fetch(s2, g << 3, slots, ent.EVT_CLASS_TT) >> 3
+            slots.append(g)
+            pte = qwords[g] if g <= ram_g else self.mem.read_u64(g << 3)
+        except BusError:
+            raise SmmuFault(Evt.F_WALK_EABT, g << 3) from None
+        return 12, g, pte, slots, apt
 
     def leaf_run(
         self, cd: CdInfo, pte_addr: int, count: int, upper: int, need: int
@@ -742,7 +782,7 @@ def _half_params(
     """The walk parameters of one enabled TTBx half (see :data:`Half`)."""
     top = 56 if tbi else 64
     above = ((1 << top) - 1) & ~((1 << va_bits) - 1)
-    uppers = (39, 30, 21)[start_level(va_bits) :]
+    uppers = _UPPERS[start_level(va_bits)]
     check = 3 | _OA_HIGH | above_ips
     return root >> 3, uppers, (1 << va_bits) - 1, above, above if upper else 0, check, had
 
