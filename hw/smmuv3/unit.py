@@ -57,6 +57,7 @@ from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
 from hw.smmuv3.findings import fault_finding, stale_finding
 from hw.smmuv3.priq import PriQueue
 from hw.smmuv3.queues import CommandQueue, EventQueue
+from hw.smmuv3.slow_path import LOST_DIRTY, TlbSlowPath, fill_ahead, tlbi_for
 from hw.smmuv3.walk import (
     PERM_DBM,
     PERM_R,
@@ -69,7 +70,6 @@ from hw.smmuv3.walk import (
     permission_ok,
 )
 from hw.translation import (
-    BLOCK,
     NEVER,
     Pipeline,
     PipelineStats,
@@ -413,7 +413,7 @@ class Smmuv3Unit(IommuUnitModel):
         kind = write | priv << 1
         slow = sel.slows[kind]
         if slow is None:
-            slow = sel.slows[kind] = _TlbSlowPath(self, rid, pasid, priv, write, sel, ())
+            slow = sel.slows[kind] = TlbSlowPath(self, rid, pasid, priv, write, sel, ())
         runs, fault, hits = translate_run(
             self._p.iotlb,
             sel.tag,
@@ -453,7 +453,7 @@ class Smmuv3Unit(IommuUnitModel):
         if not stale:  # both entries clean (filled or re-checked just now)
             se.sels[pasid] = sel
         kind = write | priv << 1
-        slow = _TlbSlowPath(self, rid, pasid, priv, write, sel, tuple(stale))
+        slow = TlbSlowPath(self, rid, pasid, priv, write, sel, tuple(stale))
         runs, fault, hits = translate_run(
             self._p.iotlb,
             sel.tag,
@@ -578,16 +578,16 @@ class Smmuv3Unit(IommuUnitModel):
             e.same(leaf.phys, leaf.shift, leaf.perms) and e.tag == (ste.vmid, asid),
             leaf.slots,
         ):
-            missing.append(_tlbi_for(ste, cd, e))
+            missing.append(tlbi_for(ste, cd, e))
             if write and leaf is not None and e.perms & PERM_W and leaf.perms & PERM_DBM:
-                missing.append(_LOST_DIRTY)
+                missing.append(LOST_DIRTY)
         return e
 
     def _fill(self, sel: Sel, a: int, write: bool, end: int = 0, need: int = 0) -> TlbEntry:
         """Walk and cache ``a`` (a ``write`` makes DBM pages dirty on the way). With
         ``end`` (where the request ends), a stage-1 4 KiB leaf whose rights cover
         ``need`` also fills the request's further pages in its table
-        (:meth:`_fill_ahead`)."""
+        (:func:`~hw.smmuv3.slow_path.fill_ahead`)."""
         self.stats.iotlb_misses += 1
         tracing = self._m.hw_trace is not None
         ste, cd = sel.ste, sel.cd
@@ -608,7 +608,7 @@ class Smmuv3Unit(IommuUnitModel):
                 and phys + 4096 <= iotlb.ram
                 and not tracing
             ):
-                self._fill_ahead(sel, e, upper, need, end)
+                fill_ahead(self, sel, e, upper, need, end)
             return e
         leaf = self._w.walk_stream(ste, cd, a, True, write)
         e = TlbEntry(
@@ -623,68 +623,6 @@ class Smmuv3Unit(IommuUnitModel):
         )
         iotlb.put(e)
         return e
-
-    def _fill_ahead(self, sel: Sel, first: TlbEntry, upper: int, need: int, end: int) -> None:
-        """Fill the TLB for the request's pages after ``first`` (a 4 KiB stage-1 leaf
-        just filled) up to ``end`` or the end of its last-level table, from one read
-        of that table (:meth:`Walker.leaf_run`) instead of one walk each. Exactly
-        what the per-page fills would give: each page a miss, with the same leaf,
-        rights, tag and granules; it stops before the first page those would not
-        fill and use (not a plain 4 KiB leaf with AF set, a right missing, outside
-        RAM, a page already cached under either tag), which the per-page path then
-        takes. The pages are counted as misses here, and taken back from the hits
-        the request then counts when it serves them."""
-        a = first.vpn << 12
-        lim = min(end, ((a >> 21) + 1) << 21)
-        count = ((lim - 1) >> 12) - (a >> 12)
-        if count <= 0:
-            return
-        cd = sel.cd
-        assert cd is not None
-        pte_addr = first.pte_addr + 8
-        run = self._w.leaf_run(cd, pte_addr, count, upper, need)
-        iotlb = self._p.iotlb
-        tables, ram, root = iotlb.tables, iotlb.ram, first.src
-        tag, gtag = sel.tag, sel.gtag
-        empty: dict[int, TlbEntry] = {}
-        t4 = tables[tag][0] if tag in tables else empty
-        g4 = tables[gtag][0] if gtag in tables else empty
-        shared = first.slots[:-1]  # type: ignore[index]
-        vpn = first.vpn + 1
-        added: list[TlbEntry] = []
-        for phys, perms, ng in run:
-            if phys + 4096 > ram or vpn in t4 or vpn in g4:
-                break
-            added.append(
-                TlbEntry(
-                    tag if ng else gtag,
-                    vpn,
-                    12,
-                    phys,
-                    perms,
-                    root,
-                    pte_addr,
-                    [*shared, pte_addr >> 3],
-                )
-            )
-            vpn += 1
-            pte_addr += 8
-        if not added:
-            return
-        for e in added:
-            t = tables.get(e.tag)
-            if t is None:
-                t = tables[e.tag] = ({}, {}, {}, {})
-            t[0][e.vpn] = e
-            t[BLOCK].pop(e.vpn >> 9, None)
-        n = len(added)
-        first_own = (first.pte_addr + 8) >> 3
-        self._p.deps.add_run(added, shared, range(first_own, first_own + n))
-        self.stats.iotlb_misses += n
-        self.stats.iotlb_hits -= n
-        if not vpn & 0x1FF and tag in tables:  # filled to the end of the block: summarise
-            # it now, so the request's hit path serves the rest from the summary
-            iotlb.summarise(tables[tag], (vpn - 1) >> 9, root)
 
     def _perm_fault(self, ste: StreamInfo, cd: CdInfo | None, a: int, write: bool) -> SmmuFault:
         """F_PERMISSION for an entry lacking a right, at the stage that denies it: with
@@ -739,12 +677,12 @@ class Smmuv3Unit(IommuUnitModel):
         missing: list[str],
     ) -> None:
         current = self.fresh_outcome(sid, pasid, priv, write, addr)
-        lost_dirty = _LOST_DIRTY in missing
+        lost_dirty = LOST_DIRTY in missing
         if current == cached and not lost_dirty:
             return
         # A write through a cached writable entry of a leaf software made writable-clean
         # again: the same translation, but the write marks nothing dirty.
-        name = "/".join(m for m in dict.fromkeys(missing) if m != _LOST_DIRTY)
+        name = "/".join(m for m in dict.fromkeys(missing) if m != LOST_DIRTY)
         if lost_dirty:
             name += " (a write made no dirty update)"
 
@@ -837,87 +775,3 @@ class Smmuv3Unit(IommuUnitModel):
         from hw.smmuv3.dump import dump_unit
 
         return dump_unit(self)
-
-
-_LOST_DIRTY = "no dirty update"
-
-
-def _tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
-    """The command that would have removed the stale entry ``e``."""
-    if cd is None:
-        return "TLBI_S2_IPA"
-    name = "TLBI_NH_VA" if e.tag[1] != GLOBAL else "TLBI_NH_VAA"  # type: ignore[index]
-    return name if ste.s2 is None else f"{name}/TLBI_S12_VMALL"
-
-
-class _TlbSlowPath:
-    """The SMMUv3 slow path of one kind of request (:class:`hw.translation.SlowPath`):
-    global entries, fills, re-checks naming the missing command, F_PERMISSION. It
-    keeps no state of its own between pages, so a clean selection keeps one per
-    request kind (:attr:`Sel.slows`); ``stale`` names the configuration commands a
-    request found missing (non-empty only for that request's own slow path)."""
-
-    __slots__ = ("need", "pasid", "priv", "sel", "sid", "stale", "unit", "write")
-
-    def __init__(
-        self,
-        unit: Smmuv3Unit,
-        sid: int,
-        pasid: int | None,
-        priv: bool,
-        write: bool,
-        sel: Sel,
-        stale: tuple[str, ...],
-    ) -> None:
-        self.unit = unit
-        self.sid = sid
-        self.pasid = pasid
-        self.priv = priv
-        self.write = write
-        self.sel = sel
-        self.stale = stale
-        self.need = sel.needs[write | priv << 1]
-
-    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
-        unit, sel, write = self.unit, self.sel, self.write
-        cd = sel.cd
-        if e is None:
-            gtag = sel.gtag
-            if gtag is not None:
-                gt = unit._p.iotlb.tables.get(gtag)
-                if gt is not None:
-                    e = gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30)
-            if e is None and not self.stale:  # a miss: walk and fill
-                need = self.need
-                try:
-                    e = unit._fill(sel, a, write, end, need)
-                    if write and e.perms & PERM_DBM:
-                        e = unit._fill(sel, a, True)  # the dirty update, then the write
-                except SmmuFault as f:
-                    return unit._fault(self.sid, self.pasid, self.priv, a, write, f, cd)
-                if e.perms & need != need:
-                    perm = unit._perm_fault(sel.ste, cd, a, write)
-                    return unit._fault(self.sid, self.pasid, self.priv, a, write, perm, cd)
-                return e
-        sid, pasid, priv = self.sid, self.pasid, self.priv
-        missing = list(self.stale)
-        try:
-            if e is None:
-                e = unit._fill(sel, a, write)
-            else:
-                e = unit._slow_page(sel, e, a, missing, write)
-            if write and e.perms & PERM_DBM and not missing:
-                e = unit._fill(sel, a, True)  # the dirty update, then the write
-        except SmmuFault as f:
-            if missing:
-                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
-            return unit._fault(sid, pasid, priv, a, write, f, cd)
-        if e.perms & self.need != self.need:
-            perm = unit._perm_fault(sel.ste, cd, a, write)
-            if missing:
-                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
-            return unit._fault(sid, pasid, priv, a, write, perm, cd)
-        if missing:
-            phys = e.phys | (a & ((1 << e.shift) - 1))
-            unit._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
-        return e
