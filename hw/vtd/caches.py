@@ -63,7 +63,7 @@ the second-stage leaf of its output page (``s2_pte``)."""
 
 class CtxEntry(SlotCached):
     """A cached context entry; ``sel`` is the selection a legacy-mode entry gives
-    (decoded on first use, :func:`hw.vtd.translate.cached_sel`)."""
+    (decoded on first use, :meth:`hw.vtd.translate.Translation.translate`)."""
 
     __slots__ = ("info", "sel")
 

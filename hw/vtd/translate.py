@@ -161,6 +161,10 @@ class Translation:
         self.caches = unit.caches
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
+        self.machine = unit.m
+        self.spare: PageSlowPath | None = None
+        """A slow path no request is using: the next request takes it instead of
+        building one (a request made while another runs builds its own)."""
 
     # -- table selection ------------------------------------------------------------
     def check_root(self) -> None:
@@ -252,14 +256,46 @@ class Translation:
         write: bool,
         exe: bool,
     ) -> DmaResult:
-        """An untranslated request with remapping on: select, then the pipeline."""
-        unit = self.unit
+        """An untranslated request with remapping on: select, then the pipeline.
+
+        The selection of a request whose context entry (and PASID entry) are cached
+        and clean is the one kept on that entry (derived from it alone), counting the
+        cache hits; otherwise the general way (:meth:`ctx_cached`, :meth:`select`)
+        re-checks suspect entries and raises the faults."""
         if pasid is None:
             priv = exe = False
         if size <= 0:
             return DmaResult(())
+        caches = self.caches
+        stats = self.stats
+        sel: Sel | None = None
+        ce = caches.ctx.get(rid)
+        # A clean entry was read (or re-checked) under the current RTADDR: latching a
+        # new one (SRTP) marks every entry suspect, and :meth:`ctx_cached` refuses a
+        # reserved TTM before it re-checks one.
+        if ce is not None and not ce.suspect:
+            ctx = ce.info
+            if not ctx.scalable:
+                if pasid is None:
+                    sel = ce.sel
+                    if sel is None:
+                        sel = ce.sel = ctx_sel(ctx)
+                    stats.ctx_hits += 1
+            elif pasid is None or ctx.paside:
+                eff = ctx.rid_pasid if pasid is None else pasid
+                pe = caches.pasid.get((rid, eff))
+                if (
+                    pe is not None
+                    and not pe.suspect
+                    and (not priv or pe.info.sre)
+                    and (not exe or pe.info.ere)
+                ):
+                    sel = pe.sel
+                    if sel is None:
+                        sel = pe.sel = pasid_sel(pe.info, eff)
+                    stats.ctx_hits += 1
+                    stats.pasid_hits += 1
         upper_stale = False
-        sel = self.cached_sel(rid, pasid, priv, exe)
         if sel is None:
             stale_box = [False]
             try:
@@ -270,13 +306,24 @@ class Translation:
                 if stale_box[0]:
                     self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
                 return DmaResult(
-                    (), unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd)
+                    (), self.unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd)
                 )
             upper_stale = stale_box[0]
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
-        slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
+        slow = self.spare
+        if slow is None:
+            slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
+        else:
+            self.spare = None
+            slow.rid, slow.pasid, slow.priv, slow.exe, slow.write = rid, pasid, priv, exe, write
+            slow.sel, slow.upper_stale, slow.need = (
+                sel,
+                upper_stale,
+                sel.needs[write | priv << 1 | exe << 2],
+            )
+            slow.memo, slow.ahead = None, 0
         try:
             runs, fault, hits = translate_run(
                 self.iotlb,
@@ -292,65 +339,23 @@ class Translation:
         finally:
             if slow.ad:
                 slow.finish()
-        self.stats.iotlb_hits += hits - slow.ahead
+        stats.iotlb_hits += hits - slow.ahead
+        self.spare = slow
         return DmaResult(tuple(runs), fault)
-
-    def cached_sel(self, rid: int, pasid: int | None, priv: bool, exe: bool) -> Sel | None:
-        """The selection of a request whose context entry (and PASID entry) are cached
-        and clean, counting the cache hits; None sends the request the general way
-        (:meth:`ctx_cached`, :meth:`select`), which also raises the faults. Exactly
-        what that way gives for clean entries: the selection is derived from the one
-        cached entry it is kept on."""
-        caches = self.caches
-        ce = caches.ctx.get(rid)
-        # A clean entry was read (or re-checked) under the current RTADDR: latching a
-        # new one (SRTP) marks every entry suspect, and :meth:`ctx_cached` refuses a
-        # reserved TTM before it re-checks one.
-        if ce is None or ce.suspect:
-            return None
-        ctx = ce.info
-        stats = self.stats
-        if not ctx.scalable:
-            if pasid is not None:
-                return None
-            sel = ce.sel
-            if sel is None:
-                sel = ce.sel = ctx_sel(ctx)
-            stats.ctx_hits += 1
-            return sel
-        if pasid is None:
-            eff = ctx.rid_pasid
-        elif not ctx.paside:
-            return None
-        else:
-            eff = pasid
-        pe = caches.pasid.get((rid, eff))
-        if pe is None or pe.suspect:
-            return None
-        info = pe.info
-        if (priv and not info.sre) or (exe and not info.ere):
-            return None
-        sel = pe.sel
-        if sel is None:
-            sel = pe.sel = pasid_sel(info, eff)
-        stats.ctx_hits += 1
-        stats.pasid_hits += 1
-        return sel
 
     def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None = None) -> TlbEntry:
         """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
         sets the leaf's A flag, with D when the write is permitted, in one update."""
-        unit = self.unit
         self.stats.iotlb_misses += 1
-        if unit.machine is not None and unit.machine.hw_trace is not None:
-            unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
+        if self.machine.hw_trace is not None:
+            self.unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
         st = sel.stage
-        if st.kind == KIND_FL:
+        if st.kind == KIND_SL:
+            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
+        elif st.kind == KIND_FL:
             leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
         elif st.kind == KIND_NEST:
             return self.fill_nested(sel, a, write)
-        else:
-            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
         leaf.tag = sel.key
         leaf.dirty = sel.entry_dirty
         self.iotlb.put(leaf)
@@ -629,24 +634,17 @@ class PageSlowPath:
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         x = self.x
-        unit = x.unit
         sel = self.sel
         stage = sel.stage
         write = self.write
         check = self.upper_stale
-        filled = False
-        if e is not None and e.src is not stage and e.src == stage:
-            x.pipeline.rebind(e, stage)
-        if e is None or e.suspect or e.src is not stage:
+        if e is None:
+            filled = True
+            memo = self.memo
+            if memo is None and end - a > 0x1000:  # more pages may follow
+                memo = self.memo = WalkMemo()
             try:
-                if e is None:
-                    memo = self.memo
-                    if memo is None and end - a > 0x1000:  # more pages may follow
-                        memo = self.memo = WalkMemo()
-                    e = x.fill(sel, a, write, memo)
-                    filled = True
-                else:
-                    check = x.recheck(sel, e, a, write, check)
+                e = x.fill(sel, a, write, memo)
             except TranslationFault as f:
                 if check:
                     x.check_fresh(
@@ -654,7 +652,13 @@ class PageSlowPath:
                     )
                 return self._fault(a, f.reason, f.fpd)
         else:
-            x.stats.iotlb_hits += 1
+            filled = False
+            if e.src is not stage and e.src == stage:
+                x.pipeline.rebind(e, stage)
+            if e.suspect or e.src is not stage:
+                check = x.recheck(sel, e, a, write, check)  # faults of the re-walk: none
+            else:
+                x.stats.iotlb_hits += 1
         perms = e.perms
         need = self.need
         if perms & need != need:
@@ -688,13 +692,15 @@ class PageSlowPath:
             chunk = end - a
         if phys < INTR_HI and phys + chunk > INTR_LO:
             reason = FR.SM_INTERRUPT_ADDR if sel.scalable else FR.INTERRUPT_ADDR
-            return unit.fault(self.rid, self.pasid, self.priv, self.exe, a, write, reason, sel.fpd)
+            return x.unit.fault(
+                self.rid, self.pasid, self.priv, self.exe, a, write, reason, sel.fpd
+            )
         if (
             filled
+            and a + 4096 < end
             and shift == 12
             and not check
             and not self.ats
-            and a + 4096 < end
             and phys + 4096 <= x.iotlb.ram  # else the request stops at this page
             and stage.kind != KIND_NEST  # its walk keeps no memo: one fill per page
         ):

@@ -50,6 +50,16 @@ _SL_PERM_FR = ((FR.READ, FR.WRITE), (FR.SM_READ, FR.SM_WRITE))
 """Non-present second-stage entry: [scalable][write]."""
 _SL_RSVD_FR = (FR.PAGING_ENTRY_RSVD, FR.SS_RSVD)
 _U64 = struct.Struct("<Q").unpack_from
+_UPPER_SHIFTS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(12 + 9 * i for i in range(n - 1, 0, -1)) for n in range(7)
+)
+"""The address shifts of the levels above the last one, for each level count."""
+_NONE = _UPPER_SHIFTS[1]
+"""No level above the last one (a walk that starts from a :class:`WalkMemo`)."""
+_FL_ALL = PERM_R | PERM_W | PERM_X | PERM_U
+_FL_RIGHTS = tuple(1 | (i & 2) | ((i & 4) << 1) | (0 if i & 1 else PERM_X) for i in range(8))
+"""A first-stage entry's rights indexed by ``(pte & 6) | XD``: R always, W from bit 1,
+U from bit 2, X unless XD (bit 63)."""
 
 
 @frozen
@@ -184,6 +194,8 @@ class Walker:
         self.last_q = (self.ram8 >> 3) if little else -1
         """The last granule the walks read through :attr:`qwords`."""
         self.addr_rsvd = ent.addr_rsvd(cfg.haw)
+        self.upper_bad = self.addr_rsvd | _PS
+        """The bits an entry pointing to a table has clear (then checked one by one)."""
         self.sl_leaf_rsvd = (self.addr_rsvd | (0 if cfg.sc else _SL_SNP), self.addr_rsvd)
         """Reserved bits of a second-stage leaf, [scalable]: SNP (bit 11) too in legacy
         mode without snoop control (ECAP.SC)."""
@@ -375,56 +387,60 @@ class Walker:
 
         A non-present entry (R=W=0) faults as a read/write permission fault, the way
         the spec and QEMU report it (0x05/0x06 legacy, 0x85/0x86 scalable). One loop
-        over the levels above the leaf with the entry decoded in place (no objects
-        per level, entries read as RAM quadwords by granule); the access rights of a
-        level are its bits 2:0 (R, W, X), ANDed over the levels. The leaf is the
-        IOTLB entry a fill caches (:class:`Leaf`).
+        over the levels above the last one with the entry decoded in place (no
+        objects per level, entries read as RAM quadwords by granule, one test for
+        the usual table pointer); the access rights of a level are its bits 2:0
+        (R, W, X), ANDed over the levels. The leaf is the IOTLB entry a fill caches
+        (:class:`Leaf`).
         """
         levels = st.levels
         if addr >> self.sl_bits[levels]:
             raise TranslationFault(FR.SM_ADDR_BEYOND if scalable else FR.ADDR_BEYOND_MGAW, fpd)
         qwords, last_q = self.qwords, self.last_q
         ad = update and st.ssade
-        level = levels
         if memo is not None and memo.region == addr >> 21:
-            table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
+            table, perms, slots, uppers = memo.table, memo.perms, [*memo.slots], _NONE
             memo = None  # it holds this walk's upper levels already
         else:
-            table, perms, slots, shift = st.root, 7, [], 12 + 9 * levels
+            table, perms, slots, uppers = st.root, 7, [], _UPPER_SHIFTS[levels]
         try:
-            while True:
-                shift -= 9
+            for shift in uppers:
                 g = (table >> 3) + ((addr >> shift) & 0x1FF)
                 pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
                 slots.append(g)
-                if not pte & _SL_PRESENT:
-                    raise TranslationFault(_SL_PERM_FR[scalable][write], fpd)
-                if level == 1 or pte & _PS:
-                    break
-                if pte & self.addr_rsvd:
-                    raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+                if not pte & _SL_PRESENT or pte & self.upper_bad:
+                    if not pte & _SL_PRESENT:
+                        raise TranslationFault(_SL_PERM_FR[scalable][write], fpd)
+                    level = (shift - 3) // 9
+                    if (
+                        not pte & _PS
+                        or level > 3
+                        or level == levels
+                        or not (self.cfg.sllps >> (level - 2)) & 1
+                        or pte & (self.sl_leaf_rsvd[scalable] | (((1 << shift) - 1) & ~0xFFF))
+                    ):
+                        raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+                    break  # a 2 MiB or 1 GiB leaf
                 perms &= pte
                 if ad and not pte & _SL_A:
                     self.set_bits(g << 3, _SL_A)
                 table = pte & _ADDR_4K
-                level -= 1
+            else:
+                shift = 12
+                g = (table >> 3) + ((addr >> 12) & 0x1FF)
+                pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
+                slots.append(g)
+                if not pte & _SL_PRESENT:
+                    raise TranslationFault(_SL_PERM_FR[scalable][write], fpd)
+                if pte & (_PS | self.sl_leaf_rsvd[scalable]):
+                    raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
+                if memo is not None:
+                    memo.region, memo.table, memo.perms = addr >> 21, table, perms
+                    memo.slots = (*slots[:-1],)
         except BusError:
             raise TranslationFault(
                 FR.SS_ACCESS if scalable else FR.PAGING_ENTRY_ACCESS, fpd
             ) from None
-        if level == 1:
-            if pte & (_PS | self.sl_leaf_rsvd[scalable]):
-                raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
-            if memo is not None:
-                memo.region, memo.table, memo.perms = addr >> 21, table, perms
-                memo.slots = (*slots[:-1],)
-        elif (
-            level > 3
-            or level == levels
-            or not (self.cfg.sllps >> (level - 2)) & 1
-            or pte & (self.sl_leaf_rsvd[scalable] | (((1 << shift) - 1) & ~0xFFF))
-        ):
-            raise TranslationFault(_SL_RSVD_FR[scalable], fpd)
         if ad and leaf_a and not pte & _SL_A:
             self.set_bits(g << 3, _SL_A)
         return Leaf(
@@ -451,9 +467,10 @@ class Walker:
 
         XD is honoured whatever PASID-entry NXE says (Linux stopped setting NXE).
         Accessed flags are set on the way down when ``update``; D is set by the caller
-        once the write passed its permission check. One loop, entries decoded in
-        place and read as RAM quadwords by granule: R always, W from bit 1, U from
-        bit 2, X unless bit 63. The leaf is the IOTLB entry a fill caches.
+        once the write passed its permission check. One loop over the levels above
+        the last one, entries decoded in place and read as RAM quadwords by granule:
+        R always, W from bit 1, U from bit 2, X unless bit 63. The leaf is the IOTLB
+        entry a fill caches.
         """
         levels = st.levels
         sign = 47 if levels == 4 else 56
@@ -461,51 +478,49 @@ class Walker:
         if top and top != (1 << (64 - sign)) - 1:
             raise TranslationFault(FR.SM_NON_CANONICAL, fpd)
         qwords, last_q = self.qwords, self.last_q
-        rsvd = self.addr_rsvd
-        level = levels
         if memo is not None and memo.region == addr >> 21:
-            table, perms, slots, level, shift = memo.table, memo.perms, [*memo.slots], 1, 21
+            table, perms, slots, uppers = memo.table, memo.perms, [*memo.slots], _NONE
             memo = None  # it holds this walk's upper levels already
         else:
-            table, perms, slots, shift = (
-                st.root,
-                PERM_R | PERM_W | PERM_X | PERM_U,
-                [],
-                12 + 9 * levels,
-            )
+            table, perms, slots, uppers = st.root, _FL_ALL, [], _UPPER_SHIFTS[levels]
         try:
-            while True:
-                shift -= 9
+            for shift in uppers:
                 g = (table >> 3) + ((addr >> shift) & 0x1FF)
+                pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
+                slots.append(g)
+                if not pte & 1 or pte & self.upper_bad:
+                    if not pte & 1:
+                        raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
+                    level = (shift - 3) // 9
+                    if (
+                        not pte & _PS
+                        or level > 3
+                        or (level == 3 and not self.cfg.fl1gp)
+                        or pte & (self.addr_rsvd | (((1 << shift) - 1) & ~0x1FFF))
+                    ):
+                        raise TranslationFault(FR.FS_RSVD, fpd)
+                    break  # a 2 MiB or 1 GiB page
+                perms &= _FL_RIGHTS[(pte & 6) | (pte >> 63)]
+                if update and not pte & _FL_A:
+                    self.set_bits(g << 3, _FL_A)
+                table = pte & _ADDR_4K
+            else:
+                shift = 12
+                g = (table >> 3) + ((addr >> 12) & 0x1FF)
                 pte = qwords[g] if g <= last_q else self.mem.read_u64(g << 3)
                 slots.append(g)
                 if not pte & 1:
                     raise TranslationFault(FR.FS_NOT_PRESENT, fpd)
-                if level == 1:
-                    if pte & rsvd:
-                        raise TranslationFault(FR.FS_RSVD, fpd)
-                    break
-                if pte & _PS:
-                    if level > 3 or (level == 3 and not self.cfg.fl1gp):
-                        raise TranslationFault(FR.FS_RSVD, fpd)
-                    if pte & (rsvd | (((1 << shift) - 1) & ~0x1FFF)):
-                        raise TranslationFault(FR.FS_RSVD, fpd)
-                    break
-                if pte & rsvd:
+                if pte & self.addr_rsvd:
                     raise TranslationFault(FR.FS_RSVD, fpd)
-                perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
-                if update and not pte & _FL_A:
-                    self.set_bits(g << 3, _FL_A)
-                table = pte & _ADDR_4K
-                level -= 1
+                if memo is not None:
+                    memo.region, memo.table, memo.perms = addr >> 21, table, perms
+                    memo.slots = (*slots[:-1],)
         except BusError:
             raise TranslationFault(
-                FR.FS_PTR_INVALID if level == levels else FR.FS_ACCESS, fpd
+                FR.FS_PTR_INVALID if shift == 12 + 9 * (levels - 1) else FR.FS_ACCESS, fpd
             ) from None
-        if memo is not None and level == 1:
-            memo.region, memo.table, memo.perms = addr >> 21, table, perms
-            memo.slots = (*slots[:-1],)
-        perms &= 1 | (pte & 2) | ((pte & 4) << 1) | (0 if pte >> 63 else PERM_X)
+        perms &= _FL_RIGHTS[(pte & 6) | (pte >> 63)]
         if update and leaf_a and not pte & _FL_A:
             self.set_bits(g << 3, _FL_A)
         return Leaf(
