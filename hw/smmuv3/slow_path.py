@@ -101,18 +101,17 @@ class TlbSlowPath:
         return e
 
 
-def fill_ahead(
-    unit: Smmuv3Unit, sel: Sel, first: TlbEntry, upper: int, need: int, end: int
-) -> None:
+def fill_ahead(unit: Smmuv3Unit, sel: Sel, first: TlbEntry, need: int, end: int) -> None:
     """Fill the TLB for the request's pages after ``first`` (a 4 KiB stage-1 leaf
-    just filled) up to ``end`` or the end of its last-level table, from one read
-    of that table (:meth:`~hw.smmuv3.walk.Walker.leaf_run`) instead of one walk each. Exactly
-    what the per-page fills would give: each page a miss, with the same leaf,
-    rights, tag and granules; it stops before the first page those would not
-    fill and use (not a plain 4 KiB leaf with AF set, a right missing, outside
-    RAM, a page already cached under either tag), which the per-page path then
-    takes. The pages are counted as misses here, and taken back from the hits
-    the request then counts when it serves them."""
+    just filled) up to ``end`` or the end of its last-level table, from one read of
+    that table (:meth:`~hw.smmuv3.walk.Walker.leaf_run`, under the rights the table
+    descriptors above it leave, read again) instead of one walk each. Exactly what
+    the per-page fills would give: each page a miss, with the same leaf, rights, tag
+    and granules; it stops before the first page those would not fill and use (not
+    a plain 4 KiB leaf with AF set, a right missing, outside RAM, a page already
+    cached under either tag), which the per-page path then takes. The pages are
+    counted as misses here, and taken back from the hits the request then counts
+    when it serves them."""
     a = first.vpn << 12
     lim = min(end, ((a >> 21) + 1) << 21)
     count = ((lim - 1) >> 12) - (a >> 12)
@@ -121,6 +120,8 @@ def fill_ahead(
     cd = sel.cd
     assert cd is not None
     pte_addr = first.pte_addr + 8
+    shared = first.slots[:-1]  # type: ignore[index]
+    upper = unit._w.upper_rights(cd, a, shared)
     run = unit._w.leaf_run(cd, pte_addr, count, upper, need)
     iotlb = unit._p.iotlb
     tables, ram, root = iotlb.tables, iotlb.ram, first.src
@@ -128,7 +129,6 @@ def fill_ahead(
     empty: dict[int, TlbEntry] = {}
     t4 = tables[tag][0] if tag in tables else empty
     g4 = tables[gtag][0] if gtag in tables else empty
-    shared = first.slots[:-1]  # type: ignore[index]
     vpn = first.vpn + 1
     added: list[TlbEntry] = []
     for phys, perms, ng in run:

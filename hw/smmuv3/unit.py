@@ -595,20 +595,16 @@ class Smmuv3Unit(IommuUnitModel):
             self.emit("hw_smmuv3:tlb_miss", vmid=ste.vmid, asid=sel.tag[1], addr=a)
         iotlb = self._p.iotlb
         if cd is not None and ste.s2 is None:
-            phys, shift, perms, ng, pte_addr, slots, upper = self._w.walk_raw(cd, a, True, write)
-            root = sel.root1 if (a >> 55) & 1 else sel.root0
-            e = TlbEntry(
-                sel.tag if ng else sel.gtag, a >> shift, shift, phys, perms, root, pte_addr, slots
-            )
+            e = self._w.walk_raw(cd, a, True, write, None, sel.tag, sel.gtag)
             iotlb.put(e)
             if (
                 end - a > 4096
-                and shift == 12
-                and perms & need == need
-                and phys + 4096 <= iotlb.ram
+                and e.shift == 12
+                and e.perms & need == need
+                and e.phys + 4096 <= iotlb.ram
                 and not tracing
             ):
-                fill_ahead(self, sel, e, upper, need, end)
+                fill_ahead(self, sel, e, need, end)
             return e
         leaf = self._w.walk_stream(ste, cd, a, True, write)
         e = TlbEntry(

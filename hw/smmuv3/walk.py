@@ -26,7 +26,8 @@ model's own write does not make its cached entries suspect.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from typing import cast
 
 from attrs import field, frozen
 
@@ -35,7 +36,7 @@ from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
 from hw.smmuv3.config import OAS_BITS, Smmuv3Config
 from hw.smmuv3.entries import Evt
-from hw.translation import ram_limits
+from hw.translation import TlbEntry, ram_limits
 
 PERM_W = 1
 PERM_U = 2
@@ -133,12 +134,12 @@ class StreamInfo:
     """8-byte granules read (L1STD and the STE words used)."""
 
 
-Half = tuple[int, tuple[int, ...], int, int, int, int, bool]
+Half = tuple[int, tuple[int, ...], int, int, int, int, bool, int]
 """One TTBx half of a CD, ready for the walk: (start-level table as a granule, the
 shifts of the levels from the start level down to level 2, the VA bits the indexes
 take, the VA bits checked above the half's size, the value they must have, the table
 descriptor bits that must read 0b11 (valid, table; no address above the IPS),
-HADx)."""
+HADx, the TTBx root itself: an entry's source)."""
 
 
 @frozen
@@ -615,21 +616,25 @@ class Walker:
     ) -> Leaf:
         """Translate ``va`` through the CD's tables (facts A10): :meth:`walk_raw` as a
         :class:`Leaf`."""
-        phys, shift, perms, ng, pte_addr, slots, _upper = self.walk_raw(cd, va, update, write, s2)
+        e = self.walk_raw(cd, va, update, write, s2, True, False)
         root = cd.ttb1 if (va >> 55) & 1 else cd.ttb0
-        return Leaf(phys, shift, perms, ng, root, pte_addr, slots)
+        return Leaf(
+            e.phys, e.shift, e.perms, bool(e.tag), root, e.pte_addr, cast(list[int], e.slots)
+        )
 
     def walk_raw(
         self,
         cd: CdInfo,
         va: int,
         update: bool,
-        write: bool = False,
-        s2: S2Info | None = None,
-    ) -> tuple[int, int, int, bool, int, list[int], int]:
-        """Translate ``va`` through the CD's tables (facts A10): ``(output frame, page
-        shift, rights, nG, leaf descriptor address, granules read, rights the table
-        descriptors leave)``, built of ints only (the cold fill's form).
+        write: bool,
+        s2: S2Info | None,
+        tag: Hashable,
+        gtag: Hashable,
+    ) -> TlbEntry:
+        """Translate ``va`` through the CD's tables (facts A10): the TLB entry a fill
+        caches, tagged ``tag`` for a leaf with nG=1 and ``gtag`` for a global one,
+        its source the TTBx root walked (the CD's own value), built of ints only.
 
         Region selection: VA[55]=0 uses TTB0, 1 uses TTB1; the bits above the region's
         size (above bit 55 too unless TBIx) must be all 0 / all 1, else F_TRANSLATION,
@@ -644,10 +649,10 @@ class Walker:
         half = cd.half1 if (va >> 55) & 1 else cd.half0
         if half is None:
             raise SmmuFault(Evt.F_TRANSLATION)
-        tg, uppers, low, above, expect, check, had = half
+        tg, uppers, low, above, expect, check, had, root = half
         if va & above != expect:
             raise SmmuFault(Evt.F_TRANSLATION)
-        va &= low  # the index bits only (the start level's index may be narrower)
+        ix = va & low  # the index bits only (the start level's index may be narrower)
         qwords = self.qwords
         g = shift = apt = 0
         if uppers is _FROM_LEVEL0 and s2 is None and self.flat:
@@ -655,20 +660,20 @@ class Walker:
             # above the leaf is a clean table descriptor, else :meth:`_levels` reads
             # the levels again (reading has no side effect) and decides.
             try:
-                p0 = qwords[g0 := tg + ((va >> 39) & 0x1FF)]
+                p0 = qwords[g0 := tg + ((ix >> 39) & 0x1FF)]
                 if p0 & check == 3:
-                    p1 = qwords[g1 := ((p0 & _OA_MASK) >> 3) + ((va >> 30) & 0x1FF)]
+                    p1 = qwords[g1 := ((p0 & _OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
                     if p1 & check == 3:
-                        p2 = qwords[g2 := ((p1 & _OA_MASK) >> 3) + ((va >> 21) & 0x1FF)]
+                        p2 = qwords[g2 := ((p1 & _OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
                         if p2 & check == 3:
-                            pte = qwords[g := ((p2 & _OA_MASK) >> 3) + ((va >> 12) & 0x1FF)]
+                            pte = qwords[g := ((p2 & _OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
                             slots = [g0, g1, g2, g]
                             apt = p0 | p1 | p2
                             shift = 12
             except IndexError:
                 pass
         if not shift:
-            shift, g, pte, slots, apt = self._levels(tg, uppers, va, check, s2)
+            shift, g, pte, slots, apt = self._levels(tg, uppers, ix, check, s2)
         pte_addr = g << 3
         if pte & 3 != 3:
             if not pte & 1:
@@ -679,16 +684,20 @@ class Walker:
             raise SmmuFault(Evt.F_ADDR_SIZE)
         if pte & cd.leaf_bad:
             raise SmmuFault(Evt.F_ADDR_SIZE)
-        perms = upper = _PERM_WUR
+        perms = _PERM_WUR
         if apt & _APT and not had:
-            if apt & _APT_RO:
-                upper = PERM_U | PERM_R
-            if apt & _APT_NO_EL0:
-                upper &= ~PERM_U
-            perms = upper
+            perms = table_rights(apt)
         elif pte & _AF_AP == _AF_AP1:  # accessed, writable, EL0: all the table left
-            phys = (pte & _OA_MASK) >> shift << shift
-            return phys, shift, perms, pte & _NG != 0, pte_addr, slots, upper
+            return TlbEntry(
+                tag if pte & _NG else gtag,
+                va >> shift,
+                shift,
+                (pte & _OA_MASK) >> shift << shift,
+                perms,
+                root,
+                pte_addr,
+                slots,
+            )
         if not pte & _AF:
             if cd.ha:
                 if update:
@@ -707,8 +716,27 @@ class Walker:
             perms &= ~PERM_U
         if not perms & PERM_U:
             perms |= PERM_NU
-        phys = (pte & _OA_MASK) >> shift << shift
-        return phys, shift, perms, pte & _NG != 0, pte_addr, slots, upper
+        return TlbEntry(
+            tag if pte & _NG else gtag,
+            va >> shift,
+            shift,
+            (pte & _OA_MASK) >> shift << shift,
+            perms,
+            root,
+            pte_addr,
+            slots,
+        )
+
+    def upper_rights(self, cd: CdInfo, va: int, slots: Sequence[int]) -> int:
+        """The rights the table descriptors at granules ``slots`` (those above the leaf
+        of a stage-1 walk of ``va``, read again) leave: APTable, unless HADx."""
+        half = cd.half1 if (va >> 55) & 1 else cd.half0
+        if half is None or half[6]:
+            return _PERM_WUR
+        apt = 0
+        for g in slots:
+            apt |= self.mem.read_u64(g << 3)
+        return table_rights(apt) if apt & _APT else _PERM_WUR
 
     def _levels(
         self, tg: int, uppers: tuple[int, ...], va: int, check: int, s2: S2Info | None
@@ -776,6 +804,13 @@ class Walker:
         return out
 
 
+def table_rights(apt: int) -> int:
+    """The rights table descriptors leave, from their APTable bits OR-ed (AP[2]
+    removes writes, AP[1] EL0 access)."""
+    upper = PERM_U | PERM_R if apt & _APT_RO else _PERM_WUR
+    return upper & ~PERM_U if apt & _APT_NO_EL0 else upper
+
+
 def _half_params(
     root: int, va_bits: int, tbi: bool, had: bool, upper: bool, above_ips: int
 ) -> Half:
@@ -784,7 +819,8 @@ def _half_params(
     above = ((1 << top) - 1) & ~((1 << va_bits) - 1)
     uppers = _UPPERS[start_level(va_bits)]
     check = 3 | _OA_HIGH | above_ips
-    return root >> 3, uppers, (1 << va_bits) - 1, above, above if upper else 0, check, had
+    low = (1 << va_bits) - 1
+    return root >> 3, uppers, low, above, above if upper else 0, check, had, root
 
 
 def _table_base(ttb: int, va_bits: int) -> int:

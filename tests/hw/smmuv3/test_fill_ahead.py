@@ -39,10 +39,12 @@ class Setup:
         leaf: Callable[[int], int],
         pasid: int | None = None,
         config: dict[str, object] | None = None,
+        priv: bool = False,
         **cd_fields: int,
     ) -> None:
         self.rig = r = Rig(config)
         self.pasid = pasid
+        self.priv = priv
         r.cd(pasid or 0, ASID, **cd_fields)
         self.pt = r.table(ASID)
         for i in range(PAGES + 1):
@@ -55,7 +57,7 @@ class Setup:
         self.rig.m.memory.write_u64(self.leaf_addr(i), value)
 
     def req(self, addr: int, size: int, write: bool) -> DmaResult:
-        return self.rig.unit.translate(RID, self.pasid, False, addr, size, write)
+        return self.rig.unit.translate(RID, self.pasid, self.priv, addr, size, write)
 
     def state(self) -> tuple[object, ...]:
         """Everything a fill leaves behind, keyed so two machines compare equal."""
@@ -94,7 +96,20 @@ KINDS: dict[str, Callable[[], Setup]] = {
         HD=1,
     ),
     "scattered": lambda: Setup(lambda i: _leaf(PHYS + (((i * 7) % PAGES) << 12))),
+    "aptable-ro": lambda: _aptable(1 << 62),
+    "aptable-no-el0-priv": lambda: _aptable(1 << 61, priv=True),
 }
+
+
+def _aptable(bits: int, priv: bool = False) -> Setup:
+    """APTable bits in the level-2 table descriptor above the leaves: they take
+    rights from every leaf below (read-only; no EL0 access)."""
+    s = Setup(lambda i: _leaf(PHYS + (i << 12)), priv=priv)
+    addr = s.pt.entry_addr(IOVA, 2)
+    mem = s.rig.m.memory
+    mem.write_u64(addr, mem.read_u64(addr) | bits)
+    return s
+
 
 Break = Callable[[Setup], None]
 
