@@ -25,19 +25,24 @@ from collections.abc import Hashable
 from typing import cast
 
 from hw.pagewatch import SlotCached
-from hw.smmuv3.walk import CdInfo, StreamInfo
-from hw.translation import Pipeline, TagCache
+from hw.smmuv3.walk import CdInfo, StreamInfo, need_bits
+from hw.translation import Pipeline, SlowPath, TagCache
 
 GLOBAL = -1
 S2_ONLY = -2
 
 
 class SteEntry(SlotCached):
-    __slots__ = ("info",)
+    __slots__ = ("info", "sels")
 
     def __init__(self, info: StreamInfo) -> None:
         super().__init__(info.slots)
         self.info = info
+        self.sels: dict[int | None, Sel] = {}
+        """The selections made through this entry, by SubstreamID (None: without
+        one): valid while this entry is clean and cached, and their CD entry too
+        (:meth:`Caches.put_cd` and :meth:`Caches.flush_cd` forget those of a CD
+        entry that goes)."""
 
 
 class CdEntry(SlotCached):
@@ -46,6 +51,37 @@ class CdEntry(SlotCached):
     def __init__(self, info: CdInfo) -> None:
         super().__init__(info.slots)
         self.info = info
+
+
+class Sel:
+    """What a request selected before its pages (IHI 0070 §5.2 Config, S1CDMax,
+    S1DSS): the STE, the CD (None: stage 2 alone), the TLB tags and the TTBx roots.
+    Derived from the cached STE and CD entries alone, so it is kept on the STE entry
+    (:attr:`SteEntry.sels`) and a request whose entries are clean builds nothing
+    before the pipeline (the unit's ``translate``)."""
+
+    __slots__ = ("cd", "cde", "gtag", "needs", "root0", "root1", "slows", "ste", "tag")
+
+    def __init__(self, ste: StreamInfo, cd: CdInfo | None, cde: CdEntry | None) -> None:
+        self.ste = ste
+        self.cd = cd
+        self.cde = cde
+        """The CD entry ``cd`` came from: a suspect one sends requests the general way."""
+        vmid = ste.vmid
+        self.gtag: tuple[int, int] | None = None
+        """The tag of global (nG=0) entries; None for stage 2 alone."""
+        if cd is None:
+            self.root0 = self.root1 = ste.s2.ttb if ste.s2 is not None else 0
+            self.tag = (vmid, S2_ONLY)
+        else:
+            self.root0, self.root1 = cd.ttb0, cd.ttb1
+            self.tag = (vmid, cd.asid)
+            self.gtag = (vmid, GLOBAL)
+        pan = cd.pan if cd is not None else False
+        self.needs = tuple(need_bits(bool(i & 1), bool(i & 2), pan) for i in range(4))
+        """:func:`need_bits`, indexed ``write | priv << 1``."""
+        self.slows: list[SlowPath | None] = [None] * 4
+        """The slow path of each request kind (same index), made at first use."""
 
 
 class Caches:
@@ -68,10 +104,24 @@ class Caches:
         return entry
 
     def put_cd(self, sid: int, index: int, info: CdInfo) -> CdEntry:
-        self._drop(self.cd.pop((sid, index), None))
+        old = self.cd.pop((sid, index), None)
+        if old is not None:
+            self._unselect(sid, old)
+            self._drop(old)
         entry = self.cd[sid, index] = CdEntry(info)
         self.deps.add(entry)
         return entry
+
+    def _unselect(self, sid: int, old: CdEntry | None) -> None:
+        """CD entry ``old`` of ``sid`` goes (None: every one): forget the selections
+        made through it."""
+        se = self.ste.get(sid)
+        if se is not None and se.sels:
+            if old is None:
+                se.sels.clear()
+            else:
+                for ssid in [k for k, sel in se.sels.items() if sel.cde is old]:
+                    del se.sels[ssid]
 
     def _drop(self, entry: SlotCached | None) -> None:
         if entry is not None:
@@ -99,8 +149,11 @@ class Caches:
         """CFGI_CD (one index) / CFGI_CD_ALL (``index`` None) for one StreamID."""
         if index is not None:
             entry = self.cd.pop((sid, index), None)
-            self._drop(entry)
+            if entry is not None:
+                self._unselect(sid, entry)
+                self._drop(entry)
             return int(entry is not None)
+        self._unselect(sid, None)
         victims = [k for k in self.cd if k[0] == sid]
         for key in victims:
             self._drop(self.cd.pop(key))
@@ -121,6 +174,12 @@ class Caches:
         with ``addr`` only those overlapping ``[addr, addr + pages * 4 KiB)``. Global
         (nG=0) entries match any ASID unless ``global_too`` is False (TLBI_NH_ASID).
         ``s1``/``s2``: whether stage-1 (and nested) entries / stage-2-only entries go."""
+        if vmid is None and asid is None and addr is None and global_too and s1:
+            for key in self.tlb.tables:
+                if not s2 and key[1] == S2_ONLY:  # type: ignore[index]
+                    break
+            else:  # every entry goes (no stage-2-only one stays): the whole cache
+                return self.tlb.flush(None)
 
         def match(key: Hashable) -> bool:
             kv, ka = cast(tuple[int, int], key)
@@ -134,8 +193,6 @@ class Caches:
                 return global_too
             return asid is None or ka == asid
 
-        if vmid is None and asid is None and addr is None and global_too and s2:
-            return self.tlb.flush(None)
         if addr is None:
             return self.tlb.flush(match)
         return self.tlb.flush(match, addr, addr + (pages << 12) - 1)

@@ -51,12 +51,13 @@ from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
-from hw.smmuv3.caches import GLOBAL, S2_ONLY, Caches, SteEntry
+from hw.smmuv3.caches import GLOBAL, S2_ONLY, Caches, CdEntry, Sel, SteEntry
 from hw.smmuv3.config import REGISTER_SIZE, Smmuv3Config
 from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
 from hw.smmuv3.findings import fault_finding, stale_finding
 from hw.smmuv3.priq import PriQueue
 from hw.smmuv3.queues import CommandQueue, EventQueue
+from hw.smmuv3.slow_path import LOST_DIRTY, TlbSlowPath, fill_ahead, tlbi_for
 from hw.smmuv3.walk import (
     PERM_DBM,
     PERM_R,
@@ -66,7 +67,6 @@ from hw.smmuv3.walk import (
     SmmuFault,
     StreamInfo,
     Walker,
-    need_bits,
     permission_ok,
 )
 from hw.translation import (
@@ -131,6 +131,7 @@ class Smmuv3Unit(IommuUnitModel):
     _w: Walker
     _c: Caches
     _p: Pipeline
+    _m: Machine
     """Bound at attach for the translation path (the public properties check)."""
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
@@ -208,7 +209,7 @@ class Smmuv3Unit(IommuUnitModel):
         self._walker = Walker(machine.memory, self.cfg)
         self._walker.set_bits = self._pipeline.deps.own_write
         self._caches = Caches(self._pipeline)
-        self._w, self._c, self._p = self._walker, self._caches, self._pipeline
+        self._w, self._c, self._p, self._m = self._walker, self._caches, self._pipeline, machine
 
     @property
     def pipeline(self) -> Pipeline:
@@ -385,19 +386,60 @@ class Smmuv3Unit(IommuUnitModel):
     ) -> DmaResult:
         """Translate a DMA request from StreamID ``rid`` (SubstreamID ``pasid``); returns
         the RAM runs of the translated prefix and the fault that stopped it
-        (``reason`` = SMMU event id, :attr:`Evt.ABORT` for an abort without event)."""
+        (``reason`` = SMMU event id, :attr:`Evt.ABORT` for an abort without event).
+
+        A request whose STE (and CD) entries are cached and clean takes the selection
+        kept on the STE entry (:class:`~hw.smmuv3.caches.Sel`) straight to the
+        pipeline; any other goes through :meth:`_translate_select`."""
         if size <= 0:
             return DmaResult(())
         if not self.smmuen:
             if self.gbpa_abort:
                 return DmaResult((), DmaFault(addr, int(Evt.ABORT), write, "GBPA.ABORT"))
             return self._untranslated(addr, size, write)
+        se = self._c.ste.get(rid)
+        if se is None or se.suspect:
+            return self._translate_select(rid, pasid, priv, addr, size, write)
+        sel = se.sels.get(pasid)
+        if sel is None:
+            return self._translate_select(rid, pasid, priv, addr, size, write)
+        stats = self.stats
+        cde = sel.cde
+        if cde is not None:
+            if cde.suspect:
+                return self._translate_select(rid, pasid, priv, addr, size, write)
+            stats.cd_hits += 1
+        stats.ste_hits += 1
+        kind = write | priv << 1
+        slow = sel.slows[kind]
+        if slow is None:
+            slow = sel.slows[kind] = TlbSlowPath(self, rid, pasid, priv, write, sel, ())
+        runs, fault, hits = translate_run(
+            self._p.iotlb,
+            sel.tag,
+            sel.root1 if (addr >> 55) & 1 else sel.root0,
+            sel.needs[kind],
+            True,
+            addr,
+            addr + size,
+            write,
+            slow,
+        )
+        stats.iotlb_hits += hits
+        return DmaResult(tuple(runs), fault)
+
+    def _translate_select(
+        self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
+    ) -> DmaResult:
+        """The request's selection through the STE and CD caches (a miss fills them, a
+        suspect entry is re-checked), then its pages; a clean selection is kept for
+        the next request."""
         stale: list[str] = []
-        ste: StreamInfo | None = None
-        cd: CdInfo | None = None
+        used: list[CdEntry] = []
         try:
-            ste = self._ste_cached(rid, stale)
-            cd = self._select(rid, pasid, ste, self._cd_cached_fn(rid, stale))
+            se = self._ste_cached(rid, stale)
+            ste = se.info
+            cd = self._select(rid, pasid, ste, self._cd_cached_fn(rid, stale, used))
         except SmmuFault as f:
             if stale:
                 self._check_fresh(rid, pasid, priv, write, addr, (-1, int(f.evt)), stale)
@@ -406,18 +448,36 @@ class Smmuv3Unit(IommuUnitModel):
             if stale:
                 self._check_fresh(rid, pasid, priv, write, addr, (addr & ~0xFFF, 0), stale)
             return self._untranslated(addr, size, write)
-        return self._pages(rid, pasid, priv, addr, size, write, ste, cd, stale)
+        cde = used[0] if cd is not None else None
+        sel = Sel(ste, cd, cde)
+        if not stale:  # both entries clean (filled or re-checked just now)
+            se.sels[pasid] = sel
+        kind = write | priv << 1
+        slow = TlbSlowPath(self, rid, pasid, priv, write, sel, tuple(stale))
+        runs, fault, hits = translate_run(
+            self._p.iotlb,
+            sel.tag,
+            NEVER if stale else sel.root1 if (addr >> 55) & 1 else sel.root0,
+            sel.needs[kind],
+            True,
+            addr,
+            addr + size,
+            write,
+            slow,
+        )
+        self.stats.iotlb_hits += hits
+        return DmaResult(tuple(runs), fault)
 
-    def _ste_cached(self, sid: int, stale: list[str]) -> StreamInfo:
+    def _ste_cached(self, sid: int, stale: list[str]) -> SteEntry:
         caches, walker = self._c, self._w
         e = caches.ste.get(sid)
         if e is None:
             self.stats.ste_misses += 1
-            return caches.put_ste(sid, walker.ste(*self._strtab(), sid)).info
+            return caches.put_ste(sid, walker.ste(*self._strtab(), sid))
         self.stats.ste_hits += 1
         if e.suspect:
             self._recheck_ste(sid, e, stale)
-        return e.info
+        return e
 
     def _recheck_ste(self, sid: int, e: SteEntry, stale: list[str]) -> None:
         try:
@@ -427,14 +487,22 @@ class Smmuv3Unit(IommuUnitModel):
         if fresh is None or not self._p.revalidate(e, fresh == e.info, fresh.slots):
             stale.append("CFGI_STE")
 
-    def _cd_cached_fn(self, sid: int, stale: list[str]) -> Callable[[StreamInfo, int], CdInfo]:
+    def _cd_cached_fn(
+        self, sid: int, stale: list[str], used: list[CdEntry]
+    ) -> Callable[[StreamInfo, int], CdInfo]:
+        """The CD lookup through the cache for :meth:`_select`; the entry used is
+        appended to ``used``."""
+
         def lookup(ste: StreamInfo, index: int) -> CdInfo:
             caches, walker = self._c, self._w
             e = caches.cd.get((sid, index))
             if e is None:
                 self.stats.cd_misses += 1
-                return caches.put_cd(sid, index, walker.cd(ste, index)).info
+                e = caches.put_cd(sid, index, walker.cd(ste, index))
+                used.append(e)
+                return e.info
             self.stats.cd_hits += 1
+            used.append(e)
             if e.suspect:
                 try:
                     fste = walker.ste(*self._strtab(), sid)
@@ -475,102 +543,72 @@ class Smmuv3Unit(IommuUnitModel):
                 return None
         return cd_fn(ste, 0)
 
-    def _pages(
-        self,
-        sid: int,
-        pasid: int | None,
-        priv: bool,
-        addr: int,
-        size: int,
-        write: bool,
-        ste: StreamInfo,
-        cd: CdInfo | None,
-        stale: list[str],
-    ) -> DmaResult:
-        """The pages through the shared pipeline, tagged (VMID, ASID), sourced from the
-        TTBx root the address selects; global (nG=0) entries are found by the slow
-        path (:class:`_TlbSlowPath`). Stage 2 alone (``cd`` None): tagged (VMID,
-        S2_ONLY), sourced from S2TTB."""
-        vmid = ste.vmid
-        if cd is None:
-            root = ste.s2.ttb if ste.s2 is not None else 0
-            asid = S2_ONLY
-        else:
-            root = cd.ttb1 if (addr >> 55) & 1 else cd.ttb0
-            asid = cd.asid
-        slow = _TlbSlowPath(self, sid, pasid, priv, write, ste, cd, stale)
-        runs, fault, hits = translate_run(
-            self._p.iotlb,
-            (vmid, asid),
-            NEVER if stale else root,
-            slow.need,
-            True,
-            addr,
-            addr + size,
-            write,
-            slow,
-        )
-        self.stats.iotlb_hits += hits
-        return DmaResult(tuple(runs), fault)
-
     def _slow_page(
         self,
-        ste: StreamInfo,
-        cd: CdInfo | None,
-        e: TlbEntry | None,
+        sel: Sel,
+        e: TlbEntry,
         a: int,
         missing: list[str],
         write: bool,
     ) -> TlbEntry:
-        """TLB miss (walk and fill), or a hit that must be re-checked: its tables were
-        written since it was filled, or it was filled from other tables under the
-        same ASID (ASID reuse without TLBI_NH_ASID)."""
-        vmid = ste.vmid
-        if cd is None:
-            root = ste.s2.ttb if ste.s2 is not None else 0
-        else:
-            root = cd.ttb1 if (a >> 55) & 1 else cd.ttb0
+        """A hit that must be re-checked: its tables were written since it was
+        filled, or it was filled from other tables under the same ASID (ASID reuse
+        without TLBI_NH_ASID)."""
+        ste, cd = sel.ste, sel.cd
+        root = sel.root1 if (a >> 55) & 1 else sel.root0
         pipeline = self._p
-        if e is not None:
-            self.stats.iotlb_hits += 1
-            if e.src != root:
-                missing.append("TLBI_NH_ASID")
-                return e
-            if e.src is not root:
-                pipeline.rebind(e, root)
-            if not e.suspect:
-                return e
-            try:
-                leaf = self._w.walk_stream(ste, cd, a, False, False)
-            except SmmuFault:
-                leaf = None
-            if cd is None:
-                asid = S2_ONLY
-            else:
-                asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
-            if leaf is None or not pipeline.revalidate(
-                e,
-                e.same(leaf.phys, leaf.shift, leaf.perms) and e.tag == (vmid, asid),
-                leaf.slots,
-            ):
-                missing.append(_tlbi_for(ste, cd, e))
-                if write and leaf is not None and e.perms & PERM_W and leaf.perms & PERM_DBM:
-                    missing.append(_LOST_DIRTY)
+        self.stats.iotlb_hits += 1
+        if e.src != root:
+            missing.append("TLBI_NH_ASID")
             return e
-        return self._fill(ste, cd, a, write)
-
-    def _fill(self, ste: StreamInfo, cd: CdInfo | None, a: int, write: bool) -> TlbEntry:
-        """Walk and cache ``a`` (a ``write`` makes DBM pages dirty on the way)."""
-        vmid = ste.vmid
-        self.stats.iotlb_misses += 1
-        self.emit("hw_smmuv3:tlb_miss", vmid=vmid, asid=cd.asid if cd else S2_ONLY, addr=a)
-        leaf = self._w.walk_stream(ste, cd, a, True, write)
+        if e.src is not root:
+            pipeline.rebind(e, root)
+        if not e.suspect:
+            return e
+        try:
+            leaf = self._w.walk_stream(ste, cd, a, False, False)
+        except SmmuFault:
+            leaf = None
         if cd is None:
             asid = S2_ONLY
         else:
-            asid = cd.asid if leaf.ng else GLOBAL
+            asid = GLOBAL if leaf is None or not leaf.ng else cd.asid
+        if leaf is None or not pipeline.revalidate(
+            e,
+            e.same(leaf.phys, leaf.shift, leaf.perms) and e.tag == (ste.vmid, asid),
+            leaf.slots,
+        ):
+            missing.append(tlbi_for(ste, cd, e))
+            if write and leaf is not None and e.perms & PERM_W and leaf.perms & PERM_DBM:
+                missing.append(LOST_DIRTY)
+        return e
+
+    def _fill(self, sel: Sel, a: int, write: bool, end: int = 0, need: int = 0) -> TlbEntry:
+        """Walk and cache ``a`` (a ``write`` makes DBM pages dirty on the way). With
+        ``end`` (where the request ends), a stage-1 4 KiB leaf whose rights cover
+        ``need`` also fills the request's further pages in its table
+        (:func:`~hw.smmuv3.slow_path.fill_ahead`)."""
+        self.stats.iotlb_misses += 1
+        tracing = self._m.hw_trace is not None
+        ste, cd = sel.ste, sel.cd
+        if tracing:
+            self.emit("hw_smmuv3:tlb_miss", vmid=ste.vmid, asid=sel.tag[1], addr=a)
+        iotlb = self._p.iotlb
+        if cd is not None and ste.s2 is None:
+            e = self._w.walk_raw(cd, a, True, write, None, sel.tag, sel.gtag)
+            iotlb.put(e)
+            if (
+                end - a > 4096
+                and e.shift == 12
+                and e.perms & need == need
+                and e.phys + 4096 <= iotlb.ram
+                and not tracing
+            ):
+                fill_ahead(self, sel, e, need, end)
+            return e
+        leaf = self._w.walk_stream(ste, cd, a, True, write)
         e = TlbEntry(
-            (vmid, asid),
+            sel.tag if cd is None or leaf.ng else sel.gtag,
             a >> leaf.shift,
             leaf.shift,
             leaf.phys,
@@ -579,7 +617,7 @@ class Smmuv3Unit(IommuUnitModel):
             leaf.pte_addr,
             leaf.slots,
         )
-        self._p.iotlb.put(e)
+        iotlb.put(e)
         return e
 
     def _perm_fault(self, ste: StreamInfo, cd: CdInfo | None, a: int, write: bool) -> SmmuFault:
@@ -635,12 +673,12 @@ class Smmuv3Unit(IommuUnitModel):
         missing: list[str],
     ) -> None:
         current = self.fresh_outcome(sid, pasid, priv, write, addr)
-        lost_dirty = _LOST_DIRTY in missing
+        lost_dirty = LOST_DIRTY in missing
         if current == cached and not lost_dirty:
             return
         # A write through a cached writable entry of a leaf software made writable-clean
         # again: the same translation, but the write marks nothing dirty.
-        name = "/".join(m for m in dict.fromkeys(missing) if m != _LOST_DIRTY)
+        name = "/".join(m for m in dict.fromkeys(missing) if m != LOST_DIRTY)
         if lost_dirty:
             name += " (a write made no dirty update)"
 
@@ -733,67 +771,3 @@ class Smmuv3Unit(IommuUnitModel):
         from hw.smmuv3.dump import dump_unit
 
         return dump_unit(self)
-
-
-_LOST_DIRTY = "no dirty update"
-
-
-def _tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
-    """The command that would have removed the stale entry ``e``."""
-    if cd is None:
-        return "TLBI_S2_IPA"
-    name = "TLBI_NH_VA" if e.tag[1] != GLOBAL else "TLBI_NH_VAA"  # type: ignore[index]
-    return name if ste.s2 is None else f"{name}/TLBI_S12_VMALL"
-
-
-class _TlbSlowPath:
-    """The SMMUv3 slow path of one request (:class:`hw.translation.SlowPath`): global
-    entries, fills, re-checks naming the missing command, F_PERMISSION."""
-
-    __slots__ = ("cd", "need", "pasid", "priv", "sid", "stale", "ste", "unit", "vmid", "write")
-
-    def __init__(
-        self,
-        unit: Smmuv3Unit,
-        sid: int,
-        pasid: int | None,
-        priv: bool,
-        write: bool,
-        ste: StreamInfo,
-        cd: CdInfo | None,
-        stale: list[str],
-    ) -> None:
-        self.unit = unit
-        self.sid = sid
-        self.pasid = pasid
-        self.priv = priv
-        self.write = write
-        self.ste = ste
-        self.vmid = ste.vmid
-        self.cd = cd
-        self.stale = stale
-        self.need = need_bits(write, priv, cd.pan if cd is not None else False)
-
-    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
-        unit, cd = self.unit, self.cd
-        sid, pasid, priv, write = self.sid, self.pasid, self.priv, self.write
-        if e is None and cd is not None:
-            e = unit._p.iotlb.lookup((self.vmid, GLOBAL), a)
-        missing = list(self.stale)
-        try:
-            e = unit._slow_page(self.ste, cd, e, a, missing, write)
-            if write and e.perms & PERM_DBM and not missing:
-                e = unit._fill(self.ste, cd, a, True)  # the dirty update, then the write
-        except SmmuFault as f:
-            if missing:
-                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
-            return unit._fault(sid, pasid, priv, a, write, f, cd)
-        if e.perms & self.need != self.need:
-            perm = unit._perm_fault(self.ste, cd, a, write)
-            if missing:
-                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
-            return unit._fault(sid, pasid, priv, a, write, perm, cd)
-        if missing:
-            phys = e.phys | (a & ((1 << e.shift) - 1))
-            unit._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
-        return e

@@ -25,8 +25,9 @@ model's own write does not make its cached entries suspect.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Hashable, Sequence
+from typing import cast
 
 from attrs import field, frozen
 
@@ -35,7 +36,7 @@ from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
 from hw.smmuv3.config import OAS_BITS, Smmuv3Config
 from hw.smmuv3.entries import Evt
-from hw.translation import ram_limits
+from hw.translation import TlbEntry, ram_limits
 
 PERM_W = 1
 PERM_U = 2
@@ -56,9 +57,15 @@ _AP1 = ent.LpaeLeaf.AP1.mask
 _AP2 = ent.LpaeLeaf.AP2.mask
 _AF = ent.LpaeLeaf.AF.mask
 _NG = ent.LpaeLeaf.NG.mask
-_U64 = struct.Struct("<Q").unpack_from
 _APT_NO_EL0 = 1 << 61
 _APT_RO = 1 << 62
+_APT = _APT_NO_EL0 | _APT_RO
+_PERM_WUR = PERM_W | PERM_U | PERM_R
+_AF_AP = _AF | _AP2 | _AP1
+_AF_AP1 = _AF | _AP1
+_UPPERS = ((39, 30, 21), (30, 21), (21,))
+"""The shifts of the levels above the leaf level, by start level (4 KiB granule)."""
+_FROM_LEVEL0 = _UPPERS[0]
 _DBM = ent.LpaeLeaf.DBM.mask
 _S2AP_R = ent.LpaeS2Leaf.S2AP_R.mask
 _S2AP_W = ent.LpaeS2Leaf.S2AP_W.mask
@@ -127,6 +134,14 @@ class StreamInfo:
     """8-byte granules read (L1STD and the STE words used)."""
 
 
+Half = tuple[int, tuple[int, ...], int, int, int, int, bool, int]
+"""One TTBx half of a CD, ready for the walk: (start-level table as a granule, the
+shifts of the levels from the start level down to level 2, the VA bits the indexes
+take, the VA bits checked above the half's size, the value they must have, the table
+descriptor bits that must read 0b11 (valid, table; no address above the IPS),
+HADx, the TTBx root itself: an entry's source)."""
+
+
 @frozen
 class CdInfo:
     """A decoded, valid context descriptor."""
@@ -154,6 +169,14 @@ class CdInfo:
     """The L1CD the CD was found through (-1: linear CD table or single CD)."""
     slots: frozenset[int] = field(default=frozenset(), eq=False)
     """8-byte granules read (L1CD and the CD words used)."""
+    half0: Half | None = field(default=None, eq=False)
+    """The walk parameters of the TTB0 half (None: disabled by EPD0), derived from the
+    fields above (:func:`half`)."""
+    half1: Half | None = field(default=None, eq=False)
+    """The same for TTB1 (None: disabled by EPD1)."""
+    leaf_bad: int = field(default=0, eq=False)
+    """Leaf descriptor bits that make an Address Size fault: 49:48, and the output
+    address bits at or above the effective IPS."""
 
 
 class Leaf:
@@ -207,9 +230,14 @@ class Walker:
         self.mem = memory
         self.cfg = cfg
         self.oas_bits = cfg.oas_bits
-        self.ram8 = ram_limits(memory)[0] - 8
-        """A descriptor at or below this address is RAM: :meth:`walk` reads it in line
-        (one ``unpack_from``, no call); above it :meth:`Memory.read_u64` decides."""
+        self.qwords = memoryview(memory.data).cast("Q")
+        """RAM as native quadwords, indexed by granule (``address >> 3``)."""
+        self.ram_g = (ram_limits(memory)[0] >> 3) - 1 if sys.byteorder == "little" else -1
+        self.flat = not memory.holes and sys.byteorder == "little"
+        """RAM is one piece from 0 read in line: a subscript outside it is a bus error."""
+        """A descriptor at or below this granule is read in line from :attr:`qwords`
+        (a subscript, no call); above it :meth:`Memory.read_u64` decides (always on
+        a big-endian host, where the native quadwords are not the descriptors)."""
         self.set_bits: Callable[[int, int], None] = self._set_bits
 
     def _set_bits(self, addr: int, bits: int) -> None:
@@ -538,27 +566,35 @@ class Walker:
             va0 = self._half(f.T0SZ.get(d0), f.TG0.get(d0), ent.TG0_4K, ttb0, ips_bits)
         if not epd1:
             va1 = self._half(f.T1SZ.get(d0), f.TG1.get(d0), ent.TG1_4K, ttb1, ips_bits)
+        ttb0 = 0 if epd0 else _table_base(ttb0, va0)
+        ttb1 = 0 if epd1 else _table_base(ttb1, va1)
+        tbi0, tbi1 = bool(f.TBI0.get(d0)), bool(f.TBI1.get(d0))
+        had0, had1 = bool(ent.CdDw1.HAD0.get(d1)), bool(ent.CdDw2.HAD1.get(d2))
+        above_ips = _OA_MASK & ~((1 << ips_bits) - 1)
         return CdInfo(
             asid=f.ASID.get(d0),
-            ttb0=0 if epd0 else _table_base(ttb0, va0),
+            ttb0=ttb0,
             va0=va0,
             epd0=epd0,
-            ttb1=0 if epd1 else _table_base(ttb1, va1),
+            ttb1=ttb1,
             va1=va1,
             epd1=epd1,
             ips=ips_bits,
-            tbi0=bool(f.TBI0.get(d0)),
-            tbi1=bool(f.TBI1.get(d0)),
+            tbi0=tbi0,
+            tbi1=tbi1,
             affd=bool(f.AFFD.get(d0)),
             ha=bool(f.HA.get(d0)),
             pan=bool(f.PAN.get(d0)),
-            had0=bool(ent.CdDw1.HAD0.get(d1)),
-            had1=bool(ent.CdDw2.HAD1.get(d2)),
+            had0=had0,
+            had1=had1,
             r=bool(f.R.get(d0)),
             a=bool(f.A.get(d0)),
             hd=bool(f.HD.get(d0)),
             l1=l1,
             slots=slots,
+            half0=None if epd0 else _half_params(ttb0, va0, tbi0, had0, False, above_ips),
+            half1=None if epd1 else _half_params(ttb1, va1, tbi1, had1, True, above_ips),
+            leaf_bad=_OA_HIGH_LEAF | above_ips,
         )
 
     @staticmethod
@@ -578,71 +614,90 @@ class Walker:
         write: bool = False,
         s2: S2Info | None = None,
     ) -> Leaf:
-        """Translate ``va`` through the CD's tables (facts A10).
+        """Translate ``va`` through the CD's tables (facts A10): :meth:`walk_raw` as a
+        :class:`Leaf`."""
+        e = self.walk_raw(cd, va, update, write, s2, True, False)
+        root = cd.ttb1 if (va >> 55) & 1 else cd.ttb0
+        return Leaf(
+            e.phys, e.shift, e.perms, bool(e.tag), root, e.pte_addr, cast(list[int], e.slots)
+        )
+
+    def walk_raw(
+        self,
+        cd: CdInfo,
+        va: int,
+        update: bool,
+        write: bool,
+        s2: S2Info | None,
+        tag: Hashable,
+        gtag: Hashable,
+    ) -> TlbEntry:
+        """Translate ``va`` through the CD's tables (facts A10): the TLB entry a fill
+        caches, tagged ``tag`` for a leaf with nG=1 and ``gtag`` for a global one,
+        its source the TTBx root walked (the CD's own value), built of ints only.
 
         Region selection: VA[55]=0 uses TTB0, 1 uses TTB1; the bits above the region's
         size (above bit 55 too unless TBIx) must be all 0 / all 1, else F_TRANSLATION,
         as is a walk of a half disabled by EPDx. ``update`` sets AF when CD.HA and, for
         a ``write`` to a read-only DBM leaf under CD.HD, clears AP[2]. With ``s2`` the
         table addresses are IPAs read through stage 2 (the output stays an IPA).
+
+        Per level: the descriptor is read, and a table descriptor passes one mask test
+        (valid, table, no address bit at or above the IPS or in 51:48); the APTable
+        bits are OR-ed up and applied once at the leaf (they only ever remove rights).
         """
-        upper = (va >> 55) & 1
-        if upper:
-            va_bits, root, epd, tbi, had = cd.va1, cd.ttb1, cd.epd1, cd.tbi1, cd.had1
-        else:
-            va_bits, root, epd, tbi, had = cd.va0, cd.ttb0, cd.epd0, cd.tbi0, cd.had0
-        if epd:
+        half = cd.half1 if (va >> 55) & 1 else cd.half0
+        if half is None:
             raise SmmuFault(Evt.F_TRANSLATION)
-        top = 56 if tbi else 64
-        high = (va & ((1 << top) - 1)) >> va_bits
-        if high != (((1 << (top - va_bits)) - 1) if upper else 0):
+        tg, uppers, low, above, expect, check, had, root = half
+        if va & above != expect:
             raise SmmuFault(Evt.F_TRANSLATION)
-        level = start_level(va_bits)
-        table = root
-        perms = PERM_W | PERM_U | PERM_R
-        slots: list[int] = []
-        ips = cd.ips
-        read = self.mem.read_u64
-        data, ram8 = self.mem.data, self.ram8
-        shift = 39 - 9 * level
-        mask = (1 << min(9, va_bits - shift)) - 1
-        pte_addr = table
-        try:
-            while True:
-                pte_addr = table + ((va >> shift) & mask) * 8
-                if s2 is not None:
-                    pte_addr = self._s2_fetch(s2, pte_addr, slots, ent.EVT_CLASS_TT)
-                slots.append(pte_addr >> 3)
-                # Memory.read_u64 in line for RAM without holes (one call less per level).
-                pte = _U64(data, pte_addr)[0] if pte_addr <= ram8 else read(pte_addr)
-                if not pte & 1:
-                    raise SmmuFault(Evt.F_TRANSLATION)
-                if pte & 2:
-                    if level < 3:
-                        if pte & _OA_HIGH:
-                            raise SmmuFault(Evt.F_ADDR_SIZE)
-                        table = pte & _OA_MASK
-                        if table >> ips:
-                            raise SmmuFault(Evt.F_ADDR_SIZE)
-                        if not had:
-                            if pte & _APT_RO:
-                                perms &= ~PERM_W
-                            if pte & _APT_NO_EL0:
-                                perms &= ~PERM_U
-                        level += 1
-                        shift -= 9
-                        mask = 0x1FF
-                        continue
-                elif level == 3 or level == 0:
-                    raise SmmuFault(Evt.F_TRANSLATION)
-                if pte & _OA_HIGH_LEAF:
-                    raise SmmuFault(Evt.F_ADDR_SIZE)
-                break
-        except BusError:
-            raise SmmuFault(Evt.F_WALK_EABT, pte_addr) from None
-        phys = pte & _OA_MASK & ~((1 << shift) - 1)
-        if phys >> ips:
+        ix = va & low  # the index bits only (the start level's index may be narrower)
+        qwords = self.qwords
+        g = shift = apt = 0
+        if uppers is _FROM_LEVEL0 and s2 is None and self.flat:
+            # The 4-level walk over RAM in one piece, straight: done when every level
+            # above the leaf is a clean table descriptor, else :meth:`_levels` reads
+            # the levels again (reading has no side effect) and decides.
+            try:
+                p0 = qwords[g0 := tg + ((ix >> 39) & 0x1FF)]
+                if p0 & check == 3:
+                    p1 = qwords[g1 := ((p0 & _OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
+                    if p1 & check == 3:
+                        p2 = qwords[g2 := ((p1 & _OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
+                        if p2 & check == 3:
+                            pte = qwords[g := ((p2 & _OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
+                            slots = [g0, g1, g2, g]
+                            apt = p0 | p1 | p2
+                            shift = 12
+            except IndexError:
+                pass
+        if not shift:
+            shift, g, pte, slots, apt = self._levels(tg, uppers, ix, check, s2)
+        pte_addr = g << 3
+        if pte & 3 != 3:
+            if not pte & 1:
+                raise SmmuFault(Evt.F_TRANSLATION)
+            if shift == 12 or shift == 39:  # no block at level 0, no "block" at level 3
+                raise SmmuFault(Evt.F_TRANSLATION)
+        elif shift != 12:  # a table descriptor failing the address checks
             raise SmmuFault(Evt.F_ADDR_SIZE)
+        if pte & cd.leaf_bad:
+            raise SmmuFault(Evt.F_ADDR_SIZE)
+        perms = _PERM_WUR
+        if apt & _APT and not had:
+            perms = table_rights(apt)
+        elif pte & _AF_AP == _AF_AP1:  # accessed, writable, EL0: all the table left
+            return TlbEntry(
+                tag if pte & _NG else gtag,
+                va >> shift,
+                shift,
+                (pte & _OA_MASK) >> shift << shift,
+                perms,
+                root,
+                pte_addr,
+                slots,
+            )
         if not pte & _AF:
             if cd.ha:
                 if update:
@@ -654,15 +709,118 @@ class Walker:
                 if write and update:
                     self._clear_bits(pte_addr, _AP2)
                 else:
-                    perms |= PERM_DBM
-                    perms &= ~PERM_W
+                    perms ^= PERM_W | PERM_DBM
             else:
                 perms &= ~PERM_W
         if not pte & _AP1:
             perms &= ~PERM_U
         if not perms & PERM_U:
             perms |= PERM_NU
-        return Leaf(phys, shift, perms, bool(pte & _NG), root, pte_addr, slots)
+        return TlbEntry(
+            tag if pte & _NG else gtag,
+            va >> shift,
+            shift,
+            (pte & _OA_MASK) >> shift << shift,
+            perms,
+            root,
+            pte_addr,
+            slots,
+        )
+
+    def upper_rights(self, cd: CdInfo, va: int, slots: Sequence[int]) -> int:
+        """The rights the table descriptors at granules ``slots`` (those above the leaf
+        of a stage-1 walk of ``va``, read again) leave: APTable, unless HADx."""
+        half = cd.half1 if (va >> 55) & 1 else cd.half0
+        if half is None or half[6]:
+            return _PERM_WUR
+        apt = 0
+        for g in slots:
+            apt |= self.mem.read_u64(g << 3)
+        return table_rights(apt) if apt & _APT else _PERM_WUR
+
+    def _levels(
+        self, tg: int, uppers: tuple[int, ...], va: int, check: int, s2: S2Info | None
+    ) -> tuple[int, int, int, list[int], int]:
+        """The levels of a stage-1 walk from table granule ``tg``: ``(shift of the
+        level it stopped at, descriptor granule, descriptor, granules read, OR of the
+        table descriptors passed)``. A level stops the walk unless its descriptor is
+        a table passing the ``check`` mask; level 3 always does. With ``s2`` each
+        descriptor address is an IPA read through stage 2."""
+        qwords, ram_g = self.qwords, self.ram_g
+        slots: list[int] = []
+        g = shift = apt = pte = 0
+        try:
+            for shift in uppers:  # the levels a table descriptor may come from
+                g = tg + ((va >> shift) & 0x1FF)
+                if s2 is not None:
+                    g = self._s2_fetch(s2, g << 3, slots, ent.EVT_CLASS_TT) >> 3
+                slots.append(g)
+                pte = qwords[g] if g <= ram_g else self.mem.read_u64(g << 3)
+                if pte & check != 3:
+                    return shift, g, pte, slots, apt
+                apt |= pte
+                tg = (pte & _OA_MASK) >> 3
+            g = tg + ((va >> 12) & 0x1FF)
+            if s2 is not None:
+                g = self._s2_fetch(s2, g << 3, slots, ent.EVT_CLASS_TT) >> 3
+            slots.append(g)
+            pte = qwords[g] if g <= ram_g else self.mem.read_u64(g << 3)
+        except BusError:
+            raise SmmuFault(Evt.F_WALK_EABT, g << 3) from None
+        return 12, g, pte, slots, apt
+
+    def leaf_run(
+        self, cd: CdInfo, pte_addr: int, count: int, upper: int, need: int
+    ) -> list[tuple[int, int, bool]]:
+        """The 4 KiB leaves of the ``count`` descriptors from ``pte_addr`` in one
+        last-level table, read at once, under table descriptors leaving ``upper``
+        rights: ``(output frame, rights, nG)`` of each, exactly as :meth:`walk_raw`
+        decodes the descriptor (reading, no update). The run ends before the first
+        descriptor :meth:`walk_raw` would fault on, update (AF=0) or decode with
+        rights lacking ``need``."""
+        try:
+            raw = self.mem.read_u64s(pte_addr, count)
+        except BusError:
+            return []
+        out: list[tuple[int, int, bool]] = []
+        bad = cd.leaf_bad
+        hd = cd.hd
+        for pte in raw:
+            if pte & 3 != 3 or pte & bad or not pte & _AF:
+                break
+            perms = upper
+            if pte & _AP2:
+                if hd and pte & _DBM and perms & PERM_W:
+                    perms ^= PERM_W | PERM_DBM
+                else:
+                    perms &= ~PERM_W
+            if not pte & _AP1:
+                perms &= ~PERM_U
+            if not perms & PERM_U:
+                perms |= PERM_NU
+            if perms & need != need:
+                break
+            out.append((pte & _OA_MASK, perms, bool(pte & _NG)))
+        return out
+
+
+def table_rights(apt: int) -> int:
+    """The rights table descriptors leave, from their APTable bits OR-ed (AP[2]
+    removes writes, AP[1] EL0 access)."""
+    upper = PERM_U | PERM_R if apt & _APT_RO else _PERM_WUR
+    return upper & ~PERM_U if apt & _APT_NO_EL0 else upper
+
+
+def _half_params(
+    root: int, va_bits: int, tbi: bool, had: bool, upper: bool, above_ips: int
+) -> Half:
+    """The walk parameters of one enabled TTBx half (see :data:`Half`)."""
+    top = 56 if tbi else 64
+    above = ((1 << top) - 1) & ~((1 << va_bits) - 1)
+    uppers = _UPPERS[start_level(va_bits)]
+    check = 3 | _OA_HIGH | above_ips
+    low = (1 << va_bits) - 1
+    return root >> 3, uppers, low, above, above if upper else 0, check, had, root
 
 
 def _table_base(ttb: int, va_bits: int) -> int:

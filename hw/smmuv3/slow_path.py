@@ -1,0 +1,166 @@
+"""The SMMUv3 half of the shared pipeline (:mod:`hw.translation`): what a page the
+hit path cannot answer gets (:class:`TlbSlowPath`: global entries, walk and fill,
+re-checks naming the missing command, F_PERMISSION), and the fill of a request's
+further pages of a last-level table from one read (:func:`fill_ahead`). The unit
+(:class:`hw.smmuv3.unit.Smmuv3Unit`) selects the tables and owns the walks, faults
+and stale reports these call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hw.bus import DmaFault
+from hw.smmuv3.caches import GLOBAL, Sel
+from hw.smmuv3.walk import PERM_DBM, CdInfo, SmmuFault, StreamInfo
+from hw.translation import BLOCK, TlbEntry
+
+if TYPE_CHECKING:
+    from hw.smmuv3.unit import Smmuv3Unit
+
+LOST_DIRTY = "no dirty update"
+
+
+def tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
+    """The command that would have removed the stale entry ``e``."""
+    if cd is None:
+        return "TLBI_S2_IPA"
+    name = "TLBI_NH_VA" if e.tag[1] != GLOBAL else "TLBI_NH_VAA"  # type: ignore[index]
+    return name if ste.s2 is None else f"{name}/TLBI_S12_VMALL"
+
+
+class TlbSlowPath:
+    """The SMMUv3 slow path of one kind of request (:class:`hw.translation.SlowPath`):
+    global entries, fills, re-checks naming the missing command, F_PERMISSION. It
+    keeps no state of its own between pages, so a clean selection keeps one per
+    request kind (:attr:`~hw.smmuv3.caches.Sel.slows`); ``stale`` names the configuration commands a
+    request found missing (non-empty only for that request's own slow path)."""
+
+    __slots__ = ("need", "pasid", "priv", "sel", "sid", "stale", "unit", "write")
+
+    def __init__(
+        self,
+        unit: Smmuv3Unit,
+        sid: int,
+        pasid: int | None,
+        priv: bool,
+        write: bool,
+        sel: Sel,
+        stale: tuple[str, ...],
+    ) -> None:
+        self.unit = unit
+        self.sid = sid
+        self.pasid = pasid
+        self.priv = priv
+        self.write = write
+        self.sel = sel
+        self.stale = stale
+        self.need = sel.needs[write | priv << 1]
+
+    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        unit, sel, write = self.unit, self.sel, self.write
+        cd = sel.cd
+        if e is None:
+            gtag = sel.gtag
+            if gtag is not None:
+                gt = unit._p.iotlb.tables.get(gtag)
+                if gt is not None:
+                    e = gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30)
+            if e is None and not self.stale:  # a miss: walk and fill
+                need = self.need
+                try:
+                    e = unit._fill(sel, a, write, end, need)
+                    if write and e.perms & PERM_DBM:
+                        e = unit._fill(sel, a, True)  # the dirty update, then the write
+                except SmmuFault as f:
+                    return unit._fault(self.sid, self.pasid, self.priv, a, write, f, cd)
+                if e.perms & need != need:
+                    perm = unit._perm_fault(sel.ste, cd, a, write)
+                    return unit._fault(self.sid, self.pasid, self.priv, a, write, perm, cd)
+                return e
+        sid, pasid, priv = self.sid, self.pasid, self.priv
+        missing = list(self.stale)
+        try:
+            if e is None:
+                e = unit._fill(sel, a, write)
+            else:
+                e = unit._slow_page(sel, e, a, missing, write)
+            if write and e.perms & PERM_DBM and not missing:
+                e = unit._fill(sel, a, True)  # the dirty update, then the write
+        except SmmuFault as f:
+            if missing:
+                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(f.evt)), missing)
+            return unit._fault(sid, pasid, priv, a, write, f, cd)
+        if e.perms & self.need != self.need:
+            perm = unit._perm_fault(sel.ste, cd, a, write)
+            if missing:
+                unit._check_fresh(sid, pasid, priv, write, a, (-1, int(perm.evt)), missing)
+            return unit._fault(sid, pasid, priv, a, write, perm, cd)
+        if missing:
+            phys = e.phys | (a & ((1 << e.shift) - 1))
+            unit._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
+        return e
+
+
+def fill_ahead(unit: Smmuv3Unit, sel: Sel, first: TlbEntry, need: int, end: int) -> None:
+    """Fill the TLB for the request's pages after ``first`` (a 4 KiB stage-1 leaf
+    just filled) up to ``end`` or the end of its last-level table, from one read of
+    that table (:meth:`~hw.smmuv3.walk.Walker.leaf_run`, under the rights the table
+    descriptors above it leave, read again) instead of one walk each. Exactly what
+    the per-page fills would give: each page a miss, with the same leaf, rights, tag
+    and granules; it stops before the first page those would not fill and use (not
+    a plain 4 KiB leaf with AF set, a right missing, outside RAM, a page already
+    cached under either tag), which the per-page path then takes. The pages are
+    counted as misses here, and taken back from the hits the request then counts
+    when it serves them."""
+    a = first.vpn << 12
+    lim = min(end, ((a >> 21) + 1) << 21)
+    count = ((lim - 1) >> 12) - (a >> 12)
+    if count <= 0:
+        return
+    cd = sel.cd
+    assert cd is not None
+    pte_addr = first.pte_addr + 8
+    shared = first.slots[:-1]  # type: ignore[index]
+    upper = unit._w.upper_rights(cd, a, shared)
+    run = unit._w.leaf_run(cd, pte_addr, count, upper, need)
+    iotlb = unit._p.iotlb
+    tables, ram, root = iotlb.tables, iotlb.ram, first.src
+    tag, gtag = sel.tag, sel.gtag
+    empty: dict[int, TlbEntry] = {}
+    t4 = tables[tag][0] if tag in tables else empty
+    g4 = tables[gtag][0] if gtag in tables else empty
+    vpn = first.vpn + 1
+    added: list[TlbEntry] = []
+    for phys, perms, ng in run:
+        if phys + 4096 > ram or vpn in t4 or vpn in g4:
+            break
+        added.append(
+            TlbEntry(
+                tag if ng else gtag,
+                vpn,
+                12,
+                phys,
+                perms,
+                root,
+                pte_addr,
+                [*shared, pte_addr >> 3],
+            )
+        )
+        vpn += 1
+        pte_addr += 8
+    if not added:
+        return
+    for e in added:
+        t = tables.get(e.tag)
+        if t is None:
+            t = tables[e.tag] = ({}, {}, {}, {})
+        t[0][e.vpn] = e
+        t[BLOCK].pop(e.vpn >> 9, None)
+    n = len(added)
+    first_own = (first.pte_addr + 8) >> 3
+    unit._p.deps.add_run(added, shared, range(first_own, first_own + n))
+    unit.stats.iotlb_misses += n
+    unit.stats.iotlb_hits -= n
+    if not vpn & 0x1FF and tag in tables:  # filled to the end of the block: summarise
+        # it now, so the request's hit path serves the rest from the summary
+        iotlb.summarise(tables[tag], (vpn - 1) >> 9, root)
