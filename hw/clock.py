@@ -66,10 +66,12 @@ class Clock:
             ev = heapq.heappop(q)
             if ev.cancelled:
                 continue
-            self.now = max(self.now, ev.when)
+            if ev.when > self.now:
+                self.now = ev.when
             self.events_run += 1
             ev.callback()
-        self.now = max(self.now, when)
+        if when > self.now:
+            self.now = when
 
     def advance(self, delta_ns: int) -> None:
         if delta_ns < 0:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from attrs import define, field
 
 from hw.bus import TimerHandle
-from kernel.context import kernel_callback
+from kernel.context import current, kernel_callback
 from kernel.errno import ETIMEDOUT
 from kernel.platform import platform
 
@@ -74,11 +74,12 @@ def wait_next_event(deadline: int) -> bool:
     reads observes exactly what one spinning on ``cpu_relax`` would, in far fewer
     iterations. Returns False once the deadline has passed.
     """
-    clock = platform().clock
-    if clock.now >= deadline:
+    clock = current.kernel.machine.clock  # platform().clock: this runs on every poll
+    now = clock.now
+    if now >= deadline:
         return False
     nxt = clock.next_event_time()
-    clock.run_until(deadline if nxt is None or nxt > deadline else max(nxt, clock.now))
+    clock.run_until(deadline if nxt is None or nxt > deadline else nxt if nxt > now else now)
     return True
 
 
