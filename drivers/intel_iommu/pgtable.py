@@ -27,10 +27,11 @@ from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.cache import domain_flush_range
 from drivers.intel_iommu.structs import DmarDomain
 from kernel.bug import WARN_ON
+from kernel.context import current
 from kernel.errno import EINVAL, ENOMEM
 from kernel.fault_inject import should_fail
 from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_free_page, iommu_put_pages_list
-from kernel.mm import PAGE_OFFSET, current_mm, pgtable_write64, phys_to_virt, read64
+from kernel.mm import PAGE_OFFSET, pgtable_write64, phys_to_virt, read64
 from kernel.printk import KERN_CRIT, printk
 
 LEVEL_STRIDE = ir.VTD_STRIDE_SHIFT
@@ -62,10 +63,14 @@ def DOMAIN_MAX_PFN(gaw: int) -> int:
     return (1 << (gaw - ir.VTD_PAGE_SHIFT)) - 1
 
 
+PFN_BITS = tuple(ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT for agaw in range(8))
+"""Page-frame bits of an address space by AGAW (``agaw_to_width() - VTD_PAGE_SHIFT``):
+the map and unmap paths test ``pfn >> PFN_BITS[agaw]`` in line."""
+
+
 def domain_pfn_supported(domain: DmarDomain, pfn: int) -> bool:
     """``domain_pfn_supported``: ``pfn`` is below the domain's address width."""
-    addr_width = ir.agaw_to_width(domain.agaw) - ir.VTD_PAGE_SHIFT
-    return not pfn >> addr_width
+    return not pfn >> PFN_BITS[domain.agaw]
 
 
 def alloc_pgtable_page(gfp: int) -> int | None:
@@ -86,11 +91,11 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     0 instead of walking on. (Runs on every map and unmap: ``domain_pfn_supported``,
     ``agaw_to_level`` and ``pfn_level_offset`` are written out.)"""
     agaw = domain.agaw
-    if pfn >> (ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT):  # !domain_pfn_supported()
+    if pfn >> PFN_BITS[agaw]:  # !domain_pfn_supported()
         return 0, target_level
     level = agaw + 2  # agaw_to_level()
     parent = domain.pgd
-    mem = current_mm().mem  # tables are direct-mapped pages: read them by address
+    mem = current.kernel.mm.mem  # tables are direct-mapped pages: read them by address
     read_u64 = mem.read_u64
     while True:
         pte = parent + (((pfn >> ((level - 1) * LEVEL_STRIDE)) & 0x1FF) << 3)
@@ -166,8 +171,9 @@ def __domain_mapping(
     possible. Returns the pages mapped; raises when it could map none (EINVAL out
     of range or without R/W, ENOMEM without a table page). (Runs on every map:
     ``lvl_to_nr_pages`` and ``first_pte_in_page`` are written out, and
-    ``hardware_largepage_caps`` is not called when the domain has no superpages.)"""
-    if not domain_pfn_supported(domain, iov_pfn + nr_pages - 1):
+    ``hardware_largepage_caps`` is not called when the domain has no superpages or
+    fewer pages are left than one superpage holds: it would answer level 1.)"""
+    if (iov_pfn + nr_pages - 1) >> PFN_BITS[domain.agaw]:  # !domain_pfn_supported()
         raise EINVAL(f"pfn {iov_pfn + nr_pages - 1:#x} beyond the domain's address width")
     if not prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE):
         raise EINVAL("mapping with neither read nor write permission")
@@ -182,7 +188,7 @@ def __domain_mapping(
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True
-    mem = current_mm().mem
+    mem = current.kernel.mm.mem
     pteval = (phys_pfn << ir.VTD_PAGE_SHIFT) | attr
     done = 0
     pte = 0
@@ -192,7 +198,7 @@ def __domain_mapping(
         if not pte:
             largepage_lvl = (
                 hardware_largepage_caps(domain, iov_pfn, phys_pfn, nr_pages)
-                if domain.iommu_superpage
+                if domain.iommu_superpage and nr_pages >> LEVEL_STRIDE
                 else 1
             )
             pte, largepage_lvl = pfn_to_dma_pte(domain, iov_pfn, largepage_lvl, gfp)
@@ -268,7 +274,7 @@ def dma_pte_clear_level(
     shift = (level - 1) * LEVEL_STRIDE
     pte = table + (((pfn >> shift) & 0x1FF) << 3)
     size = 1 << shift
-    mem = current_mm().mem
+    mem = current.kernel.mm.mem
     while True:
         level_pfn = pfn & ~(size - 1)
         val = mem.read_u64(pte - PAGE_OFFSET)
@@ -295,13 +301,17 @@ def dma_pte_clear_level(
 
 def domain_unmap(domain: DmarDomain, start_pfn: int, last_pfn: int, freelist: list[int]) -> None:
     """``domain_unmap``: clear the range; the top table itself goes too when the
-    whole address space is unmapped."""
-    if WARN_ON(not domain_pfn_supported(domain, last_pfn)) or WARN_ON(start_pfn > last_pfn):
+    whole address space is unmapped. (Runs on every unmap: the checks are written
+    out, WARN_ON called only to warn.)"""
+    agaw = domain.agaw
+    if last_pfn >> PFN_BITS[agaw]:  # !domain_pfn_supported()
+        WARN_ON(True)
         return
-    dma_pte_clear_level(
-        domain, ir.agaw_to_level(domain.agaw), domain.pgd, 0, start_pfn, last_pfn, freelist
-    )
-    if start_pfn == 0 and last_pfn == DOMAIN_MAX_PFN(domain.gaw):
+    if start_pfn > last_pfn:
+        WARN_ON(True)
+        return
+    dma_pte_clear_level(domain, agaw + 2, domain.pgd, 0, start_pfn, last_pfn, freelist)
+    if not start_pfn and last_pfn == (1 << (domain.gaw - ir.VTD_PAGE_SHIFT)) - 1:
         freelist.append(domain.pgd)
         domain.pgd = 0
 
