@@ -73,6 +73,20 @@ class Clock:
         if when > self.now:
             self.now = when
 
+    def run_next(self, deadline: int) -> bool:
+        """One step of a busy-wait: run the events due at the next event time, or
+        advance to ``deadline`` when none is due before it (``run_until`` of that
+        time). False, doing nothing, once ``deadline`` has passed."""
+        now = self.now
+        if now >= deadline:
+            return False
+        q = self._queue
+        while q and q[0].cancelled:
+            heapq.heappop(q)
+        when = q[0].when if q else deadline
+        self.run_until(deadline if when > deadline else when if when > now else now)
+        return True
+
     def advance(self, delta_ns: int) -> None:
         if delta_ns < 0:
             raise ValueError("time does not run backwards")

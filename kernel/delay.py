@@ -74,13 +74,7 @@ def wait_next_event(deadline: int) -> bool:
     reads observes exactly what one spinning on ``cpu_relax`` would, in far fewer
     iterations. Returns False once the deadline has passed.
     """
-    clock = current.kernel.machine.clock  # platform().clock: this runs on every poll
-    now = clock.now
-    if now >= deadline:
-        return False
-    nxt = clock.next_event_time()
-    clock.run_until(deadline if nxt is None or nxt > deadline else nxt if nxt > now else now)
-    return True
+    return current.kernel.machine.clock.run_next(deadline)  # platform(): every poll
 
 
 def readx_poll_timeout(

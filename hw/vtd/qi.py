@@ -39,6 +39,8 @@ assert ent.QiPiotlbQw0.PASID.mask == 0xF_FFFF << 32 and ent.QiAddrQw1.AM.mask ==
 assert ent.QiWaitQw0.SW.mask == 0x20 and ent.QiWaitQw0.IF.mask == 0x10
 assert ent.QiWaitQw0.STDATA.mask == 0xFFFF_FFFF << 32
 
+_QI_WAIT = ent.QI_WAIT
+_QI_PGRP = ent.QI_PGRP
 _WAIT_PD = ent.QiWaitQw0.PD.mask
 _FSTS_IQE = vr.FSTS.IQE.mask
 _IQT_QT = vr.IQT.QT.mask
@@ -165,12 +167,12 @@ class InvalidationQueue:
                     dw
                     and (q[2] or q[3])
                     # a page group response with private data carries it in qw2/qw3
-                    and not (dtype == ent.QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
+                    and not (dtype == _QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
                 )
             ):
                 u.set_iqe(IQEI_RSVD)
                 return
-            if dtype == ent.QI_WAIT and (
+            if dtype == _QI_WAIT and (
                 self.inflight or (qw0 & _WAIT_PD and self._drain_pending(qw0))
             ):
                 self._stalled = True
