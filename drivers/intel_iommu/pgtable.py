@@ -106,14 +106,15 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     table = domain.pgd - PAGE_OFFSET  # tables are direct-mapped pages: read them by address
     read_u64 = current.kernel.mm.mem.read_u64
     if not target_level:  # the first leaf, superpage or non-present entry
-        while True:
+        while level > 1:
             pte = table + (((pfn >> shift) & 0x1FF) << 3)
             val = read_u64(pte)
-            if val & _LARGE or not val & 3 or level == 1:
+            if val & _LARGE or not val & 3:
                 return pte + PAGE_OFFSET, level
             table = val & PTE_ADDR
             shift -= LEVEL_STRIDE
             level -= 1
+        return table + ((pfn & 0x1FF) << 3) + PAGE_OFFSET, 1  # a leaf, present or not
     while True:
         pte = table + (((pfn >> shift) & 0x1FF) << 3)
         if level == target_level:  # C reads the entry here only for target_level 0
