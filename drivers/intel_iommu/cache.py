@@ -230,6 +230,8 @@ def calculate_psi_aligned_address(start: int, end: int) -> tuple[int, int, int]:
     naturally aligned power-of-two range covering ``[start, end]``."""
     # aligned_nrpages(start, end - start + 1), written out
     pages = ((start & (ir.VTD_PAGE_SIZE - 1)) + end - start + ir.VTD_PAGE_SIZE) >> ir.VTD_PAGE_SHIFT
+    if pages == 1:  # one page (every 4 KiB unmap): itself, mask 0
+        return start & ~(ir.VTD_PAGE_SIZE - 1), 1, 0
     aligned_pages = 1 << (pages - 1).bit_length()
     bitmask = aligned_pages - 1
     mask = aligned_pages.bit_length() - 1

@@ -73,6 +73,10 @@ _QI_IWD_DONE = ir.QI_IWD_STATUS_DATA(ir.QI_DONE) | ir.QI_IWD_STATUS_WRITE | ir.Q
 QI_DONE)."""
 _PIOTLB_PSI = ir.QI_EIOTLB_GRAN(ir.QI_GRAN_PSI_PASID) | ir.QI_EIOTLB_TYPE
 """The granularity and type bits of a page-selective-within-PASID P_IOTLB descriptor."""
+_QLEN = ir.QI_LENGTH
+_IQ_SHIFT = ir.DMAR_IQ_SHIFT
+_DONE = ir.QI_DONE
+_IQT_REG = ir.DMAR_IQT_REG
 _QI_FREE_WORD = struct.pack("<I", ir.QI_FREE)
 _QI_IN_USE_WORD = struct.pack("<I", ir.QI_IN_USE)
 _QI_DONE_WORD = struct.pack("<I", ir.QI_DONE)
@@ -408,10 +412,10 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     if qi is None:
         return 0
     count = len(desc)
-    if count + 2 > ir.QI_LENGTH:
+    if count + 2 > _QLEN:
         pr_err(f"DMAR: {iommu.name}: {count} descriptors do not fit the invalidation queue")
         return -EINVAL.errno
-    shift = ir.DMAR_IQ_SHIFT + ((iommu.ecap >> 43) & 1)  # qi_shift(): ecap_smts()
+    shift = _IQ_SHIFT + ((iommu.ecap >> 43) & 1)  # qi_shift(): ecap_smts()
     deadline = current.kernel.machine.clock.now + QI_TIMEOUT_US * 1000  # ktime_get_ns()
     while qi.free_cnt < count + 2:
         reclaim_free_desc(qi)
@@ -420,7 +424,7 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
         if not wait_next_event(deadline):
             return qi_timed_out(iommu, qi.free_head, "no free slots")
     index = qi.free_head
-    wait_index = (index + count) % ir.QI_LENGTH
+    wait_index = (index + count) % _QLEN
     qwords = (1 << shift) >> 3  # a 128-bit slot holds qw0 and qw1 only
     # The ring and the status words are direct-mapped pages: write them by address.
     mem = current.kernel.mm.mem
@@ -432,13 +436,13 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     for d in desc:
         qws += d[:qwords]
     qws += (qw0, status + 4 * wait_index, 0, 0)[:qwords]
-    wrap = index + count >= ir.QI_LENGTH
+    wrap = index + count >= _QLEN
     if not wrap:  # one store for the slots, one for their status
         mem.write_u64s(ring + (index << shift), qws)
         mem.write(status + 4 * index, _QI_IN_USE_WORD * (count + 1))
     else:
         for i in range(count + 1):
-            slot = (index + i) % ir.QI_LENGTH
+            slot = (index + i) % _QLEN
             mem.write_u64s(ring + (slot << shift), qws[i * qwords : (i + 1) * qwords])
             mem.write_u32(status + 4 * slot, ir.QI_IN_USE)
     if trace_qi_submit.enabled:
@@ -451,11 +455,11 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
                 qw2=d[2],
                 qw3=d[3],
             )
-    free_head = qi.free_head = (index + count + 1) % ir.QI_LENGTH
+    free_head = qi.free_head = (index + count + 1) % _QLEN
     qi.free_cnt -= count + 1
     reg = iommu.reg  # iommu.regs without the property call
     assert reg is not None, f"{iommu.name}: registers not mapped"
-    reg.writel(free_head << shift, ir.DMAR_IQT_REG)
+    reg.writel(free_head << shift, _IQT_REG)
     rc = 0
     # C spins (cpu_relax) on the status word; only a clock event can change it or
     # FSTS, so each poll jumps to the next event: exact, and one poll per event.
@@ -463,7 +467,7 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     while True:
         if not wait_next_event(deadline):
             return qi_timed_out(iommu, wait_index, "wait descriptor not completed")
-        if mem.read_u32(wait_status) == ir.QI_DONE:
+        if mem.read_u32(wait_status) == _DONE:
             break
         rc = qi_check_fault(iommu, index, wait_index, count)
         if rc:
@@ -478,7 +482,7 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
         mem.write(status + 4 * index, _QI_DONE_WORD * count)
     else:
         for i in range(count):
-            mem.write_u32(status + 4 * ((index + i) % ir.QI_LENGTH), ir.QI_DONE)
+            mem.write_u32(status + 4 * ((index + i) % _QLEN), _DONE)
     reclaim_free_desc(qi)
     return rc
 
