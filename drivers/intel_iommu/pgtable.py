@@ -243,17 +243,15 @@ def __domain_mapping(
             WARN_ON(True, f"DMA PTE for vPFN {iov_pfn:#x} already set")
         else:
             pgtable_write64(pte, pteval)
+        done += lvl_pages
         nr_pages -= lvl_pages
+        if not nr_pages:  # (never below 0: a superpage level fits the pages left)
+            return done
         iov_pfn += lvl_pages
         phys_pfn += lvl_pages
         pteval += lvl_pages << ir.VTD_PAGE_SHIFT
-        done += lvl_pages
         pte += 8
-        if (
-            not nr_pages
-            or not pte & (ir.VTD_PAGE_SIZE - 1)
-            or (largepage_lvl > 1 and nr_pages < lvl_pages)
-        ):
+        if not pte & (ir.VTD_PAGE_SIZE - 1) or (largepage_lvl > 1 and nr_pages < lvl_pages):
             pte = 0
     return done
 
