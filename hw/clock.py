@@ -66,10 +66,26 @@ class Clock:
             ev = heapq.heappop(q)
             if ev.cancelled:
                 continue
-            self.now = max(self.now, ev.when)
+            if ev.when > self.now:
+                self.now = ev.when
             self.events_run += 1
             ev.callback()
-        self.now = max(self.now, when)
+        if when > self.now:
+            self.now = when
+
+    def run_next(self, deadline: int) -> bool:
+        """One step of a busy-wait: run the events due at the next event time, or
+        advance to ``deadline`` when none is due before it (``run_until`` of that
+        time). False, doing nothing, once ``deadline`` has passed."""
+        now = self.now
+        if now >= deadline:
+            return False
+        q = self._queue
+        while q and q[0].cancelled:
+            heapq.heappop(q)
+        when = q[0].when if q else deadline
+        self.run_until(deadline if when > deadline else when if when > now else now)
+        return True
 
     def advance(self, delta_ns: int) -> None:
         if delta_ns < 0:

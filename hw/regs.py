@@ -199,13 +199,16 @@ class RegSlot:
 class RegisterFile:
     """The register window of one device function (a BAR or a DRHD unit)."""
 
-    __slots__ = ("_by_dword", "_by_name", "name", "size", "violations")
+    __slots__ = ("_by_dword", "_by_name", "_plans", "name", "size", "violations")
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name
         self.size = size
         self._by_name: dict[str, RegSlot] = {}
         self._by_dword: dict[int, RegSlot] = {}
+        self._plans: dict[tuple[int, int], tuple[RegSlot, int, int, int, int]] = {}
+        """(offset, size) of an accepted write -> slot, shift, touched bits, RsvdZ
+        mask, writable bits touched (a layout only grows, so a plan stays right)."""
         self.violations: list[RegViolation] = []
 
     # -- layout -------------------------------------------------------------
@@ -294,21 +297,26 @@ class RegisterFile:
         return (value >> shift) & ((1 << (size * 8)) - 1)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        where = self._locate(offset, size, value)
-        if where is None:
-            return
-        slot, shift = where
-        reg = slot.reg
-        touched = ((1 << (size * 8)) - 1) << shift
+        """A bus write: the access is checked (:meth:`_locate`) once per offset and
+        size, then its slot, shift and masks are taken from :attr:`_plans` (every
+        doorbell and command write comes here)."""
+        plan = self._plans.get((offset, size))
+        if plan is None:
+            where = self._locate(offset, size, value)
+            if where is None:
+                return
+            slot, shift = where
+            reg = slot.reg
+            touched = ((1 << (size * 8)) - 1) << shift
+            plan = (slot, shift, touched, reg.RSVDZ_MASK, reg.RW_MASK & touched)
+            self._plans[(offset, size)] = plan
+        slot, shift, touched, rsvdz, rw = plan
         written = (value << shift) & touched
-        bad = written & reg.RSVDZ_MASK
-        if bad:
+        if written & rsvdz:
             self._flag(ViolationKind.RSVDZ, offset, size, value, slot.name)
         old = slot.value
-        rw = reg.RW_MASK & touched
-        new = (old & ~rw) | (written & rw)
-        new &= ~(written & reg.W1C_MASK)
-        new |= written & reg.W1S_MASK
+        reg = slot.reg
+        new = ((old & ~rw) | (written & rw)) & ~(written & reg.W1C_MASK) | (written & reg.W1S_MASK)
         slot.value = new
         if slot.on_write is not None:
             slot.on_write(slot, old, written, touched)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from attrs import define, field
 
 from hw.bus import TimerHandle
-from kernel.context import kernel_callback
+from kernel.context import current, kernel_callback
 from kernel.errno import ETIMEDOUT
 from kernel.platform import platform
 
@@ -74,12 +74,7 @@ def wait_next_event(deadline: int) -> bool:
     reads observes exactly what one spinning on ``cpu_relax`` would, in far fewer
     iterations. Returns False once the deadline has passed.
     """
-    clock = platform().clock
-    if clock.now >= deadline:
-        return False
-    nxt = clock.next_event_time()
-    clock.run_until(deadline if nxt is None or nxt > deadline else max(nxt, clock.now))
-    return True
+    return current.kernel.machine.clock.run_next(deadline)  # platform(): every poll
 
 
 def readx_poll_timeout(

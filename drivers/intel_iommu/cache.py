@@ -228,7 +228,10 @@ def aligned_nrpages(host_addr: int, size: int) -> int:
 def calculate_psi_aligned_address(start: int, end: int) -> tuple[int, int, int]:
     """``calculate_psi_aligned_address``: ``(addr, pages, mask)`` of the smallest
     naturally aligned power-of-two range covering ``[start, end]``."""
-    pages = aligned_nrpages(start, end - start + 1)
+    # aligned_nrpages(start, end - start + 1), written out
+    pages = ((start & (ir.VTD_PAGE_SIZE - 1)) + end - start + ir.VTD_PAGE_SIZE) >> ir.VTD_PAGE_SHIFT
+    if pages == 1:  # one page (every 4 KiB unmap): itself, mask 0
+        return start & ~(ir.VTD_PAGE_SIZE - 1), 1, 0
     aligned_pages = 1 << (pages - 1).bit_length()
     bitmask = aligned_pages - 1
     mask = aligned_pages.bit_length() - 1

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.structs import DmarState, DrhdUnit, IntelIommu, QInval
-from kernel.context import KernelSlot
+from kernel.context import KernelSlot, current
 from kernel.delay import ktime_get_ns, readx_poll_timeout, wait_next_event
 from kernel.errno import EINVAL, ENODEV, ENOENT, ENOMEM, ETIMEDOUT, KernelError
 from kernel.io import ioremap, iounmap
@@ -73,6 +73,10 @@ _QI_IWD_DONE = ir.QI_IWD_STATUS_DATA(ir.QI_DONE) | ir.QI_IWD_STATUS_WRITE | ir.Q
 QI_DONE)."""
 _PIOTLB_PSI = ir.QI_EIOTLB_GRAN(ir.QI_GRAN_PSI_PASID) | ir.QI_EIOTLB_TYPE
 """The granularity and type bits of a page-selective-within-PASID P_IOTLB descriptor."""
+_QLEN = ir.QI_LENGTH
+_IQ_SHIFT = ir.DMAR_IQ_SHIFT
+_DONE = ir.QI_DONE
+_IQT_REG = ir.DMAR_IQT_REG
 _QI_FREE_WORD = struct.pack("<I", ir.QI_FREE)
 _QI_IN_USE_WORD = struct.pack("<I", ir.QI_IN_USE)
 _QI_DONE_WORD = struct.pack("<I", ir.QI_DONE)
@@ -399,16 +403,20 @@ def qi_check_fault(iommu: IntelIommu, index: int, wait_index: int, count: int) -
 def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) -> int:
     """``qi_submit_sync``: queue ``desc`` plus one Invalidation Wait and wait for its
     status write. Returns 0, -EINVAL after an invalid descriptor, -ETIMEDOUT when
-    the unit never completes (the queue is then re-initialised)."""
+    the unit never completes (the queue is then re-initialised). (Runs on every
+    strict unmap: ``qi_shift`` and ``ktime_get_ns`` are written out, the slots and
+    their status words are stored with one write each, and when the batch is the
+    only one in use its completed status words go straight to QI_FREE, which is
+    what marking them QI_DONE and ``reclaim_free_desc`` leave.)"""
     qi = iommu.qi
     if qi is None:
         return 0
     count = len(desc)
-    if count + 2 > ir.QI_LENGTH:
+    if count + 2 > _QLEN:
         pr_err(f"DMAR: {iommu.name}: {count} descriptors do not fit the invalidation queue")
         return -EINVAL.errno
-    shift = ir.DMAR_IQ_SHIFT + ir.ecap_smts(iommu.ecap)  # qi_shift()
-    deadline = ktime_get_ns() + QI_TIMEOUT_US * 1000
+    shift = _IQ_SHIFT + ((iommu.ecap >> 43) & 1)  # qi_shift(): ecap_smts()
+    deadline = current.kernel.machine.clock.now + QI_TIMEOUT_US * 1000  # ktime_get_ns()
     while qi.free_cnt < count + 2:
         reclaim_free_desc(qi)
         if qi.free_cnt >= count + 2:
@@ -416,10 +424,10 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
         if not wait_next_event(deadline):
             return qi_timed_out(iommu, qi.free_head, "no free slots")
     index = qi.free_head
-    wait_index = (index + count) % ir.QI_LENGTH
+    wait_index = (index + count) % _QLEN
     qwords = (1 << shift) >> 3  # a 128-bit slot holds qw0 and qw1 only
     # The ring and the status words are direct-mapped pages: write them by address.
-    mem = current_mm().mem
+    mem = current.kernel.mm.mem
     ring, status = qi.desc - PAGE_OFFSET, qi.desc_status - PAGE_OFFSET
     qw0 = _QI_IWD_DONE
     if options & ir.QI_OPT_WAIT_DRAIN:
@@ -428,12 +436,13 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     for d in desc:
         qws += d[:qwords]
     qws += (qw0, status + 4 * wait_index, 0, 0)[:qwords]
-    if index + count < ir.QI_LENGTH:  # no wrap: one store for the slots, one for their status
+    wrap = index + count >= _QLEN
+    if not wrap:  # one store for the slots, one for their status
         mem.write_u64s(ring + (index << shift), qws)
         mem.write(status + 4 * index, _QI_IN_USE_WORD * (count + 1))
     else:
         for i in range(count + 1):
-            slot = (index + i) % ir.QI_LENGTH
+            slot = (index + i) % _QLEN
             mem.write_u64s(ring + (slot << shift), qws[i * qwords : (i + 1) * qwords])
             mem.write_u32(status + 4 * slot, ir.QI_IN_USE)
     if trace_qi_submit.enabled:
@@ -446,9 +455,11 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
                 qw2=d[2],
                 qw3=d[3],
             )
-    qi.free_head = (qi.free_head + count + 1) % ir.QI_LENGTH
+    free_head = qi.free_head = (index + count + 1) % _QLEN
     qi.free_cnt -= count + 1
-    iommu.regs.writel(qi.free_head << shift, ir.DMAR_IQT_REG)
+    reg = iommu.reg  # iommu.regs without the property call
+    assert reg is not None, f"{iommu.name}: registers not mapped"
+    reg.writel(free_head << shift, _IQT_REG)
     rc = 0
     # C spins (cpu_relax) on the status word; only a clock event can change it or
     # FSTS, so each poll jumps to the next event: exact, and one poll per event.
@@ -456,16 +467,22 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     while True:
         if not wait_next_event(deadline):
             return qi_timed_out(iommu, wait_index, "wait descriptor not completed")
-        if mem.read_u32(wait_status) == ir.QI_DONE:
+        if mem.read_u32(wait_status) == _DONE:
             break
         rc = qi_check_fault(iommu, index, wait_index, count)
         if rc:
             break
-    if index + count <= ir.QI_LENGTH:
+    if not rc and not wrap and qi.free_tail == index and qi.free_head == free_head:
+        # Every slot in use is this batch's, all done: reclaim_free_desc frees them all.
+        mem.write(status + 4 * index, _QI_FREE_WORD * (count + 1))
+        qi.free_tail = free_head
+        qi.free_cnt += count + 1
+        return 0
+    if not wrap:
         mem.write(status + 4 * index, _QI_DONE_WORD * count)
     else:
         for i in range(count):
-            mem.write_u32(status + 4 * ((index + i) % ir.QI_LENGTH), ir.QI_DONE)
+            mem.write_u32(status + 4 * ((index + i) % _QLEN), _DONE)
     reclaim_free_desc(qi)
     return rc
 
@@ -544,10 +561,11 @@ def qi_desc_piotlb(did: int, pasid: int, addr: int, npages: int, ih: int) -> QiD
         qw0 |= ir.QI_EIOTLB_GRAN(ir.QI_GRAN_NONG_PASID) | ir.QI_EIOTLB_TYPE
         return (qw0, 0, 0, 0)
     mask = (npages - 1).bit_length()
-    align = 1 << (ir.VTD_PAGE_SHIFT + mask)
-    addr &= ~(align - 1)
-    qw0 = ir.QI_EIOTLB_PASID(pasid) | ir.QI_EIOTLB_DID(did) | _PIOTLB_PSI
-    qw1 = ir.QI_EIOTLB_ADDR(addr) | ir.QI_EIOTLB_IH(ih) | ir.QI_EIOTLB_AM(mask)
+    addr &= -(1 << (ir.VTD_PAGE_SHIFT + mask))  # down to the range's alignment
+    # QI_EIOTLB_PASID | QI_EIOTLB_DID | G=3 | type; QI_EIOTLB_ADDR | IH | AM, in line
+    # (every strict unmap of a first-stage domain builds one)
+    qw0 = (pasid << 32) | ((did & 0xFFFF) << 16) | _PIOTLB_PSI
+    qw1 = (addr & ir.VTD_PAGE_MASK) | (ih << 6) | (mask & 0x3F)
     return (qw0, qw1, 0, 0)
 
 

@@ -89,7 +89,6 @@ from drivers.intel_iommu.pgtable import (
     alloc_pgtable_page,
     domain_unmap,
     iova_to_phys,
-    level_to_offset_bits,
     pfn_to_dma_pte,
 )
 from drivers.intel_iommu.prq import (
@@ -103,6 +102,7 @@ from drivers.intel_iommu.structs import (
     domain_id_iommu,
 )
 from kernel.bug import WARN, WARN_ON
+from kernel.context import current
 from kernel.device import Device, dev_name
 from kernel.errno import (
     EFAULT,
@@ -131,7 +131,7 @@ from kernel.iommu.iommu_h import (
 )
 from kernel.iommu.iommu_pages import iommu_put_pages_list
 from kernel.iommu.iommu_resv import IOMMU_RESV_MSI, IommuResvRegion, iommu_alloc_resv_region
-from kernel.mm import GFP_ATOMIC, GFP_KERNEL, kfree, kzalloc, read64, virt_to_phys
+from kernel.mm import GFP_ATOMIC, GFP_KERNEL, PAGE_OFFSET, kfree, kzalloc, virt_to_phys
 from kernel.pci import (
     PCI_ATS_CAP,
     PciDev,
@@ -518,11 +518,14 @@ def intel_iommu_map_pages(
 
 def intel_iommu_unmap(domain: DmarDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
     """``intel_iommu_unmap``: a large page goes as a whole (the size grows to it);
-    tables the range empties are freed after the flush."""
+    tables the range empties are freed after the flush. (Runs on every unmap:
+    ``read64``, ``dma_pte_present`` and ``level_to_offset_bits`` are written out.)"""
     pte, level = pfn_to_dma_pte(domain, iova >> ir.VTD_PAGE_SHIFT, 0, GFP_ATOMIC)
-    if not pte or not ir.dma_pte_present(read64(pte)):
+    if not pte or not current.kernel.mm.mem.read_u64(pte - PAGE_OFFSET) & 3:
         return 0
-    size = max(size, SZ_4K << level_to_offset_bits(level))
+    large = SZ_4K << ((level - 1) * ir.VTD_STRIDE_SHIFT)
+    if size < large:
+        size = large
     start_pfn = iova >> ir.VTD_PAGE_SHIFT
     last_pfn = (iova + size - 1) >> ir.VTD_PAGE_SHIFT
     freelist: list[int] = []

@@ -27,14 +27,21 @@ from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.cache import domain_flush_range
 from drivers.intel_iommu.structs import DmarDomain
 from kernel.bug import WARN_ON
+from kernel.context import current
 from kernel.errno import EINVAL, ENOMEM
 from kernel.fault_inject import should_fail
 from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_free_page, iommu_put_pages_list
-from kernel.mm import PAGE_OFFSET, current_mm, pgtable_write64, phys_to_virt, read64
+from kernel.mm import PAGE_OFFSET, pgtable_write64, phys_to_virt, read64
 from kernel.printk import KERN_CRIT, printk
 
 LEVEL_STRIDE = ir.VTD_STRIDE_SHIFT
 PTE_ADDR = ir.DMA_PTE_ADDR_MASK
+_LARGE = ir.DMA_PTE_LARGE_PAGE
+_RW = ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
+_LEAF_PROT = _RW | ir.DMA_PTE_SNP
+"""The bits of ``prot`` a leaf keeps."""
+_FL_US_A = ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+"""U/S and A: set in every first-stage entry."""
 
 
 def level_to_offset_bits(level: int) -> int:
@@ -62,10 +69,14 @@ def DOMAIN_MAX_PFN(gaw: int) -> int:
     return (1 << (gaw - ir.VTD_PAGE_SHIFT)) - 1
 
 
+PFN_BITS = tuple(ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT for agaw in range(8))
+"""Page-frame bits of an address space by AGAW (``agaw_to_width() - VTD_PAGE_SHIFT``):
+the map and unmap paths test ``pfn >> PFN_BITS[agaw]`` in line."""
+
+
 def domain_pfn_supported(domain: DmarDomain, pfn: int) -> bool:
     """``domain_pfn_supported``: ``pfn`` is below the domain's address width."""
-    addr_width = ir.agaw_to_width(domain.agaw) - ir.VTD_PAGE_SHIFT
-    return not pfn >> addr_width
+    return not pfn >> PFN_BITS[domain.agaw]
 
 
 def alloc_pgtable_page(gfp: int) -> int | None:
@@ -84,40 +95,50 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     Differences: the entry stores go through the page-table ownership sanitizer
     (:func:`kernel.mm.pgtable_write64`), and a link it refuses ends the walk with
     0 instead of walking on. (Runs on every map and unmap: ``domain_pfn_supported``,
-    ``agaw_to_level`` and ``pfn_level_offset`` are written out.)"""
+    ``agaw_to_level`` and ``pfn_level_offset`` are written out, the walk goes by
+    physical table address, and a lookup (``target_level == 0``) has a loop of its
+    own.)"""
     agaw = domain.agaw
-    if pfn >> (ir.agaw_to_width(agaw) - ir.VTD_PAGE_SHIFT):  # !domain_pfn_supported()
+    if pfn >> PFN_BITS[agaw]:  # !domain_pfn_supported()
         return 0, target_level
     level = agaw + 2  # agaw_to_level()
-    parent = domain.pgd
-    mem = current_mm().mem  # tables are direct-mapped pages: read them by address
-    read_u64 = mem.read_u64
+    shift = (level - 1) * LEVEL_STRIDE
+    table = domain.pgd - PAGE_OFFSET  # tables are direct-mapped pages: read them by address
+    read_u64 = current.kernel.mm.mem.read_u64
+    if not target_level:  # the first leaf, superpage or non-present entry
+        while level > 1:
+            pte = table + (((pfn >> shift) & 0x1FF) << 3)
+            val = read_u64(pte)
+            if val & _LARGE or not val & 3:
+                return pte + PAGE_OFFSET, level
+            table = val & PTE_ADDR
+            shift -= LEVEL_STRIDE
+            level -= 1
+        return table + ((pfn & 0x1FF) << 3) + PAGE_OFFSET, 1  # a leaf, present or not
     while True:
-        pte = parent + (((pfn >> ((level - 1) * LEVEL_STRIDE)) & 0x1FF) << 3)
+        pte = table + (((pfn >> shift) & 0x1FF) << 3)
         if level == target_level:  # C reads the entry here only for target_level 0
-            break
-        val = read_u64(pte - PAGE_OFFSET)
-        if not target_level and (val & ir.DMA_PTE_LARGE_PAGE or not val & 3):
-            break
+            return pte + PAGE_OFFSET, target_level
+        val = read_u64(pte)
         if not val & 3:
             tmp = alloc_pgtable_page(gfp)
             if tmp is None:
                 return 0, target_level
-            new = (tmp - PAGE_OFFSET) | ir.DMA_PTE_READ | ir.DMA_PTE_WRITE
+            new = (tmp - PAGE_OFFSET) | _RW
             if domain.use_first_level:
-                new |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+                new |= _FL_US_A
             if val:  # try_cmpxchg64(&pte->val, 0, new) fails: "use theirs"
                 iommu_free_page(tmp)
-            elif pgtable_write64(pte, new):
+            elif pgtable_write64(pte + PAGE_OFFSET, new):
                 val = new
             else:  # the sanitizer refused the link: nothing to walk into
                 iommu_free_page(tmp)
                 return 0, target_level
         if level == 1:
-            break
-        parent = (val & PTE_ADDR) + PAGE_OFFSET
+            return pte + PAGE_OFFSET, target_level
+        table = val & PTE_ADDR
+        shift -= LEVEL_STRIDE
         level -= 1
-    return pte, target_level or level
 
 
 def hardware_largepage_caps(domain: DmarDomain, iov_pfn: int, phy_pfn: int, pages: int) -> int:
@@ -166,23 +187,24 @@ def __domain_mapping(
     possible. Returns the pages mapped; raises when it could map none (EINVAL out
     of range or without R/W, ENOMEM without a table page). (Runs on every map:
     ``lvl_to_nr_pages`` and ``first_pte_in_page`` are written out, and
-    ``hardware_largepage_caps`` is not called when the domain has no superpages.)"""
-    if not domain_pfn_supported(domain, iov_pfn + nr_pages - 1):
+    ``hardware_largepage_caps`` is not called when the domain has no superpages or
+    fewer pages are left than one superpage holds: it would answer level 1.)"""
+    if (iov_pfn + nr_pages - 1) >> PFN_BITS[domain.agaw]:  # !domain_pfn_supported()
         raise EINVAL(f"pfn {iov_pfn + nr_pages - 1:#x} beyond the domain's address width")
-    if not prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE):
+    if not prot & _RW:
         raise EINVAL("mapping with neither read nor write permission")
-    attr = prot & (ir.DMA_PTE_READ | ir.DMA_PTE_WRITE | ir.DMA_PTE_SNP)
+    attr = prot & _LEAF_PROT
     # Linux 6.12 (since eea53c581688, v6.7) sets bit 0 in every leaf: Present for a
     # first-stage entry, Read for a second-stage one, so a write-only second-stage
     # mapping is readable too. A 2025 patch restored write-only second-stage entries;
     # the model mirrors 6.12 here.
     attr |= ir.DMA_FL_PTE_PRESENT
     if domain.use_first_level:
-        attr |= ir.DMA_FL_PTE_US | ir.DMA_FL_PTE_ACCESS
+        attr |= _FL_US_A
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True
-    mem = current_mm().mem
+    read_u64 = current.kernel.mm.mem.read_u64
     pteval = (phys_pfn << ir.VTD_PAGE_SHIFT) | attr
     done = 0
     pte = 0
@@ -192,7 +214,7 @@ def __domain_mapping(
         if not pte:
             largepage_lvl = (
                 hardware_largepage_caps(domain, iov_pfn, phys_pfn, nr_pages)
-                if domain.iommu_superpage
+                if domain.iommu_superpage and nr_pages >> LEVEL_STRIDE
                 else 1
             )
             pte, largepage_lvl = pfn_to_dma_pte(domain, iov_pfn, largepage_lvl, gfp)
@@ -211,7 +233,7 @@ def __domain_mapping(
             if done:
                 return done
             raise ENOMEM("iommu_pgtable")
-        old = mem.read_u64(pte - PAGE_OFFSET)
+        old = read_u64(pte - PAGE_OFFSET)
         if old:
             printk(
                 KERN_CRIT,
@@ -221,17 +243,15 @@ def __domain_mapping(
             WARN_ON(True, f"DMA PTE for vPFN {iov_pfn:#x} already set")
         else:
             pgtable_write64(pte, pteval)
+        done += lvl_pages
         nr_pages -= lvl_pages
+        if not nr_pages:  # (never below 0: a superpage level fits the pages left)
+            return done
         iov_pfn += lvl_pages
         phys_pfn += lvl_pages
         pteval += lvl_pages << ir.VTD_PAGE_SHIFT
-        done += lvl_pages
         pte += 8
-        if (
-            not nr_pages
-            or not pte & (ir.VTD_PAGE_SIZE - 1)
-            or (largepage_lvl > 1 and nr_pages < lvl_pages)
-        ):
+        if not pte & (ir.VTD_PAGE_SIZE - 1) or (largepage_lvl > 1 and nr_pages < lvl_pages):
             pte = 0
     return done
 
@@ -266,17 +286,17 @@ def dma_pte_clear_level(
     if start_pfn > pfn:
         pfn = start_pfn
     shift = (level - 1) * LEVEL_STRIDE
-    pte = table + (((pfn >> shift) & 0x1FF) << 3)
     size = 1 << shift
-    mem = current_mm().mem
+    pte = table - PAGE_OFFSET + (((pfn >> shift) & 0x1FF) << 3)  # by physical address
+    read_u64 = current.kernel.mm.mem.read_u64
     while True:
-        level_pfn = pfn & ~(size - 1)
-        val = mem.read_u64(pte - PAGE_OFFSET)
+        level_pfn = pfn >> shift << shift
+        val = read_u64(pte)
         if val & 3:
             if start_pfn <= level_pfn and last_pfn >= level_pfn + size - 1:
-                if level > 1 and not val & ir.DMA_PTE_LARGE_PAGE:
+                if level > 1 and not val & _LARGE:
                     dma_pte_list_pagetables(domain, level - 1, val, freelist)
-                pgtable_write64(pte, 0)
+                pgtable_write64(pte + PAGE_OFFSET, 0)
             elif level > 1:
                 dma_pte_clear_level(
                     domain,
@@ -289,19 +309,23 @@ def dma_pte_clear_level(
                 )
         pfn = level_pfn + size
         pte += 8
-        if not pte & (ir.VTD_PAGE_SIZE - 1) or pfn > last_pfn:
+        if not pte & 0xFFF or pfn > last_pfn:  # first_pte_in_page()
             break
 
 
 def domain_unmap(domain: DmarDomain, start_pfn: int, last_pfn: int, freelist: list[int]) -> None:
     """``domain_unmap``: clear the range; the top table itself goes too when the
-    whole address space is unmapped."""
-    if WARN_ON(not domain_pfn_supported(domain, last_pfn)) or WARN_ON(start_pfn > last_pfn):
+    whole address space is unmapped. (Runs on every unmap: the checks are written
+    out, WARN_ON called only to warn.)"""
+    agaw = domain.agaw
+    if last_pfn >> PFN_BITS[agaw]:  # !domain_pfn_supported()
+        WARN_ON(True)
         return
-    dma_pte_clear_level(
-        domain, ir.agaw_to_level(domain.agaw), domain.pgd, 0, start_pfn, last_pfn, freelist
-    )
-    if start_pfn == 0 and last_pfn == DOMAIN_MAX_PFN(domain.gaw):
+    if start_pfn > last_pfn:
+        WARN_ON(True)
+        return
+    dma_pte_clear_level(domain, agaw + 2, domain.pgd, 0, start_pfn, last_pfn, freelist)
+    if not start_pfn and last_pfn == (1 << (domain.gaw - ir.VTD_PAGE_SHIFT)) - 1:
         freelist.append(domain.pgd)
         domain.pgd = 0
 

@@ -39,13 +39,12 @@ assert ent.QiPiotlbQw0.PASID.mask == 0xF_FFFF << 32 and ent.QiAddrQw1.AM.mask ==
 assert ent.QiWaitQw0.SW.mask == 0x20 and ent.QiWaitQw0.IF.mask == 0x10
 assert ent.QiWaitQw0.STDATA.mask == 0xFFFF_FFFF << 32
 
+_QI_WAIT = ent.QI_WAIT
+_QI_PGRP = ent.QI_PGRP
+_WAIT_PD = ent.QiWaitQw0.PD.mask
 _FSTS_IQE = vr.FSTS.IQE.mask
 _IQT_QT = vr.IQT.QT.mask
 _IQH_QH = vr.IQH.QH.mask
-
-
-class _Stall(Exception):
-    """A wait descriptor reached while device-TLB invalidations are outstanding."""
 
 
 def devtlb_range(addr: int, s: bool) -> tuple[int, int]:
@@ -108,8 +107,11 @@ class InvalidationQueue:
 
     # -- tail and scheduling -------------------------------------------------------------
     def tail_written(self) -> None:
-        if self.enabled:
-            self.kick()
+        """IQT was written: process the queue after :data:`QI_DELAY_NS` (:meth:`kick`
+        written out: this runs on every synchronous invalidation)."""
+        if self.enabled and not self._scheduled:
+            self._scheduled = True
+            self._clock.schedule(QI_DELAY_NS, self.process, self._event_name)
 
     def kick(self) -> None:
         if self.enabled and not self._scheduled:
@@ -117,34 +119,73 @@ class InvalidationQueue:
             self._clock.schedule(QI_DELAY_NS, self.process, self._event_name)
 
     def process(self) -> None:
-        """Execute descriptors from IQH to IQT (stops at the first error). Runs on
-        every invalidation: IQT, IQH and FSTS are read and IQH written through their
-        register slots (:meth:`hw.regs.RegisterFile.slot`), not by name."""
+        """Execute descriptors from IQH to IQT (stops at the first error or at a wait
+        descriptor that must hold). Each descriptor is fetched (one read of its 2 or 4
+        quadwords), checked against its type's reserved bits and handed to its handler;
+        IQH advances past it. IQT, IQH and FSTS are read and IQH written through their
+        register slots (:meth:`hw.regs.RegisterFile.slot`), not by name. (Runs on every
+        invalidation: the per-descriptor steps are written out in the loop.)"""
         self._scheduled = False
         u = self.unit
         fsts, iqt, iqh = self._slots or self._bind()
         if not self.enabled or fsts.value & _FSTS_IQE:
             return
-        stride = 16 << self.dw
+        dw = self.dw
+        stride = 16 << dw
         tail = iqt.value & _IQT_QT
-        if self.dw and tail & 0x10:
+        if dw and tail & 0x10:
             u.set_iqe(IQEI_TAIL_ALIGN)
             return
-        if tail >= self.size:
+        size = self.size
+        if tail >= size:
             u.set_iqe(IQEI_TAIL)
             return
         head = iqh.value & _IQH_QH
-        execute = self._execute
+        base = self.base
+        nqw = 2 << dw
+        read_u64s = self._mem.read_u64s
+        table = self._table
+        m = self._m
+        stats = u.stats
         while head != tail:
             try:
-                execute(self.base + head)
-            except _Stall:
+                q = read_u64s(base + head, nqw)
+            except BusError:
+                u.set_iqe(IQEI_FETCH)
+                return
+            qw0, qw1 = q[0], q[1]
+            dtype = (qw0 & 0xF) | (((qw0 >> 9) & 0x7) << 4)
+            kind = table.get(dtype)
+            if kind is None:
+                u.set_iqe(IQEI_TYPE)
+                return
+            rsvd0, rsvd1, handler = kind
+            if (
+                qw0 & rsvd0
+                or qw1 & rsvd1
+                or (
+                    dw
+                    and (q[2] or q[3])
+                    # a page group response with private data carries it in qw2/qw3
+                    and not (dtype == _QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
+                )
+            ):
+                u.set_iqe(IQEI_RSVD)
+                return
+            if dtype == _QI_WAIT and (
+                self.inflight or (qw0 & _WAIT_PD and self._drain_pending(qw0))
+            ):
                 self._stalled = True
-                break
+                return
+            stats.qi_descriptors += 1
+            if m.hw_trace is not None:
+                u.emit("hw_vtd:qi_descriptor", type=dtype, qw=q)
+            try:
+                handler(self, qw0, qw1)
             except _DescError as err:
                 u.set_iqe(err.code)
-                break
-            head = (head + stride) % self.size
+                return
+            head = (head + stride) % size
             iqh.value = head
 
     def _bind(self) -> tuple[RegSlot, RegSlot, RegSlot]:
@@ -159,37 +200,6 @@ class InvalidationQueue:
         return self._slots
 
     # -- descriptors ---------------------------------------------------------------------
-    def _execute(self, addr: int) -> None:
-        u = self.unit
-        m = self._m
-        try:
-            q = self._mem.read_u64s(addr, 2 << self.dw)
-        except BusError:
-            raise _DescError(IQEI_FETCH) from None
-        qw0, qw1 = q[0], q[1]
-        dtype = (qw0 & 0xF) | (((qw0 >> 9) & 0x7) << 4)
-        kind = self._table.get(dtype)
-        if kind is None:
-            raise _DescError(IQEI_TYPE)
-        rsvd0, rsvd1, handler = kind
-        if (
-            qw0 & rsvd0
-            or qw1 & rsvd1
-            or (
-                self.dw
-                and (q[2] or q[3])
-                # a page group response with private data carries it in qw2/qw3
-                and not (dtype == ent.QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
-            )
-        ):
-            raise _DescError(IQEI_RSVD)
-        if dtype == ent.QI_WAIT and (self.inflight or self._drain_pending(qw0)):
-            raise _Stall
-        u.stats.qi_descriptors += 1
-        if m.hw_trace is not None:
-            u.emit("hw_vtd:qi_descriptor", type=dtype, qw=q)
-        handler(self, qw0, qw1)
-
     def _cc(self, qw0: int, qw1: int) -> None:
         g = ent.QiCcQw0.G.get(qw0)
         if g == 0:
@@ -226,9 +236,11 @@ class InvalidationQueue:
         u.stats.invalidations += 1
         if g == 2:
             self._caches.flush_tlb(did=did, tag=pasid, nested=True)
-        else:
-            addr, am = self._addr(qw1)
-            self._caches.flush_tlb(did=did, tag=pasid, addr=addr, am=am, nested=True)
+            return
+        am = qw1 & 0x3F  # _addr() written out
+        if am > u.cfg.mamv:
+            raise _DescError(IQEI_RSVD)
+        self._caches.flush_tlb(did=did, tag=pasid, addr=qw1 & ~0xFFF, am=am, nested=True)
 
     def _pc(self, qw0: int, qw1: int) -> None:
         """PASID cache: G=0 all PASIDs of DID, G=1 one PASID of DID, G=3 global."""
@@ -286,7 +298,7 @@ class InvalidationQueue:
         """PD=1 (with ECAP.PDS): page requests received before the wait must have been
         written to the page request queue first."""
         u = self.unit
-        return bool(ent.QiWaitQw0.PD.get(qw0) and u.cfg.pds and u.prq.in_transit)
+        return bool(qw0 & _WAIT_PD and u.cfg.pds and u.prq.in_transit)
 
     def _pgrp(self, qw0: int, qw1: int) -> None:
         """Page group response (spec 6.5.2.9): to the function, as a PRG Response."""

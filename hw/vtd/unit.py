@@ -285,7 +285,7 @@ class VtdUnit(IommuUnitModel):
         self._set_gsts(vr.GSTS.TES.mask, on)
 
     def _iqt_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
-        self.qi.tail_written()
+        (self._qi or self.qi).tail_written()  # the property only to raise before attach
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
         self.regs.write(offset, size, value)

@@ -122,3 +122,21 @@ def test_time_never_runs_backwards() -> None:
         clock.advance(-1)
     with pytest.raises(ValueError):
         clock.schedule(-1, lambda: None)
+
+
+def test_run_next_steps_to_the_next_event_or_the_deadline() -> None:
+    """One busy-wait step: the events of the next instant only, cancelled ones
+    skipped; with nothing due before the deadline, time goes to the deadline; past
+    the deadline nothing happens and False is returned."""
+    clock = Clock()
+    order: list[tuple[str, int]] = []
+    clock.cancel(clock.schedule(5, lambda: order.append(("cancelled", clock.now))))
+    clock.schedule(10, lambda: order.append(("a", clock.now)))
+    clock.schedule(10, lambda: order.append(("b", clock.now)))
+    clock.schedule(30, lambda: order.append(("c", clock.now)))
+    assert clock.run_next(100) and clock.now == 10
+    assert order == [("a", 10), ("b", 10)]
+    assert clock.run_next(20) and clock.now == 20 and len(order) == 2  # c is after 20
+    assert not clock.run_next(20) and clock.now == 20
+    assert clock.run_next(1000) and order[-1] == ("c", 30) and clock.now == 30
+    assert clock.run_next(1000) and clock.now == 1000  # nothing left: the deadline

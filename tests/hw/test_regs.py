@@ -159,3 +159,22 @@ def test_register_layout_errors() -> None:
         rf.add(STATUS, 0, name="OTHER")
     with pytest.raises(ValueError, match="outside"):
         rf.add(BASE, 0xC)
+
+
+def test_every_write_of_a_remembered_access_is_checked_again() -> None:
+    """The register file remembers how an accepted (offset, size) is applied; the
+    value-dependent policy (RsvdZ, RW1C, the hook) still runs on every write, and an
+    access that was refused is refused again."""
+    rf, seen = make()
+    for _ in range(2):
+        rf.write(0x0, 4, 1 << 31)  # RsvdZ: flagged each time
+        rf.write(0x0, 2, 0)  # a width STATUS does not take: refused each time
+        rf.write(0x8, 4, 0x5000)  # accepted: the value lands each time
+        assert rf["BASE"] == 0x5000
+        rf.write(0x8, 4, 0)
+    kinds = [v.kind for v in rf.violations]
+    assert kinds == [ViolationKind.RSVDZ, ViolationKind.WIDTH] * 2
+    assert len(seen) == 2  # STATUS's hook ran for each accepted write
+    rf.write(0x0, 4, 0x3 << 17)  # set LOCK (RW1S) ...
+    rf.write(0x0, 4, 0)  # ... and it stays set through the remembered access
+    assert rf.field("STATUS", STATUS.LOCK) == 1

@@ -172,3 +172,21 @@ def test_iotlb_descriptors_carry_dr_dw_as_the_real_6_12_trace_shows() -> None:
     assert psi == (0x400F2, 0xFFFFF040, 0, 0)
     plain = IntelIommu(cap=QEMU_72_CAP & ~(3 << 54))
     assert qi_desc_iotlb(plain, 4, 0xFFFFF000, 0, ir.DMA_TLB_PSI_FLUSH)[0] == 0x40032
+
+
+def test_a_submission_made_while_another_waits_leaves_every_slot_free(vtd: Vtd) -> None:
+    """A clock event that submits while an earlier submission polls its wait
+    descriptor (as a timer can): both complete, and once both returned every slot is
+    free again with QI_FREE in its status word, whichever returned first."""
+    iommu = _iommu()
+    qi = iommu.qi
+    assert qi is not None
+    inner: list[int] = []
+    desc = qi_desc_piotlb(2, 0, 0, -1, 0)
+    vtd.machine.clock.schedule(50, lambda: inner.append(qi_submit_sync(iommu, [desc, desc])))
+    with capture("hw_vtd:qi_descriptor") as events:
+        assert qi_submit_sync(iommu, [desc]) == 0
+    assert inner == [0]
+    assert _types(events).count(ir.QI_IWD_TYPE) == 2
+    assert qi.free_cnt == ir.QI_LENGTH and qi.free_tail == qi.free_head
+    assert all(read32(qi.desc_status + 4 * i) == ir.QI_FREE for i in range(ir.QI_LENGTH))
