@@ -270,7 +270,7 @@ class IommuDomainOps(Protocol):
 class IommuPagingDomainOps(IommuDomainOps, Protocol):
     """The paging domains' ``struct iommu_domain_ops``: :class:`IommuDomainOps` plus
     the map operations (see this module's docstring). The core calls them only on a
-    domain whose type has ``__IOMMU_DOMAIN_PAGING`` (``kernel.iommu.iommu._check_paging``)."""
+    domain whose type has ``__IOMMU_DOMAIN_PAGING`` (``kernel.iommu.iommu_map.__iommu_map``)."""
 
     def map_pages(
         self,

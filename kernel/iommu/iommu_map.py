@@ -55,22 +55,18 @@ def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple
     return pgsize, size >> idx
 
 
-def _check_paging(domain: IommuDomain) -> IommuPagingDomainOps:
-    """The ops of a domain about to be mapped, narrowed to the paging protocol.
-    Linux's order: a non-paging domain is EINVAL (no WARN), then a paging domain
-    without map support is a driver bug (WARN, ENODEV)."""
+def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
+    """``__iommu_map``. Linux's order of checks: a non-paging domain is EINVAL (no
+    WARN), then a paging domain without map support is a driver bug (WARN, ENODEV),
+    then alignment, size and overflow. One smallest page (every ``dma_map_single`` of
+    a page) takes the loop once without :func:`iommu_pgsize`."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
-    ops: IommuPagingDomainOps = domain.ops  # type: ignore[assignment]
-    if getattr(ops, "map_pages", None) is None or domain.pgsize_bitmap == 0:
+    map_pages = getattr(domain.ops, "map_pages", None)
+    bitmap = domain.pgsize_bitmap
+    if map_pages is None or bitmap == 0:
         WARN_ON(True)
         raise ENODEV("domain cannot map")
-    return ops
-
-
-def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
-    ops = _check_paging(domain)
-    bitmap = domain.pgsize_bitmap
     min_pagesz = bitmap & -bitmap
     if (iova | paddr | size) & (min_pagesz - 1):
         pr_err(
@@ -83,7 +79,6 @@ def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int
         raise EOVERFLOW(f"iommu_map: iova {iova:#x} + size {size:#x} overflows")
     orig_iova = iova
     mapped_total = 0
-    map_pages = ops.map_pages
     try:
         while size:
             if size == min_pagesz and not (iova | paddr) & (min_pagesz - 1):
@@ -176,7 +171,10 @@ def iommu_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
         sync_map(domain, iova, size)
 
 
-def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
+def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
+    """``iommu_unmap_fast`` with ``__iommu_unmap`` folded in (one frame per dma_unmap):
+    unmap page-size runs into ``gather``; the caller syncs it (or queues it). Returns
+    the bytes unmapped, 0 for a non-paging domain or a bad range."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         return 0
     unmap_pages = getattr(domain.ops, "unmap_pages", None)
@@ -210,14 +208,9 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
 def iommu_unmap(domain: IommuDomain, iova: int, size: int) -> int:
     """``iommu_unmap``: returns the bytes unmapped (0 for a range not mapped, as C)."""
     gather = IommuIotlbGather()
-    ret = __iommu_unmap(domain, iova, size, gather)
+    ret = iommu_unmap_fast(domain, iova, size, gather)
     iommu_iotlb_sync(domain, gather)
     return ret
-
-
-def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
-    """``iommu_unmap_fast``: the caller syncs the gather (or queues it)."""
-    return __iommu_unmap(domain, iova, size, gather)
 
 
 def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:
