@@ -111,17 +111,19 @@ class DmaDebugState:
     errors: list[str] = field(factory=list)
 
 
-_off = DmaDebugState(disabled=True)
+DMA_DEBUG_OFF = DmaDebugState(disabled=True)
 """What a kernel whose ``dma_debug_init`` has not run sees (never modified: disabled)."""
 DMA_DEBUG_KEY = "dma_debug"
 """Its slot in :attr:`Kernel.subsys`, filled by ``dma_debug_init``."""
 
 
 def dma_debug_state() -> DmaDebugState:
-    """The current kernel's DMA-API debug state (``_off`` before ``dma_debug_init``);
-    runs on every DMA API call, so it is one dict read off the current kernel."""
-    st = current.kernel.subsys.get(DMA_DEBUG_KEY)
-    return _off if st is None else st
+    """The current kernel's DMA-API debug state (:data:`DMA_DEBUG_OFF` before
+    ``dma_debug_init``). The streaming map/unmap calls of kernel/dma/mapping.py read
+    ``disabled`` in line (``current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF)``,
+    C's ``dma_debug_disabled()``) and call a hook only when debugging is on."""
+    st: DmaDebugState = current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF)
+    return st
 
 
 def _call_site() -> tuple[tuple[CodeType, int], ...]:
