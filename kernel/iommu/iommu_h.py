@@ -191,8 +191,10 @@ def iommu_iotlb_gather_init(gather: IommuIotlbGather) -> None:
 
 def iommu_iotlb_gather_add_range(gather: IommuIotlbGather, iova: int, size: int) -> None:
     end = iova + size - 1
-    gather.start = min(gather.start, iova)
-    gather.end = max(gather.end, end)
+    if iova < gather.start:
+        gather.start = iova
+    if end > gather.end:
+        gather.end = end
 
 
 def iommu_iotlb_gather_add_page(
