@@ -318,6 +318,10 @@ class MachineSpec:
 # --------------------------------------------------------------------------- the machine
 
 
+_DECODED_MAX = 4096
+"""Decoded addresses :class:`Machine` remembers before it starts over."""
+
+
 @define(slots=True, eq=False)
 class _Region:
     base: int
@@ -352,6 +356,9 @@ class Machine:
         self._static: list[_Region] = []
         self._regions: list[_Region] = []
         self._starts: list[int] = []
+        self._decoded: dict[int, _Region] = {}
+        """Addresses accessed before -> the region that decodes them (cleared whenever
+        the decoder is rebuilt): a register written per invalidation is one dict read."""
         self._iommu_for: dict[PciAddr, IommuModel | None] = {}
 
         for dspec in spec.devices:
@@ -447,12 +454,17 @@ class Machine:
         regions.sort(key=lambda r: r.base)
         self._regions = regions
         self._starts = [r.base for r in regions]
+        self._decoded = {}
 
     def _find(self, addr: int) -> _Region | None:
+        """The region decoding ``addr`` (remembered in ``_decoded``), or None."""
         i = bisect.bisect_right(self._starts, addr) - 1
         if i >= 0:
             r = self._regions[i]
             if addr < r.end:
+                if len(self._decoded) >= _DECODED_MAX:
+                    self._decoded.clear()
+                self._decoded[addr] = r
                 return r
         return None
 
@@ -462,14 +474,14 @@ class Machine:
         return self._master_aborts
 
     def mmio_read(self, addr: int, size: int) -> int:
-        r = self._find(addr)
+        r = self._decoded.get(addr) or self._find(addr)
         if r is None or addr + size > r.end:
             self._master_aborts.append(MasterAbort(addr, size, False, 0))
             return (1 << (8 * size)) - 1
         return r.read(addr - r.base, size)
 
     def mmio_write(self, addr: int, size: int, value: int) -> None:
-        r = self._find(addr)
+        r = self._decoded.get(addr) or self._find(addr)
         if r is None or addr + size > r.end:
             self._master_aborts.append(MasterAbort(addr, size, True, value))
             return

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import mmap
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,9 @@ _QWORDS: dict[int, struct.Struct] = {}
 # Linux's MAP_NORESERVE: no swap reserved up front, so RAM larger than the host's
 # commit limit can still be described (only touched pages cost host memory).
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+_LITTLE_ENDIAN = sys.byteorder == "little"
+"""Whether the host's native quadword is RAM's (little-endian): then an aligned
+quadword is one index into a ``Q`` view of the mapping, without struct."""
 
 
 def _anonymous(size: int) -> mmap.mmap:
@@ -118,6 +122,7 @@ class Memory:
     __slots__ = (
         "_hole_hi",
         "_hole_lo",
+        "_q",
         "_starts",
         "_watch",
         "data",
@@ -150,6 +155,8 @@ class Memory:
         """Whether some address below ``size`` is not RAM."""
         self.data = _anonymous(self.size)
         self.view = memoryview(self.data)
+        self._q = self.view.cast("Q")
+        """The mapping as native quadwords (aligned accesses on a little-endian host)."""
         self._watch: dict[int, list[WatchCallback]] = {}
         self.write_origin: Callable[[], CallChain] | None = None
         """What the platform's software captures for a write a model wants to blame
@@ -249,11 +256,23 @@ class Memory:
         v: int = _U32.unpack_from(self.data, addr)[0]
         return v
 
-    def read_u64(self, addr: int) -> int:
+    def _read_u64_any(self, addr: int) -> int:
         if addr < 0 or addr + 8 > self.size:
             raise BusError(addr, 8, False)
         v: int = _U64.unpack_from(self.data, addr)[0]
         return v
+
+    if _LITTLE_ENDIAN:
+        # Page-table walks read aligned quadwords: one index into the Q view (the
+        # size is a multiple of 8, so an aligned address below it is in range).
+        def read_u64(self, addr: int) -> int:
+            if addr & 7 or addr < 0 or addr >= self.size:
+                return self._read_u64_any(addr)
+            v: int = self._q[addr >> 3]
+            return v
+
+    else:  # pragma: no cover - big-endian hosts
+        read_u64 = _read_u64_any
 
     def read_u64s(self, addr: int, count: int) -> tuple[int, ...]:
         """``count`` consecutive quadwords (a descriptor, a table entry)."""
@@ -275,12 +294,25 @@ class Memory:
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFFC):
             self._notify(addr, 4)
 
-    def write_u64(self, addr: int, value: int) -> None:
+    def _write_u64_any(self, addr: int, value: int) -> None:
         if addr < 0 or addr + 8 > self.size:
             raise BusError(addr, 8, True)
         _U64.pack_into(self.data, addr, value & _M64)
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFF8):
             self._notify(addr, 8)
+
+    if _LITTLE_ENDIAN:
+        # Page-table stores: an aligned quadword is one index and stays in its page.
+        def write_u64(self, addr: int, value: int) -> None:
+            if addr & 7 or addr < 0 or addr >= self.size:
+                self._write_u64_any(addr, value)
+                return
+            self._q[addr >> 3] = value & _M64
+            if self._watch and addr >> PAGE_SHIFT in self._watch:
+                self._notify(addr, 8)
+
+    else:  # pragma: no cover - big-endian hosts
+        write_u64 = _write_u64_any
 
     def write_u64s(self, addr: int, values: Sequence[int]) -> None:
         """Consecutive quadwords (a queue descriptor), each truncated to 64 bits."""

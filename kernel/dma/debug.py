@@ -111,17 +111,19 @@ class DmaDebugState:
     errors: list[str] = field(factory=list)
 
 
-_off = DmaDebugState(disabled=True)
+DMA_DEBUG_OFF = DmaDebugState(disabled=True)
 """What a kernel whose ``dma_debug_init`` has not run sees (never modified: disabled)."""
 DMA_DEBUG_KEY = "dma_debug"
 """Its slot in :attr:`Kernel.subsys`, filled by ``dma_debug_init``."""
 
 
 def dma_debug_state() -> DmaDebugState:
-    """The current kernel's DMA-API debug state (``_off`` before ``dma_debug_init``);
-    runs on every DMA API call, so it is one dict read off the current kernel."""
-    st = current.kernel.subsys.get(DMA_DEBUG_KEY)
-    return _off if st is None else st
+    """The current kernel's DMA-API debug state (:data:`DMA_DEBUG_OFF` before
+    ``dma_debug_init``). The streaming map/unmap calls of kernel/dma/mapping.py read
+    ``disabled`` in line (``current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF)``,
+    C's ``dma_debug_disabled()``) and call a hook only when debugging is on."""
+    st: DmaDebugState = current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF)
+    return st
 
 
 def _call_site() -> tuple[tuple[CodeType, int], ...]:
@@ -210,10 +212,6 @@ def err_printk(dev: Device, entry: DmaDebugEntry | None, msg: str) -> None:
             pr_warn("DMA-API: Mapped at:")
             for line in format_stack(entry):
                 pr_warn(f"  {line}")
-
-
-def _active(st: DmaDebugState) -> bool:
-    return not st.disabled
 
 
 # --------------------------------------------------------------------------- entries
@@ -446,7 +444,7 @@ def _check_for_stack(dev: Device, paddr: int) -> None:
 def debug_dma_map_single(dev: Device, addr: int, length: int) -> None:
     """``debug_dma_map_single``: invalid and vmalloc areas."""
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     if not virt_addr_valid(addr):
         err_printk(
@@ -467,7 +465,7 @@ def debug_dma_map_phys(
 ) -> None:
     """``debug_dma_map_page``/``debug_dma_map_phys``."""
     st = dma_debug_state()
-    if not _active(st) or dma_addr == DMA_MAPPING_ERROR:
+    if st.disabled or dma_addr == DMA_MAPPING_ERROR:
         return
     entry = DmaDebugEntry(
         dev,
@@ -486,7 +484,7 @@ def debug_dma_map_phys(
 def debug_dma_mapping_error(dev: Device, dma_addr: int) -> None:
     """``debug_dma_mapping_error``: mark the entry's error as checked."""
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     for e in st.entries.get((dev, dma_addr), []):
         if e.map_err_type == MAP_ERR_NOT_CHECKED:
@@ -496,7 +494,7 @@ def debug_dma_mapping_error(dev: Device, dma_addr: int) -> None:
 
 def debug_dma_unmap_phys(dev: Device, dma_addr: int, size: int, direction: int) -> None:
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     check_unmap(DmaDebugEntry(dev, TYPE_SINGLE, dma_addr, size, direction))
 
@@ -528,7 +526,7 @@ def debug_dma_map_sg(
     dev: Device, sgl: list[Scatterlist], nents: int, mapped_ents: int, direction: int, attrs: int
 ) -> None:
     st = dma_debug_state()
-    if not _active(st) or mapped_ents <= 0:
+    if st.disabled or mapped_ents <= 0:
         return
     stack = _call_site()
     for sg in sgl[:nents]:
@@ -551,7 +549,7 @@ def debug_dma_map_sg(
 
 def debug_dma_unmap_sg(dev: Device, sgl: list[Scatterlist], nelems: int, direction: int) -> None:
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     mapped = 0
     for i, sg in enumerate(sgl[:nelems]):
@@ -568,7 +566,7 @@ def debug_dma_unmap_sg(dev: Device, sgl: list[Scatterlist], nelems: int, directi
 
 def debug_dma_alloc_coherent(dev: Device, size: int, dma_addr: int, paddr: int) -> None:
     st = dma_debug_state()
-    if not _active(st) or dma_addr == DMA_MAPPING_ERROR:
+    if st.disabled or dma_addr == DMA_MAPPING_ERROR:
         return
     entry = DmaDebugEntry(
         dev, TYPE_COHERENT, dma_addr, size, DMA_BIDIRECTIONAL, paddr=paddr, stack=_call_site()
@@ -578,7 +576,7 @@ def debug_dma_alloc_coherent(dev: Device, size: int, dma_addr: int, paddr: int) 
 
 def debug_dma_free_coherent(dev: Device, size: int, paddr: int, dma_addr: int) -> None:
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     check_unmap(DmaDebugEntry(dev, TYPE_COHERENT, dma_addr, size, DMA_BIDIRECTIONAL, paddr=paddr))
 
@@ -588,7 +586,7 @@ def debug_dma_map_resource(
 ) -> None:
     """``debug_dma_map_resource``: a "resource" entry whose error must be checked."""
     st = dma_debug_state()
-    if not _active(st) or dma_addr == DMA_MAPPING_ERROR:
+    if st.disabled or dma_addr == DMA_MAPPING_ERROR:
         return
     entry = DmaDebugEntry(
         dev,
@@ -605,7 +603,7 @@ def debug_dma_map_resource(
 
 def debug_dma_unmap_resource(dev: Device, dma_addr: int, size: int, direction: int) -> None:
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     check_unmap(DmaDebugEntry(dev, TYPE_RESOURCE, dma_addr, size, direction))
 
@@ -616,7 +614,7 @@ def debug_dma_alloc_pages(
     """``debug_dma_alloc_pages``: ``dma_alloc_pages``/``dma_alloc_noncoherent`` are
     recorded as "noncoherent" entries (``page`` given as its physical address)."""
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     entry = DmaDebugEntry(
         dev, TYPE_NONCOHERENT, dma_addr, size, direction, paddr=paddr, stack=_call_site()
@@ -626,7 +624,7 @@ def debug_dma_alloc_pages(
 
 def debug_dma_free_pages(dev: Device, paddr: int, size: int, direction: int, dma_addr: int) -> None:
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     check_unmap(DmaDebugEntry(dev, TYPE_NONCOHERENT, dma_addr, size, direction, paddr=paddr))
 
@@ -637,7 +635,7 @@ def debug_dma_iova_link(
     """One "iova" entry per ``dma_iova_link`` (this model's hook: upstream debug.c
     does not track the two-step IOVA API)."""
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     entry = DmaDebugEntry(dev, TYPE_IOVA, dma_addr, size, direction, paddr=phys, stack=_call_site())
     _add(st, entry, attrs)
@@ -647,7 +645,7 @@ def debug_dma_iova_unlink(dev: Device, dma_addr: int, size: int, direction: int)
     """Drop the "iova" entries linked in ``[dma_addr, dma_addr + size)``; report an
     unlink of nothing linked, or of a range that ends inside a link."""
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     end = dma_addr + size
     found = [
@@ -690,7 +688,7 @@ def debug_dma_iova_overflow(
 ) -> None:
     """A link past the range ``dma_iova_try_alloc`` reserved."""
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     err_printk(
         dev,
@@ -705,7 +703,7 @@ def debug_dma_sync_single(
     dev: Device, dma_handle: int, size: int, direction: int, to_cpu: bool
 ) -> None:
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     check_sync(DmaDebugEntry(dev, TYPE_SINGLE, dma_handle, size, direction), to_cpu)
 
@@ -714,7 +712,7 @@ def debug_dma_sync_sg(
     dev: Device, sgl: list[Scatterlist], nelems: int, direction: int, to_cpu: bool
 ) -> None:
     st = dma_debug_state()
-    if not _active(st):
+    if st.disabled:
         return
     for sg in sgl[:nelems]:
         if not sg.dma_length:
@@ -751,7 +749,7 @@ def debug_dma_dump_mappings(dev: Device | None) -> list[str]:
 def dma_debug_device_change(event: int, dev: Device) -> None:
     """The bus notifier: pending mappings when a driver unbinds."""
     st = dma_debug_state()
-    if not _active(st) or event != BUS_NOTIFY_UNBOUND_DRIVER:
+    if st.disabled or event != BUS_NOTIFY_UNBOUND_DRIVER:
         return
     leaked = device_dma_allocations(dev)
     if not leaked:

@@ -23,8 +23,11 @@ DMA_ATTR_MMIO = 1 << 10
 DMA_MAPPING_ERROR = (1 << 64) - 1
 
 
+VALID_DMA_DIRECTIONS = (DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE)
+
+
 def valid_dma_direction(dir: int) -> bool:
-    return dir in (DMA_BIDIRECTIONAL, DMA_TO_DEVICE, DMA_FROM_DEVICE)
+    return dir in VALID_DMA_DIRECTIONS
 
 
 def DMA_BIT_MASK(n: int) -> int:

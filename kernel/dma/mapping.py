@@ -19,8 +19,10 @@ from __future__ import annotations
 from attrs import define
 
 from kernel.bug import WARN_ON_ONCE
+from kernel.context import current
 from kernel.device import Device, dev_name
 from kernel.dma import debug
+from kernel.dma.debug import DMA_DEBUG_KEY, DMA_DEBUG_OFF
 from kernel.dma.direct import (
     dma_direct_alloc,
     dma_direct_free,
@@ -40,6 +42,7 @@ from kernel.dma.direction import (
     DMA_MAPPING_ERROR,
     DMA_NONE,
     DMA_TO_DEVICE,
+    VALID_DMA_DIRECTIONS,
     valid_dma_direction,
 )
 from kernel.dma.scatterlist import Scatterlist, SgTable, sg_alloc_table, sg_set_page
@@ -85,10 +88,10 @@ from kernel.mm import (
     current_mm,
     free_pages_exact,
     is_vmalloc_addr,
-    offset_in_page,
     page_address,
     virt_addr_valid,
     virt_to_page,
+    virt_to_phys,
 )
 from kernel.printk import pr_emerg
 
@@ -114,6 +117,8 @@ class DeviceDmaParameters:
 
 
 def _bug_on_dir(dir: int) -> None:
+    """``BUG_ON(!valid_dma_direction(dir))``. The streaming map/unmap calls test
+    ``dir not in VALID_DMA_DIRECTIONS`` in line and call this only to report."""
     if not valid_dma_direction(dir):
         pr_emerg(f"kernel BUG at kernel/dma/mapping.c: !valid_dma_direction({dir})")
         raise EINVAL(f"invalid DMA direction {dir}")
@@ -131,24 +136,37 @@ def _size_ok(size: int) -> bool:
 # --------------------------------------------------------------------------- single/page
 
 
-def dma_map_page_attrs(
-    dev: Device, page: Page, offset: int, size: int, dir: int, attrs: int = 0
-) -> int:
-    """``dma_map_page_attrs``."""
-    _bug_on_dir(dir)
-    if WARN_ON_ONCE(not dev.dma_mask) or not _size_ok(size):
+def _map_phys(dev: Device, phys: int, size: int, dir: int, attrs: int) -> int:
+    """The body of ``dma_map_page_attrs`` on a physical address (what later kernels
+    export as ``dma_map_phys``), for it and :func:`dma_map_single_attrs`; the callers
+    checked the direction. ``dma_map_direct`` and ``dma_debug_disabled()`` are read
+    in line."""
+    if not dev.dma_mask:
+        WARN_ON_ONCE(True)
         return DMA_MAPPING_ERROR
-    phys = page.phys + offset
-    if dma_map_direct(dev):
-        addr = dma_direct_map_phys(dev, phys, size, dir, attrs)
-    else:
+    if size <= 0:
+        _size_ok(size)  # WARN_ON_ONCE
+        return DMA_MAPPING_ERROR
+    if dev.dma_iommu:
         addr = iommu_dma_map_phys(dev, phys, size, dir, attrs)
+    else:
+        addr = dma_direct_map_phys(dev, phys, size, dir, attrs)
     if trace_dma_map_page.enabled:
         trace_dma_map_page(
             device=dev_name(dev), dir=dir, dma_addr=addr, size=size, phys_addr=phys, attrs=attrs
         )
-    debug.debug_dma_map_phys(dev, phys, size, dir, addr, attrs)
+    if not current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF).disabled:
+        debug.debug_dma_map_phys(dev, phys, size, dir, addr, attrs)
     return addr
+
+
+def dma_map_page_attrs(
+    dev: Device, page: Page, offset: int, size: int, dir: int, attrs: int = 0
+) -> int:
+    """``dma_map_page_attrs``."""
+    if dir not in VALID_DMA_DIRECTIONS:
+        _bug_on_dir(dir)
+    return _map_phys(dev, page.phys + offset, size, dir, attrs)
 
 
 def dma_map_page(dev: Device, page: Page, offset: int, size: int, dir: int) -> int:
@@ -156,15 +174,18 @@ def dma_map_page(dev: Device, page: Page, offset: int, size: int, dir: int) -> i
 
 
 def dma_unmap_page_attrs(dev: Device, addr: int, size: int, dir: int, attrs: int = 0) -> None:
-    """``dma_unmap_page_attrs``."""
-    _bug_on_dir(dir)
-    if not dma_map_direct(dev) and addr != DMA_MAPPING_ERROR:
+    """``dma_unmap_page_attrs`` (``dma_map_direct`` and ``dma_debug_disabled()`` read
+    in line)."""
+    if dir not in VALID_DMA_DIRECTIONS:
+        _bug_on_dir(dir)
+    if dev.dma_iommu and addr != DMA_MAPPING_ERROR:
         iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
     elif dev.dma_uses_io_tlb:
         dma_direct_unmap_phys(dev, addr, size, dir, attrs)
     if trace_dma_unmap_page.enabled:
         trace_dma_unmap_page(device=dev_name(dev), dir=dir, dma_addr=addr, size=size, attrs=attrs)
-    debug.debug_dma_unmap_phys(dev, addr, size, dir)
+    if not current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF).disabled:
+        debug.debug_dma_unmap_phys(dev, addr, size, dir)
 
 
 def dma_unmap_page(dev: Device, addr: int, size: int, dir: int) -> None:
@@ -172,16 +193,24 @@ def dma_unmap_page(dev: Device, addr: int, size: int, dir: int) -> None:
 
 
 def dma_map_single_attrs(dev: Device, ptr: int, size: int, dir: int, attrs: int = 0) -> int:
-    """``dma_map_single_attrs``: DMA-API debug checks the address, then map its page."""
-    _bug_on_dir(dir)
-    debug.debug_dma_map_single(dev, ptr, size)
-    if not virt_addr_valid(ptr) and not is_vmalloc_addr(ptr):
+    """``dma_map_single_attrs``: DMA-API debug checks the address, then map its page
+    (``virt_to_page(ptr)`` + ``offset_in_page(ptr)`` is ``__pa(ptr)`` in the direct map;
+    a vmalloc address is resolved through its page)."""
+    if dir not in VALID_DMA_DIRECTIONS:
+        _bug_on_dir(dir)
+    if not current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF).disabled:
+        debug.debug_dma_map_single(dev, ptr, size)
+    if virt_addr_valid(ptr):
+        phys = ptr - PAGE_OFFSET
+    elif is_vmalloc_addr(ptr):
+        phys = virt_to_phys(ptr)
+    else:
         return DMA_MAPPING_ERROR
-    return dma_map_page_attrs(dev, virt_to_page(ptr), offset_in_page(ptr), size, dir, attrs)
+    return _map_phys(dev, phys, size, dir, attrs)
 
 
-def dma_map_single(dev: Device, ptr: int, size: int, dir: int) -> int:
-    return dma_map_single_attrs(dev, ptr, size, dir, 0)
+dma_map_single = dma_map_single_attrs
+"""``dma_map_single(dev, ptr, size, dir)``: C's macro for ``attrs`` 0."""
 
 
 def dma_unmap_single_attrs(dev: Device, addr: int, size: int, dir: int, attrs: int = 0) -> None:
@@ -195,7 +224,8 @@ def dma_unmap_single(dev: Device, addr: int, size: int, dir: int) -> None:
 def dma_mapping_error(dev: Device, dma_addr: int) -> int:
     """``dma_mapping_error``: -ENOMEM for the error cookie, else 0 (marks the
     DMA-API debug entry as checked)."""
-    debug.debug_dma_mapping_error(dev, dma_addr)
+    if not current.kernel.subsys.get(DMA_DEBUG_KEY, DMA_DEBUG_OFF).disabled:
+        debug.debug_dma_mapping_error(dev, dma_addr)
     return -ENOMEM.errno if dma_addr == DMA_MAPPING_ERROR else 0
 
 

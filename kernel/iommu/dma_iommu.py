@@ -19,7 +19,7 @@ from collections import deque
 from attrs import define, field
 
 from kernel.bug import WARN, WARN_ON
-from kernel.delay import TimerList, del_timer, jiffies, mod_timer, timer_pending, timer_setup
+from kernel.delay import TimerList, del_timer, jiffies, mod_timer, timer_setup
 from kernel.device import Device, dev_name
 from kernel.dma.direction import (
     DMA_ATTR_MMIO,
@@ -28,6 +28,7 @@ from kernel.dma.direction import (
     DMA_BIDIRECTIONAL,
     DMA_FROM_DEVICE,
     DMA_MAPPING_ERROR,
+    DMA_NONE,
     DMA_TO_DEVICE,
 )
 from kernel.dma.scatterlist import Scatterlist
@@ -237,16 +238,20 @@ def _fq_timeout(cookie: IommuDmaCookie) -> None:
 
 
 def queue_iova(cookie: IommuDmaCookie, pfn: int, pages: int) -> None:
-    """``queue_iova``: free what finished flushes cover, flush if full, append, arm."""
+    """``queue_iova``: free what finished flushes cover, flush if full, append, arm.
+    (The head test of ``fq_ring_free_locked`` and ``timer_pending`` are written out:
+    between flushes the head is never free and the timer is armed.)"""
     fq = cookie.fq
-    assert fq is not None and cookie.fq_timer is not None
-    _fq_ring_free(cookie)
+    timer = cookie.fq_timer
+    assert fq is not None and timer is not None
+    if fq and fq[0][2] < cookie.fq_flush_finish_cnt:
+        _fq_ring_free(cookie)
     if len(fq) >= cookie.fq_size:
         _fq_flush_iotlb(cookie)
         _fq_ring_free(cookie)
     fq.append((pfn, pages, cookie.fq_flush_start_cnt))
-    if not timer_pending(cookie.fq_timer):
-        mod_timer(cookie.fq_timer, jiffies() + IOVA_DEFAULT_FQ_TIMEOUT)
+    if timer.handle is None:  # !timer_pending()
+        mod_timer(timer, jiffies() + IOVA_DEFAULT_FQ_TIMEOUT)
 
 
 def iommu_dma_flush_queue_pending(domain: IommuDomain) -> int:
@@ -276,10 +281,15 @@ def dma_info_to_prot(dir: int, coherent: bool, attrs: int) -> int:
     return 0
 
 
+_COHERENT_PROT = tuple(dma_info_to_prot(d, True, 0) for d in range(DMA_NONE + 1))
+"""``dma_info_to_prot(dir, True, 0)`` per direction: the prot of every streaming map
+without attributes, looked up instead of computed."""
+
+
 def iommu_dma_alloc_iova(domain: IommuDomain, size: int, dma_limit: int, dev: Device) -> int:
-    """``iommu_dma_alloc_iova``: PCI devices try below 4 GiB first; 0 on failure."""
-    iovad = _cookie(domain).iovad
-    assert iovad is not None
+    """``iommu_dma_alloc_iova``: PCI devices try below 4 GiB first; 0 on failure.
+    The callers checked the cookie (as :func:`_cookie`)."""
+    iovad: IovaDomain = domain.iova_cookie.iovad
     shift = iovad.shift
     iova_len = size >> shift
     if domain.geometry.force_aperture:
@@ -303,7 +313,8 @@ def iommu_dma_alloc_iova(domain: IommuDomain, size: int, dma_limit: int, dev: De
 def iommu_dma_free_iova(
     domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather | None
 ) -> None:
-    """``iommu_dma_free_iova``: queued for lazy domains, freed at once otherwise."""
+    """``iommu_dma_free_iova``: queued for lazy domains, freed at once otherwise
+    (``__iommu_dma_unmap`` does the same in line)."""
     cookie = _cookie(domain)
     iovad = cookie.iovad
     assert iovad is not None
@@ -316,11 +327,13 @@ def iommu_dma_free_iova(
 
 def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int) -> int:
     """``__iommu_dma_map``: returns the DMA address or DMA_MAPPING_ERROR.
-    (``iova_offset``/``iova_align`` are written out: this runs per dma_map.)"""
-    domain = iommu_get_dma_domain(dev)
-    assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
-    iovad = _cookie(domain).iovad
-    assert iovad is not None
+    (``iommu_get_dma_domain``, ``iova_offset``/``iova_align`` and the cookie check are
+    written out: this runs per dma_map.)"""
+    domain: IommuDomain = dev.iommu_group.default_domain  # iommu_get_dma_domain()
+    cookie = domain.iova_cookie
+    if cookie.__class__ is not IommuDmaCookie or cookie.iovad is None:
+        _cookie(domain)  # raises ENODEV
+    iovad: IovaDomain = cookie.iovad
     mask = iovad.granule - 1
     off = phys & mask  # iova_offset()
     size = (size + off + mask) & ~mask  # iova_align()
@@ -337,25 +350,29 @@ def __iommu_dma_map(dev: Device, phys: int, size: int, prot: int, dma_mask: int)
 
 def __iommu_dma_unmap(dev: Device, dma_addr: int, size: int) -> None:
     """``__iommu_dma_unmap``: strict → sync then free; lazy → queue.
-    (``iova_offset``/``iova_align`` are written out: this runs per dma_unmap.)"""
-    domain = iommu_get_dma_domain(dev)
-    assert domain is not None  # callers check dev.dma_iommu: a DMA default domain
-    cookie = _cookie(domain)
-    iovad = cookie.iovad
-    assert iovad is not None
+    (``iommu_get_dma_domain``, ``iova_offset``/``iova_align``, the cookie check and
+    ``iommu_dma_free_iova`` are written out: this runs per dma_unmap.)"""
+    domain: IommuDomain = dev.iommu_group.default_domain  # iommu_get_dma_domain()
+    cookie = domain.iova_cookie
+    if cookie.__class__ is not IommuDmaCookie or cookie.iovad is None:
+        _cookie(domain)  # raises ENODEV
+    iovad: IovaDomain = cookie.iovad
     mask = iovad.granule - 1
     off = dma_addr & mask  # iova_offset()
     dma_addr -= off
     size = (size + off + mask) & ~mask  # iova_align()
     gather = IommuIotlbGather()
-    gather.queued = cookie.fq is not None and domain.type == IOMMU_DOMAIN_DMA_FQ
+    queued = gather.queued = cookie.fq is not None and domain.type == IOMMU_DOMAIN_DMA_FQ
     unmapped = iommu_unmap_fast(domain, dma_addr, size, gather)
     if unmapped != size:
         WARN_ON(True, f"iommu_dma_unmap: unmapped {unmapped:#x} of {size:#x}")
         return
-    if not gather.queued:
+    shift = iovad.shift
+    if queued:
+        queue_iova(cookie, dma_addr >> shift, size >> shift)
+    else:
         iommu_iotlb_sync(domain, gather)
-    iommu_dma_free_iova(domain, dma_addr, size, gather)
+        free_iova_fast(iovad, dma_addr >> shift, size >> shift)
 
 
 def iommu_dma_map_phys(
@@ -365,7 +382,10 @@ def iommu_dma_map_phys(
     that does not fill whole granules is bounced through swiotlb first, into slots
     aligned to the granule with the padding zeroed, so the device's mapping holds
     nothing but its own bytes."""
-    prot = dma_info_to_prot(dir, coherent, attrs)
+    if coherent and not attrs & (DMA_ATTR_PRIVILEGED | DMA_ATTR_MMIO):
+        prot = _COHERENT_PROT[dir]  # dma_info_to_prot(dir, True, 0)
+    else:
+        prot = dma_info_to_prot(dir, coherent, attrs)
     if isinstance(dev, PciDev) and dev.untrusted:
         return _iommu_dma_map_untrusted(dev, phys, size, dir, attrs, prot)
     return __iommu_dma_map(dev, phys, size, prot, dev.dma_mask)

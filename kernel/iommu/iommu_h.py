@@ -191,8 +191,10 @@ def iommu_iotlb_gather_init(gather: IommuIotlbGather) -> None:
 
 def iommu_iotlb_gather_add_range(gather: IommuIotlbGather, iova: int, size: int) -> None:
     end = iova + size - 1
-    gather.start = min(gather.start, iova)
-    gather.end = max(gather.end, end)
+    if iova < gather.start:
+        gather.start = iova
+    if end > gather.end:
+        gather.end = end
 
 
 def iommu_iotlb_gather_add_page(
@@ -270,7 +272,7 @@ class IommuDomainOps(Protocol):
 class IommuPagingDomainOps(IommuDomainOps, Protocol):
     """The paging domains' ``struct iommu_domain_ops``: :class:`IommuDomainOps` plus
     the map operations (see this module's docstring). The core calls them only on a
-    domain whose type has ``__IOMMU_DOMAIN_PAGING`` (``kernel.iommu.iommu._check_paging``)."""
+    domain whose type has ``__IOMMU_DOMAIN_PAGING`` (``kernel.iommu.iommu_map.__iommu_map``)."""
 
     def map_pages(
         self,

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from kernel.dma.scatterlist import Scatterlist
 
 
+_ADDR_END = ULONG_MAX + 1
+"""One past the last 64-bit address: ``addr + size - 1 > ULONG_MAX`` is ``addr + size >
+_ADDR_END``."""
+
+
 def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple[int, int]:
     """``iommu_pgsize``: the biggest page size that fits alignment and size, and how
     many of them to map before a bigger page size becomes possible. (``__fls``/``__ffs``
@@ -55,22 +60,18 @@ def iommu_pgsize(domain: IommuDomain, iova: int, paddr: int, size: int) -> tuple
     return pgsize, size >> idx
 
 
-def _check_paging(domain: IommuDomain) -> IommuPagingDomainOps:
-    """The ops of a domain about to be mapped, narrowed to the paging protocol.
-    Linux's order: a non-paging domain is EINVAL (no WARN), then a paging domain
-    without map support is a driver bug (WARN, ENODEV)."""
+def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
+    """``__iommu_map``. Linux's order of checks: a non-paging domain is EINVAL (no
+    WARN), then a paging domain without map support is a driver bug (WARN, ENODEV),
+    then alignment, size and overflow. One smallest page (every ``dma_map_single`` of
+    a page) takes the loop once without :func:`iommu_pgsize`."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
-    ops: IommuPagingDomainOps = domain.ops  # type: ignore[assignment]
-    if getattr(ops, "map_pages", None) is None or domain.pgsize_bitmap == 0:
+    map_pages = getattr(domain.ops, "map_pages", None)
+    bitmap = domain.pgsize_bitmap
+    if map_pages is None or bitmap == 0:
         WARN_ON(True)
         raise ENODEV("domain cannot map")
-    return ops
-
-
-def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, gfp: int) -> None:
-    ops = _check_paging(domain)
-    bitmap = domain.pgsize_bitmap
     min_pagesz = bitmap & -bitmap
     if (iova | paddr | size) & (min_pagesz - 1):
         pr_err(
@@ -79,15 +80,22 @@ def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int
         raise EINVAL("unaligned iommu_map")
     if size == 0:
         raise EINVAL("iommu_map of size 0")
-    if iova + size - 1 > ULONG_MAX or paddr + size - 1 > ULONG_MAX:
+    if iova + size > _ADDR_END or paddr + size > _ADDR_END:
         raise EOVERFLOW(f"iommu_map: iova {iova:#x} + size {size:#x} overflows")
+    if size == min_pagesz:  # the loop below, once, with iommu_pgsize's (min_pagesz, 1)
+        mapped = map_pages(domain, iova, paddr, size, 1, prot, gfp)
+        if mapped < size:
+            if mapped:
+                iommu_unmap(domain, iova, mapped)
+            raise ENOMEM(f"map_pages stopped after {mapped:#x} of {size:#x}")
+        if trace_map.enabled:
+            trace_map(iova=iova, paddr=paddr, size=mapped)
+        return
     orig_iova = iova
     mapped_total = 0
-    map_pages = ops.map_pages
     try:
         while size:
-            if size == min_pagesz and not (iova | paddr) & (min_pagesz - 1):
-                # iommu_pgsize's answer for one smallest page: (min_pagesz, 1)
+            if size == min_pagesz:  # the last smallest page (iova and paddr stay aligned)
                 pgsize, count = min_pagesz, 1
             else:
                 pgsize, count = iommu_pgsize(domain, iova, paddr, size)
@@ -176,7 +184,11 @@ def iommu_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
         sync_map(domain, iova, size)
 
 
-def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
+def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
+    """``iommu_unmap_fast`` with ``__iommu_unmap`` folded in (one frame per dma_unmap):
+    unmap page-size runs into ``gather``; the caller syncs it (or queues it). Returns
+    the bytes unmapped, 0 for a non-paging domain or a bad range. One smallest page
+    (every ``dma_unmap_single`` of a page) is unmapped before the loop."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         return 0
     unmap_pages = getattr(domain.ops, "unmap_pages", None)
@@ -185,12 +197,20 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
         WARN_ON(True)
         return 0
     min_pagesz = bitmap & -bitmap
-    if iova + size - 1 > ULONG_MAX:
+    if iova + size > _ADDR_END:
         return 0
     if (iova | size) & (min_pagesz - 1):
         pr_err(f"unaligned: iova {iova:#x} size {size:#x} min_pagesz {min_pagesz:#x}")
         return 0
     unmapped = 0
+    if size == min_pagesz:  # the loop's first pass, which ends it unless the answer is short
+        got: int = unmap_pages(domain, iova, size, 1, gather)
+        if got and trace_unmap.enabled:
+            trace_unmap(iova=iova, size=size, unmapped_size=got)
+        if not got or got >= size:
+            return got
+        iova += got
+        unmapped = got
     while unmapped < size:
         left = size - unmapped
         if left == min_pagesz and not iova & (min_pagesz - 1):
@@ -210,14 +230,9 @@ def __iommu_unmap(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbG
 def iommu_unmap(domain: IommuDomain, iova: int, size: int) -> int:
     """``iommu_unmap``: returns the bytes unmapped (0 for a range not mapped, as C)."""
     gather = IommuIotlbGather()
-    ret = __iommu_unmap(domain, iova, size, gather)
+    ret = iommu_unmap_fast(domain, iova, size, gather)
     iommu_iotlb_sync(domain, gather)
     return ret
-
-
-def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
-    """``iommu_unmap_fast``: the caller syncs the gather (or queues it)."""
-    return __iommu_unmap(domain, iova, size, gather)
 
 
 def iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:

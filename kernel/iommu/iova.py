@@ -267,32 +267,50 @@ def free_cached_iovas(iovad: IovaDomain) -> None:
 
 def alloc_iova_fast(iovad: IovaDomain, size: int, limit_pfn: int, flush_rcache: bool) -> int:
     """``alloc_iova_fast``: sizes below 2^(MAX-1) are rounded up to a power of two and
-    tried in the range cache first; on failure, optionally flush the caches and retry."""
+    tried in the range cache first; on failure, optionally flush the caches and retry.
+    The cache's common answer (the loaded magazine's top pfn fits the limit: the
+    first step of :func:`_rcache_get`'s scan) is taken here without a call."""
     if size <= 0:
         return 0
     if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
         size = 1 << (size - 1).bit_length()  # roundup_pow_of_two(size)
-    pfn = _rcache_get(iovad, size, limit_pfn - size + 1)
-    if pfn:
-        return pfn
+    rcaches = iovad.rcaches
+    order = (size - 1).bit_length()  # order_base_2(size)
+    if rcaches is not None and order < IOVA_RANGE_CACHE_MAX_SIZE:
+        mag = rcaches[order].loaded
+        if mag and mag[-1] <= limit_pfn - size + 1:
+            return mag.pop()
+        pfn = _rcache_get(iovad, size, limit_pfn - size + 1)
+        if pfn:
+            return pfn
     pfn = alloc_iova(iovad, size, limit_pfn, True)
-    if not pfn and flush_rcache and iovad.rcaches is not None:
+    if not pfn and flush_rcache and rcaches is not None:
         free_cached_iovas(iovad)
         pfn = alloc_iova(iovad, size, limit_pfn, True)
     return pfn
 
 
 def free_iova_fast(iovad: IovaDomain, pfn: int, size: int) -> None:
-    """``free_iova_fast``: to the range cache when it takes the size, else the tree."""
+    """``free_iova_fast``: to the range cache when it takes the size, else the tree.
+    A loaded magazine with room takes ``pfn`` here (``__iova_rcache_insert``'s common
+    case); the rest of :func:`_rcache_insert` runs only when it is full."""
     if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
         size = 1 << (size - 1).bit_length() if size > 1 else 1  # roundup_pow_of_two(size)
     # dma-iommu frees by pfn_lo, a tree key: a dict lookup answers; bisect otherwise.
-    allocated = (pfn in iovad.tree and pfn != IOVA_ANCHOR) or find_iova(iovad, pfn) is not None
+    tree = iovad.tree
+    allocated = (pfn in tree and pfn != IOVA_ANCHOR) or find_iova(iovad, pfn) is not None
     if not allocated:
         WARN(True, f"iova: free of unallocated pfn {pfn:#x}")
         return
-    if _rcache_insert(iovad, pfn, size):
-        return
+    rcaches = iovad.rcaches
+    order = (size - 1).bit_length()  # order_base_2(size), size a power of two
+    if rcaches is not None and order < IOVA_RANGE_CACHE_MAX_SIZE:
+        mag = rcaches[order].loaded
+        if len(mag) < IOVA_MAG_SIZE:
+            mag.append(pfn)
+            return
+        if _rcache_insert(iovad, pfn, size):
+            return
     free_iova(iovad, pfn)
 
 

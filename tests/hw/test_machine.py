@@ -110,6 +110,32 @@ def test_mmio_is_routed_to_the_decoding_device_once_memory_is_enabled() -> None:
     assert m.mmio_read(base + 4, 4) == 0xF0F0_FFFF
 
 
+def test_a_decoded_address_stops_decoding_when_its_bar_is_disabled() -> None:
+    """The machine remembers which region decoded an address; rebuilding the decoder
+    (memory decode off, a BAR moved) forgets it."""
+    m = edu_machine()
+    base = enable(m)
+    assert m.mmio_read(base, 4) == 0x0100_00ED
+    m.pci_config_write(EDU, 0x04, 2, 0x4)  # bus master only: memory decode off
+    assert m.mmio_read(base, 4) == 0xFFFF_FFFF
+    assert m.master_aborts[-1].addr == base
+
+
+def test_many_decoded_addresses_keep_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the number of addresses it remembers, the machine starts over and still
+    routes every access."""
+    import hw.machine
+
+    monkeypatch.setattr(hw.machine, "_DECODED_MAX", 2)
+    m = edu_machine()
+    base = enable(m)
+    for _ in range(2):
+        assert m.mmio_read(base, 4) == 0x0100_00ED
+        m.mmio_write(base + 4, 4, 0x0F0F_0000)
+        assert m.mmio_read(base + 4, 4) == 0xF0F0_FFFF
+    assert not m.master_aborts
+
+
 def test_mmio_to_unmapped_address_reads_all_ones_and_drops_writes() -> None:
     m = edu_machine()
     assert m.mmio_read(0xDEAD_0000, 8) == (1 << 64) - 1

@@ -88,6 +88,37 @@ def test_scalar_writes_straddling_a_page_notify_both_frames() -> None:
     assert hits == [0, 1, 1, 0, 1]
 
 
+def test_quadwords_at_any_alignment_are_their_little_endian_bytes() -> None:
+    """Aligned quadwords (a page-table entry) and unaligned ones are the same bytes as
+    the byte accessors see; the top quadword is RAM, one past it or below 0 is not."""
+    mem = Memory(8192)
+    for addr in (0, 8, 13, 4095, 4096, 8192 - 8):
+        value = 0x8877_6655_4433_2211 ^ (addr << 8)
+        mem.write_u64(addr, value)
+        assert mem.read(addr, 8) == value.to_bytes(8, "little")
+        assert mem.read_u64(addr) == value
+    mem.write_u64(16, -2)
+    assert mem.read(16, 8) == b"\xfe" + b"\xff" * 7
+    before = bytes(mem.data)
+    for addr in (8192, 8192 - 4, -8, -3):
+        with pytest.raises(BusError):
+            mem.read_u64(addr)
+        with pytest.raises(BusError):
+            mem.write_u64(addr, 1)
+    assert bytes(mem.data) == before
+
+
+def test_an_aligned_quadword_write_notifies_its_page_only() -> None:
+    mem = Memory(3 * 4096)
+    hits: list[int] = []
+    mem.watch(1, hits.append)
+    mem.write_u64(4096 - 8, 1)
+    mem.write_u64(4096, 2)
+    mem.write_u64(2 * 4096 - 8, 3)
+    mem.write_u64(2 * 4096, 4)
+    assert hits == [1, 1]
+
+
 def test_bad_ram_size_rejected() -> None:
     with pytest.raises(ValueError, match="multiple"):
         Memory(1000)

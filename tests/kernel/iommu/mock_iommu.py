@@ -269,8 +269,8 @@ def _invalidate(domain: MockDomain, start: int | None = None, end: int = 0) -> N
 
 
 # -- page table ---------------------------------------------------------------------------
-def _shift(level: int) -> int:
-    return 12 + 9 * (level - 1)
+_SHIFT = (0, 12, 21, 30, 39)
+"""The IOVA shift of each level's index (level 1..4): 12 + 9 * (level - 1)."""
 
 
 def _leaves(table: int, level: int, base: int) -> Iterator[tuple[int, int, int]]:
@@ -278,9 +278,9 @@ def _leaves(table: int, level: int, base: int) -> Iterator[tuple[int, int, int]]
         pte = read64(table + 8 * i)
         if not pte & (PTE_R | PTE_W):
             continue
-        iova = base + (i << _shift(level))
+        iova = base + (i << _SHIFT[level])
         if level == 1 or pte & PTE_LEAF:
-            yield iova, pte & ADDR_MASK, 1 << _shift(level)
+            yield iova, pte & ADDR_MASK, 1 << _SHIFT[level]
         else:
             yield from _leaves(phys_to_virt(pte & ADDR_MASK), level - 1, iova)
 
@@ -291,7 +291,7 @@ def _pte(domain: MockDomain, iova: int, level: int, alloc: bool) -> tuple[int, i
     table is missing and not allocated."""
     table = domain.pgd
     for lvl in range(4, level, -1):
-        slot = table + 8 * ((iova >> _shift(lvl)) & 0x1FF)
+        slot = table + 8 * ((iova >> _SHIFT[lvl]) & 0x1FF)
         pte = read64(slot)
         if pte & PTE_LEAF:
             return 0, pte
@@ -304,7 +304,7 @@ def _pte(domain: MockDomain, iova: int, level: int, alloc: bool) -> tuple[int, i
             table = new
         else:
             table = phys_to_virt(pte & ADDR_MASK)
-    slot = table + 8 * ((iova >> _shift(level)) & 0x1FF)
+    slot = table + 8 * ((iova >> _SHIFT[level]) & 0x1FF)
     return slot, read64(slot)
 
 
@@ -312,12 +312,12 @@ def _lookup(domain: MockDomain, iova: int) -> tuple[int, int, int, int] | None:
     """(leaf iova, phys, size, entry address) of the leaf mapping ``iova``."""
     table = domain.pgd
     for level in (4, 3, 2, 1):
-        slot = table + 8 * ((iova >> _shift(level)) & 0x1FF)
+        slot = table + 8 * ((iova >> _SHIFT[level]) & 0x1FF)
         pte = read64(slot)
         if not pte & (PTE_R | PTE_W):
             return None
         if level == 1 or pte & PTE_LEAF:
-            size = 1 << _shift(level)
+            size = 1 << _SHIFT[level]
             return iova & ~(size - 1), pte & ADDR_MASK, size, slot
         table = phys_to_virt(pte & ADDR_MASK)
     return None  # pragma: no cover - level 1 always returns

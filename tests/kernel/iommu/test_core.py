@@ -181,6 +181,59 @@ def test_pgsize_splits_to_large_pages() -> None:
     assert iommu_pgsize(d, 0x200000, 0x200000, 0x200000) == (1 << 21, 1)
 
 
+class _Answers:
+    """Paging-domain ops that record each call and answer with canned byte counts (a
+    driver that maps or unmaps less, or more, than it was asked)."""
+
+    def __init__(self, mapped: int, unmapped: int) -> None:
+        self.mapped, self.unmapped = mapped, unmapped
+        self.calls: list[tuple[str, int, int, int]] = []
+
+    def map_pages(
+        self, domain: object, iova: int, paddr: int, pgsize: int, pgcount: int, prot: int, gfp: int
+    ) -> int:
+        self.calls.append(("map", iova, pgsize, pgcount))
+        return self.mapped
+
+    def unmap_pages(
+        self, domain: object, iova: int, pgsize: int, pgcount: int, gather: object
+    ) -> int:
+        self.calls.append(("unmap", iova, pgsize, pgcount))
+        return self.unmapped
+
+
+@pytest.mark.parametrize("answer", [0, SZ_4K // 2])
+def test_a_short_map_of_one_page_is_enomem_after_undoing_it(
+    make_kernel: KernelFactory, answer: int
+) -> None:
+    """As __iommu_map's loop: a driver mapping less than the one page asked fails the
+    map; what it did map is handed back to iommu_unmap (here unaligned, so refused)."""
+    from kernel.errno import ENOMEM
+    from kernel.iommu.iommu_h import IOMMU_DOMAIN_UNMANAGED, IommuDomain
+
+    make_kernel()
+    ops = _Answers(mapped=answer, unmapped=SZ_4K)
+    dom = IommuDomain(type=IOMMU_DOMAIN_UNMANAGED, ops=ops, pgsize_bitmap=SZ_4K | (1 << 21))
+    with pytest.raises(ENOMEM, match=f"stopped after {answer:#x} of 0x1000"):
+        iommu_map(dom, 0x5000, 0x9000, SZ_4K, IOMMU_READ, GFP_KERNEL)
+    assert ops.calls == [("map", 0x5000, SZ_4K, 1)]
+
+
+@pytest.mark.parametrize(("answer", "result"), [(0, 0), (SZ_4K, SZ_4K), (1 << 21, 1 << 21)])
+def test_unmap_of_one_page_returns_what_the_driver_unmapped(
+    make_kernel: KernelFactory, answer: int, result: int
+) -> None:
+    """Nothing unmapped ends the unmap at 0; a driver that removed a whole superpage
+    for a 4 KiB request reports the superpage's size (C's loop ends on it)."""
+    from kernel.iommu.iommu_h import IOMMU_DOMAIN_UNMANAGED, IommuDomain
+
+    make_kernel()
+    ops = _Answers(mapped=SZ_4K, unmapped=answer)
+    dom = IommuDomain(type=IOMMU_DOMAIN_UNMANAGED, ops=ops, pgsize_bitmap=SZ_4K | (1 << 21))
+    assert iommu_unmap(dom, 0x200000, SZ_4K) == result
+    assert ops.calls == [("unmap", 0x200000, SZ_4K, 1)]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
