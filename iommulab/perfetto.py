@@ -32,8 +32,21 @@ Time stamps and durations are the model's virtual time (``hw.clock``), in the fo
 microseconds. Integers in ``args`` are hex strings (addresses, descriptor words,
 identifiers alike), lists stay lists, an absent value is ``null``.
 
-The model charges no virtual time to a page walk, so walk slices have zero duration:
-they mark where in the run the walks happened and carry the walked address.
+Page walks take no virtual time in the model: a table read is a synchronous RAM
+access that never touches the clock (``hw/vtd/walk.py``, ``hw/smmuv3/walk.py``), and a
+DSA descriptor's time is fixed when it is accepted (``desc_latency_ns`` plus its size
+over ``bytes_per_ns``, ``_enqueue`` in ``hw/dsa/device.py``), after which its DMA,
+walks included, runs at the instant it completes. So a walk event's time stamp is the
+end of the descriptor that needed it. Giving walks time in the model would move every
+DMA off that instant and change the timing every other event shows, so the time is
+charged here, in the export only: each walk lasts :data:`WALK_READS` table reads of
+:data:`TABLE_READ_NS` (the presets' tables have four levels, VT-d first stage and
+SMMUv3 stage 1 alike), and the walks of one instant are laid end to end so the last
+ends at that instant. When they would not fit after the previous walks on their
+track, or inside the latest descriptor slice that ends at that instant, they share
+that time evenly instead (the model's DSA moves a 4 KiB page in 136 ns, faster than
+serial walks of 400 ns could feed it; the hardware overlaps walks with each other
+and with the transfer), so a walk slice always nests in its descriptor's time.
 """
 
 from __future__ import annotations
@@ -66,6 +79,12 @@ _UNIT_TRACKS = {
 }
 """Track of a hardware event raised by an IOMMU unit (others go to ``events``)."""
 
+WALK_READS = 4
+"""Table reads charged to one page walk in the export (a four-level walk)."""
+TABLE_READ_NS = 100
+"""Nanoseconds charged to one table read in the export (a DRAM access; the model
+charges none)."""
+
 _QI_WAIT = 0x5
 """VT-d invalidation wait descriptor type: the end of a batch."""
 
@@ -87,7 +106,7 @@ def _args(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _arg(v) for k, v in fields.items()}
 
 
-def _us(ns: int) -> float:
+def _us(ns: float) -> float:
     return ns / 1000.0
 
 
@@ -227,6 +246,10 @@ class _Builder:
         self.maps: dict[tuple[str, Any], tuple[int, str, int]] = {}
         self.next_map = 0
         self.last_ts = 0
+        self.walks: dict[tuple[int, int], list[tuple[int, list[dict[str, Any]]]]] = {}
+        """Page-walk track -> its walks grouped by instant, timed at the end."""
+        self.desc_start: dict[int, int] = {}
+        """Instant -> the latest start of a descriptor slice that ends then."""
 
     # -- kernel events ---------------------------------------------------------------
     def kernel(self, ev: TraceEvent) -> None:
@@ -333,9 +356,17 @@ class _Builder:
                 process, track = place(ev)
                 pid, tid = self.lay.lane(process, track, start.ts_ns, ev.ts_ns)
                 self.lay.slice(name, ev.system, start.ts_ns, ev.ts_ns, pid, tid, args)
+                latest = self.desc_start.get(ev.ts_ns)
+                if latest is None or start.ts_ns > latest:
+                    self.desc_start[ev.ts_ns] = start.ts_ns
                 return
         elif e in ("iotlb_miss", "tlb_miss"):
-            self.lay.slice("page walk", ev.system, ev.ts_ns, ev.ts_ns, pid, tid, _args(f))
+            sl = self.lay.slice("page walk", ev.system, ev.ts_ns, ev.ts_ns, pid, tid, _args(f))
+            groups = self.walks.setdefault((pid, tid), [])
+            if groups and groups[-1][0] == ev.ts_ns:
+                groups[-1][1].append(sl)
+            else:
+                groups.append((ev.ts_ns, [sl]))
             return
         elif e == "stale_translation":
             self._stale(ev, pid, tid)
@@ -394,8 +425,25 @@ class _Builder:
                 src = (u.ev.ts_ns, u.pid, u.tid)
             self.lay.flow(_STALE_FLOW, src, dst)
 
+    def _time_walks(self) -> None:
+        """Give the walks their charged time (see the module's docstring): each
+        instant's walks end to end up to it, squeezed evenly into the time after the
+        track's previous walks and the start of the latest descriptor ending then."""
+        charge = WALK_READS * TABLE_READ_NS
+        for groups in self.walks.values():
+            prev = 0
+            for at, slices in groups:
+                floor = max(prev, self.desc_start.get(at, 0))
+                n = len(slices)
+                each = charge if n * charge <= at - floor else (at - floor) / n
+                for i, sl in enumerate(slices):
+                    sl["ts"] = _us(at - (n - i) * each)
+                    sl["dur"] = _us(each)
+                prev = at
+
     # -- the end -------------------------------------------------------------------
     def finish(self) -> list[dict[str, Any]]:
+        self._time_walks()
         for b in self.batches.values():  # no wait descriptor before the trace ended
             self._close(b, self.last_ts)
         for (_, seq), ev in self.desc.items():  # accepted, not completed when it ended

@@ -12,7 +12,9 @@ set for a write, the fault address and the bytes completed before the fault.
 What is modelled and where it differs from hardware:
 
 - MEMMOVE resumes where it stopped (source, destination and size advance by the bytes
-  already moved, so a 2 MiB copy costs one pass however many pages fault); every other
+  already moved) and translates from there a window at a time
+  (:meth:`hw.dsa.dma.DmaCtx.copy`), so a 2 MiB copy into an untouched buffer costs one
+  pass and a few page lookups per page request however many pages fault; every other
   operation is re-run from its start, which gives the same bytes because their buffers
   never overlap (the engine refuses overlap for them). An overlapping MEMMOVE whose
   destination lies above its source would need a backwards copy the model does not do.
@@ -115,6 +117,7 @@ class BlockOnFault:
         job.answered = True
         if code == PRG_RESP_SUCCESS:
             self.stats.retries += 1
+            job.resumed = True
             if d.opcode in RESUMABLE and done:
                 job.raw = _advance(job.raw, done)
                 job.done += done

@@ -19,6 +19,13 @@ from hw.memory import Memory
 from hw.pci import PciFunction
 from hw.uapi import idxd
 
+RESUME_WINDOW = 8192
+"""The first window of a resumed copy (:meth:`DmaCtx.copy`): the page that faulted and
+the next, so one Translation Request answers the page and finds the next fault (as
+asking for the whole rest did); each next window doubles."""
+RESUME_WINDOW_MAX = 2 << 20
+"""After a window this large went through, a resumed copy translates the rest at once."""
+
 
 def coalesce(runs: tuple[Run, ...]) -> list[Run]:
     """Merge physically adjacent runs (an IOMMU returns one run per page)."""
@@ -47,6 +54,8 @@ class DmaCtx:
     pasid: int | None
     priv: bool
     bof: bool = False
+    resumed: bool = False
+    """Run again after a Success page response (see :meth:`copy`)."""
     fault: DmaFault | None = None
 
     def translate(self, addr: int, size: int, write: bool) -> DmaResult:
@@ -64,9 +73,35 @@ class DmaCtx:
 
     def copy(self, src: int, dst: int, size: int) -> tuple[int, DmaFault | None]:
         """memmove ``size`` bytes device-address ``src`` -> ``dst``; returns bytes
-        copied before the first fault and that fault (source checked first)."""
+        copied before the first fault and that fault (source checked first).
+
+        A fresh descriptor translates both buffers whole, in one request each. A
+        :attr:`resumed` one (a MEMMOVE retried after a page response, restarting at
+        the address that faulted) works forward in windows instead: two pages, then
+        twice as much each time, and once :data:`RESUME_WINDOW_MAX` bytes went
+        through without a fault, the rest in one request. Translating the whole
+        remaining source on every retry would make a copy into an untouched buffer
+        quadratic (each of its pages faults in turn); with windows a retry looks up
+        only about what it moves before the next fault. The window sizes are the
+        model's (the device's internal chunking is not architectural); the ATC or
+        IOTLB still decides every hit, and buffers that overlap in device space are
+        always translated whole (the copy gathers before it scatters)."""
         if size == 0:
             return 0, None
+        if not self.resumed or (src < dst + size and dst < src + size):
+            return self._copy_window(src, dst, size)
+        done = 0
+        window = RESUME_WINDOW
+        while done < size:
+            k = size - done if window == 0 or size - done < window else window
+            n, fault = self._copy_window(src + done, dst + done, k)
+            done += n
+            if fault is not None:
+                return done, fault
+            window = 0 if window >= RESUME_WINDOW_MAX else window << 1
+        return done, None
+
+    def _copy_window(self, src: int, dst: int, size: int) -> tuple[int, DmaFault | None]:
         s = self.translate(src, size, False)
         d = self.translate(dst, size, True)
         n = min(s.length, d.length)

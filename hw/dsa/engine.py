@@ -126,6 +126,8 @@ class Job:
     answered: bool = False
     done: int = 0
     """Bytes moved by earlier attempts (a resumed MEMMOVE)."""
+    resumed: bool = False
+    """Retried after a Success page response (:attr:`hw.dsa.dma.DmaCtx.resumed`)."""
     failed: tuple[DmaFault, int] | None = None
     """The fault and bytes completed of a page request answered with a failure."""
 
@@ -252,7 +254,7 @@ class Engine:
             self._swerr(d, job, batch_idx, F.DSA_COMP_CRA_ALIGN, 0, d.completion_addr)
             return F.DSA_COMP_CRA_ALIGN
         bof = bool(d.flags & F.IDXD_OP_FLAG_BOF and self.dev.wqs[job.wq].bof)
-        ctx = DmaCtx(self.dev, self.dev.memory, job.pasid, job.priv, bof)
+        ctx = DmaCtx(self.dev, self.dev.memory, job.pasid, job.priv, bof, job.resumed)
         top = batch_idx is None
         if top and job.failed is not None:
             self.dev.bof.fail(job, cr)

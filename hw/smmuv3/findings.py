@@ -5,10 +5,19 @@ STE/CD/TLB entry that answered, the table writes the tracker blamed for making i
 suspect (:func:`hw.pagewatch.causes`) and a fresh walk. A stale use names the
 commands that would have removed the entry (IHI 0070 §4.3, §4.4): ``CMD_CFGI_STE``
 (SID), ``CMD_CFGI_CD`` (SID, SSID), ``CMD_TLBI_NH_VA`` (VMID, ASID, address, range
-of the cached leaf), ``CMD_TLBI_NH_VAA`` for a global (nG=0) leaf, or
-``CMD_TLBI_NH_ASID`` when the ASID was reused for other tables. A fault carries the
-event record's fields and the stage-1 descriptors the walk read up to where it
-stopped.
+of the cached leaf), ``CMD_TLBI_NH_VAA`` for a global (nG=0) leaf,
+``CMD_TLBI_NH_ASID`` when the ASID was reused for other tables, ``CMD_TLBI_S2_IPA``
+(VMID, IPA, range) for a stage-2-only entry, and for a nested entry (stage 1 through
+stage 2, which no IPA-based command finds) both ways to remove it, the stage-1
+``CMD_TLBI_NH_VA`` and ``CMD_TLBI_S12_VMALL`` (VMID). The current entry is a fresh
+walk of every stage the STE enables. A write through a cached writable entry of a
+leaf software made writable-clean again (HTTU) is stale although it translates the
+same: the finding says so in its detail. A fault carries the event record's fields
+and the stage-1 descriptors the walk read up to where it stopped.
+
+The model has no ATS on SMMUv3 (``hw.smmuv3.config``: ``ats`` is refused), so there
+is no device-TLB stale use and no ``CMD_ATC_INV`` to name; the PRI queue
+(:mod:`hw.smmuv3.priq`) reads no cached structure.
 """
 
 from __future__ import annotations
@@ -18,9 +27,9 @@ from typing import TYPE_CHECKING
 from hw.bus import Entry, Finding, Invalidation, TableWrite, WalkStep, bdf, perms_text, size_text
 from hw.memory import BusError
 from hw.pagewatch import SlotCached, causes
-from hw.smmuv3.caches import GLOBAL
+from hw.smmuv3.caches import GLOBAL, S2_ONLY
 from hw.smmuv3.entries import Evt
-from hw.smmuv3.walk import PERM_U, PERM_W, CdInfo, SmmuFault, start_level
+from hw.smmuv3.walk import PERM_U, PERM_W, CdInfo, Leaf, SmmuFault, start_level
 from hw.translation import TlbEntry
 
 if TYPE_CHECKING:
@@ -35,7 +44,17 @@ CACHE_OF = {
     "TLBI_NH_VA": "TLB",
     "TLBI_NH_VAA": "TLB",
     "TLBI_NH_ASID": "TLB",
+    "TLBI_S2_IPA": "TLB",
+    "TLBI_S12_VMALL": "TLB",
 }
+"""The cache each command the unit can find missing invalidates; anything else in
+the unit's list is a note (:data:`NOTES`)."""
+
+NOTES = {
+    "no dirty update": "a write went through the cached writable entry of a leaf software "
+    "made writable-clean again (AP[2]=1, DBM=1): same translation, no dirty update",
+}
+"""What the unit's notes mean (hw/smmuv3/unit.py adds them to the missing commands)."""
 
 
 def tlb_entry(e: TlbEntry) -> Entry:
@@ -63,13 +82,18 @@ def _outcome(addr: int, outcome: tuple[int, ...]) -> Entry:
     return Entry(page, outcome[0], 0x1000, 3)
 
 
-def _fresh_cd(unit: Smmuv3Unit, sid: int, pasid: int | None) -> CdInfo | None:
+def _fresh_leaf(unit: Smmuv3Unit, sid: int, pasid: int | None, addr: int) -> Leaf | int | None:
+    """A fresh walk of every stage the STE enables (no cache, no Access flag): the
+    leaf, the event id of a fault, or None when nothing translates (bypass)."""
     walker = unit._w
     try:
         ste = walker.ste(*unit._strtab(), sid)
-        return unit._select(sid, pasid, ste, walker.cd)
-    except SmmuFault:
-        return None
+        cd = unit._select(sid, pasid, ste, walker.cd)
+        if cd is None and ste.s2 is None:
+            return None
+        return walker.walk_stream(ste, cd, addr, False, False)
+    except SmmuFault as f:
+        return int(f.evt)
 
 
 def stale_finding(
@@ -89,9 +113,15 @@ def stale_finding(
     cd_e = c.cd.get((sid, index))
     vmid = ste_e.info.vmid if ste_e is not None else 0
     asid = cd_e.info.asid if cd_e is not None else None
-    names = list(dict.fromkeys(missing))
+    names: list[str] = []
+    notes: list[str] = []
+    for item in missing:
+        for part in item.split("/"):  # a nested entry: either command removes it
+            bucket = names if part in CACHE_OF else notes
+            if part not in bucket:
+                bucket.append(part)
     first = names[0] if names else "TLBI_NH_VA"
-    cache = CACHE_OF.get(first, first)
+    cache = CACHE_OF[first]
     cached_e = _outcome(addr, cached)
     blamed: SlotCached | None = None
     leaf: TlbEntry | None = None
@@ -99,14 +129,18 @@ def stale_finding(
         blamed = ste_e
     elif cache == "CD cache":
         blamed = cd_e
-    elif asid is not None:
-        leaf = c.tlb.lookup((vmid, asid), addr) or c.tlb.lookup((vmid, GLOBAL), addr)
-        if leaf is not None:
-            blamed = leaf
-            cached_e = tlb_entry(leaf)
+    else:
+        tags = [(vmid, S2_ONLY)] if asid is None else [(vmid, asid), (vmid, GLOBAL)]
+        for tag in tags:
+            leaf = c.tlb.lookup(tag, addr)
+            if leaf is not None:
+                blamed = leaf
+                cached_e = tlb_entry(leaf)
+                break
     writes: tuple[TableWrite, ...] = () if blamed is None else causes(blamed)
     page = addr & ~0xFFF if leaf is None else leaf.vpn << leaf.shift
     span = 0x1000 if leaf is None else 1 << leaf.shift
+    where = (("Address", hex(page)), ("range", size_text(span)), ("Leaf", "1"))
     commands: list[Invalidation] = []
     for name in names:
         if name == "CFGI_STE":
@@ -119,32 +153,28 @@ def stale_finding(
                 Invalidation("CMD_TLBI_NH_ASID", (("VMID", str(vmid)), ("ASID", str(asid))))
             )
         elif name == "TLBI_NH_VAA":
-            vaa = (("VMID", str(vmid)), ("Address", hex(page)), ("range", size_text(span)))
-            commands.append(Invalidation("CMD_TLBI_NH_VAA", (*vaa, ("Leaf", "1"))))
+            commands.append(Invalidation("CMD_TLBI_NH_VAA", (("VMID", str(vmid)), *where)))
+        elif name == "TLBI_S2_IPA":
+            commands.append(Invalidation("CMD_TLBI_S2_IPA", (("VMID", str(vmid)), *where)))
+        elif name == "TLBI_S12_VMALL":
+            commands.append(Invalidation("CMD_TLBI_S12_VMALL", (("VMID", str(vmid)),)))
         else:
-            fields = (
-                ("VMID", str(vmid)),
-                ("ASID", str(asid)),
-                ("Address", hex(page)),
-                ("range", size_text(span)),
-                ("Leaf", "1"),
-            )
+            fields = (("VMID", str(vmid)), ("ASID", str(asid)), *where)
             commands.append(Invalidation("CMD_TLBI_NH_VA", fields))
     who = bdf(sid)
-    cd = _fresh_cd(unit, sid, pasid)
-    now = _outcome(addr, current)
-    if cd is not None:
-        try:
-            fresh = unit._w.walk(cd, addr, False)
-            now = Entry(
-                addr & ~((1 << fresh.shift) - 1),
-                fresh.phys,
-                1 << fresh.shift,
-                3 - (fresh.shift - 12) // 9,
-                "r" + perms_text(TLB_PERMS, fresh.perms),
-            )
-        except SmmuFault as f:
-            now = Entry(addr & ~0xFFF, None, fault=_evt_text(int(f.evt)))
+    fresh = _fresh_leaf(unit, sid, pasid, addr)
+    if isinstance(fresh, Leaf):
+        now = Entry(
+            addr & ~((1 << fresh.shift) - 1),
+            fresh.phys,
+            1 << fresh.shift,
+            3 - (fresh.shift - 12) // 9,
+            "r" + perms_text(TLB_PERMS, fresh.perms),
+        )
+    elif fresh is not None:
+        now = Entry(addr & ~0xFFF, None, fault=_evt_text(fresh))
+    else:
+        now = _outcome(addr, current)
     return Finding(
         "stale",
         f"{unit.name}: {who} SSID {pasid} IOVA {addr:#x} used a stale {cache} entry",
@@ -158,6 +188,7 @@ def stale_finding(
         current=now,
         writes=writes,
         missing=tuple(commands),
+        detail="; ".join(NOTES.get(n, n) for n in notes),
         time_ns=unit.m.clock.now,
     )
 

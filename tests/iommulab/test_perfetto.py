@@ -10,7 +10,14 @@ import pytest
 
 from iommulab import cli
 from iommulab import trace as tracing
-from iommulab.perfetto import KERNEL, chrome_events, processes, tracks
+from iommulab.perfetto import (
+    KERNEL,
+    TABLE_READ_NS,
+    WALK_READS,
+    chrome_events,
+    processes,
+    tracks,
+)
 from iommulab.replay.ftrace import _HEADER, parse_text
 from kernel.boot import current_kernel
 from kernel.trace import TraceEvent
@@ -349,3 +356,62 @@ def test_descriptors_in_flight_together_take_separate_lanes_of_their_queue() -> 
     assert lanes == [("0x1", "wq0"), ("0x2", "wq0 #2"), ("0x3", "wq0"), ("0x4", "wq0 #2")]
     last = [e for e in doc["traceEvents"] if e["ph"] == "X"][-1]
     assert (last["ts"], last["dur"], last["args"]["completed"]) == (0.025, 0.005, False)
+
+
+def _walks(doc: list[Doc]) -> list[tuple[float, float]]:
+    return [(e["ts"], e["dur"]) for e in doc if e["ph"] == "X" and e["name"] == "page walk"]
+
+
+def test_a_walk_lasts_its_table_reads_and_ends_inside_its_descriptor() -> None:
+    """The model resolves a descriptor's translations when it completes, in no
+    virtual time; the export charges each walk WALK_READS reads of TABLE_READ_NS and
+    ends it at that instant, inside the descriptor's slice."""
+    dev = {"dev": "0000:00:02.0", "wq": 0}
+    done = {**dev, "opcode": 3, "status": 1, "pasid": None, "size": 0x10000}
+    evs = [
+        _ev(1000, "hw_dsa:descriptor_submit", **dev, seq=1, desc=(0,) * 8),
+        _ev(9000, "hw_vtd:iotlb_miss", unit="dmar0", did=1, tag=1, addr=0x1000),
+        _ev(9000, "hw_vtd:iotlb_miss", unit="dmar0", did=1, tag=1, addr=0x2000),
+        _ev(9000, "hw_dsa:descriptor_complete", **done, seq=1),
+    ]
+    doc = chrome_events(evs)
+    charge = WALK_READS * TABLE_READ_NS
+    assert charge == 400
+    assert _walks(doc) == [(8.2, 0.4), (8.6, 0.4)]  # end to end, the last ends at 9 us
+    (desc,) = [e for e in doc if e["ph"] == "X" and e["cat"] == "hw_dsa"]
+    assert desc["ts"] <= 8.2 and 9.0 == desc["ts"] + desc["dur"]
+
+
+def test_walks_that_do_not_fit_share_their_descriptors_time() -> None:
+    """Three walks in a 300 ns descriptor (they would need 1200 ns): 100 ns each,
+    from its start to its end; a later walk at an instant no descriptor ends starts
+    no earlier than the previous walks on its track ended."""
+    dev = {"dev": "0000:00:02.0", "wq": 0}
+    done = {**dev, "opcode": 3, "status": 1, "pasid": None, "size": 0x1000}
+    miss = {"unit": "smmu0", "vmid": 0, "asid": 1}
+    evs = [
+        _ev(700, "hw_dsa:descriptor_submit", **dev, seq=1, desc=(0,) * 8),
+        *(_ev(1000, "hw_smmuv3:tlb_miss", **miss, addr=a << 12) for a in range(3)),
+        _ev(1000, "hw_dsa:descriptor_complete", **done, seq=1),
+        _ev(1200, "hw_smmuv3:tlb_miss", **miss, addr=0x9000),
+    ]
+    got = [(round(ts * 1000), round(dur * 1000)) for ts, dur in _walks(chrome_events(evs))]
+    assert got == [(700, 100), (800, 100), (900, 100), (1000, 200)]
+
+
+def test_demo_walks_take_time_and_nest_in_their_descriptors(
+    demo_run: tuple[Doc, list[TraceEvent]],
+) -> None:
+    doc, ring = demo_run
+    evs = doc["traceEvents"]
+    descs = [(e["ts"], e["ts"] + e["dur"]) for e in _slices(doc) if e["cat"] == "hw_dsa"]
+    walks = _walks(evs)
+    assert len(walks) == sum(e.event == "iotlb_miss" for e in ring) > 0
+    end = 0.0
+    for ts, dur in walks:
+        assert dur > 0 and ts >= end - 1e-9  # one track: walks never overlap
+        end = ts + dur
+        assert any(s <= ts + 1e-9 and end <= e + 1e-9 for s, e in descs), (ts, dur)
+    # the walks of an instant end with the descriptor that ended then
+    ends = {round(e, 6) for _, e in descs}
+    assert {round(e.ts_ns / 1000, 6) for e in ring if e.event == "iotlb_miss"} <= ends
