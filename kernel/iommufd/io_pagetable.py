@@ -54,7 +54,13 @@ from kernel.iommufd.iova_bitmap import (
     IovaBitmap,
     iova_bitmap_flush,
 )
-from kernel.iommufd.pages import IoptPages, iopt_pages_phys_runs, iopt_pages_pin, iopt_pages_unpin
+from kernel.iommufd.pages import (
+    IoptPages,
+    iopt_pages_phys_runs,
+    iopt_pages_pin,
+    iopt_pages_unpin,
+    iopt_put_pages,
+)
 from kernel.mm import GFP_KERNEL, PAGE_SIZE
 
 
@@ -366,7 +372,7 @@ def iopt_map_pages(
         for area in made:
             iopt_area_unfill_domains(iopt, area)
             del iopt.areas[area.iova]
-            area.pages.users -= 1
+            area.pages.users -= 1  # the caller's list still holds the pages
         raise
     return iova
 
@@ -393,7 +399,7 @@ def _unmap_range(iopt: IoPagetable, start: int, last: int) -> int:
     for a in victims:
         iopt_area_unfill_domains(iopt, a)
         del iopt.areas[a.iova]
-        a.pages.users -= 1
+        iopt_put_pages(a.pages)
         unmapped += a.length
     return unmapped
 
