@@ -31,7 +31,7 @@ from kernel.memory import FAULT_FLAG_WRITE, VM_FAULT_ERROR, VM_FAULT_OOM, handle
 from kernel.mm import PAGE_SHIFT, PAGE_SIZE, Page, current_mm
 from kernel.mm_types import MmStruct, VmAreaStruct
 from kernel.mmap import VM_IO, VM_PFNMAP, VM_READ, VM_WRITE, vma_lookup
-from kernel.page_ref import GUP_PIN_COUNTING_BIAS, page_ref_add, put_page_refs
+from kernel.page_ref import GUP_PIN_COUNTING_BIAS, folios_put_refs, pages_ref_add, put_page_refs
 from kernel.pgtable import _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, _PAGE_USER, PTE_PFN_MASK
 from kernel.sched import get_current
 
@@ -60,8 +60,8 @@ def check_vma_flags(vma: VmAreaStruct, gup_flags: int) -> int:
     return 0
 
 
-def _present_run(mm: MmStruct, addr: int, nr: int, write: bool) -> list[int]:
-    """The frame numbers of the present user PTEs from ``addr`` on (at most ``nr``,
+def _present_run(mm: MmStruct, addr: int, nr: int, write: bool) -> list[Page]:
+    """The pages of the present user PTEs from ``addr`` on (at most ``nr``,
     within one last-level table), stopping at the first missing one or, for a
     write, the first read-only one (``gup_fast_pte_range``)."""
     mem = current_mm().mem
@@ -78,19 +78,19 @@ def _present_run(mm: MmStruct, addr: int, nr: int, write: bool) -> list[int]:
     first = (addr >> PAGE_SHIFT) & (_ENTRIES - 1)
     count = min(nr, _ENTRIES - first)
     need = _PAGE_PRESENT | _PAGE_USER | (_PAGE_RW if write else 0)
-    out: list[int] = []
+    out: list[Page] = []
     for (ent,) in _U64.iter_unpack(mem.read(table + first * 8, count * 8)):
         if ent & need != need:
             break
-        out.append((ent & PTE_PFN_MASK) >> PAGE_SHIFT)
+        out.append(Page((ent & PTE_PFN_MASK) >> PAGE_SHIFT))
     return out
 
 
-def __get_user_pages(mm: MmStruct, start: int, nr_pages: int, gup_flags: int) -> list[int] | int:
-    """``__get_user_pages`` with FOLL_PIN: the pinned frames, or a negative errno
+def __get_user_pages(mm: MmStruct, start: int, nr_pages: int, gup_flags: int) -> list[Page] | int:
+    """``__get_user_pages`` with FOLL_PIN: the pinned pages, or a negative errno
     when the first page failed."""
     write = bool(gup_flags & FOLL_WRITE)
-    pfns: list[int] = []
+    pfns: list[Page] = []
     faulted_at = -1
     while len(pfns) < nr_pages:
         addr = start + len(pfns) * PAGE_SIZE
@@ -102,8 +102,7 @@ def __get_user_pages(mm: MmStruct, start: int, nr_pages: int, gup_flags: int) ->
         room = min(nr_pages - len(pfns), (vma.vm_end - addr) >> PAGE_SHIFT)
         run = _present_run(mm, addr, room, write)
         if run:
-            for pfn in run:
-                page_ref_add(Page(pfn), GUP_PIN_COUNTING_BIAS)
+            pages_ref_add(run, GUP_PIN_COUNTING_BIAS)
             pfns.extend(run)
             continue
         if faulted_at == addr or gup_flags & FOLL_NOFAULT:
@@ -132,7 +131,7 @@ def pin_user_pages_fast(start: int, nr_pages: int, gup_flags: int, pages: list[P
     got = __get_user_pages(task.mm, start, nr_pages, gup_flags | FOLL_PIN)
     if isinstance(got, int):
         return got
-    pages.extend(Page(pfn) for pfn in got)
+    pages.extend(got)
     return len(got)
 
 
@@ -146,7 +145,7 @@ def pin_user_pages_remote(
     got = __get_user_pages(mm, start, nr_pages, gup_flags | FOLL_PIN)
     if isinstance(got, int):
         return got
-    pages.extend(Page(pfn) for pfn in got)
+    pages.extend(got)
     return len(got)
 
 
@@ -157,5 +156,4 @@ def unpin_user_page(page: Page) -> None:
 
 def unpin_user_pages(pages: list[Page]) -> None:
     """``unpin_user_pages``."""
-    for page in pages:
-        put_page_refs(page, GUP_PIN_COUNTING_BIAS)
+    folios_put_refs(pages, GUP_PIN_COUNTING_BIAS)

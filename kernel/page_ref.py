@@ -49,6 +49,30 @@ def put_page_refs(page: Page, nr: int) -> None:
         __free_pages(page, 0)
 
 
+def pages_ref_add(pages: list[Page], nr: int) -> None:
+    """``page_ref_add`` of ``nr`` on each of ``pages`` (GUP grabbing a batch)."""
+    refs = _REFS.get()
+    get = refs.get
+    for page in pages:
+        pfn = page.pfn
+        refs[pfn] = get(pfn, 1) + nr
+
+
+def folios_put_refs(pages: list[Page], nr: int) -> None:
+    """``folios_put_refs``: drop ``nr`` references from each of ``pages``; pages
+    left without any are freed."""
+    refs = _REFS.get()
+    pop = refs.pop
+    for page in pages:
+        left = pop(page.pfn, 1) - nr
+        if left > 1:
+            refs[page.pfn] = left
+        elif left == 0:
+            __free_pages(page, 0)
+        elif left < 0:
+            WARN_ON(True, f"page {page.pfn:#x}: reference count underflow")
+
+
 def get_page(page: Page) -> None:
     """``get_page``."""
     page_ref_add(page, 1)

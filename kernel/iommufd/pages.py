@@ -146,11 +146,16 @@ def do_update_pinned(pages: IoptPages, npages: int, inc: bool) -> None:
 
 def _runs(pinned: list[Page]) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
+    start = prev = -2
     for page in pinned:
-        if runs and runs[-1][0] + runs[-1][1] * PAGE_SIZE == page.phys:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((page.phys, 1))
+        pfn = page.pfn
+        if pfn != prev + 1:
+            if start >= 0:
+                runs.append((start << PAGE_SHIFT, prev - start + 1))
+            start = pfn
+        prev = pfn
+    if start >= 0:
+        runs.append((start << PAGE_SHIFT, prev - start + 1))
     return runs
 
 
