@@ -14,7 +14,7 @@ from attrs import define
 
 from iommulab.vfio_dsa import VfioDsa
 from kernel.delay import udelay
-from kernel.errno import EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, ESPIPE, ETIMEDOUT
+from kernel.errno import EBUSY, EFAULT, EINVAL, ENOENT, EOPNOTSUPP, ESPIPE, ETIMEDOUT
 from kernel.iommufd.fault import IommufdFaultFile, fault_fd_get
 from kernel.iommufd.uapi_helpers import Iommufd
 from kernel.mm import PAGE_SIZE
@@ -22,7 +22,7 @@ from kernel.mmap import PROT_READ
 from kernel.sched import use_task
 from kernel.uapi import idxd
 from kernel.uapi import iommufd as uapi
-from tests.kernel.iommufd.conftest import Vmm, boot_vendor
+from tests.kernel.iommufd.conftest import Vmm, boot_vendor, pdev
 from tests.kernel.iommufd.helpers import raw
 from tests.kernel.iommufd.test_fail_nth import sweep
 
@@ -210,21 +210,32 @@ def test_fail_nth_fault_allocations_leave_nothing(scenario: str) -> None:
     assert sweep(boot_vendor("vtd"), setup, op) > 0
 
 
-@pytest.mark.parametrize("vendor", ["smmuv3"])
-def test_smmuv3_dsa_cannot_take_iommufd_faults(vmm: Vmm) -> None:
-    """arm-smmu-v3 in 6.12 takes IOPF only from stalling masters (PRI requests are
-    denied by ``arm_smmu_handle_ppr``), so IOPF cannot be enabled for the PCI DSA and
-    attaching a fault-capable HWPT fails, leaving the device unattached. Upstream's
-    errno is EINVAL (``arm_smmu_dev_enable_feature``); the model's driver has no
-    ``dev_enable_feat`` op, so the core's ENODEV comes back."""
+@pytest.mark.parametrize("vendor", ["vtd", "smmuv3"])
+def test_attaching_a_fault_capable_hwpt_enables_iopf_or_is_einval(vmm: Vmm, vendor: str) -> None:
+    """Attaching a HWPT with a fault object enables IOPF on the device
+    (``iommufd_fault_iopf_enable`` → ``iommu_dev_enable_feature``). VT-d turns on
+    PRI for the DSA; arm-smmu-v3 in 6.12 takes IOPF only from stalling masters
+    (``arm_smmu_master_iopf_supported``; PRI requests are denied by
+    ``arm_smmu_handle_ppr``), so its ``arm_smmu_dev_enable_feature`` answers EINVAL
+    and the attach fails with nothing changed; a plain HWPT still attaches."""
     fd = vmm.fd
     dev_id = vmm.vfio.bind_iommufd(fd.ctx)
+    idev = fd.ctx.objects[dev_id]
     fault_id, fault_fd = fd.fault_queue_alloc()
     ioas = fd.ioas_alloc()
     hwpt = fd.hwpt_alloc(dev_id, ioas, uapi.IOMMU_HWPT_FAULT_ID_VALID, fault_id)
-    with pytest.raises(ENODEV):
-        vmm.vfio.attach_pt(hwpt)
-    assert fd.ctx.objects[hwpt] is not None and fd.ctx.objects[hwpt].users == 1
+    if vendor == "vtd":
+        assert vmm.vfio.attach_pt(hwpt) == hwpt
+        assert idev.iopf_enabled == 1  # type: ignore[union-attr]
+        assert pdev().pri_enabled
+        vmm.vfio.detach_pt()
+        assert idev.iopf_enabled == 0 and not pdev().pri_enabled  # type: ignore[union-attr]
+    else:
+        with pytest.raises(EINVAL):
+            vmm.vfio.attach_pt(hwpt)
+        assert not vmm.vfio.attached and idev.iopf_enabled == 0  # type: ignore[union-attr]
+    obj = fd.ctx.objects[hwpt]
+    assert obj is not None and obj.users == 1
     assert vmm.vfio.attach_pt(ioas) != hwpt  # a plain HWPT still attaches
     vmm.vfio.detach_pt()
     fault_fd_get(fault_fd).close()
