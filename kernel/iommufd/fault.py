@@ -19,7 +19,9 @@ buffer cannot be written or read).
 
 Departures from Linux: the file is an :class:`IommufdFaultFile` found by its
 descriptor in one table of fault files (:func:`fault_fd_get`), not in the task's
-descriptor table. One thread: no
+descriptor table. A group whose records cannot be copied out stays queued (6.12
+takes it off the queue and loses it) and a response that cannot be read is
+-EFAULT (6.12 returns the uncopied byte count). One thread: no
 mutex or wait queue (``poll`` is :meth:`IommufdFaultFile.poll`). The attach handle
 of 6.12 is replaced by the device lookup in :func:`_idev_of` (the domain's device).
 """
