@@ -38,7 +38,7 @@ from kernel.module import InitLevel, IommuDriverInfo, KernelModule
 from kernel.params import CommandLine, Param, parse_int, parse_str
 from kernel.plugin import BUILTIN_MODULES, PluginManager, make_plugin_manager
 
-SUBSYSTEM_PACKAGES = ("kernel.pci_init", "kernel.iommu", "kernel.dma")
+SUBSYSTEM_PACKAGES = ("kernel.pci_init", "kernel.iommu", "kernel.dma", "kernel.iommufd.viommu")
 UTS_RELEASE = "6.12.0-iommulab"
 """The kernel baseline the model mirrors: Linux 6.12 (LTS)."""
 

@@ -18,8 +18,14 @@
   (:func:`drivers.arm_smmu_v3.cmdq.arm_smmu_handle_ppr`) because 6.12 never enables
   PRI on a master.
 
+- **Nesting** (Linux 6.13, newer than the 6.12 baseline; ``iommufd.viommu=on``):
+  with IDR0.S1P and S2P the SMMU has ``ARM_SMMU_FEAT_NESTING``; a NEST_PARENT
+  paging domain is a stage-2 domain (VMID, ``ARM_64_LPAE_S2`` tables), and
+  ``hw_info`` / ``viommu_alloc`` come from :mod:`drivers.arm_smmu_v3.iommufd_nested`.
+
 Differences from Linux: StreamID = PCI requester ID (an identity IORT ID mapping);
-stage 2, nesting, ATS, stalls and SVA are not implemented. 6.12's SVA
+stage 2 is offered only as a nesting parent (6.13 also uses it for S2-only SMMUs);
+ATS, stalls and SVA are not implemented. 6.12's SVA
 (arm-smmu-v3-sva.c: ``arm_smmu_sva_domain_alloc``, whose mmu notifier's
 ``arm_smmu_mm_arch_invalidate_secondary_tlbs`` invalidates the ASID and the ATCs)
 shares the CPU's page tables with the SMMU, which needs an arm64 CPU: the
@@ -31,9 +37,11 @@ arm-smmu-v3-sva.c. A device's user SVA bind is therefore EOPNOTSUPP.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any, cast
 
 from drivers.arm_smmu_v3 import iommufd as smmu_iommufd
+from drivers.arm_smmu_v3 import iommufd_nested as smmu_nested
 from drivers.arm_smmu_v3 import registers as r
 from drivers.arm_smmu_v3.cmdq import (
     ArmSmmuCmdqEnt,
@@ -44,6 +52,8 @@ from drivers.arm_smmu_v3.cmdq import (
     arm_smmu_priq_thread,
 )
 from drivers.arm_smmu_v3.domain import (
+    ARM_SMMU_DOMAIN_S1,
+    ARM_SMMU_DOMAIN_S2,
     ArmSmmuBlockedOps,
     ArmSmmuDomain,
     ArmSmmuDomainOps,
@@ -56,13 +66,15 @@ from drivers.arm_smmu_v3.entry_writer import (
     arm_smmu_make_abort_ste,
 )
 from drivers.arm_smmu_v3.io_pgtable_arm import (
+    ARM_64_LPAE_S2,
     IO_PGTABLE_QUIRK_ARM_HD,
     SZ_1G,
     SZ_2M,
     SZ_4K,
     IoPgtableCfg,
+    alloc_io_pgtable_ops,
 )
-from drivers.arm_smmu_v3.iommu_pt import arm_smmu_alloc_pgtbl, arm_smmu_free_pgtbl
+from drivers.arm_smmu_v3.iommu_pt import ArmSmmuPgtbl, arm_smmu_alloc_pgtbl, arm_smmu_free_pgtbl
 from drivers.arm_smmu_v3.structs import (
     ArmSmmuDevice,
     ArmSmmuMaster,
@@ -75,7 +87,17 @@ from kernel.bitfield import FIELD_GET, FIELD_PREP
 from kernel.context import KernelSlot
 from kernel.delay import readx_poll_timeout
 from kernel.device import Device, dev_name
-from kernel.errno import EEXIST, EINVAL, ENODEV, ENOMEM, ENXIO, ERANGE, ETIMEDOUT, KernelError
+from kernel.errno import (
+    EEXIST,
+    EINVAL,
+    ENODEV,
+    ENOMEM,
+    ENXIO,
+    EOPNOTSUPP,
+    ERANGE,
+    ETIMEDOUT,
+    KernelError,
+)
 from kernel.idr import IDA, ida_alloc_range
 from kernel.io import ioremap, iounmap
 from kernel.iommu.iommu import (
@@ -102,6 +124,8 @@ from kernel.iommu.iommu_h import (
     IommuPagingDomainOps,
 )
 from kernel.iommu.iommu_resv import IOMMU_RESV_SW_MSI, IommuResvRegion, iommu_alloc_resv_region
+from kernel.iommufd.main import IommufdCtx
+from kernel.iommufd.viommu import IommufdViommu, iommufd_viommu_enabled
 from kernel.irq import (
     IRQF_ONESHOT,
     free_irq,
@@ -204,14 +228,17 @@ class ArmSmmuOps:
         """``arm_smmu_domain_alloc_paging``: allocate and finalise (tables + ASID)."""
         return self.domain_alloc_finalised(dev, 0, "smmu-paging")
 
-    def domain_alloc_finalised(self, dev: Device, flags: int, name: str) -> ArmSmmuDomain:
+    def domain_alloc_finalised(
+        self, dev: Device, flags: int, name: str, stage: int = ARM_SMMU_DOMAIN_S1
+    ) -> ArmSmmuDomain:
         """``arm_smmu_domain_alloc`` + ``arm_smmu_domain_finalise(.., flags)``, the part
         ``arm_smmu_domain_alloc_paging`` and ``arm_smmu_domain_alloc_user`` share."""
         master = dev_iommu_priv_get(dev)
         kmem = kzalloc(512, GFP_KERNEL)
         if kmem is None:
             raise ENOMEM("arm_smmu_domain")
-        smmu_domain = ArmSmmuDomain(kmem=kmem, name=name)
+        smmu_domain = ArmSmmuDomain(kmem=kmem, name=name, stage=stage)
+        smmu_domain.nest_parent = stage == ARM_SMMU_DOMAIN_S2
         try:
             arm_smmu_domain_finalise(smmu_domain, master.smmu, flags)
         except KernelError:
@@ -222,8 +249,25 @@ class ArmSmmuOps:
     def domain_alloc_user(
         self, dev: Device, flags: int, parent: IommuDomain | None, user_data: Any
     ) -> IommuDomain:
-        """``arm_smmu_domain_alloc_user`` (iommufd's IOMMU_HWPT_ALLOC)."""
+        """``arm_smmu_domain_alloc_user`` (iommufd's IOMMU_HWPT_ALLOC); under
+        ``iommufd.viommu=on`` 6.13's ``arm_smmu_domain_alloc_paging_flags``."""
+        if iommufd_viommu_enabled():
+            return smmu_nested.arm_smmu_domain_alloc_paging_flags(
+                self, dev, flags, parent, user_data
+            )
         return smmu_iommufd.arm_smmu_domain_alloc_user(self, dev, flags, parent, user_data)
+
+    @property
+    def hw_info(self) -> Callable[[Device], tuple[bytes, int]] | None:
+        """``arm_smmu_hw_info`` (6.13): only under ``iommufd.viommu=on`` (6.12 has none)."""
+        return smmu_nested.arm_smmu_hw_info if iommufd_viommu_enabled() else None
+
+    @property
+    def viommu_alloc(
+        self,
+    ) -> Callable[[Device, IommuDomain, IommufdCtx, int], IommufdViommu] | None:
+        """``arm_vsmmu_alloc`` (6.13): only under ``iommufd.viommu=on``."""
+        return smmu_nested.arm_vsmmu_alloc if iommufd_viommu_enabled() else None
 
     def def_domain_type(self, dev: Device) -> int:
         return 0
@@ -302,28 +346,45 @@ def arm_smmu_dbm_capable(smmu: ArmSmmuDevice) -> bool:
 def arm_smmu_domain_finalise(
     smmu_domain: ArmSmmuDomain, smmu: ArmSmmuDevice, flags: int = 0
 ) -> None:
-    """``arm_smmu_domain_finalise`` + ``arm_smmu_domain_finalise_s1``; ``flags``
-    IOMMU_HWPT_ALLOC_DIRTY_TRACKING adds the HD quirk and the dirty ops."""
-    ias = 52 if smmu.features & r.ARM_SMMU_FEAT_VAX else 48
-    ias = min(ias, VA_BITS)
+    """``arm_smmu_domain_finalise`` + ``arm_smmu_domain_finalise_s1`` (or ``_s2`` for
+    a stage-2 domain: ``ARM_64_LPAE_S2`` tables over the SMMU's IAS/OAS and a
+    VMID); ``flags`` IOMMU_HWPT_ALLOC_DIRTY_TRACKING adds the HD quirk and the dirty
+    ops (a stage-2 domain refuses it, EOPNOTSUPP, as 6.13)."""
+    enable_dirty = bool(flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+    stage2 = smmu_domain.stage == ARM_SMMU_DOMAIN_S2
+    if stage2:
+        if enable_dirty:
+            raise EOPNOTSUPP("a stage-2 domain cannot track dirty pages")
+        ias, oas = smmu.ias, smmu.oas
+    else:
+        ias = 52 if smmu.features & r.ARM_SMMU_FEAT_VAX else 48
+        ias, oas = min(ias, VA_BITS), smmu.ias
     cfg = IoPgtableCfg(
         pgsize_bitmap=smmu.pgsize_bitmap,
         ias=ias,
-        oas=smmu.ias,
+        oas=oas,
         tlb=smmu_domain,
         coherent_walk=bool(smmu.features & r.ARM_SMMU_FEAT_COHERENCY),
     )
-    enable_dirty = bool(flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
     if enable_dirty:
         cfg.quirks |= IO_PGTABLE_QUIRK_ARM_HD
-    ops = arm_smmu_alloc_pgtbl(cfg, smmu_domain)  # iommu.pt selects io-pgtable or generic_pt
+    ops: ArmSmmuPgtbl | None
+    if stage2:
+        # io-pgtable-arm under either iommu.pt (the generic table has no stage 2 here)
+        ops = alloc_io_pgtable_ops(ARM_64_LPAE_S2, cfg, smmu_domain)
+    else:
+        ops = arm_smmu_alloc_pgtbl(cfg, smmu_domain)  # iommu.pt: io-pgtable or generic_pt
     if ops is None:
         raise ENOMEM("io-pgtable")
     smmu_domain.smmu = smmu
     smmu_domain.pgsize_bitmap = cfg.pgsize_bitmap
     smmu_domain.geometry = IommuDomainGeometry(0, (1 << cfg.ias) - 1, True)
     try:
-        smmu_domain.asid = ida_alloc_range(_OPS.get().asid_ida, 1, (1 << smmu.asid_bits) - 1)
+        if stage2:
+            # arm_smmu_domain_finalise_s2: VMID 0 stays for stage-1 and bypass STEs
+            smmu_domain.vmid = ida_alloc_range(smmu.vmid_map, 1, (1 << smmu.vmid_bits) - 1)
+        else:
+            smmu_domain.asid = ida_alloc_range(_OPS.get().asid_ida, 1, (1 << smmu.asid_bits) - 1)
     except KernelError:
         arm_smmu_free_pgtbl(ops)
         smmu_domain.smmu = None
@@ -490,6 +551,8 @@ def arm_smmu_device_hw_probe(smmu: ArmSmmuDevice) -> None:
         smmu.features |= r.ARM_SMMU_FEAT_TRANS_S1
     if reg & r.IDR0_S2P:
         smmu.features |= r.ARM_SMMU_FEAT_TRANS_S2
+    if smmu.features & r.ARM_SMMU_FEAT_TRANS_S1 and smmu.features & r.ARM_SMMU_FEAT_TRANS_S2:
+        smmu.features |= r.ARM_SMMU_FEAT_NESTING
     if not smmu.features & r.ARM_SMMU_FEAT_TRANS_S1:
         # This driver builds stage-1 domains only (Linux also accepts S2-only SMMUs).
         dev_err(smmu, "no stage-1 translation support!")

@@ -159,8 +159,12 @@ def arm_smmu_cmdq_build_cmd(ent: ArmSmmuCmdqEnt) -> tuple[int, int]:
     elif op == r.CMDQ_OP_TLBI_NH_ASID:
         cmd0 |= FIELD_PREP(r.CMDQ_TLBI_0_ASID, ent.asid)
         cmd0 |= FIELD_PREP(r.CMDQ_TLBI_0_VMID, ent.vmid)
-    elif op == r.CMDQ_OP_TLBI_NH_ALL:
+    elif op == r.CMDQ_OP_TLBI_NH_ALL or op == r.CMDQ_OP_TLBI_S12_VMALL:
         cmd0 |= FIELD_PREP(r.CMDQ_TLBI_0_VMID, ent.vmid)
+    elif op == r.CMDQ_OP_TLBI_S2_IPA:
+        cmd0 |= FIELD_PREP(r.CMDQ_TLBI_0_VMID, ent.vmid)
+        cmd1 |= FIELD_PREP(r.CMDQ_TLBI_1_LEAF, int(ent.leaf))
+        cmd1 |= ent.addr & r.CMDQ_TLBI_1_IPA_MASK
     elif op == r.CMDQ_OP_PRI_RESP:
         cmd0 |= FIELD_PREP(r.CMDQ_0_SSV, int(ent.substream_valid))
         cmd0 |= FIELD_PREP(r.CMDQ_PRI_0_SSID, ent.ssid)

@@ -22,7 +22,7 @@ no SMMUv3 part): it is ``set_dev_pasid`` and the blocked domain's PASID teardown
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 
@@ -42,6 +42,7 @@ from drivers.arm_smmu_v3.entry_writer import (
     arm_smmu_make_bypass_ste,
     arm_smmu_make_cdtable_ste,
     arm_smmu_make_s1_cd,
+    arm_smmu_make_s2_domain_ste,
     arm_smmu_ssids_in_use,
     arm_smmu_write_cd_entry,
 )
@@ -76,9 +77,16 @@ def arm_smmu_tlb_inv_asid(smmu: ArmSmmuDevice, asid: int) -> None:
 
 
 def arm_smmu_tlb_inv_context(smmu_domain: ArmSmmuDomain) -> None:
-    """``arm_smmu_tlb_inv_context``: the whole ASID (no ATS to invalidate here)."""
-    if smmu_domain.smmu is not None:
-        arm_smmu_tlb_inv_asid(smmu_domain.smmu, smmu_domain.asid)
+    """``arm_smmu_tlb_inv_context``: the whole ASID, or for a stage-2 domain
+    TLBI_S12_VMALL of its VMID (no ATS to invalidate here)."""
+    smmu = smmu_domain.smmu
+    if smmu is None:
+        return
+    if smmu_domain.stage == ARM_SMMU_DOMAIN_S2:
+        cmd = ArmSmmuCmdqEnt(r.CMDQ_OP_TLBI_S12_VMALL, vmid=smmu_domain.vmid)
+        arm_smmu_cmdq_issue_cmd_with_sync(smmu, cmd)
+        return
+    arm_smmu_tlb_inv_asid(smmu, smmu_domain.asid)
 
 
 def __arm_smmu_tlb_inv_range(
@@ -101,7 +109,17 @@ def __arm_smmu_tlb_inv_range(
 def arm_smmu_tlb_inv_range_domain(
     iova: int, size: int, granule: int, leaf: bool, smmu_domain: ArmSmmuDomain
 ) -> None:
-    """``arm_smmu_tlb_inv_range_domain``: TLBI_NH_VA tagged with the domain's ASID."""
+    """``arm_smmu_tlb_inv_range_domain``: TLBI_NH_VA tagged with the domain's ASID;
+    for a stage-2 domain TLBI_S2_IPA with its VMID and, for a nesting parent (6.13),
+    TLBI_NH_ALL of the VMID too, since the nested stage-1 entries hold the stage-2
+    result and S2_IPA does not reach them."""
+    if smmu_domain.stage == ARM_SMMU_DOMAIN_S2:
+        cmd = ArmSmmuCmdqEnt(r.CMDQ_OP_TLBI_S2_IPA, vmid=smmu_domain.vmid, leaf=leaf)
+        __arm_smmu_tlb_inv_range(cmd, iova, size, granule, smmu_domain)
+        if smmu_domain.nest_parent and smmu_domain.smmu is not None:
+            nh_all = ArmSmmuCmdqEnt(r.CMDQ_OP_TLBI_NH_ALL, vmid=smmu_domain.vmid)
+            arm_smmu_cmdq_issue_cmd_with_sync(smmu_domain.smmu, nh_all)
+        return
     cmd = ArmSmmuCmdqEnt(r.CMDQ_OP_TLBI_NH_VA, asid=smmu_domain.asid, leaf=leaf)
     __arm_smmu_tlb_inv_range(cmd, iova, size, granule, smmu_domain)
 
@@ -118,13 +136,22 @@ class ArmSmmuMasterDomain:
     kmem: int = 0
 
 
+ARM_SMMU_DOMAIN_S1 = 0
+ARM_SMMU_DOMAIN_S2 = 1
+
+
 @define(eq=False)
 class ArmSmmuDomain(IommuDomain):
-    """``struct arm_smmu_domain`` (stage 1 only); its methods are the domain's
-    ``iommu_flush_ops`` for io-pgtable (``arm_smmu_flush_ops``)."""
+    """``struct arm_smmu_domain``: stage 1 (an ASID), or stage 2 (a VMID; only as
+    a nesting parent under ``iommufd.viommu=on``, 6.13); its methods are the
+    domain's ``iommu_flush_ops`` for io-pgtable (``arm_smmu_flush_ops``)."""
 
     smmu: ArmSmmuDevice | None = None
+    stage: int = ARM_SMMU_DOMAIN_S1
     asid: int = 0
+    vmid: int = 0
+    """``s2_cfg.vmid`` of a stage-2 domain."""
+    nest_parent: bool = False
     pgtbl_ops: ArmSmmuPgtbl | None = None
     devices: list[ArmSmmuMasterDomain] = field(factory=list)
     kmem: int = 0
@@ -137,6 +164,26 @@ class ArmSmmuDomain(IommuDomain):
 
     def tlb_add_page(self, gather: IommuIotlbGather, iova: int, granule: int) -> None:
         iommu_iotlb_gather_add_page(self, gather, iova, granule)
+
+
+@define(eq=False)
+class ArmSmmuNestedDomain(IommuDomain):
+    """``struct arm_smmu_nested_domain`` (6.13): the guest's vSTE over its vIOMMU's
+    stage-2 parent. ``vsmmu`` is the :class:`drivers.arm_smmu_v3.iommufd_nested.ArmVsmmu`."""
+
+    vsmmu: Any = None
+    s2_parent: ArmSmmuDomain | None = None
+    ste: tuple[int, int] = (0, 0)
+    enable_ats: bool = False
+    kmem: int = 0
+
+
+def to_smmu_domain_devices(domain: IommuDomain | None) -> ArmSmmuDomain | None:
+    """``to_smmu_domain_devices``: the domain whose ``devices`` records a master: a
+    paging domain itself, a nested domain's stage-2 parent (6.13), else None."""
+    if isinstance(domain, ArmSmmuNestedDomain):
+        return domain.s2_parent
+    return _to_smmu_domain(domain)
 
 
 @define
@@ -157,8 +204,9 @@ def _to_smmu_domain(domain: IommuDomain | None) -> ArmSmmuDomain | None:
 
 
 def arm_smmu_attach_prepare(state: ArmSmmuAttachState, new_domain: IommuDomain) -> None:
-    """``arm_smmu_attach_prepare``: a paging domain records the (master, SSID)."""
-    smmu_domain = _to_smmu_domain(new_domain)
+    """``arm_smmu_attach_prepare``: a paging domain (or a nested domain's parent)
+    records the (master, SSID)."""
+    smmu_domain = to_smmu_domain_devices(new_domain)
     if smmu_domain is None:
         return
     kmem = kzalloc(48, GFP_KERNEL)
@@ -171,7 +219,7 @@ def arm_smmu_remove_master_domain(
     master: ArmSmmuMaster, domain: IommuDomain | None, ssid: int
 ) -> None:
     """``arm_smmu_remove_master_domain``."""
-    smmu_domain = _to_smmu_domain(domain)
+    smmu_domain = to_smmu_domain_devices(domain)
     if smmu_domain is None:
         return
     for md in smmu_domain.devices:
@@ -187,12 +235,22 @@ def arm_smmu_attach_commit(state: ArmSmmuAttachState) -> None:
 
 
 def arm_smmu_attach_dev(domain: IommuDomain, dev: Device, old: IommuDomain | None) -> None:
-    """``arm_smmu_attach_dev``: CD 0 = the domain, STE = CD table with S1DSS=SSID0."""
+    """``arm_smmu_attach_dev``: CD 0 = the domain, STE = CD table with S1DSS=SSID0;
+    a stage-2 domain gets a stage-2 STE and CD 0 is cleared."""
     master = dev_iommu_priv_get(dev)
     smmu_domain = _to_smmu_domain(domain)
     assert smmu_domain is not None
     if smmu_domain.smmu is not master.smmu:
         raise EINVAL(f"{dev.init_name}: domain belongs to another SMMU")
+    if smmu_domain.stage == ARM_SMMU_DOMAIN_S2:
+        state = ArmSmmuAttachState(master, old, IOMMU_NO_PASID)
+        arm_smmu_attach_prepare(state, domain)
+        arm_smmu_install_ste_for_dev(
+            master, arm_smmu_make_s2_domain_ste(master, smmu_domain, state.ats_enabled)
+        )
+        arm_smmu_attach_commit(state)
+        arm_smmu_clear_cd(master, IOMMU_NO_PASID)
+        return
     cdptr = arm_smmu_alloc_cd_ptr(master, IOMMU_NO_PASID)
     if cdptr is None:
         raise ENOMEM("context descriptor")
@@ -297,6 +355,8 @@ class ArmSmmuDomainOps:
         assert smmu_domain is not None
         if smmu_domain.smmu is not master.smmu:
             raise EINVAL(f"{dev.init_name}: domain belongs to another SMMU")
+        if smmu_domain.stage != ARM_SMMU_DOMAIN_S1:
+            raise EINVAL(f"{dev.init_name}: a stage-2 domain cannot serve a PASID")
         arm_smmu_set_pasid(
             master, smmu_domain, pasid, arm_smmu_make_s1_cd(master, smmu_domain), old
         )
@@ -349,8 +409,8 @@ class ArmSmmuDomainOps:
         arm_smmu_tlb_inv_context(smmu_domain)
 
     def free(self, domain: IommuDomain) -> None:
-        """``arm_smmu_domain_free_paging``: free the tables (which flushes the ASID),
-        then the ASID."""
+        """``arm_smmu_domain_free_paging``: free the tables (which flushes the ASID
+        or the VMID), then the ASID or the VMID."""
         smmu_domain = _to_smmu_domain(domain)
         assert smmu_domain is not None
         arm_smmu_free_pgtbl(smmu_domain.pgtbl_ops)
@@ -358,6 +418,9 @@ class ArmSmmuDomainOps:
         if smmu_domain.asid:
             ida_free(self.smmu_ops.asid_ida, smmu_domain.asid)
             smmu_domain.asid = 0
+        if smmu_domain.vmid and smmu_domain.smmu is not None:
+            ida_free(smmu_domain.smmu.vmid_map, smmu_domain.vmid)
+            smmu_domain.vmid = 0
         kfree(smmu_domain.kmem)
         smmu_domain.kmem = 0
 

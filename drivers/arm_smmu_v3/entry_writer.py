@@ -9,8 +9,12 @@ is followed by CFGI_STE (STEs) or CFGI_CD (CDs, per StreamID of the master) and 
 CMD_SYNC. CD tables are linear up to 1024 contexts (or without CD2L), else an L1CD
 table whose 64 KiB leaves are allocated on first use.
 
+Stage-2 STEs (``arm_smmu_make_s2_domain_ste``) are built for the nesting parents of
+``iommufd.viommu=on`` (Linux 6.13); the nested STE is built from them in
+:mod:`drivers.arm_smmu_v3.iommufd_nested`.
+
 Differences from Linux: StreamID = PCI requester ID (an identity IORT ID mapping);
-stage 2, nesting and ATS STEs are not built.
+ATS STEs are not built.
 """
 
 from __future__ import annotations
@@ -104,6 +108,18 @@ def arm_smmu_get_ste_used(ent: list[int]) -> list[int]:
             used[1] |= r.STRTAB_STE_1_SHCFG
     if cfg == r.STRTAB_STE_0_CFG_BYPASS:
         used[1] |= r.STRTAB_STE_1_SHCFG
+    if cfg & 2:  # stage 2 translates (S2 alone or nested)
+        used[1] |= r.STRTAB_STE_1_EATS | r.STRTAB_STE_1_SHCFG
+        used[2] |= (
+            r.STRTAB_STE_2_S2VMID
+            | r.STRTAB_STE_2_VTCR
+            | r.STRTAB_STE_2_S2AA64
+            | r.STRTAB_STE_2_S2ENDI
+            | r.STRTAB_STE_2_S2PTW
+            | r.STRTAB_STE_2_S2S
+            | r.STRTAB_STE_2_S2R
+        )
+        used[3] |= r.STRTAB_STE_3_S2TTB_MASK
     return used
 
 
@@ -261,6 +277,40 @@ def arm_smmu_make_cdtable_ste(master: ArmSmmuMaster, ats_enabled: bool, s1dss: i
     if smmu.features & r.ARM_SMMU_FEAT_ATTR_TYPES_OVR and s1dss == r.STRTAB_STE_1_S1DSS_BYPASS:
         ste[1] |= FIELD_PREP(r.STRTAB_STE_1_SHCFG, r.STRTAB_STE_1_SHCFG_INCOMING)
     ste[2] = FIELD_PREP(r.STRTAB_STE_2_S2VMID, 0)
+    return ste
+
+
+def arm_smmu_make_s2_domain_ste(
+    master: ArmSmmuMaster, smmu_domain: ArmSmmuDomain, ats_enabled: bool
+) -> list[int]:
+    """``arm_smmu_make_s2_domain_ste``: stage 2 alone (Config 0b110) with the
+    domain's VMID, VTCR and S2TTB; faults recorded (S2R)."""
+    smmu = master.smmu
+    ops = smmu_domain.pgtbl_ops
+    assert ops is not None
+    vtcr = ops.cfg.vtcr
+    ste = [0] * NUM_ENTRY_QWORDS
+    ste[0] = r.STRTAB_STE_0_V | FIELD_PREP(r.STRTAB_STE_0_CFG, r.STRTAB_STE_0_CFG_S2_TRANS)
+    ste[1] = FIELD_PREP(r.STRTAB_STE_1_EATS, r.STRTAB_STE_1_EATS_TRANS if ats_enabled else 0)
+    if smmu.features & r.ARM_SMMU_FEAT_ATTR_TYPES_OVR:
+        ste[1] |= FIELD_PREP(r.STRTAB_STE_1_SHCFG, r.STRTAB_STE_1_SHCFG_INCOMING)
+    vtcr_val = (
+        FIELD_PREP(r.STRTAB_STE_2_VTCR_S2T0SZ, vtcr.tsz)
+        | FIELD_PREP(r.STRTAB_STE_2_VTCR_S2SL0, vtcr.sl)
+        | FIELD_PREP(r.STRTAB_STE_2_VTCR_S2IR0, vtcr.irgn)
+        | FIELD_PREP(r.STRTAB_STE_2_VTCR_S2OR0, vtcr.orgn)
+        | FIELD_PREP(r.STRTAB_STE_2_VTCR_S2SH0, vtcr.sh)
+        | FIELD_PREP(r.STRTAB_STE_2_VTCR_S2TG, vtcr.tg)
+        | FIELD_PREP(r.STRTAB_STE_2_VTCR_S2PS, vtcr.ps)
+    )
+    ste[2] = (
+        FIELD_PREP(r.STRTAB_STE_2_S2VMID, smmu_domain.vmid)
+        | FIELD_PREP(r.STRTAB_STE_2_VTCR, vtcr_val)
+        | r.STRTAB_STE_2_S2AA64
+        | r.STRTAB_STE_2_S2PTW
+        | r.STRTAB_STE_2_S2R
+    )
+    ste[3] = ops.cfg.vttbr & r.STRTAB_STE_3_S2TTB_MASK
     return ste
 
 

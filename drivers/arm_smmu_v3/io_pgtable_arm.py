@@ -21,7 +21,11 @@ CD.HD the SMMU's first write leaves it writable-dirty (AP[2]=0, DBM=1);
 ``read_and_clear_dirty`` (``arm_lpae_read_and_clear_dirty``) reports those leaves
 and makes them writable-clean again (AP[2]=1) unless IOMMU_DIRTY_NO_CLEAR.
 
-Differences from Linux: only the 4 KiB granule and stage 1; ``map_pages`` keeps
+Stage 2 (``ARM_64_LPAE_S2``, for a nesting parent under ``iommufd.viommu=on``):
+leaves carry S2AP (read bit 6, write bit 7) and MemAttr instead of AP/nG/AttrIndx;
+the walk controls go to ``cfg.vtcr`` and the root to ``cfg.vttbr``.
+
+Differences from Linux: only the 4 KiB granule; ``map_pages`` keeps
 going across table boundaries until ``pgcount`` pages are mapped (the core here
 treats a short count as an error, Linux's loops on ``*mapped``); every leaf written
 is a fault-injection point (``iommu_pgtable``, as the VT-d driver's page table does)
@@ -50,7 +54,12 @@ from kernel.iommu.iommu_h import (
     IOMMU_WRITE,
     IommuIotlbGather,
 )
-from kernel.iommu.iommu_pages import iommu_alloc_page_node, iommu_free_page
+from kernel.iommu.iommu_pages import (
+    iommu_alloc_page_node,
+    iommu_alloc_pages_node,
+    iommu_free_page,
+    iommu_free_pages,
+)
 from kernel.iommufd.iova_bitmap import (
     IOMMU_DIRTY_NO_CLEAR,
     IommuDirtyBitmap,
@@ -59,6 +68,8 @@ from kernel.iommufd.iova_bitmap import (
 from kernel.mm import GFP_KERNEL, pgtable_write64, phys_to_virt, read64, virt_to_phys
 
 ARM_64_LPAE_S1 = "ARM_64_LPAE_S1"
+ARM_64_LPAE_S2 = "ARM_64_LPAE_S2"
+ARM_LPAE_S2_MAX_CONCAT_PAGES = 16
 
 ARM_LPAE_MAX_LEVELS = 4
 ARM_LPAE_GRANULE = 1 << 12
@@ -82,6 +93,11 @@ ARM_LPAE_PTE_nG = BIT(11)
 ARM_LPAE_PTE_AP_UNPRIV = 1 << 6
 ARM_LPAE_PTE_AP_RDONLY = 2 << 6
 ARM_LPAE_PTE_ATTRINDX_SHIFT = 2
+ARM_LPAE_PTE_HAP_READ = 1 << 6
+ARM_LPAE_PTE_HAP_WRITE = 2 << 6
+ARM_LPAE_PTE_MEMATTR_OIWB = 0xF << 2
+ARM_LPAE_PTE_MEMATTR_NC = 0x5 << 2
+ARM_LPAE_PTE_MEMATTR_DEV = 0x1 << 2
 
 IO_PGTABLE_QUIRK_ARM_HD = BIT(7)
 
@@ -129,8 +145,21 @@ class ArmLpaeS1Tcr:
 
 
 @define(eq=False)
+class ArmLpaeS2Vtcr:
+    """``cfg->arm_lpae_s2_cfg.vtcr``: the stage-2 walk controls an STE copies."""
+
+    tsz: int = 0
+    sl: int = 0
+    tg: int = ARM_LPAE_TCR_TG0_4K
+    irgn: int = ARM_LPAE_TCR_RGN_WBWA
+    orgn: int = ARM_LPAE_TCR_RGN_WBWA
+    sh: int = ARM_LPAE_TCR_SH_IS
+    ps: int = 0
+
+
+@define(eq=False)
 class IoPgtableCfg:
-    """``struct io_pgtable_cfg`` (the stage-1 LPAE part)."""
+    """``struct io_pgtable_cfg`` (the LPAE stage-1 and stage-2 parts)."""
 
     pgsize_bitmap: int
     ias: int
@@ -141,6 +170,8 @@ class IoPgtableCfg:
     ttbr: int = 0
     tcr: ArmLpaeS1Tcr = field(factory=ArmLpaeS1Tcr)
     mair: int = 0
+    vttbr: int = 0
+    vtcr: ArmLpaeS2Vtcr = field(factory=ArmLpaeS2Vtcr)
 
 
 def iopte_leaf(pte: int, lvl: int) -> bool:
@@ -162,8 +193,16 @@ def ARM_LPAE_BLOCK_SIZE(lvl: int) -> int:
 class ArmLpaeIoPgtable:
     """``struct arm_lpae_io_pgtable`` + its ``io_pgtable_ops``."""
 
-    def __init__(self, cfg: IoPgtableCfg, pgd: int, start_level: int, pgd_bits: int) -> None:
+    def __init__(
+        self,
+        cfg: IoPgtableCfg,
+        pgd: int,
+        start_level: int,
+        pgd_bits: int,
+        fmt: str = ARM_64_LPAE_S1,
+    ) -> None:
         self.cfg = cfg
+        self.fmt = fmt
         self.pgd = pgd
         self.start_level = start_level
         self.pgd_bits = pgd_bits
@@ -194,11 +233,31 @@ class ArmLpaeIoPgtable:
                 pte = read64(table + 8 * i)
                 if pte and not iopte_leaf(pte, lvl):
                     self._free_pgtable(lvl + 1, iopte_deref(pte))
-        iommu_free_page(table)
+        if lvl == self.start_level:
+            iommu_free_pages(table, max(0, self.pgd_bits - ARM_LPAE_BITS_PER_LEVEL))
+        else:
+            iommu_free_page(table)
         self.tables -= 1
 
     def prot_to_pte(self, prot: int) -> int:
-        """``arm_lpae_prot_to_pte`` for stage 1."""
+        """``arm_lpae_prot_to_pte``: stage 1 (AP, nG, AttrIndx) or stage 2 (S2AP,
+        MemAttr)."""
+        if self.fmt == ARM_64_LPAE_S2:
+            pte = 0
+            if prot & IOMMU_READ:
+                pte |= ARM_LPAE_PTE_HAP_READ
+            if prot & IOMMU_WRITE:
+                pte |= ARM_LPAE_PTE_HAP_WRITE
+            if prot & IOMMU_MMIO:
+                pte |= ARM_LPAE_PTE_MEMATTR_DEV
+            elif prot & IOMMU_CACHE:
+                pte |= ARM_LPAE_PTE_MEMATTR_OIWB
+            else:
+                pte |= ARM_LPAE_PTE_MEMATTR_NC
+            pte |= ARM_LPAE_PTE_SH_IS if prot & IOMMU_CACHE else ARM_LPAE_PTE_SH_OS
+            if prot & IOMMU_NOEXEC:
+                pte |= ARM_LPAE_PTE_XN
+            return pte | ARM_LPAE_PTE_AF
         pte = ARM_LPAE_PTE_nG
         if not prot & IOMMU_WRITE and prot & IOMMU_READ:
             pte |= ARM_LPAE_PTE_AP_RDONLY
@@ -412,19 +471,36 @@ class ArmLpaeIoPgtable:
 def alloc_io_pgtable_ops(
     fmt: str, cfg: IoPgtableCfg, cookie: Any = None
 ) -> ArmLpaeIoPgtable | None:
-    """``alloc_io_pgtable_ops(ARM_64_LPAE_S1, cfg, cookie)`` (``arm_64_lpae_alloc_pgtable_s1``):
-    None on a bad configuration or no memory."""
-    if fmt != ARM_64_LPAE_S1:
+    """``alloc_io_pgtable_ops(ARM_64_LPAE_S1 or ARM_64_LPAE_S2, cfg, cookie)``
+    (``arm_64_lpae_alloc_pgtable_s1`` / ``_s2``): None on a bad configuration or no
+    memory. Stage 2 concatenates a start-level-0 table of up to 16 entries into
+    level 1, and fills ``cfg.vtcr`` / ``cfg.vttbr``."""
+    if fmt not in (ARM_64_LPAE_S1, ARM_64_LPAE_S2):
         return None
     cfg.pgsize_bitmap &= SZ_4K | SZ_2M | SZ_1G
     if not cfg.pgsize_bitmap & SZ_4K or cfg.ias > 48 or cfg.oas > 48 or cfg.ias < 32:
         return None
+    if fmt == ARM_64_LPAE_S2 and cfg.quirks:
+        return None
     levels = -(-(cfg.ias - 12) // ARM_LPAE_BITS_PER_LEVEL)
     start_level = ARM_LPAE_MAX_LEVELS - levels
     pgd_bits = cfg.ias - (12 + ARM_LPAE_BITS_PER_LEVEL * (levels - 1))
-    pgd = iommu_alloc_page_node(0, GFP_KERNEL)
+    if (
+        fmt == ARM_64_LPAE_S2
+        and start_level == 0
+        and 1 << pgd_bits <= (ARM_LPAE_S2_MAX_CONCAT_PAGES)
+    ):
+        pgd_bits += ARM_LPAE_BITS_PER_LEVEL
+        start_level += 1
+    pgd_order = max(0, pgd_bits - ARM_LPAE_BITS_PER_LEVEL)
+    pgd = iommu_alloc_pages_node(0, GFP_KERNEL, pgd_order)
     if pgd is None:
         return None
+    if fmt == ARM_64_LPAE_S2:
+        sl = start_level + 1  # the SL0 encoding of the 4 KiB granule
+        cfg.vtcr = ArmLpaeS2Vtcr(tsz=64 - cfg.ias, sl=~sl & 3, ps=ARM_LPAE_TCR_PS[cfg.oas])
+        cfg.vttbr = virt_to_phys(pgd)
+        return ArmLpaeIoPgtable(cfg, pgd, start_level, pgd_bits, fmt)
     cfg.tcr = ArmLpaeS1Tcr(tsz=64 - cfg.ias, ips=ARM_LPAE_TCR_PS[cfg.oas])
     cfg.mair = (
         (ARM_LPAE_MAIR_ATTR_NC << ARM_LPAE_MAIR_ATTR_SHIFT(ARM_LPAE_MAIR_ATTR_IDX_NC))

@@ -23,6 +23,7 @@ from drivers.arm_smmu_v3 import registers as r
 from drivers.arm_smmu_v3.cmdq import ArmSmmuEvent, ArmSmmuLlQueue, ArmSmmuQueue
 from kernel.device import Device
 from kernel.errno import ENODEV
+from kernel.idr import IDA
 from kernel.io import IoMem
 from kernel.iommu.iommu_h import IommuDevice
 from kernel.mm import (
@@ -85,6 +86,8 @@ class ArmSmmuDevice(IommuDevice):
     oas: int = 0
     asid_bits: int = 0
     vmid_bits: int = 0
+    vmid_map: IDA = field(factory=lambda: IDA("arm_smmu_vmid"))
+    """``smmu->vmid_map``: the VMIDs of stage-2 domains (1 .. 2^vmid_bits - 1)."""
     sid_bits: int = 0
     ssid_bits: int = 0
     pgsize_bitmap: int = 0

@@ -29,6 +29,12 @@ hands the user's array of vendor invalidation entries to the domain's
 ``cache_invalidate_user`` and reports back how many were handled in ``entry_num``,
 on failure too.
 
+Under ``iommufd.viommu=on`` (Linux 6.13, newer than the 6.12 baseline): ``pt_id`` may
+name a vIOMMU (:mod:`kernel.iommufd.viommu`; a device behind another IOMMU is EINVAL),
+whose ``alloc_domain_nested`` makes the nested domain, and IOMMU_HWPT_INVALIDATE takes
+a nested HWPT or a vIOMMU for ``hwpt_id`` (another object is EINVAL, 6.12: ENOENT; a
+target without an invalidation op EOPNOTSUPP).
+
 Fault queue: with IOMMU_HWPT_FAULT_ID_VALID the HWPT holds the fault object
 ``fault_id`` (ENOENT if that is not one) and its domain's page requests go there
 (``kernel.iommufd.fault``), paging and nested alike (the C struct's common ``fault``).
@@ -86,6 +92,7 @@ if TYPE_CHECKING:
     from kernel.iommufd.device import IommufdDevice
     from kernel.iommufd.fault import IommufdFault
     from kernel.iommufd.ioas import IommufdIoas
+    from kernel.iommufd.viommu import IommufdViommu
 
 HWPT_PAGING_FLAGS = (
     uapi.IOMMU_HWPT_ALLOC_NEST_PARENT
@@ -153,6 +160,9 @@ class IommufdHwptNested(IommufdObject):
     auto_domain: bool = False
     fault: IommufdFault | None = field(default=None, repr=False)
     """The fault queue of an IOPF-capable HWPT (IOMMU_HWPT_FAULT_ID_VALID), held."""
+    viommu: IommufdViommu | None = field(default=None, repr=False)
+    """The vIOMMU it was allocated on (6.13): held instead of the parent, which the
+    vIOMMU holds."""
 
     @property
     def ioas(self) -> IommufdIoas | None:
@@ -165,9 +175,12 @@ class IommufdHwptNested(IommufdObject):
         if self.domain is not None:
             iommu_domain_free(self.domain)
             self.domain = None
-        if self.parent is not None:
+        if self.viommu is not None:
+            self.viommu.users -= 1
+            self.viommu = None
+        elif self.parent is not None:
             self.parent.users -= 1
-            self.parent = None
+        self.parent = None
         if self.fault is not None:
             self.fault.users -= 1
             self.fault = None
@@ -291,6 +304,7 @@ def iommufd_hwpt_nested_alloc(
 
 def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
     """``iommufd_hwpt_alloc`` (IOMMU_HWPT_ALLOC)."""
+    from kernel.iommufd import viommu
     from kernel.iommufd.device import iommufd_get_device
     from kernel.iommufd.fault import iommufd_hwpt_set_fault
     from kernel.iommufd.ioas import IommufdIoas
@@ -314,6 +328,11 @@ def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
             elif isinstance(pt_obj, IommufdHwptPaging):
                 data = IommuUserData(cmd.data_type, cmd.data_uptr, cmd.data_len)
                 hwpt = iommufd_hwpt_nested_alloc(ictx, pt_obj, idev, cmd.flags, data)
+            elif isinstance(pt_obj, viommu.IommufdViommu):
+                if pt_obj.iommu_dev is not (idev.device.iommu and idev.device.iommu.iommu_dev):
+                    raise EINVAL(f"device {cmd.dev_id} is behind another IOMMU than the vIOMMU")
+                data = IommuUserData(cmd.data_type, cmd.data_uptr, cmd.data_len)
+                hwpt = viommu.iommufd_viommu_alloc_hwpt_nested(pt_obj, cmd.flags, data)
             else:
                 raise EINVAL(f"object {cmd.pt_id} is neither an IOAS nor a paging HWPT")
             if cmd.flags & uapi.IOMMU_HWPT_FAULT_ID_VALID:
@@ -416,6 +435,8 @@ def iommufd_hwpt_invalidate(ucmd: IommufdUcmd) -> None:
     ``entry_num`` vendor entries of ``entry_len`` bytes at ``data_uptr`` to the
     nested HWPT's ``cache_invalidate_user``; ``entry_num`` comes back as the number
     of entries handled, also when one failed (its errno is the ioctl's)."""
+    from kernel.iommufd import viommu
+
     cmd: uapi.iommu_hwpt_invalidate = ucmd.cmd
     done = 0
     try:
@@ -423,13 +444,26 @@ def iommufd_hwpt_invalidate(ucmd: IommufdUcmd) -> None:
             raise EOPNOTSUPP("hwpt_invalidate.__reserved is not zero")
         if cmd.entry_num and (not cmd.data_uptr or not cmd.entry_len):
             raise EINVAL("entries without a pointer or a length")
-        obj = iommufd_get_object(ucmd.ictx, cmd.hwpt_id, IOMMUFD_OBJ_HWPT_NESTED)
-        assert isinstance(obj, IommufdHwptNested) and obj.domain is not None
         array = IommuUserDataArray(cmd.data_type, cmd.data_uptr, cmd.entry_len, cmd.entry_num)
+        if viommu.iommufd_viommu_enabled():
+            # 6.13: the id names a nested HWPT or a vIOMMU; another object is EINVAL.
+            obj = iommufd_get_object(ucmd.ictx, cmd.hwpt_id, IOMMUFD_OBJ_ANY)
+        else:
+            obj = iommufd_get_object(ucmd.ictx, cmd.hwpt_id, IOMMUFD_OBJ_HWPT_NESTED)
         try:
-            ops = cast(SupportsCacheInvalidateUser, obj.domain.ops)
             try:
-                ops.cache_invalidate_user(obj.domain, array)
+                if isinstance(obj, viommu.IommufdViommu):
+                    viommu.iommufd_viommu_invalidate(obj, array)
+                elif isinstance(obj, IommufdHwptNested):
+                    assert obj.domain is not None
+                    if not has_optional_op(obj.domain.ops, "cache_invalidate_user"):
+                        array.entry_num = 0
+                        raise EOPNOTSUPP("the nested domain takes no invalidations")
+                    ops = cast(SupportsCacheInvalidateUser, obj.domain.ops)
+                    ops.cache_invalidate_user(obj.domain, array)
+                else:
+                    array.entry_num = 0
+                    raise EINVAL(f"object {cmd.hwpt_id} is neither a nested HWPT nor a vIOMMU")
             finally:
                 done = array.entry_num
         finally:

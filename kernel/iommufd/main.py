@@ -9,7 +9,9 @@ first ``u32``: EFAULT if unreadable), refuses a size below the command's minimum
 (``offsetofend`` of its last original member: EINVAL), accepts a longer struct
 only when the extra bytes are zero (``copy_struct_from_user``: E2BIG), runs the
 command and copies the (possibly updated) struct back, never more than the user's
-``size``. An unknown command is ENOTTY (ENOIOCTLCMD as user space sees it).
+``size``. An unknown command is ENOTTY (ENOIOCTLCMD as user space sees it); 6.13's
+IOMMU_VIOMMU_ALLOC and IOMMU_VDEVICE_ALLOC exist only under ``iommufd.viommu=on``
+(:func:`kernel.iommufd.viommu.iommufd_viommu_ioctl_ops`).
 
 Objects (``struct iommufd_object``) live in :attr:`IommufdCtx.objects` (the xarray,
 ids from 1). Allocation reserves the id and finalizes it only when the command
@@ -66,6 +68,10 @@ class IommufdObjectType(enum.IntEnum):
     IOMMUFD_OBJ_IOAS = 4
     IOMMUFD_OBJ_ACCESS = 5
     IOMMUFD_OBJ_FAULT = 6
+    IOMMUFD_OBJ_VIOMMU = 7
+    """6.13 (``iommufd.viommu=on``)."""
+    IOMMUFD_OBJ_VDEVICE = 8
+    """6.13 (``iommufd.viommu=on``)."""
 
 
 IOMMUFD_OBJ_ANY = IommufdObjectType.IOMMUFD_OBJ_ANY
@@ -366,7 +372,12 @@ def iommufd_fops_ioctl(ictx: IommufdCtx, cmd: int, arg: int) -> int:
     """``iommufd_fops_ioctl``: 0 or a negative errno (see the module docstring)."""
     from kernel.iommufd.user import copy_from_user
 
-    op = iommufd_ioctl_ops().get(uapi._IOC_NR(cmd) - uapi.IOMMUFD_CMD_BASE)
+    nr = uapi._IOC_NR(cmd) - uapi.IOMMUFD_CMD_BASE
+    op = iommufd_ioctl_ops().get(nr)
+    if op is None:
+        from kernel.iommufd.viommu import iommufd_viommu_ioctl_ops
+
+        op = iommufd_viommu_ioctl_ops().get(nr)
     if op is None:  # iommufd_vfio_ioctl: no type1 command is modelled
         return -ENOTTY.errno
     try:

@@ -197,6 +197,20 @@ class Iommufd:
         buf = do_ioctl(self, uapi.IOMMU_HWPT_INVALIDATE, cmd)
         return uapi.iommu_hwpt_invalidate.from_bytes(buf).entry_num
 
+    def viommu_alloc(
+        self, dev_id: int, hwpt_id: int, viommu_type: int = uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3
+    ) -> int:
+        """IOMMU_VIOMMU_ALLOC (6.13, ``iommufd.viommu=on``): the vIOMMU's id."""
+        cmd = uapi.iommu_viommu_alloc(type=viommu_type, dev_id=dev_id, hwpt_id=hwpt_id)
+        buf = do_ioctl(self, uapi.IOMMU_VIOMMU_ALLOC, cmd)
+        return uapi.iommu_viommu_alloc.from_bytes(buf).out_viommu_id
+
+    def vdevice_alloc(self, viommu_id: int, dev_id: int, virt_id: int) -> int:
+        """IOMMU_VDEVICE_ALLOC (6.13, ``iommufd.viommu=on``): the vDEVICE's id."""
+        cmd = uapi.iommu_vdevice_alloc(viommu_id=viommu_id, dev_id=dev_id, virt_id=virt_id)
+        buf = do_ioctl(self, uapi.IOMMU_VDEVICE_ALLOC, cmd)
+        return uapi.iommu_vdevice_alloc.from_bytes(buf).out_vdevice_id
+
     def fault_queue_alloc(self) -> tuple[int, int]:
         """IOMMU_FAULT_QUEUE_ALLOC: (fault object id, fault fd)."""
         buf = do_ioctl(self, uapi.IOMMU_FAULT_QUEUE_ALLOC, uapi.iommu_fault_alloc())

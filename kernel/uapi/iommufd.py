@@ -445,4 +445,103 @@ IOMMU_HWPT_ALLOC_PASID = 1 << 3
 PASID. 6.12 has no PASID attach through iommufd; the model offers it as the newer
 generation (see ``kernel.iommufd.device``)."""
 
-NEWER_THAN_6_12: tuple[str, ...] = ("IOMMU_HWPT_ALLOC_PASID",)
+# Linux 6.13, newer than the 6.12 baseline: the vIOMMU objects and SMMUv3 nesting
+# (include/uapi/linux/iommufd.h of v6.13). The model offers them under the boot
+# parameter ``iommufd.viommu=on`` (see ``kernel.iommufd.viommu``);
+# ``tests/kernel/iommufd/test_uapi_layout_6_13.py`` checks them against facts
+# transcribed from the v6.13 header, since the compiled 6.12 header lacks them.
+
+IOMMUFD_CMD_VIOMMU_ALLOC = 0x90
+IOMMUFD_CMD_VDEVICE_ALLOC = 0x91
+IOMMU_VIOMMU_ALLOC = _IO(IOMMUFD_TYPE, IOMMUFD_CMD_VIOMMU_ALLOC)
+IOMMU_VDEVICE_ALLOC = _IO(IOMMUFD_TYPE, IOMMUFD_CMD_VDEVICE_ALLOC)
+
+IOMMU_HWPT_DATA_ARM_SMMUV3 = 2
+IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2
+IOMMU_VIOMMU_TYPE_DEFAULT = 0
+IOMMU_VIOMMU_TYPE_ARM_SMMUV3 = 1
+IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 = 1
+
+
+@define
+class iommu_hwpt_arm_smmuv3(UapiStruct):
+    """``struct iommu_hwpt_arm_smmuv3``: the guest's vSTE, ``__aligned_le64 ste[2]``
+    (``ste0``/``ste1`` here)."""
+
+    _FORMAT = "QQ"
+    ste0: int = 0
+    ste1: int = 0
+
+
+@define
+class iommu_hw_info_arm_smmuv3(UapiStruct):
+    """``struct iommu_hw_info_arm_smmuv3``: ``__u32 idr[6]`` is ``idr0``..``idr5``."""
+
+    _FORMAT = "IIIIIIIIII"
+    flags: int = 0
+    reserved: int = 0
+    idr0: int = 0
+    idr1: int = 0
+    idr2: int = 0
+    idr3: int = 0
+    idr4: int = 0
+    idr5: int = 0
+    iidr: int = 0
+    aidr: int = 0
+
+
+@define
+class iommu_viommu_alloc(UapiStruct):
+    _FORMAT = "IIIIII"
+    size: int = 0
+    flags: int = 0
+    type: int = 0
+    dev_id: int = 0
+    hwpt_id: int = 0
+    out_viommu_id: int = 0
+
+
+@define
+class iommu_vdevice_alloc(UapiStruct):
+    _FORMAT = "IIIIQ"
+    size: int = 0
+    viommu_id: int = 0
+    dev_id: int = 0
+    out_vdevice_id: int = 0
+    virt_id: int = 0
+
+
+@define
+class iommu_viommu_arm_smmuv3_invalidate(UapiStruct):
+    """``struct iommu_viommu_arm_smmuv3_invalidate``: one SMMUv3 command,
+    ``__aligned_le64 cmd[2]`` (``cmd0``/``cmd1`` here)."""
+
+    _FORMAT = "QQ"
+    cmd0: int = 0
+    cmd1: int = 0
+
+
+STRUCTS_6_13: tuple[type[UapiStruct], ...] = (
+    iommu_hwpt_arm_smmuv3,
+    iommu_hw_info_arm_smmuv3,
+    iommu_viommu_alloc,
+    iommu_vdevice_alloc,
+    iommu_viommu_arm_smmuv3_invalidate,
+)
+"""The structs 6.13 added that the model uses."""
+
+CONSTANTS_6_13: tuple[str, ...] = (
+    "IOMMU_VIOMMU_ALLOC",
+    "IOMMU_VDEVICE_ALLOC",
+    "IOMMU_HWPT_DATA_ARM_SMMUV3",
+    "IOMMU_HW_INFO_TYPE_ARM_SMMUV3",
+    "IOMMU_VIOMMU_TYPE_DEFAULT",
+    "IOMMU_VIOMMU_TYPE_ARM_SMMUV3",
+    "IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3",
+)
+
+NEWER_THAN_6_12: tuple[str, ...] = (
+    "IOMMU_HWPT_ALLOC_PASID",
+    *CONSTANTS_6_13,
+    *(cls.C_NAME for cls in STRUCTS_6_13),
+)

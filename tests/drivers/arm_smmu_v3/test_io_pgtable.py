@@ -69,7 +69,7 @@ def test_no_memory_for_a_table_fails_the_map(k: Kernel) -> None:
 def test_unsupported_formats_and_sizes_get_no_tables(k: Kernel) -> None:
     dom, _ = _ops()
     cfg = lpae.IoPgtableCfg(pgsize_bitmap=0x1000, ias=48, oas=48, tlb=dom)
-    assert lpae.alloc_io_pgtable_ops("ARM_64_LPAE_S2", cfg) is None
+    assert lpae.alloc_io_pgtable_ops("ARM_32_LPAE_S1", cfg) is None
     cfg.ias = 52
     assert lpae.alloc_io_pgtable_ops(lpae.ARM_64_LPAE_S1, cfg) is None
     lpae.free_io_pgtable_ops(None)
