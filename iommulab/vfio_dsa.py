@@ -5,7 +5,8 @@ It reaches the device only through what VFIO hands user space: BAR0 (registers)
 and BAR2 (WQ portals) mapped from the device file, and DMA addresses that are
 IOVAs of the IOAS (or HWPT) the device is attached to. It configures one dedicated
 WQ in group 0 with every engine, submits descriptors with MOVDIR64B and reads the
-completion record from its own memory. No PASID: the DSA's requests carry the
+completion record from its own memory: the user process's (``task``), where the
+completion record's IOVA is mapped from. No PASID: the DSA's requests carry the
 requester ID only, so they translate through the device's RID attachment.
 """
 
@@ -15,9 +16,10 @@ from attrs import define
 
 from hw.dsa import registers as regs
 from kernel.delay import udelay
-from kernel.errno import EIO, ETIMEDOUT
+from kernel.errno import EFAULT, EIO, ETIMEDOUT
 from kernel.io import IoMem, movdir64b
-from kernel.mm import memory_read, memory_write
+from kernel.sched import TaskStruct, use_task
+from kernel.uaccess import copy_from_user, copy_to_user
 from kernel.uapi.idxd import (
     DSA_OPCODE_MEMMOVE,
     IDXD_OP_FLAG_BOF,
@@ -42,10 +44,24 @@ class VfioDsa:
 
     bar0: IoMem
     bar2: IoMem
+    task: TaskStruct
+    """The process the driver runs in (its memory holds the completion records)."""
 
     @classmethod
-    def open(cls, vfio: VfioDeviceFile) -> VfioDsa:
-        return cls(vfio.region(0), vfio.region(2))
+    def open(cls, vfio: VfioDeviceFile, task: TaskStruct) -> VfioDsa:
+        return cls(vfio.region(0), vfio.region(2), task)
+
+    def _store(self, uptr: int, data: bytes) -> None:
+        with use_task(self.task):
+            if copy_to_user(uptr, data):
+                raise EFAULT(f"completion record at {uptr:#x} is not writable")
+
+    def _load(self, uptr: int, size: int) -> bytes:
+        with use_task(self.task):
+            data, left = copy_from_user(uptr, size)
+        if left:
+            raise EFAULT(f"completion record at {uptr:#x} is not readable")
+        return data
 
     def _cmd(self, cmd: int, operand: int = 0) -> None:
         self.bar0.writel(regs.CMD.encode(cmd=cmd, operand=operand), regs.CMD_OFFSET)
@@ -94,7 +110,7 @@ class VfioDsa:
     ) -> None:
         """Submit a memmove without waiting (``bof``: block on fault, for a WQ
         enabled with it); :meth:`wait` reads the record."""
-        memory_write(cr_uptr, bytes(DsaCompletionRecord.SIZE))
+        self._store(cr_uptr, bytes(DsaCompletionRecord.SIZE))
         desc = DsaHwDesc(
             opcode=DSA_OPCODE_MEMMOVE,
             flags=IDXD_OP_FLAG_CRAV | IDXD_OP_FLAG_RCR | (IDXD_OP_FLAG_BOF if bof else 0),
@@ -116,7 +132,7 @@ class VfioDsa:
     def wait(self, cr_uptr: int) -> DsaCompletionRecord:
         """Poll the completion record at ``cr_uptr`` until the device wrote it."""
         for _ in range(10_000):
-            rec = DsaCompletionRecord.from_bytes(memory_read(cr_uptr, DsaCompletionRecord.SIZE))
+            rec = DsaCompletionRecord.from_bytes(self._load(cr_uptr, DsaCompletionRecord.SIZE))
             if rec.status:
                 return rec
             udelay(1)

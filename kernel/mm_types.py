@@ -62,6 +62,10 @@ class MmStruct:
     """``mm->iommu_mm->pasid`` (``mm_get_enqcmd_pasid``)."""
     sva_domains: list[Any] = field(factory=list)
     sva_handles: list[Any] = field(factory=list)
+    locked_vm: int = 0
+    """Pages charged as locked (``mm->locked_vm``: mlock, VFIO-style pin accounting)."""
+    pinned_vm: int = 0
+    """Pages pinned long-term by drivers (``mm->pinned_vm``)."""
     exited: bool = False
     """``exit_mmap`` ran: the address space is empty and its tables freed."""
 

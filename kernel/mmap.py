@@ -11,7 +11,8 @@ operation with the new VMA (as ``call_mmap``), which typically
 Changes that clear or downgrade PTEs (``munmap``, ``mprotect``) flush the CPU TLB
 and, through :func:`kernel.mmu_notifier.mmu_notifier_arch_invalidate_secondary_tlbs`,
 every secondary TLB (the IOMMU's PASID-tagged IOTLB and device TLBs) before the
-freed pages go back to the allocator, as x86's ``flush_tlb_mm_range`` does.
+unmapped pages lose the mapping's reference, as x86's ``flush_tlb_mm_range`` does;
+a page pinned for DMA (:mod:`kernel.gup`) stays allocated until it is unpinned.
 
 Differences from Linux: adjacent VMAs are never merged; private writable mappings
 map anonymous pages writable at first touch (no zero-page/COW step, no fork);
@@ -24,12 +25,13 @@ from __future__ import annotations
 from typing import Any
 
 from kernel.errno import EACCES, EINVAL, ENOMEM, EOPNOTSUPP, KernelError
-from kernel.mm import PAGE_MASK, PAGE_SIZE, Page, __free_pages
+from kernel.mm import PAGE_MASK, PAGE_SIZE, Page
 from kernel.mm_types import TASK_SIZE, MmStruct, VmAreaStruct
 from kernel.mmu_notifier import (
     __mmu_notifier_release,
     mmu_notifier_arch_invalidate_secondary_tlbs,
 )
+from kernel.page_ref import put_page
 from kernel.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, _PAGE_RW, _PAGE_USER, PAGE_4K
 
 PROT_NONE = 0x0
@@ -156,7 +158,7 @@ def _zap(mm: MmStruct, vmas: list[VmAreaStruct], start: int, end: int) -> None:
     if cleared:
         mmu_notifier_arch_invalidate_secondary_tlbs(mm, start, end)
     for pa in freed:
-        __free_pages(Page(pa >> 12), 0)
+        put_page(Page(pa >> 12))  # a pinned page stays until unpinned
 
 
 def _close(vma: VmAreaStruct) -> None:
@@ -278,7 +280,7 @@ def exit_mmap(mm: MmStruct) -> None:
         if not vma.vm_flags & VM_PFNMAP:
             for _, pa, size in gone:
                 if size == PAGE_4K:
-                    __free_pages(Page(pa >> 12), 0)
+                    put_page(Page(pa >> 12))
         _close(vma)
     mm.pgd.free()
     mm.exited = True

@@ -31,11 +31,27 @@ from kernel.mm_types import MmStruct
 if TYPE_CHECKING:
     from kernel.fs import File
 
+CAP_IPC_LOCK = 14
 CAP_SYS_RAWIO = 17
 CAP_SYS_ADMIN = 21
+CAP_SYS_RESOURCE = 24
+
+RLIMIT_MEMLOCK = 8
+RLIM_INFINITY = (1 << 64) - 1
+MLOCK_LIMIT = 8 << 20
+"""The default RLIMIT_MEMLOCK (include/uapi/linux/resource.h, 8 MiB)."""
 
 MSR_IA32_PASID = 0x0000_0D93
 MSR_IA32_PASID_VALID = 1 << 31
+
+
+@define(eq=False)
+class UserStruct:
+    """``struct user_struct`` (a uid's resource counters): ``locked_vm`` is the
+    pages pinned by io_uring/iommufd-style accounting, shared by every task of the
+    user."""
+
+    locked_vm: int = 0
 
 
 @define(eq=False)
@@ -52,6 +68,15 @@ class TaskStruct:
     ia32_pasid: int = 0
     """The IA32_PASID MSR: bit 31 valid, bits 19:0 the PASID ENQCMD puts in a descriptor."""
     exited: bool = False
+    user: UserStruct = field(factory=UserStruct)
+    """``current_user()`` (``cred->user``)."""
+    rlim: dict[int, int] = field(factory=lambda: {RLIMIT_MEMLOCK: MLOCK_LIMIT})
+    """``signal->rlim``: soft limits by RLIMIT_* (absent = infinity)."""
+
+
+def task_rlimit(task: TaskStruct, limit: int) -> int:
+    """``task_rlimit``: the soft limit of ``limit`` (bytes for RLIMIT_MEMLOCK)."""
+    return task.rlim.get(limit, RLIM_INFINITY)
 
 
 @define(eq=False)

@@ -86,7 +86,7 @@ from drivers.arm_smmu_v3.structs import (
 from kernel.bitfield import FIELD_GET, FIELD_PREP
 from kernel.context import KernelSlot
 from kernel.delay import readx_poll_timeout
-from kernel.device import Device
+from kernel.device import Device, dev_name
 from kernel.errno import (
     EEXIST,
     EINVAL,
@@ -100,7 +100,12 @@ from kernel.errno import (
 )
 from kernel.idr import IDA, ida_alloc_range
 from kernel.io import ioremap, iounmap
-from kernel.iommu.iommu import iommu_get_domain_for_dev, pci_device_group
+from kernel.iommu.iommu import (
+    IOMMU_DEV_FEAT_IOPF,
+    IOMMU_DEV_FEAT_SVA,
+    iommu_get_domain_for_dev,
+    pci_device_group,
+)
 from kernel.iommu.iommu_device import iommu_device_register, iommu_device_unregister
 from kernel.iommu.iommu_h import (
     IOMMU_CAP_CACHE_COHERENCY,
@@ -288,6 +293,28 @@ class ArmSmmuOps:
                 IOMMU_RESV_SW_MSI,
             )
         )
+
+    def dev_enable_feat(self, dev: Device, feat: int) -> None:
+        """``arm_smmu_dev_enable_feature``: ENODEV for a device it does not manage;
+        IOPF and SVA are EINVAL unless the master supports them. Neither can here:
+        IOPF needs a stall-capable master with one StreamID
+        (``arm_smmu_master_iopf_supported``: PCI functions use PRI, which 6.12 never
+        enables on a master) and SVA is in arm-smmu-v3-sva.c, which this build lacks
+        (its stubs say unsupported). So attaching a fault-capable HWPT through
+        iommufd is EINVAL on SMMUv3."""
+        if dev_iommu_priv_get(dev) is None:
+            raise ENODEV(f"{dev_name(dev)}: not an SMMUv3 master")
+        if feat == IOMMU_DEV_FEAT_IOPF:
+            raise EINVAL(f"{dev_name(dev)}: IOPF needs a stall-capable master")
+        if feat == IOMMU_DEV_FEAT_SVA:
+            raise EINVAL(f"{dev_name(dev)}: SVA is not built (arm-smmu-v3-sva.c)")
+        raise EINVAL(f"{dev_name(dev)}: device feature {feat}")
+
+    def dev_disable_feat(self, dev: Device, feat: int) -> None:
+        """``arm_smmu_dev_disable_feature``: nothing was ever enabled (EINVAL)."""
+        if dev_iommu_priv_get(dev) is None:
+            raise EINVAL(f"{dev_name(dev)}: not an SMMUv3 master")
+        raise EINVAL(f"{dev_name(dev)}: device feature {feat} is not enabled")
 
 
 MSI_IOVA_BASE = 0x800_0000

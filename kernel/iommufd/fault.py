@@ -13,10 +13,15 @@ cookie sends the PRG response to the device. Detaching (or replacing) the HWPT
 answers the groups still queued or read but unanswered with Invalid Request
 (:func:`iommufd_auto_response_faults`), as does destroying the object.
 
+``read(buf, count)``/``write(buf, count)`` take a user buffer of the calling task
+and answer like the syscalls: a byte count, or a negative errno (EFAULT when the
+buffer cannot be written or read).
+
 Departures from Linux: the file is an :class:`IommufdFaultFile` found by its
-descriptor in one table for the model's user space (:func:`fault_fd_get`), since
-the iommufd is not opened by a modelled task; ``read``/``write`` take and return
-bytes and answer like the syscalls (a count, or a negative errno). One thread: no
+descriptor in one table of fault files (:func:`fault_fd_get`), not in the task's
+descriptor table. A group whose records cannot be copied out stays queued (6.12
+takes it off the queue and loses it) and a response that cannot be read is
+-EFAULT (6.12 returns the uncopied byte count). One thread: no
 mutex or wait queue (``poll`` is :meth:`IommufdFaultFile.poll`). The attach handle
 of 6.12 is replaced by the device lookup in :func:`_idev_of` (the domain's device).
 """
@@ -29,7 +34,7 @@ from attrs import define, field
 
 from kernel.context import KernelSlot
 from kernel.device import Device
-from kernel.errno import EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, ESPIPE
+from kernel.errno import EFAULT, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, ESPIPE, KernelError
 from kernel.fault_inject import should_fail
 from kernel.iommu.io_pgfault import (
     IOMMU_PAGE_RESP_INVALID,
@@ -53,6 +58,7 @@ from kernel.iommufd.main import (
     iommufd_object_finalize,
     iommufd_ucmd_respond,
 )
+from kernel.iommufd.user import copy_from_user, copy_to_user
 from kernel.uapi import iommufd as uapi
 
 if TYPE_CHECKING:
@@ -93,16 +99,18 @@ class IommufdFaultFile:
     fd: int = -1
     released: bool = False
 
-    def read(self, count: int) -> bytes | int:
-        """``iommufd_fault_fops_read``: whole groups of records while they fit in
-        ``count`` bytes; ESPIPE unless ``count`` is a multiple of the record size;
-        empty bytes when nothing is queued."""
-        return iommufd_fault_fops_read(self.fault, count)
+    def read(self, buf: int, count: int) -> int:
+        """``iommufd_fault_fops_read``: whole groups of records to the user buffer
+        ``buf`` while they fit in ``count`` bytes; returns the bytes written (0 when
+        nothing is queued); ESPIPE unless ``count`` is a multiple of the record
+        size."""
+        return iommufd_fault_fops_read(self.fault, buf, count)
 
-    def write(self, buf: bytes) -> int:
-        """``iommufd_fault_fops_write``: bytes consumed, or a negative errno if the
-        first response failed."""
-        return iommufd_fault_fops_write(self.fault, buf)
+    def write(self, buf: int, count: int) -> int:
+        """``iommufd_fault_fops_write`` of ``count`` bytes of responses at the user
+        address ``buf``: bytes consumed, or a negative errno if the first response
+        failed."""
+        return iommufd_fault_fops_write(self.fault, buf, count)
 
     def poll(self) -> bool:
         """``iommufd_fault_fops_poll``: readable (EPOLLIN) when a group is queued."""
@@ -128,14 +136,18 @@ def fault_fd_get(fd: int) -> IommufdFaultFile:
     return filep
 
 
-def _fd_install(filep: IommufdFaultFile) -> int:
-    fds = FAULT_FDS.get()
+def _fd_unused(fds: dict[int, IommufdFaultFile]) -> int:
+    """``get_unused_fd_flags``: the lowest free descriptor."""
     fd = 3
     while fd in fds:
         fd += 1
-    fds[fd] = filep
-    filep.fd = fd
     return fd
+
+
+def _fd_install(filep: IommufdFaultFile, fd: int) -> None:
+    """``fd_install``."""
+    FAULT_FDS.get()[fd] = filep
+    filep.fd = fd
 
 
 # --------------------------------------------------------------------------- ioctl
@@ -152,11 +164,16 @@ def iommufd_fault_alloc(ucmd: IommufdUcmd) -> None:
         iommufd_object_abort_and_destroy(ictx, fault)
         raise ENOMEM("[iommufd-pgfault] file (injected)")
     fault.filep = IommufdFaultFile(fault)
-    fault.users += 1
     cmd.out_fault_id = fault.id
-    cmd.out_fault_fd = _fd_install(fault.filep)
-    iommufd_ucmd_respond(ucmd, uapi.iommu_fault_alloc.SIZE)
+    cmd.out_fault_fd = _fd_unused(FAULT_FDS.get())
+    try:
+        iommufd_ucmd_respond(ucmd, uapi.iommu_fault_alloc.SIZE)
+    except KernelError:  # put_unused_fd, fput, abort
+        iommufd_object_abort_and_destroy(ictx, fault)
+        raise
+    fault.users += 1
     iommufd_object_finalize(ictx, fault)
+    _fd_install(fault.filep, cmd.out_fault_fd)
 
 
 def iommufd_get_fault(ictx: IommufdCtx, oid: int) -> IommufdFault:
@@ -189,17 +206,18 @@ def _compose(group: IopfGroup, idev: IommufdDevice, cookie: int) -> bytes:
     return bytes(out)
 
 
-def iommufd_fault_fops_read(fault: IommufdFault, count: int) -> bytes | int:
-    """``iommufd_fault_fops_read``; a group whose records do not all fit stays
-    queued. Fault injection: the cookie allocation (``xa_alloc``)."""
+def iommufd_fault_fops_read(fault: IommufdFault, buf: int, count: int) -> int:
+    """``iommufd_fault_fops_read``; a group whose records do not all fit, or cannot
+    be copied out (EFAULT), stays queued. Fault injection: the cookie allocation
+    (``xa_alloc``)."""
     size = uapi.iommu_hwpt_pgfault.SIZE
     if count % size:
         return -ESPIPE.errno
-    out = bytearray()
+    done = 0
     rc = 0
-    while fault.deliver and count > len(out):
+    while fault.deliver and count > done:
         group, idev = fault.deliver[0]
-        if group.fault_count * size > count - len(out):
+        if group.fault_count * size > count - done:
             break
         if should_fail("xa_alloc"):
             rc = -ENOMEM.errno
@@ -207,23 +225,33 @@ def iommufd_fault_fops_read(fault: IommufdFault, count: int) -> bytes | int:
         cookie = fault.next_cookie
         while cookie in fault.response:
             cookie = cookie + 1 if cookie < XA_LIMIT_32B else 1
+        try:
+            copy_to_user(buf + done, _compose(group, idev, cookie))
+        except EFAULT:
+            rc = -EFAULT.errno
+            break
         fault.next_cookie = cookie + 1 if cookie < XA_LIMIT_32B else 1
         fault.response[cookie] = (group, idev)
-        out += _compose(group, idev, cookie)
         fault.deliver.pop(0)
-    return bytes(out) if out or not rc else rc
+        done += group.fault_count * size
+    return done if done else rc
 
 
-def iommufd_fault_fops_write(fault: IommufdFault, buf: bytes) -> int:
+def iommufd_fault_fops_write(fault: IommufdFault, buf: int, count: int) -> int:
     """``iommufd_fault_fops_write``: each response's code must be SUCCESS or
-    INVALID and its cookie one read and not yet answered (EINVAL otherwise)."""
+    INVALID and its cookie one read and not yet answered (EINVAL otherwise); an
+    unreadable buffer is EFAULT."""
     size = uapi.iommu_hwpt_page_response.SIZE
-    if len(buf) % size:
+    if count % size:
         return -ESPIPE.errno
     done = 0
     rc = 0
-    while len(buf) > done:
-        resp = uapi.iommu_hwpt_page_response.from_bytes(buf[done : done + size])
+    while count > done:
+        try:
+            resp = uapi.iommu_hwpt_page_response.from_bytes(copy_from_user(buf + done, size))
+        except EFAULT:
+            rc = -EFAULT.errno
+            break
         if resp.code not in (uapi.IOMMUFD_PAGE_RESP_SUCCESS, uapi.IOMMUFD_PAGE_RESP_INVALID):
             rc = -EINVAL.errno
             break

@@ -342,7 +342,11 @@ def iommufd_hwpt_alloc(ucmd: IommufdUcmd) -> None:
                     iommufd_object_abort_and_destroy(ictx, hwpt)
                     raise
             cmd.out_hwpt_id = hwpt.id
-            iommufd_ucmd_respond(ucmd, uapi.iommu_hwpt_alloc.SIZE)
+            try:
+                iommufd_ucmd_respond(ucmd, uapi.iommu_hwpt_alloc.SIZE)
+            except KernelError:
+                iommufd_object_abort_and_destroy(ictx, hwpt)
+                raise
             iommufd_object_finalize(ictx, hwpt)
         finally:
             iommufd_put_object(ictx, pt_obj)

@@ -54,7 +54,13 @@ from kernel.iommufd.iova_bitmap import (
     IovaBitmap,
     iova_bitmap_flush,
 )
-from kernel.iommufd.pages import IoptPages, iopt_pages_phys_runs, iopt_pages_pin, iopt_pages_unpin
+from kernel.iommufd.pages import (
+    IoptPages,
+    iopt_pages_phys_runs,
+    iopt_pages_pin,
+    iopt_pages_unpin,
+    iopt_put_pages,
+)
 from kernel.mm import GFP_KERNEL, PAGE_SIZE
 
 
@@ -318,7 +324,7 @@ def iopt_table_remove_domain(iopt: IoPagetable, domain: IommuDomain) -> None:
             _unmap_area(a, domain)
     iopt.domains.remove(domain)
     iopt_remove_reserved_iova(iopt, domain)
-    iopt.iova_alignment = max([1] + [_domain_alignment(d) for d in iopt.domains])
+    iopt_calculate_iova_alignment(iopt)  # only ever lowers it here
 
 
 # --------------------------------------------------------------------------- map / unmap
@@ -366,7 +372,7 @@ def iopt_map_pages(
         for area in made:
             iopt_area_unfill_domains(iopt, area)
             del iopt.areas[area.iova]
-            area.pages.users -= 1
+            area.pages.users -= 1  # the caller's list still holds the pages
         raise
     return iova
 
@@ -393,7 +399,7 @@ def _unmap_range(iopt: IoPagetable, start: int, last: int) -> int:
     for a in victims:
         iopt_area_unfill_domains(iopt, a)
         del iopt.areas[a.iova]
-        a.pages.users -= 1
+        iopt_put_pages(a.pages)
         unmapped += a.length
     return unmapped
 
@@ -508,18 +514,40 @@ def iopt_table_enforce_dev_resv_regions(iopt: IoPagetable, dev: Device) -> int |
     return sw_msi
 
 
+def iopt_calculate_iova_alignment(iopt: IoPagetable) -> None:
+    """``iopt_calculate_iova_alignment``: PAGE_SIZE with large pages disabled (an
+    area must then be cuttable at any page), else 1, raised to every domain's
+    smallest page. Raising it over an area that breaks it is EADDRINUSE."""
+    new = PAGE_SIZE if iopt.disable_large_pages else 1
+    for d in iopt.domains:
+        new = max(new, _domain_alignment(d))
+    if new > iopt.iova_alignment:
+        for a in iopt.areas.values():
+            if a.iova & (new - 1) or a.page_offset & (new - 1):
+                raise EADDRINUSE(f"area at {a.iova:#x} is not aligned to {new:#x}")
+    iopt.iova_alignment = new
+
+
 def iopt_disable_large_pages(iopt: IoPagetable) -> None:
-    """``iopt_disable_large_pages``: EINVAL once areas are mapped into domains."""
+    """``iopt_disable_large_pages``: EINVAL once areas are mapped into domains; the
+    IOVA alignment becomes at least PAGE_SIZE (EADDRINUSE, and large pages stay
+    enabled, if an area is not aligned to it)."""
     if iopt.disable_large_pages:
         return
     if iopt.domains and iopt.areas:
         raise EINVAL("large pages can only be disabled before mapping")
     iopt.disable_large_pages = True
+    try:
+        iopt_calculate_iova_alignment(iopt)
+    except KernelError:
+        iopt.disable_large_pages = False
+        raise
 
 
 def iopt_enable_large_pages(iopt: IoPagetable) -> None:
-    """``iopt_enable_large_pages``."""
+    """``iopt_enable_large_pages``: the alignment drops back to the domains'."""
     iopt.disable_large_pages = False
+    iopt_calculate_iova_alignment(iopt)
 
 
 # --------------------------------------------------------------------------- dirty tracking

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 
-from kernel.errno import EINVAL, EMSGSIZE, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM
+from kernel.errno import EINVAL, EMSGSIZE, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM, KernelError
 from kernel.fault_inject import should_fail
 from kernel.iommu.iommu_h import IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE, ULONG_MAX
 from kernel.iommufd import user
@@ -32,16 +32,19 @@ from kernel.iommufd.io_pagetable import (
 )
 from kernel.iommufd.main import (
     IOMMUFD_OBJ_IOAS,
+    IOPT_PAGES_ACCOUNT_MM,
+    IOPT_PAGES_ACCOUNT_NONE,
     IommufdCtx,
     IommufdObject,
     IommufdUcmd,
     get_ioas,
+    iommufd_object_abort_and_destroy,
     iommufd_object_alloc,
     iommufd_object_finalize,
     iommufd_put_object,
     iommufd_ucmd_respond,
 )
-from kernel.iommufd.pages import iopt_alloc_pages
+from kernel.iommufd.pages import iopt_alloc_pages, iopt_release_pages
 from kernel.uapi import iommufd as uapi
 
 if TYPE_CHECKING:
@@ -78,7 +81,11 @@ def iommufd_ioas_alloc_ioctl(ucmd: IommufdUcmd) -> None:
         raise EOPNOTSUPP(f"IOAS_ALLOC flags {cmd.flags:#x}")
     ioas = iommufd_ioas_alloc(ucmd.ictx)
     cmd.out_ioas_id = ioas.id
-    iommufd_ucmd_respond(ucmd, uapi.iommu_ioas_alloc.SIZE)
+    try:
+        iommufd_ucmd_respond(ucmd, uapi.iommu_ioas_alloc.SIZE)
+    except KernelError:
+        iommufd_object_abort_and_destroy(ucmd.ictx, ioas)
+        raise
     iommufd_object_finalize(ucmd.ictx, ioas)
 
 
@@ -161,10 +168,14 @@ def iopt_map_user_pages(
         raise EINVAL("map of length 0")
     if uptr + length - 1 > ULONG_MAX:
         raise EOVERFLOW(f"user range {uptr:#x} + {length:#x} wraps")
-    pages, offset = iopt_alloc_pages(
-        uptr, length, bool(prot & IOMMU_WRITE), ictx.account_mode, ictx.user
-    )
-    return iopt_map_pages(ioas.iopt, [IoptPagesList(pages, offset, length)], length, iova, prot)
+    pages, offset = iopt_alloc_pages(uptr, length, bool(prot & IOMMU_WRITE))
+    if ictx.account_mode == IOPT_PAGES_ACCOUNT_MM and pages.account_mode != IOPT_PAGES_ACCOUNT_NONE:
+        pages.account_mode = IOPT_PAGES_ACCOUNT_MM
+    try:
+        return iopt_map_pages(ioas.iopt, [IoptPagesList(pages, offset, length)], length, iova, prot)
+    finally:
+        if not pages.users:  # the map failed: the list's reference was the last
+            iopt_release_pages(pages)
 
 
 def iommufd_ioas_map(ucmd: IommufdUcmd) -> None:

@@ -2,13 +2,14 @@
 the ioctl dispatcher.
 
 :func:`iommufd_fops_open` returns an :class:`IommufdCtx` (``struct iommufd_ctx``, the
-open ``/dev/iommu``). Its :meth:`IommufdCtx.ioctl` takes the command number and the
-user's struct as a ``bytearray`` and returns what the syscall returns: 0, or a
-negative errno. It reads ``size`` (the first ``u32``), refuses a size below the
-command's minimum (``offsetofend`` of its last original member: EINVAL), accepts a
-longer struct only when the extra bytes are zero (``copy_struct_from_user``: E2BIG),
-runs the command and copies the (possibly updated) struct back, never more than the
-user's ``size``. An unknown command is ENOTTY (ENOIOCTLCMD as user space sees it); 6.13's
+open ``/dev/iommu``). Its :meth:`IommufdCtx.ioctl` is ``ioctl(fd, cmd, arg)``: ``arg``
+is a pointer into the calling task's memory (:mod:`kernel.iommufd.user`), the
+return what the syscall returns: 0, or a negative errno. It reads ``size`` (the
+first ``u32``: EFAULT if unreadable), refuses a size below the command's minimum
+(``offsetofend`` of its last original member: EINVAL), accepts a longer struct
+only when the extra bytes are zero (``copy_struct_from_user``: E2BIG), runs the
+command and copies the (possibly updated) struct back, never more than the user's
+``size``. An unknown command is ENOTTY (ENOIOCTLCMD as user space sees it); 6.13's
 IOMMU_VIOMMU_ALLOC and IOMMU_VDEVICE_ALLOC exist only under ``iommufd.viommu=on``
 (:func:`kernel.iommufd.viommu.iommufd_viommu_ioctl_ops`).
 
@@ -36,7 +37,6 @@ from attrs import define, field
 from kernel.errno import (
     E2BIG,
     EBUSY,
-    EFAULT,
     EINVAL,
     ENOENT,
     ENOMEM,
@@ -47,6 +47,7 @@ from kernel.errno import (
     KernelError,
 )
 from kernel.fault_inject import should_fail
+from kernel.sched import CAP_SYS_RESOURCE, capable
 from kernel.uapi import iommufd as uapi
 from kernel.uapi.iommufd import UapiStruct
 
@@ -98,21 +99,6 @@ IOPT_PAGES_ACCOUNT_NONE = 0
 IOPT_PAGES_ACCOUNT_USER = 1
 IOPT_PAGES_ACCOUNT_MM = 2
 
-RLIMIT_INFINITY = (1 << 64) - 1
-
-
-@define(eq=False)
-class IommufdUser:
-    """What ``struct user_struct`` / ``mm_struct`` carry for pin accounting here:
-    ``locked_vm`` (pages) against ``RLIMIT_MEMLOCK`` (pages), and whether the task
-    has ``CAP_IPC_LOCK`` (exempt from the limit) and ``CAP_SYS_RESOURCE`` (may change
-    the accounting mode). One per file here; shared by a whole user in Linux."""
-
-    locked_vm: int = 0
-    rlimit_memlock: int = RLIMIT_INFINITY
-    cap_ipc_lock: bool = False
-    cap_sys_resource: bool = True
-
 
 @define(eq=False)
 class IommufdCtx:
@@ -123,14 +109,13 @@ class IommufdCtx:
     construction."""
     next_id: int = 1
     account_mode: int = IOPT_PAGES_ACCOUNT_USER
-    user: IommufdUser = field(factory=IommufdUser)
     vfio_ioas: IommufdObject | None = field(default=None, repr=False)
     """The VFIO compatibility IOAS (IOMMU_VFIO_IOAS), forgotten when destroyed."""
     closed: bool = False
 
-    def ioctl(self, cmd: int, buffer: bytearray) -> int:
+    def ioctl(self, cmd: int, arg: int) -> int:
         """``iommufd_fops_ioctl``; see the module docstring."""
-        return iommufd_fops_ioctl(self, cmd, buffer)
+        return iommufd_fops_ioctl(self, cmd, arg)
 
     def close(self) -> None:
         """``iommufd_fops_release``: destroy every object, users first."""
@@ -246,15 +231,18 @@ class IommufdUcmd:
     """``struct iommufd_ucmd``: the command being run and the user's buffer."""
 
     ictx: IommufdCtx
-    ubuffer: bytearray
+    ubuffer: int
     user_size: int
     cmd: Any
 
 
 def iommufd_ucmd_respond(ucmd: IommufdUcmd, cmd_len: int) -> None:
-    """``iommufd_ucmd_respond``: copy the struct back, at most the user's size."""
+    """``iommufd_ucmd_respond``: copy the struct back, at most the user's size
+    (EFAULT if the user's buffer is not writable)."""
+    from kernel.iommufd.user import copy_to_user
+
     n = min(ucmd.user_size, cmd_len)
-    ucmd.ubuffer[:n] = ucmd.cmd.to_bytes()[:n]
+    copy_to_user(ucmd.ubuffer, ucmd.cmd.to_bytes()[:n])
 
 
 @define(frozen=True)
@@ -281,12 +269,12 @@ def iommufd_option_rlimit_mode(cmd: uapi.iommu_option, ictx: IommufdCtx) -> None
         cmd.val64 = int(ictx.account_mode == IOPT_PAGES_ACCOUNT_MM)
         return
     if cmd.op == uapi.IOMMU_OPTION_OP_SET:
-        if not ictx.user.cap_sys_resource:
+        if not capable(CAP_SYS_RESOURCE):
             raise EPERM("RLIMIT_MODE needs CAP_SYS_RESOURCE")
-        if cmd.val64 > 1:
-            raise EINVAL(f"RLIMIT_MODE value {cmd.val64}")
         if ictx.objects:
             raise EBUSY("RLIMIT_MODE can only change on an empty iommufd")
+        if cmd.val64 > 1:
+            raise EINVAL(f"RLIMIT_MODE value {cmd.val64}")
         ictx.account_mode = IOPT_PAGES_ACCOUNT_MM if cmd.val64 else IOPT_PAGES_ACCOUNT_USER
         return
     raise EOPNOTSUPP(f"option op {cmd.op}")
@@ -380,28 +368,30 @@ def iommufd_ioctl_ops() -> dict[int, IommufdIoctlOp]:
     return _OPS
 
 
-def iommufd_fops_ioctl(ictx: IommufdCtx, cmd: int, buffer: bytearray) -> int:
+def iommufd_fops_ioctl(ictx: IommufdCtx, cmd: int, arg: int) -> int:
     """``iommufd_fops_ioctl``: 0 or a negative errno (see the module docstring)."""
+    from kernel.iommufd.user import copy_from_user
+
     nr = uapi._IOC_NR(cmd) - uapi.IOMMUFD_CMD_BASE
     op = iommufd_ioctl_ops().get(nr)
     if op is None:
         from kernel.iommufd.viommu import iommufd_viommu_ioctl_ops
 
         op = iommufd_viommu_ioctl_ops().get(nr)
-    if op is None or op.ioctl_num != cmd:
+    if op is None:  # iommufd_vfio_ioctl: no type1 command is modelled
         return -ENOTTY.errno
     try:
-        if len(buffer) < 4:
-            raise EFAULT("ioctl argument shorter than its size field")
-        user_size = int.from_bytes(buffer[:4], "little")
+        user_size = int.from_bytes(copy_from_user(arg, 4), "little")  # get_user
+        if op.ioctl_num != cmd:
+            return -ENOTTY.errno
         if user_size < op.min_size:
             raise EINVAL(f"size {user_size} < {op.min_size}")
-        if len(buffer) < user_size:
-            raise EFAULT(f"size {user_size} beyond the {len(buffer)}-byte user buffer")
-        if user_size > op.struct.SIZE and any(buffer[op.struct.SIZE : user_size]):
-            raise E2BIG(f"non-zero bytes past the {op.struct.SIZE}-byte struct")
-        ucmd = IommufdUcmd(ictx, buffer, user_size, op.struct.from_bytes(buffer[:user_size]))
-        op.execute(ucmd)
+        ksize = op.struct.SIZE
+        if user_size > ksize and any(copy_from_user(arg + ksize, user_size - ksize)):
+            raise E2BIG(f"non-zero bytes past the {ksize}-byte struct")
+        data = copy_from_user(arg, min(user_size, ksize))
+        cmd_st = op.struct.from_bytes(data + bytes(ksize - len(data)))
+        op.execute(IommufdUcmd(ictx, arg, user_size, cmd_st))
     except KernelError as exc:
         return -exc.errno
     return 0

@@ -219,7 +219,11 @@ def alloc_ioctl(ucmd: IommufdUcmd) -> None:
             hwpt.users += 1
             viommu.iommu_dev = _iommu_dev(idev.device)
             cmd.out_viommu_id = viommu.id
-            iommufd_ucmd_respond(ucmd, uapi.iommu_viommu_alloc.SIZE)
+            try:
+                iommufd_ucmd_respond(ucmd, uapi.iommu_viommu_alloc.SIZE)
+            except KernelError:  # the user's struct is not writable (EFAULT)
+                iommufd_object_abort_and_destroy(ictx, viommu)
+                raise
             iommufd_object_finalize(ictx, viommu)
         finally:
             iommufd_put_object(ictx, hwpt)

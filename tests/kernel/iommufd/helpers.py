@@ -9,18 +9,27 @@ from kernel.iommufd.hw_pagetable import IommufdHwptPaging
 from kernel.iommufd.io_pagetable import IoPagetable
 from kernel.iommufd.ioas import IommufdIoas
 from kernel.iommufd.main import IommufdCtx
-from kernel.mm import PAGE_SIZE, virt_to_phys
+from kernel.iommufd.uapi_helpers import Iommufd
+from kernel.mm import PAGE_SIZE
+from kernel.pgtable import pte_pfn_phys
+from kernel.sched import TaskStruct
 from kernel.uapi.iommufd import UapiStruct
-from tests.kernel.iommufd.conftest import pdev
+from tests.kernel.iommufd.conftest import Vmm, pdev
 
 
-def raw(ctx: IommufdCtx, cmd: int, st: UapiStruct, size: int | None = None) -> tuple[int, bytes]:
+def raw(fd: Iommufd, cmd: int, st: UapiStruct, size: int | None = None) -> tuple[int, bytes]:
     """The ioctl's return value and the struct bytes after it (``size`` defaults to
     the struct's)."""
     if hasattr(st, "size"):
         st.size = st.SIZE if size is None else size
-    buf = bytearray(st.to_bytes())
-    return ctx.ioctl(cmd, buf), bytes(buf)
+    return fd.ioctl(cmd, st.to_bytes())
+
+
+def user_phys(task: TaskStruct, uptr: int) -> int:
+    """The physical address the process's page tables map ``uptr`` to (0: none)."""
+    assert task.mm is not None
+    hit = task.mm.pgd.walk(uptr)
+    return 0 if hit is None else pte_pfn_phys(hit[0], hit[1], uptr)
 
 
 def domain_of(ctx: IommufdCtx, hwpt_id: int) -> IommuDomain:
@@ -35,10 +44,11 @@ def iopt_of(ctx: IommufdCtx, ioas_id: int) -> IoPagetable:
     return obj.iopt
 
 
-def maps_to(domain: IommuDomain, iova: int, uptr: int, length: int) -> bool:
-    """Every page of ``[iova, iova + length)`` translates to the user buffer's page."""
+def maps_to(vmm: Vmm, domain: IommuDomain, iova: int, uptr: int, length: int) -> bool:
+    """Every page of ``[iova, iova + length)`` translates to the page the process
+    maps at the user address."""
     return all(
-        iommu_iova_to_phys(domain, iova + off) == virt_to_phys(uptr + off)
+        iommu_iova_to_phys(domain, iova + off) == user_phys(vmm.task, uptr + off) != 0
         for off in range(0, length, PAGE_SIZE)
     )
 

@@ -19,9 +19,10 @@ from hw.machine import build_machine
 from iommulab.presets import PRESETS
 from iommulab.vfio_dsa import VfioDsa
 from kernel.boot import Kernel, boot
-from kernel.mm import PAGE_SIZE, memory_read, memory_write, virt_to_phys
+from kernel.mm import PAGE_SIZE
 from kernel.uapi import iommufd as uapi
 from tests.kernel.iommufd.conftest import VENDORS, Vmm
+from tests.kernel.iommufd.helpers import user_phys
 from tests.kernel.iommufd.test_nested_vtd import (
     ALT,
     CR,
@@ -84,36 +85,36 @@ def boot_nested(
     return boot(build_machine(spec), cmdline, builtins=(driver,), entry_points=False)
 
 
-def q(guest: int, gpa: int, index: int, value: int) -> None:
+def q(vmm: Vmm, guest: int, gpa: int, index: int, value: int) -> None:
     """Store descriptor ``index`` of the table at guest-physical ``gpa``."""
-    memory_write(guest + gpa + 8 * index, value.to_bytes(8, "little"))
+    vmm.write(guest + gpa + 8 * index, value.to_bytes(8, "little"))
 
 
-def lpae_map(guest: int, iova: int, gpa: int, bits: int = LPAE_PAGE) -> None:
+def lpae_map(vmm: Vmm, guest: int, iova: int, gpa: int, bits: int = LPAE_PAGE) -> None:
     """The SMMUv3 guest maps ``iova`` to ``gpa`` in its level-3 table."""
-    q(guest, L3, (iova >> 12) & 0x1FF, gpa | bits if bits else 0)
+    q(vmm, guest, L3, (iova >> 12) & 0x1FF, gpa | bits if bits else 0)
 
 
-def build_lpae_guest(guest: int) -> None:
+def build_lpae_guest(vmm: Vmm, guest: int) -> None:
     """The SMMUv3 guest: the data of :func:`build_guest`, an LPAE stage-1 table
     (L0[0] -> L1[1] -> L2[0] -> L3) mapping the same pages, and CD 0 at ``CD``."""
-    build_guest(guest)
+    build_guest(vmm, guest)
     for table in (L0, L1, L2, L3):
-        memory_write(guest + table, bytes(PAGE_SIZE))
-    q(guest, L0, 0, L1 | LPAE_TABLE)
-    q(guest, L1, 1, L2 | LPAE_TABLE)
-    q(guest, L2, 0, L3 | LPAE_TABLE)
+        vmm.write(guest + table, bytes(PAGE_SIZE))
+    q(vmm, guest, L0, 0, L1 | LPAE_TABLE)
+    q(vmm, guest, L1, 1, L2 | LPAE_TABLE)
+    q(vmm, guest, L2, 0, L3 | LPAE_TABLE)
     for n in range(16):
         for iova, gpa in ((IOVA_SRC, SRC), (IOVA_DST, DST), (IOVA_CR, CR)):
-            lpae_map(guest, iova + n * PAGE_SIZE, gpa + n * PAGE_SIZE)
-    write_cd(guest, L0)
+            lpae_map(vmm, guest, iova + n * PAGE_SIZE, gpa + n * PAGE_SIZE)
+    write_cd(vmm, guest, L0)
 
 
-def write_cd(guest: int, ttb0: int, asid: int = ASID) -> None:
-    q(guest, CD, 0, CD0 | asid << 48)
-    q(guest, CD, 1, ttb0)
-    q(guest, CD, 2, 0)
-    q(guest, CD, 3, 0xFF << 8 | 0x44)  # MAIR: attr 0 non-cacheable, attr 1 write-back
+def write_cd(vmm: Vmm, guest: int, ttb0: int, asid: int = ASID) -> None:
+    q(vmm, guest, CD, 0, CD0 | asid << 48)
+    q(vmm, guest, CD, 1, ttb0)
+    q(vmm, guest, CD, 2, 0)
+    q(vmm, guest, CD, 3, 0xFF << 8 | 0x44)  # MAIR: attr 0 non-cacheable, attr 1 write-back
 
 
 def vste(ste0: int = STE0_S1 | CD, ste1: int = STE1_S1) -> uapi.iommu_hwpt_arm_smmuv3:
@@ -144,11 +145,10 @@ class NestedGuest:
         self.dev_id = vmm.vfio.bind_iommufd(fd.ctx)
         self.ioas = fd.ioas_alloc()
         self.mem = vmm.buffer(GUEST)
-        self.mem_phys = virt_to_phys(self.mem)
         if vendor == "smmuv3":
-            build_lpae_guest(self.mem)
+            build_lpae_guest(vmm, self.mem)
         else:
-            build_guest(self.mem)
+            build_guest(vmm, self.mem)
         fd.ioas_map(self.ioas, self.mem, GUEST, iova=0)
         self.parent = fd.hwpt_alloc(self.dev_id, self.ioas, flags=uapi.IOMMU_HWPT_ALLOC_NEST_PARENT)
         self.scratch = vmm.buffer(PAGE_SIZE)
@@ -180,9 +180,9 @@ class NestedGuest:
     def remap(self, iova: int, gpa: int) -> None:
         """The guest points ``iova`` at ``gpa`` in its stage-1 table."""
         if self.vendor == "smmuv3":
-            lpae_map(self.mem, iova, gpa)
+            lpae_map(self.vmm, self.mem, iova, gpa)
         else:
-            s1_map(self.mem, iova, gpa)
+            s1_map(self.vmm, self.mem, iova, gpa)
 
     def invalidate(self, iova: int) -> int:
         """The guest's invalidation of one page: TLBI_NH_VA to the vIOMMU (SMMUv3),
@@ -202,7 +202,7 @@ class NestedGuest:
 
     def start(self) -> VfioDsa:
         self.attach()
-        dsa = VfioDsa.open(self.vmm.vfio)
+        dsa = VfioDsa.open(self.vmm.vfio, self.vmm.task)
         dsa.enable()
         return dsa
 
@@ -210,7 +210,11 @@ class NestedGuest:
         return dsa.memmove(IOVA_SRC, IOVA_DST, size, IOVA_CR, self.mem + CR).status
 
     def read(self, gpa: int, size: int) -> bytes:
-        return memory_read(self.mem + gpa, size)
+        return self.vmm.read(self.mem + gpa, size)
+
+    def phys(self, gpa: int) -> int:
+        """The host-physical address of guest-physical ``gpa`` (the VMM's page)."""
+        return user_phys(self.vmm.task, self.mem + gpa)
 
     def unmap_guest_page(self, gpa: int) -> None:
         """The VMM takes guest page ``gpa`` out of the IOAS (a stage-2 change)."""

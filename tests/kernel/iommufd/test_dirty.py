@@ -18,12 +18,11 @@ import pytest
 from drivers.arm_smmu_v3.io_pgtable_arm import ARM_LPAE_PTE_AP_RDONLY, ARM_LPAE_PTE_DBM
 from iommulab.vfio_dsa import VfioDsa
 from kernel.errno import EINVAL, ENOENT, EOPNOTSUPP, EOVERFLOW
-from kernel.iommufd.uapi_helpers import Iommufd, do_ioctl
-from kernel.mm import PAGE_SIZE, memory_read
+from kernel.iommufd.uapi_helpers import do_ioctl
+from kernel.mm import PAGE_SIZE
 from kernel.uapi import iommufd as uapi
 from kernel.uapi.idxd import DSA_COMP_SUCCESS
-from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
-from tests.kernel.iommufd.conftest import Vmm, boot_vendor, pdev
+from tests.kernel.iommufd.conftest import Vmm, boot_vendor
 
 if TYPE_CHECKING:
     from iommulab.pytest_plugin import Expectations, KernelChecks
@@ -39,7 +38,7 @@ HTTU_DIRTY = {"httu": 2}
 def slads_vmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
     k = iommulab_checks.track(boot_vendor("vtd", SLADS))
     with k:
-        v = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        v = Vmm.start(k)
         yield v
         v.close()
 
@@ -48,7 +47,7 @@ def slads_vmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
 def httu_vmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
     k = iommulab_checks.track(boot_vendor("smmuv3", HTTU_DIRTY))
     with k:
-        v = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        v = Vmm.start(k)
         yield v
         v.close()
 
@@ -56,7 +55,7 @@ def httu_vmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
 def set_tracking(vmm: Vmm, hwpt: int, on: bool) -> None:
     flags = uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE if on else 0
     cmd = uapi.iommu_hwpt_set_dirty_tracking(flags=flags, hwpt_id=hwpt)
-    do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, cmd)
+    do_ioctl(vmm.fd, uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, cmd)
 
 
 def dirty_pages(vmm: Vmm, hwpt: int, flags: int = 0) -> set[int]:
@@ -65,8 +64,8 @@ def dirty_pages(vmm: Vmm, hwpt: int, flags: int = 0) -> set[int]:
     cmd = uapi.iommu_hwpt_get_dirty_bitmap(
         hwpt_id=hwpt, flags=flags, iova=0, length=GUEST, page_size=PAGE_SIZE, data=bitmap
     )
-    do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, cmd)
-    word = int.from_bytes(memory_read(bitmap, 8), "little")
+    do_ioctl(vmm.fd, uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, cmd)
+    word = int.from_bytes(vmm.read(bitmap, 8), "little")
     return {n for n in range(64) if word >> n & 1}
 
 
@@ -84,7 +83,7 @@ def started(vmm: Vmm) -> tuple[int, int, VfioDsa]:
     vmm.fd.ioas_map(ioas, guest, GUEST, iova=0)
     hwpt = vmm.fd.hwpt_alloc(dev_id, ioas, flags=DIRTY)
     vmm.vfio.attach_pt(hwpt)
-    dsa = VfioDsa.open(vmm.vfio)
+    dsa = VfioDsa.open(vmm.vfio, vmm.task)
     dsa.enable()
     return guest, hwpt, dsa
 
@@ -130,7 +129,6 @@ def test_bad_dirty_requests(slads_vmm: Vmm) -> None:
     vmm = slads_vmm
     guest, hwpt, dsa = started(vmm)
     dsa.disable()
-    ctx = vmm.fd.ctx
     set_tracking(vmm, hwpt, True)
 
     def get(**kw: int) -> int:
@@ -138,7 +136,7 @@ def test_bad_dirty_requests(slads_vmm: Vmm) -> None:
         args["data"] = guest + CR
         args |= kw
         cmd = uapi.iommu_hwpt_get_dirty_bitmap(size=48, **args)
-        return ctx.ioctl(uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, bytearray(cmd.to_bytes()))
+        return vmm.fd.ioctl(uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, cmd.to_bytes())[0]
 
     assert get() == 0
     assert get(flags=2) == -EOPNOTSUPP.errno
@@ -152,7 +150,7 @@ def test_bad_dirty_requests(slads_vmm: Vmm) -> None:
 
     def put(**kw: int) -> int:
         cmd = uapi.iommu_hwpt_set_dirty_tracking(size=16, **({"hwpt_id": hwpt} | kw))
-        return ctx.ioctl(uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, bytearray(cmd.to_bytes()))
+        return vmm.fd.ioctl(uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, cmd.to_bytes())[0]
 
     assert put(flags=2) == -EOPNOTSUPP.errno
     assert put(reserved=1) == -EOPNOTSUPP.errno
@@ -169,7 +167,7 @@ def test_units_without_dirty_state_refuse_dirty_tracking_hwpts(vmm: Vmm) -> None
     ioas = vmm.fd.ioas_alloc()
     with pytest.raises(EOPNOTSUPP):
         vmm.fd.hwpt_alloc(dev_id, ioas, flags=DIRTY)
-    out = do_ioctl(vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info(dev_id=dev_id))
+    out = do_ioctl(vmm.fd, uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info(dev_id=dev_id))
     assert not uapi.iommu_hw_info.from_bytes(out).out_capabilities & (
         uapi.IOMMU_HW_CAP_DIRTY_TRACKING
     )
@@ -177,7 +175,7 @@ def test_units_without_dirty_state_refuse_dirty_tracking_hwpts(vmm: Vmm) -> None
 
 def test_a_slads_unit_advertises_dirty_tracking(slads_vmm: Vmm) -> None:
     dev_id = slads_vmm.vfio.bind_iommufd(slads_vmm.fd.ctx)
-    out = do_ioctl(slads_vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info(dev_id=dev_id))
+    out = do_ioctl(slads_vmm.fd, uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info(dev_id=dev_id))
     caps = uapi.iommu_hw_info.from_bytes(out).out_capabilities
     assert caps & uapi.IOMMU_HW_CAP_DIRTY_TRACKING
 
@@ -194,7 +192,7 @@ def test_a_device_replaced_onto_a_tracking_hwpt_is_tracked(slads_vmm: Vmm) -> No
     hwpt = vmm.fd.hwpt_alloc(dev_id, ioas, flags=DIRTY)
     set_tracking(vmm, hwpt, True)
     vmm.vfio.attach_pt(hwpt)  # replace
-    dsa = VfioDsa.open(vmm.vfio)
+    dsa = VfioDsa.open(vmm.vfio, vmm.task)
     dsa.enable()
     move(dsa, guest, 0x6000, PAGE_SIZE)
     assert dirty_pages(vmm, hwpt) == {6, 15}

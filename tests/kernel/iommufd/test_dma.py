@@ -10,7 +10,6 @@ import pytest
 
 from iommulab.vfio_dsa import VfioDsa
 from kernel.errno import ETIMEDOUT
-from kernel.mm import memory_read
 from kernel.uapi.idxd import DSA_COMP_SUCCESS
 from tests.kernel.iommufd.conftest import Vmm
 
@@ -34,16 +33,16 @@ def test_memmove_through_the_ioas_and_across_a_replace(vmm: Vmm) -> None:
     src1, dst1, cr1 = guest(vmm, ioas1, 1)
     src2, dst2, cr2 = guest(vmm, ioas2, 7)
     hwpt1 = vmm.vfio.attach_pt(ioas1)
-    dsa = VfioDsa.open(vmm.vfio)
+    dsa = VfioDsa.open(vmm.vfio, vmm.task)
     dsa.enable()
     assert dsa.memmove(SRC, DST, SIZE, CR, cr1).status == DSA_COMP_SUCCESS
-    assert memory_read(dst1, SIZE) == memory_read(src1, SIZE)
+    assert vmm.read(dst1, SIZE) == vmm.read(src1, SIZE)
 
     hwpt2 = fd.hwpt_alloc(dev_id, ioas2)
     assert vmm.vfio.attach_pt(hwpt2) == hwpt2  # attached already: a replace
     assert hwpt1 not in fd.ctx.objects  # the auto domain went with its last device
     assert dsa.memmove(SRC, DST, SIZE, CR, cr2).status == DSA_COMP_SUCCESS
-    assert memory_read(dst2, SIZE) == memory_read(src2, SIZE) != memory_read(dst1, SIZE)
+    assert vmm.read(dst2, SIZE) == vmm.read(src2, SIZE) != vmm.read(dst1, SIZE)
     dsa.disable()
 
 
@@ -52,11 +51,11 @@ def test_detached_device_dma_is_blocked(vmm: Vmm) -> None:
     ioas = vmm.fd.ioas_alloc()
     _, dst, cr = guest(vmm, ioas, 3)
     vmm.vfio.attach_pt(ioas)
-    dsa = VfioDsa.open(vmm.vfio)
+    dsa = VfioDsa.open(vmm.vfio, vmm.task)
     dsa.enable()
     vmm.vfio.detach_pt()
     # The group is back on the blocking domain: the DSA cannot even write its record.
     with pytest.raises(ETIMEDOUT):
         dsa.memmove(SRC, DST, SIZE, CR, cr)
-    assert not any(memory_read(dst, SIZE))
+    assert not any(vmm.read(dst, SIZE))
     dsa.disable()

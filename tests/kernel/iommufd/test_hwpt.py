@@ -21,7 +21,8 @@ from kernel.iommufd.device import (
     iommufd_device_replace,
 )
 from kernel.iommufd.uapi_helpers import Iommufd
-from kernel.mm import PAGE_SIZE, memory_read
+from kernel.mm import PAGE_SIZE
+from kernel.sched import do_exit, user_process_create
 from kernel.uapi import iommufd as uapi
 from kernel.uapi.idxd import DSA_COMP_SUCCESS
 from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
@@ -40,7 +41,7 @@ def test_hwpt_alloc_copies_the_ioas_and_attaches(vmm: Vmm) -> None:
     fd.ioas_map(ioas, buf, 8 * PAGE_SIZE, iova=0x80_0000)
     hwpt = fd.hwpt_alloc(dev_id, ioas)
     dom = domain_of(fd.ctx, hwpt)
-    assert maps_to(dom, 0x80_0000, buf, 8 * PAGE_SIZE)
+    assert maps_to(vmm, dom, 0x80_0000, buf, 8 * PAGE_SIZE)
     assert vmm.vfio.attach_pt(hwpt) == hwpt
     assert iommu_get_domain_for_dev(pdev()) is dom
     vmm.vfio.detach_pt()
@@ -88,7 +89,7 @@ def test_bad_hwpt_alloc(vmm: Vmm, what: str, errno: type[Exception]) -> None:
             cmd.flags = uapi.IOMMU_HWPT_ALLOC_NEST_PARENT
         case "fault_id":  # no fault queue objects exist
             cmd.flags, cmd.fault_id = uapi.IOMMU_HWPT_FAULT_ID_VALID, 9
-    assert raw(vmm.fd.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -errno.errno  # type: ignore[attr-defined]
+    assert raw(vmm.fd, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -errno.errno  # type: ignore[attr-defined]
     assert sorted(vmm.fd.ctx.objects) == [dev_id, ioas]
     assert vmm.fd.ctx.objects[ioas].users == 1  # type: ignore[union-attr]
 
@@ -105,38 +106,35 @@ def test_a_nested_hwpt_needs_a_nest_parent_and_a_vendor_that_nests(vmm: Vmm) -> 
         data_len=uapi.iommu_hwpt_vtd_s1.SIZE,
         data_uptr=data,
     )
-    assert raw(vmm.fd.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -EINVAL.errno  # not a parent
+    assert raw(vmm.fd, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -EINVAL.errno  # not a parent
     cmd.flags = uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
-    assert raw(vmm.fd.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -EOPNOTSUPP.errno
+    assert raw(vmm.fd, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -EOPNOTSUPP.errno
     assert sorted(vmm.fd.ctx.objects) == [dev_id, ioas, parent]
 
 
 def test_hw_info(vmm: Vmm, vendor: str) -> None:
     dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
     data = vmm.buffer(PAGE_SIZE)
-    from kernel.mm import memory_write
 
-    memory_write(data, b"\xee" * 64)
+    vmm.write(data, b"\xee" * 64)
     cmd = uapi.iommu_hw_info(dev_id=dev_id, data_len=64, data_uptr=data)
-    rc, out = raw(vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, cmd)
+    rc, out = raw(vmm.fd, uapi.IOMMU_GET_HW_INFO, cmd)
     info = uapi.iommu_hw_info.from_bytes(out)
     assert rc == 0 and info.out_max_pasid_log2 == 20
     if vendor == "vtd":
         unit = next(iter(vmm.kernel.machine.iommus.values()))  # type: ignore[attr-defined]
         base = unit.base
         mmio = vmm.kernel.machine.mmio_read  # type: ignore[attr-defined]
-        vtd = uapi.iommu_hw_info_vtd.from_bytes(memory_read(data, uapi.iommu_hw_info_vtd.SIZE))
+        vtd = uapi.iommu_hw_info_vtd.from_bytes(vmm.read(data, uapi.iommu_hw_info_vtd.SIZE))
         assert info.out_data_type == uapi.IOMMU_HW_INFO_TYPE_INTEL_VTD
         assert info.data_len == uapi.iommu_hw_info_vtd.SIZE
         assert (vtd.cap_reg, vtd.ecap_reg) == (mmio(base + 0x08, 8), mmio(base + 0x10, 8))
         assert vtd.flags == uapi.IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17
-        assert memory_read(data + 24, 40) == bytes(40)  # the rest of the buffer zeroed
+        assert vmm.read(data + 24, 40) == bytes(40)  # the rest of the buffer zeroed
     else:
         assert (info.out_data_type, info.data_len) == (uapi.IOMMU_HW_INFO_TYPE_NONE, 0)
-        assert memory_read(data, 64) == bytes(64)
-    assert raw(vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info(dev_id=77))[0] == (
-        -ENOENT.errno
-    )
+        assert vmm.read(data, 64) == bytes(64)
+    assert raw(vmm.fd, uapi.IOMMU_GET_HW_INFO, uapi.iommu_hw_info(dev_id=77))[0] == (-ENOENT.errno)
 
 
 def test_attach_rules_of_the_kernel_api(vmm: Vmm) -> None:
@@ -164,12 +162,13 @@ def test_binding_rules(vmm: Vmm) -> None:
     vmm.vfio.bind_iommufd(vmm.fd.ctx)
     with pytest.raises(EINVAL):
         vmm.vfio.bind_iommufd(vmm.fd.ctx)
-    other = Iommufd.open()
+    other = Iommufd.open(user_process_create("other"))
     second = vfio_device_fops_cdev_open(pdev())
     with pytest.raises(EPERM):  # the group belongs to the first iommufd
         second.bind_iommufd(other.ctx)
     assert not other.ctx.objects
     other.close()
+    do_exit(other.task)
     unbound = vfio_device_fops_cdev_open(pdev())
     with pytest.raises(EINVAL):
         unbound.attach_pt(1)
@@ -207,10 +206,10 @@ def test_pasid_attach_of_a_hwpt_carries_pasid_tagged_dma(vmm: Vmm) -> None:
     assert iommu_get_domain_for_dev_pasid(pdev(), PASID) is domain_of(fd.ctx, hwpt)
     with pytest.raises(EBUSY):
         vmm.vfio.attach_pt(hwpt, pasid=PASID)
-    dsa = VfioDsa.open(vmm.vfio)
+    dsa = VfioDsa.open(vmm.vfio, vmm.task)
     dsa.enable(pasid=PASID)
     assert dsa.memmove(SRC, DST, PAGE_SIZE, CR, cr).status == DSA_COMP_SUCCESS
-    assert memory_read(dst, PAGE_SIZE) == memory_read(src, PAGE_SIZE)
+    assert vmm.read(dst, PAGE_SIZE) == vmm.read(src, PAGE_SIZE)
     dsa.disable()
     with pytest.raises(EBUSY):  # attached to a PASID
         fd.destroy(hwpt)
@@ -240,7 +239,7 @@ def test_a_hwpt_of_another_iommu_instance_is_refused(iommulab_checks: KernelChec
         boot(build_machine(TWO_SMMUS), "", builtins=("drivers.arm_smmu_v3",), entry_points=False)
     )
     with k:
-        fd = Iommufd.open()
+        fd = Iommufd.open(user_process_create("vmm"))
         a = vfio_device_fops_cdev_open(pdev("0000:00:02.0"))
         b = vfio_device_fops_cdev_open(pdev("0000:00:04.0"))
         dev_a, dev_b = a.bind_iommufd(fd.ctx), b.bind_iommufd(fd.ctx)
@@ -255,3 +254,4 @@ def test_a_hwpt_of_another_iommu_instance_is_refused(iommulab_checks: KernelChec
         a.close()
         b.close()
         fd.close()
+        do_exit(fd.task)

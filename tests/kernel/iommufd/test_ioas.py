@@ -24,7 +24,9 @@ from kernel.errno import (
 from kernel.iommu.iommu_resv import IOMMU_RESV_DIRECT_RELAXABLE
 from kernel.iommufd.io_pagetable import iopt_cut_iova
 from kernel.iommufd.uapi_helpers import RW
-from kernel.mm import PAGE_SIZE, memory_read, memory_write
+from kernel.mm import PAGE_SHIFT, PAGE_SIZE, Page
+from kernel.page_ref import page_ref_count
+from kernel.sched import CAP_IPC_LOCK, RLIMIT_MEMLOCK
 from kernel.uapi import iommufd as uapi
 from tests.kernel.iommufd.conftest import Vmm
 from tests.kernel.iommufd.helpers import (
@@ -34,6 +36,7 @@ from tests.kernel.iommufd.helpers import (
     maps_to,
     raw,
     unmapped,
+    user_phys,
 )
 
 U64_MAX = (1 << 64) - 1
@@ -52,10 +55,10 @@ def test_map_fills_the_attached_domain_and_unmap_clears_it(vmm: Vmm) -> None:
     dom = domain_of(vmm.fd.ctx, hwpt)
     buf = vmm.buffer(SZ_2M)
     iova = vmm.fd.ioas_map(ioas, buf, SZ_2M)
-    assert maps_to(dom, iova, buf, SZ_2M)
-    assert vmm.fd.ctx.user.locked_vm == SZ_2M // PAGE_SIZE
+    assert maps_to(vmm, dom, iova, buf, SZ_2M)
+    assert vmm.task.user.locked_vm == SZ_2M // PAGE_SIZE
     assert vmm.fd.ioas_unmap(ioas, iova, SZ_2M) == SZ_2M
-    assert unmapped(dom, iova, SZ_2M) and vmm.fd.ctx.user.locked_vm == 0
+    assert unmapped(dom, iova, SZ_2M) and vmm.task.user.locked_vm == 0
 
 
 def test_mappings_made_before_attach_are_copied_into_the_new_domain(vmm: Vmm) -> None:
@@ -63,10 +66,10 @@ def test_mappings_made_before_attach_are_copied_into_the_new_domain(vmm: Vmm) ->
     ioas = vmm.fd.ioas_alloc()
     buf = vmm.buffer(4 * PAGE_SIZE)
     iova = vmm.fd.ioas_map(ioas, buf, 4 * PAGE_SIZE, iova=0x40_0000)
-    assert vmm.fd.ctx.user.locked_vm == 0  # nothing pinned without a domain
+    assert vmm.task.user.locked_vm == 0  # nothing pinned without a domain
     hwpt = vmm.vfio.attach_pt(ioas)
-    assert maps_to(domain_of(vmm.fd.ctx, hwpt), iova, buf, 4 * PAGE_SIZE)
-    assert vmm.fd.ctx.user.locked_vm == 4
+    assert maps_to(vmm, domain_of(vmm.fd.ctx, hwpt), iova, buf, 4 * PAGE_SIZE)
+    assert vmm.task.user.locked_vm == 4
 
 
 def test_automatic_iovas_are_aligned_distinct_and_outside_reserved_regions(vmm: Vmm) -> None:
@@ -139,11 +142,11 @@ def test_bad_map_gets_upstreams_errno_and_leaves_nothing(
             cmd.ioas_id = 99
         case "bad_pointer":
             cmd.user_va = 0x1000
-    rc, _ = raw(vmm.fd.ctx, uapi.IOMMU_IOAS_MAP, cmd)
+    rc, _ = raw(vmm.fd, uapi.IOMMU_IOAS_MAP, cmd)
     assert rc == -errno.errno  # type: ignore[attr-defined]
     iopt = iopt_of(vmm.fd.ctx, ioas)
     assert [(a.iova, a.length) for a in iopt.area_list()] == [(0x10_0000, PAGE_SIZE)]
-    assert vmm.fd.ctx.user.locked_vm == 1
+    assert vmm.task.user.locked_vm == 1
     assert unmapped(domain_of(vmm.fd.ctx, hwpt), 0x20_0000, 2 * PAGE_SIZE)
 
 
@@ -158,14 +161,14 @@ def test_unmap_takes_whole_areas_only(vmm: Vmm) -> None:
         vmm.fd.ioas_unmap(ioas, 0x200_0000, 0x1000)
     with pytest.raises(EINVAL):
         vmm.fd.ioas_unmap(ioas, 0x100_0000, 0)
-    assert maps_to(domain_of(vmm.fd.ctx, hwpt), 0x100_0000, a, 4 * PAGE_SIZE)
+    assert maps_to(vmm, domain_of(vmm.fd.ctx, hwpt), 0x100_0000, a, 4 * PAGE_SIZE)
     # a range that covers both areas (and more) takes both
     assert vmm.fd.ioas_unmap(ioas, 0xF0_0000, 0x20_0000) == 8 * PAGE_SIZE
     vmm.fd.ioas_map(ioas, a, 4 * PAGE_SIZE)
     vmm.fd.ioas_map(ioas, b, 4 * PAGE_SIZE)
     assert vmm.fd.ioas_unmap(ioas, 0, U64_MAX) == 8 * PAGE_SIZE  # unmap all
     assert vmm.fd.ioas_unmap(ioas, 0, U64_MAX) == 0
-    assert vmm.fd.ctx.user.locked_vm == 0
+    assert vmm.task.user.locked_vm == 0
 
 
 def test_areas_split_where_large_pages_are_disabled(vmm: Vmm) -> None:
@@ -186,9 +189,9 @@ def test_areas_split_where_large_pages_are_disabled(vmm: Vmm) -> None:
     ]
     assert vmm.fd.ioas_unmap(ioas, 0x40_1000, PAGE_SIZE) == PAGE_SIZE
     assert unmapped(dom, 0x40_1000, PAGE_SIZE)
-    assert maps_to(dom, 0x40_0000, buf, PAGE_SIZE)
-    assert maps_to(dom, 0x40_2000, buf + 0x2000, 2 * PAGE_SIZE)
-    assert vmm.fd.ctx.user.locked_vm == 4  # the pages object is still in use
+    assert maps_to(vmm, dom, 0x40_0000, buf, PAGE_SIZE)
+    assert maps_to(vmm, dom, 0x40_2000, buf + 0x2000, 2 * PAGE_SIZE)
+    assert vmm.task.user.locked_vm == 4  # the pages object is still in use
 
 
 def test_large_page_areas_do_not_split_and_the_option_is_fixed_once_mapped(vmm: Vmm) -> None:
@@ -212,12 +215,12 @@ def test_copy_maps_the_same_pages_into_another_ioas(vmm: Vmm) -> None:
     (area,) = iopt_of(vmm.fd.ctx, other).area_list()
     (src_area,) = iopt_of(vmm.fd.ctx, ioas).area_list()
     assert area.pages is src_area.pages and area.start_byte == 0x1000
-    assert vmm.fd.ctx.user.locked_vm == 4  # one pin for both
+    assert vmm.task.user.locked_vm == 4  # one pin for both
     # the copy stays valid after the source is gone; a replace onto it shows it
     vmm.fd.ioas_unmap(ioas, 0x50_0000, 4 * PAGE_SIZE)
     new = vmm.vfio.attach_pt(other)
     assert new != hwpt
-    assert maps_to(domain_of(vmm.fd.ctx, new), 0x60_0000, buf + 0x1000, 2 * PAGE_SIZE)
+    assert maps_to(vmm, domain_of(vmm.fd.ctx, new), 0x60_0000, buf + 0x1000, 2 * PAGE_SIZE)
 
 
 def test_bad_copies(vmm: Vmm) -> None:
@@ -238,14 +241,16 @@ def test_bad_copies(vmm: Vmm) -> None:
     assert iopt_of(vmm.fd.ctx, other).area_list() == []
 
 
-def _ranges(vmm: Vmm, ioas: int, room: int) -> tuple[int, uapi.iommu_ioas_iova_ranges, list]:
+def _ranges(
+    vmm: Vmm, ioas: int, room: int
+) -> tuple[int, uapi.iommu_ioas_iova_ranges, list[uapi.iommu_iova_range]]:
     arr = vmm.buffer(PAGE_SIZE)
     cmd = uapi.iommu_ioas_iova_ranges(ioas_id=ioas, num_iovas=room, allowed_iovas=arr)
-    rc, out = raw(vmm.fd.ctx, uapi.IOMMU_IOAS_IOVA_RANGES, cmd)
+    rc, out = raw(vmm.fd, uapi.IOMMU_IOAS_IOVA_RANGES, cmd)
     got = uapi.iommu_ioas_iova_ranges.from_bytes(out)
     size = uapi.iommu_iova_range.SIZE
     ranges = [
-        uapi.iommu_iova_range.from_bytes(memory_read(arr + i * size, size))
+        uapi.iommu_iova_range.from_bytes(vmm.read(arr + i * size, size))
         for i in range(min(room, got.num_iovas))
     ]
     return rc, got, [(r.start, r.last) for r in ranges]
@@ -278,9 +283,9 @@ def test_allowed_ranges_bound_automatic_iovas(vmm: Vmm) -> None:
 
     def allow(*ranges: tuple[int, int]) -> int:
         for i, (s, last) in enumerate(ranges):
-            memory_write(arr + 16 * i, uapi.iommu_iova_range(s, last).to_bytes())
+            vmm.write(arr + 16 * i, uapi.iommu_iova_range(s, last).to_bytes())
         cmd = uapi.iommu_ioas_allow_iovas(ioas_id=ioas, num_iovas=len(ranges), allowed_iovas=arr)
-        return raw(vmm.fd.ctx, uapi.IOMMU_IOAS_ALLOW_IOVAS, cmd)[0]
+        return raw(vmm.fd, uapi.IOMMU_IOAS_ALLOW_IOVAS, cmd)[0]
 
     base = 0x80_0000_0000
     assert allow((base, base + 2 * PAGE_SIZE - 1)) == 0
@@ -311,12 +316,16 @@ def test_attach_refused_when_a_reserved_region_is_already_mapped(vmm: Vmm) -> No
 
 def test_pins_are_charged_against_rlimit_memlock(vmm: Vmm) -> None:
     ioas, hwpt = attached(vmm)
-    vmm.fd.ctx.user.rlimit_memlock = 4
+    vmm.task.rlim[RLIMIT_MEMLOCK] = 4 * PAGE_SIZE
     vmm.fd.ioas_map(ioas, vmm.buffer(4 * PAGE_SIZE), 4 * PAGE_SIZE)
+    late = vmm.buffer(PAGE_SIZE, 3)
     with pytest.raises(ENOMEM):
-        vmm.fd.ioas_map(ioas, vmm.buffer(PAGE_SIZE), PAGE_SIZE, iova=0x70_0000)
+        vmm.fd.ioas_map(ioas, late, PAGE_SIZE, iova=0x70_0000)
     assert unmapped(domain_of(vmm.fd.ctx, hwpt), 0x70_0000, PAGE_SIZE)
-    assert vmm.fd.ctx.user.locked_vm == 4 and len(iopt_of(vmm.fd.ctx, ioas).area_list()) == 1
-    vmm.fd.ctx.user.cap_ipc_lock = True  # CAP_IPC_LOCK is exempt
-    vmm.fd.ioas_map(ioas, vmm.buffer(PAGE_SIZE), PAGE_SIZE, iova=0x70_0000)
-    assert vmm.fd.ctx.user.locked_vm == 5
+    assert vmm.task.user.locked_vm == 4 and len(iopt_of(vmm.fd.ctx, ioas).area_list()) == 1
+    page = Page(user_phys(vmm.task, late) >> PAGE_SHIFT)
+    assert page_ref_count(page) == 1  # the pin was dropped with the charge
+    vmm.task.caps = frozenset({CAP_IPC_LOCK})  # exempt: its pins are not charged
+    vmm.fd.ioas_map(ioas, late, PAGE_SIZE, iova=0x70_0000)
+    assert vmm.task.user.locked_vm == 4
+    assert vmm.task.mm is not None and vmm.task.mm.pinned_vm == 5

@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kernel.errno import EOPNOTSUPP
-from kernel.iommufd.uapi_helpers import Iommufd
 from kernel.mm import PAGE_SIZE
 from kernel.uapi import iommufd as uapi
 from kernel.uapi.idxd import DSA_COMP_SUCCESS
-from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
-from tests.kernel.iommufd.conftest import Vmm, pdev
+from tests.kernel.iommufd.conftest import Vmm
 from tests.kernel.iommufd.helpers import raw
 from tests.kernel.iommufd.nested_guest import (
     ALT,
@@ -46,7 +44,7 @@ def nvendor(request: pytest.FixtureRequest) -> str:
 def nvmm(nvendor: str, iommulab_checks: KernelChecks) -> Iterator[Vmm]:
     k = iommulab_checks.track(boot_nested(nvendor))
     with k:
-        v = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        v = Vmm.start(k)
         yield v
         v.close()
 
@@ -118,7 +116,7 @@ def test_the_parent_and_the_viommu_cannot_go_before_what_uses_them(nvmm: Vmm, nv
     ctx = nvmm.fd.ctx
 
     def destroy(oid: int) -> int:
-        return raw(ctx, uapi.IOMMU_DESTROY, uapi.iommu_destroy(id=oid))[0]
+        return raw(nvmm.fd, uapi.IOMMU_DESTROY, uapi.iommu_destroy(id=oid))[0]
 
     busy = -16  # EBUSY
     assert destroy(g.parent) == busy
@@ -140,7 +138,7 @@ def test_viommu_alloc_is_eopnotsupp_on_vtd(iommulab_checks: KernelChecks) -> Non
     is EOPNOTSUPP, and of the default type too (refused before the driver)."""
     k = iommulab_checks.track(boot_nested("vtd"))
     with k:
-        vmm = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        vmm = Vmm.start(k)
         g = NestedGuest(vmm, "vtd")
         before = sorted(vmm.fd.ctx.objects)
         for vtype in (uapi.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, uapi.IOMMU_VIOMMU_TYPE_DEFAULT):

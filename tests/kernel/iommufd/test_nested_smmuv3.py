@@ -19,12 +19,11 @@ from drivers.arm_smmu_v3.entry_writer import arm_smmu_get_step_for_sid
 from hw.smmuv3.unit import Smmuv3Unit
 from iommulab.vfio_dsa import VfioDsa
 from kernel.errno import E2BIG, EBUSY, EEXIST, EINVAL, EIO, ENOENT, ENOTTY, EOPNOTSUPP
-from kernel.iommufd.uapi_helpers import Iommufd, do_ioctl
-from kernel.mm import PAGE_SIZE, memory_read, memory_write, read64
+from kernel.iommufd.uapi_helpers import do_ioctl
+from kernel.mm import PAGE_SIZE, read64
 from kernel.pci import pci_dev_id
 from kernel.uapi import iommufd as uapi
 from kernel.uapi.idxd import DSA_COMP_SUCCESS
-from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
 from tests.kernel.iommufd.conftest import Vmm, pdev
 from tests.kernel.iommufd.helpers import domain_of, raw
 from tests.kernel.iommufd.nested_guest import (
@@ -66,7 +65,7 @@ NEST_PARENT = uapi.IOMMU_HWPT_ALLOC_NEST_PARENT
 def svmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
     k = iommulab_checks.track(boot_nested("smmuv3"))
     with k:
-        v = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        v = Vmm.start(k)
         yield v
         v.close()
 
@@ -74,7 +73,7 @@ def svmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
 def booted(checks: KernelChecks, config: dict[str, object], cmdline: str) -> Vmm:
     k = checks.track(boot_nested("smmuv3", config, cmdline))
     k.activate()
-    return Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+    return Vmm.start(k)
 
 
 def ste_of(sid: int) -> list[int]:
@@ -114,7 +113,7 @@ def test_the_nested_ste_is_the_guests_cd_table_over_the_parents_stage_2(svmm: Vm
     assert ste[1] & 0xFF == STE1_S1
     assert ste[2] & 0xFFFF == parent.vmid and ste[2] >> 58 & 1  # S2VMID, S2R
     assert ste[3] == parent.pgtbl_ops.cfg.vttbr
-    assert translate(svmm, IOVA_SRC + 8) == (g.mem_phys + SRC + 8, 0)
+    assert translate(svmm, IOVA_SRC + 8) == (g.phys(SRC + 8), 0)
 
 
 def test_hw_info_reports_the_smmus_id_registers(svmm: Vmm) -> None:
@@ -122,9 +121,9 @@ def test_hw_info_reports_the_smmus_id_registers(svmm: Vmm) -> None:
     buf = svmm.buffer(PAGE_SIZE)
     size = uapi.iommu_hw_info_arm_smmuv3.SIZE
     cmd = uapi.iommu_hw_info(dev_id=dev_id, data_len=PAGE_SIZE, data_uptr=buf)
-    out = uapi.iommu_hw_info.from_bytes(do_ioctl(svmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, cmd))
+    out = uapi.iommu_hw_info.from_bytes(do_ioctl(svmm.fd, uapi.IOMMU_GET_HW_INFO, cmd))
     assert (out.out_data_type, out.data_len) == (uapi.IOMMU_HW_INFO_TYPE_ARM_SMMUV3, size)
-    info = uapi.iommu_hw_info_arm_smmuv3.from_bytes(memory_read(buf, size))
+    info = uapi.iommu_hw_info_arm_smmuv3.from_bytes(svmm.read(buf, size))
     cfg = unit(svmm).cfg
     assert (info.idr0, info.idr1, info.idr3, info.idr5) == (
         cfg.idr0(),
@@ -133,7 +132,7 @@ def test_hw_info_reports_the_smmus_id_registers(svmm: Vmm) -> None:
         cfg.idr5(),
     )
     assert info.idr0 & 1 and (info.iidr, info.aidr) == (cfg.iidr, cfg.aidr)
-    assert memory_read(buf + size, 16) == bytes(16)  # the rest of the buffer is cleared
+    assert svmm.read(buf + size, 16) == bytes(16)  # the rest of the buffer is cleared
 
 
 def test_a_nest_parent_is_a_stage_2_domain_the_device_can_use_alone(svmm: Vmm) -> None:
@@ -142,8 +141,8 @@ def test_a_nest_parent_is_a_stage_2_domain_the_device_can_use_alone(svmm: Vmm) -
     g = NestedGuest(svmm, "smmuv3")
     svmm.vfio.attach_pt(g.parent)
     assert ste_of(pci_dev_id(pdev()))[0] & 0xF == 1 | 6 << 1
-    assert translate(svmm, SRC + 8) == (g.mem_phys + SRC + 8, 0)
-    dsa = VfioDsa.open(svmm.vfio)
+    assert translate(svmm, SRC + 8) == (g.phys(SRC + 8), 0)
+    dsa = VfioDsa.open(svmm.vfio, svmm.task)
     dsa.enable()
     status = dsa.memmove(SRC, DST, PAGE_SIZE, 0x30000, g.mem + 0x30000).status
     assert status == DSA_COMP_SUCCESS and g.read(DST, PAGE_SIZE) == g.read(SRC, PAGE_SIZE)
@@ -176,7 +175,7 @@ def test_the_vste_is_validated(svmm: Vmm, ste0: int, ste1: int, expect: str) -> 
     g.attach(vste(ste0, ste1))
     got = translate(svmm, SRC + 8)
     if expect == "bypass":
-        assert got == (g.mem_phys + SRC + 8, 0)
+        assert got == (g.phys(SRC + 8), 0)
     elif expect == "abort":
         assert got[0] == -1
     else:
@@ -188,7 +187,7 @@ def test_the_vste_is_validated(svmm: Vmm, ste0: int, ste1: int, expect: str) -> 
 
 def invalidate_raw(g: NestedGuest, entries: list[bytes], **kw: int) -> tuple[int, int]:
     """IOMMU_HWPT_INVALIDATE of raw entries on the vIOMMU: return value, entry_num."""
-    memory_write(g.scratch, b"".join(entries))
+    g.vmm.write(g.scratch, b"".join(entries))
     args = {
         "hwpt_id": g.viommu,
         "data_uptr": g.scratch,
@@ -197,7 +196,7 @@ def invalidate_raw(g: NestedGuest, entries: list[bytes], **kw: int) -> tuple[int
         "entry_num": len(entries),
     }
     args.update(kw)
-    rc, out = raw(g.vmm.fd.ctx, uapi.IOMMU_HWPT_INVALIDATE, uapi.iommu_hwpt_invalidate(**args))
+    rc, out = raw(g.vmm.fd, uapi.IOMMU_HWPT_INVALIDATE, uapi.iommu_hwpt_invalidate(**args))
     return rc, uapi.iommu_hwpt_invalidate.from_bytes(out).entry_num
 
 
@@ -281,13 +280,13 @@ def test_a_cd_change_needs_cfgi_cd_with_the_virtual_streamid(
     assert g.move(dsa) == DSA_COMP_SUCCESS
     alt_l0, alt_l1, alt_l2, alt_l3 = 0x6000, 0x7000, 0x8000, 0x9000
     for table in (alt_l0, alt_l1, alt_l2):
-        memory_write(g.mem + table, bytes(PAGE_SIZE))
-    q(g.mem, alt_l0, 0, alt_l1 | LPAE_TABLE)
-    q(g.mem, alt_l1, 1, alt_l2 | LPAE_TABLE)
-    q(g.mem, alt_l2, 0, alt_l3 | LPAE_TABLE)
-    memory_write(g.mem + alt_l3, g.read(0x4000, PAGE_SIZE))
-    q(g.mem, alt_l3, 0, int.from_bytes(g.read(0x4000, 8), "little") - SRC + ALT)  # IOVA_SRC
-    write_cd(g.mem, alt_l0, ASID + 1)
+        g.vmm.write(g.mem + table, bytes(PAGE_SIZE))
+    q(g.vmm, g.mem, alt_l0, 0, alt_l1 | LPAE_TABLE)
+    q(g.vmm, g.mem, alt_l1, 1, alt_l2 | LPAE_TABLE)
+    q(g.vmm, g.mem, alt_l2, 0, alt_l3 | LPAE_TABLE)
+    g.vmm.write(g.mem + alt_l3, g.read(0x4000, PAGE_SIZE))
+    q(g.vmm, g.mem, alt_l3, 0, int.from_bytes(g.read(0x4000, 8), "little") - SRC + ALT)  # IOVA_SRC
+    write_cd(g.vmm, g.mem, alt_l0, ASID + 1)
     if cfgi:
         cmd = smmu_cmd(CMDQ_OP_CFGI_CD | VSID << 32, 1)
         assert svmm.fd.hwpt_invalidate(g.viommu, INV, [cmd], g.scratch) == 1
@@ -332,7 +331,7 @@ def test_bad_viommu_alloc(svmm: Vmm, what: str, errno: type[Exception]) -> None:
             cmd.hwpt_id = g.ioas
         case "no_device":
             cmd.dev_id = 999
-    assert raw(svmm.fd.ctx, uapi.IOMMU_VIOMMU_ALLOC, cmd)[0] == -errno.errno  # type: ignore[attr-defined]
+    assert raw(svmm.fd, uapi.IOMMU_VIOMMU_ALLOC, cmd)[0] == -errno.errno  # type: ignore[attr-defined]
     assert sorted(svmm.fd.ctx.objects) == before
     assert svmm.fd.ctx.objects[g.parent].users == 2  # type: ignore[union-attr]
 
@@ -366,7 +365,7 @@ def test_bad_vdevice_alloc(svmm: Vmm) -> None:
 def test_bad_nested_alloc(svmm: Vmm, what: str, errno: type[Exception]) -> None:
     g = NestedGuest(svmm, "smmuv3")
     before = sorted(svmm.fd.ctx.objects)
-    memory_write(g.scratch, vste().to_bytes() + bytes(16))
+    g.vmm.write(g.scratch, vste().to_bytes() + bytes(16))
     cmd = uapi.iommu_hwpt_alloc(
         dev_id=g.dev_id,
         pt_id=g.viommu,
@@ -381,14 +380,14 @@ def test_bad_nested_alloc(svmm: Vmm, what: str, errno: type[Exception]) -> None:
             cmd.data_len = 8
         case "long_nonzero_tail":
             cmd.data_len = 24
-            memory_write(g.scratch + 20, b"\x01")
+            g.vmm.write(g.scratch + 20, b"\x01")
         case "flags":
             cmd.flags = uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
         case "on_the_parent":
             cmd.pt_id = g.parent
         case "no_data":
             cmd.data_len = 0
-    assert raw(svmm.fd.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -errno.errno  # type: ignore[attr-defined]
+    assert raw(svmm.fd, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -errno.errno  # type: ignore[attr-defined]
     assert sorted(svmm.fd.ctx.objects) == before
     assert svmm.fd.ctx.objects[g.viommu].users == 2  # type: ignore[union-attr]
 
@@ -412,11 +411,11 @@ def test_without_the_parameter_the_6_12_baseline_stays(iommulab_checks: KernelCh
     dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
     ioas = vmm.fd.ioas_alloc()
     cmd = uapi.iommu_viommu_alloc(type=1, dev_id=dev_id, hwpt_id=ioas)
-    assert raw(vmm.fd.ctx, uapi.IOMMU_VIOMMU_ALLOC, cmd)[0] == -ENOTTY.errno
+    assert raw(vmm.fd, uapi.IOMMU_VIOMMU_ALLOC, cmd)[0] == -ENOTTY.errno
     vcmd = uapi.iommu_vdevice_alloc(viommu_id=ioas, dev_id=dev_id)
-    assert raw(vmm.fd.ctx, uapi.IOMMU_VDEVICE_ALLOC, vcmd)[0] == -ENOTTY.errno
+    assert raw(vmm.fd, uapi.IOMMU_VDEVICE_ALLOC, vcmd)[0] == -ENOTTY.errno
     info = uapi.iommu_hw_info(dev_id=dev_id)
-    out = uapi.iommu_hw_info.from_bytes(do_ioctl(vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, info))
+    out = uapi.iommu_hw_info.from_bytes(do_ioctl(vmm.fd, uapi.IOMMU_GET_HW_INFO, info))
     assert out.out_data_type == uapi.IOMMU_HW_INFO_TYPE_NONE
     with pytest.raises(EOPNOTSUPP):
         vmm.fd.hwpt_alloc(dev_id, ioas, flags=NEST_PARENT)
@@ -478,7 +477,7 @@ def _attached(vmm: Vmm, st: State) -> None:
 
 def _hw_info(vmm: Vmm, st: State) -> object:
     cmd = uapi.iommu_hw_info(dev_id=st["dev"], data_len=64, data_uptr=st["buf"])
-    return do_ioctl(vmm.fd.ctx, uapi.IOMMU_GET_HW_INFO, cmd)
+    return do_ioctl(vmm.fd, uapi.IOMMU_GET_HW_INFO, cmd)
 
 
 FAIL_NTH = {

@@ -23,14 +23,13 @@ from hw.vtd.dump import dump_unit
 from hw.vtd.unit import VtdUnit
 from iommulab.vfio_dsa import VfioDsa
 from kernel.errno import E2BIG, EINVAL, ENOENT, EOPNOTSUPP
-from kernel.iommufd.uapi_helpers import Iommufd, do_ioctl
-from kernel.mm import PAGE_SIZE, memory_read, memory_write, virt_to_phys
+from kernel.iommufd.uapi_helpers import do_ioctl
+from kernel.mm import PAGE_SIZE
 from kernel.pci import pci_dev_id
 from kernel.uapi import iommufd as uapi
 from kernel.uapi.idxd import DSA_COMP_PAGE_FAULT_NOBOF, DSA_COMP_SUCCESS
-from kernel.vfio.device_cdev import vfio_device_fops_cdev_open
 from tests.kernel.iommufd.conftest import Vmm, boot_vendor, pdev
-from tests.kernel.iommufd.helpers import raw
+from tests.kernel.iommufd.helpers import raw, user_phys
 from tests.kernel.iommufd.test_fail_nth import State, sweep
 
 if TYPE_CHECKING:
@@ -51,34 +50,34 @@ S1_DATA = uapi.IOMMU_HWPT_DATA_VTD_S1
 INV_DATA = uapi.IOMMU_HWPT_INVALIDATE_DATA_VTD_S1
 
 
-def write_pte(guest: int, table: int, index: int, value: int) -> None:
-    memory_write(guest + table + 8 * index, value.to_bytes(8, "little"))
+def write_pte(vmm: Vmm, guest: int, table: int, index: int, value: int) -> None:
+    vmm.write(guest + table + 8 * index, value.to_bytes(8, "little"))
 
 
-def s1_map(guest: int, iova: int, gpa: int, flags: int = LEAF) -> None:
+def s1_map(vmm: Vmm, guest: int, iova: int, gpa: int, flags: int = LEAF) -> None:
     """The guest maps ``iova`` to ``gpa`` in its last-level table."""
-    write_pte(guest, PT, (iova >> 12) & 0x1FF, gpa | flags)
+    write_pte(vmm, guest, PT, (iova >> 12) & 0x1FF, gpa | flags)
 
 
-def build_guest(guest: int) -> None:
+def build_guest(vmm: Vmm, guest: int) -> None:
     """A 4-level stage-1 table: PML4[0] -> PDPT[1] -> PD[0] -> PT, mapping 16 pages
     at each of IOVA_SRC, IOVA_DST and IOVA_CR; distinct bytes in SRC and ALT."""
-    memory_write(guest, bytes(GUEST))
-    write_pte(guest, PML4, 0, PDPT | NONLEAF)
-    write_pte(guest, PDPT, 1, PD | NONLEAF)
-    write_pte(guest, PD, 0, PT | NONLEAF)
+    vmm.write(guest, bytes(GUEST))
+    write_pte(vmm, guest, PML4, 0, PDPT | NONLEAF)
+    write_pte(vmm, guest, PDPT, 1, PD | NONLEAF)
+    write_pte(vmm, guest, PD, 0, PT | NONLEAF)
     for n in range(16):
         for iova, gpa in ((IOVA_SRC, SRC), (IOVA_DST, DST), (IOVA_CR, CR)):
-            s1_map(guest, iova + n * PAGE_SIZE, gpa + n * PAGE_SIZE)
-    memory_write(guest + SRC, bytes((i * 7 + 1) & 0xFF for i in range(2 * PAGE_SIZE)))
-    memory_write(guest + ALT, bytes((i * 3 + 2) & 0xFF for i in range(2 * PAGE_SIZE)))
+            s1_map(vmm, guest, iova + n * PAGE_SIZE, gpa + n * PAGE_SIZE)
+    vmm.write(guest + SRC, bytes((i * 7 + 1) & 0xFF for i in range(2 * PAGE_SIZE)))
+    vmm.write(guest + ALT, bytes((i * 3 + 2) & 0xFF for i in range(2 * PAGE_SIZE)))
 
 
 @pytest.fixture
 def nest_vmm(iommulab_checks: KernelChecks) -> Iterator[Vmm]:
     k = iommulab_checks.track(boot_vendor("vtd", NEST))
     with k:
-        v = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        v = Vmm.start(k)
         yield v
         v.close()
 
@@ -92,8 +91,7 @@ class Guest:
         self.dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
         self.ioas = vmm.fd.ioas_alloc()
         self.mem = vmm.buffer(GUEST)
-        self.mem_phys = virt_to_phys(self.mem)
-        build_guest(self.mem)
+        build_guest(vmm, self.mem)
         vmm.fd.ioas_map(self.ioas, self.mem, GUEST, iova=0)
         self.parent = vmm.fd.hwpt_alloc(
             self.dev_id, self.ioas, flags=uapi.IOMMU_HWPT_ALLOC_NEST_PARENT
@@ -102,7 +100,7 @@ class Guest:
 
     def s1_cmd(self, **kw: int) -> uapi.iommu_hwpt_alloc:
         """An IOMMU_HWPT_ALLOC of a nested HWPT (its data already in ``scratch``)."""
-        memory_write(
+        self.vmm.write(
             self.scratch, uapi.iommu_hwpt_vtd_s1(pgtbl_addr=PML4, addr_width=48).to_bytes()
         )
         args = {
@@ -128,7 +126,7 @@ class Guest:
     def start(self) -> VfioDsa:
         self.hwpt = self.nested()
         self.vmm.vfio.attach_pt(self.hwpt)
-        dsa = VfioDsa.open(self.vmm.vfio)
+        dsa = VfioDsa.open(self.vmm.vfio, self.vmm.task)
         dsa.enable()
         return dsa
 
@@ -136,7 +134,7 @@ class Guest:
         return dsa.memmove(IOVA_SRC, IOVA_DST, size, IOVA_CR, self.mem + CR).status
 
     def read(self, gpa: int, size: int) -> bytes:
-        return memory_read(self.mem + gpa, size)
+        return self.vmm.read(self.mem + gpa, size)
 
 
 def vtd_unit(vmm: Vmm) -> VtdUnit:
@@ -186,7 +184,7 @@ def test_a_guest_remap_needs_the_user_invalidation(
     g = Guest(nest_vmm)
     dsa = g.start()
     assert g.move(dsa) == DSA_COMP_SUCCESS
-    s1_map(g.mem, IOVA_SRC, ALT)
+    s1_map(g.vmm, g.mem, IOVA_SRC, ALT)
     assert g.move(dsa) == DSA_COMP_SUCCESS
     assert g.read(DST, PAGE_SIZE) == g.read(SRC, PAGE_SIZE)
     assert vtd_unit(nest_vmm).stats.stale_uses >= 1
@@ -199,7 +197,7 @@ def test_the_user_invalidation_is_sufficient(nest_vmm: Vmm) -> None:
     g = Guest(nest_vmm)
     dsa = g.start()
     assert g.move(dsa) == DSA_COMP_SUCCESS
-    s1_map(g.mem, IOVA_SRC, ALT)
+    s1_map(g.vmm, g.mem, IOVA_SRC, ALT)
     assert g.invalidate(IOVA_SRC, 1) == 1
     assert g.move(dsa) == DSA_COMP_SUCCESS
     assert g.read(DST, PAGE_SIZE) == g.read(ALT, PAGE_SIZE) != g.read(SRC, PAGE_SIZE)
@@ -227,7 +225,7 @@ def test_a_second_stage_change_without_its_flush_is_a_stale_use(
     rest = SRC + PAGE_SIZE
     nest_vmm.fd.ioas_map(g.ioas, g.mem + rest, GUEST - rest, iova=rest)
     assert g.move(dsa) == DSA_COMP_SUCCESS
-    assert g.read(DST, PAGE_SIZE) == g.read(SRC, PAGE_SIZE) != memory_read(other, PAGE_SIZE)
+    assert g.read(DST, PAGE_SIZE) == g.read(SRC, PAGE_SIZE) != nest_vmm.read(other, PAGE_SIZE)
     assert vtd_unit(nest_vmm).stats.stale_uses >= 1
     dsa.disable()
 
@@ -289,9 +287,9 @@ def test_faults_are_reported_at_the_stage_that_failed(
     nest_vmm.vfio.attach_pt(g.hwpt)
     match damage:
         case "s1_leaf":
-            s1_map(g.mem, IOVA_SRC, 0, 0)
+            s1_map(g.vmm, g.mem, IOVA_SRC, 0, 0)
         case "s1_read_only":
-            s1_map(g.mem, IOVA_SRC, SRC, LEAF & ~2)
+            s1_map(g.vmm, g.mem, IOVA_SRC, SRC, LEAF & ~2)
         case "s2_output":
             unmap_guest_page(nest_vmm, g, SRC)
         case "s2_table":
@@ -301,12 +299,12 @@ def test_faults_are_reported_at_the_stage_that_failed(
         case "s2_no_write":
             unmap_guest_page(nest_vmm, g, PD)
             nest_vmm.fd.ioas_map(g.ioas, g.mem + PD, PAGE_SIZE, PD, uapi.IOMMU_IOAS_MAP_READABLE)
-            write_pte(g.mem, PD, 0, PT | NONLEAF & ~0x20)
+            write_pte(g.vmm, g.mem, PD, 0, PT | NONLEAF & ~0x20)
         case "beyond":
-            write_pte(g.mem, PD, 0, (1 << 49) | NONLEAF)  # MGAW is 48
+            write_pte(g.vmm, g.mem, PD, 0, (1 << 49) | NONLEAF)  # MGAW is 48
     got = translate(nest_vmm, IOVA_SRC + 8, write)
     if not reason:
-        assert got == (g.mem_phys + SRC + 8, 0)
+        assert got == (user_phys(g.vmm.task, g.mem + SRC + 8), 0)
         return
     assert got == (-1, reason)
     assert reason in fault_reasons(nest_vmm)
@@ -321,12 +319,12 @@ def test_dirty_tracking_on_the_parent_reports_the_guest_pages_a_nested_dma_wrote
     whose cached nested entry was filled by a read before it was written)."""
     k = iommulab_checks.track(boot_vendor("vtd", {"nest": True, "slads": True}))
     with k:
-        vmm = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        vmm = Vmm.start(k)
         dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
         g = Guest.__new__(Guest)
         g.vmm, g.dev_id, g.ioas = vmm, dev_id, vmm.fd.ioas_alloc()
         g.mem = vmm.buffer(GUEST)
-        build_guest(g.mem)
+        build_guest(vmm, g.mem)
         vmm.fd.ioas_map(g.ioas, g.mem, GUEST, iova=0)
         flags = uapi.IOMMU_HWPT_ALLOC_NEST_PARENT | uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
         g.parent = vmm.fd.hwpt_alloc(dev_id, g.ioas, flags=flags)
@@ -335,7 +333,7 @@ def test_dirty_tracking_on_the_parent_reports_the_guest_pages_a_nested_dma_wrote
         track = uapi.iommu_hwpt_set_dirty_tracking(
             flags=uapi.IOMMU_HWPT_DIRTY_TRACKING_ENABLE, hwpt_id=g.parent
         )
-        do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, track)
+        do_ioctl(vmm.fd, uapi.IOMMU_HWPT_SET_DIRTY_TRACKING, track)
         assert g.move(dsa, 2 * PAGE_SIZE) == DSA_COMP_SUCCESS
         # back again: the source's nested entries were filled by reads, now written
         back = dsa.memmove(IOVA_DST, IOVA_SRC, PAGE_SIZE, IOVA_CR, g.mem + CR)
@@ -344,8 +342,8 @@ def test_dirty_tracking_on_the_parent_reports_the_guest_pages_a_nested_dma_wrote
         get = uapi.iommu_hwpt_get_dirty_bitmap(
             hwpt_id=g.parent, iova=0, length=GUEST, page_size=PAGE_SIZE, data=bitmap
         )
-        do_ioctl(vmm.fd.ctx, uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, get)
-        word = int.from_bytes(memory_read(bitmap, 8), "little")
+        do_ioctl(vmm.fd, uapi.IOMMU_HWPT_GET_DIRTY_BITMAP, get)
+        word = int.from_bytes(vmm.read(bitmap, 8), "little")
         dirty = {n for n in range(64) if word >> n & 1}
         pages = {SRC // PAGE_SIZE, DST // PAGE_SIZE, DST // PAGE_SIZE + 1, CR // PAGE_SIZE}
         assert dirty == pages
@@ -362,14 +360,17 @@ def test_a_guest_2m_page_over_4k_second_stage_pages(nest_vmm: Vmm) -> None:
     g.hwpt = g.nested()
     nest_vmm.vfio.attach_pt(g.hwpt)
     big = S1 + (1 << 21)
-    write_pte(g.mem, PD, 1, 0 | 0x80 | (LEAF & ~0x60))
-    write_pte(g.mem, PDPT, 1, PD | (NONLEAF & ~0x20))
-    assert translate(nest_vmm, big + SRC + 0x10) == (g.mem_phys + SRC + 0x10, 0)
-    assert translate(nest_vmm, big + DST + 8, write=True) == (g.mem_phys + DST + 8, 0)
+    write_pte(g.vmm, g.mem, PD, 1, 0 | 0x80 | (LEAF & ~0x60))
+    write_pte(g.vmm, g.mem, PDPT, 1, PD | (NONLEAF & ~0x20))
+    assert translate(nest_vmm, big + SRC + 0x10) == (user_phys(g.vmm.task, g.mem + SRC + 0x10), 0)
+    assert translate(nest_vmm, big + DST + 8, write=True) == (
+        user_phys(g.vmm.task, g.mem + DST + 8),
+        0,
+    )
     pde = int.from_bytes(g.read(PD + 8, 8), "little")
     pdpte = int.from_bytes(g.read(PDPT + 8, 8), "little")
     assert (pde & 0x60, pdpte & 0x20) == (0x60, 0x20)
-    write_pte(g.mem, PD, 2, 0x4000 | 0x80 | LEAF)
+    write_pte(g.vmm, g.mem, PD, 2, 0x4000 | 0x80 | LEAF)
     assert translate(nest_vmm, S1 + (2 << 21)) == (-1, 0x72)
 
 
@@ -379,13 +380,13 @@ def test_a_guest_2m_page_over_4k_second_stage_pages(nest_vmm: Vmm) -> None:
 def test_nesting_on_hardware_without_nest_is_eopnotsupp(iommulab_checks: KernelChecks) -> None:
     k = iommulab_checks.track(boot_vendor("vtd"))
     with k:
-        vmm = Vmm(k, Iommufd.open(), vfio_device_fops_cdev_open(pdev()))
+        vmm = Vmm.start(k)
         dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
         ioas = vmm.fd.ioas_alloc()
         cmd = uapi.iommu_hwpt_alloc(
             dev_id=dev_id, pt_id=ioas, flags=uapi.IOMMU_HWPT_ALLOC_NEST_PARENT
         )
-        assert raw(vmm.fd.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -EOPNOTSUPP.errno
+        assert raw(vmm.fd, uapi.IOMMU_HWPT_ALLOC, cmd)[0] == -EOPNOTSUPP.errno
         assert sorted(vmm.fd.ctx.objects) == [dev_id, ioas]
         vmm.close()
 
@@ -416,7 +417,7 @@ def test_bad_nested_alloc(nest_vmm: Vmm, what: str, errno: type[Exception]) -> N
             cmd.data_len = uapi.iommu_hwpt_vtd_s1.SIZE - 4
         case "long_nonzero_tail":
             cmd.data_len = uapi.iommu_hwpt_vtd_s1.SIZE + 8
-            memory_write(g.scratch + uapi.iommu_hwpt_vtd_s1.SIZE, b"\x01")
+            g.vmm.write(g.scratch + uapi.iommu_hwpt_vtd_s1.SIZE, b"\x01")
         case "flags":
             cmd.flags = uapi.IOMMU_HWPT_ALLOC_DIRTY_TRACKING
         case "not_a_parent":
@@ -432,7 +433,7 @@ def test_bad_nested_alloc(nest_vmm: Vmm, what: str, errno: type[Exception]) -> N
             nest_vmm.fd.destroy(hwpt)
             assert sorted(nest_vmm.fd.ctx.objects) == before
             return
-    rc, _ = raw(nest_vmm.fd.ctx, uapi.IOMMU_HWPT_ALLOC, cmd)
+    rc, _ = raw(nest_vmm.fd, uapi.IOMMU_HWPT_ALLOC, cmd)
     if what == "pt_is_nested":  # a nested HWPT is neither an IOAS nor a paging HWPT
         assert rc == -EINVAL.errno
         return
@@ -443,7 +444,7 @@ def test_bad_nested_alloc(nest_vmm: Vmm, what: str, errno: type[Exception]) -> N
 
 def invalidate_raw(g: Guest, entries: list[bytes], **kw: int) -> tuple[int, int]:
     """IOMMU_HWPT_INVALIDATE of raw entries; the return value and ``entry_num``."""
-    memory_write(g.scratch, b"".join(entries))
+    g.vmm.write(g.scratch, b"".join(entries))
     args = {
         "hwpt_id": g.hwpt,
         "data_uptr": g.scratch,
@@ -452,7 +453,7 @@ def invalidate_raw(g: Guest, entries: list[bytes], **kw: int) -> tuple[int, int]
         "entry_num": len(entries),
     }
     args.update(kw)
-    rc, out = raw(g.vmm.fd.ctx, uapi.IOMMU_HWPT_INVALIDATE, uapi.iommu_hwpt_invalidate(**args))
+    rc, out = raw(g.vmm.fd, uapi.IOMMU_HWPT_INVALIDATE, uapi.iommu_hwpt_invalidate(**args))
     return rc, uapi.iommu_hwpt_invalidate.from_bytes(out).entry_num
 
 
@@ -500,7 +501,7 @@ def test_invalidation_edges(nest_vmm: Vmm) -> None:
 def test_the_parent_cannot_go_before_its_nested_hwpt(nest_vmm: Vmm) -> None:
     g = Guest(nest_vmm)
     hwpt = g.nested()
-    assert raw(nest_vmm.fd.ctx, uapi.IOMMU_DESTROY, uapi.iommu_destroy(id=g.parent))[0] < 0
+    assert raw(nest_vmm.fd, uapi.IOMMU_DESTROY, uapi.iommu_destroy(id=g.parent))[0] < 0
     nest_vmm.fd.destroy(hwpt)
     nest_vmm.fd.destroy(g.parent)
 

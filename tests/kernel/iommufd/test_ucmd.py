@@ -9,6 +9,8 @@ import pytest
 from kernel.errno import E2BIG, EBUSY, EFAULT, EINVAL, ENODEV, ENOENT, ENOTTY, EOPNOTSUPP, EPERM
 from kernel.iommufd.main import iommufd_ioctl_ops
 from kernel.mm import PAGE_SIZE
+from kernel.mmap import PROT_READ, do_mprotect
+from kernel.sched import use_task
 from kernel.uapi import iommufd as uapi
 from tests.kernel.iommufd.conftest import Vmm
 from tests.kernel.iommufd.helpers import raw
@@ -45,19 +47,18 @@ def test_a_struct_shorter_than_the_minimum_is_einval(vmm: Vmm, op: object) -> No
     from kernel.iommufd.main import IommufdIoctlOp
 
     assert isinstance(op, IommufdIoctlOp)
-    buf = bytearray(op.struct.SIZE)
-    buf[:4] = (op.min_size - 1).to_bytes(4, "little")
-    assert vmm.fd.ctx.ioctl(op.ioctl_num, buf) == -EINVAL.errno
+    buf = (op.min_size - 1).to_bytes(4, "little") + bytes(op.struct.SIZE - 4)
+    assert vmm.fd.ioctl(op.ioctl_num, buf)[0] == -EINVAL.errno
     assert not vmm.fd.ctx.objects
 
 
 def test_a_longer_struct_is_accepted_only_with_a_zero_tail(vmm: Vmm) -> None:
     cmd = uapi.iommu_ioas_alloc(size=uapi.iommu_ioas_alloc.SIZE + 8)
-    buf = bytearray(cmd.to_bytes() + bytes(8))
-    assert vmm.fd.ctx.ioctl(uapi.IOMMU_IOAS_ALLOC, buf) == 0
+    rc, buf = vmm.fd.ioctl(uapi.IOMMU_IOAS_ALLOC, cmd.to_bytes() + bytes(8))
+    assert rc == 0
     assert uapi.iommu_ioas_alloc.from_bytes(buf).out_ioas_id == 1 and buf[12:] == bytes(8)
-    buf = bytearray(cmd.to_bytes() + b"\0\0\0\1" + bytes(4))
-    assert vmm.fd.ctx.ioctl(uapi.IOMMU_IOAS_ALLOC, buf) == -E2BIG.errno
+    rc, _ = vmm.fd.ioctl(uapi.IOMMU_IOAS_ALLOC, cmd.to_bytes() + b"\0\0\0\1" + bytes(4))
+    assert rc == -E2BIG.errno
     assert list(vmm.fd.ctx.objects) == [1]
 
 
@@ -65,24 +66,46 @@ def test_an_older_shorter_struct_is_answered_within_its_size(vmm: Vmm) -> None:
     """GET_HW_INFO from a user built before ``out_capabilities`` existed (size 32):
     the command runs, and nothing is written past the user's 32 bytes."""
     dev_id = vmm.vfio.bind_iommufd(vmm.fd.ctx)
-    buf = bytearray(uapi.iommu_hw_info(size=32, dev_id=dev_id).to_bytes())
-    buf[32:] = b"\xaa" * 8
-    assert vmm.fd.ctx.ioctl(uapi.IOMMU_GET_HW_INFO, buf) == 0
+    data = uapi.iommu_hw_info(size=32, dev_id=dev_id).to_bytes()[:32] + b"\xaa" * 8
+    rc, buf = vmm.fd.ioctl(uapi.IOMMU_GET_HW_INFO, data)
+    assert rc == 0
     assert buf[32:] == b"\xaa" * 8
     assert uapi.iommu_hw_info.from_bytes(buf[:32]).out_max_pasid_log2 == 20
 
 
 def test_unknown_commands_are_enotty(vmm: Vmm) -> None:
-    buf = bytearray(uapi.iommu_destroy(size=8).to_bytes())
-    assert vmm.fd.ctx.ioctl(uapi._IO(uapi.IOMMUFD_TYPE, 0x7F), buf) == -ENOTTY.errno
-    assert vmm.fd.ctx.ioctl(uapi._IO(uapi.IOMMUFD_TYPE, 0xA0), buf) == -ENOTTY.errno
-    assert vmm.fd.ctx.ioctl(uapi._IO(ord("V"), 0x80), buf) == -ENOTTY.errno
+    buf = uapi.iommu_destroy(size=8).to_bytes()
+    assert vmm.fd.ioctl(uapi._IO(uapi.IOMMUFD_TYPE, 0x7F), buf)[0] == -ENOTTY.errno
+    assert vmm.fd.ioctl(uapi._IO(uapi.IOMMUFD_TYPE, 0xA0), buf)[0] == -ENOTTY.errno
+    assert vmm.fd.ioctl(uapi._IO(ord("V"), 0x80), buf)[0] == -ENOTTY.errno
 
 
-def test_a_size_past_the_users_buffer_is_efault(vmm: Vmm) -> None:
-    buf = bytearray(uapi.iommu_ioas_alloc(size=64).to_bytes())
-    assert vmm.fd.ctx.ioctl(uapi.IOMMU_IOAS_ALLOC, buf) == -EFAULT.errno
-    assert vmm.fd.ctx.ioctl(uapi.IOMMU_IOAS_ALLOC, bytearray(2)) == -EFAULT.errno
+def test_an_argument_running_into_unmapped_memory_is_efault(vmm: Vmm) -> None:
+    """The struct sits at the end of a mapping followed by a hole: a ``size`` that
+    runs past the mapping, or a pointer whose ``size`` field is cut, is EFAULT; so
+    is an argument in no mapping at all, or in memory the process may not write
+    (the response cannot be copied back)."""
+    buf = vmm.buffer(2 * PAGE_SIZE)
+    vmm.munmap(buf + PAGE_SIZE, PAGE_SIZE)
+    end = buf + PAGE_SIZE
+
+    def at(uptr: int, data: bytes) -> int:
+        vmm.write(uptr, data)
+        with use_task(vmm.task):
+            return vmm.fd.ctx.ioctl(uapi.IOMMU_IOAS_ALLOC, uptr)
+
+    assert at(end - 12, uapi.iommu_ioas_alloc(size=12).to_bytes()) == 0
+    assert at(end - 12, uapi.iommu_ioas_alloc(size=64).to_bytes()) == -EFAULT.errno
+    assert at(end - 2, bytes(2)) == -EFAULT.errno
+    with use_task(vmm.task):
+        assert vmm.fd.ctx.ioctl(uapi.IOMMU_IOAS_ALLOC, end) == -EFAULT.errno
+    ro = vmm.buffer(PAGE_SIZE, 0, prot=PROT_READ)
+    assert ro and list(vmm.fd.ctx.objects) == [1]
+    vmm.write(buf, uapi.iommu_ioas_alloc(size=12).to_bytes())
+    assert vmm.task.mm is not None
+    do_mprotect(vmm.task.mm, buf, PAGE_SIZE, PROT_READ)
+    with use_task(vmm.task):  # readable, but out_ioas_id cannot be written back
+        assert vmm.fd.ctx.ioctl(uapi.IOMMU_IOAS_ALLOC, buf) == -EFAULT.errno
 
 
 def test_destroy_wrong_ids_and_objects_in_use(vmm: Vmm) -> None:
@@ -137,10 +160,10 @@ def test_rlimit_mode_option(vmm: Vmm) -> None:
     fd.ioas_alloc()
     with pytest.raises(EBUSY):  # only on an empty file
         fd.option(uapi.IOMMU_OPTION_RLIMIT_MODE, put, 0)
-    fd.ctx.user.cap_sys_resource = False
+    vmm.task.caps = frozenset()  # no CAP_SYS_RESOURCE
     with pytest.raises(EPERM):
         fd.option(uapi.IOMMU_OPTION_RLIMIT_MODE, put, 0)
-    rc, _ = raw(fd.ctx, uapi.IOMMU_OPTION, uapi.iommu_option(option_id=0, op=get, reserved=1))
+    rc, _ = raw(fd, uapi.IOMMU_OPTION, uapi.iommu_option(option_id=0, op=get, reserved=1))
     assert rc == -EOPNOTSUPP.errno
     with pytest.raises(ENOENT):
         fd.option(uapi.IOMMU_OPTION_HUGE_PAGES, get, object_id=42)
@@ -162,16 +185,15 @@ def test_non_zero_flags_or_reserved_fields_are_eopnotsupp(vmm: Vmm, cmd: object)
     assert isinstance(cmd, uapi.UapiStruct)
     num = next(op.ioctl_num for op in OPS if op.struct is type(cmd))
     vmm.fd.ioas_alloc()
-    assert raw(vmm.fd.ctx, num, cmd)[0] == -EOPNOTSUPP.errno
+    assert raw(vmm.fd, num, cmd)[0] == -EOPNOTSUPP.errno
     assert list(vmm.fd.ctx.objects) == [1]
 
 
 def test_vfio_compat_ioas(vmm: Vmm) -> None:
-    ctx = vmm.fd.ctx
 
     def vfio_ioas(op: int, ioas_id: int = 0, reserved: int = 0) -> tuple[int, int]:
         cmd = uapi.iommu_vfio_ioas(op=op, ioas_id=ioas_id, reserved=reserved)
-        rc, out = raw(ctx, uapi.IOMMU_VFIO_IOAS, cmd)
+        rc, out = raw(vmm.fd, uapi.IOMMU_VFIO_IOAS, cmd)
         return rc, uapi.iommu_vfio_ioas.from_bytes(out).ioas_id
 
     get, put, clear = (
