@@ -25,7 +25,7 @@ from drivers.idxd.idxd import (
     IdxdIrqEntry,
     IdxdWq,
 )
-from kernel.delay import readx_poll_timeout, wait_for_completion_timeout
+from kernel.delay import ktime_get_ns, wait_for_completion_timeout, wait_next_event
 from kernel.dma.mapping import dma_alloc_coherent, dma_free_coherent
 from kernel.errno import EBUSY, EINVAL, EIO, ENOMEM, ENXIO, EOPNOTSUPP, ETIMEDOUT, KernelError
 from kernel.io import IoMem, ioremap, iounmap
@@ -92,16 +92,16 @@ def idxd_cmd_exec(idxd: IdxdDevice, cmd_code: int, operand: int) -> int:
             raise ETIMEDOUT(f"{idxd.name}: command {cmd_code} timed out")
         status = reg.readl(regs.IDXD_CMDSTS_OFFSET)
     else:
-        try:
-            status = readx_poll_timeout(
-                lambda: reg.readl(regs.IDXD_CMDSTS_OFFSET),
-                lambda v: not regs.CMDSTS_ACTIVE.get(v),
-                1,
-                regs.IDXD_CMD_TIMEOUT_US,
-            )
-        except ETIMEDOUT:
-            dev_err(idxd.pdev, f"command {regs.CMD_NAMES[cmd_code]} timed out")
-            raise
+        # C spins on CMDSTS.active with cpu_relax(); each spin here jumps to the next
+        # clock event, the only thing that can change the register (as qi_submit_sync).
+        deadline = ktime_get_ns() + regs.IDXD_CMD_TIMEOUT_US * 1000
+        status = reg.readl(regs.IDXD_CMDSTS_OFFSET)
+        while regs.CMDSTS_ACTIVE.get(status):
+            expired = not wait_next_event(deadline)
+            status = reg.readl(regs.IDXD_CMDSTS_OFFSET)
+            if expired and regs.CMDSTS_ACTIVE.get(status):
+                dev_err(idxd.pdev, f"command {regs.CMD_NAMES[cmd_code]} timed out")
+                raise ETIMEDOUT(f"{idxd.name}: command {cmd_code} timed out")
     idxd.cmd_status = regs.CMDSTS_ERR.get(status)
     trace_idxd_cmd(dev=idxd.name, cmd=cmd_code, operand=operand, status=idxd.cmd_status)
     return status
