@@ -687,35 +687,28 @@ class Walker:
         perms = _PERM_WUR
         if apt & _APT and not had:
             perms = table_rights(apt)
-        elif pte & _AF_AP == _AF_AP1:  # accessed, writable, EL0: all the table left
-            return TlbEntry(
-                tag if pte & _NG else gtag,
-                va >> shift,
-                shift,
-                (pte & _OA_MASK) >> shift << shift,
-                perms,
-                root,
-                pte_addr,
-                slots,
-            )
-        if not pte & _AF:
-            if cd.ha:
-                if update:
-                    self.set_bits(pte_addr, _AF)
-            elif not cd.affd:
-                raise SmmuFault(Evt.F_ACCESS)
-        if pte & _AP2:
-            if cd.hd and pte & _DBM and perms & PERM_W:
-                if write and update:
-                    self._clear_bits(pte_addr, _AP2)
+            checks = True
+        else:  # accessed, writable, EL0 and all the table left: nothing to check
+            checks = pte & _AF_AP != _AF_AP1
+        if checks:
+            if not pte & _AF:
+                if cd.ha:
+                    if update:
+                        self.set_bits(pte_addr, _AF)
+                elif not cd.affd:
+                    raise SmmuFault(Evt.F_ACCESS)
+            if pte & _AP2:
+                if cd.hd and pte & _DBM and perms & PERM_W:
+                    if write and update:
+                        self._clear_bits(pte_addr, _AP2)
+                    else:
+                        perms ^= PERM_W | PERM_DBM
                 else:
-                    perms ^= PERM_W | PERM_DBM
-            else:
-                perms &= ~PERM_W
-        if not pte & _AP1:
-            perms &= ~PERM_U
-        if not perms & PERM_U:
-            perms |= PERM_NU
+                    perms &= ~PERM_W
+            if not pte & _AP1:
+                perms &= ~PERM_U
+            if not perms & PERM_U:
+                perms |= PERM_NU
         return TlbEntry(
             tag if pte & _NG else gtag,
             va >> shift,
