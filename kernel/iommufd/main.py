@@ -29,6 +29,7 @@ count (no ``shortterm_users`` wait).
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,17 +83,19 @@ IOMMUFD_OBJ_IOAS = IommufdObjectType.IOMMUFD_OBJ_IOAS
 
 
 @define(eq=False)
-class IommufdObject:
-    """``struct iommufd_object``: its table id and user count. Subclasses implement
-    :meth:`destroy` (the ``iommufd_object_ops`` destroy callback)."""
+class IommufdObject(ABC):
+    """``struct iommufd_object``: its table id and user count. Every object type
+    implements :meth:`destroy` (the ``iommufd_object_ops`` destroy callback); the base
+    cannot be instantiated."""
 
     ictx: IommufdCtx = field(repr=False)
     type: IommufdObjectType
     id: int = 0
     users: int = 1
 
-    def destroy(self) -> None:  # pragma: no cover - every object type overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def destroy(self) -> None:
+        """Release what the object holds once its last user is gone."""
 
 
 IOPT_PAGES_ACCOUNT_NONE = 0

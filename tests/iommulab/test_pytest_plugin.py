@@ -247,6 +247,7 @@ def test_allow_marker_refuses_an_unknown_check(pytester: pytest.Pytester) -> Non
             pass
         """,
     )
+    assert res.ret != 0
     res.stdout.fnmatch_lines(["*unknown check 'typo'*"])
 
 
