@@ -26,6 +26,7 @@ v3 patch did).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -63,6 +64,7 @@ from kernel.mm import (
     get_zeroed_page,
     kfree,
     kzalloc,
+    memory_read,
     phys_to_virt,
     read64,
     virt_to_phys,
@@ -273,9 +275,13 @@ _SHIFT = (0, 12, 21, 30, 39)
 """The IOVA shift of each level's index (level 1..4): 12 + 9 * (level - 1)."""
 
 
+_TABLE = struct.Struct("<512Q")
+"""A table page's 512 entries, decoded from one read of the page (as a driver may copy
+a table page out): the scans below read each table once, not entry by entry."""
+
+
 def _leaves(table: int, level: int, base: int) -> Iterator[tuple[int, int, int]]:
-    for i in range(512):
-        pte = read64(table + 8 * i)
+    for i, pte in enumerate(_TABLE.unpack(memory_read(table, 4096))):
         if not pte & (PTE_R | PTE_W):
             continue
         iova = base + (i << _SHIFT[level])
