@@ -126,9 +126,10 @@ class InvalidationQueue:
         """Execute descriptors from IQH to IQT (stops at the first error or at a wait
         descriptor that must hold). Each descriptor is fetched (one read of its 2 or 4
         quadwords), checked against its type's reserved bits (:meth:`_check`, once per
-        distinct descriptor) and handed to its handler; IQH advances past it. IQT, IQH and FSTS are read and IQH written through their
-        register slots (:meth:`hw.regs.RegisterFile.slot`), not by name. (Runs on every
-        invalidation: the per-descriptor steps are written out in the loop.)"""
+        distinct descriptor) and handed to its handler; IQH advances past it. IQT, IQH
+        and FSTS are read and IQH written through their register slots
+        (:meth:`hw.regs.RegisterFile.slot`), not by name. (Runs on every invalidation:
+        the per-descriptor steps are written out in the loop.)"""
         self._scheduled = False
         u = self.unit
         fsts, iqt, iqh = self._slots or self._bind()
