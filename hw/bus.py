@@ -151,11 +151,20 @@ class FirmwareTables:
 # --------------------------------------------------------------------------- what the CPU sees
 
 
+class QwordLoads(Protocol):
+    """RAM as little-endian quadwords: ``view[addr >> 3]`` loads the aligned quadword
+    at ``addr`` without a call per load (:attr:`PhysMemory.qwords`)."""
+
+    def __getitem__(self, index: int, /) -> int: ...
+
+
 class PhysMemory(Protocol):
     """RAM as the CPU sees it: physical addresses, little-endian."""
 
     @property
     def size(self) -> int: ...
+    @property
+    def qwords(self) -> QwordLoads: ...
     def read(self, addr: int, size: int) -> bytes: ...
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None: ...
     def fill(self, addr: int, size: int, byte: int = 0) -> None: ...

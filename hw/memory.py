@@ -127,6 +127,7 @@ class Memory:
         "_watch",
         "data",
         "holes",
+        "qwords",
         "ranges",
         "size",
         "view",
@@ -157,6 +158,14 @@ class Memory:
         self.view = memoryview(self.data)
         self._q = self.view.cast("Q")
         """The mapping as native quadwords (aligned accesses on a little-endian host)."""
+        self.qwords: memoryview | CheckedQwords = (
+            self._q if _LITTLE_ENDIAN and not self.holes else CheckedQwords(self)
+        )
+        """RAM as little-endian quadwords for loads: ``qwords[addr >> 3]`` is the
+        aligned quadword at ``addr`` (what a page-table walk reads per level). On RAM
+        in one piece from 0 on a little-endian host it is the mapping itself, and an
+        index at or above ``size / 8`` raises ``IndexError``; with holes (or on a
+        big-endian host) each index is a :meth:`read_u64`, which refuses a hole."""
         self._watch: dict[int, list[WatchCallback]] = {}
         self.write_origin: Callable[[], CallChain] | None = None
         """What the platform's software captures for a write a model wants to blame
@@ -364,6 +373,19 @@ class Memory:
         for pfn in pfns:
             for cb in list(watch.get(pfn, ())):
                 cb(pfn)
+
+
+class CheckedQwords:
+    """:attr:`Memory.qwords` where indexing the mapping would not do: each index is
+    a bounds- and hole-checked :meth:`Memory.read_u64` of ``index * 8``."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, mem: Memory) -> None:
+        self._read = mem.read_u64
+
+    def __getitem__(self, index: int) -> int:
+        return self._read(index << 3)
 
 
 class HoledMemory(Memory):

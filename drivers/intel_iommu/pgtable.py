@@ -97,18 +97,18 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     0 instead of walking on. (Runs on every map and unmap: ``domain_pfn_supported``,
     ``agaw_to_level`` and ``pfn_level_offset`` are written out, the walk goes by
     physical table address, and a lookup (``target_level == 0``) has a loop of its
-    own.)"""
+    own. Entries are loaded through the quadword view of RAM, ``mem.qwords``.)"""
     agaw = domain.agaw
     if pfn >> PFN_BITS[agaw]:  # !domain_pfn_supported()
         return 0, target_level
     level = agaw + 2  # agaw_to_level()
     shift = (level - 1) * LEVEL_STRIDE
     table = domain.pgd - PAGE_OFFSET  # tables are direct-mapped pages: read them by address
-    read_u64 = current.kernel.mm.mem.read_u64
+    q = current.kernel.mm.mem.qwords  # entry loads: q[phys >> 3]
     if not target_level:  # the first leaf, superpage or non-present entry
         while level > 1:
             pte = table + (((pfn >> shift) & 0x1FF) << 3)
-            val = read_u64(pte)
+            val = q[pte >> 3]
             if val & _LARGE or not val & 3:
                 return pte + PAGE_OFFSET, level
             table = val & PTE_ADDR
@@ -119,7 +119,7 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
         pte = table + (((pfn >> shift) & 0x1FF) << 3)
         if level == target_level:  # C reads the entry here only for target_level 0
             return pte + PAGE_OFFSET, target_level
-        val = read_u64(pte)
+        val = q[pte >> 3]
         if not val & 3:
             tmp = alloc_pgtable_page(gfp)
             if tmp is None:
@@ -204,7 +204,7 @@ def __domain_mapping(
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True
-    read_u64 = current.kernel.mm.mem.read_u64
+    q = current.kernel.mm.mem.qwords
     pteval = (phys_pfn << ir.VTD_PAGE_SHIFT) | attr
     done = 0
     pte = 0
@@ -233,7 +233,7 @@ def __domain_mapping(
             if done:
                 return done
             raise ENOMEM("iommu_pgtable")
-        old = read_u64(pte - PAGE_OFFSET)
+        old = q[(pte - PAGE_OFFSET) >> 3]
         if old:
             printk(
                 KERN_CRIT,
@@ -282,16 +282,17 @@ def dma_pte_clear_level(
 ) -> None:
     """``dma_pte_clear_level``: clear entries covering ``[start_pfn, last_pfn]``; tables
     entirely inside the range go on ``freelist``. (Runs per level on every unmap:
-    ``pfn_level_offset``, ``level_size`` and ``first_pte_in_page`` are written out.)"""
+    ``pfn_level_offset``, ``level_size`` and ``first_pte_in_page`` are written out; entries
+    are loaded through ``mem.qwords``.)"""
     if start_pfn > pfn:
         pfn = start_pfn
     shift = (level - 1) * LEVEL_STRIDE
     size = 1 << shift
     pte = table - PAGE_OFFSET + (((pfn >> shift) & 0x1FF) << 3)  # by physical address
-    read_u64 = current.kernel.mm.mem.read_u64
+    q = current.kernel.mm.mem.qwords
     while True:
         level_pfn = pfn >> shift << shift
-        val = read_u64(pte)
+        val = q[pte >> 3]
         if val & 3:
             if start_pfn <= level_pfn and last_pfn >= level_pfn + size - 1:
                 if level > 1 and not val & _LARGE:
