@@ -35,9 +35,6 @@ class Event:
         self.name = name
         self.cancelled = False
 
-    def __lt__(self, other: Event) -> bool:
-        return (self.when, self.seq) < (other.when, other.seq)
-
     def __repr__(self) -> str:
         state = " cancelled" if self.cancelled else ""
         return f"<Event {self.name or self.callback!r} at {self.when} ns #{self.seq}{state}>"
@@ -121,11 +118,9 @@ class Clock:
         q = self._queue
         while q and q[0][3].cancelled:
             heappop(q)
-        until = q[0][0] if q else deadline
+        until = q[0][0] if q else deadline  # (never before now: nothing is queued in the past)
         if until > deadline:
             until = deadline
-        elif until < now:
-            until = now
         while q and q[0][0] <= until:
             t, _, callback, ev = heappop(q)
             if ev.cancelled:

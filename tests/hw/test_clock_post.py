@@ -44,6 +44,18 @@ def test_run_next_stops_at_the_first_posted_event() -> None:
     assert not clock.run_next(250)
 
 
+def test_run_next_skips_an_event_cancelled_behind_the_first_due() -> None:
+    clock = Clock()
+    seen: list[str] = []
+    clock.post(100, lambda: seen.append("posted"))
+    ev = clock.schedule(100, lambda: seen.append("cancelled"), "victim")
+    clock.schedule(100, lambda: seen.append("scheduled"))
+    clock.cancel(ev)
+    assert "victim" in repr(ev) and "cancelled" in repr(ev) and "at 100 ns" in repr(ev)
+    assert clock.run_next(1000) and seen == ["posted", "scheduled"] and clock.now == 100
+    assert clock.events_run == 2 and clock.pending == 0
+
+
 def test_post_refuses_the_past() -> None:
     with pytest.raises(ValueError, match="in the past"):
         Clock().post(-1, lambda: None)
