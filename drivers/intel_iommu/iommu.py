@@ -35,7 +35,6 @@ from drivers.intel_iommu import iommu_regs as ir
 from drivers.intel_iommu.cache import (
     cache_tag_assign,
     cache_tag_assign_domain,
-    cache_tag_flush_range,
     cache_tag_flush_range_np,
     cache_tag_unassign_domain,
     domain_flush_all,
@@ -551,15 +550,10 @@ def intel_iommu_unmap_pages(
 
 def intel_iommu_tlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
     """``intel_iommu_tlb_sync``: flush the gathered range (IH when no table was
-    freed) with ``cache_tag_flush_range``, as 6.12 (a seed-v3 domain the v3 way,
-    :func:`domain_flush_range`), then free the tables."""
+    freed), then free the tables."""
     assert isinstance(domain, DmarDomain), f"{domain!r} is not a VT-d paging domain"
     if gather.end >= gather.start:
-        ih = int(not gather.freelist)
-        if domain.seed_v3:
-            domain_flush_range(domain, gather.start, gather.end, ih)
-        else:
-            cache_tag_flush_range(domain, gather.start, gather.end, ih)
+        domain_flush_range(domain, gather.start, gather.end, int(not gather.freelist))
     iommu_put_pages_list(gather.freelist)
 
 
