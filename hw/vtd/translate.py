@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from attrs import define
+from attrs import Factory, define
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding, dma_result
 from hw.translation import (
@@ -90,6 +90,11 @@ class Sel:
     """Whether a filled IOTLB entry needs no D update (a stage without A/D)."""
     needs: tuple[int, ...] = ()
     """:func:`need_bits` for each request kind, indexed ``write | priv << 1 | exe << 2``."""
+    slows: list[PageSlowPath | None] = Factory(lambda: [None] * 16)
+    """The slow path of each kind of request through this selection, indexed ``write |
+    priv << 1 | exe << 2 | (pasid is None) << 3`` (a cached selection belongs to one
+    requester, so that is all a request's slow path depends on); built on first use,
+    reset after each request (its walk memo and fill-ahead count)."""
 
     def __attrs_post_init__(self) -> None:
         st = self.stage
@@ -163,9 +168,6 @@ class Translation:
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
         self.machine = unit.m
-        self.spare: PageSlowPath | None = None
-        """A slow path no request is using: the next request takes it instead of
-        building one (a request made while another runs builds its own)."""
 
     # -- table selection ------------------------------------------------------------
     def check_root(self) -> None:
@@ -313,18 +315,20 @@ class Translation:
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
-        slow = self.spare
-        if slow is None:
-            slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
-        else:
-            self.spare = None
-            slow.rid, slow.pasid, slow.priv, slow.exe, slow.write = rid, pasid, priv, exe, write
-            slow.sel, slow.upper_stale, slow.need = (
-                sel,
-                upper_stale,
-                sel.needs[write | priv << 1 | exe << 2],
-            )
-            slow.memo, slow.ahead = None, 0
+        if upper_stale:
+            slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, True, False)
+        else:  # the selection's slow path for this kind of request, built once
+            kind = write | priv << 1 | exe << 2 | (pasid is None) << 3
+            cached = sel.slows[kind]
+            if cached is None:
+                slow = sel.slows[kind] = PageSlowPath(
+                    self, rid, pasid, priv, exe, write, sel, False, False
+                )
+            elif cached.busy:  # a request made while another of its kind runs
+                slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, False, False)
+            else:
+                slow = cached
+        slow.busy = True
         end = addr + size
         try:
             if addr >> 12 == (end - 1) >> 12:  # one page: the pipeline without its loops
@@ -353,11 +357,15 @@ class Translation:
                 )
                 runs = tuple(run_list)
         finally:
+            slow.busy = False
             if slow.ad:
                 slow.finish()
+            if slow.memo is not None:  # valid within its request only
+                slow.memo = None
         if hits:  # a request that hit nothing filled nothing ahead either
             stats.iotlb_hits += hits - slow.ahead
-        self.spare = slow
+        if slow.ahead:
+            slow.ahead = 0
         return dma_result((runs, fault))
 
     def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
@@ -548,6 +556,7 @@ class PageSlowPath:
         "ad",
         "ahead",
         "ats",
+        "busy",
         "exe",
         "memo",
         "need",
@@ -584,6 +593,8 @@ class PageSlowPath:
         self.need = sel.needs[write | priv << 1 | exe << 2]
         self.memo: WalkMemo | None = None
         self.ad: dict[int, int] | None = None
+        self.busy = False
+        """A request is using it (one made meanwhile builds its own)."""
         self.ahead = 0
         """Pages :meth:`Translation.fill_ahead` filled: counted as misses there, so
         the hit path that then serves them does not count them as hits."""
