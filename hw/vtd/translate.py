@@ -168,6 +168,9 @@ class Translation:
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
         self.machine = unit.m
+        self.one_page_fills = True
+        """Whether :meth:`translate` fills a one-page plain miss itself (off: every
+        miss through :class:`PageSlowPath`, the reference its tests compare with)."""
 
     # -- table selection ------------------------------------------------------------
     def check_root(self) -> None:
@@ -315,6 +318,49 @@ class Translation:
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
+        end = addr + size
+        if (
+            addr >> 12 == (end - 1) >> 12
+            and stage.kind <= KIND_FL
+            and not upper_stale
+            and self.one_page_fills
+            and self.machine.hw_trace is None
+        ):
+            # One page of a first- or second-stage table, a clean selection: a plain
+            # miss (nothing cached for the page) that walks to a leaf granting the
+            # request, in RAM (so outside the interrupt range), is filled and answered
+            # here, as the slow path would (:meth:`PageSlowPath.page`: the miss, the
+            # fill, the leaf's A/D update). Any other outcome goes the general way
+            # below, which walks again (the first walk's only side effect, A flags
+            # above the leaf, is what that walk sets too).
+            iotlb = self.iotlb
+            t = iotlb.tables.get(sel.key)
+            if t is None or not (
+                t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+            ):
+                try:
+                    if stage.kind == KIND_SL:
+                        e = self.walker.walk_sl(
+                            stage, addr, write, sel.scalable, sel.fpd, True, None, False
+                        )
+                    else:
+                        e = self.walker.walk_fl(stage, addr, sel.fpd, True, None, False)
+                except TranslationFault:
+                    pass
+                else:
+                    need = sel.needs[write | priv << 1 | exe << 2]
+                    phys = e.phys | (addr & ((1 << e.shift) - 1))
+                    # No RAM overlaps the interrupt range (hw.machine.PCI_HOLE).
+                    if e.perms & need == need and phys + size <= iotlb.ram:
+                        stats.iotlb_misses += 1
+                        e.tag = sel.key
+                        e.dirty = sel.entry_dirty or write
+                        iotlb.put(e)
+                        if sel.a_bit:
+                            self.walker.set_bits(
+                                e.pte_addr, sel.a_bit | sel.d_bit if write else sel.a_bit
+                            )
+                        return dma_result((((phys, size),), None))
         if upper_stale:
             slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, True, False)
         else:  # the selection's slow path for this kind of request, built once
@@ -329,7 +375,6 @@ class Translation:
             else:
                 slow = cached
         slow.busy = True
-        end = addr + size
         try:
             if addr >> 12 == (end - 1) >> 12:  # one page: the pipeline without its loops
                 runs, fault, hits = translate_page(
