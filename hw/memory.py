@@ -388,6 +388,12 @@ class Memory:
         first = addr >> PAGE_SHIFT
         last = (addr + size - 1) >> PAGE_SHIFT
         watch = self._watch
+        if first == last:  # a store inside one page (every table entry): one lookup
+            cbs = watch.get(first)
+            if cbs:
+                for cb in tuple(cbs):  # a callback may unwatch
+                    cb(first)
+            return
         if last - first + 1 <= len(watch):
             pfns = [p for p in range(first, last + 1) if p in watch]
         else:

@@ -53,6 +53,26 @@ def test_watch_fires_for_writes_touching_the_page_only() -> None:
     assert hits == [2, 2, 2] and not mem.watched(2)
 
 
+def test_every_watcher_of_the_page_hears_a_store_even_if_one_unwatches_another() -> None:
+    """The watchers are called in the order they watched; one that unwatches the
+    others during the call does not stop them hearing this store, only later ones."""
+    mem = Memory(2 * 4096)
+    heard: list[str] = []
+
+    def first(pfn: int) -> None:
+        heard.append(f"first {pfn}")
+        mem.unwatch(1, second)
+
+    def second(pfn: int) -> None:
+        heard.append(f"second {pfn}")
+
+    mem.watch(1, first)
+    mem.watch(1, second)
+    mem.write_u64(4096 + 8, 1)
+    mem.write_u32(4096 + 16, 2)
+    assert heard == ["first 1", "second 1", "first 1"]
+
+
 def test_quadword_runs_round_trip_and_truncate_to_64_bits() -> None:
     mem = Memory(8192)
     mem.write_u64s(16, [1, (1 << 64) | 2, -1])
