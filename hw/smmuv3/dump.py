@@ -5,8 +5,9 @@ Like Linux's SMMUv3 debugfs proposals and QEMU's ``smmuv3`` trace of decoded STE
 but over every valid STE: STE -> CD table -> CD -> stage-1 leaves, listed as
 ``iova -> phys size perms``; a stage-2 STE (Config 0b110) lists its stage-2 leaves as
 ``s2 ipa -> phys size S2AP``, and a nested one (0b111) both: the guest's CDs and
-stage-1 leaves (``va -> ipa``, its tables read through stage 2), then stage 2. Invalid entries and fetch errors are shown inline instead
-of stopping the dump; listings are cut at fixed lengths.
+stage-1 leaves (``va -> ipa``, its tables read through stage 2), then stage 2. Invalid
+entries and fetch errors are shown inline instead of stopping the dump; listings are cut
+at fixed lengths.
 """
 
 from __future__ import annotations
