@@ -11,7 +11,8 @@ This module must stay free of imports from the rest of ``hw``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, NamedTuple, Protocol
 
 from attrs import field, frozen
 
@@ -151,20 +152,11 @@ class FirmwareTables:
 # --------------------------------------------------------------------------- what the CPU sees
 
 
-class QwordLoads(Protocol):
-    """RAM as little-endian quadwords: ``view[addr >> 3]`` loads the aligned quadword
-    at ``addr`` without a call per load (:attr:`PhysMemory.qwords`)."""
-
-    def __getitem__(self, index: int, /) -> int: ...
-
-
 class PhysMemory(Protocol):
     """RAM as the CPU sees it: physical addresses, little-endian."""
 
     @property
     def size(self) -> int: ...
-    @property
-    def qwords(self) -> QwordLoads: ...
     def read(self, addr: int, size: int) -> bytes: ...
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None: ...
     def fill(self, addr: int, size: int, byte: int = 0) -> None: ...
@@ -288,9 +280,11 @@ DMA_FAULT_BUS = -1
 """Reason code for an untranslated access that left RAM (no IOMMU in the path)."""
 
 
-@frozen
-class DmaResult:
-    """The translated prefix of a DMA access, and the fault that ended it, if any."""
+class DmaResult(NamedTuple):
+    """The translated prefix of a DMA access, and the fault that ended it, if any.
+
+    A named tuple (immutable, compared and hashed by its fields) so a hot path can
+    build one with no Python-level call: :func:`dma_result`."""
 
     runs: tuple[Run, ...]
     fault: DmaFault | None = None
@@ -298,6 +292,13 @@ class DmaResult:
     @property
     def length(self) -> int:
         return sum(n for _, n in self.runs)
+
+
+dma_result: Callable[[tuple[tuple[Run, ...], DmaFault | None]], DmaResult] = partial(
+    tuple.__new__, DmaResult
+)
+"""``dma_result((runs, fault))`` is ``DmaResult(runs, fault)`` built in C (the class
+call goes through the named tuple's Python ``__new__``)."""
 
 
 class DmaTranslator(Protocol):

@@ -522,7 +522,7 @@ def intel_iommu_unmap(domain: DmarDomain, iova: int, size: int, gather: IommuIot
     tables the range empties are freed after the flush. (Runs on every unmap:
     ``read64``, ``dma_pte_present`` and ``level_to_offset_bits`` are written out.)"""
     pte, level = pfn_to_dma_pte(domain, iova >> ir.VTD_PAGE_SHIFT, 0, GFP_ATOMIC)
-    if not pte or not current.kernel.mm.mem.qwords[(pte - PAGE_OFFSET) >> 3] & 3:
+    if not pte or not current.kernel.mm.words[(pte - PAGE_OFFSET) >> 3] & 3:
         return 0
     large = SZ_4K << ((level - 1) * ir.VTD_STRIDE_SHIFT)
     if size < large:

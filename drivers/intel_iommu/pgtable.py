@@ -96,8 +96,8 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     (:func:`kernel.mm.pgtable_write64`), and a link it refuses ends the walk with
     0 instead of walking on. (Runs on every map and unmap: ``domain_pfn_supported``,
     ``agaw_to_level`` and ``pfn_level_offset`` are written out, the walk goes by
-    quadword index into RAM and loads entries through its quadword view,
-    ``mem.qwords``, and a lookup (``target_level == 0``) has a loop of its own.)"""
+    quadword index into RAM and loads entries through :func:`kernel.mm.pgtable_words`,
+    and a lookup (``target_level == 0``) has a loop of its own.)"""
     agaw = domain.agaw
     if pfn >> PFN_BITS[agaw]:  # !domain_pfn_supported()
         return 0, target_level
@@ -106,7 +106,7 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     # Tables are direct-mapped pages: the walk goes by quadword index into RAM (an
     # entry's physical address >> 3), loading entries as q[i].
     i = (domain.pgd - PAGE_OFFSET) >> 3
-    q = current.kernel.mm.mem.qwords
+    q = current.kernel.mm.words
     if not target_level:  # the first leaf, superpage or non-present entry
         while level > 1:
             i += (pfn >> shift) & 0x1FF
@@ -206,7 +206,7 @@ def __domain_mapping(
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True
-    q = current.kernel.mm.mem.qwords
+    q = current.kernel.mm.words
     pteval = (phys_pfn << ir.VTD_PAGE_SHIFT) | attr
     done = 0
     pte = 0
@@ -285,13 +285,14 @@ def dma_pte_clear_level(
     """``dma_pte_clear_level``: clear entries covering ``[start_pfn, last_pfn]``; tables
     entirely inside the range go on ``freelist``. (Runs per level on every unmap:
     ``pfn_level_offset``, ``level_size`` and ``first_pte_in_page`` are written out; the
-    entries are walked by quadword index into RAM, loaded through ``mem.qwords``.)"""
+    entries are walked by quadword index into RAM, loaded through
+    :func:`kernel.mm.pgtable_words`.)"""
     if start_pfn > pfn:
         pfn = start_pfn
     shift = (level - 1) * LEVEL_STRIDE
     size = 1 << shift
     i = ((table - PAGE_OFFSET) >> 3) + ((pfn >> shift) & 0x1FF)  # the entry's quadword index
-    q = current.kernel.mm.mem.qwords
+    q = current.kernel.mm.words
     while True:
         level_pfn = pfn >> shift << shift
         val = q[i]

@@ -124,8 +124,8 @@ class InvalidationQueue:
 
     def process(self) -> None:
         """Execute descriptors from IQH to IQT (stops at the first error or at a wait
-        descriptor that must hold). Each descriptor is fetched (its 2 or 4 quadwords
-        loaded through ``mem.qwords``), checked against its type's reserved bits
+        descriptor that must hold). Each descriptor is fetched (one read of its 2 or 4
+        quadwords), checked against its type's reserved bits
         (:meth:`_check`, once per distinct descriptor) and handed to its handler; IQH
         advances past it. IQT, IQH and FSTS are read and IQH written through their
         register slots (:meth:`hw.regs.RegisterFile.slot`), not by name. (Runs on every
@@ -147,19 +147,15 @@ class InvalidationQueue:
             return
         head = iqh.value & _IQH_QH
         base = self.base
-        qwords = self._mem.qwords
+        nqw = 2 << dw
+        read_u64s = self._mem.read_u64s
         checked = self._checked
         m = self._m
         stats = u.stats
         while head != tail:
-            i = (base + head) >> 3  # the ring and its slots are 16-byte aligned
-            q: tuple[int, ...]
             try:
-                if dw:
-                    q = (qwords[i], qwords[i + 1], qwords[i + 2], qwords[i + 3])
-                else:
-                    q = (qwords[i], qwords[i + 1])
-            except (BusError, IndexError):  # past the top of RAM, or in a hole
+                q = read_u64s(base + head, nqw)
+            except BusError:
                 u.set_iqe(IQEI_FETCH)
                 return
             kind = checked.get(q)
