@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from attrs import define
+from attrs import Factory, define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding, dma_result
 from hw.translation import (
     BLOCK,
     BLOCK_SHIFT,
@@ -33,6 +33,7 @@ from hw.translation import (
     INTR_LO,
     NEVER,
     TlbEntry,
+    translate_page,
     translate_run,
 )
 from hw.vtd import entries as ent
@@ -89,6 +90,11 @@ class Sel:
     """Whether a filled IOTLB entry needs no D update (a stage without A/D)."""
     needs: tuple[int, ...] = ()
     """:func:`need_bits` for each request kind, indexed ``write | priv << 1 | exe << 2``."""
+    slows: list[PageSlowPath | None] = Factory(lambda: [None] * 16)
+    """The slow path of each kind of request through this selection, indexed ``write |
+    priv << 1 | exe << 2 | (pasid is None) << 3`` (a cached selection belongs to one
+    requester, so that is all a request's slow path depends on); built on first use,
+    reset after each request (its walk memo and fill-ahead count)."""
 
     def __attrs_post_init__(self) -> None:
         st = self.stage
@@ -162,9 +168,9 @@ class Translation:
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
         self.machine = unit.m
-        self.spare: PageSlowPath | None = None
-        """A slow path no request is using: the next request takes it instead of
-        building one (a request made while another runs builds its own)."""
+        self.one_page_fills = True
+        """Whether :meth:`translate` fills a one-page plain miss itself (off: every
+        miss through :class:`PageSlowPath`, the reference its tests compare with)."""
 
     # -- table selection ------------------------------------------------------------
     def check_root(self) -> None:
@@ -312,58 +318,100 @@ class Translation:
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
-        slow = self.spare
-        if slow is None:
-            slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
-        else:
-            self.spare = None
-            slow.rid, slow.pasid, slow.priv, slow.exe, slow.write = rid, pasid, priv, exe, write
-            slow.sel, slow.upper_stale, slow.need = (
-                sel,
-                upper_stale,
-                sel.needs[write | priv << 1 | exe << 2],
-            )
-            slow.memo, slow.ahead = None, 0
+        end = addr + size
+        if (
+            addr >> 12 == (end - 1) >> 12
+            and stage.kind <= KIND_FL
+            and not upper_stale
+            and self.one_page_fills
+            and self.machine.hw_trace is None
+        ):
+            # One page of a first- or second-stage table, a clean selection: a plain
+            # miss (nothing cached for the page) that walks to a leaf granting the
+            # request, in RAM (so outside the interrupt range), is filled and answered
+            # here, as the slow path would (:meth:`PageSlowPath.page`: the miss, the
+            # fill, the leaf's A/D update). Any other outcome goes the general way
+            # below, which walks again (the first walk's only side effect, A flags
+            # above the leaf, is what that walk sets too).
+            iotlb = self.iotlb
+            t = iotlb.tables.get(sel.key)
+            if t is None or not (
+                t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+            ):
+                try:
+                    if stage.kind == KIND_SL:
+                        e = self.walker.walk_sl(
+                            stage, addr, write, sel.scalable, sel.fpd, True, None, False
+                        )
+                    else:
+                        e = self.walker.walk_fl(stage, addr, sel.fpd, True, None, False)
+                except TranslationFault:
+                    pass
+                else:
+                    need = sel.needs[write | priv << 1 | exe << 2]
+                    phys = e.phys | (addr & ((1 << e.shift) - 1))
+                    # No RAM overlaps the interrupt range (hw.machine.PCI_HOLE).
+                    if e.perms & need == need and phys + size <= iotlb.ram:
+                        stats.iotlb_misses += 1
+                        e.tag = sel.key
+                        e.dirty = sel.entry_dirty or write
+                        iotlb.put(e)
+                        if sel.a_bit:
+                            self.walker.set_bits(
+                                e.pte_addr, sel.a_bit | sel.d_bit if write else sel.a_bit
+                            )
+                        return dma_result((((phys, size),), None))
+        if upper_stale:
+            slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, True, False)
+        else:  # the selection's slow path for this kind of request, built once
+            kind = write | priv << 1 | exe << 2 | (pasid is None) << 3
+            cached = sel.slows[kind]
+            if cached is None:
+                slow = sel.slows[kind] = PageSlowPath(
+                    self, rid, pasid, priv, exe, write, sel, False, False
+                )
+            elif cached.busy:  # a request made while another of its kind runs
+                slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, False, False)
+            else:
+                slow = cached
+        slow.busy = True
         try:
-            runs, fault, hits = translate_run(
-                self.iotlb,
-                sel.key,
-                NEVER if upper_stale else stage,
-                slow.need,
-                not write,
-                addr,
-                addr + size,
-                write,
-                slow.page,
-            )
+            if addr >> 12 == (end - 1) >> 12:  # one page: the pipeline without its loops
+                runs, fault, hits = translate_page(
+                    self.iotlb,
+                    sel.key,
+                    NEVER if upper_stale else stage,
+                    slow.need,
+                    not write,
+                    addr,
+                    end,
+                    write,
+                    slow.page,
+                )
+            else:
+                run_list, fault, hits = translate_run(
+                    self.iotlb,
+                    sel.key,
+                    NEVER if upper_stale else stage,
+                    slow.need,
+                    not write,
+                    addr,
+                    end,
+                    write,
+                    slow.page,
+                )
+                runs = tuple(run_list)
         finally:
+            slow.busy = False
             if slow.ad:
                 slow.finish()
+            if slow.memo is not None:  # valid within its request only
+                slow.memo = None
         if hits:  # a request that hit nothing filled nothing ahead either
             stats.iotlb_hits += hits - slow.ahead
-        self.spare = slow
-        return DmaResult(tuple(runs), fault)
-
-    def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None) -> TlbEntry:
-        """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
-        sets the leaf's A flag, with D when the write is permitted, in one update. A
-        nested stage's entry is the combined (first- then second-stage) translation,
-        cached under the nested tag with both stages' entries as its slots (its walk
-        keeps no memo)."""
-        self.stats.iotlb_misses += 1
-        if self.machine.hw_trace is not None:
-            self.unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
-        st = sel.stage
-        if st.kind == KIND_SL:
-            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
-        elif st.kind == KIND_FL:
-            leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
-        else:
-            leaf = self.walker.walk_nested(st, a, write, sel.fpd, True, False)
-        leaf.tag = sel.key
-        leaf.dirty = sel.entry_dirty  # a stage with A/D: False until a write sets D
-        self.iotlb.put(leaf)
-        return leaf
+        if slow.ahead:
+            slow.ahead = 0
+        return dma_result((runs, fault))
 
     def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
         """Fill the IOTLB for the pages ``[a, lim)`` of the request, all in the
@@ -553,6 +601,7 @@ class PageSlowPath:
         "ad",
         "ahead",
         "ats",
+        "busy",
         "exe",
         "memo",
         "need",
@@ -589,6 +638,8 @@ class PageSlowPath:
         self.need = sel.needs[write | priv << 1 | exe << 2]
         self.memo: WalkMemo | None = None
         self.ad: dict[int, int] | None = None
+        self.busy = False
+        """A request is using it (one made meanwhile builds its own)."""
         self.ahead = 0
         """Pages :meth:`Translation.fill_ahead` filled: counted as misses there, so
         the hit path that then serves them does not count them as hits."""
@@ -635,18 +686,34 @@ class PageSlowPath:
         write = self.write
         check = self.upper_stale
         if e is None:
+            # A miss: walk (setting the A flags above the leaf) and fill the IOTLB with
+            # the leaf; its A flag, with D when the write is permitted, is set below in
+            # one deferred update. A nested stage's entry is the combined (first- then
+            # second-stage) translation, cached under the nested tag with both stages'
+            # entries as its slots (its walk keeps no memo).
             filled = True
             memo = self.memo
             if memo is None and end - a > 0x1000:  # more pages may follow
                 memo = self.memo = WalkMemo()
+            x.stats.iotlb_misses += 1
+            if x.machine.hw_trace is not None:
+                x.unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
             try:
-                e = x.fill(sel, a, write, memo)
+                if stage.kind == KIND_SL:
+                    e = x.walker.walk_sl(stage, a, write, sel.scalable, sel.fpd, True, memo, False)
+                elif stage.kind == KIND_FL:
+                    e = x.walker.walk_fl(stage, a, sel.fpd, True, memo, False)
+                else:
+                    e = x.walker.walk_nested(stage, a, write, sel.fpd, True, False)
             except TranslationFault as f:
                 if check:
                     x.check_fresh(
                         self.rid, self.pasid, self.priv, self.exe, write, a, (-1, int(f.reason))
                     )
                 return self._fault(a, f.reason, f.fpd)
+            e.tag = sel.key
+            e.dirty = sel.entry_dirty  # a stage with A/D: False until a write sets D
+            x.iotlb.put(e)
         else:
             filled = False
             if e.src is not stage and e.src == stage:
