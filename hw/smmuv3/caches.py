@@ -174,11 +174,13 @@ class Caches:
         with ``addr`` only those overlapping ``[addr, addr + pages * 4 KiB)``. Global
         (nG=0) entries match any ASID unless ``global_too`` is False (TLBI_NH_ASID).
         ``s1``/``s2``: whether stage-1 (and nested) entries / stage-2-only entries go."""
-        if vmid is None and asid is None and addr is None and global_too and s1:
+        if addr is None and vmid is None and asid is None and global_too and s1:
+            if s2:  # every entry goes: the whole cache
+                return self.tlb.flush(None)
             for key in self.tlb.tables:
-                if not s2 and key[1] == S2_ONLY:  # type: ignore[index]
+                if key[1] == S2_ONLY:  # type: ignore[index]
                     break
-            else:  # every entry goes (no stage-2-only one stays): the whole cache
+            else:  # no stage-2-only entry stays either: the whole cache
                 return self.tlb.flush(None)
 
         def match(key: Hashable) -> bool:

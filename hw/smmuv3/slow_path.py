@@ -11,7 +11,21 @@ from typing import TYPE_CHECKING
 
 from hw.bus import DmaFault
 from hw.smmuv3.caches import GLOBAL, Sel
-from hw.smmuv3.walk import PERM_DBM, CdInfo, SmmuFault, StreamInfo
+from hw.smmuv3.walk import (
+    AP2,
+    DBM,
+    LEAF_OK,
+    NG,
+    OA_MASK,
+    PERM_DBM,
+    PERM_R,
+    PERM_U,
+    PERM_WUR,
+    CdInfo,
+    SmmuFault,
+    StreamInfo,
+    straight,
+)
 from hw.translation import BLOCK, TlbEntry
 
 if TYPE_CHECKING:
@@ -99,6 +113,85 @@ class TlbSlowPath:
             phys = e.phys | (a & ((1 << e.shift) - 1))
             unit._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
         return e
+
+
+class S1MissPath(TlbSlowPath):
+    """:class:`TlbSlowPath` of a clean stage-1 selection (no stage 2) over RAM in one
+    piece (:attr:`~hw.smmuv3.walk.Walker.flat`), whose miss of a request's last page
+    through a 4-level half is walked and filled here in one frame: the four
+    descriptors read straight from the native quadwords and tested as
+    :func:`~hw.smmuv3.walk.straight` says, the leaf decoded when it is accessed and
+    EL0-accessible (writable, or read-only without a pending dirty update), the entry
+    built and put. Exactly what :meth:`Smmuv3Unit._fill` and
+    :meth:`~hw.smmuv3.walk.Walker.walk_raw` give such a page (the tests compare the
+    two over random tables). Everything else takes the general path, which reads
+    again (reading has no side effect): a cached entry, a global one under
+    :attr:`Sel.gtag`, fewer levels, a descriptor that is not a clean table or leaf, a
+    right the request lacks, a request going on past the page (fill-ahead), hardware
+    tracing on."""
+
+    __slots__ = ("fast0", "fast1", "gtag", "hd", "iotlb", "machine", "qwords", "tables", "tag")
+
+    def __init__(
+        self, unit: Smmuv3Unit, sid: int, pasid: int | None, priv: bool, write: bool, sel: Sel
+    ) -> None:
+        super().__init__(unit, sid, pasid, priv, write, sel, ())
+        cd = sel.cd
+        assert cd is not None
+        self.fast0 = straight(cd.half0, cd.leaf_bad)
+        self.fast1 = straight(cd.half1, cd.leaf_bad)
+        self.hd = cd.hd
+        self.tag, self.gtag = sel.tag, sel.gtag
+        self.iotlb = unit._p.iotlb
+        self.tables = self.iotlb.tables
+        self.machine = unit._m
+        self.qwords = unit._w.qwords
+
+    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        if e is None and end - a <= 4096:
+            h = self.fast1 if (a >> 55) & 1 else self.fast0
+            if h is not None and self.machine.hw_trace is None:
+                tg, low, above, expect, upper_bad, leaf_test, root = h
+                gt = self.tables.get(self.gtag)
+                if a & above == expect and (
+                    gt is None
+                    or not (gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
+                ):
+                    ix = a & low  # below 2^48: the level-0 index needs no mask
+                    q = self.qwords
+                    try:
+                        p0 = q[g0 := tg + (ix >> 39)]
+                        p1 = q[g1 := ((p0 & OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
+                        p2 = q[g2 := ((p1 & OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
+                        pte = q[g := ((p2 & OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
+                    except IndexError:  # outside RAM: the general path faults
+                        pte = 0
+                    if (
+                        pte & leaf_test == LEAF_OK
+                        and (p0 & p1 & p2 & 3 | (p0 | p1 | p2) & upper_bad) == 3
+                    ):
+                        if not pte & AP2:
+                            perms = PERM_WUR
+                        elif self.hd and pte & DBM:
+                            perms = 0  # a pending dirty update: the general path
+                        else:
+                            perms = PERM_U | PERM_R
+                        need = self.need
+                        if perms & need == need:
+                            e = TlbEntry(
+                                self.tag if pte & NG else self.gtag,
+                                a >> 12,
+                                12,
+                                pte & OA_MASK,
+                                perms,
+                                root,
+                                g << 3,
+                                [g0, g1, g2, g],
+                            )
+                            self.iotlb.put(e)
+                            self.unit.stats.iotlb_misses += 1
+                            return e
+        return TlbSlowPath.__call__(self, e, a, end)
 
 
 def fill_ahead(unit: Smmuv3Unit, sel: Sel, first: TlbEntry, need: int, end: int) -> None:

@@ -67,6 +67,14 @@ _UPPERS = ((39, 30, 21), (30, 21), (21,))
 """The shifts of the levels above the leaf level, by start level (4 KiB granule)."""
 _FROM_LEVEL0 = _UPPERS[0]
 _DBM = ent.LpaeLeaf.DBM.mask
+OA_MASK = _OA_MASK
+AP2 = _AP2
+DBM = _DBM
+NG = _NG
+PERM_WUR = _PERM_WUR
+LEAF_OK = _AF | _AP1 | 3
+"""A valid page descriptor, accessed, EL0-accessible (what :data:`Straight` leaves
+test for; AP[2] then decides between two rights)."""
 _S2AP_R = ent.LpaeS2Leaf.S2AP_R.mask
 _S2AP_W = ent.LpaeS2Leaf.S2AP_W.mask
 
@@ -645,6 +653,9 @@ class Walker:
         Per level: the descriptor is read, and a table descriptor passes one mask test
         (valid, table, no address bit at or above the IPS or in 51:48); the APTable
         bits are OR-ed up and applied once at the leaf (they only ever remove rights).
+        The common case, a request's last page walked through four clean levels to an
+        accessed leaf, is read straight by :class:`hw.smmuv3.slow_path.S1MissPath`
+        (:func:`straight`) instead.
         """
         half = cd.half1 if (va >> 55) & 1 else cd.half0
         if half is None:
@@ -653,27 +664,7 @@ class Walker:
         if va & above != expect:
             raise SmmuFault(Evt.F_TRANSLATION)
         ix = va & low  # the index bits only (the start level's index may be narrower)
-        qwords = self.qwords
-        g = shift = apt = 0
-        if uppers is _FROM_LEVEL0 and s2 is None and self.flat:
-            # The 4-level walk over RAM in one piece, straight: done when every level
-            # above the leaf is a clean table descriptor, else :meth:`_levels` reads
-            # the levels again (reading has no side effect) and decides.
-            try:
-                p0 = qwords[g0 := tg + ((ix >> 39) & 0x1FF)]
-                if p0 & check == 3:
-                    p1 = qwords[g1 := ((p0 & _OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
-                    if p1 & check == 3:
-                        p2 = qwords[g2 := ((p1 & _OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
-                        if p2 & check == 3:
-                            pte = qwords[g := ((p2 & _OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
-                            slots = [g0, g1, g2, g]
-                            apt = p0 | p1 | p2
-                            shift = 12
-            except IndexError:
-                pass
-        if not shift:
-            shift, g, pte, slots, apt = self._levels(tg, uppers, ix, check, s2)
+        shift, g, pte, slots, apt = self._levels(tg, uppers, ix, check, s2)
         pte_addr = g << 3
         if pte & 3 != 3:
             if not pte & 1:
@@ -814,6 +805,27 @@ def _half_params(
     check = 3 | _OA_HIGH | above_ips
     low = (1 << va_bits) - 1
     return root >> 3, uppers, low, above, above if upper else 0, check, had, root
+
+
+Straight = tuple[int, int, int, int, int, int, int]
+"""A 4-level TTBx half as a straight read takes it (:func:`straight`): (level-0 table
+as a granule, the VA bits the indexes take, the VA bits checked above the half's
+size, the value they must have, the bits no table descriptor passed may have, the
+leaf bits tested against :data:`LEAF_OK`, the TTBx root)."""
+
+
+def straight(half: Half | None, leaf_bad: int) -> Straight | None:
+    """The parameters of a 4-level ``half`` for a straight read of its four levels
+    (None: disabled, or fewer levels). A walk passes where :meth:`Walker.walk_raw`
+    checks nothing more: the three table descriptors are valid tables, none with an
+    address bit at or above the IPS or in 51:48 nor, unless HADx, an APTable bit
+    (their OR-ed bits test once against ``upper_bad``); the leaf is a valid page
+    descriptor, accessed, EL0-accessible, with no Address Size bit (``leaf_bad``)."""
+    if half is None or half[1] is not _FROM_LEVEL0:
+        return None
+    tg, _, low, above, expect, check, had, root = half
+    upper_bad = (check & ~3) | (0 if had else _APT)
+    return tg, low, above, expect, upper_bad, leaf_bad | LEAF_OK, root
 
 
 def _table_base(ttb: int, va_bits: int) -> int:
