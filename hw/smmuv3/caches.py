@@ -95,6 +95,10 @@ class Caches:
         self.cd: dict[tuple[int, int], CdEntry] = {}
         self.tlb: TagCache = pipeline.iotlb
         """(VMID, ASID or GLOBAL) -> entries per page size and block summaries."""
+        self.s2_only = False
+        """A stage-2-only selection was made (:class:`Sel`, set by the unit): before
+        that no TLB entry is tagged :data:`S2_ONLY`, so flushing every stage-1 entry
+        is flushing the whole TLB."""
 
     # -- fills ----------------------------------------------------------------------------
     def put_ste(self, sid: int, info: StreamInfo) -> SteEntry:
@@ -175,7 +179,7 @@ class Caches:
         (nG=0) entries match any ASID unless ``global_too`` is False (TLBI_NH_ASID).
         ``s1``/``s2``: whether stage-1 (and nested) entries / stage-2-only entries go."""
         if addr is None and vmid is None and asid is None and global_too and s1:
-            if s2:  # every entry goes: the whole cache
+            if s2 or not self.s2_only:  # every entry goes: the whole cache
                 return self.tlb.flush(None)
             for key in self.tlb.tables:
                 if key[1] == S2_ONLY:  # type: ignore[index]

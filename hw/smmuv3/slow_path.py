@@ -23,6 +23,7 @@ from hw.smmuv3.walk import (
     PERM_WUR,
     CdInfo,
     SmmuFault,
+    Straight,
     StreamInfo,
     straight,
 )
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from hw.smmuv3.unit import Smmuv3Unit
 
 LOST_DIRTY = "no dirty update"
+NO_STRAIGHT: Straight = (0, 0, 0, -1, 0, 0, 0)
+"""The straight parameters of a half that has none: no address passes ``a & 0 == -1``."""
 
 
 def tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
@@ -130,7 +133,18 @@ class S1MissPath(TlbSlowPath):
     right the request lacks, a request going on past the page (fill-ahead), hardware
     tracing on."""
 
-    __slots__ = ("fast0", "fast1", "gtag", "hd", "iotlb", "machine", "qwords", "tables", "tag")
+    __slots__ = (
+        "fast0",
+        "fast1",
+        "gtag",
+        "hd",
+        "iotlb",
+        "machine",
+        "qwords",
+        "stats",
+        "tables",
+        "tag",
+    )
 
     def __init__(
         self, unit: Smmuv3Unit, sid: int, pasid: int | None, priv: bool, write: bool, sel: Sel
@@ -138,59 +152,58 @@ class S1MissPath(TlbSlowPath):
         super().__init__(unit, sid, pasid, priv, write, sel, ())
         cd = sel.cd
         assert cd is not None
-        self.fast0 = straight(cd.half0, cd.leaf_bad)
-        self.fast1 = straight(cd.half1, cd.leaf_bad)
+        self.fast0 = straight(cd.half0, cd.leaf_bad) or NO_STRAIGHT
+        self.fast1 = straight(cd.half1, cd.leaf_bad) or NO_STRAIGHT
         self.hd = cd.hd
         self.tag, self.gtag = sel.tag, sel.gtag
         self.iotlb = unit._p.iotlb
         self.tables = self.iotlb.tables
         self.machine = unit._m
         self.qwords = unit._w.qwords
+        self.stats = unit.stats
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
-        if e is None and end - a <= 4096:
+        if e is None and end - a <= 4096 and self.machine.hw_trace is None:
             h = self.fast1 if (a >> 55) & 1 else self.fast0
-            if h is not None and self.machine.hw_trace is None:
-                tg, low, above, expect, upper_bad, leaf_test, root = h
-                gt = self.tables.get(self.gtag)
-                if a & above == expect and (
-                    gt is None
-                    or not (gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
+            tg, low, above, expect, upper_bad, leaf_test, root = h
+            gt = self.tables.get(self.gtag)
+            if a & above == expect and (
+                gt is None or not (gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
+            ):
+                ix = a & low  # below 2^48: the level-0 index needs no mask
+                q = self.qwords
+                try:
+                    p0 = q[g0 := tg + (ix >> 39)]
+                    p1 = q[g1 := ((p0 & OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
+                    p2 = q[g2 := ((p1 & OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
+                    pte = q[g := ((p2 & OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
+                except IndexError:  # outside RAM: the general path faults
+                    pte = 0
+                if (
+                    pte & leaf_test == LEAF_OK
+                    and (p0 & p1 & p2 & 3 | (p0 | p1 | p2) & upper_bad) == 3
                 ):
-                    ix = a & low  # below 2^48: the level-0 index needs no mask
-                    q = self.qwords
-                    try:
-                        p0 = q[g0 := tg + (ix >> 39)]
-                        p1 = q[g1 := ((p0 & OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
-                        p2 = q[g2 := ((p1 & OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
-                        pte = q[g := ((p2 & OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
-                    except IndexError:  # outside RAM: the general path faults
-                        pte = 0
-                    if (
-                        pte & leaf_test == LEAF_OK
-                        and (p0 & p1 & p2 & 3 | (p0 | p1 | p2) & upper_bad) == 3
-                    ):
-                        if not pte & AP2:
-                            perms = PERM_WUR
-                        elif self.hd and pte & DBM:
-                            perms = 0  # a pending dirty update: the general path
-                        else:
-                            perms = PERM_U | PERM_R
-                        need = self.need
-                        if perms & need == need:
-                            e = TlbEntry(
-                                self.tag if pte & NG else self.gtag,
-                                a >> 12,
-                                12,
-                                pte & OA_MASK,
-                                perms,
-                                root,
-                                g << 3,
-                                [g0, g1, g2, g],
-                            )
-                            self.iotlb.put(e)
-                            self.unit.stats.iotlb_misses += 1
-                            return e
+                    if not pte & AP2:
+                        perms = PERM_WUR
+                    elif self.hd and pte & DBM:
+                        perms = 0  # a pending dirty update: the general path
+                    else:
+                        perms = PERM_U | PERM_R
+                    need = self.need
+                    if perms & need == need:
+                        e = TlbEntry(
+                            self.tag if pte & NG else self.gtag,
+                            a >> 12,
+                            12,
+                            pte & OA_MASK,
+                            perms,
+                            root,
+                            g << 3,
+                            [g0, g1, g2, g],
+                        )
+                        self.iotlb.put(e)
+                        self.stats.iotlb_misses += 1
+                        return e
         return TlbSlowPath.__call__(self, e, a, end)
 
 

@@ -456,6 +456,8 @@ class Smmuv3Unit(IommuUnitModel):
             return self._untranslated(addr, size, write)
         cde = used[0] if cd is not None else None
         sel = Sel(ste, cd, cde)
+        if cd is None:
+            self._c.s2_only = True
         if not stale:  # both entries clean (filled or re-checked just now)
             se.sels[pasid] = sel
         slow = (
