@@ -18,6 +18,7 @@ from hw.smmuv3.walk import (
     NG,
     OA_MASK,
     PERM_DBM,
+    PERM_NU,
     PERM_R,
     PERM_U,
     PERM_WUR,
@@ -120,18 +121,20 @@ class TlbSlowPath:
 
 class S1MissPath(TlbSlowPath):
     """:class:`TlbSlowPath` of a clean stage-1 selection (no stage 2) over RAM in one
-    piece (:attr:`~hw.smmuv3.walk.Walker.flat`), whose miss of a request's last page
-    through a 4-level half is walked and filled here in one frame: the four
-    descriptors read straight from the native quadwords and tested as
-    :func:`~hw.smmuv3.walk.straight` says, the leaf decoded when it is accessed and
-    EL0-accessible (writable, or read-only without a pending dirty update), the entry
-    built and put. Exactly what :meth:`Smmuv3Unit._fill` and
-    :meth:`~hw.smmuv3.walk.Walker.walk_raw` give such a page (the tests compare the
-    two over random tables). Everything else takes the general path, which reads
-    again (reading has no side effect): a cached entry, a global one under
-    :attr:`Sel.gtag`, fewer levels, a descriptor that is not a clean table or leaf, a
-    right the request lacks, a request going on past the page (fill-ahead), hardware
-    tracing on."""
+    piece (:attr:`~hw.smmuv3.walk.Walker.flat`), for a request kind that an accessed,
+    EL0-accessible leaf can serve (not privileged under CD.PAN): its miss of a
+    request's last page through a 4-level half is walked and filled here in one
+    frame. The four descriptors are read straight from the native quadwords, each
+    table descriptor's address taken unmasked (:func:`~hw.smmuv3.walk.straight`
+    rejects every bit that would make it differ from the masked one, and a bit above
+    bit 51 indexes outside RAM); the leaf passes one test (a write needs AP[2]=0) and
+    gives one of two rights (read-only unless a dirty update is pending). Exactly
+    what :meth:`Smmuv3Unit._fill` and :meth:`~hw.smmuv3.walk.Walker.walk_raw` give
+    such a page (the tests compare the two over random tables). Everything else takes
+    the general path, which reads again (reading has no side effect): a cached entry,
+    a global one under :attr:`Sel.gtag`, fewer levels, a descriptor that is not a
+    clean table or leaf, a right the request lacks, a request going on past the page
+    (fill-ahead), hardware tracing on."""
 
     __slots__ = (
         "fast0",
@@ -152,8 +155,9 @@ class S1MissPath(TlbSlowPath):
         super().__init__(unit, sid, pasid, priv, write, sel, ())
         cd = sel.cd
         assert cd is not None
-        self.fast0 = straight(cd.half0, cd.leaf_bad) or NO_STRAIGHT
-        self.fast1 = straight(cd.half1, cd.leaf_bad) or NO_STRAIGHT
+        assert not self.need & PERM_NU, "no leaf this path serves gives PERM_NU"
+        self.fast0 = self._params(straight(cd.half0, cd.leaf_bad), write)
+        self.fast1 = self._params(straight(cd.half1, cd.leaf_bad), write)
         self.hd = cd.hd
         self.tag, self.gtag = sel.tag, sel.gtag
         self.iotlb = unit._p.iotlb
@@ -162,22 +166,32 @@ class S1MissPath(TlbSlowPath):
         self.qwords = unit._w.qwords
         self.stats = unit.stats
 
+    @staticmethod
+    def _params(half: Straight | None, write: bool) -> Straight:
+        """The straight parameters for this kind: a write also tests AP[2]=0."""
+        if half is None:
+            return NO_STRAIGHT
+        if not write:
+            return half
+        tg, low, above, expect, upper_bad, leaf_test, root = half
+        return tg, low, above, expect, upper_bad, leaf_test | AP2, root
+
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         if e is None and end - a <= 4096 and self.machine.hw_trace is None:
-            h = self.fast1 if (a >> 55) & 1 else self.fast0
-            tg, low, above, expect, upper_bad, leaf_test, root = h
+            tg, low, above, expect, upper_bad, leaf_test, root = (
+                self.fast1 if (a >> 55) & 1 else self.fast0
+            )
             gt = self.tables.get(self.gtag)
             if a & above == expect and (
                 gt is None or not (gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
             ):
-                ix = a & low  # below 2^48: the level-0 index needs no mask
                 q = self.qwords
                 try:
-                    p0 = q[g0 := tg + (ix >> 39)]
-                    p1 = q[g1 := ((p0 & OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
-                    p2 = q[g2 := ((p1 & OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
-                    pte = q[g := ((p2 & OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
-                except IndexError:  # outside RAM: the general path faults
+                    p0 = q[g0 := tg + ((a & low) >> 39)]
+                    p1 = q[g1 := (p0 >> 3) + ((a >> 30) & 0x1FF)]
+                    p2 = q[g2 := (p1 >> 3) + ((a >> 21) & 0x1FF)]
+                    pte = q[g := (p2 >> 3) + ((a >> 12) & 0x1FF)]
+                except IndexError:  # outside RAM (or a bit above 51): the general path
                     pte = 0
                 if (
                     pte & leaf_test == LEAF_OK
@@ -189,8 +203,7 @@ class S1MissPath(TlbSlowPath):
                         perms = 0  # a pending dirty update: the general path
                     else:
                         perms = PERM_U | PERM_R
-                    need = self.need
-                    if perms & need == need:
+                    if perms:
                         e = TlbEntry(
                             self.tag if pte & NG else self.gtag,
                             a >> 12,

@@ -60,6 +60,7 @@ from hw.smmuv3.queues import CommandQueue, EventQueue
 from hw.smmuv3.slow_path import LOST_DIRTY, S1MissPath, TlbSlowPath, fill_ahead, tlbi_for
 from hw.smmuv3.walk import (
     PERM_DBM,
+    PERM_NU,
     PERM_R,
     PERM_W,
     CdInfo,
@@ -430,7 +431,12 @@ class Smmuv3Unit(IommuUnitModel):
     ) -> TlbSlowPath:
         """The slow path of a clean selection for one request kind: a stage-1 one over
         RAM in one piece walks a request's last page straight (:class:`S1MissPath`)."""
-        if sel.cd is not None and sel.ste.s2 is None and self._w.flat:
+        if (
+            sel.cd is not None
+            and sel.ste.s2 is None
+            and self._w.flat
+            and not sel.needs[write | priv << 1] & PERM_NU
+        ):
             return S1MissPath(self, rid, pasid, priv, write, sel)
         return TlbSlowPath(self, rid, pasid, priv, write, sel, ())
 
