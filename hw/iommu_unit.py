@@ -70,7 +70,7 @@ class IommuUnitModel:
     def set_part(self, name: str, part: Any) -> None:
         """Store a part built at ``attach`` under the name of its :class:`AttachedPart`."""
         assert isinstance(getattr(type(self), name, None), AttachedPart), name
-        vars(self)[name] = part
+        setattr(self, name, part)  # not through vars(): that would materialise the dict
 
     @property
     def m(self) -> Machine:
