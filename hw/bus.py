@@ -11,7 +11,8 @@ This module must stay free of imports from the rest of ``hw``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, NamedTuple, Protocol
 
 from attrs import field, frozen
 
@@ -279,9 +280,11 @@ DMA_FAULT_BUS = -1
 """Reason code for an untranslated access that left RAM (no IOMMU in the path)."""
 
 
-@frozen
-class DmaResult:
-    """The translated prefix of a DMA access, and the fault that ended it, if any."""
+class DmaResult(NamedTuple):
+    """The translated prefix of a DMA access, and the fault that ended it, if any.
+
+    A named tuple (immutable, compared and hashed by its fields) so a hot path can
+    build one with no Python-level call: :func:`dma_result`."""
 
     runs: tuple[Run, ...]
     fault: DmaFault | None = None
@@ -289,6 +292,13 @@ class DmaResult:
     @property
     def length(self) -> int:
         return sum(n for _, n in self.runs)
+
+
+dma_result: Callable[[tuple[tuple[Run, ...], DmaFault | None]], DmaResult] = partial(
+    tuple.__new__, DmaResult
+)
+"""``dma_result((runs, fault))`` is ``DmaResult(runs, fault)`` built in C (the class
+call goes through the named tuple's Python ``__new__``)."""
 
 
 class DmaTranslator(Protocol):

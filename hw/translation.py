@@ -126,6 +126,10 @@ TagTable = tuple[dict[int, TlbEntry], dict[int, TlbEntry], dict[int, TlbEntry], 
 """One tag: entries per page size (4 KiB, 2 MiB, 1 GiB), then block summaries."""
 
 
+_NO_TABLE: TagTable = ({}, {}, {}, {})
+"""What :attr:`TagCache.idle` gives for a tag it has no table of (never filled)."""
+
+
 class Versioned(Protocol):
     """What dates block summaries: :attr:`hw.pagewatch.SlotTracker.version`, bumped
     whenever an entry anywhere is marked suspect."""
@@ -174,6 +178,8 @@ class TagCache:
         """For RAM with holes: how many bytes from an address above :attr:`ram` are RAM."""
         self.tracker = tracker
         self.tables: dict[Hashable, TagTable] = {}
+        self.idle: dict[Hashable, TagTable] = {}
+        """Empty tables of tags a global flush emptied, for their next fill."""
 
     def __len__(self) -> int:
         return sum(len(d) for t in self.tables.values() for d in t[:BLOCK])
@@ -193,7 +199,10 @@ class TagCache:
         tag = entry.tag
         t = self.tables.get(tag)
         if t is None:
-            t = self.tables[tag] = ({}, {}, {}, {})
+            t = self.idle.pop(tag, _NO_TABLE)
+            if t is _NO_TABLE:
+                t = ({}, {}, {}, {})
+            self.tables[tag] = t
         shift = entry.shift
         vpn = entry.vpn
         d = t[0] if shift == 12 else t[1] if shift == 21 else t[2]
@@ -213,7 +222,8 @@ class TagCache:
             self.dropped([old])
 
     def dropped(self, entries: list[TlbEntry]) -> None:
-        """Entries left the cache (replaced, invalidated)."""
+        """Entries left the cache (replaced, invalidated): with a tracker, their
+        registrations go (a subclass without one overrides this)."""
         tracker = self.tracker
         if tracker is not None:
             deps = tracker.deps
@@ -273,16 +283,29 @@ class TagCache:
         the byte range ``[first, last]`` (``last`` -1: everything). Returns how many."""
         dropped: list[TlbEntry] = []
         if match is None and last < 0:
+            # Every tag's dicts are emptied and kept aside (:attr:`idle`), not rebuilt:
+            # the refills that follow a global flush take their tag's table back.
             tables = self.tables
             if not tables:
                 return 0
             for t in tables.values():
-                dropped += t[0].values()
-                if t[1] or t[2]:
-                    dropped += t[1].values()
-                    dropped += t[2].values()
+                d = t[0]
+                if d:
+                    dropped += d.values()
+                    d.clear()
+                d = t[1]
+                if d:
+                    dropped += d.values()
+                    d.clear()
+                d = t[2]
+                if d:
+                    dropped += d.values()
+                    d.clear()
+                t[3].clear()
+            self.idle.update(tables)
             tables.clear()
-            self.dropped(dropped)
+            if dropped:
+                self.dropped(dropped)
             return len(dropped)
         for key in list(self.tables):
             if match is None or match(key):
@@ -486,6 +509,51 @@ def translate_run(
     if run_end > run_start >= 0:
         runs.append((run_start, run_end - run_start))
     return runs, fault, hits
+
+
+def translate_page(
+    cache: TagCache,
+    tag: Hashable,
+    src: object,
+    need: int,
+    dirty_ok: bool,
+    addr: int,
+    end: int,
+    write: bool,
+    slow: SlowPath,
+) -> tuple[tuple[tuple[int, int], ...], DmaFault | None, int]:
+    """:func:`translate_run` of a request that lies in one 4 KiB page (``addr < end
+    <= (addr | 0xFFF) + 1``), its runs as a tuple: the same answer, without the
+    loops. The page's entry (of any size) is a hit under the same test; a block
+    summary would only repeat that entry's answer (it covers clean entries from one
+    source, all in RAM) and none is built (a page is never a whole block). Anything
+    else is the slow path's, cut at the end of RAM as there."""
+    t = cache.tables.get(tag)
+    e: TlbEntry | None = None
+    n = end - addr
+    if t is not None:
+        e = t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+        if (
+            e is not None
+            and not e.suspect
+            and e.src is src
+            and e.perms & need == need
+            and (dirty_ok or e.dirty)
+        ):
+            phys = e.phys | (addr & ((1 << e.shift) - 1))
+            if phys + n <= cache.ram or (cache.ram_run is not None and cache.ram_run(phys, n) == n):
+                return ((phys, n),), None, 1
+    got = slow(e, addr, end)
+    if got.__class__ is DmaFault:
+        return (), got, 0
+    use: TlbEntry = got  # type: ignore[assignment]
+    phys = use.phys | (addr & ((1 << use.shift) - 1))
+    if phys + n > cache.ram:
+        good = _ram_bytes(cache, phys, n)
+        if good < n:
+            fault = DmaFault(addr + good, DMA_FAULT_BUS, write, "outside RAM")
+            return (((phys, good),) if good else ()), fault, 0
+    return ((phys, n),), None, 0
 
 
 @define(slots=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from attrs import define
 
-from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding
+from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding, dma_result
 from hw.translation import (
     BLOCK,
     BLOCK_SHIFT,
@@ -33,6 +33,7 @@ from hw.translation import (
     INTR_LO,
     NEVER,
     TlbEntry,
+    translate_page,
     translate_run,
 )
 from hw.vtd import entries as ent
@@ -324,25 +325,40 @@ class Translation:
                 sel.needs[write | priv << 1 | exe << 2],
             )
             slow.memo, slow.ahead = None, 0
+        end = addr + size
         try:
-            runs, fault, hits = translate_run(
-                self.iotlb,
-                sel.key,
-                NEVER if upper_stale else stage,
-                slow.need,
-                not write,
-                addr,
-                addr + size,
-                write,
-                slow.page,
-            )
+            if addr >> 12 == (end - 1) >> 12:  # one page: the pipeline without its loops
+                runs, fault, hits = translate_page(
+                    self.iotlb,
+                    sel.key,
+                    NEVER if upper_stale else stage,
+                    slow.need,
+                    not write,
+                    addr,
+                    end,
+                    write,
+                    slow.page,
+                )
+            else:
+                run_list, fault, hits = translate_run(
+                    self.iotlb,
+                    sel.key,
+                    NEVER if upper_stale else stage,
+                    slow.need,
+                    not write,
+                    addr,
+                    end,
+                    write,
+                    slow.page,
+                )
+                runs = tuple(run_list)
         finally:
             if slow.ad:
                 slow.finish()
         if hits:  # a request that hit nothing filled nothing ahead either
             stats.iotlb_hits += hits - slow.ahead
         self.spare = slow
-        return DmaResult(tuple(runs), fault)
+        return dma_result((runs, fault))
 
     def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None) -> TlbEntry:
         """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller

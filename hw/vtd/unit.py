@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GCMD_DELAY_NS", "StaleTranslationError", "VtdStats", "VtdUnit"]
 
+_ATTACHED_PARTS = frozenset({"pipeline", "walker", "caches"})
+"""The attributes :meth:`VtdUnit.attach` sets."""
 GCMD_DELAY_NS = 100
 """Time between a GCMD write and the matching GSTS change."""
 
@@ -125,9 +127,6 @@ class VtdUnit(IommuUnitModel):
             for dw in range(slot.offset, slot.offset + slot.nbytes, 4)
         }
         self.faults = FaultLog(self.regs, self.cfg.nfr, self.reporting.fault_event)
-        self._pipeline: Pipeline | None = None
-        self._walker: Walker | None = None
-        self._caches: Caches | None = None
         self._qi: InvalidationQueue | None = None
 
     # -- wiring ------------------------------------------------------------------------
@@ -188,27 +187,28 @@ class VtdUnit(IommuUnitModel):
 
         self.machine = machine
         self.base = base
-        self._pipeline = Pipeline(
+        self.pipeline = Pipeline(
             machine.memory, self.stats, self.cfg.strict_stale, lambda: machine.clock.now
         )
-        self._walker = Walker(machine.memory, self.cfg)
-        self._caches = Caches(self._pipeline)
-        self._walker.set_bits = self._pipeline.deps.own_write
-        self._walker.set_bits_many = self._pipeline.deps.own_write_many
+        self.walker = Walker(machine.memory, self.cfg)
+        self.caches = Caches(self.pipeline)
+        self.walker.set_bits = self.pipeline.deps.own_write
+        self.walker.set_bits_many = self.pipeline.deps.own_write_many
         self._qi = InvalidationQueue(self)
         self.xlate.attach()
 
-    @property
-    def pipeline(self) -> Pipeline:
-        return self.attached(self._pipeline)
+    # The RAM-side parts ``attach`` builds are plain attributes (a request's path reads
+    # them with no call); before ``attach`` reading one raises the wiring error.
+    pipeline: Pipeline
+    walker: Walker
+    caches: Caches
 
-    @property
-    def walker(self) -> Walker:
-        return self.attached(self._walker)
+    if not TYPE_CHECKING:
 
-    @property
-    def caches(self) -> Caches:
-        return self.attached(self._caches)
+        def __getattr__(self, name: str) -> object:
+            if name in _ATTACHED_PARTS:
+                return self.attached(None)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def qi(self) -> InvalidationQueue:
