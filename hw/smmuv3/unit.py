@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
-from hw.bus import DmaFault, DmaResult, Finding
+from hw.bus import DmaFault, DmaResult, Finding, dma_result
 from hw.iommu_unit import AttachedPart, IommuUnitModel
 from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
@@ -76,6 +76,7 @@ from hw.translation import (
     PipelineStats,
     TagCache,
     TlbEntry,
+    translate_page,
     translate_run,
 )
 
@@ -404,19 +405,20 @@ class Smmuv3Unit(IommuUnitModel):
         slow = sel.slows[kind]
         if slow is None:
             slow = sel.slows[kind] = self._slow_path(rid, pasid, priv, write, sel)
-        runs, fault, hits = translate_run(
+        end = addr + size
+        runs, fault, hits = (translate_page if end <= (addr | 0xFFF) + 1 else translate_run)(
             self._iotlb,
             sel.tag,
             sel.root1 if (addr >> 55) & 1 else sel.root0,
             sel.needs[kind],
             True,
             addr,
-            addr + size,
+            end,
             write,
             slow,
         )
         stats.iotlb_hits += hits
-        return DmaResult(tuple(runs), fault)
+        return dma_result((tuple(runs), fault))
 
     def _translate_off(self, addr: int, size: int, write: bool) -> DmaResult:
         """An empty request, or SMMUEN=0: nothing, a GBPA abort or bypass."""
