@@ -213,11 +213,11 @@ class TagCache:
         tracker = self.tracker
         if tracker is not None:
             deps = tracker.deps
-            for granule in entry.slots:
-                s = deps.get(granule)
-                if s is None:
-                    s = tracker.first(granule)
-                s.add(entry)
+            try:  # every granule has its set already: the usual case (a refill)
+                for granule in entry.slots:
+                    deps[granule].add(entry)
+            except KeyError:
+                tracker.add(entry)
         if old is not None:
             self.dropped([old])
 
@@ -228,10 +228,11 @@ class TagCache:
         if tracker is not None:
             deps = tracker.deps
             for entry in entries:  # SlotTracker.drop_all in line
-                for granule in entry.slots:
-                    s = deps.get(granule)
-                    if s is not None:
-                        s.discard(entry)
+                try:  # a registered entry's granules all have sets
+                    for granule in entry.slots:
+                        deps[granule].discard(entry)
+                except KeyError:
+                    tracker.drop(entry)
 
     def entry_changed(self, entry: TlbEntry) -> None:
         """``entry`` (cached) was re-verified or re-bound: drop its block's summary."""

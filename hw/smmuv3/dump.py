@@ -3,12 +3,16 @@ STRTAB_BASE, as text.
 
 Like Linux's SMMUv3 debugfs proposals and QEMU's ``smmuv3`` trace of decoded STEs/CDs,
 but over every valid STE: STE -> CD table -> CD -> stage-1 leaves, listed as
-``iova -> phys size perms``. Invalid entries and fetch errors are shown inline instead
-of stopping the dump; listings are cut at fixed lengths.
+``iova -> phys size perms``; a stage-2 STE (Config 0b110) lists its stage-2 leaves as
+``s2 ipa -> phys size S2AP``, and a nested one (0b111) both: the guest's CDs and
+stage-1 leaves (``va -> ipa``, its tables read through stage 2), then stage 2. Invalid
+entries and fetch errors are shown inline instead of stopping the dump; listings are cut
+at fixed lengths.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from hw.memory import BusError, Memory
@@ -16,7 +20,7 @@ from hw.smmuv3 import entries as ent
 from hw.smmuv3 import registers as sr
 from hw.smmuv3.caches import GLOBAL
 from hw.smmuv3.findings import tlb_entry
-from hw.smmuv3.walk import PERM_U, PERM_W, CdInfo, SmmuFault, StreamInfo, start_level
+from hw.smmuv3.walk import PERM_U, PERM_W, CdInfo, S2Info, SmmuFault, StreamInfo, start_level
 from hw.translation import TlbEntry
 
 if TYPE_CHECKING:
@@ -29,7 +33,7 @@ MAX_STREAMS = 256
 MAX_CDS = 64
 """Valid CDs printed per STE."""
 
-_CONFIG = {0: "abort", 4: "bypass", 5: "stage-1"}
+_CONFIG = {0: "abort", 4: "bypass", 5: "stage-1", 6: "stage-2", 7: "nested"}
 _DSS = {0: "terminate", 1: "bypass", 2: "substream-0"}
 
 
@@ -101,13 +105,19 @@ def _candidate_sids(unit: Smmuv3Unit, base: int, cfg: int, log2size: int) -> lis
 
 def _dump_ste(unit: Smmuv3Unit, out: list[str], sid: int, ste: StreamInfo) -> None:
     name = _CONFIG.get(ste.config, str(ste.config))
-    if ste.config != ent.STE_CFG_S1:
-        out.append(f"  sid {sid:#x}: {name}")
+    s2 = ste.s2
+    if ste.config not in (ent.STE_CFG_S1, ent.STE_CFG_NESTED):
+        if s2 is None:
+            out.append(f"  sid {sid:#x}: {name}")
+            return
+        out.append(f"  sid {sid:#x}: {name} {_s2_text(ste.vmid, s2)}")
+        _dump_s2_tables(unit.m.memory, out, s2)
         return
-    out.append(
+    line = (
         f"  sid {sid:#x}: {name} vmid={ste.vmid} cdtable={ste.ctxptr:#x} "
         f"s1fmt={ste.s1fmt} s1cdmax={ste.s1cdmax} s1dss={_DSS.get(ste.s1dss, ste.s1dss)}"
     )
+    out.append(line if s2 is None else f"{line} {_s2_text(None, s2)}")
     shown = 0
     for index in range(1 << ste.s1cdmax):
         try:
@@ -120,32 +130,98 @@ def _dump_ste(unit: Smmuv3Unit, out: list[str], sid: int, ste: StreamInfo) -> No
         shown += 1
         if shown > MAX_CDS:
             out.append("    ... more context descriptors")
-            return
+            break
         out.append(
             f"    cd {index}: asid={cd.asid} ttb0={cd.ttb0:#x} va_bits={cd.va0} "
             f"epd0={int(cd.epd0)} epd1={int(cd.epd1)} ips={cd.ips} r={int(cd.r)} a={int(cd.a)}"
         )
-        _dump_tables(unit.m.memory, out, cd)
+        _dump_tables(unit, out, cd, s2)
+    if s2 is not None:
+        _dump_s2_tables(unit.m.memory, out, s2)
 
 
-def _dump_tables(mem: Memory, out: list[str], cd: CdInfo) -> None:
+def _s2_text(vmid: int | None, s2: S2Info) -> str:
+    """The stage-2 controls of an STE (Config 0b110/0b111), as one line's tail."""
+    head = "" if vmid is None else f"vmid={vmid} "
+    return (
+        f"{head}s2ttb={s2.ttb:#x} ipa_bits={s2.ia_bits} s2sl={s2.level} ps={s2.ps} "
+        f"s2r={int(s2.record)} ha={int(s2.ha)} hd={int(s2.hd)}"
+    )
+
+
+Leaf = Callable[[int, int, int], str]
+"""Formats one leaf: (input address, descriptor, page shift) -> the listing line."""
+
+
+def _dump_tables(unit: Smmuv3Unit, out: list[str], cd: CdInfo, s2: S2Info | None) -> None:
+    """The CD's TTB0 leaves as ``va -> phys``; under a nested STE the stage-1 tables
+    hold IPAs, read through stage 2, and the leaves are listed as ``va -> ipa``."""
     if cd.epd0:
         return
-    leaves: list[str] = []
+    xlate: Callable[[int], int | None] | None = None
+    target = ""
+    if s2 is not None:
+        target = "ipa "
+
+        def xlate(ipa: int) -> int | None:
+            try:
+                return unit.walker.walk_s2(s2, ipa, False, False, [], ent.EVT_CLASS_TT)[0]
+            except SmmuFault:
+                return None
+
+    def leaf(va: int, pte: int, shift: int) -> str:
+        out_addr = pte & ent.LpaeLeaf.OA.mask & ~((1 << shift) - 1)
+        return f"      {va:#x} -> {target}{out_addr:#x} {1 << shift:#x} {_perms(pte)}"
+
     level = start_level(cd.va0)
-    _walk_table(mem, cd.ttb0, level, cd.va0, 0, leaves)
+    _listing(unit.m.memory, out, cd.ttb0, level, cd.va0, leaf, xlate)
+
+
+def _dump_s2_tables(mem: Memory, out: list[str], s2: S2Info) -> None:
+    """The stage-2 leaves as ``ipa -> phys`` (concatenated start-level tables included)."""
+
+    def leaf(ipa: int, pte: int, shift: int) -> str:
+        phys = pte & ent.LpaeS2Leaf.OA.mask & ~((1 << shift) - 1)
+        return f"      s2 {ipa:#x} -> {phys:#x} {1 << shift:#x} {_s2_perms(pte)}"
+
+    _listing(mem, out, s2.ttb, s2.level, s2.ia_bits, leaf, None)
+
+
+def _listing(
+    mem: Memory,
+    out: list[str],
+    root: int,
+    level: int,
+    va_bits: int,
+    leaf: Leaf,
+    xlate: Callable[[int], int | None] | None,
+) -> None:
+    leaves: list[str] = []
+    _walk_table(mem, root, level, 1 << (va_bits - (39 - 9 * level)), 0, leaves, leaf, xlate)
     out.extend(leaves[:MAX_LEAVES])
     if len(leaves) > MAX_LEAVES:
         out.append(f"      ... {len(leaves) - MAX_LEAVES} more")
 
 
-def _walk_table(mem: Memory, table: int, level: int, va_bits: int, va: int, out: list[str]) -> None:
+def _walk_table(
+    mem: Memory,
+    table: int,
+    level: int,
+    count: int,
+    va: int,
+    out: list[str],
+    leaf: Leaf,
+    xlate: Callable[[int], int | None] | None,
+) -> None:
+    """``count`` descriptors of the level-``level`` table at ``table`` (an IPA when
+    ``xlate`` maps table addresses through stage 2), leaves formatted by ``leaf``."""
     shift = 39 - 9 * level
-    count = 1 << min(9, va_bits - shift)
     for idx in range(count):
         if len(out) > MAX_LEAVES:
             return
-        pte = _q(mem, table + 8 * idx)
+        addr = table + 8 * idx
+        pa = addr if xlate is None else xlate(addr)
+        pte = None if pa is None else _q(mem, pa)
         if pte is None:
             out.append(f"      table {table:#x}: unreadable")
             return
@@ -153,10 +229,10 @@ def _walk_table(mem: Memory, table: int, level: int, va_bits: int, va: int, out:
             continue
         iova = va | (idx << shift)
         if pte & 2 and level < 3:
-            _walk_table(mem, pte & ent.LpaeLeaf.OA.mask, level + 1, va_bits, iova, out)
+            nxt = pte & ent.LpaeLeaf.OA.mask
+            _walk_table(mem, nxt, level + 1, 512, iova, out, leaf, xlate)
         elif level in (1, 2) or pte & 2:
-            phys = pte & ent.LpaeLeaf.OA.mask & ~((1 << shift) - 1)
-            out.append(f"      {iova:#x} -> {phys:#x} {1 << shift:#x} {_perms(pte)}")
+            out.append(leaf(iova, pte, shift))
 
 
 def _perms(pte: int) -> str:
@@ -168,6 +244,16 @@ def _perms(pte: int) -> str:
         + ("u" if perms & PERM_U else "p")
         + (" af" if pte & ent.LpaeLeaf.AF.mask else " !af")
         + (" ng" if pte & ent.LpaeLeaf.NG.mask else " g")
+    )
+
+
+def _s2_perms(pte: int) -> str:
+    """S2AP as ``r``/``w`` (``-`` for a missing right), then AF and DBM."""
+    return (
+        ("r" if pte & ent.LpaeS2Leaf.S2AP_R.mask else "-")
+        + ("w" if pte & ent.LpaeS2Leaf.S2AP_W.mask else "-")
+        + (" af" if pte & ent.LpaeS2Leaf.AF.mask else " !af")
+        + (" dbm" if pte & ent.LpaeS2Leaf.DBM.mask else "")
     )
 
 

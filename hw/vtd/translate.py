@@ -360,27 +360,6 @@ class Translation:
         self.spare = slow
         return dma_result((runs, fault))
 
-    def fill(self, sel: Sel, a: int, write: bool, memo: WalkMemo | None) -> TlbEntry:
-        """IOTLB miss: walk (setting the A flags above the leaf) and fill; the caller
-        sets the leaf's A flag, with D when the write is permitted, in one update. A
-        nested stage's entry is the combined (first- then second-stage) translation,
-        cached under the nested tag with both stages' entries as its slots (its walk
-        keeps no memo)."""
-        self.stats.iotlb_misses += 1
-        if self.machine.hw_trace is not None:
-            self.unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
-        st = sel.stage
-        if st.kind == KIND_SL:
-            leaf = self.walker.walk_sl(st, a, write, sel.scalable, sel.fpd, True, memo, False)
-        elif st.kind == KIND_FL:
-            leaf = self.walker.walk_fl(st, a, sel.fpd, True, memo, False)
-        else:
-            leaf = self.walker.walk_nested(st, a, write, sel.fpd, True, False)
-        leaf.tag = sel.key
-        leaf.dirty = sel.entry_dirty  # a stage with A/D: False until a write sets D
-        self.iotlb.put(leaf)
-        return leaf
-
     def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
         """Fill the IOTLB for the pages ``[a, lim)`` of the request, all in the
         last-level table the walk of the page before ``a`` reached (``memo``), with
@@ -651,18 +630,34 @@ class PageSlowPath:
         write = self.write
         check = self.upper_stale
         if e is None:
+            # A miss: walk (setting the A flags above the leaf) and fill the IOTLB with
+            # the leaf; its A flag, with D when the write is permitted, is set below in
+            # one deferred update. A nested stage's entry is the combined (first- then
+            # second-stage) translation, cached under the nested tag with both stages'
+            # entries as its slots (its walk keeps no memo).
             filled = True
             memo = self.memo
             if memo is None and end - a > 0x1000:  # more pages may follow
                 memo = self.memo = WalkMemo()
+            x.stats.iotlb_misses += 1
+            if x.machine.hw_trace is not None:
+                x.unit.emit("hw_vtd:iotlb_miss", did=sel.did, tag=sel.tag, addr=a)
             try:
-                e = x.fill(sel, a, write, memo)
+                if stage.kind == KIND_SL:
+                    e = x.walker.walk_sl(stage, a, write, sel.scalable, sel.fpd, True, memo, False)
+                elif stage.kind == KIND_FL:
+                    e = x.walker.walk_fl(stage, a, sel.fpd, True, memo, False)
+                else:
+                    e = x.walker.walk_nested(stage, a, write, sel.fpd, True, False)
             except TranslationFault as f:
                 if check:
                     x.check_fresh(
                         self.rid, self.pasid, self.priv, self.exe, write, a, (-1, int(f.reason))
                     )
                 return self._fault(a, f.reason, f.fpd)
+            e.tag = sel.key
+            e.dirty = sel.entry_dirty  # a stage with A/D: False until a write sets D
+            x.iotlb.put(e)
         else:
             filled = False
             if e.src is not stage and e.src == stage:

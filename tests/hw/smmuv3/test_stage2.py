@@ -292,3 +292,28 @@ def test_write_through_a_cached_writable_entry_of_a_cleaned_dbm_page_is_stale() 
     g.dma(VA, write=True)
     assert not g.m.memory.read_u64(leaf) & ent.LpaeLeaf.AP2.mask
     assert g.unit.stats.stale_uses == 1
+
+
+def test_dump_decodes_stage2_and_nested_stes_and_lists_both_stages() -> None:
+    """The debug dump names Config 0b110/0b111 with their stage-2 controls, lists the
+    stage-2 leaves as ``ipa -> phys`` with S2AP, and a nested STE's guest CD and
+    stage-1 leaves (``va -> ipa``) read through stage 2."""
+    g = Guest()
+    ipa = GUEST_IPA + 5 * 4096
+    g.smmu.write_ste(RID, ste_s2(g.s2.root, VMID))
+    text = g.unit.dump()
+    assert f"sid {RID:#x}: stage-2 vmid={VMID} s2ttb={g.s2.root:#x} ipa_bits=39 s2sl=1" in text
+    assert f"s2 {ipa:#x} -> {g.pa(ipa):#x} 0x1000 rw af" in text
+    data = g.alloc()
+    g.s2.map(data, g.pa(data), w=False)
+    g.s1_map(VA, data, ro=True)
+    g.nest(asid=9)
+    g.smmu.submit(cmd_cfgi_all())
+    text = g.unit.dump()
+    assert f"sid {RID:#x}: nested vmid={VMID} cdtable={g.cd_table:#x}" in text
+    assert f"s2ttb={g.s2.root:#x}" in text
+    assert f"cd 0: asid=9 ttb0={g.s1_root:#x}" in text
+    assert f"{VA:#x} -> ipa {data:#x} 0x1000 r-u af" in text
+    assert f"s2 {data:#x} -> {g.pa(data):#x} 0x1000 r- af" in text
+    g.s2.unmap(g.s1_root)
+    assert f"table {g.s1_root:#x}: unreadable" in g.unit.dump()
