@@ -181,16 +181,17 @@ class S1MissPath(TlbSlowPath):
             tg, low, above, expect, upper_bad, leaf_test, root = (
                 self.fast1 if (a >> 55) & 1 else self.fast0
             )
+            vpn = a >> 12  # the indexes from the page number: small-int operations
             gt = self.tables.get(self.gtag)
             if a & above == expect and (
-                gt is None or not (gt[0].get(a >> 12) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
+                gt is None or not (gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
             ):
                 q = self.qwords
                 try:
-                    p0 = q[g0 := tg + ((a & low) >> 39)]
-                    p1 = q[g1 := (p0 >> 3) + ((a >> 30) & 0x1FF)]
-                    p2 = q[g2 := (p1 >> 3) + ((a >> 21) & 0x1FF)]
-                    pte = q[g := (p2 >> 3) + ((a >> 12) & 0x1FF)]
+                    p0 = q[g0 := tg + ((vpn & low) >> 27)]
+                    p1 = q[g1 := (p0 >> 3) + ((vpn >> 18) & 0x1FF)]
+                    p2 = q[g2 := (p1 >> 3) + ((vpn >> 9) & 0x1FF)]
+                    pte = q[g := (p2 >> 3) + (vpn & 0x1FF)]
                 except IndexError:  # outside RAM (or a bit above 51): the general path
                     pte = 0
                 if (
@@ -206,7 +207,7 @@ class S1MissPath(TlbSlowPath):
                     if perms:
                         e = TlbEntry(
                             self.tag if pte & NG else self.gtag,
-                            a >> 12,
+                            vpn,
                             12,
                             pte & OA_MASK,
                             perms,

@@ -811,7 +811,7 @@ def _half_params(
 
 Straight = tuple[int, int, int, int, int, int, int]
 """A 4-level TTBx half as a straight read takes it (:func:`straight`): (level-0 table
-as a granule, the VA bits the indexes take, the VA bits checked above the half's
+as a granule, the page-number bits the indexes take, the VA bits checked above the half's
 size, the value they must have, the bits no table descriptor passed may have, the
 leaf bits tested against :data:`LEAF_OK`, the TTBx root)."""
 
@@ -830,7 +830,7 @@ def straight(half: Half | None, leaf_bad: int) -> Straight | None:
         return None
     tg, _, low, above, expect, check, had, root = half
     upper_bad = (check & ~3) | _TABLE_IGNORED_LOW | (0 if had else _APT)
-    return tg, low, above, expect, upper_bad, leaf_bad | LEAF_OK, root
+    return tg, low >> 12, above, expect, upper_bad, leaf_bad | LEAF_OK, root
 
 
 def _table_base(ttb: int, va_bits: int) -> int:
