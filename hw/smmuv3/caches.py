@@ -186,6 +186,20 @@ class Caches:
                     break
             else:  # no stage-2-only entry stays either: the whole cache
                 return self.tlb.flush(None)
+        return self._flush_matching(vmid, asid, addr, pages, global_too, s1, s2)
+
+    def _flush_matching(
+        self,
+        vmid: int | None,
+        asid: int | None,
+        addr: int | None,
+        pages: int,
+        global_too: bool,
+        s1: bool,
+        s2: bool,
+    ) -> int:
+        """:meth:`flush_tlb` through a tag filter (apart, so that the whole-cache case
+        builds no closure cells)."""
 
         def match(key: Hashable) -> bool:
             kv, ka = cast(tuple[int, int], key)
