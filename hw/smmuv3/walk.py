@@ -820,16 +820,17 @@ def straight(half: Half | None, leaf_bad: int) -> Straight | None:
     """The parameters of a 4-level ``half`` for a straight read of its four levels
     (None: disabled, or fewer levels). A walk passes where :meth:`Walker.walk_raw`
     checks nothing more: the three table descriptors are valid tables, none with an
-    address bit at or above the IPS or in 51:48, an ignored bit in 11:3 (the next
-    table's address is then the descriptor shifted, unmasked) nor, unless HADx, an
-    APTable bit (their OR-ed bits test once against ``upper_bad``); the leaf is a
-    valid page descriptor, accessed, EL0-accessible, with no Address Size bit
-    (``leaf_bad``). A table descriptor with a bit above 51 (ignored, NSTable or, with
-    HADx, APTable) is left to the general walk by its unmasked address: outside RAM."""
+    address bit at or above the IPS or in 51:48 nor an ignored bit in 11:3 (the next
+    table's address is then the descriptor shifted, unmasked; their OR-ed bits test
+    once against ``upper_bad``); the leaf is a valid page descriptor, accessed,
+    EL0-accessible, with no Address Size bit (``leaf_bad``). A table descriptor with
+    a bit above 51 (APTable, NSTable, XN/PXNTable, an ignored one) is left to the
+    general walk by its unmasked address, outside RAM (APTable bits are then applied
+    there, unless HADx)."""
     if half is None or half[1] is not _FROM_LEVEL0:
         return None
-    tg, _, low, above, expect, check, had, root = half
-    upper_bad = (check & ~3) | _TABLE_IGNORED_LOW | (0 if had else _APT)
+    tg, _, low, above, expect, check, _had, root = half
+    upper_bad = (check & ~3) | _TABLE_IGNORED_LOW
     return tg, low >> 12, above, expect, upper_bad, leaf_bad | LEAF_OK, root
 
 
