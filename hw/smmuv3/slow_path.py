@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from hw.smmuv3.unit import Smmuv3Unit
 
 LOST_DIRTY = "no dirty update"
+PERM_UR = PERM_U | PERM_R
 NO_STRAIGHT: Straight = (0, 0, 0, -1, 0, 0, 0)
 """The straight parameters of a half that has none: no address passes ``a & 0 == -1``."""
 
@@ -122,19 +123,14 @@ class TlbSlowPath:
 class S1MissPath(TlbSlowPath):
     """:class:`TlbSlowPath` of a clean stage-1 selection (no stage 2) over RAM in one
     piece (:attr:`~hw.smmuv3.walk.Walker.flat`), for a request kind that an accessed,
-    EL0-accessible leaf can serve (not privileged under CD.PAN): its miss of a
-    request's last page through a 4-level half is walked and filled here in one
-    frame. The four descriptors are read straight from the native quadwords, each
-    table descriptor's address taken unmasked (:func:`~hw.smmuv3.walk.straight`
-    rejects every bit that would make it differ from the masked one, and a bit above
-    bit 51 indexes outside RAM); the leaf passes one test (a write needs AP[2]=0) and
-    gives one of two rights (read-only unless a dirty update is pending). Exactly
-    what :meth:`Smmuv3Unit._fill` and :meth:`~hw.smmuv3.walk.Walker.walk_raw` give
-    such a page (the tests compare the two over random tables). Everything else takes
+    EL0-accessible leaf can serve (not privileged under CD.PAN), with the straight
+    fill of one page (:meth:`fill`): the miss of a request's last page takes it here,
+    and a one-page request whose page nothing is cached for takes it from the unit's
+    ``translate`` directly (no pipeline call). Everything :meth:`fill` leaves takes
     the general path, which reads again (reading has no side effect): a cached entry,
     a global one under :attr:`Sel.gtag`, fewer levels, a descriptor that is not a
-    clean table or leaf, a right the request lacks, a request going on past the page
-    (fill-ahead), hardware tracing on."""
+    clean table or leaf, a right the request lacks, an output not in RAM, a request
+    going on past the page (fill-ahead), hardware tracing on."""
 
     __slots__ = (
         "fast0",
@@ -144,6 +140,7 @@ class S1MissPath(TlbSlowPath):
         "iotlb",
         "machine",
         "qwords",
+        "ram",
         "stats",
         "tables",
         "tag",
@@ -162,6 +159,7 @@ class S1MissPath(TlbSlowPath):
         self.tag, self.gtag = sel.tag, sel.gtag
         self.iotlb = unit._p.iotlb
         self.tables = self.iotlb.tables
+        self.ram = self.iotlb.ram
         self.machine = unit._m
         self.qwords = unit._w.qwords
         self.stats = unit.stats
@@ -178,47 +176,65 @@ class S1MissPath(TlbSlowPath):
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         if e is None and end - a <= 4096 and self.machine.hw_trace is None:
-            tg, low, above, expect, upper_bad, leaf_test, root = (
-                self.fast1 if (a >> 55) & 1 else self.fast0
-            )
-            vpn = a >> 12  # the indexes from the page number: small-int operations
-            gt = self.tables.get(self.gtag)
-            if a & above == expect and (
-                gt is None or not (gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
-            ):
-                q = self.qwords
-                try:
-                    p0 = q[g0 := tg + ((vpn & low) >> 27)]
-                    p1 = q[g1 := (p0 >> 3) + ((vpn >> 18) & 0x1FF)]
-                    p2 = q[g2 := (p1 >> 3) + ((vpn >> 9) & 0x1FF)]
-                    pte = q[g := (p2 >> 3) + (vpn & 0x1FF)]
-                except IndexError:  # outside RAM (or a bit above 51): the general path
-                    pte = 0
-                if (
-                    pte & leaf_test == LEAF_OK
-                    and (p0 & p1 & p2 & 3 | (p0 | p1 | p2) & upper_bad) == 3
-                ):
-                    if not pte & AP2:
-                        perms = PERM_WUR
-                    elif self.hd and pte & DBM:
-                        perms = 0  # a pending dirty update: the general path
-                    else:
-                        perms = PERM_U | PERM_R
-                    if perms:
-                        e = TlbEntry(
-                            self.tag if pte & NG else self.gtag,
-                            vpn,
-                            12,
-                            pte & OA_MASK,
-                            perms,
-                            root,
-                            g << 3,
-                            [g0, g1, g2, g],
-                        )
-                        self.iotlb.put(e)
-                        self.stats.iotlb_misses += 1
-                        return e
+            got = self.fill(a)
+            if got is not None:
+                return got
         return TlbSlowPath.__call__(self, e, a, end)
+
+    def fill(self, a: int) -> TlbEntry | None:
+        """Walk and fill page ``a`` (nothing cached for it under :attr:`Sel.tag`, the
+        caller has checked; hardware tracing off) in one frame, or do nothing and
+        return None. Nothing global may be cached for it either; the half must have
+        4 levels. The four descriptors are read straight from the native quadwords,
+        each table descriptor's address taken unmasked
+        (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make it differ
+        from the masked one, and a bit above 51 indexes outside RAM); the leaf passes
+        one test (a write needs AP[2]=0), gives one of two rights (read-only unless a
+        dirty update is pending) and its page must be RAM. Exactly the entry, miss
+        and granules :meth:`Smmuv3Unit._fill` and
+        :meth:`~hw.smmuv3.walk.Walker.walk_raw` give such a page (the tests compare
+        the two over random tables)."""
+        tg, low, above, expect, upper_bad, leaf_test, root = (
+            self.fast1 if (a >> 55) & 1 else self.fast0
+        )
+        vpn = a >> 12  # the indexes from the page number: small-int operations
+        gt = self.tables.get(self.gtag)
+        if a & above != expect or (
+            gt is not None and (gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
+        ):
+            return None
+        q = self.qwords
+        try:
+            p0 = q[g0 := tg + ((vpn & low) >> 27)]
+            p1 = q[g1 := (p0 >> 3) + ((vpn >> 18) & 0x1FF)]
+            p2 = q[g2 := (p1 >> 3) + ((vpn >> 9) & 0x1FF)]
+            pte = q[g := (p2 >> 3) + (vpn & 0x1FF)]
+        except IndexError:  # outside RAM (or a bit above 51): the general path
+            return None
+        if pte & leaf_test != LEAF_OK or (p0 & p1 & p2 & 3 | (p0 | p1 | p2) & upper_bad) != 3:
+            return None
+        if not pte & AP2:
+            perms = PERM_WUR
+        elif self.hd and pte & DBM:
+            return None  # a pending dirty update
+        else:
+            perms = PERM_UR
+        phys = pte & OA_MASK
+        if phys + 4096 > self.ram:
+            return None
+        e = TlbEntry(
+            self.tag if pte & NG else self.gtag,
+            vpn,
+            12,
+            phys,
+            perms,
+            root,
+            g << 3,
+            [g0, g1, g2, g],
+        )
+        self.iotlb.put(e)
+        self.stats.iotlb_misses += 1
+        return e
 
 
 def fill_ahead(unit: Smmuv3Unit, sel: Sel, first: TlbEntry, need: int, end: int) -> None:

@@ -406,7 +406,19 @@ class Smmuv3Unit(IommuUnitModel):
         if slow is None:
             slow = sel.slows[kind] = self._slow_path(rid, pasid, priv, write, sel)
         end = addr + size
-        runs, fault, hits = (translate_page if end <= (addr | 0xFFF) + 1 else translate_run)(
+        one = end <= (addr | 0xFFF) + 1
+        if one and slow.__class__ is S1MissPath and self._m.hw_trace is None:
+            # One page with nothing cached for it under the selection's tag: walked
+            # and filled straight (S1MissPath.fill) as the pipeline's miss would be;
+            # anything fill leaves goes the general way below.
+            t = self._iotlb.tables.get(sel.tag)
+            if t is None or not (
+                t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+            ):
+                e = slow.fill(addr)
+                if e is not None:
+                    return dma_result((((e.phys | (addr & 0xFFF), size),), None))
+        runs, fault, hits = (translate_page if one else translate_run)(
             self._iotlb,
             sel.tag,
             sel.root1 if (addr >> 55) & 1 else sel.root0,

@@ -1,15 +1,16 @@
-"""The straight single-page miss of a clean stage-1 selection (the SMMUv3 slow path
-:class:`~hw.smmuv3.slow_path.S1MissPath`) is exact: over random tables (3 and 4
-levels, every leaf kind: not accessed, privileged, read-only, DBM, global, a block
-at level 3, Address Size bits, output beyond RAM or the IPS; APTable, Address Size
-and ignored bits in the table descriptors above), random CD controls (HA, HD, AFFD,
-HAD0, PAN, TBI0, IPS), random requests within a page and across a page boundary, TLB
-invalidations and descriptor rewrites with and without their TLBI, a unit taking it
-gives exactly what a unit whose slow paths are all the general one
-(:class:`TlbSlowPath`: ``_fill``, ``walk_raw``'s level loop) gives: the same runs
-and faults, TLB entries (tags, frames, rights, granules, sources), dependencies,
-Access/dirty bits in RAM, event records, counters and stale uses. The comparison is
-never vacuous: every seed has misses the straight path served."""
+"""The straight single-page miss of a clean stage-1 selection
+(:meth:`~hw.smmuv3.slow_path.S1MissPath.fill`, taken by the slow path for a request's
+last page and by the unit's ``translate`` for a one-page request) is exact: over
+random tables (3 and 4 levels, every leaf kind: not accessed, privileged, read-only,
+DBM, global, a block at level 3, Address Size bits, output beyond RAM or the IPS;
+APTable, Address Size and ignored bits in the table descriptors above), random CD
+controls (HA, HD, AFFD, HAD0, PAN, TBI0, IPS), random requests within a page and
+across a page boundary, TLB invalidations and descriptor rewrites with and without
+their TLBI, a unit taking it gives exactly what a unit whose slow paths are all the
+general one (:class:`TlbSlowPath`: ``_fill``, ``walk_raw``'s level loop) gives: the
+same runs and faults, TLB entries (tags, frames, rights, granules, sources),
+dependencies, Access/dirty bits in RAM, event records, counters and stale uses. The
+comparison is never vacuous: every seed has misses the straight path served."""
 
 from __future__ import annotations
 
