@@ -13,8 +13,10 @@ set+del) is retired, as dma-direct alone costs ~48x.
 The pair's cost is shared between the kernel core (dma-iommu, the IOVA allocator,
 iommu_map/unmap), the driver (page-table walks and writes, the QI submission and its
 wait) and the VT-d model executing the invalidation; ``driver share`` and ``model
-share`` report those parts from a profile of the same loop. (The scale figures, 1M
-live mappings and memory per mapping, are in ``bench_scale``.)
+share`` report those parts from a profile of the same loop, and the ``no-op driver``
+row (informational) times the lazy pair with a driver that does nothing: what the
+vendor-independent layers cost alone, the part of the ratio no driver can remove.
+(The scale figures, 1M live mappings and memory per mapping, are in ``bench_scale``.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from collections.abc import Callable
 
 from benchmarks._harness import BenchResult, best_cpu_of, dict_set_del_ns, figure
 from benchmarks.bench_dma import PAIRS, boot_stack, map_unmap_pairs, per_pair_ns
+from iommulab.presets import EDU_BDF
+from kernel.iommu.iommu_h import IommuDomain, IommuIotlbGather
+from kernel.pci import pci_get_devices
 
 TARGETS = {"strict": 10.0, "lazy": 5.0}
 """Each pair's limit as a multiple of the dma-direct pair (issue 20)."""
@@ -43,6 +48,56 @@ def _shares(pairs: Callable[[], None]) -> tuple[float, float]:
         elif "/hw/" in path:
             model += tottime
     return (driver / total, model / total) if total else (0.0, 0.0)
+
+
+class _FreeDriverOps:
+    """Paging-domain ops that do no work and report success: the pair through them
+    costs the vendor-independent layers alone (DMA API, dma-iommu, the IOVA
+    allocator and the flush queue, iommu_map/iommu_unmap_fast), the floor the
+    mirrored structure puts under any driver."""
+
+    @staticmethod
+    def map_pages(
+        domain: IommuDomain, iova: int, paddr: int, pgsize: int, pgcount: int, prot: int, gfp: int
+    ) -> int:
+        return pgsize * pgcount
+
+    @staticmethod
+    def unmap_pages(
+        domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
+    ) -> int:
+        return pgsize * pgcount
+
+    @staticmethod
+    def iotlb_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
+        return None
+
+    @staticmethod
+    def iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
+        return None
+
+    @staticmethod
+    def flush_iotlb_all(domain: IommuDomain) -> None:
+        return None
+
+
+def _free_driver_pair_ns() -> float:
+    """The lazy pair on the VT-d machine with the edu's DMA domain switched to
+    :class:`_FreeDriverOps` for the timed loops (its own ops are back before the
+    kernel shuts down; nothing was mapped in its tables meanwhile)."""
+    k = boot_stack("vtd", "dma_debug=off iommu.strict=0")
+    try:
+        pairs = map_unmap_pairs()
+        edu = next(d for d in pci_get_devices() if str(d.addr) == EDU_BDF)
+        domain = edu.iommu_group.default_domain
+        ops = domain.ops
+        domain.ops = _FreeDriverOps()
+        try:
+            return best_cpu_of(pairs, repeat=15) / PAIRS * 1e9
+        finally:
+            domain.ops = ops
+    finally:
+        k.shutdown()
 
 
 def bench() -> list[BenchResult]:
@@ -76,6 +131,16 @@ def bench() -> list[BenchResult]:
             "us",
             floor / dict_ns,
             f"dict set+del {dict_ns:.0f} ns",
+        )
+    )
+    alone = _free_driver_pair_ns()
+    rows.append(
+        BenchResult(
+            "  vendor-independent layers alone (no-op driver), lazy (per pair)",
+            alone / 1000,
+            "us",
+            alone / floor,
+            f"dma-direct {floor / 1000:.2f} us",
         )
     )
     for mode, limit in TARGETS.items():

@@ -28,7 +28,7 @@ import mmap
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from attrs import frozen
 
@@ -66,6 +66,28 @@ def _anonymous(size: int) -> mmap.mmap:
 def _qwords(count: int) -> struct.Struct:
     """The packer of ``count`` little-endian quadwords, made once per count."""
     return _QWORDS.setdefault(count, struct.Struct(f"<{count}Q"))
+
+
+class QwordView(Protocol):
+    """RAM indexed by quadword (:attr:`Memory.qwords`)."""
+
+    def __getitem__(self, index: int, /) -> int: ...
+
+
+class _LeQwords:
+    """:attr:`Memory.qwords` on a big-endian host: each index unpacks a little-endian
+    quadword."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+    def __getitem__(self, index: int, /) -> int:  # pragma: no cover - big-endian hosts
+        if index < 0 or 8 * index + 8 > len(self.view):
+            raise IndexError(f"quadword {index} is outside RAM")
+        v: int = _U64.unpack_from(self.view, 8 * index)[0]
+        return v
 
 
 @frozen
@@ -127,6 +149,7 @@ class Memory:
         "_watch",
         "data",
         "holes",
+        "qwords",
         "ranges",
         "size",
         "view",
@@ -157,6 +180,14 @@ class Memory:
         self.view = memoryview(self.data)
         self._q = self.view.cast("Q")
         """The mapping as native quadwords (aligned accesses on a little-endian host)."""
+        self.qwords: QwordView = (
+            self.view.toreadonly().cast("Q") if _LITTLE_ENDIAN else _LeQwords(self.view)
+        )
+        """RAM as read-only little-endian quadwords: ``qwords[addr >> 3]`` is the
+        aligned quadword at ``addr``, read without a call. For a reader that knows its
+        address is RAM (the kernel walking page tables it allocated); unlike
+        :meth:`read_u64` a hole reads as zeros and an index past the top raises
+        ``IndexError``. Stores go through the write accessors (watchers hear of them)."""
         self._watch: dict[int, list[WatchCallback]] = {}
         self.write_origin: Callable[[], CallChain] | None = None
         """What the platform's software captures for a write a model wants to blame
@@ -357,6 +388,12 @@ class Memory:
         first = addr >> PAGE_SHIFT
         last = (addr + size - 1) >> PAGE_SHIFT
         watch = self._watch
+        if first == last:  # a store inside one page (every table entry): one lookup
+            cbs = watch.get(first)
+            if cbs:
+                for cb in tuple(cbs):  # a callback may unwatch
+                    cb(first)
+            return
         if last - first + 1 <= len(watch):
             pfns = [p for p in range(first, last + 1) if p in watch]
         else:

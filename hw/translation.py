@@ -33,7 +33,9 @@ vendor names the event and what was read.
 
 :func:`translate_run` is the one hit path: it is called once per request and loops
 over the request's pages itself, so a warm request costs one Python call, not one per
-page (what the models inlined before, four times).
+page (what the models inlined before, four times); :func:`translate_page` is the same
+for a request inside one 4 KiB page, without the loops. A global flush keeps each
+tag's emptied dicts for the refills that follow (:attr:`TagCache.idle`).
 """
 
 from __future__ import annotations

@@ -147,6 +147,25 @@ class KernelPageTables(Protocol):
     def vunmap(self, addr: int, size: int) -> None: ...
 
 
+class WordView(Protocol):
+    """RAM indexed by 64-bit word (:attr:`MemoryManager.words`)."""
+
+    def __getitem__(self, index: int, /) -> int: ...
+
+
+class _WordsByRead:
+    """:attr:`MemoryManager.words` over a memory without a word view: each index is
+    a ``read_u64``."""
+
+    __slots__ = ("mem",)
+
+    def __init__(self, mem: PhysMemory) -> None:
+        self.mem = mem
+
+    def __getitem__(self, index: int, /) -> int:
+        return self.mem.read_u64(index << 3)
+
+
 @define(eq=False)
 class MemoryManager:
     mem: PhysMemory
@@ -173,10 +192,15 @@ class MemoryManager:
     """Usable RAM (base, size) from firmware's e820 map; empty = ``[0, mem.size)``."""
     kernel_pgtables: KernelPageTables | None = None
     """``init_mm``'s page tables once built (only the kernel-sva generation needs them)."""
+    words: WordView = field(init=False)
+    """RAM as 64-bit words by physical address: ``words[phys >> 3]`` is the aligned
+    quadword at ``phys`` (:func:`pgtable_words`)."""
 
     def __attrs_post_init__(self) -> None:
         """``memblock`` from e820 (``e820__memblock_setup``), then the free lists:
         every usable page except the first megabyte; nothing in a hole."""
+        words = getattr(self.mem, "qwords", None)
+        self.words = words if words is not None else _WordsByRead(self.mem)
         if not self.ram:
             self.ram = ((0, self.mem.size),)
         first = RESERVED_LOW >> PAGE_SHIFT
@@ -610,6 +634,17 @@ def pgtable_write64(vaddr: int, value: int) -> bool:
         )
     )
     return False
+
+
+def pgtable_words() -> WordView:
+    """RAM by 64-bit word for an IOMMU driver's walk of its own page tables (C reads
+    ``pte->val`` through the direct map): ``pgtable_words()[phys >> 3]`` is the entry
+    at physical address ``phys``, as ``read64(phys_to_virt(phys))``, without a call
+    per entry. Hot walks read ``current.kernel.mm.words`` once and index it.
+    Differences from ``read64``: a hole reads as zeros and an index past the top of
+    RAM raises ``IndexError``, so it is only for addresses the walk took from tables
+    the kernel allocated (stores still go through :func:`pgtable_write64`)."""
+    return current.kernel.mm.words
 
 
 @define

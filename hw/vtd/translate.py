@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from attrs import define
+from attrs import Factory, define
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding, dma_result
 from hw.translation import (
@@ -90,6 +90,11 @@ class Sel:
     """Whether a filled IOTLB entry needs no D update (a stage without A/D)."""
     needs: tuple[int, ...] = ()
     """:func:`need_bits` for each request kind, indexed ``write | priv << 1 | exe << 2``."""
+    slows: list[PageSlowPath | None] = Factory(lambda: [None] * 16)
+    """The slow path of each kind of request through this selection, indexed ``write |
+    priv << 1 | exe << 2 | (pasid is None) << 3`` (a cached selection belongs to one
+    requester, so that is all a request's slow path depends on); built on first use,
+    reset after each request (its walk memo and fill-ahead count)."""
 
     def __attrs_post_init__(self) -> None:
         st = self.stage
@@ -163,9 +168,9 @@ class Translation:
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
         self.machine = unit.m
-        self.spare: PageSlowPath | None = None
-        """A slow path no request is using: the next request takes it instead of
-        building one (a request made while another runs builds its own)."""
+        self.one_page_fills = True
+        """Whether :meth:`translate` fills a one-page plain miss itself (off: every
+        miss through :class:`PageSlowPath`, the reference its tests compare with)."""
 
     # -- table selection ------------------------------------------------------------
     def check_root(self) -> None:
@@ -313,19 +318,63 @@ class Translation:
         stage = sel.stage
         if stage.kind == KIND_PT:
             return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
-        slow = self.spare
-        if slow is None:
-            slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, upper_stale, False)
-        else:
-            self.spare = None
-            slow.rid, slow.pasid, slow.priv, slow.exe, slow.write = rid, pasid, priv, exe, write
-            slow.sel, slow.upper_stale, slow.need = (
-                sel,
-                upper_stale,
-                sel.needs[write | priv << 1 | exe << 2],
-            )
-            slow.memo, slow.ahead = None, 0
         end = addr + size
+        if (
+            addr >> 12 == (end - 1) >> 12
+            and stage.kind <= KIND_FL
+            and not upper_stale
+            and self.one_page_fills
+            and self.machine.hw_trace is None
+        ):
+            # One page of a first- or second-stage table, a clean selection: a plain
+            # miss (nothing cached for the page) that walks to a leaf granting the
+            # request, in RAM (so outside the interrupt range), is filled and answered
+            # here, as the slow path would (:meth:`PageSlowPath.page`: the miss, the
+            # fill, the leaf's A/D update). Any other outcome goes the general way
+            # below, which walks again (the first walk's only side effect, A flags
+            # above the leaf, is what that walk sets too).
+            iotlb = self.iotlb
+            t = iotlb.tables.get(sel.key)
+            if t is None or not (
+                t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+            ):
+                try:
+                    if stage.kind == KIND_SL:
+                        e = self.walker.walk_sl(
+                            stage, addr, write, sel.scalable, sel.fpd, True, None, False
+                        )
+                    else:
+                        e = self.walker.walk_fl(stage, addr, sel.fpd, True, None, False)
+                except TranslationFault:
+                    pass
+                else:
+                    need = sel.needs[write | priv << 1 | exe << 2]
+                    phys = e.phys | (addr & ((1 << e.shift) - 1))
+                    # No RAM overlaps the interrupt range (hw.machine.PCI_HOLE).
+                    if e.perms & need == need and phys + size <= iotlb.ram:
+                        stats.iotlb_misses += 1
+                        e.tag = sel.key
+                        e.dirty = sel.entry_dirty or write
+                        iotlb.put(e)
+                        if sel.a_bit:
+                            self.walker.set_bits(
+                                e.pte_addr, sel.a_bit | sel.d_bit if write else sel.a_bit
+                            )
+                        return dma_result((((phys, size),), None))
+        if upper_stale:
+            slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, True, False)
+        else:  # the selection's slow path for this kind of request, built once
+            kind = write | priv << 1 | exe << 2 | (pasid is None) << 3
+            cached = sel.slows[kind]
+            if cached is None:
+                slow = sel.slows[kind] = PageSlowPath(
+                    self, rid, pasid, priv, exe, write, sel, False, False
+                )
+            elif cached.busy:  # a request made while another of its kind runs
+                slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, False, False)
+            else:
+                slow = cached
+        slow.busy = True
         try:
             if addr >> 12 == (end - 1) >> 12:  # one page: the pipeline without its loops
                 runs, fault, hits = translate_page(
@@ -353,11 +402,15 @@ class Translation:
                 )
                 runs = tuple(run_list)
         finally:
+            slow.busy = False
             if slow.ad:
                 slow.finish()
+            if slow.memo is not None:  # valid within its request only
+                slow.memo = None
         if hits:  # a request that hit nothing filled nothing ahead either
             stats.iotlb_hits += hits - slow.ahead
-        self.spare = slow
+        if slow.ahead:
+            slow.ahead = 0
         return dma_result((runs, fault))
 
     def fill_ahead(self, slow: PageSlowPath, memo: WalkMemo, a: int, lim: int) -> None:
@@ -548,6 +601,7 @@ class PageSlowPath:
         "ad",
         "ahead",
         "ats",
+        "busy",
         "exe",
         "memo",
         "need",
@@ -584,6 +638,8 @@ class PageSlowPath:
         self.need = sel.needs[write | priv << 1 | exe << 2]
         self.memo: WalkMemo | None = None
         self.ad: dict[int, int] | None = None
+        self.busy = False
+        """A request is using it (one made meanwhile builds its own)."""
         self.ahead = 0
         """Pages :meth:`Translation.fill_ahead` filled: counted as misses there, so
         the hit path that then serves them does not count them as hits."""

@@ -200,6 +200,9 @@ class Walker:
         self.sl_leaf_rsvd = (self.addr_rsvd | (0 if cfg.sc else _SL_SNP), self.addr_rsvd)
         """Reserved bits of a second-stage leaf, [scalable]: SNP (bit 11) too in legacy
         mode without snoop control (ECAP.SC)."""
+        self.flat = little and not memory.holes
+        """RAM is one piece from 0 and :attr:`qwords` is all of it: an entry's granule
+        is RAM exactly when indexing :attr:`qwords` with it does not raise."""
         self.haw_top = 1 << cfg.haw
         """An entry below this has its reserved address bits and bits 63:52 clear."""
         self.sl_leaf_low = ((0 if cfg.sc else _SL_SNP) | _PS, _PS)
@@ -404,35 +407,45 @@ class Walker:
             raise TranslationFault(FR.SM_ADDR_BEYOND if scalable else FR.ADDR_BEYOND_MGAW, fpd)
         qwords, last_q = self.qwords, self.last_q
         ad = update and st.ssade
-        if levels == 4 and not ad and (memo is None or memo.region != addr >> 21):
+        if levels == 4 and not ad and self.flat and (memo is None or memo.region != addr >> 21):
             # The usual 4-level walk, straight: three table pointers and a 4 KiB leaf,
-            # all in RAM, every entry below 2**HAW (so its reserved address bits and
-            # bits 63:52 are clear, and its address is the entry & -4096: small-int
-            # operations only). Anything else (a fault, a large page, a table outside
-            # RAM, a high bit set) drops to the loop below, which reads the levels
-            # again and decides.
+            # all in RAM (in one piece: an index past its end raises), every entry below
+            # 2**HAW (so its reserved address bits and bits 63:52 are clear, and its
+            # address is the entry & -4096: small-int operations only). Anything else
+            # (a fault, a large page, a table outside RAM, a high bit set) drops to the
+            # loop below, which reads the levels again and decides.
             vpn = addr >> 12  # below 2**36: the top index needs no mask
             top = self.haw_top
-            g1 = (st.root >> 3) + (vpn >> 27)
-            p1 = qwords[g1] if g1 <= last_q else 0
-            if p1 & 3 and p1 < top and not p1 & _PS:
-                g2 = ((p1 & -4096) >> 3) + ((vpn >> 18) & 0x1FF)
-                p2 = qwords[g2] if g2 <= last_q else 0
-                if p2 & 3 and p2 < top and not p2 & _PS:
-                    g3 = ((p2 & -4096) >> 3) + ((vpn >> 9) & 0x1FF)
-                    p3 = qwords[g3] if g3 <= last_q else 0
-                    if p3 & 3 and p3 < top and not p3 & _PS:
-                        table = p3 & -4096
-                        g = (table >> 3) + (vpn & 0x1FF)
-                        pte = qwords[g] if g <= last_q else 0
-                        if pte & 3 and pte < top and not pte & self.sl_leaf_low[scalable]:
-                            perms = p1 & p2 & p3 & 7
-                            if memo is not None:
-                                memo.region, memo.table, memo.perms = addr >> 21, table, perms
-                                memo.slots = (g1, g2, g3)
-                            return Leaf(
-                                None, vpn, 12, pte & -4096, perms & pte, st, g << 3, [g1, g2, g3, g]
-                            )
+            try:
+                g1 = (st.root >> 3) + (vpn >> 27)
+                p1 = qwords[g1]
+                if p1 & 3 and p1 < top and not p1 & _PS:
+                    g2 = ((p1 & -4096) >> 3) + ((vpn >> 18) & 0x1FF)
+                    p2 = qwords[g2]
+                    if p2 & 3 and p2 < top and not p2 & _PS:
+                        g3 = ((p2 & -4096) >> 3) + ((vpn >> 9) & 0x1FF)
+                        p3 = qwords[g3]
+                        if p3 & 3 and p3 < top and not p3 & _PS:
+                            table = p3 & -4096
+                            g = (table >> 3) + (vpn & 0x1FF)
+                            pte = qwords[g]
+                            if pte & 3 and pte < top and not pte & self.sl_leaf_low[scalable]:
+                                perms = p1 & p2 & p3 & 7
+                                if memo is not None:
+                                    memo.region, memo.table = addr >> 21, table
+                                    memo.perms, memo.slots = perms, (g1, g2, g3)
+                                return Leaf(
+                                    None,
+                                    vpn,
+                                    12,
+                                    pte & -4096,
+                                    perms & pte,
+                                    st,
+                                    g << 3,
+                                    [g1, g2, g3, g],
+                                )
+            except IndexError:  # a table beyond RAM: the loop faults as the spec says
+                pass
         if memo is not None and memo.region == addr >> 21:
             table, perms, slots, uppers = memo.table, memo.perms, [*memo.slots], _NONE
             memo = None  # it holds this walk's upper levels already

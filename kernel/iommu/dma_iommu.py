@@ -292,8 +292,9 @@ def iommu_dma_alloc_iova(domain: IommuDomain, size: int, dma_limit: int, dev: De
     iovad: IovaDomain = domain.iova_cookie.iovad
     shift = iovad.shift
     iova_len = size >> shift
-    if domain.geometry.force_aperture:
-        dma_limit = min(dma_limit, domain.geometry.aperture_end)
+    geometry = domain.geometry
+    if geometry.force_aperture and dma_limit > geometry.aperture_end:
+        dma_limit = geometry.aperture_end  # min(dma_limit, aperture_end)
     param = dev.iommu
     if (
         param is not None

@@ -170,15 +170,31 @@ class IommuDomain:
         return f"<iommu_domain {self.name or hex(id(self))} type={self.type:#x}>"
 
 
-@define(eq=False)
+@define(eq=False, init=False)
 class IommuIotlbGather:
-    """``struct iommu_iotlb_gather``: the range an unmap touched, flushed by iotlb_sync."""
+    """``struct iommu_iotlb_gather``: the range an unmap touched, flushed by iotlb_sync.
+    (The initializer is written out: one is made per unmap, and attrs' factory call
+    for ``freelist`` costs more than a list display.)"""
 
-    start: int = ULONG_MAX
-    end: int = 0
-    pgsize: int = 0
-    freelist: list[Any] = field(factory=list)
-    queued: bool = False
+    start: int
+    end: int
+    pgsize: int
+    freelist: list[Any]
+    queued: bool
+
+    def __init__(
+        self,
+        start: int = ULONG_MAX,
+        end: int = 0,
+        pgsize: int = 0,
+        freelist: list[Any] | None = None,
+        queued: bool = False,
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.pgsize = pgsize
+        self.freelist = [] if freelist is None else freelist
+        self.queued = queued
 
 
 def iommu_iotlb_gather_init(gather: IommuIotlbGather) -> None:
@@ -399,7 +415,11 @@ class SupportsDomainAllocSva(Protocol):
 
 def iommu_iotlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
     """``iommu_iotlb_sync``: the domain's ``iotlb_sync`` op on the gather, then reset it."""
-    iotlb_sync = getattr(domain.ops, "iotlb_sync", None)  # has_optional_op, per unmap
+    ops: Any = domain.ops
+    try:
+        iotlb_sync = ops.iotlb_sync  # has_optional_op, read once per unmap
+    except AttributeError:
+        iotlb_sync = None
     if iotlb_sync is not None:
         iotlb_sync(domain, gather)
     iommu_iotlb_gather_init(gather)

@@ -10,7 +10,7 @@ on each function.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from kernel.bug import WARN_ON
 from kernel.errno import EINVAL, ENODEV, ENOMEM, EOVERFLOW, KernelError
@@ -67,7 +67,11 @@ def __iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int
     a page) takes the loop once without :func:`iommu_pgsize`."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         raise EINVAL(f"domain type {domain.type:#x} is not a paging domain")
-    map_pages = getattr(domain.ops, "map_pages", None)
+    ops: Any = domain.ops
+    try:
+        map_pages = ops.map_pages
+    except AttributeError:  # a NULL ops->map_pages (the attribute read is has_optional_op)
+        map_pages = None
     bitmap = domain.pgsize_bitmap
     if map_pages is None or bitmap == 0:
         WARN_ON(True)
@@ -118,7 +122,11 @@ def iommu_map(domain: IommuDomain, iova: int, paddr: int, size: int, prot: int, 
     """``iommu_map``: split into page-size runs (``pgsize_bitmap``), map them, then
     ``iotlb_sync_map``; a failure unmaps everything this call mapped."""
     __iommu_map(domain, iova, paddr, size, prot, gfp)
-    sync_map = getattr(domain.ops, "iotlb_sync_map", None)
+    ops: Any = domain.ops
+    try:
+        sync_map = ops.iotlb_sync_map
+    except AttributeError:  # a NULL ops->iotlb_sync_map
+        sync_map = None
     if sync_map is not None:
         try:
             sync_map(domain, iova, size)
@@ -191,7 +199,11 @@ def iommu_unmap_fast(domain: IommuDomain, iova: int, size: int, gather: IommuIot
     (every ``dma_unmap_single`` of a page) is unmapped before the loop."""
     if not domain.type & __IOMMU_DOMAIN_PAGING:
         return 0
-    unmap_pages = getattr(domain.ops, "unmap_pages", None)
+    ops: Any = domain.ops
+    try:
+        unmap_pages = ops.unmap_pages
+    except AttributeError:  # a NULL ops->unmap_pages
+        unmap_pages = None
     bitmap = domain.pgsize_bitmap
     if unmap_pages is None or bitmap == 0:
         WARN_ON(True)

@@ -270,12 +270,15 @@ def alloc_iova_fast(iovad: IovaDomain, size: int, limit_pfn: int, flush_rcache: 
     tried in the range cache first; on failure, optionally flush the caches and retry.
     The cache's common answer (the loaded magazine's top pfn fits the limit: the
     first step of :func:`_rcache_get`'s scan) is taken here without a call."""
-    if size <= 0:
+    if size == 1:  # one granule (every single-page map): order 0, no rounding
+        order = 0
+    elif size <= 0:
         return 0
-    if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
-        size = 1 << (size - 1).bit_length()  # roundup_pow_of_two(size)
+    else:
+        if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
+            size = 1 << (size - 1).bit_length()  # roundup_pow_of_two(size)
+        order = (size - 1).bit_length()  # order_base_2(size)
     rcaches = iovad.rcaches
-    order = (size - 1).bit_length()  # order_base_2(size)
     if rcaches is not None and order < IOVA_RANGE_CACHE_MAX_SIZE:
         mag = rcaches[order].loaded
         if mag and mag[-1] <= limit_pfn - size + 1:
@@ -294,16 +297,17 @@ def free_iova_fast(iovad: IovaDomain, pfn: int, size: int) -> None:
     """``free_iova_fast``: to the range cache when it takes the size, else the tree.
     A loaded magazine with room takes ``pfn`` here (``__iova_rcache_insert``'s common
     case); the rest of :func:`_rcache_insert` runs only when it is full."""
-    if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
-        size = 1 << (size - 1).bit_length() if size > 1 else 1  # roundup_pow_of_two(size)
+    if size == 1:  # one granule: order 0, no rounding
+        order = 0
+    else:
+        if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
+            size = 1 << (size - 1).bit_length() if size > 1 else 1  # roundup_pow_of_two(size)
+        order = (size - 1).bit_length()  # order_base_2(size), size a power of two
     # dma-iommu frees by pfn_lo, a tree key: a dict lookup answers; bisect otherwise.
-    tree = iovad.tree
-    allocated = (pfn in tree and pfn != IOVA_ANCHOR) or find_iova(iovad, pfn) is not None
-    if not allocated:
+    if (pfn not in iovad.tree or pfn == IOVA_ANCHOR) and find_iova(iovad, pfn) is None:
         WARN(True, f"iova: free of unallocated pfn {pfn:#x}")
         return
     rcaches = iovad.rcaches
-    order = (size - 1).bit_length()  # order_base_2(size), size a power of two
     if rcaches is not None and order < IOVA_RANGE_CACHE_MAX_SIZE:
         mag = rcaches[order].loaded
         if len(mag) < IOVA_MAG_SIZE:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from hw.clock import Clock
@@ -49,6 +51,26 @@ def test_watch_fires_for_writes_touching_the_page_only() -> None:
     mem.unwatch(2, hits.append)
     mem.write(2 * 4096, b"z")
     assert hits == [2, 2, 2] and not mem.watched(2)
+
+
+def test_every_watcher_of_the_page_hears_a_store_even_if_one_unwatches_another() -> None:
+    """The watchers are called in the order they watched; one that unwatches the
+    others during the call does not stop them hearing this store, only later ones."""
+    mem = Memory(2 * 4096)
+    heard: list[str] = []
+
+    def first(pfn: int) -> None:
+        heard.append(f"first {pfn}")
+        mem.unwatch(1, second)
+
+    def second(pfn: int) -> None:
+        heard.append(f"second {pfn}")
+
+    mem.watch(1, first)
+    mem.watch(1, second)
+    mem.write_u64(4096 + 8, 1)
+    mem.write_u32(4096 + 16, 2)
+    assert heard == ["first 1", "second 1", "first 1"]
 
 
 def test_quadword_runs_round_trip_and_truncate_to_64_bits() -> None:
@@ -106,6 +128,32 @@ def test_quadwords_at_any_alignment_are_their_little_endian_bytes() -> None:
         with pytest.raises(BusError):
             mem.write_u64(addr, 1)
     assert bytes(mem.data) == before
+
+
+def test_the_quadword_view_reads_what_the_accessors_wrote_and_refuses_stores() -> None:
+    """``qwords[addr >> 3]`` is ``read_u64(addr)`` at every aligned address (random
+    values written through the byte and quadword writers); the view is read-only and
+    ends at the top of RAM; a hole in the middle reads as zeros."""
+    rng = random.Random(20)
+    mem = Memory(4 * 4096)
+    for _ in range(300):
+        addr = rng.randrange(0, mem.size - 8)
+        if rng.random() < 0.5:
+            mem.write_u64(addr, rng.getrandbits(64))
+        else:
+            mem.write(addr, rng.randbytes(8))
+        for aligned in (addr & ~7, (addr + 7) & ~7):
+            expect = int.from_bytes(mem.read(aligned, 8), "little")
+            assert mem.qwords[aligned >> 3] == mem.read_u64(aligned) == expect
+    with pytest.raises(TypeError):
+        mem.qwords[0] = 1  # type: ignore[index]
+    with pytest.raises(IndexError):
+        mem.qwords[mem.size >> 3]
+    holed = Memory([(0, 4096), (3 * 4096, 4096)])
+    holed.write_u64(3 * 4096 + 8, 0x55)
+    assert holed.qwords[(3 * 4096 + 8) >> 3] == 0x55 and holed.qwords[4096 >> 3] == 0
+    with pytest.raises(BusError):
+        holed.read_u64(4096)
 
 
 def test_an_aligned_quadword_write_notifies_its_page_only() -> None:
