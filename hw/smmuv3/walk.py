@@ -25,7 +25,6 @@ model's own write does not make its cached entries suspect.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Hashable, Sequence
 from typing import cast
 
@@ -240,14 +239,15 @@ class Walker:
         self.mem = memory
         self.cfg = cfg
         self.oas_bits = cfg.oas_bits
-        self.qwords = memoryview(memory.data).cast("Q")
-        """RAM as native quadwords, indexed by granule (``address >> 3``)."""
-        self.ram_g = (ram_limits(memory)[0] >> 3) - 1 if sys.byteorder == "little" else -1
-        self.flat = not memory.holes and sys.byteorder == "little"
-        """RAM is one piece from 0 read in line: a subscript outside it is a bus error."""
+        self.qwords = memory.qwords
+        """RAM as little-endian quadwords indexed by granule (``address >> 3``):
+        :attr:`Memory.qwords`."""
+        self.ram_g = (ram_limits(memory)[0] >> 3) - 1
         """A descriptor at or below this granule is read in line from :attr:`qwords`
-        (a subscript, no call); above it :meth:`Memory.read_u64` decides (always on
-        a big-endian host, where the native quadwords are not the descriptors)."""
+        (a subscript, no call); above it :meth:`Memory.read_u64` decides (holes)."""
+        self.flat = not memory.holes
+        """RAM is one piece from 0, read in line: a subscript outside it is a bus error
+        (``IndexError``)."""
         self.set_bits: Callable[[int, int], None] = self._set_bits
 
     def _set_bits(self, addr: int, bits: int) -> None:
