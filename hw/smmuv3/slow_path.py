@@ -175,7 +175,7 @@ class S1MissPath(TlbSlowPath):
         return tg, low, above, expect, upper_bad, leaf_test | AP2, root
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
-        if e is None and end - a <= 4096 and self.machine.hw_trace is None:
+        if e is None and end - a <= 4096:
             got = self.fill(a)
             if got is not None:
                 return got
@@ -183,9 +183,9 @@ class S1MissPath(TlbSlowPath):
 
     def fill(self, a: int) -> TlbEntry | None:
         """Walk and fill page ``a`` (nothing cached for it under :attr:`Sel.tag`, the
-        caller has checked; hardware tracing off) in one frame, or do nothing and
-        return None. Nothing global may be cached for it either; the half must have
-        4 levels. The four descriptors are read straight from the native quadwords,
+        caller has checked) in one frame, or do nothing and return None. Hardware
+        tracing must be off (a miss event per page), nothing global cached for the
+        page, the half 4 levels. The four descriptors are read straight from the native quadwords,
         each table descriptor's address taken unmasked
         (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make it differ
         from the masked one, and a bit above 51 indexes outside RAM); the leaf passes
@@ -199,8 +199,10 @@ class S1MissPath(TlbSlowPath):
         )
         vpn = a >> 12  # the indexes from the page number: small-int operations
         gt = self.tables.get(self.gtag)
-        if a & above != expect or (
-            gt is not None and (gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30))
+        if (
+            a & above != expect
+            or self.machine.hw_trace is not None
+            or (gt is not None and (gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30)))
         ):
             return None
         q = self.qwords

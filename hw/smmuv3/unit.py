@@ -407,7 +407,7 @@ class Smmuv3Unit(IommuUnitModel):
             slow = sel.slows[kind] = self._slow_path(rid, pasid, priv, write, sel)
         end = addr + size
         one = end <= (addr | 0xFFF) + 1
-        if one and slow.__class__ is S1MissPath and self._m.hw_trace is None:
+        if one and slow.__class__ is S1MissPath:
             # One page with nothing cached for it under the selection's tag: walked
             # and filled straight (S1MissPath.fill) as the pipeline's miss would be;
             # anything fill leaves goes the general way below.

@@ -190,3 +190,16 @@ def test_straight_miss_matches_the_general_slow_path(seed: int) -> None:
         assert fast.state() == ref.state()
     assert ref.fills > fast.fills, "the straight path served no miss"
     assert fast.rig.unit.stats.iotlb_misses == ref.rig.unit.stats.iotlb_misses
+
+
+def test_with_hardware_tracing_a_one_page_miss_is_its_miss_event() -> None:
+    """Tracing on, the one-page miss goes the general way, which reports it."""
+    side = Side(0, False)
+    side.rig.m.memory.write_u64(side.leaves[1, 3], PageTable.leaf(PHYS + (7 << 12)))
+    events: list[tuple[str, dict[str, object]]] = []
+    side.rig.m.set_hw_trace_sink(lambda name, ts, fields: events.append((name, fields)))
+    r = _req(side, 1, IOVA + (3 << 12) + 8, 64, False, False)
+    assert r.runs == ((PHYS + (7 << 12) + 8, 64),) and r.fault is None
+    misses = [f["addr"] for name, f in events if name == "hw_smmuv3:tlb_miss"]
+    assert misses == [IOVA + (3 << 12) + 8]
+    assert side.fills == 1  # through the unit's _fill
