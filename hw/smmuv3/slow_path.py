@@ -185,13 +185,13 @@ class S1MissPath(TlbSlowPath):
         """Walk and fill page ``a`` (nothing cached for it under :attr:`Sel.tag`, the
         caller has checked) in one frame, or do nothing and return None. Hardware
         tracing must be off (a miss event per page), nothing global cached for the
-        page, the half 4 levels. The four descriptors are read straight from the native quadwords,
-        each table descriptor's address taken unmasked
-        (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make it differ
-        from the masked one, and a bit above 51 indexes outside RAM); the leaf passes
-        one test (a write needs AP[2]=0), gives one of two rights (read-only unless a
-        dirty update is pending) and its page must be RAM. Exactly the entry, miss
-        and granules :meth:`Smmuv3Unit._fill` and
+        page, the half 4 levels. The four descriptors are read straight from
+        :attr:`~hw.memory.Memory.qwords`, each table descriptor's address taken
+        unmasked (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make
+        it differ from the masked one, and a bit above 51 indexes outside RAM); the
+        leaf passes one test (a write needs AP[2]=0), gives one of two rights
+        (read-only unless a dirty update is pending) and its page must be RAM.
+        Exactly the entry, miss and granules :meth:`Smmuv3Unit._fill` and
         :meth:`~hw.smmuv3.walk.Walker.walk_raw` give such a page (the tests compare
         the two over random tables)."""
         tg, low, above, expect, upper_bad, leaf_test, root = (
