@@ -22,11 +22,14 @@ part of the STE/CD entry built through them rather than cached on their own.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from hw.pagewatch import SlotCached
 from hw.smmuv3.walk import CdInfo, StreamInfo, need_bits
-from hw.translation import Pipeline, SlowPath, TagCache
+from hw.translation import Pipeline, TagCache
+
+if TYPE_CHECKING:
+    from hw.smmuv3.slow_path import TlbSlowPath
 
 GLOBAL = -1
 S2_ONLY = -2
@@ -80,7 +83,7 @@ class Sel:
         pan = cd.pan if cd is not None else False
         self.needs = tuple(need_bits(bool(i & 1), bool(i & 2), pan) for i in range(4))
         """:func:`need_bits`, indexed ``write | priv << 1``."""
-        self.slows: list[SlowPath | None] = [None] * 4
+        self.slows: list[TlbSlowPath | None] = [None] * 4
         """The slow path of each request kind (same index), made at first use."""
 
 

@@ -401,12 +401,10 @@ class Smmuv3Unit(IommuUnitModel):
                 return self._translate_select(rid, pasid, priv, addr, size, write)
             stats.cd_hits += 1
         stats.ste_hits += 1
-        kind = write | priv << 1
-        slow = sel.slows[kind]
+        slow = sel.slows[write | priv << 1]
         if slow is None:
-            slow = sel.slows[kind] = self._slow_path(rid, pasid, priv, write, sel)
-        end = addr + size
-        one = end <= (addr | 0xFFF) + 1
+            slow = sel.slows[write | priv << 1] = self._slow_path(rid, pasid, priv, write, sel)
+        one = (addr & 0xFFF) + size <= 4096
         if one and slow.__class__ is S1MissPath:
             # One page with nothing cached for it under the selection's tag: walked
             # and filled straight (S1MissPath.fill) as the pipeline's miss would be;
@@ -422,10 +420,10 @@ class Smmuv3Unit(IommuUnitModel):
             self._iotlb,
             sel.tag,
             sel.root1 if (addr >> 55) & 1 else sel.root0,
-            sel.needs[kind],
+            slow.need,
             True,
             addr,
-            end,
+            addr + size,
             write,
             slow,
         )
