@@ -171,6 +171,7 @@ class Translation:
         unit = self.unit
         self.walker = unit.walker
         self.caches = unit.caches
+        self.sels = unit.caches.sels
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
         self.machine = unit.m
@@ -267,9 +268,10 @@ class Translation:
         addr: int,
         size: int,
         write: bool,
-        exe: bool,
+        exe: bool = False,
     ) -> DmaResult:
-        """An untranslated request with remapping on: select, then the pipeline.
+        """An untranslated request with remapping on: select, then the pipeline
+        (:meth:`VtdUnit.translate` itself while no protected range is enabled).
 
         The selection of a request whose context entry (and PASID entry) are cached
         and clean is the one kept on that entry (derived from it alone), counting the
@@ -283,16 +285,15 @@ class Translation:
             key = (rid, pasid, priv, exe)
         if size <= 0:
             return DmaResult(())
-        caches = self.caches
         stats = self.stats
-        sels = caches.sels
-        sel = sels.get(key)
+        sel = self.sels.get(key)
         upper_stale = False
         if sel is not None:
             stats.ctx_hits += 1
             if sel.scalable:
                 stats.pasid_hits += 1
         else:
+            caches = self.caches
             ce = caches.ctx.get(rid)
             # A clean entry was read (or re-checked) under the current RTADDR: latching
             # a new one (SRTP) marks every entry suspect, and :meth:`ctx_cached` refuses
@@ -320,7 +321,7 @@ class Translation:
                         stats.ctx_hits += 1
                         stats.pasid_hits += 1
             if sel is not None:
-                sels[key] = sel
+                self.sels[key] = sel
             else:
                 stale_box = [False]
                 try:
@@ -337,8 +338,6 @@ class Translation:
                     )
                 upper_stale = stale_box[0]
         stage = sel.stage
-        if stage.kind == KIND_PT:
-            return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
         if (
             sel.one_page
             and (addr & 0xFFF) + size <= 0x1000
@@ -385,6 +384,8 @@ class Translation:
                                 e.pte_addr, sel.a_bit | sel.d_bit if write else sel.a_bit
                             )
                         return dma_result((((phys, size),), None))
+        if stage.kind == KIND_PT:
+            return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
         end = addr + size
         if upper_stale:
             slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, True, False)
