@@ -175,7 +175,6 @@ class Translation:
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
         self.machine = unit.m
-        self.flat = unit.walker.flat
         self.one_page_fills = True
         """Whether :meth:`translate` fills a one-page plain miss itself (off: every
         miss through :class:`PageSlowPath`, the reference its tests compare with)."""
@@ -357,9 +356,8 @@ class Translation:
             if t is None or not (
                 t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
             ):
-                e: Leaf | None = None
-                if sel.sl4 and self.flat:  # the straight walk, without walk_sl's call
-                    e = self.walker.walk_sl4(stage, addr, sel.scalable, None)
+                # The straight walk without walk_sl's call; anything else walk_sl's.
+                e = self.walker.walk_sl4(stage, addr, sel.scalable, None) if sel.sl4 else None
                 if e is None:
                     try:
                         if stage.kind == KIND_SL:

@@ -211,7 +211,9 @@ class Walker:
         self.haw_top = 1 << cfg.haw
         self.sl_bits = tuple(min(30 + 9 * (n - 2), cfg.mgaw) for n in range(6))
         """Second-stage input address width for each level count (MGAW caps it)."""
-        self.sl4_bits = self.sl_bits[4]
+        self.sl4_top = 1 << self.sl_bits[4] if self.flat else 0
+        """Where :meth:`walk_sl4` gives up at once: the 4-level input width, or
+        everything when RAM is not in one piece."""
         self.set_bits: Callable[[int, int], None] = _set_bits(memory)
         self.set_bits_many: Callable[[dict[int, int]], None] = self._set_bits_many
 
@@ -225,12 +227,12 @@ class Walker:
     def haw_top(self, top: int) -> None:
         self._haw_top = top
         high = _U64_MASK & -top if top else 0
-        self.sl4_up = high | _PS | 3 if top else 0
-        """A (64-bit) entry ANDed with this is 1, 2 or 3 exactly when it is present (R
-        or W), below 2**HAW and not a large page: a table pointer the straight walk
-        follows (0 when :attr:`haw_top` is 0: nothing is)."""
+        self.sl4_up = high | _PS if top else -1
+        """The bits a table pointer the straight walk follows has clear (bits at and
+        above HAW, PS); all of them when :attr:`haw_top` is 0 (nothing is followed)."""
         self.sl4_leaf = tuple(high | low | 3 if top else 0 for low in self.sl_leaf_low)
-        """The same for a 4 KiB leaf, [scalable] (:attr:`sl_leaf_low` clear too)."""
+        """A (64-bit) 4 KiB leaf ANDed with this is 1, 2 or 3 exactly when it is
+        present (R or W), below 2**HAW, with :attr:`sl_leaf_low` clear, [scalable]."""
 
     def _set_bits_many(self, updates: dict[int, int]) -> None:
         for addr, bits in updates.items():
@@ -405,49 +407,52 @@ class Walker:
         branch, and a one-page fill's walk): three table pointers and a 4 KiB leaf, all
         in RAM, every entry below 2**HAW (so its reserved address bits and bits 63:52
         are clear, and its address is the entry & -4096: small-int operations only),
-        each entry tested with one AND and one chained comparison. None for anything
+        all four levels read first, then tested together. None for anything
         else (beyond the input width, a fault, a large page, a table outside RAM, a
         high bit set): :meth:`walk_sl` reads the levels again and decides. For a
         stage of 4 levels without A/D updates, RAM in one piece (:attr:`flat`) and
         ``memo`` None or of another region. The leaf is built without a constructor
         call (the fields :class:`~hw.translation.TlbEntry` sets, in line)."""
-        if addr >> self.sl4_bits:
+        if addr >= self.sl4_top:
             return None
         qwords = self.qwords
         vpn = addr >> 12  # below 2**36: the top index needs no mask
-        up = self.sl4_up
-        try:
+        try:  # each level read before any is tested: a broken entry's next index
+            # reads harmless RAM or raises (all are tested before anything is used)
             g1 = (st.root >> 3) + (vpn >> 27)
             p1 = qwords[g1]
-            if 0 < p1 & up < 4:
-                g2 = ((p1 & -4096) >> 3) + ((vpn >> 18) & 0x1FF)
-                p2 = qwords[g2]
-                if 0 < p2 & up < 4:
-                    g3 = ((p2 & -4096) >> 3) + ((vpn >> 9) & 0x1FF)
-                    p3 = qwords[g3]
-                    if 0 < p3 & up < 4:
-                        table = p3 & -4096
-                        g = (table >> 3) + (vpn & 0x1FF)
-                        pte = qwords[g]
-                        if 0 < pte & self.sl4_leaf[scalable] < 4:
-                            perms = p1 & p2 & p3 & 7
-                            if memo is not None:
-                                memo.region, memo.table = addr >> 21, table
-                                memo.perms, memo.slots = perms, (g1, g2, g3)
-                            e = _new(Leaf)
-                            e.slots = [g1, g2, g3, g]
-                            e.suspect = False
-                            e.tag = None
-                            e.vpn = vpn
-                            e.shift = 12
-                            e.phys = pte & -4096
-                            e.perms = perms & pte
-                            e.src = st
-                            e.pte_addr = g << 3
-                            e.dirty = True
-                            return e
-        except IndexError:  # a table beyond RAM: the loop faults as the spec says
-            pass
+            g2 = ((p1 & -4096) >> 3) + ((vpn >> 18) & 0x1FF)
+            p2 = qwords[g2]
+            g3 = ((p2 & -4096) >> 3) + ((vpn >> 9) & 0x1FF)
+            p3 = qwords[g3]
+            table = p3 & -4096
+            g = (table >> 3) + (vpn & 0x1FF)
+            pte = qwords[g]
+        except IndexError:  # beyond RAM: the loop decides (a table there faults)
+            return None
+        if (
+            p1 & 3
+            and p2 & 3
+            and p3 & 3
+            and not (p1 | p2 | p3) & self.sl4_up
+            and 0 < pte & self.sl4_leaf[scalable] < 4
+        ):
+            perms = p1 & p2 & p3 & 7
+            if memo is not None:
+                memo.region, memo.table = addr >> 21, table
+                memo.perms, memo.slots = perms, (g1, g2, g3)
+            e = _new(Leaf)
+            e.slots = [g1, g2, g3, g]
+            e.suspect = False
+            e.tag = None
+            e.vpn = vpn
+            e.shift = 12
+            e.phys = pte & -4096
+            e.perms = perms & pte
+            e.src = st
+            e.pte_addr = g << 3
+            e.dirty = True
+            return e
         return None
 
     def walk_sl(
