@@ -246,8 +246,10 @@ def calculate_psi_aligned_address(start: int, end: int) -> tuple[int, int, int]:
     return start & ~((ir.VTD_PAGE_SIZE << mask) - 1), aligned_pages, mask
 
 
-class _Batch:
-    """``struct qi_batch``: descriptors for one unit, submitted together."""
+class QiBatch:
+    """``struct qi_batch`` (``domain->qi_batch``): descriptors for one unit, submitted
+    together. One per domain, made on its first flush (C allocates it when the
+    domain gets its first cache tag); empty between flushes."""
 
     __slots__ = ("descs", "iommu")
 
@@ -265,10 +267,20 @@ class _Batch:
             self.flush()
 
     def flush(self) -> None:
-        """``qi_batch_flush_descs``."""
-        if self.iommu is not None and self.descs:
-            qi_submit_sync(self.iommu, self.descs)
-        self.descs = []
+        """``qi_batch_flush_descs``: submit and empty the batch (emptied first, so a
+        submission that raises leaves nothing behind for the next flush)."""
+        descs = self.descs
+        if self.iommu is not None and descs:
+            self.descs = []
+            qi_submit_sync(self.iommu, descs)
+
+
+def domain_qi_batch(domain: DmarDomain) -> QiBatch:
+    """``domain->qi_batch``, made on first use (``domain_qi_batch_alloc``)."""
+    batch = domain.qi_batch
+    if batch is None:
+        batch = domain.qi_batch = QiBatch()
+    return batch
 
 
 def _flush_iotlb(
@@ -278,7 +290,7 @@ def _flush_iotlb(
     pages: int,
     mask: int,
     ih: int,
-    batch: _Batch,
+    batch: QiBatch,
 ) -> None:
     """``cache_tag_flush_iotlb``."""
     iommu = tag.iommu
@@ -295,7 +307,7 @@ def _flush_iotlb(
         __iommu_flush_iotlb(iommu, tag.domain_id, addr | (ih << 6), mask, type)
 
 
-def _flush_devtlb(tag: CacheTag, addr: int, mask: int, batch: _Batch) -> None:
+def _flush_devtlb(tag: CacheTag, addr: int, mask: int, batch: QiBatch) -> None:
     """``cache_tag_flush_devtlb_psi``."""
     assert tag.dev is not None
     info = _info(tag.dev)
@@ -310,7 +322,7 @@ def cache_tag_flush_range(domain: DmarDomain, start: int, end: int, ih: int) -> 
     """``cache_tag_flush_range``: invalidate ``[start, end]`` (inclusive) wherever the
     domain's tags say it may be cached."""
     addr, pages, mask = calculate_psi_aligned_address(start, end)
-    batch = _Batch()
+    batch = domain.qi_batch or domain_qi_batch(domain)
     tracing = trace_cache_tag_flush_range.enabled
     for tag in domain.cache_tags:
         if tag.type in _IOTLB_TAGS:
@@ -338,7 +350,7 @@ def cache_tag_flush_range(domain: DmarDomain, start: int, end: int, ih: int) -> 
 
 def cache_tag_flush_all(domain: DmarDomain) -> None:
     """``cache_tag_flush_all``: every mapping of every tag."""
-    batch = _Batch()
+    batch = domain.qi_batch or domain_qi_batch(domain)
     for tag in domain.cache_tags:
         if tag.type in _IOTLB_TAGS:
             _flush_iotlb(domain, tag, 0, -1, 0, 0, batch)
@@ -363,7 +375,7 @@ def cache_tag_flush_range_np(domain: DmarDomain, start: int, end: int) -> None:
     """``cache_tag_flush_range_np``: after a map. Only caching-mode units with a
     second-stage domain need an IOTLB invalidation; others a write-buffer flush."""
     addr, pages, mask = calculate_psi_aligned_address(start, end)
-    batch = _Batch()
+    batch = domain.qi_batch or domain_qi_batch(domain)
     for tag in domain.cache_tags:
         iommu = tag.iommu
         if not ir.cap_caching_mode(iommu.cap) or domain.use_first_level:

@@ -463,11 +463,14 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     rc = 0
     # C spins (cpu_relax) on the status word; only a clock event can change it or
     # FSTS, so each poll jumps to the next event: exact, and one poll per event.
+    # The status word is read as the half of its 64-bit word it is (pgtable_words'
+    # view of RAM, current.kernel.mm.words: no call per poll).
     wait_status = status + 4 * wait_index
+    q, at, half = current.kernel.mm.words, wait_status >> 3, (wait_status & 4) << 3
     while True:
         if not wait_next_event(deadline):
             return qi_timed_out(iommu, wait_index, "wait descriptor not completed")
-        if mem.read_u32(wait_status) == _DONE:
+        if (q[at] >> half) & 0xFFFF_FFFF == _DONE:
             break
         rc = qi_check_fault(iommu, index, wait_index, count)
         if rc:

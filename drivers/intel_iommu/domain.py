@@ -38,6 +38,8 @@ def dev_info_of(dev: Device) -> DeviceDomainInfo:
 
 
 def to_dmar_domain(domain: IommuDomain) -> DmarDomain:
+    """``to_dmar_domain`` (``container_of``: the domain is the ``dmar_domain``). The
+    ops on every map, unmap and sync make the same check in line."""
     assert isinstance(domain, DmarDomain), f"{domain!r} is not a VT-d paging domain"
     return domain
 

@@ -513,7 +513,8 @@ def intel_iommu_map_pages(
         raise EINVAL(f"page size {pgsize:#x} not supported")
     if (iova | paddr) & (pgsize - 1):
         raise EINVAL(f"iova {iova:#x} / paddr {paddr:#x} not aligned to {pgsize:#x}")
-    return intel_iommu_map(to_dmar_domain(domain), iova, paddr, pgsize * pgcount, prot, gfp)
+    assert isinstance(domain, DmarDomain), f"{domain!r} is not a VT-d paging domain"
+    return intel_iommu_map(domain, iova, paddr, pgsize * pgcount, prot, gfp)
 
 
 def intel_iommu_unmap(domain: DmarDomain, iova: int, size: int, gather: IommuIotlbGather) -> int:
@@ -521,7 +522,7 @@ def intel_iommu_unmap(domain: DmarDomain, iova: int, size: int, gather: IommuIot
     tables the range empties are freed after the flush. (Runs on every unmap:
     ``read64``, ``dma_pte_present`` and ``level_to_offset_bits`` are written out.)"""
     pte, level = pfn_to_dma_pte(domain, iova >> ir.VTD_PAGE_SHIFT, 0, GFP_ATOMIC)
-    if not pte or not current.kernel.mm.mem.read_u64(pte - PAGE_OFFSET) & 3:
+    if not pte or not current.kernel.mm.words[(pte - PAGE_OFFSET) >> 3] & 3:
         return 0
     large = SZ_4K << ((level - 1) * ir.VTD_STRIDE_SHIFT)
     if size < large:
@@ -543,15 +544,16 @@ def intel_iommu_unmap(domain: DmarDomain, iova: int, size: int, gather: IommuIot
 def intel_iommu_unmap_pages(
     domain: IommuDomain, iova: int, pgsize: int, pgcount: int, gather: IommuIotlbGather
 ) -> int:
-    return intel_iommu_unmap(to_dmar_domain(domain), iova, pgsize * pgcount, gather)
+    assert isinstance(domain, DmarDomain), f"{domain!r} is not a VT-d paging domain"
+    return intel_iommu_unmap(domain, iova, pgsize * pgcount, gather)
 
 
 def intel_iommu_tlb_sync(domain: IommuDomain, gather: IommuIotlbGather) -> None:
     """``intel_iommu_tlb_sync``: flush the gathered range (IH when no table was
     freed), then free the tables."""
-    dmar_domain = to_dmar_domain(domain)
+    assert isinstance(domain, DmarDomain), f"{domain!r} is not a VT-d paging domain"
     if gather.end >= gather.start:
-        domain_flush_range(dmar_domain, gather.start, gather.end, int(not gather.freelist))
+        domain_flush_range(domain, gather.start, gather.end, int(not gather.freelist))
     iommu_put_pages_list(gather.freelist)
 
 
@@ -565,9 +567,9 @@ def intel_flush_iotlb_all(domain: IommuDomain) -> None:
 
 def intel_iommu_iotlb_sync_map(domain: IommuDomain, iova: int, size: int) -> None:
     """``intel_iommu_iotlb_sync_map``."""
-    dmar_domain = to_dmar_domain(domain)
-    if dmar_domain.iotlb_sync_map:
-        cache_tag_flush_range_np(dmar_domain, iova, iova + size - 1)
+    assert isinstance(domain, DmarDomain), f"{domain!r} is not a VT-d paging domain"
+    if domain.iotlb_sync_map:
+        cache_tag_flush_range_np(domain, iova, iova + size - 1)
 
 
 def intel_iommu_iova_to_phys(domain: IommuDomain, iova: int) -> int:

@@ -96,30 +96,32 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
     (:func:`kernel.mm.pgtable_write64`), and a link it refuses ends the walk with
     0 instead of walking on. (Runs on every map and unmap: ``domain_pfn_supported``,
     ``agaw_to_level`` and ``pfn_level_offset`` are written out, the walk goes by
-    physical table address, and a lookup (``target_level == 0``) has a loop of its
-    own.)"""
+    quadword index into RAM and loads entries through :func:`kernel.mm.pgtable_words`,
+    and a lookup (``target_level == 0``) has a loop of its own.)"""
     agaw = domain.agaw
     if pfn >> PFN_BITS[agaw]:  # !domain_pfn_supported()
         return 0, target_level
     level = agaw + 2  # agaw_to_level()
     shift = (level - 1) * LEVEL_STRIDE
-    table = domain.pgd - PAGE_OFFSET  # tables are direct-mapped pages: read them by address
-    read_u64 = current.kernel.mm.mem.read_u64
+    # Tables are direct-mapped pages: the walk goes by quadword index into RAM (an
+    # entry's physical address >> 3), loading entries as q[i].
+    i = (domain.pgd - PAGE_OFFSET) >> 3
+    q = current.kernel.mm.words
     if not target_level:  # the first leaf, superpage or non-present entry
         while level > 1:
-            pte = table + (((pfn >> shift) & 0x1FF) << 3)
-            val = read_u64(pte)
+            i += (pfn >> shift) & 0x1FF
+            val = q[i]
             if val & _LARGE or not val & 3:
-                return pte + PAGE_OFFSET, level
-            table = val & PTE_ADDR
+                return (i << 3) + PAGE_OFFSET, level
+            i = (val & PTE_ADDR) >> 3
             shift -= LEVEL_STRIDE
             level -= 1
-        return table + ((pfn & 0x1FF) << 3) + PAGE_OFFSET, 1  # a leaf, present or not
+        return ((i + (pfn & 0x1FF)) << 3) + PAGE_OFFSET, 1  # a leaf, present or not
     while True:
-        pte = table + (((pfn >> shift) & 0x1FF) << 3)
+        i += (pfn >> shift) & 0x1FF
         if level == target_level:  # C reads the entry here only for target_level 0
-            return pte + PAGE_OFFSET, target_level
-        val = read_u64(pte)
+            return (i << 3) + PAGE_OFFSET, target_level
+        val = q[i]
         if not val & 3:
             tmp = alloc_pgtable_page(gfp)
             if tmp is None:
@@ -129,14 +131,14 @@ def pfn_to_dma_pte(domain: DmarDomain, pfn: int, target_level: int, gfp: int) ->
                 new |= _FL_US_A
             if val:  # try_cmpxchg64(&pte->val, 0, new) fails: "use theirs"
                 iommu_free_page(tmp)
-            elif pgtable_write64(pte + PAGE_OFFSET, new):
+            elif pgtable_write64((i << 3) + PAGE_OFFSET, new):
                 val = new
             else:  # the sanitizer refused the link: nothing to walk into
                 iommu_free_page(tmp)
                 return 0, target_level
         if level == 1:
-            return pte + PAGE_OFFSET, target_level
-        table = val & PTE_ADDR
+            return (i << 3) + PAGE_OFFSET, target_level
+        i = (val & PTE_ADDR) >> 3
         shift -= LEVEL_STRIDE
         level -= 1
 
@@ -204,7 +206,7 @@ def __domain_mapping(
         if prot & ir.DMA_PTE_WRITE:
             attr |= ir.DMA_FL_PTE_DIRTY
     domain.has_mappings = True
-    read_u64 = current.kernel.mm.mem.read_u64
+    q = current.kernel.mm.words
     pteval = (phys_pfn << ir.VTD_PAGE_SHIFT) | attr
     done = 0
     pte = 0
@@ -233,7 +235,7 @@ def __domain_mapping(
             if done:
                 return done
             raise ENOMEM("iommu_pgtable")
-        old = read_u64(pte - PAGE_OFFSET)
+        old = q[(pte - PAGE_OFFSET) >> 3]
         if old:
             printk(
                 KERN_CRIT,
@@ -282,21 +284,23 @@ def dma_pte_clear_level(
 ) -> None:
     """``dma_pte_clear_level``: clear entries covering ``[start_pfn, last_pfn]``; tables
     entirely inside the range go on ``freelist``. (Runs per level on every unmap:
-    ``pfn_level_offset``, ``level_size`` and ``first_pte_in_page`` are written out.)"""
+    ``pfn_level_offset``, ``level_size`` and ``first_pte_in_page`` are written out; the
+    entries are walked by quadword index into RAM, loaded through
+    :func:`kernel.mm.pgtable_words`.)"""
     if start_pfn > pfn:
         pfn = start_pfn
     shift = (level - 1) * LEVEL_STRIDE
     size = 1 << shift
-    pte = table - PAGE_OFFSET + (((pfn >> shift) & 0x1FF) << 3)  # by physical address
-    read_u64 = current.kernel.mm.mem.read_u64
+    i = ((table - PAGE_OFFSET) >> 3) + ((pfn >> shift) & 0x1FF)  # the entry's quadword index
+    q = current.kernel.mm.words
     while True:
         level_pfn = pfn >> shift << shift
-        val = read_u64(pte)
+        val = q[i]
         if val & 3:
             if start_pfn <= level_pfn and last_pfn >= level_pfn + size - 1:
                 if level > 1 and not val & _LARGE:
                     dma_pte_list_pagetables(domain, level - 1, val, freelist)
-                pgtable_write64(pte + PAGE_OFFSET, 0)
+                pgtable_write64((i << 3) + PAGE_OFFSET, 0)
             elif level > 1:
                 dma_pte_clear_level(
                     domain,
@@ -308,8 +312,8 @@ def dma_pte_clear_level(
                     freelist,
                 )
         pfn = level_pfn + size
-        pte += 8
-        if not pte & 0xFFF or pfn > last_pfn:  # first_pte_in_page()
+        i += 1
+        if not i & 0x1FF or pfn > last_pfn:  # first_pte_in_page()
             break
 
 

@@ -13,7 +13,7 @@ virtual addresses (``int`` fields ending in the C field name).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import define, field
 
@@ -26,6 +26,9 @@ from kernel.iommu.iommu_h import IommuDevice, IommuDomain
 from kernel.mmu_notifier import MmuNotifier
 from kernel.pci import PciDev
 from kernel.printk import RateLimit
+
+if TYPE_CHECKING:
+    from drivers.intel_iommu.cache import QiBatch
 
 
 class DrhdUnit(Protocol):
@@ -247,6 +250,8 @@ class DmarDomain(IommuDomain):
     """A nested domain's parent (``s2_domain``)."""
     s1_cfg: Any = None
     """A nested domain's ``struct iommu_hwpt_vtd_s1`` (user space's stage-1 table)."""
+    qi_batch: QiBatch | None = None
+    """``domain->qi_batch``: the invalidation batch its flushes fill (made on first use)."""
 
 
 def domain_id_iommu(domain: DmarDomain, iommu: IntelIommu) -> int:

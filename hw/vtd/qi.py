@@ -25,6 +25,9 @@ QI_DELAY_NS = 200
 ATS_INV_NS = 500
 """Time from a device-TLB invalidation to the device's Invalidation Completion."""
 
+_CHECKED_MAX = 1024
+"""Checked descriptors remembered at most (the memo is emptied when full)."""
+
 IQEI_NONE = 0
 IQEI_TAIL = 1
 IQEI_FETCH = 2
@@ -79,7 +82,6 @@ class InvalidationQueue:
         self.inflight = 0
         """Device-TLB invalidations sent whose completion has not come back."""
         self._stalled = False
-        self._event_name = f"{unit.name}:qi"
         # The queue is built when the unit is attached: its machine, clock, RAM and
         # caches are bound once here (the unit's properties check on every access).
         self._m = unit.m
@@ -88,6 +90,8 @@ class InvalidationQueue:
         self._caches = unit.caches
         self._slots: tuple[RegSlot, RegSlot, RegSlot] | None = None
         self._table: dict[int, tuple[int, int, _Handler]] = {}
+        self._checked: dict[tuple[int, ...], tuple[int, _Handler]] = {}
+        """Descriptors (all their quadwords) that passed :meth:`_check`: type, handler."""
 
     # -- enable/disable (GCMD.QIE) -----------------------------------------------------
     def enable(self, on: bool) -> None:
@@ -111,18 +115,19 @@ class InvalidationQueue:
         written out: this runs on every synchronous invalidation)."""
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self._clock.schedule(QI_DELAY_NS, self.process, self._event_name)
+            self._clock.post(QI_DELAY_NS, self.process)
 
     def kick(self) -> None:
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self._clock.schedule(QI_DELAY_NS, self.process, self._event_name)
+            self._clock.post(QI_DELAY_NS, self.process)
 
     def process(self) -> None:
         """Execute descriptors from IQH to IQT (stops at the first error or at a wait
         descriptor that must hold). Each descriptor is fetched (one read of its 2 or 4
-        quadwords), checked against its type's reserved bits and handed to its handler;
-        IQH advances past it. IQT, IQH and FSTS are read and IQH written through their
+        quadwords), checked against its type's reserved bits
+        (:meth:`_check`, once per distinct descriptor) and handed to its handler; IQH
+        advances past it. IQT, IQH and FSTS are read and IQH written through their
         register slots (:meth:`hw.regs.RegisterFile.slot`), not by name. (Runs on every
         invalidation: the per-descriptor steps are written out in the loop.)"""
         self._scheduled = False
@@ -144,7 +149,7 @@ class InvalidationQueue:
         base = self.base
         nqw = 2 << dw
         read_u64s = self._mem.read_u64s
-        table = self._table
+        checked = self._checked
         m = self._m
         stats = u.stats
         while head != tail:
@@ -153,25 +158,13 @@ class InvalidationQueue:
             except BusError:
                 u.set_iqe(IQEI_FETCH)
                 return
-            qw0, qw1 = q[0], q[1]
-            dtype = (qw0 & 0xF) | (((qw0 >> 9) & 0x7) << 4)
-            kind = table.get(dtype)
+            kind = checked.get(q)
             if kind is None:
-                u.set_iqe(IQEI_TYPE)
-                return
-            rsvd0, rsvd1, handler = kind
-            if (
-                qw0 & rsvd0
-                or qw1 & rsvd1
-                or (
-                    dw
-                    and (q[2] or q[3])
-                    # a page group response with private data carries it in qw2/qw3
-                    and not (dtype == _QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
-                )
-            ):
-                u.set_iqe(IQEI_RSVD)
-                return
+                kind = self._check(q)
+                if kind is None:
+                    return
+            dtype, handler = kind
+            qw0 = q[0]
             if dtype == _QI_WAIT and (
                 self.inflight or (qw0 & _WAIT_PD and self._drain_pending(qw0))
             ):
@@ -181,12 +174,43 @@ class InvalidationQueue:
             if m.hw_trace is not None:
                 u.emit("hw_vtd:qi_descriptor", type=dtype, qw=q)
             try:
-                handler(self, qw0, qw1)
+                handler(self, qw0, q[1])
             except _DescError as err:
                 u.set_iqe(err.code)
                 return
             head = (head + stride) % size
             iqh.value = head
+
+    def _check(self, q: tuple[int, ...]) -> tuple[int, _Handler] | None:
+        """Decode a descriptor's type and check its reserved bits (the IQE of a bad one
+        is set here, None returned). A descriptor that passes is remembered with its
+        type and handler: the checks depend on its words alone, and a queue replays
+        the same few descriptors (one per IOVA page, one wait per slot)."""
+        qw0, qw1 = q[0], q[1]
+        dtype = (qw0 & 0xF) | (((qw0 >> 9) & 0x7) << 4)
+        u = self.unit
+        kind = self._table.get(dtype)
+        if kind is None:
+            u.set_iqe(IQEI_TYPE)
+            return None
+        rsvd0, rsvd1, handler = kind
+        if (
+            qw0 & rsvd0
+            or qw1 & rsvd1
+            or (
+                len(q) > 2
+                and (q[2] or q[3])
+                # a page group response with private data carries it in qw2/qw3
+                and not (dtype == _QI_PGRP and ent.QiPgrpQw0.PDP.get(qw0))
+            )
+        ):
+            u.set_iqe(IQEI_RSVD)
+            return None
+        checked = self._checked
+        if len(checked) >= _CHECKED_MAX:
+            checked.clear()
+        got = checked[q] = (dtype, handler)
+        return got
 
     def _bind(self) -> tuple[RegSlot, RegSlot, RegSlot]:
         """Look up the register slots :meth:`process` uses and build the descriptor

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from hw.machine import build_machine
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
 from tests.hw.vtd.helpers import (
@@ -172,6 +175,46 @@ def test_queue_outside_ram_sets_iqe_code_2() -> None:
     reg_write(m, vr.IQT_OFF, 0x20, 8)
     m.clock.advance(10_000)
     assert vr.IQERCD.IQEI.get(reg_read(m, vr.IQERCD_OFF, 8)) == 2
+
+
+def test_queue_in_a_ram_hole_sets_iqe_code_2() -> None:
+    m = build_machine(
+        {
+            "ram": [{"base": 0, "size": "16M"}, {"base": "32M", "size": "16M"}],
+            "iommus": [{"kind": "vtd", "name": "dmar0", "config": {}}],
+        }
+    )
+    pages = Pages(m)
+    reg_write(m, vr.IQA_OFF, (20 << 20) | (1 << 11), 8)  # in the hole at 16..32 MiB
+    reg_write(m, vr.GCMD_OFF, vr.GCMD.QIE.mask)
+    m.clock.advance(1000)
+    reg_write(m, vr.IQT_OFF, 0x20, 8)
+    m.clock.advance(10_000)
+    assert vr.IQERCD.IQEI.get(reg_read(m, vr.IQERCD_OFF, 8)) == 2
+    assert pages.alloc() < 16 << 20  # the hole itself was never RAM
+
+
+@pytest.mark.parametrize("dw", [0, 1])
+def test_a_descriptor_that_passed_is_checked_again_once_its_words_change(dw: int) -> None:
+    """The queue remembers descriptors that passed their checks by all their words: the
+    same slot rewritten with a reserved bit (or, 256-bit, a nonzero upper half) is an
+    IQE, and the unchanged descriptor still runs after it."""
+    m, unit, _pages, q = qsetup(dw=dw)
+    for _ in range(3):
+        q.submit(iotlb_global())
+        assert q.done()
+    bad = (iotlb_global()[0] | (1 << 40), 0) if not dw else (iotlb_global()[0], 0, 0, 1)
+    q.m.memory.write_u32(q.status, 0)
+    at = q.put(*bad)
+    q.put(*q.wait_desc())
+    reg_write(m, vr.IQT_OFF, q.tail, 8)
+    m.clock.advance(10_000)
+    assert vr.IQERCD.IQEI.get(reg_read(m, vr.IQERCD_OFF, 8)) == 4
+    assert reg_read(m, vr.IQH_OFF, 8) == at and not q.done()
+    m.memory.write(q.base + at, iotlb_global()[0].to_bytes(8, "little") + bytes(q.stride - 8))
+    reg_write(m, vr.FSTS_OFF, vr.FSTS.IQE.mask)
+    m.clock.advance(10_000)
+    assert q.done() and unit.stats.qi_descriptors == 8
 
 
 def test_piotlb_reserved_granularity_sets_iqe() -> None:
