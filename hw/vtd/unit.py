@@ -283,6 +283,17 @@ class VtdUnit(IommuUnitModel):
     def _te_done(self, on: bool) -> None:
         self.te = on
         self._set_gsts(vr.GSTS.TES.mask, on)
+        self.route()
+
+    def route(self) -> None:
+        """Where :meth:`translate` goes: with translation on and no protected range
+        enabled, straight to :meth:`Translation.translate` (an instance attribute
+        shadowing the method, so a request costs no call of its own here); otherwise
+        the method, which decides. Called whenever TE or PMEN.PRS changes."""
+        if self.te and not self.pmr.active:
+            self.__dict__["translate"] = self.xlate.translate
+        else:
+            self.__dict__.pop("translate", None)
 
     def _iqt_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
         (self._qi or self.qi).tail_written()  # the property only to raise before attach
