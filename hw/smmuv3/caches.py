@@ -183,12 +183,12 @@ class Caches:
         ``s1``/``s2``: whether stage-1 (and nested) entries / stage-2-only entries go."""
         if addr is None and vmid is None and asid is None and global_too and s1:
             if s2 or not self.s2_only:  # every entry goes: the whole cache
-                return self.tlb.flush(None)
+                return self.tlb.flush_all()
             for key in self.tlb.tables:
                 if key[1] == S2_ONLY:  # type: ignore[index]
                     break
             else:  # no stage-2-only entry stays either: the whole cache
-                return self.tlb.flush(None)
+                return self.tlb.flush_all()
         return self._flush_matching(vmid, asid, addr, pages, global_too, s1, s2)
 
     def _flush_matching(
