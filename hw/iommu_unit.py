@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from hw.bus import DMA_FAULT_BUS, DmaFault, DmaResult, Finding
 
@@ -23,6 +23,28 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 MAX_FINDINGS = 256
 """Findings a unit keeps for dumps (the kernel's sink keeps them all)."""
+
+
+class AttachedPart(Generic[T]):
+    """A part of a unit that ``attach`` builds (walker, caches, pipeline), as a class
+    attribute: read before ``attach`` it raises as :meth:`IommuUnitModel.attached`
+    does; ``attach`` stores the part in the instance (:meth:`IommuUnitModel.set_part`),
+    which shadows this descriptor (it has no ``__set__``), so a read after is a plain
+    attribute lookup, no call (a property costs two on every read)."""
+
+    name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> AttachedPart[T]: ...
+    @overload
+    def __get__(self, obj: IommuUnitModel, owner: type) -> T: ...
+    def __get__(self, obj: IommuUnitModel | None, owner: type) -> AttachedPart[T] | T:
+        if obj is None:
+            return self
+        raise RuntimeError(f"{obj.name}: not attached to a machine")
 
 
 class IommuUnitModel:
@@ -44,6 +66,11 @@ class IommuUnitModel:
         if part is None:
             raise RuntimeError(f"{self.name}: not attached to a machine")
         return part
+
+    def set_part(self, name: str, part: Any) -> None:
+        """Store a part built at ``attach`` under the name of its :class:`AttachedPart`."""
+        assert isinstance(getattr(type(self), name, None), AttachedPart), name
+        setattr(self, name, part)  # not through vars(): that would materialise the dict
 
     @property
     def m(self) -> Machine:

@@ -14,6 +14,7 @@ of the translations they hand to devices' ATCs.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
 
 from hw.bus import TableWrite
 from hw.memory import Memory
@@ -78,6 +79,9 @@ class SlotTracker:
         self.snaps: dict[int, bytearray] = {}
         """Watched page frame -> its bytes as last seen."""
         self.version = 0
+        self.derived: list[dict[Any, Any]] = []
+        """Dicts of answers derived from clean entries (a unit's cached selections),
+        emptied whenever :attr:`version` is bumped (an entry was marked suspect)."""
         self.now: Callable[[], int] | None = None
         """Virtual time for the writes recorded as causes (the unit's clock)."""
         self._own = (-1, 0, 0)
@@ -122,7 +126,7 @@ class SlotTracker:
                 self._blame(hit, base | (slot << 3), (diff >> (slot << 6)) & _U64)
                 marked = True
         if marked:
-            self.version += 1
+            self.bump()
 
     def _blame(self, entries: set[SlotCached], addr: int, flipped: int) -> None:
         """The u64 at ``addr`` changed (``flipped`` bits) under cached ``entries``:
@@ -266,7 +270,13 @@ class SlotTracker:
     def mark_all(self, entries: Iterable[SlotCached]) -> None:
         for entry in entries:
             entry.suspect = True
+        self.bump()
+
+    def bump(self) -> None:
+        """Entries were marked suspect: :attr:`version` moves on, :attr:`derived` empties."""
         self.version += 1
+        for d in self.derived:
+            d.clear()
 
 
 def causes(entry: SlotCached) -> tuple[TableWrite, ...]:

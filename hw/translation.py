@@ -216,8 +216,16 @@ class TagCache:
         if tracker is not None:
             deps = tracker.deps
             try:  # every granule has its set already: the usual case (a refill)
-                for granule in entry.slots:
-                    deps[granule].add(entry)
+                try:  # a 4-level walk's four granules, without a loop
+                    g1, g2, g3, g4 = entry.slots
+                except ValueError:
+                    for granule in entry.slots:
+                        deps[granule].add(entry)
+                else:
+                    deps[g1].add(entry)
+                    deps[g2].add(entry)
+                    deps[g3].add(entry)
+                    deps[g4].add(entry)
             except KeyError:
                 tracker.add(entry)
         if old is not None:
@@ -231,8 +239,16 @@ class TagCache:
             deps = tracker.deps
             for entry in entries:  # SlotTracker.drop_all in line
                 try:  # a registered entry's granules all have sets
-                    for granule in entry.slots:
-                        deps[granule].discard(entry)
+                    try:  # a 4-level walk's four granules, without a loop
+                        g1, g2, g3, g4 = entry.slots
+                    except ValueError:
+                        for granule in entry.slots:
+                            deps[granule].discard(entry)
+                    else:
+                        deps[g1].discard(entry)
+                        deps[g2].discard(entry)
+                        deps[g3].discard(entry)
+                        deps[g4].discard(entry)
                 except KeyError:
                     tracker.drop(entry)
 
@@ -284,35 +300,38 @@ class TagCache:
     ) -> int:
         """Drop the entries of every tag ``match`` accepts (None: all) that overlap
         the byte range ``[first, last]`` (``last`` -1: everything). Returns how many."""
-        dropped: list[TlbEntry] = []
         if match is None and last < 0:
-            # Every tag's dicts are emptied and kept aside (:attr:`idle`), not rebuilt:
-            # the refills that follow a global flush take their tag's table back.
-            tables = self.tables
-            if not tables:
-                return 0
-            for t in tables.values():
-                d = t[0]
-                if d:
-                    dropped += d.values()
-                    d.clear()
-                d = t[1]
-                if d:
-                    dropped += d.values()
-                    d.clear()
-                d = t[2]
-                if d:
-                    dropped += d.values()
-                    d.clear()
-                t[3].clear()
-            self.idle.update(tables)
-            tables.clear()
-            if dropped:
-                self.dropped(dropped)
-            return len(dropped)
+            return self.flush_all()
+        dropped: list[TlbEntry] = []
         for key in list(self.tables):
             if match is None or match(key):
                 self._flush_table(key, first, last, dropped)
+        if dropped:
+            self.dropped(dropped)
+        return len(dropped)
+
+    def flush_all(self) -> int:
+        """:meth:`flush` of everything. Every tag's dicts are emptied and kept aside
+        (:attr:`idle`), not rebuilt: the refills that follow take their tag's table
+        back."""
+        tables = self.tables
+        if not tables:
+            return 0
+        dropped: list[TlbEntry] = []
+        for d4, d2m, d1g, blocks in tables.values():
+            if d4:
+                dropped += d4.values()
+                d4.clear()
+            if d2m:
+                dropped += d2m.values()
+                d2m.clear()
+            if d1g:
+                dropped += d1g.values()
+                d1g.clear()
+            if blocks:
+                blocks.clear()
+        self.idle.update(tables)
+        tables.clear()
         if dropped:
             self.dropped(dropped)
         return len(dropped)

@@ -22,11 +22,14 @@ part of the STE/CD entry built through them rather than cached on their own.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from hw.pagewatch import SlotCached
 from hw.smmuv3.walk import CdInfo, StreamInfo, need_bits
-from hw.translation import Pipeline, SlowPath, TagCache
+from hw.translation import Pipeline, TagCache
+
+if TYPE_CHECKING:
+    from hw.smmuv3.slow_path import TlbSlowPath
 
 GLOBAL = -1
 S2_ONLY = -2
@@ -80,7 +83,7 @@ class Sel:
         pan = cd.pan if cd is not None else False
         self.needs = tuple(need_bits(bool(i & 1), bool(i & 2), pan) for i in range(4))
         """:func:`need_bits`, indexed ``write | priv << 1``."""
-        self.slows: list[SlowPath | None] = [None] * 4
+        self.slows: list[TlbSlowPath | None] = [None] * 4
         """The slow path of each request kind (same index), made at first use."""
 
 
@@ -95,6 +98,10 @@ class Caches:
         self.cd: dict[tuple[int, int], CdEntry] = {}
         self.tlb: TagCache = pipeline.iotlb
         """(VMID, ASID or GLOBAL) -> entries per page size and block summaries."""
+        self.s2_only = False
+        """A stage-2-only selection was made (:class:`Sel`, set by the unit): before
+        that no TLB entry is tagged :data:`S2_ONLY`, so flushing every stage-1 entry
+        is flushing the whole TLB."""
 
     # -- fills ----------------------------------------------------------------------------
     def put_ste(self, sid: int, info: StreamInfo) -> SteEntry:
@@ -174,12 +181,28 @@ class Caches:
         with ``addr`` only those overlapping ``[addr, addr + pages * 4 KiB)``. Global
         (nG=0) entries match any ASID unless ``global_too`` is False (TLBI_NH_ASID).
         ``s1``/``s2``: whether stage-1 (and nested) entries / stage-2-only entries go."""
-        if vmid is None and asid is None and addr is None and global_too and s1:
+        if addr is None and vmid is None and asid is None and global_too and s1:
+            if s2 or not self.s2_only:  # every entry goes: the whole cache
+                return self.tlb.flush_all()
             for key in self.tlb.tables:
-                if not s2 and key[1] == S2_ONLY:  # type: ignore[index]
+                if key[1] == S2_ONLY:  # type: ignore[index]
                     break
-            else:  # every entry goes (no stage-2-only one stays): the whole cache
-                return self.tlb.flush(None)
+            else:  # no stage-2-only entry stays either: the whole cache
+                return self.tlb.flush_all()
+        return self._flush_matching(vmid, asid, addr, pages, global_too, s1, s2)
+
+    def _flush_matching(
+        self,
+        vmid: int | None,
+        asid: int | None,
+        addr: int | None,
+        pages: int,
+        global_too: bool,
+        s1: bool,
+        s2: bool,
+    ) -> int:
+        """:meth:`flush_tlb` through a tag filter (apart, so that the whole-cache case
+        builds no closure cells)."""
 
         def match(key: Hashable) -> bool:
             kv, ka = cast(tuple[int, int], key)

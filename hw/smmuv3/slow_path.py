@@ -11,13 +11,32 @@ from typing import TYPE_CHECKING
 
 from hw.bus import DmaFault
 from hw.smmuv3.caches import GLOBAL, Sel
-from hw.smmuv3.walk import PERM_DBM, CdInfo, SmmuFault, StreamInfo
+from hw.smmuv3.walk import (
+    AP2,
+    DBM,
+    LEAF_OK,
+    NG,
+    OA_MASK,
+    PERM_DBM,
+    PERM_NU,
+    PERM_R,
+    PERM_U,
+    PERM_WUR,
+    CdInfo,
+    SmmuFault,
+    Straight,
+    StreamInfo,
+    straight,
+)
 from hw.translation import BLOCK, TlbEntry
 
 if TYPE_CHECKING:
     from hw.smmuv3.unit import Smmuv3Unit
 
 LOST_DIRTY = "no dirty update"
+PERM_UR = PERM_U | PERM_R
+NO_STRAIGHT: Straight = (0, 0, 0, -1, 0, 0, 0)
+"""The straight parameters of a half that has none: no address passes ``a & 0 == -1``."""
 
 
 def tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
@@ -98,6 +117,125 @@ class TlbSlowPath:
         if missing:
             phys = e.phys | (a & ((1 << e.shift) - 1))
             unit._check_fresh(sid, pasid, priv, write, a, (phys & ~0xFFF, 0), missing)
+        return e
+
+
+class S1MissPath(TlbSlowPath):
+    """:class:`TlbSlowPath` of a clean stage-1 selection (no stage 2) over RAM in one
+    piece (:attr:`~hw.smmuv3.walk.Walker.flat`), for a request kind that an accessed,
+    EL0-accessible leaf can serve (not privileged under CD.PAN), with the straight
+    fill of one page (:meth:`fill`): the miss of a request's last page takes it here,
+    and a one-page request whose page nothing is cached for takes it from the unit's
+    ``translate`` directly (no pipeline call). Everything :meth:`fill` leaves takes
+    the general path, which reads again (reading has no side effect): a cached entry,
+    a global one under :attr:`Sel.gtag`, fewer levels, a descriptor that is not a
+    clean table or leaf, a right the request lacks, an output not in RAM, a request
+    going on past the page (fill-ahead), hardware tracing on."""
+
+    __slots__ = (
+        "fast0",
+        "fast1",
+        "gtag",
+        "hd",
+        "iotlb",
+        "machine",
+        "qwords",
+        "ram",
+        "stats",
+        "tables",
+        "tag",
+    )
+
+    def __init__(
+        self, unit: Smmuv3Unit, sid: int, pasid: int | None, priv: bool, write: bool, sel: Sel
+    ) -> None:
+        super().__init__(unit, sid, pasid, priv, write, sel, ())
+        cd = sel.cd
+        assert cd is not None
+        assert not self.need & PERM_NU, "no leaf this path serves gives PERM_NU"
+        self.fast0 = self._params(straight(cd.half0, cd.leaf_bad), write)
+        self.fast1 = self._params(straight(cd.half1, cd.leaf_bad), write)
+        self.hd = cd.hd
+        self.tag, self.gtag = sel.tag, sel.gtag
+        self.iotlb = unit._p.iotlb
+        self.tables = self.iotlb.tables
+        self.ram = self.iotlb.ram
+        self.machine = unit._m
+        self.qwords = unit._w.qwords
+        self.stats = unit.stats
+
+    @staticmethod
+    def _params(half: Straight | None, write: bool) -> Straight:
+        """The straight parameters for this kind: a write also tests AP[2]=0."""
+        if half is None:
+            return NO_STRAIGHT
+        if not write:
+            return half
+        tg, low, above, expect, upper_bad, leaf_test, root = half
+        return tg, low, above, expect, upper_bad, leaf_test | AP2, root
+
+    def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
+        if e is None and end - a <= 4096:
+            got = self.fill(a)
+            if got is not None:
+                return got
+        return TlbSlowPath.__call__(self, e, a, end)
+
+    def fill(self, a: int) -> TlbEntry | None:
+        """Walk and fill page ``a`` (nothing cached for it under :attr:`Sel.tag`, the
+        caller has checked) in one frame, or do nothing and return None. Hardware
+        tracing must be off (a miss event per page), nothing global cached for the
+        page, the half 4 levels. The four descriptors are read straight from
+        :attr:`~hw.memory.Memory.qwords`, each table descriptor's address taken
+        unmasked (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make
+        it differ from the masked one, and a bit above 51 indexes outside RAM); the
+        leaf passes one test (a write needs AP[2]=0), gives one of two rights
+        (read-only unless a dirty update is pending) and its page must be RAM.
+        Exactly the entry, miss and granules :meth:`Smmuv3Unit._fill` and
+        :meth:`~hw.smmuv3.walk.Walker.walk_raw` give such a page (the tests compare
+        the two over random tables)."""
+        tg, low, above, expect, upper_bad, leaf_test, root = (
+            self.fast1 if (a >> 55) & 1 else self.fast0
+        )
+        vpn = a >> 12  # the indexes from the page number: small-int operations
+        gt = self.tables.get(self.gtag)
+        if (
+            a & above != expect
+            or self.machine.hw_trace is not None
+            or (gt is not None and (gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30)))
+        ):
+            return None
+        q = self.qwords
+        try:
+            p0 = q[g0 := tg + ((vpn & low) >> 27)]
+            p1 = q[g1 := (p0 >> 3) + ((vpn >> 18) & 0x1FF)]
+            p2 = q[g2 := (p1 >> 3) + ((vpn >> 9) & 0x1FF)]
+            pte = q[g := (p2 >> 3) + (vpn & 0x1FF)]
+        except IndexError:  # outside RAM (or a bit above 51): the general path
+            return None
+        if pte & leaf_test != LEAF_OK or (p0 & p1 & p2 & 3 | (p0 | p1 | p2) & upper_bad) != 3:
+            return None
+        if not pte & AP2:
+            perms = PERM_WUR
+        elif self.hd and pte & DBM:
+            return None  # a pending dirty update
+        else:
+            perms = PERM_UR
+        phys = pte & OA_MASK
+        if phys + 4096 > self.ram:
+            return None
+        e = TlbEntry(
+            self.tag if pte & NG else self.gtag,
+            vpn,
+            12,
+            phys,
+            perms,
+            root,
+            g << 3,
+            [g0, g1, g2, g],
+        )
+        self.iotlb.put(e)
+        self.stats.iotlb_misses += 1
         return e
 
 

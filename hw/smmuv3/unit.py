@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define
 
-from hw.bus import DmaFault, DmaResult, Finding
-from hw.iommu_unit import IommuUnitModel
+from hw.bus import DmaFault, DmaResult, Finding, dma_result
+from hw.iommu_unit import AttachedPart, IommuUnitModel
 from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
 from hw.smmuv3 import entries as ent
@@ -57,9 +57,10 @@ from hw.smmuv3.entries import TRANSLATION_FAULTS, Evt, Op
 from hw.smmuv3.findings import fault_finding, stale_finding
 from hw.smmuv3.priq import PriQueue
 from hw.smmuv3.queues import CommandQueue, EventQueue
-from hw.smmuv3.slow_path import LOST_DIRTY, TlbSlowPath, fill_ahead, tlbi_for
+from hw.smmuv3.slow_path import LOST_DIRTY, S1MissPath, TlbSlowPath, fill_ahead, tlbi_for
 from hw.smmuv3.walk import (
     PERM_DBM,
+    PERM_NU,
     PERM_R,
     PERM_W,
     CdInfo,
@@ -73,7 +74,9 @@ from hw.translation import (
     NEVER,
     Pipeline,
     PipelineStats,
+    TagCache,
     TlbEntry,
+    translate_page,
     translate_run,
 )
 
@@ -132,7 +135,12 @@ class Smmuv3Unit(IommuUnitModel):
     _c: Caches
     _p: Pipeline
     _m: Machine
-    """Bound at attach for the translation path (the public properties check)."""
+    _stes: dict[int, SteEntry]
+    _iotlb: TagCache
+    """Bound at attach for the translation path (the public parts raise before)."""
+    pipeline = AttachedPart[Pipeline]()
+    walker = AttachedPart[Walker]()
+    caches = AttachedPart[Caches]()
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name)
@@ -146,9 +154,6 @@ class Smmuv3Unit(IommuUnitModel):
         self.priq_enabled = False
         self.gbpa_abort = False
         self.regs = self._build_regs()
-        self._pipeline: Pipeline | None = None
-        self._walker: Walker | None = None
-        self._caches: Caches | None = None
         self.cmdq = CommandQueue(self)
         self.evtq = EventQueue(self)
         self.priq = PriQueue(self)
@@ -203,25 +208,15 @@ class Smmuv3Unit(IommuUnitModel):
         """Called once by the Machine: RAM, clock and interrupt delivery become reachable."""
         self.machine = machine
         self.base = base
-        self._pipeline = Pipeline(
-            machine.memory, self.stats, self.cfg.strict_stale, lambda: machine.clock.now
-        )
-        self._walker = Walker(machine.memory, self.cfg)
-        self._walker.set_bits = self._pipeline.deps.own_write
-        self._caches = Caches(self._pipeline)
-        self._w, self._c, self._p, self._m = self._walker, self._caches, self._pipeline, machine
-
-    @property
-    def pipeline(self) -> Pipeline:
-        return self.attached(self._pipeline)
-
-    @property
-    def walker(self) -> Walker:
-        return self.attached(self._walker)
-
-    @property
-    def caches(self) -> Caches:
-        return self.attached(self._caches)
+        p = Pipeline(machine.memory, self.stats, self.cfg.strict_stale, lambda: machine.clock.now)
+        w = Walker(machine.memory, self.cfg)
+        w.set_bits = p.deps.own_write
+        c = Caches(p)
+        self._w, self._c, self._p, self._m = w, c, p, machine
+        self._stes, self._iotlb = c.ste, p.iotlb
+        self.set_part("pipeline", p)
+        self.set_part("walker", w)
+        self.set_part("caches", c)
 
     # -- CR0/CR0ACK, IRQ_CTRL/ACK, GBPA (IHI 0070 §6.3.9-6.3.14; facts A3) -------------------
     def _cr0_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
@@ -391,13 +386,9 @@ class Smmuv3Unit(IommuUnitModel):
         A request whose STE (and CD) entries are cached and clean takes the selection
         kept on the STE entry (:class:`~hw.smmuv3.caches.Sel`) straight to the
         pipeline; any other goes through :meth:`_translate_select`."""
-        if size <= 0:
-            return DmaResult(())
-        if not self.smmuen:
-            if self.gbpa_abort:
-                return DmaResult((), DmaFault(addr, int(Evt.ABORT), write, "GBPA.ABORT"))
-            return self._untranslated(addr, size, write)
-        se = self._c.ste.get(rid)
+        if size <= 0 or not self.smmuen:
+            return self._translate_off(addr, size, write)
+        se = self._stes.get(rid)
         if se is None or se.suspect:
             return self._translate_select(rid, pasid, priv, addr, size, write)
         sel = se.sels.get(pasid)
@@ -410,15 +401,26 @@ class Smmuv3Unit(IommuUnitModel):
                 return self._translate_select(rid, pasid, priv, addr, size, write)
             stats.cd_hits += 1
         stats.ste_hits += 1
-        kind = write | priv << 1
-        slow = sel.slows[kind]
+        slow = sel.slows[write | priv << 1]
         if slow is None:
-            slow = sel.slows[kind] = TlbSlowPath(self, rid, pasid, priv, write, sel, ())
-        runs, fault, hits = translate_run(
-            self._p.iotlb,
+            slow = sel.slows[write | priv << 1] = self._slow_path(rid, pasid, priv, write, sel)
+        one = (addr & 0xFFF) + size <= 4096
+        if one and slow.__class__ is S1MissPath:
+            # One page with nothing cached for it under the selection's tag: walked
+            # and filled straight (S1MissPath.fill) as the pipeline's miss would be;
+            # anything fill leaves goes the general way below.
+            t = self._iotlb.tables.get(sel.tag)
+            if t is None or not (
+                t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+            ):
+                e = slow.fill(addr)
+                if e is not None:
+                    return dma_result((((e.phys | (addr & 0xFFF), size),), None))
+        runs, fault, hits = (translate_page if one else translate_run)(
+            self._iotlb,
             sel.tag,
             sel.root1 if (addr >> 55) & 1 else sel.root0,
-            sel.needs[kind],
+            slow.need,
             True,
             addr,
             addr + size,
@@ -426,7 +428,29 @@ class Smmuv3Unit(IommuUnitModel):
             slow,
         )
         stats.iotlb_hits += hits
-        return DmaResult(tuple(runs), fault)
+        return dma_result((tuple(runs), fault))
+
+    def _translate_off(self, addr: int, size: int, write: bool) -> DmaResult:
+        """An empty request, or SMMUEN=0: nothing, a GBPA abort or bypass."""
+        if size <= 0:
+            return DmaResult(())
+        if self.gbpa_abort:
+            return DmaResult((), DmaFault(addr, int(Evt.ABORT), write, "GBPA.ABORT"))
+        return self._untranslated(addr, size, write)
+
+    def _slow_path(
+        self, rid: int, pasid: int | None, priv: bool, write: bool, sel: Sel
+    ) -> TlbSlowPath:
+        """The slow path of a clean selection for one request kind: a stage-1 one over
+        RAM in one piece walks a request's last page straight (:class:`S1MissPath`)."""
+        if (
+            sel.cd is not None
+            and sel.ste.s2 is None
+            and self._w.flat
+            and not sel.needs[write | priv << 1] & PERM_NU
+        ):
+            return S1MissPath(self, rid, pasid, priv, write, sel)
+        return TlbSlowPath(self, rid, pasid, priv, write, sel, ())
 
     def _translate_select(
         self, rid: int, pasid: int | None, priv: bool, addr: int, size: int, write: bool
@@ -450,12 +474,18 @@ class Smmuv3Unit(IommuUnitModel):
             return self._untranslated(addr, size, write)
         cde = used[0] if cd is not None else None
         sel = Sel(ste, cd, cde)
+        if cd is None:
+            self._c.s2_only = True
         if not stale:  # both entries clean (filled or re-checked just now)
             se.sels[pasid] = sel
+        slow = (
+            TlbSlowPath(self, rid, pasid, priv, write, sel, tuple(stale))
+            if stale
+            else self._slow_path(rid, pasid, priv, write, sel)
+        )
         kind = write | priv << 1
-        slow = TlbSlowPath(self, rid, pasid, priv, write, sel, tuple(stale))
         runs, fault, hits = translate_run(
-            self._p.iotlb,
+            self._iotlb,
             sel.tag,
             NEVER if stale else sel.root1 if (addr >> 55) & 1 else sel.root0,
             sel.needs[kind],

@@ -25,7 +25,6 @@ model's own write does not make its cached entries suspect.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Hashable, Sequence
 from typing import cast
 
@@ -49,24 +48,29 @@ PERM_DBM = 16
 """Not writable now, but a write would be after the hardware dirty update (DBM page
 under CD.HD / STE.S2HD): the write re-walks with the update instead of faulting."""
 
-_OA_MASK = ent.LpaeLeaf.OA.mask
+OA_MASK = ent.LpaeLeaf.OA.mask
 _OA_HIGH = 0xF << 48  # descriptor bits 51:48: nonzero is an Address Size fault (48-bit OA)
 _OA_HIGH_LEAF = 0x3 << 48
 """A leaf's bits 49:48 (50 is GP, 51 DBM): nonzero is an Address Size fault (48-bit OA)."""
 _AP1 = ent.LpaeLeaf.AP1.mask
-_AP2 = ent.LpaeLeaf.AP2.mask
+AP2 = ent.LpaeLeaf.AP2.mask
 _AF = ent.LpaeLeaf.AF.mask
-_NG = ent.LpaeLeaf.NG.mask
+NG = ent.LpaeLeaf.NG.mask
 _APT_NO_EL0 = 1 << 61
 _APT_RO = 1 << 62
 _APT = _APT_NO_EL0 | _APT_RO
-_PERM_WUR = PERM_W | PERM_U | PERM_R
-_AF_AP = _AF | _AP2 | _AP1
+_TABLE_IGNORED_LOW = 0xFF8
+"""Table descriptor bits 11:3 (ignored by the walk)."""
+PERM_WUR = PERM_W | PERM_U | PERM_R
+_AF_AP = _AF | AP2 | _AP1
 _AF_AP1 = _AF | _AP1
 _UPPERS = ((39, 30, 21), (30, 21), (21,))
 """The shifts of the levels above the leaf level, by start level (4 KiB granule)."""
 _FROM_LEVEL0 = _UPPERS[0]
-_DBM = ent.LpaeLeaf.DBM.mask
+DBM = ent.LpaeLeaf.DBM.mask
+LEAF_OK = _AF | _AP1 | 3
+"""A valid page descriptor, accessed, EL0-accessible (what :data:`Straight` leaves
+test for; AP[2] then decides between two rights)."""
 _S2AP_R = ent.LpaeS2Leaf.S2AP_R.mask
 _S2AP_W = ent.LpaeS2Leaf.S2AP_W.mask
 
@@ -230,14 +234,15 @@ class Walker:
         self.mem = memory
         self.cfg = cfg
         self.oas_bits = cfg.oas_bits
-        self.qwords = memoryview(memory.data).cast("Q")
-        """RAM as native quadwords, indexed by granule (``address >> 3``)."""
-        self.ram_g = (ram_limits(memory)[0] >> 3) - 1 if sys.byteorder == "little" else -1
-        self.flat = not memory.holes and sys.byteorder == "little"
-        """RAM is one piece from 0 read in line: a subscript outside it is a bus error."""
+        self.qwords = memory.qwords
+        """RAM as little-endian quadwords indexed by granule (``address >> 3``):
+        :attr:`Memory.qwords`."""
+        self.ram_g = (ram_limits(memory)[0] >> 3) - 1
         """A descriptor at or below this granule is read in line from :attr:`qwords`
-        (a subscript, no call); above it :meth:`Memory.read_u64` decides (always on
-        a big-endian host, where the native quadwords are not the descriptors)."""
+        (a subscript, no call); above it :meth:`Memory.read_u64` decides (holes)."""
+        self.flat = not memory.holes
+        """RAM is one piece from 0, read in line: a subscript outside it is a bus error
+        (``IndexError``)."""
         self.set_bits: Callable[[int, int], None] = self._set_bits
 
     def _set_bits(self, addr: int, bits: int) -> None:
@@ -424,7 +429,7 @@ class Walker:
                 if pte & 2 and level < 3:
                     if pte & _OA_HIGH:
                         raise fault(Evt.F_ADDR_SIZE)
-                    table = pte & _OA_MASK
+                    table = pte & OA_MASK
                     if table >> s2.ps:
                         raise fault(Evt.F_ADDR_SIZE)
                     level += 1
@@ -438,7 +443,7 @@ class Walker:
                 break
         except BusError:
             raise fault(Evt.F_WALK_EABT, pte_addr) from None
-        phys = pte & _OA_MASK & ~((1 << shift) - 1)
+        phys = pte & OA_MASK & ~((1 << shift) - 1)
         if phys >> s2.ps:
             raise fault(Evt.F_ADDR_SIZE)
         if not pte & _AF:
@@ -448,7 +453,7 @@ class Walker:
             elif not s2.affd:
                 raise fault(Evt.F_ACCESS)
         rights = (PERM_R if pte & _S2AP_R else 0) | (PERM_W if pte & _S2AP_W else 0)
-        if not pte & _S2AP_W and pte & _DBM and s2.hd:
+        if not pte & _S2AP_W and pte & DBM and s2.hd:
             if write and update:
                 self.set_bits(pte_addr, _S2AP_W)
                 rights |= PERM_W
@@ -570,7 +575,7 @@ class Walker:
         ttb1 = 0 if epd1 else _table_base(ttb1, va1)
         tbi0, tbi1 = bool(f.TBI0.get(d0)), bool(f.TBI1.get(d0))
         had0, had1 = bool(ent.CdDw1.HAD0.get(d1)), bool(ent.CdDw2.HAD1.get(d2))
-        above_ips = _OA_MASK & ~((1 << ips_bits) - 1)
+        above_ips = OA_MASK & ~((1 << ips_bits) - 1)
         return CdInfo(
             asid=f.ASID.get(d0),
             ttb0=ttb0,
@@ -645,6 +650,9 @@ class Walker:
         Per level: the descriptor is read, and a table descriptor passes one mask test
         (valid, table, no address bit at or above the IPS or in 51:48); the APTable
         bits are OR-ed up and applied once at the leaf (they only ever remove rights).
+        The common case, one page walked through four clean levels to an accessed
+        leaf, is read straight by :meth:`hw.smmuv3.slow_path.S1MissPath.fill`
+        (:func:`straight`) instead.
         """
         half = cd.half1 if (va >> 55) & 1 else cd.half0
         if half is None:
@@ -653,27 +661,7 @@ class Walker:
         if va & above != expect:
             raise SmmuFault(Evt.F_TRANSLATION)
         ix = va & low  # the index bits only (the start level's index may be narrower)
-        qwords = self.qwords
-        g = shift = apt = 0
-        if uppers is _FROM_LEVEL0 and s2 is None and self.flat:
-            # The 4-level walk over RAM in one piece, straight: done when every level
-            # above the leaf is a clean table descriptor, else :meth:`_levels` reads
-            # the levels again (reading has no side effect) and decides.
-            try:
-                p0 = qwords[g0 := tg + ((ix >> 39) & 0x1FF)]
-                if p0 & check == 3:
-                    p1 = qwords[g1 := ((p0 & _OA_MASK) >> 3) + ((ix >> 30) & 0x1FF)]
-                    if p1 & check == 3:
-                        p2 = qwords[g2 := ((p1 & _OA_MASK) >> 3) + ((ix >> 21) & 0x1FF)]
-                        if p2 & check == 3:
-                            pte = qwords[g := ((p2 & _OA_MASK) >> 3) + ((ix >> 12) & 0x1FF)]
-                            slots = [g0, g1, g2, g]
-                            apt = p0 | p1 | p2
-                            shift = 12
-            except IndexError:
-                pass
-        if not shift:
-            shift, g, pte, slots, apt = self._levels(tg, uppers, ix, check, s2)
+        shift, g, pte, slots, apt = self._levels(tg, uppers, ix, check, s2)
         pte_addr = g << 3
         if pte & 3 != 3:
             if not pte & 1:
@@ -684,7 +672,7 @@ class Walker:
             raise SmmuFault(Evt.F_ADDR_SIZE)
         if pte & cd.leaf_bad:
             raise SmmuFault(Evt.F_ADDR_SIZE)
-        perms = _PERM_WUR
+        perms = PERM_WUR
         if apt & _APT and not had:
             perms = table_rights(apt)
             checks = True
@@ -697,10 +685,10 @@ class Walker:
                         self.set_bits(pte_addr, _AF)
                 elif not cd.affd:
                     raise SmmuFault(Evt.F_ACCESS)
-            if pte & _AP2:
-                if cd.hd and pte & _DBM and perms & PERM_W:
+            if pte & AP2:
+                if cd.hd and pte & DBM and perms & PERM_W:
                     if write and update:
-                        self._clear_bits(pte_addr, _AP2)
+                        self._clear_bits(pte_addr, AP2)
                     else:
                         perms ^= PERM_W | PERM_DBM
                 else:
@@ -710,10 +698,10 @@ class Walker:
             if not perms & PERM_U:
                 perms |= PERM_NU
         return TlbEntry(
-            tag if pte & _NG else gtag,
+            tag if pte & NG else gtag,
             va >> shift,
             shift,
-            (pte & _OA_MASK) >> shift << shift,
+            (pte & OA_MASK) >> shift << shift,
             perms,
             root,
             pte_addr,
@@ -725,11 +713,11 @@ class Walker:
         of a stage-1 walk of ``va``, read again) leave: APTable, unless HADx."""
         half = cd.half1 if (va >> 55) & 1 else cd.half0
         if half is None or half[6]:
-            return _PERM_WUR
+            return PERM_WUR
         apt = 0
         for g in slots:
             apt |= self.mem.read_u64(g << 3)
-        return table_rights(apt) if apt & _APT else _PERM_WUR
+        return table_rights(apt) if apt & _APT else PERM_WUR
 
     def _levels(
         self, tg: int, uppers: tuple[int, ...], va: int, check: int, s2: S2Info | None
@@ -752,7 +740,7 @@ class Walker:
                 if pte & check != 3:
                     return shift, g, pte, slots, apt
                 apt |= pte
-                tg = (pte & _OA_MASK) >> 3
+                tg = (pte & OA_MASK) >> 3
             g = tg + ((va >> 12) & 0x1FF)
             if s2 is not None:
                 g = self._s2_fetch(s2, g << 3, slots, ent.EVT_CLASS_TT) >> 3
@@ -782,8 +770,8 @@ class Walker:
             if pte & 3 != 3 or pte & bad or not pte & _AF:
                 break
             perms = upper
-            if pte & _AP2:
-                if hd and pte & _DBM and perms & PERM_W:
+            if pte & AP2:
+                if hd and pte & DBM and perms & PERM_W:
                     perms ^= PERM_W | PERM_DBM
                 else:
                     perms &= ~PERM_W
@@ -793,14 +781,14 @@ class Walker:
                 perms |= PERM_NU
             if perms & need != need:
                 break
-            out.append((pte & _OA_MASK, perms, bool(pte & _NG)))
+            out.append((pte & OA_MASK, perms, bool(pte & NG)))
         return out
 
 
 def table_rights(apt: int) -> int:
     """The rights table descriptors leave, from their APTable bits OR-ed (AP[2]
     removes writes, AP[1] EL0 access)."""
-    upper = PERM_U | PERM_R if apt & _APT_RO else _PERM_WUR
+    upper = PERM_U | PERM_R if apt & _APT_RO else PERM_WUR
     return upper & ~PERM_U if apt & _APT_NO_EL0 else upper
 
 
@@ -814,6 +802,31 @@ def _half_params(
     check = 3 | _OA_HIGH | above_ips
     low = (1 << va_bits) - 1
     return root >> 3, uppers, low, above, above if upper else 0, check, had, root
+
+
+Straight = tuple[int, int, int, int, int, int, int]
+"""A 4-level TTBx half as a straight read takes it (:func:`straight`): (level-0 table
+as a granule, the page-number bits the indexes take, the VA bits checked above the half's
+size, the value they must have, the bits no table descriptor passed may have, the
+leaf bits tested against :data:`LEAF_OK`, the TTBx root)."""
+
+
+def straight(half: Half | None, leaf_bad: int) -> Straight | None:
+    """The parameters of a 4-level ``half`` for a straight read of its four levels
+    (None: disabled, or fewer levels). A walk passes where :meth:`Walker.walk_raw`
+    checks nothing more: the three table descriptors are valid tables, none with an
+    address bit at or above the IPS or in 51:48 nor an ignored bit in 11:3 (the next
+    table's address is then the descriptor shifted, unmasked; their OR-ed bits test
+    once against ``upper_bad``); the leaf is a valid page descriptor, accessed,
+    EL0-accessible, with no Address Size bit (``leaf_bad``). A table descriptor with
+    a bit above 51 (APTable, NSTable, XN/PXNTable, an ignored one) is left to the
+    general walk by its unmasked address, outside RAM (APTable bits are then applied
+    there, unless HADx)."""
+    if half is None or half[1] is not _FROM_LEVEL0:
+        return None
+    tg, _, low, above, expect, check, _had, root = half
+    upper_bad = (check & ~3) | _TABLE_IGNORED_LOW
+    return tg, low >> 12, above, expect, upper_bad, leaf_bad | LEAF_OK, root
 
 
 def _table_base(ttb: int, va_bits: int) -> int:

@@ -97,15 +97,23 @@ class Caches:
         """Translations held in devices' ATCs."""
         self.ctx: dict[int, CtxEntry] = {}
         self.pasid: dict[tuple[int, int], PasidEntry] = {}
+        self.sels: dict[Hashable, Sel] = {}
+        """Request (``rid``, or ``(rid, pasid, priv, exe)``) -> the selection its clean
+        cached context (and PASID) entry gave: emptied when an entry of this cache is
+        replaced or dropped, and by the tracker when any entry is marked suspect
+        (:attr:`SlotTracker.derived`)."""
+        self.deps.derived.append(self.sels)
 
     # -- fills --------------------------------------------------------------------
     def put_ctx(self, rid: int, info: CtxInfo) -> CtxEntry:
+        self.sels.clear()
         self._drop(self.ctx.pop(rid, None))
         entry = self.ctx[rid] = CtxEntry(info)
         self.deps.add(entry)
         return entry
 
     def put_pasid(self, rid: int, pasid: int, info: PasidInfo) -> PasidEntry:
+        self.sels.clear()
         self._drop(self.pasid.pop((rid, pasid), None))
         entry = self.pasid[rid, pasid] = PasidEntry(rid, info)
         self.deps.add(entry)
@@ -113,6 +121,7 @@ class Caches:
 
     def _drop(self, entry: SlotCached | None) -> None:
         if entry is not None:
+            self.sels.clear()
             self.deps.drop(entry)
 
     def all_entries(self) -> list[SlotCached]:
@@ -169,7 +178,7 @@ class Caches:
         IOTLB invalidation) all of them whatever ``addr``, with ``tag`` = a PASID
         (a PASID-based one) those of that PASID in the same range."""
         if did is None and tag is None and addr is None:
-            return self.iotlb.flush(None)
+            return self.iotlb.flush_all()
         first, last = 0, -1
         if addr is not None:
             span = 12 + am

@@ -66,6 +66,7 @@ class ProtectedMemory:
                 ranges.append((regs[lo], regs[hi] | (GRANULE - 1)))
         self.ranges = tuple(ranges)
         self.active = on
+        self.unit.route()
         regs["PMEN"] = (regs["PMEN"] & ~PMEN.PRS.mask) | (PMEN.PRS.mask if on else 0)
 
     def clip(self, addr: int, res: DmaResult, write: bool) -> DmaResult:

@@ -20,7 +20,7 @@ remembers the second-stage leaf of its output page for the A/D updates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from attrs import Factory, define
@@ -88,6 +88,10 @@ class Sel:
     """The leaf's dirty bit when the stage keeps A/D (0: it keeps none)."""
     entry_dirty: bool = True
     """Whether a filled IOTLB entry needs no D update (a stage without A/D)."""
+    one_page: bool = False
+    """A first- or second-stage table (a one-page miss may be filled in line)."""
+    sl4: bool = False
+    """A 4-level second stage without A/D: :meth:`Walker.walk_sl4` walks it."""
     needs: tuple[int, ...] = ()
     """:func:`need_bits` for each request kind, indexed ``write | priv << 1 | exe << 2``."""
     slows: list[PageSlowPath | None] = Factory(lambda: [None] * 16)
@@ -105,6 +109,8 @@ class Sel:
         elif st.kind == KIND_SL and st.ssade:
             self.a_bit, self.d_bit = _SL_A, _SL_D
         self.entry_dirty = not self.a_bit
+        self.one_page = st.kind <= KIND_FL
+        self.sl4 = st.kind == KIND_SL and st.levels == 4 and not st.ssade
 
 
 def ctx_sel(ctx: CtxInfo) -> Sel:
@@ -165,6 +171,7 @@ class Translation:
         unit = self.unit
         self.walker = unit.walker
         self.caches = unit.caches
+        self.sels = unit.caches.sels
         self.pipeline = unit.pipeline
         self.iotlb = unit.pipeline.iotlb
         self.machine = unit.m
@@ -260,68 +267,79 @@ class Translation:
         addr: int,
         size: int,
         write: bool,
-        exe: bool,
+        exe: bool = False,
     ) -> DmaResult:
-        """An untranslated request with remapping on: select, then the pipeline.
+        """An untranslated request with remapping on: select, then the pipeline
+        (:meth:`VtdUnit.translate` itself while no protected range is enabled).
 
         The selection of a request whose context entry (and PASID entry) are cached
         and clean is the one kept on that entry (derived from it alone), counting the
         cache hits; otherwise the general way (:meth:`ctx_cached`, :meth:`select`)
         re-checks suspect entries and raises the faults."""
+        key: Hashable
         if pasid is None:
             priv = exe = False
+            key = rid
+        else:
+            key = (rid, pasid, priv, exe)
         if size <= 0:
             return DmaResult(())
-        caches = self.caches
         stats = self.stats
-        sel: Sel | None = None
-        ce = caches.ctx.get(rid)
-        # A clean entry was read (or re-checked) under the current RTADDR: latching a
-        # new one (SRTP) marks every entry suspect, and :meth:`ctx_cached` refuses a
-        # reserved TTM before it re-checks one.
-        if ce is not None and not ce.suspect:
-            ctx = ce.info
-            if not ctx.scalable:
-                if pasid is None:
-                    sel = ce.sel
-                    if sel is None:
-                        sel = ce.sel = ctx_sel(ctx)
-                    stats.ctx_hits += 1
-            elif pasid is None or ctx.paside:
-                eff = ctx.rid_pasid if pasid is None else pasid
-                pe = caches.pasid.get((rid, eff))
-                if (
-                    pe is not None
-                    and not pe.suspect
-                    and (not priv or pe.info.sre)
-                    and (not exe or pe.info.ere)
-                ):
-                    sel = pe.sel
-                    if sel is None:
-                        sel = pe.sel = pasid_sel(pe.info, eff)
-                    stats.ctx_hits += 1
-                    stats.pasid_hits += 1
+        sel = self.sels.get(key)
         upper_stale = False
-        if sel is None:
-            stale_box = [False]
-            try:
-                ctx = self.ctx_cached(rid, stale_box).info
-                lookup = self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
-                sel = self.select(pasid, priv, exe, ctx, lookup)
-            except TranslationFault as f:
-                if stale_box[0]:
-                    self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
-                return DmaResult(
-                    (), self.unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd)
-                )
-            upper_stale = stale_box[0]
+        if sel is not None:
+            stats.ctx_hits += 1
+            if sel.scalable:
+                stats.pasid_hits += 1
+        else:
+            caches = self.caches
+            ce = caches.ctx.get(rid)
+            # A clean entry was read (or re-checked) under the current RTADDR: latching
+            # a new one (SRTP) marks every entry suspect, and :meth:`ctx_cached` refuses
+            # a reserved TTM before it re-checks one.
+            if ce is not None and not ce.suspect:
+                ctx = ce.info
+                if not ctx.scalable:
+                    if pasid is None:
+                        sel = ce.sel
+                        if sel is None:
+                            sel = ce.sel = ctx_sel(ctx)
+                        stats.ctx_hits += 1
+                elif pasid is None or ctx.paside:
+                    eff = ctx.rid_pasid if pasid is None else pasid
+                    pe = caches.pasid.get((rid, eff))
+                    if (
+                        pe is not None
+                        and not pe.suspect
+                        and (not priv or pe.info.sre)
+                        and (not exe or pe.info.ere)
+                    ):
+                        sel = pe.sel
+                        if sel is None:
+                            sel = pe.sel = pasid_sel(pe.info, eff)
+                        stats.ctx_hits += 1
+                        stats.pasid_hits += 1
+            if sel is not None:
+                self.sels[key] = sel
+            else:
+                stale_box = [False]
+                try:
+                    ctx = self.ctx_cached(rid, stale_box).info
+                    lookup = (
+                        self.pasid_cached_fn(rid, stale_box) if ctx.scalable else _no_pasid_table
+                    )
+                    sel = self.select(pasid, priv, exe, ctx, lookup)
+                except TranslationFault as f:
+                    if stale_box[0]:
+                        self.check_fresh(rid, pasid, priv, exe, write, addr, (-1, int(f.reason)))
+                    return DmaResult(
+                        (), self.unit.fault(rid, pasid, priv, exe, addr, write, f.reason, f.fpd)
+                    )
+                upper_stale = stale_box[0]
         stage = sel.stage
-        if stage.kind == KIND_PT:
-            return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
-        end = addr + size
         if (
-            addr >> 12 == (end - 1) >> 12
-            and stage.kind <= KIND_FL
+            sel.one_page
+            and (addr & 0xFFF) + size <= 0x1000
             and not upper_stale
             and self.one_page_fills
             and self.machine.hw_trace is None
@@ -338,16 +356,19 @@ class Translation:
             if t is None or not (
                 t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
             ):
-                try:
-                    if stage.kind == KIND_SL:
-                        e = self.walker.walk_sl(
-                            stage, addr, write, sel.scalable, sel.fpd, True, None, False
-                        )
-                    else:
-                        e = self.walker.walk_fl(stage, addr, sel.fpd, True, None, False)
-                except TranslationFault:
-                    pass
-                else:
+                # The straight walk without walk_sl's call; anything else walk_sl's.
+                e = self.walker.walk_sl4(stage, addr, sel.scalable, None) if sel.sl4 else None
+                if e is None:
+                    try:
+                        if stage.kind == KIND_SL:
+                            e = self.walker.walk_sl(
+                                stage, addr, write, sel.scalable, sel.fpd, True, None, False
+                            )
+                        else:
+                            e = self.walker.walk_fl(stage, addr, sel.fpd, True, None, False)
+                    except TranslationFault:
+                        pass
+                if e is not None:
                     need = sel.needs[write | priv << 1 | exe << 2]
                     phys = e.phys | (addr & ((1 << e.shift) - 1))
                     # No RAM overlaps the interrupt range (hw.machine.PCI_HOLE).
@@ -361,6 +382,9 @@ class Translation:
                                 e.pte_addr, sel.a_bit | sel.d_bit if write else sel.a_bit
                             )
                         return dma_result((((phys, size),), None))
+        if stage.kind == KIND_PT:
+            return self.passthrough(rid, pasid, priv, exe, addr, size, write, sel, upper_stale)
+        end = addr + size
         if upper_stale:
             slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, True, False)
         else:  # the selection's slow path for this kind of request, built once

@@ -33,7 +33,7 @@ from attrs import define
 
 from hw.ats import AddressTranslationCache, AtcEntry, AtsResult
 from hw.bus import DmaFault, DmaResult
-from hw.iommu_unit import IommuUnitModel
+from hw.iommu_unit import AttachedPart, IommuUnitModel
 from hw.pagewatch import SlotTracker
 from hw.pri import PageRequest
 from hw.regs import RegisterFile, RegSlot
@@ -56,8 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GCMD_DELAY_NS", "StaleTranslationError", "VtdStats", "VtdUnit"]
 
-_ATTACHED_PARTS = frozenset({"pipeline", "walker", "caches"})
-"""The attributes :meth:`VtdUnit.attach` sets."""
 GCMD_DELAY_NS = 100
 """Time between a GCMD write and the matching GSTS change."""
 
@@ -103,6 +101,9 @@ class VtdUnit(IommuUnitModel):
     """A DRHD unit: ``VtdUnit(name, config)`` then ``attach(machine, base)``."""
 
     table = "DMAR"
+    pipeline = AttachedPart[Pipeline]()
+    walker = AttachedPart[Walker]()
+    caches = AttachedPart[Caches]()
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name)
@@ -187,28 +188,17 @@ class VtdUnit(IommuUnitModel):
 
         self.machine = machine
         self.base = base
-        self.pipeline = Pipeline(
+        pipeline = Pipeline(
             machine.memory, self.stats, self.cfg.strict_stale, lambda: machine.clock.now
         )
-        self.walker = Walker(machine.memory, self.cfg)
-        self.caches = Caches(self.pipeline)
-        self.walker.set_bits = self.pipeline.deps.own_write
-        self.walker.set_bits_many = self.pipeline.deps.own_write_many
+        walker = Walker(machine.memory, self.cfg)
+        walker.set_bits = pipeline.deps.own_write
+        walker.set_bits_many = pipeline.deps.own_write_many
+        self.set_part("pipeline", pipeline)
+        self.set_part("walker", walker)
+        self.set_part("caches", Caches(pipeline))
         self._qi = InvalidationQueue(self)
         self.xlate.attach()
-
-    # The RAM-side parts ``attach`` builds are plain attributes (a request's path reads
-    # them with no call); before ``attach`` reading one raises the wiring error.
-    pipeline: Pipeline
-    walker: Walker
-    caches: Caches
-
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> object:
-            if name in _ATTACHED_PARTS:
-                return self.attached(None)
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def qi(self) -> InvalidationQueue:
@@ -283,6 +273,17 @@ class VtdUnit(IommuUnitModel):
     def _te_done(self, on: bool) -> None:
         self.te = on
         self._set_gsts(vr.GSTS.TES.mask, on)
+        self.route()
+
+    def route(self) -> None:
+        """Where :meth:`translate` goes: with translation on and no protected range
+        enabled, straight to :meth:`Translation.translate` (an instance attribute
+        shadowing the method, so a request costs no call of its own here); otherwise
+        the method, which decides. Called whenever TE or PMEN.PRS changes."""
+        if self.te and not self.pmr.active:
+            self.__dict__["translate"] = self.xlate.translate
+        else:
+            self.__dict__.pop("translate", None)
 
     def _iqt_write(self, slot: RegSlot, old: int, written: int, touched: int) -> None:
         (self._qi or self.qi).tail_written()  # the property only to raise before attach

@@ -50,6 +50,8 @@ _SL_PERM_FR = ((FR.READ, FR.WRITE), (FR.SM_READ, FR.SM_WRITE))
 """Non-present second-stage entry: [scalable][write]."""
 _SL_RSVD_FR = (FR.PAGING_ENTRY_RSVD, FR.SS_RSVD)
 _U64 = struct.Struct("<Q").unpack_from
+_new = object.__new__
+_U64_MASK = (1 << 64) - 1
 _UPPER_SHIFTS: tuple[tuple[int, ...], ...] = tuple(
     tuple(9 * i for i in range(n - 1, 0, -1)) for n in range(7)
 )
@@ -203,15 +205,34 @@ class Walker:
         self.flat = little and not memory.holes
         """RAM is one piece from 0 and :attr:`qwords` is all of it: an entry's granule
         is RAM exactly when indexing :attr:`qwords` with it does not raise."""
-        self.haw_top = 1 << cfg.haw
-        """An entry below this has its reserved address bits and bits 63:52 clear."""
         self.sl_leaf_low = ((0 if cfg.sc else _SL_SNP) | _PS, _PS)
         """The bits below HAW a 4 KiB second-stage leaf has clear, [scalable]: PS, and
         SNP in legacy mode without snoop control (its reserved bits below bit 12)."""
+        self.haw_top = 1 << cfg.haw
         self.sl_bits = tuple(min(30 + 9 * (n - 2), cfg.mgaw) for n in range(6))
         """Second-stage input address width for each level count (MGAW caps it)."""
+        self.sl4_top = 1 << self.sl_bits[4] if self.flat else 0
+        """Where :meth:`walk_sl4` gives up at once: the 4-level input width, or
+        everything when RAM is not in one piece."""
         self.set_bits: Callable[[int, int], None] = _set_bits(memory)
         self.set_bits_many: Callable[[dict[int, int]], None] = self._set_bits_many
+
+    @property
+    def haw_top(self) -> int:
+        """An entry below this has its reserved address bits and bits 63:52 clear
+        (setting it sets the straight walk's masks; 0 switches that walk off)."""
+        return self._haw_top
+
+    @haw_top.setter
+    def haw_top(self, top: int) -> None:
+        self._haw_top = top
+        high = _U64_MASK & -top if top else 0
+        self.sl4_up = high | _PS if top else -1
+        """The bits a table pointer the straight walk follows has clear (bits at and
+        above HAW, PS); all of them when :attr:`haw_top` is 0 (nothing is followed)."""
+        self.sl4_leaf = tuple(high | low | 3 if top else 0 for low in self.sl_leaf_low)
+        """A (64-bit) 4 KiB leaf ANDed with this is 1, 2 or 3 exactly when it is
+        present (R or W), below 2**HAW, with :attr:`sl_leaf_low` clear, [scalable]."""
 
     def _set_bits_many(self, updates: dict[int, int]) -> None:
         for addr, bits in updates.items():
@@ -381,6 +402,59 @@ class Walker:
         raise TranslationFault(FR.SM_PASID_INVALID, fpd)
 
     # -- paging structures ------------------------------------------------------------
+    def walk_sl4(self, st: Stage, addr: int, scalable: bool, memo: WalkMemo | None) -> Leaf | None:
+        """The usual 4-level second-stage walk, straight (:meth:`walk_sl`'s first
+        branch, and a one-page fill's walk): three table pointers and a 4 KiB leaf, all
+        in RAM, every entry below 2**HAW (so its reserved address bits and bits 63:52
+        are clear, and its address is the entry & -4096: small-int operations only),
+        all four levels read first, then tested together. None for anything
+        else (beyond the input width, a fault, a large page, a table outside RAM, a
+        high bit set): :meth:`walk_sl` reads the levels again and decides. For a
+        stage of 4 levels without A/D updates, RAM in one piece (:attr:`flat`) and
+        ``memo`` None or of another region. The leaf is built without a constructor
+        call (the fields :class:`~hw.translation.TlbEntry` sets, in line)."""
+        if addr >= self.sl4_top:
+            return None
+        qwords = self.qwords
+        vpn = addr >> 12  # below 2**36: the top index needs no mask
+        try:  # each level read before any is tested: a broken entry's next index
+            # reads harmless RAM or raises (all are tested before anything is used)
+            g1 = (st.root >> 3) + (vpn >> 27)
+            p1 = qwords[g1]
+            g2 = ((p1 & -4096) >> 3) + ((vpn >> 18) & 0x1FF)
+            p2 = qwords[g2]
+            g3 = ((p2 & -4096) >> 3) + ((vpn >> 9) & 0x1FF)
+            p3 = qwords[g3]
+            table = p3 & -4096
+            g = (table >> 3) + (vpn & 0x1FF)
+            pte = qwords[g]
+        except IndexError:  # beyond RAM: the loop decides (a table there faults)
+            return None
+        if (
+            p1 & 3
+            and p2 & 3
+            and p3 & 3
+            and not (p1 | p2 | p3) & self.sl4_up
+            and 0 < pte & self.sl4_leaf[scalable] < 4
+        ):
+            perms = p1 & p2 & p3 & 7
+            if memo is not None:
+                memo.region, memo.table = addr >> 21, table
+                memo.perms, memo.slots = perms, (g1, g2, g3)
+            e = _new(Leaf)
+            e.slots = [g1, g2, g3, g]
+            e.suspect = False
+            e.tag = None
+            e.vpn = vpn
+            e.shift = 12
+            e.phys = pte & -4096
+            e.perms = perms & pte
+            e.src = st
+            e.pte_addr = g << 3
+            e.dirty = True
+            return e
+        return None
+
     def walk_sl(
         self,
         st: Stage,
@@ -408,44 +482,9 @@ class Walker:
         qwords, last_q = self.qwords, self.last_q
         ad = update and st.ssade
         if levels == 4 and not ad and self.flat and (memo is None or memo.region != addr >> 21):
-            # The usual 4-level walk, straight: three table pointers and a 4 KiB leaf,
-            # all in RAM (in one piece: an index past its end raises), every entry below
-            # 2**HAW (so its reserved address bits and bits 63:52 are clear, and its
-            # address is the entry & -4096: small-int operations only). Anything else
-            # (a fault, a large page, a table outside RAM, a high bit set) drops to the
-            # loop below, which reads the levels again and decides.
-            vpn = addr >> 12  # below 2**36: the top index needs no mask
-            top = self.haw_top
-            try:
-                g1 = (st.root >> 3) + (vpn >> 27)
-                p1 = qwords[g1]
-                if p1 & 3 and p1 < top and not p1 & _PS:
-                    g2 = ((p1 & -4096) >> 3) + ((vpn >> 18) & 0x1FF)
-                    p2 = qwords[g2]
-                    if p2 & 3 and p2 < top and not p2 & _PS:
-                        g3 = ((p2 & -4096) >> 3) + ((vpn >> 9) & 0x1FF)
-                        p3 = qwords[g3]
-                        if p3 & 3 and p3 < top and not p3 & _PS:
-                            table = p3 & -4096
-                            g = (table >> 3) + (vpn & 0x1FF)
-                            pte = qwords[g]
-                            if pte & 3 and pte < top and not pte & self.sl_leaf_low[scalable]:
-                                perms = p1 & p2 & p3 & 7
-                                if memo is not None:
-                                    memo.region, memo.table = addr >> 21, table
-                                    memo.perms, memo.slots = perms, (g1, g2, g3)
-                                return Leaf(
-                                    None,
-                                    vpn,
-                                    12,
-                                    pte & -4096,
-                                    perms & pte,
-                                    st,
-                                    g << 3,
-                                    [g1, g2, g3, g],
-                                )
-            except IndexError:  # a table beyond RAM: the loop faults as the spec says
-                pass
+            leaf = self.walk_sl4(st, addr, scalable, memo)
+            if leaf is not None:
+                return leaf
         if memo is not None and memo.region == addr >> 21:
             table, perms, slots, uppers = memo.table, memo.perms, [*memo.slots], _NONE
             memo = None  # it holds this walk's upper levels already

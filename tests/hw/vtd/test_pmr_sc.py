@@ -3,7 +3,8 @@ while enabled) and snoop control (ECAP.SC: the SNP bit of a legacy second-stage 
 
 from __future__ import annotations
 
-from hw.vtd import FR
+from hw.bus import DmaResult
+from hw.vtd import FR, VtdUnit
 from hw.vtd import registers as vr
 from tests.hw.vtd.helpers import RID, legacy_setup, make, reg_read, reg_write
 
@@ -48,3 +49,37 @@ def test_snp_in_a_legacy_leaf_is_reserved_without_sc_and_accepted_with_it() -> N
         assert (res.fault is None) == ok
         if not ok:
             assert res.fault is not None and res.fault.reason == FR.PAGING_ENTRY_RSVD
+
+
+def test_with_translation_on_enabled_regions_cut_translated_dma_too() -> None:
+    """With TE on and no region enabled, ``unit.translate`` is routed straight to the
+    translation (``VtdUnit.route``); enabling a region routes it back through the
+    method, which cuts the translated runs: both give what the method gives."""
+    m, unit, _pages, _t, pt = legacy_setup({"plmr": True})
+    pt.map(0x1000, 0x1F_F000)
+    pt.map(0x2000, 0x20_0000)
+    reg_write(m, vr.PLMBASE_OFF, 0x20_0000)
+    reg_write(m, vr.PLMLIMIT_OFF, 0x20_0000)
+
+    def both() -> tuple[DmaResult, DmaResult]:
+        routed = unit.translate(RID, None, False, 0x1000, 0x2000, True)
+        unit.caches.flush_tlb()
+        method = VtdUnit.translate(unit, RID, None, False, 0x1000, 0x2000, True)
+        unit.caches.flush_tlb()
+        return routed, method
+
+    assert "translate" in vars(unit)
+    routed, method = both()
+    assert routed == method and method.fault is None
+    reg_write(m, vr.PMEN_OFF, EPM)
+    m.clock.advance(1000)
+    assert "translate" not in vars(unit)
+    routed, method = both()
+    assert routed == method
+    assert method.runs == ((0x1F_F000, 0x1000),)
+    assert method.fault is not None and method.fault.addr == 0x2000
+    reg_write(m, vr.PMEN_OFF, 0)
+    m.clock.advance(1000)
+    assert "translate" in vars(unit)
+    routed, method = both()
+    assert routed == method and routed.runs == ((0x1F_F000, 0x2000),) and routed.fault is None
