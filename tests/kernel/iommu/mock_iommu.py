@@ -26,7 +26,6 @@ v3 patch did).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,7 +63,7 @@ from kernel.mm import (
     get_zeroed_page,
     kfree,
     kzalloc,
-    memory_read,
+    pgtable_words,
     phys_to_virt,
     read64,
     virt_to_phys,
@@ -275,13 +274,12 @@ _SHIFT = (0, 12, 21, 30, 39)
 """The IOVA shift of each level's index (level 1..4): 12 + 9 * (level - 1)."""
 
 
-_TABLE = struct.Struct("<512Q")
-"""A table page's 512 entries, decoded from one read of the page (as a driver may copy
-a table page out): the scans below read each table once, not entry by entry."""
-
-
 def _leaves(table: int, level: int, base: int) -> Iterator[tuple[int, int, int]]:
-    for i, pte in enumerate(_TABLE.unpack(memory_read(table, 4096))):
+    # a scan of whole tables (free()'s mappings-left check runs one per domain freed):
+    # entries indexed in pgtable_words(), not a read64 call each
+    words, first = pgtable_words(), virt_to_phys(table) >> 3
+    for i in range(512):
+        pte = words[first + i]
         if not pte & (PTE_R | PTE_W):
             continue
         iova = base + (i << _SHIFT[level])
