@@ -63,6 +63,7 @@ from kernel.mm import (
     get_zeroed_page,
     kfree,
     kzalloc,
+    pgtable_words,
     phys_to_virt,
     read64,
     virt_to_phys,
@@ -274,8 +275,11 @@ _SHIFT = (0, 12, 21, 30, 39)
 
 
 def _leaves(table: int, level: int, base: int) -> Iterator[tuple[int, int, int]]:
+    # a scan of whole tables (free()'s mappings-left check runs one per domain freed):
+    # entries indexed in pgtable_words(), not a read64 call each
+    words, first = pgtable_words(), virt_to_phys(table) >> 3
     for i in range(512):
-        pte = read64(table + 8 * i)
+        pte = words[first + i]
         if not pte & (PTE_R | PTE_W):
             continue
         iova = base + (i << _SHIFT[level])
