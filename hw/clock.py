@@ -111,26 +111,11 @@ class Clock:
         """One step of a busy-wait: run the events due at the next event time, or
         advance to ``deadline`` when none is due before it (``run_until`` of that
         time). False, doing nothing, once ``deadline`` has passed. (Every poll of a
-        busy-wait comes here: :meth:`run_until`'s loop is written out.)"""
-        now = self.now
-        if now >= deadline:
+        busy-wait comes here.)"""
+        if self.now >= deadline:
             return False
-        q = self._queue
-        while q and q[0][3].cancelled:
-            heappop(q)
-        until = q[0][0] if q else deadline  # (never before now: nothing is queued in the past)
-        if until > deadline:
-            until = deadline
-        while q and q[0][0] <= until:
-            t, _, callback, ev = heappop(q)
-            if ev.cancelled:
-                continue
-            if t > self.now:
-                self.now = t
-            self.events_run += 1
-            callback()
-        if until > self.now:
-            self.now = until
+        nxt = self.next_event_time()  # (never before now: nothing is queued in the past)
+        self.run_until(deadline if nxt is None or nxt > deadline else nxt)
         return True
 
     def advance(self, delta_ns: int) -> None:

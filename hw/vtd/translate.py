@@ -400,30 +400,21 @@ class Translation:
                 slow = cached
         slow.busy = True
         try:
+            request = (
+                self.iotlb,
+                sel.key,
+                NEVER if upper_stale else stage,
+                slow.need,
+                not write,
+                addr,
+                end,
+                write,
+                slow.page,
+            )
             if addr >> 12 == (end - 1) >> 12:  # one page: the pipeline without its loops
-                runs, fault, hits = translate_page(
-                    self.iotlb,
-                    sel.key,
-                    NEVER if upper_stale else stage,
-                    slow.need,
-                    not write,
-                    addr,
-                    end,
-                    write,
-                    slow.page,
-                )
+                runs, fault, hits = translate_page(*request)
             else:
-                run_list, fault, hits = translate_run(
-                    self.iotlb,
-                    sel.key,
-                    NEVER if upper_stale else stage,
-                    slow.need,
-                    not write,
-                    addr,
-                    end,
-                    write,
-                    slow.page,
-                )
+                run_list, fault, hits = translate_run(*request)
                 runs = tuple(run_list)
         finally:
             slow.busy = False

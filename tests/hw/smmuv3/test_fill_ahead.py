@@ -15,6 +15,7 @@ import pytest
 from hw.bus import DmaResult
 from hw.smmuv3 import Evt, StaleTranslationError
 from hw.smmuv3 import entries as ent
+from tests.hw.cache_state import deps_state, tlb_state
 from tests.hw.smmuv3.helpers import RAM, RID, PageTable, Rig
 
 IOVA = 0x4000_0000
@@ -62,23 +63,14 @@ class Setup:
     def state(self) -> tuple[object, ...]:
         """Everything a fill leaves behind, keyed so two machines compare equal."""
         unit = self.rig.unit
-        tlb = {
-            (key, shift, vpn): (e.phys, e.perms, e.pte_addr, sorted(e.slots), e.suspect, e.src)
-            for key, t in unit.caches.tlb.tables.items()
-            for shift, d in zip((12, 21, 30), t[:3], strict=True)
-            for vpn, e in d.items()
-        }
-        deps = {
-            g: sorted((e.vpn for e in s if hasattr(e, "vpn")), key=int)
-            for g, s in unit.pipeline.deps.deps.items()
-            if s
-        }
+        tlb = tlb_state(unit.caches.tlb, src=True)
+        deps = deps_state(unit.pipeline.deps)
         mem = self.rig.m.memory
         leaves = [mem.read_u64(self.leaf_addr(i)) for i in range(PAGES + 1)]
         s = unit.stats
         counters = (s.iotlb_misses, s.iotlb_hits, s.faults, s.faults_suppressed, s.stale_uses)
         events = self.rig.smmu.events()
-        return tlb, deps, dict(unit.pipeline.deps.live), leaves, counters, events
+        return tlb, deps, leaves, counters, events
 
 
 KINDS: dict[str, Callable[[], Setup]] = {

@@ -24,6 +24,7 @@ from hw.smmuv3 import entries as ent
 from hw.smmuv3.caches import Sel
 from hw.smmuv3.slow_path import TlbSlowPath
 from hw.smmuv3.unit import Smmuv3Unit
+from tests.hw.cache_state import deps_state, tlb_state
 from tests.hw.smmuv3.helpers import (
     RAM,
     RID,
@@ -123,17 +124,8 @@ class Side:
 
     def state(self) -> tuple[object, ...]:
         unit: Smmuv3Unit = self.rig.unit
-        tlb = {
-            (key, shift, vpn): (e.phys, e.perms, e.pte_addr, tuple(e.slots), e.suspect, e.src)
-            for key, t in unit.caches.tlb.tables.items()
-            for shift, d in zip((12, 21, 30), t[:3], strict=True)
-            for vpn, e in d.items()
-        }
-        deps = {
-            g: sorted((e.vpn for e in s if hasattr(e, "vpn")), key=int)
-            for g, s in unit.pipeline.deps.deps.items()
-            if s
-        }
+        tlb = tlb_state(unit.caches.tlb, src=True)
+        deps = deps_state(unit.pipeline.deps)
         mem = self.rig.m.memory
         tables = bytes(mem.read(1 << 20, self.rig.pages.next - (1 << 20)))
         s = unit.stats
@@ -146,7 +138,7 @@ class Side:
             s.ste_hits,
             s.cd_hits,
         )
-        return tlb, deps, dict(unit.pipeline.deps.live), tables, counters, self.rig.smmu.events()
+        return tlb, deps, tables, counters, self.rig.smmu.events()
 
 
 def _req(side: Side, ssid: int, addr: int, size: int, priv: bool, write: bool) -> DmaResult:

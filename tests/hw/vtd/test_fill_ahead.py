@@ -17,6 +17,7 @@ from hw.vtd import StaleTranslationError, VtdUnit
 from hw.vtd import entries as ent
 from hw.vtd.caches import TlbEntry
 from hw.vtd.faults import FR
+from tests.hw.cache_state import deps_state, tlb_state
 from tests.hw.vtd.helpers import RAM, RID, PageTable, legacy_setup, sm_setup
 
 DID = 2
@@ -70,24 +71,15 @@ KINDS = {"fl": _fl, "sl-scalable": _sl_scalable, "sl-legacy": _sl_legacy, "sl-ss
 
 def _state(m: Machine, unit: VtdUnit, pt: PageTable) -> tuple[object, ...]:
     """Everything a fill leaves behind, keyed so two machines compare equal."""
-    iotlb = {
-        (key, shift, vpn): (e.phys, e.perms, e.dirty, e.pte_addr, sorted(e.slots), e.suspect)
-        for key, t in unit.caches.iotlb.tables.items()
-        for shift, d in zip((12, 21, 30), t[:3], strict=True)
-        for vpn, e in d.items()
-    }
-    deps = {
-        g: sorted((e.vpn for e in s if hasattr(e, "vpn")), key=int)
-        for g, s in unit.caches.deps.deps.items()
-        if s
-    }
+    iotlb = tlb_state(unit.caches.iotlb)
+    deps = deps_state(unit.caches.deps)
     leaves = [m.memory.read_u64(pt.entry_addr(IOVA + (i << 12), 1)) for i in range(PAGES + 1)]
     s = unit.stats
     counters = (s.iotlb_misses, s.iotlb_hits, s.faults, s.stale_uses)
     records = [
         (unit.regs[f"FRCD{i}_LO"], unit.regs[f"FRCD{i}_HI"]) for i in range(unit.faults.count)
     ]
-    return iotlb, deps, dict(unit.caches.deps.live), leaves, counters, records
+    return iotlb, deps, leaves, counters, records
 
 
 Break = Callable[[Machine, PageTable, Callable[[int, int, bool], DmaResult]], None]

@@ -18,6 +18,7 @@ from hw.bus import DmaResult
 from hw.machine import Machine
 from hw.vtd import VtdUnit
 from hw.vtd import entries as ent
+from tests.hw.cache_state import deps_state, tlb_state
 from tests.hw.vtd.helpers import RAM, RID, PageTable, legacy_setup, sm_setup
 
 DID = 3
@@ -58,17 +59,8 @@ KINDS = {"fl": _fl, "sl": _sl(False), "sl-ssade": _sl(True), "sl-legacy": _legac
 
 
 def _state(m: Machine, unit: VtdUnit, pt: PageTable) -> tuple[object, ...]:
-    iotlb = {
-        (key, shift, vpn): (e.phys, e.perms, e.dirty, e.pte_addr, list(e.slots), e.suspect)
-        for key, t in unit.caches.iotlb.tables.items()
-        for shift, d in zip((12, 21, 30), t[:3], strict=True)
-        for vpn, e in d.items()
-    }
-    deps = {
-        g: sorted((e.vpn for e in s if hasattr(e, "vpn")), key=int)
-        for g, s in unit.caches.deps.deps.items()
-        if s
-    }
+    iotlb = tlb_state(unit.caches.iotlb)
+    deps = deps_state(unit.caches.deps)
     leaves = [m.memory.read_u64(pt.entry_addr(IOVA + (i << 12), 1)) for i in range(PAGES)]
     s = unit.stats
     counters = (s.iotlb_misses, s.iotlb_hits, s.faults, s.stale_uses, s.ctx_hits, s.pasid_hits)
