@@ -182,6 +182,12 @@ class TagCache:
         self.tables: dict[Hashable, TagTable] = {}
         self.idle: dict[Hashable, TagTable] = {}
         """Empty tables of tags a global flush emptied, for their next fill."""
+        self.release: Callable[[list[TlbEntry]], None] = (
+            tracker.drop_all
+            if tracker is not None and type(self).dropped is TagCache.dropped
+            else self.dropped
+        )
+        """:meth:`dropped`, bound straight to the tracker's when not overridden."""
 
     def __len__(self) -> int:
         return sum(len(d) for t in self.tables.values() for d in t[:BLOCK])
@@ -197,7 +203,9 @@ class TagCache:
 
     def put(self, entry: TlbEntry) -> None:
         """Insert ``entry`` (replacing the one at its page) and drop its block summary;
-        with a tracker, register its granules there (:meth:`SlotTracker.add` in line)."""
+        with a tracker, register its granules there (:meth:`SlotTracker.add`, in line
+        for a 4-level walk whose path is registered: an IOTLB's entries keep their
+        granules in walk order, a list or tuple)."""
         tag = entry.tag
         t = self.tables.get(tag)
         if t is None:
@@ -214,43 +222,28 @@ class TagCache:
             t[3].pop((vpn << shift) >> BLOCK_SHIFT, None)
         tracker = self.tracker
         if tracker is not None:
-            deps = tracker.deps
-            try:  # every granule has its set already: the usual case (a refill)
-                try:  # a 4-level walk's four granules, without a loop
-                    g1, g2, g3, g4 = entry.slots
-                except ValueError:
-                    for granule in entry.slots:
-                        deps[granule].add(entry)
-                else:
-                    deps[g1].add(entry)
-                    deps[g2].add(entry)
-                    deps[g3].add(entry)
-                    deps[g4].add(entry)
-            except KeyError:
+            try:  # a 4-level walk's granules, its path and leaf registered already
+                g1, g2, g3, g4 = entry.slots
+                p = tracker.paths[g3]
+                s = tracker.deps[g4]
+            except (ValueError, KeyError):
                 tracker.add(entry)
+            else:  # SlotTracker.add in line (the usual case, a refill)
+                if p.g1 == g1 and p.g2 == g2:
+                    s.add(entry)
+                    p.live.add(entry)
+                    entry.path = p
+                else:
+                    tracker.add(entry)
         if old is not None:
-            self.dropped([old])
+            self.release([old])
 
     def dropped(self, entries: list[TlbEntry]) -> None:
         """Entries left the cache (replaced, invalidated): with a tracker, their
-        registrations go (a subclass without one overrides this)."""
-        tracker = self.tracker
-        if tracker is not None:
-            deps = tracker.deps
-            for entry in entries:  # SlotTracker.drop_all in line
-                try:  # a registered entry's granules all have sets
-                    try:  # a 4-level walk's four granules, without a loop
-                        g1, g2, g3, g4 = entry.slots
-                    except ValueError:
-                        for granule in entry.slots:
-                            deps[granule].discard(entry)
-                    else:
-                        deps[g1].discard(entry)
-                        deps[g2].discard(entry)
-                        deps[g3].discard(entry)
-                        deps[g4].discard(entry)
-                except KeyError:
-                    tracker.drop(entry)
+        registrations go (a subclass without one overrides this). Called through
+        :attr:`release`."""
+        if self.tracker is not None:
+            self.tracker.drop_all(entries)
 
     def entry_changed(self, entry: TlbEntry) -> None:
         """``entry`` (cached) was re-verified or re-bound: drop its block's summary."""
@@ -307,7 +300,7 @@ class TagCache:
             if match is None or match(key):
                 self._flush_table(key, first, last, dropped)
         if dropped:
-            self.dropped(dropped)
+            self.release(dropped)
         return len(dropped)
 
     def flush_all(self) -> int:
@@ -333,7 +326,7 @@ class TagCache:
         self.idle.update(tables)
         tables.clear()
         if dropped:
-            self.dropped(dropped)
+            self.release(dropped)
         return len(dropped)
 
     def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:
@@ -343,7 +336,7 @@ class TagCache:
         dropped: list[TlbEntry] = []
         self._flush_table(key, first, last, dropped)
         if dropped:
-            self.dropped(dropped)
+            self.release(dropped)
         return len(dropped)
 
     def _flush_table(self, key: Hashable, first: int, last: int, dropped: list[TlbEntry]) -> None:
