@@ -40,7 +40,7 @@ tag's emptied dicts for the refills that follow (:attr:`TagCache.idle`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from typing import Final, Protocol, cast
 
 from attrs import define
@@ -128,10 +128,6 @@ TagTable = tuple[dict[int, TlbEntry], dict[int, TlbEntry], dict[int, TlbEntry], 
 """One tag: entries per page size (4 KiB, 2 MiB, 1 GiB), then block summaries."""
 
 
-_NO_TABLE: TagTable = ({}, {}, {}, {})
-"""What :attr:`TagCache.idle` gives for a tag it has no table of (never filled)."""
-
-
 class Versioned(Protocol):
     """What dates block summaries: :attr:`hw.pagewatch.SlotTracker.version`, bumped
     whenever an entry anywhere is marked suspect."""
@@ -180,14 +176,17 @@ class TagCache:
         """For RAM with holes: how many bytes from an address above :attr:`ram` are RAM."""
         self.tracker = tracker
         self.tables: dict[Hashable, TagTable] = {}
+        """Tag -> its table, while it holds entries."""
         self.idle: dict[Hashable, TagTable] = {}
-        """Empty tables of tags a global flush emptied, for their next fill."""
-        self.release: Callable[[list[TlbEntry]], None] = (
+        """Tables of tags a global flush emptied, for their next fill."""
+        self.release: Callable[[Iterable[TlbEntry]], None] = (
             tracker.drop_all
             if tracker is not None and type(self).dropped is TagCache.dropped
-            else self.dropped
+            else self._dropped_list
         )
-        """:meth:`dropped`, bound straight to the tracker's when not overridden."""
+        """:meth:`dropped` of entries being removed (iterated during the call only):
+        bound straight to the tracker's :meth:`~SlotTracker.drop_all` when not
+        overridden."""
 
     def __len__(self) -> int:
         return sum(len(d) for t in self.tables.values() for d in t[:BLOCK])
@@ -209,8 +208,8 @@ class TagCache:
         tag = entry.tag
         t = self.tables.get(tag)
         if t is None:
-            t = self.idle.pop(tag, _NO_TABLE)
-            if t is _NO_TABLE:
+            t = self.idle.pop(tag, None)
+            if t is None:
                 t = ({}, {}, {}, {})
             self.tables[tag] = t
         shift = entry.shift
@@ -244,6 +243,9 @@ class TagCache:
         :attr:`release`."""
         if self.tracker is not None:
             self.tracker.drop_all(entries)
+
+    def _dropped_list(self, entries: Iterable[TlbEntry]) -> None:
+        self.dropped(entries if entries.__class__ is list else list(entries))
 
     def entry_changed(self, entry: TlbEntry) -> None:
         """``entry`` (cached) was re-verified or re-bound: drop its block's summary."""
@@ -306,28 +308,31 @@ class TagCache:
     def flush_all(self) -> int:
         """:meth:`flush` of everything. Every tag's dicts are emptied and kept aside
         (:attr:`idle`), not rebuilt: the refills that follow take their tag's table
-        back."""
+        back. Each dict's entries are released from its own view (no list of them is
+        built)."""
         tables = self.tables
         if not tables:
             return 0
-        dropped: list[TlbEntry] = []
+        n = 0
+        release = self.release
         for d4, d2m, d1g, blocks in tables.values():
             if d4:
-                dropped += d4.values()
+                n += len(d4)
+                release(d4.values())
                 d4.clear()
             if d2m:
-                dropped += d2m.values()
+                n += len(d2m)
+                release(d2m.values())
                 d2m.clear()
             if d1g:
-                dropped += d1g.values()
+                n += len(d1g)
+                release(d1g.values())
                 d1g.clear()
             if blocks:
                 blocks.clear()
         self.idle.update(tables)
         tables.clear()
-        if dropped:
-            self.release(dropped)
-        return len(dropped)
+        return n
 
     def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:
         """:meth:`flush` of the one tag ``key``: no scan over the other tags."""
