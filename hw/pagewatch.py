@@ -45,11 +45,14 @@ class SlotCached:
     of them changes. ``causes`` (unset until then: read it with :func:`causes`) are
     the writes that made it suspect, recorded only then (the tracker's cold path)."""
 
-    __slots__ = ("causes", "path", "slots", "suspect")
+    __slots__ = ("causes", "leaf", "path", "slots", "suspect")
     causes: tuple[TableWrite, ...]
     path: TablePath | None
     """The path the entry's first three granules are registered under (None: each of
     its granules on its own); set by every registration (:meth:`SlotTracker.add`)."""
+    leaf: set[SlotCached]
+    """With a path: the set of its last granule it is registered in (its drop is a
+    discard from each, with no lookup)."""
 
     def __init__(self, slots: Collection[int]) -> None:
         self.slots = slots
@@ -314,7 +317,12 @@ class SlotTracker:
         entry.path = p
         if p is not None:
             p.live.add(entry)
-            slots = (g4,)
+            s = deps.get(g4)
+            if s is None:
+                s = self.first(g4)
+            s.add(entry)
+            entry.leaf = s
+            return
         for granule in slots:
             s = deps.get(granule)
             if s is None:
@@ -344,12 +352,15 @@ class SlotTracker:
             s = deps.get(granule)
             if s is not None:
                 s.add(entry)
-                continue
-            sets = pages.get(granule >> _SLOTS_PER_PAGE_SHIFT)
-            if sets is None:  # the page is not watched yet
-                self.first(granule).add(entry)
-            else:  # :meth:`first` in line: a run's leaves share their table page
-                deps[granule] = sets[granule] = {entry}
+            else:
+                sets = pages.get(granule >> _SLOTS_PER_PAGE_SHIFT)
+                if sets is None:  # the page is not watched yet
+                    s = self.first(granule)
+                    s.add(entry)
+                else:  # :meth:`first` in line: a run's leaves share their table page
+                    s = deps[granule] = sets[granule] = {entry}
+            if p is not None:
+                entry.leaf = s
 
     def drop(self, entry: SlotCached) -> None:
         """Forget ``entry``'s dependencies. A granule's set (and a path) stays when it
@@ -363,11 +374,9 @@ class SlotTracker:
         deps = self.deps
         for entry in entries:
             p = entry.path
-            if p is not None:  # its path and its leaf granule
+            if p is not None:  # its path and its leaf granule's set
                 p.live.discard(entry)
-                s = deps.get(entry.slots[3])  # type: ignore[index]
-                if s is not None:
-                    s.discard(entry)
+                entry.leaf.discard(entry)
                 continue
             for granule in entry.slots:
                 s = deps.get(granule)

@@ -232,6 +232,7 @@ class TagCache:
                     s.add(entry)
                     p.live.add(entry)
                     entry.path = p
+                    entry.leaf = s
                 else:
                     tracker.add(entry)
         if old is not None:
