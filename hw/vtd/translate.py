@@ -353,8 +353,9 @@ class Translation:
             # above the leaf, is what that walk sets too).
             iotlb = self.iotlb
             t = iotlb.tables.get(sel.key)
-            v = addr >> 12  # lookups by page number: small-int shifts
-            if t is None or not (t[0].get(v) or t[1].get(v >> 9) or t[2].get(v >> 18)):
+            if t is None or not (  # lookups by page number: small-int shifts
+                t[0].get(v := addr >> 12) or t[1].get(v >> 9) or t[2].get(v >> 18)
+            ):
                 # The straight walk without walk_sl's call (its leaf tagged and clean:
                 # a stage without A/D); anything else walk_sl's or walk_fl's.
                 e = (

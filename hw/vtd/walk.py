@@ -433,7 +433,7 @@ class Walker:
             and not (up := p1 | p2 | p3) & 0xFF8
             and up < top
             and pte < top
-            and 0 < pte & self.sl4_leaf[scalable] < 4
+            and pte & self.sl4_leaf[scalable] in {1, 2, 3}
         ):
             perms = p1 & 7 & p2 & p3
             if memo is not None:
