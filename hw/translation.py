@@ -85,6 +85,7 @@ class TlbEntry(SlotCached):
     ) -> None:
         self.slots = slots
         self.suspect = False
+        self.path = None
         self.tag = tag
         self.vpn = vpn
         self.shift = shift
