@@ -157,6 +157,11 @@ def _ram_bytes(cache: TagCache, phys: int, n: int) -> int:
     return max(0, min(n, cache.ram - phys))
 
 
+def _unregistered(entries: Iterable[TlbEntry]) -> None:
+    """What a cache without a tracker and without a :meth:`TagCache.dropped` of its
+    own does with the entries it drops: nothing (none were registered)."""
+
+
 class TagCache:
     """A translation cache: tag -> :data:`TagTable`. ``deps`` dates its block
     summaries (the tracker its entries are registered with); with ``tracker`` the
@@ -181,13 +186,14 @@ class TagCache:
         self.idle: dict[Hashable, TagTable] = {}
         """Tables of tags a global flush emptied, for their next fill."""
         self.release: Callable[[Iterable[TlbEntry]], None] = (
-            tracker.drop_all
-            if tracker is not None and type(self).dropped is TagCache.dropped
-            else self._dropped_list
+            self._dropped_list
+            if type(self).dropped is not TagCache.dropped
+            else _unregistered
+            if tracker is None
+            else tracker.drop_all
         )
         """:meth:`dropped` of entries being removed (iterated during the call only):
-        bound straight to the tracker's :meth:`~SlotTracker.drop_all` when not
-        overridden."""
+        a subclass's own, or straight the tracker's :meth:`~SlotTracker.drop_all`."""
 
     def __len__(self) -> int:
         return sum(len(d) for t in self.tables.values() for d in t[:BLOCK])
@@ -241,10 +247,9 @@ class TagCache:
 
     def dropped(self, entries: list[TlbEntry]) -> None:
         """Entries left the cache (replaced, invalidated): with a tracker, their
-        registrations go (a subclass without one overrides this). Called through
-        :attr:`release`."""
-        if self.tracker is not None:
-            self.tracker.drop_all(entries)
+        registrations go (a subclass without one overrides this, and the cache
+        calls the override through :attr:`release`)."""
+        self.release(entries)
 
     def _dropped_list(self, entries: Iterable[TlbEntry]) -> None:
         self.dropped(entries if entries.__class__ is list else list(entries))
