@@ -235,7 +235,7 @@ class S1MissPath(TlbSlowPath):
         if phys > self.last_page:
             return None
         e = _new(TlbEntry)  # TlbEntry.__init__'s fields in line: no constructor frame
-        e.slots = [g0, g1, g2, g]
+        e.slots = (g0, g1, g2, g)
         e.suspect = False
         e.tag = self.tag if pte & NG else gtag
         e.vpn = vpn
