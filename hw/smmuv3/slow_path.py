@@ -193,12 +193,14 @@ class S1MissPath(TlbSlowPath):
         page, the half 4 levels. The four descriptors are read straight from
         :attr:`~hw.memory.Memory.qwords`, each table descriptor's address taken
         unmasked (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make
-        it differ from the masked one, and a bit above 51 indexes outside RAM); the
-        leaf passes one test (a write needs AP[2]=0), gives one of two rights
-        (read-only unless a dirty update is pending) and its page must be RAM.
-        Exactly the entry, miss and granules :meth:`Smmuv3Unit._fill` and
-        :meth:`~hw.smmuv3.walk.Walker.walk_raw` give such a page (the tests compare
-        the two over random tables)."""
+        it differ from the masked one, and a bit above 51 indexes outside RAM), each
+        then tested with one AND against a small int; the leaf passes one test (a
+        write needs AP[2]=0), gives one of two rights (read-only unless a dirty
+        update is pending) and its page must be RAM. The entry is built without a
+        constructor call (the fields :class:`~hw.translation.TlbEntry` sets, in
+        line, as VT-d's ``walk_sl4`` does). Exactly the entry, miss and granules
+        :meth:`Smmuv3Unit._fill` and :meth:`~hw.smmuv3.walk.Walker.walk_raw` give
+        such a page (the tests compare the two over random tables)."""
         tg, low, above, expect, table_test, leaf_test, root = (
             self.fast1 if a & BIT55 else self.fast0
         )
@@ -234,7 +236,7 @@ class S1MissPath(TlbSlowPath):
         phys = pte & OA_MASK
         if phys > self.last_page:
             return None
-        e = _new(TlbEntry)  # TlbEntry.__init__'s fields in line: no constructor frame
+        e = _new(TlbEntry)
         e.slots = (g0, g1, g2, g)
         e.suspect = False
         e.tag = self.tag if pte & NG else gtag
