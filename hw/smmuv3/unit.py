@@ -40,7 +40,7 @@ instead of faulting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from attrs import define
@@ -75,7 +75,6 @@ from hw.translation import (
     Pipeline,
     PipelineStats,
     TagCache,
-    TagTable,
     TlbEntry,
     translate_page,
     translate_run,
@@ -138,7 +137,6 @@ class Smmuv3Unit(IommuUnitModel):
     _m: Machine
     _stes: dict[int, SteEntry]
     _iotlb: TagCache
-    _tables: dict[Hashable, TagTable]
     """Bound at attach for the translation path (the public parts raise before)."""
     pipeline = AttachedPart[Pipeline]()
     walker = AttachedPart[Walker]()
@@ -215,7 +213,7 @@ class Smmuv3Unit(IommuUnitModel):
         w.set_bits = p.deps.own_write
         c = Caches(p)
         self._w, self._c, self._p, self._m = w, c, p, machine
-        self._stes, self._iotlb, self._tables = c.ste, p.iotlb, p.iotlb.tables
+        self._stes, self._iotlb = c.ste, p.iotlb
         self.set_part("pipeline", p)
         self.set_part("walker", w)
         self.set_part("caches", c)
@@ -413,7 +411,7 @@ class Smmuv3Unit(IommuUnitModel):
             # One page with nothing cached for it under the selection's tag: walked
             # and filled straight (S1MissPath.fill) as the pipeline's miss would be;
             # anything fill leaves goes the general way below.
-            tables, tag = self._tables, sel.tag
+            tables, tag = self._iotlb.tables, sel.tag
             if tag not in tables or not (
                 (t := tables[tag])[0].get(addr >> 12)
                 or t[1].get(addr >> 21)
