@@ -69,10 +69,10 @@ _UPPERS = ((39, 30, 21), (30, 21), (21,))
 _FROM_LEVEL0 = _UPPERS[0]
 DBM = ent.LpaeLeaf.DBM.mask
 LEAF_OK = _AF | _AP1 | 3
-TABLE_OK = 3
-"""A valid table descriptor (what :data:`Straight` table tests leave)."""
 """A valid page descriptor, accessed, EL0-accessible (what :data:`Straight` leaves
 test for; AP[2] then decides between two rights)."""
+TABLE_OK = 3
+"""A valid table descriptor (what :data:`Straight` table tests leave)."""
 _S2AP_R = ent.LpaeS2Leaf.S2AP_R.mask
 _S2AP_W = ent.LpaeS2Leaf.S2AP_W.mask
 
