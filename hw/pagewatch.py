@@ -371,7 +371,6 @@ class SlotTracker:
     def drop_all(self, entries: Iterable[SlotCached]) -> None:
         """:meth:`drop` of each of ``entries`` (an invalidation's victims, in one call;
         a cache's global flush)."""
-        deps = self.deps
         for entry in entries:
             p = entry.path
             if p is not None:  # its path and its leaf granule's set
@@ -379,7 +378,7 @@ class SlotTracker:
                 entry.leaf.discard(entry)
                 continue
             for granule in entry.slots:
-                s = deps.get(granule)
+                s = self.deps.get(granule)
                 if s is not None:
                     s.discard(entry)
 

@@ -425,14 +425,12 @@ class Walker:
             pte = qwords[g]
         except IndexError:  # beyond RAM: the loop decides (a table there faults)
             return None
-        top = self.haw_top
         if (
             p1 & 3
             and p2 & 3
             and p3 & 3
             and not (up := p1 | p2 | p3) & 0xFF8
-            and up < top
-            and pte < top
+            and up | pte < self.haw_top
             and pte & self.sl4_leaf[scalable] in {1, 2, 3}
         ):
             perms = p1 & 7 & p2 & p3
