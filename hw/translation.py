@@ -194,6 +194,9 @@ class TagCache:
         )
         """:meth:`dropped` of entries being removed (iterated during the call only):
         a subclass's own, or straight the tracker's :meth:`~SlotTracker.drop_all`."""
+        self.drops_in_line = self.release == getattr(tracker, "drop_all", None)
+        """:attr:`release` is the tracker's: :meth:`flush_all` drops the 4 KiB entries
+        registered under a path in line (:meth:`SlotTracker.drop_all`'s first branch)."""
 
     def __len__(self) -> int:
         return sum(len(d) for t in self.tables.values() for d in t[:BLOCK])
@@ -316,16 +319,27 @@ class TagCache:
         """:meth:`flush` of everything. Every tag's dicts are emptied and kept aside
         (:attr:`idle`), not rebuilt: the refills that follow take their tag's table
         back. Each dict's entries are released from its own view (no list of them is
-        built)."""
+        built); with the tracker's release (:attr:`drops_in_line`), a 4 KiB entry
+        registered under a path leaves its two sets here, without the call."""
         tables = self.tables
         if not tables:
             return 0
         n = 0
         release = self.release
+        in_line = self.drops_in_line
         for d4, d2m, d1g, blocks in tables.values():
             if d4:
                 n += len(d4)
-                release(d4.values())
+                if in_line:
+                    for e in d4.values():
+                        p = e.path
+                        if p is not None:
+                            p.live.discard(e)
+                            e.leaf.discard(e)
+                        else:
+                            release((e,))
+                else:
+                    release(d4.values())
                 d4.clear()
             if d2m:
                 n += len(d2m)
