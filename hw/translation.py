@@ -324,17 +324,23 @@ class TagCache:
     def flush_all(self) -> int:
         """:meth:`flush` of everything. Every tag's dicts are emptied and kept aside
         (:attr:`idle`), not rebuilt: the refills that follow take their tag's table
-        back. Each dict's entries are released from its own view (no list of them is
-        built), except a few 4 KiB entries (:data:`FEW_POPPED`), popped one by one;
-        with the tracker's release (:attr:`drops_in_line`) those registered under a
-        path leave their two sets here, without the call."""
+        back. The tags are popped from :attr:`tables` one by one (so that dict keeps
+        its key table for the refills; ``clear`` would free it). Each dict's entries
+        are released from its own view (no list of them is built), except a few 4 KiB
+        entries (:data:`FEW_POPPED`), popped one by one; with the tracker's release
+        (:attr:`drops_in_line`) those registered under a path leave their two sets
+        here, without the call."""
         tables = self.tables
         if not tables:
             return 0
         n = 0
         release = self.release
         in_line = self.drops_in_line
-        for d4, d2m, d1g, blocks in tables.values():
+        idle = self.idle
+        while tables:  # popped too: the dict keeps its key table for the refills
+            tag, t = tables.popitem()
+            idle[tag] = t
+            d4, d2m, d1g, blocks = t
             if d4:
                 k = len(d4)
                 n += k
@@ -360,8 +366,6 @@ class TagCache:
                 d1g.clear()
             if blocks:
                 blocks.clear()
-        self.idle.update(tables)
-        tables.clear()
         return n
 
     def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:
