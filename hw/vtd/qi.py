@@ -164,6 +164,7 @@ class InvalidationQueue:
         m = self._m
         stats = u.stats
         while head != tail:
+            q: tuple[int, ...]
             if words is not None:  # the queue is RAM: its quadwords by index
                 i = (base + head) >> 3
                 q = (
