@@ -129,7 +129,7 @@ class InvalidationQueue:
     def kick(self) -> None:
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self._clock.post(QI_DELAY_NS, self.process)
+            self._clock.post(QI_DELAY_NS, self._process)
 
     def process(self) -> None:
         """Execute descriptors from IQH to IQT (stops at the first error or at a wait
