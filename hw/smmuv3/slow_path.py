@@ -22,6 +22,7 @@ from hw.smmuv3.walk import (
     PERM_R,
     PERM_U,
     PERM_WUR,
+    TABLE_OK,
     CdInfo,
     SmmuFault,
     Straight,
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 
 LOST_DIRTY = "no dirty update"
 PERM_UR = PERM_U | PERM_R
+_new = object.__new__
+BIT55 = 1 << 55
+"""The VA bit that selects the TTB1 half."""
 NO_STRAIGHT: Straight = (0, 0, 0, -1, 0, 0, 0)
 """The straight parameters of a half that has none: no address passes ``a & 0 == -1``."""
 
@@ -138,9 +142,9 @@ class S1MissPath(TlbSlowPath):
         "gtag",
         "hd",
         "iotlb",
+        "last_page",
         "machine",
         "qwords",
-        "ram",
         "stats",
         "tables",
         "tag",
@@ -159,7 +163,8 @@ class S1MissPath(TlbSlowPath):
         self.tag, self.gtag = sel.tag, sel.gtag
         self.iotlb = unit._p.iotlb
         self.tables = self.iotlb.tables
-        self.ram = self.iotlb.ram
+        self.last_page = self.iotlb.ram - 4096
+        """The highest page frame the straight fill gives (RAM in one piece from 0)."""
         self.machine = unit._m
         self.qwords = unit._w.qwords
         self.stats = unit.stats
@@ -171,8 +176,8 @@ class S1MissPath(TlbSlowPath):
             return NO_STRAIGHT
         if not write:
             return half
-        tg, low, above, expect, upper_bad, leaf_test, root = half
-        return tg, low, above, expect, upper_bad, leaf_test | AP2, root
+        tg, low, above, expect, table_test, leaf_test, root = half
+        return tg, low, above, expect, table_test, leaf_test | AP2, root
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         if e is None and end - a <= 4096:
@@ -188,23 +193,25 @@ class S1MissPath(TlbSlowPath):
         page, the half 4 levels. The four descriptors are read straight from
         :attr:`~hw.memory.Memory.qwords`, each table descriptor's address taken
         unmasked (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make
-        it differ from the masked one, and a bit above 51 indexes outside RAM); the
-        leaf passes one test (a write needs AP[2]=0), gives one of two rights
-        (read-only unless a dirty update is pending) and its page must be RAM.
-        Exactly the entry, miss and granules :meth:`Smmuv3Unit._fill` and
-        :meth:`~hw.smmuv3.walk.Walker.walk_raw` give such a page (the tests compare
-        the two over random tables)."""
-        tg, low, above, expect, upper_bad, leaf_test, root = (
-            self.fast1 if (a >> 55) & 1 else self.fast0
+        it differ from the masked one, and a bit above 51 indexes outside RAM), each
+        then tested with one AND against a small int; the leaf passes one test (a
+        write needs AP[2]=0), gives one of two rights (read-only unless a dirty
+        update is pending) and its page must be RAM. The entry is built without a
+        constructor call (the fields :class:`~hw.translation.TlbEntry` sets, in
+        line, as VT-d's ``walk_sl4`` does). Exactly the entry, miss and granules
+        :meth:`Smmuv3Unit._fill` and :meth:`~hw.smmuv3.walk.Walker.walk_raw` give
+        such a page (the tests compare the two over random tables)."""
+        tg, low, above, expect, table_test, leaf_test, root = (
+            self.fast1 if a & BIT55 else self.fast0
         )
-        vpn = a >> 12  # the indexes from the page number: small-int operations
-        gt = self.tables.get(self.gtag)
-        if (
-            a & above != expect
-            or self.machine.hw_trace is not None
-            or (gt is not None and (gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30)))
-        ):
+        if a & above != expect or self.machine.hw_trace is not None:
             return None
+        vpn = a >> 12  # the indexes from the page number: small-int operations
+        tables, gtag = self.tables, self.gtag
+        if gtag in tables:  # (no global entry at all: usual after a flush)
+            gt = tables[gtag]
+            if gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30):
+                return None
         q = self.qwords
         try:
             p0 = q[g0 := tg + ((vpn & low) >> 27)]
@@ -213,7 +220,12 @@ class S1MissPath(TlbSlowPath):
             pte = q[g := (p2 >> 3) + (vpn & 0x1FF)]
         except IndexError:  # outside RAM (or a bit above 51): the general path
             return None
-        if pte & leaf_test != LEAF_OK or (p0 & p1 & p2 & 3 | (p0 | p1 | p2) & upper_bad) != 3:
+        if (  # one AND each, compared as small ints
+            pte & leaf_test != LEAF_OK
+            or p0 & table_test != TABLE_OK
+            or p1 & table_test != TABLE_OK
+            or p2 & table_test != TABLE_OK
+        ):
             return None
         if not pte & AP2:
             perms = PERM_WUR
@@ -222,18 +234,19 @@ class S1MissPath(TlbSlowPath):
         else:
             perms = PERM_UR
         phys = pte & OA_MASK
-        if phys + 4096 > self.ram:
+        if phys > self.last_page:
             return None
-        e = TlbEntry(
-            self.tag if pte & NG else self.gtag,
-            vpn,
-            12,
-            phys,
-            perms,
-            root,
-            g << 3,
-            [g0, g1, g2, g],
-        )
+        e = _new(TlbEntry)
+        e.slots = (g0, g1, g2, g)
+        e.suspect = False
+        e.tag = self.tag if pte & NG else gtag
+        e.vpn = vpn
+        e.shift = 12
+        e.phys = phys
+        e.perms = perms
+        e.src = root
+        e.pte_addr = g << 3
+        e.dirty = True
         self.iotlb.put(e)
         self.stats.iotlb_misses += 1
         return e

@@ -388,11 +388,13 @@ class Smmuv3Unit(IommuUnitModel):
         pipeline; any other goes through :meth:`_translate_select`."""
         if size <= 0 or not self.smmuen:
             return self._translate_off(addr, size, write)
-        se = self._stes.get(rid)
+        se: SteEntry | None
+        try:  # subscripts, not get calls: a miss takes the long way anyway
+            se = self._stes[rid]
+            sel = se.sels[pasid]
+        except KeyError:
+            se = None
         if se is None or se.suspect:
-            return self._translate_select(rid, pasid, priv, addr, size, write)
-        sel = se.sels.get(pasid)
-        if sel is None:
             return self._translate_select(rid, pasid, priv, addr, size, write)
         stats = self.stats
         cde = sel.cde
@@ -409,9 +411,11 @@ class Smmuv3Unit(IommuUnitModel):
             # One page with nothing cached for it under the selection's tag: walked
             # and filled straight (S1MissPath.fill) as the pipeline's miss would be;
             # anything fill leaves goes the general way below.
-            t = self._iotlb.tables.get(sel.tag)
-            if t is None or not (
-                t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+            tables, tag = self._iotlb.tables, sel.tag
+            if tag not in tables or not (
+                (t := tables[tag])[0].get(addr >> 12)
+                or t[1].get(addr >> 21)
+                or t[2].get(addr >> 30)
             ):
                 e = slow.fill(addr)
                 if e is not None:

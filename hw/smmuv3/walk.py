@@ -71,6 +71,8 @@ DBM = ent.LpaeLeaf.DBM.mask
 LEAF_OK = _AF | _AP1 | 3
 """A valid page descriptor, accessed, EL0-accessible (what :data:`Straight` leaves
 test for; AP[2] then decides between two rights)."""
+TABLE_OK = 3
+"""A valid table descriptor (what :data:`Straight` table tests leave)."""
 _S2AP_R = ent.LpaeS2Leaf.S2AP_R.mask
 _S2AP_W = ent.LpaeS2Leaf.S2AP_W.mask
 
@@ -807,8 +809,9 @@ def _half_params(
 Straight = tuple[int, int, int, int, int, int, int]
 """A 4-level TTBx half as a straight read takes it (:func:`straight`): (level-0 table
 as a granule, the page-number bits the indexes take, the VA bits checked above the half's
-size, the value they must have, the bits no table descriptor passed may have, the
-leaf bits tested against :data:`LEAF_OK`, the TTBx root)."""
+size, the value they must have, the bits each table descriptor passed is tested on
+(against :data:`TABLE_OK`), the leaf bits tested against :data:`LEAF_OK`, the TTBx
+root)."""
 
 
 def straight(half: Half | None, leaf_bad: int) -> Straight | None:
@@ -816,8 +819,8 @@ def straight(half: Half | None, leaf_bad: int) -> Straight | None:
     (None: disabled, or fewer levels). A walk passes where :meth:`Walker.walk_raw`
     checks nothing more: the three table descriptors are valid tables, none with an
     address bit at or above the IPS or in 51:48 nor an ignored bit in 11:3 (the next
-    table's address is then the descriptor shifted, unmasked; their OR-ed bits test
-    once against ``upper_bad``); the leaf is a valid page descriptor, accessed,
+    table's address is then the descriptor shifted, unmasked; each tests as
+    :data:`TABLE_OK` under one mask); the leaf is a valid page descriptor, accessed,
     EL0-accessible, with no Address Size bit (``leaf_bad``). A table descriptor with
     a bit above 51 (APTable, NSTable, XN/PXNTable, an ignored one) is left to the
     general walk by its unmasked address, outside RAM (APTable bits are then applied
@@ -825,8 +828,8 @@ def straight(half: Half | None, leaf_bad: int) -> Straight | None:
     if half is None or half[1] is not _FROM_LEVEL0:
         return None
     tg, _, low, above, expect, check, _had, root = half
-    upper_bad = (check & ~3) | _TABLE_IGNORED_LOW
-    return tg, low >> 12, above, expect, upper_bad, leaf_bad | LEAF_OK, root
+    table_test = check | _TABLE_IGNORED_LOW  # the bits of check above 1:0 must be clear
+    return tg, low >> 12, above, expect, table_test, leaf_bad | LEAF_OK, root
 
 
 def _table_base(ttb: int, va_bits: int) -> int:
