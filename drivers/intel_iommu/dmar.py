@@ -432,7 +432,7 @@ def qi_submit_sync(iommu: IntelIommu, desc: Sequence[QiDesc], options: int = 0) 
     qw0 = _QI_IWD_DONE
     if options & ir.QI_OPT_WAIT_DRAIN:
         qw0 |= ir.QI_IWD_PRQ_DRAIN
-    qws: list[int] = []
+    qws: tuple[int, ...] = ()
     for d in desc:
         qws += d[:qwords]
     qws += (qw0, status + 4 * wait_index, 0, 0)[:qwords]
