@@ -9,6 +9,13 @@ marks the entries *suspect* when one of *their* granules changes, so the model
 re-walks only entries that may have gone stale and the cache-hit path stays a dict
 lookup plus one flag test. The one tracker of every IOMMU model (VT-d, SMMUv3) and
 of the translations they hand to devices' ATCs.
+
+An entry read from four table entries (a 4-level walk: three table pointers and its
+leaf) is registered at its leaf granule only, and under a :class:`TablePath` that
+stands for the three upper granules: the path is registered at those once, for every
+entry walked through them, so filling and dropping such an entry costs two set
+operations instead of four (the IOTLB's cold fill and global flush). Which entries a
+write marks is the same either way: those whose walk read the changed granule.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ _SLOT_MASK = (1 << _SLOTS_PER_PAGE_SHIFT) - 1
 
 
 _U64 = (1 << 64) - 1
+_ORDERED = (list, tuple)
+"""Slot collections in walk order (a set of granules is never a path)."""
 MAX_CAUSES = 4
 """Table writes remembered per suspect entry (the first ones: what made it wrong)."""
 
@@ -36,12 +45,36 @@ class SlotCached:
     of them changes. ``causes`` (unset until then: read it with :func:`causes`) are
     the writes that made it suspect, recorded only then (the tracker's cold path)."""
 
-    __slots__ = ("causes", "slots", "suspect")
+    __slots__ = ("causes", "leaf", "path", "slots", "suspect")
     causes: tuple[TableWrite, ...]
+    path: TablePath | None
+    """The path the entry's first three granules are registered under (None: each of
+    its granules on its own); set by every registration (:meth:`SlotTracker.add`)."""
+    leaf: set[SlotCached]
+    """With a path: the set of its last granule it is registered in (its drop is a
+    discard from each, with no lookup)."""
 
     def __init__(self, slots: Collection[int]) -> None:
         self.slots = slots
         self.suspect = False
+        self.path = None
+
+
+class TablePath:
+    """Three granules a walk read on its way to a leaf (``g1``, ``g2``, then ``g3``,
+    the entry that points to the leaf's table), registered once for all the entries
+    walked through them: ``live`` holds those entries (each also registered at its
+    own leaf granule). A write to any of the three marks every entry in ``live``.
+    An emptied path stays, as an emptied granule set does (a refill is one ``add``),
+    and goes when a page it lies in is unwatched."""
+
+    __slots__ = ("g1", "g2", "g3", "live")
+
+    def __init__(self, g1: int, g2: int, g3: int) -> None:
+        self.g1 = g1
+        self.g2 = g2
+        self.g3 = g3
+        self.live: set[SlotCached] = set()
 
 
 class SlotTracker:
@@ -86,18 +119,42 @@ class SlotTracker:
         """Virtual time for the writes recorded as causes (the unit's clock)."""
         self._own = (-1, 0, 0)
         """(page, first byte, end byte) of the model's own write in progress."""
+        self.paths: dict[int, TablePath] = {}
+        """Last upper granule (``g3``) -> the path registered for it (one per granule:
+        a walk that reached it through other upper granules registers on its own)."""
+        self.ups: dict[int, set[TablePath]] = {}
+        """Granule -> the paths registered at it (it has a set in :attr:`deps` too,
+        so its page is watched)."""
+        self.page_paths: dict[int, set[TablePath]] = {}
+        """Watched page frame -> the paths with a granule in it."""
 
     @property
     def live(self) -> dict[int, int]:
         """Watched page frame -> how many of its granules have entries (for dumps
-        and tests; derived from :attr:`pages`)."""
-        return {pfn: sum(1 for s in sets.values() if s) for pfn, sets in self.pages.items()}
+        and tests; derived from :attr:`pages` and the paths)."""
+        ups = self.ups
+        return {
+            pfn: sum(1 for g, s in sets.items() if s or any(p.live for p in ups.get(g, ())))
+            for pfn, sets in self.pages.items()
+        }
+
+    def dependants(self) -> dict[int, set[SlotCached]]:
+        """Granule -> every entry built from it, registered on its own or under a
+        path (granules with entries only; for dumps and tests)."""
+        out: dict[int, set[SlotCached]] = {g: set(s) for g, s in self.deps.items() if s}
+        for g, paths in self.ups.items():
+            for p in paths:
+                if p.live:
+                    out.setdefault(g, set()).update(p.live)
+        return out
 
     def on_write(self, pfn: int) -> None:
         snap = self.snaps.get(pfn)
         if snap is None:  # pragma: no cover - unwatched before Memory called back
             return
-        if not any(self.pages[pfn].values()):
+        if not any(self.pages[pfn].values()) and not any(
+            p.live for p in self.page_paths.get(pfn, ())
+        ):
             # Nothing depends on this page any more: stop watching it now (watches
             # are dropped lazily, so a refill before any write costs no snapshot).
             self._forget(pfn)
@@ -114,7 +171,7 @@ class SlotTracker:
             return
         diff = int.from_bytes(cur, "little") ^ int.from_bytes(snap, "little")
         snap[:] = cur
-        deps = self.deps
+        deps, ups = self.deps, self.ups
         first = pfn << _SLOTS_PER_PAGE_SHIFT
         marked = False
         rest = diff
@@ -122,6 +179,11 @@ class SlotTracker:
             slot = (rest.bit_length() - 1) >> 6
             rest &= (1 << (slot << 6)) - 1
             hit = deps.get(first | slot)
+            paths = ups.get(first | slot)
+            if paths:  # the entries under its paths too, each once
+                hit = set(hit) if hit else set()
+                for p in paths:
+                    hit |= p.live
             if hit:
                 self._blame(hit, base | (slot << 3), (diff >> (slot << 6)) & _U64)
                 marked = True
@@ -189,12 +251,31 @@ class SlotTracker:
                 self._own = (-1, 0, 0)
 
     def _forget(self, pfn: int) -> None:
-        """Stop watching page ``pfn``: its snapshot and its granules' (empty) sets go."""
+        """Stop watching page ``pfn``: its snapshot, its granules' (empty) sets and
+        the (empty) paths with a granule in it go."""
         del self.snaps[pfn]
         self.mem.unwatch(pfn, self.on_write)
         deps = self.deps
         for granule in self.pages.pop(pfn):
             del deps[granule]
+        for p in self.page_paths.pop(pfn, ()):
+            self._unpath(p)
+
+    def _unpath(self, p: TablePath) -> None:
+        """Path ``p`` (holding no entry) goes from every index."""
+        if self.paths.get(p.g3) is p:
+            del self.paths[p.g3]
+        for g in (p.g1, p.g2, p.g3):
+            at = self.ups.get(g)
+            if at is not None:
+                at.discard(p)
+                if not at:
+                    del self.ups[g]
+            on_page = self.page_paths.get(g >> _SLOTS_PER_PAGE_SHIFT)
+            if on_page is not None:
+                on_page.discard(p)
+                if not on_page:
+                    del self.page_paths[g >> _SLOTS_PER_PAGE_SHIFT]
 
     def first(self, granule: int) -> set[SlotCached]:
         """``granule`` gets its first entry: its (empty) set, and a watch on its page
@@ -210,53 +291,94 @@ class SlotTracker:
         self.deps[granule] = sets[granule] = s
         return s
 
+    def path(self, g1: int, g2: int, g3: int) -> TablePath | None:
+        """The path registered for ``g1, g2, g3`` (a new one if ``g3`` has none), or
+        None when ``g3``'s path was walked through other upper granules."""
+        p = self.paths.get(g3)
+        if p is not None:
+            return p if p.g1 == g1 and p.g2 == g2 else None
+        p = self.paths[g3] = TablePath(g1, g2, g3)
+        for g in (g1, g2, g3):
+            if g not in self.deps:
+                self.first(g)
+            self.ups.setdefault(g, set()).add(p)
+            self.page_paths.setdefault(g >> _SLOTS_PER_PAGE_SHIFT, set()).add(p)
+        return p
+
     def add(self, entry: SlotCached) -> None:
+        """Register ``entry`` at its granules: four in walk order as a path and the
+        last (:meth:`path`), any others each on its own."""
         deps = self.deps
-        for granule in entry.slots:
+        slots = entry.slots
+        p = None
+        if len(slots) == 4 and slots.__class__ in _ORDERED:
+            g1, g2, g3, g4 = slots
+            p = self.path(g1, g2, g3)
+        entry.path = p
+        if p is not None:
+            p.live.add(entry)
+            s = deps.get(g4)
+            if s is None:
+                s = self.first(g4)
+            s.add(entry)
+            entry.leaf = s
+            return
+        for granule in slots:
             s = deps.get(granule)
             if s is None:
                 s = self.first(granule)
             s.add(entry)
 
     def add_run(
-        self, entries: Sequence[SlotCached], shared: Collection[int], own: Sequence[int]
+        self, entries: Sequence[SlotCached], shared: Sequence[int], own: Sequence[int]
     ) -> None:
         """:meth:`add` for ``entries`` whose slots are the granules ``shared`` plus one
         of their own (``own[i]`` for ``entries[i]``), as a run of leaves under the same
-        upper levels has: each shared granule is registered once for all of them."""
+        upper levels has: the shared granules are registered once for all of them (as
+        a path when they are three)."""
         deps = self.deps
-        for granule in shared:
-            s = deps.get(granule)
-            if s is None:
-                s = self.first(granule)
-            s.update(entries)
+        p = self.path(*shared) if len(shared) == 3 else None
+        if p is not None:
+            p.live.update(entries)
+        else:
+            for granule in shared:
+                s = deps.get(granule)
+                if s is None:
+                    s = self.first(granule)
+                s.update(entries)
         pages = self.pages
         for granule, entry in zip(own, entries, strict=True):
+            entry.path = p
             s = deps.get(granule)
             if s is not None:
                 s.add(entry)
-                continue
-            sets = pages.get(granule >> _SLOTS_PER_PAGE_SHIFT)
-            if sets is None:  # the page is not watched yet
-                self.first(granule).add(entry)
-            else:  # :meth:`first` in line: a run's leaves share their table page
-                deps[granule] = sets[granule] = {entry}
+            else:
+                sets = pages.get(granule >> _SLOTS_PER_PAGE_SHIFT)
+                if sets is None:  # the page is not watched yet
+                    s = self.first(granule)
+                    s.add(entry)
+                else:  # :meth:`first` in line: a run's leaves share their table page
+                    s = deps[granule] = sets[granule] = {entry}
+            if p is not None:
+                entry.leaf = s
 
     def drop(self, entry: SlotCached) -> None:
-        """Forget ``entry``'s dependencies. A granule's set stays when it empties (a
-        refill reuses it); the page is unwatched at its next write (:meth:`on_write`)."""
-        deps = self.deps
-        for granule in entry.slots:
-            s = deps.get(granule)
-            if s is not None:
-                s.discard(entry)
+        """Forget ``entry``'s dependencies. A granule's set (and a path) stays when it
+        empties (a refill reuses it); the page is unwatched at its next write
+        (:meth:`on_write`)."""
+        self.drop_all((entry,))
 
     def drop_all(self, entries: Iterable[SlotCached]) -> None:
-        """:meth:`drop` of each of ``entries`` (an invalidation's victims, in one call)."""
-        deps = self.deps
+        """:meth:`drop` of each of ``entries`` (an invalidation's victims, in one call;
+        a cache's global flush)."""
         for entry in entries:
+            p = entry.path
+            if p is not None:  # its path and its leaf granule's set
+                p.live.discard(entry)
+                entry.leaf.discard(entry)
+                continue
             for granule in entry.slots:
-                s = deps.get(granule)
+                s = self.deps.get(granule)
                 if s is not None:
                     s.discard(entry)
 

@@ -40,7 +40,7 @@ tag's emptied dicts for the refills that follow (:attr:`TagCache.idle`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from typing import Final, Protocol, cast
 
 from attrs import define
@@ -85,6 +85,7 @@ class TlbEntry(SlotCached):
     ) -> None:
         self.slots = slots
         self.suspect = False
+        self.path = None
         self.tag = tag
         self.vpn = vpn
         self.shift = shift
@@ -128,10 +129,6 @@ TagTable = tuple[dict[int, TlbEntry], dict[int, TlbEntry], dict[int, TlbEntry], 
 """One tag: entries per page size (4 KiB, 2 MiB, 1 GiB), then block summaries."""
 
 
-_NO_TABLE: TagTable = ({}, {}, {}, {})
-"""What :attr:`TagCache.idle` gives for a tag it has no table of (never filled)."""
-
-
 class Versioned(Protocol):
     """What dates block summaries: :attr:`hw.pagewatch.SlotTracker.version`, bumped
     whenever an entry anywhere is marked suspect."""
@@ -160,6 +157,11 @@ def _ram_bytes(cache: TagCache, phys: int, n: int) -> int:
     return max(0, min(n, cache.ram - phys))
 
 
+def _unregistered(entries: Iterable[TlbEntry]) -> None:
+    """What a cache without a tracker and without a :meth:`TagCache.dropped` of its
+    own does with the entries it drops: nothing (none were registered)."""
+
+
 class TagCache:
     """A translation cache: tag -> :data:`TagTable`. ``deps`` dates its block
     summaries (the tracker its entries are registered with); with ``tracker`` the
@@ -180,8 +182,18 @@ class TagCache:
         """For RAM with holes: how many bytes from an address above :attr:`ram` are RAM."""
         self.tracker = tracker
         self.tables: dict[Hashable, TagTable] = {}
+        """Tag -> its table, while it holds entries."""
         self.idle: dict[Hashable, TagTable] = {}
-        """Empty tables of tags a global flush emptied, for their next fill."""
+        """Tables of tags a global flush emptied, for their next fill."""
+        self.release: Callable[[Iterable[TlbEntry]], None] = (
+            self._dropped_list
+            if type(self).dropped is not TagCache.dropped
+            else _unregistered
+            if tracker is None
+            else tracker.drop_all
+        )
+        """:meth:`dropped` of entries being removed (iterated during the call only):
+        a subclass's own, or straight the tracker's :meth:`~SlotTracker.drop_all`."""
 
     def __len__(self) -> int:
         return sum(len(d) for t in self.tables.values() for d in t[:BLOCK])
@@ -197,12 +209,14 @@ class TagCache:
 
     def put(self, entry: TlbEntry) -> None:
         """Insert ``entry`` (replacing the one at its page) and drop its block summary;
-        with a tracker, register its granules there (:meth:`SlotTracker.add` in line)."""
+        with a tracker, register its granules there (:meth:`SlotTracker.add`, in line
+        for a 4-level walk whose path is registered: an IOTLB's entries keep their
+        granules in walk order, a list or tuple)."""
         tag = entry.tag
         t = self.tables.get(tag)
         if t is None:
-            t = self.idle.pop(tag, _NO_TABLE)
-            if t is _NO_TABLE:
+            t = self.idle.pop(tag, None)
+            if t is None:
                 t = ({}, {}, {}, {})
             self.tables[tag] = t
         shift = entry.shift
@@ -214,43 +228,31 @@ class TagCache:
             t[3].pop((vpn << shift) >> BLOCK_SHIFT, None)
         tracker = self.tracker
         if tracker is not None:
-            deps = tracker.deps
-            try:  # every granule has its set already: the usual case (a refill)
-                try:  # a 4-level walk's four granules, without a loop
-                    g1, g2, g3, g4 = entry.slots
-                except ValueError:
-                    for granule in entry.slots:
-                        deps[granule].add(entry)
-                else:
-                    deps[g1].add(entry)
-                    deps[g2].add(entry)
-                    deps[g3].add(entry)
-                    deps[g4].add(entry)
-            except KeyError:
+            try:  # a 4-level walk's granules, its path and leaf registered already
+                g1, g2, g3, g4 = entry.slots
+                p = tracker.paths[g3]
+                s = tracker.deps[g4]
+            except (ValueError, KeyError):
                 tracker.add(entry)
+            else:  # SlotTracker.add in line (the usual case, a refill)
+                if p.g1 == g1 and p.g2 == g2:
+                    s.add(entry)
+                    p.live.add(entry)
+                    entry.path = p
+                    entry.leaf = s
+                else:
+                    tracker.add(entry)
         if old is not None:
-            self.dropped([old])
+            self.release([old])
 
     def dropped(self, entries: list[TlbEntry]) -> None:
         """Entries left the cache (replaced, invalidated): with a tracker, their
-        registrations go (a subclass without one overrides this)."""
-        tracker = self.tracker
-        if tracker is not None:
-            deps = tracker.deps
-            for entry in entries:  # SlotTracker.drop_all in line
-                try:  # a registered entry's granules all have sets
-                    try:  # a 4-level walk's four granules, without a loop
-                        g1, g2, g3, g4 = entry.slots
-                    except ValueError:
-                        for granule in entry.slots:
-                            deps[granule].discard(entry)
-                    else:
-                        deps[g1].discard(entry)
-                        deps[g2].discard(entry)
-                        deps[g3].discard(entry)
-                        deps[g4].discard(entry)
-                except KeyError:
-                    tracker.drop(entry)
+        registrations go (a subclass without one overrides this, and the cache
+        calls the override through :attr:`release`)."""
+        self.release(entries)
+
+    def _dropped_list(self, entries: Iterable[TlbEntry]) -> None:
+        self.dropped(entries if entries.__class__ is list else list(entries))
 
     def entry_changed(self, entry: TlbEntry) -> None:
         """``entry`` (cached) was re-verified or re-bound: drop its block's summary."""
@@ -307,34 +309,37 @@ class TagCache:
             if match is None or match(key):
                 self._flush_table(key, first, last, dropped)
         if dropped:
-            self.dropped(dropped)
+            self.release(dropped)
         return len(dropped)
 
     def flush_all(self) -> int:
         """:meth:`flush` of everything. Every tag's dicts are emptied and kept aside
         (:attr:`idle`), not rebuilt: the refills that follow take their tag's table
-        back."""
+        back. Each dict's entries are released from its own view (no list of them is
+        built)."""
         tables = self.tables
         if not tables:
             return 0
-        dropped: list[TlbEntry] = []
+        n = 0
+        release = self.release
         for d4, d2m, d1g, blocks in tables.values():
             if d4:
-                dropped += d4.values()
+                n += len(d4)
+                release(d4.values())
                 d4.clear()
             if d2m:
-                dropped += d2m.values()
+                n += len(d2m)
+                release(d2m.values())
                 d2m.clear()
             if d1g:
-                dropped += d1g.values()
+                n += len(d1g)
+                release(d1g.values())
                 d1g.clear()
             if blocks:
                 blocks.clear()
         self.idle.update(tables)
         tables.clear()
-        if dropped:
-            self.dropped(dropped)
-        return len(dropped)
+        return n
 
     def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:
         """:meth:`flush` of the one tag ``key``: no scan over the other tags."""
@@ -343,7 +348,7 @@ class TagCache:
         dropped: list[TlbEntry] = []
         self._flush_table(key, first, last, dropped)
         if dropped:
-            self.dropped(dropped)
+            self.release(dropped)
         return len(dropped)
 
     def _flush_table(self, key: Hashable, first: int, last: int, dropped: list[TlbEntry]) -> None:

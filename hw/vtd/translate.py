@@ -339,7 +339,7 @@ class Translation:
         stage = sel.stage
         if (
             sel.one_page
-            and (addr & 0xFFF) + size <= 0x1000
+            and (off := addr & 0xFFF) + size <= 0x1000
             and not upper_stale
             and self.one_page_fills
             and self.machine.hw_trace is None
@@ -353,11 +353,16 @@ class Translation:
             # above the leaf, is what that walk sets too).
             iotlb = self.iotlb
             t = iotlb.tables.get(sel.key)
-            if t is None or not (
-                t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
+            if t is None or not (  # lookups by page number: small-int shifts
+                t[0].get(v := addr >> 12) or t[1].get(v >> 9) or t[2].get(v >> 18)
             ):
-                # The straight walk without walk_sl's call; anything else walk_sl's.
-                e = self.walker.walk_sl4(stage, addr, sel.scalable, None) if sel.sl4 else None
+                # The straight walk without walk_sl's call (its leaf tagged and clean:
+                # a stage without A/D); anything else walk_sl's or walk_fl's.
+                e = (
+                    self.walker.walk_sl4(stage, addr, sel.scalable, None, sel.key)
+                    if sel.sl4
+                    else None
+                )
                 if e is None:
                     try:
                         if stage.kind == KIND_SL:
@@ -368,14 +373,15 @@ class Translation:
                             e = self.walker.walk_fl(stage, addr, sel.fpd, True, None, False)
                     except TranslationFault:
                         pass
+                    else:
+                        e.tag = sel.key
+                        e.dirty = sel.entry_dirty or write
                 if e is not None:
                     need = sel.needs[write | priv << 1 | exe << 2]
-                    phys = e.phys | (addr & ((1 << e.shift) - 1))
+                    phys = e.phys | (off if e.shift == 12 else addr & ((1 << e.shift) - 1))
                     # No RAM overlaps the interrupt range (hw.machine.PCI_HOLE).
                     if e.perms & need == need and phys + size <= iotlb.ram:
                         stats.iotlb_misses += 1
-                        e.tag = sel.key
-                        e.dirty = sel.entry_dirty or write
                         iotlb.put(e)
                         if sel.a_bit:
                             self.walker.set_bits(

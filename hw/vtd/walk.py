@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from attrs import field, frozen
 
@@ -51,7 +51,6 @@ _SL_PERM_FR = ((FR.READ, FR.WRITE), (FR.SM_READ, FR.SM_WRITE))
 _SL_RSVD_FR = (FR.PAGING_ENTRY_RSVD, FR.SS_RSVD)
 _U64 = struct.Struct("<Q").unpack_from
 _new = object.__new__
-_U64_MASK = (1 << 64) - 1
 _UPPER_SHIFTS: tuple[tuple[int, ...], ...] = tuple(
     tuple(9 * i for i in range(n - 1, 0, -1)) for n in range(7)
 )
@@ -209,6 +208,11 @@ class Walker:
         """The bits below HAW a 4 KiB second-stage leaf has clear, [scalable]: PS, and
         SNP in legacy mode without snoop control (its reserved bits below bit 12)."""
         self.haw_top = 1 << cfg.haw
+        """Every entry :meth:`walk_sl4` follows or gives is below this: its reserved
+        address bits and bits 63:52 are clear (0 switches that walk off)."""
+        self.sl4_leaf = tuple(low | 3 for low in self.sl_leaf_low)
+        """A 4 KiB leaf below :attr:`haw_top` ANDed with this is 1, 2 or 3 exactly when
+        it is present (R or W) with :attr:`sl_leaf_low` clear, [scalable]."""
         self.sl_bits = tuple(min(30 + 9 * (n - 2), cfg.mgaw) for n in range(6))
         """Second-stage input address width for each level count (MGAW caps it)."""
         self.sl4_top = 1 << self.sl_bits[4] if self.flat else 0
@@ -216,23 +220,6 @@ class Walker:
         everything when RAM is not in one piece."""
         self.set_bits: Callable[[int, int], None] = _set_bits(memory)
         self.set_bits_many: Callable[[dict[int, int]], None] = self._set_bits_many
-
-    @property
-    def haw_top(self) -> int:
-        """An entry below this has its reserved address bits and bits 63:52 clear
-        (setting it sets the straight walk's masks; 0 switches that walk off)."""
-        return self._haw_top
-
-    @haw_top.setter
-    def haw_top(self, top: int) -> None:
-        self._haw_top = top
-        high = _U64_MASK & -top if top else 0
-        self.sl4_up = high | _PS if top else -1
-        """The bits a table pointer the straight walk follows has clear (bits at and
-        above HAW, PS); all of them when :attr:`haw_top` is 0 (nothing is followed)."""
-        self.sl4_leaf = tuple(high | low | 3 if top else 0 for low in self.sl_leaf_low)
-        """A (64-bit) 4 KiB leaf ANDed with this is 1, 2 or 3 exactly when it is
-        present (R or W), below 2**HAW, with :attr:`sl_leaf_low` clear, [scalable]."""
 
     def _set_bits_many(self, updates: dict[int, int]) -> None:
         for addr, bits in updates.items():
@@ -402,17 +389,26 @@ class Walker:
         raise TranslationFault(FR.SM_PASID_INVALID, fpd)
 
     # -- paging structures ------------------------------------------------------------
-    def walk_sl4(self, st: Stage, addr: int, scalable: bool, memo: WalkMemo | None) -> Leaf | None:
+    def walk_sl4(
+        self,
+        st: Stage,
+        addr: int,
+        scalable: bool,
+        memo: WalkMemo | None,
+        tag: Hashable = None,
+    ) -> Leaf | None:
         """The usual 4-level second-stage walk, straight (:meth:`walk_sl`'s first
         branch, and a one-page fill's walk): three table pointers and a 4 KiB leaf, all
-        in RAM, every entry below 2**HAW (so its reserved address bits and bits 63:52
-        are clear, and its address is the entry & -4096: small-int operations only),
-        all four levels read first, then tested together. None for anything
-        else (beyond the input width, a fault, a large page, a table outside RAM, a
-        high bit set): :meth:`walk_sl` reads the levels again and decides. For a
-        stage of 4 levels without A/D updates, RAM in one piece (:attr:`flat`) and
-        ``memo`` None or of another region. The leaf is built without a constructor
-        call (the fields :class:`~hw.translation.TlbEntry` sets, in line)."""
+        in RAM, every entry below 2**HAW (:attr:`haw_top`: its reserved address bits
+        and bits 63:52 are clear), the table pointers with bits 11:3 clear too (so a
+        pointer >> 3 is its table's first granule, as Linux writes them: the address
+        and R/W), all four levels read first, then tested together. None for
+        anything else (beyond the input width, a fault, a large page, a table outside
+        RAM, a high or an ignored bit set): :meth:`walk_sl` reads the levels again and
+        decides. For a stage of 4 levels without A/D updates, RAM in one piece
+        (:attr:`flat`) and ``memo`` None or of another region. The leaf is built
+        without a constructor call (the fields :class:`~hw.translation.TlbEntry`
+        sets, in line), with ``tag`` as its IOTLB tag."""
         if addr >= self.sl4_top:
             return None
         qwords = self.qwords
@@ -421,12 +417,11 @@ class Walker:
             # reads harmless RAM or raises (all are tested before anything is used)
             g1 = (st.root >> 3) + (vpn >> 27)
             p1 = qwords[g1]
-            g2 = ((p1 & -4096) >> 3) + ((vpn >> 18) & 0x1FF)
+            g2 = (p1 >> 3) + ((vpn >> 18) & 0x1FF)
             p2 = qwords[g2]
-            g3 = ((p2 & -4096) >> 3) + ((vpn >> 9) & 0x1FF)
+            g3 = (p2 >> 3) + ((vpn >> 9) & 0x1FF)
             p3 = qwords[g3]
-            table = p3 & -4096
-            g = (table >> 3) + (vpn & 0x1FF)
+            g = (p3 >> 3) + (vpn & 0x1FF)
             pte = qwords[g]
         except IndexError:  # beyond RAM: the loop decides (a table there faults)
             return None
@@ -434,17 +429,18 @@ class Walker:
             p1 & 3
             and p2 & 3
             and p3 & 3
-            and not (p1 | p2 | p3) & self.sl4_up
-            and 0 < pte & self.sl4_leaf[scalable] < 4
+            and not (up := p1 | p2 | p3) & 0xFF8
+            and up | pte < self.haw_top
+            and pte & self.sl4_leaf[scalable] in {1, 2, 3}
         ):
-            perms = p1 & p2 & p3 & 7
+            perms = p1 & 7 & p2 & p3
             if memo is not None:
-                memo.region, memo.table = addr >> 21, table
+                memo.region, memo.table = addr >> 21, p3 & -4096
                 memo.perms, memo.slots = perms, (g1, g2, g3)
             e = _new(Leaf)
             e.slots = [g1, g2, g3, g]
             e.suspect = False
-            e.tag = None
+            e.tag = tag
             e.vpn = vpn
             e.shift = 12
             e.phys = pte & -4096

@@ -32,11 +32,10 @@ def tlb_state(cache: TagCache, src: bool = False) -> TlbState:
 
 
 def deps_state(tracker: SlotTracker) -> tuple[dict[int, list[int]], dict[int, int]]:
-    """The granules with registered cache entries (their page numbers) and the watched
-    pages' live counts."""
+    """The granules with registered cache entries (their page numbers; entries under
+    a table path included) and the watched pages' live counts."""
     deps = {
         g: sorted((e.vpn for e in s if hasattr(e, "vpn")), key=int)
-        for g, s in tracker.deps.items()
-        if s
+        for g, s in tracker.dependants().items()
     }
     return deps, dict(tracker.live)

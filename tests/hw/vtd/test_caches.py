@@ -316,6 +316,7 @@ def test_flushed_entries_stop_watching_table_pages() -> None:
     assert m.memory.watched(pt.root >> 12)
     q.submit(iotlb_global(), pc_inval(3), cc_inval(1))
     assert not any(unit.caches.deps.deps.values())  # nothing depends on any table entry
+    assert not unit.caches.deps.dependants()  # neither on its own nor under a table path
     m.memory.write_u64(pt.root + 8, 0)  # unwatched at the page's next write
     assert not m.memory.watched(pt.root >> 12)
 

@@ -118,3 +118,39 @@ def test_one_page_fills_leave_what_the_slow_path_leaves(kind: str, seed: int) ->
         _step(rng, [fast, ref])
         assert _state(*fast[:3]) == _state(*ref[:3])
     assert fast[1].stats.iotlb_misses > 20  # fills happened, on both paths
+
+
+HIGH = 0x1_4000_0000
+"""A 2 MiB page above 4 GiB: the fill takes the general walk (a large leaf), and every
+address of it is beyond the small-int range."""
+HIGH_PHYS = 0x80_0000
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", list(KINDS), ids=list(KINDS))
+def test_one_page_fills_of_a_large_page_high_up_leave_what_the_slow_path_leaves(
+    kind: str, seed: int
+) -> None:
+    rng = random.Random(seed)
+    fast, ref = KINDS[kind](), KINDS[kind]()
+    ref[1].xlate.one_page_fills = False
+    for _m, _unit, pt, _req in (fast, ref):
+        pt.map(HIGH, HIGH_PHYS, level=2)
+    for _ in range(150):
+        roll = rng.random()
+        if roll < 0.1:
+            w = rng.random() < 0.7
+            for _m, unit, pt, _req in (fast, ref):
+                pt.map(HIGH, HIGH_PHYS, level=2, w=w)
+                unit.caches.flush_tlb()
+        elif roll < 0.25:
+            for _m, unit, _pt, _req in (fast, ref):
+                unit.caches.flush_tlb()
+        else:
+            addr = HIGH + (rng.randrange(512) << 12) + (off := rng.randrange(4096))
+            size = rng.randrange(1, 4097 - off)
+            write, priv = rng.random() < 0.5, rng.random() < 0.3
+            results = [req(addr, size, write, priv) for _m, _u, _pt, req in (fast, ref)]
+            assert results[0] == results[1], (hex(addr), size, write, priv)
+        assert _state(*fast[:3]) == _state(*ref[:3])
+    assert fast[1].stats.iotlb_misses > 10
