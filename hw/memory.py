@@ -144,6 +144,7 @@ class Memory:
     __slots__ = (
         "_hole_hi",
         "_hole_lo",
+        "_l",
         "_q",
         "_starts",
         "_watch",
@@ -180,6 +181,8 @@ class Memory:
         self.view = memoryview(self.data)
         self._q = self.view.cast("Q")
         """The mapping as native quadwords (aligned accesses on a little-endian host)."""
+        self._l = self.view.cast("I")
+        """The mapping as native doublewords (aligned stores on a little-endian host)."""
         self.qwords: QwordView = (
             self.view.toreadonly().cast("Q") if _LITTLE_ENDIAN else _LeQwords(self.view)
         )
@@ -318,12 +321,26 @@ class Memory:
     def write_u16(self, addr: int, value: int) -> None:
         self._write_scalar(_U16, 2, addr, value & 0xFFFF)
 
-    def write_u32(self, addr: int, value: int) -> None:
+    def _write_u32_any(self, addr: int, value: int) -> None:
         if addr < 0 or addr + 4 > self.size:
             raise BusError(addr, 4, True)
         _U32.pack_into(self.data, addr, value & 0xFFFF_FFFF)
         if self._watch and (addr >> PAGE_SHIFT in self._watch or addr & 0xFFF > 0xFFC):
             self._notify(addr, 4)
+
+    if _LITTLE_ENDIAN:
+        # Status words and completion fields: an aligned doubleword is one index and
+        # stays in its page (no struct call, whose buffer argument is parsed per call).
+        def write_u32(self, addr: int, value: int) -> None:
+            if addr & 3 or addr < 0 or addr >= self.size:
+                self._write_u32_any(addr, value)
+                return
+            self._l[addr >> 2] = value & 0xFFFF_FFFF
+            if self._watch and addr >> PAGE_SHIFT in self._watch:
+                self._notify(addr, 4)
+
+    else:  # pragma: no cover - big-endian hosts
+        write_u32 = _write_u32_any
 
     def _write_u64_any(self, addr: int, value: int) -> None:
         if addr < 0 or addr + 8 > self.size:
@@ -351,10 +368,12 @@ class Memory:
         if addr < 0 or addr + 8 * count > self.size:
             raise BusError(addr, 8 * count, True)
         fmt = _QWORDS.get(count) or _qwords(count)
+        # packed, then stored by a slice of the view (pack_into parses its buffer
+        # argument on every call, a cold path in the interpreter)
         try:
-            fmt.pack_into(self.data, addr, *values)
+            self.view[addr : addr + 8 * count] = fmt.pack(*values)
         except struct.error:  # a value outside 0..2**64-1: store its low 64 bits
-            fmt.pack_into(self.data, addr, *[v & _M64 for v in values])
+            self.view[addr : addr + 8 * count] = fmt.pack(*[v & _M64 for v in values])
         if self._watch:
             self._notify(addr, 8 * count)
 

@@ -196,6 +196,10 @@ class RegSlot:
         self.mask = (1 << self.reg.WIDTH) - 1
 
 
+_Plan = tuple[RegSlot, int, int, int, int, int, int, int]
+"""A checked write's slot, shift and masks (:attr:`RegisterFile._plans`)."""
+
+
 class RegisterFile:
     """The register window of one device function (a BAR or a DRHD unit)."""
 
@@ -206,9 +210,11 @@ class RegisterFile:
         self.size = size
         self._by_name: dict[str, RegSlot] = {}
         self._by_dword: dict[int, RegSlot] = {}
-        self._plans: dict[tuple[int, int], tuple[RegSlot, int, int, int, int]] = {}
+        self._plans: dict[tuple[int, int], _Plan] = {}
         """(offset, size) of an accepted write -> slot, shift, touched bits, RsvdZ
-        mask, writable bits touched (a layout only grows, so a plan stays right)."""
+        mask, bits kept (all but the writable ones touched), writable bits touched,
+        RW1C bits, RW1S bits (a layout only grows, and a slot's register class is
+        fixed, so a plan stays right)."""
         self.violations: list[RegViolation] = []
 
     # -- layout -------------------------------------------------------------
@@ -308,15 +314,15 @@ class RegisterFile:
             slot, shift = where
             reg = slot.reg
             touched = ((1 << (size * 8)) - 1) << shift
-            plan = (slot, shift, touched, reg.RSVDZ_MASK, reg.RW_MASK & touched)
+            rw = reg.RW_MASK & touched
+            plan = (slot, shift, touched, reg.RSVDZ_MASK, ~rw, rw, reg.W1C_MASK, reg.W1S_MASK)
             self._plans[(offset, size)] = plan
-        slot, shift, touched, rsvdz, rw = plan
+        slot, shift, touched, rsvdz, keep, rw, w1c, w1s = plan
         written = (value << shift) & touched
         if written & rsvdz:
             self._flag(ViolationKind.RSVDZ, offset, size, value, slot.name)
         old = slot.value
-        reg = slot.reg
-        new = ((old & ~rw) | (written & rw)) & ~(written & reg.W1C_MASK) | (written & reg.W1S_MASK)
+        new = ((old & keep) | (written & rw)) & ~(written & w1c) | (written & w1s)
         slot.value = new
         if slot.on_write is not None:
             slot.on_write(slot, old, written, touched)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hw.memory import BusError
+from hw.memory import BusError, QwordView
 from hw.regs import RegSlot
 from hw.vtd import entries as ent
 from hw.vtd import registers as vr
@@ -88,6 +88,11 @@ class InvalidationQueue:
         self._clock = self._m.clock
         self._mem = self._m.memory
         self._caches = unit.caches
+        self._words: QwordView | None = None
+        """RAM by quadword while all of the latched queue is RAM (descriptors are then
+        read by index, no call); None while it is not (:meth:`enable`)."""
+        self._process = self.process
+        """The bound :meth:`process` posted on every tail write (made once)."""
         self._slots: tuple[RegSlot, RegSlot, RegSlot] | None = None
         self._table: dict[int, tuple[int, int, _Handler]] = {}
         self._checked: dict[tuple[int, ...], tuple[int, _Handler]] = {}
@@ -104,6 +109,10 @@ class InvalidationQueue:
             self.dw = vr.IQA.DW.get(iqa)
             self.size = 4096 << vr.IQA.QS.get(iqa)
             regs["IQH"] = 0
+            # IQA cannot change while the queue is enabled, nor RAM at all: whether
+            # every descriptor slot is RAM is decided here, once.
+            mem = self._mem
+            self._words = mem.qwords if mem.contains(self.base, self.size) else None
         self.enabled = on
         regs.field("GSTS", vr.GSTS.QIES, int(on))
         if on:
@@ -115,21 +124,23 @@ class InvalidationQueue:
         written out: this runs on every synchronous invalidation)."""
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self._clock.post(QI_DELAY_NS, self.process)
+            self._clock.post(QI_DELAY_NS, self._process)
 
     def kick(self) -> None:
         if self.enabled and not self._scheduled:
             self._scheduled = True
-            self._clock.post(QI_DELAY_NS, self.process)
+            self._clock.post(QI_DELAY_NS, self._process)
 
     def process(self) -> None:
         """Execute descriptors from IQH to IQT (stops at the first error or at a wait
-        descriptor that must hold). Each descriptor is fetched (one read of its 2 or 4
-        quadwords), checked against its type's reserved bits
-        (:meth:`_check`, once per distinct descriptor) and handed to its handler; IQH
-        advances past it. IQT, IQH and FSTS are read and IQH written through their
-        register slots (:meth:`hw.regs.RegisterFile.slot`), not by name. (Runs on every
-        invalidation: the per-descriptor steps are written out in the loop.)"""
+        descriptor that must hold). Each descriptor is fetched (its 2 or 4 quadwords:
+        indexed in RAM's quadword view when the whole queue is RAM, else one
+        bounds-checked read, whose bus error is the fetch IQE), checked against its
+        type's reserved bits (:meth:`_check`, once per distinct descriptor) and handed
+        to its handler; IQH advances past it. IQT, IQH and FSTS are read and IQH
+        written through their register slots (:meth:`hw.regs.RegisterFile.slot`), not
+        by name. (Runs on every invalidation: the per-descriptor steps are written out
+        in the loop.)"""
         self._scheduled = False
         u = self.unit
         fsts, iqt, iqh = self._slots or self._bind()
@@ -148,21 +159,28 @@ class InvalidationQueue:
         head = iqh.value & _IQH_QH
         base = self.base
         nqw = 2 << dw
-        read_u64s = self._mem.read_u64s
+        words = self._words
         checked = self._checked
         m = self._m
         stats = u.stats
         while head != tail:
-            try:
-                q = read_u64s(base + head, nqw)
-            except BusError:
-                u.set_iqe(IQEI_FETCH)
-                return
-            kind = checked.get(q)
-            if kind is None:
-                kind = self._check(q)
-                if kind is None:
+            q: tuple[int, ...]
+            if words is not None:  # the queue is RAM: its quadwords by index
+                i = (base + head) >> 3
+                q = (
+                    (words[i], words[i + 1])
+                    if not dw
+                    else (words[i], words[i + 1], words[i + 2], words[i + 3])
+                )
+            else:
+                try:
+                    q = self._mem.read_u64s(base + head, nqw)
+                except BusError:
+                    u.set_iqe(IQEI_FETCH)
                     return
+            kind = checked.get(q) or self._check(q)
+            if kind is None:
+                return
             dtype, handler = kind
             qw0 = q[0]
             if dtype == _QI_WAIT and (
@@ -250,7 +268,8 @@ class InvalidationQueue:
         """P_IOTLB: G=2 all mappings of the PASID in the domain, G=3 page-selective;
         first-stage and nested entries alike (spec 6.5.2.4).
         G=0/1 are treated as reserved (facts part E). (Runs on every strict unmap:
-        the fields are decoded in line, ``Field.get`` written out.)"""
+        the fields are decoded in line, ``Field.get`` written out, and
+        :meth:`Caches.flush_tlb` is called with positional arguments.)"""
         g = (qw0 >> 4) & 3  # QiPiotlbQw0.G
         if g < 2:
             raise _DescError(IQEI_RSVD)
@@ -259,12 +278,12 @@ class InvalidationQueue:
         u = self.unit
         u.stats.invalidations += 1
         if g == 2:
-            self._caches.flush_tlb(did=did, tag=pasid, nested=True)
+            self._caches.flush_tlb(did, pasid, None, 0, True)
             return
         am = qw1 & 0x3F  # _addr() written out
         if am > u.cfg.mamv:
             raise _DescError(IQEI_RSVD)
-        self._caches.flush_tlb(did=did, tag=pasid, addr=qw1 & ~0xFFF, am=am, nested=True)
+        self._caches.flush_tlb(did, pasid, qw1 & ~0xFFF, am, True)  # nested too
 
     def _pc(self, qw0: int, qw1: int) -> None:
         """PASID cache: G=0 all PASIDs of DID, G=1 one PASID of DID, G=3 global."""
@@ -345,15 +364,16 @@ class InvalidationQueue:
     def _wait(self, qw0: int, qw1: int) -> None:
         """Invalidation wait: status write (SW) and/or completion interrupt (IF).
         (Ends every synchronous submission: the fields are decoded in line.)"""
-        u = self.unit
         if qw0 & 0x20:  # QiWaitQw0.SW
             try:
                 self._mem.write_u32(qw1 & ~0x3, qw0 >> 32)  # STDATA
             except BusError:
                 raise _DescError(IQEI_NONE) from None
-        if qw0 & 0x10 and not u.regs.field("ICS", vr.ICS.IWC):  # QiWaitQw0.IF
-            u.regs.field("ICS", vr.ICS.IWC, 1)
-            u.iwc_event()
+        if qw0 & 0x10:  # QiWaitQw0.IF
+            u = self.unit
+            if not u.regs.field("ICS", vr.ICS.IWC):
+                u.regs.field("ICS", vr.ICS.IWC, 1)
+                u.iwc_event()
 
 
 _Handler = Callable[[InvalidationQueue, int, int], None]

@@ -195,6 +195,32 @@ def test_queue_in_a_ram_hole_sets_iqe_code_2() -> None:
 
 
 @pytest.mark.parametrize("dw", [0, 1])
+def test_queue_running_into_a_ram_hole_executes_up_to_it(dw: int) -> None:
+    """A queue whose second page is in the hole: the descriptors in RAM run, the
+    first one in the hole is a fetch error with IQH on it (the model reads such a
+    queue one bounds-checked descriptor at a time)."""
+    m = build_machine(
+        {
+            "ram": [{"base": 0, "size": "16M"}, {"base": "32M", "size": "16M"}],
+            "iommus": [{"kind": "vtd", "name": "dmar0", "config": {}}],
+        }
+    )
+    unit = m.iommus["dmar0"]
+    base = (16 << 20) - 4096  # the last page of low RAM, then the hole
+    stride = 16 << dw
+    for off in range(0, 4096, stride):  # a page of plain wait descriptors
+        m.memory.write_u64(base + off, ent.QI_WAIT)
+    reg_write(m, vr.IQA_OFF, base | (dw << 11) | 1, 8)  # QS=1: two pages
+    reg_write(m, vr.GCMD_OFF, vr.GCMD.QIE.mask)
+    m.clock.advance(1000)
+    reg_write(m, vr.IQT_OFF, 4096 + 2 * stride, 8)
+    m.clock.advance(10_000)
+    assert vr.IQERCD.IQEI.get(reg_read(m, vr.IQERCD_OFF, 8)) == 2
+    assert reg_read(m, vr.IQH_OFF, 8) == 4096
+    assert unit.stats.qi_descriptors == 4096 // stride
+
+
+@pytest.mark.parametrize("dw", [0, 1])
 def test_a_descriptor_that_passed_is_checked_again_once_its_words_change(dw: int) -> None:
     """The queue remembers descriptors that passed their checks by all their words: the
     same slot rewritten with a reserved bit (or, 256-bit, a nonzero upper half) is an
