@@ -11,7 +11,7 @@ This module must stay free of imports from the rest of ``hw``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
+from types import MethodType
 from typing import Any, NamedTuple, Protocol
 
 from attrs import field, frozen
@@ -294,11 +294,13 @@ class DmaResult(NamedTuple):
         return sum(n for _, n in self.runs)
 
 
-dma_result: Callable[[tuple[tuple[Run, ...], DmaFault | None]], DmaResult] = partial(
+dma_result: Callable[[tuple[tuple[Run, ...], DmaFault | None]], DmaResult] = MethodType(
     tuple.__new__, DmaResult
 )
 """``dma_result((runs, fault))`` is ``DmaResult(runs, fault)`` built in C (the class
-call goes through the named tuple's Python ``__new__``)."""
+call goes through the named tuple's Python ``__new__``): ``tuple.__new__`` bound to
+the class as a method, whose call passes the class on without building an argument
+tuple (a :func:`functools.partial` costs a layer more)."""
 
 
 class DmaTranslator(Protocol):

@@ -53,6 +53,11 @@ SHIFTS: Final = (12, 21, 30)
 BLOCK_SHIFT: Final = 21
 BLOCK: Final = 3
 """Index of the block-summary dict in a tag's table (after the three page sizes)."""
+FEW_POPPED: Final = 8
+"""A global flush pops up to this many 4 KiB entries of a tag one by one (dropping
+each in line), so the emptied dict keeps its key table for the refills that follow
+(``clear`` frees it, and the next fill allocates it again); more are released and
+cleared at once (a pop per entry costs a call)."""
 INTR_LO: Final = 0xFEE0_0000
 INTR_HI: Final = 0xFEF0_0000
 """The x86 interrupt window; RAM always ends below it, so a block summary never
@@ -194,6 +199,10 @@ class TagCache:
         )
         """:meth:`dropped` of entries being removed (iterated during the call only):
         a subclass's own, or straight the tracker's :meth:`~SlotTracker.drop_all`."""
+        self.drops_in_line = self.release == getattr(tracker, "drop_all", None)
+        """:attr:`release` is the tracker's: :meth:`flush_all` drops the few 4 KiB
+        entries it pops that are registered under a path in line
+        (:meth:`SlotTracker.drop_all`'s first branch)."""
 
     def __len__(self) -> int:
         return sum(len(d) for t in self.tables.values() for d in t[:BLOCK])
@@ -315,18 +324,38 @@ class TagCache:
     def flush_all(self) -> int:
         """:meth:`flush` of everything. Every tag's dicts are emptied and kept aside
         (:attr:`idle`), not rebuilt: the refills that follow take their tag's table
-        back. Each dict's entries are released from its own view (no list of them is
-        built)."""
+        back. The tags are popped from :attr:`tables` one by one (so that dict keeps
+        its key table for the refills; ``clear`` would free it). Each dict's entries
+        are released from its own view (no list of them is built), except a few 4 KiB
+        entries (:data:`FEW_POPPED`), popped one by one; with the tracker's release
+        (:attr:`drops_in_line`) those registered under a path leave their two sets
+        here, without the call."""
         tables = self.tables
         if not tables:
             return 0
         n = 0
         release = self.release
-        for d4, d2m, d1g, blocks in tables.values():
+        in_line = self.drops_in_line
+        idle = self.idle
+        while tables:  # popped too: the dict keeps its key table for the refills
+            tag, t = tables.popitem()
+            idle[tag] = t
+            d4, d2m, d1g, blocks = t
             if d4:
-                n += len(d4)
-                release(d4.values())
-                d4.clear()
+                k = len(d4)
+                n += k
+                if in_line and k <= FEW_POPPED:
+                    while d4:  # popped: the dict keeps its key table for the refill
+                        e = d4.popitem()[1]
+                        p = e.path
+                        if p is not None:
+                            p.live.discard(e)
+                            e.leaf.discard(e)
+                        else:
+                            release((e,))
+                else:
+                    release(d4.values())
+                    d4.clear()
             if d2m:
                 n += len(d2m)
                 release(d2m.values())
@@ -337,8 +366,6 @@ class TagCache:
                 d1g.clear()
             if blocks:
                 blocks.clear()
-        self.idle.update(tables)
-        tables.clear()
         return n
 
     def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:

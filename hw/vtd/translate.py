@@ -280,8 +280,10 @@ class Translation:
         if pasid is None:
             priv = exe = False
             key = rid
+            kind: int = write  # the request kind (Sel.needs): priv and exe are clear
         else:
             key = (rid, pasid, priv, exe)
+            kind = write | priv << 1 | exe << 2
         if size <= 0:
             return DmaResult(())
         stats = self.stats
@@ -356,14 +358,16 @@ class Translation:
             if t is None or not (  # lookups by page number: small-int shifts
                 t[0].get(v := addr >> 12) or t[1].get(v >> 9) or t[2].get(v >> 18)
             ):
-                # The straight walk without walk_sl's call (its leaf tagged and clean:
-                # a stage without A/D); anything else walk_sl's or walk_fl's.
+                # The straight walk without walk_sl's call (a 4 KiB leaf, tagged and
+                # clean: a stage without A/D); anything else walk_sl's or walk_fl's.
                 e = (
                     self.walker.walk_sl4(stage, addr, sel.scalable, None, sel.key)
                     if sel.sl4
                     else None
                 )
-                if e is None:
+                if e is not None:
+                    phys = e.phys | off
+                else:
                     try:
                         if stage.kind == KIND_SL:
                             e = self.walker.walk_sl(
@@ -376,9 +380,9 @@ class Translation:
                     else:
                         e.tag = sel.key
                         e.dirty = sel.entry_dirty or write
+                        phys = e.phys | (addr & ((1 << e.shift) - 1))
                 if e is not None:
-                    need = sel.needs[write | priv << 1 | exe << 2]
-                    phys = e.phys | (off if e.shift == 12 else addr & ((1 << e.shift) - 1))
+                    need = sel.needs[kind]
                     # No RAM overlaps the interrupt range (hw.machine.PCI_HOLE).
                     if e.perms & need == need and phys + size <= iotlb.ram:
                         stats.iotlb_misses += 1
@@ -394,7 +398,7 @@ class Translation:
         if upper_stale:
             slow = PageSlowPath(self, rid, pasid, priv, exe, write, sel, True, False)
         else:  # the selection's slow path for this kind of request, built once
-            kind = write | priv << 1 | exe << 2 | (pasid is None) << 3
+            kind |= (pasid is None) << 3
             cached = sel.slows[kind]
             if cached is None:
                 slow = sel.slows[kind] = PageSlowPath(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
@@ -50,7 +51,6 @@ _SL_PERM_FR = ((FR.READ, FR.WRITE), (FR.SM_READ, FR.SM_WRITE))
 """Non-present second-stage entry: [scalable][write]."""
 _SL_RSVD_FR = (FR.PAGING_ENTRY_RSVD, FR.SS_RSVD)
 _U64 = struct.Struct("<Q").unpack_from
-_new = object.__new__
 _UPPER_SHIFTS: tuple[tuple[int, ...], ...] = tuple(
     tuple(9 * i for i in range(n - 1, 0, -1)) for n in range(7)
 )
@@ -122,9 +122,19 @@ class Leaf(TlbEntry):
     """The leaf of a page walk, built as the IOTLB entry it becomes on a fill (one
     object per walk; a fill sets its tag and dirty state): page frame ``phys``, size
     ``1 << shift``, the access rights of all levels (``perms``), the leaf entry's
-    address and the 8-byte granules of the entries read on the way (``slots``)."""
+    address and the 8-byte granules of the entries read on the way (``slots``).
+
+    ``Leaf()`` takes no arguments (object's constructor, the cheapest allocation):
+    :meth:`Walker.walk_sl4` sets the fields in line, the other walks through
+    :meth:`TlbEntry.__init__ <hw.translation.TlbEntry>`."""
 
     __slots__ = ()
+    if TYPE_CHECKING:
+
+        def __init__(self) -> None: ...
+
+    else:
+        __init__ = object.__init__
 
 
 class NestLeaf(Leaf):
@@ -145,7 +155,7 @@ class NestLeaf(Leaf):
         slots: list[int],
         s2_pte: int,
     ) -> None:
-        super().__init__(None, vpn, shift, phys, perms, src, pte_addr, slots)
+        TlbEntry.__init__(self, None, vpn, shift, phys, perms, src, pte_addr, slots)
         self.s2_pte = s2_pte
 
 
@@ -437,8 +447,8 @@ class Walker:
             if memo is not None:
                 memo.region, memo.table = addr >> 21, p3 & -4096
                 memo.perms, memo.slots = perms, (g1, g2, g3)
-            e = _new(Leaf)
-            e.slots = [g1, g2, g3, g]
+            e = Leaf()
+            e.slots = (g1, g2, g3, g)
             e.suspect = False
             e.tag = tag
             e.vpn = vpn
@@ -528,7 +538,9 @@ class Walker:
             ) from None
         if ad and leaf_a and not pte & _SL_A:
             self.set_bits(g << 3, _SL_A)
-        return Leaf(
+        leaf = Leaf()
+        TlbEntry.__init__(
+            leaf,
             None,
             addr >> shift,
             shift,
@@ -538,6 +550,7 @@ class Walker:
             g << 3,
             slots,
         )
+        return leaf
 
     def walk_fl(
         self,
@@ -610,9 +623,11 @@ class Walker:
         perms &= _FL_RIGHTS[(pte & 6) | (pte >> 63)]
         if update and leaf_a and not pte & _FL_A:
             self.set_bits(g << 3, _FL_A)
-        return Leaf(
-            None, addr >> shift, shift, pte & _ADDR & -(1 << shift), perms, st, g << 3, slots
+        leaf = Leaf()
+        TlbEntry.__init__(
+            leaf, None, addr >> shift, shift, pte & _ADDR & -(1 << shift), perms, st, g << 3, slots
         )
+        return leaf
 
     # -- nested translation (PGTT=3) ---------------------------------------------------
     def _nest_fetch(self, s2: Stage, gpa: int, top: bool, fpd: bool, slots: list[int]) -> Leaf:
