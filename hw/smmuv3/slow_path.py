@@ -146,7 +146,6 @@ class S1MissPath(TlbSlowPath):
         "machine",
         "qwords",
         "stats",
-        "tables",
         "tag",
     )
 
@@ -162,7 +161,6 @@ class S1MissPath(TlbSlowPath):
         self.hd = cd.hd
         self.tag, self.gtag = sel.tag, sel.gtag
         self.iotlb = unit._p.iotlb
-        self.tables = self.iotlb.tables
         self.last_page = self.iotlb.ram - 4096
         """The highest page frame the straight fill gives (RAM in one piece from 0)."""
         self.machine = unit._m
@@ -207,7 +205,7 @@ class S1MissPath(TlbSlowPath):
         if a & above != expect or self.machine.hw_trace is not None:
             return None
         vpn = a >> 12  # the indexes from the page number: small-int operations
-        tables, gtag = self.tables, self.gtag
+        tables, gtag = self.iotlb.tables, self.gtag  # read each time (flush_all)
         if gtag in tables:  # (no global entry at all: usual after a flush)
             gt = tables[gtag]
             if gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30):
@@ -302,9 +300,7 @@ def fill_ahead(unit: Smmuv3Unit, sel: Sel, first: TlbEntry, need: int, end: int)
     if not added:
         return
     for e in added:
-        t = tables.get(e.tag)
-        if t is None:
-            t = tables[e.tag] = ({}, {}, {}, {})
+        t = iotlb.table(e.tag)
         t[0][e.vpn] = e
         t[BLOCK].pop(e.vpn >> 9, None)
     n = len(added)
