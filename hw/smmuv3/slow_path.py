@@ -36,11 +36,24 @@ if TYPE_CHECKING:
 
 LOST_DIRTY = "no dirty update"
 PERM_UR = PERM_U | PERM_R
-_new = object.__new__
 BIT55 = 1 << 55
 """The VA bit that selects the TTB1 half."""
 NO_STRAIGHT: Straight = (0, 0, 0, -1, 0, 0, 0)
 """The straight parameters of a half that has none: no address passes ``a & 0 == -1``."""
+
+
+class S1Leaf(TlbEntry):
+    """An IOTLB entry the straight fill (:meth:`S1MissPath.fill`) builds: ``S1Leaf()``
+    takes no arguments (object's constructor, the cheapest allocation) and the fill
+    sets the fields :class:`~hw.translation.TlbEntry` has in line."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+
+        def __init__(self) -> None: ...
+
+    else:
+        __init__ = object.__init__
 
 
 def tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
@@ -234,7 +247,7 @@ class S1MissPath(TlbSlowPath):
         phys = pte & OA_MASK
         if phys > self.last_page:
             return None
-        e = _new(TlbEntry)
+        e = S1Leaf()
         e.slots = (g0, g1, g2, g)
         e.suspect = False
         e.tag = self.tag if pte & NG else gtag
