@@ -349,13 +349,11 @@ class TagCache:
         if not tables:
             return 0
         n = 0
-        release = self.release
-        in_line = self.drops_in_line
         for d4, d2m, d1g, blocks in tables.values():
             if d4:
                 k = len(d4)
                 n += k
-                if in_line and k <= FEW_POPPED:
+                if k <= FEW_POPPED and self.drops_in_line:
                     while d4:  # popped: the dict keeps its key table for the refill
                         e = d4.popitem()[1]
                         p = e.path
@@ -363,17 +361,17 @@ class TagCache:
                             p.live.discard(e)
                             e.leaf.discard(e)
                         else:
-                            release((e,))
+                            self.release((e,))
                 else:
-                    release(d4.values())
+                    self.release(d4.values())
                     d4.clear()
             if d2m:
                 n += len(d2m)
-                release(d2m.values())
+                self.release(d2m.values())
                 d2m.clear()
             if d1g:
                 n += len(d1g)
-                release(d1g.values())
+                self.release(d1g.values())
                 d1g.clear()
             if blocks:
                 blocks.clear()
