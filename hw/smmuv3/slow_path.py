@@ -225,7 +225,7 @@ class S1MissPath(TlbSlowPath):
                 return None
         q = self.qwords
         try:
-            p0 = q[g0 := tg + ((vpn & low) >> 27)]
+            p0 = q[g0 := tg + ((vpn >> 27) & low)]
             p1 = q[g1 := (p0 >> 3) + ((vpn >> 18) & 0x1FF)]
             p2 = q[g2 := (p1 >> 3) + ((vpn >> 9) & 0x1FF)]
             pte = q[g := (p2 >> 3) + (vpn & 0x1FF)]
