@@ -38,6 +38,8 @@ LOST_DIRTY = "no dirty update"
 PERM_UR = PERM_U | PERM_R
 BIT55 = 1 << 55
 """The VA bit that selects the TTB1 half."""
+LEAF_OUT = OA_MASK | 3 << 48
+"""A leaf's output address bits 47:12 and the Address Size bits 49:48 above them."""
 NO_STRAIGHT: Straight = (0, 0, 0, -1, 0, 0, 0)
 """The straight parameters of a half that has none: no address passes ``a & 0 == -1``."""
 
@@ -169,26 +171,40 @@ class S1MissPath(TlbSlowPath):
         cd = sel.cd
         assert cd is not None
         assert not self.need & PERM_NU, "no leaf this path serves gives PERM_NU"
-        self.fast0 = self._params(straight(cd.half0, cd.leaf_bad), write)
-        self.fast1 = self._params(straight(cd.half1, cd.leaf_bad), write)
+        self.iotlb = unit._p.iotlb
+        self.qwords = unit._w.qwords
+        ram = self.iotlb.ram  # RAM in one piece from 0 (Walker.flat): all of qwords
+        self.fast0 = self._params(straight(cd.half0, cd.leaf_bad), write, ram)
+        self.fast1 = self._params(straight(cd.half1, cd.leaf_bad), write, ram)
         self.hd = cd.hd
         self.tag, self.gtag = sel.tag, sel.gtag
-        self.iotlb = unit._p.iotlb
         self.last_page = self.iotlb.ram - 4096
         """The highest page frame the straight fill gives (RAM in one piece from 0)."""
         self.machine = unit._m
-        self.qwords = unit._w.qwords
         self.stats = unit.stats
 
     @staticmethod
-    def _params(half: Straight | None, write: bool) -> Straight:
-        """The straight parameters for this kind: a write also tests AP[2]=0."""
+    def _params(half: Straight | None, write: bool, ram: int) -> Straight:
+        """The straight parameters for this kind: a write also tests AP[2]=0. When
+        all of RAM (``ram`` bytes of :attr:`qwords`, one piece from 0) lies below
+        the lowest high bit a test looks for (an address bit at or above the IPS,
+        or in 51:48), that part of the test is dropped, as it cannot fail where
+        :meth:`fill` applies it, and the tests left AND two small ints: a table
+        descriptor read on the way indexed :attr:`qwords`, so it is below ``ram``;
+        the leaf's output, taken with its bits 49:12 (:data:`LEAF_OUT`, which hold
+        every bit ``leaf_bad`` names), is then above the last page of RAM."""
         if half is None:
             return NO_STRAIGHT
-        if not write:
-            return half
         tg, low, above, expect, table_test, leaf_test, root = half
-        return tg, low, above, expect, table_test, leaf_test | AP2, root
+        if write:
+            leaf_test |= AP2
+        high = table_test & ~0xFFF
+        if ram <= high & -high:
+            table_test &= 0xFFF
+        high = leaf_test & ~0xFFF
+        if ram <= high & -high and not high & ~LEAF_OUT:
+            leaf_test &= 0xFFF
+        return tg, low, above, expect, table_test, leaf_test, root
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         if e is None and end - a <= 4096:
@@ -205,11 +221,12 @@ class S1MissPath(TlbSlowPath):
         :attr:`~hw.memory.Memory.qwords`, each table descriptor's address taken
         unmasked (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make
         it differ from the masked one, and a bit above 51 indexes outside RAM), each
-        then tested with one AND against a small int; the leaf passes one test (a
-        write needs AP[2]=0), gives one of two rights (read-only unless a dirty
-        update is pending) and its page must be RAM. The entry is built without a
-        constructor call (the fields :class:`~hw.translation.TlbEntry` sets, in
-        line, as VT-d's ``walk_sl4`` does). Exactly the entry, miss and granules
+        then tested with one AND (of two small ints when all of RAM lies below the
+        IPS: :meth:`_params`); the leaf passes one test (a write needs AP[2]=0),
+        gives one of two rights (read-only unless a dirty update is pending) and its
+        page must be RAM. The entry is an :class:`S1Leaf` (object's constructor, the
+        fields :class:`~hw.translation.TlbEntry` has set in line, as VT-d's
+        ``walk_sl4`` does). Exactly the entry, miss and granules
         :meth:`Smmuv3Unit._fill` and :meth:`~hw.smmuv3.walk.Walker.walk_raw` give
         such a page (the tests compare the two over random tables)."""
         tg, low, above, expect, table_test, leaf_test, root = (
@@ -244,7 +261,7 @@ class S1MissPath(TlbSlowPath):
             return None  # a pending dirty update
         else:
             perms = PERM_UR
-        phys = pte & OA_MASK
+        phys = pte & LEAF_OUT  # (bits 49:48 clear unless the RAM test below fails)
         if phys > self.last_page:
             return None
         e = S1Leaf()
