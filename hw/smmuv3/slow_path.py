@@ -273,7 +273,7 @@ class S1MissPath(TlbSlowPath):
         e.phys = phys
         e.perms = perms
         e.src = root
-        e.pte_addr = g << 3
+        e.pte_addr = g * 8  # (a multiplication of small ints is specialised, a shift not)
         e.dirty = True
         self.iotlb.put(e)
         self.stats.iotlb_misses += 1
