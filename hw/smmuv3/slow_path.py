@@ -159,6 +159,7 @@ class S1MissPath(TlbSlowPath):
         "iotlb",
         "last_page",
         "machine",
+        "plain0",
         "qwords",
         "stats",
         "tag",
@@ -176,6 +177,10 @@ class S1MissPath(TlbSlowPath):
         ram = self.iotlb.ram  # RAM in one piece from 0 (Walker.flat): all of qwords
         self.fast0 = self._params(straight(cd.half0, cd.leaf_bad), write, ram)
         self.fast1 = self._params(straight(cd.half1, cd.leaf_bad), write, ram)
+        above, expect = self.fast0[2:4]
+        self.plain0 = above & -above if above and not expect else 0
+        """An address below this is in the lower half (TTB0) and passes its VA test:
+        no bit at or above its VA size is set (0: no TTB0 half to read straight)."""
         self.hd = cd.hd
         self.tag, self.gtag = sel.tag, sel.gtag
         self.last_page = self.iotlb.ram - 4096
@@ -217,7 +222,9 @@ class S1MissPath(TlbSlowPath):
         """Walk and fill page ``a`` (nothing cached for it under :attr:`Sel.tag`, the
         caller has checked) in one frame, or do nothing and return None. Hardware
         tracing must be off (a miss event per page), nothing global cached for the
-        page, the half 4 levels. The four descriptors are read straight from
+        page, the half 4 levels; an address below :attr:`plain0` passes the VA test
+        with one comparison (no AND of multi-digit ints), any other is tested as the
+        walk tests it. The four descriptors are read straight from
         :attr:`~hw.memory.Memory.qwords`, each table descriptor's address taken
         unmasked (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make
         it differ from the masked one, and a bit above 51 indexes outside RAM), each
@@ -229,10 +236,15 @@ class S1MissPath(TlbSlowPath):
         ``walk_sl4`` does). Exactly the entry, miss and granules
         :meth:`Smmuv3Unit._fill` and :meth:`~hw.smmuv3.walk.Walker.walk_raw` give
         such a page (the tests compare the two over random tables)."""
-        tg, low, above, expect, table_test, leaf_test, root = (
-            self.fast1 if a & BIT55 else self.fast0
-        )
-        if a & above != expect or self.machine.hw_trace is not None:
+        if a < self.plain0:  # (one comparison: no AND of multi-digit ints)
+            tg, low, above, expect, table_test, leaf_test, root = self.fast0
+        else:
+            tg, low, above, expect, table_test, leaf_test, root = (
+                self.fast1 if a & BIT55 else self.fast0
+            )
+            if a & above != expect:
+                return None
+        if self.machine.hw_trace is not None:
             return None
         vpn = a >> 12  # the indexes from the page number: small-int operations
         tables, gtag = self.iotlb.tables, self.gtag  # read each time (flush_all)
