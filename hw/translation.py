@@ -216,6 +216,18 @@ class TagCache:
             return None
         return t[0].get(addr >> 12) or t[1].get(addr >> 21) or t[2].get(addr >> 30)
 
+    def table(self, tag: Hashable) -> TagTable:
+        """The table to fill ``tag``'s entries into: its own in :attr:`tables`, else
+        the one a global flush left it in :attr:`idle` (moved back), else a new one.
+        A tag is never in both dicts (:meth:`put` does the same in line)."""
+        t = self.tables.get(tag)
+        if t is None:
+            t = self.idle.pop(tag, None)
+            if t is None:
+                t = ({}, {}, {}, {})
+            self.tables[tag] = t
+        return t
+
     def put(self, entry: TlbEntry) -> None:
         """Insert ``entry`` (replacing the one at its page) and drop its block summary;
         with a tracker, register its granules there (:meth:`SlotTracker.add`, in line
@@ -324,27 +336,24 @@ class TagCache:
     def flush_all(self) -> int:
         """:meth:`flush` of everything. Every tag's dicts are emptied and kept aside
         (:attr:`idle`), not rebuilt: the refills that follow take their tag's table
-        back. The tags are popped from :attr:`tables` one by one (so that dict keeps
-        its key table for the refills; ``clear`` would free it). Each dict's entries
-        are released from its own view (no list of them is built), except a few 4 KiB
-        entries (:data:`FEW_POPPED`), popped one by one; with the tracker's release
-        (:attr:`drops_in_line`) those registered under a path leave their two sets
-        here, without the call."""
+        back. The two dicts trade places: :attr:`tables` becomes :attr:`idle` whole
+        (no tag is hashed or moved), and the idle dict, empty since the refills took
+        its tags (any left over join the others first), becomes :attr:`tables`,
+        keeping the key table the refills need (``clear`` would free it). Each
+        dict's entries are released from its own view (no list of them is built),
+        except a few 4 KiB entries (:data:`FEW_POPPED`), popped one by one; with the
+        tracker's release (:attr:`drops_in_line`) those registered under a path
+        leave their two sets here, without the call. Nobody may hold :attr:`tables`
+        across a call that can flush: it is read from the cache each time."""
         tables = self.tables
         if not tables:
             return 0
         n = 0
-        release = self.release
-        in_line = self.drops_in_line
-        idle = self.idle
-        while tables:  # popped too: the dict keeps its key table for the refills
-            tag, t = tables.popitem()
-            idle[tag] = t
-            d4, d2m, d1g, blocks = t
+        for d4, d2m, d1g, blocks in tables.values():
             if d4:
                 k = len(d4)
                 n += k
-                if in_line and k <= FEW_POPPED:
+                if k <= FEW_POPPED and self.drops_in_line:
                     while d4:  # popped: the dict keeps its key table for the refill
                         e = d4.popitem()[1]
                         p = e.path
@@ -352,20 +361,26 @@ class TagCache:
                             p.live.discard(e)
                             e.leaf.discard(e)
                         else:
-                            release((e,))
+                            self.release((e,))
                 else:
-                    release(d4.values())
+                    self.release(d4.values())
                     d4.clear()
             if d2m:
                 n += len(d2m)
-                release(d2m.values())
+                self.release(d2m.values())
                 d2m.clear()
             if d1g:
                 n += len(d1g)
-                release(d1g.values())
+                self.release(d1g.values())
                 d1g.clear()
             if blocks:
                 blocks.clear()
+        idle = self.idle
+        if idle:  # tags an earlier flush emptied and no fill took back since
+            tables.update(idle)
+            idle.clear()
+        self.tables = idle
+        self.idle = tables
         return n
 
     def flush_key(self, key: Hashable, first: int = 0, last: int = -1) -> int:
@@ -448,8 +463,7 @@ def translate_run(
     A block covered entirely is summarised for next time. With ``out`` the entries
     used are appended to it one per leaf (an ATS Translation Request) and summaries
     are neither used nor built."""
-    tables = cache.tables
-    t = tables.get(tag)
+    t = cache.tables.get(tag)
     ram = cache.ram
     runs: list[tuple[int, int]] = []
     run_start = run_end = -1
@@ -528,8 +542,8 @@ def translate_run(
                 fault = got
                 break
             use: TlbEntry = got  # type: ignore[assignment]
-            if t is None:
-                t = tables.get(tag)
+            if t is None:  # (read again: a global flush trades the dicts)
+                t = cache.tables.get(tag)
             shift = use.shift
             nxt = ((a >> shift) + 1) << shift
             chunk = (end if nxt > end else nxt) - a

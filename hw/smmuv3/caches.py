@@ -83,8 +83,12 @@ class Sel:
         pan = cd.pan if cd is not None else False
         self.needs = tuple(need_bits(bool(i & 1), bool(i & 2), pan) for i in range(4))
         """:func:`need_bits`, indexed ``write | priv << 1``."""
-        self.slows: list[TlbSlowPath | None] = [None] * 4
-        """The slow path of each request kind (same index), made at first use."""
+        self.slows: tuple[list[TlbSlowPath | None], list[TlbSlowPath | None]] = (
+            [None, None],
+            [None, None],
+        )
+        """The slow path of each request kind, indexed ``[priv][write]``, made at
+        first use."""
 
 
 class Caches:

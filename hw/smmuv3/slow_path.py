@@ -36,11 +36,26 @@ if TYPE_CHECKING:
 
 LOST_DIRTY = "no dirty update"
 PERM_UR = PERM_U | PERM_R
-_new = object.__new__
 BIT55 = 1 << 55
 """The VA bit that selects the TTB1 half."""
+LEAF_OUT = OA_MASK | 3 << 48
+"""A leaf's output address bits 47:12 and the Address Size bits 49:48 above them."""
 NO_STRAIGHT: Straight = (0, 0, 0, -1, 0, 0, 0)
 """The straight parameters of a half that has none: no address passes ``a & 0 == -1``."""
+
+
+class S1Leaf(TlbEntry):
+    """An IOTLB entry the straight fill (:meth:`S1MissPath.fill`) builds: ``S1Leaf()``
+    takes no arguments (object's constructor, the cheapest allocation) and the fill
+    sets the fields :class:`~hw.translation.TlbEntry` has in line."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+
+        def __init__(self) -> None: ...
+
+    else:
+        __init__ = object.__init__
 
 
 def tlbi_for(ste: StreamInfo, cd: CdInfo | None, e: TlbEntry) -> str:
@@ -144,9 +159,9 @@ class S1MissPath(TlbSlowPath):
         "iotlb",
         "last_page",
         "machine",
+        "plain0",
         "qwords",
         "stats",
-        "tables",
         "tag",
     )
 
@@ -157,27 +172,44 @@ class S1MissPath(TlbSlowPath):
         cd = sel.cd
         assert cd is not None
         assert not self.need & PERM_NU, "no leaf this path serves gives PERM_NU"
-        self.fast0 = self._params(straight(cd.half0, cd.leaf_bad), write)
-        self.fast1 = self._params(straight(cd.half1, cd.leaf_bad), write)
+        self.iotlb = unit._p.iotlb
+        self.qwords = unit._w.qwords
+        ram = self.iotlb.ram  # RAM in one piece from 0 (Walker.flat): all of qwords
+        self.fast0 = self._params(straight(cd.half0, cd.leaf_bad), write, ram)
+        self.fast1 = self._params(straight(cd.half1, cd.leaf_bad), write, ram)
+        above, expect = self.fast0[2:4]
+        self.plain0 = above & -above if above and not expect else 0
+        """An address below this is in the lower half (TTB0) and passes its VA test:
+        no bit at or above its VA size is set (0: no TTB0 half to read straight)."""
         self.hd = cd.hd
         self.tag, self.gtag = sel.tag, sel.gtag
-        self.iotlb = unit._p.iotlb
-        self.tables = self.iotlb.tables
         self.last_page = self.iotlb.ram - 4096
         """The highest page frame the straight fill gives (RAM in one piece from 0)."""
         self.machine = unit._m
-        self.qwords = unit._w.qwords
         self.stats = unit.stats
 
     @staticmethod
-    def _params(half: Straight | None, write: bool) -> Straight:
-        """The straight parameters for this kind: a write also tests AP[2]=0."""
+    def _params(half: Straight | None, write: bool, ram: int) -> Straight:
+        """The straight parameters for this kind: a write also tests AP[2]=0. When
+        all of RAM (``ram`` bytes of :attr:`qwords`, one piece from 0) lies below
+        the lowest high bit a test looks for (an address bit at or above the IPS,
+        or in 51:48), that part of the test is dropped, as it cannot fail where
+        :meth:`fill` applies it, and the tests left AND two small ints: a table
+        descriptor read on the way indexed :attr:`qwords`, so it is below ``ram``;
+        the leaf's output, taken with its bits 49:12 (:data:`LEAF_OUT`, which hold
+        every bit ``leaf_bad`` names), is then above the last page of RAM."""
         if half is None:
             return NO_STRAIGHT
-        if not write:
-            return half
         tg, low, above, expect, table_test, leaf_test, root = half
-        return tg, low, above, expect, table_test, leaf_test | AP2, root
+        if write:
+            leaf_test |= AP2
+        high = table_test & ~0xFFF
+        if ram <= high & -high:
+            table_test &= 0xFFF
+        high = leaf_test & ~0xFFF
+        if ram <= high & -high and not high & ~LEAF_OUT:
+            leaf_test &= 0xFFF
+        return tg, low, above, expect, table_test, leaf_test, root
 
     def __call__(self, e: TlbEntry | None, a: int, end: int) -> TlbEntry | DmaFault:
         if e is None and end - a <= 4096:
@@ -190,31 +222,39 @@ class S1MissPath(TlbSlowPath):
         """Walk and fill page ``a`` (nothing cached for it under :attr:`Sel.tag`, the
         caller has checked) in one frame, or do nothing and return None. Hardware
         tracing must be off (a miss event per page), nothing global cached for the
-        page, the half 4 levels. The four descriptors are read straight from
+        page, the half 4 levels; an address below :attr:`plain0` passes the VA test
+        with one comparison (no AND of multi-digit ints), any other is tested as the
+        walk tests it. The four descriptors are read straight from
         :attr:`~hw.memory.Memory.qwords`, each table descriptor's address taken
         unmasked (:func:`~hw.smmuv3.walk.straight` rejects every bit that would make
         it differ from the masked one, and a bit above 51 indexes outside RAM), each
-        then tested with one AND against a small int; the leaf passes one test (a
-        write needs AP[2]=0), gives one of two rights (read-only unless a dirty
-        update is pending) and its page must be RAM. The entry is built without a
-        constructor call (the fields :class:`~hw.translation.TlbEntry` sets, in
-        line, as VT-d's ``walk_sl4`` does). Exactly the entry, miss and granules
+        then tested with one AND (of two small ints when all of RAM lies below the
+        IPS: :meth:`_params`); the leaf passes one test (a write needs AP[2]=0),
+        gives one of two rights (read-only unless a dirty update is pending) and its
+        page must be RAM. The entry is an :class:`S1Leaf` (object's constructor, the
+        fields :class:`~hw.translation.TlbEntry` has set in line, as VT-d's
+        ``walk_sl4`` does). Exactly the entry, miss and granules
         :meth:`Smmuv3Unit._fill` and :meth:`~hw.smmuv3.walk.Walker.walk_raw` give
         such a page (the tests compare the two over random tables)."""
-        tg, low, above, expect, table_test, leaf_test, root = (
-            self.fast1 if a & BIT55 else self.fast0
-        )
-        if a & above != expect or self.machine.hw_trace is not None:
+        if a < self.plain0:  # (one comparison: no AND of multi-digit ints)
+            tg, low, above, expect, table_test, leaf_test, root = self.fast0
+        else:
+            tg, low, above, expect, table_test, leaf_test, root = (
+                self.fast1 if a & BIT55 else self.fast0
+            )
+            if a & above != expect:
+                return None
+        if self.machine.hw_trace is not None:
             return None
         vpn = a >> 12  # the indexes from the page number: small-int operations
-        tables, gtag = self.tables, self.gtag
+        tables, gtag = self.iotlb.tables, self.gtag  # read each time (flush_all)
         if gtag in tables:  # (no global entry at all: usual after a flush)
             gt = tables[gtag]
             if gt[0].get(vpn) or gt[1].get(a >> 21) or gt[2].get(a >> 30):
                 return None
         q = self.qwords
         try:
-            p0 = q[g0 := tg + ((vpn & low) >> 27)]
+            p0 = q[g0 := tg + ((vpn >> 27) & low)]
             p1 = q[g1 := (p0 >> 3) + ((vpn >> 18) & 0x1FF)]
             p2 = q[g2 := (p1 >> 3) + ((vpn >> 9) & 0x1FF)]
             pte = q[g := (p2 >> 3) + (vpn & 0x1FF)]
@@ -233,10 +273,10 @@ class S1MissPath(TlbSlowPath):
             return None  # a pending dirty update
         else:
             perms = PERM_UR
-        phys = pte & OA_MASK
+        phys = pte & LEAF_OUT  # (bits 49:48 clear unless the RAM test below fails)
         if phys > self.last_page:
             return None
-        e = _new(TlbEntry)
+        e = S1Leaf()
         e.slots = (g0, g1, g2, g)
         e.suspect = False
         e.tag = self.tag if pte & NG else gtag
@@ -245,7 +285,7 @@ class S1MissPath(TlbSlowPath):
         e.phys = phys
         e.perms = perms
         e.src = root
-        e.pte_addr = g << 3
+        e.pte_addr = g * 8  # (a multiplication of small ints is specialised, a shift not)
         e.dirty = True
         self.iotlb.put(e)
         self.stats.iotlb_misses += 1
@@ -302,9 +342,7 @@ def fill_ahead(unit: Smmuv3Unit, sel: Sel, first: TlbEntry, need: int, end: int)
     if not added:
         return
     for e in added:
-        t = tables.get(e.tag)
-        if t is None:
-            t = tables[e.tag] = ({}, {}, {}, {})
+        t = iotlb.table(e.tag)
         t[0][e.vpn] = e
         t[BLOCK].pop(e.vpn >> 9, None)
     n = len(added)

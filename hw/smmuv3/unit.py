@@ -403,10 +403,10 @@ class Smmuv3Unit(IommuUnitModel):
                 return self._translate_select(rid, pasid, priv, addr, size, write)
             stats.cd_hits += 1
         stats.ste_hits += 1
-        slow = sel.slows[write | priv << 1]
+        slow = sel.slows[priv][write]  # (indexed by the bools: no integer operation)
         if slow is None:
-            slow = sel.slows[write | priv << 1] = self._slow_path(rid, pasid, priv, write, sel)
-        one = (addr & 0xFFF) + size <= 4096
+            slow = sel.slows[priv][write] = self._slow_path(rid, pasid, priv, write, sel)
+        one = (off := addr & 0xFFF) + size <= 4096  # (addr is often a two-digit int)
         if one and slow.__class__ is S1MissPath:
             # One page with nothing cached for it under the selection's tag: walked
             # and filled straight (S1MissPath.fill) as the pipeline's miss would be;
@@ -419,7 +419,7 @@ class Smmuv3Unit(IommuUnitModel):
             ):
                 e = slow.fill(addr)
                 if e is not None:
-                    return dma_result((((e.phys | (addr & 0xFFF), size),), None))
+                    return dma_result((((e.phys | off, size),), None))
         runs, fault, hits = (translate_page if one else translate_run)(
             self._iotlb,
             sel.tag,

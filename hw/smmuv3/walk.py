@@ -808,7 +808,8 @@ def _half_params(
 
 Straight = tuple[int, int, int, int, int, int, int]
 """A 4-level TTBx half as a straight read takes it (:func:`straight`): (level-0 table
-as a granule, the page-number bits the indexes take, the VA bits checked above the half's
+as a granule, the mask of its index taken from the page number shifted by 27 (a small
+int, so the AND needs no multi-digit arithmetic), the VA bits checked above the half's
 size, the value they must have, the bits each table descriptor passed is tested on
 (against :data:`TABLE_OK`), the leaf bits tested against :data:`LEAF_OK`, the TTBx
 root)."""
@@ -829,7 +830,7 @@ def straight(half: Half | None, leaf_bad: int) -> Straight | None:
         return None
     tg, _, low, above, expect, check, _had, root = half
     table_test = check | _TABLE_IGNORED_LOW  # the bits of check above 1:0 must be clear
-    return tg, low >> 12, above, expect, table_test, leaf_bad | LEAF_OK, root
+    return tg, low >> 39, above, expect, table_test, leaf_bad | LEAF_OK, root
 
 
 def _table_base(ttb: int, va_bits: int) -> int:
